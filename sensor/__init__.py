@@ -1,0 +1,1 @@
+"""Falconet's eBPF sensor: real syscalls from the kernel in, enriched `falconet.rules.event.Event`s out."""

@@ -1,0 +1,1 @@
+"""Falconet's daemon: sensor -> engine -> alert hub -> outputs, and the gRPC services that stream alerts."""

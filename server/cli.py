@@ -1,0 +1,46 @@
+"""The `falconet` command: one entry point whose subcommands live beside the code they drive.
+
+Each area registers its own subcommands (`register(subparsers)`), and keeps heavy imports (bcc, grpc) inside
+the functions it runs, so that `falconet --help` and `falconet rules ...` start fast and work without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules that register subcommands, in the order `--help` lists them.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "falconet.server.run_cli",  # run
+    "falconet.server.serve_cli",  # serve, publish
+    "falconet.rules.cli",  # rules validate|list|test
+    "falconet.certs.cli",  # certs init|client|inspect
+    "falconet.sensor.cli",  # capture
+    "falconet.sdk.generate_cli",  # sdk generate
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="falconet",
+        description="Runtime-security alerts for Linux: eBPF sensor, Falco rules, mTLS gRPC alert server.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130 if args.command != "serve" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
