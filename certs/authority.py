@@ -61,13 +61,22 @@ class CertPaths:
     client_key: Path
 
     def all(self) -> tuple[Path, ...]:
-        return (self.ca_cert, self.ca_key, self.server_cert, self.server_key, self.client_cert, self.client_key)
+        return (
+            self.ca_cert,
+            self.ca_key,
+            self.server_cert,
+            self.server_key,
+            self.client_cert,
+            self.client_key,
+        )
 
 
 def cert_paths(directory: Path) -> CertPaths:
     """Where `init_certs` puts its files in `directory` (nothing is read or written)."""
     d = Path(directory)
-    return CertPaths(d / CA_CERT, d / CA_KEY, d / SERVER_CERT, d / SERVER_KEY, d / CLIENT_CERT, d / CLIENT_KEY)
+    return CertPaths(
+        d / CA_CERT, d / CA_KEY, d / SERVER_CERT, d / SERVER_KEY, d / CLIENT_CERT, d / CLIENT_KEY
+    )
 
 
 def init_certs(
@@ -204,7 +213,9 @@ def parse_san(text: str) -> x509.GeneralName:
         pass
     host = value[2:] if value.startswith("*.") else value
     if not _is_dns_name(host):
-        raise CertError(f"invalid SAN {text!r}: expected a host name (e.g. falconet.example.com) or an IP address")
+        raise CertError(
+            f"invalid SAN {text!r}: expected a host name (e.g. falconet.example.com) or an IP address"
+        )
     return x509.DNSName(value.lower())
 
 

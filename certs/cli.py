@@ -40,7 +40,9 @@ def register(sub: Any) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    init.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"output directory (default: {DEFAULT_DIR})")
+    init.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"output directory (default: {DEFAULT_DIR})"
+    )
     init.add_argument(
         "--san",
         action="append",
@@ -48,7 +50,9 @@ def register(sub: Any) -> None:
         metavar="NAME_OR_IP",
         help="another host name or IP address for the server certificate (repeatable)",
     )
-    init.add_argument("--days", type=int, default=825, help="validity of the leaf certificates (default: 825)")
+    init.add_argument(
+        "--days", type=int, default=825, help="validity of the leaf certificates (default: 825)"
+    )
     init.add_argument("--force", action="store_true", help="overwrite existing files (invalidates old certs)")
     init.set_defaults(func=_cmd_init)
 
@@ -61,7 +65,9 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     client.add_argument("name", metavar="NAME", help="client name: letters, digits, '.', '-', '_'")
-    client.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"CA directory (default: {DEFAULT_DIR})")
+    client.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"CA directory (default: {DEFAULT_DIR})"
+    )
     client.add_argument("--days", type=int, default=825, help="validity (default: 825, capped at the CA's)")
     client.add_argument("--force", action="store_true", help="overwrite an existing NAME.crt / NAME.key")
     client.set_defaults(func=_cmd_client)

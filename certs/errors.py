@@ -1,7 +1,7 @@
 """Errors of the certificate bootstrap; every message is a sentence a user can act on.
 
-    CertError                  anything that stops making or inspecting certificates
-     └── CertsExistError       a file would be overwritten and --force was not given
+CertError                  anything that stops making or inspecting certificates
+ └── CertsExistError       a file would be overwritten and --force was not given
 """
 
 from __future__ import annotations
