@@ -3,7 +3,14 @@
 `falconet certs init|client|inspect` (certs/cli.py) drive these functions; tests and fixtures call them directly.
 """
 
-from falconet.certs.authority import DEFAULT_CLIENT_NAME, CertPaths, cert_paths, init_certs, issue_client
+from falconet.certs.authority import (
+    DEFAULT_CLIENT_NAME,
+    CertPaths,
+    cert_paths,
+    init_certs,
+    issue_client,
+    issue_client_window,
+)
 from falconet.certs.errors import CertError, CertsExistError
 
 __all__ = [
@@ -14,4 +21,5 @@ __all__ = [
     "cert_paths",
     "init_certs",
     "issue_client",
+    "issue_client_window",
 ]

@@ -138,21 +138,42 @@ def issue_client(
     at the CA's own expiry. Returns (certificate path, key path).
     """
     _check_days(days)
+    now = _dt.datetime.now(_dt.UTC)
+    return issue_client_window(
+        directory, name, not_before=now - CLOCK_SKEW, not_after=now + _dt.timedelta(days=days), force=force
+    )
+
+
+def issue_client_window(
+    directory: Path,
+    name: str,
+    *,
+    not_before: _dt.datetime,
+    not_after: _dt.datetime,
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """`issue_client` with an explicit validity window (capped at the CA's expiry).
+
+    For rehearsing rotation and expiry: a window in the past yields an expired certificate that clients and
+    servers must refuse with a clear reason.
+    """
     _check_client_name(name, allow_reserved=False)
+    if not_before.tzinfo is None or not_after.tzinfo is None or not_after <= not_before:
+        raise CertError("the validity window needs timezone-aware times with not_before < not_after")
     d = Path(directory)
     ca_cert, ca_key = load_ca(d)
     cert_path, key_path = d / f"{name}.crt", d / f"{name}.key"
     _refuse_overwrite((cert_path, key_path), force, what=f"client {name!r}")
     key = _new_key()
-    cert = _build_leaf(
+    cert = build_leaf(
         ca_cert,
         ca_key,
         key,
         name,
         [x509.DNSName(name)],
         ExtendedKeyUsageOID.CLIENT_AUTH,
-        _dt.datetime.now(_dt.UTC),
-        days,
+        not_before,
+        min(not_after, ca_cert.not_valid_after_utc),
     )
     _write_key(key_path, key)
     _write_cert(cert_path, cert)
