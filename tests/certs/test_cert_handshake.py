@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from falconet.certs import CertPaths, init_certs, issue_client_window
 
@@ -46,9 +48,10 @@ class OneShotServer:
         conn, _ = self.sock.accept()
         try:
             with self.ctx.wrap_socket(conn, server_side=True) as tls:
-                peer = tls.getpeercert()
-                assert peer is not None
-                self.peer_cn = next(str(v) for rdn in peer["subject"] for k, v in rdn if k == "commonName")
+                der = tls.getpeercert(binary_form=True)
+                assert der is not None
+                cn = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+                self.peer_cn = str(cn[0].value)
                 tls.sendall(tls.recv(100))
         except (ssl.SSLError, OSError) as exc:
             self.error = exc
