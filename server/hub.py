@@ -1,0 +1,410 @@
+"""The alert hub: one bounded retention ring that every producer writes and every subscriber reads.
+
+The engine thread publishes each alert here and must never wait for a client, so `publish` only takes a short
+lock, stores the alert in a fixed-size ring and wakes subscribers that are idle. Subscribers do not own queues:
+each holds a sequence number and reads the ring at its own pace. One that falls further behind than the ring
+retains loses the oldest alerts; the loss is counted on its `Reader` and handed back to it as a number, which
+the gRPC services turn into an `internal` alert so that loss is never silent.
+
+Sequences start at 1 and the epoch changes per hub (per server run), so a cursor from another run is
+recognised. Each retained alert is converted to its protobuf wire form at most once (lazily, on first read,
+then cached on the entry), however many subscribers read it: fan-out costs a reference, not a conversion.
+
+Falco's own clients know nothing of cursors; for them the hub keeps a "Falco cursor" per client identity (the
+newest sequence sent to that identity), which gives Falco's drain-the-queue semantics to `get` and to the
+backlog of `sub` without letting two identities take alerts from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from falconet.rules.alert import Alert, Cursor, Priority
+
+DEFAULT_RETENTION = 10_000
+LOSS_RULE = "Falconet alerts lost"
+"""Rule name of the internal alert a subscriber receives in place of alerts it lost."""
+
+
+def default_hostname() -> str:
+    """The host name alerts carry, as in Falco: FALCO_HOSTNAME when set, else the machine's host name."""
+    return os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
+
+
+def new_epoch() -> str:
+    """A fresh identifier for one run of the hub: random, so restarts never collide."""
+    return secrets.token_hex(6)
+
+
+class Entry:
+    """One retained alert with its sequence and its cached wire forms (computed once, on first read)."""
+
+    __slots__ = ("seq", "alert", "_wire", "_framed")
+
+    def __init__(self, seq: int, alert: Alert) -> None:
+        self.seq = seq
+        self.alert = alert
+        self._wire: bytes | None = None
+        self._framed: bytes | None = None
+
+    def wire(self) -> bytes:
+        """The serialized `falco.outputs.response`, made once however many subscribers read it."""
+        w = self._wire
+        if w is None:
+            from falconet.sdk.convert import alert_to_wire
+
+            w = self._wire = alert_to_wire(self.alert)
+        return w
+
+    def framed(self) -> bytes:
+        """The wire form framed as field 1 of a batch message (`repeated response alerts = 1`).
+
+        Batch messages are then built by concatenation, with no protobuf object per batch.
+        """
+        f = self._framed
+        if f is None:
+            w = self.wire()
+            f = self._framed = b"\x0a" + encode_varint(len(w)) + w
+        return f
+
+
+def encode_varint(value: int) -> bytes:
+    """Protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    """Selects alerts; every condition that is set must hold (an empty set accepts everything)."""
+
+    min_priority: Priority | None = None
+    rules: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    sources: frozenset[str] = frozenset()
+
+    @property
+    def is_empty(self) -> bool:
+        return self.min_priority is None and not self.rules and not self.tags and not self.sources
+
+    def matches(self, alert: Alert) -> bool:
+        # Lower priority numbers are more severe (EMERGENCY = 0).
+        if self.min_priority is not None and alert.priority > self.min_priority:
+            return False
+        if self.rules and alert.rule not in self.rules:
+            return False
+        if self.sources and alert.source not in self.sources:
+            return False
+        if self.tags and self.tags.isdisjoint(alert.tags):
+            return False
+        return True
+
+
+@dataclass(slots=True)
+class StartResult:
+    """Where a reader starts, and the internal alert to send first when the requested start was not retained."""
+
+    next_seq: int
+    gap_alert: Alert | None = None
+
+
+@dataclass
+class ReaderStats:
+    """A snapshot of one subscriber's counters."""
+
+    name: str
+    identity: str
+    next_seq: int
+    delivered: int
+    dropped: int
+
+
+class Reader:
+    """One subscriber's position in the hub. Owned by one task; `take` is cheap and never blocks."""
+
+    __slots__ = ("hub", "name", "identity", "next_seq", "delivered", "dropped", "__weakref__")
+
+    def __init__(self, hub: Hub, next_seq: int, name: str, identity: str) -> None:
+        self.hub = hub
+        self.name = name
+        self.identity = identity
+        self.next_seq = next_seq
+        self.delivered = 0
+        self.dropped = 0
+
+    def take(self, max_n: int) -> tuple[list[Entry], int]:
+        """Up to `max_n` entries from `next_seq` on, and how many were lost (overwritten) before them."""
+        return self.hub._take(self, max_n)
+
+    async def wait(self) -> None:
+        """Returns once an alert at or after `next_seq` exists (at once if one already does)."""
+        await self.hub.wait_for(self.next_seq)
+
+    def close(self) -> None:
+        self.hub._readers.pop(id(self), None)
+
+    def stats(self) -> ReaderStats:
+        return ReaderStats(self.name, self.identity, self.next_seq, self.delivered, self.dropped)
+
+
+@dataclass
+class HubStats:
+    """Counters of the hub and of every open subscriber."""
+
+    epoch: str
+    published: int
+    oldest: int
+    newest: int
+    retention: int
+    readers: list[ReaderStats] = field(default_factory=list)
+
+
+class Hub:
+    """The bounded retention ring; `publish` is thread-safe, non-blocking and callable from any thread."""
+
+    def __init__(
+        self, retention: int = DEFAULT_RETENTION, epoch: str | None = None, hostname: str | None = None
+    ):
+        if retention < 1:
+            raise ValueError(f"retention must be at least 1 alert, got {retention}")
+        self.retention = retention
+        self.epoch = epoch or new_epoch()
+        self.hostname = default_hostname() if hostname is None else hostname
+        self._ring: list[Entry | None] = [None] * retention
+        self._head = 0  # sequence of the newest alert; 0 = none yet
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._readers: dict[int, Reader] = {}
+        self._falco_cursors: dict[str, int] = {}
+
+    # -- producing ---------------------------------------------------------------------------------------
+
+    @property
+    def published(self) -> int:
+        """Alerts published since the hub was made (equals the newest sequence)."""
+        return self._head
+
+    def publish(self, alert: Alert) -> Cursor:
+        """Stores `alert` (setting its cursor and, if empty, its hostname) and wakes idle subscribers."""
+        if not alert.hostname:
+            alert.hostname = self.hostname
+        with self._lock:
+            seq = self._head + 1
+            alert.cursor = cursor = Cursor(self.epoch, seq)
+            self._ring[seq % self.retention] = Entry(seq, alert)
+            self._head = seq
+            waiters = self._waiters
+            if waiters:
+                self._waiters = []
+        if waiters:
+            _wake(waiters)
+        return cursor
+
+    def publish_many(self, alerts: Iterable[Alert]) -> Cursor | None:
+        """Publishes each alert in order under one lock hold; returns the last cursor (None if empty)."""
+        last: Cursor | None = None
+        with self._lock:
+            for alert in alerts:
+                if not alert.hostname:
+                    alert.hostname = self.hostname
+                seq = self._head + 1
+                alert.cursor = last = Cursor(self.epoch, seq)
+                self._ring[seq % self.retention] = Entry(seq, alert)
+                self._head = seq
+            waiters = self._waiters
+            if waiters:
+                self._waiters = []
+        if waiters:
+            _wake(waiters)
+        return last
+
+    # -- positions ---------------------------------------------------------------------------------------
+
+    @property
+    def oldest(self) -> int:
+        """Sequence of the oldest retained alert (head + 1 when nothing is retained yet)."""
+        return max(1, self._head - self.retention + 1)
+
+    @property
+    def newest(self) -> int:
+        return self._head
+
+    def start_oldest(self) -> StartResult:
+        return StartResult(self.oldest)
+
+    def start_now(self) -> StartResult:
+        return StartResult(self._head + 1)
+
+    def start_after(self, cursor: Cursor) -> StartResult:
+        """Just after `cursor`; a cursor no longer retained, or from another epoch, starts at the oldest retained
+        alert with an internal alert reporting the gap. Raises ValueError for a cursor of this epoch that is
+        ahead of the newest alert (it cannot have come from this hub)."""
+        head, oldest = self._head, self.oldest
+        if cursor.epoch != self.epoch:
+            gap = self.gap_alert(
+                f"cursor {cursor} is from another run of the server (this run is {self.epoch}); alerts published "
+                f"between them are lost. Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
+                lost=None,
+                resume=oldest,
+            )
+            return StartResult(oldest, gap)
+        if cursor.sequence > head:
+            raise ValueError(
+                f"cursor {cursor} is ahead of this server's newest alert ({self.epoch}:{head}); "
+                "it cannot have come from this server"
+            )
+        if cursor.sequence + 1 < oldest:
+            lost = oldest - cursor.sequence - 1
+            gap = self.gap_alert(
+                f"cursor {cursor} is no longer retained: {lost} alerts after it were dropped (the server retains "
+                f"{self.retention}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
+                lost=lost,
+                resume=oldest,
+            )
+            return StartResult(oldest, gap)
+        return StartResult(cursor.sequence + 1)
+
+    def start_falco(self, identity: str) -> StartResult:
+        """After this identity's Falco cursor: everything retained it has not been sent yet."""
+        with self._lock:
+            last = self._falco_cursors.get(identity, 0)
+        oldest = self.oldest
+        if last + 1 < oldest and last > 0:
+            lost = oldest - last - 1
+            gap = self.gap_alert(
+                f"{lost} alerts published since this client last read were dropped before it returned (the server "
+                f"retains {self.retention}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
+                lost=lost,
+                resume=oldest,
+            )
+            return StartResult(oldest, gap)
+        return StartResult(max(last + 1, oldest))
+
+    def advance_falco_cursor(self, identity: str, seq: int) -> None:
+        """Records that alerts up to `seq` were sent to `identity` (never moves the cursor back)."""
+        with self._lock:
+            if seq > self._falco_cursors.get(identity, 0):
+                self._falco_cursors[identity] = seq
+
+    def falco_cursor(self, identity: str) -> int:
+        return self._falco_cursors.get(identity, 0)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def reader(self, start: int, *, name: str = "", identity: str = "") -> Reader:
+        """A reader positioned at sequence `start` (see the `start_*` methods), registered for counters."""
+        r = Reader(self, start, name, identity)
+        self._readers[id(r)] = r
+        return r
+
+    def _take(self, reader: Reader, max_n: int) -> tuple[list[Entry], int]:
+        with self._lock:
+            head = self._head
+            nxt = reader.next_seq
+            lost = 0
+            oldest = head - self.retention + 1
+            if nxt < oldest:
+                lost = oldest - nxt
+                nxt = oldest
+            n = head - nxt + 1
+            if n > max_n:
+                n = max_n
+            if n <= 0:
+                entries: list[Entry] = []
+            else:
+                ring, r = self._ring, self.retention
+                entries = [ring[s % r] for s in range(nxt, nxt + n)]  # type: ignore[misc]
+                nxt += n
+            reader.next_seq = nxt
+        if lost:
+            reader.dropped += lost
+        return entries, lost
+
+    def snapshot(self, start: int | None = None) -> list[Entry]:
+        """Every retained entry from `start` (default: the oldest) to the newest, in order."""
+        with self._lock:
+            head = self._head
+            first = max(self.oldest, start or 1)
+            ring, r = self._ring, self.retention
+            return [ring[s % r] for s in range(first, head + 1)]  # type: ignore[misc]
+
+    async def wait_for(self, seq: int) -> None:
+        """Returns once the alert with sequence `seq` has been published."""
+        while self._head < seq:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                if self._head >= seq:
+                    return
+                self._waiters.append((loop, fut))
+            await fut
+
+    # -- loss reporting ----------------------------------------------------------------------------------
+
+    def gap_alert(self, message: str, *, lost: int | None, resume: int) -> Alert:
+        """An internal alert (not retained, not sequenced) telling one subscriber what it missed."""
+        fields: dict[str, str | int | float | bool | None] = {
+            "falconet.lost": lost,
+            "falconet.epoch": self.epoch,
+            "falconet.resume_sequence": resume,
+        }
+        return Alert(
+            time_ns=time.time_ns(),
+            rule=LOSS_RULE,
+            priority=Priority.WARNING,
+            source="internal",
+            output=f"Falconet: {message}",
+            output_fields=fields,
+            tags=["falconet", "loss"],
+            hostname=self.hostname,
+        )
+
+    def loss_alert(self, reader: Reader, lost: int, resume: int) -> Alert:
+        """The internal alert for a subscriber that fell behind the ring: `lost` alerts before `resume`."""
+        return self.gap_alert(
+            f"this subscriber lost {lost} alerts ({self.epoch}:{resume - lost}..{resume - 1}) because it read "
+            f"more slowly than they were published and the server retains only {self.retention}; "
+            f"{reader.dropped} lost in total on this stream.",
+            lost=lost,
+            resume=resume,
+        )
+
+    # -- counters ----------------------------------------------------------------------------------------
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            epoch=self.epoch,
+            published=self._head,
+            oldest=self.oldest,
+            newest=self._head,
+            retention=self.retention,
+            readers=[r.stats() for r in list(self._readers.values())],
+        )
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Resolves waiting futures, with one callback per event loop rather than one per subscriber."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for loop, fut in waiters:
+        by_loop.setdefault(loop, []).append(fut)
+    for loop, futs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futs)
+        except RuntimeError:  # the loop was closed: its subscribers are gone
+            pass
+
+
+def _resolve(futs: list[asyncio.Future[None]]) -> None:
+    for fut in futs:
+        if not fut.done():
+            fut.set_result(None)

@@ -1,0 +1,172 @@
+"""Falco's own services, wire-compatible with its clients: `falco.outputs.service` (sub, get) and `falco.version`.
+
+A request without Falconet's `start` field gets Falco's semantics through the caller's Falco cursor: the backlog
+not yet sent to this identity, then (for `sub`) every live alert. With `start`, reading is non-destructive and no
+cursor moves. Responses are pre-serialized bytes from the hub (the handlers are registered without a response
+serializer), so the proto conversion happens once per alert, not once per subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from falconet.sdk.api.falco import outputs_pb2, version_pb2
+from falconet.server.auth import peer_of
+from falconet.server.hub import AlertFilter, Hub, StartResult
+from falconet.server.requests import RequestError, parse_filter, parse_start
+from falconet.server.streams import single_stream
+
+OUTPUTS_SERVICE = "falco.outputs.service"
+VERSION_SERVICE = "falco.version.service"
+
+FALLBACK_ENGINE_VERSION = "0.57.0"
+"""The rules-language version we implement when the rule engine does not declare one (Falco 0.42's)."""
+
+
+def engine_version() -> str:
+    try:
+        from falconet.rules import ENGINE_VERSION  # type: ignore[attr-defined]
+    except ImportError:
+        return FALLBACK_ENGINE_VERSION
+    return str(ENGINE_VERSION)
+
+
+def falconet_version() -> str:
+    try:
+        return importlib.metadata.version("falconet")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+([0-9A-Za-z.-]+))?$")
+
+
+def version_response() -> version_pb2.response:
+    """Falconet's version in Falco's version message, with the engine version split as Falco >= 0.37 does."""
+    version = falconet_version()
+    m = _SEMVER.match(version)
+    major, minor, patch, pre, build = m.groups() if m else ("0", "0", "0", None, None)
+    ev = engine_version()
+    em = _SEMVER.match(ev)
+    emajor, eminor, epatch = (em.group(1), em.group(2), em.group(3)) if em else ("0", "0", "0")
+    try:
+        from falconet.rules import FIELDS_CHECKSUM  # type: ignore[attr-defined]
+    except ImportError:
+        FIELDS_CHECKSUM = ""
+    return version_pb2.response(
+        version=version,
+        major=int(major),
+        minor=int(minor),
+        patch=int(patch),
+        prerelease=pre or "",
+        build=build or "",
+        engine_minor=int(eminor),
+        engine_fields_checksum=str(FIELDS_CHECKSUM),
+        engine_major=int(emajor),
+        engine_patch=int(epatch),
+        engine_version=ev,
+    )
+
+
+def prepare(
+    hub: Hub, request: outputs_pb2.response | Any, identity: str
+) -> tuple[AlertFilter, StartResult, str | None]:
+    """Validates a request's Falconet fields; returns the filter, where to start, and the Falco identity (None
+    when the request carries a start position, i.e. non-destructive Falconet semantics)."""
+    flt = parse_filter(request.filter) if request.HasField("filter") else AlertFilter()
+    if request.HasField("start"):
+        return flt, parse_start(request.start).resolve(hub), None
+    return flt, hub.start_falco(identity), identity
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    # Later `sub` requests are keep-alives: read and discard them so the client's sends never stall.
+    async for _ in requests:
+        pass
+
+
+class FalcoOutputs:
+    """`falco.outputs.service`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def sub(
+        self, requests: AsyncIterator[outputs_pb2.request], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        peer = peer_of(context)
+        try:
+            first = await requests.__anext__()  # streaming starts with the first request, as in Falco
+        except StopAsyncIteration:
+            return
+        try:
+            flt, start, falco_identity = prepare(self.hub, first, peer.identity)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        await context.send_initial_metadata(())
+        drain = asyncio.ensure_future(_drain(requests))
+        reader = self.hub.reader(start.next_seq, name="sub", identity=peer.identity)
+        try:
+            async for chunk in single_stream(
+                self.hub, reader, flt, start.gap_alert, live=True, falco_identity=falco_identity
+            ):
+                yield chunk
+        finally:
+            reader.close()
+            drain.cancel()
+
+    async def get(
+        self, request: outputs_pb2.request, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        peer = peer_of(context)
+        try:
+            flt, start, falco_identity = prepare(self.hub, request, peer.identity)
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        reader = self.hub.reader(start.next_seq, name="get", identity=peer.identity)
+        try:
+            async for chunk in single_stream(
+                self.hub, reader, flt, start.gap_alert, live=False, falco_identity=falco_identity
+            ):
+                yield chunk
+        finally:
+            reader.close()
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "sub": grpc.stream_stream_rpc_method_handler(
+                self.sub, request_deserializer=outputs_pb2.request.FromString
+            ),
+            "get": grpc.unary_stream_rpc_method_handler(
+                self.get, request_deserializer=outputs_pb2.request.FromString
+            ),
+        }
+
+
+class FalcoVersion:
+    """`falco.version.service`."""
+
+    def __init__(self) -> None:
+        self._response = version_response()
+
+    async def version(
+        self, request: version_pb2.request, context: grpc.aio.ServicerContext
+    ) -> version_pb2.response:
+        return self._response
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "version": grpc.unary_unary_rpc_method_handler(
+                self.version,
+                request_deserializer=version_pb2.request.FromString,
+                response_serializer=version_pb2.response.SerializeToString,
+            )
+        }

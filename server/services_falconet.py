@@ -1,0 +1,136 @@
+"""Falconet's own services: the batched `falconet.v1.AlertService` and the `falconet.v1.InputService`.
+
+The batched stream exists for throughput: each message carries every alert waiting for the subscriber (up to a
+limit), built by concatenating the hub's cached, pre-framed wire forms. The input service lets other processes
+(`falconet publish`, relays) feed the hub; it is open on the UNIX socket and, over mTLS, only to client
+certificates whose Common Name is allow-listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2, types_pb2
+from falconet.sdk.convert import alert_from_proto
+from falconet.server.auth import input_denial, peer_of
+from falconet.server.hub import AlertFilter, Hub
+from falconet.server.requests import RequestError, parse_filter, parse_start
+from falconet.server.streams import batch_stream
+
+ALERT_SERVICE = "falconet.v1.AlertService"
+INPUT_SERVICE = "falconet.v1.InputService"
+
+
+class AlertService:
+    def __init__(self, hub: Hub, default_batch: int) -> None:
+        self.hub = hub
+        self.default_batch = default_batch
+
+    def _batch(self, requested: int) -> int:
+        return min(requested, self.default_batch) if requested else self.default_batch
+
+    async def Subscribe(
+        self, request: alerts_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        peer = peer_of(context)
+        try:
+            flt = parse_filter(request.filter) if request.HasField("filter") else AlertFilter()
+            start = (
+                parse_start(request.start).resolve(self.hub)
+                if request.HasField("start")
+                else self.hub.start_now()
+            )
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        await context.send_initial_metadata(())
+        reader = self.hub.reader(start.next_seq, name="Subscribe", identity=peer.identity)
+        try:
+            async for chunk in batch_stream(
+                self.hub, reader, flt, start.gap_alert, live=True, max_batch=self._batch(request.max_batch)
+            ):
+                yield chunk
+        finally:
+            reader.close()
+
+    async def GetAll(
+        self, request: alerts_pb2.GetAllRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        peer = peer_of(context)
+        try:
+            flt = parse_filter(request.filter) if request.HasField("filter") else AlertFilter()
+        except RequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        # Up to the newest alert at call time: GetAll is a snapshot, not a stream that may never end.
+        newest = self.hub.newest
+        reader = self.hub.reader(self.hub.oldest, name="GetAll", identity=peer.identity)
+        try:
+            async for chunk in batch_stream(
+                self.hub, reader, flt, None, live=False, max_batch=self._batch(request.max_batch)
+            ):
+                yield chunk
+                if reader.next_seq > newest:
+                    break
+        finally:
+            reader.close()
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                self.Subscribe, request_deserializer=alerts_pb2.SubscribeRequest.FromString
+            ),
+            "GetAll": grpc.unary_stream_rpc_method_handler(
+                self.GetAll, request_deserializer=alerts_pb2.GetAllRequest.FromString
+            ),
+        }
+
+
+class InputService:
+    def __init__(self, hub: Hub, allow_cns: frozenset[str]) -> None:
+        self.hub = hub
+        self.allow_cns = allow_cns
+        self.accepted = 0
+
+    async def Publish(
+        self, requests: AsyncIterator[inputs_pb2.PublishRequest], context: grpc.aio.ServicerContext
+    ) -> inputs_pb2.PublishResponse:
+        denial = input_denial(peer_of(context), self.allow_cns)
+        if denial is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, denial)
+        accepted = 0
+        last = None
+        index = 0
+        async for request in requests:
+            alerts = []
+            for resp in request.alerts:
+                index += 1
+                try:
+                    alert = alert_from_proto(resp)
+                except ValueError as exc:
+                    # Alerts before this one are already published; say how many, so nothing is lost silently.
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"alert {index} of the stream: {exc} ({accepted} alerts before it were published)",
+                    )
+                alert.cursor = None  # the hub assigns cursors; incoming ones are ignored
+                alerts.append(alert)
+            if alerts:
+                last = self.hub.publish_many(alerts)
+                accepted += len(alerts)
+                self.accepted += len(alerts)
+        out = inputs_pb2.PublishResponse(accepted=accepted)
+        if last is not None:
+            out.last.CopyFrom(types_pb2.Cursor(epoch=last.epoch, sequence=last.sequence))
+        return out
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "Publish": grpc.stream_unary_rpc_method_handler(
+                self.Publish,
+                request_deserializer=inputs_pb2.PublishRequest.FromString,
+                response_serializer=inputs_pb2.PublishResponse.SerializeToString,
+            )
+        }
