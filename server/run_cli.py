@@ -1,13 +1,127 @@
-"""Placeholder: registers nothing until this area's subcommands land."""
+"""`falconet run` (the daemon) and `falconet install` (the config under /etc/falconet, the systemd unit).
+
+Heavy imports (bcc, grpc, the engine) happen inside the functions, so `falconet --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
+
+RUN_EPILOG = """\
+examples:
+  falconet run
+      the eBPF sensor with /etc/falconet/falconet.yaml (as root); alerts on stdout and over gRPC
+  falconet run -c ./falconet.yaml -r ./my_rules.yaml -r ./rules.d
+      another config; -r replaces the config's rules_files (files or directories, loaded in order)
+  falconet run -c ./falconet.yaml --source replay:capture.jsonl
+      replay a capture (from `falconet capture`) through the same engine and outputs, without root
+  kill -HUP $(pidof -x falconet)
+      reload config, rules and certificates; open streams and alert sequence numbers carry on
+then subscribe:
+  falco-client subscribe --output json
+"""
+
+INSTALL_EPILOG = """\
+examples:
+  falconet install
+      /etc/falconet/falconet.yaml (kept if present), falconet_rules.yaml (refreshed), rules.d/
+  falconet install --dir /tmp/falconet --systemd-dir /etc/systemd/system
+      also writes falconet.service there (then: systemctl daemon-reload && systemctl enable --now falconet)
+"""
 
 
 def register(sub: Any) -> None:
-    del sub
+    p = sub.add_parser(
+        "run",
+        help="run the daemon: eBPF sensor -> rules -> gRPC subscribers and outputs",
+        description="Watch the kernel with eBPF, evaluate the rules and send alerts to every output and subscriber.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-c", "--config", type=Path, default=None,
+                   help="configuration file (default: /etc/falconet/falconet.yaml)")
+    p.add_argument("-r", "--rules", type=Path, action="append", default=[], metavar="RULES",
+                   help="rules file or directory; repeatable; replaces the config's rules_files")
+    p.add_argument("--source", default="ebpf", metavar="ebpf|replay:FILE",
+                   help="where events come from (default: ebpf, which needs root)")
+    p.set_defaults(func=_run)
+
+    i = sub.add_parser(
+        "install",
+        help="install the default config and rules under /etc/falconet (and the systemd unit)",
+        description="Put the default configuration, the default rules and an empty rules.d in place.",
+        epilog=INSTALL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    i.add_argument("--dir", type=Path, default=Path("/etc/falconet"), help="config directory (default: %(default)s)")
+    i.add_argument("--systemd-dir", type=Path, default=None, help="also write falconet.service into this directory")
+    i.add_argument("--force", action="store_true", help="overwrite an existing falconet.yaml")
+    i.set_defaults(func=_install)
 
 
-_ = argparse
+def _run(args: argparse.Namespace) -> int:
+    from falconet.server.daemon import Daemon
+    from falconet.server.daemon_config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+    path: Path = args.config or DEFAULT_CONFIG_PATH
+    if args.config is None and not path.exists():
+        print(
+            f"falconet run: no configuration at {path}; run `falconet install` to put the default there, "
+            "or pass -c FILE",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        config = load_config(path)
+        if args.rules:
+            config = config.with_rules(args.rules)
+    except ConfigError as exc:
+        print(f"falconet run: {exc}", file=sys.stderr)
+        return 1
+    daemon = Daemon(config, source=args.source, config_path=path, rules_override=args.rules)
+    return daemon.run()
+
+
+def install(directory: Path, *, systemd_dir: Path | None = None, force: bool = False) -> list[Path]:
+    """Writes the default config (unless present), the default rules and rules.d; returns what was written."""
+    from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+    from falconet.server.daemon_config import PACKAGED_CONFIG
+
+    written: list[Path] = []
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules.d").mkdir(exist_ok=True)
+    config = directory / "falconet.yaml"
+    if force or not config.exists():
+        shutil.copyfile(PACKAGED_CONFIG, config)
+        written.append(config)
+    # The default rules belong to the package and are refreshed on every install, as Falco's packages do;
+    # local rules go in rules.d, which is never touched.
+    rules = directory / "falconet_rules.yaml"
+    shutil.copyfile(DEFAULT_RULES, rules)
+    written.append(rules)
+    if systemd_dir is not None:
+        unit = Path(__file__).with_name("falconet.service").read_text(encoding="utf-8")
+        exe = shutil.which("falconet") or str(Path(sys.executable).with_name("falconet"))
+        unit = unit.replace("/usr/local/bin/falconet", os.path.abspath(exe))
+        unit = unit.replace("/etc/falconet/", f"{directory.resolve()}/")
+        systemd_dir.mkdir(parents=True, exist_ok=True)
+        target = systemd_dir / "falconet.service"
+        target.write_text(unit, encoding="utf-8")
+        written.append(target)
+    return written
+
+
+def _install(args: argparse.Namespace) -> int:
+    try:
+        written = install(args.dir, systemd_dir=args.systemd_dir, force=args.force)
+    except OSError as exc:
+        print(f"falconet install: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,144 @@
+"""Prometheus metrics for the daemon (prometheus_client, default http://127.0.0.1:9376/metrics).
+
+`falco_events` is labelled exactly as falco-exporter labels it (rule, priority as its number, hostname, source,
+tags as ",a,b,", k8s_ns_name, k8s_pod_name) and exposed under that very name, so dashboards and alerting
+rules written for falco-exporter work unchanged. The rest says whether anything is lost and what evaluation
+costs: events seen, kernel drops, alerts dropped per output and per gRPC subscriber, alerts held back by the
+rate limiter, and rule evaluation time.
+
+Counts are plain integers updated by the thread that owns them and read at scrape time by a collector, so the
+engine thread pays a dict update per alert, not a lock-protected prometheus_client child per label set.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import Metric
+
+from falconet.rules.alert import Alert
+
+FALCO_EVENTS_LABELS = ("rule", "priority", "hostname", "source", "tags", "k8s_ns_name", "k8s_pod_name")
+
+
+def falco_events_labels(alert: Alert) -> tuple[str, ...]:
+    """falco-exporter's label values for an alert."""
+    tags = "," + ",".join(sorted(alert.tags)) + "," if alert.tags else ""
+    ns = alert.output_fields.get("k8s.ns.name")
+    pod = alert.output_fields.get("k8s.pod.name")
+    return (
+        alert.rule,
+        str(int(alert.priority)),
+        alert.hostname,
+        alert.source,
+        tags,
+        "" if ns is None else str(ns),
+        "" if pod is None else str(pod),
+    )
+
+
+class DaemonMetrics:
+    """Everything the daemon counts, in its own registry (so several daemons can live in one test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self._falco_events: dict[tuple[str, ...], int] = {}
+        self.events_seen = 0
+        self.kernel_drops = 0
+        self.alerts_rate_limited = 0
+        self.rules_reloads = 0
+        self.rules_reload_failures = 0
+        # Sources read at scrape time, set by the daemon: output kind -> (dropped queue full, failed writes),
+        # and subscriber name -> dropped alerts.
+        self.output_drops: Callable[[], Mapping[str, tuple[int, int]]] = dict
+        self.subscriber_drops: Callable[[], Mapping[str, int]] = dict
+        self.rule_eval_seconds = Histogram(
+            "falconet_rule_evaluation_seconds",
+            "Time the rule engine spent per event, observed per batch of events as the batch's mean.",
+            buckets=(1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 1e-3, 1e-2),
+            registry=self.registry,
+        )
+        self.registry.register(_Collector(self))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def count_alert(self, alert: Alert) -> None:
+        key = falco_events_labels(alert)
+        with self._lock:
+            self._falco_events[key] = self._falco_events.get(key, 0) + 1
+
+    def falco_events(self) -> dict[tuple[str, ...], int]:
+        with self._lock:
+            return dict(self._falco_events)
+
+    def observe_batch(self, events: int, seconds: float) -> None:
+        if events:
+            self.events_seen += events
+            self.rule_eval_seconds.observe(seconds / events)
+
+    def serve(self, address: str, port: int) -> tuple[str, int]:
+        """Starts the HTTP endpoint in a background thread; returns the bound (address, port)."""
+        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server, self._thread = server, thread
+        host, bound = server.server_address[:2]
+        return str(host), int(bound)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+
+class _Collector:
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self.m = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        # Exposed as plain `falco_events` (no _total), the name falco-exporter's users query.
+        fe = Metric("falco_events", "Alerts raised, labelled as falco-exporter labels them.", "counter")
+        for labels, value in sorted(m.falco_events().items()):
+            fe.add_sample("falco_events", dict(zip(FALCO_EVENTS_LABELS, labels, strict=True)), value)
+        yield fe
+        for name, doc, value in (
+            ("falconet_events", "Events the rule engine evaluated.", m.events_seen),
+            ("falconet_kernel_drops", "Events the kernel dropped (ring buffer full), all CPUs.", m.kernel_drops),
+            (
+                "falconet_alerts_rate_limited",
+                "Alerts held back by outputs.rate/outputs.max_burst (sent to no output).",
+                m.alerts_rate_limited,
+            ),
+            ("falconet_rules_reloads", "Successful SIGHUP reloads.", m.rules_reloads),
+            ("falconet_rules_reload_failures", "SIGHUP reloads that failed and kept the old set.",
+             m.rules_reload_failures),
+        ):
+            c = Metric(name, doc, "counter")
+            c.add_sample(name + "_total", {}, value)
+            yield c
+        od = Metric(
+            "falconet_output_alerts_dropped", "Alerts an output lost: its queue was full, or the write failed.",
+            "counter",
+        )
+        for kind, (full, failed) in sorted(m.output_drops().items()):
+            od.add_sample("falconet_output_alerts_dropped_total", {"output": kind, "reason": "queue_full"}, full)
+            od.add_sample("falconet_output_alerts_dropped_total", {"output": kind, "reason": "write_failed"}, failed)
+        yield od
+        sd = Metric(
+            "falconet_subscriber_alerts_dropped", "Alerts a gRPC subscriber lost by falling behind the hub.",
+            "counter",
+        )
+        for name, dropped in sorted(m.subscriber_drops().items()):
+            sd.add_sample("falconet_subscriber_alerts_dropped_total", {"subscriber": name}, dropped)
+        yield sd
