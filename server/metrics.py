@@ -107,8 +107,9 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
-        # Exposed as plain `falco_events` (no _total), the name falco-exporter's users query.
-        fe = Metric("falco_events", "Alerts raised, labelled as falco-exporter labels them.", "counter")
+        # Exposed as plain `falco_events`, the name falco-exporter's users query. prometheus_client would render a
+        # counter family as falco_events_total, so the family is untyped; its value still only ever grows.
+        fe = Metric("falco_events", "Alerts raised (a count), labelled as falco-exporter labels them.", "unknown")
         for labels, value in sorted(m.falco_events().items()):
             fe.add_sample("falco_events", dict(zip(FALCO_EVENTS_LABELS, labels, strict=True)), value)
         yield fe

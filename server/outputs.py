@@ -288,10 +288,15 @@ class SyslogOutput(Output):
             host = host.strip("[]")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            sock.connect((host, int(port)))
+            target: Any = (host, int(port))
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.connect(addr)
+            target = addr
+        try:
+            sock.connect(target)
+        except OSError:
+            sock.close()
+            raise
         return sock
 
     def _write(self, line: str, alert: Alert) -> None:
