@@ -87,8 +87,18 @@ check: venv
 bench: setup
 	$(PY) -m bench
 
+# The daemon with the default config: config and rules under $(RUN_CONF_DIR) (kept if present), certificates
+# made once, then `falconet run` in the foreground (Ctrl-C or SIGTERM stops it cleanly; SIGHUP reloads).
+RUN_CONF_DIR := /etc/falconet
+RUN_SOCKET   := /run/falconet/falconet.sock
 run: setup
-	@echo "make run: not wired yet"
+	@$(VENV)/bin/falconet install --dir $(RUN_CONF_DIR)
+	@test -f $(RUN_CONF_DIR)/certs/ca.crt || $(VENV)/bin/falconet certs init --dir $(RUN_CONF_DIR)/certs
+	@echo "subscribe (UNIX socket):  $(CURDIR)/$(VENV)/bin/falco-client subscribe --unix-socket $(RUN_SOCKET) --output json"
+	@echo "subscribe (mTLS TCP):     $(CURDIR)/$(VENV)/bin/falco-client subscribe --host localhost --port 5060 \\"
+	@echo "                            --cert $(RUN_CONF_DIR)/certs/client.crt --key $(RUN_CONF_DIR)/certs/client.key --ca $(RUN_CONF_DIR)/certs/ca.crt"
+	@echo "metrics:                  curl -s http://127.0.0.1:9376/metrics | grep falco_events"
+	$(VENV)/bin/falconet run -c $(RUN_CONF_DIR)/falconet.yaml
 
 clean:
 	rm -rf $(VENV) .stamps .gen .tools build *.egg-info

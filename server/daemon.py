@@ -314,8 +314,8 @@ class Daemon:
         if cfg.grpc.enabled:
             from falconet.server.app import AlertServer
 
-            self.server = AlertServer(_server_config(cfg, self.hostname), self.hub)
             try:
+                self.server = AlertServer(_server_config(cfg, self.hostname), self.hub)
                 bound = await self.server.start()
             except Exception as exc:
                 raise DaemonError(f"the gRPC server cannot start: {exc}") from None
@@ -525,7 +525,7 @@ class Daemon:
             if late:
                 self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s during reload")
             cert_error = None
-            if self.server is not None:
+            if self.server is not None and any(not a.startswith("unix:") for a in config.grpc.bind_address):
                 try:
                     self.server.reload_certificates()
                 except Exception as exc:
@@ -586,7 +586,7 @@ class Daemon:
             self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s")
         if self.server is not None:
             await self._drain_subscribers()
-            await self.server.stop(5.0)
+            await self.server.stop(1.0)
         self.metrics.close()
         self._source.close()
         if self._engine_error is not None:
