@@ -1,13 +1,226 @@
-"""Placeholder: registers nothing until this area's subcommands land."""
+"""`falconet serve` (the alert server and hub alone) and `falconet publish` (alert JSON lines into the hub).
+
+These run before, and beside, the rule engine: `serve` is the daemon's server without the sensor, and `publish`
+feeds it from anything that can print alert JSON. Heavy imports stay inside the functions so `falconet --help`
+is fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+SERVE_EXAMPLES = """\
+examples:
+  falconet serve                                   # UNIX socket /run/falconet/falconet.sock only
+  falconet certs init --dir /etc/falconet/certs
+  falconet serve --listen unix:///run/falconet/falconet.sock --listen 0.0.0.0:5060 --certs /etc/falconet/certs
+  kill -HUP $(pidof -s falconet)                   # re-read the certificate files; open streams continue
+"""
+
+PUBLISH_EXAMPLES = """\
+examples:
+  echo '{"rule":"Test","priority":"Warning","output":"hello","time":"2024-01-01T00:00:00.000000000Z"}' \\
+      | falconet publish
+  falconet publish --unix-socket /tmp/f.sock < alerts.jsonl
+  falconet publish --host falconet.example --port 5060 --cert c.crt --key c.key --ca ca.crt < alerts.jsonl
+"""
 
 
 def register(sub: Any) -> None:
-    del sub
+    serve = sub.add_parser(
+        "serve",
+        help="run the alert server and hub alone (no sensor, no rules)",
+        description="Runs the gRPC alert server (Falco-compatible outputs/version, Falconet's batched alerts and "
+        "inputs) over UNIX sockets and mTLS TCP. Prints 'listening on ADDR' per address once ready. SIGHUP "
+        "re-reads the certificate files without dropping open streams; SIGTERM or Ctrl-C stops it.",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="unix:///PATH or HOST:PORT (TCP is always mTLS; Falco's port is 5060); repeatable "
+        "(default: unix:///run/falconet/falconet.sock)",
+    )
+    serve.add_argument(
+        "--certs", type=Path, metavar="DIR", help="directory with ca.crt, server.crt, server.key"
+    )
+    serve.add_argument("--ca", type=Path, help="CA certificate (overrides DIR/ca.crt)")
+    serve.add_argument("--cert", type=Path, help="server certificate (overrides DIR/server.crt)")
+    serve.add_argument("--key", type=Path, help="server key (overrides DIR/server.key)")
+    serve.add_argument("--retention", type=int, default=10_000, help="alerts the hub retains (default 10000)")
+    serve.add_argument(
+        "--unix-mode", type=lambda s: int(s, 8), default=0o660, help="socket mode, octal (0660)"
+    )
+    serve.add_argument("--unix-group", help="group owning the UNIX socket (default: the server's)")
+    serve.add_argument(
+        "--allow-input-cn",
+        action="append",
+        default=[],
+        metavar="CN",
+        help="client certificate Common Name allowed to publish alerts over TCP (repeatable)",
+    )
+    serve.set_defaults(func=run_serve)
+
+    pub = sub.add_parser(
+        "publish",
+        help="publish alert JSON lines from stdin through the server's input service",
+        description="Reads one alert JSON object per line on stdin (docs/alert-json.md) and publishes each "
+        "through falconet.v1.InputService. A malformed line is reported with its line number and skipped; "
+        "every other line is still published (exit status 1 if any line was skipped).",
+        epilog=PUBLISH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pub.add_argument("--unix-socket", default="/run/falconet/falconet.sock", help="server socket path")
+    pub.add_argument("--host", help="connect over mTLS to this host instead of the UNIX socket")
+    pub.add_argument("--port", type=int, default=5060)
+    pub.add_argument("--cert", type=Path, help="client certificate (its CN must be allow-listed)")
+    pub.add_argument("--key", type=Path, help="client key")
+    pub.add_argument("--ca", type=Path, help="CA certificate")
+    pub.set_defaults(func=run_publish)
 
 
-_ = argparse
+def _server_config(args: argparse.Namespace) -> Any:
+    from falconet.server.config import DEFAULT_LISTEN, ServerConfig
+
+    certs: Path | None = args.certs
+    ca = args.ca or (certs / "ca.crt" if certs else None)
+    cert = args.cert or (certs / "server.crt" if certs else None)
+    key = args.key or (certs / "server.key" if certs else None)
+    return ServerConfig(
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        tls_ca=ca,
+        tls_cert=cert,
+        tls_key=key,
+        unix_mode=args.unix_mode,
+        unix_group=args.unix_group,
+        input_allow_cns=frozenset(args.allow_input_cn),
+        retention=args.retention,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from falconet.server.app import AlertServer
+    from falconet.server.config import ConfigError
+    from falconet.server.tls import CertificateError
+
+    try:
+        server = AlertServer(_server_config(args))
+    except (ConfigError, CertificateError) as exc:
+        print(f"falconet serve: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def reload() -> None:
+            try:
+                server.reload_certificates()
+            except (ConfigError, CertificateError) as exc:
+                print(f"falconet serve: certificates not reloaded: {exc}", file=sys.stderr, flush=True)
+            else:
+                print("certificates reloaded", flush=True)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            bound = await server.start()
+        except (ConfigError, RuntimeError, OSError) as exc:
+            print(f"falconet serve: {exc}", file=sys.stderr)
+            return 2
+        for address in bound:
+            print(f"listening on {address}", flush=True)
+        await stop.wait()
+        await server.stop(2.0)
+        return 0
+
+    return asyncio.run(main())
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    import json
+
+    import grpc
+
+    from falconet.rules.alert import Alert
+    from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc
+    from falconet.sdk.convert import alert_to_proto
+
+    if args.host:
+        missing = [
+            flag for flag, v in (("--cert", args.cert), ("--key", args.key), ("--ca", args.ca)) if v is None
+        ]
+        if missing:
+            print(f"falconet publish: --host needs mTLS files: give {', '.join(missing)}", file=sys.stderr)
+            return 2
+        try:
+            creds = grpc.ssl_channel_credentials(
+                args.ca.read_bytes(), args.key.read_bytes(), args.cert.read_bytes()
+            )
+        except OSError as exc:
+            print(f"falconet publish: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+        target = f"{args.host}:{args.port}"
+        channel = grpc.secure_channel(target, creds)
+    else:
+        target = f"unix://{args.unix_socket}"
+        channel = grpc.insecure_channel(target)
+
+    bad = 0
+
+    def requests() -> Any:
+        nonlocal bad
+        batch: list[Any] = []
+        for number, line in enumerate(sys.stdin, start=1):
+            if not line.strip():
+                continue
+            try:
+                alert = Alert.from_json_dict(json.loads(line))
+            except json.JSONDecodeError as exc:
+                bad += 1
+                print(
+                    f"falconet publish: line {number}: not published: invalid JSON at column {exc.colno}: {exc.msg}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            except ValueError as exc:
+                bad += 1
+                print(f"falconet publish: line {number}: not published: {exc}", file=sys.stderr, flush=True)
+                continue
+            batch.append(alert_to_proto(alert))
+            if len(batch) >= 256:
+                yield inputs_pb2.PublishRequest(alerts=batch)
+                batch = []
+        if batch:
+            yield inputs_pb2.PublishRequest(alerts=batch)
+
+    with channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=10)
+        except grpc.FutureTimeoutError:
+            print(
+                f"falconet publish: cannot connect to {target} (is `falconet serve` running?)",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            reply = inputs_pb2_grpc.InputServiceStub(channel).Publish(requests())
+        except grpc.RpcError as exc:
+            print(f"falconet publish: {target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    last = f", last cursor {reply.last.epoch}:{reply.last.sequence}" if reply.HasField("last") else ""
+    print(
+        f"published {reply.accepted} alerts{last}" + (f"; {bad} lines skipped" if bad else ""),
+        file=sys.stderr,
+    )
+    return 1 if bad else 0

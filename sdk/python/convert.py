@@ -39,6 +39,7 @@ def _encode_fields(fields: dict[str, OutputValue]) -> tuple[dict[str, str], list
             # Same encoding as Falco's JSON output for numbers, booleans and null.
             strings[key] = json.dumps(value)
             typed.append(key)
+    typed.sort()  # a stable order, so equal alerts give equal bytes
     return strings, typed
 
 
