@@ -1,0 +1,170 @@
+"""The asyncio client (grpc.aio): the same calls, filters, start positions and resume as `Client`.
+
+`subscribe()` is an async iterator; cancelling the task that iterates it (or breaking out of the loop) cancels
+the stream on the server too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from types import TracebackType
+
+import grpc
+import grpc.aio
+
+from falconet.rules.alert import Alert, Priority
+from falconet.sdk._endpoint import Endpoint, is_retryable
+from falconet.sdk._models import Backoff, StartPosition, Version
+from falconet.sdk._query import Query
+from falconet.sdk._resume import Reconnects, Resume
+from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
+from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
+from falconet.sdk.convert import alert_from_proto
+
+
+class AsyncClient:
+    """An asyncio connection to a Falconet (or Falco) server; arguments as for `Client`.
+
+    Create it inside a running event loop (grpc.aio channels belong to the loop that made them); use
+    `async with`, or `await close()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        unix_socket: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._endpoint = Endpoint.resolve(
+            unix_socket=unix_socket, host=host, port=port, ca=ca, cert=cert, key=key, server_name=server_name
+        )
+        self._timeout = timeout
+        self._backoff = backoff or Backoff()
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def target(self) -> str:
+        """What this client dials, in words (used in error messages)."""
+        return self._endpoint.description
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.close()
+
+    async def _chan(self, fresh: bool = False) -> grpc.aio.Channel:
+        if fresh:
+            await self.close()
+        if self._channel is None:
+            self._channel = self._endpoint.aio_channel()
+        return self._channel
+
+    async def version(self) -> Version:
+        """The server's version and the rules-engine version it implements."""
+        stub = version_pb2_grpc.serviceStub(await self._chan())
+        try:
+            resp = await stub.version(version_pb2.request(), timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise self._endpoint.error(err) from None
+        return Version.from_proto(resp)
+
+    async def get(
+        self,
+        *,
+        min_priority: Priority | str | None = None,
+        rules: Iterable[str] | str = (),
+        tags: Iterable[str] | str = (),
+        sources: Iterable[str] | str = (),
+        start: StartPosition = "oldest",
+    ) -> list[Alert]:
+        """The retained alerts matching the filters, from `start` on; non-destructive (see `Client.get`)."""
+        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        stub = outputs_pb2_grpc.serviceStub(await self._chan())
+        call = stub.get(query.falco_request(), timeout=self._timeout)
+        try:
+            return [alert_from_proto(resp) async for resp in call]
+        except grpc.RpcError as err:
+            raise self._endpoint.error(err) from None
+        finally:
+            call.cancel()
+
+    async def subscribe(
+        self,
+        *,
+        min_priority: Priority | str | None = None,
+        rules: Iterable[str] | str = (),
+        tags: Iterable[str] | str = (),
+        sources: Iterable[str] | str = (),
+        start: StartPosition = "now",
+        batched: bool = False,
+    ) -> AsyncIterator[Alert]:
+        """Alerts as they are published, with reconnect and resume; see `Client.subscribe`.
+
+        Awaiting it checks the arguments and the first connection, then returns the iterator:
+        `async for alert in await client.subscribe(...)`.
+        """
+        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        await self.version()
+        return self._subscription(Resume(query), batched)
+
+    async def _subscription(self, resume: Resume, batched: bool) -> AsyncIterator[Alert]:
+        reconnects = Reconnects(self._backoff, self.target, resume)
+        fresh = False
+        while True:
+            try:
+                stream = self._stream(resume, batched, fresh)
+                try:
+                    async for alert in stream:
+                        reconnects.delivered()
+                        if resume.accept(alert):
+                            yield alert
+                finally:
+                    await stream.aclose()
+                reason = "the server ended the stream"
+            except grpc.RpcError as err:
+                if not is_retryable(err):
+                    raise self._endpoint.error(err) from None
+                reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
+            await asyncio.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
+            fresh = True
+
+    async def _stream(self, resume: Resume, batched: bool, fresh: bool) -> AsyncGenerator[Alert, None]:
+        channel = await self._chan(fresh=fresh)
+        after = resume.start_after()
+        if batched:
+            bcall = alerts_pb2_grpc.AlertServiceStub(channel).Subscribe(resume.query.batched_request(after))
+            try:
+                async for batch in bcall:
+                    for resp in batch.alerts:
+                        yield alert_from_proto(resp)
+            finally:
+                bcall.cancel()
+            return
+        call = outputs_pb2_grpc.serviceStub(channel).sub()
+        try:
+            # One request, and no half-close: later requests would only be keep-alives.
+            await call.write(resume.query.falco_request(after))
+            while True:
+                resp = await call.read()
+                if resp is grpc.aio.EOF:
+                    return
+                yield alert_from_proto(resp)
+        finally:
+            call.cancel()

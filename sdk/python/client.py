@@ -1,0 +1,197 @@
+"""The blocking client: `Client(...).subscribe()` is an iterator of typed alerts that survives server restarts.
+
+Reads go through Falco's own `falco.outputs.service` (or Falconet's batched stream when asked), always with a
+Falconet start position, so they never consume the per-identity Falco cursor that Falco clients rely on.
+A subscription remembers the last cursor it delivered; when the stream breaks it reconnects with back-off
+(a fresh channel each time, so grpc's own slow back-off never delays the return) and resumes right after
+that cursor. If the server restarted, the server itself recognises the stale cursor, starts at its oldest
+alert and says so with an internal alert, which the iterator yields like any other.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Generator, Iterable, Iterator
+from types import TracebackType
+
+import grpc
+
+from falconet.rules.alert import Alert, Priority
+from falconet.sdk._endpoint import Endpoint, is_retryable
+from falconet.sdk._models import Backoff, StartPosition, Version
+from falconet.sdk._query import Query
+from falconet.sdk._resume import Reconnects, Resume
+from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
+from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
+from falconet.sdk.convert import alert_from_proto
+
+
+class Client:
+    """A blocking connection to a Falconet (or Falco) server.
+
+    Over the UNIX socket (the default, `/run/falconet/falconet.sock`) or, given `host`, over TCP with mTLS:
+    `ca`, `cert` and `key` are required and checked before dialing (TLSFilesError names a problem);
+    `server_name` overrides the name the server certificate must hold (default: `host`).
+    `timeout` bounds each unary call and the first connection; `backoff` governs reconnects of `subscribe`.
+    Use as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        *,
+        unix_socket: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        ca: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
+        timeout: float = 10.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._endpoint = Endpoint.resolve(
+            unix_socket=unix_socket, host=host, port=port, ca=ca, cert=cert, key=key, server_name=server_name
+        )
+        self._timeout = timeout
+        self._backoff = backoff or Backoff()
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+
+    @property
+    def target(self) -> str:
+        """What this client dials, in words (used in error messages)."""
+        return self._endpoint.description
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close()
+
+    def _chan(self, fresh: bool = False) -> grpc.Channel:
+        with self._lock:
+            if fresh and self._channel is not None:
+                self._channel.close()
+                self._channel = None
+            if self._channel is None:
+                self._channel = self._endpoint.channel()
+            return self._channel
+
+    # -- unary and finite calls ----------------------------------------------------------------------------------
+
+    def version(self) -> Version:
+        """The server's version and the rules-engine version it implements."""
+        stub = version_pb2_grpc.serviceStub(self._chan())
+        try:
+            resp = stub.version(version_pb2.request(), timeout=self._timeout)
+        except grpc.RpcError as err:
+            raise self._endpoint.error(err) from None
+        return Version.from_proto(resp)
+
+    def get(
+        self,
+        *,
+        min_priority: Priority | str | None = None,
+        rules: Iterable[str] | str = (),
+        tags: Iterable[str] | str = (),
+        sources: Iterable[str] | str = (),
+        start: StartPosition = "oldest",
+    ) -> list[Alert]:
+        """The retained alerts matching the filters, from `start` on (default: the oldest retained).
+
+        Non-destructive: it moves no cursor on the server. To poll, pass the last alert's cursor as `start`.
+        """
+        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        stub = outputs_pb2_grpc.serviceStub(self._chan())
+        call = stub.get(query.falco_request(), timeout=self._timeout)
+        try:
+            return [alert_from_proto(resp) for resp in call]
+        except grpc.RpcError as err:
+            raise self._endpoint.error(err) from None
+        finally:
+            call.cancel()
+
+    # -- the subscription -------------------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        min_priority: Priority | str | None = None,
+        rules: Iterable[str] | str = (),
+        tags: Iterable[str] | str = (),
+        sources: Iterable[str] | str = (),
+        start: StartPosition = "now",
+        batched: bool = False,
+    ) -> Iterator[Alert]:
+        """Alerts as they are published, for ever, in order; filters are applied by the server.
+
+        `start`: "now" (default), "oldest" (everything retained first), or a Cursor (or its text) to resume
+        after. `batched` uses Falconet's batched stream (many alerts per message: faster; Falconet only).
+        The first connection fails fast with ConnectError; once connected, a lost stream is re-opened with
+        back-off, resuming after the last alert delivered. Arguments are checked now (ConfigError), before
+        the first `next()`.
+        """
+        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        self.version()  # fail fast, with the reason, if the server cannot be reached at all
+        return self._subscription(Resume(query), batched)
+
+    def _subscription(self, resume: Resume, batched: bool) -> Iterator[Alert]:
+        reconnects = Reconnects(self._backoff, self.target, resume)
+        fresh = False
+        while True:
+            try:
+                stream = self._stream(resume, batched, fresh)
+                try:
+                    for alert in stream:
+                        reconnects.delivered()
+                        if resume.accept(alert):
+                            yield alert
+                finally:
+                    stream.close()
+                reason = "the server ended the stream"
+            except grpc.RpcError as err:
+                if not is_retryable(err):
+                    raise self._endpoint.error(err) from None
+                reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
+            time.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
+            fresh = True
+
+    def _stream(self, resume: Resume, batched: bool, fresh: bool) -> Generator[Alert, None, None]:
+        channel = self._chan(fresh=fresh)
+        after = resume.start_after()
+        if batched:
+            bstub = alerts_pb2_grpc.AlertServiceStub(channel)
+            bcall = bstub.Subscribe(resume.query.batched_request(after))
+            try:
+                for batch in bcall:
+                    for resp in batch.alerts:
+                        yield alert_from_proto(resp)
+            finally:
+                bcall.cancel()
+            return
+        stub = outputs_pb2_grpc.serviceStub(channel)
+        done = threading.Event()
+        call = stub.sub(_requests(resume.query.falco_request(after), done))
+        try:
+            for resp in call:
+                yield alert_from_proto(resp)
+        finally:
+            done.set()
+            call.cancel()
+
+
+def _requests(first: outputs_pb2.request, done: threading.Event) -> Iterator[outputs_pb2.request]:
+    """Falco's `sub` request stream: our one request, then held open (not half-closed) until the call ends,
+    since some servers take a half-close as the end of the subscription."""
+    yield first
+    done.wait()
