@@ -1,0 +1,449 @@
+// Falconet's BPF program: one record per syscall (arguments + result), plus process lifecycle records.
+//
+// Compiled by bcc at start with parameters as -D cflags (sensor/sensor.py builds them; `falconet capture
+// --ebpf` prints the final program with its flags). Kernel struct layouts are NOT taken from headers (they
+// belong to another kernel): every kernel field is read with bpf_probe_read_kernel at an offset from the
+// running kernel's BTF (OFF_* macros, sensor/btf.py).
+//
+// Design:
+// * raw_syscalls:sys_enter/sys_exit see every syscall; the first thing each does is one array lookup in
+//   `sysconf` (syscall id -> on/off and how to read its arguments), so syscalls nobody needs cost about the
+//   same as a no-op probe. User space flips entries at run time (set_syscalls) without recompiling.
+// * sys_enter stores the arguments per thread in `inflight`; sys_exit takes them back and emits ONE record
+//   with arguments and result. Strings (paths) and sockaddrs are read from user memory at exit, where the
+//   buffers are still the caller's; execve's filename/argv/env are read at enter (after a successful exec
+//   the old image is gone) and emitted at once as an EXECARGS record that user space joins to the execve.
+// * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
+//   the clone flags captured at clone's enter).
+// * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
+//   a failed output is counted per CPU in `counters` (user space reports it as kernel drops).
+// * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
+//
+// The record layout is `struct record_hdr` below; sensor/record.py decodes it, and a test checks the two
+// agree field by field.
+
+#include <uapi/linux/ptrace.h>
+
+#ifndef RINGBUF_PAGES
+#define RINGBUF_PAGES 2048
+#endif
+#define NR_SYSCALLS_MAX 512
+#define STR_MAX 4096          // one path or one argv/env element, bytes incl. NUL
+#define PAYLOAD_MASK 16383    // payload offsets are masked with this (the verifier needs a bound)
+#define SOCK_MAX 128          // sizeof(struct sockaddr_storage)
+#define BLOB_MAX 64
+#define MAX_ARGV 32
+#define MAX_ENVP 48
+#define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
+#define NO_ARG 0xff
+#define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
+
+enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
+enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_MAX = 4 };
+// payload segments, in this order, lengths in record_hdr.len[]
+enum segment { SEG_STR0 = 0, SEG_STR1 = 1, SEG_SOCK = 2, SEG_BLOB = 3, SEG_EXTRA = 4, SEG_EXTRA2 = 5, NSEG = 6 };
+
+struct record_hdr {
+    u64 ts;              // bpf_ktime_get_ns (CLOCK_MONOTONIC)
+    u32 kind;            // enum record_kind
+    u32 size;            // header + payload bytes
+    u32 tgid;
+    u32 tid;
+    u32 ppid;            // real_parent->tgid
+    u32 loginuid;        // (u32)-1 when never logged in
+    u32 uid;
+    u32 gid;
+    u32 euid;
+    u32 egid;
+    u64 cap_inheritable;
+    u64 cap_permitted;
+    u64 cap_effective;
+    u32 tty;             // new_encode_dev(MKDEV(major, minor_start + index)), 0 without a terminal
+    u32 sid;
+    u32 pgid;
+    u32 cpu;
+    s64 nr;              // syscall id (REC_SYSCALL, REC_EXECARGS), -1 otherwise
+    s64 res;             // syscall return value
+    u64 args[6];         // syscall arguments; REC_FORK: child tid, clone flags; REC_EXIT: group_dead
+    char comm[16];
+    u16 len[6];          // payload segment lengths (enum segment)
+    u32 pad;
+};
+
+struct buf {
+    struct record_hdr hdr;
+    char payload[PAYLOAD_MASK + 1 + STR_MAX];
+};
+
+struct sysconf {
+    u8 on;           // track at enter and emit at exit
+    u8 str0;         // argument index of a user string (path), NO_ARG for none
+    u8 str1;
+    u8 sock;         // argument index of a user sockaddr
+    u8 socklen;      // argument index of its length (| LEN_IS_PTR when it is a pointer to the length)
+    u8 blob;         // argument index of a fixed-size user struct (open_how, int[2] of pipe, ...)
+    u8 bloblen;
+    u8 exec;         // 1 execve, 2 execveat: read filename/argv/env at enter
+    u8 sockfd;       // argument index of a socket fd (SOCKFD_RES: the result) whose kernel socket to read
+};
+
+#define SOCKFD_RES 0xfe
+
+// The kernel's view of a socket (SEG_EXTRA of socket syscalls); ports in host order.
+struct sockinfo {
+    u16 family;
+    u16 type;
+    u16 protocol;
+    u16 lport;
+    u16 rport;
+    u16 pad[3];
+    u8 laddr[16];
+    u8 raddr[16];
+};
+
+struct inflight {
+    s64 nr;
+    u64 args[6];
+};
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_ARRAY(sysconf, struct sysconf, NR_SYSCALLS_MAX);
+BPF_HASH(inflight, u64, struct inflight, 16384);
+BPF_HASH(excluded, u32, u8, 64);
+BPF_PERCPU_ARRAY(scratch, struct buf, 1);
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+
+static __always_inline void count(int which) {
+    u64 *c = counters.lookup(&which);
+    if (c)
+        (*c)++;
+}
+
+static __always_inline u64 read_ptr(u64 addr) {
+    u64 v = 0;
+    if (addr)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+static __always_inline u32 read_u32(u64 addr) {
+    u32 v = 0;
+    if (addr)
+        bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
+    return v;
+}
+
+// struct pid -> its number in the initial namespace (numbers[0].nr)
+static __always_inline u32 pid_nr0(u64 pid) {
+    return pid ? read_u32(pid + OFF_PID_NUMBERS + OFF_UPID_NR) : 0;
+}
+
+// Everything about the calling task that rules read, straight from the kernel at this moment.
+static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 task = (u64)bpf_get_current_task();
+    h->ts = bpf_ktime_get_ns();
+    h->kind = kind;
+    h->tgid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->cpu = bpf_get_smp_processor_id();
+    h->nr = -1;
+    h->res = 0;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+    for (int i = 0; i < NSEG; i++)
+        h->len[i] = 0;
+
+    h->ppid = read_u32(read_ptr(task + OFF_TASK_REAL_PARENT) + OFF_TASK_TGID);
+#if OFF_TASK_LOGINUID >= 0
+    h->loginuid = read_u32(task + OFF_TASK_LOGINUID);
+#else
+    h->loginuid = 0xffffffff;
+#endif
+    // One read of the cred prefix instead of seven.
+    u8 cred[CRED_READ_LEN] = {};
+    u64 credp = read_ptr(task + OFF_TASK_CRED);
+    if (credp)
+        bpf_probe_read_kernel(cred, sizeof(cred), (void *)credp);
+    h->uid = *(u32 *)&cred[OFF_CRED_UID];
+    h->gid = *(u32 *)&cred[OFF_CRED_GID];
+    h->euid = *(u32 *)&cred[OFF_CRED_EUID];
+    h->egid = *(u32 *)&cred[OFF_CRED_EGID];
+    h->cap_inheritable = *(u64 *)&cred[OFF_CRED_CAP_INHERITABLE];
+    h->cap_permitted = *(u64 *)&cred[OFF_CRED_CAP_PERMITTED];
+    h->cap_effective = *(u64 *)&cred[OFF_CRED_CAP_EFFECTIVE];
+
+    u64 signal = read_ptr(task + OFF_TASK_SIGNAL);
+    h->tty = 0;
+    h->sid = 0;
+    h->pgid = 0;
+    if (signal) {
+        u64 tty = read_ptr(signal + OFF_SIGNAL_TTY);
+        if (tty) {
+            u32 index = read_u32(tty + OFF_TTY_INDEX);
+            u64 driver = read_ptr(tty + OFF_TTY_DRIVER);
+            u32 major = read_u32(driver + OFF_TTY_DRIVER_MAJOR);
+            u32 minor = read_u32(driver + OFF_TTY_DRIVER_MINOR_START) + index;
+            h->tty = (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
+        }
+        // signal->pids[PIDTYPE_PGID = 2], [PIDTYPE_SID = 3]
+        h->pgid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 2 * 8));
+        h->sid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 3 * 8));
+    }
+}
+
+static __always_inline struct buf *get_buf(void) {
+    int zero = 0;
+    return scratch.lookup(&zero);
+}
+
+static __always_inline void emit(struct buf *b, u32 payload_len) {
+    u32 size = sizeof(struct record_hdr) + (payload_len & PAYLOAD_MASK);
+    b->hdr.size = size;
+    if (size > sizeof(struct buf))
+        return;
+    if (events.ringbuf_output(b, size, 0) != 0)
+        count(CNT_RINGBUF_DROPS);
+    else
+        count(CNT_EMITTED);
+}
+
+// Appends a user string at `off`; returns the bytes written (incl. NUL), 0 when unreadable.
+static __always_inline u32 put_user_str(struct buf *b, u32 off, u64 uptr) {
+    if (!uptr)
+        return 0;
+    int n = bpf_probe_read_user_str(&b->payload[off & PAYLOAD_MASK], STR_MAX, (void *)uptr);
+    return n > 0 ? (u32)n : 0;
+}
+
+static __always_inline u32 put_user_bytes(struct buf *b, u32 off, u64 uptr, u32 len, u32 max) {
+    if (!uptr || len == 0)
+        return 0;
+    if (len > max)
+        len = max;
+    len &= (SOCK_MAX * 2 - 1);
+    if (bpf_probe_read_user(&b->payload[off & PAYLOAD_MASK], len, (void *)uptr) != 0)
+        return 0;
+    return len;
+}
+
+static __always_inline u64 arg_at(u64 *args, u8 idx) {
+    return idx < 6 ? args[idx] : 0;
+}
+
+// A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes.
+static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max) {
+    u32 used = 0;
+    if (!uvec)
+        return 0;
+#pragma unroll
+    for (int i = 0; i < MAX_ENVP; i++) {
+        if (i >= max || used >= ARGS_AREA)
+            break;
+        u64 p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), (void *)(uvec + i * 8)) != 0 || !p)
+            break;
+        int n = bpf_probe_read_user_str(&b->payload[(off + used) & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        used += n;
+    }
+    return used > ARGS_AREA ? ARGS_AREA : used;
+}
+
+#if OFF_TASK_FILES >= 0 && OFF_SOCKET_SK >= 0 && OFF_SK_FAMILY >= 0 && OFF_SK_PROTOCOL >= 0
+#define HAVE_SOCKINFO 1
+// fd -> file -> socket -> sock of the current task, read at syscall exit: the tuple as the kernel has it.
+static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
+    if (fd < 0)
+        return 0;
+    u64 task = (u64)bpf_get_current_task();
+    u64 fdt = read_ptr(read_ptr(task + OFF_TASK_FILES) + OFF_FILES_FDT);
+    if (!fdt || fd >= read_u32(fdt + OFF_FDTABLE_MAX_FDS))
+        return 0;
+    u64 file = read_ptr(read_ptr(fdt + OFF_FDTABLE_FD) + fd * 8);
+    u64 sk = read_ptr(read_ptr(file + OFF_FILE_PRIVATE_DATA) + OFF_SOCKET_SK);
+    if (!sk)
+        return 0;
+    struct sockinfo si = {};
+    bpf_probe_read_kernel(&si.family, 2, (void *)(sk + OFF_SK_FAMILY));
+    bpf_probe_read_kernel(&si.type, 2, (void *)(sk + OFF_SK_TYPE));
+    bpf_probe_read_kernel(&si.protocol, 2, (void *)(sk + OFF_SK_PROTOCOL));
+    bpf_probe_read_kernel(&si.lport, 2, (void *)(sk + OFF_SK_NUM));
+    u16 dport = 0;
+    bpf_probe_read_kernel(&dport, 2, (void *)(sk + OFF_SK_DPORT));
+    si.rport = (dport >> 8) | (dport << 8);
+    if (si.family == 2) {  // AF_INET
+        bpf_probe_read_kernel(si.laddr, 4, (void *)(sk + OFF_SK_RCV_SADDR));
+        bpf_probe_read_kernel(si.raddr, 4, (void *)(sk + OFF_SK_DADDR));
+    } else if (si.family == 10) {  // AF_INET6
+        bpf_probe_read_kernel(si.laddr, 16, (void *)(sk + OFF_SK_V6_RCV_SADDR));
+        bpf_probe_read_kernel(si.raddr, 16, (void *)(sk + OFF_SK_V6_DADDR));
+    }
+    __builtin_memcpy(&b->payload[off & PAYLOAD_MASK], &si, sizeof(si));
+    return sizeof(si);
+}
+#endif
+
+static __always_inline int is_excluded(u32 tgid) {
+    return excluded.lookup(&tgid) != 0;
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
+    long id = args->id;
+    if (id < 0 || id >= NR_SYSCALLS_MAX)
+        return 0;
+    int key = id;
+    struct sysconf *conf = sysconf.lookup(&key);
+    if (!conf || !conf->on)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_excluded(pid_tgid >> 32))
+        return 0;
+    struct inflight in = {};
+    in.nr = id;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        in.args[i] = args->args[i];
+    if (inflight.update(&pid_tgid, &in) != 0)
+        count(CNT_INFLIGHT_FULL);
+    if (conf->exec) {
+        struct buf *b = get_buf();
+        if (!b)
+            return 0;
+        fill_task(&b->hdr, REC_EXECARGS);
+        b->hdr.nr = id;
+        // execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags)
+        int base = conf->exec == 2 ? 1 : 0;
+        u32 off = put_user_str(b, 0, in.args[base]);
+        b->hdr.len[SEG_STR0] = off;
+        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV);
+        b->hdr.len[SEG_EXTRA] = n;
+        off += n;
+        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP);
+        b->hdr.len[SEG_EXTRA2] = n;
+        off += n;
+        emit(b, off);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
+    long id = args->id;
+    if (id < 0 || id >= NR_SYSCALLS_MAX)
+        return 0;
+    int key = id;
+    struct sysconf *conf = sysconf.lookup(&key);
+    if (!conf || !conf->on)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct inflight *in = inflight.lookup(&pid_tgid);
+    if (!in)
+        return 0;
+    struct buf *b = get_buf();
+    if (!b) {
+        inflight.delete(&pid_tgid);
+        return 0;
+    }
+    fill_task(&b->hdr, REC_SYSCALL);
+    // execve/execveat leave sys_exit with the id of the syscall as seen at enter; trust the stored one.
+    b->hdr.nr = in->nr;
+    b->hdr.res = args->ret;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        b->hdr.args[i] = in->args[i];
+    inflight.delete(&pid_tgid);
+
+    u32 off = 0, n = 0;
+    if (conf->str0 != NO_ARG) {
+        n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
+        b->hdr.len[SEG_STR0] = n;
+        off += n;
+    }
+    if (conf->str1 != NO_ARG) {
+        n = put_user_str(b, off, arg_at(b->hdr.args, conf->str1));
+        b->hdr.len[SEG_STR1] = n;
+        off += n;
+    }
+    if (conf->sock != NO_ARG) {
+        u64 lenarg = arg_at(b->hdr.args, conf->socklen & ~LEN_IS_PTR);
+        u32 slen = (u32)lenarg;
+        if (conf->socklen & LEN_IS_PTR) {
+            slen = 0;
+            if (lenarg)
+                bpf_probe_read_user(&slen, sizeof(slen), (void *)lenarg);
+        }
+        n = put_user_bytes(b, off, arg_at(b->hdr.args, conf->sock), slen, SOCK_MAX);
+        b->hdr.len[SEG_SOCK] = n;
+        off += n;
+    }
+    if (conf->blob != NO_ARG) {
+        n = put_user_bytes(b, off, arg_at(b->hdr.args, conf->blob), conf->bloblen, BLOB_MAX);
+        b->hdr.len[SEG_BLOB] = n;
+        off += n;
+    }
+#ifdef HAVE_SOCKINFO
+    if (conf->sockfd != NO_ARG) {
+        s64 fd = conf->sockfd == SOCKFD_RES ? b->hdr.res : (s64)(int)arg_at(b->hdr.args, conf->sockfd);
+        n = put_sockinfo(b, off, fd);
+        b->hdr.len[SEG_EXTRA] = n;
+        off += n;
+    }
+#endif
+    if (conf->exec && b->hdr.res == 0) {
+        // The new image's cgroup leaf name: user space derives container.id from it.
+#if OFF_TASK_CGROUPS >= 0 && OFF_CSS_SET_DFL_CGRP >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0
+        u64 task = (u64)bpf_get_current_task();
+        u64 cg = read_ptr(read_ptr(task + OFF_TASK_CGROUPS) + OFF_CSS_SET_DFL_CGRP);
+        u64 name = read_ptr(read_ptr(cg + OFF_CGROUP_KN) + OFF_KERNFS_NODE_NAME);
+        if (name) {
+            int k = bpf_probe_read_kernel_str(&b->payload[off & PAYLOAD_MASK], 256, (void *)name);
+            n = k > 0 ? k : 0;
+            b->hdr.len[SEG_EXTRA] = n;
+            off += n;
+        }
+#endif
+    }
+    emit(b, off);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    // Not filtered by `excluded`: the children of an excluded process are ordinary processes, and user
+    // space needs the fork to give them their parent's cwd, fds and image.
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    fill_task(&b->hdr, REC_FORK);
+    b->hdr.args[0] = args->child_pid;
+    // The clone flags say whether the child is a thread; they come from the clone call in flight.
+    u64 flags = 17;  // SIGCHLD: plain fork
+    struct inflight *in = inflight.lookup(&pid_tgid);
+    if (in) {
+        b->hdr.nr = in->nr;
+        if (in->nr == CLONE3_NR) {
+            bpf_probe_read_user(&flags, sizeof(flags), (void *)in->args[0]);
+        } else if (in->nr == CLONE_NR) {
+            flags = in->args[0];
+        } else if (in->nr == VFORK_NR) {
+            flags = 0x4000 | 0x100 | 17;  // CLONE_VFORK | CLONE_VM | SIGCHLD
+        }
+    }
+    b->hdr.args[1] = flags;
+    emit(b, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    inflight.delete(&pid_tgid);  // a thread that dies inside a syscall never reaches sys_exit
+    if (!args->group_dead || is_excluded(pid_tgid >> 32))
+        return 0;
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    fill_task(&b->hdr, REC_EXIT);
+    b->hdr.args[0] = 1;
+    emit(b, 0);
+    return 0;
+}

@@ -1,0 +1,223 @@
+"""The kernel/user record: `struct record_hdr` of sensor/probe.c, and its pure decoder.
+
+Defined once: HDR_FIELDS below is the Python side of the C struct (same names, same order); a test parses the
+struct out of probe.c and checks they agree, so the two cannot drift. Decoding is a pure function of bytes, so
+it is tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+# (name, struct format) in the order of `struct record_hdr`; the C types follow from the format.
+HDR_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ts", "Q"),
+    ("kind", "I"),
+    ("size", "I"),
+    ("tgid", "I"),
+    ("tid", "I"),
+    ("ppid", "I"),
+    ("loginuid", "I"),
+    ("uid", "I"),
+    ("gid", "I"),
+    ("euid", "I"),
+    ("egid", "I"),
+    ("cap_inheritable", "Q"),
+    ("cap_permitted", "Q"),
+    ("cap_effective", "Q"),
+    ("tty", "I"),
+    ("sid", "I"),
+    ("pgid", "I"),
+    ("cpu", "I"),
+    ("nr", "q"),
+    ("res", "q"),
+    ("args", "6Q"),
+    ("comm", "16s"),
+    ("len", "6H"),
+    ("pad", "I"),
+)
+C_TYPES = {"Q": "u64", "I": "u32", "q": "s64", "6Q": "u64[6]", "16s": "char[16]", "6H": "u16[6]"}
+HDR = struct.Struct("<" + "".join(fmt for _, fmt in HDR_FIELDS))
+HDR_SIZE = HDR.size
+
+REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT = 1, 2, 3, 4
+SEG_STR0, SEG_STR1, SEG_SOCK, SEG_BLOB, SEG_EXTRA, SEG_EXTRA2 = range(6)
+NO_LOGINUID_U32 = 0xFFFFFFFF
+
+
+class RecordError(ValueError):
+    """Bytes that are not a well-formed record (too short, or lengths past the end)."""
+
+
+@dataclass(slots=True)
+class Record:
+    kind: int
+    ts: int  # CLOCK_MONOTONIC ns
+    tgid: int
+    tid: int
+    ppid: int
+    loginuid: int  # -1 when never logged in
+    uid: int
+    gid: int
+    euid: int
+    egid: int
+    cap_inheritable: int
+    cap_permitted: int
+    cap_effective: int
+    tty: int
+    sid: int
+    pgid: int
+    cpu: int
+    nr: int
+    res: int
+    args: tuple[int, ...]
+    comm: str
+    segments: tuple[bytes, ...]  # payload segments in enum segment order (empty when absent)
+
+    def text(self, seg: int) -> str | None:
+        """A NUL-terminated string segment, or None when the kernel read nothing."""
+        raw = self.segments[seg]
+        if not raw:
+            return None
+        return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def strings(self, seg: int) -> list[str]:
+        """A NUL-separated list segment (argv, env)."""
+        raw = self.segments[seg]
+        if not raw:
+            return []
+        parts = raw.split(b"\0")
+        if parts and parts[-1] == b"":
+            parts.pop()
+        return [p.decode("utf-8", "surrogateescape") for p in parts]
+
+
+def decode(data: bytes | bytearray | memoryview) -> Record:
+    """One ring-buffer record -> Record. Pure: no kernel, no state."""
+    if len(data) < HDR_SIZE:
+        raise RecordError(f"record of {len(data)} bytes is shorter than its {HDR_SIZE}-byte header")
+    values = HDR.unpack_from(data, 0)
+    named: dict[str, object] = {}
+    i = 0
+    for name, fmt in HDR_FIELDS:
+        count = int(fmt[:-1]) if fmt[:-1].isdigit() and fmt[-1] != "s" else 1
+        named[name] = values[i] if count == 1 else tuple(values[i : i + count])
+        i += count
+    lens = named["len"]
+    assert isinstance(lens, tuple)
+    segments = []
+    off = HDR_SIZE
+    for n in lens:
+        if off + n > len(data):
+            raise RecordError(f"payload segment of {n} bytes at {off} runs past the {len(data)}-byte record")
+        segments.append(bytes(data[off : off + n]))
+        off += n
+    comm = named["comm"]
+    assert isinstance(comm, bytes)
+    loginuid = int(named["loginuid"])  # type: ignore[call-overload]
+    return Record(
+        kind=int(named["kind"]),  # type: ignore[call-overload]
+        ts=int(named["ts"]),  # type: ignore[call-overload]
+        tgid=int(named["tgid"]),  # type: ignore[call-overload]
+        tid=int(named["tid"]),  # type: ignore[call-overload]
+        ppid=int(named["ppid"]),  # type: ignore[call-overload]
+        loginuid=-1 if loginuid == NO_LOGINUID_U32 else loginuid,
+        uid=int(named["uid"]),  # type: ignore[call-overload]
+        gid=int(named["gid"]),  # type: ignore[call-overload]
+        euid=int(named["euid"]),  # type: ignore[call-overload]
+        egid=int(named["egid"]),  # type: ignore[call-overload]
+        cap_inheritable=int(named["cap_inheritable"]),  # type: ignore[call-overload]
+        cap_permitted=int(named["cap_permitted"]),  # type: ignore[call-overload]
+        cap_effective=int(named["cap_effective"]),  # type: ignore[call-overload]
+        tty=int(named["tty"]),  # type: ignore[call-overload]
+        sid=int(named["sid"]),  # type: ignore[call-overload]
+        pgid=int(named["pgid"]),  # type: ignore[call-overload]
+        cpu=int(named["cpu"]),  # type: ignore[call-overload]
+        nr=int(named["nr"]),  # type: ignore[call-overload]
+        res=int(named["res"]),  # type: ignore[call-overload]
+        args=named["args"],  # type: ignore[arg-type]
+        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
+        segments=tuple(segments),
+    )
+
+
+def encode(rec: Record) -> bytes:
+    """The inverse of decode (for tests and fixtures)."""
+    vals: list[object] = []
+    lens = tuple(len(s) for s in rec.segments) + (0,) * (6 - len(rec.segments))
+    payload = b"".join(rec.segments)
+    for name, _fmt in HDR_FIELDS:
+        if name == "size":
+            vals.append(HDR_SIZE + len(payload))
+        elif name == "loginuid":
+            vals.append(NO_LOGINUID_U32 if rec.loginuid == -1 else rec.loginuid)
+        elif name == "args":
+            vals.extend(rec.args)
+        elif name == "len":
+            vals.extend(lens)
+        elif name == "comm":
+            vals.append(rec.comm.encode()[:15])
+        elif name == "pad":
+            vals.append(0)
+        else:
+            vals.append(getattr(rec, name))
+    return HDR.pack(*vals) + payload
+
+
+@dataclass(frozen=True, slots=True)
+class SockAddr:
+    family: str  # "ipv4", "ipv6", "unix", or "other"
+    addr: str  # textual IP, or the unix path ("@name" for the abstract namespace)
+    port: int = 0
+
+
+def parse_sockaddr(raw: bytes) -> SockAddr | None:
+    """A struct sockaddr as the kernel copied it from user memory; None when too short to mean anything."""
+    if len(raw) < 2:
+        return None
+    family = int.from_bytes(raw[:2], "little")
+    if family == socket.AF_INET and len(raw) >= 8:
+        return SockAddr("ipv4", str(ipaddress.IPv4Address(raw[4:8])), int.from_bytes(raw[2:4], "big"))
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        addr = ipaddress.IPv6Address(raw[8:24])
+        mapped = addr.ipv4_mapped
+        return SockAddr("ipv6", str(mapped or addr), int.from_bytes(raw[2:4], "big"))
+    if family == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":
+            return SockAddr("unix", "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "replace"))
+        return SockAddr("unix", path.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return SockAddr("other", "")
+
+
+SOCKINFO = struct.Struct("<HHHHH6x16s16s")  # struct sockinfo of probe.c
+
+
+@dataclass(frozen=True, slots=True)
+class SockInfo:
+    """A socket as the kernel holds it at the syscall's exit (struct sockinfo of probe.c)."""
+
+    family: int
+    type: int
+    protocol: int
+    laddr: str
+    lport: int
+    raddr: str
+    rport: int
+
+
+def parse_sockinfo(raw: bytes) -> SockInfo | None:
+    if len(raw) < SOCKINFO.size:
+        return None
+    family, stype, proto, lport, rport, laddr, raddr = SOCKINFO.unpack_from(raw)
+    if family == socket.AF_INET:
+        la, ra = str(ipaddress.IPv4Address(laddr[:4])), str(ipaddress.IPv4Address(raddr[:4]))
+    elif family == socket.AF_INET6:
+        l6, r6 = ipaddress.IPv6Address(laddr), ipaddress.IPv6Address(raddr)
+        la, ra = str(l6.ipv4_mapped or l6), str(r6.ipv4_mapped or r6)
+    else:
+        la = ra = ""
+    return SockInfo(family, stype, proto, la, lport, ra, rport)
