@@ -140,6 +140,10 @@ class Event:
     fd: Fd | None = None
     container: Container = field(default_factory=Container)
     source: str = "syscall"
+    # Text forms of arguments that need the sensor's tables to render, as Falco shows them: a uid or gid
+    # argument as its user or group name (setuid's `uid` -> "nobody"). The engine renders every other
+    # argument from `args` itself (flags, modes, errnos, fds).
+    arg_text: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-lines form; ancestors nest under proc.parent."""
@@ -160,6 +164,7 @@ class Event:
                 fd=Fd(**data["fd"]) if data.get("fd") else None,
                 container=Container(**(data.get("container") or {})),
                 source=str(data.get("source", "syscall")),
+                arg_text={str(k): str(v) for k, v in (data.get("arg_text") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(f"event is missing key {exc.args[0]!r}") from None

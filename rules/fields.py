@@ -1,0 +1,349 @@
+"""Field extractors: every Falco field name the rules use, bound to a function that reads it from an Event.
+
+The compiler calls `resolve(name, arg)` once per field reference at load time and gets a `BoundField`; at
+evaluation time it only calls `BoundField.extract(event)`, a small closure over the enriched event, so no name
+lookup or parsing happens per event. Families live in their own modules (fields_proc.py, fields_fd.py) and
+register into one table here; `resolve` raises UnknownFieldError for anything no family provides.
+
+Values and types (what the compiler may rely on):
+
+* `FieldType` says how literals compare: STRING/PATH values are `str`; INT, PORT, RELTIME (ns) and ABSTIME
+  (ns since the epoch) are `int`; BOOL is `bool`; BUFFER is `bytes`; IPADDR and IPNET are IP addresses as
+  text (canonical form, as `ipaddress` prints them).
+* Unknown values are None. Falco's rule for an unset field: every comparison with it is false (`=`, `!=`,
+  `in`, `contains`, ... alike) and `exists` is false, so `not <comparison>` is true. Outputs print `<NA>` and
+  output_fields carry null.
+* `any_of`: the field stands for several values and a comparison holds when it holds for ANY of them: Falco's
+  `proc.aname`/`proc.apid`/`proc.aexe`... without an index (any ancestor, parent first), `fd.ip`, `fd.port`,
+  `fd.net`, `fd.proto` (client or server side). `extract` returns a list; an empty list behaves as unset.
+* `is_list`: a true list field (Falco's EPF_IS_LIST), `extract` returns a list; operators are `in`
+  (subset), `intersects` and `exists`.
+* `literal_matcher`: set for fields whose equality is not plain `==` on the literal text: IPADDR and IPNET
+  (a literal may be an address or a CIDR network; `fd.net = "10.0.0.0/8"` means "inside that network") and the
+  DNS-name fields `fd.*ip.name` (the literal is a domain; it matches when the address is one of the domain's
+  addresses from the injected DNS resolver). For these the compiler calls `literal_matcher(text)` once per
+  literal (it raises CompileError for a malformed address) and uses the returned predicate for `=`, `!=`
+  (negated) and `in` (any predicate).
+* `output(event)` is the value for outputs and output_fields when it differs from the comparison value
+  (evt.time prints as a clock time; fd.sip.name prints the domain name).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import CompileError, Msg, UnknownFieldError
+
+if TYPE_CHECKING:
+    from .event import Event
+
+Extractor = Callable[["Event"], Any]
+
+
+class FieldType(Enum):
+    """How a field's values compare (Falco's PT_* types, folded to what matters for comparisons)."""
+
+    STRING = "string"
+    PATH = "path"  # a file system path: a string (pmatch and glob are typical)
+    INT = "int"
+    PORT = "port"
+    RELTIME = "reltime"  # a duration in ns
+    ABSTIME = "abstime"  # ns since the epoch
+    BOOL = "bool"
+    IPADDR = "ipaddr"
+    IPNET = "ipnet"
+    BUFFER = "buffer"
+
+    @property
+    def is_numeric(self) -> bool:
+        return self in _NUMERIC
+
+    @property
+    def is_string(self) -> bool:
+        return self in (FieldType.STRING, FieldType.PATH)
+
+
+_NUMERIC = frozenset({FieldType.INT, FieldType.PORT, FieldType.RELTIME, FieldType.ABSTIME})
+
+
+class ResolversLike(Protocol):
+    """What field extraction needs from the daemon: the engine's `Resolvers` has these two callables."""
+
+    hostname: Callable[[], str]
+    dns: Callable[[str], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundField:
+    """A field reference compiled for evaluation. See the module docstring for the value rules."""
+
+    name: str
+    arg: str | None
+    type: FieldType
+    extract: Extractor
+    is_list: bool = False
+    any_of: bool = False
+    literal_matcher: Callable[[str], Callable[[Any], bool]] | None = None
+    output: Extractor | None = None
+    deprecated: str | None = None  # a warning text for fields Falco deprecates
+
+    @property
+    def display(self) -> str:
+        """The field as written in rules, e.g. `proc.aname[2]` (also the key in output_fields)."""
+        return f"{self.name}[{self.arg}]" if self.arg is not None else self.name
+
+    def output_value(self, event: Event) -> Any:
+        """The value for outputs (None when unknown)."""
+        return (self.output or self.extract)(event)
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+
+ArgMode = str  # "none": no argument allowed; "required"; "optional"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field name: how to build its BoundField from the (optional) argument."""
+
+    name: str
+    type: FieldType
+    build: Callable[[str | None], Extractor]
+    arg: ArgMode = "none"
+    is_list: bool = False
+    any_of_without_arg: bool = False
+    desc: str = ""
+    matcher: Callable[[str | None, ResolversLike | None], Callable[[str], Callable[[Any], bool]]] | None = (
+        None
+    )
+    output: Callable[[str | None, ResolversLike | None], Extractor] | None = None
+    deprecated: str | None = None
+    check_arg: Callable[[str], str | None] | None = None  # returns an error text for a bad argument
+    # For fields that need the daemon's resolvers to extract (evt.hostname) or whose type depends on the
+    # argument (evt.rawarg.NAME): they override `build` / `type`.
+    build_with_resolvers: Callable[[str | None, ResolversLike | None], Extractor] | None = None
+    type_for_arg: Callable[[str | None], FieldType] | None = None
+
+
+FIELDS: dict[str, FieldSpec] = {}
+PREFIX_FIELDS: dict[str, FieldSpec] = {}
+"""Fields whose argument follows a dot (evt.arg.NAME, container.label.NAME): keyed by the prefix with dot."""
+
+
+def register(spec: FieldSpec) -> None:
+    FIELDS[spec.name] = spec
+
+
+def simple(
+    name: str, ftype: FieldType, fn: Extractor, desc: str = "", *, is_list: bool = False,
+    deprecated: str | None = None,
+) -> None:  # fmt: skip
+    """Registers a field that takes no argument."""
+    register(
+        FieldSpec(name, ftype, lambda _arg: fn, "none", is_list=is_list, desc=desc, deprecated=deprecated)
+    )
+
+
+def with_arg(
+    name: str, ftype: FieldType, build: Callable[[str | None], Extractor], arg: ArgMode = "required",
+    desc: str = "", *, any_of_without_arg: bool = False, check_arg: Callable[[str], str | None] | None = None,
+) -> None:  # fmt: skip
+    register(FieldSpec(name, ftype, build, arg, any_of_without_arg=any_of_without_arg, desc=desc,
+                       check_arg=check_arg))  # fmt: skip
+
+
+def resolve(name: str, arg: str | None = None, resolvers: ResolversLike | None = None) -> BoundField:
+    """Binds a field reference. Raises UnknownFieldError (unknown name, or an argument where none is taken)
+    or CompileError (missing or malformed argument); positions are left to the caller.
+
+    `resolvers` supply what needs I/O (the host name for evt.hostname, DNS for fd.*ip.name); without them
+    those fields are unknown (None) and DNS-name literals match only an address written out literally.
+    """
+    _ensure_loaded()
+    spec = FIELDS.get(name)
+    if spec is None:
+        # evt.arg.flags, container.label.app: the argument is written after a dot.
+        for prefix, pspec in PREFIX_FIELDS.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                if arg is not None:
+                    raise UnknownFieldError(Msg.UNKNOWN_FIELD.format(name=f"{name}[{arg}]"))
+                return _bind(pspec, name[len(prefix) :], display_name=name, resolvers=resolvers)
+        raise UnknownFieldError(Msg.UNKNOWN_FIELD.format(name=name if arg is None else f"{name}[{arg}]"))
+    if arg is not None and spec.arg == "none":
+        raise UnknownFieldError(
+            Msg.UNKNOWN_FIELD.format(name=f"{name}[{arg}]") + " (this field takes no argument)"
+        )
+    if arg is None and spec.arg == "required":
+        raise CompileError(f"field '{name}' requires an argument, e.g. {name}[...]")
+    return _bind(spec, arg, display_name=None, resolvers=resolvers)
+
+
+def _bind(
+    spec: FieldSpec, arg: str | None, *, display_name: str | None, resolvers: ResolversLike | None
+) -> BoundField:
+    if arg is not None and spec.check_arg is not None:
+        problem = spec.check_arg(arg)
+        if problem:
+            raise UnknownFieldError(problem)
+    if spec.build_with_resolvers is not None:
+        extract = spec.build_with_resolvers(arg, resolvers)
+    else:
+        extract = spec.build(arg)
+    return BoundField(
+        name=display_name or spec.name,
+        arg=None if display_name else arg,
+        type=spec.type_for_arg(arg) if spec.type_for_arg else spec.type,
+        extract=extract,
+        is_list=spec.is_list,
+        any_of=spec.any_of_without_arg and arg is None,
+        literal_matcher=spec.matcher(arg, resolvers) if spec.matcher else None,
+        output=spec.output(arg, resolvers) if spec.output else None,
+        deprecated=spec.deprecated,
+    )
+
+
+def known_fields() -> list[str]:
+    """Every field name (prefix fields end with a dot), for `falconet rules fields` and the docs."""
+    _ensure_loaded()
+    return sorted(FIELDS) + sorted(PREFIX_FIELDS)
+
+
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    # The family modules register themselves on import; importing them here (not at the top) avoids a cycle.
+    global _loaded
+    if not _loaded:
+        from . import fields_evt, fields_fd, fields_proc  # noqa: F401
+
+        _loaded = True
+
+
+# --- helpers shared by the family modules ------------------------------------------------------------------
+
+
+def parse_index(arg: str | None, field_name: str) -> int:
+    """A numeric field argument (proc.aname[2]); raises CompileError with a sentence otherwise."""
+    if arg is None:
+        raise CompileError(f"field '{field_name}' requires a numeric argument, e.g. {field_name}[1]")
+    try:
+        n = int(arg)
+    except ValueError:
+        raise CompileError(f"field '{field_name}' requires a numeric argument, not '{arg}'") from None
+    if n < 0:
+        raise CompileError(f"field '{field_name}' requires a non-negative argument, not '{arg}'")
+    return n
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def ip_literal_matcher(field_name: str) -> Callable[[str], Callable[[Any], bool]]:
+    """For IPADDR/IPNET fields: a literal address matches that address, a CIDR literal any address inside."""
+
+    def make(text: str) -> Callable[[Any], bool]:
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            raise CompileError(Msg.BAD_NET.format(value=text, field=field_name)) from None
+        if net.num_addresses == 1:
+            want = net.network_address
+
+            def same(value: Any) -> bool:
+                return value is not None and _ip(str(value)) == want
+
+            return same
+
+        def inside(value: Any) -> bool:
+            if value is None:
+                return False
+            addr = _ip(str(value))
+            return addr is not None and addr.version == net.version and addr in net
+
+        return inside
+
+    return make
+
+
+class DnsCache:
+    """Domain -> addresses through the injected resolver, refreshed every `ttl` seconds (Falco refreshes its
+    own cache from 10 s up to 320 s). Also answers the reverse question for outputs, among the domains that
+    rules name, which is what Falco's fd.sip.name prints."""
+
+    def __init__(self, dns: Callable[[str], list[str]], ttl: float = 10.0) -> None:
+        self._dns = dns
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def addresses(self, domain: str) -> frozenset[str]:
+        now = _time.monotonic()
+        hit = self._entries.get(domain)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            found = frozenset(str(ipaddress.ip_address(a)) for a in self._dns(domain))
+        except Exception:  # a resolver failure keeps the last answer: a DNS outage must not stop the engine
+            found = hit[1] if hit is not None else frozenset()
+        self._entries[domain] = (now, found)
+        return found
+
+    def name_of(self, address: str) -> str | None:
+        for domain in list(self._entries):
+            if address in self.addresses(domain):
+                return domain
+        return None
+
+
+_DNS_CACHES: dict[int, DnsCache] = {}
+
+
+def dns_cache(resolvers: ResolversLike) -> DnsCache:
+    """One cache per Resolvers object, so every rule of an engine shares the lookups."""
+    key = id(resolvers)
+    cache = _DNS_CACHES.get(key)
+    if cache is None or getattr(cache, "_owner", None) is not resolvers:
+        cache = DnsCache(resolvers.dns)
+        cache._owner = resolvers  # type: ignore[attr-defined]
+        _DNS_CACHES[key] = cache
+    return cache
+
+
+def dns_literal_matcher(resolvers: ResolversLike | None) -> Callable[[str], Callable[[Any], bool]]:
+    def make(text: str) -> Callable[[Any], bool]:
+        domain = text.strip()
+        if _ip(domain) is not None:  # an address written as the "name" matches itself
+            want = str(_ip(domain))
+            return lambda value: value is not None and str(value) == want
+        if resolvers is None:
+            return lambda _value: False
+        cache = dns_cache(resolvers)
+        cache.addresses(domain)  # resolve at load time, as Falco does
+
+        def match(value: Any) -> bool:
+            return value is not None and str(value) in cache.addresses(domain)
+
+        return match
+
+    return make
+
+
+def dns_output(resolvers: ResolversLike | None, address_of: Extractor) -> Extractor:
+    def out(event: Event) -> str | None:
+        addr = address_of(event)
+        if addr is None or resolvers is None:
+            return None
+        return dns_cache(resolvers).name_of(str(addr))
+
+    return out
