@@ -289,6 +289,8 @@ class Daemon:
         """Everything that can fail before serving: config checks, rules, the source. Raises DaemonError."""
         for warning in self.config.warnings:
             self.log(f"warning: {warning}")
+        if self.source_spec == "ebpf" and os.geteuid() != 0:
+            open_source(self.source_spec, self.config, None, self.log)  # raises, saying root is needed
         if self.config.file_output.enabled:
             problem = check_writable(self.config.file_output.filename)
             if problem:
