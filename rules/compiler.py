@@ -1,0 +1,756 @@
+"""The condition compiler: a parsed condition becomes one Python closure, once, at load time.
+
+Evaluation is the engine's hot loop, so everything that can be decided at load time is: fields are bound to
+their extractors, literals are converted to the field's type (numbers, addresses and networks, byte strings,
+compiled globs and regexes, path-prefix tables), operators are specialised per type, macros are expanded on
+the AST (as Falco's filter_macro_resolver does) and compiled once per macro, and constant checks such as the
+deprecated `evt.dir` fold away. At run time a check is a closure call or two.
+
+Semantics follow libsinsp:
+- a field whose value is unknown (extractor returns None) makes every check on it false, `!=` included;
+  only `not` turns that into true, and `exists` asks exactly that question;
+- a field that yields several values (is_list) is true for `in` when every value is in the set, for
+  `intersects` when one is, and for other operators when any value satisfies it (proc.aname=bash matches any
+  ancestor);
+- `pmatch` is a component-wise path-prefix match (globs allowed per component), `glob`/`iglob` are
+  fnmatch(3) matches of the whole value, `regex` is a full match;
+- each rule also gets the set of event types it can match, computed on the AST with macros expanded, negation
+  pushed down (De Morgan), `evt.type` checks giving their sets and every other check giving "all", so the
+  engine runs only candidate rules for an event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .errors import CompileError, Msg, RuleError
+from .parser import And, Check, FieldRef, FieldValue, ListLiteral, Literal, MacroRef, Node, Not, Or
+
+Predicate = Callable[[Any], bool]
+Extractor = Callable[[Any], Any]
+WarnFn = Callable[[str, int, "str | None"], None]
+"""Called with (message, offset, macro) for deprecations found while compiling (e.g. evt.dir); `macro` names
+the macro whose text `offset` points into, None for the rule's own condition."""
+
+MAX_COMPILE_DEPTH = 400
+"""Macro expansion can nest ASTs beyond the parser's own limit; past this depth we raise our error."""
+
+
+# --- event-type sets: finite or co-finite, closed under union, intersection and complement ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSet:
+    """A set of event types: `names` when finite, or every type except `names` when `cofinite`."""
+
+    names: frozenset[str]
+    cofinite: bool = False
+
+    @staticmethod
+    def all() -> TypeSet:
+        return _ALL
+
+    def union(self, other: TypeSet) -> TypeSet:
+        if not self.cofinite and not other.cofinite:
+            return TypeSet(self.names | other.names)
+        if self.cofinite and other.cofinite:
+            return TypeSet(self.names & other.names, True)
+        fin, cof = (self, other) if other.cofinite else (other, self)
+        return TypeSet(cof.names - fin.names, True)
+
+    def intersection(self, other: TypeSet) -> TypeSet:
+        if not self.cofinite and not other.cofinite:
+            return TypeSet(self.names & other.names)
+        if self.cofinite and other.cofinite:
+            return TypeSet(self.names | other.names, True)
+        fin, cof = (self, other) if other.cofinite else (other, self)
+        return TypeSet(fin.names - cof.names)
+
+    def complement(self) -> TypeSet:
+        return TypeSet(self.names, not self.cofinite)
+
+    def __contains__(self, name: object) -> bool:
+        return (name not in self.names) if self.cofinite else (name in self.names)
+
+    def __str__(self) -> str:
+        if self.cofinite:
+            return "all" if not self.names else "all except " + ", ".join(sorted(self.names))
+        return ", ".join(sorted(self.names)) or "none"
+
+
+_ALL = TypeSet(frozenset(), True)
+_NONE = TypeSet(frozenset())
+
+
+# --- macros as the compiler sees them ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MacroInfo:
+    """A parsed macro. `visibility` orders definitions: a macro may only use macros with a smaller one."""
+
+    name: str
+    ast: Node
+    visibility: int
+    used: bool = False
+    # Filled lazily, once per macro, shared by every rule that uses it.
+    predicate: Predicate | None = None
+    types: dict[bool, TypeSet] | None = None
+    # Called to decorate errors raised inside this macro with its position and context (set by the loader).
+    wrap_error: Callable[[RuleError], RuleError] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    predicate: Predicate
+    types: TypeSet
+
+
+# --- field binding (the only place that talks to fields.py) -------------------------------------------------
+
+_NUM_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "RELTIME", "ABSTIME",
+              "DOUBLE", "PORT", "FD", "PID", "ERRNO", "UID", "GID", "SYSCALLID", "SIGTYPE", "MODE", "FLAGS8",
+              "FLAGS16", "FLAGS32", "ENUMFLAGS8", "ENUMFLAGS16", "ENUMFLAGS32", "SOCKFAMILY", "BOOL_NUM",
+              "L4PROTO", "UINT", "INT", "NUMBER", "NUMERIC", "FLOAT"}  # fmt: skip
+_IP_TYPES = {"IPADDR", "IPV4ADDR", "IPV6ADDR", "IP"}
+_NET_TYPES = {"IPNET", "IPV4NET", "IPV6NET", "NET"}
+_BUF_TYPES = {"BYTEBUF", "BUFFER", "BYTES"}
+_BOOL_TYPES = {"BOOL", "BOOLEAN"}
+
+_OPS_BY_KIND: dict[str, frozenset[str]] = {
+    "num": frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects", "exists"}),
+    "bool": frozenset({"=", "==", "!=", "in", "intersects", "exists"}),
+    "ip": frozenset({"=", "==", "!=", "in", "intersects", "exists"}),
+    "net": frozenset({"=", "==", "!=", "in", "intersects", "exists"}),
+    "buf": frozenset(
+        {
+            "=",
+            "==",
+            "!=",
+            "contains",
+            "in",
+            "exists",
+            "startswith",
+            "endswith",
+            "intersects",
+            "bcontains",
+            "bstartswith",
+        }
+    ),  # fmt: skip
+    "str": frozenset(
+        {
+            "=",
+            "==",
+            "!=",
+            "<",
+            "<=",
+            ">",
+            ">=",
+            "contains",
+            "icontains",
+            "startswith",
+            "endswith",
+            "glob",
+            "iglob",
+            "in",
+            "intersects",
+            "pmatch",
+            "exists",
+            "regex",
+        }
+    ),  # fmt: skip
+}
+_MATCHER_OPS = frozenset({"=", "==", "!=", "in", "intersects"})
+_KIND_NAMES = {"num": "numeric", "bool": "boolean", "ip": "ip address", "net": "ip network", "buf": "buffer",
+               "str": "string"}  # fmt: skip
+
+
+def _type_name(ftype: Any) -> str:
+    name = getattr(ftype, "name", None) or str(ftype)
+    return name.rsplit(".", 1)[-1].upper()
+
+
+def _kind_of(ftype: Any) -> str:
+    name = _type_name(ftype)
+    if name in _BOOL_TYPES:
+        return "bool"
+    if name in _IP_TYPES:
+        return "ip"
+    if name in _NET_TYPES:
+        return "net"
+    if name in _BUF_TYPES:
+        return "buf"
+    if name in _NUM_TYPES or name.startswith(("INT", "UINT")):
+        return "num"
+    return "str"
+
+
+@dataclass(frozen=True, slots=True)
+class BoundRef:
+    """A field reference bound to its extractor, after transformers: what a check reads, and how.
+
+    `any_of`: the extractor returns a list and a check holds when it holds for any element (proc.aname);
+    `is_list`: a true list field (in = subset, intersects, exists); `matcher`: builds, per literal, the
+    equality predicate for fields whose equality is not `==` on the text (addresses, networks, DNS names).
+    """
+
+    extract: Extractor
+    kind: str
+    is_list: bool
+    text: str
+    any_of: bool = False
+    matcher: Callable[[str], Callable[[Any], bool]] | None = None
+    deprecated: str | None = None
+
+
+def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
+    """Binds `ref` through fields.resolve and transformers; errors carry `ref`'s offset."""
+    from . import fields  # imported here: fields imports the event model only, never the compiler
+
+    try:
+        bound = fields.resolve(ref.name, ref.arg, resolvers)
+    except RuleError as exc:
+        if exc.offset is None:
+            exc.offset = ref.offset
+        raise
+    extract: Extractor = bound.extract
+    ftype: Any = bound.type
+    is_list = bool(getattr(bound, "is_list", False))
+    any_of = bool(getattr(bound, "any_of", False))
+    matcher = getattr(bound, "literal_matcher", None)
+    if ref.transformers:
+        from . import transformers
+
+        # Innermost first: tolower(b64(x)) decodes, then lowers. A transformed value is compared as text
+        # (or as a number after len), so the field's own literal matcher no longer applies.
+        matcher = None
+        for name in reversed(ref.transformers):
+            try:
+                extract, ftype, is_list, any_of = transformers.apply(name, extract, ftype, is_list, any_of)
+            except RuleError as exc:
+                if exc.offset is None:
+                    exc.offset = ref.offset
+                raise
+    return BoundRef(
+        extract, _kind_of(ftype), is_list, str(ref), any_of, matcher, getattr(bound, "deprecated", None)
+    )
+
+
+# --- literal conversion -------------------------------------------------------------------------------------
+
+
+def _to_num(text: str, field: str, offset: int) -> int | float:
+    t = text.strip()
+    try:
+        if t.lower().startswith(("0x", "-0x", "+0x")):
+            return int(t, 16)
+        return int(t)
+    except ValueError:
+        pass
+    try:
+        return float(t)
+    except ValueError:
+        raise CompileError(Msg.BAD_NUMBER.format(value=text, field=field), offset) from None
+
+
+def _to_bool(text: str, field: str, offset: int) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "1"):
+        return True
+    if t in ("false", "0"):
+        return False
+    raise CompileError(Msg.BAD_BOOL.format(value=text, field=field), offset)
+
+
+def _to_net(text: str, field: str, offset: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise CompileError(Msg.BAD_NET.format(value=text, field=field), offset) from None
+
+
+def _to_hex(text: str, op: str, offset: int) -> bytes:
+    try:
+        return bytes.fromhex(text.strip())
+    except ValueError:
+        raise CompileError(Msg.BAD_HEX.format(value=text, op=op), offset) from None
+
+
+@lru_cache(maxsize=4096)
+def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An extracted address as an ipaddress object (extractors may hand over text); None if unparsable."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
+def _convert(kind: str, lit: Literal, field: str, op: str) -> Any:
+    """A literal in the field's kind (for equality, ordering and sets)."""
+    if kind == "num":
+        return _to_num(lit.text, field, lit.offset)
+    if kind == "bool":
+        return _to_bool(lit.text, field, lit.offset)
+    if kind in ("ip", "net"):
+        return _to_net(lit.text, field, lit.offset)
+    if kind == "buf":
+        return _to_hex(lit.text, op, lit.offset) if op.startswith("b") else lit.text.encode()
+    return lit.text
+
+
+# --- value tests: one function per operator family, testing a single known value -----------------------------
+
+ValueTest = Callable[[Any], bool]
+
+
+def _glob_re(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    # fnmatch(3) without FNM_PATHNAME: '*' also matches '/', as in libsinsp's glob.
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
+
+
+class _PathPrefixes:
+    """pmatch: does a path equal, or lie below, one of the prefixes? Component-wise, globs per component."""
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        self.exact: set[tuple[str, ...]] = set()
+        self.globs: list[tuple[str, ...]] = []
+        for p in prefixes:
+            parts = tuple(c for c in p.split("/") if c)
+            if any(ch in p for ch in "*?["):
+                self.globs.append(parts)
+            else:
+                self.exact.add(parts)
+
+    def __call__(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        parts = tuple(c for c in value.split("/") if c)
+        exact = self.exact
+        if exact:
+            for n in range(len(parts) + 1):
+                if parts[:n] in exact:
+                    return True
+        for g in self.globs:
+            if len(g) <= len(parts) and all(fnmatch.fnmatchcase(parts[i], g[i]) for i in range(len(g))):
+                return True
+        return False
+
+
+def _value_test(kind: str, op: str, rhs: Any, field: str) -> ValueTest:
+    """A test of one known (non-None) value against the converted right-hand side."""
+    if kind in ("ip", "net"):
+        if op in ("=", "=="):
+            net = rhs
+            return lambda v: (a := _ip(v)) is not None and a in net
+        if op == "!=":
+            net = rhs
+            return lambda v: (a := _ip(v)) is not None and a not in net
+        nets = tuple(rhs)  # in / intersects
+        return lambda v: (a := _ip(v)) is not None and any(a in n for n in nets)
+    if op in ("=", "=="):
+        return lambda v: v == rhs
+    if op == "!=":
+        return lambda v: v != rhs
+    if op == "<":
+        return lambda v: v < rhs
+    if op == "<=":
+        return lambda v: v <= rhs
+    if op == ">":
+        return lambda v: v > rhs
+    if op == ">=":
+        return lambda v: v >= rhs
+    if op in ("contains", "bcontains"):
+        return lambda v: rhs in v
+    if op == "icontains":
+        low = rhs.lower()
+        return lambda v: low in v.lower()
+    if op in ("startswith", "bstartswith"):
+        return lambda v: v.startswith(rhs)
+    if op == "endswith":
+        return lambda v: v.endswith(rhs)
+    if op in ("glob", "iglob", "regex"):
+        match = rhs.match  # compiled pattern; fnmatch.translate and our regex wrapper both anchor the end
+        return lambda v: match(v) is not None
+    if op in ("in", "intersects"):
+        items = rhs
+        return lambda v: v in items
+    if op == "pmatch":
+        return rhs  # a _PathPrefixes
+    raise CompileError(f"operator '{op}' is not implemented", None)
+
+
+def _rhs(kind: str, op: str, value: Literal | ListLiteral, field: str) -> Any:
+    """Converts the right-hand side once, at load time, to what _value_test expects."""
+    if isinstance(value, ListLiteral):
+        items = value.items
+        if op == "pmatch":
+            return _PathPrefixes(i.text for i in items)
+        converted = [_convert(kind, i, field, op) for i in items]
+        if kind in ("ip", "net"):
+            return converted
+        return frozenset(converted)
+    if op in ("glob", "iglob"):
+        return _glob_re(value.text, op == "iglob")
+    if op == "regex":
+        try:
+            # Falco uses RE2 with a full match; \Z anchors the end as fullmatch would.
+            return re.compile(f"(?:{value.text})\\Z", re.DOTALL)
+        except re.error as exc:
+            raise CompileError(Msg.BAD_REGEX.format(value=value.text, reason=exc), value.offset) from None
+    if op == "icontains" and kind == "str":
+        return value.text
+    return _convert(kind, value, field, op)
+
+
+# --- the compiler --------------------------------------------------------------------------------------------
+
+
+class Compiler:
+    """Compiles condition ASTs against a set of macros. One instance per load; macros compile once.
+
+    `bind` binds a field reference (fields.resolve plus transformers); tests may inject their own.
+    """
+
+    def __init__(
+        self,
+        macros: Mapping[str, MacroInfo],
+        *,
+        resolvers: Any = None,
+        bind: Callable[[FieldRef], BoundRef] | None = None,
+        warn: WarnFn | None = None,
+    ) -> None:
+        self.macros = macros
+        self.bind: Callable[[FieldRef], BoundRef] = bind or (lambda ref: bind_field(ref, resolvers))
+        self._warn = warn
+        self._depth = 0
+        self._compiling: list[str] = []
+
+    def warn(self, message: str, offset: int) -> None:
+        if self._warn is not None:
+            self._warn(message, offset, self._compiling[-1] if self._compiling else None)
+
+    # -- public --
+
+    def compile(self, ast: Node, *, visibility: int | None = None) -> Compiled:
+        """Compiles a rule's condition (visibility None: every macro is visible, as for rules)."""
+        pred = self._node(ast, visibility)
+        types = self.types(ast, False, visibility)
+        return Compiled(_unconst(pred), types)
+
+    def types(self, node: Node, negated: bool, visibility: int | None = None) -> TypeSet:
+        """The event types `node` can match (with `negated`: the types its negation can match)."""
+        if isinstance(node, And | Or):
+            # De Morgan: under negation, 'and' unions and 'or' intersects.
+            conj = isinstance(node, And) != negated
+            result: TypeSet | None = None
+            for child in node.children:
+                t = self.types(child, negated, visibility)
+                result = t if result is None else (result.intersection(t) if conj else result.union(t))
+            return result if result is not None else _ALL
+        if isinstance(node, Not):
+            return self.types(node.child, not negated, visibility)
+        if isinstance(node, MacroRef):
+            macro = self._macro(node, visibility)
+            if macro.types is None:
+                macro.types = {}
+            if negated not in macro.types:
+                macro.types[negated] = self.types(macro.ast, negated, macro.visibility)
+            return macro.types[negated]
+        return self._check_types(node, negated)
+
+    # -- event types of one check --
+
+    def _check_types(self, check: Check, negated: bool) -> TypeSet:
+        f = check.field
+        if f.name != "evt.type" or f.arg is not None or f.transformers:
+            return _ALL
+        val = check.value
+        if check.op in ("=", "==") and isinstance(val, Literal):
+            s = TypeSet(frozenset({val.text}))
+        elif check.op == "!=" and isinstance(val, Literal):
+            s = TypeSet(frozenset({val.text}), True)
+        elif check.op in ("in", "intersects") and isinstance(val, ListLiteral):
+            s = TypeSet(frozenset(i.text for i in val.items))
+        else:
+            return _ALL
+        return s.complement() if negated else s
+
+    # -- nodes --
+
+    def _enter(self, offset: int) -> None:
+        self._depth += 1
+        if self._depth > MAX_COMPILE_DEPTH:
+            self._depth = 0
+            raise CompileError(Msg.MAX_DEPTH.format(limit=MAX_COMPILE_DEPTH), offset)
+
+    def _node(self, node: Node, visibility: int | None) -> Predicate | bool:
+        """A predicate, or a constant bool when the node's value is known at load time."""
+        self._enter(node.offset)
+        try:
+            if isinstance(node, And):
+                return _conj([self._node(c, visibility) for c in node.children])
+            if isinstance(node, Or):
+                return _disj([self._node(c, visibility) for c in node.children])
+            if isinstance(node, Not):
+                inner = self._node(node.child, visibility)
+                if isinstance(inner, bool):
+                    return not inner
+                return lambda e: not inner(e)
+            if isinstance(node, MacroRef):
+                return self._macro_predicate(node, visibility)
+            return self._check(node)
+        finally:
+            self._depth -= 1
+
+    def _macro(self, ref: MacroRef, visibility: int | None) -> MacroInfo:
+        macro = self.macros.get(ref.name)
+        if macro is None:
+            raise CompileError(Msg.UNDEFINED_MACRO.format(name=ref.name), ref.offset)
+        if visibility is not None and macro.visibility >= visibility:
+            raise CompileError(Msg.MACRO_NOT_VISIBLE.format(name=ref.name), ref.offset)
+        macro.used = True
+        return macro
+
+    def _macro_predicate(self, ref: MacroRef, visibility: int | None) -> Predicate | bool:
+        macro = self._macro(ref, visibility)
+        if macro.predicate is None:
+            if macro.name in self._compiling:
+                raise CompileError(Msg.MACRO_CYCLE.format(name=macro.name), ref.offset)
+            self._compiling.append(macro.name)
+            try:
+                pred = self._node(macro.ast, macro.visibility)
+            except RuleError as exc:
+                # Errors inside the macro point into the macro's own text; the loader locates them.
+                # Each macro level adds its context (outermost ends up first); only the innermost sets the position.
+                if macro.wrap_error is not None:
+                    exc = macro.wrap_error(exc)
+                raise exc from None
+            finally:
+                self._compiling.pop()
+            macro.predicate = pred if not isinstance(pred, bool) else _const(pred)
+        return macro.predicate
+
+    def _check(self, check: Check) -> Predicate | bool:
+        ref = check.field
+        if ref.name == "evt.dir" and ref.arg is None and not ref.transformers:
+            return self._evt_dir(check)
+        if ref.name == "evt.type" and ref.arg is None and not ref.transformers:
+            fast = self._evt_type(check)
+            if fast is not None:
+                return fast
+        bound = self.bind(ref)
+        return self._bound_check(check, bound)
+
+    def _evt_dir(self, check: Check) -> bool:
+        """Falco 0.42 dropped enter events: evt.dir='>' matches nothing, evt.dir='<' everything."""
+        self.warn(Msg.EVT_DIR_DEPRECATED, check.offset)
+        if check.op == "exists":
+            return True
+        val = check.value
+        texts = (
+            [i.text for i in val.items]
+            if isinstance(val, ListLiteral)
+            else [val.text]
+            if isinstance(val, Literal)
+            else None
+        )
+        if (
+            texts is None
+            or any(t not in ("<", ">") for t in texts)
+            or check.op not in ("=", "==", "!=", "in")
+        ):
+            raise CompileError(Msg.BAD_EVT_DIR, check.op_offset)
+        exit_matches = "<" in texts
+        return (not exit_matches) if check.op == "!=" else exit_matches
+
+    def _evt_type(self, check: Check) -> Predicate | None:
+        """evt.type reads the event's own name: no extractor needed."""
+        val = check.value
+        if check.op in ("=", "==") and isinstance(val, Literal):
+            name = val.text
+            return lambda e: e.type == name
+        if check.op == "!=" and isinstance(val, Literal):
+            name = val.text
+            return lambda e: e.type != name
+        if check.op in ("in", "intersects") and isinstance(val, ListLiteral):
+            names = frozenset(i.text for i in val.items)
+            return lambda e: e.type in names
+        return None
+
+    def _bound_check(self, check: Check, bound: BoundRef) -> Predicate:
+        op, kind, ex, field = check.op, bound.kind, bound.extract, bound.text
+        if bound.deprecated:
+            self.warn(bound.deprecated, check.field.offset)
+        if op == "exists":
+            if bound.is_list or bound.any_of:
+                return lambda e: bool(ex(e))
+            return lambda e: ex(e) is not None
+        if bound.is_list and op not in ("in", "intersects"):
+            raise CompileError(Msg.LIST_FIELD_OPS.format(field=field), check.op_offset)
+        allowed = _OPS_BY_KIND[kind]
+        if bound.matcher is not None and kind == "str":
+            allowed = _MATCHER_OPS  # DNS-name fields: Falco allows only =, != and in
+        if op not in allowed:
+            raise CompileError(
+                Msg.OP_NOT_SUPPORTED.format(op=op, kind=_KIND_NAMES[kind], field=field), check.op_offset
+            )
+        value = check.value
+        assert value is not None
+        if isinstance(value, FieldValue):
+            return self._field_to_field(check, bound, self.bind(value.field))
+        if bound.matcher is not None:
+            test = _matcher_test(op, value, bound.matcher)  # type: ignore[arg-type]
+        else:
+            rhs = _rhs(kind, op, value, field)  # type: ignore[arg-type]
+            if bound.is_list:
+                return _list_check(op, ex, rhs)
+            if not bound.any_of and kind in ("str", "num", "bool", "buf"):
+                # The common shapes get a single closure with the None test folded in.
+                if op in ("=", "=="):
+                    return lambda e: ex(e) == rhs  # None never equals a converted literal
+                if op in ("in", "intersects"):
+                    return lambda e: ex(e) in rhs  # the set never holds None
+                if op == "!=":
+                    return lambda e: (v := ex(e)) is not None and v != rhs
+                if op == "startswith":
+                    return lambda e: (v := ex(e)) is not None and v.startswith(rhs)
+                if op == "endswith":
+                    return lambda e: (v := ex(e)) is not None and v.endswith(rhs)
+                if op == "contains":
+                    return lambda e: (v := ex(e)) is not None and rhs in v
+            test = _value_test(kind, op, rhs, field)
+        if bound.any_of:
+            return lambda e: any(v is not None and test(v) for v in (ex(e) or ()))
+        return lambda e: (v := ex(e)) is not None and test(v)
+
+    def _field_to_field(self, check: Check, left: BoundRef, right: BoundRef) -> Predicate:
+        """`f op val(g)` / `f op transformer(g)`: compare two extracted values (either unknown: false)."""
+        op, lex, rex = check.op, left.extract, right.extract
+        if op in ("in", "intersects", "pmatch", "glob", "iglob", "regex", "bcontains", "bstartswith"):
+            raise CompileError(
+                Msg.OP_NOT_SUPPORTED.format(op=op, kind="field-to-field", field=left.text), check.op_offset
+            )
+        if op == "icontains":
+            return (
+                lambda e: (a := lex(e)) is not None
+                and (b := rex(e)) is not None
+                and str(b).lower() in str(a).lower()
+            )
+        if left.kind in ("ip", "net") or right.kind in ("ip", "net"):
+            eq: Callable[[Any, Any], bool] = lambda a, b: _ip(a) == _ip(b)  # noqa: E731
+        else:
+            eq = lambda a, b: a == b  # noqa: E731
+        binary: dict[str, Callable[[Any, Any], bool]] = {
+            "=": eq,
+            "==": eq,
+            "!=": lambda a, b: not eq(a, b),
+            "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b,
+            ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b,
+            "contains": lambda a, b: b in a,
+            "startswith": lambda a, b: a.startswith(b),
+            "endswith": lambda a, b: a.endswith(b),
+        }
+        fn = binary[op]
+
+        def pred(e: Any) -> bool:
+            a = lex(e)
+            if a is None:
+                return False
+            b = rex(e)
+            if b is None:
+                return False
+            try:
+                return fn(a, b)
+            except TypeError:  # values of different kinds are simply unequal
+                return False
+
+        return pred
+
+
+def _list_check(op: str, ex: Extractor, rhs: Any) -> Predicate:
+    """True list fields (Falco's EPF_IS_LIST): `in` is a subset test, `intersects` a shared element."""
+    if op == "in":
+        return lambda e: bool(vs := ex(e)) and all(v in rhs for v in vs)
+    return lambda e: bool(vs := ex(e)) and any(v in rhs for v in vs)
+
+
+def _matcher_test(
+    op: str, value: Literal | ListLiteral, matcher: Callable[[str], Callable[[Any], bool]]
+) -> ValueTest:
+    """Checks through a field's literal matcher (addresses, networks, DNS names): =, != and in."""
+    literals = value.items if isinstance(value, ListLiteral) else (value,)
+    tests = []
+    for lit in literals:
+        try:
+            tests.append(matcher(lit.text))
+        except RuleError as exc:
+            if exc.offset is None:
+                exc.offset = lit.offset
+            raise
+    if op == "!=":
+        one = tests[0]
+        return lambda v: not one(v)
+    if len(tests) == 1:
+        return tests[0]
+    ts = tuple(tests)
+    return lambda v: any(t(v) for t in ts)
+
+
+# --- combinators with constant folding ----------------------------------------------------------------------
+
+
+def _const(value: bool) -> Predicate:
+    return (lambda e: True) if value else (lambda e: False)
+
+
+def _unconst(pred: Predicate | bool) -> Predicate:
+    return _const(pred) if isinstance(pred, bool) else pred
+
+
+def _conj(parts: list[Predicate | bool]) -> Predicate | bool:
+    if any(p is False for p in parts):
+        return False
+    preds = [p for p in parts if not isinstance(p, bool)]
+    if not preds:
+        return True
+    return _chain(preds, conj=True)
+
+
+def _disj(parts: list[Predicate | bool]) -> Predicate | bool:
+    if any(p is True for p in parts):
+        return True
+    preds = [p for p in parts if not isinstance(p, bool)]
+    if not preds:
+        return False
+    return _chain(preds, conj=False)
+
+
+def _chain(preds: list[Predicate], conj: bool) -> Predicate:
+    """Short-circuit closures; small arities unrolled because a generator costs more than the checks."""
+    n = len(preds)
+    if n == 1:
+        return preds[0]
+    if n == 2:
+        a, b = preds
+        return (lambda e: a(e) and b(e)) if conj else (lambda e: a(e) or b(e))
+    if n == 3:
+        a, b, c = preds
+        return (lambda e: a(e) and b(e) and c(e)) if conj else (lambda e: a(e) or b(e) or c(e))
+    if n == 4:
+        a, b, c, d = preds
+        if conj:
+            return lambda e: a(e) and b(e) and c(e) and d(e)
+        return lambda e: a(e) or b(e) or c(e) or d(e)
+    head = _chain(preds[:4], conj)
+    tail = _chain(preds[4:], conj)
+    return (lambda e: head(e) and tail(e)) if conj else (lambda e: head(e) or tail(e))

@@ -1,0 +1,383 @@
+"""The engine: compiled rules indexed by event type; events in, alerts out.
+
+This is the hot path. An event looks up its candidate rules by its type (a dict hit, computed once per type
+and cached), evaluates their closures in load order, and, for a match, renders the rule's output through the
+fields engineer's formatter into an Alert ready for the hub. `rule_matching: first` (Falco's default) stops at
+the first matching rule; `all` alerts for every match.
+
+The engine is pure: no grpc, no bcc, no asyncio, no I/O. What needs the outside world (the host name for
+alerts, DNS for fd.*ip.name) comes through `Resolvers`, which the daemon injects and tests fix. A rule whose
+evaluation raises (a bug, or a value of an unexpected shape from a replayed file) is counted in
+`stats.eval_errors` and skipped for that event; it never takes the engine down.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .alert import Alert, Priority
+from .errors import LoadResult, RulesLoadError
+from .loader import CompiledRule, Loader, Ruleset
+
+RuleMatching = Literal["first", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolvers:
+    """What evaluation needs from outside: the host name for alerts and DNS for fd.*ip.name."""
+
+    hostname: Callable[[], str]
+    dns: Callable[[str], list[str]]
+
+    @classmethod
+    def local(cls) -> Resolvers:
+        """FALCO_HOSTNAME or this machine's name (as Falco), and no DNS (names match nothing)."""
+        name = os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
+        return cls(hostname=lambda: name, dns=lambda _domain: [])
+
+    @classmethod
+    def system(cls) -> Resolvers:
+        """Like local(), with the system resolver for DNS: for the daemon, which owns the I/O."""
+
+        def dns(domain: str) -> list[str]:
+            infos = socket.getaddrinfo(domain, None, proto=socket.IPPROTO_TCP)
+            return sorted({str(info[4][0]) for info in infos})
+
+        base = cls.local()
+        return cls(hostname=base.hostname, dns=dns)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOutput:
+    """One `append_output` entry as in falco.yaml: when `match` holds (source, tags all present, rule name),
+    `extra_output` is appended to the output text and `extra_fields` added to output_fields only (a field
+    name, or {name: format})."""
+
+    extra_output: str = ""
+    extra_fields: tuple[str | tuple[str, str], ...] = ()
+    source: str | None = None
+    tags: tuple[str, ...] = ()
+    rule: str | None = None
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> AppendOutput:
+        """Reads a falco.yaml `append_output` entry; raises ValueError with a sentence for a malformed one."""
+        if not isinstance(entry, Mapping):
+            raise ValueError("an append_output entry must be a mapping")
+        match = entry.get("match") or {}
+        if not isinstance(match, Mapping):
+            raise ValueError("append_output 'match' must be a mapping of source, tags and rule")
+        fields: list[str | tuple[str, str]] = []
+        for item in entry.get("extra_fields") or ():
+            if isinstance(item, str):
+                fields.append(item)
+            elif isinstance(item, Mapping) and len(item) == 1:
+                ((name, fmt),) = item.items()
+                fields.append((str(name), str(fmt)))
+            else:
+                raise ValueError("append_output 'extra_fields' items must be a field name or {name: format}")
+        tags = match.get("tags") or ()
+        if isinstance(tags, str):
+            tags = (tags,)
+        return cls(
+            extra_output=str(entry.get("extra_output") or ""),
+            extra_fields=tuple(fields),
+            source=match.get("source"),
+            tags=tuple(str(t) for t in tags),
+            rule=match.get("rule"),
+        )
+
+    def applies(self, rule: CompiledRule) -> bool:
+        return (
+            (self.source is None or self.source == rule.source)
+            and all(t in rule.tags for t in self.tags)
+            and (self.rule is None or self.rule == rule.name)
+        )
+
+
+@dataclass(slots=True)
+class EngineStats:
+    events: int = 0
+    alerts: int = 0
+    eval_errors: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Active:
+    """A rule as the hot loop needs it: predicate, and what to do on a match."""
+
+    rule: CompiledRule
+    predicate: Callable[[Any], bool]
+    render: Callable[[Any], tuple[str, dict[str, Any]]]
+
+
+class Engine:
+    """Evaluates events against a loaded ruleset. Build with `from_files` (or `from_ruleset`)."""
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        *,
+        rule_matching: RuleMatching = "first",
+        enabled_rules: Iterable[str] = (),
+        disabled_rules: Iterable[str] = (),
+        enabled_tags: Iterable[str] = (),
+        disabled_tags: Iterable[str] = (),
+        append_output: str | Sequence[AppendOutput | Mapping[str, Any]] | None = None,
+        resolvers: Resolvers | None = None,
+        min_priority: Priority | None = None,
+        compile_output: Callable[..., Any] | None = None,
+    ) -> None:
+        if rule_matching not in ("first", "all"):
+            raise ValueError(f"rule_matching must be 'first' or 'all', not {rule_matching!r}")
+        self.ruleset = ruleset
+        self.load_result: LoadResult = ruleset.result
+        self.rule_matching: RuleMatching = rule_matching
+        self.resolvers = resolvers or Resolvers.local()
+        self.min_priority = min_priority
+        self.stats = EngineStats()
+        self._first = rule_matching == "first"
+        self._compile_output = compile_output or _default_compile_output(self.resolvers)
+        self._append = _append_entries(append_output)
+        self._enabled: dict[str, bool] = {}
+        self._active: dict[str, _Active] = {}
+        for rule in ruleset.rules:
+            self._enabled[rule.name] = rule.enabled
+        self._apply_selection(disabled_rules, disabled_tags, False)
+        self._apply_selection(enabled_rules, enabled_tags, True)
+        self._by_type: dict[str, tuple[_Active, ...]] = {}
+        self._rebuild()
+
+    # -- construction --
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: Iterable[str | Path],
+        *,
+        rule_matching: RuleMatching = "first",
+        enabled_rules: Iterable[str] = (),
+        disabled_rules: Iterable[str] = (),
+        enabled_tags: Iterable[str] = (),
+        disabled_tags: Iterable[str] = (),
+        append_output: str | Sequence[AppendOutput | Mapping[str, Any]] | None = None,
+        resolvers: Resolvers | None = None,
+        min_priority: Priority | None = None,
+    ) -> Engine:
+        """Loads the files in order (later definitions win); raises RulesLoadError carrying the whole
+        LoadResult if any error was found. Warnings are in `engine.load_result`."""
+        loader = Loader()
+        for path in paths:
+            loader.add_file(path)
+        options = dict(
+            rule_matching=rule_matching,
+            enabled_rules=enabled_rules,
+            disabled_rules=disabled_rules,
+            enabled_tags=enabled_tags,
+            disabled_tags=disabled_tags,
+            append_output=append_output,
+            resolvers=resolvers,
+            min_priority=min_priority,
+        )
+        return cls._from_loader(loader, options)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[tuple[str, str]], **options: Any) -> Engine:
+        """Like from_files, from (name, text) pairs (tests, rules passed over an API)."""
+        loader = Loader()
+        for name, text in texts:
+            loader.add_text(name, text)
+        return cls._from_loader(loader, options)
+
+    @classmethod
+    def _from_loader(cls, loader: Loader, options: Mapping[str, Any]) -> Engine:
+        opts = dict(options)
+        resolvers = opts.get("resolvers") or Resolvers.local()
+        opts["resolvers"] = resolvers
+        compile_output = _default_compile_output(resolvers)
+        ruleset = loader.compile(resolvers=resolvers, compile_output=compile_output)
+        if not ruleset.result.ok:
+            raise RulesLoadError(ruleset.result)
+        return cls(ruleset, compile_output=compile_output, **opts)
+
+    # -- enabling and disabling --
+
+    def _apply_selection(self, names: Iterable[str], tags: Iterable[str], enable: bool) -> None:
+        patterns = list(names)
+        tagset = set(tags)
+        for rule in self.ruleset.rules:
+            if any(_name_matches(rule.name, p) for p in patterns) or tagset.intersection(rule.tags):
+                self._enabled[rule.name] = enable
+
+    def enable_rules(self, pattern: str, enabled: bool = True) -> int:
+        """Enables (or disables) rules by name; `*` wildcards as in falco.yaml. Returns how many matched."""
+        hits = [r for r in self.ruleset.rules if _name_matches(r.name, pattern)]
+        for rule in hits:
+            self._enabled[rule.name] = enabled
+        self._rebuild()
+        return len(hits)
+
+    def enable_tag(self, tag: str, enabled: bool = True) -> int:
+        """Enables (or disables) every rule carrying `tag`. Returns how many matched."""
+        hits = [r for r in self.ruleset.rules if tag in r.tags]
+        for rule in hits:
+            self._enabled[rule.name] = enabled
+        self._rebuild()
+        return len(hits)
+
+    def is_enabled(self, name: str) -> bool:
+        rule = next((r for r in self.ruleset.rules if r.name == name), None)
+        return rule is not None and self._is_active(rule)
+
+    def _is_active(self, rule: CompiledRule) -> bool:
+        if not self._enabled.get(rule.name, False):
+            return False
+        return self.min_priority is None or rule.priority <= self.min_priority
+
+    @property
+    def rules(self) -> list[CompiledRule]:
+        """Every loaded rule in evaluation order (enabled or not)."""
+        return list(self.ruleset.rules)
+
+    @property
+    def enabled_rules(self) -> list[CompiledRule]:
+        return [r for r in self.ruleset.rules if self._is_active(r)]
+
+    def _rebuild(self) -> None:
+        active: dict[str, _Active] = {}
+        for rule in self.ruleset.rules:
+            if not self._is_active(rule):
+                continue
+            act = self._active.get(rule.name)
+            if act is None:
+                act = _Active(rule, rule.predicate, self._renderer(rule))
+            active[rule.name] = act
+        self._active = active
+        self._order = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
+        self._by_type = {}
+
+    def _renderer(self, rule: CompiledRule) -> Callable[[Any], tuple[str, dict[str, Any]]]:
+        entries = [e for e in self._append if e.applies(rule)]
+        if not entries:
+            return rule.formatter.render  # type: ignore[no-any-return]
+        extra = " ".join(e.extra_output for e in entries if e.extra_output)
+        main = self._compile_output(f"{rule.output} {extra}") if extra else rule.formatter
+        extras: list[tuple[str | None, Any]] = []
+        for e in entries:
+            for item in e.extra_fields:
+                if isinstance(item, tuple):
+                    extras.append((item[0], self._compile_output(item[1])))
+                else:
+                    fmt = item if item.startswith("%") else f"%{item}"
+                    extras.append((None, self._compile_output(fmt)))
+
+        def render(event: Any) -> tuple[str, dict[str, Any]]:
+            text, fields = main.render(event)
+            fields = dict(fields)
+            for name, fmt in extras:
+                etext, efields = fmt.render(event)
+                if name is None:
+                    fields.update(efields)
+                else:
+                    fields[name] = etext
+            return text, fields
+
+        return render
+
+    # -- evaluation --
+
+    @property
+    def event_types(self) -> frozenset[str] | None:
+        """The event types any enabled rule can match; None when some rule can match every type."""
+        names: set[str] = set()
+        for act in self._order:
+            if act.rule.types.cofinite:
+                return None
+            names |= act.rule.types.names
+        return frozenset(names)
+
+    def candidates(self, event_type: str) -> tuple[CompiledRule, ...]:
+        """The enabled rules an event of this type runs, in evaluation order."""
+        return tuple(a.rule for a in self._candidates(event_type))
+
+    def _candidates(self, event_type: str) -> tuple[_Active, ...]:
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(a for a in self._order if event_type in a.rule.types)
+            self._by_type[event_type] = found
+        return found
+
+    def process(self, event: Any) -> list[Alert]:
+        """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
+        self.stats.events += 1
+        cands = self._by_type.get(event.type)
+        if cands is None:
+            cands = self._candidates(event.type)
+        if not cands:
+            return []
+        alerts: list[Alert] = []
+        for act in cands:
+            try:
+                if not act.predicate(event):
+                    continue
+            except Exception:  # a broken rule must not stop the engine: count it, go on
+                self.stats.eval_errors += 1
+                continue
+            alerts.append(self._alert(act, event))
+            if self._first:
+                break
+        return alerts
+
+    def matching_rules(self, event: Any) -> list[str]:
+        """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
+        return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
+
+    def _alert(self, act: _Active, event: Any) -> Alert:
+        rule = act.rule
+        text, fields = act.render(event)
+        stats = self.stats
+        stats.alerts += 1
+        stats.by_rule[rule.name] = stats.by_rule.get(rule.name, 0) + 1
+        return Alert(
+            time_ns=event.ts,
+            rule=rule.name,
+            priority=rule.priority,
+            source=rule.source,
+            output=text,
+            output_fields=fields,
+            tags=list(rule.tags),
+            hostname=self.resolvers.hostname(),
+        )
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    return name == pattern or ("*" in pattern and fnmatch.fnmatchcase(name, pattern))
+
+
+def _append_entries(spec: str | Sequence[AppendOutput | Mapping[str, Any]] | None) -> list[AppendOutput]:
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [AppendOutput(extra_output=spec)] if spec.strip() else []
+    return [e if isinstance(e, AppendOutput) else AppendOutput.from_config(e) for e in spec]
+
+
+def _default_compile_output(resolvers: Resolvers | None) -> Callable[[str], Any]:
+    """The fields engineer's output compiler, given the resolvers when it takes them."""
+    from .output import compile_output
+
+    try:
+        takes_resolvers = "resolvers" in inspect.signature(compile_output).parameters
+    except (TypeError, ValueError):
+        takes_resolvers = False
+    if takes_resolvers:
+        return lambda fmt: compile_output(fmt, resolvers=resolvers)
+    return compile_output
