@@ -1,0 +1,138 @@
+"""Process and fd tables alone: path resolution, fork/exec/exit, fd lifecycle, names, container ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from falconet.rules.event import Fd
+from falconet.sensor import state as s
+
+
+@pytest.mark.parametrize(("base", "path", "want"), [
+    ("/etc", "shadow", "/etc/shadow"),
+    ("/etc", "./shadow", "/etc/shadow"),
+    ("/tmp/a", "../../etc/shadow", "/etc/shadow"),
+    ("/tmp/a/b", "../../etc/shadow", "/tmp/etc/shadow"),
+    ("/", "../../../etc//shadow", "/etc/shadow"),
+    ("/home/u", "/etc/../etc/./shadow", "/etc/shadow"),
+    ("/x/", "y/", "/x/y"),
+    (None, "rel", "rel"),
+    (None, "//etc/passwd", "/etc/passwd"),
+])
+def test_resolve_path(base: str | None, path: str, want: str) -> None:
+    assert s.resolve_path(base, path) == want
+
+
+@pytest.mark.parametrize(("cgroup", "want"), [
+    ("0::/system.slice/docker-" + "a" * 64 + ".scope", "a" * 12),
+    ("0::/kubepods/besteffort/pod1234/" + "b" * 64, "b" * 12),
+    ("cri-containerd-" + "c" * 64 + ".scope", "c" * 12),
+    ("/machine.slice/libpod-" + "d" * 64 + ".scope", "d" * 12),
+    ("crio-" + "e" * 64 + ".scope", "e" * 12),
+    ("0::/user.slice/user-0.slice/session-3.scope", "host"),
+    ("0::/init.scope", "host"),
+    (None, "host"),
+    ("docker-" + "f" * 63 + ".scope", "host"),
+])
+def test_container_id(cgroup: str | None, want: str) -> None:
+    assert s.container_id_from_cgroup(cgroup) == want
+
+
+def test_fork_copies_process_and_threads_do_not() -> None:
+    t = s.ProcessTable()
+    parent = t.ensure(100)
+    parent.cwd, parent.exepath, parent.args = "/srv", "/usr/bin/nginx", ["-g", "daemon off;"]
+    t.add_fd(100, Fd(3, name="/var/log/x", flags=0))
+    assert t.fork(100, 200, s.CLONE_THREAD | 0x100, ts=5) is None
+    assert t.get(200) is None
+    child = t.fork(100, 201, 17, ts=5)
+    assert child is not None and child.ppid == 100 and child.cwd == "/srv" and child.start_ts == 5
+    assert child.fds[3].name == "/var/log/x"
+    t.close(201, 3)  # the child's table is its own copy
+    assert t.fd(100, 3) is not None
+
+
+def test_exec_replaces_image_and_drops_cloexec_fds() -> None:
+    t = s.ProcessTable()
+    p = t.ensure(7)
+    p.cwd = "/home/u"
+    t.add_fd(7, Fd(3, name="/a", flags=s.O_CLOEXEC))
+    t.add_fd(7, Fd(4, name="/b", flags=0))
+    p = t.exec(7, "./bin/tool", ["tool", "-x"], ["A=1"], "host")
+    assert p.exepath == "/home/u/bin/tool" and p.exe == "tool" and p.args == ["-x"] and p.env == ["A=1"]
+    assert set(p.fds) == {4}
+    t.exit(7)
+    assert t.get(7) is None
+
+
+def test_paths_against_cwd_and_dirfd() -> None:
+    t = s.ProcessTable()
+    t.ensure(9).cwd = "/var/tmp"
+    t.add_fd(9, Fd(5, type="directory", name="/etc"))
+    assert t.abspath(9, "x") == "/var/tmp/x"
+    assert t.abspath(9, "shadow", 5) == "/etc/shadow"
+    assert t.abspath(9, "../etc/shadow", 5) == "/etc/shadow"
+    assert t.abspath(9, "/etc/./passwd", 5) == "/etc/passwd"
+    t.chdir(9, "../../etc")
+    assert t.get(9).cwd == "/etc"  # type: ignore[union-attr]
+    t.fchdir(9, 5)
+    assert t.get(9).cwd == "/etc"  # type: ignore[union-attr]
+
+
+def test_dup_and_close() -> None:
+    t = s.ProcessTable()
+    t.add_fd(1, Fd(3, name="/etc/shadow", flags=s.O_CLOEXEC))
+    t.dup(1, 3, 10)
+    assert t.fd(1, 10).name == "/etc/shadow" and not t.fd(1, 10).flags & s.O_CLOEXEC  # type: ignore[union-attr]
+    t.dup(1, 3, 11, cloexec=True)
+    assert t.fd(1, 11).flags & s.O_CLOEXEC  # type: ignore[union-attr]
+    t.dup(1, 99, 10)  # dup of an unknown fd: what 10 was is gone
+    assert t.fd(1, 10) is None
+    assert t.close(1, 3).name == "/etc/shadow"  # type: ignore[union-attr]
+    assert t.fd(1, 3) is None
+
+
+def test_seed_reads_this_process() -> None:
+    t = s.ProcessTable()
+    assert t.seed_from_proc() > 1
+    me = t.get(os.getpid())
+    assert me is not None
+    assert me.cwd == os.getcwd()
+    assert me.ppid == os.getppid()
+    assert me.exepath == os.path.realpath("/proc/self/exe")
+    assert me.comm == Path("/proc/self/comm").read_text().strip()
+    assert me.fds  # at least stdin/stdout/stderr-like fds
+
+
+def test_socket_table_from_proc(tmp_path: Path) -> None:
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    try:
+        t = s.ProcessTable()
+        t.seed_from_proc()
+        me = t.get(os.getpid())
+        assert me is not None
+        port = srv.getsockname()[1]
+        fd = me.fds[srv.fileno()]
+        assert (fd.type, fd.l4proto, fd.sip, fd.sport, fd.is_server) == ("ipv4", "tcp", "127.0.0.1", port, True)
+    finally:
+        srv.close()
+
+
+def test_names_from_passwd_and_group(tmp_path: Path) -> None:
+    pw, gr = tmp_path / "passwd", tmp_path / "group"
+    pw.write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/zsh\n")
+    gr.write_text("root:x:0:\nstaff:x:50:alice\n")
+    db = s.NameDb(pw, gr)
+    assert db.user(1000) == ("alice", "/home/alice", "/bin/zsh")
+    assert db.user(4242) is None
+    assert db.group(50) == "staff"
+    pw.write_text("bob:x:1000:1000::/home/bob:/bin/sh\n")
+    os.utime(pw, (1, 1))  # a different mtime: the cache reloads
+    db.refresh_if_changed()
+    assert db.user(1000) == ("bob", "/home/bob", "/bin/sh")
