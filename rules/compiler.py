@@ -93,11 +93,14 @@ _NONE = TypeSet(frozenset())
 
 @dataclass(slots=True)
 class MacroInfo:
-    """A parsed macro. `visibility` orders definitions: a macro may only use macros with a smaller one."""
+    """A parsed macro. As in Falco's loader, `index` is where the name was first defined and `visibility` the
+    load order of its latest definition or append: a macro may use a macro whose index is below its own
+    visibility (so redefining a macro in a later file does not hide it from earlier macros)."""
 
     name: str
     ast: Node
     visibility: int
+    index: int = -1
     used: bool = False
     # Filled lazily, once per macro, shared by every rule that uses it.
     predicate: Predicate | None = None
@@ -470,6 +473,13 @@ class Compiler:
 
     def _check_types(self, check: Check, negated: bool) -> TypeSet:
         f = check.field
+        if f.name == "evt.dir" and f.arg is None and not f.transformers:
+            try:
+                const = _evt_dir_value(check)
+            except CompileError:
+                return _ALL
+            # A check that never holds matches no type; one that always holds does not restrict.
+            return _ALL if const != negated else _NONE
         if f.name != "evt.type" or f.arg is not None or f.transformers:
             return _ALL
         val = check.value
@@ -514,7 +524,8 @@ class Compiler:
         macro = self.macros.get(ref.name)
         if macro is None:
             raise CompileError(Msg.UNDEFINED_MACRO.format(name=ref.name), ref.offset)
-        if visibility is not None and macro.visibility >= visibility:
+        index = macro.index if macro.index >= 0 else macro.visibility
+        if visibility is not None and index >= visibility:
             raise CompileError(Msg.MACRO_NOT_VISIBLE.format(name=ref.name), ref.offset)
         macro.used = True
         return macro
@@ -552,24 +563,7 @@ class Compiler:
     def _evt_dir(self, check: Check) -> bool:
         """Falco 0.42 dropped enter events: evt.dir='>' matches nothing, evt.dir='<' everything."""
         self.warn(Msg.EVT_DIR_DEPRECATED, check.offset)
-        if check.op == "exists":
-            return True
-        val = check.value
-        texts = (
-            [i.text for i in val.items]
-            if isinstance(val, ListLiteral)
-            else [val.text]
-            if isinstance(val, Literal)
-            else None
-        )
-        if (
-            texts is None
-            or any(t not in ("<", ">") for t in texts)
-            or check.op not in ("=", "==", "!=", "in")
-        ):
-            raise CompileError(Msg.BAD_EVT_DIR, check.op_offset)
-        exit_matches = "<" in texts
-        return (not exit_matches) if check.op == "!=" else exit_matches
+        return _evt_dir_value(check)
 
     def _evt_type(self, check: Check) -> Predicate | None:
         """evt.type reads the event's own name: no extractor needed."""
@@ -675,6 +669,24 @@ class Compiler:
                 return False
 
         return pred
+
+
+def _evt_dir_value(check: Check) -> bool:
+    """The constant an evt.dir check has now that every event is an exit event."""
+    if check.op == "exists":
+        return True
+    val = check.value
+    texts = (
+        [i.text for i in val.items]
+        if isinstance(val, ListLiteral)
+        else [val.text]
+        if isinstance(val, Literal)
+        else None
+    )
+    if texts is None or any(t not in ("<", ">") for t in texts) or check.op not in ("=", "==", "!=", "in"):
+        raise CompileError(Msg.BAD_EVT_DIR, check.op_offset)
+    exit_matches = "<" in texts
+    return (not exit_matches) if check.op == "!=" else exit_matches
 
 
 def _list_check(op: str, ex: Extractor, rhs: Any) -> Predicate:

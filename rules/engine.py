@@ -269,28 +269,12 @@ class Engine:
         if not entries:
             return rule.formatter.render  # type: ignore[no-any-return]
         extra = " ".join(e.extra_output for e in entries if e.extra_output)
-        main = self._compile_output(f"{rule.output} {extra}") if extra else rule.formatter
-        extras: list[tuple[str | None, Any]] = []
+        fields: list[str | dict[str, str]] = []
         for e in entries:
             for item in e.extra_fields:
-                if isinstance(item, tuple):
-                    extras.append((item[0], self._compile_output(item[1])))
-                else:
-                    fmt = item if item.startswith("%") else f"%{item}"
-                    extras.append((None, self._compile_output(fmt)))
-
-        def render(event: Any) -> tuple[str, dict[str, Any]]:
-            text, fields = main.render(event)
-            fields = dict(fields)
-            for name, fmt in extras:
-                etext, efields = fmt.render(event)
-                if name is None:
-                    fields.update(efields)
-                else:
-                    fields[name] = etext
-            return text, fields
-
-        return render
+                fields.append({item[0]: item[1]} if isinstance(item, tuple) else item)
+        fmt = rule.formatter.with_extra(extra or None, fields, resolvers=self.resolvers)
+        return fmt.render  # type: ignore[no-any-return]
 
     # -- evaluation --
 

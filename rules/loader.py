@@ -218,6 +218,8 @@ class RuleDef:
     output_position: Position | None
     desc: str
     priority: Priority
+    output_node: yaml.ScalarNode | None = None
+    output_source: Source | None = None
     tags: list[str] = field(default_factory=list)
     enabled: bool = True
     source: str = "syscall"
@@ -658,6 +660,8 @@ class Loader:
             condition=Text([self._cond_piece(src, keys, ctx)]),
             output=self._scalar(src, keys["output"][1], ctx).strip(),
             output_position=src.node_position(keys["output"][1]),
+            output_node=keys["output"][1],  # type: ignore[arg-type]
+            output_source=src,
             desc=self._scalar(src, keys["desc"][1], ctx, non_empty=False),
             priority=self._priority(src, keys["priority"][1], ctx),
         )
@@ -730,6 +734,9 @@ class Loader:
                 text = self._scalar(src, node, ctx).strip()
                 prev.output = f"{prev.output} {text}" if op == "append" else text
                 prev.output_position = src.node_position(node)
+                # An appended output no longer maps onto one scalar; replace keeps the mapping.
+                prev.output_node = node if op == "replace" else None  # type: ignore[assignment]
+                prev.output_source = src
             elif key == "desc":
                 text = self._scalar(src, node, ctx, non_empty=False)
                 prev.desc = f"{prev.desc} {text}" if op == "append" else text
@@ -894,7 +901,7 @@ class Loader:
                     (*ctx, Context("condition")),
                 )
                 continue
-            info = MacroInfo(mdef.name, ast, mdef.visibility)
+            info = MacroInfo(mdef.name, ast, mdef.visibility, mdef.index)
             info.wrap_error = _macro_wrapper(mdef, mdef.condition, origin)
             macro_infos[mdef.name] = info
 
@@ -1010,31 +1017,27 @@ class Loader:
     def _compile_rule_output(
         self, rule: RuleDef, compile_output: Callable[[str], Any], ctx: tuple[Context, ...]
     ) -> Any | None:
-        output = rule.output
-        if "%container.info" in output:
-            # Deprecated since Falco 0.41: replaced by nothing (the container fields are suggested instead).
-            self.result.add(
-                Code.DEPRECATED_ITEM,
-                "%container.info is deprecated and is replaced by an empty string",
-                rule.output_position,
-                ctx,
-            )
-            output = re.sub(r"\s*%container\.info", "", output)
-            rule.output = output
         try:
-            return compile_output(output)
+            formatter = compile_output(rule.output)
         except RuleError as exc:
+            position = rule.output_position
+            if exc.offset is not None and rule.output_node is not None and rule.output_source is not None:
+                lead = len(rule.output_node.value) - len(rule.output_node.value.lstrip())
+                position = rule.output_source.scalar_position(rule.output_node, exc.offset + lead)
             contexts = (*ctx, Context("output", rule.output_position))
             if isinstance(exc, UnknownFieldError) and rule.skip_if_unknown_filter:
                 self.result.add(
                     Code.UNKNOWN_FILTER,
                     Msg.UNKNOWN_FILTER_SKIPPED.format(reason=exc.message),
-                    rule.output_position,
+                    position,
                     contexts,
                 )
             else:
-                self.result.add(Code.ERR_COMPILE_OUTPUT, exc.message, rule.output_position, contexts)
+                self.result.add(Code.ERR_COMPILE_OUTPUT, exc.message, position, contexts)
             return None
+        for message in getattr(formatter, "warnings", ()):
+            self.result.add(Code.DEPRECATED_ITEM, message, rule.output_position, (*ctx, Context("output")))
+        return formatter
 
     # -- lists: textual expansion with an origin map --
 
@@ -1042,7 +1045,7 @@ class Loader:
         out: list[str] = []
         for item in lst.items:
             other = self.lists.get(item)
-            if other is not None and other is not lst and other.visibility < lst.visibility:
+            if other is not None and other is not lst and other.index < lst.visibility:
                 other.used = True
                 out.extend(other.expanded if other.expanded is not None else other.items)
             else:
