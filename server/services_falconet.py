@@ -110,7 +110,11 @@ class InputService:
                 try:
                     alert = alert_from_proto(resp)
                 except ValueError as exc:
-                    # Alerts before this one are already published; say how many, so nothing is lost silently.
+                    # Publish the valid alerts before this one and say how many, so nothing is lost silently.
+                    if alerts:
+                        self.hub.publish_many(alerts)
+                        accepted += len(alerts)
+                        self.accepted += len(alerts)
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"alert {index} of the stream: {exc} ({accepted} alerts before it were published)",
