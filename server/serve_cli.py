@@ -81,6 +81,9 @@ def register(sub: Any) -> None:
     pub.add_argument("--cert", type=Path, help="client certificate (its CN must be allow-listed)")
     pub.add_argument("--key", type=Path, help="client key")
     pub.add_argument("--ca", type=Path, help="CA certificate")
+    pub.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)"
+    )
     pub.set_defaults(func=run_publish)
 
 
@@ -206,7 +209,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
     with channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=10)
+            grpc.channel_ready_future(channel).result(timeout=args.timeout)
         except grpc.FutureTimeoutError:
             print(
                 f"falconet publish: cannot connect to {target} (is `falconet serve` running?)",

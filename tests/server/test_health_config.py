@@ -1,0 +1,90 @@
+"""gRPC health and reflection on the real server, and ServerConfig's sentence-style validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from server_support import mtls_credentials
+
+from falconet.server.app import AlertServer
+from falconet.server.config import ConfigError, ServerConfig, parse_listen
+from falconet.server.tls import CertificateError
+
+
+def test_health_reports_serving_for_every_service(alert_server, certs_dir: Path) -> None:
+    with grpc.secure_channel(alert_server.tcp_target, mtls_credentials(certs_dir)) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "falco.outputs.service", "falco.version.service", "falconet.v1.AlertService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_reflection_lists_the_services(alert_server) -> None:
+    with grpc.insecure_channel(alert_server.unix_target) as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        [reply] = list(
+            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        )
+        names = {s.name for s in reply.list_services_response.service}
+        assert {
+            "falco.outputs.service",
+            "falco.version.service",
+            "falconet.v1.AlertService",
+            "falconet.v1.InputService",
+            "grpc.health.v1.Health",
+        } <= names
+        [reply] = list(
+            stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="falco.outputs.service")])
+            )
+        )
+        assert reply.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("unix:///run/x.sock", ("unix:///run/x.sock", "/run/x.sock")),
+        ("unix:/run/x.sock", ("unix:///run/x.sock", "/run/x.sock")),
+        ("0.0.0.0:5060", ("0.0.0.0:5060", None)),
+        ("[::1]:0", ("[::1]:0", None)),
+    ],
+)
+def test_listen_addresses(address: str, expected: tuple[str, str | None]) -> None:
+    parsed = parse_listen(address)
+    assert (parsed.address, str(parsed.unix_path) if parsed.unix_path else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"listen": ()}, "no listen address"),
+        ({"listen": ("localhost",)}, "neither unix:///PATH nor HOST:PORT"),
+        ({"listen": ("unix://relative.sock",)}, "absolute socket path"),
+        ({"listen": ("127.0.0.1:70000",)}, "neither unix:///PATH nor HOST:PORT"),
+        ({"listen": ("127.0.0.1:5060",)}, "needs mutual TLS"),
+        ({"listen": ("unix:///tmp/a.sock", "unix:///tmp/a.sock")}, "given twice"),
+        ({"tls_ca": Path("/nonexistent/ca.crt")}, "needs all three files"),
+        ({"retention": 0}, "retention must be at least 1"),
+        ({"unix_group": "no-such-group-falconet"}, "group 'no-such-group-falconet' does not exist"),
+        ({"input_allow_cns": frozenset({" x"})}, "allow-list entry"),
+    ],
+)
+def test_config_errors_say_what_is_wrong(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerConfig(**kwargs).validate()  # type: ignore[arg-type]
+
+
+def test_missing_or_mismatched_tls_files_are_named(certs_dir: Path, tmp_path: Path) -> None:
+    missing = ServerConfig.with_certs_dir(tmp_path, listen=("127.0.0.1:0",))
+    with pytest.raises(ConfigError, match="does not exist"):
+        AlertServer(missing)
+    (tmp_path / "ca.crt").write_bytes((certs_dir / "ca.crt").read_bytes())
+    (tmp_path / "server.crt").write_bytes((certs_dir / "server.crt").read_bytes())
+    (tmp_path / "server.key").write_bytes((certs_dir / "client.key").read_bytes())
+    with pytest.raises(CertificateError, match="does not belong to"):
+        AlertServer(ServerConfig.with_certs_dir(tmp_path, listen=("127.0.0.1:0",)))
