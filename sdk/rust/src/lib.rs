@@ -1,0 +1,363 @@
+//! Falconet's Rust client: the stubs generated from proto/ (`api`) and a small client on top that connects over
+//! the daemon's UNIX socket or over mutual TLS (rustls, ring) with the files `falconet certs init` writes, and
+//! offers subscribe (Falco's `sub` or Falconet's batched stream, with reconnect and resume after the last
+//! cursor), get and version. Alerts print as the alert JSON of docs/alert-json.md.
+
+pub mod api;
+mod alert;
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use tonic::Code;
+
+pub use alert::{format_time, parse_priority, priority_name, Alert, Cursor};
+use api::falco::outputs::service_client::ServiceClient as OutputsClient;
+use api::falco::version::service_client::ServiceClient as VersionClient;
+use api::falconet::v1::alert_service_client::AlertServiceClient;
+use api::falconet::v1::{start, Filter as PbFilter, Start as PbStart};
+
+/// Everything that can go wrong, each with a message meant for the user.
+#[derive(Debug)]
+pub enum Error {
+    /// A bad option or certificate file, found before connecting.
+    Config(String),
+    /// The server could not be reached or refused us. `permanent`: retrying will not help (TLS refusal,
+    /// invalid request).
+    Connect { target: String, detail: String, permanent: bool },
+    /// The server sent something this client cannot decode.
+    Decode(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config(m) | Error::Decode(m) => f.write_str(m),
+            Error::Connect { target, detail, .. } => write!(f, "{target}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where the server is and how to authenticate.
+#[derive(Clone, Debug)]
+pub enum Config {
+    /// The daemon's UNIX socket (a path, or a `unix://` URL); no TLS.
+    Unix(String),
+    /// An mTLS listener, `host:port`, with PEM files as written by `falconet certs init`.
+    Tls { addr: String, ca: PathBuf, cert: PathBuf, key: PathBuf, server_name: Option<String> },
+}
+
+/// Selects alerts on the server; the default accepts every alert.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub min_priority: Option<String>,
+    pub rules: Vec<String>,
+    pub tags: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+impl Filter {
+    fn to_proto(&self) -> Result<Option<PbFilter>, Error> {
+        if self.min_priority.is_none() && self.rules.is_empty() && self.tags.is_empty() && self.sources.is_empty()
+        {
+            return Ok(None);
+        }
+        Ok(Some(PbFilter {
+            min_priority: self.min_priority.as_deref().map(parse_priority).transpose()?,
+            rules: self.rules.clone(),
+            tags: self.tags.clone(),
+            sources: self.sources.clone(),
+        }))
+    }
+}
+
+/// Where reading starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    Oldest,
+    Now,
+    After(Cursor),
+}
+
+impl std::str::FromStr for Start {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "oldest" => Ok(Start::Oldest),
+            "now" => Ok(Start::Now),
+            _ => s.parse().map(Start::After).map_err(|_| {
+                Error::Config(format!("invalid start {s:?}; expected oldest, now or a cursor EPOCH:SEQUENCE"))
+            }),
+        }
+    }
+}
+
+impl Start {
+    fn to_proto(&self) -> PbStart {
+        let at = match self {
+            Start::Oldest => start::At::Position(start::Position::Oldest as i32),
+            Start::Now => start::At::Position(start::Position::Now as i32),
+            Start::After(c) => start::At::After(api::falconet::v1::Cursor { epoch: c.epoch.clone(), sequence: c.sequence }),
+        };
+        PbStart { at: Some(at) }
+    }
+}
+
+/// Options for [`Client::subscribe`].
+#[derive(Clone, Debug)]
+pub struct SubscribeOptions {
+    /// Falconet's batched stream (many alerts per message) instead of Falco's `sub`.
+    pub batched: bool,
+    /// Upper bound on alerts per batch; 0 lets the server choose.
+    pub max_batch: u32,
+    /// Bounds of the wait between reconnection attempts.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Return the first connection failure instead of retrying, until one stream has been opened.
+    pub fail_fast: bool,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            batched: false,
+            max_batch: 0,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            fail_fast: false,
+        }
+    }
+}
+
+/// A connection to one Falconet (or Falco) server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    channel: Channel,
+    target: String,
+}
+
+fn read_pem(path: &PathBuf, what: &str, marker: &str) -> Result<Vec<u8>, Error> {
+    let data = std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))?;
+    if !String::from_utf8_lossy(&data).contains(marker) {
+        return Err(Error::Config(format!("{what} {} holds no PEM {}", path.display(), marker.trim_matches('-'))));
+    }
+    Ok(data)
+}
+
+impl Client {
+    /// Checks the configuration and certificate files and prepares a lazy connection: the network connection
+    /// is made by the first call and remade after failures.
+    pub fn connect(config: &Config) -> Result<Client, Error> {
+        match config {
+            Config::Unix(s) => {
+                let path = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")).unwrap_or(s).to_string();
+                if path.is_empty() {
+                    return Err(Error::Config("the UNIX socket path is empty".into()));
+                }
+                let target = format!("unix://{path}");
+                // The URI is a placeholder (it sets :authority); the connector dials the socket.
+                let endpoint = Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(10));
+                let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                }));
+                Ok(Client { channel, target })
+            }
+            Config::Tls { addr, ca, cert, key, server_name } => {
+                let host = match addr.rsplit_once(':') {
+                    Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => h.trim_matches(['[', ']']).to_string(),
+                    _ => return Err(Error::Config(format!("address {addr:?} is not host:port"))),
+                };
+                let ca_pem = read_pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?;
+                let cert_pem = read_pem(cert, "client certificate", "-----BEGIN CERTIFICATE-----")?;
+                let key_pem = read_pem(key, "client key", "PRIVATE KEY-----")?;
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca_pem))
+                    .identity(Identity::from_pem(cert_pem, key_pem))
+                    .domain_name(server_name.clone().unwrap_or(host));
+                let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+                    .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?
+                    .connect_timeout(Duration::from_secs(10))
+                    .tls_config(tls)
+                    .map_err(|e| Error::Config(format!("TLS settings for {addr}: {}", chain(&e))))?;
+                Ok(Client { channel: endpoint.connect_lazy(), target: format!("{addr} (mTLS)") })
+            }
+        }
+    }
+
+    /// The server's version and the rules-engine version it implements.
+    pub async fn version(&self) -> Result<api::falco::version::Response, Error> {
+        let mut c = VersionClient::new(self.channel.clone());
+        c.version(api::falco::version::Request {}).await.map(|r| r.into_inner()).map_err(|s| self.explain(&s))
+    }
+
+    /// The retained alerts matching the filter from the start position on (non-destructive: no Falco cursor
+    /// moves, since a start position is always sent).
+    pub async fn get(&self, filter: &Filter, from: &Start) -> Result<Vec<Alert>, Error> {
+        let mut c = OutputsClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
+        let req = api::falco::outputs::Request { filter: filter.to_proto()?, start: Some(from.to_proto()) };
+        let mut stream = c.get(req).await.map_err(|s| self.explain(&s))?.into_inner();
+        let mut out = Vec::new();
+        while let Some(r) = stream.message().await.map_err(|s| self.explain(&s))? {
+            out.push(Alert::from_proto(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Streams alerts to `f` until it returns `ControlFlow::Break` or a permanent error occurs. Lost
+    /// connections are retried with back-off and resume just after the last alert delivered.
+    pub async fn subscribe<F>(&self, filter: &Filter, from: Start, opts: &SubscribeOptions, mut f: F) -> Result<(), Error>
+    where
+        F: FnMut(Alert) -> ControlFlow<()>,
+    {
+        let pf = filter.to_proto()?;
+        let mut from = from;
+        let mut wait = opts.min_backoff;
+        let mut opened = false;
+        loop {
+            let mut delivered = false;
+            let mut last: Option<Cursor> = None;
+            let result = self
+                .stream_once(pf.clone(), &from, opts, &mut opened, &mut |a: Alert| {
+                    delivered = true;
+                    if let Some(c) = &a.cursor {
+                        last = Some(c.clone());
+                    }
+                    f(a)
+                })
+                .await;
+            if let Some(c) = last {
+                from = Start::After(c);
+            }
+            match result {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    eprintln!("{}: the server ended the stream; reconnecting in {wait:?}", self.target);
+                }
+                Err(Error::Connect { permanent: false, .. }) if opened || !opts.fail_fast => {
+                    eprintln!("{}; reconnecting in {wait:?}", result.unwrap_err());
+                }
+                Err(e) => return Err(e),
+            }
+            if delivered {
+                wait = opts.min_backoff;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(opts.max_backoff);
+        }
+    }
+
+    /// One connection's worth of a subscription: Ok(true) when `f` stopped it, Ok(false) when the server ended it.
+    async fn stream_once(
+        &self,
+        pf: Option<PbFilter>,
+        from: &Start,
+        opts: &SubscribeOptions,
+        opened: &mut bool,
+        f: &mut dyn FnMut(Alert) -> ControlFlow<()>,
+    ) -> Result<bool, Error> {
+        if opts.batched {
+            let mut c = AlertServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
+            let req = api::falconet::v1::SubscribeRequest { filter: pf, start: Some(from.to_proto()), max_batch: opts.max_batch };
+            let mut stream = c.subscribe(req).await.map_err(|s| self.explain(&s))?.into_inner();
+            *opened = true;
+            while let Some(batch) = stream.message().await.map_err(|s| self.explain(&s))? {
+                for r in batch.alerts {
+                    if f(Alert::from_proto(r)?).is_break() {
+                        return Ok(true);
+                    }
+                }
+            }
+            return Ok(false);
+        }
+        let mut c = OutputsClient::new(self.channel.clone());
+        // One request carries the filter and start; the server streams from then on. The request stream stays
+        // open (pending) so the server never sees a half-close.
+        let first = api::falco::outputs::Request { filter: pf, start: Some(from.to_proto()) };
+        let requests = futures_once(first);
+        let mut stream = c.sub(requests).await.map_err(|s| self.explain(&s))?.into_inner();
+        *opened = true;
+        while let Some(r) = stream.message().await.map_err(|s| self.explain(&s))? {
+            if f(Alert::from_proto(r)?).is_break() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Turns a gRPC status into an error that says what was tried and, for TLS, why it was refused.
+    fn explain(&self, status: &tonic::Status) -> Error {
+        let full = {
+            let mut s = status.message().to_string();
+            if let Some(src) = std::error::Error::source(status) {
+                let c = chain(src);
+                if !c.is_empty() && !s.contains(&c) {
+                    s = if s.is_empty() { c } else { format!("{s}: {c}") };
+                }
+            }
+            s
+        };
+        let target = self.target.clone();
+        let (detail, permanent) = match status.code() {
+            Code::Unavailable | Code::Unknown => {
+                if full.contains("UnknownIssuer") {
+                    (format!("TLS handshake failed: the server certificate is not signed by the given CA ({full})"), true)
+                } else if full.contains("NotValidForName") {
+                    (format!("TLS handshake failed: the server name is not in the server certificate's SANs ({full})"), true)
+                } else if full.contains("invalid peer certificate") || full.contains("received fatal alert")
+                    || full.contains("InvalidCertificate") || full.contains("certificate")
+                {
+                    (format!("TLS handshake failed: {full} (is the client certificate signed by the server's CA?)"), true)
+                } else {
+                    (format!("cannot connect: {full}"), false)
+                }
+            }
+            Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated | Code::Unimplemented
+            | Code::FailedPrecondition | Code::NotFound => (format!("{:?}: {full}", status.code()), true),
+            code => (format!("{code:?}: {full}"), false),
+        };
+        Error::Connect { target, detail, permanent }
+    }
+}
+
+/// A request stream of one message that then stays open, like a Falco client that sends no keep-alives.
+fn futures_once<T: Send + Unpin + 'static>(first: T) -> impl tokio_stream_like::Stream<Item = T> {
+    tokio_stream_like::OnceThenPending(Some(first))
+}
+
+/// A minimal Stream, so that the crate needs no futures/tokio-stream dependency just for this.
+mod tokio_stream_like {
+    pub use tonic::codegen::tokio_stream::Stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct OnceThenPending<T>(pub Option<T>);
+    impl<T: Unpin> Stream for OnceThenPending<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<T>> {
+            match self.0.take() {
+                Some(v) => Poll::Ready(Some(v)),
+                None => Poll::Pending,
+            }
+        }
+    }
+}
+
+/// An error and its sources, joined: tonic's transport errors keep the useful part (rustls' reason) deep.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
