@@ -104,6 +104,7 @@ class FileOutputConfig:
     enabled: bool = False
     filename: Path = Path("/var/log/falconet/events.txt")
     keep_alive: bool = False
+    queue_size: int | None = None  # ours: this output's queue (default: outputs.queue_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class ProgramOutputConfig:
     enabled: bool = False
     program: str = ""
     keep_alive: bool = False
+    queue_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class SyslogOutputConfig:
     # "udp://HOST:PORT" sends RFC 3164 datagrams over UDP.
     address: str = "/dev/log"
     ident: str = "falconet"
+    queue_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,7 @@ class HttpOutputConfig:
     compress_uploads: bool = False
     keep_alive: bool = True
     timeout: float = 5.0
+    queue_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,11 @@ class _Reader:
         self.problems.append(f"{where}{key} must be a whole number of at least {minimum}, got {_show(value)}.")
         return default
 
+    def queue_size(self, data: dict[str, Any], where: str) -> int | None:
+        if data.get("queue_size") is None:
+            return None
+        return self.integer(data, "queue_size", 1, where, minimum=1)
+
     def path(self, data: dict[str, Any], key: str, where: str = "") -> Path | None:
         value = data.get(key)
         if value is None or value == "":
@@ -351,6 +360,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         enabled=r.boolean(fo, "enabled", False, "file_output."),
         filename=r.path(fo, "filename", "file_output.") or FileOutputConfig().filename,
         keep_alive=r.boolean(fo, "keep_alive", False, "file_output."),
+        queue_size=r.queue_size(fo, "file_output."),
     )
     if file_output.enabled and not fo.get("filename"):
         r.problems.append("file_output.filename must be set when file_output is enabled.")
@@ -361,6 +371,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         enabled=r.boolean(po, "enabled", False, "program_output."),
         program=r.string(po, "program", "", "program_output."),
         keep_alive=r.boolean(po, "keep_alive", False, "program_output."),
+        queue_size=r.queue_size(po, "program_output."),
     )
     if program_output.enabled and not program_output.program.strip():
         r.problems.append("program_output.program must be set when program_output is enabled.")
@@ -370,6 +381,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         enabled=r.boolean(sl, "enabled", False, "syslog_output."),
         address=r.string(sl, "address", "/dev/log", "syslog_output."),
         ident=r.string(sl, "ident", "falconet", "syslog_output."),
+        queue_size=r.queue_size(sl, "syslog_output."),
     )
     if syslog_output.address.startswith("udp://"):
         host, _, port = syslog_output.address[6:].rpartition(":")
@@ -391,6 +403,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         compress_uploads=r.boolean(ho, "compress_uploads", False, "http_output."),
         keep_alive=r.boolean(ho, "keep_alive", True, "http_output."),
         timeout=r.number(ho, "timeout", 5.0, "http_output.", minimum=0.001),
+        queue_size=r.queue_size(ho, "http_output."),
     )
     if http_output.enabled and not http_output.url.startswith(("http://", "https://")):
         r.problems.append(f"http_output.url must start with http:// or https://, got {http_output.url!r}.")

@@ -389,13 +389,13 @@ def build_outputs(config: DaemonConfig, *, stdout: IO[str] | None = None) -> lis
     if config.stdout_output:
         outs.append(StdoutOutput(fmt, size, stdout))
     if config.file_output.enabled:
-        outs.append(FileOutput(config.file_output, fmt, size))
+        outs.append(FileOutput(config.file_output, fmt, config.file_output.queue_size or size))
     if config.program_output.enabled:
-        outs.append(ProgramOutput(config.program_output, fmt, size))
+        outs.append(ProgramOutput(config.program_output, fmt, config.program_output.queue_size or size))
     if config.syslog_output.enabled:
-        outs.append(SyslogOutput(config.syslog_output, fmt, size))
+        outs.append(SyslogOutput(config.syslog_output, fmt, config.syslog_output.queue_size or size))
     if config.http_output.enabled:
-        outs.append(HttpOutput(config.http_output, fmt, size))
+        outs.append(HttpOutput(config.http_output, fmt, config.http_output.queue_size or size))
     return outs
 
 

@@ -30,6 +30,3 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., tuple[DaemonProcess, 
     for daemon, fifo in started:
         fifo.close()
         daemon.kill()
-        for stream in (daemon.proc.stdout, daemon.proc.stderr):
-            if stream is not None:
-                stream.close()

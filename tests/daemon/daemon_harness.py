@@ -145,9 +145,13 @@ class DaemonProcess:
             return "\n".join(self.lines)
 
     def kill(self) -> None:
+        """Kills the daemon if it is still up and closes its pipes."""
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+        self.proc.wait(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class Fifo:
