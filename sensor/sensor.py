@@ -437,7 +437,7 @@ def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
     return None
 
 
-_L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
+_L4: dict[int, str] = {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw"}
 
 
 def _apply_family(fd: Fd, family: int, stype: int, proto: int) -> None:
@@ -514,9 +514,9 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise SensorError(f"the BPF program failed to compile or load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
-        self._bpf["events"].open_ring_buffer(self._on_record)
+        self._bpf[b"events"].open_ring_buffer(self._on_record)
         self._write_sysconf(self.config.syscalls)
-        excluded = self._bpf["excluded"]
+        excluded = self._bpf[b"excluded"]
         for pid in self.config.exclude_pids:
             excluded[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
         # Seed after the probes are live, so no process slips between the snapshot and the first event.
@@ -551,7 +551,7 @@ class Sensor:
         on = wanted | sc.PROCESS_STATE | (sc.FD_STATE if self.config.track_fds else set())
         self.enricher.wanted = frozenset(wanted)
         self.untraced = untraced
-        table = self._bpf["sysconf"]
+        table = self._bpf[b"sysconf"]
         for spec in sc.BY_NAME.values():
             leaf = table.Leaf()
             leaf.on = 1 if spec.name in on else 0
@@ -561,7 +561,7 @@ class Sensor:
         return untraced
 
     def exclude_pid(self, pid: int) -> None:
-        self._bpf["excluded"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self._bpf[b"excluded"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     # --- data ------------------------------------------------------------------------------------------------
 
@@ -591,7 +591,7 @@ class Sensor:
     def stats(self) -> SensorStats:
         st = self._stats
         if self._bpf is not None:
-            counters = self._bpf["counters"]
+            counters = self._bpf[b"counters"]
             drops = [int(v) for v in counters.getvalue(ctypes.c_int(0))]
             st.kernel_drops_per_cpu = drops
             st.kernel_drops = sum(drops)
