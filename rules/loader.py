@@ -833,7 +833,7 @@ class Loader:
             if not isinstance(vnode, yaml.SequenceNode):
                 raise self._err(Code.ERR_YAML_VALIDATE, Msg.EXC_VALUES_SEQ, src.node_position(vnode), ctx)
             raw = _construct_deep(vnode)
-            if isinstance(fields, list):
+            if isinstance(fields, list) and (fields or "fields" in ek):
                 for tup in raw:
                     if not isinstance(tup, list):
                         raise self._err(

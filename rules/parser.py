@@ -303,9 +303,9 @@ class _Parser:
         negations = 0
         # Iterative, so a long run of 'not' costs no stack; each still counts toward the nesting limit.
         while self._keyword_at("not"):
-            self.pos += 3
             negations += 1
             self._enter()
+            self.pos += 3
             self._skip_blanks()
         node = self._parse_check()
         self.depth -= negations
@@ -317,8 +317,8 @@ class _Parser:
         self._skip_blanks()
         start = self.pos
         if self._peek() == "(":
+            self._enter()  # before consuming, so a too-deep error points at this parenthesis
             self.pos += 1
-            self._enter()
             node = self._parse_expr()
             self._skip_blanks()
             if self._peek() != ")":
