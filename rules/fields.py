@@ -278,25 +278,34 @@ def ip_literal_matcher(field_name: str) -> Callable[[str], Callable[[Any], bool]
 
 
 class DnsCache:
-    """Domain -> addresses through the injected resolver, refreshed every `ttl` seconds (Falco refreshes its
-    own cache from 10 s up to 320 s). Also answers the reverse question for outputs, among the domains that
-    rules name, which is what Falco's fd.sip.name prints."""
+    """Domain -> addresses through the injected resolver, kept for `ttl` seconds; a failed or empty answer is
+    retried after a backoff that doubles up to `max_ttl` (Falco refreshes from 10 s up to 320 s), so a host
+    without DNS does not pay a lookup per event. The resolver is called on the evaluating thread: the daemon's
+    resolver should answer from its own cache. Also answers the reverse question for outputs, among the
+    domains that rules name, which is what Falco's fd.sip.name prints."""
 
-    def __init__(self, dns: Callable[[str], list[str]], ttl: float = 10.0) -> None:
+    def __init__(self, dns: Callable[[str], list[str]], ttl: float = 10.0, max_ttl: float = 320.0) -> None:
         self._dns = dns
         self._ttl = ttl
-        self._entries: dict[str, tuple[float, frozenset[str]]] = {}
+        self._max_ttl = max_ttl
+        # domain -> (time of the answer, seconds it stays valid, addresses)
+        self._entries: dict[str, tuple[float, float, frozenset[str]]] = {}
 
     def addresses(self, domain: str) -> frozenset[str]:
         now = _time.monotonic()
         hit = self._entries.get(domain)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
+        if hit is not None and now - hit[0] < hit[1]:
+            return hit[2]
         try:
             found = frozenset(str(ipaddress.ip_address(a)) for a in self._dns(domain))
+            ok = bool(found)
         except Exception:  # a resolver failure keeps the last answer: a DNS outage must not stop the engine
-            found = hit[1] if hit is not None else frozenset()
-        self._entries[domain] = (now, found)
+            found, ok = (hit[2] if hit is not None else frozenset()), False
+        if ok:
+            valid = self._ttl
+        else:
+            valid = min(self._max_ttl, (hit[1] * 2) if hit is not None else self._ttl)
+        self._entries[domain] = (now, valid, found)
         return found
 
     def name_of(self, address: str) -> str | None:

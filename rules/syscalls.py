@@ -491,9 +491,13 @@ _RES_NAMES = frozenset({"res", "fd"})
 def raw_arg(evt: Event, name: str) -> Any:
     """The raw value of parameter NAME, or None when the event has no such parameter."""
     args = evt.args
+    etype = evt.type
+    if name == "flags" and etype in _EXEC_TYPES:
+        # Falco's execve `flags` describe the executable (EXE_WRITABLE|...); execveat's own AT_* flags, which
+        # a sensor may send under the same name, are not what rules mean by evt.arg.flags on an exec.
+        return _exe_flags(evt)
     if name in args:
         return args[name]
-    etype = evt.type
     if etype in _EXEC_TYPES and name in _DERIVED:
         return _DERIVED[name](evt)
     params = PARAMS.get(etype)
