@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -998,6 +998,8 @@ class Loader:
             ast: Node = parse_condition(text)
             return compiler.compile(ast)
         except RuleError as exc:
+            # A rule that fails still refers to its macros: do not also call them unused.
+            _mark_referenced(text, compiler.macros, self.macros)
             position = exc.position or _locate(full, origin, exc.offset)
             contexts = (*ctx, *exc.contexts) if exc.contexts else (*ctx, Context("condition"))
             skippable = isinstance(exc, UnknownFieldError) and (
@@ -1160,6 +1162,21 @@ def _locate(text: Text, origin: list[int], offset: int | None) -> Position | Non
         return text.locate(0)
     offset = min(max(offset, 0), len(origin) - 1)
     return text.locate(origin[offset])
+
+
+def _mark_referenced(text: str, infos: Mapping[str, MacroInfo], defs: Mapping[str, MacroDef]) -> None:
+    """Marks the macros named in `text` (and, transitively, in their conditions) as used."""
+    todo = [text]
+    while todo:
+        for name in _IDENT.findall(todo.pop()):
+            info = infos.get(name)
+            if info is not None and not info.used:
+                info.used = True
+                if name in defs:
+                    todo.append(defs[name].condition.value)
+
+
+_IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 def _macro_wrapper(mdef: MacroDef, text: Text, origin: list[int]) -> Callable[[RuleError], RuleError]:
