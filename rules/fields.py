@@ -208,6 +208,25 @@ def _bind(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """One entry of the field catalog (for `falconet rules fields` and documentation)."""
+
+    name: str  # prefix fields end with a dot: evt.arg.
+    type: FieldType
+    arg: ArgMode
+    desc: str
+    deprecated: str | None
+
+
+def catalog() -> list[FieldInfo]:
+    """Every field Falconet provides, sorted by name."""
+    _ensure_loaded()
+    items = [FieldInfo(n, s.type, s.arg, s.desc, s.deprecated) for n, s in FIELDS.items()]
+    items += [FieldInfo(p, s.type, "required", s.desc, s.deprecated) for p, s in PREFIX_FIELDS.items()]
+    return sorted(items, key=lambda i: i.name)
+
+
 def known_fields() -> list[str]:
     """Every field name (prefix fields end with a dot), for `falconet rules fields` and the docs."""
     _ensure_loaded()

@@ -146,9 +146,14 @@ simple("fd.is_server", B, _fd(lambda fd: fd.is_server if fd.type in SOCKET_TYPES
 simple("fd.connected", B, _fd(lambda fd: fd.connected), "the socket is connected")
 simple("fd.name_changed", B, _fd(lambda fd: fd.name_changed), "the name changed (e.g. after connect)")
 simple("fd.uid", S, lambda e: f"{e.tid}{e.fd.num}" if e.fd is not None else None, "thread id and fd number")
-simple("fd.containername", S, lambda e: f"{e.container.id}:{e.fd.name}" if e.fd and e.fd.name else None, "")
+simple(
+    "fd.containername",
+    S,
+    lambda e: f"{e.container.id}:{e.fd.name}" if e.fd and e.fd.name else None,
+    "container id:fd name",
+)
 simple("fd.containerdirectory", S, lambda e: f"{e.container.id}:{_directory(e.fd)}" if e.fd and
-       _directory(e.fd) else None, "")  # fmt: skip
+       _directory(e.fd) else None, "container id:fd directory")  # fmt: skip
 simple("fd.types", S, lambda e: None, "not tracked (needs the whole fd table)", is_list=True)
 for _proto in ("fd.cproto", "fd.sproto", "fd.lproto", "fd.rproto", "fd.proto"):
     simple(_proto, S, lambda e: None, "not tracked (needs /etc/services)")

@@ -260,7 +260,9 @@ def _dirfd(value: Any, evt: Event) -> str:
 
 def _oct(value: Any, evt: Event) -> str:
     n = _as_int(value)
-    return _text(value, evt) if n is None else f"0{n:o}"
+    if n is None:
+        return _text(value, evt)
+    return f"0{n:o}" if n else "0"
 
 
 def _hex(value: Any, evt: Event) -> str:
@@ -528,13 +530,26 @@ def param_name(evt: Event, index: int) -> str | None:
 
 
 def render_args(evt: Event) -> str:
-    """`evt.args`: every parameter as `name=text`, space separated, in Falco's order."""
+    """`evt.args`: every parameter as `name=raw(text)` (just `name=text` when the two agree), space separated,
+    in Falco's order: `fd=3(<f>/etc/shadow) dirfd=-100(AT_FDCWD) name=/etc/shadow flags=524288(O_RDONLY|...)`.
+    """
     params = PARAMS.get(evt.type)
     names = [p for p, _ in params] if params is not None else list(evt.args)
     names += [k for k in evt.args if k not in names]
     out = []
     for name in names:
         text = render_arg(evt, name)
-        if text is not None:
+        if text is None:
+            continue
+        raw = raw_arg(evt, name)
+        raw_text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else None
+        if (
+            raw_text is not None
+            and raw_text != text
+            and not text.startswith("0x")
+            and kind_of(evt.type, name) != "oct"
+        ):
+            out.append(f"{name}={raw_text}({text})")
+        else:
             out.append(f"{name}={text}")
     return " ".join(out)

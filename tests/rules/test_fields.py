@@ -8,7 +8,7 @@ import pytest
 
 from falconet.rules.errors import CompileError, RuleError, UnknownFieldError
 from falconet.rules.event import Container, Event, Fd, Group, Process, User
-from falconet.rules.fields import FieldType, resolve
+from falconet.rules.fields import FieldType, catalog, resolve
 
 NS = 1_000_000_000
 
@@ -98,7 +98,9 @@ def test_open_flags_and_results() -> None:
     assert (x("evt.res", failed), x("evt.rawres", failed), x("evt.failed", failed)) == ("ENOENT", -2, True)
     assert x("evt.is_open_read", failed) is True
     assert x("evt.res", event("connect", res=-115)) == "EINPROGRESS"
-    assert x("evt.args", e).startswith("fd=<f>/etc/shadow dirfd=AT_FDCWD name=/etc/shadow flags=O_WRONLY")
+    assert x("evt.args", e) == (
+        "fd=3(<f>/etc/shadow) dirfd=-100(AT_FDCWD) name=/etc/shadow flags=524801(O_WRONLY|O_TRUNC|O_CLOEXEC) mode=0"
+    )
 
 
 def test_enum_and_bit_arguments() -> None:
@@ -249,3 +251,15 @@ def test_bad_references_raise_our_errors(name: str, arg: str | None, error: type
     with pytest.raises(error) as info:
         resolve(name, arg)
     assert name.split(".")[0] in str(info.value)
+
+
+def test_catalog_lists_every_field_with_a_description() -> None:
+    entries = catalog()
+    names = [e.name for e in entries]
+    assert len(names) == len(set(names)) > 200
+    assert {"proc.aname", "evt.arg.", "fd.sip.name", "container.mount.dest"} <= set(names)
+    for entry in entries:
+        bound_name = entry.name.rstrip(".")
+        assert entry.desc, entry.name
+        if entry.arg == "none":
+            assert resolve(bound_name).type is entry.type
