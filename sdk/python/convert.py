@@ -33,12 +33,24 @@ def _encode_fields(fields: dict[str, OutputValue]) -> tuple[dict[str, str], list
     strings: dict[str, str] = {}
     typed: list[str] = []
     for key, value in fields.items():
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
+            strings[key] = value  # type: ignore[assignment]
+            continue
+        # Same encoding as Falco's JSON output for numbers, booleans and null; the common types skip json.dumps
+        # (this runs once per alert on the publish path).
+        if kind is int:
+            strings[key] = str(value)
+        elif value is None:
+            strings[key] = "null"
+        elif kind is bool:
+            strings[key] = "true" if value else "false"
+        elif isinstance(value, str):
             strings[key] = value
+            continue
         else:
-            # Same encoding as Falco's JSON output for numbers, booleans and null.
             strings[key] = json.dumps(value)
-            typed.append(key)
+        typed.append(key)
     typed.sort()  # a stable order, so equal alerts give equal bytes
     return strings, typed
 
