@@ -9,6 +9,7 @@ that rules using them load, and read as unknown (None).
 from __future__ import annotations
 
 import fnmatch
+from operator import attrgetter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -163,6 +164,31 @@ def _proc_field(getter: Callable[[Process], Any]) -> Callable[[Event], Any]:
 for _key, (_type, _get, _desc) in _PROC.items():
     simple(f"proc.{_key}", _type, _proc_field(_get), _desc)
 
+# The fields nearly every rule reads, as single closures over the event (one call instead of two): these are
+# evaluated millions of times, the generic wrapper above is for the rest.
+_FAST: dict[str, Callable[[Event], Any]] = {
+    "pid": attrgetter("proc.pid"),
+    "ppid": attrgetter("proc.ppid"),
+    "vpid": attrgetter("proc.vpid"),
+    "tty": attrgetter("proc.tty"),
+    "sid": attrgetter("proc.sid"),
+    "cwd": attrgetter("proc.cwd"),
+    "name": lambda e: e.proc.name or None,
+    "exe": lambda e: e.proc.exe or None,
+    "exepath": lambda e: e.proc.exepath or None,
+    "args": lambda e: " ".join(e.proc.args),
+    "cmdline": lambda e: (" ".join([p.name, *p.args]) if p.args else p.name) if (p := e.proc).name else None,
+    "pname": lambda e: (p.name or None) if (p := e.proc.parent) is not None else None,
+    "pexe": lambda e: (p.exe or None) if (p := e.proc.parent) is not None else None,
+    "pexepath": lambda e: (p.exepath or None) if (p := e.proc.parent) is not None else None,
+    "is_exe_upper_layer": attrgetter("proc.exe_upper_layer"),
+    "is_exe_from_memfd": attrgetter("proc.exe_from_memfd"),
+    "is_exe_writable": attrgetter("proc.exe_writable"),
+}
+for _key, _fn in _FAST.items():
+    _type, _get, _desc = _PROC[_key]
+    simple(f"proc.{_key}", _type, _fn, _desc)
+
 
 simple(
     "proc.duration", R, lambda e: e.ts - e.proc.start_ts if e.proc.start_ts else None, "ns since the start"
@@ -260,11 +286,11 @@ with_arg("thread.cgroup", S, lambda _a: lambda e: None, "required", "not tracked
 
 # --- user.* / group.* -----------------------------------------------------------------------------------------
 
-simple("user.uid", N, lambda e: e.proc.user.uid, "the user id")
-simple("user.name", S, lambda e: e.proc.user.name, "the user name")
+simple("user.uid", N, attrgetter("proc.user.uid"), "the user id")
+simple("user.name", S, attrgetter("proc.user.name"), "the user name")
 simple("user.homedir", P, lambda e: e.proc.user.homedir, "the user's home directory")
 simple("user.shell", P, lambda e: e.proc.user.shell, "the user's shell")
-simple("user.loginuid", N, lambda e: e.proc.user.loginuid, "the audit login uid, -1 when never logged in")
+simple("user.loginuid", N, attrgetter("proc.user.loginuid"), "the audit login uid, -1 when never logged in")
 simple("user.loginname", S, lambda e: e.proc.user.loginname, "the name of the login uid")
 simple("group.gid", N, lambda e: e.proc.group.gid, "the group id")
 simple("group.name", S, lambda e: e.proc.group.name, "the group name")
@@ -276,7 +302,7 @@ def _in_container(get: Callable[[Event], Any]) -> Callable[[Event], Any]:
     return lambda e: get(e) if e.container.id != "host" else None
 
 
-simple("container.id", S, lambda e: e.container.id, 'the container id (12 characters), "host" on the host')
+simple("container.id", S, attrgetter("container.id"), 'the container id (12 characters), "host" on the host')
 simple("container.full_id", S, lambda e: e.container.id, 'the container id, "host" on the host')
 simple("container.name", S, lambda e: e.container.name if e.container.id != "host" else "host", "the name")
 simple("container.image", S, _in_container(lambda e: e.container.image), "the image, e.g. nginx:1.27")

@@ -14,6 +14,7 @@ Where the event already carries an argument in its context (execve's exe, args, 
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ OPEN_FLAGS: Table = (
 )  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1024)
 def render_open_flags(value: int) -> str:
     acc = value & 3
     names = ["O_RDONLY" if acc == 0 else "O_WRONLY" if acc == 1 else "O_RDWR" if acc == 2 else "O_ACCMODE"]
@@ -65,6 +67,7 @@ def render_open_flags(value: int) -> str:
     return "|".join(names)
 
 
+@functools.lru_cache(maxsize=4096)
 def render_bits(table: Table, value: int) -> str:
     """Set bits by name joined with '|'; unknown leftover bits are kept as a number; 0 renders as "0"."""
     names = [name for name, bit in table if bit and value & bit == bit]
