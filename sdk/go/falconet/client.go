@@ -25,6 +25,7 @@ import (
 type Client struct {
 	conn    *grpc.ClientConn
 	target  string
+	tls     bool
 	outputs outputs.ServiceClient
 	version version.ServiceClient
 	alerts  falconetv1.AlertServiceClient
@@ -62,6 +63,7 @@ func Dial(cfg Config) (*Client, error) {
 	return &Client{
 		conn:    conn,
 		target:  describe(cfg),
+		tls:     cfg.UnixSocket == "",
 		outputs: outputs.NewServiceClient(conn),
 		version: version.NewServiceClient(conn),
 		alerts:  falconetv1.NewAlertServiceClient(conn),
@@ -227,6 +229,8 @@ func (c *Client) explain(err error) error {
 			// With TLS 1.3 the server's refusal of our certificate arrives as an alert after the handshake.
 			e.Detail = "the server refused the connection during TLS: " + msg + " (is the client certificate signed by the server's CA?)"
 			e.Permanent = true
+		} else if c.tls && (strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")) {
+			e.Detail = "the server closed the connection during TLS (did it refuse the client certificate?): " + msg
 		} else {
 			e.Detail = "cannot connect: " + msg
 		}

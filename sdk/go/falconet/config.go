@@ -95,6 +95,11 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	if now.Before(leaf.NotBefore) {
 		return nil, configErrorf("client certificate %s is not valid before %s", c.ClientCert, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
+	// The server verifies our certificate against the CA it trusts, which `falconet certs init` makes the same
+	// CA as ours: checking here turns the server's bare connection reset into a reason.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, configErrorf("client certificate %s does not chain to CA %s, so the server would refuse it: %v", c.ClientCert, c.CACert, err)
+	}
 	serverName := c.ServerName
 	if serverName == "" {
 		serverName, _, _ = net.SplitHostPort(c.Address)

@@ -176,6 +176,7 @@ impl Client {
                 let ca_pem = read_pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?;
                 let cert_pem = read_pem(cert, "client certificate", "-----BEGIN CERTIFICATE-----")?;
                 let key_pem = read_pem(key, "client key", "PRIVATE KEY-----")?;
+                check_client_chain(ca, &ca_pem, cert, &cert_pem)?;
                 let tls = ClientTlsConfig::new()
                     .ca_certificate(Certificate::from_pem(ca_pem))
                     .identity(Identity::from_pem(cert_pem, key_pem))
@@ -292,33 +293,44 @@ impl Client {
 
     /// Turns a gRPC status into an error that says what was tried and, for TLS, why it was refused.
     fn explain(&self, status: &tonic::Status) -> Error {
-        let full = {
-            let mut s = status.message().to_string();
-            if let Some(src) = std::error::Error::source(status) {
-                let c = chain(src);
-                if !c.is_empty() && !s.contains(&c) {
-                    s = if s.is_empty() { c } else { format!("{s}: {c}") };
-                }
-            }
-            s
-        };
+        // tonic repeats rustls' reason at several levels of the status and its sources: keep each part once.
+        let mut parts: Vec<String> = vec![status.message().to_string()];
+        let mut cur = std::error::Error::source(status);
+        while let Some(e) = cur {
+            parts.push(e.to_string());
+            cur = e.source();
+        }
+        let parts: Vec<&String> = parts.iter().filter(|p| !p.is_empty()).collect();
+        let kept: Vec<&str> = parts
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| !parts.iter().enumerate().any(|(j, q)| (j < *i && q == *p) || (q != *p && q.contains(p.as_str()))))
+            .map(|(_, p)| p.as_str())
+            .collect();
+        let full = kept.join(": ");
         let target = self.target.clone();
         let (detail, permanent) = match status.code() {
             Code::Unavailable | Code::Unknown => {
-                if full.contains("UnknownIssuer") {
+                if full.contains("UnknownIssuer") || full.contains("BadSignature") {
                     (format!("TLS handshake failed: the server certificate is not signed by the given CA ({full})"), true)
-                } else if full.contains("NotValidForName") {
+                } else if full.contains("NotValidForName") || full.contains("not valid for name") {
                     (format!("TLS handshake failed: the server name is not in the server certificate's SANs ({full})"), true)
-                } else if full.contains("invalid peer certificate") || full.contains("received fatal alert")
-                    || full.contains("InvalidCertificate") || full.contains("certificate")
-                {
-                    (format!("TLS handshake failed: {full} (is the client certificate signed by the server's CA?)"), true)
+                } else if full.contains("received fatal alert") {
+                    // The server refused our certificate (with TLS 1.3 this surfaces after the handshake).
+                    (format!("the server refused the TLS connection: {full} (is the client certificate signed by the server's CA?)"), true)
+                } else if full.contains("invalid peer certificate") || full.contains("certificate") {
+                    (format!("TLS handshake failed: {full}"), true)
                 } else {
                     (format!("cannot connect: {full}"), false)
                 }
             }
             Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated | Code::Unimplemented
             | Code::FailedPrecondition | Code::NotFound => (format!("{:?}: {full}", status.code()), true),
+            _ if self.target.ends_with("(mTLS)")
+                && ["connection closed", "connection reset", "broken pipe"].iter().any(|m| full.contains(m)) =>
+            {
+                (format!("the server closed the connection during TLS (did it refuse the client certificate?): {full}"), false)
+            }
             code => (format!("{code:?}: {full}"), false),
         };
         Error::Connect { target, detail, permanent }
@@ -346,6 +358,37 @@ mod tokio_stream_like {
             }
         }
     }
+}
+
+/// Verifies that the client certificate chains to the CA for client authentication, as the server will.
+fn check_client_chain(ca: &PathBuf, ca_pem: &[u8], cert: &PathBuf, cert_pem: &[u8]) -> Result<(), Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    let ca_der = CertificateDer::from_pem_slice(ca_pem)
+        .map_err(|e| Error::Config(format!("CA certificate {}: {e}", ca.display())))?;
+    let leaf_der = CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| Error::Config(format!("client certificate {}: {e}", cert.display())))?;
+    let anchor = webpki::anchor_from_trusted_cert(&ca_der)
+        .map_err(|e| Error::Config(format!("CA certificate {}: {e:?}", ca.display())))?;
+    let leaf = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| Error::Config(format!("client certificate {}: {e:?}", cert.display())))?;
+    leaf.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[],
+        UnixTime::now(),
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        Error::Config(format!(
+            "client certificate {} does not chain to CA {}, so the server would refuse it: {e:?}",
+            cert.display(),
+            ca.display()
+        ))
+    })
 }
 
 /// An error and its sources, joined: tonic's transport errors keep the useful part (rustls' reason) deep.

@@ -94,11 +94,9 @@ func run() int {
 			}
 			out.Write(line)
 			out.WriteByte('\n')
-			// Flush per alert when streaming live, so a reader sees each alert as it comes.
-			if *count == 0 {
-				if err := out.Flush(); err != nil {
-					return err
-				}
+			// Flush per alert, so a reader sees each alert as it comes (--output none for throughput).
+			if err := out.Flush(); err != nil {
+				return err
 			}
 		}
 		if *count > 0 && n >= *count {

@@ -124,8 +124,8 @@ async fn run(a: Args) -> Result<(), String> {
         if json {
             let mut line = alert.to_json();
             line.push('\n');
-            // Flush per alert when streaming live, so a reader sees each alert as it comes.
-            let res = out.write_all(line.as_bytes()).and_then(|()| if count == 0 { out.flush() } else { Ok(()) });
+            // Flush per alert, so a reader sees each alert as it comes (--output none for throughput).
+            let res = out.write_all(line.as_bytes()).and_then(|()| out.flush());
             if let Err(e) = res {
                 write_err = Some(e);
                 return ControlFlow::Break(());
