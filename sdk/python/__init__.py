@@ -10,12 +10,10 @@ The names below are the whole public surface; modules starting with `_` are inte
 use, so importing this package (or `falconet --help`, which imports it) does not load grpc.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from falconet.rules.alert import Alert, Cursor, Priority
     from falconet.sdk._models import DEFAULT_TCP_PORT, DEFAULT_UNIX_SOCKET, Backoff, StartPosition, Version
     from falconet.sdk.aio import AsyncClient
@@ -71,11 +69,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'falconet.sdk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -22,6 +22,7 @@ from falconet.sdk._resume import Reconnects, Resume
 from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
 from falconet.sdk.convert import alert_from_proto
+from falconet.sdk.errors import ConfigError
 
 
 class AsyncClient:
@@ -50,6 +51,7 @@ class AsyncClient:
         self._timeout = timeout
         self._backoff = backoff or Backoff()
         self._channel: grpc.aio.Channel | None = None
+        self._closed = False
 
     @property
     def target(self) -> str:
@@ -65,13 +67,20 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        """Closes the channel; a subscription still being iterated ends (its loop sees no more alerts)."""
+        self._closed = True
+        await self._drop_channel()
+
+    async def _drop_channel(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
 
     async def _chan(self, fresh: bool = False) -> grpc.aio.Channel:
+        if self._closed:
+            raise ConfigError("this client is closed")
         if fresh:
-            await self.close()
+            await self._drop_channel()
         if self._channel is None:
             self._channel = self._endpoint.aio_channel()
         return self._channel
@@ -137,12 +146,18 @@ class AsyncClient:
                             yield alert
                 finally:
                     await stream.aclose()
+                if self._closed:
+                    return
                 reason = "the server ended the stream"
             except grpc.RpcError as err:
+                if self._closed:
+                    return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
                 reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
             await asyncio.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
+            if self._closed:
+                return
             fresh = True
 
     async def _stream(self, resume: Resume, batched: bool, fresh: bool) -> AsyncGenerator[Alert, None]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
 
@@ -26,6 +25,7 @@ from falconet.sdk._resume import Reconnects, Resume
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
 from falconet.sdk.convert import alert_from_proto
+from falconet.sdk.errors import ConfigError
 
 
 class Client:
@@ -58,6 +58,8 @@ class Client:
         self._backoff = backoff or Backoff()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
+        self._closed = False
+        self._closing = threading.Event()
 
     @property
     def target(self) -> str:
@@ -73,13 +75,18 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Closes the channel; a subscription being iterated in another thread ends (no more alerts)."""
         with self._lock:
+            self._closed = True
+            self._closing.set()
             channel, self._channel = self._channel, None
         if channel is not None:
             channel.close()
 
     def _chan(self, fresh: bool = False) -> grpc.Channel:
         with self._lock:
+            if self._closed:
+                raise ConfigError("this client is closed")
             if fresh and self._channel is not None:
                 self._channel.close()
                 self._channel = None
@@ -158,12 +165,18 @@ class Client:
                             yield alert
                 finally:
                     stream.close()
+                if self._closed:
+                    return
                 reason = "the server ended the stream"
             except grpc.RpcError as err:
+                if self._closed:
+                    return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
                 reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
-            time.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
+            # Back-off between reconnects (not synchronisation); close() cuts it short.
+            if self._closing.wait(reconnects.lost(reason)):
+                return
             fresh = True
 
     def _stream(self, resume: Resume, batched: bool, fresh: bool) -> Generator[Alert, None, None]:
