@@ -30,7 +30,12 @@ def _transport_args(server, transport: str, certs: Path | None = None, **names: 
         return ["--unix-socket", str(server.unix_path)]
     certs = certs or server.certs
     args = ["--addr", f"127.0.0.1:{server.tcp_port}", "--ca", str(names.get("ca", certs / "ca.crt"))]
-    args += ["--cert", str(names.get("cert", certs / "client.crt")), "--key", str(names.get("key", certs / "client.key"))]
+    args += [
+        "--cert",
+        str(names.get("cert", certs / "client.crt")),
+        "--key",
+        str(names.get("key", certs / "client.key")),
+    ]
     return args + ["--server-name", names.get("server_name", "localhost")]
 
 
@@ -42,7 +47,11 @@ def _run(binary: Path, args: list[str], timeout: float = 60) -> subprocess.Compl
 @pytest.mark.parametrize("transport", ["mtls", "unix"])
 @pytest.mark.parametrize("lang", LANGS)
 def test_example_prints_exactly_the_published_alerts(
-    request: pytest.FixtureRequest, alert_server, lang: str, transport: str, stream: str  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+    alert_server,
+    lang: str,
+    transport: str,
+    stream: str,  # type: ignore[no-untyped-def]
 ) -> None:
     binary = _binary(request, lang)
     expected = vector_alerts()
@@ -74,21 +83,28 @@ def test_example_filters_on_the_server(request: pytest.FixtureRequest, alert_ser
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_foreign_ca_is_refused_with_a_reason(
-    request: pytest.FixtureRequest, alert_server, tmp_path: Path, lang: str  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest,
+    alert_server,
+    tmp_path: Path,
+    lang: str,  # type: ignore[no-untyped-def]
 ) -> None:
     binary = _binary(request, lang)
     foreign = tmp_path / "foreign"
     init_certs(foreign)
     alert_server.publish(vector_alerts()[0].alert)
     # A client whose whole set comes from another CA: it cannot verify the server, and says so.
-    proc = _run(binary, _transport_args(alert_server, "mtls", certs=foreign) + ["--from", "oldest", "--count", "1"])
+    proc = _run(
+        binary, _transport_args(alert_server, "mtls", certs=foreign) + ["--from", "oldest", "--count", "1"]
+    )
     assert proc.returncode != 0 and proc.stdout == ""
     assert "not signed by the given CA" in proc.stderr, proc.stderr
     # Our CA, but a client certificate from another CA: the client names the problem before the server would
     # refuse it (the server's own refusal is exercised with Falco's client in test_falco_client_go.py).
     proc = _run(
         binary,
-        _transport_args(alert_server, "mtls", cert=str(foreign / "client.crt"), key=str(foreign / "client.key"))
+        _transport_args(
+            alert_server, "mtls", cert=str(foreign / "client.crt"), key=str(foreign / "client.key")
+        )
         + ["--from", "oldest", "--count", "1"],
     )
     assert proc.returncode != 0 and proc.stdout == ""
@@ -97,7 +113,9 @@ def test_foreign_ca_is_refused_with_a_reason(
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_server_name_outside_the_sans_is_refused(request: pytest.FixtureRequest, alert_server, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_server_name_outside_the_sans_is_refused(
+    request: pytest.FixtureRequest, alert_server, lang: str
+) -> None:  # type: ignore[no-untyped-def]
     binary = _binary(request, lang)
     args = _transport_args(alert_server, "mtls", server_name="not-in-the-sans.example")
     proc = _run(binary, [*args, "--from", "oldest", "--count", "1"])
@@ -106,7 +124,9 @@ def test_server_name_outside_the_sans_is_refused(request: pytest.FixtureRequest,
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_bad_certificate_path_is_named(request: pytest.FixtureRequest, alert_server, tmp_path: Path, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_certificate_path_is_named(
+    request: pytest.FixtureRequest, alert_server, tmp_path: Path, lang: str
+) -> None:  # type: ignore[no-untyped-def]
     binary = _binary(request, lang)
     missing = tmp_path / "nope" / "ca.crt"
     proc = _run(binary, _transport_args(alert_server, "mtls", ca=str(missing)) + ["--count", "1"])
@@ -116,7 +136,9 @@ def test_bad_certificate_path_is_named(request: pytest.FixtureRequest, alert_ser
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_missing_socket_fails_fast_with_the_path(request: pytest.FixtureRequest, tmp_path: Path, lang: str) -> None:
+def test_missing_socket_fails_fast_with_the_path(
+    request: pytest.FixtureRequest, tmp_path: Path, lang: str
+) -> None:
     binary = _binary(request, lang)
     sock = tmp_path / "absent.sock"
     proc = _run(binary, ["--unix-socket", str(sock), "--count", "1"], timeout=30)

@@ -28,10 +28,20 @@ def _probe(probe: Path, server: Any, transport: str, mode: str, *extra: str, cer
         args = ["--unix-socket", f"unix://{server.unix_path}"]
     else:
         certs = certs or server.certs
-        args = ["--host", "localhost", "--port", str(server.tcp_port), "--ca", str(ca or server.certs / "ca.crt")]
+        args = [
+            "--host",
+            "localhost",
+            "--port",
+            str(server.tcp_port),
+            "--ca",
+            str(ca or server.certs / "ca.crt"),
+        ]
         args += ["--cert", str(certs / "client.crt"), "--key", str(certs / "client.key")]
     return subprocess.run(
-        [str(probe), "--mode", mode, "--timeout", "30s", *args, *extra], capture_output=True, text=True, timeout=60
+        [str(probe), "--mode", mode, "--timeout", "30s", *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -44,7 +54,9 @@ def _falco_view(alert: Alert, hub_hostname: str) -> dict[str, Any]:
         "source": alert.source,
         "hostname": alert.hostname or hub_hostname,
         "output": alert.output,
-        "output_fields": {k: v if isinstance(v, str) else json.dumps(v) for k, v in alert.output_fields.items()},
+        "output_fields": {
+            k: v if isinstance(v, str) else json.dumps(v) for k, v in alert.output_fields.items()
+        },
         "tags": alert.tags,
     }
 
