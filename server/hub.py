@@ -151,7 +151,8 @@ class Reader:
         await self.hub.wait_for(self.next_seq)
 
     def close(self) -> None:
-        self.hub._readers.pop(id(self), None)
+        """Unregisters the reader; its counts stay in the hub's totals."""
+        self.hub._close_reader(self)
 
     def stats(self) -> ReaderStats:
         return ReaderStats(self.name, self.identity, self.next_seq, self.delivered, self.dropped)
@@ -167,6 +168,11 @@ class HubStats:
     newest: int
     retention: int
     readers: list[ReaderStats] = field(default_factory=list)
+    """Open subscribers only."""
+    delivered_total: int = 0
+    """Alerts delivered to subscribers since the hub was made, closed subscribers included."""
+    dropped_total: int = 0
+    """Alerts subscribers lost by falling behind the ring, closed subscribers included."""
 
 
 class Hub:
@@ -185,6 +191,8 @@ class Hub:
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._readers: dict[int, Reader] = {}
+        self._closed_delivered = 0
+        self._closed_dropped = 0
         self._falco_cursors: dict[str, int] = {}
 
     # -- producing ---------------------------------------------------------------------------------------
@@ -304,8 +312,15 @@ class Hub:
     def reader(self, start: int, *, name: str = "", identity: str = "") -> Reader:
         """A reader positioned at sequence `start` (see the `start_*` methods), registered for counters."""
         r = Reader(self, start, name, identity)
-        self._readers[id(r)] = r
+        with self._lock:
+            self._readers[id(r)] = r
         return r
+
+    def _close_reader(self, reader: Reader) -> None:
+        with self._lock:
+            if self._readers.pop(id(reader), None) is not None:
+                self._closed_delivered += reader.delivered
+                self._closed_dropped += reader.dropped
 
     def _take(self, reader: Reader, max_n: int) -> tuple[list[Entry], int]:
         with self._lock:
@@ -382,13 +397,18 @@ class Hub:
     # -- counters ----------------------------------------------------------------------------------------
 
     def stats(self) -> HubStats:
+        with self._lock:
+            readers = [r.stats() for r in self._readers.values()]
+            closed_delivered, closed_dropped = self._closed_delivered, self._closed_dropped
         return HubStats(
             epoch=self.epoch,
             published=self._head,
             oldest=self.oldest,
             newest=self._head,
             retention=self.retention,
-            readers=[r.stats() for r in list(self._readers.values())],
+            readers=readers,
+            delivered_total=closed_delivered + sum(r.delivered for r in readers),
+            dropped_total=closed_dropped + sum(r.dropped for r in readers),
         )
 
 

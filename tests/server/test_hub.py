@@ -46,6 +46,10 @@ def test_reader_reads_in_order_then_counts_what_the_ring_overwrote() -> None:
     loss = hub.loss_alert(reader, lost, entries[0].seq)
     assert loss.source == "internal" and loss.rule == LOSS_RULE
     assert loss.output_fields["falconet.lost"] == 190 and "11..200" in loss.output
+    reader.delivered = 110
+    reader.close()
+    stats = hub.stats()
+    assert not stats.readers and (stats.dropped_total, stats.delivered_total) == (190, 110)
 
 
 def test_start_positions_and_gaps() -> None:
