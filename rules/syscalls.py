@@ -462,8 +462,10 @@ _EXEC_TYPES = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork
 
 
 def _exe_flags(evt: Event) -> int:
+    # Layer flags only mean something on a container's overlay file system: on the host neither is set.
     p = evt.proc
-    return (1 if p.exe_writable else 0) | (2 if p.exe_upper_layer else 8) | (4 if p.exe_from_memfd else 0)
+    layer = 0 if evt.container.id == "host" else (2 if p.exe_upper_layer else 8)
+    return (1 if p.exe_writable else 0) | layer | (4 if p.exe_from_memfd else 0)
 
 
 _DERIVED: dict[str, Callable[[Event], Any]] = {

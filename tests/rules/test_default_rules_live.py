@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -93,7 +94,7 @@ def python(code: str) -> int:
     """Runs Python code in a child process; returns its pid (the process the rules should name)."""
     p = subprocess.run([PY, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    return int(p.stdout.split()[-1])
+    return int(p.stdout.split()[0])
 
 
 def fired(rule: str, pid: int) -> Callable[[Event, list[str]], bool]:
@@ -208,3 +209,20 @@ def test_benign_git_and_venv_workload_is_quiet(watch: Watch, tmp_path: Path) -> 
     assert len(ours) > 10  # the workload was seen (git, python, cat...), so silence below means something
     noisy = [(e.type, e.proc.name, e.fd.name if e.fd else None, r) for e, r in ours if r]
     assert noisy == []
+
+
+def test_socket_wired_to_stdout(watch: Watch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        pid = python(f"""
+            import os, socket, sys
+            print(os.getpid(), flush=True)
+            s = socket.create_connection(("127.0.0.1", {port}))
+            saved = os.dup(1)
+            os.dup2(s.fileno(), 1)      # what a reverse shell does with its socket
+            os.dup2(saved, 1)
+        """)
+        conn, _ = server.accept()
+        conn.close()
+    event, _ = watch.wait_for(fired("Redirect standard streams to network connection", pid))
+    assert event.res == 1 and event.fd is not None and event.fd.type == "ipv4"

@@ -120,8 +120,11 @@ def test_enum_and_bit_arguments() -> None:
 def test_execve_arguments_come_from_the_process() -> None:
     p = chain("bash", "nginx")
     p.exe_writable, p.exe_upper_layer = True, True
-    e = event("execve", proc=p, res=0)
+    e = event("execve", proc=p, res=0, container=Container(id="ee97d9c4186f"))
     assert x("evt.arg.flags", e) == "EXE_WRITABLE|EXE_UPPER_LAYER"
+    p.exe_upper_layer = False
+    assert x("evt.arg.flags", e) == "EXE_WRITABLE|EXE_LOWER_LAYER"
+    assert x("evt.arg.flags", event("execve", proc=p, res=0)) == "EXE_WRITABLE"  # no layers on the host
     assert x("evt.arg.res", e) == "0"
     assert x("evt.arg.pathname", e) is None  # execveat's parameter: absent on execve
 
