@@ -119,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g2.add_argument(
-        "--from", dest="start", metavar="oldest|now|CURSOR", help="where to start (default: oldest)"
+        "--from",
+        dest="start",
+        default="oldest",
+        metavar="oldest|now|CURSOR",
+        help="where to start (default: oldest)",
     )
     sub.add_parser(
         "version",

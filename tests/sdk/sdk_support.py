@@ -128,15 +128,23 @@ class Proc:
 
     def wait(self, timeout: float = 30.0) -> int:
         rc = self.popen.wait(timeout)
+        self._close_pipes()
+        return rc
+
+    def _close_pipes(self) -> None:
         for t in self._threads:
             t.join(5)
-        return rc
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None and not any(t.is_alive() for t in self._threads):
+                stream.close()
 
     @property
     def stderr(self) -> str:
         return "\n".join(self.stderr_lines)
 
     def kill(self) -> None:
+        """Ends the process if still running and releases its pipes (always call it, e.g. in `finally`)."""
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(10)
+        self._close_pipes()
