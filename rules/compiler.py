@@ -435,9 +435,20 @@ class Compiler:
         self._warn = warn
         self._depth = 0
         self._compiling: list[str] = []
+        # The event type being specialised for (None: generic); evt.type checks fold to constants under it.
+        self._etype: str | None = None
+        self._mute = False
+        self._macro_preds: dict[tuple[str, str | None], Predicate | bool] = {}
+        # Per compiled predicate (kept alive here, keyed by id): estimated cost, and for and/or chains their
+        # parts, so an enclosing chain of the same kind can splice them in and reorder the whole.
+        self._meta: dict[int, tuple[Predicate, int, str, tuple[Predicate, ...], str | None]] = {}
+        # Code generation: the objects generated functions refer to, by name (this dict is their globals).
+        self._globals: dict[str, Any] = {"__builtins__": {"bool": bool}}
+        self._names: dict[int, str] = {}
+        self._last_expr: str | None = None
 
     def warn(self, message: str, offset: int) -> None:
-        if self._warn is not None:
+        if self._warn is not None and not self._mute:
             self._warn(message, offset, self._compiling[-1] if self._compiling else None)
 
     # -- public --
@@ -447,6 +458,17 @@ class Compiler:
         pred = self._node(ast, visibility)
         types = self.types(ast, False, visibility)
         return Compiled(_unconst(pred), types)
+
+    def specialize(self, ast: Node, event_type: str) -> Predicate | bool:
+        """The condition compiled for events of one type: every evt.type check is a constant, so type
+        macros and branches for other types vanish. A constant result means the rule's value for every
+        event of that type is known. Warnings were reported by compile() and are not repeated."""
+        saved = self._etype, self._mute
+        self._etype, self._mute = event_type, True
+        try:
+            return self.generate(self._node(ast, None))
+        finally:
+            self._etype, self._mute = saved
 
     def types(self, node: Node, negated: bool, visibility: int | None = None) -> TypeSet:
         """The event types `node` can match (with `negated`: the types its negation can match)."""
@@ -506,14 +528,16 @@ class Compiler:
         self._enter(node.offset)
         try:
             if isinstance(node, And):
-                return _conj([self._node(c, visibility) for c in node.children])
+                return self._chain([self._node(c, visibility) for c in node.children], "and")
             if isinstance(node, Or):
-                return _disj([self._node(c, visibility) for c in node.children])
+                return self._chain([self._node(c, visibility) for c in node.children], "or")
             if isinstance(node, Not):
                 inner = self._node(node.child, visibility)
                 if isinstance(inner, bool):
                     return not inner
-                return lambda e: not inner(e)
+                return self._note(
+                    lambda e: not inner(e), self._cost(inner) + 1, "not", expr=f"(not {self._expr(inner)})"
+                )
             if isinstance(node, MacroRef):
                 return self._macro_predicate(node, visibility)
             return self._check(node)
@@ -530,9 +554,96 @@ class Compiler:
         macro.used = True
         return macro
 
+    # -- costs, and/or chains --
+
+    def _note(
+        self,
+        pred: Predicate,
+        cost: int,
+        kind: str = "",
+        parts: tuple[Predicate, ...] = (),
+        *,
+        expr: str | None = None,
+    ) -> Predicate:
+        self._meta[id(pred)] = (pred, cost, kind, parts, expr)
+        return pred
+
+    # -- code generation: a whole condition as one Python function --
+
+    def _name(self, obj: Any) -> str:
+        """A global name for `obj` in generated code (the dict keeps it alive, so ids stay unique)."""
+        key = id(obj)
+        name = self._names.get(key)
+        if name is None:
+            name = f"_o{len(self._names)}"
+            self._names[key] = name
+            self._globals[name] = obj
+        return name
+
+    def _expr(self, pred: Predicate) -> str:
+        """Python source evaluating `pred` on `e`: its inline form when known, else a call."""
+        meta = self._meta.get(id(pred))
+        if meta is not None and meta[4] is not None:
+            return meta[4]
+        return f"{self._name(pred)}(e)"
+
+    def generate(self, pred: Predicate | bool) -> Predicate | bool:
+        """One generated function for a compiled condition: the checks inline, in the chains' order, so an
+        event costs one call plus its extractor calls instead of a closure call per node. Semantics are
+        those of the closures (each inline form mirrors its closure); very deep or huge conditions keep the
+        closures."""
+        if isinstance(pred, bool):
+            return pred
+        source = self._expr(pred)
+        if len(source) > 200_000 or source.count("(") - source.count(")") != 0 or _nesting(source) > 60:
+            return pred
+        code = compile(f"def _generated(e):\n    return bool({source})\n", "<falconet condition>", "exec")
+        exec(code, self._globals)  # noqa: S102 - our own generated source over our own objects
+        fn: Predicate = self._globals.pop("_generated")
+        return fn
+
+    def _cost(self, pred: Predicate) -> int:
+        meta = self._meta.get(id(pred))
+        return meta[1] if meta is not None else 3
+
+    def _kind(self, pred: Predicate) -> str:
+        meta = self._meta.get(id(pred))
+        return meta[2] if meta is not None else ""
+
+    def _chain(self, parts: list[Predicate | bool], kind: str) -> Predicate | bool:
+        """An and/or chain: constants fold, nested chains of the same kind are spliced in, duplicates go,
+        and the parts run cheapest first (and/or of side-effect-free checks commute, so only speed changes)."""
+        absorbing = kind == "or"  # True absorbs an 'or', False an 'and'
+        flat: list[Predicate] = []
+        for part in parts:
+            if isinstance(part, bool):
+                if part == absorbing:
+                    return absorbing
+                continue
+            meta = self._meta.get(id(part))
+            inner = meta[3] if meta is not None and meta[2] == kind else (part,)
+            for p in inner:
+                if not any(p is q for q in flat):
+                    flat.append(p)
+        if not flat:
+            return not absorbing
+        if len(flat) == 1:
+            return flat[0]
+        # In an 'and', positive checks usually fail (they say what the rule is about) and negated ones
+        # usually pass (exclusions): positives first, each group cheapest first, author's order on ties.
+        if kind == "and":
+            flat.sort(key=lambda p: (self._kind(p) == "not", self._cost(p)))
+        else:
+            flat.sort(key=self._cost)
+        pred = _chain(flat, conj=kind == "and")
+        joiner = " and " if kind == "and" else " or "
+        expr = "(" + joiner.join(self._expr(p) for p in flat) + ")"
+        return self._note(pred, sum(self._cost(p) for p in flat), kind, tuple(flat), expr=expr)
+
     def _macro_predicate(self, ref: MacroRef, visibility: int | None) -> Predicate | bool:
         macro = self._macro(ref, visibility)
-        if macro.predicate is None:
+        key = (macro.name, self._etype)
+        if key not in self._macro_preds:
             if macro.name in self._compiling:
                 raise CompileError(Msg.MACRO_CYCLE.format(name=macro.name), ref.offset)
             self._compiling.append(macro.name)
@@ -546,8 +657,10 @@ class Compiler:
                 raise exc from None
             finally:
                 self._compiling.pop()
-            macro.predicate = pred if not isinstance(pred, bool) else _const(pred)
-        return macro.predicate
+            self._macro_preds[key] = pred
+            if self._etype is None:
+                macro.predicate = _unconst(pred)
+        return self._macro_preds[key]
 
     def _check(self, check: Check) -> Predicate | bool:
         ref = check.field
@@ -558,25 +671,35 @@ class Compiler:
             if fast is not None:
                 return fast
         bound = self.bind(ref)
-        return self._bound_check(check, bound)
+        self._last_expr = None
+        pred = self._bound_check(check, bound)
+        expr, self._last_expr = self._last_expr, None
+        return self._note(pred, _check_cost(check, bound), expr=expr)
 
     def _evt_dir(self, check: Check) -> bool:
         """Falco 0.42 dropped enter events: evt.dir='>' matches nothing, evt.dir='<' everything."""
         self.warn(Msg.EVT_DIR_DEPRECATED, check.offset)
         return _evt_dir_value(check)
 
-    def _evt_type(self, check: Check) -> Predicate | None:
-        """evt.type reads the event's own name: no extractor needed."""
+    def _evt_type(self, check: Check) -> Predicate | bool | None:
+        """evt.type reads the event's own name: no extractor needed; a constant when specialising."""
         val = check.value
+        etype = self._etype
         if check.op in ("=", "==") and isinstance(val, Literal):
             name = val.text
-            return lambda e: e.type == name
+            if etype is not None:
+                return etype == name
+            return self._note(lambda e: e.type == name, 1, expr=f"(e.type == {self._name(name)})")
         if check.op == "!=" and isinstance(val, Literal):
             name = val.text
-            return lambda e: e.type != name
+            if etype is not None:
+                return etype != name
+            return self._note(lambda e: e.type != name, 1, expr=f"(e.type != {self._name(name)})")
         if check.op in ("in", "intersects") and isinstance(val, ListLiteral):
             names = frozenset(i.text for i in val.items)
-            return lambda e: e.type in names
+            if etype is not None:
+                return etype in names
+            return self._note(lambda e: e.type in names, 1, expr=f"(e.type in {self._name(names)})")
         return None
 
     def _bound_check(self, check: Check, bound: BoundRef) -> Predicate:
@@ -602,12 +725,26 @@ class Compiler:
             return self._field_to_field(check, bound, self.bind(value.field))
         if bound.matcher is not None:
             test = _matcher_test(op, value, bound.matcher)  # type: ignore[arg-type]
+            if kind in ("ip", "net"):
+                test = _memoized(test)  # address matching is pure; the same addresses recur
         else:
             rhs = _rhs(kind, op, value, field)  # type: ignore[arg-type]
             if bound.is_list:
                 return _list_check(op, ex, rhs)
             if not bound.any_of and kind in ("str", "num", "bool", "buf"):
-                # The common shapes get a single closure with the None test folded in.
+                # The common shapes get a single closure with the None test folded in (and an inline form
+                # for generated code, which must mean exactly the same).
+                x, r = self._name(ex), self._name(rhs)
+                self._last_expr = {
+                    "=": f"({x}(e) == {r})",
+                    "==": f"({x}(e) == {r})",
+                    "in": f"({x}(e) in {r})",
+                    "intersects": f"({x}(e) in {r})",
+                    "!=": f"((v := {x}(e)) is not None and v != {r})",
+                    "startswith": f"((v := {x}(e)) is not None and v.startswith({r}))",
+                    "endswith": f"((v := {x}(e)) is not None and v.endswith({r}))",
+                    "contains": f"((v := {x}(e)) is not None and {r} in v)",
+                }.get(op)
                 if op in ("=", "=="):
                     return lambda e: ex(e) == rhs  # None never equals a converted literal
                 if op in ("in", "intersects"):
@@ -621,8 +758,19 @@ class Compiler:
                 if op == "contains":
                     return lambda e: (v := ex(e)) is not None and rhs in v
             test = _value_test(kind, op, rhs, field)
+        if not bound.any_of:
+            self._last_expr = f"((v := {self._name(ex)}(e)) is not None and {self._name(test)}(v))"
         if bound.any_of:
-            return lambda e: any(v is not None and test(v) for v in (ex(e) or ()))
+
+            def any_value(e: Any) -> bool:
+                values = ex(e)
+                if values:
+                    for v in values:
+                        if v is not None and test(v):
+                            return True
+                return False
+
+            return any_value
         return lambda e: (v := ex(e)) is not None and test(v)
 
     def _field_to_field(self, check: Check, left: BoundRef, right: BoundRef) -> Predicate:
@@ -669,6 +817,52 @@ class Compiler:
                 return False
 
         return pred
+
+
+_CHEAP_OPS = frozenset(
+    {"=", "==", "!=", "in", "intersects", "exists", "startswith", "endswith", "<", "<=", ">", ">="}
+)
+
+
+def _check_cost(check: Check, bound: BoundRef) -> int:
+    """A rough relative cost, to run cheap checks first: extraction plus the operator's work."""
+    cost = 2 if check.op in _CHEAP_OPS else 4
+    if bound.any_of or bound.is_list:
+        cost += 3
+    if bound.matcher is not None:
+        cost += 2 if bound.kind in ("ip", "net") else 4
+    if isinstance(check.value, FieldValue):
+        cost += 3
+    return cost
+
+
+def _memoized(test: ValueTest, limit: int = 4096) -> ValueTest:
+    memo: dict[Any, bool] = {}
+
+    def cached(v: Any) -> bool:
+        try:
+            return memo[v]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: just test it
+            return test(v)
+        result = test(v)
+        if len(memo) < limit:
+            memo[v] = result
+        return result
+
+    return cached
+
+
+def _nesting(source: str) -> int:
+    depth = deepest = 0
+    for ch in source:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
 
 
 def _evt_dir_value(check: Check) -> bool:
@@ -727,24 +921,6 @@ def _const(value: bool) -> Predicate:
 
 def _unconst(pred: Predicate | bool) -> Predicate:
     return _const(pred) if isinstance(pred, bool) else pred
-
-
-def _conj(parts: list[Predicate | bool]) -> Predicate | bool:
-    if any(p is False for p in parts):
-        return False
-    preds = [p for p in parts if not isinstance(p, bool)]
-    if not preds:
-        return True
-    return _chain(preds, conj=True)
-
-
-def _disj(parts: list[Predicate | bool]) -> Predicate | bool:
-    if any(p is True for p in parts):
-        return True
-    preds = [p for p in parts if not isinstance(p, bool)]
-    if not preds:
-        return False
-    return _chain(preds, conj=False)
 
 
 def _chain(preds: list[Predicate], conj: bool) -> Predicate:

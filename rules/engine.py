@@ -154,6 +154,7 @@ class Engine:
         self._apply_selection(disabled_rules, disabled_tags, False)
         self._apply_selection(enabled_rules, enabled_tags, True)
         self._by_type: dict[str, tuple[_Active, ...]] = {}
+        self._special: dict[tuple[str, str], Callable[[Any], bool] | bool | None] = {}
         self._rebuild()
 
     # -- construction --
@@ -295,9 +296,33 @@ class Engine:
     def _candidates(self, event_type: str) -> tuple[_Active, ...]:
         found = self._by_type.get(event_type)
         if found is None:
-            found = tuple(a for a in self._order if event_type in a.rule.types)
+            acts = []
+            for act in self._order:
+                if event_type not in act.rule.types:
+                    continue
+                pred = self._specialized(act.rule, event_type)
+                if pred is False:
+                    continue  # can never match this type once its evt.type checks are known
+                acts.append(act if pred is None else _Active(act.rule, pred, act.render))
+            found = tuple(acts)
             self._by_type[event_type] = found
         return found
+
+    def _specialized(self, rule: CompiledRule, event_type: str) -> Callable[[Any], bool] | bool | None:
+        """The rule's condition compiled for one event type (cached); None: use the generic predicate."""
+        key = (rule.name, event_type)
+        if key in self._special:
+            return self._special[key]
+        pred: Callable[[Any], bool] | bool | None = None
+        if rule.specialize is not None:
+            try:
+                pred = rule.specialize(event_type)
+            except Exception:  # specialising is an optimisation; the generic predicate is always right
+                pred = None
+            if pred is True:
+                pred = _always
+        self._special[key] = pred
+        return pred
 
     def process(self, event: Any) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
@@ -340,6 +365,10 @@ class Engine:
             tags=list(rule.tags),
             hostname=self.resolvers.hostname(),
         )
+
+
+def _always(_event: Any) -> bool:
+    return True
 
 
 def _name_matches(name: str, pattern: str) -> bool:

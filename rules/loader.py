@@ -15,6 +15,7 @@ position inside a condition is mapped back through list expansion, appends and Y
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,6 +250,8 @@ class CompiledRule:
     position: Position
     capture: bool = False
     capture_duration: int | None = None
+    # The condition compiled for one event type (evt.type checks folded): the engine's per-type fast path.
+    specialize: Callable[[str], Callable[[Any], bool] | bool] | None = None
 
 
 @dataclass(slots=True)
@@ -277,6 +280,7 @@ class Loader:
         self.macros: dict[str, MacroDef] = {}
         self.rules: dict[str, RuleDef] = {}
         self._counter = 0
+        self._asts: dict[str, Node] = {}
         self._missing_plugins: dict[str, list[str]] = {}  # file -> plugins it needs that we lack
 
     # -- reading --
@@ -879,9 +883,15 @@ class Loader:
     # -- compiling --
 
     def compile(
-        self, *, resolvers: Any = None, compile_output: Callable[[str], Any] | None = None
+        self,
+        *,
+        resolvers: Any = None,
+        compile_output: Callable[[str], Any] | None = None,
+        bind: Callable[[Any], Any] | None = None,
     ) -> Ruleset:
-        """Expands lists, parses macros, compiles every rule and its output; diagnostics go to `result`."""
+        """Expands lists, parses macros, compiles every rule and its output; diagnostics go to `result`.
+
+        `bind` replaces the compiler's field binding (the benchmark wraps extractors to measure them)."""
         lists = sorted(self.lists.values(), key=lambda item: item.index)
         for lst in lists:
             lst.expanded = self._expand_list_items(lst)
@@ -923,7 +933,7 @@ class Loader:
                 position = _locate(text, origin, offset)
             self.result.add(Code.DEPRECATED_ITEM, message, position, ctx)
 
-        compiler = Compiler(macro_infos, resolvers=resolvers, warn=warn)
+        compiler = Compiler(macro_infos, resolvers=resolvers, bind=bind, warn=warn)
         compiled: list[CompiledRule] = []
         for rule in sorted(self.rules.values(), key=lambda item: item.index):
             ctx = (Context(f"rule '{rule.name}'", rule.position),)
@@ -959,6 +969,7 @@ class Loader:
                     position=rule.position,
                     capture=rule.capture,
                     capture_duration=rule.capture_duration,
+                    specialize=functools.partial(compiler.specialize, self._asts[rule.name]),
                 )
             )
         for mdef in self.macros.values():
@@ -996,7 +1007,9 @@ class Loader:
     ) -> Compiled | None:
         try:
             ast: Node = parse_condition(text)
-            return compiler.compile(ast)
+            compiled = compiler.compile(ast)
+            self._asts[rule.name] = ast
+            return compiled
         except RuleError as exc:
             # A rule that fails still refers to its macros: do not also call them unused.
             _mark_referenced(text, compiler.macros, self.macros)

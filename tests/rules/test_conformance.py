@@ -115,6 +115,9 @@ def test_case(case: dict[str, Any]) -> None:
         if "match" in item:
             got = "case" in engine.matching_rules(event)
             assert got == item["match"], f"event #{i}: expected match={item['match']}"
+            # The generic predicate (all event types) agrees with the one specialised for this event's type.
+            generic = [r.predicate(event) for r in engine.enabled_rules if r.name == "case"]
+            assert generic == [item["match"]], f"event #{i}: generic predicate disagrees"
         if "rules" in item:
             assert engine.matching_rules(event) == item["rules"], f"event #{i}"
         if "alerts" in item:
