@@ -241,3 +241,64 @@ PREFIX_FIELDS["evt.rawarg."] = FieldSpec(
     check_arg=_check_arg_name,
     type_for_arg=lambda arg: N if arg is not None and syscalls.is_numeric_arg(arg) else S,
 )
+
+# --- fs.path.*: the path a file syscall acts on, whatever the syscall calls its parameter (Falco >= 0.37) ----
+
+# event type -> (parameter holding "the" path), or (source parameter, target parameter) for two-path syscalls.
+_FS_NAME_PARAM: dict[str, str] = {
+    "open": "name", "openat": "name", "openat2": "name", "creat": "name", "open_by_handle_at": "path",
+    "mkdir": "path", "mkdirat": "path", "rmdir": "path", "unlink": "path", "unlinkat": "name",
+    "chmod": "filename", "fchmodat": "filename", "chown": "path", "lchown": "path", "fchownat": "pathname",
+    "truncate": "path", "chdir": "path", "chroot": "path", "execve": "filename", "execveat": "pathname",
+    "umount": "name", "umount2": "name", "mount": "dir",
+}  # fmt: skip
+_FS_PAIR_PARAMS: dict[str, tuple[str, str]] = {
+    "rename": ("oldpath", "newpath"), "renameat": ("oldpath", "newpath"), "renameat2": ("oldpath", "newpath"),
+    "link": ("oldpath", "newpath"), "linkat": ("oldpath", "newpath"),
+    "symlink": ("target", "linkpath"), "symlinkat": ("target", "linkpath"),
+}  # fmt: skip
+_FD_PATH_TYPES = frozenset({"fchmod", "fchown", "ftruncate", "fchdir"})
+
+
+def _fs_name(raw: bool) -> Callable[[Event], Any]:
+    def get(e: Event) -> Any:
+        param = _FS_NAME_PARAM.get(e.type)
+        if param is not None:
+            if raw and e.fd is not None and e.fd.nameraw is not None and e.type in CREATE_TYPES:
+                return e.fd.nameraw
+            if param in e.args:
+                value = e.args[param]
+                return (value if isinstance(value, str) else None) if raw else syscalls.render_arg(e, param)
+            if e.fd is not None and e.type in CREATE_TYPES:
+                return e.fd.nameraw if raw else e.fd.name
+            return None
+        if e.type in _FD_PATH_TYPES and e.fd is not None:
+            return e.fd.name
+        return None
+
+    return get
+
+
+def _fs_pair(index: int, raw: bool) -> Callable[[Event], Any]:
+    def get(e: Event) -> Any:
+        params = _FS_PAIR_PARAMS.get(e.type)
+        if params is None:
+            return None
+        param = params[index]
+        if param not in e.args:
+            return None
+        if raw or (e.type in ("symlink", "symlinkat") and index == 0):
+            value = e.args[param]  # a symlink's target is stored as written, never resolved
+            return value if isinstance(value, str) else None
+        return syscalls.render_arg(e, param)
+
+    return get
+
+
+P = FieldType.PATH
+simple("fs.path.name", P, _fs_name(False), "the absolute path a file syscall acts on")
+simple("fs.path.nameraw", P, _fs_name(True), "the path as the file syscall received it")
+simple("fs.path.source", P, _fs_pair(0, False), "the source path of rename, link and symlink (absolute)")
+simple("fs.path.sourceraw", P, _fs_pair(0, True), "the source path as the syscall received it")
+simple("fs.path.target", P, _fs_pair(1, False), "the target path of rename, link and symlink (absolute)")
+simple("fs.path.targetraw", P, _fs_pair(1, True), "the target path as the syscall received it")

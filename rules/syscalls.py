@@ -432,6 +432,18 @@ PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "setpgid": (("res", "errno"), ("pid", "int"), ("pgid", "int")),
     "quotactl": (("res", "errno"), ("cmd", "int"), ("special", "path"), ("id", "int")),
     "procexit": (("status", "int"), ("ret", "int"), ("sig", "signal"), ("core", "int")),
+    "pipe": (("res", "errno"), ("fd1", "fd"), ("fd2", "fd")),
+    "pipe2": (("res", "errno"), ("fd1", "fd"), ("fd2", "fd"), ("flags", "open_flags")),
+    "socketpair": (("res", "errno"), ("domain", "family"), ("type", "socktype"), ("proto", "int"),
+                   ("fd1", "fd"), ("fd2", "fd")),
+    "truncate": (("res", "errno"), ("path", "path"), ("length", "int")),
+    "ftruncate": (("res", "errno"), ("fd", "fd"), ("length", "int")),
+    "lchown": (("res", "errno"), ("path", "path"), ("uid", "uid"), ("gid", "gid")),
+    "fchown": (("res", "errno"), ("fd", "fd"), ("uid", "uid"), ("gid", "gid")),
+    "delete_module": (("res", "errno"), ("name", "str"), ("flags", "int")),
+    "process_vm_readv": (("res", "errno"), ("pid", "int")),
+    "process_vm_writev": (("res", "errno"), ("pid", "int")),
+    "io_uring_setup": (("res", "errno"), ("entries", "int")),
 }  # fmt: skip
 
 ARG_NAMES: frozenset[str] = frozenset(name for params in PARAMS.values() for name, _ in params)

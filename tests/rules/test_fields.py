@@ -266,3 +266,24 @@ def test_catalog_lists_every_field_with_a_description() -> None:
         assert entry.desc, entry.name
         if entry.arg == "none":
             assert resolve(bound_name).type is entry.type
+
+
+def test_fs_path_fields_name_the_path_whatever_the_parameter() -> None:
+    p = chain("rm", "bash")
+    p.cwd = "/home/alice"
+    assert x("fs.path.name", event("unlinkat", proc=p, res=0, args={"dirfd": -100, "name": "notes.txt"})) == (
+        "/home/alice/notes.txt"
+    )
+    assert x(
+        "fs.path.nameraw", event("unlinkat", proc=p, res=0, args={"dirfd": -100, "name": "notes.txt"})
+    ) == ("notes.txt")
+    assert (
+        x("fs.path.name", event("mkdir", proc=p, res=0, args={"path": "/tmp/d", "mode": 0o755})) == "/tmp/d"
+    )
+    opened = event(fd=Fd(num=3, name="/etc/hosts", nameraw="../etc/hosts"), args={"name": "/etc/hosts"})
+    assert (x("fs.path.name", opened), x("fs.path.nameraw", opened)) == ("/etc/hosts", "../etc/hosts")
+    ren = event("renameat2", res=0, args={"oldpath": "/tmp/a", "newpath": "/tmp/b", "flags": 0})
+    assert (x("fs.path.source", ren), x("fs.path.target", ren)) == ("/tmp/a", "/tmp/b")
+    link = event("symlinkat", res=0, args={"target": "../etc/shadow", "linkpath": "/tmp/s"})
+    assert (x("fs.path.source", link), x("fs.path.target", link)) == ("../etc/shadow", "/tmp/s")
+    assert x("fs.path.name", ren) is None and x("fs.path.source", opened) is None
