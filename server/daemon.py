@@ -332,6 +332,7 @@ class Daemon:
             self.log(f"metrics on http://{host}:{port}/metrics")
         self.metrics.output_drops = self._output_drop_counts
         self.metrics.subscriber_drops = self._subscriber_drop_counts
+        self.metrics.hub_totals = self._hub_totals
         self.outputs = build_outputs(cfg, stdout=self._stdout)
         for out in self.outputs:
             out.start()
@@ -470,6 +471,12 @@ class Daemon:
             full, failed = out.get(o.kind, (0, 0))
             out[o.kind] = (full + o.dropped_queue_full, failed + o.errors)
         return out
+
+    def _hub_totals(self) -> tuple[int, int, int]:
+        if self.hub is None:
+            return 0, 0, 0
+        stats = self.hub.stats()
+        return stats.published, stats.delivered_total, stats.dropped_total
 
     def _subscriber_drop_counts(self) -> dict[str, int]:
         if self.hub is None:

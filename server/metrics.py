@@ -57,6 +57,8 @@ class DaemonMetrics:
         # and subscriber name -> dropped alerts.
         self.output_drops: Callable[[], Mapping[str, tuple[int, int]]] = dict
         self.subscriber_drops: Callable[[], Mapping[str, int]] = dict
+        # (published, delivered, dropped) of the hub since it was made, closed subscribers included.
+        self.hub_totals: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
         self.rule_eval_seconds = Histogram(
             "falconet_rule_evaluation_seconds",
             "Time the rule engine spent per event, observed per batch of events as the batch's mean.",
@@ -136,8 +138,19 @@ class _Collector:
             od.add_sample("falconet_output_alerts_dropped_total", {"output": kind, "reason": "queue_full"}, full)
             od.add_sample("falconet_output_alerts_dropped_total", {"output": kind, "reason": "write_failed"}, failed)
         yield od
+        published, delivered, dropped = m.hub_totals()
+        for name, doc, value in (
+            ("falconet_hub_alerts_published", "Alerts published to the gRPC hub.", published),
+            ("falconet_subscribers_alerts_delivered", "Alerts delivered to gRPC subscribers, all of them.", delivered),
+            ("falconet_subscribers_alerts_dropped",
+             "Alerts gRPC subscribers lost by falling behind the hub, closed subscribers included.", dropped),
+        ):
+            c = Metric(name, doc, "counter")
+            c.add_sample(name + "_total", {}, value)
+            yield c
         sd = Metric(
-            "falconet_subscriber_alerts_dropped", "Alerts a gRPC subscriber lost by falling behind the hub.",
+            "falconet_subscriber_alerts_dropped",
+            "Alerts each open gRPC subscriber lost by falling behind the hub (see the _subscribers_ total too).",
             "counter",
         )
         for name, dropped in sorted(m.subscriber_drops().items()):

@@ -84,6 +84,7 @@ def test_loss_and_cost_counters_are_exposed(metrics: tuple[DaemonMetrics, str]) 
     m.alerts_rate_limited += 2
     m.output_drops = lambda: {"http": (5, 1), "file": (0, 0)}
     m.subscriber_drops = lambda: {"sub-1": 9}
+    m.hub_totals = lambda: (100, 180, 20)
     got = samples(scrape(url))
     none: frozenset[tuple[str, str]] = frozenset()
     assert got[("falconet_events_total", none)] == 150
@@ -92,5 +93,8 @@ def test_loss_and_cost_counters_are_exposed(metrics: tuple[DaemonMetrics, str]) 
     assert got[("falconet_output_alerts_dropped_total", frozenset({("output", "http"), ("reason", "queue_full")}))] == 5
     assert got[("falconet_output_alerts_dropped_total", frozenset({("output", "http"), ("reason", "write_failed")}))] == 1
     assert got[("falconet_subscriber_alerts_dropped_total", frozenset({("subscriber", "sub-1")}))] == 9
+    assert got[("falconet_hub_alerts_published_total", none)] == 100
+    assert got[("falconet_subscribers_alerts_delivered_total", none)] == 180
+    assert got[("falconet_subscribers_alerts_dropped_total", none)] == 20
     assert got[("falconet_rule_evaluation_seconds_count", none)] == 2
     assert got[("falconet_rule_evaluation_seconds_sum", none)] == pytest.approx(0.000004)

@@ -116,6 +116,7 @@ def test_replayed_events_reach_the_file_output_a_subscriber_and_metrics(
         "k8s_pod_name": "",
     }
     assert metrics["falconet_rule_evaluation_seconds_count"][0][1] >= 1
+    assert metrics["falconet_hub_alerts_published_total"][0][1] == 2
     fifo.close()
     assert daemon.wait() == 0
 
