@@ -95,53 +95,32 @@ class Record:
         return [p.decode("utf-8", "surrogateescape") for p in parts]
 
 
+_SCALARS = tuple(name for name, fmt in HDR_FIELDS[:20])
+assert _SCALARS[-1] == "res" and HDR_FIELDS[20][0] == "args" and HDR_FIELDS[22][0] == "len"
+
+
 def decode(data: bytes | bytearray | memoryview) -> Record:
-    """One ring-buffer record -> Record. Pure: no kernel, no state."""
+    """One ring-buffer record -> Record. Pure: no kernel, no state. (Hot path: unpacks by position.)"""
     if len(data) < HDR_SIZE:
         raise RecordError(f"record of {len(data)} bytes is shorter than its {HDR_SIZE}-byte header")
-    values = HDR.unpack_from(data, 0)
-    named: dict[str, object] = {}
-    i = 0
-    for name, fmt in HDR_FIELDS:
-        count = int(fmt[:-1]) if fmt[:-1].isdigit() and fmt[-1] != "s" else 1
-        named[name] = values[i] if count == 1 else tuple(values[i : i + count])
-        i += count
-    lens = named["len"]
-    assert isinstance(lens, tuple)
+    v = HDR.unpack_from(data, 0)
+    (ts, kind, _size, tgid, tid, ppid, loginuid, uid, gid, euid, egid, cap_i, cap_p, cap_e, tty, sid, pgid, cpu,
+     nr, res) = v[:20]
     segments = []
     off = HDR_SIZE
-    for n in lens:
-        if off + n > len(data):
-            raise RecordError(f"payload segment of {n} bytes at {off} runs past the {len(data)}-byte record")
-        segments.append(bytes(data[off : off + n]))
-        off += n
-    comm = named["comm"]
-    assert isinstance(comm, bytes)
-    loginuid = int(named["loginuid"])  # type: ignore[call-overload]
-    return Record(
-        kind=int(named["kind"]),  # type: ignore[call-overload]
-        ts=int(named["ts"]),  # type: ignore[call-overload]
-        tgid=int(named["tgid"]),  # type: ignore[call-overload]
-        tid=int(named["tid"]),  # type: ignore[call-overload]
-        ppid=int(named["ppid"]),  # type: ignore[call-overload]
-        loginuid=-1 if loginuid == NO_LOGINUID_U32 else loginuid,
-        uid=int(named["uid"]),  # type: ignore[call-overload]
-        gid=int(named["gid"]),  # type: ignore[call-overload]
-        euid=int(named["euid"]),  # type: ignore[call-overload]
-        egid=int(named["egid"]),  # type: ignore[call-overload]
-        cap_inheritable=int(named["cap_inheritable"]),  # type: ignore[call-overload]
-        cap_permitted=int(named["cap_permitted"]),  # type: ignore[call-overload]
-        cap_effective=int(named["cap_effective"]),  # type: ignore[call-overload]
-        tty=int(named["tty"]),  # type: ignore[call-overload]
-        sid=int(named["sid"]),  # type: ignore[call-overload]
-        pgid=int(named["pgid"]),  # type: ignore[call-overload]
-        cpu=int(named["cpu"]),  # type: ignore[call-overload]
-        nr=int(named["nr"]),  # type: ignore[call-overload]
-        res=int(named["res"]),  # type: ignore[call-overload]
-        args=named["args"],  # type: ignore[arg-type]
-        comm=comm.split(b"\0", 1)[0].decode("utf-8", "replace"),
-        segments=tuple(segments),
-    )
+    end = len(data)
+    for n in v[27:33]:
+        if n:
+            if off + n > end:
+                raise RecordError(f"payload segment of {n} bytes at {off} runs past the {end}-byte record")
+            segments.append(bytes(data[off : off + n]))
+            off += n
+        else:
+            segments.append(b"")
+    comm: bytes = v[26]
+    return Record(kind, ts, tgid, tid, ppid, -1 if loginuid == NO_LOGINUID_U32 else loginuid, uid, gid, euid, egid,
+                  cap_i, cap_p, cap_e, tty, sid, pgid, cpu, nr, res, v[20:26],
+                  comm.split(b"\0", 1)[0].decode("utf-8", "replace"), tuple(segments))
 
 
 def encode(rec: Record) -> bytes:

@@ -125,6 +125,8 @@ class Enricher:
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
+        # pid -> (ProcInfo, its gen, Process): ancestors shared between events until they change
+        self._cache: dict[int, tuple[ProcInfo, int, Process]] = {}
 
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
@@ -147,13 +149,14 @@ class Enricher:
     @staticmethod
     def _update(p: ProcInfo, rec: Record) -> None:
         """What the kernel told us about the task at this moment overrides anything remembered."""
-        p.comm = rec.comm
-        p.ppid = rec.ppid
-        p.uid, p.gid, p.euid, p.egid = rec.uid, rec.gid, rec.euid, rec.egid
-        p.loginuid = rec.loginuid
-        p.tty, p.sid, p.pgid = rec.tty, rec.sid, rec.pgid
-        p.cap_inheritable, p.cap_permitted, p.cap_effective = (
-            rec.cap_inheritable, rec.cap_permitted, rec.cap_effective)
+        now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
+               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective)
+        if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+                   p.cap_inheritable, p.cap_permitted, p.cap_effective):
+            return
+        (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+         p.cap_inheritable, p.cap_permitted, p.cap_effective) = now
+        p.gen += 1
 
     def _syscall(self, rec: Record) -> Event | None:
         spec = sc.BY_NR.get(rec.nr)
@@ -401,13 +404,32 @@ class Enricher:
     # --- building Events --------------------------------------------------------------------------------------
 
     def _process(self, p: ProcInfo, depth: int) -> Process:
-        user = self.names.user(p.uid)
-        login = self.names.user(p.loginuid) if p.loginuid >= 0 else None
+        """The event's process, with its ancestors (cached until one of them changes)."""
         parent = None
         if depth > 0 and p.ppid and p.ppid != p.pid:
             pp = self.table.get(p.ppid)
             if pp is not None:
-                parent = self._process(pp, depth - 1)
+                parent = self._ancestor(pp, depth - 1)
+        return self._make(p, parent)
+
+    def _ancestor(self, p: ProcInfo, depth: int) -> Process:
+        parent = None
+        if depth > 0 and p.ppid and p.ppid != p.pid:
+            pp = self.table.get(p.ppid)
+            if pp is not None:
+                parent = self._ancestor(pp, depth - 1)
+        hit = self._cache.get(p.pid)
+        if hit is not None and hit[0] is p and hit[1] == p.gen and hit[2].parent is parent:
+            return hit[2]
+        proc = self._make(p, parent)
+        if len(self._cache) > 65536:
+            self._cache.clear()
+        self._cache[p.pid] = (p, p.gen, proc)
+        return proc
+
+    def _make(self, p: ProcInfo, parent: Process | None) -> Process:
+        user = self.names.user(p.uid)
+        login = self.names.user(p.loginuid) if p.loginuid >= 0 else None
         return Process(
             pid=p.pid, ppid=p.ppid, name=p.comm, exe=p.exe, exepath=p.exepath, args=list(p.args), cwd=p.cwd,
             env=list(p.env), tty=p.tty, sid=p.sid, vpid=p.pid, pgid=p.pgid, vpgid=p.pgid, start_ts=p.start_ts,

@@ -82,6 +82,7 @@ class ProcInfo:
     cap_effective: int = 0
     exe_from_memfd: bool = False
     fds: dict[int, Fd] = field(default_factory=dict)
+    gen: int = 0  # bumped whenever a field an Event's Process shows changes (lets the sensor cache ancestors)
 
 
 class ProcessTable:
@@ -109,7 +110,7 @@ class ProcessTable:
         parent = self.ensure(parent_pid)
         fds = parent.fds if flags & CLONE_FILES else {n: replace(fd) for n, fd in parent.fds.items()}
         child = replace(parent, pid=child_tid, ppid=parent_pid, start_ts=ts, fds=fds,
-                        args=list(parent.args), env=list(parent.env))
+                        args=list(parent.args), env=list(parent.env), gen=0)
         self.procs[child_tid] = child
         return child
 
@@ -127,6 +128,7 @@ class ProcessTable:
         if container_id is not None:
             p.container_id = container_id
         p.fds = {n: fd for n, fd in p.fds.items() if not (fd.flags or 0) & O_CLOEXEC}
+        p.gen += 1
         return p
 
     def exit(self, pid: int) -> None:
@@ -135,12 +137,14 @@ class ProcessTable:
     def chdir(self, pid: int, path: str) -> None:
         p = self.ensure(pid)
         p.cwd = resolve_path(p.cwd, path)
+        p.gen += 1
 
     def fchdir(self, pid: int, fd: int) -> None:
         p = self.ensure(pid)
         f = p.fds.get(fd)
         if f is not None and f.name:
             p.cwd = f.name
+            p.gen += 1
 
     # --- paths and fds -----------------------------------------------------------------------------------
 

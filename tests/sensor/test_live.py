@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 from falconet.rules.event import Event
-from falconet.sensor import Sensor
 
-from .conftest import PY, collect
+from .conftest import LIVE_TYPES, PY, LiveSensor, collect
 
 
 def _run(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -33,7 +32,7 @@ def _my_loginuid() -> int:
     return -1 if v == 0xFFFFFFFF else v
 
 
-def test_opens_absolute_relative_dirfd_and_dotdot(sensor: Sensor, tmp_path: Path) -> None:
+def test_opens_absolute_relative_dirfd_and_dotdot(sensor: LiveSensor, tmp_path: Path) -> None:
     code = """
         import ctypes, os
         os.chdir("/etc")
@@ -75,7 +74,7 @@ def test_opens_absolute_relative_dirfd_and_dotdot(sensor: Sensor, tmp_path: Path
     assert evs[4].args["flags"] == os.O_RDONLY and evs[4].args["resolve"] == 0
 
 
-def test_exec_with_argv_cwd_user_and_parent(sensor: Sensor, tmp_path: Path) -> None:
+def test_exec_with_argv_cwd_user_and_parent(sensor: LiveSensor, tmp_path: Path) -> None:
     p = subprocess.run(["/bin/sh", "-c", "exit 0", "marker-arg", "second arg"], cwd=tmp_path, check=True)
     del p
     evs = collect(sensor, lambda e: e.type == "execve" and e.proc.args[-2:] == ["marker-arg", "second arg"],
@@ -96,7 +95,7 @@ def test_exec_with_argv_cwd_user_and_parent(sensor: Sensor, tmp_path: Path) -> N
     assert e.proc.cap_effective != 0  # root
 
 
-def test_connect_to_localhost_port(sensor: Sensor) -> None:
+def test_connect_to_localhost_port(sensor: LiveSensor) -> None:
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen()
@@ -123,7 +122,7 @@ def test_connect_to_localhost_port(sensor: Sensor) -> None:
     assert e.args["addr"] == f"127.0.0.1:{port}"
 
 
-def test_ptrace_attach(sensor: Sensor) -> None:
+def test_ptrace_attach(sensor: LiveSensor) -> None:
     code = """
         import ctypes, os
         r, w = os.pipe()
@@ -146,7 +145,7 @@ def test_ptrace_attach(sensor: Sensor) -> None:
     assert [(e.args["request"], e.args["pid"], e.res) for e in evs[:2]] == [(16, child, 0), (17, child, 0)]
 
 
-def test_symlinkat_and_unlinkat(sensor: Sensor, tmp_path: Path) -> None:
+def test_symlinkat_and_unlinkat(sensor: LiveSensor, tmp_path: Path) -> None:
     code = f"""
         import os
         d = os.open({str(tmp_path)!r}, os.O_RDONLY | os.O_DIRECTORY)
@@ -164,7 +163,7 @@ def test_symlinkat_and_unlinkat(sensor: Sensor, tmp_path: Path) -> None:
     assert unl.type == "unlinkat" and unl.args["name"] == str(tmp_path / "shadow-link") and unl.args["dirfd"] == d
 
 
-def test_own_process_is_filtered_in_the_kernel(sensor: Sensor, tmp_path: Path) -> None:
+def test_own_process_is_filtered_in_the_kernel(sensor: LiveSensor, tmp_path: Path) -> None:
     own = tmp_path / "own-marker"
     child = tmp_path / "child-marker"
     os.close(os.open(own, os.O_CREAT | os.O_WRONLY, 0o600))  # by this (excluded) process
@@ -177,8 +176,9 @@ def test_own_process_is_filtered_in_the_kernel(sensor: Sensor, tmp_path: Path) -
     assert all(e.proc.pid != os.getpid() for e in evs)
 
 
-def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: Sensor, tmp_path: Path) -> None:
+def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: LiveSensor, tmp_path: Path) -> None:
     import ctypes as c
+    live, sensor = sensor, sensor.sensor
     program = sensor._bpf  # the same loaded program before and after
     try:
         untraced = sensor.set_syscalls({"mkdir", "mkdirat", "no_such_event"})
@@ -188,11 +188,11 @@ def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: Sensor, 
         assert conf[c.c_int(263)].on == 0  # unlinkat: no rule, no state need -> never leaves the kernel
         assert conf[c.c_int(59)].on == 1  # execve: process state
         pid = int(_run(f"import os; os.mkdir({str(tmp_path / 'd')!r}); print(os.getpid())").stdout)
-        evs = collect(sensor, lambda e: e.proc.pid == pid, lambda k: any(e.type == "mkdir" for e in k))
+        evs = collect(live, lambda e: e.proc.pid == pid, lambda k: any(e.type == "mkdir" for e in k))
         assert {e.type for e in evs} == {"mkdir"}  # its openat/execve kept state, were not delivered
         assert evs[-1].args["path"] == str(tmp_path / "d")
     finally:
-        sensor.set_syscalls(None)
+        sensor.set_syscalls(LIVE_TYPES)
     assert sensor._bpf is program
 
 
