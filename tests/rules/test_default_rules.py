@@ -331,6 +331,11 @@ def benign_workload() -> Iterator[Event]:
         "/usr/lib/python3/dist-packages/apt/__pycache__/cache.cpython-311.pyc",
         P("python3", "/usr/bin/unattended-upgrade", parent=SYSTEMD),
     )
+    yield write(
+        "/usr/lib/locale/locale-archive",
+        P("localedef", "-i en_US -f UTF-8 en_US.UTF-8", parent=P("locale-gen", parent=LOGIN_SHELL)),
+    )
+    yield write("/root/.profile", P("rustup-init", "-y", parent=LOGIN_SHELL), O_WRONLY | O_APPEND)
     # A package build: compilers, linkers, tests, an archive.
     make = P("make", "-j2", parent=ALICE_SHELL, cwd="/home/alice/src/pkg", uid=1000, user="alice")
     yield exec_(P("cc1", parent=P("gcc", "-c x.c", parent=make)))
