@@ -27,6 +27,12 @@ _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A subscriber may wait hours for its next alert: ping the server so a peer that vanished without closing
+    # the connection (a partition, a rebooted host) is noticed and the subscription reconnects. Our server
+    # accepts pings every 10 s; a stock gRPC server that finds these too frequent says so, and the client's
+    # gRPC then doubles the interval by itself.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.max_receive_message_length", 64 << 20),
 ]
 
