@@ -122,6 +122,13 @@ generate-betterproto: $(VENV)/.installed $(TOOLS)/bin/protoc
 	  { { echo "# $(GEN_HEADER)"; cat "$$f"; } > "$$f.tmp" && mv "$$f.tmp" "$$f"; }; done
 	@mv $(TOOLS)/gen/bp $(BP_GEN_DIR)
 
+# The Go and Rust examples and the client-go probe, built into gitignored in-tree caches (.tools/sdk-bin,
+# sdk/rust/target) that tests/sdk_multilang and bench/sdk_clients.py reuse; they build there too if absent.
+sdk-build:
+	cd sdk/go && go build -o $(TOOLS)/sdk-bin/falconet-subscribe ./cmd/falconet-subscribe
+	cd tests/sdk_multilang/clientgo && go build -o $(TOOLS)/sdk-bin/clientgo-probe .
+	cd sdk/rust && cargo build --release --locked --bin subscribe
+
 # Regenerates everything and fails if the committed generated code differs.
 check-generated: generate
 	@git add -N sdk >/dev/null 2>&1 || true
