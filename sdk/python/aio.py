@@ -7,7 +7,6 @@ the stream on the server too.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from types import TracebackType
 
@@ -15,8 +14,9 @@ import grpc
 import grpc.aio
 
 from falconet.rules.alert import Alert, Priority
-from falconet.sdk._endpoint import Endpoint, is_retryable
-from falconet.sdk._models import Backoff, StartPosition, Version
+from falconet.sdk._base import ClientBase
+from falconet.sdk._endpoint import is_retryable
+from falconet.sdk._models import StartPosition, Version
 from falconet.sdk._query import Query
 from falconet.sdk._resume import Reconnects, Resume
 from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
@@ -25,38 +25,14 @@ from falconet.sdk.convert import alert_from_proto
 from falconet.sdk.errors import ConfigError
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio connection to a Falconet (or Falco) server; arguments as for `Client`.
 
     Create it inside a running event loop (grpc.aio channels belong to the loop that made them); use
     `async with`, or `await close()`.
     """
 
-    def __init__(
-        self,
-        *,
-        unix_socket: str | os.PathLike[str] | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        ca: str | os.PathLike[str] | None = None,
-        cert: str | os.PathLike[str] | None = None,
-        key: str | os.PathLike[str] | None = None,
-        server_name: str | None = None,
-        timeout: float = 10.0,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self._endpoint = Endpoint.resolve(
-            unix_socket=unix_socket, host=host, port=port, ca=ca, cert=cert, key=key, server_name=server_name
-        )
-        self._timeout = timeout
-        self._backoff = backoff or Backoff()
-        self._channel: grpc.aio.Channel | None = None
-        self._closed = False
-
-    @property
-    def target(self) -> str:
-        """What this client dials, in words (used in error messages)."""
-        return self._endpoint.description
+    _channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -10,7 +10,6 @@ alert and says so with an internal alert, which the iterator yields like any oth
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Generator, Iterable, Iterator
 from types import TracebackType
@@ -18,8 +17,9 @@ from types import TracebackType
 import grpc
 
 from falconet.rules.alert import Alert, Priority
-from falconet.sdk._endpoint import Endpoint, is_retryable
-from falconet.sdk._models import Backoff, StartPosition, Version
+from falconet.sdk._base import ClientBase
+from falconet.sdk._endpoint import is_retryable
+from falconet.sdk._models import StartPosition, Version
 from falconet.sdk._query import Query
 from falconet.sdk._resume import Reconnects, Resume
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
@@ -28,7 +28,7 @@ from falconet.sdk.convert import alert_from_proto
 from falconet.sdk.errors import ConfigError
 
 
-class Client:
+class Client(ClientBase):
     """A blocking connection to a Falconet (or Falco) server.
 
     Over the UNIX socket (the default, `/run/falconet/falconet.sock`) or, given `host`, over TCP with mTLS:
@@ -38,33 +38,7 @@ class Client:
     Use as a context manager, or call `close()`.
     """
 
-    def __init__(
-        self,
-        *,
-        unix_socket: str | os.PathLike[str] | None = None,
-        host: str | None = None,
-        port: int | None = None,
-        ca: str | os.PathLike[str] | None = None,
-        cert: str | os.PathLike[str] | None = None,
-        key: str | os.PathLike[str] | None = None,
-        server_name: str | None = None,
-        timeout: float = 10.0,
-        backoff: Backoff | None = None,
-    ) -> None:
-        self._endpoint = Endpoint.resolve(
-            unix_socket=unix_socket, host=host, port=port, ca=ca, cert=cert, key=key, server_name=server_name
-        )
-        self._timeout = timeout
-        self._backoff = backoff or Backoff()
-        self._lock = threading.Lock()
-        self._channel: grpc.Channel | None = None
-        self._closed = False
-        self._closing = threading.Event()
-
-    @property
-    def target(self) -> str:
-        """What this client dials, in words (used in error messages)."""
-        return self._endpoint.description
+    _channel: grpc.Channel | None = None
 
     def __enter__(self) -> Client:
         return self
