@@ -7,7 +7,7 @@ the stream on the server too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from types import TracebackType
 
 import grpc
@@ -99,7 +99,7 @@ class AsyncClient(ClientBase):
         sources: Iterable[str] | str = (),
         start: StartPosition = "now",
         batched: bool = False,
-    ) -> AsyncIterator[Alert]:
+    ) -> AsyncGenerator[Alert, None]:
         """Alerts as they are published, with reconnect and resume; see `Client.subscribe`.
 
         Awaiting it checks the arguments and the first connection, then returns the iterator:
@@ -109,7 +109,7 @@ class AsyncClient(ClientBase):
         await self.version()
         return self._subscription(Resume(query), batched)
 
-    async def _subscription(self, resume: Resume, batched: bool) -> AsyncIterator[Alert]:
+    async def _subscription(self, resume: Resume, batched: bool) -> AsyncGenerator[Alert, None]:
         reconnects = Reconnects(self._backoff, self.target, resume)
         fresh = False
         while True:

@@ -113,20 +113,20 @@ class Client(ClientBase):
         sources: Iterable[str] | str = (),
         start: StartPosition = "now",
         batched: bool = False,
-    ) -> Iterator[Alert]:
+    ) -> Generator[Alert, None, None]:
         """Alerts as they are published, for ever, in order; filters are applied by the server.
 
         `start`: "now" (default), "oldest" (everything retained first), or a Cursor (or its text) to resume
         after. `batched` uses Falconet's batched stream (many alerts per message: faster; Falconet only).
         The first connection fails fast with ConnectError; once connected, a lost stream is re-opened with
         back-off, resuming after the last alert delivered. Arguments are checked now (ConfigError), before
-        the first `next()`.
+        the first `next()`. `close()` on the returned generator (or on the client) ends the stream.
         """
         query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
         self.version()  # fail fast, with the reason, if the server cannot be reached at all
         return self._subscription(Resume(query), batched)
 
-    def _subscription(self, resume: Resume, batched: bool) -> Iterator[Alert]:
+    def _subscription(self, resume: Resume, batched: bool) -> Generator[Alert, None, None]:
         reconnects = Reconnects(self._backoff, self.target, resume)
         fresh = False
         while True:

@@ -230,3 +230,45 @@ def test_async_client_over_mtls(alert_server: Any) -> None:
 
     got = asyncio.run(asyncio.wait_for(main(), 60))
     assert [a.rule for a in got] == [make_alert(7).rule]
+
+
+def test_async_resume_after_the_server_goes_away(
+    alert_server: Any, certs_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The asyncio client's reconnect path: a fresh channel, resuming after the last cursor, nothing repeated."""
+    from conftest import start_server
+
+    hub = alert_server.hub
+    link_dir = Path(tempfile.mkdtemp(prefix="fn-alink-"))
+    link = link_dir / "falconet.sock"
+    os.symlink(alert_server.unix_path, link)
+    sent = [make_alert(i) for i in range(9)]
+    servers = [alert_server]
+
+    async def main() -> list[Alert]:
+        async with AsyncClient(unix_socket=link, backoff=FAST) as client:
+            stream = await client.subscribe(start="oldest")
+            for a in sent[:3]:
+                hub.publish(a)
+            got = [await anext(stream) for _ in range(3)]
+            await asyncio.to_thread(alert_server.stop)
+            for a in sent[3:6]:
+                hub.publish(a)
+            second = await asyncio.to_thread(start_server, certs_dir, hub=hub)
+            servers.append(second)
+            os.symlink(second.unix_path, link_dir / "new")
+            os.replace(link_dir / "new", link)
+            got += [await anext(stream) for _ in range(3)]
+            for a in sent[6:]:
+                hub.publish(a)
+            got += [await anext(stream) for _ in range(3)]
+            await stream.aclose()
+            return got
+
+    try:
+        got = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        for s in servers:
+            s.stop()
+    assert [without_cursor(a) for a in got] == [without_cursor(a) for a in sent]
+    assert f"resuming after {hub.epoch}:3" in caplog.text
