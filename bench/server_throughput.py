@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
+import re
+import subprocess
 import tempfile
 import threading
 import time
@@ -38,6 +41,7 @@ from falconet.server.config import ServerConfig
 from falconet.server.hub import Hub, encode_varint
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
 
 SUB = "/falco.outputs.service/sub"
 SUBSCRIBE = "/falconet.v1.AlertService/Subscribe"
@@ -107,12 +111,20 @@ async def start_baseline(
         for _ in range(int(request) // BATCH):
             yield batch
 
+    async def falco_sub(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        # Falco's method, bare: after the first request, the same pre-serialized alert until the client leaves.
+        await requests.__anext__()
+        while True:
+            yield single
+
     server = grpc.aio.server()
     handlers = {
         "Single": grpc.unary_stream_rpc_method_handler(stream_single),
         "Batch": grpc.unary_stream_rpc_method_handler(stream_batch),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Baseline", handlers),))
+    falco = {"sub": grpc.stream_stream_rpc_method_handler(falco_sub)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("falco.outputs.service", falco),))
     server.add_insecure_port(unix)
     port = server.add_secure_port(tcp, creds)
     await server.start()
@@ -301,6 +313,50 @@ class Bench:
         bound = self.loop.run(server.start())
         return server, bound[0], bound[1]
 
+    def go_client(self) -> Path | None:
+        """The Go SDK's example subscriber (a fast client: shows the server's side of one stream), if Go is here."""
+        binary = REPO / ".tools/sdk-bin/falconet-subscribe"
+        env = {**os.environ, "PATH": f"/usr/local/go/bin:{os.environ.get('PATH', '')}"}
+        try:
+            subprocess.run(
+                ["go", "build", "-o", str(binary), "./cmd/falconet-subscribe"],
+                cwd=REPO / "sdk/go",
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return binary
+
+    def capacity_go(self, label: str, binary: Path, n: int) -> None:
+        """One Falco `sub` stream over mTLS read by the Go client, beside the bare server read the same way."""
+        server, _, tcp = self.falconet(retention=n)
+        server.hub.publish_many([make_alert(i) for i in range(n)])
+        for entry in server.hub.snapshot():
+            entry.wire()
+        c = self.tmp / "certs"
+        tls = ["--ca", str(c / "ca.crt"), "--cert", str(c / "client.crt"), "--key", str(c / "client.key")]
+        common = [*tls, "--server-name", "localhost", "--count", str(n), "--output", "none", "--stats"]
+
+        def rate(addr: str) -> float:
+            proc = subprocess.run(
+                [str(binary), "--addr", addr, "--from", "oldest", *common],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            m = re.search(r"received (\d+) alerts in ([0-9.]+) s", proc.stderr)
+            if proc.returncode != 0 or m is None:
+                raise RuntimeError(f"Go client failed: {proc.stderr}")
+            return (int(m.group(1)) - 1) / float(m.group(2))
+
+        ours = rate(tcp)
+        base = rate(self.base_tcp)
+        self.stop(server)
+        print(f"{label:<44} {ours:>12,.0f} {base:>12,.0f} {ours / base:>7.2f}", flush=True)
+
     def stop(self, server: AlertServer) -> None:
         self.loop.run(server.stop(0.5))
 
@@ -414,6 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.capacity("Falco sub, 1 subscriber, UNIX socket", False, "unix", 1, n1, 1)
         bench.capacity("Falco sub, 10 subscribers, mTLS", False, "mTLS", 10, n1 // 10 * 2, 2)
         bench.capacity("Falco sub, 100 subscribers, mTLS", False, "mTLS", 100, n1 // 50, 4)
+        go = bench.go_client()
+        if go is not None:
+            bench.capacity_go("Falco sub, 1 subscriber, mTLS, Go client", go, n1)
+        else:
+            print("(Go not found: the Go-client row is skipped)")
         nb = 100_000 if q else 300_000
         bench.capacity("batched, 1 subscriber, mTLS", True, "mTLS", 1, nb, 1)
         bench.capacity("batched, 1 subscriber, UNIX socket", True, "unix", 1, nb, 1)
