@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import grp
+import os
 from pathlib import Path
 
 import grpc
@@ -88,3 +90,13 @@ def test_missing_or_mismatched_tls_files_are_named(certs_dir: Path, tmp_path: Pa
     (tmp_path / "server.key").write_bytes((certs_dir / "client.key").read_bytes())
     with pytest.raises(CertificateError, match="does not belong to"):
         AlertServer(ServerConfig.with_certs_dir(tmp_path, listen=("127.0.0.1:0",)))
+
+
+def test_unix_socket_gets_the_configured_mode_and_group(alert_server_factory) -> None:
+    # Any group other than our own (as root, chown to it works), else our own.
+    other = next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), None) if os.geteuid() == 0 else None
+    group = other.gr_name if other is not None else grp.getgrgid(os.getgid()).gr_name
+    handle = alert_server_factory(unix_mode=0o600, unix_group=group)
+    st = handle.unix_path.stat()
+    assert (st.st_mode & 0o777) == 0o600
+    assert st.st_gid == grp.getgrnam(group).gr_gid

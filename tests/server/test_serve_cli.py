@@ -166,3 +166,29 @@ def test_publish_to_a_missing_server_says_so(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "cannot connect to unix://" in result.stderr
+
+
+def test_publish_over_mtls_needs_an_allow_listed_cn(served, tmp_path: Path) -> None:
+    serve, unix, tcp, certs = served
+    port = tcp.rpartition(":")[2]
+    mtls = ["--host", "localhost", "--port", port, "--ca", str(certs / "ca.crt")]
+    mtls += ["--cert", str(certs / "client.crt"), "--key", str(certs / "client.key")]
+    denied = subprocess.run(
+        [*FALCONET, "publish", *mtls], input='{"rule":"x"}\n', capture_output=True, text=True, timeout=60
+    )
+    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr and "allow-list" in denied.stderr
+    other_sock = Path(tempfile.mkdtemp(prefix="fn-", dir="/tmp")) / "f.sock"
+    allowed = Serve(
+        ["--listen", f"unix://{other_sock}", "--listen", "127.0.0.1:0", "--certs", str(certs)]
+        + ["--allow-input-cn", "falconet-client"]
+    )
+    try:
+        allowed.expect("listening on ")
+        port2 = allowed.expect("listening on ").rpartition(":")[2]
+        mtls[3] = port2
+        ok = subprocess.run(
+            [*FALCONET, "publish", *mtls], input='{"rule":"x"}\n', capture_output=True, text=True, timeout=60
+        )
+        assert ok.returncode == 0 and "published 1 alerts" in ok.stderr
+    finally:
+        allowed.close()
