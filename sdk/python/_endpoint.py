@@ -168,6 +168,12 @@ class Endpoint:
                 return f"the host name in {self.target} does not resolve"
             if "connection refused" in low:
                 return f"nothing is listening on {self.target} (is the server running, and on this port?)"
+            if "not in peer certificate" in low:
+                name = self.server_name or self.target.rsplit(":", 1)[0].strip("[]")
+                return (
+                    f"the server's certificate does not name the host dialed ({name}): pass a name it holds with "
+                    "--server-name, or re-issue it with `falconet certs init --san NAME`"
+                )
             if "certificate_verify_failed" in low or "certificate verify failed" in low:
                 return (
                     f"the server's certificate does not verify against the CA {self.ca_path}, or does not name "

@@ -148,6 +148,8 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # grpc's core logs handshake failures itself, to stderr; we explain them in one sentence instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logging.basicConfig(level=logging.WARNING, format="falco-client: %(message)s", stream=sys.stderr)
     try:
         return _run(args)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,46 @@ def test_server_from_another_ca_is_named(alert_server: Any, tmp_path: Path) -> N
     res = run(*mtls(alert_server, certs=other), "version")
     assert res.returncode == 1
     assert "the server's certificate does not verify against the CA" in res.stderr, res.stderr
+
+
+def test_wrong_server_name_is_named(alert_server: Any) -> None:
+    res = run(*mtls(alert_server), "--server-name", "not-in-the-certificate.example", "version")
+    assert res.returncode == 1
+    assert "does not name the host dialed" in res.stderr and "--server-name" in res.stderr, res.stderr
+
+
+def test_plaintext_port_is_named(certs_dir: Path) -> None:
+    """A TCP port that answers, but not with TLS (here: an HTTP server's reply)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        res = run(
+            "--host", "127.0.0.1", "--port", str(port), "--ca", certs_dir / "ca.crt", "--cert",
+            certs_dir / "client.crt", "--key", certs_dir / "client.key", "version",
+        )  # fmt: skip
+    finally:
+        listener.close()
+        thread.join(10)
+    assert res.returncode == 1
+    assert f"127.0.0.1:{port} does not speak TLS" in res.stderr, res.stderr
+    # One sentence from us, not grpc's own log lines.
+    assert res.stderr.count("\n") == 1, res.stderr
 
 
 @pytest.fixture(scope="module")
