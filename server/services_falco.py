@@ -9,6 +9,7 @@ serializer), so the proto conversion happens once per alert, not once per subscr
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.metadata
 import re
 from collections.abc import AsyncIterator
@@ -25,16 +26,20 @@ from falconet.server.streams import single_stream
 OUTPUTS_SERVICE = "falco.outputs.service"
 VERSION_SERVICE = "falco.version.service"
 
-FALLBACK_ENGINE_VERSION = "0.57.0"
-"""The rules-language version we implement when the rule engine does not declare one (Falco 0.42's)."""
-
 
 def engine_version() -> str:
-    try:
-        from falconet.rules import ENGINE_VERSION  # type: ignore[attr-defined]
-    except ImportError:
-        return FALLBACK_ENGINE_VERSION
-    return str(ENGINE_VERSION)
+    """The version of Falco's rules language the engine implements (what `required_engine_version` is checked
+    against)."""
+    from falconet.rules.loader import ENGINE_VERSION_TEXT
+
+    return ENGINE_VERSION_TEXT
+
+
+def fields_checksum() -> str:
+    """SHA-256 over the sorted names of the fields the engine supports, as Falco reports a checksum of its own."""
+    from falconet.rules.fields import known_fields
+
+    return hashlib.sha256("\n".join(sorted(known_fields())).encode()).hexdigest()
 
 
 def falconet_version() -> str:
@@ -55,10 +60,6 @@ def version_response() -> version_pb2.response:
     ev = engine_version()
     em = _SEMVER.match(ev)
     emajor, eminor, epatch = (em.group(1), em.group(2), em.group(3)) if em else ("0", "0", "0")
-    try:
-        from falconet.rules import FIELDS_CHECKSUM  # type: ignore[attr-defined]
-    except ImportError:
-        FIELDS_CHECKSUM = ""
     return version_pb2.response(
         version=version,
         major=int(major),
@@ -67,7 +68,7 @@ def version_response() -> version_pb2.response:
         prerelease=pre or "",
         build=build or "",
         engine_minor=int(eminor),
-        engine_fields_checksum=str(FIELDS_CHECKSUM),
+        engine_fields_checksum=fields_checksum(),
         engine_major=int(emajor),
         engine_patch=int(epatch),
         engine_version=ev,

@@ -15,6 +15,7 @@ from server_support import falco_request, make_alert, mtls_credentials, start_ol
 
 from falconet.certs import issue_client
 from falconet.rules.alert import Cursor
+from falconet.rules.loader import ENGINE_VERSION_TEXT
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.convert import alert_from_proto
 
@@ -136,7 +137,8 @@ def test_version_reports_falconet_and_engine_versions(alert_server) -> None:
         v = version_pb2_grpc.serviceStub(ch).version(version_pb2.request())
     assert v.version and f"{v.major}.{v.minor}.{v.patch}" in v.version
     assert v.engine_version == f"{v.engine_major}.{v.engine_minor}.{v.engine_patch}"
-    assert v.engine_minor > 0
+    assert v.engine_version == ENGINE_VERSION_TEXT
+    assert len(v.engine_fields_checksum) == 64
 
 
 def test_alerts_carry_falco_hostname(certs_dir: Path, alert_server_factory, monkeypatch) -> None:
