@@ -193,8 +193,10 @@ def test_plaintext_port_is_named(certs_dir: Path) -> None:
             certs_dir / "client.crt", "--key", certs_dir / "client.key", "version",
         )  # fmt: skip
     finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         listener.close()
         thread.join(10)
+    assert not thread.is_alive()
     assert res.returncode == 1
     assert f"127.0.0.1:{port} does not speak TLS" in res.stderr, res.stderr
     # One sentence from us, not grpc's own log lines.
