@@ -11,6 +11,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import socket
 from pathlib import Path
 
 import grpc
@@ -110,8 +111,15 @@ class AlertServer:
     def _prepare_unix(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_socket():
-            # A socket left by a previous run that did not stop cleanly.
-            path.unlink()
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink()  # left by a run that did not stop cleanly: nobody answers on it
+            else:
+                raise ConfigError(f"cannot listen on unix://{path}: another server is listening on it")
+            finally:
+                probe.close()
         elif path.exists():
             raise ConfigError(f"cannot listen on unix://{path}: a file that is not a socket is in the way")
         self._unix_paths.append(path)

@@ -203,7 +203,11 @@ class Hub:
         return self._head
 
     def publish(self, alert: Alert) -> Cursor:
-        """Stores `alert` (setting its cursor and, if empty, its hostname) and wakes idle subscribers."""
+        """Stores `alert` (setting its cursor and, if empty, its hostname) and wakes idle subscribers.
+
+        The hub owns the alert from here on: it is shared by every subscriber and converted once, so the caller
+        must not change it after publishing.
+        """
         if not alert.hostname:
             alert.hostname = self.hostname
         with self._lock:

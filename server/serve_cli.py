@@ -151,6 +151,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_publish(args: argparse.Namespace) -> int:
     import json
+    import time
 
     import grpc
 
@@ -187,7 +188,10 @@ def run_publish(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                alert = Alert.from_json_dict(json.loads(line))
+                doc = json.loads(line)
+                alert = Alert.from_json_dict(doc)
+                if isinstance(doc, dict) and "time" not in doc:
+                    alert.time_ns = time.time_ns()  # an alert without a time happened when it was read
             except json.JSONDecodeError as exc:
                 bad += 1
                 print(

@@ -100,3 +100,11 @@ def test_unix_socket_gets_the_configured_mode_and_group(alert_server_factory) ->
     st = handle.unix_path.stat()
     assert (st.st_mode & 0o777) == 0o600
     assert st.st_gid == grp.getgrnam(group).gr_gid
+
+
+def test_a_socket_in_use_by_another_server_is_not_taken(alert_server) -> None:
+    config = ServerConfig(listen=(alert_server.unix_target,))
+    server = AlertServer(config)
+    with pytest.raises(ConfigError, match="another server is listening on it"):
+        alert_server.run(server.start())
+    assert alert_server.unix_path.is_socket()

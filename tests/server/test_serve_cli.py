@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def test_publish_reports_malformed_lines_by_number_and_loses_nothing_else(served
         "",
         '{"rule":"Third","priority":"error","output":"three","tags":["a"]}',
     ]
+    before = int(time.time())
     result = subprocess.run(
         [*FALCONET, "publish", "--unix-socket", unix.removeprefix("unix://")],
         input="\n".join(lines) + "\n",
@@ -110,6 +112,8 @@ def test_publish_reports_malformed_lines_by_number_and_loses_nothing_else(served
     with grpc.insecure_channel(unix) as ch:
         got = list(outputs_pb2_grpc.serviceStub(ch).get(outputs_pb2.request(start=start_oldest())))
     assert [r.rule for r in got] == ["First", "Third"]
+    assert (got[0].time.seconds, got[0].time.nanos) == (1704067200, 1)
+    assert got[1].time.seconds >= before - 1  # no time in the line: the time it was read
     assert dict(got[0].output_fields) == {"proc.pid": "7", "x": "7"} and list(got[0].output_fields_json) == [
         "proc.pid"
     ]
