@@ -101,6 +101,12 @@ def test_server_validates_cursor(alert_server: Any) -> None:
     with unix_client(alert_server) as client:
         with pytest.raises(InvalidArgument, match="ahead of"):
             client.get(start=Cursor(epoch, 999))
+        # A subscription reports it on the first next(), and does not retry what cannot succeed.
+        stream = client.subscribe(start=Cursor(epoch, 999), batched=False)
+        with pytest.raises(InvalidArgument, match="ahead of"):
+            next(stream)
+        with pytest.raises(InvalidArgument):
+            next(client.subscribe(start=Cursor(epoch, 999), batched=True))
 
 
 def test_refused_connection_says_what_and_why(tmp_path: Path) -> None:
