@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import shutil
+import socket
+import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +135,28 @@ def test_reload_of_broken_files_is_refused_and_the_old_ones_stay(
         handle.call(handle.server.reload_certificates)
     (certs / "server.key").write_bytes(good_key)
     assert _version(handle.tcp_target, mtls_credentials(certs)).version  # still serving with the old files
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"),
+    [(ssl.TLSVersion.TLSv1_1, False), (ssl.TLSVersion.TLSv1_2, True), (ssl.TLSVersion.TLSv1_3, True)],
+)
+def test_tls_below_1_2_is_refused_by_the_server(
+    alert_server, certs_dir: Path, version: ssl.TLSVersion, accepted: bool
+) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Security level 0 so that this client does offer old versions: a refusal is then the server's.
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python deprecates TLS 1.1: that is what we try
+        ctx.minimum_version = ctx.maximum_version = version
+    ctx.load_verify_locations(certs_dir / "ca.crt")
+    ctx.load_cert_chain(certs_dir / "client.crt", certs_dir / "client.key")
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((alert_server.tcp_host, alert_server.tcp_port), timeout=10) as raw:
+        if accepted:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        else:
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                ctx.wrap_socket(raw, server_hostname="localhost")
