@@ -207,17 +207,36 @@ def make_stream(n: int, seed: int = 42) -> list[str]:
 # --- measuring ------------------------------------------------------------------------------------------------
 
 
+# CPU time of this process, not wall time: on a shared machine wall time measures the neighbours too.
+clock = time.process_time
+
+
 def _rate(fn: Callable[[], int], seconds: float) -> float:
-    """Items per second of `fn` (which processes a batch and returns its size), over at least `seconds`."""
+    """Items per CPU second of `fn` (which processes a batch and returns its size), over at least `seconds`."""
     fn()  # warm up (caches, the engine's per-type candidate tuples)
     done = 0
     gc.collect()
-    start = time.perf_counter()
+    start = clock()
     while True:
         done += fn()
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= seconds:
             return done / elapsed
+
+
+def _call_ns() -> float:
+    """Calibration: CPU ns of one trivial Python function call in a loop, so figures can be compared across
+    machines and loads (about 35-45 ns on an idle modern x86 core)."""
+    f = _calibration_target
+    n = 1_000_000
+    start = clock()
+    for i in range(n):
+        f(i)
+    return (clock() - start) / n * 1e9
+
+
+def _calibration_target(x: int) -> bool:
+    return x == -1
 
 
 def _engine(paths: list[Path], bind: Callable[[Any], BoundRef] | None = None) -> Engine:
@@ -251,18 +270,18 @@ def _split(paths: list[Path], events: list[Event]) -> tuple[float, float, int]:
     for ev in events:
         for alert in engine.process(ev):
             alerts.append((engine._active[alert.rule].render, ev))
-    start = time.perf_counter()
+    start = clock()
     for ex, e in calls:
         ex(e)
-    extraction = time.perf_counter() - start
-    start = time.perf_counter()
+    extraction = clock() - start
+    start = clock()
     for ex, e in calls:
         pass
-    extraction -= time.perf_counter() - start
-    start = time.perf_counter()
+    extraction -= clock() - start
+    start = clock()
     for render, e in alerts:
         render(e)
-    formatting = time.perf_counter() - start
+    formatting = clock() - start
     return max(extraction, 0.0), formatting, len(alerts)
 
 
@@ -282,7 +301,9 @@ def main(argv: list[str]) -> int:
     mix = ", ".join(
         f"{t} {100 * c / len(events):.0f}%" for t, c in sorted(types.items(), key=lambda kv: -kv[1])
     )
-    print(f"stream: {len(events)} events ({mix}); Python {sys.version.split()[0]}, one core")
+    print(f"stream: {len(events)} events ({mix}); Python {sys.version.split()[0]}, one core, CPU time")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"calibration: one trivial Python call = {_call_ns():.0f} ns (load average {load:.1f})")
 
     def decode() -> int:
         for line in lines:

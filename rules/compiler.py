@@ -24,7 +24,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -446,6 +446,7 @@ class Compiler:
         self._globals: dict[str, Any] = {"__builtins__": {"bool": bool}}
         self._names: dict[int, str] = {}
         self._last_expr: str | None = None
+        self._extractor_names: set[str] = set()
 
     def warn(self, message: str, offset: int) -> None:
         if self._warn is not None and not self._mute:
@@ -469,6 +470,59 @@ class Compiler:
             return self.generate(self._node(ast, None))
         finally:
             self._etype, self._mute = saved
+
+    def condition_source(self, ast: Node, event_type: str) -> str | bool:
+        """The specialised condition as inline Python source over `e` (or a constant), for dispatch()."""
+        saved = self._etype, self._mute
+        self._etype, self._mute = event_type, True
+        try:
+            pred = self._node(ast, None)
+        finally:
+            self._etype, self._mute = saved
+        return pred if isinstance(pred, bool) else self._expr(pred)
+
+    def dispatch(
+        self, sources: Sequence[str | bool], *, first: bool, on_error: Callable[[int], None]
+    ) -> Callable[[Any], Sequence[int]]:
+        """One generated function evaluating several rules' conditions for one event type, in order.
+
+        It returns the positions of the matching rules (only the first with `first`). Each field is
+        extracted at most once per event however many rules read it (extractors are pure), and each rule
+        runs in its own try block, so a rule that raises is reported through `on_error(position)` and the
+        others still run."""
+        counts: dict[str, int] = {}
+        for src in sources:
+            if isinstance(src, str):
+                for name in _CALL_RE.findall(src):
+                    if name in self._extractor_names:
+                        counts[name] = counts.get(name, 0) + 1
+        shared = {name: f"_c{i}" for i, name in enumerate(n for n, c in counts.items() if c > 1)}
+
+        def share(match: re.Match[str]) -> str:
+            local = shared.get(match.group(1))
+            if local is None:
+                return match.group(0)
+            return f"({local} if {local} is not _U else ({local} := {match.group(1)}(e)))"
+
+        lines = ["def _dispatch(e):"]
+        if shared:
+            lines.append("    " + " = ".join(shared.values()) + " = _U")
+        if not first:
+            lines.append("    hits = []")
+        for i, src in enumerate(sources):
+            if src is False:
+                continue
+            cond = "True" if src is True else _CALL_RE.sub(share, src)
+            hit = f"return ({i},)" if first else f"hits.append({i})"
+            lines += ["    try:", f"        if {cond}:", f"            {hit}", "    except Exception:", f"        _err({i})"]
+        lines.append("    return ()" if first else "    return hits")
+        namespace = dict(self._globals)
+        namespace["__builtins__"] = {"bool": bool, "Exception": Exception}
+        namespace["_U"] = _UNSET
+        namespace["_err"] = on_error
+        exec(compile("\n".join(lines) + "\n", "<falconet dispatch>", "exec"), namespace)  # noqa: S102
+        fn: Callable[[Any], Sequence[int]] = namespace["_dispatch"]
+        return fn
 
     def types(self, node: Node, negated: bool, visibility: int | None = None) -> TypeSet:
         """The event types `node` can match (with `negated`: the types its negation can match)."""
@@ -735,6 +789,7 @@ class Compiler:
                 # The common shapes get a single closure with the None test folded in (and an inline form
                 # for generated code, which must mean exactly the same).
                 x, r = self._name(ex), self._name(rhs)
+                self._extractor_names.add(x)
                 self._last_expr = {
                     "=": f"({x}(e) == {r})",
                     "==": f"({x}(e) == {r})",
@@ -759,7 +814,9 @@ class Compiler:
                     return lambda e: (v := ex(e)) is not None and rhs in v
             test = _value_test(kind, op, rhs, field)
         if not bound.any_of:
-            self._last_expr = f"((v := {self._name(ex)}(e)) is not None and {self._name(test)}(v))"
+            x = self._name(ex)
+            self._extractor_names.add(x)
+            self._last_expr = f"((v := {x}(e)) is not None and {self._name(test)}(v))"
         if bound.any_of:
 
             def any_value(e: Any) -> bool:
@@ -852,6 +909,10 @@ def _memoized(test: ValueTest, limit: int = 4096) -> ValueTest:
         return result
 
     return cached
+
+
+_CALL_RE = re.compile(r"\b(_o\d+)\(e\)")
+_UNSET = object()
 
 
 def _nesting(source: str) -> int:

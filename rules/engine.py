@@ -154,6 +154,7 @@ class Engine:
         self._apply_selection(disabled_rules, disabled_tags, False)
         self._apply_selection(enabled_rules, enabled_tags, True)
         self._by_type: dict[str, tuple[_Active, ...]] = {}
+        self._dispatch: dict[str, tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]] = {}
         self._special: dict[tuple[str, str], Callable[[Any], bool] | bool | None] = {}
         self._rebuild()
 
@@ -264,6 +265,7 @@ class Engine:
         self._active = active
         self._order = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
         self._by_type = {}
+        self._dispatch = {}
 
     def _renderer(self, rule: CompiledRule) -> Callable[[Any], tuple[str, dict[str, Any]]]:
         entries = [e for e in self._append if e.applies(rule)]
@@ -303,7 +305,7 @@ class Engine:
                 pred = self._specialized(act.rule, event_type)
                 if pred is False:
                     continue  # can never match this type once its evt.type checks are known
-                acts.append(act if pred is None else _Active(act.rule, pred, act.render))
+                acts.append(act if pred is None or pred is True else _Active(act.rule, pred, act.render))
             found = tuple(acts)
             self._by_type[event_type] = found
         return found
@@ -327,23 +329,55 @@ class Engine:
     def process(self, event: Any) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
-        cands = self._by_type.get(event.type)
-        if cands is None:
-            cands = self._candidates(event.type)
-        if not cands:
+        entry = self._dispatch.get(event.type)
+        if entry is None:
+            entry = self._build_dispatch(event.type)
+        run, acts = entry
+        hits = run(event)
+        if not hits:
             return []
-        alerts: list[Alert] = []
-        for act in cands:
+        return [self._alert(acts[i], event) for i in hits]
+
+    def _build_dispatch(self, event_type: str) -> tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]:
+        """The per-type evaluator: one generated function over the candidate rules when the ruleset
+        provides it (fields shared between rules extracted once), else a loop over their predicates."""
+        acts = self._candidates(event_type)
+        run: Callable[[Any], Sequence[int]] | None = None
+        dispatch = self.ruleset.dispatch
+        if acts and dispatch is not None and all(a.rule.condition_source is not None for a in acts):
             try:
-                if not act.predicate(event):
+                sources = [a.rule.condition_source(event_type) for a in acts]  # type: ignore[misc]
+                run = dispatch(sources, first=self._first, on_error=self._count_error)
+            except Exception:  # generation is an optimisation; the loop below is always right
+                run = None
+        if run is None:
+            run = self._loop(acts)
+        entry = (run, acts)
+        self._dispatch[event_type] = entry
+        return entry
+
+    def _count_error(self, _position: int) -> None:
+        self.stats.eval_errors += 1
+
+    def _loop(self, acts: tuple[_Active, ...]) -> Callable[[Any], Sequence[int]]:
+        first = self._first
+        stats = self.stats
+
+        def run(event: Any) -> Sequence[int]:
+            hits: list[int] = []
+            for i, act in enumerate(acts):
+                try:
+                    if not act.predicate(event):
+                        continue
+                except Exception:  # a broken rule must not stop the engine: count it, go on
+                    stats.eval_errors += 1
                     continue
-            except Exception:  # a broken rule must not stop the engine: count it, go on
-                self.stats.eval_errors += 1
-                continue
-            alerts.append(self._alert(act, event))
-            if self._first:
-                break
-        return alerts
+                hits.append(i)
+                if first:
+                    break
+            return hits
+
+        return run
 
     def matching_rules(self, event: Any) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
@@ -392,5 +426,7 @@ def _default_compile_output(resolvers: Resolvers | None) -> Callable[[str], Any]
     except (TypeError, ValueError):
         takes_resolvers = False
     if takes_resolvers:
-        return lambda fmt: compile_output(fmt, resolvers=resolvers)
+        # Resolvers is frozen; the fields module's protocol only reads its two callables.
+        res: Any = resolvers
+        return lambda fmt: compile_output(fmt, resolvers=res)
     return compile_output

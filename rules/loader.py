@@ -252,6 +252,8 @@ class CompiledRule:
     capture_duration: int | None = None
     # The condition compiled for one event type (evt.type checks folded): the engine's per-type fast path.
     specialize: Callable[[str], Callable[[Any], bool] | bool] | None = None
+    # The same as inline Python source (or a constant), for the engine's per-type dispatch function.
+    condition_source: Callable[[str], str | bool] | None = None
 
 
 @dataclass(slots=True)
@@ -262,6 +264,8 @@ class Ruleset:
     result: LoadResult
     lists: dict[str, list[str]]
     macros: list[str]
+    # Builds one function evaluating several rules for an event type (Compiler.dispatch), if available.
+    dispatch: Callable[..., Callable[[Any], Sequence[int]]] | None = None
 
 
 # --- the loader ---------------------------------------------------------------------------------------------
@@ -970,11 +974,12 @@ class Loader:
                     capture=rule.capture,
                     capture_duration=rule.capture_duration,
                     specialize=functools.partial(compiler.specialize, self._asts[rule.name]),
+                    condition_source=functools.partial(compiler.condition_source, self._asts[rule.name]),
                 )
             )
         for mdef in self.macros.values():
-            info = macro_infos.get(mdef.name)
-            if info is not None and not info.used:
+            minfo = macro_infos.get(mdef.name)
+            if minfo is not None and not minfo.used:
                 self.result.add(
                     Code.UNUSED_MACRO,
                     Msg.UNUSED_MACRO,
@@ -994,6 +999,7 @@ class Loader:
             self.result,
             {name: list(lst.expanded or []) for name, lst in self.lists.items()},
             list(self.macros),
+            compiler.dispatch,
         )
 
     def _compile_rule(
