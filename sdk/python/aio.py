@@ -1,7 +1,8 @@
 """The asyncio client (grpc.aio): the same calls, filters, start positions and resume as `Client`.
 
-`subscribe()` is an async iterator; cancelling the task that iterates it (or breaking out of the loop) cancels
-the stream on the server too.
+`await subscribe()` returns an async generator; `aclose()` on it, `close()` on the client, or cancelling the task
+that iterates it ends the stream on the server too (breaking out of `async for` alone leaves that to the
+garbage collector).
 """
 
 from __future__ import annotations
