@@ -310,3 +310,16 @@ def test_subscribe_survives_a_server_restart_on_the_same_socket() -> None:
     assert [a["output"] for a in new] == [make_alert(i).output for i in range(3, 6)]
     assert len({a["cursor"]["epoch"] for a in new} | {before[0]["cursor"]["epoch"]}) == 2
     assert "reconnecting in" in client.stderr and "resuming after" in client.stderr
+
+
+def test_closed_pipe_is_not_an_error(alert_server: Any) -> None:
+    """`falco-client ... | head -1`: the reader leaves early; no traceback, no complaint."""
+    for i in range(2000):
+        alert_server.publish(make_alert(i))
+    res = subprocess.run(
+        f"set -o pipefail; '{FALCO_CLIENT}' --unix-socket '{alert_server.unix_path}' get --output json | head -n 1",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 0  # pipefail: falco-client's own status
+    assert json.loads(res.stdout)["output"] == make_alert(0).output
+    assert res.stderr == ""
