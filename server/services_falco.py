@@ -88,8 +88,11 @@ def prepare(
 
 async def _drain(requests: AsyncIterator[Any]) -> None:
     # Later `sub` requests are keep-alives: read and discard them so the client's sends never stall.
-    async for _ in requests:
-        pass
+    try:
+        async for _ in requests:
+            pass
+    except Exception:  # the call ended (cancelled or broken): the response side sees and reports it
+        return
 
 
 class FalcoOutputs:
