@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from falconet.certs import issue_client_window
 
 FALCONET = str(Path(sys.executable).with_name("falconet"))
@@ -103,3 +106,12 @@ def test_help_ends_with_examples() -> None:
     res = run("--help")
     assert res.returncode == 0
     assert res.stdout.rstrip().splitlines()[-2].strip().startswith("falconet certs inspect")
+
+
+def test_inspect_reads_der(tmp_path: Path) -> None:
+    assert run("init", "--dir", tmp_path).returncode == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "client.crt").read_bytes())
+    (tmp_path / "client.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    res = run("inspect", tmp_path / "client.der", "--ca", tmp_path / "ca.crt")
+    assert res.returncode == 0, res.stderr
+    assert "CN=falconet-client" in res.stdout and "chains to" in res.stdout

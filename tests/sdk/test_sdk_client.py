@@ -43,9 +43,11 @@ def tls_kwargs(server: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("transport", ["unix", "mtls"])
+@pytest.mark.parametrize("transport", ["unix", "mtls", "mtls-server-name"])
 def test_version(alert_server: Any, transport: str) -> None:
     kw = {"unix_socket": alert_server.unix_target} if transport == "unix" else tls_kwargs(alert_server)
+    if transport == "mtls-server-name":
+        kw["server_name"] = "localhost"  # dial the address, verify the certificate's DNS name
     with Client(**kw) as client:
         v = client.version()
     assert v.version and v.engine_version
