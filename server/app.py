@@ -19,8 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from falconet.sdk.api.falco import outputs_pb2, version_pb2
-from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2
 from falconet.server.config import ConfigError, Listen, ServerConfig
 from falconet.server.hub import Hub
 from falconet.server.services_falco import OUTPUTS_SERVICE, VERSION_SERVICE, FalcoOutputs, FalcoVersion
@@ -31,9 +29,8 @@ log = logging.getLogger("falconet.server")
 
 __all__ = ["AlertServer", "ServerConfig", "ConfigError"]
 
+# Reflection serves these from the default descriptor pool, which the services' generated modules fill.
 _SERVICE_NAMES = (OUTPUTS_SERVICE, VERSION_SERVICE, ALERT_SERVICE, INPUT_SERVICE)
-# Full descriptors for reflection (the names above must resolve to these).
-_ = (outputs_pb2, version_pb2, alerts_pb2, inputs_pb2)
 
 
 class AlertServer:
