@@ -131,6 +131,10 @@ class ServerConfig:
                     raise ConfigError(f"unix socket group {self.unix_group!r} does not exist") from None
         if self.retention < 1:
             raise ConfigError(f"retention must be at least 1 alert, got {self.retention}")
+        if not self.hostname or self.hostname != self.hostname.strip():
+            raise ConfigError(
+                f"hostname {self.hostname!r} must be non-empty without spaces around it (it is put on every alert)"
+            )
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1 alert, got {self.max_batch}")
         for cn in self.input_allow_cns:

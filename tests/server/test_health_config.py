@@ -74,6 +74,7 @@ def test_listen_addresses(address: str, expected: tuple[str, str | None]) -> Non
         ({"retention": 0}, "retention must be at least 1"),
         ({"unix_group": "no-such-group-falconet"}, "group 'no-such-group-falconet' does not exist"),
         ({"input_allow_cns": frozenset({" x"})}, "allow-list entry"),
+        ({"hostname": ""}, "hostname '' must be non-empty"),
     ],
 )
 def test_config_errors_say_what_is_wrong(kwargs: dict[str, object], message: str) -> None:
