@@ -21,7 +21,7 @@ def test_health_reports_serving_for_every_service(alert_server, certs_dir: Path)
     with grpc.secure_channel(alert_server.tcp_target, mtls_credentials(certs_dir)) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         for name in ("", "falco.outputs.service", "falco.version.service", "falconet.v1.AlertService"):
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=20)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
 

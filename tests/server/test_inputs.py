@@ -17,7 +17,7 @@ from falconet.sdk.convert import alert_to_proto
 
 def _publish(channel: grpc.Channel, batches: list[list[outputs_pb2.response]]) -> inputs_pb2.PublishResponse:
     stub = inputs_pb2_grpc.InputServiceStub(channel)
-    return stub.Publish(iter([inputs_pb2.PublishRequest(alerts=b) for b in batches]), timeout=10)
+    return stub.Publish(iter([inputs_pb2.PublishRequest(alerts=b) for b in batches]), timeout=30)
 
 
 def test_unix_socket_clients_may_publish_and_cursors_are_the_hubs(alert_server) -> None:

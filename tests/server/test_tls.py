@@ -24,7 +24,7 @@ from falconet.server.tls import CertificateError
 def _version(target: str, creds: grpc.ChannelCredentials | None) -> version_pb2.response:
     channel = grpc.secure_channel(target, creds) if creds is not None else grpc.insecure_channel(target)
     with channel:
-        return version_pb2_grpc.serviceStub(channel).version(version_pb2.request(), timeout=5)
+        return version_pb2_grpc.serviceStub(channel).version(version_pb2.request(), timeout=20)
 
 
 def _requests(q: queue.Queue[outputs_pb2.request | None]) -> Iterator[outputs_pb2.request]:
@@ -153,7 +153,7 @@ def test_tls_below_1_2_is_refused_by_the_server(
     ctx.load_verify_locations(certs_dir / "ca.crt")
     ctx.load_cert_chain(certs_dir / "client.crt", certs_dir / "client.key")
     ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection((alert_server.tcp_host, alert_server.tcp_port), timeout=10) as raw:
+    with socket.create_connection((alert_server.tcp_host, alert_server.tcp_port), timeout=30) as raw:
         if accepted:
             with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
