@@ -110,6 +110,10 @@ def test_case(case: dict[str, Any]) -> None:
             if d.code.value == want["code"] and want.get("contains", "") in d.message
         ]
         assert found, "expected warning not found; got:\n" + result.format()
+        if "count" in want:
+            assert len(found) == want["count"], result.format()
+        if "rule" in want:  # the warning is about this rule (its outermost context)
+            assert all(d.contexts and d.contexts[0].label == f"rule '{want['rule']}'" for d in found), result.format()
     for i, item in enumerate(case.get("events") or []):
         event = make_event(item.get("event"))
         if "match" in item:
