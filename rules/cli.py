@@ -81,7 +81,7 @@ def _default_rules() -> Path:
     return Path(path) if path is not None else Path(rules.__file__).parent / "falconet_rules.yaml"
 
 
-def _load(files: list[str], out: TextIO) -> Any:
+def _load(files: list[str]) -> Any:
     """Loads and compiles; returns the Ruleset (its result holds every diagnostic)."""
     from .engine import Resolvers, _default_compile_output
     from .loader import Loader
@@ -94,7 +94,7 @@ def _load(files: list[str], out: TextIO) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    ruleset = _load(args.files, sys.stdout)
+    ruleset = _load(args.files)
     result = ruleset.result
     if args.json:
         doc = {
@@ -115,7 +115,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     files = args.rules or [str(_default_rules())]
-    ruleset = _load(files, sys.stdout)
+    ruleset = _load(files)
     for diag in ruleset.result.errors:
         print(diag.format(), file=sys.stderr)
     if not ruleset.result.ok:

@@ -120,7 +120,12 @@ class _Active:
 
 
 class Engine:
-    """Evaluates events against a loaded ruleset. Build with `from_files` (or `from_ruleset`)."""
+    """Evaluates events against a loaded ruleset. Build with `from_files` or `from_texts`.
+
+    One engine belongs to one thread (the daemon's engine thread): it caches per-event-type evaluators
+    lazily and keeps plain counters, without locks. Reloading rules means building a new Engine and
+    swapping it in; a load that fails leaves the running one untouched.
+    """
 
     def __init__(
         self,
@@ -351,7 +356,7 @@ class Engine:
             except Exception:  # generation is an optimisation; the loop below is always right
                 run = None
         if run is None:
-            run = self._loop(acts)
+            run = self._loop(acts) if acts else _no_hits
         entry = (run, acts)
         self._dispatch[event_type] = entry
         return entry
@@ -403,6 +408,10 @@ class Engine:
 
 def _always(_event: Any) -> bool:
     return True
+
+
+def _no_hits(_event: Any) -> Sequence[int]:
+    return ()
 
 
 def _name_matches(name: str, pattern: str) -> bool:
