@@ -288,6 +288,13 @@ class Diagnostic:
             lines.append(snip)
         return "\n".join(lines)
 
+    def __str__(self) -> str:
+        """One line: "file:line:col: warning CODE: message (in rule 'X', macro 'm')"."""
+        head = f"{self.position}: " if self.position else ""
+        kind = "error" if self.is_error else "warning"
+        where = ", ".join(c.label for c in self.contexts if c.label != "condition")
+        return f"{head}{kind} {self.code.value}: {self.message}" + (f" (in {where})" if where else "")
+
     def to_dict(self) -> dict[str, object]:
         """JSON form (for `falconet rules validate --json`), shaped like Falco's context.as_json()."""
         return {
@@ -361,4 +368,5 @@ class RulesLoadError(RuleError):
         self.result = result
 
     def __str__(self) -> str:
-        return self.message
+        """The summary line, then every error with its contexts, line and caret."""
+        return "\n".join([self.message, *(d.format() for d in self.result.errors)])
