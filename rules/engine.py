@@ -161,6 +161,7 @@ class Engine:
         self._by_type: dict[str, tuple[_Active, ...]] = {}
         self._dispatch: dict[str, tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]] = {}
         self._special: dict[tuple[str, str], Callable[[Any], bool] | bool | None] = {}
+        self._sources: dict[tuple[str, str], str | bool] = {}
         self._rebuild()
 
     # -- construction --
@@ -351,7 +352,7 @@ class Engine:
         dispatch = self.ruleset.dispatch
         if acts and dispatch is not None and all(a.rule.condition_source is not None for a in acts):
             try:
-                sources = [a.rule.condition_source(event_type) for a in acts]  # type: ignore[misc]
+                sources = [self._source(a.rule, event_type) for a in acts]
                 run = dispatch(sources, first=self._first, on_error=self._count_error)
             except Exception:  # generation is an optimisation; the loop below is always right
                 run = None
@@ -360,6 +361,15 @@ class Engine:
         entry = (run, acts)
         self._dispatch[event_type] = entry
         return entry
+
+    def _source(self, rule: CompiledRule, event_type: str) -> str | bool:
+        """A rule's condition source for one type, generated once (enabling rules again reuses it)."""
+        key = (rule.name, event_type)
+        src = self._sources.get(key)
+        if src is None:
+            assert rule.condition_source is not None
+            src = self._sources[key] = rule.condition_source(event_type)
+        return src
 
     def _count_error(self, _position: int) -> None:
         self.stats.eval_errors += 1
