@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from falconet.rules.alert import Alert
 from falconet.sdk import Client
+from falconet.sdk.errors import FalconetError
 
 from daemon_harness import (
     TEST_RULES,
@@ -328,3 +329,56 @@ def test_the_ebpf_source_without_root_fails_at_once_saying_so() -> None:
     assert done.returncode == 1, done.stderr
     assert "the eBPF sensor needs root (running as uid 65534)" in done.stderr
     assert "--source replay:FILE" in done.stderr
+
+
+def test_sighup_reloads_certificates_and_a_broken_certificate_keeps_the_old_one(
+    tmp_path: Path, start_daemon: Start, certs_dir: Path
+) -> None:
+    import shutil
+
+    from falconet.certs import init_certs
+
+    certs = tmp_path / "certs"
+    shutil.copytree(certs_dir, certs)
+    config = base_config(tmp_path, rules_file(tmp_path)).replace(
+        f"bind_address: [\"unix://{tmp_path / 'falconet.sock'}\"]",
+        f"bind_address: [\"unix://{tmp_path / 'falconet.sock'}\", \"127.0.0.1:0\"]\n"
+        f"  private_key: {certs / 'server.key'}\n  cert_chain: {certs / 'server.crt'}\n"
+        f"  root_certs: {certs / 'ca.crt'}",
+    )
+    daemon, fifo = start_daemon(config)
+    port = int(daemon.wait_for_line(r"listening on 127\.0\.0\.1:(\d+)").group(1))
+
+    def tls_client(directory: Path) -> Client:
+        return Client(host="localhost", port=port, ca=directory / "ca.crt", cert=directory / "client.crt",
+                      key=directory / "client.key")
+
+    fifo.send(open_event(1, "/etc/shadow"))
+    wait_until(lambda: read_json_lines(tmp_path / "alerts.json"), what="the first alert")
+    with tls_client(certs) as client:
+        assert [a.rule for a in client.get()] == ["Test shadow read"]
+
+    (certs / "server.crt").write_text("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+    daemon.signal(signal.SIGHUP)
+    internal = wait_until(
+        lambda: [a for a in read_json_lines(tmp_path / "alerts.json") if a["source"] == "internal"],
+        what="the certificate reload failure",
+    )
+    assert internal[0]["rule"] == "Falconet internal: reload failed"
+    assert "certificate reload failed, the previous certificates stay in use" in internal[0]["output"]
+    with tls_client(certs_dir) as client:  # the old certificate still serves new connections
+        assert [a.rule for a in client.get()][0] == "Test shadow read"
+
+    fresh = tmp_path / "fresh"
+    init_certs(fresh)  # a new CA: after the reload only clients of the new CA get in
+    for name in ("ca.crt", "server.crt", "server.key"):
+        shutil.copy(fresh / name, certs / name)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line(r"falconet: reloaded")
+    wait_until(lambda: scrape(daemon.metrics_url)["falconet_rules_reloads_total"][0][1] == 2, what="two reloads")
+    with tls_client(fresh) as client:
+        assert [a.rule for a in client.get()][0] == "Test shadow read"
+    with tls_client(certs_dir) as client, pytest.raises(FalconetError):  # the old CA is no longer trusted
+        client.get()
+    fifo.close()
+    assert daemon.wait() == 0

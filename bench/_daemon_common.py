@@ -1,0 +1,88 @@
+"""Shared by the daemon benchmarks: the C workloads, and `falconet run` as a subprocess on a given rules set."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM_STABLE = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
+
+
+def build_loops(directory: Path) -> Path:
+    """Compiles bench/daemon_loops.c; returns the binary."""
+    out = directory / "daemon_loops"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(Path(__file__).with_name("daemon_loops.c"))], check=True)
+    return out
+
+
+class Daemon:
+    """`falconet run` with the eBPF sensor on `rules`, gRPC on a UNIX socket in a temporary directory."""
+
+    def __init__(self, rules: list[Path], *, metrics_port: int = 0, extra: str = "", cpu: int | None = None):
+        self.dir = Path(tempfile.mkdtemp(prefix="falconet-bench-"))
+        self.socket = self.dir / "falconet.sock"
+        config = self.dir / "falconet.yaml"
+        config.write_text(
+            f"rules_files: [{', '.join(str(r) for r in rules)}]\n"
+            "stdout_output: {enabled: false}\n"
+            f"grpc: {{enabled: true, bind_address: ['unix://{self.socket}']}}\n"
+            f"webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: {metrics_port}}}\n" + extra
+        )
+        cmd = [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config)]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]
+        self.log = open(self.dir / "stderr.txt", "w+")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=dict(os.environ))
+        self.metrics_url = ""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            text = (self.dir / "stderr.txt").read_text()
+            m = re.search(r"metrics on (http://\S+)", text)
+            if m:
+                self.metrics_url = m.group(1)
+            if "falconet: ready" in text:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"falconet run exited:\n{text}")
+            time.sleep(0.2)
+        raise RuntimeError("falconet run did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Unlabelled samples of the daemon's metrics endpoint."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if not s.labels:
+                out[s.name] = s.value
+    return out

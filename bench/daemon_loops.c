@@ -1,0 +1,78 @@
+/* Syscall workloads for bench/daemon_*.py, in C so that the loop itself costs next to nothing and the
+ * figures show what tracing adds to each syscall.
+ *   daemon_loops open N            open/read/close /etc/hostname N times; prints ns per iteration
+ *   daemon_loops exec N            fork + execve /bin/true + wait, N times; prints ns per iteration
+ *   daemon_loops paced PATH RATE S open/close PATH RATE times a second for S seconds (1 ms ticks); prints
+ *                                  the number of opens done
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    char buf[128];
+    if (argc == 3 && strcmp(argv[1], "open") == 0) {
+        long n = atol(argv[2]);
+        long long t0 = now_ns();
+        for (long i = 0; i < n; i++) {
+            int fd = open("/etc/hostname", O_RDONLY);
+            if (fd < 0) return 1;
+            if (read(fd, buf, sizeof buf) < 0) return 1;
+            close(fd);
+        }
+        printf("%.1f\n", (double)(now_ns() - t0) / n);
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "exec") == 0) {
+        long n = atol(argv[2]);
+        long long t0 = now_ns();
+        for (long i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                execl("/bin/true", "true", (char *)NULL);
+                _exit(127);
+            }
+            int status;
+            waitpid(pid, &status, 0);
+        }
+        printf("%.1f\n", (double)(now_ns() - t0) / n);
+        return 0;
+    }
+    if (argc == 5 && strcmp(argv[1], "paced") == 0) {
+        const char *path = argv[2];
+        double rate = atof(argv[3]);
+        double seconds = atof(argv[4]);
+        long long start = now_ns(), end = start + (long long)(seconds * 1e9);
+        long done = 0;
+        for (long tick = 1;; tick++) {
+            long long t = start + tick * 1000000LL;
+            long due = (long)(rate * (double)(t - start) / 1e9);
+            while (done < due) {
+                int fd = open(path, O_RDONLY);
+                if (fd >= 0) close(fd);
+                done++;
+            }
+            if (t >= end) break;
+            long long left = t - now_ns();
+            if (left > 0) {
+                struct timespec ts = {left / 1000000000LL, left % 1000000000LL};
+                nanosleep(&ts, NULL);
+            }
+        }
+        printf("%ld\n", done);
+        return 0;
+    }
+    fprintf(stderr, "usage: daemon_loops open N | exec N | paced PATH RATE SECONDS\n");
+    return 2;
+}
