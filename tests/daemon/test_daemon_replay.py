@@ -382,3 +382,23 @@ def test_sighup_reloads_certificates_and_a_broken_certificate_keeps_the_old_one(
         client.get()
     fifo.close()
     assert daemon.wait() == 0
+
+
+def test_command_line_rules_replace_the_configs_and_a_rules_d_loads_in_name_order(
+    tmp_path: Path, start_daemon: Start
+) -> None:
+    rules_d = tmp_path / "rules.d"
+    rules_d.mkdir()
+    (rules_d / "10-base.yaml").write_text(TEST_RULES)
+    # A later file overrides the output of the earlier file's rule, as Falco's `override` does.
+    (rules_d / "20-local.yaml").write_text(
+        "- rule: Test shadow read\n  output: \"local override (proc.name=%proc.name)\"\n  override:\n"
+        "    output: replace\n"
+    )
+    config = base_config(tmp_path, tmp_path / "not-used.yaml")
+    daemon, fifo = start_daemon(config, extra_args=["-r", str(rules_d)])
+    fifo.send(open_event(1, "/etc/shadow"))
+    alerts = wait_until(lambda: read_json_lines(tmp_path / "alerts.json"), what="an alert")
+    assert alerts[0]["output"] == "local override (proc.name=cat)"
+    fifo.close()
+    assert daemon.wait() == 0
