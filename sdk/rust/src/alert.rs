@@ -23,13 +23,20 @@ impl std::fmt::Display for Cursor {
 impl std::str::FromStr for Cursor {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Config(format!("invalid cursor {s:?}; expected EPOCH:SEQUENCE, e.g. 3f2a9c:42"));
+        let bad = || {
+            Error::Config(format!(
+                "invalid cursor {s:?}; expected EPOCH:SEQUENCE, e.g. 3f2a9c:42"
+            ))
+        };
         let (epoch, seq) = s.rsplit_once(':').ok_or_else(bad)?;
         let sequence: u64 = seq.parse().map_err(|_| bad())?;
         if epoch.is_empty() || sequence < 1 || !seq.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
-        Ok(Cursor { epoch: epoch.to_string(), sequence })
+        Ok(Cursor {
+            epoch: epoch.to_string(),
+            sequence,
+        })
     }
 }
 
@@ -50,8 +57,16 @@ pub struct Alert {
     pub cursor: Option<Cursor>,
 }
 
-const PRIORITY_NAMES: [&str; 8] =
-    ["Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug"];
+const PRIORITY_NAMES: [&str; 8] = [
+    "Emergency",
+    "Alert",
+    "Critical",
+    "Error",
+    "Warning",
+    "Notice",
+    "Informational",
+    "Debug",
+];
 const SOURCE_NAMES: [&str; 4] = ["syscall", "k8s_audit", "internal", "plugin"];
 
 /// The spelling Falco uses for a priority number ("Warning", "Informational", ...).
@@ -108,11 +123,17 @@ impl Alert {
             // A Falco server older than 0.31 sends only the deprecated enum.
             #[allow(deprecated)]
             let n = r.source_deprecated;
-            SOURCE_NAMES.get(n as usize).copied().unwrap_or("plugin").to_string()
+            SOURCE_NAMES
+                .get(n as usize)
+                .copied()
+                .unwrap_or("plugin")
+                .to_string()
         } else {
             r.source
         };
-        let time_ns = r.time.map_or(0, |t| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos));
+        let time_ns = r.time.map_or(0, |t| {
+            i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+        });
         Ok(Alert {
             time_ns,
             rule: r.rule,
@@ -122,7 +143,10 @@ impl Alert {
             output: r.output,
             output_fields: fields,
             tags: r.tags,
-            cursor: r.cursor.map(|c| Cursor { epoch: c.epoch, sequence: c.sequence }),
+            cursor: r.cursor.map(|c| Cursor {
+                epoch: c.epoch,
+                sequence: c.sequence,
+            }),
         })
     }
 
@@ -148,7 +172,12 @@ impl Alert {
         }
         out.push(']');
         if let Some(c) = &self.cursor {
-            let _ = write!(out, ",\"cursor\":{{\"epoch\":{},\"sequence\":{}}}", json_str(&c.epoch), c.sequence);
+            let _ = write!(
+                out,
+                ",\"cursor\":{{\"epoch\":{},\"sequence\":{}}}",
+                json_str(&c.epoch),
+                c.sequence
+            );
         }
         out.push('}');
         out
@@ -186,7 +215,13 @@ mod tests {
     #[test]
     fn time_format_matches_falco() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(format_time(1_685_022_245_478_445_995), "2023-05-25T13:44:05.478445995Z");
-        assert_eq!(format_time(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(
+            format_time(1_685_022_245_478_445_995),
+            "2023-05-25T13:44:05.478445995Z"
+        );
+        assert_eq!(
+            format_time(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
     }
 }

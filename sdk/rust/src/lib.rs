@@ -3,8 +3,8 @@
 //! offers subscribe (Falco's `sub` or Falconet's batched stream, with reconnect and resume after the last
 //! cursor), get and version. Alerts print as the alert JSON of docs/alert-json.md.
 
-pub mod api;
 mod alert;
+pub mod api;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -27,7 +27,11 @@ pub enum Error {
     Config(String),
     /// The server could not be reached or refused us. `permanent`: retrying will not help (TLS refusal,
     /// invalid request).
-    Connect { target: String, detail: String, permanent: bool },
+    Connect {
+        target: String,
+        detail: String,
+        permanent: bool,
+    },
     /// The server sent something this client cannot decode.
     Decode(String),
 }
@@ -49,7 +53,13 @@ pub enum Config {
     /// The daemon's UNIX socket (a path, or a `unix://` URL); no TLS.
     Unix(String),
     /// An mTLS listener, `host:port`, with PEM files as written by `falconet certs init`.
-    Tls { addr: String, ca: PathBuf, cert: PathBuf, key: PathBuf, server_name: Option<String> },
+    Tls {
+        addr: String,
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        server_name: Option<String>,
+    },
 }
 
 /// Selects alerts on the server; the default accepts every alert.
@@ -63,12 +73,19 @@ pub struct Filter {
 
 impl Filter {
     fn to_proto(&self) -> Result<Option<PbFilter>, Error> {
-        if self.min_priority.is_none() && self.rules.is_empty() && self.tags.is_empty() && self.sources.is_empty()
+        if self.min_priority.is_none()
+            && self.rules.is_empty()
+            && self.tags.is_empty()
+            && self.sources.is_empty()
         {
             return Ok(None);
         }
         Ok(Some(PbFilter {
-            min_priority: self.min_priority.as_deref().map(parse_priority).transpose()?,
+            min_priority: self
+                .min_priority
+                .as_deref()
+                .map(parse_priority)
+                .transpose()?,
             rules: self.rules.clone(),
             tags: self.tags.clone(),
             sources: self.sources.clone(),
@@ -91,7 +108,9 @@ impl std::str::FromStr for Start {
             "oldest" => Ok(Start::Oldest),
             "now" => Ok(Start::Now),
             _ => s.parse().map(Start::After).map_err(|_| {
-                Error::Config(format!("invalid start {s:?}; expected oldest, now or a cursor EPOCH:SEQUENCE"))
+                Error::Config(format!(
+                    "invalid start {s:?}; expected oldest, now or a cursor EPOCH:SEQUENCE"
+                ))
             }),
         }
     }
@@ -102,14 +121,20 @@ impl Start {
         let at = match self {
             Start::Oldest => start::At::Position(start::Position::Oldest as i32),
             Start::Now => start::At::Position(start::Position::Now as i32),
-            Start::After(c) => start::At::After(api::falconet::v1::Cursor { epoch: c.epoch.clone(), sequence: c.sequence }),
+            Start::After(c) => start::At::After(api::falconet::v1::Cursor {
+                epoch: c.epoch.clone(),
+                sequence: c.sequence,
+            }),
         };
         PbStart { at: Some(at) }
     }
 }
 
+/// Called with each retried failure and the wait before the next attempt.
+pub type ReconnectHook = std::sync::Arc<dyn Fn(&Error, Duration) + Send + Sync>;
+
 /// Options for [`Client::subscribe`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SubscribeOptions {
     /// Falconet's batched stream (many alerts per message) instead of Falco's `sub`.
     pub batched: bool,
@@ -120,6 +145,8 @@ pub struct SubscribeOptions {
     pub max_backoff: Duration,
     /// Return the first connection failure instead of retrying, until one stream has been opened.
     pub fail_fast: bool,
+    /// Told about each failure that is retried (a library prints nothing itself).
+    pub on_reconnect: Option<ReconnectHook>,
 }
 
 impl Default for SubscribeOptions {
@@ -130,6 +157,7 @@ impl Default for SubscribeOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             fail_fast: false,
+            on_reconnect: None,
         }
     }
 }
@@ -142,9 +170,14 @@ pub struct Client {
 }
 
 fn read_pem(path: &PathBuf, what: &str, marker: &str) -> Result<Vec<u8>, Error> {
-    let data = std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))?;
+    let data = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))?;
     if !String::from_utf8_lossy(&data).contains(marker) {
-        return Err(Error::Config(format!("{what} {} holds no PEM {}", path.display(), marker.trim_matches('-'))));
+        return Err(Error::Config(format!(
+            "{what} {} holds no PEM {}",
+            path.display(),
+            marker.trim_matches('-')
+        )));
     }
     Ok(data)
 }
@@ -155,22 +188,40 @@ impl Client {
     pub fn connect(config: &Config) -> Result<Client, Error> {
         match config {
             Config::Unix(s) => {
-                let path = s.strip_prefix("unix://").or_else(|| s.strip_prefix("unix:")).unwrap_or(s).to_string();
+                let path = s
+                    .strip_prefix("unix://")
+                    .or_else(|| s.strip_prefix("unix:"))
+                    .unwrap_or(s)
+                    .to_string();
                 if path.is_empty() {
                     return Err(Error::Config("the UNIX socket path is empty".into()));
                 }
                 let target = format!("unix://{path}");
                 // The URI is a placeholder (it sets :authority); the connector dials the socket.
-                let endpoint = Endpoint::from_static("http://localhost").connect_timeout(Duration::from_secs(10));
-                let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-                }));
+                let endpoint = Endpoint::from_static("http://localhost")
+                    .connect_timeout(Duration::from_secs(10));
+                let channel =
+                    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                        let path = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
+                    }));
                 Ok(Client { channel, target })
             }
-            Config::Tls { addr, ca, cert, key, server_name } => {
+            Config::Tls {
+                addr,
+                ca,
+                cert,
+                key,
+                server_name,
+            } => {
                 let host = match addr.rsplit_once(':') {
-                    Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => h.trim_matches(['[', ']']).to_string(),
+                    Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                        h.trim_matches(['[', ']']).to_string()
+                    }
                     _ => return Err(Error::Config(format!("address {addr:?} is not host:port"))),
                 };
                 let ca_pem = read_pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?;
@@ -185,8 +236,13 @@ impl Client {
                     .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?
                     .connect_timeout(Duration::from_secs(10))
                     .tls_config(tls)
-                    .map_err(|e| Error::Config(format!("TLS settings for {addr}: {}", chain(&e))))?;
-                Ok(Client { channel: endpoint.connect_lazy(), target: format!("{addr} (mTLS)") })
+                    .map_err(|e| {
+                        Error::Config(format!("TLS settings for {addr}: {}", chain(&e)))
+                    })?;
+                Ok(Client {
+                    channel: endpoint.connect_lazy(),
+                    target: format!("{addr} (mTLS)"),
+                })
             }
         }
     }
@@ -194,14 +250,20 @@ impl Client {
     /// The server's version and the rules-engine version it implements.
     pub async fn version(&self) -> Result<api::falco::version::Response, Error> {
         let mut c = VersionClient::new(self.channel.clone());
-        c.version(api::falco::version::Request {}).await.map(|r| r.into_inner()).map_err(|s| self.explain(&s))
+        c.version(api::falco::version::Request {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.explain(&s))
     }
 
     /// The retained alerts matching the filter from the start position on (non-destructive: no Falco cursor
     /// moves, since a start position is always sent).
     pub async fn get(&self, filter: &Filter, from: &Start) -> Result<Vec<Alert>, Error> {
         let mut c = OutputsClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
-        let req = api::falco::outputs::Request { filter: filter.to_proto()?, start: Some(from.to_proto()) };
+        let req = api::falco::outputs::Request {
+            filter: filter.to_proto()?,
+            start: Some(from.to_proto()),
+        };
         let mut stream = c.get(req).await.map_err(|s| self.explain(&s))?.into_inner();
         let mut out = Vec::new();
         while let Some(r) = stream.message().await.map_err(|s| self.explain(&s))? {
@@ -212,7 +274,13 @@ impl Client {
 
     /// Streams alerts to `f` until it returns `ControlFlow::Break` or a permanent error occurs. Lost
     /// connections are retried with back-off and resume just after the last alert delivered.
-    pub async fn subscribe<F>(&self, filter: &Filter, from: Start, opts: &SubscribeOptions, mut f: F) -> Result<(), Error>
+    pub async fn subscribe<F>(
+        &self,
+        filter: &Filter,
+        from: Start,
+        opts: &SubscribeOptions,
+        mut f: F,
+    ) -> Result<(), Error>
     where
         F: FnMut(Alert) -> ControlFlow<()>,
     {
@@ -235,15 +303,22 @@ impl Client {
             if let Some(c) = last {
                 from = Start::After(c);
             }
-            match result {
+            let err = match result {
                 Ok(true) => return Ok(()),
-                Ok(false) => {
-                    eprintln!("{}: the server ended the stream; reconnecting in {wait:?}", self.target);
-                }
-                Err(Error::Connect { permanent: false, .. }) if opened || !opts.fail_fast => {
-                    eprintln!("{}; reconnecting in {wait:?}", result.unwrap_err());
-                }
+                Ok(false) => Error::Connect {
+                    target: self.target.clone(),
+                    detail: "the server ended the stream".into(),
+                    permanent: false,
+                },
+                Err(
+                    e @ Error::Connect {
+                        permanent: false, ..
+                    },
+                ) if opened || !opts.fail_fast => e,
                 Err(e) => return Err(e),
+            };
+            if let Some(hook) = &opts.on_reconnect {
+                hook(&err, wait);
             }
             if delivered {
                 wait = opts.min_backoff;
@@ -263,9 +338,18 @@ impl Client {
         f: &mut dyn FnMut(Alert) -> ControlFlow<()>,
     ) -> Result<bool, Error> {
         if opts.batched {
-            let mut c = AlertServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
-            let req = api::falconet::v1::SubscribeRequest { filter: pf, start: Some(from.to_proto()), max_batch: opts.max_batch };
-            let mut stream = c.subscribe(req).await.map_err(|s| self.explain(&s))?.into_inner();
+            let mut c =
+                AlertServiceClient::new(self.channel.clone()).max_decoding_message_size(64 << 20);
+            let req = api::falconet::v1::SubscribeRequest {
+                filter: pf,
+                start: Some(from.to_proto()),
+                max_batch: opts.max_batch,
+            };
+            let mut stream = c
+                .subscribe(req)
+                .await
+                .map_err(|s| self.explain(&s))?
+                .into_inner();
             *opened = true;
             while let Some(batch) = stream.message().await.map_err(|s| self.explain(&s))? {
                 for r in batch.alerts {
@@ -279,9 +363,16 @@ impl Client {
         let mut c = OutputsClient::new(self.channel.clone());
         // One request carries the filter and start; the server streams from then on. The request stream stays
         // open (pending) so the server never sees a half-close.
-        let first = api::falco::outputs::Request { filter: pf, start: Some(from.to_proto()) };
-        let requests = futures_once(first);
-        let mut stream = c.sub(requests).await.map_err(|s| self.explain(&s))?.into_inner();
+        let first = api::falco::outputs::Request {
+            filter: pf,
+            start: Some(from.to_proto()),
+        };
+        let requests = open_request_stream(first);
+        let mut stream = c
+            .sub(requests)
+            .await
+            .map_err(|s| self.explain(&s))?
+            .into_inner();
         *opened = true;
         while let Some(r) = stream.message().await.map_err(|s| self.explain(&s))? {
             if f(Alert::from_proto(r)?).is_break() {
@@ -304,7 +395,12 @@ impl Client {
         let kept: Vec<&str> = parts
             .iter()
             .enumerate()
-            .filter(|(i, p)| !parts.iter().enumerate().any(|(j, q)| (j < *i && q == *p) || (q != *p && q.contains(p.as_str()))))
+            .filter(|(i, p)| {
+                !parts
+                    .iter()
+                    .enumerate()
+                    .any(|(j, q)| (j < *i && q == *p) || (q != *p && q.contains(p.as_str())))
+            })
             .map(|(_, p)| p.as_str())
             .collect();
         let full = kept.join(": ");
@@ -333,20 +429,26 @@ impl Client {
             }
             code => (format!("{code:?}: {full}"), false),
         };
-        Error::Connect { target, detail, permanent }
+        Error::Connect {
+            target,
+            detail,
+            permanent,
+        }
     }
 }
 
 /// A request stream of one message that then stays open, like a Falco client that sends no keep-alives.
-fn futures_once<T: Send + Unpin + 'static>(first: T) -> impl tokio_stream_like::Stream<Item = T> {
+fn open_request_stream<T: Send + Unpin + 'static>(
+    first: T,
+) -> impl tokio_stream_like::Stream<Item = T> {
     tokio_stream_like::OnceThenPending(Some(first))
 }
 
 /// A minimal Stream, so that the crate needs no futures/tokio-stream dependency just for this.
 mod tokio_stream_like {
-    pub use tonic::codegen::tokio_stream::Stream;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    pub use tonic::codegen::tokio_stream::Stream;
 
     pub struct OnceThenPending<T>(pub Option<T>);
     impl<T: Unpin> Stream for OnceThenPending<T> {
@@ -361,7 +463,12 @@ mod tokio_stream_like {
 }
 
 /// Verifies that the client certificate chains to the CA for client authentication, as the server will.
-fn check_client_chain(ca: &PathBuf, ca_pem: &[u8], cert: &PathBuf, cert_pem: &[u8]) -> Result<(), Error> {
+fn check_client_chain(
+    ca: &PathBuf,
+    ca_pem: &[u8],
+    cert: &PathBuf,
+    cert_pem: &[u8],
+) -> Result<(), Error> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, UnixTime};
     let ca_der = CertificateDer::from_pem_slice(ca_pem)

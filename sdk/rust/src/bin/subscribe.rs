@@ -53,7 +53,10 @@ fn parse_args() -> Result<Args, String> {
             _ => (flag.clone(), None),
         };
         let value = |it: &mut dyn Iterator<Item = String>| {
-            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
         };
         match name.as_str() {
             "--unix-socket" => a.unix = Some(value(&mut it)?),
@@ -65,7 +68,9 @@ fn parse_args() -> Result<Args, String> {
             "--from" => a.from = value(&mut it)?.parse().map_err(|e| format!("{e}"))?,
             "--count" => {
                 let v = value(&mut it)?;
-                a.count = v.parse().map_err(|_| format!("--count must be a number, not {v:?}"))?;
+                a.count = v
+                    .parse()
+                    .map_err(|_| format!("--count must be a number, not {v:?}"))?;
             }
             "--batched" => a.batched = true,
             "--stats" => a.stats = true,
@@ -102,16 +107,29 @@ fn config(a: &Args) -> Result<Config, String> {
         },
         (unix, None) => {
             if a.ca.is_some() || a.cert.is_some() || a.key.is_some() {
-                return Err("the UNIX socket takes no certificates: drop --ca/--cert/--key or use --addr".into());
+                return Err(
+                    "the UNIX socket takes no certificates: drop --ca/--cert/--key or use --addr"
+                        .into(),
+                );
             }
-            Ok(Config::Unix(unix.clone().unwrap_or_else(|| "/run/falconet/falconet.sock".into())))
+            Ok(Config::Unix(
+                unix.clone()
+                    .unwrap_or_else(|| "/run/falconet/falconet.sock".into()),
+            ))
         }
     }
 }
 
 async fn run(a: Args) -> Result<(), String> {
     let client = Client::connect(&config(&a)?).map_err(|e| e.to_string())?;
-    let opts = SubscribeOptions { batched: a.batched, fail_fast: true, ..Default::default() };
+    let opts = SubscribeOptions {
+        batched: a.batched,
+        fail_fast: true,
+        on_reconnect: Some(std::sync::Arc::new(|e, wait| {
+            eprintln!("subscribe: {e}; reconnecting in {wait:?}")
+        })),
+        ..Default::default()
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut n: u64 = 0;
@@ -161,7 +179,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("subscribe: cannot start the runtime: {e}");
