@@ -1,17 +1,26 @@
-"""The condition compiler: a parsed condition becomes one Python closure, once, at load time.
+"""The condition compiler: a parsed condition becomes Python closures, once, at load time.
 
 Evaluation is the engine's hot loop, so everything that can be decided at load time is: fields are bound to
 their extractors, literals are converted to the field's type (numbers, addresses and networks, byte strings,
 compiled globs and regexes, path-prefix tables), operators are specialised per type, macros are expanded on
 the AST (as Falco's filter_macro_resolver does) and compiled once per macro, and constant checks such as the
-deprecated `evt.dir` fold away. At run time a check is a closure call or two.
+deprecated `evt.dir` fold away.
+
+Three forms of the same compiled condition, each checked against the others by the tests:
+- `compile()`: one closure per AST node, valid for every event type (the reference form; tools use it);
+- `specialize(ast, type)`: the condition for events of one type, with every `evt.type` check a constant, so
+  type macros and branches for other types vanish; and/or chains are flattened and reordered (positive
+  checks before exclusions, cheapest first: and/or of side-effect-free checks commute);
+- `dispatch(...)`: the engine's fast path, one generated Python function per event type holding all its
+  candidate rules inline (each check's inline form mirrors its closure exactly), so an event costs one call
+  plus its extractor calls, and a field read by several rules is extracted once.
 
 Semantics follow libsinsp:
 - a field whose value is unknown (extractor returns None) makes every check on it false, `!=` included;
   only `not` turns that into true, and `exists` asks exactly that question;
-- a field that yields several values (is_list) is true for `in` when every value is in the set, for
-  `intersects` when one is, and for other operators when any value satisfies it (proc.aname=bash matches any
-  ancestor);
+- a field that stands for several values (`any_of`, e.g. proc.aname without index) satisfies a check when
+  any value does; a true list field (`is_list`) supports `in` (every value in the set), `intersects` (one
+  is) and `exists`;
 - `pmatch` is a component-wise path-prefix match (globs allowed per component), `glob`/`iglob` are
   fnmatch(3) matches of the whole value, `regex` is a full match;
 - each rule also gets the set of event types it can match, computed on the AST with macros expanded, negation
