@@ -122,6 +122,8 @@ def test_case(case: dict[str, Any]) -> None:
             # The generic predicate (all event types) agrees with the one specialised for this event's type.
             generic = [r.predicate(event) for r in engine.enabled_rules if r.name == "case"]
             assert generic == [item["match"]], f"event #{i}: generic predicate disagrees"
+            # And the engine's generated per-type dispatch (what process() runs) agrees too.
+            assert bool(engine.process(event)) == item["match"], f"event #{i}: dispatch disagrees"
         if "rules" in item:
             assert engine.matching_rules(event) == item["rules"], f"event #{i}"
         if "alerts" in item:
