@@ -212,6 +212,62 @@ pub fn format_time(time_ns: i128) -> String {
 mod tests {
     use super::*;
 
+    /// The shared vectors (sdk/python/testdata/alert_vectors.json): each `proto` must print as its `line`.
+    #[test]
+    fn vectors_print_their_canonical_line() {
+        use crate::api::falconet::v1::Cursor as PbCursor;
+        use serde_json::Value;
+        let doc: Value =
+            serde_json::from_str(include_str!("../../python/testdata/alert_vectors.json")).unwrap();
+        let vectors = doc["vectors"].as_array().unwrap();
+        assert!(!vectors.is_empty());
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().map_or(vec![], |a| {
+                a.iter().map(|s| s.as_str().unwrap().to_string()).collect()
+            })
+        };
+        for v in vectors {
+            let p = &v["proto"];
+            #[allow(deprecated)]
+            let r = Response {
+                time: Some(prost_types::Timestamp {
+                    seconds: p["time"]["seconds"].as_i64().unwrap(),
+                    nanos: p["time"]["nanos"].as_i64().unwrap() as i32,
+                }),
+                priority: p["priority"].as_i64().unwrap() as i32,
+                source_deprecated: p["source_deprecated"].as_i64().unwrap() as i32,
+                rule: p["rule"].as_str().unwrap().into(),
+                output: p["output"].as_str().unwrap().into(),
+                output_fields: p["output_fields"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                hostname: p["hostname"].as_str().unwrap().into(),
+                tags: strings(&p["tags"]),
+                source: p["source"].as_str().unwrap().into(),
+                cursor: p["cursor"].as_object().map(|c| PbCursor {
+                    epoch: c["epoch"].as_str().unwrap().into(),
+                    sequence: c["sequence"].as_u64().unwrap(),
+                }),
+                output_fields_json: strings(&p["output_fields_json"]),
+            };
+            let got = Alert::from_proto(r).unwrap().to_json();
+            assert_eq!(got, v["line"].as_str().unwrap(), "{}", v["name"]);
+        }
+    }
+
+    #[test]
+    fn marked_field_that_is_not_json_is_an_error() {
+        let r = Response {
+            output_fields: [("x".to_string(), "not json".to_string())].into(),
+            output_fields_json: vec!["x".into()],
+            ..Default::default()
+        };
+        assert!(Alert::from_proto(r).is_err());
+    }
+
     #[test]
     fn time_format_matches_falco() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00.000000000Z");
