@@ -106,7 +106,12 @@ class AlertServer:
         return bound
 
     def _prepare_unix(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on unix://{path}: cannot create {str(path.parent)!r}: {exc.strerror}"
+            ) from None
         if path.is_socket():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

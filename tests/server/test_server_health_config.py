@@ -109,3 +109,11 @@ def test_a_socket_in_use_by_another_server_is_not_taken(alert_server) -> None:
     with pytest.raises(ConfigError, match="another server is listening on it"):
         alert_server.run(server.start())
     assert alert_server.unix_path.is_socket()
+
+
+def test_a_socket_directory_that_cannot_be_made_is_named(alert_server, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    server = AlertServer(ServerConfig(listen=(f"unix://{blocker}/sub/s.sock",)))
+    with pytest.raises(ConfigError, match=f"cannot create '{blocker}/sub': Not a directory"):
+        alert_server.run(server.start())
