@@ -107,6 +107,7 @@ class EngineStats:
     events: int = 0
     alerts: int = 0
     eval_errors: int = 0
+    other_source: int = 0  # events of a source no loaded rule handles
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
@@ -335,6 +336,11 @@ class Engine:
     def process(self, event: Any) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
+        if event.source != "syscall":
+            # Every loaded rule is a syscall rule (other sources are skipped at load, as Falco does without
+            # their plugin), so an event from another source matches nothing.
+            self.stats.other_source += 1
+            return []
         entry = self._dispatch.get(event.type)
         if entry is None:
             entry = self._build_dispatch(event.type)
@@ -396,6 +402,8 @@ class Engine:
 
     def matching_rules(self, event: Any) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
+        if event.source != "syscall":
+            return []
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
     def _alert(self, act: _Active, event: Any) -> Alert:

@@ -132,3 +132,10 @@ def test_load_errors_raise_with_the_whole_result() -> None:
         Engine.from_texts([("bad.yaml", bad)], resolvers=RESOLVERS)
     assert len(info.value.result.errors) == 2
     assert "2 error(s) loading rules; first: bad.yaml:" in str(info.value)
+
+
+def test_events_of_another_source_match_no_syscall_rule() -> None:
+    engine = _engine(rule_matching="all")
+    event = make_event({"source": "k8s_audit"})
+    assert engine.process(event) == [] and engine.matching_rules(event) == []
+    assert engine.stats.other_source == 1
