@@ -523,7 +523,13 @@ class Compiler:
                 continue
             cond = "True" if src is True else _CALL_RE.sub(share, src)
             hit = f"return ({i},)" if first else f"hits.append({i})"
-            lines += ["    try:", f"        if {cond}:", f"            {hit}", "    except Exception:", f"        _err({i})"]
+            lines += [
+                "    try:",
+                f"        if {cond}:",
+                f"            {hit}",
+                "    except Exception:",
+                f"        _err({i})",
+            ]
         lines.append("    return ()" if first else "    return hits")
         namespace = dict(self._globals)
         namespace["__builtins__"] = {"bool": bool, "Exception": Exception}

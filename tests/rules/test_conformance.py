@@ -113,7 +113,9 @@ def test_case(case: dict[str, Any]) -> None:
         if "count" in want:
             assert len(found) == want["count"], result.format()
         if "rule" in want:  # the warning is about this rule (its outermost context)
-            assert all(d.contexts and d.contexts[0].label == f"rule '{want['rule']}'" for d in found), result.format()
+            assert all(d.contexts and d.contexts[0].label == f"rule '{want['rule']}'" for d in found), (
+                result.format()
+            )
     for i, item in enumerate(case.get("events") or []):
         event = make_event(item.get("event"))
         if "match" in item:
