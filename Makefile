@@ -125,8 +125,8 @@ generate-betterproto: $(VENV)/.installed $(TOOLS)/bin/protoc
 # The Go and Rust examples and the client-go probe, built into gitignored in-tree caches (.tools/sdk-bin,
 # sdk/rust/target) that tests/sdk_multilang and bench/sdk_clients.py reuse; they build there too if absent.
 sdk-build:
-	cd sdk/go && go build -o $(TOOLS)/sdk-bin/falconet-subscribe ./cmd/falconet-subscribe
-	cd tests/sdk_multilang/clientgo && go build -o $(TOOLS)/sdk-bin/clientgo-probe .
+	cd sdk/go && go build -buildvcs=false -o $(TOOLS)/sdk-bin/falconet-subscribe ./cmd/falconet-subscribe
+	cd tests/sdk_multilang/clientgo && go build -buildvcs=false -o $(TOOLS)/sdk-bin/clientgo-probe .
 	cd sdk/rust && cargo build --release --locked --bin subscribe
 
 # Regenerates everything and fails if the committed generated code differs.

@@ -56,7 +56,7 @@ def build() -> dict[str, Path]:
     """The Go and Rust examples, built (or found up to date) in the same cached places the tests use."""
     go = REPO / ".tools/sdk-bin/falconet-subscribe"
     subprocess.run(
-        ["go", "build", "-o", str(go), "./cmd/falconet-subscribe"],
+        ["go", "build", "-buildvcs=false", "-o", str(go), "./cmd/falconet-subscribe"],
         cwd=REPO / "sdk/go",
         env=_env(),
         check=True,

@@ -38,13 +38,15 @@ def _run_build(cmd: list[str], cwd: Path) -> None:
 
 def build_go_example() -> Path:
     out = BIN_DIR / "falconet-subscribe"
-    _run_build(["go", "build", "-o", str(out), "./cmd/falconet-subscribe"], REPO / "sdk/go")
+    _run_build(
+        ["go", "build", "-buildvcs=false", "-o", str(out), "./cmd/falconet-subscribe"], REPO / "sdk/go"
+    )
     return out
 
 
 def build_clientgo_probe() -> Path:
     out = BIN_DIR / "clientgo-probe"
-    _run_build(["go", "build", "-o", str(out), "."], REPO / "tests/sdk_multilang/clientgo")
+    _run_build(["go", "build", "-buildvcs=false", "-o", str(out), "."], REPO / "tests/sdk_multilang/clientgo")
     return out
 
 
