@@ -298,6 +298,17 @@ class Engine:
             names |= act.rule.types.names
         return frozenset(names)
 
+    def warm(self, event_types: Iterable[str] | None = None) -> int:
+        """Builds the per-type evaluators now (for `event_types`, default: every type a rule can match),
+        so the first event of each type does not pay for generating them. Returns how many were built."""
+        types = self.event_types if event_types is None else frozenset(event_types)
+        built = 0
+        for event_type in sorted(types or ()):
+            if event_type not in self._dispatch:
+                self._build_dispatch(event_type)
+                built += 1
+        return built
+
     def candidates(self, event_type: str) -> tuple[CompiledRule, ...]:
         """The enabled rules an event of this type runs, in evaluation order."""
         return tuple(a.rule for a in self._candidates(event_type))

@@ -139,3 +139,10 @@ def test_events_of_another_source_match_no_syscall_rule() -> None:
     event = make_event({"source": "k8s_audit"})
     assert engine.process(event) == [] and engine.matching_rules(event) == []
     assert engine.stats.other_source == 1
+
+
+def test_warm_builds_every_type_up_front() -> None:
+    engine = _engine()
+    assert engine.warm() == 3  # execve, execveat, openat
+    assert engine.warm() == 0
+    assert [a.rule for a in engine.process(make_event())] == ["shell"]
