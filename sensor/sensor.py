@@ -54,6 +54,7 @@ from falconet.sensor.state import (
 
 PROBE_C = Path(__file__).with_name("probe.c")
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
+POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
@@ -261,9 +262,10 @@ class Enricher:
             "filename": filename,
             "trusted_exepath": p.exepath if rec.res == 0 else None,
         }
-        if spec.exec == 2:
+        if spec.exec == 2:  # execveat's own parameters (its AT_* flags are not the exe flags)
             args["dirfd"] = _i32(rec.args[0])
-            args["flags"] = rec.args[4]
+            args["pathname"] = filename
+            args["exec_flags"] = rec.args[4]
         return args
 
     def _fd_effects(self, rec: Record, spec: sc.Spec, pid: int, paths: dict[str, tuple[str, str]],
@@ -587,11 +589,18 @@ class Sensor:
 
     # --- data ------------------------------------------------------------------------------------------------
 
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))
+        # Under a flood libbpf would keep consuming as long as the kernel keeps producing, so poll() would
+        # never return and the backlog would grow without bound. A negative return makes libbpf stop after
+        # this record (which it has consumed: nothing is lost or read twice); the rest waits in the ring
+        # buffer, where overflow is counted as kernel drops.
+        return -1 if len(self._raw) >= POLL_BATCH else 0
 
     def poll(self, timeout_ms: int = 100) -> list[Event]:
-        """Waits up to timeout_ms for records; returns the enriched events (state-only records are absorbed)."""
+        """Waits up to timeout_ms for records; returns the enriched events (state-only records are absorbed).
+
+        Takes at most POLL_BATCH records per call, so a caller's loop stays responsive under any load."""
         if self._bpf is None:
             raise SensorError("the sensor is not started")
         self._bpf.ring_buffer_poll(timeout_ms)

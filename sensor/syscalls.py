@@ -96,8 +96,8 @@ _ALL: tuple[Spec, ...] = (
     _s("recvfrom", 45, "res=res fd=i0 size=u2 tuple=tuple", sock=4, socklen=5 | LEN_IS_PTR, sockfd=0),
     _s("recvmsg", 47, "res=res fd=i0 tuple=tuple", sockfd=0),
     # processes
-    _s("execve", 59, "", exec=1),
-    _s("execveat", 322, "dirfd=i0 flags=u4", exec=2),
+    _s("execve", 59, "", exec=1),  # params built by the sensor from the EXECARGS record
+    _s("execveat", 322, "", exec=2),  # params built by the sensor (exe image + dirfd, pathname, exec_flags)
     _s("clone", 56, "res=res flags=u0"),
     _s("clone3", 435, "res=res"),
     _s("fork", 57, "res=res"),

@@ -11,11 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from falconet.rules.event import Event
 from falconet.sensor import Sensor, SensorConfig, SensorError
+
+T = TypeVar("T")
 
 
 def start_or_skip(config: SensorConfig) -> Sensor:
@@ -76,18 +79,30 @@ def sensor() -> Iterator[LiveSensor]:
         live.close()
 
 
-def collect(live: LiveSensor, keep: Callable[[Event], bool], done: Callable[[list[Event]], bool],
-            timeout: float = 30.0) -> list[Event]:
-    """Takes events until `done(kept events)`; fails at the deadline showing what did arrive."""
-    kept: list[Event] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        kept.extend(e for e in live.take() if keep(e))
-        if done(kept):
-            return kept
+def collect(live: LiveSensor, workload: Callable[[], T], keep: Callable[[T, Event], bool],
+            done: Callable[[list[Event]], bool], timeout: float = 30.0, attempts: int = 3) -> tuple[T, list[Event]]:
+    """Runs `workload` and takes the events `keep` selects until `done(kept)`.
+
+    Fails at the deadline showing what did arrive, unless the kernel counted drops meanwhile (a busy machine
+    can overflow the ring buffer; that is reported, not a sensor defect): then the workload runs again, up to
+    `attempts` times. Events missing WITHOUT drops always fail."""
+    stats = live.sensor.stats()
+    for _attempt in range(attempts):
+        drops = live.sensor.stats().kernel_drops
+        live.take()  # what arrived before this workload is not about it
+        ctx = workload()
+        kept: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            kept.extend(e for e in live.take() if keep(ctx, e))
+            if done(kept):
+                return ctx, kept
+        stats = live.sensor.stats()
+        if stats.kernel_drops == drops:
+            break
     summary = "\n".join(f"{e.type} res={e.res} pid={e.proc.pid} fd={e.fd.name if e.fd else None} args={e.args}"
                         for e in kept[-30:])
-    pytest.fail(f"timed out after {timeout}s; kept {len(kept)} events; {live.sensor.stats()}:\n{summary}")
+    pytest.fail(f"timed out after {timeout}s; kept {len(kept)} events; {stats}:\n{summary}")
 
 
 PY = sys.executable

@@ -50,16 +50,15 @@ def test_opens_absolute_relative_dirfd_and_dotdot(sensor: LiveSensor, tmp_path: 
         os.close(fd)
         print(os.getpid(), d, flush=True)
     """
-    p = _spawn(code, cwd=tmp_path)
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 0
-    pid, dirfd = (int(x) for x in out.split())
+    def workload() -> tuple[int, int]:
+        pid, dirfd = (int(x) for x in _run(code, cwd=tmp_path).stdout.split())
+        return pid, dirfd
 
-    def keep(e: Event) -> bool:
-        return e.proc.pid == pid and e.type in ("openat", "openat2") and bool(e.fd) and "hostname" in (
+    def keep(ctx: tuple[int, int], e: Event) -> bool:
+        return e.proc.pid == ctx[0] and e.type in ("openat", "openat2") and bool(e.fd) and "hostname" in (
             e.fd.nameraw or "")  # type: ignore[union-attr]
 
-    evs = collect(sensor, keep, lambda k: len(k) >= 5)
+    (pid, dirfd), evs = collect(sensor, workload, keep, lambda k: len(k) >= 5)
     raws = [(e.type, e.fd.nameraw) for e in evs]  # type: ignore[union-attr]
     assert raws == [("openat", "/etc/hostname"), ("openat", "hostname"), ("openat", "../etc/hostname"),
                     ("openat", "./../etc/./hostname"), ("openat2", "../etc/hostname")]
@@ -75,10 +74,13 @@ def test_opens_absolute_relative_dirfd_and_dotdot(sensor: LiveSensor, tmp_path: 
 
 
 def test_exec_with_argv_cwd_user_and_parent(sensor: LiveSensor, tmp_path: Path) -> None:
-    p = subprocess.run(["/bin/sh", "-c", "exit 0", "marker-arg", "second arg"], cwd=tmp_path, check=True)
-    del p
-    evs = collect(sensor, lambda e: e.type == "execve" and e.proc.args[-2:] == ["marker-arg", "second arg"],
-                  lambda k: len(k) >= 1)
+    def workload() -> int:
+        return subprocess.run(["/bin/sh", "-c", "exit 0", "marker-arg", "second arg"], cwd=tmp_path, check=True,
+                              timeout=60).returncode
+
+    _, evs = collect(sensor, workload,
+                     lambda _c, e: e.type == "execve" and e.proc.args[-2:] == ["marker-arg", "second arg"],
+                     lambda k: len(k) >= 1)
     e = evs[0]
     assert e.res == 0
     assert e.proc.name == "sh" and e.proc.exe == "/bin/sh" and e.proc.exepath == "/bin/sh"
@@ -100,7 +102,8 @@ def test_connect_to_localhost_port(sensor: LiveSensor) -> None:
     srv.bind(("127.0.0.1", 0))
     srv.listen()
     port = srv.getsockname()[1]
-    try:
+
+    def workload() -> tuple[int, int]:
         p = _spawn(f"""
             import socket, os
             c = socket.create_connection(("127.0.0.1", {port}))
@@ -110,10 +113,14 @@ def test_connect_to_localhost_port(sensor: LiveSensor) -> None:
         conn, _ = srv.accept()
         out, _ = p.communicate(timeout=60)
         conn.close()
+        pid, cport = (int(x) for x in out.split())
+        return pid, cport
+
+    try:
+        (pid, cport), evs = collect(sensor, workload, lambda c, e: e.proc.pid == c[0] and e.type == "connect",
+                                    lambda k: len(k) >= 1)
     finally:
         srv.close()
-    pid, cport = (int(x) for x in out.split())
-    evs = collect(sensor, lambda e: e.proc.pid == pid and e.type == "connect", lambda k: len(k) >= 1)
     e = evs[0]
     assert e.res == 0 and e.fd is not None
     assert e.fd.name == f"127.0.0.1:{cport}->127.0.0.1:{port}" == e.args["tuple"]
@@ -139,9 +146,12 @@ def test_ptrace_attach(sensor: LiveSensor) -> None:
         os.waitpid(child, 0)
         print(os.getpid(), child, flush=True)
     """
-    out = _run(code).stdout
-    pid, child = (int(x) for x in out.split())
-    evs = collect(sensor, lambda e: e.proc.pid == pid and e.type == "ptrace", lambda k: len(k) >= 2)
+    def workload() -> tuple[int, int]:
+        pid, child = (int(x) for x in _run(code).stdout.split())
+        return pid, child
+
+    (pid, child), evs = collect(sensor, workload, lambda c, e: e.proc.pid == c[0] and e.type == "ptrace",
+                                lambda k: len(k) >= 2)
     assert [(e.args["request"], e.args["pid"], e.res) for e in evs[:2]] == [(16, child, 0), (17, child, 0)]
 
 
@@ -153,9 +163,13 @@ def test_symlinkat_and_unlinkat(sensor: LiveSensor, tmp_path: Path) -> None:
         os.unlink("shadow-link", dir_fd=d)
         print(os.getpid(), d, flush=True)
     """
-    pid, d = (int(x) for x in _run(code).stdout.split())
-    evs = collect(sensor, lambda e: e.proc.pid == pid and e.type in ("symlinkat", "unlinkat"),
-                  lambda k: len(k) >= 2)
+    def workload() -> tuple[int, int]:
+        pid, d = (int(x) for x in _run(code).stdout.split())
+        return pid, d
+
+    (pid, d), evs = collect(sensor, workload,
+                            lambda c, e: e.proc.pid == c[0] and e.type in ("symlinkat", "unlinkat"),
+                            lambda k: len(k) >= 2)
     sym, unl = evs[0], evs[1]
     assert sym.type == "symlinkat" and sym.res == 0
     assert sym.args == {"res": 0, "target": "/etc/shadow", "linkdirfd": d,
@@ -166,11 +180,14 @@ def test_symlinkat_and_unlinkat(sensor: LiveSensor, tmp_path: Path) -> None:
 def test_own_process_is_filtered_in_the_kernel(sensor: LiveSensor, tmp_path: Path) -> None:
     own = tmp_path / "own-marker"
     child = tmp_path / "child-marker"
-    os.close(os.open(own, os.O_CREAT | os.O_WRONLY, 0o600))  # by this (excluded) process
-    _run(f"import os; os.close(os.open({str(child)!r}, os.O_CREAT | os.O_WRONLY, 0o600))")
+    def workload() -> None:
+        os.close(os.open(own, os.O_CREAT | os.O_WRONLY, 0o600))  # by this (excluded) process
+        _run(f"import os; os.close(os.open({str(child)!r}, os.O_CREAT | os.O_WRONLY, 0o600))")
+
     names = {str(own), str(child)}
-    evs = collect(sensor, lambda e: e.type == "openat" and e.fd is not None and e.fd.name in names,
-                  lambda k: any(e.fd.name == str(child) for e in k))  # type: ignore[union-attr]
+    _, evs = collect(sensor, workload,
+                     lambda _c, e: e.type == "openat" and e.fd is not None and e.fd.name in names,
+                     lambda k: any(e.fd.name == str(child) for e in k))  # type: ignore[union-attr]
     # The child's open happened after ours; the ring buffer is ordered, so ours would have arrived first.
     assert [e.fd.name for e in evs] == [str(child)]  # type: ignore[union-attr]
     assert all(e.proc.pid != os.getpid() for e in evs)
@@ -187,8 +204,15 @@ def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: LiveSens
         assert conf[c.c_int(83)].on == 1 and conf[c.c_int(258)].on == 1  # mkdir, mkdirat
         assert conf[c.c_int(263)].on == 0  # unlinkat: no rule, no state need -> never leaves the kernel
         assert conf[c.c_int(59)].on == 1  # execve: process state
-        pid = int(_run(f"import os; os.mkdir({str(tmp_path / 'd')!r}); print(os.getpid())").stdout)
-        evs = collect(live, lambda e: e.proc.pid == pid, lambda k: any(e.type == "mkdir" for e in k))
+        target = tmp_path / "d"
+
+        def workload() -> int:
+            if target.exists():
+                target.rmdir()
+            return int(_run(f"import os; os.mkdir({str(target)!r}); print(os.getpid())").stdout)
+
+        _, evs = collect(live, workload, lambda pid, e: e.proc.pid == pid,
+                         lambda k: any(e.type == "mkdir" for e in k))
         assert {e.type for e in evs} == {"mkdir"}  # its openat/execve kept state, were not delivered
         assert evs[-1].args["path"] == str(tmp_path / "d")
     finally:
@@ -218,6 +242,30 @@ def test_tiny_ring_buffer_counts_kernel_drops() -> None:
         assert after.decode_errors == 0
     finally:
         small.close()
+
+
+def test_poll_takes_a_bounded_batch_under_a_backlog() -> None:
+    from falconet.sensor import SensorConfig
+    from falconet.sensor.sensor import POLL_BATCH
+
+    from .conftest import start_or_skip
+
+    s = start_or_skip(SensorConfig(ringbuf_bytes=16 << 20, syscalls={"openat"}))
+    try:
+        # A backlog larger than one batch: poll() must return after POLL_BATCH records, keeping the rest.
+        _run(f"""
+            import os
+            for _ in range({POLL_BATCH}):
+                os.close(os.open("/dev/null", os.O_RDONLY))
+        """)
+        s.poll(0)
+        first = s.stats().records
+        assert first == POLL_BATCH
+        s.poll(0)
+        assert s.stats().records > first
+        assert s.stats().kernel_drops == 0
+    finally:
+        s.close()
 
 
 def test_non_root_start_says_what_is_missing() -> None:
@@ -253,7 +301,12 @@ def test_capture_cli_writes_enriched_json_lines(tmp_path: Path) -> None:
         assert str(marker) in out.read_text()
     finally:
         cap.send_signal(signal.SIGTERM)
-        rest = cap.communicate(timeout=60)[1]
+        try:
+            rest = cap.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            cap.communicate()
+            raise
     assert cap.returncode == 0
     assert "captured" in rest and "kernel drops" in rest
     events = [Ev.from_dict(json.loads(x)) for x in out.read_text().splitlines()]

@@ -1,0 +1,144 @@
+"""Sensor overhead: what tracing adds to an open/read/close loop and to an exec loop, in one run.
+
+Rows, each the same C workloads (bench/daemon_loops.c) run in a child process:
+- bare: nothing attached;
+- floor: a no-op raw_syscalls:sys_enter probe (the issue's reference floor);
+- sensor attach points, no-op: no-op probes on every tracepoint sensor/probe.c uses (sys_enter, sys_exit,
+  sched_process_fork, sched_process_exit): the price of the design before any work;
+- sensor, default rules' syscalls: the real program, delivering the default rules' event types to a
+  consumer thread calling Sensor.poll (enrichment included: it competes for the same 2 cores);
+- sensor, stable upstream rules' syscalls: the same with falco_rules.yaml's event types;
+- sensor, default rules, track_fds=False: what shipping fd-state syscalls (open/close/...) costs.
+Each row is measured REPEAT times, interleaved, and the minimum kept (other tenants of the machine only ever
+add time). Ratios are against bare and against the floor, measured in the same run.
+
+Run: python -m bench.sensor_overhead [--open N] [--exec N] [--repeat R]   (root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+STABLE = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
+
+
+def build_loops(out_dir: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("a C compiler is needed (build-essential, installed by make setup)")
+    exe = out_dir / "daemon_loops"
+    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "daemon_loops.c")], check=True)
+    return exe
+
+
+def run_loop(exe: Path, kind: str, n: int) -> float:
+    out = subprocess.run([str(exe), kind, str(n)], check=True, capture_output=True, text=True).stdout
+    return float(out)
+
+
+@contextmanager
+def nothing() -> Iterator[str]:
+    yield ""
+
+
+@contextmanager
+def noop(sensor_points: bool) -> Iterator[str]:
+    from bcc import BPF
+
+    cflags = ["-DSENSOR_POINTS"] if sensor_points else []
+    b = BPF(src_file=str(HERE / "sensor_noop.c").encode(), cflags=cflags)
+    try:
+        yield ""
+    finally:
+        b.cleanup()
+
+
+@contextmanager
+def live_sensor(syscalls: set[str], track_fds: bool = True) -> Iterator[str]:
+    from falconet.sensor import Sensor, SensorConfig
+
+    s = Sensor(SensorConfig(syscalls=syscalls, track_fds=track_fds))
+    s.start()
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            s.poll(50)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    try:
+        yield ""
+    finally:
+        stop.set()
+        t.join()
+        st = s.stats()
+        s.close()
+        print(f"    (records {st.records}, delivered {st.events}, kernel drops {st.kernel_drops})", flush=True)
+
+
+def rule_types(path: Path) -> set[str]:
+    from falconet.rules.engine import Engine, Resolvers
+
+    eng = Engine.from_files([path], resolvers=Resolvers(hostname=lambda: "bench", dns=lambda _n: []))
+    assert eng.event_types is not None
+    return set(eng.event_types)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--open", type=int, default=200_000, help="open/read/close iterations per measurement")
+    ap.add_argument("--exec", type=int, default=400, help="fork+exec iterations per measurement")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.sensor_overhead needs root (it loads BPF programs)", file=sys.stderr)
+        return 1
+    from falconet.rules import DEFAULT_RULES
+
+    default_types = rule_types(DEFAULT_RULES)
+    stable_types = rule_types(STABLE)
+    rows: list[tuple[str, Callable[[], object]]] = [
+        ("bare", nothing),
+        ("floor: no-op raw_syscalls:sys_enter", lambda: noop(False)),
+        ("no-op on the sensor's attach points", lambda: noop(True)),
+        ("sensor, default rules' syscalls", lambda: live_sensor(default_types)),
+        ("sensor, stable rules' syscalls", lambda: live_sensor(stable_types)),
+        ("sensor, default rules, track_fds=False", lambda: live_sensor(default_types, track_fds=False)),
+    ]
+    best: dict[str, dict[str, float]] = {name: {} for name, _ in rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_loops(Path(tmp))
+        for rep in range(args.repeat):
+            for name, ctx in rows:
+                print(f"  [{rep + 1}/{args.repeat}] {name}", flush=True)
+                with ctx():  # type: ignore[attr-defined]
+                    o = run_loop(exe, "open", args.open)
+                    e = run_loop(exe, "exec", args.exec)
+                for kind, v in (("open", o), ("exec", e)):
+                    best[name][kind] = min(best[name].get(kind, v), v)
+    bare, floor = best["bare"], best["floor: no-op raw_syscalls:sys_enter"]
+    print(f"\nsensor overhead (min of {args.repeat}; open loop {args.open}, exec loop {args.exec}; "
+          f"default rules {len(default_types)} event types, stable {len(stable_types)})")
+    print(f"{'row':44} {'open ns/it':>10} {'vs bare':>8} {'vs floor':>8} {'exec us/it':>10} {'vs bare':>8} "
+          f"{'vs floor':>8}")
+    for name, _ in rows:
+        b = best[name]
+        print(f"{name:44} {b['open']:10.0f} {b['open'] / bare['open']:8.3f} {b['open'] / floor['open']:8.3f} "
+              f"{b['exec'] / 1000:10.1f} {b['exec'] / bare['exec']:8.3f} {b['exec'] / floor['exec']:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
