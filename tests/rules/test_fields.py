@@ -287,3 +287,37 @@ def test_fs_path_fields_name_the_path_whatever_the_parameter() -> None:
     link = event("symlinkat", res=0, args={"target": "../etc/shadow", "linkpath": "/tmp/s"})
     assert (x("fs.path.source", link), x("fs.path.target", link)) == ("../etc/shadow", "/tmp/s")
     assert x("fs.path.name", ren) is None and x("fs.path.source", opened) is None
+
+
+def _sample_arg(name: str) -> str:
+    if name in ("proc.aname", "proc.apid", "proc.aexe", "proc.aexepath", "proc.acmdline", "proc.aargs",
+                "proc.avpid", "evt.arg"):  # fmt: skip
+        return "1"
+    if name == "evt.arg.":
+        return "flags"
+    if name == "evt.rawarg.":
+        return "flags"
+    if name.startswith("container.mount"):
+        return "/var/run/docker.sock"
+    return "HOME"
+
+
+@pytest.mark.parametrize("etype", ["openat", "execve", "connect", "setuid", "nosuchsyscall"])
+def test_every_field_extracts_from_bare_and_full_events_without_raising(etype: str) -> None:
+    # A bare event (no fd, no parent, nothing optional) and a full one: extraction must never raise,
+    # whatever the event type; unknown is None.
+    bare = Event(num=1, ts=0, type=etype, tid=1, res=-1, proc=Process(pid=1))
+    full = event(etype, proc=chain("cat", "bash", "sshd"),
+                 args={"flags": 1, "name": "x", "uid": 0, "data": "AAAA", "fd": 3},
+                 fd=Fd(num=3, type="ipv4", name="1.1.1.1:1->2.2.2.2:2", cip="1.1.1.1", cport=1, sip="2.2.2.2",
+                       sport=2, dev=0x800001),
+                 container=Container(id="abc", mounts=[{"source": "/var/run/docker.sock", "dest": "/s"}]))  # fmt: skip
+    for entry in catalog():
+        name = entry.name
+        if name.endswith("."):
+            bound = resolve(name + _sample_arg(name))
+        else:
+            bound = resolve(name, _sample_arg(name) if entry.arg == "required" else None)
+        for e in (bare, full):
+            bound.extract(e)
+            bound.output_value(e)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from falconet.rules.event import Event, Process
 from falconet.rules.fields import resolve
 from falconet.rules.output import FieldToken, compile_output
 from falconet.rules.parser import Check, FieldValue, parse_condition
@@ -94,3 +95,7 @@ def test_output_compiles(where: str, fmt: str) -> None:
     compiled = compile_output(fmt)
     tokens = [p for p in compiled.parts if isinstance(p, FieldToken)]
     assert tokens, where
+    # Rendering never raises, even for an event that knows almost nothing; unknown values print <NA>.
+    text, fields = compiled.render(Event(num=1, ts=0, type="openat", tid=1, res=-2, proc=Process(pid=1)))
+    assert set(fields) == {t.key for t in tokens}
+    assert ("<NA>" in text) == any(v is None for v in fields.values())
