@@ -12,7 +12,6 @@ import json
 
 from falconet.rules.alert import Alert, Cursor, OutputValue, Priority
 from falconet.sdk.api.falco import outputs_pb2, schema_pb2
-from falconet.sdk.api.falconet.v1 import types_pb2
 
 __all__ = ["alert_to_proto", "alert_from_proto", "alert_to_wire", "source_enum"]
 
@@ -69,11 +68,13 @@ def alert_to_proto(alert: Alert) -> outputs_pb2.response:
         source=alert.source,
         output_fields_json=typed,
     )
-    secs, nanos = divmod(alert.time_ns, 1_000_000_000)
-    resp.time.seconds = secs
-    resp.time.nanos = nanos
-    if alert.cursor is not None:
-        resp.cursor.CopyFrom(types_pb2.Cursor(epoch=alert.cursor.epoch, sequence=alert.cursor.sequence))
+    stamp = resp.time
+    stamp.seconds, stamp.nanos = divmod(alert.time_ns, 1_000_000_000)
+    cursor = alert.cursor
+    if cursor is not None:
+        # Setting the sub-message's fields in place marks it present, without building a second message.
+        resp.cursor.epoch = cursor.epoch
+        resp.cursor.sequence = cursor.sequence
     return resp
 
 
