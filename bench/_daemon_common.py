@@ -86,3 +86,18 @@ def scrape(url: str) -> dict[str, float]:
             if not s.labels:
                 out[s.name] = s.value
     return out
+
+
+def machine_state() -> str:
+    """What else loads this machine: the load average and BPF tracepoint programs attached by others, which
+    every syscall of every row pays for (a benchmark on a shared machine must say so)."""
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    try:
+        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, timeout=30).stdout
+        import json
+
+        progs = [p for p in json.loads(out or "[]") if p.get("type") in ("tracepoint", "raw_tracepoint")]
+        foreign = f"{len(progs)} tracepoint BPF programs already attached"
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        foreign = "attached BPF programs unknown (bpftool failed)"
+    return f"load average {' '.join(load)}; {foreign}"

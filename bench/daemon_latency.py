@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench._daemon_common import Daemon, build_loops, scrape
+from bench._daemon_common import machine_state, Daemon, build_loops, scrape
 from falconet.rules import DEFAULT_RULES
 
 RULE = "Read sensitive authentication file"
@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench.daemon_latency needs root (BPF)", file=sys.stderr)
         return 1
+    print(f"machine before: {machine_state()}")
     with tempfile.TemporaryDirectory() as tmp:
         loops = build_loops(Path(tmp))
         print("latency, syscall to SDK subscriber (default rules, batched stream):")
@@ -123,6 +124,7 @@ def main(argv: list[str]) -> int:
         print("throughput, daemon pinned to one core:")
         for line in throughput(loops, [2_000, 5_000, 10_000, 20_000, 40_000, 80_000], args.seconds):
             print("  " + line)
+    print(f"machine after: {machine_state()}")
     return 0
 
 

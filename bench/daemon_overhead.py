@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops
+from bench._daemon_common import machine_state, UPSTREAM_STABLE, Daemon, build_loops
 from falconet.rules import DEFAULT_RULES
 
 NOOP_ENTER = "TRACEPOINT_PROBE(raw_syscalls, sys_enter) { return 0; }"
@@ -81,6 +81,7 @@ def main(argv: list[str]) -> int:
         ("daemon, default rules", lambda: daemon([DEFAULT_RULES])),
         ("daemon, upstream stable rules", lambda: daemon([UPSTREAM_STABLE])),
     ]
+    print(f"machine before: {machine_state()}")
     with tempfile.TemporaryDirectory() as tmp:
         loops = build_loops(Path(tmp))
         results: list[tuple[str, float, float]] = []
@@ -90,6 +91,7 @@ def main(argv: list[str]) -> int:
                 e = measure(loops, "exec", args.exec, max(3, args.repeat // 2))
             results.append((label, o, e))
             print(f"  measured {label}: open {o:.0f} ns, exec {e / 1000:.0f} us", file=sys.stderr, flush=True)
+    print(f"machine after: {machine_state()}")
     bare_o, bare_e = results[0][1], results[0][2]
     floor_o, floor_e = results[1][1], results[1][2]
     print(f"{'setup':40} {'open ns/iter':>12} {'vs bare':>8} {'vs floor':>9} {'exec us/iter':>12} "
