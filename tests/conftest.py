@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -89,6 +90,7 @@ class ServerHandle:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            shutil.rmtree(self.unix_path.parent, ignore_errors=True)
 
 
 def start_server(
