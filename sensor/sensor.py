@@ -406,13 +406,10 @@ class Enricher:
     # --- building Events --------------------------------------------------------------------------------------
 
     def _process(self, p: ProcInfo, depth: int) -> Process:
-        """The event's process, with its ancestors (cached until one of them changes)."""
-        parent = None
-        if depth > 0 and p.ppid and p.ppid != p.pid:
-            pp = self.table.get(p.ppid)
-            if pp is not None:
-                parent = self._ancestor(pp, depth - 1)
-        return self._make(p, parent)
+        """The event's process with its ancestors. Process objects are shared between events until the
+        process or an ancestor changes (consumers treat events as read-only), which saves building them per
+        event."""
+        return self._ancestor(p, depth)
 
     def _ancestor(self, p: ProcInfo, depth: int) -> Process:
         parent = None
