@@ -92,6 +92,10 @@ class BoundField:
     literal_matcher: Callable[[str], Callable[[Any], bool]] | None = None
     output: Extractor | None = None
     deprecated: str | None = None  # a warning text for fields Falco deprecates
+    # A Python expression over `e` that computes exactly what `extract(e)` returns, for compilers that
+    # generate code (one attribute walk instead of a call); None when the field has no such form. It uses
+    # only `e`, builtins and walrus temporaries named `_f`/`_p`.
+    inline: str | None = None
 
     @property
     def display(self) -> str:
@@ -130,6 +134,38 @@ class FieldSpec:
     build_with_resolvers: Callable[[str | None, ResolversLike | None], Extractor] | None = None
     type_for_arg: Callable[[str | None], FieldType] | None = None
 
+
+# Inline forms of the fields nearly every rule reads (see BoundField.inline); tests check each one against
+# its extractor.
+INLINE: dict[str, str] = {
+    "evt.type": "e.type",
+    "evt.num": "e.num",
+    "evt.rawres": "e.res",
+    "evt.source": "e.source",
+    "proc.pid": "e.proc.pid",
+    "proc.ppid": "e.proc.ppid",
+    "proc.vpid": "e.proc.vpid",
+    "proc.tty": "e.proc.tty",
+    "proc.sid": "e.proc.sid",
+    "proc.cwd": "e.proc.cwd",
+    "proc.name": "(e.proc.name or None)",
+    "proc.exe": "(e.proc.exe or None)",
+    "proc.exepath": "(e.proc.exepath or None)",
+    "proc.pname": "((_p.name or None) if (_p := e.proc.parent) is not None else None)",
+    "proc.pexe": "((_p.exe or None) if (_p := e.proc.parent) is not None else None)",
+    "proc.pexepath": "((_p.exepath or None) if (_p := e.proc.parent) is not None else None)",
+    "proc.is_exe_upper_layer": "e.proc.exe_upper_layer",
+    "proc.is_exe_from_memfd": "e.proc.exe_from_memfd",
+    "proc.is_exe_writable": "e.proc.exe_writable",
+    "user.uid": "e.proc.user.uid",
+    "user.name": "e.proc.user.name",
+    "user.loginuid": "e.proc.user.loginuid",
+    "group.gid": "e.proc.group.gid",
+    "container.id": "e.container.id",
+    "fd.num": "(None if (_f := e.fd) is None else _f.num)",
+    "fd.type": "(None if (_f := e.fd) is None else _f.type)",
+    "fd.name": "(None if (_f := e.fd) is None else _f.name)",
+}
 
 FIELDS: dict[str, FieldSpec] = {}
 PREFIX_FIELDS: dict[str, FieldSpec] = {}
@@ -195,7 +231,9 @@ def _bind(
         extract = spec.build_with_resolvers(arg, resolvers)
     else:
         extract = spec.build(arg)
+    inline = INLINE.get(spec.name) if arg is None and display_name is None else None
     return BoundField(
+        inline=inline,
         name=display_name or spec.name,
         arg=None if display_name else arg,
         type=spec.type_for_arg(arg) if spec.type_for_arg else spec.type,

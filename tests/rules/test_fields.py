@@ -8,7 +8,7 @@ import pytest
 
 from falconet.rules.errors import CompileError, RuleError, UnknownFieldError
 from falconet.rules.event import Container, Event, Fd, Group, Process, User
-from falconet.rules.fields import FieldType, catalog, resolve
+from falconet.rules.fields import INLINE, FieldType, catalog, resolve
 
 NS = 1_000_000_000
 
@@ -321,3 +321,22 @@ def test_every_field_extracts_from_bare_and_full_events_without_raising(etype: s
         for e in (bare, full):
             bound.extract(e)
             bound.output_value(e)
+
+
+@pytest.mark.parametrize("name", sorted(INLINE))
+def test_inline_forms_compute_what_the_extractors_do(name: str) -> None:
+    bound = resolve(name)
+    assert bound.inline == INLINE[name]
+    code = compile(f"def f(e):\n    return {bound.inline}\n", "<inline>", "exec")
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    proc = chain("cat", "bash")
+    proc.exe_upper_layer, proc.tty, proc.cwd = True, 34816, "/root"
+    samples = [
+        Event(num=1, ts=0, type="openat", tid=1, res=-2, proc=Process(pid=1)),
+        event(proc=proc, fd=Fd(num=3, type="file", name="/etc/passwd"), container=Container(id="abc")),
+        event(proc=Process(pid=5, name="", exe="", exepath="", parent=Process(pid=1, name="")), res=0),
+    ]
+    for e in samples:
+        assert scope["f"](e) == bound.extract(e), e
+    assert resolve("proc.aname", "1").inline is None  # fields with arguments have no inline form
