@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Serve, str, str, Path]]:
     tcp = serve.expect("listening on ").removeprefix("listening on ")
     yield serve, unix, tcp, certs
     serve.close()
+    shutil.rmtree(sock.parent.parent, ignore_errors=True)
 
 
 def test_serve_announces_addresses_and_makes_the_socket(served) -> None:
@@ -196,3 +198,4 @@ def test_publish_over_mtls_needs_an_allow_listed_cn(served, tmp_path: Path) -> N
         assert ok.returncode == 0 and "published 1 alerts" in ok.stderr
     finally:
         allowed.close()
+        shutil.rmtree(other_sock.parent, ignore_errors=True)
