@@ -219,6 +219,7 @@ class BoundRef:
     any_of: bool = False
     matcher: Callable[[str], Callable[[Any], bool]] | None = None
     deprecated: str | None = None
+    inline: str | None = None  # BoundField.inline: exact Python source over `e` for the value, if any
 
 
 def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
@@ -249,8 +250,17 @@ def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
                 if exc.offset is None:
                     exc.offset = ref.offset
                 raise
+    # A transformed value is no longer the field's, so its inline form only applies untransformed.
+    inline = None if ref.transformers else getattr(bound, "inline", None)
     return BoundRef(
-        extract, _kind_of(ftype), is_list, str(ref), any_of, matcher, getattr(bound, "deprecated", None)
+        extract,
+        _kind_of(ftype),
+        is_list,
+        str(ref),
+        any_of,
+        matcher,
+        getattr(bound, "deprecated", None),
+        inline,
     )
 
 
@@ -656,6 +666,15 @@ class Compiler:
             return meta[4]
         return f"{self._name(pred)}(e)"
 
+    def _value_source(self, bound: BoundRef) -> str:
+        """Source for a field's value: the field's own inline expression when it has one (an attribute walk,
+        exact by the fields module's contract), else a call of its extractor (shareable by dispatch())."""
+        if bound.inline is not None:
+            return f"({bound.inline})"
+        name = self._name(bound.extract)
+        self._extractor_names.add(name)
+        return f"{name}(e)"
+
     def generate(self, pred: Predicate | bool) -> Predicate | bool:
         """One generated function for a compiled condition: the checks inline, in the chains' order, so an
         event costs one call plus its extractor calls instead of a closure call per node. Semantics are
@@ -803,17 +822,16 @@ class Compiler:
             if not bound.any_of and kind in ("str", "num", "bool", "buf"):
                 # The common shapes get a single closure with the None test folded in (and an inline form
                 # for generated code, which must mean exactly the same).
-                x, r = self._name(ex), self._name(rhs)
-                self._extractor_names.add(x)
+                x, r = self._value_source(bound), self._name(rhs)
                 self._last_expr = {
-                    "=": f"({x}(e) == {r})",
-                    "==": f"({x}(e) == {r})",
-                    "in": f"({x}(e) in {r})",
-                    "intersects": f"({x}(e) in {r})",
-                    "!=": f"((v := {x}(e)) is not None and v != {r})",
-                    "startswith": f"((v := {x}(e)) is not None and v.startswith({r}))",
-                    "endswith": f"((v := {x}(e)) is not None and v.endswith({r}))",
-                    "contains": f"((v := {x}(e)) is not None and {r} in v)",
+                    "=": f"({x} == {r})",
+                    "==": f"({x} == {r})",
+                    "in": f"({x} in {r})",
+                    "intersects": f"({x} in {r})",
+                    "!=": f"((v := {x}) is not None and v != {r})",
+                    "startswith": f"((v := {x}) is not None and v.startswith({r}))",
+                    "endswith": f"((v := {x}) is not None and v.endswith({r}))",
+                    "contains": f"((v := {x}) is not None and {r} in v)",
                 }.get(op)
                 if op in ("=", "=="):
                     return lambda e: ex(e) == rhs  # None never equals a converted literal
@@ -829,9 +847,7 @@ class Compiler:
                     return lambda e: (v := ex(e)) is not None and rhs in v
             test = _value_test(kind, op, rhs, field)
         if not bound.any_of:
-            x = self._name(ex)
-            self._extractor_names.add(x)
-            self._last_expr = f"((v := {x}(e)) is not None and {self._name(test)}(v))"
+            self._last_expr = f"((v := {self._value_source(bound)}) is not None and {self._name(test)}(v))"
         if bound.any_of:
 
             def any_value(e: Any) -> bool:
