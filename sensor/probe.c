@@ -39,7 +39,9 @@
 #define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
-enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_MAX = 4 };
+enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
+#define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
+#define PATH_SCAN_MAX 256     // paths longer than this are never filtered (not scanned for . and ..)
 // payload segments, in this order, lengths in record_hdr.len[]
 enum segment { SEG_STR0 = 0, SEG_STR1 = 1, SEG_SOCK = 2, SEG_BLOB = 3, SEG_EXTRA = 4, SEG_EXTRA2 = 5, NSEG = 6 };
 
@@ -85,6 +87,7 @@ struct sysconf {
     u8 bloblen;
     u8 exec;         // 1 execve, 2 execveat: read filename/argv/env at enter
     u8 sockfd;       // argument index of a socket fd (SOCKFD_RES: the result) whose kernel socket to read
+    u8 pathfilter;   // str0 is an opened path that the open-prefix filter applies to
 };
 
 #define SOCKFD_RES 0xfe
@@ -112,6 +115,16 @@ BPF_HASH(inflight, u64, struct inflight, 16384);
 BPF_HASH(excluded, u32, u8, 64);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+
+// The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
+// need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
+// never leaves the kernel. Anything it cannot judge (relative, dotted, long paths) is emitted.
+struct prefix_key {
+    u32 prefixlen;  // bits
+    u8 data[PREFIX_MAX];
+};
+BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
+BPF_ARRAY(path_filter_on, u32, 1);
 
 static __always_inline void count(int which) {
     u64 *c = counters.lookup(&which);
@@ -284,6 +297,32 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 }
 #endif
 
+// 1 when the path at payload[0] may be dropped: absolute, clean, and under no configured prefix.
+static __always_inline int path_filtered(struct buf *b, u32 len) {
+    int zero = 0;
+    u32 *on = path_filter_on.lookup(&zero);
+    if (!on || !*on || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
+        return 0;
+    for (int i = 0; i < PATH_SCAN_MAX - 3; i++) {
+        if (i >= len)
+            break;
+        if (b->payload[i] != '/')
+            continue;
+        char c1 = b->payload[i + 1], c2 = b->payload[i + 2], c3 = b->payload[i + 3];
+        if (c1 == '/')
+            return 0;
+        if (c1 == '.' && (c2 == '/' || c2 == 0 || (c2 == '.' && (c3 == '/' || c3 == 0))))
+            return 0;
+    }
+    struct prefix_key key = {};
+    u32 n = len - 1;  // without the NUL
+    if (n > PREFIX_MAX)
+        n = PREFIX_MAX;
+    key.prefixlen = n * 8;
+    bpf_probe_read_kernel(key.data, PREFIX_MAX, b->payload);
+    return open_prefixes.lookup(&key) == 0;
+}
+
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
@@ -358,6 +397,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
         b->hdr.len[SEG_STR0] = n;
         off += n;
+        if (conf->pathfilter && path_filtered(b, n)) {
+            count(CNT_PATH_FILTERED);
+            return 0;
+        }
     }
     if (conf->str1 != NO_ARG) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str1));

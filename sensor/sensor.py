@@ -73,6 +73,8 @@ class SensorConfig:
     exclude_pids: set[int] = field(default_factory=lambda: {os.getpid()})
     track_fds: bool = True  # keep the fd table (ships open/close/... to user space even if no rule needs them)
     seed_from_proc: bool = True
+    # Optional kernel-side filter for the open family (see set_open_prefixes); None = every open is emitted.
+    open_prefixes: list[str] | None = None
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
@@ -88,6 +90,7 @@ class SensorStats:
     kernel_drops_per_cpu: list[int] = field(default_factory=list)
     kernel_emitted: int = 0  # records the kernel wrote
     inflight_full: int = 0  # syscalls whose enter could not be stored (their exit is lost)
+    path_filtered: int = 0  # opens the open-prefix filter kept in the kernel (by design, not lost)
     decode_errors: int = 0
 
 
@@ -540,6 +543,8 @@ class Sensor:
         excluded = self._bpf[b"excluded"]
         for pid in self.config.exclude_pids:
             excluded[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        if self.config.open_prefixes is not None:
+            self.set_open_prefixes(self.config.open_prefixes)
         # Seed after the probes are live, so no process slips between the snapshot and the first event.
         if self.config.seed_from_proc:
             boot_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
@@ -578,8 +583,36 @@ class Sensor:
             leaf.on = 1 if spec.name in on else 0
             leaf.str0, leaf.str1, leaf.sock, leaf.socklen = spec.str0, spec.str1, spec.sock, spec.socklen
             leaf.blob, leaf.bloblen, leaf.exec, leaf.sockfd = spec.blob, spec.bloblen, spec.exec, spec.sockfd
+            leaf.pathfilter = spec.pathfilter
             table[ctypes.c_int(spec.nr)] = leaf
         return untraced
+
+    def set_open_prefixes(self, prefixes: Iterable[str] | None) -> None:
+        """Turns the kernel-side open-path filter on (with these prefixes) or off (None).
+
+        With it on, an open/openat/openat2/creat whose path is absolute, lexically clean (no `//`, `/./`,
+        `/../`, at most 256 bytes) and starts with none of the prefixes is not emitted: no event, and its fd
+        is unknown to the fd table. Relative or dotted paths are always emitted (the kernel cannot resolve
+        them cheaply). It is only conservative if the caller's prefixes cover every path any loaded rule can
+        match on fd.name/fd.directory/fd.filename/evt.arg.* of ANY event (fds outlive their open); prefixes
+        are compared on their first 64 bytes, which only widens them. Filtered opens are counted in
+        stats().path_filtered."""
+        import ctypes as c
+
+        trie = self._bpf[b"open_prefixes"]
+        trie.clear()
+        on = self._bpf[b"path_filter_on"]
+        if prefixes is None:
+            on[c.c_int(0)] = c.c_uint32(0)
+            return
+        for prefix in prefixes:
+            raw = prefix.encode("utf-8", "surrogateescape")[:64]
+            key = trie.Key()
+            key.prefixlen = len(raw) * 8
+            for i, byte in enumerate(raw):
+                key.data[i] = byte
+            trie[key] = c.c_uint8(1)
+        on[c.c_int(0)] = c.c_uint32(1)
 
     def exclude_pid(self, pid: int) -> None:
         self._bpf[b"excluded"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
@@ -625,6 +658,7 @@ class Sensor:
             st.kernel_drops = sum(drops)
             st.inflight_full = sum(int(v) for v in counters.getvalue(ctypes.c_int(1)))
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
+            st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
         return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})  # type: ignore[attr-defined]
 
 

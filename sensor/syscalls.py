@@ -36,6 +36,11 @@ class Spec:
     exec: int = 0  # 1 execve, 2 execveat
     sockfd: int = NO_ARG  # argument holding a socket fd whose kernel socket to read (tuple)
 
+    @property
+    def pathfilter(self) -> int:
+        """1 for the open family: the optional open-path prefix filter applies to its str0."""
+        return 1 if self.name in OPEN_FAMILY else 0
+
 
 def _s(name: str, nr: int, params: str, **kw: int) -> Spec:
     pairs = tuple(tuple(p.split("=", 1)) for p in params.split()) if params else ()
@@ -131,6 +136,8 @@ _ALL: tuple[Spec, ...] = (
 BY_NAME: dict[str, Spec] = {s.name: s for s in _ALL}
 BY_NR: dict[int, Spec] = {s.nr: s for s in _ALL}
 CLONE_NR, CLONE3_NR, VFORK_NR = BY_NAME["clone"].nr, BY_NAME["clone3"].nr, BY_NAME["vfork"].nr
+
+OPEN_FAMILY = frozenset({"open", "openat", "openat2", "creat"})
 
 # Always traced, whatever the rules need, because user space's tables depend on them.
 PROCESS_STATE = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork", "chdir", "fchdir"})

@@ -313,3 +313,50 @@ def test_capture_cli_writes_enriched_json_lines(tmp_path: Path) -> None:
     assert {e.type for e in events} == {"openat"}
     mine = [e for e in events if e.fd is not None and e.fd.name == str(marker)]
     assert mine and mine[0].proc.user.name == "root" and mine[0].container.id == "host"
+
+
+def test_open_prefix_filter_is_conservative(sensor: LiveSensor, tmp_path: Path) -> None:
+    """The same workload with the filter off and on: every open under a prefix, and every open the kernel
+    cannot judge (relative, dotted), arrives identically; only clean absolute paths elsewhere are kept back."""
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "other").mkdir()
+    for d in ("keep", "other"):
+        (tmp_path / d / "f").write_text("x")
+    code = f"""
+        import os
+        base = {str(tmp_path)!r}
+        for p in [base + "/keep/f", base + "/other/f", base + "/other/../keep/f", base + "/other/./f",
+                  base + "//other/f", base + "/keep/missing"]:
+            try:
+                os.close(os.open(p, os.O_RDONLY))
+            except FileNotFoundError:
+                pass
+        os.chdir(base + "/other")
+        os.close(os.open("f", os.O_RDONLY))
+        print(os.getpid())
+    """
+    live = sensor
+
+    def run() -> list[tuple[str, int, str | None, str | None]]:
+        def keep(pid: int, e: Event) -> bool:
+            return e.proc.pid == pid and e.type == "openat" and e.fd is not None and (
+                str(tmp_path) in (e.fd.name or "") or e.fd.nameraw == "f")
+
+        _, evs = collect(live, lambda: int(_run(code).stdout), keep,
+                         lambda k: any(e.fd.nameraw == "f" for e in k))  # type: ignore[union-attr]
+        return [(e.type, e.res, e.fd.nameraw, e.fd.name) for e in evs]  # type: ignore[union-attr]
+
+    off = run()
+    before = live.sensor.stats().path_filtered
+    try:
+        live.sensor.set_open_prefixes([str(tmp_path / "keep") + "/"])
+        on = run()
+    finally:
+        live.sensor.set_open_prefixes(None)
+    assert live.sensor.stats().path_filtered > before
+    base = str(tmp_path)
+    assert [r[2] for r in off] == [base + "/keep/f", base + "/other/f", base + "/other/../keep/f",
+                                   base + "/other/./f", base + "//other/f", base + "/keep/missing", "f"]
+    kept_back = [r for r in off if r[2] == base + "/other/f"]
+    assert on == [r for r in off if r not in kept_back]
+    assert all(r[3] is not None and not r[3].startswith(base + "/keep/") for r in kept_back)
