@@ -54,6 +54,7 @@ from falconet.sensor.state import (
 
 PROBE_C = Path(__file__).with_name("probe.c")
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
+SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
@@ -92,6 +93,7 @@ class SensorStats:
     inflight_full: int = 0  # syscalls whose enter could not be stored (their exit is lost)
     path_filtered: int = 0  # opens the open-prefix filter kept in the kernel (by design, not lost)
     decode_errors: int = 0
+    swept: int = 0  # processes forgotten because they were gone without an exit record (a dropped one)
 
 
 def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) -> tuple[str, list[str]]:
@@ -520,6 +522,7 @@ class Sensor:
         self._stats = SensorStats()
         self.enricher = Enricher(wanted=self.config.syscalls)
         self.untraced: frozenset[str] = frozenset()
+        self._last_sweep = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -634,6 +637,10 @@ class Sensor:
         if self._bpf is None:
             raise SensorError("the sensor is not started")
         self._bpf.ring_buffer_poll(timeout_ms)
+        now = time.monotonic()
+        if now - self._last_sweep > SWEEP_SECONDS:
+            self._last_sweep = now
+            self._stats.swept += self.enricher.table.sweep()
         raw, self._raw = self._raw, []
         out: list[Event] = []
         st = self._stats

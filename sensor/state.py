@@ -183,6 +183,14 @@ class ProcessTable:
         flags = (src.flags or 0) & ~O_CLOEXEC | (O_CLOEXEC if cloexec else 0)
         p.fds[new] = replace(src, num=new, flags=flags)
 
+    def sweep(self, proc_root: Path = Path("/proc")) -> int:
+        """Forgets processes that no longer exist: only those whose exit record was lost (kernel drops) are
+        still here, and without this the table would grow for ever. Returns how many were forgotten."""
+        gone = [pid for pid in self.procs if not (proc_root / str(pid)).exists()]
+        for pid in gone:
+            del self.procs[pid]
+        return len(gone)
+
     # --- seeding -----------------------------------------------------------------------------------------
 
     def seed_from_proc(self, proc_root: Path = Path("/proc"), boot_ns: int = 0) -> int:

@@ -136,3 +136,12 @@ def test_names_from_passwd_and_group(tmp_path: Path) -> None:
     os.utime(pw, (1, 1))  # a different mtime: the cache reloads
     db.refresh_if_changed()
     assert db.user(1000) == ("bob", "/home/bob", "/bin/sh")
+
+
+def test_sweep_forgets_processes_that_are_gone(tmp_path: Path) -> None:
+    (tmp_path / "1").mkdir()
+    t = s.ProcessTable()
+    t.ensure(1)
+    t.ensure(999999)
+    assert t.sweep(tmp_path) == 1
+    assert set(t.procs) == {1}
