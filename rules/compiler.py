@@ -33,6 +33,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -815,6 +816,11 @@ class Compiler:
             test = _matcher_test(op, value, bound.matcher)  # type: ignore[arg-type]
             if kind in ("ip", "net"):
                 test = _memoized(test)  # address matching is pure; the same addresses recur
+            else:
+                # DNS-name matching depends on the resolver's answers, which Falco itself refreshes only
+                # every 10 s or more: a one-second memo per address keeps that meaning and spares asking
+                # every listed domain's address set for every event.
+                test = _memoized_for(test, 1.0)
         else:
             rhs = _rhs(kind, op, value, field)  # type: ignore[arg-type]
             if bound.is_list:
@@ -955,6 +961,29 @@ def _nesting(source: str) -> int:
         elif ch == ")":
             depth -= 1
     return deepest
+
+
+def _memoized_for(test: ValueTest, seconds: float, limit: int = 4096) -> ValueTest:
+    memo: dict[Any, tuple[float, bool]] = {}
+    clock = time.monotonic
+
+    def cached(v: Any) -> bool:
+        now = clock()
+        try:
+            expires, result = memo[v]
+            if now < expires:
+                return result
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: just test it
+            return test(v)
+        result = test(v)
+        if len(memo) >= limit:
+            memo.clear()
+        memo[v] = (now + seconds, result)
+        return result
+
+    return cached
 
 
 def _evt_dir_value(check: Check) -> bool:
