@@ -181,7 +181,34 @@ def open_source(spec: str, config: DaemonConfig, syscalls: set[str] | None, log:
             f"the eBPF sensor needs root (running as uid {os.geteuid()}); run as root, "
             "or replay a capture without root with --source replay:FILE"
         )
+    missing = missing_bpf_capabilities()
+    if missing:
+        raise DaemonError(
+            f"the eBPF sensor needs {missing}, which this process does not have (root without them, e.g. in a "
+            "restricted container or under a capability bounding set); grant them, "
+            "or replay a capture with --source replay:FILE"
+        )
     return SensorSource(config.ring_buffer_bytes, syscalls)
+
+
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def missing_bpf_capabilities(status: str | None = None) -> str | None:
+    """None when the effective capabilities allow loading and attaching tracing BPF programs, else what is
+    missing: CAP_BPF with CAP_PERFMON (kernel 5.8 and later), or CAP_SYS_ADMIN, which covers both."""
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return None  # cannot tell; let the sensor say what fails
+    eff = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), None)
+    if eff is None:
+        return None
+    if eff >> CAP_SYS_ADMIN & 1 or (eff >> CAP_BPF & 1 and eff >> CAP_PERFMON & 1):
+        return None
+    lacking = [name for bit, name in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")) if not eff >> bit & 1]
+    return " and ".join(lacking) + " (or CAP_SYS_ADMIN)"
 
 
 def default_hostname() -> str:
@@ -289,8 +316,8 @@ class Daemon:
         """Everything that can fail before serving: config checks, rules, the source. Raises DaemonError."""
         for warning in self.config.warnings:
             self.log(f"warning: {warning}")
-        if self.source_spec == "ebpf" and os.geteuid() != 0:
-            open_source(self.source_spec, self.config, None, self.log)  # raises, saying root is needed
+        if self.source_spec == "ebpf" and (os.geteuid() != 0 or missing_bpf_capabilities()):
+            open_source(self.source_spec, self.config, None, self.log)  # raises, saying what is missing
         if self.config.file_output.enabled:
             problem = check_writable(self.config.file_output.filename)
             if problem:

@@ -402,3 +402,26 @@ def test_command_line_rules_replace_the_configs_and_a_rules_d_loads_in_name_orde
     assert alerts[0]["output"] == "local override (proc.name=cat)"
     fifo.close()
     assert daemon.wait() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities from root needs root")
+def test_the_ebpf_source_without_bpf_capabilities_fails_at_once_saying_which(tmp_path: Path) -> None:
+    config = tmp_path / "falconet.yaml"
+    config.write_text(base_config(tmp_path, rules_file(tmp_path)))
+    cmd = ["setpriv", "--bounding-set=-bpf,-sys_admin,-perfmon", "--inh-caps=-bpf,-sys_admin,-perfmon", "--",
+           sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "the eBPF sensor needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)" in done.stderr
+
+
+def test_bpf_capabilities_are_read_from_the_effective_set() -> None:
+    from falconet.server.daemon import missing_bpf_capabilities
+
+    def status(eff: int) -> str:
+        return f"Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t{eff:016x}\n"
+
+    assert missing_bpf_capabilities(status(1 << 21)) is None  # CAP_SYS_ADMIN alone
+    assert missing_bpf_capabilities(status(1 << 39 | 1 << 38)) is None  # CAP_BPF + CAP_PERFMON
+    assert missing_bpf_capabilities(status(1 << 39)) == "CAP_PERFMON (or CAP_SYS_ADMIN)"
+    assert missing_bpf_capabilities(status(0)) == "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
