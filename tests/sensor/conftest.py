@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-
 from falconet.rules.event import Event
 from falconet.sensor import Sensor, SensorConfig, SensorError
 

@@ -7,7 +7,6 @@ import socket
 import struct
 
 import pytest
-
 from falconet.sensor import record as r
 from falconet.sensor.sensor import PROBE_C
 
