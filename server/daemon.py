@@ -512,7 +512,9 @@ class Daemon:
             return {}
         counts: dict[str, int] = {}
         for r in self.hub.stats().readers:
-            name = r.name or r.identity or "?"
+            # The client's identity (certificate CN, or UNIX peer) and the kind of stream; streams that share
+            # both are summed.
+            name = f"{r.identity or '?'} {r.name or 'stream'}"
             counts[name] = counts.get(name, 0) + r.dropped
         return counts
 

@@ -425,3 +425,43 @@ def test_bpf_capabilities_are_read_from_the_effective_set() -> None:
     assert missing_bpf_capabilities(status(1 << 39 | 1 << 38)) is None  # CAP_BPF + CAP_PERFMON
     assert missing_bpf_capabilities(status(1 << 39)) == "CAP_PERFMON (or CAP_SYS_ADMIN)"
     assert missing_bpf_capabilities(status(0)) == "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+
+
+def test_a_subscriber_that_falls_behind_is_counted_per_subscriber(tmp_path: Path, start_daemon: Start) -> None:
+    import grpc
+
+    from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
+
+    config = base_config(tmp_path, rules_file(tmp_path)).replace("grpc:\n  enabled: true\n",
+                                                                 "grpc:\n  enabled: true\n  retention: 20\n")
+    daemon, fifo = start_daemon(config)
+    # A Falco client that opens `sub` and never reads: HTTP/2 flow control stops the stream, the hub moves on.
+    channel = grpc.insecure_channel(f"unix://{tmp_path / 'falconet.sock'}", options=[("grpc.http2.bdp_probe", 0)])
+    hold = threading.Event()
+
+    def requests() -> Iterator[outputs_pb2.request]:
+        yield outputs_pb2.request()
+        hold.wait(60)
+
+    call = outputs_pb2_grpc.serviceStub(channel).sub(requests())
+    try:
+        wait_until(lambda: any(labels["subscriber"].endswith(" sub") for labels, _ in
+                               scrape(daemon.metrics_url).get("falconet_subscriber_alerts_dropped_total", [])),
+                   what="the subscriber to be registered")
+        n = 3000
+        fifo.send(*(open_event(i, "/etc/shadow", pid=1000 + i) for i in range(n)))
+        wait_until(lambda: len(read_json_lines(tmp_path / "alerts.json")) >= n, what="every alert in the file")
+
+        def dropped() -> float:
+            return sum(v for labels, v in scrape(daemon.metrics_url)["falconet_subscriber_alerts_dropped_total"]
+                       if labels["subscriber"].endswith(" sub"))
+
+        lost = wait_until(dropped, what="the stuck subscriber's losses to be counted")
+        assert 0 < lost < n
+        assert scrape(daemon.metrics_url)["falconet_subscribers_alerts_dropped_total"][0][1] >= lost
+    finally:
+        hold.set()
+        call.cancel()
+        channel.close()
+    fifo.close()
+    assert daemon.wait() == 0
