@@ -449,8 +449,11 @@ class Compiler:
         resolvers: Any = None,
         bind: Callable[[FieldRef], BoundRef] | None = None,
         warn: WarnFn | None = None,
+        optimize: bool = True,
     ) -> None:
         self.macros = macros
+        # False keeps and/or chains as written (no reordering or merging): the tests' reference form.
+        self.optimize = optimize
         self.bind: Callable[[FieldRef], BoundRef] = bind or (lambda ref: bind_field(ref, resolvers))
         self._warn = warn
         self._depth = 0
@@ -461,11 +464,12 @@ class Compiler:
         self._macro_preds: dict[tuple[str, str | None], Predicate | bool] = {}
         # Per compiled predicate (kept alive here, keyed by id): estimated cost, and for and/or chains their
         # parts, so an enclosing chain of the same kind can splice them in and reorder the whole.
-        self._meta: dict[int, tuple[Predicate, int, str, tuple[Predicate, ...], str | None]] = {}
+        self._meta: dict[int, tuple[Predicate, int, str, tuple[Predicate, ...], str | None, Any]] = {}
         # Code generation: the objects generated functions refer to, by name (this dict is their globals).
         self._globals: dict[str, Any] = {"__builtins__": {"bool": bool}}
         self._names: dict[int, str] = {}
         self._last_expr: str | None = None
+        self._last_simple: tuple[str, str, Any, BoundRef] | None = None
         self._extractor_names: set[str] = set()
 
     def warn(self, message: str, offset: int) -> None:
@@ -644,8 +648,9 @@ class Compiler:
         parts: tuple[Predicate, ...] = (),
         *,
         expr: str | None = None,
+        simple: tuple[str, str, Any, BoundRef] | None = None,
     ) -> Predicate:
-        self._meta[id(pred)] = (pred, cost, kind, parts, expr)
+        self._meta[id(pred)] = (pred, cost, kind, parts, expr, simple)
         return pred
 
     # -- code generation: a whole condition as one Python function --
@@ -716,11 +721,15 @@ class Compiler:
                     flat.append(p)
         if not flat:
             return not absorbing
+        if kind == "or" and self.optimize:
+            flat = self._merge_or(flat)
         if len(flat) == 1:
             return flat[0]
         # In an 'and', positive checks usually fail (they say what the rule is about) and negated ones
         # usually pass (exclusions): positives first, each group cheapest first, author's order on ties.
-        if kind == "and":
+        if not self.optimize:
+            pass
+        elif kind == "and":
             flat.sort(key=lambda p: (self._kind(p) == "not", self._cost(p)))
         else:
             flat.sort(key=self._cost)
@@ -760,10 +769,11 @@ class Compiler:
             if fast is not None:
                 return fast
         bound = self.bind(ref)
-        self._last_expr = None
+        self._last_expr = self._last_simple = None
         pred = self._bound_check(check, bound)
-        expr, self._last_expr = self._last_expr, None
-        return self._note(pred, _check_cost(check, bound), expr=expr)
+        expr, simple = self._last_expr, self._last_simple
+        self._last_expr = self._last_simple = None
+        return self._note(pred, _check_cost(check, bound), expr=expr, simple=simple)
 
     def _evt_dir(self, check: Check) -> bool:
         """Falco 0.42 dropped enter events: evt.dir='>' matches nothing, evt.dir='<' everything."""
@@ -825,32 +835,8 @@ class Compiler:
             rhs = _rhs(kind, op, value, field)  # type: ignore[arg-type]
             if bound.is_list:
                 return _list_check(op, ex, rhs)
-            if not bound.any_of and kind in ("str", "num", "bool", "buf"):
-                # The common shapes get a single closure with the None test folded in (and an inline form
-                # for generated code, which must mean exactly the same).
-                x, r = self._value_source(bound), self._name(rhs)
-                self._last_expr = {
-                    "=": f"({x} == {r})",
-                    "==": f"({x} == {r})",
-                    "in": f"({x} in {r})",
-                    "intersects": f"({x} in {r})",
-                    "!=": f"((v := {x}) is not None and v != {r})",
-                    "startswith": f"((v := {x}) is not None and v.startswith({r}))",
-                    "endswith": f"((v := {x}) is not None and v.endswith({r}))",
-                    "contains": f"((v := {x}) is not None and {r} in v)",
-                }.get(op)
-                if op in ("=", "=="):
-                    return lambda e: ex(e) == rhs  # None never equals a converted literal
-                if op in ("in", "intersects"):
-                    return lambda e: ex(e) in rhs  # the set never holds None
-                if op == "!=":
-                    return lambda e: (v := ex(e)) is not None and v != rhs
-                if op == "startswith":
-                    return lambda e: (v := ex(e)) is not None and v.startswith(rhs)
-                if op == "endswith":
-                    return lambda e: (v := ex(e)) is not None and v.endswith(rhs)
-                if op == "contains":
-                    return lambda e: (v := ex(e)) is not None and rhs in v
+            if not bound.any_of and kind in ("str", "num", "bool", "buf") and op in _SIMPLE_OPS:
+                return self._simple(bound, op, rhs)
             test = _value_test(kind, op, rhs, field)
         if not bound.any_of:
             self._last_expr = f"((v := {self._value_source(bound)}) is not None and {self._name(test)}(v))"
@@ -866,6 +852,73 @@ class Compiler:
 
             return any_value
         return lambda e: (v := ex(e)) is not None and test(v)
+
+    def _simple(self, bound: BoundRef, op: str, rhs: Any) -> Predicate:
+        """The common shapes: one closure with the None test folded in, an inline form for generated code
+        that means exactly the same, and a description an 'or' chain can merge with its siblings."""
+        ex = bound.extract
+        x, r = self._value_source(bound), self._name(rhs)
+        self._last_expr = {
+            "=": f"({x} == {r})",
+            "==": f"({x} == {r})",
+            "in": f"({x} in {r})",
+            "intersects": f"({x} in {r})",
+            "!=": f"((v := {x}) is not None and v != {r})",
+            "startswith": f"((v := {x}) is not None and v.startswith({r}))",
+            "endswith": f"((v := {x}) is not None and v.endswith({r}))",
+            "contains": f"((v := {x}) is not None and {r} in v)",
+        }[op]
+        group = _MERGE_GROUPS.get(op)
+        if group is not None:
+            self._last_simple = (bound.text, group, rhs, bound)
+        if op in ("=", "=="):
+            return lambda e: ex(e) == rhs  # None never equals a converted literal
+        if op in ("in", "intersects"):
+            return lambda e: ex(e) in rhs  # the set never holds None
+        if op == "!=":
+            return lambda e: (v := ex(e)) is not None and v != rhs
+        if op == "startswith":
+            return lambda e: (v := ex(e)) is not None and v.startswith(rhs)
+        if op == "endswith":
+            return lambda e: (v := ex(e)) is not None and v.endswith(rhs)
+        return lambda e: (v := ex(e)) is not None and rhs in v  # contains
+
+    def _merge_or(self, flat: list[Predicate]) -> list[Predicate]:
+        """In an 'or', checks of one field with =/in, startswith or endswith become one check each:
+        `f = a or f in (b, c)` is `f in {a, b, c}`, `f endswith x or f endswith y` is one endswith(tuple)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, p in enumerate(flat):
+            meta = self._meta.get(id(p))
+            simple = meta[5] if meta is not None else None
+            if simple is not None:
+                groups.setdefault((simple[0], simple[1]), []).append(i)
+        merged: dict[int, Predicate] = {}
+        dropped: set[int] = set()
+        for (_field, group), idxs in groups.items():
+            if len(idxs) < 2:
+                continue
+            simples = [self._meta[id(flat[i])][5] for i in idxs]
+            bound = simples[0][3]
+            if group == "eq":
+                values: set[Any] = set()
+                for _f, _g, rhs, _b in simples:
+                    values |= rhs if isinstance(rhs, frozenset) else {rhs}
+                self._last_expr = self._last_simple = None
+                pred = self._simple(bound, "in", frozenset(values))
+            else:
+                parts: list[Any] = []
+                for _f, _g, rhs, _b in simples:
+                    parts.extend(rhs if isinstance(rhs, tuple) else (rhs,))
+                self._last_expr = self._last_simple = None
+                pred = self._simple(bound, group, tuple(parts))
+            expr, simple = self._last_expr, self._last_simple
+            self._last_expr = self._last_simple = None
+            cost = min(self._cost(flat[i]) for i in idxs) + 1
+            merged[idxs[0]] = self._note(pred, cost, expr=expr, simple=simple)
+            dropped.update(idxs[1:])
+        if not merged:
+            return flat
+        return [merged.get(i, p) for i, p in enumerate(flat) if i not in dropped]
 
     def _field_to_field(self, check: Check, left: BoundRef, right: BoundRef) -> Predicate:
         """`f op val(g)` / `f op transformer(g)`: compare two extracted values (either unknown: false)."""
@@ -913,6 +966,10 @@ class Compiler:
         return pred
 
 
+_SIMPLE_OPS = frozenset({"=", "==", "in", "intersects", "!=", "startswith", "endswith", "contains"})
+# Operators whose checks on one field an 'or' can merge (=/in into one set, prefixes and suffixes into tuples).
+_MERGE_GROUPS = {"=": "eq", "==": "eq", "in": "eq", "intersects": "eq", "startswith": "startswith",
+                 "endswith": "endswith"}  # fmt: skip
 _CHEAP_OPS = frozenset(
     {"=", "==", "!=", "in", "intersects", "exists", "startswith", "endswith", "<", "<=", ">", ">="}
 )

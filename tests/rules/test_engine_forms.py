@@ -1,5 +1,6 @@
-"""The three compiled forms of a condition agree on every event: the reference closures (compile), the
-per-type specialised function (specialize) and the engine's generated per-type dispatch (process).
+"""The compiled forms of a condition agree on every event: the closures of the condition as written (no
+reordering or merging), the optimised closures (compile), the per-type specialised function (specialize)
+and the engine's generated per-type dispatch (process).
 
 Conditions are random and/or/not combinations of checks over several field kinds and event types, so
 constant folding of evt.type, chain flattening and reordering, and the inline forms of generated code are
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engine_support import RESOLVERS, make_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from falconet.rules.compiler import Compiler
 from falconet.rules.engine import Engine
+from falconet.rules.parser import parse_condition
 
 CHECKS = [
     "evt.type = execve", "evt.type in (openat, connect)", "evt.type != openat", "proc.name = bash",
@@ -23,6 +28,7 @@ CHECKS = [
     'fd.sip = "10.0.0.0/8"', 'fd.snet in ("10.0.0.0/8", "192.168.0.0/16")', 'proc.cmdline contains "-c"',
     "fd.name glob '/etc/*'", "fd.name pmatch (/etc, /root)", "proc.name = val(proc.pname)", "tolower(proc.name) = bash",
     "evt.is_open_read = true", "fd.sport in (22, 443)", "proc.pname exists", "evt.dir = <", "evt.dir = >",
+    "fd.name endswith id", "fd.name startswith /root", "proc.name = cat", "fd.sport = 22", "user.uid in (0, 33)",
 ]  # fmt: skip
 
 EVENTS = [
@@ -63,9 +69,13 @@ def test_compiled_forms_agree(condition: str) -> None:
     )
     engine = Engine.from_texts([("forms.yaml", text)], resolvers=RESOLVERS)
     rule = engine.rules[0]
+    as_written = (
+        Compiler({}, resolvers=RESOLVERS, optimize=False).compile(parse_condition(condition)).predicate
+    )
     for spec in EVENTS:
         event = make_event(spec)
-        reference = rule.predicate(event)
+        reference = as_written(event)
+        assert rule.predicate(event) == reference, (condition, spec)
         specialised = engine.matching_rules(event) == ["r"]
         dispatched = [a.rule for a in engine.process(event)] == ["r"]
         assert specialised == reference, (condition, spec)
@@ -74,3 +84,25 @@ def test_compiled_forms_agree(condition: str) -> None:
         if reference:
             assert event.type in rule.types, (condition, spec)
     assert engine.stats.eval_errors == 0
+
+
+MERGEABLE = [
+    "fd.name endswith shadow or fd.name endswith id",
+    "fd.name startswith /etc or fd.name startswith /root",
+    "proc.name = bash or proc.name in (cat, vim) or proc.name = sh",
+    "fd.sport = 22 or fd.sport in (443) or user.uid = 0",
+    "(fd.name endswith id or proc.name = cat) or (fd.name endswith shadow or proc.name = bash)",
+    "not (fd.name endswith id or fd.name endswith passwd) and evt.type = openat",
+]
+
+
+@pytest.mark.parametrize("condition", MERGEABLE)
+def test_merged_or_chains_mean_what_was_written(condition: str) -> None:
+    """An 'or' of checks on one field becomes one check; every event must see the same answer."""
+    test_compiled_forms_agree.hypothesis.inner_test(condition)  # type: ignore[attr-defined]
+    text = "- rule: r\n  desc: d\n  output: o\n  priority: INFO\n  warn_evttypes: false\n"
+    engine = Engine.from_texts(
+        [("m.yaml", text + f"  condition: {json.dumps(condition)}\n")], resolvers=RESOLVERS
+    )
+    hits = [engine.matching_rules(make_event(spec)) == ["r"] for spec in EVENTS]
+    assert any(hits)  # each condition matches some event, so a merge that lost a value would show
