@@ -39,6 +39,7 @@ DROP_RULE = "Falco internal: syscall event drop"
 RELOAD_RULE = "Falconet internal: reload failed"
 OUTPUT_DROP_RULE = "Falconet internal: output dropped alerts"
 RATE_LIMIT_RULE = "Falconet internal: alerts rate-limited"
+ENGINE_ERROR_RULE = "Falconet internal: rule evaluation failed"
 INTERNAL_SOURCE = "internal"
 TICK_SECONDS = 1.0
 POLL_MS = 100
@@ -301,6 +302,8 @@ class Daemon:
         self._exit_status = 0
         self._reports = _Reports()
         self._output_reported: dict[int, int] = {}
+        self._last_engine_error: str | None = None
+        self._engine_errors_reported = 0
         self._reload_lock = threading.Lock()
         self._emit_lock = threading.Lock()
 
@@ -390,7 +393,12 @@ class Daemon:
         spent = 0.0
         for ev in events:
             t0 = clock()
-            alerts = engine.process(ev)
+            try:
+                alerts = engine.process(ev)
+            except Exception as exc:  # one event the engine cannot evaluate must not stop the daemon: counted
+                self.metrics.engine_errors += 1
+                self._last_engine_error = f"{type(exc).__name__}: {exc} (event {ev.num}, {ev.type})"
+                alerts = []
             spent += clock() - t0
             for alert in alerts:  # at once, not after the batch: a big batch must not delay its first alerts
                 self.emit(alert)
@@ -443,6 +451,21 @@ class Daemon:
                     f"Falconet internal: {n} alerts were rate-limited (outputs.rate={self.config.outputs_rate:g}/s, "
                     f"outputs.max_burst={self.config.outputs_max_burst}) and sent to no output",
                     {"n_rate_limited": n, "n_rate_limited_total": limited},
+                ),
+                internal=True,
+            )
+        errors = self.metrics.engine_errors
+        if errors > self._engine_errors_reported:
+            n = errors - self._engine_errors_reported
+            self._engine_errors_reported = errors
+            self.log(f"the engine failed on {n} events; last: {self._last_engine_error}")
+            self.emit(
+                self.internal_alert(
+                    ENGINE_ERROR_RULE,
+                    Priority.ERROR,
+                    f"Falconet internal: the rule engine failed on {n} events, which raised no alert; "
+                    f"last error: {self._last_engine_error}",
+                    {"n_failed": n, "n_failed_total": errors, "last_error": self._last_engine_error},
                 ),
                 internal=True,
             )

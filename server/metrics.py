@@ -53,6 +53,7 @@ class DaemonMetrics:
         self.alerts_rate_limited = 0
         self.rules_reloads = 0
         self.rules_reload_failures = 0
+        self.engine_errors = 0
         # Sources read at scrape time, set by the daemon: output kind -> (dropped queue full, failed writes),
         # and subscriber name -> dropped alerts.
         self.output_drops: Callable[[], Mapping[str, tuple[int, int]]] = dict
@@ -124,6 +125,8 @@ class _Collector:
                 m.alerts_rate_limited,
             ),
             ("falconet_rules_reloads", "Successful SIGHUP reloads.", m.rules_reloads),
+            ("falconet_engine_errors", "Events the rule engine failed to evaluate (no alert raised).",
+             m.engine_errors),
             ("falconet_rules_reload_failures", "SIGHUP reloads that failed and kept the old set.",
              m.rules_reload_failures),
         ):
