@@ -464,7 +464,7 @@ class Compiler:
         self._macro_preds: dict[tuple[str, str | None], Predicate | bool] = {}
         # Per compiled predicate (kept alive here, keyed by id): estimated cost, and for and/or chains their
         # parts, so an enclosing chain of the same kind can splice them in and reorder the whole.
-        self._meta: dict[int, tuple[Predicate, int, str, tuple[Predicate, ...], str | None, Any]] = {}
+        self._meta: dict[int, tuple[Predicate, float, str, tuple[Predicate, ...], str | None, Any, float]] = {}
         # Code generation: the objects generated functions refer to, by name (this dict is their globals).
         self._globals: dict[str, Any] = {"__builtins__": {"bool": bool}}
         self._names: dict[int, str] = {}
@@ -620,7 +620,11 @@ class Compiler:
                 if isinstance(inner, bool):
                     return not inner
                 return self._note(
-                    lambda e: not inner(e), self._cost(inner) + 1, "not", expr=f"(not {self._expr(inner)})"
+                    lambda e: not inner(e),
+                    self._cost(inner) + 0.2,
+                    "not",
+                    expr=f"(not {self._expr(inner)})",
+                    p=1.0 - self._p(inner),
                 )
             if isinstance(node, MacroRef):
                 return self._macro_predicate(node, visibility)
@@ -643,14 +647,17 @@ class Compiler:
     def _note(
         self,
         pred: Predicate,
-        cost: int,
+        cost: float,
         kind: str = "",
         parts: tuple[Predicate, ...] = (),
         *,
         expr: str | None = None,
         simple: tuple[str, str, Any, BoundRef] | None = None,
+        p: float = 0.5,
     ) -> Predicate:
-        self._meta[id(pred)] = (pred, cost, kind, parts, expr, simple)
+        """Records what chains need about `pred`: its expected cost, its estimated chance of being true
+        (`p`), its and/or parts, its inline source, and (for simple checks) what an 'or' can merge."""
+        self._meta[id(pred)] = (pred, cost, kind, parts, expr, simple, p)
         return pred
 
     # -- code generation: a whole condition as one Python function --
@@ -696,13 +703,13 @@ class Compiler:
         fn: Predicate = self._globals.pop("_generated")
         return fn
 
-    def _cost(self, pred: Predicate) -> int:
+    def _cost(self, pred: Predicate) -> float:
         meta = self._meta.get(id(pred))
-        return meta[1] if meta is not None else 3
+        return meta[1] if meta is not None else 3.0
 
-    def _kind(self, pred: Predicate) -> str:
+    def _p(self, pred: Predicate) -> float:
         meta = self._meta.get(id(pred))
-        return meta[2] if meta is not None else ""
+        return meta[6] if meta is not None else 0.5
 
     def _chain(self, parts: list[Predicate | bool], kind: str) -> Predicate | bool:
         """An and/or chain: constants fold, nested chains of the same kind are spliced in, duplicates go,
@@ -727,16 +734,32 @@ class Compiler:
             return flat[0]
         # In an 'and', positive checks usually fail (they say what the rule is about) and negated ones
         # usually pass (exclusions): positives first, each group cheapest first, author's order on ties.
+        # The classic order for short-circuit chains of independent tests: an 'and' runs first what is
+        # cheap and likely false (cost / P(false)), an 'or' what is cheap and likely true (cost / P(true)).
+        # P is a static guess (a name or path compared with literals rarely matches; a flag, a range or an
+        # exclusion usually does), so this only reorders, never changes a result: and/or of side-effect-free
+        # checks commute.
         if not self.optimize:
             pass
         elif kind == "and":
-            flat.sort(key=lambda p: (self._kind(p) == "not", self._cost(p)))
+            flat.sort(key=lambda q: self._cost(q) / max(1.0 - self._p(q), 0.01))
         else:
-            flat.sort(key=self._cost)
+            flat.sort(key=lambda q: self._cost(q) / max(self._p(q), 0.01))
         pred = _chain(flat, conj=kind == "and")
         joiner = " and " if kind == "and" else " or "
         expr = "(" + joiner.join(self._expr(p) for p in flat) + ")"
-        return self._note(pred, sum(self._cost(p) for p in flat), kind, tuple(flat), expr=expr)
+        # Expected cost and chance of the chain as ordered.
+        cost, reach, chance = 0.0, 1.0, 1.0 if kind == "and" else 0.0
+        for q in flat:
+            cost += reach * self._cost(q)
+            pq = self._p(q)
+            if kind == "and":
+                reach *= pq
+                chance *= pq
+            else:
+                reach *= 1.0 - pq
+                chance = 1.0 - (1.0 - chance) * (1.0 - pq)
+        return self._note(pred, cost, kind, tuple(flat), expr=expr, p=chance)
 
     def _macro_predicate(self, ref: MacroRef, visibility: int | None) -> Predicate | bool:
         macro = self._macro(ref, visibility)
@@ -773,7 +796,9 @@ class Compiler:
         pred = self._bound_check(check, bound)
         expr, simple = self._last_expr, self._last_simple
         self._last_expr = self._last_simple = None
-        return self._note(pred, _check_cost(check, bound), expr=expr, simple=simple)
+        return self._note(
+            pred, _check_cost(check, bound), expr=expr, simple=simple, p=_check_chance(check, bound)
+        )
 
     def _evt_dir(self, check: Check) -> bool:
         """Falco 0.42 dropped enter events: evt.dir='>' matches nothing, evt.dir='<' everything."""
@@ -788,17 +813,17 @@ class Compiler:
             name = val.text
             if etype is not None:
                 return etype == name
-            return self._note(lambda e: e.type == name, 1, expr=f"(e.type == {self._name(name)})")
+            return self._note(lambda e: e.type == name, 1, expr=f"(e.type == {self._name(name)})", p=0.2)
         if check.op == "!=" and isinstance(val, Literal):
             name = val.text
             if etype is not None:
                 return etype != name
-            return self._note(lambda e: e.type != name, 1, expr=f"(e.type != {self._name(name)})")
+            return self._note(lambda e: e.type != name, 1, expr=f"(e.type != {self._name(name)})", p=0.8)
         if check.op in ("in", "intersects") and isinstance(val, ListLiteral):
             names = frozenset(i.text for i in val.items)
             if etype is not None:
                 return etype in names
-            return self._note(lambda e: e.type in names, 1, expr=f"(e.type in {self._name(names)})")
+            return self._note(lambda e: e.type in names, 1, expr=f"(e.type in {self._name(names)})", p=0.3)
         return None
 
     def _bound_check(self, check: Check, bound: BoundRef) -> Predicate:
@@ -867,6 +892,10 @@ class Compiler:
             "startswith": f"((v := {x}) is not None and v.startswith({r}))",
             "endswith": f"((v := {x}) is not None and v.endswith({r}))",
             "contains": f"((v := {x}) is not None and {r} in v)",
+            "<": f"((v := {x}) is not None and v < {r})",
+            "<=": f"((v := {x}) is not None and v <= {r})",
+            ">": f"((v := {x}) is not None and v > {r})",
+            ">=": f"((v := {x}) is not None and v >= {r})",
         }[op]
         group = _MERGE_GROUPS.get(op)
         if group is not None:
@@ -881,6 +910,14 @@ class Compiler:
             return lambda e: (v := ex(e)) is not None and v.startswith(rhs)
         if op == "endswith":
             return lambda e: (v := ex(e)) is not None and v.endswith(rhs)
+        if op == "<":
+            return lambda e: (v := ex(e)) is not None and v < rhs
+        if op == "<=":
+            return lambda e: (v := ex(e)) is not None and v <= rhs
+        if op == ">":
+            return lambda e: (v := ex(e)) is not None and v > rhs
+        if op == ">=":
+            return lambda e: (v := ex(e)) is not None and v >= rhs
         return lambda e: (v := ex(e)) is not None and rhs in v  # contains
 
     def _merge_or(self, flat: list[Predicate]) -> list[Predicate]:
@@ -913,8 +950,11 @@ class Compiler:
                 pred = self._simple(bound, group, tuple(parts))
             expr, simple = self._last_expr, self._last_simple
             self._last_expr = self._last_simple = None
-            cost = min(self._cost(flat[i]) for i in idxs) + 1
-            merged[idxs[0]] = self._note(pred, cost, expr=expr, simple=simple)
+            cost = min(self._cost(flat[i]) for i in idxs) + 0.5
+            chance = 1.0
+            for i in idxs:
+                chance *= 1.0 - self._p(flat[i])
+            merged[idxs[0]] = self._note(pred, cost, expr=expr, simple=simple, p=1.0 - chance)
             dropped.update(idxs[1:])
         if not merged:
             return flat
@@ -966,7 +1006,9 @@ class Compiler:
         return pred
 
 
-_SIMPLE_OPS = frozenset({"=", "==", "in", "intersects", "!=", "startswith", "endswith", "contains"})
+_SIMPLE_OPS = frozenset(
+    {"=", "==", "in", "intersects", "!=", "startswith", "endswith", "contains", "<", "<=", ">", ">="}
+)
 # Operators whose checks on one field an 'or' can merge (=/in into one set, prefixes and suffixes into tuples).
 _MERGE_GROUPS = {"=": "eq", "==": "eq", "in": "eq", "intersects": "eq", "startswith": "startswith",
                  "endswith": "endswith"}  # fmt: skip
@@ -975,9 +1017,29 @@ _CHEAP_OPS = frozenset(
 )
 
 
-def _check_cost(check: Check, bound: BoundRef) -> int:
+_RENDERED_FIELDS = ("evt.arg", "evt.args", "evt.info", "evt.res", "proc.args", "proc.cmdline", "proc.pcmdline",
+                    "proc.acmdline", "thread.cap")  # fmt: skip
+
+
+def _check_chance(check: Check, bound: BoundRef) -> float:
+    """A static guess of how often a check is true. Names and paths compared with literals rarely match;
+    flags, ranges, inequalities, one-character codes (fd.typechar = f) and `exists` usually do."""
+    op, value = check.op, check.value
+    if op in ("!=", "exists", "<", "<=", ">", ">="):
+        return 0.9
+    if bound.kind == "bool":
+        return 0.7
+    if bound.kind == "str" and isinstance(value, Literal) and len(value.text) <= 1:
+        return 0.8
+    return 0.1
+
+
+def _check_cost(check: Check, bound: BoundRef) -> float:
     """A rough relative cost, to run cheap checks first: extraction plus the operator's work."""
-    cost = 2 if check.op in _CHEAP_OPS else 4
+    cost = 1.0 if bound.inline is not None else 2.0
+    if bound.text.startswith(_RENDERED_FIELDS):
+        cost += 2.0  # rendered from raw syscall arguments or joined from lists at each read
+    cost += 0.0 if check.op in _CHEAP_OPS else 2.0
     if bound.any_of or bound.is_list:
         cost += 3
     if bound.matcher is not None:
