@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -177,10 +178,7 @@ class Enricher:
         fd: Fd | None = None
         name = spec.name
         res = rec.res
-        a = rec.args
-
         if spec.exec:
-            fd = None
             args = self._exec(rec, spec, p)
         else:
             paths = self._paths(rec, spec, pid)
@@ -191,7 +189,6 @@ class Enricher:
             return None
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
-        del a
         return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
                      args=args, fd=fd, container=Container(id=p.container_id))
 
@@ -452,8 +449,6 @@ def _sockaddr_text(family: str, addr: str, port: int) -> str:
 
 
 def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
-    import struct
-
     if syscall == "openat2" and len(blob) >= 24:
         flags, mode, resolve = struct.unpack_from("<QQQ", blob)
         return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
@@ -600,8 +595,7 @@ class Sensor:
         match on fd.name/fd.directory/fd.filename/evt.arg.* of ANY event (fds outlive their open); prefixes
         are compared on their first 64 bytes, which only widens them. Filtered opens are counted in
         stats().path_filtered."""
-        import ctypes as c
-
+        c = ctypes
         trie = self._bpf[b"open_prefixes"]
         trie.clear()
         on = self._bpf[b"path_filter_on"]

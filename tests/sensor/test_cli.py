@@ -28,3 +28,10 @@ def test_capture_needs_an_output_file(capsys: pytest.CaptureFixture[str]) -> Non
 def test_bad_ring_buffer_size_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["capture", "-w", "/dev/null", "--ringbuf-bytes", "5000"]) == 1
     assert "power of two" in capsys.readouterr().err
+
+
+def test_public_surface() -> None:
+    import falconet.sensor as pkg
+
+    assert sorted(pkg.__all__) == ["Enricher", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
+    assert all(hasattr(pkg, name) for name in pkg.__all__)
