@@ -1029,8 +1029,8 @@ def _check_chance(check: Check, bound: BoundRef) -> float:
         return 0.9
     if bound.kind == "bool":
         return 0.7
-    if bound.kind == "str" and isinstance(value, Literal) and len(value.text) <= 1:
-        return 0.8
+    if op in ("=", "==") and bound.kind == "str" and isinstance(value, Literal) and len(value.text) <= 1:
+        return 0.8  # a one-character code: fd.typechar = f
     return 0.1
 
 
