@@ -35,3 +35,12 @@ def test_public_surface() -> None:
 
     assert sorted(pkg.__all__) == ["Enricher", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
     assert all(hasattr(pkg, name) for name in pkg.__all__)
+
+
+def test_import_does_not_need_bcc() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['bcc'] = None; import falconet.sensor, falconet.sensor.cli; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
