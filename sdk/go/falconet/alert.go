@@ -1,9 +1,10 @@
 package falconet
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,11 +79,7 @@ func FromProto(r *outputs.Response) (*Alert, error) {
 			fields[k] = raw
 			continue
 		}
-		enc, err := marshalNoEscape(v)
-		if err != nil {
-			return nil, err
-		}
-		fields[k] = enc
+		fields[k] = appendJSONString(nil, v)
 	}
 	source := r.GetSource()
 	if source == "" { // a Falco server older than 0.31 sends only the enum
@@ -108,45 +105,86 @@ func FromProto(r *outputs.Response) (*Alert, error) {
 	return a, nil
 }
 
-// jsonAlert fixes the key order of the alert JSON (that of Alert.to_json_dict in rules/alert.py).
-type jsonAlert struct {
-	Time         string                     `json:"time"`
-	Rule         string                     `json:"rule"`
-	Priority     string                     `json:"priority"`
-	Source       string                     `json:"source"`
-	Hostname     string                     `json:"hostname"`
-	Output       string                     `json:"output"`
-	OutputFields map[string]json.RawMessage `json:"output_fields"`
-	Tags         []string                   `json:"tags"`
-	Cursor       *Cursor                    `json:"cursor,omitempty"`
-}
-
 // FormatTime is RFC 3339 in UTC with exactly nine fraction digits, as Falco prints `time`.
 func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000Z") }
 
-// MarshalJSON writes the alert JSON (docs/alert-json.md).
+// MarshalJSON writes the alert JSON (docs/alert-json.md) in its canonical one-line form: keys in the order of
+// the document, output_fields sorted by key, non-ASCII and <, >, & written as they are.
 func (a *Alert) MarshalJSON() ([]byte, error) {
-	tags := a.Tags
-	if tags == nil {
-		tags = []string{}
+	b := make([]byte, 0, 256+len(a.Output))
+	b = append(b, `{"time":`...)
+	b = appendJSONString(b, FormatTime(a.Time))
+	for _, kv := range [...][2]string{
+		{"rule", a.Rule}, {"priority", PriorityName(a.Priority)}, {"source", a.Source},
+		{"hostname", a.Hostname}, {"output", a.Output},
+	} {
+		b = append(b, ',', '"')
+		b = append(b, kv[0]...)
+		b = append(b, '"', ':')
+		b = appendJSONString(b, kv[1])
 	}
-	fields := a.OutputFields
-	if fields == nil {
-		fields = map[string]json.RawMessage{}
+	b = append(b, `,"output_fields":{`...)
+	keys := make([]string, 0, len(a.OutputFields))
+	for k := range a.OutputFields {
+		keys = append(keys, k)
 	}
-	return marshalNoEscape(jsonAlert{
-		Time: FormatTime(a.Time), Rule: a.Rule, Priority: PriorityName(a.Priority), Source: a.Source,
-		Hostname: a.Hostname, Output: a.Output, OutputFields: fields, Tags: tags, Cursor: a.Cursor,
-	})
+	sort.Strings(keys)
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = append(b, a.OutputFields[k]...)
+	}
+	b = append(b, `},"tags":[`...)
+	for i, t := range a.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, t)
+	}
+	b = append(b, ']')
+	if a.Cursor != nil {
+		b = append(b, `,"cursor":{"epoch":`...)
+		b = appendJSONString(b, a.Cursor.Epoch)
+		b = append(b, `,"sequence":`...)
+		b = strconv.AppendUint(b, a.Cursor.Sequence, 10)
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
 }
 
-// marshalNoEscape is json.Marshal without HTML escaping: outputs contain <, > and & verbatim.
-func marshalNoEscape(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
+// appendJSONString writes s as a JSON string the way Python's json.dumps(ensure_ascii=False) does: only '"',
+// '\\' and control characters are escaped. (encoding/json would also escape <, >, &, U+2028 and U+2029.)
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			b = append(b, '\\', c)
+		case '\n':
+			b = append(b, '\\', 'n')
+		case '\r':
+			b = append(b, '\\', 'r')
+		case '\t':
+			b = append(b, '\\', 't')
+		case '\b':
+			b = append(b, '\\', 'b')
+		case '\f':
+			b = append(b, '\\', 'f')
+		default:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		}
+		start = i + 1
 	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

@@ -98,3 +98,12 @@ func TestParseStartAndPriority(t *testing.T) {
 		t.Error("unknown priority accepted")
 	}
 }
+
+func TestJSONStringsAreEscapedAsPythonDoes(t *testing.T) {
+	// json.dumps("\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&", ensure_ascii=False)
+	in := "\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&"
+	want := `"\u0001\u001f` + "\x7f" + `\"\\\n\t\r\b\f é` + "\u2028" + `<>&"`
+	if got := string(appendJSONString(nil, in)); got != want {
+		t.Errorf("got %q want %q", got, want)
+	}
+}
