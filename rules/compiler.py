@@ -464,7 +464,9 @@ class Compiler:
         self._macro_preds: dict[tuple[str, str | None], Predicate | bool] = {}
         # Per compiled predicate (kept alive here, keyed by id): estimated cost, and for and/or chains their
         # parts, so an enclosing chain of the same kind can splice them in and reorder the whole.
-        self._meta: dict[int, tuple[Predicate, float, str, tuple[Predicate, ...], str | None, Any, float]] = {}
+        self._meta: dict[
+            int, tuple[Predicate, float, str, tuple[Predicate, ...], str | None, Any, float]
+        ] = {}
         # Code generation: the objects generated functions refer to, by name (this dict is their globals).
         self._globals: dict[str, Any] = {"__builtins__": {"bool": bool}}
         self._names: dict[int, str] = {}
@@ -506,11 +508,17 @@ class Compiler:
         return pred if isinstance(pred, bool) else self._expr(pred)
 
     def dispatch(
-        self, sources: Sequence[str | bool], *, first: bool, on_error: Callable[[int], None]
+        self,
+        sources: Sequence[str | bool | Predicate],
+        *,
+        first: bool,
+        on_error: Callable[[int], None],
     ) -> Callable[[Any], Sequence[int]]:
         """One generated function evaluating several rules' conditions for one event type, in order.
 
-        It returns the positions of the matching rules (only the first with `first`). Each field is
+        A source is inline condition source, a constant, or a predicate to call (for a condition too
+        deeply nested to inline). It returns the positions of the matching rules (only the first with
+        `first`). Each field is
         extracted at most once per event however many rules read it (extractors are pure), and each rule
         runs in its own try block, so a rule that raises is reported through `on_error(position)` and the
         others still run."""
@@ -536,7 +544,13 @@ class Compiler:
         for i, src in enumerate(sources):
             if src is False:
                 continue
-            cond = "True" if src is True else _CALL_RE.sub(share, src)
+            if src is True:
+                cond = "True"
+            elif isinstance(src, str) and nesting_depth(src) <= MAX_INLINE_NESTING:
+                cond = _CALL_RE.sub(share, src)
+            else:
+                pred = src if callable(src) else self._compile_source(src)
+                cond = f"{self._name(pred)}(e)"
             hit = f"return ({i},)" if first else f"hits.append({i})"
             lines += [
                 "    try:",
@@ -679,6 +693,18 @@ class Compiler:
             return meta[4]
         return f"{self._name(pred)}(e)"
 
+    def _compile_source(self, source: str) -> Predicate:
+        """A predicate for inline source that is too deep to paste into a bigger function: the source
+        with every nested chain call-able on its own is not available here, so it is compiled as is when
+        the parser allows it, else evaluated through the closures it came from."""
+        try:
+            code = compile(f"def _generated(e):\n    return bool({source})\n", "<falconet condition>", "exec")
+        except (SyntaxError, RecursionError, MemoryError):
+            raise ValueError("condition too deeply nested to generate") from None
+        exec(code, self._globals)  # noqa: S102 - our own generated source over our own objects
+        fn: Predicate = self._globals.pop("_generated")
+        return fn
+
     def _value_source(self, bound: BoundRef) -> str:
         """Source for a field's value: the field's own inline expression when it has one (an attribute walk,
         exact by the fields module's contract), else a call of its extractor (shareable by dispatch())."""
@@ -696,7 +722,7 @@ class Compiler:
         if isinstance(pred, bool):
             return pred
         source = self._expr(pred)
-        if len(source) > 200_000 or source.count("(") - source.count(")") != 0 or _nesting(source) > 60:
+        if len(source) > 200_000 or nesting_depth(source) > MAX_INLINE_NESTING:
             return pred
         code = compile(f"def _generated(e):\n    return bool({source})\n", "<falconet condition>", "exec")
         exec(code, self._globals)  # noqa: S102 - our own generated source over our own objects
@@ -1067,11 +1093,13 @@ def _memoized(test: ValueTest, limit: int = 4096) -> ValueTest:
     return cached
 
 
+MAX_INLINE_NESTING = 60
+"""Deeper generated expressions stay closures: CPython's parser refuses about 200 nested parentheses."""
 _CALL_RE = re.compile(r"\b(_o\d+)\(e\)")
 _UNSET = object()
 
 
-def _nesting(source: str) -> int:
+def nesting_depth(source: str) -> int:
     depth = deepest = 0
     for ch in source:
         if ch == "(":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .alert import Alert, Priority
+from .compiler import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .loader import CompiledRule, Loader, Ruleset
 
@@ -369,7 +370,7 @@ class Engine:
         dispatch = self.ruleset.dispatch
         if acts and dispatch is not None and all(a.rule.condition_source is not None for a in acts):
             try:
-                sources = [self._source(a.rule, event_type) for a in acts]
+                sources = [self._dispatch_source(a.rule, event_type) for a in acts]
                 run = dispatch(sources, first=self._first, on_error=self._count_error)
             except Exception:  # generation is an optimisation; the loop below is always right
                 run = None
@@ -386,6 +387,15 @@ class Engine:
         if src is None:
             assert rule.condition_source is not None
             src = self._sources[key] = rule.condition_source(event_type)
+        return src
+
+    def _dispatch_source(self, rule: CompiledRule, event_type: str) -> str | bool | Callable[[Any], bool]:
+        """Inline source for the dispatch function, or, for a condition too deep to inline, its own
+        specialised predicate to call."""
+        src = self._source(rule, event_type)
+        if isinstance(src, str) and nesting_depth(src) > MAX_INLINE_NESTING:
+            pred = self._specialized(rule, event_type)
+            return pred if callable(pred) else rule.predicate
         return src
 
     def _count_error(self, _position: int) -> None:

@@ -146,3 +146,17 @@ def test_warm_builds_every_type_up_front() -> None:
     assert engine.warm() == 3  # execve, execveat, openat
     assert engine.warm() == 0
     assert [a.rule for a in engine.process(make_event())] == ["shell"]
+
+
+def test_a_deeply_nested_condition_runs_through_its_closures() -> None:
+    cond = "proc.name = bash"
+    for i in range(45):  # 90 parentheses deep: within the parser's limit, beyond what generated code inlines
+        cond = f"proc.name = bash and (user.uid = {i} or ({cond}))"
+    cond = f"evt.type = execve and ({cond})"
+    engine = Engine.from_texts(
+        [("deep.yaml", f"- rule: deep\n  desc: d\n  output: o\n  priority: INFO\n  condition: {cond}\n")],
+        resolvers=RESOLVERS,
+    )
+    assert [a.rule for a in engine.process(make_event())] == ["deep"]
+    assert engine.process(make_event({"proc": {"name": "sh"}})) == []
+    assert engine.stats.eval_errors == 0
