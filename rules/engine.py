@@ -1,9 +1,10 @@
 """The engine: compiled rules indexed by event type; events in, alerts out.
 
-This is the hot path. An event looks up its candidate rules by its type (a dict hit, computed once per type
-and cached), evaluates their closures in load order, and, for a match, renders the rule's output through the
-fields engineer's formatter into an Alert ready for the hub. `rule_matching: first` (Falco's default) stops at
-the first matching rule; `all` alerts for every match.
+This is the hot path. An event looks up its evaluator by its type (a dict hit): one function, generated once
+per event type (compiler.dispatch), that holds the candidate rules' conditions specialised for that type, in
+load order, and returns which matched. For a match the rule's output is rendered through the output module's
+formatter into an Alert ready for the hub. `rule_matching: first` (Falco's default) stops at the first
+matching rule; `all` alerts for every match. Types no enabled rule can match cost a dict hit and a call.
 
 The engine is pure: no grpc, no bcc, no asyncio, no I/O. What needs the outside world (the host name for
 alerts, DNS for fd.*ip.name) comes through `Resolvers`, which the daemon injects and tests fix. A rule whose
