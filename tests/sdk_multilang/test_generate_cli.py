@@ -130,3 +130,37 @@ def test_missing_protoc_says_how_to_install_it(
 def test_flavor_only_for_python(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["sdk", "generate", "--lang", "go", "--flavor", "grpcio", "--out", str(tmp_path)]) == 2
     assert "--flavor applies to --lang python only" in capsys.readouterr().err
+
+
+def test_committed_betterproto2_package_matches_the_grpcio_messages() -> None:
+    """falconet.sdk.betterproto (from `make generate`): same bytes as the grpcio message for a full alert."""
+    import datetime as dt
+
+    from falconet.sdk.api.falco import outputs_pb2
+    from falconet.sdk.betterproto.falco import outputs, schema
+    from falconet.sdk.betterproto.falconet import v1
+
+    msg = outputs.Response(
+        time=dt.datetime(2023, 5, 25, 13, 44, 5, 478445, tzinfo=dt.UTC),
+        priority=schema.Priority.WARNING,
+        rule="R",
+        output="o",
+        output_fields={"proc.pid": "4242", "proc.name": "bash"},
+        hostname="h",
+        tags=["a", "b"],
+        source="syscall",
+        cursor=v1.Cursor(epoch="e", sequence=9),
+        output_fields_json=["proc.pid"],
+    )
+    wire = outputs_pb2.response.FromString(bytes(msg))
+    assert (wire.rule, wire.priority, wire.cursor.sequence, list(wire.output_fields_json)) == (
+        "R",
+        4,
+        9,
+        ["proc.pid"],
+    )
+    assert wire.time.seconds == 1685022245 and wire.time.nanos == 478445000
+    assert outputs.Response.parse(wire.SerializeToString()) == msg
+    assert hasattr(outputs, "ServiceStub") and hasattr(
+        outputs, "ServiceAsyncStub"
+    )  # grpcio and grpclib stubs
