@@ -61,8 +61,8 @@ def parse_start(msg: types_pb2.Start) -> StartSpec:
     if which == "after":
         if not msg.after.epoch:
             raise RequestError("start.after.epoch is empty; a cursor is EPOCH:SEQUENCE as the server sent it")
-        if msg.after.sequence < 1:
-            raise RequestError("start.after.sequence must be at least 1 (sequences start at 1)")
+        # Sequence 0 is "before the run's first alert": the `falconet-position` a stream reports when nothing
+        # had been published yet, which a client cut before its first alert resumes after.
         return StartSpec("after", Cursor(msg.after.epoch, msg.after.sequence))
     if which == "position":
         if msg.position == types_pb2.Start.POSITION_OLDEST:

@@ -21,7 +21,7 @@ from falconet.sdk.api.falco import outputs_pb2, version_pb2
 from falconet.server.auth import peer_of
 from falconet.server.hub import AlertFilter, Hub, StartResult
 from falconet.server.requests import RequestError, parse_filter, parse_start
-from falconet.server.streams import single_stream
+from falconet.server.streams import position_metadata, single_stream
 
 OUTPUTS_SERVICE = "falco.outputs.service"
 VERSION_SERVICE = "falco.version.service"
@@ -114,7 +114,11 @@ class FalcoOutputs:
         except RequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        await context.send_initial_metadata(())
+        # With a Falconet start, say where the stream starts so the client can resume from there even if it is
+        # cut before its first alert; Falco's cursor-less requests get Falco's bare headers.
+        await context.send_initial_metadata(
+            () if falco_identity is not None else position_metadata(self.hub, start.next_seq)
+        )
         drain = asyncio.ensure_future(_drain(requests))
         reader = self.hub.reader(start.next_seq, name="sub", identity=peer.identity)
         try:

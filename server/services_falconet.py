@@ -18,7 +18,7 @@ from falconet.sdk.convert import alert_from_proto
 from falconet.server.auth import input_denial, peer_of
 from falconet.server.hub import AlertFilter, Hub
 from falconet.server.requests import RequestError, parse_filter, parse_start
-from falconet.server.streams import batch_stream
+from falconet.server.streams import batch_stream, position_metadata
 
 ALERT_SERVICE = "falconet.v1.AlertService"
 INPUT_SERVICE = "falconet.v1.InputService"
@@ -46,7 +46,7 @@ class AlertService:
         except RequestError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        await context.send_initial_metadata(())
+        await context.send_initial_metadata(position_metadata(self.hub, start.next_seq))
         reader = self.hub.reader(start.next_seq, name="Subscribe", identity=peer.identity)
         try:
             async for chunk in batch_stream(

@@ -19,6 +19,19 @@ MAX_BATCH_BYTES = 1 << 20
 """A batch message stays well under gRPC's default 4 MiB receive limit."""
 
 
+POSITION_HEADER = "falconet-position"
+"""Initial-metadata key carrying `EPOCH:SEQ`, the cursor just before the first alert a stream delivers."""
+
+
+def position_metadata(hub: Hub, next_seq: int) -> tuple[tuple[str, str], ...]:
+    """The `falconet-position` header for a reader starting at `next_seq` (SEQ is 0 before any alert).
+
+    A client started at "now" or "oldest" has no cursor until its first alert arrives; if the stream breaks
+    before that, this position is what it resumes after, so alerts published while it is away are not missed.
+    """
+    return ((POSITION_HEADER, f"{hub.epoch}:{next_seq - 1}"),)
+
+
 def _frame(wire: bytes) -> bytes:
     return b"\x0a" + encode_varint(len(wire)) + wire
 

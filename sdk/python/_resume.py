@@ -1,7 +1,9 @@
 """A subscription's state across reconnects, shared by the blocking and the asyncio client.
 
 `Resume` holds the last cursor delivered, so the next stream starts right after it and nothing retained is
-missed or repeated. `Reconnects` decides how long to wait before the next attempt and when to give up, and
+missed or repeated. Before the first alert it holds the position the server reported in the stream's
+`falconet-position` header, so a subscription started at "now" that is cut before any alert arrives still
+resumes where it started rather than at a new "now". `Reconnects` decides how long to wait before the next attempt and when to give up, and
 says in the log what was lost and why.
 """
 
@@ -18,6 +20,30 @@ from falconet.sdk.errors import ConnectError
 
 log = logging.getLogger("falconet.sdk")
 
+POSITION_HEADER = "falconet-position"
+"""Initial-metadata key of a stream's start position (docs/server.md): `EPOCH:SEQ`, SEQ >= 0."""
+
+
+def parse_position(value: str | bytes) -> Cursor | None:
+    """The `falconet-position` value as a Cursor; None (with a warning) if it is malformed.
+
+    Unlike an alert's cursor, SEQ may be 0: the position before the first alert of a run.
+    """
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    epoch, sep, seq = text.rpartition(":")
+    if not sep or not epoch or not seq.isascii() or not seq.isdigit():
+        log.warning("ignoring malformed %s header %r; expected EPOCH:SEQ", POSITION_HEADER, text)
+        return None
+    return Cursor(epoch, int(seq))
+
+
+def position_of(metadata: object) -> Cursor | None:
+    """The `falconet-position` in a call's initial metadata (a sequence of key/value pairs), if present."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == POSITION_HEADER:
+            return parse_position(value)
+    return None
+
 
 @dataclass(slots=True)
 class Resume:
@@ -29,6 +55,19 @@ class Resume:
 
     def start_after(self) -> Cursor | None:
         return self.last
+
+    def started_at(self, position: Cursor | None) -> None:
+        """Records the position a new stream starts at (its `falconet-position` header, None if absent).
+
+        It is where that stream's first alert follows, so it is the resume point until an alert's cursor
+        supersedes it. A position behind the last cursor of the same run is ignored (resuming never goes back).
+        """
+        last = self.last
+        if position is None:
+            return
+        if last is not None and last.epoch == position.epoch and position.sequence < last.sequence:
+            return
+        self.last = position
 
     def accept(self, alert: Alert) -> bool:
         """Records a received alert; False for one already delivered (a replay must never show twice)."""
@@ -42,7 +81,8 @@ class Resume:
 
     @property
     def blind_spot(self) -> bool:
-        """True while resuming could miss alerts: started at "now" and no cursor seen yet to resume after."""
+        """True while resuming could miss alerts: started at "now" with no cursor to resume after (neither an
+        alert's nor a `falconet-position`; a server without that header, such as Falco, leaves this gap)."""
         return self.last is None and self.query.start == "now"
 
 

@@ -19,7 +19,7 @@ from falconet.sdk._base import ClientBase
 from falconet.sdk._endpoint import is_retryable
 from falconet.sdk._models import StartPosition, Version
 from falconet.sdk._query import Query
-from falconet.sdk._resume import Reconnects, Resume
+from falconet.sdk._resume import Reconnects, Resume, position_of
 from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
 from falconet.sdk.convert import alert_from_proto
@@ -143,6 +143,7 @@ class AsyncClient(ClientBase):
         if batched:
             bcall = alerts_pb2_grpc.AlertServiceStub(channel).Subscribe(resume.query.batched_request(after))
             try:
+                resume.started_at(position_of(await bcall.initial_metadata()))
                 async for batch in bcall:
                     for resp in batch.alerts:
                         yield alert_from_proto(resp)
@@ -153,6 +154,8 @@ class AsyncClient(ClientBase):
         try:
             # One request, and no half-close: later requests would only be keep-alives.
             await call.write(resume.query.falco_request(after))
+            # The headers come before any alert: if the stream breaks before its first alert, it resumes here.
+            resume.started_at(position_of(await call.initial_metadata()))
             while True:
                 resp = await call.read()
                 if resp is grpc.aio.EOF:

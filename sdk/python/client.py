@@ -2,9 +2,9 @@
 
 Reads go through Falco's own `falco.outputs.service` (or Falconet's batched stream when asked), always with a
 Falconet start position, so they never consume the per-identity Falco cursor that Falco clients rely on.
-A subscription remembers the last cursor it delivered; when the stream breaks it reconnects with back-off
-(a fresh channel each time, so grpc's own slow back-off never delays the return) and resumes right after
-that cursor. If the server restarted, the server itself recognises the stale cursor, starts at its oldest
+A subscription remembers the last cursor it delivered (before the first alert, the position the server
+reported in the `falconet-position` header); when the stream breaks it reconnects with back-off (a fresh
+channel each time, so grpc's own slow back-off never delays the return) and resumes right after that cursor. If the server restarted, the server itself recognises the stale cursor, starts at its oldest
 alert and says so with an internal alert, which the iterator yields like any other.
 """
 
@@ -21,7 +21,7 @@ from falconet.sdk._base import ClientBase
 from falconet.sdk._endpoint import is_retryable
 from falconet.sdk._models import StartPosition, Version
 from falconet.sdk._query import Query
-from falconet.sdk._resume import Reconnects, Resume
+from falconet.sdk._resume import Reconnects, Resume, position_of
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
 from falconet.sdk.convert import alert_from_proto
@@ -160,6 +160,7 @@ class Client(ClientBase):
             bstub = alerts_pb2_grpc.AlertServiceStub(channel)
             bcall = bstub.Subscribe(resume.query.batched_request(after))
             try:
+                resume.started_at(position_of(bcall.initial_metadata()))
                 for batch in bcall:
                     for resp in batch.alerts:
                         yield alert_from_proto(resp)
@@ -170,6 +171,8 @@ class Client(ClientBase):
         done = threading.Event()
         call = stub.sub(_requests(resume.query.falco_request(after), done))
         try:
+            # The headers come before any alert: if the stream breaks before its first alert, it resumes here.
+            resume.started_at(position_of(call.initial_metadata()))
             for resp in call:
                 yield alert_from_proto(resp)
         finally:
