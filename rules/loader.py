@@ -89,8 +89,13 @@ class Source:
         self.line_starts = starts
 
     def position(self, line0: int, col0: int) -> Position:
-        text = self.lines[line0] if 0 <= line0 < len(self.lines) else ""
-        return Position(self.name, line0 + 1, col0 + 1, text.rstrip("\r"))
+        if line0 >= len(self.lines):
+            # The YAML parser's end-of-stream mark lies past the last line: point at the end of the text.
+            line0 = len(self.lines) - 1
+            col0 = len(self.lines[line0])
+        line0 = max(line0, 0)
+        text = self.lines[line0] if self.lines else ""
+        return Position(self.name, line0 + 1, max(col0, 0) + 1, text.rstrip("\r"))
 
     def node_position(self, node: yaml.Node) -> Position:
         return self.position(node.start_mark.line, node.start_mark.column)
