@@ -39,7 +39,12 @@ def register(sub: Any) -> None:
         epilog=_EPILOG_VALIDATE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="rules files, loaded together in this order")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="rules files (or directories of them), loaded together in order",
+    )
     p.add_argument("--json", action="store_true", help="print the load result as one JSON object")
     p.set_defaults(func=_validate)
 
@@ -81,13 +86,28 @@ def _default_rules() -> Path:
     return Path(path) if path is not None else Path(rules.__file__).parent / "falconet_rules.yaml"
 
 
+def _expand(paths: list[str]) -> list[str]:
+    """Files in order; a directory stands for its *.yaml and *.yml files in name order, as in Falco's
+    rules_files (e.g. /etc/falco/rules.d)."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(
+                str(f) for f in sorted(path.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()
+            )
+        else:
+            out.append(p)
+    return out
+
+
 def _load(files: list[str]) -> Any:
     """Loads and compiles; returns the Ruleset (its result holds every diagnostic)."""
     from .engine import Resolvers, _default_compile_output
     from .loader import Loader
 
     loader = Loader()
-    for f in files:
+    for f in _expand(files):
         loader.add_file(f)
     resolvers = Resolvers.local()
     return loader.compile(resolvers=resolvers, compile_output=_default_compile_output(resolvers))
@@ -141,7 +161,7 @@ def _test(args: argparse.Namespace) -> int:
     base = Resolvers.local()
     resolvers = base if args.hostname is None else Resolvers(hostname=lambda: args.hostname, dns=base.dns)
     try:
-        engine = Engine.from_files(files, rule_matching=args.rule_matching, resolvers=resolvers)
+        engine = Engine.from_files(_expand(files), rule_matching=args.rule_matching, resolvers=resolvers)
     except RulesLoadError as exc:
         print(exc.result.format(), file=sys.stderr)
         return 2

@@ -113,3 +113,20 @@ def test_test_reports_load_errors(tmp_path: Path) -> None:
     out = _run("test", "-", "-r", str(path), stdin="")
     assert out.returncode == 2
     assert "Invalid priority 'Urgent'" in out.stderr
+
+
+def test_validate_a_directory_loads_its_yaml_files_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "10-base.yaml").write_text(
+        "- rule: r\n  desc: d\n  output: o\n  priority: INFO\n  condition: evt.type = execve\n"
+    )
+    (tmp_path / "20-local.yaml").write_text(
+        "- rule: r\n  condition: and proc.nope = 1\n  override:\n    condition: append\n"
+    )
+    (tmp_path / "notes.txt").write_text("not rules")
+    out = _run("validate", str(tmp_path))
+    assert out.returncode == 1
+    assert (
+        f"{tmp_path / '20-local.yaml'}:2:18: error LOAD_ERR_COMPILE_CONDITION: unknown field 'proc.nope'"
+        in out.stdout
+    )
+    assert "notes.txt" not in out.stdout
