@@ -134,6 +134,10 @@ class Msg:
     NO_PREVIOUS_MACRO = (
         "Macro uses 'append' or 'override.condition: append' but no macro by that name already exists"
     )
+    NO_PREVIOUS_LIST_REPLACE = "List uses 'override.items: replace' but no list by that name already exists"
+    NO_PREVIOUS_MACRO_REPLACE = (
+        "Macro uses 'override.condition: replace' but no macro by that name already exists"
+    )
     NO_PREVIOUS_RULE = (
         "Rule uses 'append' or 'override.<key>: append' but no rule by that name already exists"
     )

@@ -596,6 +596,8 @@ class Loader:
         if prev is not None:
             prev.items, prev.visibility, prev.position = items, vid, pos
             return
+        if ops.get("items") == "replace":
+            raise self._err(Code.ERR_VALIDATE, Msg.NO_PREVIOUS_LIST_REPLACE, pos, ctx)
         self.lists[name] = ListDef(name, items, vid, vid, pos)
 
     # -- macro --
@@ -626,6 +628,8 @@ class Loader:
         if prev is not None:
             prev.condition, prev.visibility, prev.position = Text([piece]), vid, pos
             return
+        if ops.get("condition") == "replace":
+            raise self._err(Code.ERR_VALIDATE, Msg.NO_PREVIOUS_MACRO_REPLACE, pos, ctx)
         self.macros[name] = MacroDef(name, Text([piece]), vid, vid, pos)
 
     # -- rule --
