@@ -87,7 +87,8 @@ struct sysconf {
     u8 bloblen;
     u8 exec;         // 1 execve, 2 execveat: read filename/argv/env at enter
     u8 sockfd;       // argument index of a socket fd (SOCKFD_RES: the result) whose kernel socket to read
-    u8 pathfilter;   // str0 is an opened path that the open-prefix filter applies to
+    u8 pathfilter;   // str0 is an opened path the open-prefix filter applies to; where its flags are:
+                     // 1 argument 1 (open), 2 argument 2 (openat), 3 unknown (openat2), 4 creat
 };
 
 #define SOCKFD_RES 0xfe
@@ -297,8 +298,38 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 }
 #endif
 
-// 1 when the path at payload[0] may be dropped: absolute, clean, and under no configured prefix.
-static __always_inline int path_filtered(struct buf *b, u32 len) {
+// Which opens a prefix covers (the trie's value): read opens, write opens, opens with any other flag.
+#define OPEN_READ 1
+#define OPEN_WRITE 2
+#define OPEN_OTHER 4
+// Flags that change nothing a rule can ask about an open (evt.is_open_read/write, flags containing O_CREAT...
+// are all covered by the bits above): O_NONBLOCK O_LARGEFILE O_DIRECTORY O_NOFOLLOW O_NOCTTY O_NOATIME O_CLOEXEC
+#define OPEN_QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
+
+// What an open needs from its prefix, from its flags; OPEN_READ|OPEN_WRITE|OPEN_OTHER when unknown.
+static __always_inline u8 open_need(u8 how, u64 *args) {
+    u64 flags;
+    if (how == 1)
+        flags = args[1];  // open(path, flags, mode)
+    else if (how == 2)
+        flags = args[2];  // openat(dirfd, path, flags, mode)
+    else if (how == 4)
+        return OPEN_WRITE | OPEN_OTHER;  // creat = O_CREAT|O_WRONLY|O_TRUNC
+    else
+        return OPEN_READ | OPEN_WRITE | OPEN_OTHER;  // openat2: flags are in open_how
+    u8 need = 0;
+    u64 acc = flags & 3;
+    if (acc == 0 || acc == 2)
+        need |= OPEN_READ;
+    if (acc == 1 || acc == 2)
+        need |= OPEN_WRITE;
+    if (flags & ~(u64)(3 | OPEN_QUIET_FLAGS))
+        need |= OPEN_OTHER;
+    return need;
+}
+
+// 1 when the path at payload[0] may be dropped: absolute, clean, and under no prefix that covers this open.
+static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
     int zero = 0;
     u32 *on = path_filter_on.lookup(&zero);
     if (!on || !*on || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
@@ -320,7 +351,8 @@ static __always_inline int path_filtered(struct buf *b, u32 len) {
         n = PREFIX_MAX;
     key.prefixlen = n * 8;
     bpf_probe_read_kernel(key.data, PREFIX_MAX, b->payload);
-    return open_prefixes.lookup(&key) == 0;
+    u8 *covers = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
+    return !covers || !(*covers & need);
 }
 
 static __always_inline int is_excluded(u32 tgid) {
@@ -397,7 +429,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
         b->hdr.len[SEG_STR0] = n;
         off += n;
-        if (conf->pathfilter && path_filtered(b, n)) {
+        if (conf->pathfilter && path_filtered(b, n, open_need(conf->pathfilter, b->hdr.args))) {
             count(CNT_PATH_FILTERED);
             return 0;
         }

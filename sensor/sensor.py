@@ -18,7 +18,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +444,33 @@ class Enricher:
         )
 
 
+OPEN_KINDS = {"read": 1, "write": 2, "other": 4}  # the trie value bits of probe.c (OPEN_READ, ...)
+
+
+def _prefix_masks(prefixes: Iterable[str] | Mapping[str, Iterable[str]]) -> dict[bytes, int]:
+    """Trie entries: prefix bytes (first 64) -> kinds covered, each OR-ing in those of its shorter prefixes,
+    because the kernel's lookup returns only the longest match."""
+    items = prefixes.items() if isinstance(prefixes, Mapping) else ((p, OPEN_KINDS) for p in prefixes)
+    own: dict[bytes, int] = {}
+    for path, kinds in items:
+        mask = 0
+        for kind in kinds:
+            if kind not in OPEN_KINDS:
+                raise ValueError(f"unknown open kind {kind!r} for prefix {path!r}; expected read, write or other")
+            mask |= OPEN_KINDS[kind]
+        raw = path.encode("utf-8", "surrogateescape")[:64]
+        own[raw] = own.get(raw, 0) | mask
+    return {raw: mask | _or_shorter(own, raw) for raw, mask in own.items()}
+
+
+def _or_shorter(own: dict[bytes, int], raw: bytes) -> int:
+    out = 0
+    for other, mask in own.items():
+        if len(other) < len(raw) and raw.startswith(other):
+            out |= mask
+    return out
+
+
 def _sockaddr_text(family: str, addr: str, port: int) -> str:
     return addr if family == "unix" else f"{addr}:{port}"
 
@@ -585,31 +612,33 @@ class Sensor:
             table[ctypes.c_int(spec.nr)] = leaf
         return untraced
 
-    def set_open_prefixes(self, prefixes: Iterable[str] | None) -> None:
+    def set_open_prefixes(self, prefixes: Iterable[str] | Mapping[str, Iterable[str]] | None) -> None:
         """Turns the kernel-side open-path filter on (with these prefixes) or off (None).
 
-        With it on, an open/openat/openat2/creat whose path is absolute, lexically clean (no `//`, `/./`,
-        `/../`, at most 256 bytes) and starts with none of the prefixes is not emitted: no event, and its fd
-        is unknown to the fd table. Relative or dotted paths are always emitted (the kernel cannot resolve
-        them cheaply). It is only conservative if the caller's prefixes cover every path any loaded rule can
-        match on fd.name/fd.directory/fd.filename/evt.arg.* of ANY event (fds outlive their open); prefixes
-        are compared on their first 64 bytes, which only widens them. Filtered opens are counted in
-        stats().path_filtered."""
-        c = ctypes
+        `prefixes` is either paths (each covering every open under it) or a mapping path -> the kinds of
+        open it covers: "read" (O_RDONLY/O_RDWR), "write" (O_WRONLY/O_RDWR) and "other" (any flag beyond the
+        access mode and O_NONBLOCK/O_CLOEXEC/O_DIRECTORY/O_NOFOLLOW/O_NOCTTY/O_NOATIME/O_LARGEFILE, e.g.
+        O_CREAT or O_TRUNC). With it on, an open/openat/openat2/creat whose path is absolute, lexically clean
+        (no `//`, `/./`, `/../`, at most 256 bytes) and not under a prefix covering its kind is not emitted:
+        no event, and its fd stays unknown to the fd table. Relative or dotted paths always pass (the kernel
+        cannot resolve them cheaply), and openat2 counts as every kind. It is only conservative if the
+        prefixes cover every path any loaded rule can match on fd.name/fd.directory/fd.filename/evt.arg.* of
+        ANY event (fds outlive their open); prefixes are compared on their first 64 bytes, which only widens
+        them. Filtered opens are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         trie.clear()
         on = self._bpf[b"path_filter_on"]
         if prefixes is None:
-            on[c.c_int(0)] = c.c_uint32(0)
+            on[ctypes.c_int(0)] = ctypes.c_uint32(0)
             return
-        for prefix in prefixes:
-            raw = prefix.encode("utf-8", "surrogateescape")[:64]
+        masks = _prefix_masks(prefixes)
+        for raw, mask in masks.items():
             key = trie.Key()
             key.prefixlen = len(raw) * 8
             for i, byte in enumerate(raw):
                 key.data[i] = byte
-            trie[key] = c.c_uint8(1)
-        on[c.c_int(0)] = c.c_uint32(1)
+            trie[key] = ctypes.c_uint8(mask)
+        on[ctypes.c_int(0)] = ctypes.c_uint32(1)
 
     def exclude_pid(self, pid: int) -> None:
         self._bpf[b"excluded"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)

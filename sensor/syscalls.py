@@ -38,8 +38,8 @@ class Spec:
 
     @property
     def pathfilter(self) -> int:
-        """1 for the open family: the optional open-path prefix filter applies to its str0."""
-        return 1 if self.name in OPEN_FAMILY else 0
+        """For the open family (the optional open-path prefix filter applies): where its open flags are."""
+        return OPEN_FAMILY.get(self.name, 0)
 
 
 def _s(name: str, nr: int, params: str, **kw: int) -> Spec:
@@ -137,7 +137,8 @@ BY_NAME: dict[str, Spec] = {s.name: s for s in _ALL}
 BY_NR: dict[int, Spec] = {s.nr: s for s in _ALL}
 CLONE_NR, CLONE3_NR, VFORK_NR = BY_NAME["clone"].nr, BY_NAME["clone3"].nr, BY_NAME["vfork"].nr
 
-OPEN_FAMILY = frozenset({"open", "openat", "openat2", "creat"})
+# open family -> where probe.c finds the flags (1 argument 1, 2 argument 2, 3 unknown, 4 creat: always a write)
+OPEN_FAMILY = {"open": 1, "openat": 2, "openat2": 3, "creat": 4}
 
 # Always traced, whatever the rules need, because user space's tables depend on them.
 PROCESS_STATE = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork", "chdir", "fchdir"})
