@@ -76,7 +76,7 @@ class SensorConfig:
     track_fds: bool = True  # keep the fd table (ships open/close/... to user space even if no rule needs them)
     seed_from_proc: bool = True
     # Optional kernel-side filter for the open family (see set_open_prefixes); None = every open is emitted.
-    open_prefixes: list[str] | None = None
+    open_prefixes: list[str] | dict[str, list[str]] | None = None
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
