@@ -153,7 +153,7 @@ def test_resume_after_the_server_goes_away(
     """The stream is cut (server stopped); meanwhile alerts are published into the same hub; a new server on
     the same socket path serves that hub. The subscriber reconnects and resumes after its last cursor: every
     alert exactly once, in order."""
-    from conftest import start_server  # the shared fixture's own starter, to serve the same hub again
+    from shared_server import start_server  # the shared fixture's own starter, to serve the same hub again
 
     hub = alert_server.hub
     link_dir = Path(tempfile.mkdtemp(prefix="fn-link-"))
@@ -244,7 +244,7 @@ def test_async_resume_after_the_server_goes_away(
     alert_server: Any, certs_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The asyncio client's reconnect path: a fresh channel, resuming after the last cursor, nothing repeated."""
-    from conftest import start_server
+    from shared_server import start_server
 
     hub = alert_server.hub
     link_dir = Path(tempfile.mkdtemp(prefix="fn-alink-"))

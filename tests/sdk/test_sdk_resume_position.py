@@ -47,7 +47,7 @@ class Switch:
 
     def restart(self, *, same_hub: bool, publish: list[Alert]) -> Hub:
         """Stops the server, publishes `publish` while none is up, then serves them from a new server."""
-        from conftest import start_server  # the shared fixture's own starter, to serve a hub again
+        from shared_server import start_server  # the shared fixture's own starter, to serve a hub again
 
         self.first.stop()
         hub = self.first.hub if same_hub else Hub()
