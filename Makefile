@@ -136,9 +136,12 @@ check-generated: generate
 	  echo "generated code is not current: run 'make generate' and commit the result"; git diff --stat -- sdk; exit 1; \
 	fi
 
-test: setup
+# Every check, the same way locally and in CI: the tests (the Go and Rust clients built first, so no test
+# times a cold build), generated code current, lint and types.
+test: setup sdk-build
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory check-generated
+	$(MAKE) --no-print-directory check
 
 check: venv
 	$(PY) -m ruff check .
