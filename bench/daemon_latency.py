@@ -75,9 +75,10 @@ def latency(loops: Path, rates: list[int], seconds: float) -> list[str]:
 
 def throughput(loops: Path, rates: list[int], seconds: float) -> list[str]:
     lines = []
-    bare = int(subprocess.run(["taskset", "-c", "0", str(loops), "paced", "/etc/hostname", "10000000",
-                               str(seconds)], capture_output=True, text=True, check=True).stdout) / seconds
-    lines.append(f"baseline: the generator alone makes {bare:,.0f} opens/s on one core")
+    per_iter = float(subprocess.run(["taskset", "-c", "0", str(loops), "open", "200000"], capture_output=True,
+                                    text=True, check=True).stdout)
+    bare = 1e9 / per_iter
+    lines.append(f"baseline: the generator's core alone does {bare:,.0f} open/read/close iterations/s")
     with Daemon([DEFAULT_RULES], cpu=1) as daemon:
         best = 0
         for rate in rates:
@@ -103,8 +104,7 @@ def throughput(loops: Path, rates: list[int], seconds: float) -> list[str]:
                     break
             if not kept_up and drops > 0:
                 break
-    lines.append(f"sustained on one core with no kernel drop: {best:,} opens/s "
-                 f"({100 * best / bare:.1f}% of what the generator alone makes)")
+    lines.append(f"sustained on one core with the engine keeping up and no kernel drop: {best:,} opens/s offered")
     return lines
 
 
