@@ -89,9 +89,14 @@ struct sysconf {
     u8 sockfd;       // argument index of a socket fd (SOCKFD_RES: the result) whose kernel socket to read
     u8 pathfilter;   // str0 is an opened path the open-prefix filter applies to; where its flags are:
                      // 1 argument 1 (open), 2 argument 2 (openat), 3 unknown (openat2), 4 creat
+    u8 fdeffect;     // FD_CREATES_RES: the result is a new fd; FD_CREATES_PAIR: int[2] at the blob argument;
+                     // FD_CLOSES: argument 0 is closed
 };
 
 #define SOCKFD_RES 0xfe
+#define FD_CREATES_RES 1
+#define FD_CREATES_PAIR 2
+#define FD_CLOSES 3
 
 // The kernel's view of a socket (SEG_EXTRA of socket syscalls); ports in host order.
 struct sockinfo {
@@ -126,6 +131,14 @@ struct prefix_key {
 };
 BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
 BPF_ARRAY(path_filter_on, u32, 1);
+// fds whose open the filter kept in the kernel, (tgid << 32 | fd): their close is meaningless to user space
+// (it never heard of the fd), so it stays here too. Any fd-creating syscall that reaches user space clears its
+// number first, so a close user space needs is never held back. LRU: entries of dead processes age out.
+BPF_TABLE("lru_hash", u64, u8, hidden_fds, 65536);
+
+static __always_inline u64 fd_key(u64 pid_tgid, s64 fd) {
+    return (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
+}
 
 static __always_inline void count(int which) {
     u64 *c = counters.lookup(&which);
@@ -424,6 +437,26 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         b->hdr.args[i] = in->args[i];
     inflight.delete(&pid_tgid);
 
+    if (conf->fdeffect == FD_CLOSES) {
+        u64 key = fd_key(pid_tgid, (int)b->hdr.args[0]);
+        if (hidden_fds.lookup(&key)) {
+            hidden_fds.delete(&key);
+            count(CNT_PATH_FILTERED);
+            return 0;
+        }
+    } else if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
+        u64 key = fd_key(pid_tgid, b->hdr.res);
+        hidden_fds.delete(&key);  // re-check below: a filtered open puts it back
+    } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
+        int pair[2] = {};
+        u8 at = conf->blob < 6 ? conf->blob : 0;
+        if (bpf_probe_read_user(pair, sizeof(pair), (void *)arg_at(b->hdr.args, at)) == 0) {
+            u64 k0 = fd_key(pid_tgid, pair[0]), k1 = fd_key(pid_tgid, pair[1]);
+            hidden_fds.delete(&k0);
+            hidden_fds.delete(&k1);
+        }
+    }
+
     u32 off = 0, n = 0;
     if (conf->str0 != NO_ARG) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
@@ -431,6 +464,11 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
         if (conf->pathfilter && path_filtered(b, n, open_need(conf->pathfilter, b->hdr.args))) {
             count(CNT_PATH_FILTERED);
+            if (b->hdr.res >= 0) {
+                u64 key = fd_key(pid_tgid, b->hdr.res);
+                u8 one = 1;
+                hidden_fds.update(&key, &one);
+            }
             return 0;
         }
     }

@@ -92,7 +92,7 @@ class SensorStats:
     kernel_drops_per_cpu: list[int] = field(default_factory=list)
     kernel_emitted: int = 0  # records the kernel wrote
     inflight_full: int = 0  # syscalls whose enter could not be stored (their exit is lost)
-    path_filtered: int = 0  # opens the open-prefix filter kept in the kernel (by design, not lost)
+    path_filtered: int = 0  # opens the open-prefix filter kept in the kernel, and their closes (by design)
     decode_errors: int = 0
     swept: int = 0  # processes forgotten because they were gone without an exit record (a dropped one)
 
@@ -608,7 +608,7 @@ class Sensor:
             leaf.on = 1 if spec.name in on else 0
             leaf.str0, leaf.str1, leaf.sock, leaf.socklen = spec.str0, spec.str1, spec.sock, spec.socklen
             leaf.blob, leaf.bloblen, leaf.exec, leaf.sockfd = spec.blob, spec.bloblen, spec.exec, spec.sockfd
-            leaf.pathfilter = spec.pathfilter
+            leaf.pathfilter, leaf.fdeffect = spec.pathfilter, spec.fdeffect
             table[ctypes.c_int(spec.nr)] = leaf
         return untraced
 
@@ -624,7 +624,9 @@ class Sensor:
         cannot resolve them cheaply), and openat2 counts as every kind. It is only conservative if the
         prefixes cover every path any loaded rule can match on fd.name/fd.directory/fd.filename/evt.arg.* of
         ANY event (fds outlive their open); prefixes are compared on their first 64 bytes, which only widens
-        them. Filtered opens are counted in stats().path_filtered."""
+        them. The close of a kept-back fd stays in the kernel too (user space never knew the fd); any fd
+        creation that reaches user space clears that mark for its number first. Filtered opens and closes
+        are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         trie.clear()
         on = self._bpf[b"path_filter_on"]

@@ -37,6 +37,15 @@ class Spec:
     sockfd: int = NO_ARG  # argument holding a socket fd whose kernel socket to read (tuple)
 
     @property
+    def fdeffect(self) -> int:
+        """What the syscall does to the fd table, for the kernel's hidden-fd bookkeeping (probe.c FD_*)."""
+        if self.name == "close":
+            return 3
+        if self.name in ("pipe", "pipe2", "socketpair"):
+            return 2
+        return 1 if self.name in FD_CREATING else 0
+
+    @property
     def pathfilter(self) -> int:
         """For the open family (the optional open-path prefix filter applies): where its open flags are."""
         return OPEN_FAMILY.get(self.name, 0)
@@ -139,6 +148,10 @@ CLONE_NR, CLONE3_NR, VFORK_NR = BY_NAME["clone"].nr, BY_NAME["clone3"].nr, BY_NA
 
 # open family -> where probe.c finds the flags (1 argument 1, 2 argument 2, 3 unknown, 4 creat: always a write)
 OPEN_FAMILY = {"open": 1, "openat": 2, "openat2": 3, "creat": 4}
+
+# Syscalls whose result is a new fd number (dup2/dup3: the target number).
+FD_CREATING = frozenset({"open", "openat", "openat2", "creat", "dup", "dup2", "dup3", "fcntl", "socket", "accept",
+                         "accept4", "memfd_create", "userfaultfd", "bpf", "io_uring_setup"})
 
 # Always traced, whatever the rules need, because user space's tables depend on them.
 PROCESS_STATE = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork", "chdir", "fchdir"})

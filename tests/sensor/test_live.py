@@ -373,3 +373,36 @@ def test_open_prefix_filter_is_conservative(sensor: LiveSensor, tmp_path: Path) 
     # read opens under keep/: the write-only open (index 6) is kept back too; O_RDONLY|O_TRUNC (7) is still a
     # read open, which a read rule matches whatever else it does, so it passes
     assert reads_only == [r for i, r in enumerate(off) if i not in (1, 6)]
+
+
+def test_open_filter_keeps_back_the_close_of_a_kept_back_fd(sensor: LiveSensor, tmp_path: Path) -> None:
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "other").mkdir()
+    for d in ("keep", "other"):
+        (tmp_path / d / "f").write_text("x")
+    code = f"""
+        import os
+        a = os.open({str(tmp_path / "other" / "f")!r}, os.O_RDONLY)   # kept back
+        os.close(a)                                                    # ... and so is its close
+        b = os.open({str(tmp_path / "keep" / "f")!r}, os.O_RDONLY)    # same number, reaches user space
+        os.close(b)                                                    # ... and so does its close
+        print(os.getpid(), a, b, flush=True)
+    """
+
+    def workload() -> tuple[int, int, int]:
+        pid, a, b = (int(x) for x in _run(code).stdout.split())
+        return pid, a, b
+
+    def keep(ctx: tuple[int, int, int], e: Event) -> bool:
+        return e.proc.pid == ctx[0] and e.type == "close" and e.args.get("fd") in (ctx[1], ctx[2])
+
+    live = sensor
+    try:
+        live.sensor.set_open_prefixes([str(tmp_path / "keep") + "/"])
+        (_pid, a, b), closes = collect(live, workload, keep,
+                                       lambda k: any(e.fd is not None and e.fd.name.endswith("keep/f")
+                                                     for e in k))  # type: ignore[union-attr]
+    finally:
+        live.sensor.set_open_prefixes(None)
+    assert a == b  # the kernel reused the number: the test covers a mark cleared by a later open
+    assert [(e.args["fd"], e.fd.name if e.fd else None) for e in closes] == [(b, str(tmp_path / "keep" / "f"))]
