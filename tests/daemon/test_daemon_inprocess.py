@@ -1,10 +1,13 @@
-"""The daemon in this process, for what a subprocess cannot show: an engine failing on one event."""
+"""The daemon in this process, for what a subprocess cannot show: an engine failing on one event, and a kernel
+that drops on demand (the live tests force real drops with a tiny ring buffer; this one checks the actions)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 
 from falconet.rules.alert import Alert
 from falconet.rules.event import Event
-from falconet.server.daemon import ENGINE_ERROR_RULE, Daemon
+from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon
 from falconet.server.daemon_config import parse_config
 
 
@@ -51,3 +54,46 @@ def test_an_event_the_engine_fails_on_is_counted_and_reported_and_the_rest_still
     assert report["output_fields"]["last_error"] == "KeyError: 'boom' (event 2, openat)"
     assert daemon.metrics.engine_errors == 1
     assert "the engine failed on 1 events" in stderr.getvalue()
+
+
+class _DroppingSource:
+    """Stands in for the kernel: no events, and 10 more ring-buffer drops each time it is asked."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.drops = 0
+        self._idle = threading.Event()
+
+    def start(self) -> None: ...
+    def set_syscalls(self, names: set[str] | None) -> None: ...
+
+    def poll(self, timeout_ms: int) -> list[Event] | None:
+        self._idle.wait(timeout_ms / 1000)  # a poll with nothing to read lasts its timeout, as the sensor's does
+        return []
+
+    def counters(self) -> tuple[int, int]:
+        self.drops += 10
+        return 1000, self.drops
+
+    def close(self) -> None: ...
+
+
+def test_kernel_drops_alert_once_per_the_drop_rate_log_and_exit_when_configured(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    text = base_config(tmp_path, rules) + "syscall_event_drops: {actions: [log, alert, exit], rate: 0.01, max_burst: 1}\n"
+    stderr = io.StringIO()
+    daemon = Daemon(parse_config(text, base_dir=tmp_path), source=f"replay:{os.devnull}", stderr=stderr)
+    daemon.prepare()
+    daemon._source = _DroppingSource()
+    assert asyncio.run(daemon._main()) == 1  # the exit action
+    drops = [a for a in read_json_lines(tmp_path / "alerts.json") if a["rule"] == DROP_RULE]
+    assert len(drops) == 1  # the tick after the first also saw drops, but the drop alert's rate allows one
+    assert drops[0]["source"] == "internal" and drops[0]["priority"] == "Debug"
+    assert drops[0]["output"] == "Falco internal: syscall event drop. 10 system calls dropped in last second."
+    assert drops[0]["output_fields"]["n_drops"] == "10" and drops[0]["output_fields"]["n_evts"] == "1010"
+    log = stderr.getvalue()
+    assert log.count("Falco internal: syscall event drop. 10 system calls dropped in last second.") == 2
+    assert "exiting: syscall_event_drops.actions includes exit" in log
+    assert daemon.metrics.kernel_drops == 20
