@@ -302,6 +302,7 @@ class Daemon:
         self._exit_status = 0
         self._reports = _Reports()
         self._output_reported: dict[int, int] = {}
+        self._retired_drops: dict[str, tuple[int, int]] = {}
         self._last_engine_error: str | None = None
         self._engine_errors_reported = 0
         self._reload_lock = threading.Lock()
@@ -518,10 +519,12 @@ class Daemon:
     # -- counters read at scrape time ------------------------------------------------------------------------
 
     def _output_drop_counts(self) -> dict[str, tuple[int, int]]:
-        out: dict[str, tuple[int, int]] = {}
+        """(queue full or abandoned at close, failed writes) per output kind, outputs retired by reloads included,
+        so the counters never go back."""
+        out = dict(self._retired_drops)
         for o in self.outputs:
             full, failed = out.get(o.kind, (0, 0))
-            out[o.kind] = (full + o.dropped_queue_full, failed + o.errors)
+            out[o.kind] = (full + o.dropped_queue_full + o.abandoned, failed + o.errors)
         return out
 
     def _hub_totals(self) -> tuple[int, int, int]:
@@ -585,8 +588,13 @@ class Daemon:
                 self.outputs = new_outputs
             self._source.set_syscalls(_syscalls(engine))
             late = close_all(old_outputs, 10.0)
+            for o in old_outputs:
+                full, failed = self._retired_drops.get(o.kind, (0, 0))
+                self._retired_drops[o.kind] = (full + o.dropped_queue_full + o.abandoned, failed + o.errors)
             if late:
-                self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s during reload")
+                lost = sum(o.abandoned for o in old_outputs)
+                self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s during reload; "
+                         f"{lost} queued alerts abandoned (counted as dropped)")
             cert_error = None
             if self.server is not None and any(not a.startswith("unix:") for a in config.grpc.bind_address):
                 try:
@@ -646,7 +654,8 @@ class Daemon:
         await loop.run_in_executor(None, self._engine_thread.join)
         late = await loop.run_in_executor(None, close_all, self.outputs, 10.0)
         if late:
-            self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s")
+            lost = sum(o.abandoned for o in self.outputs)
+            self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s; {lost} queued alerts lost")
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)

@@ -118,17 +118,19 @@ class Output(ABC):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name=f"falconet-output-{self.kind}", daemon=True)
         self._started = False
+        self._give_up = threading.Event()
         # Counters: written by one thread each (submit: the engine thread; the rest: the worker).
         self.submitted = 0
         self.dropped_queue_full = 0
         self.errors = 0
         self.delivered = 0
+        self.abandoned = 0  # queued alerts given up when close() ran out of time
         self.last_error: str | None = None
 
     @property
     def dropped(self) -> int:
-        """Alerts this output lost: queue full or failed writes."""
-        return self.dropped_queue_full + self.errors
+        """Alerts this output lost: queue full, failed writes, or still queued when it was closed."""
+        return self.dropped_queue_full + self.errors + self.abandoned
 
     def start(self) -> None:
         if not self._started:
@@ -162,6 +164,11 @@ class Output(ABC):
         flushed = not self._thread.is_alive()
         if flushed:
             self._release()
+        else:
+            # What is still queued will never be written: count it as dropped, so the loss is not silent, and
+            # tell the worker to discard it (and exit) should its sink ever answer.
+            self._give_up.set()
+            self.abandoned = sum(1 for item in list(self._queue.queue) if item is not _STOP)
         return flushed
 
     def reopen(self) -> None:
@@ -170,7 +177,9 @@ class Output(ABC):
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
+            if item is _STOP or self._give_up.is_set():
+                if self._give_up.is_set():
+                    self._release()  # close() gave up on this worker: nobody else will release
                 return
             try:
                 self._write(self.formatter.line(item), item)

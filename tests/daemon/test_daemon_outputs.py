@@ -257,3 +257,20 @@ def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     assert sum(bucket.take() for _ in range(10)) == 3
     unlimited = TokenBucket(rate=0, max_burst=1, clock=lambda: now[0])
     assert all(unlimited.take() for _ in range(10_000))
+
+
+def test_closing_a_stuck_output_counts_what_it_abandons(http_collector: _Collector) -> None:
+    http_collector.gate = threading.Event()
+    port = http_collector.server_address[1]
+    out = HttpOutput(HttpOutputConfig(enabled=True, url=f"http://127.0.0.1:{port}/", timeout=30), JSON, 10)
+    out.start()
+    out.submit(make_alert(0))
+    assert http_collector.entered.wait(10)
+    for i in range(1, 8):
+        assert out.submit(make_alert(i))
+    assert not out.close(0.2)  # the sink never answers: close gives up...
+    assert out.abandoned == 7 and out.dropped == 7  # ...and the 7 alerts still queued are counted as lost
+    http_collector.gate.set()  # the sink answers at last: the worker writes nothing more and exits
+    out._thread.join(10)
+    assert not out._thread.is_alive()
+    assert len(http_collector.requests) == 1 and out.delivered == 1
