@@ -289,7 +289,9 @@ def test_a_symlink_over_a_sensitive_file(live: Live) -> None:
     run("ln", "-s", "/etc/shadow", str(link))
     alert = only_alert(live, tok, RULES["symlink"])
     check_fields(alert, proc_name="ln", proc_cmdline=f"ln -s /etc/shadow {link}", user_name="root",
-                 container_id="host", proc_pname=TEST_COMM)
+                 container_id="host", proc_pname=TEST_COMM, fd_name=None)
+    assert alert["output_fields"]["evt.arg.target"] == "/etc/shadow"
+    assert alert["output_fields"]["evt.arg.linkpath"] == str(link)
 
 
 PTRACE_CODE = """
@@ -314,7 +316,8 @@ def test_ptrace_attach_to_a_child(live: Live) -> None:
     assert done.returncode == 0, done.stderr
     alert = only_alert(live, tok, RULES["ptrace"])
     check_fields(alert, proc_name="python3", user_name="root", container_id="host", proc_pname=TEST_COMM,
-                 proc_cmdline=f"python3 -c {PTRACE_CODE} {tok}")
+                 proc_cmdline=f"python3 -c {PTRACE_CODE} {tok}", fd_name=None)
+    assert alert["output_fields"]["evt.arg.request"] == "PTRACE_ATTACH"
 
 
 def test_a_command_line_with_stratum(live: Live) -> None:
@@ -322,7 +325,7 @@ def test_a_command_line_with_stratum(live: Live) -> None:
     run("/bin/true", "--url", "stratum+tcp://pool.example.org:3333", tok)
     alert = only_alert(live, tok, RULES["stratum"])
     check_fields(alert, proc_name="true", proc_cmdline=f"true --url stratum+tcp://pool.example.org:3333 {tok}",
-                 user_name="root", container_id="host", proc_pname=TEST_COMM)
+                 user_name="root", container_id="host", proc_pname=TEST_COMM, fd_name=None)
 
 
 @dataclass
@@ -401,7 +404,9 @@ def test_a_connection_to_a_miner_pool_port(live: Live, testnet: NetNs) -> None:
     alert = only_alert(live, tok, RULES["miner_port"])
     check_fields(alert, proc_name="python3", user_name="root", container_id="host", proc_pname=TEST_COMM,
                  proc_cmdline=f"python3 -c {CONNECT_CODE} {testnet.peer_ip} {MINER_PORT} {tok}")
-    assert alert["output_fields"]["fd.name"].endswith(f"->{testnet.peer_ip}:{MINER_PORT}")
+    # The connection as Falco names it, client (this side of the veth pair) -> server in the namespace.
+    client, _, server = alert["output_fields"]["fd.name"].partition("->")
+    assert server == f"{testnet.peer_ip}:{MINER_PORT}" and client.startswith(f"{testnet.host_ip}:")
 
 
 # -- negative controls ---------------------------------------------------------------------------------------------
