@@ -465,3 +465,20 @@ def test_a_subscriber_that_falls_behind_is_counted_per_subscriber(tmp_path: Path
         channel.close()
     fifo.close()
     assert daemon.wait() == 0
+
+
+def test_sighup_with_a_broken_config_keeps_everything_running(tmp_path: Path, start_daemon: Start) -> None:
+    daemon, fifo = start_daemon(base_config(tmp_path, rules_file(tmp_path)))
+    good = daemon.config_path.read_text()
+    daemon.config_path.write_text(good + "outputs: {rate: fast}\n")
+    daemon.signal(signal.SIGHUP)
+    internal = wait_until(
+        lambda: [a for a in read_json_lines(tmp_path / "alerts.json") if a["source"] == "internal"],
+        what="the reload failure",
+    )
+    assert "outputs.rate must be a number of at least 0, got 'fast'." in internal[0]["output_fields"]["error"]
+    assert str(daemon.config_path) in internal[0]["output"]
+    fifo.send(open_event(1, "/etc/shadow"))
+    wait_until(lambda: len(read_json_lines(tmp_path / "alerts.json")) == 2, what="an alert after the failed reload")
+    fifo.close()
+    assert daemon.wait() == 0
