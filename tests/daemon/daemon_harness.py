@@ -21,7 +21,6 @@ from typing import Any
 
 from falconet.rules.event import Event, Fd, Process, User
 
-REPO = Path(__file__).resolve().parents[2]
 
 TEST_RULES = """\
 - rule: Test shadow read
