@@ -283,6 +283,29 @@ def test_writing_below_a_system_directory(live: Live, directory: str) -> None:
                  container_id="host", proc_pname=TEST_COMM)
 
 
+@pytest.mark.parametrize("variant", ["relative", "dirfd", "dotdot"])
+def test_writing_below_etc_through_attacker_path_variants(live: Live, variant: str) -> None:
+    tok = live.token()
+    name = f"falconet-e2e-{tok}"
+    target = f"/etc/{name}"
+    code = (
+        "import os, sys; d = os.open('/etc', os.O_RDONLY | os.O_DIRECTORY); "
+        "os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=d))"
+    )
+    try:
+        if variant == "relative":
+            run("touch", name, cwd="/etc")
+        elif variant == "dirfd":
+            run(PY, "-c", code, name)
+        else:
+            run("touch", f"/usr/../etc/./{name}", cwd="/")
+        alerts = live.alerts_for(tok)
+    finally:
+        Path(target).unlink(missing_ok=True)
+    assert [a["rule"] for a in alerts] == [RULES["write_etc"]], json.dumps(alerts, indent=1)
+    check_fields(alerts[0], fd_name=target, user_name="root", container_id="host")
+
+
 def test_a_symlink_over_a_sensitive_file(live: Live) -> None:
     tok = live.token()
     link = live.work / f"link-{tok}"
