@@ -165,6 +165,17 @@ static __always_inline u32 pid_nr0(u64 pid) {
     return pid ? read_u32(pid + OFF_PID_NUMBERS + OFF_UPID_NR) : 0;
 }
 
+// A record about to be built: no syscall, no payload yet (fill_task adds the task; it is the costly part, so
+// sys_exit calls it only once it knows the record will be emitted).
+static __always_inline void reset_hdr(struct record_hdr *h) {
+    h->nr = -1;
+    h->res = 0;
+    for (int i = 0; i < NSEG; i++)
+        h->len[i] = 0;
+    for (int i = 0; i < 6; i++)
+        h->args[i] = 0;
+}
+
 // Everything about the calling task that rules read, straight from the kernel at this moment.
 static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -174,11 +185,7 @@ static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
     h->tgid = pid_tgid >> 32;
     h->tid = (u32)pid_tgid;
     h->cpu = bpf_get_smp_processor_id();
-    h->nr = -1;
-    h->res = 0;
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
-    for (int i = 0; i < NSEG; i++)
-        h->len[i] = 0;
 
     h->ppid = read_u32(read_ptr(task + OFF_TASK_REAL_PARENT) + OFF_TASK_TGID);
 #if OFF_TASK_LOGINUID >= 0
@@ -394,6 +401,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         struct buf *b = get_buf();
         if (!b)
             return 0;
+        reset_hdr(&b->hdr);
         fill_task(&b->hdr, REC_EXECARGS);
         b->hdr.nr = id;
         // execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags)
@@ -428,7 +436,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         inflight.delete(&pid_tgid);
         return 0;
     }
-    fill_task(&b->hdr, REC_SYSCALL);
+    reset_hdr(&b->hdr);
     // execve/execveat leave sys_exit with the id of the syscall as seen at enter; trust the stored one.
     b->hdr.nr = in->nr;
     b->hdr.res = args->ret;
@@ -516,6 +524,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         }
 #endif
     }
+    fill_task(&b->hdr, REC_SYSCALL);
     emit(b, off);
     return 0;
 }
@@ -527,6 +536,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
+    reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
     // The clone flags say whether the child is a thread; they come from the clone call in flight.
@@ -555,6 +565,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
+    reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_EXIT);
     b->hdr.args[0] = 1;
     emit(b, 0);
