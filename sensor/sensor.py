@@ -132,8 +132,8 @@ class Enricher:
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
-        # pid -> (ProcInfo, its gen, Process): ancestors shared between events until they change
-        self._cache: dict[int, tuple[ProcInfo, int, Process]] = {}
+        # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
+        self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
 
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
@@ -153,8 +153,7 @@ class Enricher:
 
     # --- per-record state ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _update(p: ProcInfo, rec: Record) -> None:
+    def _update(self, p: ProcInfo, rec: Record) -> None:
         """What the kernel told us about the task at this moment overrides anything remembered."""
         now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
                rec.cap_inheritable, rec.cap_permitted, rec.cap_effective)
@@ -164,6 +163,7 @@ class Enricher:
         (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
          p.cap_inheritable, p.cap_permitted, p.cap_effective) = now
         p.gen += 1
+        self.table.epoch += 1
 
     def _syscall(self, rec: Record) -> Event | None:
         spec = sc.BY_NR.get(rec.nr)
@@ -411,6 +411,9 @@ class Enricher:
         """The event's process with its ancestors. Process objects are shared between events until the
         process or an ancestor changes (consumers treat events as read-only), which saves building them per
         event."""
+        hit = self._cache.get(p.pid)
+        if hit is not None and hit[3] == self.table.epoch and hit[0] is p:
+            return hit[2]  # nothing about any process changed since this chain was built
         return self._ancestor(p, depth)
 
     def _ancestor(self, p: ProcInfo, depth: int) -> Process:
@@ -421,11 +424,13 @@ class Enricher:
                 parent = self._ancestor(pp, depth - 1)
         hit = self._cache.get(p.pid)
         if hit is not None and hit[0] is p and hit[1] == p.gen and hit[2].parent is parent:
+            if hit[3] != self.table.epoch:
+                self._cache[p.pid] = (p, p.gen, hit[2], self.table.epoch)
             return hit[2]
         proc = self._make(p, parent)
         if len(self._cache) > 65536:
             self._cache.clear()
-        self._cache[p.pid] = (p, p.gen, proc)
+        self._cache[p.pid] = (p, p.gen, proc, self.table.epoch)
         return proc
 
     def _make(self, p: ProcInfo, parent: Process | None) -> Process:

@@ -90,6 +90,9 @@ class ProcessTable:
 
     def __init__(self) -> None:
         self.procs: dict[int, ProcInfo] = {}
+        # Bumped by every change to any process's identity fields or to the set of processes: while it
+        # stands still, a cached ancestor chain is still right without walking it.
+        self.epoch = 0
 
     def get(self, pid: int) -> ProcInfo | None:
         return self.procs.get(pid)
@@ -99,6 +102,7 @@ class ProcessTable:
         p = self.procs.get(pid)
         if p is None:
             p = self.procs[pid] = ProcInfo(pid)
+            self.epoch += 1
         return p
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -112,6 +116,7 @@ class ProcessTable:
         child = replace(parent, pid=child_tid, ppid=parent_pid, start_ts=ts, fds=fds,
                         args=list(parent.args), env=list(parent.env), gen=0)
         self.procs[child_tid] = child
+        self.epoch += 1
         return child
 
     def exec(self, pid: int, filename: str | None, argv: list[str], env: list[str],
@@ -129,15 +134,18 @@ class ProcessTable:
             p.container_id = container_id
         p.fds = {n: fd for n, fd in p.fds.items() if not (fd.flags or 0) & O_CLOEXEC}
         p.gen += 1
+        self.epoch += 1
         return p
 
     def exit(self, pid: int) -> None:
-        self.procs.pop(pid, None)
+        if self.procs.pop(pid, None) is not None:
+            self.epoch += 1
 
     def chdir(self, pid: int, path: str) -> None:
         p = self.ensure(pid)
         p.cwd = resolve_path(p.cwd, path)
         p.gen += 1
+        self.epoch += 1
 
     def fchdir(self, pid: int, fd: int) -> None:
         p = self.ensure(pid)
@@ -145,6 +153,7 @@ class ProcessTable:
         if f is not None and f.name:
             p.cwd = f.name
             p.gen += 1
+            self.epoch += 1
 
     # --- paths and fds -----------------------------------------------------------------------------------
 
@@ -189,6 +198,7 @@ class ProcessTable:
         gone = [pid for pid in self.procs if not (proc_root / str(pid)).exists()]
         for pid in gone:
             del self.procs[pid]
+        self.epoch += 1
         return len(gone)
 
     # --- seeding -----------------------------------------------------------------------------------------
@@ -204,6 +214,7 @@ class ProcessTable:
             if info is not None:
                 self.procs[info.pid] = info
                 n += 1
+        self.epoch += 1
         return n
 
 

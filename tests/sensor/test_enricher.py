@@ -136,3 +136,20 @@ def test_open_prefix_masks_include_shorter_prefixes() -> None:
     assert _prefix_masks(["/a/" + "x" * 100]) == {("/a/" + "x" * 61).encode(): 7}
     with pytest.raises(ValueError, match="unknown open kind 'exec'"):
         _prefix_masks({"/bin/": ["exec"]})
+
+
+def test_cached_ancestors_follow_changes(tmp_path: Path) -> None:
+    e = _enricher(tmp_path)
+    e.feed(_rec(r.REC_FORK, 50, args=(70, 17), comm="nginx"))
+    close = sc.BY_NAME["close"].nr
+    first = e.feed(_rec(r.REC_SYSCALL, 70, nr=close, res=0, args=(9,), comm="nginx"))
+    again = e.feed(_rec(r.REC_SYSCALL, 70, nr=close, res=0, args=(9,), comm="nginx"))
+    assert first is not None and again is not None and again.proc is first.proc  # shared while unchanged
+    # the parent (50) execs something else: the child's next event must show it
+    e.feed(_rec(r.REC_EXECARGS, 50, nr=59, comm="nginx", segs={r.SEG_STR0: b"/usr/bin/perl\0",
+                                                            r.SEG_EXTRA: b"perl\0-e\0x\0"}))
+    e.feed(_rec(r.REC_SYSCALL, 50, nr=59, res=0, comm="perl", ppid=1))
+    after = e.feed(_rec(r.REC_SYSCALL, 70, nr=close, res=0, args=(9,), comm="nginx"))
+    assert after is not None and after.proc.parent is not None
+    assert (after.proc.parent.name, after.proc.parent.exepath) == ("perl", "/usr/bin/perl")
+    assert first.proc.parent is not None and first.proc.parent.name == "nginx"  # old events keep their view
