@@ -3,8 +3,11 @@ package falconet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"falconet.local/sdk/go/api/falco/outputs"
 	falconetv1 "falconet.local/sdk/go/api/falconet/v1"
@@ -27,12 +30,16 @@ type SubscribeOptions struct {
 	// FailFast returns the first connection failure instead of retrying, until one stream has been opened:
 	// a command-line tool pointed at the wrong socket should say so, not wait for it.
 	FailFast bool
+	// OnWarning, if set, is told what the subscription cannot do as asked: a malformed falconet-position
+	// header (ignored), or a reconnect that may miss alerts because it has no position to resume after.
+	OnWarning func(msg string)
 }
 
 // Subscribe streams alerts matching filter from the start position to fn until ctx ends, fn returns an error
 // (ErrStop: a clean end) or a permanent error occurs (a refused certificate, an invalid filter). Lost
-// connections are retried with back-off and resume just after the last alert delivered, so nothing retained
-// is missed or repeated.
+// connections are retried with back-off and resume just after the last alert delivered (before the first one,
+// at the position the server reported in its falconet-position header), so nothing retained is missed or
+// repeated.
 func (c *Client) Subscribe(ctx context.Context, filter Filter, from Start, fn func(*Alert) error) error {
 	return c.SubscribeWith(ctx, filter, from, SubscribeOptions{}, fn)
 }
@@ -51,13 +58,25 @@ func (c *Client) SubscribeWith(ctx context.Context, filter Filter, from Start, o
 	}
 	wait := o.MinBackoff
 	opened := false
+	warn := func(msg string) {
+		if o.OnWarning != nil {
+			o.OnWarning(msg)
+		}
+	}
+	r := &resume{from: from}
 	for {
 		delivered := false
-		err := c.stream(ctx, pf, from, o, &opened, func(a *Alert) error {
-			delivered = true
-			if a.Cursor != nil {
-				from = After(*a.Cursor)
+		started := func(md metadata.MD) {
+			p, ok, err := positionOf(md)
+			if err != nil {
+				warn(fmt.Sprintf("ignoring the server's %v", err))
+			} else if ok {
+				r.startedAt(p)
 			}
+		}
+		err := c.stream(ctx, pf, r.from, o, &opened, started, func(a *Alert) error {
+			delivered = true
+			r.delivered(a.Cursor)
 			return fn(a)
 		})
 		if errors.Is(err, ErrStop) {
@@ -79,6 +98,9 @@ func (c *Client) SubscribeWith(ctx context.Context, filter Filter, from Start, o
 			}
 			o.OnReconnect(err, wait)
 		}
+		if r.blindSpot() {
+			warn("no alert received yet and the server reported no start position, so alerts published while disconnected may be missed")
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -89,7 +111,8 @@ func (c *Client) SubscribeWith(ctx context.Context, filter Filter, from Start, o
 }
 
 // stream runs one connection's worth of a subscription; nil means the server ended the stream.
-func (c *Client) stream(ctx context.Context, pf *typesv1.Filter, from Start, o SubscribeOptions, opened *bool, fn func(*Alert) error) error {
+// started is given the stream's initial metadata (its falconet-position) before the first alert.
+func (c *Client) stream(ctx context.Context, pf *typesv1.Filter, from Start, o SubscribeOptions, opened *bool, started func(metadata.MD), fn func(*Alert) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	deliver := func(r *outputs.Response) error {
@@ -105,6 +128,10 @@ func (c *Client) stream(ctx context.Context, pf *typesv1.Filter, from Start, o S
 			return c.explain(err)
 		}
 		*opened = true
+		// Header waits for the initial metadata; an error here also ends the stream, and Recv reports it.
+		if md, err := s.Header(); err == nil {
+			started(md)
+		}
 		for {
 			batch, err := s.Recv()
 			if errors.Is(err, io.EOF) {
@@ -128,6 +155,9 @@ func (c *Client) stream(ctx context.Context, pf *typesv1.Filter, from Start, o S
 	// One request carries the filter and start; the server streams from then on without further requests.
 	if err := s.Send(&outputs.Request{Filter: pf, Start: from.proto()}); err != nil && !errors.Is(err, io.EOF) {
 		return c.explain(err)
+	}
+	if md, err := s.Header(); err == nil {
+		started(md)
 	}
 	for {
 		r, err := s.Recv()

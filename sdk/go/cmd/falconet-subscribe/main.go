@@ -81,6 +81,9 @@ func run() int {
 		OnReconnect: func(err error, wait time.Duration) {
 			fmt.Fprintf(os.Stderr, "falconet-subscribe: %v; reconnecting in %s\n", err, wait)
 		},
+		OnWarning: func(msg string) {
+			fmt.Fprintf(os.Stderr, "falconet-subscribe: warning: %s\n", msg)
+		},
 	}
 	err = client.SubscribeWith(ctx, filter, start, opts, func(a *falconet.Alert) error {
 		if n == 0 {
