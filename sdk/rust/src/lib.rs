@@ -5,6 +5,7 @@
 
 mod alert;
 pub mod api;
+mod resume;
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -19,6 +20,8 @@ use api::falco::outputs::service_client::ServiceClient as OutputsClient;
 use api::falco::version::service_client::ServiceClient as VersionClient;
 use api::falconet::v1::alert_service_client::AlertServiceClient;
 use api::falconet::v1::{start, Filter as PbFilter, Start as PbStart};
+pub use resume::{parse_position, POSITION_HEADER};
+use resume::{position_of, Resume};
 
 /// HTTP/2 flow-control window: large enough that a fast alert stream never waits for window updates (the
 /// 64 KiB default caps a stream of ~600-byte alerts at a few thousand per second on a busy machine).
@@ -137,6 +140,10 @@ impl Start {
 /// Called with each retried failure and the wait before the next attempt.
 pub type ReconnectHook = std::sync::Arc<dyn Fn(&Error, Duration) + Send + Sync>;
 
+/// Called with what a subscription cannot do as asked: a malformed `falconet-position` header (ignored), or
+/// a reconnect that may miss alerts because it has no position to resume after.
+pub type WarningHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Options for [`Client::subscribe`].
 #[derive(Clone)]
 pub struct SubscribeOptions {
@@ -151,6 +158,8 @@ pub struct SubscribeOptions {
     pub fail_fast: bool,
     /// Told about each failure that is retried (a library prints nothing itself).
     pub on_reconnect: Option<ReconnectHook>,
+    /// Told about each warning (see [`WarningHook`]).
+    pub on_warning: Option<WarningHook>,
 }
 
 impl Default for SubscribeOptions {
@@ -162,6 +171,7 @@ impl Default for SubscribeOptions {
             max_backoff: Duration::from_secs(5),
             fail_fast: false,
             on_reconnect: None,
+            on_warning: None,
         }
     }
 }
@@ -281,7 +291,8 @@ impl Client {
     }
 
     /// Streams alerts to `f` until it returns `ControlFlow::Break` or a permanent error occurs. Lost
-    /// connections are retried with back-off and resume just after the last alert delivered.
+    /// connections are retried with back-off and resume just after the last alert delivered (before the first
+    /// one, at the position the server reported in its `falconet-position` header).
     pub async fn subscribe<F>(
         &self,
         filter: &Filter,
@@ -293,24 +304,38 @@ impl Client {
         F: FnMut(Alert) -> ControlFlow<()>,
     {
         let pf = filter.to_proto()?;
-        let mut from = from;
+        let mut resume = Resume { from };
         let mut wait = opts.min_backoff;
         let mut opened = false;
+        let warn = |msg: &str| {
+            if let Some(hook) = &opts.on_warning {
+                hook(msg);
+            }
+        };
         loop {
             let mut delivered = false;
-            let mut last: Option<Cursor> = None;
-            let result = self
-                .stream_once(pf.clone(), &from, opts, &mut opened, &mut |a: Alert| {
-                    delivered = true;
-                    if let Some(c) = &a.cursor {
-                        last = Some(c.clone());
-                    }
-                    f(a)
-                })
-                .await;
-            if let Some(c) = last {
-                from = Start::After(c);
-            }
+            let from = resume.from.clone();
+            let result = {
+                // Both closures update the resume point; the stream calls them one at a time.
+                let resume = std::cell::RefCell::new(&mut resume);
+                self.stream_once(
+                    pf.clone(),
+                    &from,
+                    opts,
+                    &mut opened,
+                    &mut |md: &tonic::metadata::MetadataMap| match position_of(md) {
+                        Some(Ok(p)) => resume.borrow_mut().started_at(p),
+                        Some(Err(e)) => warn(&format!("ignoring the server's {e}")),
+                        None => {}
+                    },
+                    &mut |a: Alert| {
+                        delivered = true;
+                        resume.borrow_mut().delivered(a.cursor.as_ref());
+                        f(a)
+                    },
+                )
+                .await
+            };
             let err = match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => Error::Connect {
@@ -328,6 +353,9 @@ impl Client {
             if let Some(hook) = &opts.on_reconnect {
                 hook(&err, wait);
             }
+            if resume.blind_spot() {
+                warn("no alert received yet and the server reported no start position, so alerts published while disconnected may be missed");
+            }
             if delivered {
                 wait = opts.min_backoff;
             }
@@ -337,12 +365,14 @@ impl Client {
     }
 
     /// One connection's worth of a subscription: Ok(true) when `f` stopped it, Ok(false) when the server ended it.
+    /// `started` is given the stream's initial metadata (its `falconet-position`) before the first alert.
     async fn stream_once(
         &self,
         pf: Option<PbFilter>,
         from: &Start,
         opts: &SubscribeOptions,
         opened: &mut bool,
+        started: &mut dyn FnMut(&tonic::metadata::MetadataMap),
         f: &mut dyn FnMut(Alert) -> ControlFlow<()>,
     ) -> Result<bool, Error> {
         if opts.batched {
@@ -353,12 +383,11 @@ impl Client {
                 start: Some(from.to_proto()),
                 max_batch: opts.max_batch,
             };
-            let mut stream = c
-                .subscribe(req)
-                .await
-                .map_err(|s| self.explain(&s))?
-                .into_inner();
+            // tonic returns the response once the initial metadata has arrived.
+            let response = c.subscribe(req).await.map_err(|s| self.explain(&s))?;
             *opened = true;
+            started(response.metadata());
+            let mut stream = response.into_inner();
             while let Some(batch) = stream.message().await.map_err(|s| self.explain(&s))? {
                 for r in batch.alerts {
                     if f(Alert::from_proto(r)?).is_break() {
@@ -376,12 +405,10 @@ impl Client {
             start: Some(from.to_proto()),
         };
         let requests = open_request_stream(first);
-        let mut stream = c
-            .sub(requests)
-            .await
-            .map_err(|s| self.explain(&s))?
-            .into_inner();
+        let response = c.sub(requests).await.map_err(|s| self.explain(&s))?;
         *opened = true;
+        started(response.metadata());
+        let mut stream = response.into_inner();
         while let Some(r) = stream.message().await.map_err(|s| self.explain(&s))? {
             if f(Alert::from_proto(r)?).is_break() {
                 return Ok(true);

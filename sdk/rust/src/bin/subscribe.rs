@@ -128,6 +128,9 @@ async fn run(a: Args) -> Result<(), String> {
         on_reconnect: Some(std::sync::Arc::new(|e, wait| {
             eprintln!("subscribe: {e}; reconnecting in {wait:?}")
         })),
+        on_warning: Some(std::sync::Arc::new(|msg| {
+            eprintln!("subscribe: warning: {msg}")
+        })),
         ..Default::default()
     };
     let stdout = std::io::stdout();
