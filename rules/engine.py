@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from . import open_prefixes
 from .alert import Alert, Priority
 from .compiler import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
@@ -299,6 +300,36 @@ class Engine:
                 return None
             names |= act.rule.types.names
         return frozenset(names)
+
+    def open_path_prefixes(self) -> dict[str, list[str]] | None:
+        """The open paths the sensor must deliver for this engine's enabled rules, as Sensor.set_open_prefixes
+        takes them (prefix -> kinds among read/write/other); None when some rule cannot be bounded, which
+        means: no filter. Conservative (rules/open_prefixes.py): every event any enabled rule can match on
+        an open, and every later event on an fd a rule reads through the fd table, has a path under them."""
+        out: dict[str, int] = {}
+        for act in self._order:
+            rule = act.rule
+            if rule.condition_ast is None:
+                return None
+            found = open_prefixes.rule_prefixes(
+                rule.condition_ast, rule.macro_asts, rule.types.names, rule.types.cofinite
+            )
+            if found is None:
+                return None
+            for path, mask in found.items():
+                out[path] = out.get(path, 0) | mask
+        return open_prefixes.as_sensor_argument(out)
+
+    def open_path_blockers(self) -> list[str]:
+        """Names of the enabled rules that keep open_path_prefixes() at None (to tell the user why)."""
+        names = []
+        for act in self._order:
+            rule = act.rule
+            if rule.condition_ast is None or open_prefixes.rule_prefixes(
+                rule.condition_ast, rule.macro_asts, rule.types.names, rule.types.cofinite
+            ) is None:
+                names.append(rule.name)
+        return names
 
     def warm(self, event_types: Iterable[str] | None = None) -> int:
         """Builds the per-type evaluators now (for `event_types`, default: every type a rule can match),

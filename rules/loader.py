@@ -259,6 +259,10 @@ class CompiledRule:
     specialize: Callable[[str], Callable[[Any], bool] | bool] | None = None
     # The same as inline Python source (or a constant), for the engine's per-type dispatch function.
     condition_source: Callable[[str], str | bool] | None = None
+    # The parsed condition (lists expanded, exceptions folded in, macros as references) and the macros it
+    # may refer to: for static analyses such as Engine.open_path_prefixes.
+    condition_ast: Node | None = None
+    macro_asts: Mapping[str, Node] | None = None
 
 
 @dataclass(slots=True)
@@ -947,6 +951,7 @@ class Loader:
             self.result.add(Code.DEPRECATED_ITEM, message, position, ctx)
 
         compiler = Compiler(macro_infos, resolvers=resolvers, bind=bind, warn=warn)
+        macro_asts = {name: info.ast for name, info in macro_infos.items()}
         compiled: list[CompiledRule] = []
         for rule in sorted(self.rules.values(), key=lambda item: item.index):
             ctx = (Context(f"rule '{rule.name}'", rule.position),)
@@ -984,6 +989,8 @@ class Loader:
                     capture_duration=rule.capture_duration,
                     specialize=functools.partial(compiler.specialize, self._asts[rule.name]),
                     condition_source=functools.partial(compiler.condition_source, self._asts[rule.name]),
+                    condition_ast=self._asts[rule.name],
+                    macro_asts=macro_asts,
                 )
             )
         for mdef in self.macros.values():
