@@ -322,6 +322,7 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 #define OPEN_READ 1
 #define OPEN_WRITE 2
 #define OPEN_OTHER 4
+#define OPEN_KEEP 8  // never filtered
 // Flags that change nothing a rule can ask about an open (evt.is_open_read/write, flags containing O_CREAT...
 // are all covered by the bits above): O_NONBLOCK O_LARGEFILE O_DIRECTORY O_NOFOLLOW O_NOCTTY O_NOATIME O_CLOEXEC
 #define OPEN_QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
@@ -336,7 +337,11 @@ static __always_inline u8 open_need(u8 how, u64 *args) {
     else if (how == 4)
         return OPEN_WRITE | OPEN_OTHER;  // creat = O_CREAT|O_WRONLY|O_TRUNC
     else
-        return OPEN_READ | OPEN_WRITE | OPEN_OTHER;  // openat2: flags are in open_how
+        return OPEN_KEEP;  // openat2: flags are in open_how, O_DIRECTORY or O_PATH may be among them
+    // A directory fd may become the dirfd of later *at() calls or the target of fchdir: user space must know
+    // its path to resolve those, whatever the rules say about the directory itself.
+    if (flags & (0200000 | 010000000))  // O_DIRECTORY, O_PATH
+        return OPEN_KEEP;
     u8 need = 0;
     u64 acc = flags & 3;
     if (acc == 0 || acc == 2)
@@ -345,14 +350,16 @@ static __always_inline u8 open_need(u8 how, u64 *args) {
         need |= OPEN_WRITE;
     if (flags & ~(u64)(3 | OPEN_QUIET_FLAGS))
         need |= OPEN_OTHER;
-    return need;
+    // Access mode 3 (no read, no write) is neither kind, but a rule that does not test the kind still matches
+    // it: count it as "other" rather than needing nothing (which no prefix would cover).
+    return need ? need : OPEN_OTHER;
 }
 
 // 1 when the path at payload[0] may be dropped: absolute, clean, and under no prefix that covers this open.
 static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
     int zero = 0;
     u32 *on = path_filter_on.lookup(&zero);
-    if (!on || !*on || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
+    if (!on || !*on || (need & OPEN_KEEP) || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
         return 0;
     for (int i = 0; i < PATH_SCAN_MAX - 3; i++) {
         if (i >= len)

@@ -626,17 +626,20 @@ class Sensor:
         O_CREAT or O_TRUNC). With it on, an open/openat/openat2/creat whose path is absolute, lexically clean
         (no `//`, `/./`, `/../`, at most 256 bytes) and not under a prefix covering its kind is not emitted:
         no event, and its fd stays unknown to the fd table. Relative or dotted paths always pass (the kernel
-        cannot resolve them cheaply), and openat2 counts as every kind. It is only conservative if the
+        cannot resolve them cheaply), and so do openat2 and opens with O_DIRECTORY or O_PATH (a directory fd
+        may become a dirfd or fchdir target whose path user space needs). It is only conservative if the
         prefixes cover every path any loaded rule can match on fd.name/fd.directory/fd.filename/evt.arg.* of
         ANY event (fds outlive their open); prefixes are compared on their first 64 bytes, which only widens
         them. The close of a kept-back fd stays in the kernel too (user space never knew the fd); any fd
         creation that reaches user space clears that mark for its number first. Filtered opens and closes
         are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
-        trie.clear()
         on = self._bpf[b"path_filter_on"]
+        # Off while the trie changes: an empty or half-filled trie with the filter on would drop opens a rule
+        # needs (off only lets more through).
+        on[ctypes.c_int(0)] = ctypes.c_uint32(0)
+        trie.clear()
         if prefixes is None:
-            on[ctypes.c_int(0)] = ctypes.c_uint32(0)
             return
         masks = _prefix_masks(prefixes)
         for raw, mask in masks.items():

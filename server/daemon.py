@@ -56,6 +56,7 @@ class EventSource(Protocol):
 
     def start(self) -> None: ...
     def set_syscalls(self, names: set[str] | None) -> None: ...
+    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None: ...
     def poll(self, timeout_ms: int) -> list[Event] | None:
         """Events (possibly none) within the timeout; None once the source is exhausted."""
 
@@ -93,6 +94,9 @@ class ReplaySource:
 
     def set_syscalls(self, names: set[str] | None) -> None:
         del names  # a capture holds what it holds; the engine's own index skips the rest
+
+    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
+        del prefixes  # a capture was filtered (or not) when it was made
 
     def poll(self, timeout_ms: int) -> list[Event] | None:
         import json
@@ -156,6 +160,9 @@ class SensorSource:
 
     def set_syscalls(self, names: set[str] | None) -> None:
         self._sensor.set_syscalls(names)
+
+    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
+        self._sensor.set_open_prefixes(prefixes)
 
     def poll(self, timeout_ms: int) -> list[Event] | None:
         return self._sensor.poll(timeout_ms)
@@ -336,6 +343,21 @@ class Daemon:
             self.log(f"rules warning: {warning}")
         self._source = open_source(self.source_spec, self.config, _syscalls(self.engine), self.log)
         self._source.start()
+        self._apply_open_filter(self.engine, self.config)
+
+    def _apply_open_filter(self, engine: Any, config: DaemonConfig) -> None:
+        """The sensor's kernel-side open filter from the rules' prefixes, or off when some rule (or the config)
+        says every open may matter."""
+        prefixes = open_prefixes(engine) if config.open_path_filter else None
+        if config.open_path_filter and prefixes is None:
+            blockers: list[str] = getattr(engine, "open_path_blockers", lambda: [])()
+            self.log(
+                "open path filter off: these rules may match an open of any path: " + ", ".join(blockers)
+                if blockers else "open path filter off: the rules may match an open of any path"
+            )
+        elif prefixes is not None:
+            self.log(f"open path filter on: {len(prefixes)} path prefixes from the rules")
+        self._source.set_open_prefixes(prefixes)
 
     async def start_serving(self) -> list[str]:
         """The hub, the gRPC server, metrics and outputs; returns the gRPC addresses bound."""
@@ -583,10 +605,14 @@ class Daemon:
             new_outputs = build_outputs(config, stdout=self._stdout)
             for out in new_outputs:
                 out.start()
+            # Filter off while the engine changes, so neither rule set misses an open in between; the new
+            # rules' filter goes on once their engine runs.
+            self._source.set_open_prefixes(None)
             with self._emit_lock:
                 self.engine = engine
                 self.outputs = new_outputs
             self._source.set_syscalls(_syscalls(engine))
+            self._apply_open_filter(engine, config)
             late = close_all(old_outputs, 10.0)
             for o in old_outputs:
                 full, failed = self._retired_drops.get(o.kind, (0, 0))
@@ -699,6 +725,11 @@ class Daemon:
 def _syscalls(engine: Any) -> set[str] | None:
     types = getattr(engine, "event_types", None)
     return None if types is None else set(types)
+
+
+def open_prefixes(engine: Any) -> dict[str, list[str]] | None:
+    derive = getattr(engine, "open_path_prefixes", None)
+    return None if derive is None else derive()  # type: ignore[no-any-return]
 
 
 def _load_warnings(engine: Any) -> list[str]:

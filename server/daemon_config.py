@@ -196,6 +196,8 @@ class DaemonConfig:
     syscall_event_drops: DropsConfig = field(default_factory=DropsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     ring_buffer_bytes: int = 8 << 20
+    # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
+    open_path_filter: bool = True
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -494,6 +496,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
             listen_port=listen_port,
         ),
         ring_buffer_bytes=ring,
+        open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
         warnings=tuple(r.warnings),
     )
     if r.problems:

@@ -45,8 +45,8 @@ def need(etype: str, flags: int) -> int:
     """The kinds an open needs, exactly as probe.c's open_need computes them."""
     if etype == "creat":
         return 2 | 4
-    if etype not in ("open", "openat"):
-        return 7
+    if etype not in ("open", "openat") or flags & (0o200000 | 0o10000000):
+        return 8  # openat2, O_DIRECTORY, O_PATH: never filtered
     acc = flags & 3
     out = (1 if acc in (0, 2) else 0) | (2 if acc in (1, 2) else 0) | (4 if flags & ~(3 | QUIET) else 0)
     return out or 4
@@ -57,6 +57,8 @@ def passes(found: dict[str, list[str]] | None, path: str, etype: str, flags: int
     if found is None:
         return True
     want = need(etype, flags)
+    if want & 8:
+        return True
     for prefix, kinds in found.items():
         mask = sum(KIND_BITS[k] for k in kinds)
         if path.encode().startswith(prefix.encode()[:64]) and mask & want:
