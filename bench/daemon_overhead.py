@@ -6,7 +6,9 @@ Rows, all measured in this one run on this machine (C loops, so the loop itself 
 - attach points: no-op programs on everything the sensor attaches to (raw_syscalls sys_enter and sys_exit,
   sched_process_fork and sched_process_exit), so the difference to the floor is the price of the design;
 - daemon, default rules: `falconet run` with rules/falconet_rules.yaml (the sensor ships to user space only
-  the syscalls those rules and the process/fd state need);
+  the syscalls those rules and the process/fd state need, and only the opens under the path prefixes the
+  engine derives from the rules);
+- daemon, default rules, open filter off: the same with `sensor.open_path_filter: false` (every open ships);
 - daemon, upstream stable rules: `falconet run` with Falco's falco_rules.yaml.
 Each figure is the median of several runs; every row is printed against bare and against the floor.
 
@@ -59,9 +61,12 @@ def bpf(text: str) -> Iterator[None]:
         b.cleanup()
 
 
+OPEN_FILTER_OFF = "sensor: {open_path_filter: false}\n"
+
+
 @contextmanager
-def daemon(rules: list[Path]) -> Iterator[None]:
-    with Daemon(rules, metrics_port=0):
+def daemon(rules: list[Path], extra: str = "") -> Iterator[None]:
+    with Daemon(rules, metrics_port=0, extra=extra):
         yield
 
 
@@ -79,6 +84,7 @@ def main(argv: list[str]) -> int:
         ("floor: no-op raw_syscalls:sys_enter", lambda: bpf(NOOP_ENTER)),
         ("no-op on the sensor's attach points", lambda: bpf(NOOP_ATTACH_POINTS)),
         ("daemon, default rules", lambda: daemon([DEFAULT_RULES])),
+        ("daemon, default rules, open filter off", lambda: daemon([DEFAULT_RULES], OPEN_FILTER_OFF)),
         ("daemon, upstream stable rules", lambda: daemon([UPSTREAM_STABLE])),
     ]
     print(f"machine before: {machine_state()}")
