@@ -397,6 +397,16 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_excluded(pid_tgid >> 32))
         return 0;
+    if (conf->fdeffect == FD_CLOSES) {
+        // The close of an fd whose open the filter kept back is decided here, so it never touches the
+        // inflight hash (a close always releases a valid fd, so the mark can go before the syscall runs).
+        u64 key = fd_key(pid_tgid, (int)args->args[0]);
+        if (hidden_fds.lookup(&key)) {
+            hidden_fds.delete(&key);
+            count(CNT_PATH_FILTERED);
+            return 0;
+        }
+    }
     struct inflight in = {};
     in.nr = id;
 #pragma unroll
