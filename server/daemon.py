@@ -348,6 +348,8 @@ class Daemon:
     def _apply_open_filter(self, engine: Any, config: DaemonConfig) -> None:
         """The sensor's kernel-side open filter from the rules' prefixes, or off when some rule (or the config)
         says every open may matter."""
+        if getattr(self._source, "name", "") != "ebpf":
+            return  # a replayed capture was filtered (or not) when it was made
         prefixes = open_prefixes(engine) if config.open_path_filter else None
         if config.open_path_filter and prefixes is None:
             blockers: list[str] = getattr(engine, "open_path_blockers", lambda: [])()

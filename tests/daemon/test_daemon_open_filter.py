@@ -193,3 +193,47 @@ def test_the_filter_on_and_off_give_the_same_alerts(daemons: tuple[Path, Path, D
         "Modify SSH authorized keys", "Delete or rename shell history",
     } <= set(rules), rules  # fmt: skip
     assert got == off
+
+
+def test_sighup_reapplies_the_filter_from_the_new_rules(tmp_path: Path) -> None:
+    """A reload that adds a rule the analysis cannot bound turns the filter off (and the rule sees opens the
+    filter would have kept back); reloading without it turns the filter on again."""
+    need_root()
+    import json
+
+    tok = "fnx" + uuid.uuid4().hex[:10]
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        "- rule: Marker read\n  desc: a rule on a file name anywhere (unbounded)\n"
+        f"  condition: evt.type in (open, openat) and fd.filename = fnx-marker-{tok}\n"
+        "  output: marker %fd.name\n  priority: WARNING\n"
+    )
+    marker = Path(f"/dev/shm/fnx-marker-{tok}")  # below no prefix of the default rules
+    marker.write_text("x")
+    daemon = start(tmp_path / "d", True)
+    try:
+        on_lines = lambda: [ln for ln in daemon.lines if "open path filter on:" in ln]  # noqa: E731
+        wait_until(lambda: len(on_lines()) == 1, timeout=5, what="the filter on at start")
+        daemon.config_path.write_text(daemon.config_path.read_text().replace(
+            f"rules_files: [{DEFAULT_RULES}]", f"rules_files: [{DEFAULT_RULES}, {extra}]"))  # fmt: skip
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_for_line(
+            r"open path filter off: these rules may match an open of any path: Marker read", 60
+        )
+        run("cat", str(marker))
+        barrier = "fnx" + uuid.uuid4().hex[:10]
+        run("cat", "/etc/shadow", f"/nonexistent-{barrier}")
+        alerts_file = tmp_path / "d" / "alerts.json"
+        wait_until(lambda: barrier in alerts_file.read_text(), timeout=60, what="the barrier alert")
+        rules = [a["rule"] for a in read_json_lines(alerts_file) if tok in json.dumps(a)]
+        assert rules == ["Marker read"]
+        daemon.config_path.write_text(daemon.config_path.read_text().replace(f", {extra}]", "]"))
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: len(on_lines()) == 2, timeout=60, what="the filter on again after the reload")
+    finally:
+        marker.unlink(missing_ok=True)
+        daemon.signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        finally:
+            daemon.kill()
