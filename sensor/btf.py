@@ -220,6 +220,9 @@ FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("OFF_SK_V6_RCV_SADDR", "sock", "__sk_common.skc_v6_rcv_saddr", False),
     ("OFF_SK_PROTOCOL", "sock", "sk_protocol", False),
     ("OFF_SK_TYPE", "sock", "sk_type", False),
+    # fd -> file -> inode mode: the open-path filter never keeps back a directory (a later dirfd/fchdir base)
+    ("OFF_FILE_INODE", "file", "f_inode", False),
+    ("OFF_INODE_MODE", "inode", "i_mode", False),
 )
 SIZES: tuple[tuple[str, str], ...] = (("SIZEOF_UPID", "upid"),)
 

@@ -382,6 +382,32 @@ static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
     return !covers || !(*covers & need);
 }
 
+// 1 when the fd the open returned may be a directory. The open-path filter never keeps one back: it can become
+// the base of later *at() paths or of fchdir, which user space can only resolve if it saw the open. Opening a
+// directory without O_DIRECTORY (plain O_RDONLY works) is enough to need this check. Unknown: 1 (keep it).
+#if OFF_TASK_FILES >= 0 && OFF_FILES_FDT >= 0 && OFF_FDTABLE_FD >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_MODE >= 0
+static __always_inline int fd_may_be_dir(s64 fd) {
+    if (fd < 0)
+        return 0;  // a failed open makes no fd
+    u64 task = (u64)bpf_get_current_task();
+    u64 fdt = read_ptr(read_ptr(task + OFF_TASK_FILES) + OFF_FILES_FDT);
+    if (!fdt || fd >= read_u32(fdt + OFF_FDTABLE_MAX_FDS))
+        return 1;
+    u64 file = read_ptr(read_ptr(fdt + OFF_FDTABLE_FD) + fd * 8);
+    u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
+    if (!inode)
+        return 1;
+    u16 mode = 0;
+    if (bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_MODE)) != 0)
+        return 1;
+    return (mode & 0170000) == 0040000;  // S_ISDIR
+}
+#else
+static __always_inline int fd_may_be_dir(s64 fd) {
+    return fd >= 0;
+}
+#endif
+
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
@@ -487,7 +513,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
         b->hdr.len[SEG_STR0] = n;
         off += n;
-        if (conf->pathfilter && path_filtered(b, n, open_need(conf->pathfilter, b->hdr.args))) {
+        if (conf->pathfilter && path_filtered(b, n, open_need(conf->pathfilter, b->hdr.args)) &&
+            !fd_may_be_dir(b->hdr.res)) {
             count(CNT_PATH_FILTERED);
             if (b->hdr.res >= 0) {
                 u64 key = fd_key(pid_tgid, b->hdr.res);

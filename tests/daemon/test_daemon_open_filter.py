@@ -124,6 +124,10 @@ def workload(work: Path, tok: str) -> None:
         tok,
     )
     run(PY, "-c", "import os; os.fchdir(os.open('/etc', os.O_DIRECTORY)); open('shadow').close()", tok)
+    # The same through a directory opened without O_DIRECTORY (a plain read-only open): the filter must not
+    # keep it back, or user space could not resolve paths relative to it.
+    run(PY, "-c", "import os; d = os.open('/etc', os.O_RDONLY); os.close(os.open('shadow', 0, dir_fd=d))", tok)
+    run(PY, "-c", "import os; os.fchdir(os.open('/etc', os.O_RDONLY)); open('shadow').close()", tok)
     for target in (f"/etc/falconet-e2e-{tok}", f"/usr/bin/falconet-e2e-{tok}"):
         try:
             run("touch", target)
