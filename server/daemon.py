@@ -146,9 +146,12 @@ class SensorSource:
     name = "ebpf"
 
     def __init__(self, ring_buffer_bytes: int, syscalls: set[str] | None) -> None:
-        from falconet.sensor import Sensor, SensorConfig
+        from falconet.sensor import Sensor, SensorConfig, SensorError
 
-        self._sensor = Sensor(SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=syscalls))
+        try:
+            self._sensor = Sensor(SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=syscalls))
+        except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
+            raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
 
     def start(self) -> None:
         from falconet.sensor import SensorError
