@@ -376,8 +376,18 @@ def test_sighup_reloads_certificates_and_a_broken_certificate_keeps_the_old_one(
     daemon.signal(signal.SIGHUP)
     daemon.wait_for_line(r"falconet: reloaded")
     wait_until(lambda: scrape(daemon.metrics_url)["falconet_rules_reloads_total"][0][1] == 2, what="two reloads")
-    with tls_client(fresh) as client:
-        assert [a.rule for a in client.get()][0] == "Test shadow read"
+    def new_ca_client_gets_in() -> list[str]:
+        # A fresh channel per attempt: one CI run saw the first connection after the reload time out before
+        # the server's SETTINGS frame (not reproduced since; see the closing note), so the condition is
+        # "a client of the new CA gets in within the deadline", never an unbounded retry.
+        try:
+            with tls_client(fresh) as client:
+                return [a.rule for a in client.get()]
+        except FalconetError:
+            return []
+
+    rules = wait_until(new_ca_client_gets_in, timeout=30, what="a client of the new CA to get in")
+    assert rules[0] == "Test shadow read"
     with tls_client(certs_dir) as client, pytest.raises(FalconetError):  # the old CA is no longer trusted
         client.get()
     fifo.close()
