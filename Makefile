@@ -145,7 +145,7 @@ test: setup sdk-build
 
 check: venv
 	$(PY) -m ruff check .
-	$(PY) -m mypy sensor rules server certs sdk/python
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) -m bench

@@ -37,7 +37,7 @@ from typing import Any
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.compiler import BoundRef, bind_field
 from falconet.rules.engine import Engine, Resolvers, _default_compile_output
-from falconet.rules.event import Event
+from falconet.model.event import Event
 from falconet.rules.loader import Loader
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import grpc
 
 from falconet.certs import init_certs
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, types_pb2
 from falconet.sdk.convert import alert_to_wire

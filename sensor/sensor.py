@@ -1,7 +1,7 @@
 """The Sensor: loads probe.c into the kernel, reads its ring buffer, and turns records into enriched Events.
 
 Pipeline: kernel record bytes -> `record.decode` (pure) -> this module's `Enricher` (process/fd tables from
-`state`, names, Falco parameter names from `syscalls`) -> `falconet.rules.event.Event`. The Enricher needs no
+`state`, names, Falco parameter names from `syscalls`) -> `falconet.model.event.Event`. The Enricher needs no
 kernel, so everything after the ring buffer is testable with bytes alone.
 
 What reaches user space is decided in the kernel: `set_syscalls(names)` writes the `sysconf` map (syscall id ->
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from falconet.rules.event import Container, Event, Fd, Group, Process, User
+from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.sensor import btf as btfmod
 from falconet.sensor import syscalls as sc
 from falconet.sensor.record import (

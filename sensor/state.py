@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from falconet.rules.event import Fd
+from falconet.model.event import Fd
 
 AT_FDCWD = -100
 O_CLOEXEC = 0o2000000

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from falconet.rules.alert import Alert, Priority
-from falconet.rules.event import Event
+from falconet.model.alert import Alert, Priority
+from falconet.model.event import Event
 from falconet.server.daemon_config import ConfigError, DaemonConfig, load_config
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import Output, TokenBucket, build_outputs, check_writable, close_all

@@ -19,11 +19,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from falconet.rules.alert import Priority
+from falconet.model.alert import Priority
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -178,7 +178,7 @@ class DaemonConfig:
     source: str = "<defaults>"
     rules_files: tuple[Path, ...] = ()
     priority: Priority = Priority.DEBUG
-    rule_matching: str = "first"
+    rule_matching: Literal["first", "all"] = "first"
     json_output: bool = False
     json_include_output_property: bool = True
     json_include_tags_property: bool = True
@@ -352,10 +352,12 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     except ValueError as exc:
         r.problems.append(f"priority: {str(exc).rstrip('.')}.")
 
-    rule_matching = r.string(data, "rule_matching", "first")
-    if rule_matching not in ("first", "all"):
-        r.problems.append(f"rule_matching must be first or all, got {_show(rule_matching)}.")
-        rule_matching = "first"
+    rule_matching_text = r.string(data, "rule_matching", "first")
+    rule_matching: Literal["first", "all"] = "first"
+    if rule_matching_text == "all":
+        rule_matching = "all"
+    elif rule_matching_text != "first":
+        r.problems.append(f"rule_matching must be first or all, got {_show(rule_matching_text)}.")
 
     fo = r.section(data, "file_output")
     file_output = FileOutputConfig(

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 
 DEFAULT_RETENTION = 10_000
 LOSS_RULE = "Falconet alerts lost"

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import Metric
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 
 FALCO_EVENTS_LABELS = ("rule", "priority", "hostname", "source", "tags", "k8s_ns_name", "k8s_pod_name")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 from falconet.server.daemon_config import (
     DaemonConfig,
     FileOutputConfig,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from falconet.rules.alert import Cursor, Priority
+from falconet.model.alert import Cursor, Priority
 from falconet.sdk.api.falconet.v1 import types_pb2
 from falconet.server.hub import AlertFilter, Hub, StartResult
 

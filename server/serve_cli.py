@@ -155,7 +155,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
     import grpc
 
-    from falconet.rules.alert import Alert
+    from falconet.model.alert import Alert
     from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc
     from falconet.sdk.convert import alert_to_proto
 

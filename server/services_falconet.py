@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2, types_pb2
 from falconet.sdk.convert import alert_from_proto
 from falconet.server.auth import input_denial, peer_of

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 from falconet.sdk.convert import alert_to_wire
 from falconet.server.hub import AlertFilter, Hub, Reader, encode_varint
 

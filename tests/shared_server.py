@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from falconet.rules.alert import Alert, Cursor
+from falconet.model.alert import Alert, Cursor
 from falconet.server.app import AlertServer
 from falconet.server.config import ServerConfig
 from falconet.server.hub import Hub

@@ -14,7 +14,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from falconet.rules.alert import Alert, Cursor, Priority
+    from falconet.model.alert import Alert, Cursor, Priority
     from falconet.sdk._models import DEFAULT_TCP_PORT, DEFAULT_UNIX_SOCKET, Backoff, StartPosition, Version
     from falconet.sdk.aio import AsyncClient
     from falconet.sdk.client import Client
@@ -31,9 +31,9 @@ if _typing.TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "Client": "falconet.sdk.client",
     "AsyncClient": "falconet.sdk.aio",
-    "Alert": "falconet.rules.alert",
-    "Cursor": "falconet.rules.alert",
-    "Priority": "falconet.rules.alert",
+    "Alert": "falconet.model.alert",
+    "Cursor": "falconet.model.alert",
+    "Priority": "falconet.model.alert",
     "Backoff": "falconet.sdk._models",
     "Version": "falconet.sdk._models",
     "StartPosition": "falconet.sdk._models",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from falconet.rules.alert import Cursor
+from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import version_pb2
 
 DEFAULT_UNIX_SOCKET = "/run/falconet/falconet.sock"

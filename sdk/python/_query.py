@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from falconet.rules.alert import Cursor, Priority
+from falconet.model.alert import Cursor, Priority
 from falconet.sdk._models import StartPosition
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, types_pb2

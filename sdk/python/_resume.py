@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from falconet.rules.alert import Alert, Cursor
+from falconet.model.alert import Alert, Cursor
 from falconet.sdk._models import Backoff
 from falconet.sdk._query import Query
 from falconet.sdk.errors import ConnectError

@@ -14,7 +14,7 @@ from types import TracebackType
 import grpc
 import grpc.aio
 
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 from falconet.sdk._base import ClientBase
 from falconet.sdk._endpoint import is_retryable
 from falconet.sdk._models import StartPosition, Version

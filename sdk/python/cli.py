@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from falconet.rules.alert import Alert
+    from falconet.model.alert import Alert
     from falconet.sdk.client import Client
 
 _DEFAULT_SOCKET = "/run/falconet/falconet.sock"  # falconet.sdk.DEFAULT_UNIX_SOCKET, without importing grpc
@@ -228,7 +228,7 @@ def _alerts(client: Client, args: argparse.Namespace) -> int:
 def _render(alert: Alert, output: str) -> str:
     if output == "json":
         return json.dumps(alert.to_json_dict(), ensure_ascii=False)
-    from falconet.rules.alert import format_time
+    from falconet.model.alert import format_time
 
     # Falco's text form ("<time>: <Priority> <output>"), plus the cursor to resume from with --from.
     cursor = f"  [{alert.cursor}]" if alert.cursor is not None else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from falconet.rules.alert import Alert, Cursor, OutputValue, Priority
+from falconet.model.alert import Alert, Cursor, OutputValue, Priority
 from falconet.sdk.api.falco import outputs_pb2, schema_pb2
 
 __all__ = ["alert_to_proto", "alert_from_proto", "alert_to_wire", "source_enum"]

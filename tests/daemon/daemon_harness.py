@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from falconet.rules.event import Event, Fd, Process, User
+from falconet.model.event import Event, Fd, Process, User
 
 
 TEST_RULES = """\

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from falconet.rules.alert import Priority
+from falconet.model.alert import Priority
 from falconet.server.daemon_config import PACKAGED_CONFIG, ConfigError, load_config, parse_config
 
 

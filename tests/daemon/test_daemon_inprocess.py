@@ -13,8 +13,8 @@ from typing import Any
 
 from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 
-from falconet.rules.alert import Alert
-from falconet.rules.event import Event
+from falconet.model.alert import Alert
+from falconet.model.event import Event
 from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon
 from falconet.server.daemon_config import parse_config
 

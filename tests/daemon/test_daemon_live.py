@@ -32,7 +32,7 @@ import pytest
 from daemon_harness import DaemonProcess, read_json_lines, wait_until
 
 from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
-from falconet.rules.alert import parse_time
+from falconet.model.alert import parse_time
 from falconet.sdk import Client
 
 PY = "/usr/bin/python3"  # a plain system python: proc.name is "python3"

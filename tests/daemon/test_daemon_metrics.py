@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 from falconet.server.metrics import DaemonMetrics
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 from falconet.server.daemon_config import (
     FileOutputConfig,
     HttpOutputConfig,

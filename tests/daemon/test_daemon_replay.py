@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 from falconet.sdk import Client
 from falconet.sdk.errors import FalconetError
 

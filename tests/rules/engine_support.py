@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from falconet.rules.engine import Resolvers
-from falconet.rules.event import Event
+from falconet.model.event import Event
 
 REPO = Path(__file__).resolve().parents[2]
 UPSTREAM = REPO.parent / "shared" / "upstream-rules"

@@ -2,7 +2,7 @@
 workload (package installs, pip, builds, editors, git, ssh logins, systemd) raises no alert at all; every rule
 carries MITRE ATT&CK tags and the fields outputs promise; the header lists exactly the event types used.
 
-Events are built by hand the way the sensor fills them (rules/event.py): absolute paths in fd.name, raw Linux
+Events are built by hand the way the sensor fills them (model/event.py): absolute paths in fd.name, raw Linux
 flag values in args, the process with its ancestors.
 """
 
@@ -17,7 +17,7 @@ import yaml
 
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine, Resolvers
-from falconet.rules.event import Container, Event, Fd, Process, User
+from falconet.model.event import Container, Event, Fd, Process, User
 
 O_RDONLY, O_WRONLY, O_RDWR = 0, 0o1, 0o2
 O_CREAT, O_TRUNC, O_APPEND, O_CLOEXEC = 0o100, 0o1000, 0o2000, 0o2000000

@@ -23,7 +23,7 @@ import pytest
 
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine, Resolvers
-from falconet.rules.event import Event
+from falconet.model.event import Event
 from falconet.sensor import Sensor, SensorConfig, SensorError
 
 PY = sys.executable

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from engine_support import RESOLVERS, make_event
 
-from falconet.rules.alert import Priority
+from falconet.model.alert import Priority
 from falconet.rules.engine import AppendOutput, Engine, Resolvers
 from falconet.rules.errors import RulesLoadError
 

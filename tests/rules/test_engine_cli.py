@@ -9,7 +9,7 @@ from pathlib import Path
 
 from engine_support import STABLE, make_event
 
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 
 BAD_RULES = """\
 - macro: m

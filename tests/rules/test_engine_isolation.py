@@ -26,7 +26,7 @@ _SCRIPT = textwrap.dedent(
             del sys.modules[mod]
 
     from falconet.rules.engine import Engine, Resolvers
-    from falconet.rules.event import Event, Process
+    from falconet.model.event import Event, Process
 
     engine = Engine.from_files([sys.argv[1]], resolvers=Resolvers(lambda: "h", lambda d: []))
     proc = Process(pid=2, name="shred", exe="shred", exepath="/usr/bin/shred", args=["-u", "x"],

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine
-from falconet.rules.event import Container, Event, Fd, Process, User
+from falconet.model.event import Container, Event, Fd, Process, User
 
 O_RDONLY, O_WRONLY, O_RDWR = 0, 0o1, 0o2
 O_CREAT, O_TRUNC, O_APPEND, O_CLOEXEC = 0o100, 0o1000, 0o2000, 0o2000000

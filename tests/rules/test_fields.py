@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from falconet.rules.errors import CompileError, RuleError, UnknownFieldError
-from falconet.rules.event import Container, Event, Fd, Group, Process, User
+from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.rules.fields import INLINE, FieldType, catalog, resolve
 
 NS = 1_000_000_000

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from falconet.rules.errors import CompileError
-from falconet.rules.event import Event, Process
+from falconet.model.event import Event, Process
 from falconet.rules.fields import FieldType, resolve
 from falconet.rules.transformers import apply
 

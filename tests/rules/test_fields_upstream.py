@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from falconet.rules.event import Event, Process
+from falconet.model.event import Event, Process
 from falconet.rules.fields import resolve
 from falconet.rules.output import FieldToken, compile_output
 from falconet.rules.parser import Check, FieldValue, parse_condition

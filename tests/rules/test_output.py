@@ -7,7 +7,7 @@ import json
 import pytest
 
 from falconet.rules.errors import OutputFormatError
-from falconet.rules.event import Container, Event, Fd, Process, User
+from falconet.model.event import Container, Event, Fd, Process, User
 from falconet.rules.output import CONTAINER_INFO_DEPRECATED, compile_output
 
 NS = 1_000_000_000

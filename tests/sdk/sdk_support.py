@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 
 BIN = Path(sys.executable).parent
 FALCO_CLIENT = str(BIN / "falco-client")

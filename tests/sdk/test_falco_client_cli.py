@@ -17,7 +17,7 @@ import pytest
 from sdk_support import FALCO_CLIENT, FALCONET, Proc, make_alert, wait_until
 
 from falconet.certs import init_certs, issue_client_window
-from falconet.rules.alert import Priority
+from falconet.model.alert import Priority
 
 
 def run(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

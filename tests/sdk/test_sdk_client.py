@@ -14,7 +14,7 @@ import grpc
 import pytest
 from sdk_support import Collector, make_alert, wait_until, without_cursor
 
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 from falconet.sdk import (
     AsyncClient,
     Backoff,

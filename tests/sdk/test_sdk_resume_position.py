@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sdk_support import Collector, make_alert, wait_until, without_cursor
 
-from falconet.rules.alert import Alert, Cursor
+from falconet.model.alert import Alert, Cursor
 from falconet.sdk import AsyncClient, Backoff, Client
 from falconet.sdk._query import Query
 from falconet.sdk._resume import Resume, parse_position, position_of

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = REPO / ".tools" / "sdk-bin"

@@ -17,7 +17,7 @@ import pytest
 from multilang_support import vector_alerts
 
 from falconet.certs import init_certs
-from falconet.rules.alert import Alert
+from falconet.model.alert import Alert
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from falconet.rules.event import Event
+from falconet.model.event import Event
 from falconet.sensor import Sensor, SensorConfig, SensorError
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from falconet.rules.event import Event
+from falconet.model.event import Event
 
 from .conftest import LIVE_TYPES, PY, LiveSensor, collect
 
@@ -285,7 +285,7 @@ def test_capture_cli_writes_enriched_json_lines(tmp_path: Path) -> None:
     import select
     import time
 
-    from falconet.rules.event import Event as Ev
+    from falconet.model.event import Event as Ev
 
     out = tmp_path / "cap.jsonl"
     marker = tmp_path / "capture-marker"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from falconet.rules.event import Fd
+from falconet.model.event import Fd
 from falconet.sensor import state as s
 
 

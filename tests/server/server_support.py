@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from falconet.rules.alert import Alert, Priority
+from falconet.model.alert import Alert, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import types_pb2
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.convert import alert_from_proto, alert_to_proto
 

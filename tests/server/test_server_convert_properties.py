@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falconet.rules.alert import Alert, Cursor, Priority
+from falconet.model.alert import Alert, Cursor, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.convert import alert_from_proto, alert_to_proto
 

@@ -14,7 +14,7 @@ import grpc
 from server_support import falco_request, make_alert, mtls_credentials, start_oldest, wait_until
 
 from falconet.certs import issue_client
-from falconet.rules.alert import Cursor
+from falconet.model.alert import Cursor
 from falconet.rules.loader import ENGINE_VERSION_TEXT
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.convert import alert_from_proto

@@ -8,7 +8,7 @@ import threading
 import pytest
 from server_support import make_alert
 
-from falconet.rules.alert import Cursor, Priority
+from falconet.model.alert import Cursor, Priority
 from falconet.server.hub import LOSS_RULE, AlertFilter, Hub
 
 

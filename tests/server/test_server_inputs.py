@@ -9,7 +9,7 @@ import pytest
 from server_support import make_alert, mtls_credentials
 
 from falconet.certs import issue_client
-from falconet.rules.alert import Cursor
+from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc
 from falconet.sdk.convert import alert_to_proto

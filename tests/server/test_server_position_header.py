@@ -14,7 +14,7 @@ import grpc
 import pytest
 from server_support import falco_request, make_alert, mtls_credentials, start_after, start_oldest
 
-from falconet.rules.alert import Cursor
+from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2, alerts_pb2_grpc, types_pb2
 from falconet.sdk.convert import alert_from_proto

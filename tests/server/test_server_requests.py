@@ -9,7 +9,7 @@ import grpc
 import pytest
 from server_support import make_alert, start_after, start_oldest
 
-from falconet.rules.alert import Priority
+from falconet.model.alert import Priority
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2, alerts_pb2_grpc, types_pb2
 
