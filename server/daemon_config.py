@@ -24,6 +24,8 @@ from typing import Any, Literal
 import yaml
 
 from falconet.model.alert import Priority
+from falconet.sensor.containers import EngineSettings
+from falconet.server.config_containers import parse_append_output, parse_container_engines
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -50,12 +52,10 @@ _FALCO_KEYS_IGNORED = frozenset(
         "metrics",
         "base_syscalls",
         "falco_libs",
-        "container_engines",
         "config_files",
         "json_include_message_property",
         "json_include_output_fields_property",
         "syscall_event_timeouts",
-        "append_output",
         "static_fields",
         "capture",
         "plugins_hostinfo",
@@ -85,6 +85,8 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "container_engines",  # server/config_containers.py
+        "append_output",  # server/config_containers.py
     }
 )
 
@@ -198,6 +200,9 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
+    container_engines: tuple[tuple[str, EngineSettings], ...] = ()
+    append_output: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -499,6 +504,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         ),
         ring_buffer_bytes=ring,
         open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
+        container_engines=parse_container_engines(r, data),
+        append_output=parse_append_output(r, data),
         warnings=tuple(r.warnings),
     )
     if r.problems:
