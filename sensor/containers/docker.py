@@ -1,15 +1,22 @@
-"""dockerd, through its API socket with the maintained Docker SDK for Python (`docker`).
+"""dockerd, through its API socket with the maintained Docker SDK for Python (`docker`), and its on-disk state.
 
-The events stream says `create` before the container's first process runs; the service inspects the container
-then, so its metadata is usually cached before any event of it reaches the engine. `DockerApi` also serves
-Podman's Docker-compatible API (podman.py), which answers the same calls in the same shapes.
+The events stream says `create` before the container's first process runs; the service looks the container up
+then, so its metadata is usually cached before any event of it reaches the engine. Lookups read dockerd's own
+record first, `<DockerRootDir>/containers/<id>/config.v2.json` and `hostconfig.json` (written at create, the
+same data inspect returns): inspecting a container that is starting waits on dockerd's container lock, which
+under load can outlast the hold's 500 ms, while the files never wait. The API answers whatever the files do not
+(and everything when the data root is not readable). `DockerApi` also serves Podman's Docker-compatible API
+(podman.py), which answers the same calls in the same shapes.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from falconet.model.event import Container
@@ -40,6 +47,7 @@ class DockerApi:
         self._lock = threading.Lock()
         self._stream: Any = None
         self._digests: dict[str, str | None] = {}
+        self.data_root: Path | None = None  # dockerd's DockerRootDir, learnt from the API (docker only)
 
     # --- connection ----------------------------------------------------------------------------------------
 
@@ -79,6 +87,10 @@ class DockerApi:
     def lookup(self, container_id: str) -> Container | None:
         import docker.errors
 
+        if self.data_root is not None:
+            info = self._from_disk(container_id)
+            if info is not None:
+                return self.container(info)
         api = self._client()
         try:
             info = api.inspect_container(container_id)
@@ -97,6 +109,9 @@ class DockerApi:
             stream = api.events(decode=True, filters={"type": "container"})
             self._stream = stream
             running = api.containers(quiet=True)
+            root = api.info().get("DockerRootDir")
+            if isinstance(root, str) and root.startswith("/"):
+                self.data_root = Path(root)
         except _errors() as exc:
             self._drop()
             raise RuntimeUnavailable(_reason(exc)) from None
@@ -135,6 +150,30 @@ class DockerApi:
             except _errors():
                 pass
         self._drop()
+
+    def _from_disk(self, container_id: str) -> dict[str, Any] | None:
+        """The container's record from dockerd's files, in inspect's shape; None when absent or unreadable."""
+        if not all(c in "0123456789abcdef" for c in container_id) or not container_id:
+            return None
+        dirs = glob.glob(str(self.data_root / "containers" / f"{container_id}*")) if self.data_root else []
+        if len(dirs) != 1:
+            return None
+        try:
+            config = json.loads(Path(dirs[0], "config.v2.json").read_text())
+            host = json.loads(Path(dirs[0], "hostconfig.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict) or not isinstance(host, dict):
+            return None
+        points = config.get("MountPoints") or {}
+        mounts = [
+            {"Source": m.get("Source"), "Destination": m.get("Destination"), "Mode": m.get("Relabel"),
+             "RW": m.get("RW"), "Propagation": m.get("Propagation")}
+            for m in (points.values() if isinstance(points, dict) else []) if isinstance(m, dict)
+        ]
+        return {"Id": config.get("ID"), "Name": config.get("Name"), "Config": config.get("Config") or {},
+                "Image": config.get("Image"), "HostConfig": host, "Mounts": mounts, "Created": config.get("Created"),
+                "NetworkSettings": config.get("NetworkSettings") or {}}
 
     # --- inspect -> Container -----------------------------------------------------------------------------
 
