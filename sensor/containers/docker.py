@@ -14,7 +14,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,11 +68,7 @@ class DockerApi:
                 import docker
             except ImportError as exc:
                 raise RuntimeUnavailable(f"the docker SDK is not installed ({exc})") from None
-            try:
-                self._api = docker.APIClient(base_url=f"unix://{path}", version="auto",
-                                             timeout=max(1, round(self.settings.timeout)))
-            except _errors() as exc:
-                raise RuntimeUnavailable(f"{path}: {_reason(exc)}") from None
+            self._api = _connect(docker, path, self.settings.timeout)
             return self._api
 
     def _drop(self) -> None:
@@ -237,6 +235,46 @@ class DockerApi:
             self._digests.clear()
         self._digests[image_ref] = digest
         return digest
+
+
+def _connect(docker: Any, path: str, timeout: float) -> Any:
+    """An APIClient speaking the server's API version (at most the SDK's own). The runtime is asked first
+    with a plain request on a socket this function owns and always closes (the SDK's own probe, version="auto",
+    leaks its socket when the runtime refuses or hangs)."""
+    ours = docker.constants.DEFAULT_DOCKER_API_VERSION
+    server = _api_version(path, timeout) or ours
+    version = server if docker.utils.version_lt(server, ours) else ours
+    return docker.APIClient(base_url=f"unix://{path}", version=version, timeout=max(1, round(timeout)))
+
+
+def _api_version(path: str, timeout: float) -> str | None:
+    """GET /version over the UNIX socket; the server's ApiVersion, or RuntimeUnavailable saying why not."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /version HTTP/1.0\r\nHost: runtime\r\n\r\n")
+            data = b""
+            while len(data) < 1 << 20:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        raise RuntimeUnavailable(f"{path}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise RuntimeUnavailable(f"{path}: {exc.strerror or exc}") from None
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/") or b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
+        raise RuntimeUnavailable(f"{path}: not a container engine API ({head[:60]!r})")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise RuntimeUnavailable(f"{path}: the version answer is not JSON") from None
+    version = answer.get("ApiVersion") if isinstance(answer, dict) else None
+    return version if isinstance(version, str) and version.replace(".", "").isdigit() else None
 
 
 def _reason(exc: BaseException) -> str:

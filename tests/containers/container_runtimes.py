@@ -57,7 +57,10 @@ class Dockerd:
         return _run([DOCKER, "-H", f"unix://{self.socket}", *args], timeout=timeout, check=check)
 
     def up(self) -> bool:
-        return self.socket.exists() and self.cli("version", timeout=10, check=False).returncode == 0
+        try:
+            return self.socket.exists() and self.cli("version", timeout=10, check=False).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def start(self) -> None:
         if not Path("/usr/sbin/dockerd").exists() and not Path("/usr/bin/dockerd").exists():
@@ -100,10 +103,15 @@ class Dockerd:
             self.cli("import", "--change", CMD_CHANGE, str(rootfs_tar()), ref)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash: the socket stays behind and refuses."""
+        """SIGKILL to dockerd and its containerd (its process group), as a crash: the socket stays behind and
+        refuses; the containers' shims live on, as they do when a service manager restarts dockerd."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
+            # The killed containerd is nobody's child to reap here (this sandbox's pid 1 does not reap orphans),
+            # so as a zombie its pid still "exists" and a restarted dockerd would wait on it forever: its pid
+            # file goes, as the dead process's would on a host with a reaping init.
+            (RUN_DIR / "docker-exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

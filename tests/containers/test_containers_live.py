@@ -10,6 +10,8 @@ events reach the engine in order, so once the barrier's alert is in, any alert o
 from __future__ import annotations
 
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +200,40 @@ def test_host_actions_carry_no_container(live: Live) -> None:
     assert f["container.id"] == "host"
     assert f["container.image.repository"] is None and f["container.image.tag"] is None
     assert not live.alerts.matching(lambda a: a.get("rule") in (SHELL, NETCAT) and token in a.get("output", ""))
+
+
+def test_runtime_killed_while_the_daemon_runs(live: Live, dockerd: Dockerd) -> None:
+    """dockerd killed: alerts keep flowing, one log line and the engine's metric say so; after it restarts
+    a new container's alerts carry its metadata again. (Last in this module: it restarts dockerd.)"""
+    rt = docker_runtime(dockerd.socket)
+    dockerd.kill()
+    deadline = time.monotonic() + 30
+    while "container engine docker unavailable" not in live.daemon.stderr():
+        assert time.monotonic() < deadline, live.daemon.stderr()[-2000:]
+        time.sleep(0.05)
+    metrics = urllib.request.urlopen(live.daemon.metrics_url, timeout=10).read().decode()
+    assert 'falconet_container_engine_up{engine="docker"} 0.0' in metrics
+    assert 'falconet_container_engine_errors_total{engine="docker"} 1.0' in metrics
+    # Host alerts keep flowing while the runtime is down.
+    token = uuid.uuid4().hex[:8]
+
+    def host_barrier() -> Any:
+        path = Path(f"/tmp/falconet-barrier-{token}-{uuid.uuid4().hex[:4]}")
+        path.touch()
+        path.unlink()
+        return lambda a: a.get("rule") == BARRIER and str(path) in a.get("output", "")
+
+    assert live.expect(host_barrier, "a host alert while dockerd is down")["output_fields"]["container.id"] == "host"
+    dockerd.start()
+    deadline = time.monotonic() + 60
+    while "container engine docker: connected again" not in live.daemon.stderr():
+        assert time.monotonic() < deadline, live.daemon.stderr()[-2000:]
+        time.sleep(0.05)
+    assert live.daemon.stderr().count("container engine docker unavailable") == 1
+    name = rt.name("after-restart")
+    try:
+        full_id = rt.run(name, opts=("--cap-add", "NET_RAW"))
+        packet = in_container(rt, name, PACKET, "arping", "-c", "1", "-w", "1", "-I", "lo", "127.0.0.1")
+        assert_identity(live.expect(packet, f"{PACKET} in {name} after the restart"), rt, name, full_id)
+    finally:
+        rt.remove(name)
