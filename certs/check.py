@@ -95,13 +95,14 @@ def check_tls_files(
     moment = now or _dt.datetime.now(_dt.UTC)
     ca_pem = _read(ca, "CA certificate")
     cert_pem = _read(cert, f"{role} certificate")
-    key_pem = _read(key, f"{role} key")
+    key_what = "server key" if role == "server" else "key"  # the SDK has always said "the key"
+    key_pem = _read(key, key_what)
     cas = _load_certs(ca_pem, ca, "CA certificate")
     leaf = _load_certs(cert_pem, cert, f"{role} certificate")[0]
-    private = _load_key(key_pem, key, f"{role} key")
+    private = _load_key(key_pem, key, key_what)
     if private.public_key() != leaf.public_key():
         raise CertFilesError(
-            f"the {role} key {key} does not belong to the certificate {cert} (they come from different pairs)",
+            f"the {key_what} {key} does not belong to the certificate {cert} (they come from different pairs)",
             str(key),
         )
     _check_dates(cas, leaf, ca, cert, role, moment)
