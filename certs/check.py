@@ -66,7 +66,11 @@ def _load_certs(data: bytes, path: Path, what: str) -> list[x509.Certificate]:
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError:
-        hint = " (it holds a private key: are the certificate and key swapped?)" if b"PRIVATE KEY" in data else ""
+        hint = (
+            " (it holds a private key: are the certificate and key swapped?)"
+            if b"PRIVATE KEY" in data
+            else ""
+        )
         raise CertFilesError(f"the {what} {path} is not a PEM certificate{hint}", str(path)) from None
 
 
@@ -78,7 +82,11 @@ def _load_key(data: bytes, path: Path, what: str) -> PrivateKeyTypes:
             f"the {what} {path} is encrypted; Falconet needs an unencrypted key", str(path)
         ) from None
     except ValueError:
-        hint = " (it holds a certificate: are the certificate and key swapped?)" if b"CERTIFICATE" in data else ""
+        hint = (
+            " (it holds a certificate: are the certificate and key swapped?)"
+            if b"CERTIFICATE" in data
+            else ""
+        )
         raise CertFilesError(
             f"the {what} {path} is not an unencrypted PEM private key{hint}", str(path)
         ) from None
@@ -108,19 +116,28 @@ def check_tls_files(
     _check_dates(cas, leaf, ca, cert, role, moment)
     problem = _chain(leaf, cas, moment, role)
     if problem:
-        raise CertFilesError(f"the {role} certificate {cert} does not chain to the CA {ca}: {problem}", str(cert))
+        raise CertFilesError(
+            f"the {role} certificate {cert} does not chain to the CA {ca}: {problem}", str(cert)
+        )
     return CheckedFiles(ca_pem, cert_pem, key_pem, leaf.not_valid_after_utc - moment)
 
 
 def _check_dates(
-    cas: list[x509.Certificate], leaf: x509.Certificate, ca: Path, cert: Path, role: Role, moment: _dt.datetime
+    cas: list[x509.Certificate],
+    leaf: x509.Certificate,
+    ca: Path,
+    cert: Path,
+    role: Role,
+    moment: _dt.datetime,
 ) -> None:
     if all(moment > c.not_valid_after_utc for c in cas):
         raise CertFilesError(
             f"the CA certificate {ca} expired on {cas[0].not_valid_after_utc:%Y-%m-%d %H:%M} UTC", str(ca)
         )
     if moment > leaf.not_valid_after_utc:
-        how = "`falconet certs client NAME --dir DIR`" if role == "client" else "`falconet certs init --force`"
+        how = (
+            "`falconet certs client NAME --dir DIR`" if role == "client" else "`falconet certs init --force`"
+        )
         raise CertFilesError(
             f"the {role} certificate {cert} expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
             f"issue a new one with {how}",
@@ -134,7 +151,9 @@ def _check_dates(
         )
 
 
-def _chain(leaf: x509.Certificate, cas: list[x509.Certificate], moment: _dt.datetime, role: Role) -> str | None:
+def _chain(
+    leaf: x509.Certificate, cas: list[x509.Certificate], moment: _dt.datetime, role: Role
+) -> str | None:
     """None when `leaf` chains to one of `cas`; else the problem with the CA that named it (or the first)."""
     problems = [chain_problem(leaf, ca, now=moment, role=role) for ca in cas]
     if any(p is None for p in problems):

@@ -36,7 +36,11 @@ def _mixed(tmp_path: Path, ca_from: Path, pair_from: Path, pair: str) -> Path:
 
 
 CASES = {
-    "foreign CA": (1, "server", r"server certificate .*server.crt does not chain to the CA .*ca.crt: .*signature"),
+    "foreign CA": (
+        1,
+        "server",
+        r"server certificate .*server.crt does not chain to the CA .*ca.crt: .*signature",
+    ),
     "client usage": (0, "client", r"server certificate .*server.crt does not chain .*serverAuth"),
 }
 
@@ -48,7 +52,9 @@ def test_server_start_refuses_a_certificate_with_a_wrong_chain_or_usage(
     which, pair, message = CASES[case]
     certs = _mixed(tmp_path, pkis[0], pkis[which], pair)
     with pytest.raises(CertificateError, match=message):
-        AlertServer(ServerConfig.with_certs_dir(certs, listen=(f"unix://{tmp_path / 's.sock'}", "127.0.0.1:0")))
+        AlertServer(
+            ServerConfig.with_certs_dir(certs, listen=(f"unix://{tmp_path / 's.sock'}", "127.0.0.1:0"))
+        )
     assert not (tmp_path / "s.sock").exists()  # refused before anything was bound
 
 
