@@ -7,6 +7,8 @@ event shows up as a stray trailing `name=value` in `evt.args` and as a missing `
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,15 @@ def test_x86_64_numbers_have_one_home() -> None:
     # Every traced syscall has its number from the one architecture table, and no number is used twice.
     assert {s.name: s.nr for s in sc.BY_NAME.values()} == {n: sc.X86_64_NR[n] for n in sc.BY_NAME}
     assert len(set(sc.X86_64_NR.values())) == len(sc.X86_64_NR)
+
+
+UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")  # linux-libc-dev (build-essential)
+
+
+def test_x86_64_numbers_match_the_kernel_uapi_header() -> None:
+    if not UNISTD_64.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{UNISTD_64} is missing; `make setup` installs it (build-essential)")
+        pytest.skip(f"{UNISTD_64} is missing here (linux-libc-dev)")
+    header = dict(re.findall(r"#define __NR_(\w+) (\d+)", UNISTD_64.read_text()))
+    assert {n: nr for n, nr in sc.X86_64_NR.items() if int(header[n]) != nr} == {}
