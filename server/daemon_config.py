@@ -32,6 +32,23 @@ from falconet.server.config import parse_listen
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "PACKAGED_CONFIG",
+    "RULES_FILE_SUFFIXES",
+    "ConfigError",
+    "DaemonConfig",
+    "DropsConfig",
+    "FileOutputConfig",
+    "GrpcConfig",
+    "HttpOutputConfig",
+    "MetricsConfig",
+    "ProgramOutputConfig",
+    "SyslogOutputConfig",
+    "load_config",
+    "parse_config",
+]
+
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
 
@@ -306,8 +323,10 @@ def _read_priority(top: Section, default: Priority) -> Priority:
 
 def _read_rule_matching(top: Section, default: Literal["first", "all"]) -> Literal["first", "all"]:
     text = top.string("rule_matching", default)
-    if text == "first" or text == "all":
-        return text
+    if text == "first":
+        return "first"
+    if text == "all":
+        return "all"
     top.problems.add(f"rule_matching must be first or all, got {show(text)}.")
     return default
 

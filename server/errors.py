@@ -31,3 +31,9 @@ class ConfigError(ValueError):
 
 class DaemonError(Exception):
     """The daemon cannot start; the message says what is missing or wrong."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """The full text of a load error (the engine's RulesLoadError renders every error with its position)."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
