@@ -170,6 +170,11 @@ class Daemon:
         """The configuration running now (a reload replaces it)."""
         return self._parts.pipeline.running.config if self._parts is not None else self._initial_config
 
+    @property
+    def running(self) -> Running:
+        """The configuration, rules and outputs running now, as one set (after prepare())."""
+        return self._prepared().pipeline.running
+
     def log(self, message: str) -> None:
         self._stderr.write(f"falconet: {message}\n")
         self._stderr.flush()

@@ -15,7 +15,8 @@ from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 from falconet.model.alert import Alert
 from falconet.model.event import Event
 from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon, build_engine
-from falconet.server.daemon_config import DaemonConfig, parse_config
+from falconet.server.daemon_config import DaemonConfig, load_config, parse_config
+from falconet.server.outputs import close_all
 from falconet.server.source import KernelFilter, SourceCounters
 
 
@@ -101,3 +102,35 @@ def test_kernel_drops_alert_once_per_the_drop_rate_log_and_exit_when_configured(
     assert log.count("Falco internal: syscall event drop. 10 system calls dropped in last second.") == 2
     assert "exiting: syscall_event_drops.actions includes exit" in log
     assert daemon.metrics.kernel_drops == 20
+
+
+def test_a_reload_builds_everything_before_the_swap_and_a_failed_one_leaves_the_running_set(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    config_path = tmp_path / "falconet.yaml"
+    config_path.write_text(base_config(tmp_path, rules))
+    stderr = io.StringIO()
+    daemon = Daemon(load_config(config_path), source=_DroppingSource(), config_path=config_path, stderr=stderr)
+    daemon.prepare()
+    first = daemon.running
+    try:
+        # A rule that does not compile: nothing of the new set may replace the running one.
+        rules.write_text(TEST_RULES.replace("fd.name = /etc/shadow", "fd.name = (/etc/shadow"))
+        assert daemon.reload() is False
+        assert daemon.running is first
+        assert daemon.metrics.rules_reload_failures == 1 and daemon.metrics.rules_reloads == 0
+        # A file output that cannot be opened fails the build the same way, after the rules compiled.
+        rules.write_text(TEST_RULES)
+        config_path.write_text(base_config(tmp_path, rules).replace(
+            str(tmp_path / "alerts.json"), str(tmp_path / "no-such-dir" / "alerts.json")))
+        assert daemon.reload() is False
+        assert daemon.running is first
+        assert "cannot be opened for appending" in stderr.getvalue()
+        # A good file: config, engine, outputs and limiters are replaced together.
+        config_path.write_text(base_config(tmp_path, rules, rule_matching="all"))
+        assert daemon.reload() is True
+        second = daemon.running
+        assert second.config.rule_matching == "all" and second.engine is not first.engine
+        assert second.outputs and second.limiter is not first.limiter
+    finally:
+        close_all(daemon.running.outputs, 5.0)
