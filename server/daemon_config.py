@@ -28,9 +28,10 @@ import yaml
 
 from falconet.model.alert import Priority
 from falconet.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
-from falconet.server.config import parse_listen
+from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
+from falconet.server.hub import DEFAULT_RETENTION
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -158,7 +159,7 @@ class HttpOutputConfig:
 @dataclass(frozen=True, slots=True)
 class GrpcConfig:
     enabled: bool = True
-    bind_address: tuple[str, ...] = ("unix:///run/falconet/falconet.sock",)
+    bind_address: tuple[str, ...] = (DEFAULT_LISTEN,)
     private_key: Path | None = None
     cert_chain: Path | None = None
     root_certs: Path | None = None
@@ -166,7 +167,7 @@ class GrpcConfig:
     unix_socket_mode: int = 0o660
     unix_socket_group: str | None = None
     inputs_allowed_common_names: tuple[str, ...] = ()
-    retention: int = 10_000
+    retention: int = DEFAULT_RETENTION
 
 
 @dataclass(frozen=True, slots=True)
