@@ -4,24 +4,6 @@ Importing this package does not import bcc (only `Sensor.start()` does), so the 
 CLI's help work without root.
 """
 
-from falconet.sensor.sensor import (
-    RINGBUF_MIN_BYTES,
-    Enricher,
-    Sensor,
-    SensorConfig,
-    SensorError,
-    SensorStats,
-    program_text,
-    ringbuf_bytes_valid,
-)
+from falconet.sensor.sensor import Enricher, Sensor, SensorConfig, SensorError, SensorStats, program_text
 
-__all__ = [
-    "RINGBUF_MIN_BYTES",
-    "Enricher",
-    "Sensor",
-    "SensorConfig",
-    "SensorError",
-    "SensorStats",
-    "program_text",
-    "ringbuf_bytes_valid",
-]
+__all__ = ["Enricher", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]

@@ -27,7 +27,7 @@ from typing import Literal
 import yaml
 
 from falconet.model.alert import Priority
-from falconet.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
+from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
