@@ -81,9 +81,6 @@ class Ruleset:
 
 # --- the builder --------------------------------------------------------------------------------------------
 
-# A rule's condition text as built (its pieces), and the origin map of its list-expanded form.
-_Located = tuple[Text, list[int]]
-
 
 class Builder:
     """Compiles what a Collector gathered; one instance per load. Diagnostics go to the collector's result."""

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from . import open_prefixes
 from .alert import Alert, Priority
-from .compiler import MAX_INLINE_NESTING, nesting_depth
+from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
 from .fields.dns import DnsCache

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..syscalls import FD_TYPECHARS
 from .dns import dns_literal_matcher, dns_output
 from .registry import (
     FieldSpec,
@@ -20,7 +21,6 @@ from .registry import (
     register,
     simple,
 )
-from ..syscalls import FD_TYPECHARS
 
 if TYPE_CHECKING:
     from falconet.model.event import Event, Fd
