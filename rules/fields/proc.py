@@ -9,8 +9,8 @@ that rules using them load, and read as unknown (None).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
 from operator import attrgetter
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .registry import PREFIX_FIELDS, FieldSpec, FieldType, parse_index, simple, with_arg
