@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RuleError
 from .parser import FieldRef
 
-Predicate = Callable[[Any], bool]
+if TYPE_CHECKING:
+    from falconet.model.event import Event
+
+Predicate = Callable[["Event"], bool]
 """A compiled check or condition: takes an event, says whether it holds."""
-Extractor = Callable[[Any], Any]
+Extractor = Callable[["Event"], Any]
 """A bound field's reader: takes an event, returns the field's value (None when unknown)."""
 
 _NUM_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "RELTIME", "ABSTIME",

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from falconet.model.alert import Alert, Priority
+from falconet.model.event import Event
+
 from . import open_prefixes
-from .alert import Alert, Priority
 from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
@@ -391,7 +393,7 @@ class Engine:
         self._special[key] = pred
         return pred
 
-    def process(self, event: Any) -> list[Alert]:
+    def process(self, event: Event) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
         if event.source != "syscall":
@@ -467,13 +469,13 @@ class Engine:
 
         return run
 
-    def matching_rules(self, event: Any) -> list[str]:
+    def matching_rules(self, event: Event) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
         if event.source != "syscall":
             return []
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
-    def _alert(self, act: _Active, event: Any) -> Alert:
+    def _alert(self, act: _Active, event: Event) -> Alert:
         rule = act.rule
         text, fields = act.render(event)
         stats = self.stats
