@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 import threading
 import time
@@ -80,30 +79,9 @@ __all__ = [
 ]
 
 
-class _DnsCache:
-    """Name -> addresses for fd.*ip.name fields; results cached for a minute so the engine rarely waits."""
-
-    TTL = 60.0
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[float, list[str]]] = {}
-
-    def __call__(self, name: str) -> list[str]:
-        now = time.monotonic()
-        hit = self._cache.get(name)
-        if hit is not None and now - hit[0] < self.TTL:
-            return hit[1]
-        try:
-            addrs = sorted({str(info[4][0]) for info in socket.getaddrinfo(name, None)})
-        except OSError:
-            addrs = []
-        self._cache[name] = (now, addrs)
-        return addrs
-
-
 def build_engine(config: DaemonConfig, hostname: str) -> Engine:
     """Loads the configured rules; raises the engine's RulesLoadError (or ConfigError) on any error."""
-    from falconet.rules.engine import Engine, Resolvers
+    from falconet.rules.engine import Engine, Resolvers, system_dns
 
     paths = config.rules_paths()
     if not paths:
@@ -111,7 +89,8 @@ def build_engine(config: DaemonConfig, hostname: str) -> Engine:
     return Engine.from_files(
         paths,
         rule_matching=config.rule_matching,
-        resolvers=Resolvers(hostname=lambda: hostname, dns=_DnsCache()),
+        # The engine owns the DNS cache; a minute between refreshes, as the daemon's own cache had.
+        resolvers=Resolvers(hostname=lambda: hostname, dns=system_dns, dns_ttl=60.0),
         min_priority=config.priority,
     )
 
