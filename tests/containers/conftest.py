@@ -15,11 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))  # daemon_harness, shared with tests/daemon
 
-from container_images import IMAGE_REPO, IMAGE_TAG, ImageError  # noqa: E402
+from container_images import ALLOWED_REPO, IMAGE_TAG, ImageError  # noqa: E402
 from container_runtimes import Dockerd, Podman, PodmanService, RuntimeStartError  # noqa: E402
-
-ALLOWED_REPO = "falconet-test/allowed"
-"""A second repository for the same image: the test rules' exclusion names it."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -79,6 +76,3 @@ def podman_service(podman: Podman) -> Iterator[PodmanService]:
         unavailable(str(exc))
     yield svc
     svc.stop()
-
-
-__all__ = ["ALLOWED_REPO", "IMAGE_REPO", "IMAGE_TAG"]

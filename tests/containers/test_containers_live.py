@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ALLOWED_REPO
-from container_images import IMAGE_TAG
+from container_images import ALLOWED_REPO, IMAGE_TAG
 from container_live import Alerts, Live, Runtime, docker_runtime, live_config, of, podman_runtime, start_live_daemon
 from container_runtimes import Dockerd, PodmanService
 
