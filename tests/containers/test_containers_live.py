@@ -201,6 +201,37 @@ def test_host_actions_carry_no_container(live: Live) -> None:
     assert not live.alerts.matching(lambda a: a.get("rule") in (SHELL, NETCAT) and token in a.get("output", ""))
 
 
+def test_drop_and_execute_and_its_image_exclusion(live: Live, rt: Runtime) -> None:
+    """A binary written into the running container and executed (the overlay's upper layer); the upstream
+    allow-list keyed on container.image.repository silences it for the image it names."""
+    name, allowed = rt.name("drop"), rt.name("drop-allowed")
+    full_id = rt.run(name)
+    rt.run(allowed, image=f"{ALLOWED_REPO}:{IMAGE_TAG}")
+    drop = "cp /bin/busybox /tmp/dropped && /tmp/dropped true"
+    assert_identity(live.expect(in_container(rt, name, DROP_EXEC, "sh", "-c", drop), f"{DROP_EXEC} in {name}"),
+                    rt, name, full_id)
+    rt.exec(allowed, "sh", "-c", drop)
+    barrier(rt, live, allowed)
+    assert not live.alerts.matching(of(DROP_EXEC, allowed))
+    # The image's own binaries never count as dropped.
+    rt.exec(name, "true")
+    barrier(rt, live, name)
+    assert len(live.alerts.matching(of(DROP_EXEC, name))) == 1
+
+
+def test_a_containers_first_process_is_its_pid_1(live: Live, rt: Runtime) -> None:
+    names: list[str] = []
+
+    def act() -> Any:
+        names.append(rt.name("init"))
+        rt.run(names[-1])
+        return lambda a: a.get("rule") == "Test container init" and a["output_fields"].get("container.name") in names
+
+    alert = live.expect(act, "the init exec of a new container")
+    assert "vpid=1 " in alert["output"], alert["output"]
+    assert f"pid={alert['output_fields']['proc.pid']}" in alert["output"] and alert["output_fields"]["proc.pid"] != 1
+
+
 def test_runtime_killed_while_the_daemon_runs(live: Live, dockerd: Dockerd) -> None:
     """dockerd killed: alerts keep flowing, one log line and the engine's metric say so; after it restarts
     a new container's alerts carry its metadata again. (Last in this module: it restarts dockerd.)"""
