@@ -146,7 +146,8 @@ class Runtime:
     def run(self, name: str, *cmd: str, image: str = IMAGE_REF, opts: tuple[str, ...] = (),
             detach: bool = True) -> str:
         """Starts a container; returns the full id the runtime reports (detached) or its output (not)."""
-        args = ["run", "--name", name, "--label", LABEL, "--label", "app=falconet-test", "--network", "none",
+        network = () if "--network" in opts else ("--network", "none")
+        args = ["run", "--name", name, "--label", LABEL, "--label", "app=falconet-test", *network,
                 *RUN_LIMITS, *opts]
         res = self.cli(*args, *(["-d"] if detach else ["--rm"]), image, *cmd)
         return res.stdout.strip()

@@ -232,6 +232,25 @@ def test_a_containers_first_process_is_its_pid_1(live: Live, rt: Runtime) -> Non
     assert f"pid={alert['output_fields']['proc.pid']}" in alert["output"] and alert["output_fields"]["proc.pid"] != 1
 
 
+def test_container_ip_on_a_documentation_range_network(live: Live, rt: Runtime) -> None:
+    """container.ip: the address the runtime gave the container on an internal network (no gateway, no NAT)
+    of 198.51.100.0/24, which the test creates and removes (this host's own network is 192.0.2.0/24)."""
+    subnet = "198.51.100.16/29" if rt.kind == "docker" else "198.51.100.24/29"
+    net = f"fnt-{rt.kind}-net-{uuid.uuid4().hex[:6]}"
+    rt.cli("network", "create", "--internal", "--subnet", subnet, net)
+    name = rt.name("ip")
+    try:
+        rt.run(name, opts=("--network", net))
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        ip = rt.cli("inspect", "--format", fmt, name).stdout.strip()
+        assert ip.startswith("198.51.100."), ip
+        alert = live.expect(in_container(rt, name, "Test container ip", "hostname"), f"the address of {name}")
+        assert f"ip={ip})" in alert["output"], alert["output"]
+    finally:
+        rt.remove(name)
+        rt.cli("network", "rm", net, check=False)
+
+
 def test_runtime_killed_while_the_daemon_runs(live: Live, dockerd: Dockerd) -> None:
     """dockerd killed: alerts keep flowing, one log line and the engine's metric say so; after it restarts
     a new container's alerts carry its metadata again. (Last in this module: it restarts dockerd.)"""
