@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 from daemon_harness import DaemonProcess, read_json_lines, wait_until
 
-from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+from falconet.rules import DEFAULT_RULES
 from falconet.model.alert import parse_time
 from falconet.sdk import Client
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -177,11 +178,11 @@ class FixedResolvers:
     def __init__(self, table: dict[str, list[str]]) -> None:
         self.table = table
         self.calls: list[str] = []
+        # attributes, as `ResolversLike` declares them (the engine's `Resolvers` holds two callables)
+        self.hostname: Callable[[], str] = lambda: "node-1"
+        self.dns: Callable[[str], list[str]] = self._dns
 
-    def hostname(self) -> str:
-        return "node-1"
-
-    def dns(self, name: str) -> list[str]:
+    def _dns(self, name: str) -> list[str]:
         self.calls.append(name)
         return self.table.get(name, [])
 

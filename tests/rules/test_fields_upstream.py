@@ -72,6 +72,7 @@ def output_formats() -> list[tuple[str, str]]:
 
 
 CONDITION_FIELDS = condition_fields()
+FIELD_REFS = sorted(CONDITION_FIELDS, key=lambda r: (r[0], r[1] or ""))
 
 
 def test_the_scan_sees_what_the_reference_lists() -> None:
@@ -84,7 +85,7 @@ def test_the_scan_sees_what_the_reference_lists() -> None:
     assert len(names) >= 70
 
 
-@pytest.mark.parametrize(("name", "arg"), sorted(CONDITION_FIELDS, key=lambda r: (r[0], r[1] or "")))
+@pytest.mark.parametrize(("name", "arg"), FIELD_REFS)
 def test_condition_field_resolves(name: str, arg: str | None) -> None:
     bound = resolve(name, arg)
     assert bound.type is not None
