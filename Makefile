@@ -29,6 +29,7 @@ help:
 	@echo "make test      run every test (sets everything up first)"
 	@echo "make setup     install system packages, the venv, code generators; generate code"
 	@echo "make generate  regenerate every SDK's code from proto/"
+	@echo "make unit      the tests that need no root, BPF, Go, Rust or network (about a minute)"
 	@echo "make check     ruff + mypy (strict, tests included)"
 	@echo "make bench     run the benchmarks and print figures"
 
@@ -129,11 +130,13 @@ sdk-build:
 	cd tests/sdk_multilang/clientgo && go build -buildvcs=false -o $(TOOLS)/sdk-bin/clientgo-probe .
 	cd sdk/rust && cargo build --release --locked --bin subscribe
 
-# Regenerates everything and fails if the committed generated code differs.
+# Regenerates everything and fails if the generated folders differ from the commit: a changed, missing or extra
+# file (untracked ones included). Read-only for git: --no-optional-locks keeps `status` from refreshing the index.
+GEN_DIRS := $(PY_GEN_DIR) $(GO_GEN_DIR) $(RS_GEN_DIR) $(BP_GEN_DIR)
 check-generated: generate
-	@git add -N sdk >/dev/null 2>&1 || true
-	@if ! git diff --quiet -- sdk; then \
-	  echo "generated code is not current: run 'make generate' and commit the result"; git diff --stat -- sdk; exit 1; \
+	@drift=$$(git --no-optional-locks status --porcelain --untracked-files=all -- $(GEN_DIRS)); \
+	if [ -n "$$drift" ]; then \
+	  echo "generated code is not current: run 'make generate' and commit the result"; echo "$$drift"; exit 1; \
 	fi
 
 # Every check, the same way locally and in CI: the tests (the Go and Rust clients built first, so no test
@@ -142,6 +145,13 @@ test: setup sdk-build
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory check-generated
 	$(MAKE) --no-print-directory check
+
+# The contributor's fast path: the tests that need neither root, BPF, Go, Rust nor the network (markers in
+# pyproject), with the upstream rules when ../shared is there. No setup beyond the venv.
+UNIT_MARKERS := not bpf and not root and not multilang and not containers and not nats and not helm and not browser \
+                and not slow
+unit: venv
+	$(PY) -m pytest -p no:cacheprovider -q -m "$(UNIT_MARKERS)"
 
 check: venv
 	$(PY) -m ruff check .

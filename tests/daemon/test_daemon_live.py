@@ -35,6 +35,8 @@ from falconet.rules import DEFAULT_RULES
 from falconet.model.alert import parse_time
 from falconet.sdk import Client
 
+pytestmark = pytest.mark.bpf
+
 PY = "/usr/bin/python3"  # a plain system python: proc.name is "python3"
 VENV_BIN = Path(sys.executable).parent
 TEST_COMM = Path("/proc/self/comm").read_text().strip()  # proc.pname of processes this test starts

@@ -24,6 +24,7 @@ from daemon_harness import DaemonProcess, read_json_lines, wait_until
 
 from falconet.rules import DEFAULT_RULES
 
+pytestmark = pytest.mark.bpf
 PY = "/usr/bin/python3"
 
 

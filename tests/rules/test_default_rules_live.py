@@ -26,6 +26,8 @@ from falconet.rules.engine import Engine, Resolvers
 from falconet.model.event import Event, Process
 from falconet.sensor import Sensor, SensorConfig, SensorError
 
+pytestmark = pytest.mark.bpf
+
 PY = sys.executable
 
 

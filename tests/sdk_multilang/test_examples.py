@@ -17,7 +17,7 @@ from shared_server import ServerHandle
 
 from falconet.certs import init_certs
 
-pytestmark = pytest.mark.timeout(1500)  # the first test of a cold session builds Go and Rust
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(1500)]  # the first test of a cold session builds Go and Rust
 
 LANGS = ["go", "rust"]
 

@@ -14,6 +14,8 @@ from falconet.model.event import Event
 
 from .conftest import LIVE_TYPES, PY, LiveSensor, collect
 
+pytestmark = pytest.mark.bpf
+
 
 def _run(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-c", textwrap.dedent(code)], cwd=cwd, check=True, capture_output=True,

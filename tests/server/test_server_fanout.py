@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 from server_support import make_alert, mtls_credentials, start_after, wait_until
 from shared_server import ServerHandle
 
@@ -21,6 +22,7 @@ FALCO_SUBSCRIBERS = 10
 BATCHED_SUBSCRIBERS = 40
 
 
+@pytest.mark.slow  # ~11 s: 50 real subscribers, 10,000 alerts each
 def test_fifty_subscribers_each_receive_every_alert_in_order(
     alert_server: ServerHandle, certs_dir: Path
 ) -> None:
