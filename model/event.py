@@ -101,13 +101,16 @@ class Fd:
 
 @dataclass(slots=True)
 class Container:
-    """Container context, from the cgroup; `id` is "host" for host processes."""
+    """Container context: `id`/`full_id`/`type` from the cgroup (all "host" for host processes), the rest from
+    the container runtime's own records (None where the runtime did not say)."""
 
     id: str = "host"
+    full_id: str = "host"
     name: str | None = None
     image: str | None = None
     image_repository: str | None = None
     image_tag: str | None = None
+    image_digest: str | None = None
     image_id: str | None = None
     type: str | None = None
     privileged: bool | None = None
@@ -116,10 +119,14 @@ class Container:
     host_pid: bool | None = None
     host_network: bool | None = None
     host_ipc: bool | None = None
+    ip: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
     k8s_ns_name: str | None = None
     k8s_pod_name: str | None = None
     k8s_pod_uid: str | None = None
     k8s_pod_labels: dict[str, str] = field(default_factory=dict)
+    k8s_pod_ip: str | None = None
+    k8s_pod_sandbox_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -147,7 +154,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-lines form; ancestors nest under proc.parent."""
-        return _to_dict(self)
+        return {f.name: _to_dict(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:

@@ -15,35 +15,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from falconet.model.event import Fd
+from falconet.sensor.cgroups import container_id_from_cgroup as container_id_from_cgroup  # re-exported
 
 AT_FDCWD = -100
 O_CLOEXEC = 0o2000000
 CLONE_THREAD = 0x10000
 CLONE_FILES = 0x400
-
-# Container runtimes' cgroup leaf names (systemd and cgroupfs drivers); the id is the 64-hex part.
-_CONTAINER_PATTERNS = (
-    re.compile(r"^(?:docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$"),
-    re.compile(r"^([0-9a-f]{64})$"),
-)
-
-
-def container_id_from_cgroup(path: str | None) -> str:
-    """Falco's 12-character container.id from a cgroup path (or its leaf); "host" when it names none."""
-    if not path:
-        return "host"
-    for part in reversed(path.strip("/").split("/")):
-        for pat in _CONTAINER_PATTERNS:
-            m = pat.match(part)
-            if m:
-                return m.group(1)[:12]
-    return "host"
-
 
 def resolve_path(base: str | None, path: str) -> str:
     """`path` as an absolute path: relative ones against `base` (a directory), `.`/`..` folded lexically."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from falconet.rules.errors import CompileError, RuleError, UnknownFieldError
 from falconet.model.event import Container, Event, Fd, Group, Process, User
-from falconet.rules.fields import INLINE, FieldType, catalog, resolve
+from falconet.rules.fields import INLINE, DnsCache, FieldType, catalog, resolve
 
 NS = 1_000_000_000
 
@@ -178,11 +177,12 @@ class FixedResolvers:
     def __init__(self, table: dict[str, list[str]]) -> None:
         self.table = table
         self.calls: list[str] = []
-        # attributes, as `ResolversLike` declares them (the engine's `Resolvers` holds two callables)
-        self.hostname: Callable[[], str] = lambda: "node-1"
-        self.dns: Callable[[str], list[str]] = self._dns
+        self.dns_cache = DnsCache(self.dns)  # resolvers own the engine's DNS cache (fields.dns)
 
-    def _dns(self, name: str) -> list[str]:
+    def hostname(self) -> str:
+        return "node-1"
+
+    def dns(self, name: str) -> list[str]:
         self.calls.append(name)
         return self.table.get(name, [])
 
