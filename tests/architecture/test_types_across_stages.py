@@ -1,8 +1,8 @@
 """mypy sees across the stages: what crosses each boundary has its real type, never `Any`.
 
 A probe file `reveal_type`s the signatures where one stage hands data to the next (sensor -> Event, engine ->
-Alert, hub, outputs, the services' wire conversion, the SDK's Alert), checked with the project's own mypy
-settings; any `Any` in them, or any mypy error, fails. Once before, every `falconet.*` import was `Any` to mypy
+Alert, the daemon's sources, engine seam and pipeline, hub, outputs, the services' wire conversion, the SDK's
+Alert), checked with the project's own mypy settings; any `Any` in them, or any mypy error, fails. Once before, every `falconet.*` import was `Any` to mypy
 (the folders' import names came from a mapping static tools cannot follow) and a global
 `ignore_missing_imports` hid it: the settings check forbids that switch, and the last tests rebuild that broken
 state in a temporary copy to show that these checks catch it.

@@ -36,6 +36,8 @@ from daemon_harness import (
 )
 from resources import require_root
 
+# ~1-2 s a test: each starts `falconet run` as a process and waits for what it must do (make unit skips them).
+pytestmark = pytest.mark.slow
 Start = Callable[..., tuple[DaemonProcess, Fifo]]
 
 

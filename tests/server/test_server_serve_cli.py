@@ -176,6 +176,7 @@ def test_publish_to_a_missing_server_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot connect to unix://" in result.stderr
 
 
+@pytest.mark.slow  # ~2.5 s: a second `falconet serve` and two `falconet publish` processes
 def test_publish_over_mtls_needs_an_allow_listed_cn(
     served: tuple[Serve, str, str, Path], tmp_path: Path
 ) -> None:
