@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "containers"), str(REPO / "tests" / "daemon")]
+sys.path[:0] = [str(REPO / "tests" / "containers"), str(REPO / "tests" / "daemon"), str(REPO / "tests")]
 
 
 def part_engine(seconds: float) -> None:

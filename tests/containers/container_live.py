@@ -20,15 +20,19 @@ import yaml
 from container_images import IMAGE_REF, IMAGE_REPO, IMAGE_TAG
 from container_runtimes import DOCKER, LABEL, RUN_LIMITS, Podman
 from daemon_harness import DaemonProcess
+from resources import SHARED
 
 from falconet.server.daemon_config import PACKAGED_CONFIG
 
-REPO = Path(__file__).resolve().parents[2]
-UPSTREAM = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
+UPSTREAM = SHARED / "upstream-rules" / "current" / "falco_rules.yaml"
 TEST_RULES = Path(__file__).with_name("container_test_rules.yaml")
 
 
 def live_config(work: Path, docker_socket: Path | None, podman_socket: Path | None, extra: str = "") -> str:
+    if not UPSTREAM.exists():
+        from resources import missing
+
+        missing(f"{UPSTREAM} is absent (../shared beside the checkout, or $FALCONET_SHARED)")
     append = yaml.safe_load(PACKAGED_CONFIG.read_text())["append_output"]
     engines: dict[str, Any] = {
         "docker": {"enabled": docker_socket is not None, "sockets": [str(docker_socket or "/nonexistent")]},

@@ -22,6 +22,8 @@ from container_images import ALLOWED_REPO, IMAGE_TAG
 from container_live import Alerts, Live, Runtime, docker_runtime, live_config, of, podman_runtime, start_live_daemon
 from container_runtimes import Dockerd, PodmanService
 
+pytestmark = [pytest.mark.containers, pytest.mark.bpf, pytest.mark.upstream]
+
 SHELL = "Terminal shell in container"
 PACKET = "Packet socket created in container"
 NETCAT = "Netcat Remote Code Execution in Container"

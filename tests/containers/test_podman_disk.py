@@ -20,6 +20,8 @@ from falconet.sensor.containers.registry import EngineSettings
 from falconet.sensor.containers.service import MetadataService
 from falconet.sensor.containers.store import ContainerStore
 
+pytestmark = pytest.mark.containers
+
 
 @pytest.fixture
 def service(podman: Podman, tmp_path: Any) -> Iterator[MetadataService]:
