@@ -19,6 +19,7 @@ Run: python -m bench.containers [--part engine|overhead|first] [--containers N] 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -29,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests" / "containers"), str(REPO / "tests" / "daemon"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tests" / "containers"), str(REPO / "tests")]
+
+
+def _helpers(name: str) -> Any:
+    """A module of tests/containers (the runtimes, image and live daemon the tests use), imported by name at
+    run time: the benchmark drives the same real runtimes the tests do."""
+    return importlib.import_module(name)
 
 
 def part_engine(seconds: float) -> None:
@@ -90,8 +97,9 @@ def _loops_static(directory: Path) -> Path:
 
 
 def part_overhead(n: int, repeat: int) -> None:
-    from container_images import IMAGE_REF
-    from container_runtimes import DOCKER, RUN_LIMITS, Dockerd
+    IMAGE_REF = _helpers("container_images").IMAGE_REF
+    runtimes = _helpers("container_runtimes")
+    DOCKER, RUN_LIMITS, Dockerd = runtimes.DOCKER, runtimes.RUN_LIMITS, runtimes.Dockerd
 
     from bench._daemon_common import UPSTREAM_STABLE, Daemon, machine_state
 
@@ -137,8 +145,11 @@ def part_overhead(n: int, repeat: int) -> None:
 
 
 def part_first(count: int) -> None:
-    from container_live import Alerts, docker_runtime, live_config, podman_runtime, start_live_daemon
-    from container_runtimes import Dockerd, Podman, PodmanService
+    live = _helpers("container_live")
+    runtimes = _helpers("container_runtimes")
+    Alerts, docker_runtime, podman_runtime = live.Alerts, live.docker_runtime, live.podman_runtime
+    live_config, start_live_daemon = live.live_config, live.start_live_daemon
+    Dockerd, Podman, PodmanService = runtimes.Dockerd, runtimes.Podman, runtimes.PodmanService
 
     d = Dockerd()
     d.start()

@@ -7,17 +7,12 @@ runtime not installed) it skips (tests/resources.py).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))  # daemon_harness, shared with tests/daemon
-
-from container_images import ALLOWED_REPO, IMAGE_TAG, ImageError  # noqa: E402
-from resources import missing, require_root  # noqa: E402
-from container_runtimes import Dockerd, Podman, PodmanService, RuntimeStartError  # noqa: E402
+from container_images import ALLOWED_REPO, IMAGE_TAG, ImageError
+from container_runtimes import Dockerd, Podman, PodmanService, RuntimeStartError
+from resources import missing, require_root
 
 
 def unavailable(what: str) -> None:
