@@ -126,7 +126,8 @@ class Reloader:
 
     def _swap(self, new: Running) -> None:
         if restart_needed(self._pipeline.running.config, new.config):
-            self._log("warning: grpc and webserver address changes take effect at the next restart")
+            self._log("warning: grpc, webserver, ring buffer and container_engines changes take effect at the next "
+                      "restart")
         for out in new.outputs:
             out.start()
         # Filter off while the engine changes, so neither rule set misses an open in between; the new
@@ -163,11 +164,13 @@ def _is_unix(address: str) -> bool:
 
 
 def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
-    """Settings a reload cannot apply to a running daemon (bound sockets, the sensor's ring buffer)."""
+    """Settings a reload cannot apply to a running daemon (bound sockets, the sensor's ring buffer, the
+    container engines' clients)."""
     return (
         old.grpc.bind_address != new.grpc.bind_address
         or old.grpc.enabled != new.grpc.enabled
         or old.metrics != new.metrics
         or old.ring_buffer_bytes != new.ring_buffer_bytes
+        or old.container_engines != new.container_engines
     )
 
