@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
