@@ -40,6 +40,16 @@ class SensorError(Exception):
     """The sensor cannot start; the message says what is missing (root, BPF, BTF, headers, tracefs)."""
 
 
+RINGBUF_MIN_BYTES = 4096
+"""One page: the smallest BPF ring buffer the kernel makes."""
+
+
+def ringbuf_bytes_valid(n: int) -> bool:
+    """The kernel makes a BPF ring buffer only of a power-of-two number of pages; the daemon's configuration
+    checks `sensor.ring_buffer_bytes` with this too, so a file that loads also starts the sensor."""
+    return n >= RINGBUF_MIN_BYTES and not n & (n - 1)
+
+
 @dataclass(slots=True)
 class SensorConfig:
     ringbuf_bytes: int = 8 << 20
@@ -52,7 +62,7 @@ class SensorConfig:
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
-        if n < 4096 or n & (n - 1):
+        if not ringbuf_bytes_valid(n):
             raise SensorError(f"ringbuf_bytes must be a power of two of at least 4096, not {n}")
 
 
@@ -283,7 +293,7 @@ class Sensor:
             st.inflight_full = sum(int(v) for v in counters.getvalue(ctypes.c_int(1)))
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
             st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
-        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})  # type: ignore[attr-defined]
+        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})
 
 
 def _preflight() -> None:
