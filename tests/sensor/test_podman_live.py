@@ -15,13 +15,17 @@ import shutil
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
+from falconet.rules.engine import Engine, Resolvers
 
 from .conftest import LiveSensor, collect
 
 IMAGE = "localhost/falconet-ck/busybox:kernel"
+STABLE_RULES = Path(__file__).resolve().parents[3] / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
+DROP_RULE = "Drop and execute new binary in container"
 PODMAN_FLAGS = ["--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
                 "nproc=4096:4096"]
 APPLETS = ("sh", "cat", "cp", "sleep", "true")
@@ -105,3 +109,7 @@ def test_real_podman_container_identity_pid1_and_upper_layer(sensor: LiveSensor)
     assert all(e.proc.exe_upper_layer is False and e.proc.vpid > 1 for e in from_image)
     assert all(e.proc.exe_upper_layer is True for e in dropped)
     assert dropped[0].proc.pidns_init_start_ts == init.proc.pidns_init_start_ts
+    # Falco's stable rule, loaded unmodified, fires on the dropped binary and not on the image's own
+    engine = Engine.from_files([STABLE_RULES], resolvers=Resolvers(hostname=lambda: "ck", dns=lambda _n: []))
+    assert DROP_RULE in engine.matching_rules(dropped[0])
+    assert DROP_RULE not in engine.matching_rules(from_image[0])
