@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
+from falconet.rules.fields import resolve
 from falconet.sensor import cgroups
 
 from .conftest import LiveSensor, collect
@@ -184,6 +185,17 @@ def test_pid_namespace_view(sensor: LiveSensor) -> None:
     assert leader.proc.pgid == leader.proc.pid
     # The plain cat's group is unshare's, outside the namespace: no number there (Falco's vpgid 0).
     assert plain.proc.vpgid == 0 and plain.proc.pgid != plain.proc.pid
+    # ... and as the engine's fields read them
+    for field, e, want in (("proc.vpid", init, 1), ("thread.vtid", init, 1), ("proc.is_vpgid_leader", leader, True),
+                           ("proc.sname", leader, "cat"), ("proc.sname", plain, _field(plain, "proc.sname")),
+                           ("proc.vpgid", leader, leader.proc.vpid),
+                           ("proc.pidns_init_start_ts", plain, init.proc.pidns_init_start_ts)):
+        assert _field(e, field) == want, field
+    assert _field(plain, "proc.sname") not in (None, "cat")  # an ancestor outside, in the test's session
+
+
+def _field(e: Event, name: str) -> object:
+    return resolve(name).extract(e)
 
 
 def test_host_process_pid_view(sensor: LiveSensor) -> None:
@@ -236,6 +248,8 @@ def test_exe_upper_layer_and_inode_facts(sensor: LiveSensor, overlay: Path) -> N
     assert low.proc.exepath == str(overlay / "lowerbin") and up.proc.exepath == str(dropped)
     assert low.proc.exe_upper_layer is False
     assert up.proc.exe_upper_layer is True
+    assert _field(up, "proc.is_exe_upper_layer") is True and _field(low, "proc.is_exe_upper_layer") is False
+    assert _field(up, "proc.exe_ino.mtime") == 1_600_000_000_123_456_789
     st = os.stat(dropped)
     assert up.proc.exe_ino == st.st_ino
     assert up.proc.exe_ino_mtime == st.st_mtime_ns == 1_600_000_000_123_456_789
