@@ -65,6 +65,9 @@ class Enricher:
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
         self._host_init_ts: int | None = None  # start of the initial pid namespace's init (ns since the epoch)
+        # (v2 path, v1 path) as the kernel sent them -> the container they name: a host runs few distinct
+        # cgroups and execs in each over and over, so each pair is parsed once
+        self._cgroup_refs: dict[tuple[bytes, bytes], cgroups.ContainerRef | None] = {}
         # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
         self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
 
@@ -86,20 +89,31 @@ class Enricher:
 
     # --- per-record state ----------------------------------------------------------------------------------
 
-    def _init_ts(self, rec: Record) -> int | None:
-        """proc.pidns_init_start_ts of the record's task. The kernel reads it inside containers on every record,
-        and in the initial namespace only on the rarer lifecycle records (it never changes there)."""
-        if rec.pidns_init_ts:
-            ts = self.offset_ns + rec.pidns_init_ts
-            if rec.pidns_level == 0:
-                self._host_init_ts = ts
-            return ts
-        return self._host_init_ts if rec.pidns_level == 0 else None
+    def _container_of(self, rec: Record) -> cgroups.ContainerRef | None:
+        key = (rec.segments[SEG_EXTRA], rec.segments[SEG_EXTRA2])
+        if key in self._cgroup_refs:
+            return self._cgroup_refs[key]
+        ref = cgroups.container_from_paths(
+            cgroups.path_from_components(rec.strings(seg)) for seg in (SEG_EXTRA, SEG_EXTRA2))
+        if len(self._cgroup_refs) >= 4096:
+            self._cgroup_refs.clear()
+        self._cgroup_refs[key] = ref
+        return ref
 
     def _update(self, p: ProcInfo, rec: Record) -> None:
-        """What the kernel told us about the task at this moment overrides anything remembered."""
+        """What the kernel told us about the task at this moment overrides anything remembered.
+
+        proc.pidns_init_start_ts: the kernel reads it inside pid namespaces on every record, and in the initial
+        one only on the rarer lifecycle records (it never changes there), which this remembers."""
+        init_ts: int | None
+        if rec.pidns_init_ts:
+            init_ts = self.offset_ns + rec.pidns_init_ts
+            if not rec.pidns_level:
+                self._host_init_ts = init_ts
+        else:
+            init_ts = None if rec.pidns_level else self._host_init_ts
         now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
-               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, self._init_ts(rec))
+               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, init_ts)
         if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
                    p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts):
             return
@@ -186,8 +200,7 @@ class Enricher:
             if spec.exec == 2:
                 dirfd = _i32(rec.args[0])
                 dirpath = self.table.dir_of(rec.tgid, dirfd) if dirfd != AT_FDCWD else None
-            ref = cgroups.container_from_paths(
-                cgroups.path_from_components(rec.strings(seg)) for seg in (SEG_EXTRA, SEG_EXTRA2))
+            ref = self._container_of(rec)
             self.table.exec(rec.tgid, filename, argv, env, ref.id if ref else cgroups.HOST_ID, dirpath,
                             container=ref)
             apply_exec(p, parse_execinfo(rec.segments[SEG_BLOB]), rec.cap_effective)
@@ -393,8 +406,10 @@ class Enricher:
             group=Group(gid=p.gid, name=self.names.group(p.gid)),
             euid=p.euid, egid=p.egid, cap_permitted=p.cap_permitted, cap_effective=p.cap_effective,
             cap_inheritable=p.cap_inheritable, exe_from_memfd=p.exe_from_memfd, container_id=p.container_id,
-            exe_writable=p.exe_writable, exe_upper_layer=p.exe_upper_layer, exe_ino=p.exe_ino,
-            exe_ino_ctime=p.exe_ctime, exe_ino_mtime=p.exe_mtime, pidns_init_start_ts=p.pidns_init_ts,
+            exe_writable=p.exe_writable, pidns_init_start_ts=p.pidns_init_ts,
+            exe_upper_layer=f.upper_layer if (f := p.exe_file) is not None else False,
+            exe_ino=f.ino if f is not None else None, exe_ino_ctime=f.ctime_ns if f is not None else None,
+            exe_ino_mtime=f.mtime_ns if f is not None else None,
             parent=parent,
         )
 
