@@ -37,10 +37,10 @@
 #define MAX_ENVP 48
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
 #define NO_ARG 0xff
-#define LEN_IS_PTR 0x80
+#define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
 #ifndef CGROUP_V1_SUBSYS
 #define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
-#endif       // sysconf.socklen: the length argument is a pointer to the length (accept)
+#endif
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
