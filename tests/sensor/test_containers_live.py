@@ -93,7 +93,12 @@ class CgroupPlace:
         mounts = _hierarchies()
         missing = [w for w in where if w not in mounts]
         if missing:
-            pytest.fail(f"this host has no {missing} cgroup hierarchy mounted ({mounts})")
+            # Another host kind (v2-only has no v1 hierarchy): those placements do not exist there. CI runs on
+            # this machine kind (hybrid), where a missing hierarchy is a defect.
+            msg = f"this host has no {missing} cgroup hierarchy mounted ({mounts})"
+            if os.environ.get("CI") == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
         self.dirs: list[Path] = []
         for w in where:
             base = mounts[w] / _own_cgroup(w).lstrip("/")
