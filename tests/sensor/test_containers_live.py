@@ -43,6 +43,7 @@ LAYOUTS: list[tuple[str, str, str | None, str | None]] = [
     ("podman-rootless", f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope", "podman",
      CID),
     ("containerd-cri-cgroupfs", f"kubepods/besteffort/pod{POD_UID}/{CID}", "containerd", CID),
+    ("containerd-plain-ctr", f"default/{CID}", "containerd", CID),
     ("containerd-cri-cgroupfs-sandbox", f"kubepods/besteffort/pod{POD_UID}/{SANDBOX}", "containerd", SANDBOX),
     ("containerd-cri-systemd",
      f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_SLICE}.slice/cri-containerd-{CID}.scope",
