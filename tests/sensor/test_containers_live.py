@@ -29,6 +29,9 @@ from falconet.sensor import cgroups
 
 from .conftest import LiveSensor, collect
 
+# root besides BPF: cgroups, mounts, pid namespaces and another user's identity
+pytestmark = [pytest.mark.bpf, pytest.mark.root]
+
 CID = "4f2b9c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"
 SANDBOX = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d"
 POD_UID = "6b0a4a8e-5d7f-4c3b-9a1e-2f8d7c6b5a40"

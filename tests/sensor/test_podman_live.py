@@ -15,16 +15,18 @@ import shutil
 import subprocess
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
 from falconet.rules.engine import Engine, Resolvers
 
+from resources import missing, shared_path
+
 from .conftest import LiveSensor, collect
 
+pytestmark = [pytest.mark.bpf, pytest.mark.containers, pytest.mark.upstream]
+
 IMAGE = "localhost/falconet-ck/busybox:kernel"
-STABLE_RULES = Path(__file__).resolve().parents[3] / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
 DROP_RULE = "Drop and execute new binary in container"
 PODMAN_FLAGS = ["--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
                 "nproc=4096:4096"]
@@ -34,9 +36,7 @@ APPLETS = ("sh", "cat", "cp", "sleep", "true")
 def _podman() -> str:
     exe = shutil.which("podman")
     if exe is None or shutil.which("runc") is None:
-        if os.environ.get("CI") == "true" or os.geteuid() == 0:
-            pytest.fail("podman and runc are needed (apt-get install podman runc)")
-        pytest.skip("podman is not installed")
+        missing("podman and runc are needed (apt-get install podman runc; the Makefile's container packages)")
     return exe
 
 
@@ -110,6 +110,7 @@ def test_real_podman_container_identity_pid1_and_upper_layer(sensor: LiveSensor)
     assert all(e.proc.exe_upper_layer is True for e in dropped)
     assert dropped[0].proc.pidns_init_start_ts == init.proc.pidns_init_start_ts
     # Falco's stable rule, loaded unmodified, fires on the dropped binary and not on the image's own
-    engine = Engine.from_files([STABLE_RULES], resolvers=Resolvers(hostname=lambda: "ck", dns=lambda _n: []))
+    stable = shared_path("upstream-rules", "current", "falco_rules.yaml")
+    engine = Engine.from_files([stable], resolvers=Resolvers(hostname=lambda: "ck", dns=lambda _n: []))
     assert DROP_RULE in engine.matching_rules(dropped[0])
     assert DROP_RULE not in engine.matching_rules(from_image[0])
