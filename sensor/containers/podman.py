@@ -59,7 +59,7 @@ class PodmanClient:
             if found is not None:
                 return found
         if self._has_socket():
-            return self.api.lookup(container_id)
+            return self._merged(self.api.lookup(container_id))
         if not self.disk.available():
             raise RuntimeUnavailable(f"no Podman API socket and no storage at {self.disk.root}")
         return None
@@ -67,12 +67,27 @@ class PodmanClient:
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         if self._has_socket():
             try:
-                yield from self.api.events(stop)
+                for ev in self.api.events(stop):
+                    yield RuntimeEvent(ev.kind, ev.full_id, self._merged(ev.container)) if ev.container else ev
                 return
             except RuntimeUnavailable:
                 if not self.disk.available():
                     raise
         yield from self.disk.events(stop, until=self._has_socket)
+
+    def _merged(self, found: Container | None) -> Container | None:
+        """The API's answer with the bundle's mounts (the compat API leaves their mode empty; the OCI options
+        say `ro`), so both paths give the same container.mount.* values."""
+        if found is None or not self.disk.available():
+            return found
+        try:
+            disk = self.disk.lookup(found.full_id)
+        except RuntimeUnavailable:
+            return found
+        if disk is not None:
+            found.mounts = disk.mounts
+            found.labels = found.labels or disk.labels
+        return found
 
     def close(self) -> None:
         self.api.close()

@@ -180,7 +180,7 @@ class MetadataService:
                 continue
             if found is not None:
                 self.stats.found += 1
-                self.store.put(found)
+                self.store.put(found, replace=False)
                 return found
         self.stats.unknown += 1
         return None

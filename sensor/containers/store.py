@@ -41,8 +41,12 @@ class ContainerStore:
                 self._entries.move_to_end(container_id)
             return c
 
-    def put(self, container: Container) -> None:
+    def put(self, container: Container, *, replace: bool = True) -> None:
+        """Caches `container`; with replace=False an entry already there stays (a lookup's answer must not
+        overwrite the fresher one a runtime's events stream put meanwhile)."""
         with self._lock:
+            if not replace and container.id in self._entries:
+                return
             self._entries[container.id] = container
             self._entries.move_to_end(container.id)
             self._exited.pop(container.id, None)
