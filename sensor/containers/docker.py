@@ -153,14 +153,18 @@ class DockerApi:
         self._drop()
 
     def _inspect_api(self, container_id: str) -> Container | None:
-        """The API's answer alone (None on any failure: the service then looks the container up itself)."""
-        try:
-            info = self._client().inspect_container(container_id)
-        except RuntimeUnavailable:
-            return None
-        except _errors():
-            return None
-        return self.container(info) if isinstance(info, dict) else None
+        """The API's answer alone, tried three times over about half a second (a runtime still finishing the
+        start may time out once; this runs on the events thread, never in the hold's way); None when it never
+        answers, and the service then looks the container up itself."""
+        for pause in (0.1, 0.4, 0.0):
+            try:
+                info = self._client().inspect_container(container_id)
+                return self.container(info) if isinstance(info, dict) else None
+            except RuntimeUnavailable:
+                return None
+            except _errors():
+                time.sleep(pause)
+        return None
 
     def _from_disk(self, container_id: str) -> dict[str, Any] | None:
         """The container's record from dockerd's files, in inspect's shape; None when absent or unreadable."""

@@ -221,7 +221,7 @@ class MetadataService:
                 self._down(client, str(exc))
                 return
             if found is not None:
-                self.store.put(found)
+                self.store.put(found, replace=False)  # what the stream itself carried earlier is fresher
         with self._lock:
             self._unknown.pop(cid, None)
         self.arrived.set()
