@@ -91,3 +91,21 @@ def mount(source: object, dest: object, mode: object, rw: object, propagation: o
         "rdwr": bool(rw) if isinstance(rw, bool) else True,
         "propagation": clean(propagation) or "",
     }
+
+
+def netns_ipv4(pid: int) -> str | None:
+    """The first non-loopback IPv4 address local to the network namespace of `pid` (from its
+    /proc/<pid>/net/fib_trie, the kernel's own table), or None."""
+    try:
+        with open(f"/proc/{pid}/net/fib_trie", encoding="ascii", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return None
+    last = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|--"):
+            last = stripped[3:].strip()
+        elif stripped == "/32 host LOCAL" and last and not last.startswith("127."):
+            return last
+    return None

@@ -31,6 +31,8 @@ from falconet.sensor.containers.registry import EngineSettings, RuntimeEvent, Ru
 STORAGE_ROOT = "/var/lib/containers/storage"
 EVENTS_LOG = "/run/libpod/events/events.log"
 TAIL_INTERVAL = 0.05
+OCI_STATE_ROOTS = ("/run/runc",)
+"""Where the OCI runtime keeps each container's state.json (rootful runc; the address is read through it)."""
 LOG_SCAN_BYTES = 2 << 20
 """How much of the events log's end is searched for a container's labels (Podman rotates it at 1 MB)."""
 _START = frozenset({"create", "init", "start", "restart"})
@@ -187,8 +189,19 @@ class PodmanDisk:
             host_pid="pid" not in namespaces if spec else None,
             host_network="network" not in namespaces if spec else None,
             host_ipc="ipc" not in namespaces if spec else None,
+            ip=self._address(full_id) if spec and "network" in namespaces else None,
             labels=self.labels_of(full_id),
         )
+
+    def _address(self, full_id: str) -> str | None:
+        """The container's address, read from its network namespace (Podman keeps it only in its database):
+        the OCI runtime's state names the container's init process."""
+        for root in OCI_STATE_ROOTS:
+            state = _read_json(Path(root) / full_id / "state.json")
+            pid = state.get("init_process_pid")
+            if isinstance(pid, int) and pid > 0:
+                return parse.netns_ipv4(pid)
+        return None
 
     def _own_file(self, source: str) -> bool:
         """Files Podman generates for the container (hosts, resolv.conf, .containerenv): not user mounts."""

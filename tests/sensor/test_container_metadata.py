@@ -170,3 +170,12 @@ def test_flush_releases_everything_held(stub: tuple[StubRuntime, MetadataService
     hold.feed([ev(1, A), ev(2, A)])
     assert [e.num for e in hold.flush()] == [1, 2] and hold.held == 0
     runtime.gate.set()
+
+
+def test_a_network_namespace_address_is_read_from_the_kernel_table() -> None:
+    import os
+
+    # This process's own namespace: whatever the first non-loopback local address is, it is one.
+    got = parse.netns_ipv4(os.getpid())
+    assert got is None or (not got.startswith("127.") and got.count(".") == 3)
+    assert parse.netns_ipv4(2**22 + 7) is None  # no such process
