@@ -119,10 +119,11 @@ def _host_caps() -> set[str]:
     """Capabilities in this process's bounding set: what "every capability" means on this host (a host whose
     root lacks one cannot grant it to a privileged container either)."""
     try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("CapBnd:"):
-                mask = int(line.split()[1], 16)
-                return {f"CAP_{n}" for bit, n in enumerate(_CAP_NAMES) if mask >> bit & 1}
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return {f"CAP_{n}" for bit, n in enumerate(_CAP_NAMES) if mask >> bit & 1}
     except OSError:
         pass
     return {f"CAP_{n}" for n in _CAP_NAMES}

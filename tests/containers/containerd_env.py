@@ -161,9 +161,9 @@ def start_containerd(base: Path) -> Containerd:
         (base / d).mkdir(parents=True, exist_ok=True)
     sock = base / "containerd.sock"
     (base / "config.toml").write_text(_config(base, sock))
-    log = (base / "containerd.log").open("wb")
-    proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml"), "--log-level", "info"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with (base / "containerd.log").open("wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml"), "--log-level", "info"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     env = Containerd(base, proc)
 
     def serving() -> bool:
@@ -210,9 +210,10 @@ def image_digest(env: Containerd, ref: str, namespace: str = "default") -> str:
     raise AssertionError(f"{ref} not in containerd's image list")
 
 
-def pod_config(work: Path, name: str, namespace: str, uid: str, labels: dict[str, str]) -> Path:
+def pod_config(work: Path, name: str, namespace: str, uid: str, labels: dict[str, str], *,
+               privileged: bool = False) -> Path:
     """A pod sandbox config as a kubelet sends it for a host-network pod: no hostname (the node's UTS namespace),
-    the cgroupfs driver's parent cgroup."""
+    the cgroupfs driver's parent cgroup; a privileged sandbox when a container of it is (as a kubelet does)."""
     kube = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid}
     config: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "attempt": 0},
@@ -221,7 +222,8 @@ def pod_config(work: Path, name: str, namespace: str, uid: str, labels: dict[str
         "annotations": {"kubernetes.io/config.source": "api"},
         "linux": {
             "cgroup_parent": f"/kubepods/besteffort/pod{uid}",
-            "security_context": {"namespace_options": {"network": 2, "pid": 1, "ipc": 0}},
+            "security_context": {"privileged": privileged,
+                                 "namespace_options": {"network": 2, "pid": 1, "ipc": 0}},
         },
     }
     path = work / f"pod-{uuid.uuid4().hex[:8]}.json"
