@@ -32,6 +32,7 @@ from typing import IO, Any, Protocol
 from falconet.model.alert import Alert, Priority
 from falconet.model.event import Event
 from falconet.server.daemon_config import ConfigError, DaemonConfig, load_config
+from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import Output, TokenBucket, build_outputs, check_writable, close_all
 
@@ -258,7 +259,7 @@ def build_engine(config: DaemonConfig, hostname: str) -> Any:
     return Engine.from_files(
         paths,
         rule_matching=config.rule_matching,
-        resolvers=Resolvers(hostname=lambda: hostname, dns=_DnsCache()),
+        resolvers=Resolvers(hostname=lambda: hostname, dns=hosts_resolver(config.dns, _DnsCache())),
         min_priority=config.priority,
     )
 

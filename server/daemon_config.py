@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from falconet.model.alert import Priority
+from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -85,6 +86,7 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "dns",
     }
 )
 
@@ -198,6 +200,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Ours: names the daemon resolves itself before the host's resolver (server/dns_hosts.py).
+    dns: DnsConfig = field(default_factory=DnsConfig)
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -499,6 +503,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         ),
         ring_buffer_bytes=ring,
         open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
+        dns=parse_dns_section(r.section(data, "dns"), r.problems, r.resolve),
         warnings=tuple(r.warnings),
     )
     if r.problems:
