@@ -9,8 +9,9 @@ export PATH := $(TOOLS)/bin:$(HOME)/.cargo/bin:/usr/local/go/bin:$(PATH)
 
 APT_PACKAGES := python3-bpfcc bpfcc-tools linux-headers-amd64 bpftool python3-venv python3-dev iproute2 \
                 build-essential pkg-config
-# containerd and its CRI plugin (Kubernetes pods without a kubelet), runc, busybox for the test images.
-APT_PACKAGES += containerd runc busybox-static
+# containerd and its CRI plugin (Kubernetes pods without a kubelet), runc, CNI plugins for pod networks,
+# busybox for the test images.
+APT_PACKAGES += containerd runc containernetworking-plugins busybox-static
 PROTO_DIR   := proto
 PROTO_FILES := $(shell cd $(PROTO_DIR) && find . -name '*.proto' | sed 's|^\./||' | sort)
 PY_GEN_DIR  := sdk/python/api

@@ -2,8 +2,10 @@
 
 This machine has a hybrid cgroup v1 layout, no systemd and no image registry, so the CRI plugin is configured
 for the cgroupfs driver, its sandbox (pause) image is the locally built busybox image (imported into the
-`k8s.io` namespace before any pod is run), and pods use the node's network (no CNI plugin needed). The
-streaming server that `crictl exec` talks to listens on 127.0.0.1. When CI=true a containerd that cannot start
+`k8s.io` namespace before any pod is run). Pods use either the node's network, or their own network namespace
+from Debian's CNI plugins: a bridge with no address on the host (so nothing is routed to or from it) and pod
+addresses from the documentation range POD_SUBNET. The streaming server that `crictl exec` talks to listens
+on 127.0.0.1. When CI=true a containerd that cannot start
 FAILS the tests (never skips).
 """
 
@@ -30,6 +32,8 @@ PAUSE_REF = "localhost/falconet-pause:1"
 IMAGE_REPO = "localhost/falconet-busybox"
 IMAGE_TAG = "1.35-test"
 IMAGE_REF = f"{IMAGE_REPO}:{IMAGE_TAG}"
+POD_SUBNET = "203.0.113.64/26"  # documentation range (RFC 5737); nothing outside the pods' namespaces
+CNI_BIN = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 IMAGE_CACHE = Path(os.environ.get("FALCONET_TEST_IMAGE_CACHE", "/var/cache/falconet-tests"))
 
 
@@ -46,6 +50,18 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def _cni_config(base: Path, bridge: str) -> str:
+    """A bridge without a gateway address (isGateway false, no masquerading): pods reach only each other."""
+    return json.dumps({
+        "cniVersion": "0.4.0",
+        "name": "falconet-test",
+        "plugins": [{
+            "type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False, "hairpinMode": False,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]], "dataDir": str(base / "cni-ipam")},
+        }],
+    })
 
 
 def _config(base: Path, sock: Path) -> str:
@@ -68,7 +84,7 @@ state = "{base / 'state'}"
   restrict_oom_score_adj = true
   max_container_log_line_size = 16384
   [{cri}.cni]
-    bin_dir = "{base / 'cni-bin'}"
+    bin_dir = "{CNI_BIN}"
     conf_dir = "{base / 'cni-conf'}"
   [{cri}.containerd]
     snapshotter = "overlayfs"
@@ -86,6 +102,7 @@ class Containerd:
 
     base: Path
     proc: subprocess.Popen[bytes]
+    bridge: str = ""
 
     @property
     def socket(self) -> Path:
@@ -144,6 +161,8 @@ class Containerd:
                         os.kill(int(pid_dir.name), signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+        if self.bridge:
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         subprocess.run(["umount", "-R", "-l", str(self.base / "root")], capture_output=True)
         subprocess.run(["umount", "-R", "-l", str(self.base / "state")], capture_output=True)
 
@@ -157,14 +176,19 @@ def start_containerd(base: Path) -> Containerd:
             unavailable(f"{tool} is not installed (make setup installs Debian's containerd and runc)")
     if not CRICTL.exists():
         unavailable(f"{CRICTL} is missing (make tools-containers installs the pinned crictl)")
-    for d in ("root", "state", "cni-bin", "cni-conf"):
+    for plugin in ("bridge", "host-local", "loopback"):
+        if not (CNI_BIN / plugin).exists():
+            unavailable(f"{CNI_BIN / plugin} is missing (make setup installs Debian's containernetworking-plugins)")
+    for d in ("root", "state", "cni-conf"):
         (base / d).mkdir(parents=True, exist_ok=True)
     sock = base / "containerd.sock"
+    bridge = f"fcri{uuid.uuid4().hex[:8]}"
+    (base / "cni-conf" / "10-falconet-test.conflist").write_text(_cni_config(base, bridge))
     (base / "config.toml").write_text(_config(base, sock))
     with (base / "containerd.log").open("wb") as log:
         proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml"), "--log-level", "info"],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    env = Containerd(base, proc)
+    env = Containerd(base, proc, bridge)
 
     def serving() -> bool:
         if proc.poll() is not None:
@@ -211,19 +235,21 @@ def image_digest(env: Containerd, ref: str, namespace: str = "default") -> str:
 
 
 def pod_config(work: Path, name: str, namespace: str, uid: str, labels: dict[str, str], *,
-               privileged: bool = False) -> Path:
-    """A pod sandbox config as a kubelet sends it for a host-network pod: no hostname (the node's UTS namespace),
+               privileged: bool = False, host_network: bool = True) -> Path:
+    """A pod sandbox config as a kubelet sends it: for a host-network pod no hostname (the node's UTS namespace);
     the cgroupfs driver's parent cgroup; a privileged sandbox when a container of it is (as a kubelet does)."""
+    network = 2 if host_network else 0  # NamespaceMode NODE / POD
     kube = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid}
     config: dict[str, Any] = {
         "metadata": {"name": name, "namespace": namespace, "uid": uid, "attempt": 0},
         "log_directory": str(work / "pod-logs" / uid),
+        **({} if host_network else {"hostname": name}),
         "labels": {**labels, **kube},
         "annotations": {"kubernetes.io/config.source": "api"},
         "linux": {
             "cgroup_parent": f"/kubepods/besteffort/pod{uid}",
             "security_context": {"privileged": privileged,
-                                 "namespace_options": {"network": 2, "pid": 1, "ipc": 0}},
+                                 "namespace_options": {"network": network, "pid": 1, "ipc": 0}},
         },
     }
     path = work / f"pod-{uuid.uuid4().hex[:8]}.json"
@@ -232,7 +258,7 @@ def pod_config(work: Path, name: str, namespace: str, uid: str, labels: dict[str
 
 
 def container_config(work: Path, name: str, pod_name: str, namespace: str, uid: str, *,
-                     command: list[str], privileged: bool = False) -> Path:
+                     command: list[str], privileged: bool = False, host_network: bool = True) -> Path:
     """A container config as a kubelet sends it (its io.kubernetes.* labels included)."""
     config: dict[str, Any] = {
         "metadata": {"name": name, "attempt": 0},
@@ -242,7 +268,8 @@ def container_config(work: Path, name: str, pod_name: str, namespace: str, uid: 
         "labels": {"io.kubernetes.container.name": name, "io.kubernetes.pod.name": pod_name,
                    "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid},
         "linux": {"security_context": {"privileged": privileged,
-                                       "namespace_options": {"network": 2, "pid": 1, "ipc": 0}}},
+                                       "namespace_options": {"network": 2 if host_network else 0, "pid": 1,
+                                                             "ipc": 0}}},
     }
     path = work / f"ctr-{uuid.uuid4().hex[:8]}.json"
     path.write_text(json.dumps(config))

@@ -120,13 +120,14 @@ def test_plain_privileged_host_network(containerd: Containerd, client: Container
 
 
 def run_pod(env: Containerd, work: Path, *, labels: dict[str, str], privileged: bool = False,
-            pod_name: str | None = None) -> tuple[str, str, str, str]:
-    """A pod (host network) with one running container: (pod id, container id, pod name, pod uid)."""
+            host_network: bool = True) -> tuple[str, str, str, str]:
+    """A pod with one running container: (pod id, container id, pod name, pod uid)."""
     uid = str(uuid.uuid4())
-    name = pod_name or f"web-{uid[:6]}"
-    pc = pod_config(work, name, "team-a", uid, labels, privileged=privileged)
+    name = f"web-{uid[:6]}"
+    pc = pod_config(work, name, "team-a", uid, labels, privileged=privileged, host_network=host_network)
     pod = env.crictl("runp", str(pc)).stdout.strip()
-    cc = container_config(work, "app", name, "team-a", uid, command=["/bin/sleep", "600"], privileged=privileged)
+    cc = container_config(work, "app", name, "team-a", uid, command=["/bin/sleep", "600"], privileged=privileged,
+                          host_network=host_network)
     cid = env.crictl("create", pod, str(cc), str(pc)).stdout.strip()
     env.crictl("start", cid)
     return pod, cid, name, uid
@@ -173,6 +174,20 @@ def test_cri_privileged_container(containerd: Containerd, client: ContainerdClie
         got = client.lookup(cid)
         assert got is not None and got.privileged is True  # the CRI security context
         assert got.k8s_pod_labels == {"app": "debug"}
+    finally:
+        containerd.crictl("stopp", pod, check=False)
+        containerd.crictl("rmp", "-f", pod, check=False)
+
+
+def test_cri_pod_network_ip(containerd: Containerd, client: ContainerdClient, tmp_path: Path) -> None:
+    pod, cid, name, _uid = run_pod(containerd, tmp_path, labels={"app": "net"}, host_network=False)
+    try:
+        status = json.loads(containerd.crictl("inspectp", pod).stdout)
+        ip = status["status"]["network"]["ip"]
+        assert ip.startswith("203.0.113.")  # the CRI's own PodSandboxStatus, from the test's CNI network
+        got = client.lookup(cid)
+        assert got is not None
+        assert (got.k8s_pod_ip, got.ip, got.host_network, got.k8s_pod_name) == (ip, ip, False, name)
     finally:
         containerd.crictl("stopp", pod, check=False)
         containerd.crictl("rmp", "-f", pod, check=False)
