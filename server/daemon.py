@@ -31,6 +31,7 @@ from typing import IO, Any, Protocol
 
 from falconet.model.alert import Alert, Priority
 from falconet.model.event import Event
+from falconet.server import daemon_containers
 from falconet.server.daemon_config import ConfigError, DaemonConfig, load_config
 from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.metrics import DaemonMetrics
@@ -261,6 +262,7 @@ def build_engine(config: DaemonConfig, hostname: str) -> Any:
         rule_matching=config.rule_matching,
         resolvers=Resolvers(hostname=lambda: hostname, dns=hosts_resolver(config.dns, _DnsCache())),
         min_priority=config.priority,
+        append_output=list(config.append_output) or None,
     )
 
 
@@ -307,6 +309,7 @@ class Daemon:
         self._limiter = TokenBucket(config.outputs_rate, config.outputs_max_burst)
         self._drop_limiter = TokenBucket(config.syscall_event_drops.rate, config.syscall_event_drops.max_burst)
         self._source: Any = None
+        self.containers: daemon_containers.ContainerEnrichment | None = None
         self._stop = threading.Event()
         self._engine_thread: threading.Thread | None = None
         self._engine_error: BaseException | None = None
@@ -348,6 +351,10 @@ class Daemon:
         self._source = open_source(self.source_spec, self.config, _syscalls(self.engine), self.log)
         self._source.start()
         self._apply_open_filter(self.engine, self.config)
+        # Container metadata (server/daemon_containers.py): the only daemon hook besides _engine_loop's.
+        self.containers = daemon_containers.for_source(self._source.name, self.config, self.log)
+        if self.containers is not None:
+            self.containers.register_metrics(self.metrics.registry)
 
     def _apply_open_filter(self, engine: Any, config: DaemonConfig) -> None:
         """The sensor's kernel-side open filter from the rules' prefixes, or off when some rule (or the config)
@@ -403,12 +410,14 @@ class Daemon:
         source = self._source
         next_tick = time.monotonic() + TICK_SECONDS
         try:
+            hold = self.containers  # container events wait (<= 500 ms) for their metadata; host events never
             while not self._stop.is_set():
-                events = source.poll(POLL_MS)
-                if events is None:
-                    break
+                raw = source.poll(POLL_MS if hold is None else hold.poll_ms(POLL_MS))
+                events = raw if hold is None else hold.feed(raw or []) + (hold.flush() if raw is None else [])
                 if events:
                     self._process(events)
+                if raw is None:
+                    break
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + TICK_SECONDS
                     self._tick()
@@ -693,6 +702,8 @@ class Daemon:
             await self.server.stop(1.0)
         self.metrics.close()
         self._source.close()
+        if self.containers is not None:
+            self.containers.close()
         if self._engine_error is not None:
             err = self._engine_error
             self.log(f"the engine stopped on an error: {type(err).__name__}: {err}")

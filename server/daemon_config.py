@@ -25,6 +25,8 @@ import yaml
 
 from falconet.model.alert import Priority
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
+from falconet.sensor.containers import EngineSettings
+from falconet.server.config_containers import parse_append_output, parse_container_engines
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -51,12 +53,10 @@ _FALCO_KEYS_IGNORED = frozenset(
         "metrics",
         "base_syscalls",
         "falco_libs",
-        "container_engines",
         "config_files",
         "json_include_message_property",
         "json_include_output_fields_property",
         "syscall_event_timeouts",
-        "append_output",
         "static_fields",
         "capture",
         "plugins_hostinfo",
@@ -87,6 +87,8 @@ _KNOWN_KEYS = frozenset(
         "webserver",
         "sensor",
         "dns",
+        "container_engines",  # server/config_containers.py
+        "append_output",  # server/config_containers.py
     }
 )
 
@@ -202,6 +204,9 @@ class DaemonConfig:
     open_path_filter: bool = True
     # Ours: names the daemon resolves itself before the host's resolver (server/dns_hosts.py).
     dns: DnsConfig = field(default_factory=DnsConfig)
+    # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
+    container_engines: tuple[tuple[str, EngineSettings], ...] = ()
+    append_output: tuple[dict[str, Any], ...] = ()
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -504,6 +509,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         ring_buffer_bytes=ring,
         open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
         dns=parse_dns_section(r.section(data, "dns"), r.problems, r.resolve),
+        container_engines=parse_container_engines(r, data),
+        append_output=parse_append_output(r, data),
         warnings=tuple(r.warnings),
     )
     if r.problems:

@@ -184,8 +184,9 @@ class ContainerdClient:
         return to_container(record, image, sandbox)
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
-        """containerd's event stream: a container's creation is its "start" (its record exists from then on,
-        before any process runs), its init task's exit or its deletion its "exit"."""
+        """containerd's event stream: `ready` once subscribed and containerd answers, then a `start` for every
+        container it already has; after that a container's creation is its `start` (its record exists from
+        then on, before any process runs), its init task's exit or its deletion its `exit`."""
         path, channel = self._channel()
         stub = channel.unary_stream(_SERVICE + "events.v1.Events/Subscribe", request_serializer=_serialize,
                                     response_deserializer=events_pb2.Envelope.FromString)
@@ -194,6 +195,10 @@ class ContainerdClient:
                                    name="containerd-events-stop")
         watcher.start()
         try:
+            existing = self._existing_ids()  # after subscribing, so nothing created in between is missed
+            yield RuntimeEvent("ready")
+            for full_id in existing:
+                yield RuntimeEvent("start", full_id)
             for envelope in call:
                 if envelope.namespace in self._namespaces:
                     event = _event(envelope)
@@ -204,6 +209,14 @@ class ContainerdClient:
                 raise RuntimeUnavailable(f"containerd at {path}: events: {exc.code().name}") from None
         finally:
             call.cancel()
+
+    def _existing_ids(self) -> list[str]:
+        ids: list[str] = []
+        for namespace in self._namespaces:
+            listed = self._call("containers.v1.Containers/List", containers_pb2.ListContainersRequest(),
+                                containers_pb2.ListContainersResponse, namespace)
+            ids.extend(c.id for c in (listed.containers if listed is not None else ()))
+        return ids
 
     def close(self) -> None:
         with self._lock:

@@ -16,9 +16,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from falconet.model.event import Container
+from falconet.sensor.containers import parse
 
 CRI_CONTAINER_EXT = "io.cri-containerd.container.metadata"
 CRI_SANDBOX_EXT = "io.cri-containerd.sandbox.metadata"
@@ -103,18 +104,6 @@ def is_cri(record: Record) -> bool:
     return ANN_TYPE in spec_annotations(record) or bool(cri_metadata(record))
 
 
-def split_image(ref: str) -> tuple[str, str | None, str | None]:
-    """repository, tag, digest of an image reference (`repo[:tag][@sha256:...]`); a port is not a tag."""
-    digest = None
-    if "@" in ref:
-        ref, digest = ref.split("@", 1)
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        return ref[:colon], ref[colon + 1 :], digest
-    return ref, None, digest
-
-
 def _host_caps() -> set[str]:
     """Capabilities in this process's bounding set: what "every capability" means on this host (a host whose
     root lacks one cannot grant it to a privileged container either)."""
@@ -162,39 +151,30 @@ def _ns_is_host(spec: JsonObj, ns_type: str) -> bool:
     return True
 
 
-def spec_mounts(spec: JsonObj) -> list[dict[str, object]]:
+def spec_mounts(spec: JsonObj) -> list[dict[str, Any]]:
     """The spec's bind mounts (what a user asked for; the runtime's own /proc, /dev... are not listed)."""
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for m in _list(spec.get("mounts")):
         mount = _obj(m)
         options = [str(o) for o in _list(mount.get("options"))]
         if mount.get("type") != "bind" and "bind" not in options and "rbind" not in options:
             continue
-        out.append({
-            "source": str(mount.get("source", "")),
-            "dest": str(mount.get("destination", "")),
-            "mode": "ro" if "ro" in options else "",
-            "rdwr": "ro" not in options,
-            "propagation": next((o for o in options if o in _PROPAGATIONS), ""),
-        })
+        out.append(parse.mount(mount.get("source"), mount.get("destination"), "ro" if "ro" in options else "",
+                               "ro" not in options, next((o for o in options if o in _PROPAGATIONS), "")))
     return out
 
 
-def cri_mounts(config: JsonObj) -> list[dict[str, object]]:
+def cri_mounts(config: JsonObj) -> list[dict[str, Any]]:
     """The mounts the kubelet asked for in the CRI ContainerConfig."""
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for m in _list(config.get("mounts")):
         mount = _obj(m)
         readonly = bool(mount.get("readonly"))
         propagation = mount.get("propagation", 0)
-        out.append({
-            "source": str(mount.get("host_path", "")),
-            "dest": str(mount.get("container_path", "")),
-            "mode": "z" if mount.get("selinux_relabel") else "",
-            "rdwr": not readonly,
-            "propagation": _CRI_PROPAGATION.get(propagation if isinstance(propagation, (int, str)) else 0,
-                                                "private"),
-        })
+        out.append(parse.mount(mount.get("host_path"), mount.get("container_path"),
+                               "z" if mount.get("selinux_relabel") else "", not readonly,
+                               _CRI_PROPAGATION.get(propagation if isinstance(propagation, (int, str)) else 0,
+                                                    "private")))
     return out
 
 
@@ -208,7 +188,7 @@ def pod_labels(sandbox: Record | None) -> dict[str, str]:
     if sandbox is None:
         return {}
     config = _obj(cri_metadata(sandbox).get("Config"))
-    labels = _str_map(config.get("labels")) if config else dict(sandbox.labels)
+    labels = parse.labels(config.get("labels")) if config else parse.labels(sandbox.labels)
     return {k: v for k, v in labels.items() if not k.startswith(_KUBELET_LABEL_PREFIX) and
             not k.startswith("io.cri-containerd.")}
 
@@ -223,7 +203,7 @@ def to_container(record: Record, image: ImageInfo | None, sandbox: Record | None
     cri = is_cri(record)
     sandboxed = is_sandbox(record)
     image_ref = ann.get(ANN_IMAGE) or record.image or (sandbox.image if sandbox and sandboxed else "")
-    repo, tag, ref_digest = split_image(image_ref) if image_ref else (None, None, None)
+    repo, tag, ref_digest = parse.split_image(image_ref)
     ns_opts = _obj(_security_context(config).get("namespace_options"))
 
     def host_ns(cri_key: str, oci_type: str) -> bool:
@@ -236,39 +216,39 @@ def to_container(record: Record, image: ImageInfo | None, sandbox: Record | None
         name = name or _str_map(_obj(config.get("metadata"))).get("name")
         privileged = bool(_security_context(config).get("privileged")) if config else spec_privileged(record.spec)
         mounts = cri_mounts(config)
-        labels = _str_map(config.get("labels")) if config else dict(record.labels)
+        labels = parse.labels(config.get("labels") if config else record.labels)
     else:
         name = record.labels.get(LABEL_NERDCTL_NAME) or record.id
         privileged = spec_privileged(record.spec)
         mounts = spec_mounts(record.spec)
-        labels = dict(record.labels)
+        labels = parse.labels(record.labels)
     image_id = str(meta.get("ImageRef") or "") or (image.config_digest if image else None) or None
     pod_ip = str(cri_metadata(sandbox).get("IP") or "") or None if sandbox is not None else None
     pod_ns = ann.get(ANN_POD_NS) or record.labels.get(LABEL_POD_NS)
     return Container(
         id=record.id[:12],
         full_id=record.id,
-        name=name,
-        image=image_ref or None,
-        image_repository=repo,
-        image_tag=tag,
-        image_digest=ref_digest or (image.digest if image else None),
-        image_id=image_id.removeprefix("sha256:") if image_id else None,
+        name=parse.clean(name),
+        image=parse.clean(image_ref),
+        image_repository=parse.clean(repo),
+        image_tag=parse.clean(tag),
+        image_digest=parse.clean(ref_digest or (image.digest if image else None)),
+        image_id=parse.image_id(image_id),
         type=container_type,
         privileged=privileged,
-        mounts=mounts,
+        mounts=mounts[: parse.MAX_MOUNTS],
         start_ts=record.created_ns,
         host_pid=host_ns("pid", "pid"),
         host_network=host_ns("network", "network"),
         host_ipc=host_ns("ipc", "ipc"),
-        ip=pod_ip,
+        ip=parse.clean(pod_ip),
         labels=labels,
-        k8s_ns_name=pod_ns,
-        k8s_pod_name=(ann.get(ANN_POD_NAME) or record.labels.get(LABEL_POD_NAME)) if pod_ns else None,
-        k8s_pod_uid=(ann.get(ANN_POD_UID) or record.labels.get(LABEL_POD_UID)) if pod_ns else None,
+        k8s_ns_name=parse.clean(pod_ns),
+        k8s_pod_name=parse.clean(ann.get(ANN_POD_NAME) or record.labels.get(LABEL_POD_NAME)) if pod_ns else None,
+        k8s_pod_uid=parse.clean(ann.get(ANN_POD_UID) or record.labels.get(LABEL_POD_UID)) if pod_ns else None,
         k8s_pod_labels=pod_labels(sandbox) if pod_ns else {},
         k8s_pod_ip=pod_ip,
-        k8s_pod_sandbox_id=(record.id if sandboxed else ann.get(ANN_SANDBOX_ID)) if pod_ns else None,
+        k8s_pod_sandbox_id=parse.clean(record.id if sandboxed else ann.get(ANN_SANDBOX_ID)) if pod_ns else None,
     )
 
 

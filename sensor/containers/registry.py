@@ -36,11 +36,13 @@ class EngineSettings:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeEvent:
-    """A change the runtime announced. `start` is sent as early as the runtime knows the container (Docker's
-    `create`), so its metadata can be cached before the container's first process runs."""
+    """What an events stream says. `ready`: the stream is connected (the runtime is up; full_id is empty).
+    `start`: a container exists, sent as early as the runtime knows it (Docker's `create`) so its metadata is
+    cached before its first process runs; after `ready` a client also sends `start` for every container already
+    running. `exit`: the container stopped (its cache entry goes after a short grace)."""
 
-    kind: Literal["start", "exit"]
-    full_id: str
+    kind: Literal["ready", "start", "exit"]
+    full_id: str = ""
     container: Container | None = None  # the metadata, when the stream carries it; else the service looks it up
 
 

@@ -196,6 +196,8 @@ def test_cri_pod_network_ip(containerd: Containerd, client: ContainerdClient, tm
 def test_events_announce_create_and_exit(containerd: Containerd, client: ContainerdClient) -> None:
     stop = threading.Event()
     seen: list[RuntimeEvent] = []
+    running = new_id()
+    containerd.ctr("run", "-d", IMAGE_REF, running, "/bin/sleep", "600")  # before the stream: announced on connect
 
     def follow() -> None:
         for event in client.events(stop):
@@ -205,28 +207,21 @@ def test_events_announce_create_and_exit(containerd: Containerd, client: Contain
     thread.start()
     cid = new_id()
     try:
-        # The subscription is live once the creation of a throwaway container comes through.
-        probes: list[str] = []
-        for _ in range(10):
-            probes.append(new_id())
-            containerd.ctr("containers", "create", IMAGE_REF, probes[-1])
-            try:
-                wait_until(lambda: any(e.full_id in probes for e in seen), 2, "the events stream")
-                break
-            except AssertionError:
-                continue
-        for probe in probes:
-            containerd.ctr("containers", "delete", probe)
-        assert any(e.full_id in probes for e in seen), "containerd's events stream never delivered"
+        wait_until(lambda: RuntimeEvent("start", running) in seen, 30, "the running container's start")
+        assert seen[0] == RuntimeEvent("ready")
+        # Connected (ready came after the subscription was made): later changes are not missed.
         containerd.ctr("run", "-d", IMAGE_REF, cid, "/bin/sleep", "600")
         wait_until(lambda: RuntimeEvent("start", cid) in seen, 30, "the create event")
+        containerd.ctr("tasks", "exec", "--exec-id", "probe", cid, "/bin/true")  # an exec's exit is no exit
         containerd.ctr("tasks", "kill", "-s", "SIGKILL", cid)
         wait_until(lambda: RuntimeEvent("exit", cid) in seen, 30, "the exit event")
     finally:
         stop.set()
         thread.join(10)
+        for c in (running, cid):
+            containerd.ctr("tasks", "kill", "-s", "SIGKILL", c, check=False)
     assert not thread.is_alive()
-    assert [e.kind for e in seen if e.full_id == cid][:2] == ["start", "exit"]
+    assert [e.kind for e in seen if e.full_id == cid] == ["start", "exit"]
 
 
 def test_missing_or_dead_socket_is_unavailable(tmp_path: Path) -> None:
