@@ -117,10 +117,12 @@ class Containerd:
         return subprocess.run(["ctr", "--address", str(self.socket), "-n", namespace, *args], check=check,
                               capture_output=True, text=True, timeout=timeout)
 
-    def crictl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def crictl_argv(self, *args: str) -> list[str]:
         endpoint = f"unix://{self.socket}"
-        proc = subprocess.run([str(CRICTL), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
-                               "--timeout", "60s", *args], capture_output=True, text=True, timeout=timeout)
+        return [str(CRICTL), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint, "--timeout", "60s", *args]
+
+    def crictl(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.crictl_argv(*args), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"crictl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
