@@ -32,7 +32,7 @@ def _rec(kind: int, tgid: int, nr: int = -1, res: int = 0, args: tuple[int, ...]
         segments[k] = v
     full = tuple(a & (2**64 - 1) for a in args) + (0,) * (6 - len(args))
     return r.encode(r.Record(kind, 1, tgid, tgid, 40, 1000, 1000, 1000, 1000, 1000, 0, 0, 0, 34816, 30, tgid, 0,
-                             nr, res, full, comm, tuple(segments)))
+                             tgid, tgid, tgid, 0, 0, nr, res, full, comm, tuple(segments)))
 
 
 def _table() -> ProcessTable:

@@ -36,7 +36,10 @@
 #define MAX_ENVP 48
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
 #define NO_ARG 0xff
-#define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
+#define LEN_IS_PTR 0x80
+#ifndef CGROUP_V1_SUBSYS
+#define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
+#endif       // sysconf.socklen: the length argument is a pointer to the length (accept)
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
@@ -64,6 +67,11 @@ struct record_hdr {
     u32 sid;
     u32 pgid;
     u32 cpu;
+    u32 vtid;            // tid, tgid and pgid as the task's own pid namespace numbers them (0: pgid outside it)
+    u32 vpid;
+    u32 vpgid;
+    u32 pidns_level;     // 0 for the initial pid namespace
+    u64 pidns_init_ts;   // start_time (CLOCK_MONOTONIC) of the init of the task's pid namespace; 0 = not read
     s64 nr;              // syscall id (REC_SYSCALL, REC_EXECARGS), -1 otherwise
     s64 res;             // syscall return value
     u64 args[6];         // syscall arguments; REC_FORK: child tid, clone flags; REC_EXIT: group_dead
@@ -165,6 +173,40 @@ static __always_inline u32 pid_nr0(u64 pid) {
     return pid ? read_u32(pid + OFF_PID_NUMBERS + OFF_UPID_NR) : 0;
 }
 
+// struct pid -> its number at namespace `level` (0 when the pid is not visible there)
+static __always_inline u32 pid_nr_at(u64 pid, u32 level) {
+    if (!pid || read_u32(pid + OFF_PID_LEVEL) < level)
+        return 0;
+    return read_u32(pid + OFF_PID_NUMBERS + (level & 63) * SIZEOF_UPID + OFF_UPID_NR);
+}
+
+// The pid-namespace view of the task (the h->tgid/tid/pgid of the initial namespace are already set). In the
+// initial namespace the numbers are the same and cost two reads; inside a container a few more.
+static __always_inline void fill_pidns(struct record_hdr *h, u64 task, u64 pgid_pid) {
+    u64 tpid = read_ptr(task + OFF_TASK_THREAD_PID);
+    u32 level = tpid ? read_u32(tpid + OFF_PID_LEVEL) : 0;
+    h->pidns_level = level;
+    h->pidns_init_ts = 0;
+    if (level == 0) {
+        h->vtid = h->tid;
+        h->vpid = h->tgid;
+        h->vpgid = h->pgid;
+        // The host's init never changes: user space remembers it from the (rarer) non-syscall records.
+        if (h->kind == REC_SYSCALL)
+            return;
+    } else {
+        h->vtid = pid_nr_at(tpid, level);
+        h->vpid = pid_nr_at(read_ptr(read_ptr(task + OFF_TASK_GROUP_LEADER) + OFF_TASK_THREAD_PID), level);
+        h->vpgid = pid_nr_at(pgid_pid, level);
+    }
+#if OFF_UPID_NS >= 0 && OFF_PIDNS_CHILD_REAPER >= 0 && OFF_TASK_START_TIME >= 0
+    u64 ns = read_ptr(tpid + OFF_PID_NUMBERS + (level & 63) * SIZEOF_UPID + OFF_UPID_NS);
+    u64 reaper = ns ? read_ptr(ns + OFF_PIDNS_CHILD_REAPER) : 0;
+    if (reaper)
+        bpf_probe_read_kernel(&h->pidns_init_ts, 8, (void *)(reaper + OFF_TASK_START_TIME));
+#endif
+}
+
 // A record about to be built: no syscall, no payload yet (fill_task adds the task; it is the costly part, so
 // sys_exit calls it only once it knows the record will be emitted).
 static __always_inline void reset_hdr(struct record_hdr *h) {
@@ -210,6 +252,7 @@ static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
     h->tty = 0;
     h->sid = 0;
     h->pgid = 0;
+    u64 pgid_pid = 0;
     if (signal) {
         u64 tty = read_ptr(signal + OFF_SIGNAL_TTY);
         if (tty) {
@@ -220,9 +263,11 @@ static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
             h->tty = (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
         }
         // signal->pids[PIDTYPE_PGID = 2], [PIDTYPE_SID = 3]
-        h->pgid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 2 * 8));
+        pgid_pid = read_ptr(signal + OFF_SIGNAL_PIDS + 2 * 8);
+        h->pgid = pid_nr0(pgid_pid);
         h->sid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 3 * 8));
     }
+    fill_pidns(h, task, pgid_pid);
 }
 
 static __always_inline struct buf *get_buf(void) {
@@ -408,6 +453,116 @@ static __always_inline int fd_may_be_dir(s64 fd) {
 }
 #endif
 
+// --- what a successful exec records about the new image -------------------------------------------------------
+
+#define CG_DEPTH 10          // cgroup path components read (leaf first); deeper paths lose their top ones
+#define CG_NAME_MAX 256      // a kernfs name is at most NAME_MAX bytes
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+// The executable as the kernel holds it right after exec (SEG_BLOB of a successful execve/execveat).
+struct execinfo {
+    u64 ino;
+    s64 ctime_sec;
+    s64 mtime_sec;
+    u64 sb_magic;
+    u64 sb_flags;
+    u32 ctime_nsec;
+    u32 mtime_nsec;
+    u32 mode;
+    u32 uid;             // owner of the file
+    u32 gid;
+    u32 iflags;          // inode flags (S_IMMUTABLE, ...)
+    u32 fsuid;           // the credentials the new image runs with, for proc.is_exe_writable
+    u32 fsgid;
+    u32 flags;           // EXE_* below
+    u32 pad;
+};
+#define EXE_KNOWN 1          // an exe_file was found (the rest is meaningful)
+#define EXE_UPPER 2          // on overlayfs, with an upper dentry: the file is in (or was copied up to) the upper layer
+
+#if OFF_TASK_CGROUPS >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0 && OFF_KERNFS_NODE_PARENT >= 0
+#define HAVE_CGROUP_PATH 1
+// A cgroup's path, leaf first, as NUL-separated kernfs names (the root, which has no name, is left out).
+// Read from the kernel's own tree, so it is the host-side path even inside a cgroup namespace.
+static __always_inline u32 put_cgroup_path(struct buf *b, u32 off, u64 cgrp) {
+    u64 kn = cgrp ? read_ptr(cgrp + OFF_CGROUP_KN) : 0;
+    u32 used = 0;
+#pragma unroll
+    for (int i = 0; i < CG_DEPTH; i++) {
+        if (!kn)
+            break;
+        u64 parent = read_ptr(kn + OFF_KERNFS_NODE_PARENT);
+        if (!parent)
+            break;
+        u64 name = read_ptr(kn + OFF_KERNFS_NODE_NAME);
+        int n = name ? bpf_probe_read_kernel_str(&b->payload[(off + used) & PAYLOAD_MASK], CG_NAME_MAX,
+                                                 (void *)name) : 0;
+        if (n <= 0)
+            break;
+        used += n;
+        kn = parent;
+    }
+    return used;
+}
+#endif
+
+// Payload segments go in enum segment order, so the exe facts (SEG_BLOB) come before the paths (SEG_EXTRA*).
+static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
+    u64 task = (u64)bpf_get_current_task();
+#if OFF_TASK_MM >= 0 && OFF_MM_EXE_FILE >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_SB >= 0
+    struct execinfo ei = {};
+    u64 file = read_ptr(read_ptr(task + OFF_TASK_MM) + OFF_MM_EXE_FILE);
+    u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
+    if (inode) {
+        ei.flags = EXE_KNOWN;
+        ei.ino = read_ptr(inode + OFF_INODE_INO);
+        u16 mode = 0;
+        bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE));
+        ei.mode = mode;
+        ei.uid = read_u32(inode + OFF_INODE_UID);
+        ei.gid = read_u32(inode + OFF_INODE_GID);
+        ei.iflags = read_u32(inode + OFF_INODE_FLAGS);
+#if OFF_INODE_CTIME_SEC >= 0 && OFF_INODE_CTIME_NSEC >= 0 && OFF_INODE_MTIME_SEC >= 0 && OFF_INODE_MTIME_NSEC >= 0
+        bpf_probe_read_kernel(&ei.ctime_sec, 8, (void *)(inode + OFF_INODE_CTIME_SEC));
+        bpf_probe_read_kernel(&ei.mtime_sec, 8, (void *)(inode + OFF_INODE_MTIME_SEC));
+        ei.ctime_nsec = read_u32(inode + OFF_INODE_CTIME_NSEC);
+        ei.mtime_nsec = read_u32(inode + OFF_INODE_MTIME_NSEC);
+#endif
+        u64 sb = read_ptr(inode + OFF_INODE_SB);
+        ei.sb_magic = read_ptr(sb + OFF_SB_MAGIC);
+        ei.sb_flags = read_ptr(sb + OFF_SB_FLAGS);
+#if OFF_OVL_UPPERDENTRY >= 0
+        if ((u32)ei.sb_magic == OVERLAYFS_SUPER_MAGIC && read_ptr(inode + OFF_OVL_UPPERDENTRY))
+            ei.flags |= EXE_UPPER;
+#endif
+        u64 credp = read_ptr(task + OFF_TASK_CRED);
+        ei.fsuid = read_u32(credp + OFF_CRED_FSUID);
+        ei.fsgid = read_u32(credp + OFF_CRED_FSGID);
+    }
+    __builtin_memcpy(&b->payload[off & PAYLOAD_MASK], &ei, sizeof(ei));
+    b->hdr.len[SEG_BLOB] = sizeof(ei);
+    off += sizeof(ei);
+#endif
+#ifdef HAVE_CGROUP_PATH
+    // Container identity: the default (v2) hierarchy's path, and one v1 controller's (hybrid and v1 hosts,
+    // where a runtime may leave the unified hierarchy alone). User space reads whichever names a container.
+    u32 n = 0;
+    u64 cgroups = read_ptr(task + OFF_TASK_CGROUPS);
+#if OFF_CSS_SET_DFL_CGRP >= 0
+    n = put_cgroup_path(b, off, read_ptr(cgroups + OFF_CSS_SET_DFL_CGRP));
+    b->hdr.len[SEG_EXTRA] = n;
+    off += n;
+#endif
+#if CGROUP_V1_SUBSYS >= 0 && OFF_CSS_SET_SUBSYS >= 0 && OFF_CSS_CGROUP >= 0
+    u64 css = read_ptr(cgroups + OFF_CSS_SET_SUBSYS + CGROUP_V1_SUBSYS * 8);
+    n = put_cgroup_path(b, off, css ? read_ptr(css + OFF_CSS_CGROUP) : 0);
+    b->hdr.len[SEG_EXTRA2] = n;
+    off += n;
+#endif
+#endif
+    return off;
+}
+
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
@@ -554,20 +709,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
     }
 #endif
-    if (conf->exec && b->hdr.res == 0) {
-        // The new image's cgroup leaf name: user space derives container.id from it.
-#if OFF_TASK_CGROUPS >= 0 && OFF_CSS_SET_DFL_CGRP >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0
-        u64 task = (u64)bpf_get_current_task();
-        u64 cg = read_ptr(read_ptr(task + OFF_TASK_CGROUPS) + OFF_CSS_SET_DFL_CGRP);
-        u64 name = read_ptr(read_ptr(cg + OFF_CGROUP_KN) + OFF_KERNFS_NODE_NAME);
-        if (name) {
-            int k = bpf_probe_read_kernel_str(&b->payload[off & PAYLOAD_MASK], 256, (void *)name);
-            n = k > 0 ? k : 0;
-            b->hdr.len[SEG_EXTRA] = n;
-            off += n;
-        }
-#endif
-    }
+    if (conf->exec && b->hdr.res == 0)
+        off = put_exec_facts(b, off);
     fill_task(&b->hdr, REC_SYSCALL);
     emit(b, off);
     return 0;

@@ -25,7 +25,9 @@ from typing import Any
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.sensor import btf as btfmod
+from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
+from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     REC_EXECARGS,
     REC_EXIT,
@@ -41,6 +43,7 @@ from falconet.sensor.record import (
     RecordError,
     SockInfo,
     decode,
+    parse_execinfo,
     parse_sockaddr,
     parse_sockinfo,
 )
@@ -50,7 +53,6 @@ from falconet.sensor.state import (
     NameDb,
     ProcessTable,
     ProcInfo,
-    container_id_from_cgroup,
 )
 
 PROBE_C = Path(__file__).with_name("probe.c")
@@ -100,7 +102,10 @@ class SensorStats:
 def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) -> tuple[str, list[str]]:
     """(C source, cflags) exactly as start() compiles them; offsets from the running kernel's BTF by default."""
     if offsets is None:
-        offsets = btfmod.kernel_offsets(btfmod.BTF.load())
+        btf = btfmod.BTF.load()
+        offsets = btfmod.kernel_offsets(btf)
+        controller = cgroups.v1_controller()
+        offsets["CGROUP_V1_SUBSYS"] = btfmod.subsys_id(btf, controller) if controller else -1
     cred_len = max(v for k, v in offsets.items() if k.startswith("OFF_CRED_")) + 8
     flags = btfmod.cflags(offsets) + [
         f"-DCRED_READ_LEN={cred_len}",
@@ -132,6 +137,7 @@ class Enricher:
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
+        self._host_init_ts: int | None = None  # start of the initial pid namespace's init (ns since the epoch)
         # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
         self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
 
@@ -153,15 +159,25 @@ class Enricher:
 
     # --- per-record state ----------------------------------------------------------------------------------
 
+    def _init_ts(self, rec: Record) -> int | None:
+        """proc.pidns_init_start_ts of the record's task. The kernel reads it inside containers on every record,
+        and in the initial namespace only on the rarer lifecycle records (it never changes there)."""
+        if rec.pidns_init_ts:
+            ts = self.offset_ns + rec.pidns_init_ts
+            if rec.pidns_level == 0:
+                self._host_init_ts = ts
+            return ts
+        return self._host_init_ts if rec.pidns_level == 0 else None
+
     def _update(self, p: ProcInfo, rec: Record) -> None:
         """What the kernel told us about the task at this moment overrides anything remembered."""
         now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
-               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective)
+               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, self._init_ts(rec))
         if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
-                   p.cap_inheritable, p.cap_permitted, p.cap_effective):
+                   p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts):
             return
         (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
-         p.cap_inheritable, p.cap_permitted, p.cap_effective) = now
+         p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
         p.gen += 1
         self.table.epoch += 1
 
@@ -189,8 +205,10 @@ class Enricher:
             return None
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
+        ref = p.container
+        container = Container(id=ref.id, full_id=ref.full_id, type=ref.type) if ref is not None else Container()
         return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
-                     args=args, fd=fd, container=Container(id=p.container_id))
+                     args=args, fd=fd, container=container, vtid=rec.vtid)
 
     def _paths(self, rec: Record, spec: sc.Spec, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
@@ -237,13 +255,15 @@ class Enricher:
         argv = pending.strings(SEG_EXTRA) if pending else []
         env = pending.strings(SEG_EXTRA2) if pending else []
         if rec.res == 0:
-            cgroup = rec.text(SEG_EXTRA)
             dirpath = None
             if spec.exec == 2:
                 dirfd = _i32(rec.args[0])
                 dirpath = self.table.dir_of(rec.tgid, dirfd) if dirfd != AT_FDCWD else None
-            self.table.exec(rec.tgid, filename, argv, env,
-                            container_id_from_cgroup(cgroup) if cgroup is not None else None, dirpath)
+            ref = cgroups.container_from_paths(
+                cgroups.path_from_components(rec.strings(seg)) for seg in (SEG_EXTRA, SEG_EXTRA2))
+            self.table.exec(rec.tgid, filename, argv, env, ref.id if ref else cgroups.HOST_ID, dirpath,
+                            container=ref)
+            apply_exec(p, parse_execinfo(rec.segments[SEG_BLOB]), rec.cap_effective)
         args: dict[str, Any] = {
             "res": rec.res,
             "exe": argv[0] if argv else (filename or ""),
@@ -438,13 +458,16 @@ class Enricher:
         login = self.names.user(p.loginuid) if p.loginuid >= 0 else None
         return Process(
             pid=p.pid, ppid=p.ppid, name=p.comm, exe=p.exe, exepath=p.exepath, args=list(p.args), cwd=p.cwd,
-            env=list(p.env), tty=p.tty, sid=p.sid, vpid=p.pid, pgid=p.pgid, vpgid=p.pgid, start_ts=p.start_ts,
+            env=list(p.env), tty=p.tty, sid=p.sid, vpid=p.vpid or p.pid, pgid=p.pgid, vpgid=p.vpgid,
+            start_ts=p.start_ts,
             user=User(uid=p.uid, name=user[0] if user else None, homedir=user[1] if user else None,
                       shell=user[2] if user else None, loginuid=p.loginuid,
                       loginname=login[0] if login else None),
             group=Group(gid=p.gid, name=self.names.group(p.gid)),
             euid=p.euid, egid=p.egid, cap_permitted=p.cap_permitted, cap_effective=p.cap_effective,
             cap_inheritable=p.cap_inheritable, exe_from_memfd=p.exe_from_memfd, container_id=p.container_id,
+            exe_writable=p.exe_writable, exe_upper_layer=p.exe_upper_layer, exe_ino=p.exe_ino,
+            exe_ino_ctime=p.exe_ctime, exe_ino_mtime=p.exe_mtime, pidns_init_start_ts=p.pidns_init_ts,
             parent=parent,
         )
 

@@ -28,7 +28,8 @@ def _rec(kind: int, tgid: int, nr: int = -1, res: int = 0, args: tuple[int, ...]
     args = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
     return r.encode(r.Record(kind=kind, ts=1000, tgid=tgid, tid=tgid, ppid=ppid, loginuid=1000, uid=uid, gid=uid,
                              euid=uid, egid=uid, cap_inheritable=0, cap_permitted=0, cap_effective=0, tty=0,
-                             sid=1, pgid=tgid, cpu=0, nr=nr, res=res, args=args, comm=comm,
+                             sid=1, pgid=tgid, cpu=0, vtid=tgid, vpid=tgid, vpgid=tgid, pidns_level=0,
+                             pidns_init_ts=0, nr=nr, res=res, args=args, comm=comm,
                              segments=tuple(segments)))
 
 
