@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from . import open_prefixes
 from .alert import Alert, Priority
 from .compiler import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
+from .hostname import default_hostname
 from .loader import CompiledRule, Loader, Ruleset
 
 RuleMatching = Literal["first", "all"]
@@ -42,7 +42,7 @@ class Resolvers:
     @classmethod
     def local(cls) -> Resolvers:
         """FALCO_HOSTNAME or this machine's name (as Falco), and no DNS (names match nothing)."""
-        name = os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
+        name = default_hostname()
         return cls(hostname=lambda: name, dns=lambda _domain: [])
 
     @classmethod

@@ -388,7 +388,7 @@ class Enricher:
             elif sa is not None:
                 cur.type = sa.family if sa.family in ("ipv4", "ipv6", "unix") else cur.type
                 cur.sockfamily = "unix" if sa.family == "unix" else "ip"
-        fd = Fd(**{k: getattr(cur, k) for k in cur.__slots__})  # type: ignore[attr-defined]
+        fd = Fd(**{k: getattr(cur, k) for k in cur.__slots__})
         fd.num = num
         if name in ("accept", "accept4"):
             listener = t.fd(pid, _i32(rec.args[0]))
@@ -504,6 +504,11 @@ def _sockaddr_text(family: str, addr: str, port: int) -> str:
 
 
 def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
+    flags: int
+    mode: int
+    resolve: int
+    fd1: int
+    fd2: int
     if syscall == "openat2" and len(blob) >= 24:
         flags, mode, resolve = struct.unpack_from("<QQQ", blob)
         return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
@@ -722,7 +727,7 @@ class Sensor:
             st.inflight_full = sum(int(v) for v in counters.getvalue(ctypes.c_int(1)))
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
             st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
-        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})  # type: ignore[attr-defined]
+        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})
 
 
 def _preflight() -> None:

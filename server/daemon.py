@@ -32,6 +32,7 @@ from typing import IO, Any, Protocol
 from falconet.model.alert import Alert, Priority
 from falconet.model.event import Event
 from falconet.server import daemon_containers
+from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 from falconet.server.daemon_config import ConfigError, DaemonConfig, load_config
 from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.metrics import DaemonMetrics
@@ -222,11 +223,6 @@ def missing_bpf_capabilities(status: str | None = None) -> str | None:
         return None
     lacking = [name for bit, name in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")) if not eff >> bit & 1]
     return " and ".join(lacking) + " (or CAP_SYS_ADMIN)"
-
-
-def default_hostname() -> str:
-    """Falco's rule: FALCO_HOSTNAME when set, else the machine's host name."""
-    return os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
 
 
 class _DnsCache:

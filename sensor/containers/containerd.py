@@ -226,7 +226,8 @@ class ContainerdClient:
 
 
 def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+    data: bytes = message.SerializeToString()  # (protobuf ships no type hints here: Message is untyped)
+    return data
 
 
 def _decode_record(c: containers_pb2.Container, namespace: str) -> Record:
