@@ -12,6 +12,7 @@ process runs. Nothing here does I/O; containerd.py fetches the records.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -104,7 +105,8 @@ def is_cri(record: Record) -> bool:
     return ANN_TYPE in spec_annotations(record) or bool(cri_metadata(record))
 
 
-def _host_caps() -> set[str]:
+@functools.cache
+def _host_caps() -> frozenset[str]:
     """Capabilities in this process's bounding set: what "every capability" means on this host (a host whose
     root lacks one cannot grant it to a privileged container either)."""
     try:
@@ -112,10 +114,10 @@ def _host_caps() -> set[str]:
             for line in status:
                 if line.startswith("CapBnd:"):
                     mask = int(line.split()[1], 16)
-                    return {f"CAP_{n}" for bit, n in enumerate(_CAP_NAMES) if mask >> bit & 1}
+                    return frozenset(f"CAP_{n}" for bit, n in enumerate(_CAP_NAMES) if mask >> bit & 1)
     except OSError:
         pass
-    return {f"CAP_{n}" for n in _CAP_NAMES}
+    return frozenset(f"CAP_{n}" for n in _CAP_NAMES)
 
 
 def spec_privileged(spec: JsonObj) -> bool:
