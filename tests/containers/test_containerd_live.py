@@ -46,7 +46,7 @@ API_NAME = "kubernetes.default.svc.cluster.local"
 API_ADDR = "192.0.2.10"  # documentation range; only ever configured inside a pod's own network namespace
 FIELDS = ["container.id", "container.full_id", "container.name", "container.type", "container.image.repository",
           "container.image.tag", "container.privileged", "k8s.ns.name", "k8s.pod.name", "k8s.pod.uid",
-          "k8s.pod.sandbox_id", "k8s.pod.ip", "proc.cmdline", "fd.sip.name"]
+          "k8s.pod.sandbox_id", "k8s.pod.ip", "k8s.pod.labels", "proc.cmdline", "fd.sip.name"]
 NETCAT = "Netcat Remote Code Execution in Container"
 DEBUGFS = "Debugfs Launched in Privileged Container"
 SHELL = "Terminal shell in container"
@@ -180,14 +180,14 @@ def test_plain_privileged_container_debugfs(live: Live) -> None:
         live.env.ctr("tasks", "kill", "-s", "SIGKILL", cid, check=False)
 
 
-def run_pod(live: Live, *, host_network: bool) -> tuple[str, str, str, str]:
+def run_pod(live: Live, *, host_network: bool, command: tuple[str, ...] = ("/bin/sleep", "600"),
+            labels: dict[str, str] | None = None) -> tuple[str, str, str, str]:
     """A pod with one running container `app`: (pod id, container id, pod name, pod uid)."""
     uid = str(uuid.uuid4())
     name = f"web-{uid[:6]}"
-    pc = pod_config(live.work, name, "team-a", uid, {"app": "web"}, host_network=host_network)
+    pc = pod_config(live.work, name, "team-a", uid, labels or {"app": "web"}, host_network=host_network)
     pod = live.env.crictl("runp", str(pc)).stdout.strip()
-    cc = container_config(live.work, "app", name, "team-a", uid, command=["/bin/sleep", "600"],
-                          host_network=host_network)
+    cc = container_config(live.work, "app", name, "team-a", uid, command=list(command), host_network=host_network)
     cid = live.env.crictl("create", pod, str(cc), str(pc)).stdout.strip()
     live.env.crictl("start", cid)
     return pod, cid, name, uid
@@ -213,6 +213,21 @@ def test_cri_pod_terminal_shell_names_the_pod(live: Live) -> None:
         assert (f["k8s.ns.name"], f["k8s.pod.name"], f["k8s.pod.uid"]) == ("team-a", pod_name, uid)
         assert (f["k8s.pod.sandbox_id"], f["container.type"]) == (pod[:12], "containerd")
         assert f["k8s.pod.ip"] is None  # host network
+    finally:
+        remove_pod(live, pod)
+
+
+def test_cri_pod_first_alert_names_pod_and_image(live: Live) -> None:
+    """A pod whose container's own first process is the action: the alert (held at most 500 ms for the
+    metadata) already has the container, image and pod."""
+    pod, cid, pod_name, uid = run_pod(live, host_network=True, command=("/bin/nc", "-e", "/bin/true", "127.0.0.1", "9"),
+                                      labels={"app": "first", "tier": "edge"})
+    try:
+        alert = live.alerts.wait_for(NETCAT, cid[:12])
+        check_identity(alert, cid, "app", privileged=False)
+        f = fields(alert)
+        assert (f["k8s.ns.name"], f["k8s.pod.name"], f["k8s.pod.uid"]) == ("team-a", pod_name, uid)
+        assert f["k8s.pod.labels"] == "app:first, tier:edge"
     finally:
         remove_pod(live, pod)
 
