@@ -22,22 +22,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from falconet.model.alert import Alert, Priority
+from falconet.model.event import Event
+
 from . import open_prefixes
-from .alert import Alert, Priority
-from .compiler import MAX_INLINE_NESTING, nesting_depth
+from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
+from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
+from .fields.dns import DnsCache
 from .hostname import default_hostname
 from .loader import CompiledRule, Loader, Ruleset
 
 RuleMatching = Literal["first", "all"]
 
 
+def system_dns(domain: str) -> list[str]:
+    """The system resolver, uncached (the engine's DnsCache decides how often it is asked); raises OSError
+    when the lookup fails, which the cache answers with its last answer and a back-off."""
+    infos = socket.getaddrinfo(domain, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
 @dataclass(frozen=True, slots=True)
 class Resolvers:
-    """What evaluation needs from outside: the host name for alerts and DNS for fd.*ip.name."""
+    """What evaluation needs from outside: the host name for alerts and DNS for fd.*ip.name.
+
+    `dns` is a plain resolver (domain -> addresses; it may raise). The resolvers own the engine's only DNS
+    cache (`dns_cache`, answers reused for `dns_ttl` seconds), shared by every rule compiled with them and
+    dropped with them: a reload builds new resolvers and so starts a fresh cache.
+    """
 
     hostname: Callable[[], str]
     dns: Callable[[str], list[str]]
+    dns_ttl: float = DEFAULT_DNS_TTL
+    dns_cache: DnsCache = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dns_cache", DnsCache(self.dns, ttl=self.dns_ttl))
 
     @classmethod
     def local(cls) -> Resolvers:
@@ -48,13 +69,8 @@ class Resolvers:
     @classmethod
     def system(cls) -> Resolvers:
         """Like local(), with the system resolver for DNS: for the daemon, which owns the I/O."""
-
-        def dns(domain: str) -> list[str]:
-            infos = socket.getaddrinfo(domain, None, proto=socket.IPPROTO_TCP)
-            return sorted({str(info[4][0]) for info in infos})
-
         base = cls.local()
-        return cls(hostname=base.hostname, dns=dns)
+        return cls(hostname=base.hostname, dns=system_dns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +393,7 @@ class Engine:
         self._special[key] = pred
         return pred
 
-    def process(self, event: Any) -> list[Alert]:
+    def process(self, event: Event) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
         if event.source != "syscall":
@@ -453,13 +469,13 @@ class Engine:
 
         return run
 
-    def matching_rules(self, event: Any) -> list[str]:
+    def matching_rules(self, event: Event) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
         if event.source != "syscall":
             return []
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
-    def _alert(self, act: _Active, event: Any) -> Alert:
+    def _alert(self, act: _Active, event: Event) -> Alert:
         rule = act.rule
         text, fields = act.render(event)
         stats = self.stats

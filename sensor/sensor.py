@@ -70,6 +70,16 @@ class SensorError(Exception):
     """The sensor cannot start; the message says what is missing (root, BPF, BTF, headers, tracefs)."""
 
 
+RINGBUF_MIN_BYTES = 4096
+"""One page: the smallest BPF ring buffer the kernel makes."""
+
+
+def ringbuf_bytes_valid(n: int) -> bool:
+    """The kernel makes a BPF ring buffer only of a power-of-two number of pages; the daemon's configuration
+    checks `sensor.ring_buffer_bytes` with this too, so a file that loads also starts the sensor."""
+    return n >= RINGBUF_MIN_BYTES and not n & (n - 1)
+
+
 @dataclass(slots=True)
 class SensorConfig:
     ringbuf_bytes: int = 8 << 20
@@ -82,7 +92,7 @@ class SensorConfig:
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
-        if n < 4096 or n & (n - 1):
+        if not ringbuf_bytes_valid(n):
             raise SensorError(f"ringbuf_bytes must be a power of two of at least 4096, not {n}")
 
 

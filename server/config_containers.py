@@ -3,8 +3,9 @@
 `container_engines` has Falco's keys (`docker`, `podman`, `cri`, each with `enabled`; `cri.sockets`), and
 ours: `sockets` for every engine (the API sockets tried in order), `timeout` (seconds one request to a
 runtime may take), `podman.storage_root` / `podman.events_log` (Podman's on-disk state, used when no API
-socket is served), `cri.namespaces` (the containerd namespaces searched, `k8s.io` and `default` by default). Falco's `lxc`, `libvirt_lxc` and `bpm` engines, and `cri.disable_async`, are accepted and
-ignored with a warning. An absent key means the engine's registered defaults (sensor/containers), which work
+socket is served), `cri.namespaces` (the containerd namespaces searched; `k8s.io` and `default` by
+default). Falco's `lxc`, `libvirt_lxc` and `bpm` engines, and `cri.disable_async`, are accepted and ignored
+with a warning. An absent key means the engine's registered defaults (sensor/containers), which work
 on a normal host.
 
 `append_output` is Falco's list of entries (`match: {source, tags, rule}`, `extra_output`, `extra_fields`);

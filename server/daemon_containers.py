@@ -1,15 +1,17 @@
-"""The daemon's container enrichment: the metadata service and the per-container hold, for the live sensor.
+"""Container metadata for the daemon: a live event source wrapped so that container events carry it.
 
-The engine thread calls `feed` with every polled batch (and with an empty one when the poll returned
-nothing, so holds expire on time) and polls the source for at most `poll_ms` so a release is never late.
-A replayed capture already carries its metadata, so replay sources get none of this.
-Metrics (the daemon's registry): holds opened and expired, lookups, and per runtime whether it is up and how
-often it became unavailable.
+`with_containers` wraps the eBPF source (a replayed capture already carries its metadata, so replays are left
+alone): the wrapper starts the metadata service (sensor/containers) and passes every polled batch through the
+per-container hold, so the engine sees a container's events with its name, image and privileges, host
+events at once, and a container whose metadata is late at most 500 ms later. While something is held the
+wrapper polls its source for at most 5 ms, so a release is never late; when the source ends, whatever is
+still held is delivered before the end. Metrics (the daemon's registry): holds opened and expired, lookups,
+cache size, and per engine whether it answers and how often it became unavailable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
@@ -17,57 +19,74 @@ from prometheus_client.metrics_core import Metric
 from falconet.model.event import Event
 from falconet.sensor.containers.hold import MetadataHold
 from falconet.sensor.containers.service import MetadataService
+from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from falconet.server.daemon_config import DaemonConfig
 
+LIVE_SOURCES = frozenset({"ebpf"})
 
-class ContainerEnrichment:
-    def __init__(self, config: DaemonConfig, log: Callable[[str], None]) -> None:
-        self.service = MetadataService(dict(config.container_engines), log)
-        self.hold = MetadataHold(self.service)
+
+def with_containers(source: EventSource, config: DaemonConfig, log: Log, registry: CollectorRegistry) -> EventSource:
+    """`source` with container metadata when it is live and some container engine is enabled; else itself."""
+    if source.name not in LIVE_SOURCES:
+        return source
+    if config.container_engines and not any(s.enabled for _name, s in config.container_engines):
+        return source
+    wrapped = ContainerSource(source, MetadataService(dict(config.container_engines), log))
+    registry.register(_Collector(wrapped))
+    return wrapped
+
+
+class ContainerSource:
+    """An EventSource whose container events wait (bounded) for their container's metadata."""
+
+    def __init__(self, inner: EventSource, service: MetadataService) -> None:
+        self.inner = inner
+        self.service = service
+        self.hold = MetadataHold(service)
+        self._ended = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
 
     def start(self) -> None:
+        self.inner.start()
         self.service.start()
 
-    def feed(self, events: list[Event]) -> list[Event]:
-        return self.hold.feed(events)
+    def poll(self, timeout_ms: int) -> list[Event] | None:
+        if self._ended:
+            return None
+        raw = self.inner.poll(self.hold.poll_timeout_ms(timeout_ms))
+        if raw is None:
+            self._ended = True
+            rest = self.hold.flush()
+            return rest or None
+        return self.hold.feed(raw)
 
-    def poll_ms(self, default_ms: int) -> int:
-        return self.hold.poll_timeout_ms(default_ms)
+    def counters(self) -> SourceCounters:
+        return self.inner.counters()
 
-    def flush(self) -> list[Event]:
-        return self.hold.flush()
+    def kernel_filter(self) -> KernelFilter | None:
+        return self.inner.kernel_filter()
 
     def close(self) -> None:
+        self.inner.close()
         self.service.close()
-
-    def register_metrics(self, registry: CollectorRegistry) -> None:
-        registry.register(_Collector(self))
-
-
-def for_source(source_name: str, config: DaemonConfig, log: Callable[[str], None]) -> ContainerEnrichment | None:
-    """Started enrichment for a live source with some engine enabled; None otherwise."""
-    if source_name != "ebpf":
-        return None
-    if config.container_engines and not any(s.enabled for _n, s in config.container_engines):
-        return None
-    enrichment = ContainerEnrichment(config, log)
-    enrichment.start()
-    return enrichment
 
 
 class _Collector:
-    def __init__(self, enrichment: ContainerEnrichment) -> None:
-        self.e = enrichment
+    def __init__(self, source: ContainerSource) -> None:
+        self.s = source
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        hold, svc = self.e.hold, self.e.service
+        hold, svc = self.s.hold, self.s.service
         for name, doc, value in (
             ("falconet_container_metadata_waits", "Containers whose events waited for their metadata.", hold.waited),
             ("falconet_container_metadata_wait_expired",

@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("falconet.dns")
 
@@ -45,43 +46,56 @@ def normalize_name(name: str) -> str | None:
     return text.rstrip(".")
 
 
-def parse_dns_section(section: Mapping[str, object], problems: list[str], resolve: Callable[[str], Path]) -> DnsConfig:
-    """Validates the `dns` section; every problem is appended as a sentence."""
+class ProblemSink(Protocol):
+    """What the configuration reader gives (server/config_values.Problems)."""
+
+    def add(self, sentence: str) -> None: ...
+    def resolve(self, text: str) -> Path: ...
+
+
+def parse_dns_section(value: object, problems: ProblemSink) -> DnsConfig:
+    """Validates the `dns` section; every problem is added as a sentence."""
+    if value is None:
+        return DnsConfig()
+    if not isinstance(value, Mapping):
+        problems.add("dns must be a mapping (hosts, hosts_files).")
+        return DnsConfig()
+    section: Mapping[str, object] = value
     for key in section:
         if key not in ("hosts", "hosts_files"):
-            problems.append(f"dns.{key} is not a known setting (known: hosts, hosts_files).")
+            problems.add(f"dns.{key} is not a known setting (known: hosts, hosts_files).")
     hosts: list[tuple[str, tuple[str, ...]]] = []
     raw_hosts = section.get("hosts") or {}
     if not isinstance(raw_hosts, Mapping):
-        problems.append("dns.hosts must be a mapping of names to an address or a list of addresses.")
+        problems.add("dns.hosts must be a mapping of names to an address or a list of addresses.")
         raw_hosts = {}
     for raw_name, raw_addrs in raw_hosts.items():
         name = normalize_name(str(raw_name))
         if name is None:
-            problems.append(f"dns.hosts: {str(raw_name)!r} is not a DNS name.")
+            problems.add(f"dns.hosts: {str(raw_name)!r} is not a DNS name.")
             continue
         addrs = [raw_addrs] if isinstance(raw_addrs, str) else raw_addrs
         if not isinstance(addrs, list) or not addrs:
-            problems.append(f"dns.hosts.{name} must be an address or a non-empty list of addresses.")
+            problems.add(f"dns.hosts.{name} must be an address or a non-empty list of addresses.")
             continue
         good: list[str] = []
         for addr in addrs:
             try:
                 good.append(str(ipaddress.ip_address(str(addr))))
             except ValueError:
-                problems.append(f"dns.hosts.{name}: {str(addr)!r} is not an IP address.")
+                problems.add(f"dns.hosts.{name}: {str(addr)!r} is not an IP address.")
         hosts.append((name, tuple(good)))
     raw_files = section.get("hosts_files") or []
     if isinstance(raw_files, str):
         raw_files = [raw_files]
     files: list[Path] = []
     if not isinstance(raw_files, list):
-        problems.append("dns.hosts_files must be a list of file paths.")
+        problems.add("dns.hosts_files must be a list of file paths.")
     else:
         for entry in raw_files:
-            path = resolve(str(entry))
+            path = problems.resolve(str(entry))
             if not path.is_file():
-                problems.append(f"dns.hosts_files: {path} does not exist or is not a file.")
+                problems.add(f"dns.hosts_files: {path} does not exist or is not a file.")
             files.append(path)
     return DnsConfig(hosts=tuple(hosts), hosts_files=tuple(files))
 

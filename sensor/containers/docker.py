@@ -1,15 +1,24 @@
-"""dockerd, through its API socket with the maintained Docker SDK for Python (`docker`).
+"""dockerd, through its API socket with the maintained Docker SDK for Python (`docker`), and its on-disk state.
 
-The events stream says `create` before the container's first process runs; the service inspects the container
-then, so its metadata is usually cached before any event of it reaches the engine. `DockerApi` also serves
-Podman's Docker-compatible API (podman.py), which answers the same calls in the same shapes.
+The events stream says `create` before the container's first process runs; the service looks the container up
+then, so its metadata is usually cached before any event of it reaches the engine. Lookups read dockerd's own
+record first, `<DockerRootDir>/containers/<id>/config.v2.json` and `hostconfig.json` (written at create, the
+same data inspect returns): inspecting a container that is starting waits on dockerd's container lock, which
+under load can outlast the hold's 500 ms, while the files never wait. The API answers whatever the files do not
+(and everything when the data root is not readable). `DockerApi` also serves Podman's Docker-compatible API
+(podman.py), which answers the same calls in the same shapes.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from falconet.model.event import Container
@@ -40,6 +49,7 @@ class DockerApi:
         self._lock = threading.Lock()
         self._stream: Any = None
         self._digests: dict[str, str | None] = {}
+        self.data_root: Path | None = None  # dockerd's DockerRootDir, learnt from the API (docker only)
 
     # --- connection ----------------------------------------------------------------------------------------
 
@@ -58,11 +68,7 @@ class DockerApi:
                 import docker
             except ImportError as exc:
                 raise RuntimeUnavailable(f"the docker SDK is not installed ({exc})") from None
-            try:
-                self._api = docker.APIClient(base_url=f"unix://{path}", version="auto",
-                                             timeout=max(1, round(self.settings.timeout)))
-            except _errors() as exc:
-                raise RuntimeUnavailable(f"{path}: {_reason(exc)}") from None
+            self._api = _connect(docker, path, self.settings.timeout)
             return self._api
 
     def _drop(self) -> None:
@@ -79,6 +85,10 @@ class DockerApi:
     def lookup(self, container_id: str) -> Container | None:
         import docker.errors
 
+        if self.data_root is not None:
+            info = self._from_disk(container_id)
+            if info is not None:
+                return self.container(info)
         api = self._client()
         try:
             info = api.inspect_container(container_id)
@@ -97,6 +107,9 @@ class DockerApi:
             stream = api.events(decode=True, filters={"type": "container"})
             self._stream = stream
             running = api.containers(quiet=True)
+            root = api.info().get("DockerRootDir")
+            if isinstance(root, str) and root.startswith("/"):
+                self.data_root = Path(root)
         except _errors() as exc:
             self._drop()
             raise RuntimeUnavailable(_reason(exc)) from None
@@ -135,6 +148,30 @@ class DockerApi:
             except _errors():
                 pass
         self._drop()
+
+    def _from_disk(self, container_id: str) -> dict[str, Any] | None:
+        """The container's record from dockerd's files, in inspect's shape; None when absent or unreadable."""
+        if not all(c in "0123456789abcdef" for c in container_id) or not container_id:
+            return None
+        dirs = glob.glob(str(self.data_root / "containers" / f"{container_id}*")) if self.data_root else []
+        if len(dirs) != 1:
+            return None
+        try:
+            config = json.loads(Path(dirs[0], "config.v2.json").read_text())
+            host = json.loads(Path(dirs[0], "hostconfig.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict) or not isinstance(host, dict):
+            return None
+        points = config.get("MountPoints") or {}
+        mounts = [
+            {"Source": m.get("Source"), "Destination": m.get("Destination"), "Mode": m.get("Relabel"),
+             "RW": m.get("RW"), "Propagation": m.get("Propagation")}
+            for m in (points.values() if isinstance(points, dict) else []) if isinstance(m, dict)
+        ]
+        return {"Id": config.get("ID"), "Name": config.get("Name"), "Config": config.get("Config") or {},
+                "Image": config.get("Image"), "HostConfig": host, "Mounts": mounts, "Created": config.get("Created"),
+                "NetworkSettings": config.get("NetworkSettings") or {}}
 
     # --- inspect -> Container -----------------------------------------------------------------------------
 
@@ -198,6 +235,46 @@ class DockerApi:
             self._digests.clear()
         self._digests[image_ref] = digest
         return digest
+
+
+def _connect(docker: Any, path: str, timeout: float) -> Any:
+    """An APIClient speaking the server's API version (at most the SDK's own). The runtime is asked first
+    with a plain request on a socket this function owns and always closes (the SDK's own probe, version="auto",
+    leaks its socket when the runtime refuses or hangs)."""
+    ours = docker.constants.DEFAULT_DOCKER_API_VERSION
+    server = _api_version(path, timeout) or ours
+    version = server if docker.utils.version_lt(server, ours) else ours
+    return docker.APIClient(base_url=f"unix://{path}", version=version, timeout=max(1, round(timeout)))
+
+
+def _api_version(path: str, timeout: float) -> str | None:
+    """GET /version over the UNIX socket; the server's ApiVersion, or RuntimeUnavailable saying why not."""
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b"GET /version HTTP/1.0\r\nHost: runtime\r\n\r\n")
+            data = b""
+            while len(data) < 1 << 20:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except TimeoutError:
+        raise RuntimeUnavailable(f"{path}: no answer within {timeout:g}s") from None
+    except OSError as exc:
+        raise RuntimeUnavailable(f"{path}: {exc.strerror or exc}") from None
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/") or b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
+        raise RuntimeUnavailable(f"{path}: not a container engine API ({head[:60]!r})")
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise RuntimeUnavailable(f"{path}: the version answer is not JSON") from None
+    version = answer.get("ApiVersion") if isinstance(answer, dict) else None
+    return version if isinstance(version, str) and version.replace(".", "").isdigit() else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -31,6 +31,8 @@ from falconet.sensor.containers.registry import EngineSettings, RuntimeEvent, Ru
 STORAGE_ROOT = "/var/lib/containers/storage"
 EVENTS_LOG = "/run/libpod/events/events.log"
 TAIL_INTERVAL = 0.05
+LOG_SCAN_BYTES = 2 << 20
+"""How much of the events log's end is searched for a container's labels (Podman rotates it at 1 MB)."""
 _START = frozenset({"create", "init", "start", "restart"})
 _EXIT = frozenset({"died", "remove", "cleanup"})
 
@@ -50,15 +52,17 @@ class PodmanClient:
         return any(os.path.exists(p) for p in self.settings.sockets)
 
     def lookup(self, container_id: str) -> Container | None:
-        if self._has_socket():
-            try:
-                found = self.api.lookup(container_id)
-                if found is not None:
-                    found.labels = found.labels or self.disk.labels_of(found.full_id)
+        # The files first: Podman's API waits on the container's lock, which `podman run` holds while the
+        # container starts (often longer than the hold's 500 ms under load); the files are there from create.
+        if self.disk.available():
+            found = self.disk.lookup(container_id)
+            if found is not None:
                 return found
-            except RuntimeUnavailable:
-                pass  # a stale socket: the state on disk still answers
-        return self.disk.lookup(container_id)
+        if self._has_socket():
+            return self.api.lookup(container_id)
+        if not self.disk.available():
+            raise RuntimeUnavailable(f"no Podman API socket and no storage at {self.disk.root}")
+        return None
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         if self._has_socket():
@@ -103,7 +107,23 @@ class PodmanDisk:
         return out
 
     def labels_of(self, full_id: str) -> dict[str, str]:
+        """The labels the events log recorded for the container (they are in no other file Podman writes)."""
+        if full_id not in self._labels:
+            self._scan_log(full_id)
         return dict(self._labels.get(full_id, {}))
+
+    def _scan_log(self, full_id: str) -> None:
+        try:
+            with open(self.events_log, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_SCAN_BYTES))
+                data = f.read()
+        except OSError:
+            return
+        key = full_id.encode()
+        for line in data.split(b"\n"):
+            if key in line:
+                self._event(line)
+        self._labels.setdefault(full_id, {})
 
     def lookup(self, container_id: str) -> Container | None:
         for base, rec in self._records():

@@ -26,6 +26,8 @@ CACHE_DIR = Path(os.environ.get("FALCONET_TEST_CACHE", "/var/cache/falconet-test
 IMAGE_REPO = "falconet-test/busybox"
 IMAGE_TAG = "1.0"
 IMAGE_REF = f"{IMAGE_REPO}:{IMAGE_TAG}"
+ALLOWED_REPO = "falconet-test/allowed"
+"""A second repository for the same image: the exclusion in container_test_rules.yaml names it."""
 LAYOUT_VERSION = "1"
 
 APPLETS = ("sh", "ash", "nc", "cat", "ls", "mount", "umount", "sleep", "echo", "cp", "chmod", "mkdir", "id",

@@ -35,7 +35,7 @@ def test_configured_names_answer_first_others_fall_back(tmp_path: Path) -> None:
     assert resolve("registry.example") == ["198.51.100.7"]
     assert asked == []
     assert resolve("other.example") == ["203.0.113.9"] and asked == ["other.example"]
-    # An edit to the file is seen on the next lookup (the engine refreshes its own cache).
+    # An edit to the file is seen on the next lookup (the engine's cache asks again after its TTL).
     hosts.write_text(f"192.0.2.11 {API}\n")
     os.utime(hosts, ns=(1, 1))
     assert resolve(API) == ["192.0.2.11"]
