@@ -127,7 +127,10 @@ class DockerApi:
                 cid = ev.get("id") or (ev.get("Actor") or {}).get("ID")
                 if not isinstance(cid, str) or not cid:
                     continue
-                if action in _START_ACTIONS:
+                if action == "start":
+                    # Started: the API has the address now, and the start no longer holds the container's lock.
+                    yield RuntimeEvent("start", cid, self._inspect_api(cid))
+                elif action in _START_ACTIONS:
                     yield RuntimeEvent("start", cid)
                 elif action in _EXIT_ACTIONS:
                     yield RuntimeEvent("exit", cid)
@@ -148,6 +151,16 @@ class DockerApi:
             except _errors():
                 pass
         self._drop()
+
+    def _inspect_api(self, container_id: str) -> Container | None:
+        """The API's answer alone (None on any failure: the service then looks the container up itself)."""
+        try:
+            info = self._client().inspect_container(container_id)
+        except RuntimeUnavailable:
+            return None
+        except _errors():
+            return None
+        return self.container(info) if isinstance(info, dict) else None
 
     def _from_disk(self, container_id: str) -> dict[str, Any] | None:
         """The container's record from dockerd's files, in inspect's shape; None when absent or unreadable."""

@@ -126,8 +126,12 @@ class PodmanDisk:
         self._labels.setdefault(full_id, {})
 
     def lookup(self, container_id: str) -> Container | None:
+        """None until the container is initialised: its OCI bundle (privileges, mounts, namespaces) is written
+        after `create`, before its first process, and a record without it would say "not privileged"."""
         for base, rec in self._records():
             if rec["id"] == container_id or rec["id"].startswith(container_id):
+                if not (base / rec["id"] / "userdata" / "config.json").exists():
+                    return None
                 return self._container(base, rec)
         return None
 
@@ -180,7 +184,8 @@ class PodmanDisk:
         records = self._records()
         yield RuntimeEvent("ready")
         for base, rec in records[-1024:]:
-            yield RuntimeEvent("start", rec["id"], self._container(base, rec))
+            if (base / rec["id"] / "userdata" / "config.json").exists():
+                yield RuntimeEvent("start", rec["id"], self._container(base, rec))
         f = None
         ino: int | None = None
         pos = 0

@@ -1,41 +1,27 @@
 """Fixtures for the container tests: real runtimes (container_runtimes.py), the locally built image
 (container_images.py), and a real `falconet run` with the real eBPF sensor whose container engines point at
-them. Every test here is marked `containers`. With CI=true a runtime or sensor that cannot start FAILS the
-test; elsewhere (not root, runtime not installed) it skips.
+them. Tests that run containers are marked `containers` (and `bpf`, `upstream` where they use the sensor and
+Falco's rules). With CI=true a runtime or sensor that cannot start FAILS the test; elsewhere (not root,
+runtime not installed) it skips (tests/resources.py).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))  # daemon_harness, shared with tests/daemon
-
-from container_images import ALLOWED_REPO, IMAGE_TAG, ImageError  # noqa: E402
-from container_runtimes import Dockerd, Podman, PodmanService, RuntimeStartError  # noqa: E402
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.containers)
+from container_images import ALLOWED_REPO, IMAGE_TAG, ImageError
+from container_runtimes import Dockerd, Podman, PodmanService, RuntimeStartError
+from resources import missing, require_root
 
 
 def unavailable(what: str) -> None:
-    """FAIL under CI (the machine must have it), skip elsewhere."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(what)
-    pytest.skip(what)
+    """tests/resources.py's policy: FAIL with CI=true (CI has the runtimes), skip elsewhere."""
+    missing(what)
 
 
 def need_root() -> None:
-    if os.geteuid() != 0:
-        unavailable("the container tests need root (runtimes and the eBPF sensor)")
+    require_root("running containers")
 
 
 @pytest.fixture(scope="session")

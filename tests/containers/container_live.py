@@ -8,7 +8,11 @@ identity), JSON alerts to a file, and container engines pointing at the test run
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -19,16 +23,19 @@ from typing import Any
 import yaml
 from container_images import IMAGE_REF, IMAGE_REPO, IMAGE_TAG
 from container_runtimes import DOCKER, LABEL, RUN_LIMITS, Podman
-from daemon_harness import DaemonProcess
+from resources import SHARED
 
 from falconet.server.daemon_config import PACKAGED_CONFIG
 
-REPO = Path(__file__).resolve().parents[2]
-UPSTREAM = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
+UPSTREAM = SHARED / "upstream-rules" / "current" / "falco_rules.yaml"
 TEST_RULES = Path(__file__).with_name("container_test_rules.yaml")
 
 
 def live_config(work: Path, docker_socket: Path | None, podman_socket: Path | None, extra: str = "") -> str:
+    if not UPSTREAM.exists():
+        from resources import missing
+
+        missing(f"{UPSTREAM} is absent (../shared beside the checkout, or $FALCONET_SHARED)")
     append = yaml.safe_load(PACKAGED_CONFIG.read_text())["append_output"]
     engines: dict[str, Any] = {
         "docker": {"enabled": docker_socket is not None, "sockets": [str(docker_socket or "/nonexistent")]},
@@ -146,7 +153,8 @@ class Runtime:
     def run(self, name: str, *cmd: str, image: str = IMAGE_REF, opts: tuple[str, ...] = (),
             detach: bool = True) -> str:
         """Starts a container; returns the full id the runtime reports (detached) or its output (not)."""
-        args = ["run", "--name", name, "--label", LABEL, "--label", "app=falconet-test", "--network", "none",
+        network = () if "--network" in opts else ("--network", "none")
+        args = ["run", "--name", name, "--label", LABEL, "--label", "app=falconet-test", *network,
                 *RUN_LIMITS, *opts]
         res = self.cli(*args, *(["-d"] if detach else ["--rm"]), image, *cmd)
         return res.stdout.strip()
@@ -177,7 +185,56 @@ def podman_runtime() -> Runtime:
     return Runtime("podman", list(Podman.BASE), f"localhost/{IMAGE_REPO}")
 
 
+class DaemonProcess:
+    """`falconet run --source ebpf` as a subprocess; its stderr collected line by line."""
+
+    def __init__(self, work: Path, config: str) -> None:
+        (work / "falconet.yaml").write_text(config)
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(work / "falconet.yaml"), "--source", "ebpf"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=work,
+            env=dict(os.environ, FALCO_HOSTNAME="test-host", PYTHONUNBUFFERED="1"),
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self._lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def stderr(self) -> str:
+        with self._cond:
+            return "\n".join(self._lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self._lines:
+                    if m := rx.search(line):
+                        return m
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"falconet run never printed {pattern!r}:\n" + "\n".join(self._lines))
+                self._cond.wait(0.2)
+
+    @property
+    def metrics_url(self) -> str:
+        return self.wait_for_line(r"metrics on (http://\S+)").group(1)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
 def start_live_daemon(work: Path, config: str) -> DaemonProcess:
-    daemon = DaemonProcess(work, config, "ebpf", [])
+    daemon = DaemonProcess(work, config)
     daemon.wait_for_line(r"falconet: ready", timeout=180)
     return daemon

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,14 +32,12 @@ from containerd_env import (
     wait_until,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))  # daemon_harness, shared with tests/daemon
-from daemon_harness import DaemonProcess  # noqa: E402
+from container_live import DaemonProcess
+from resources import SHARED, missing
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.bpf, pytest.mark.upstream]
 
-UPSTREAM = Path(__file__).resolve().parents[3] / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
-if not UPSTREAM.exists():  # a worktree beside the main checkout, or CI's clone with shared/ beside it
-    UPSTREAM = Path("/work/shared/upstream-rules/current/falco_rules.yaml")
+UPSTREAM = SHARED / "upstream-rules" / "current" / "falco_rules.yaml"
 TEST_RULES = Path(__file__).with_name("containerd_test_rules.yaml")
 API_NAME = "kubernetes.default.svc.cluster.local"
 API_ADDR = "192.0.2.10"  # documentation range; only ever configured inside a pod's own network namespace
@@ -120,6 +117,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    if not UPSTREAM.exists():
+        missing(f"{UPSTREAM} is absent (../shared beside the checkout, or $FALCONET_SHARED)")
     base = tmp_path_factory.mktemp("ctrd-live")
     env = start_containerd(base / "containerd")
     daemon: DaemonProcess | None = None
@@ -127,7 +126,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         import_images(env, base)
         work = base / "daemon"
         work.mkdir()
-        daemon = DaemonProcess(work, live_config(work, env), "ebpf", [])
+        daemon = DaemonProcess(work, live_config(work, env))
         try:
             daemon.wait_for_line(r"falconet: ready", timeout=180)
             daemon.wait_for_line(r"container engine cri: connected", timeout=60)
@@ -258,8 +257,8 @@ def test_k8s_api_server_from_a_pod_and_not_from_the_host(live: Live) -> None:
             host_code = (f"import socket; socket.create_connection(('{API_ADDR}', 443), 5).close(); "
                          f"open('/tmp/falconet-ctrd-barrier-{tok}', 'w').close()")
             subprocess.run([*netns, "/usr/bin/python3", "-c", host_code, tok], check=True, timeout=30)
-            wait_until(lambda: live.alerts.matching(lambda a: tok in a.get("output", "")
-                                                    and a.get("rule") == "Test containerd barrier"), 60,
+            wait_until(lambda: bool(live.alerts.matching(lambda a: tok in a.get("output", "")
+                                                         and a.get("rule") == "Test containerd barrier")), 60,
                        "the host barrier")
             host = live.alerts.matching(lambda a: tok in str(fields(a).get("proc.cmdline")))
             rules = {a["rule"] for a in host}

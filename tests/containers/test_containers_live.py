@@ -22,6 +22,8 @@ from container_images import ALLOWED_REPO, IMAGE_TAG
 from container_live import Alerts, Live, Runtime, docker_runtime, live_config, of, podman_runtime, start_live_daemon
 from container_runtimes import Dockerd, PodmanService
 
+pytestmark = [pytest.mark.containers, pytest.mark.bpf, pytest.mark.upstream]
+
 SHELL = "Terminal shell in container"
 PACKET = "Packet socket created in container"
 NETCAT = "Netcat Remote Code Execution in Container"
@@ -199,6 +201,56 @@ def test_host_actions_carry_no_container(live: Live) -> None:
     assert f["container.id"] == "host"
     assert f["container.image.repository"] is None and f["container.image.tag"] is None
     assert not live.alerts.matching(lambda a: a.get("rule") in (SHELL, NETCAT) and token in a.get("output", ""))
+
+
+def test_drop_and_execute_and_its_image_exclusion(live: Live, rt: Runtime) -> None:
+    """A binary written into the running container and executed (the overlay's upper layer); the upstream
+    allow-list keyed on container.image.repository silences it for the image it names."""
+    name, allowed = rt.name("drop"), rt.name("drop-allowed")
+    full_id = rt.run(name)
+    rt.run(allowed, image=f"{ALLOWED_REPO}:{IMAGE_TAG}")
+    drop = "cp /bin/busybox /tmp/dropped && /tmp/dropped true"
+    assert_identity(live.expect(in_container(rt, name, DROP_EXEC, "sh", "-c", drop), f"{DROP_EXEC} in {name}"),
+                    rt, name, full_id)
+    rt.exec(allowed, "sh", "-c", drop)
+    barrier(rt, live, allowed)
+    assert not live.alerts.matching(of(DROP_EXEC, allowed))
+    # The image's own binaries never count as dropped.
+    rt.exec(name, "true")
+    barrier(rt, live, name)
+    assert len(live.alerts.matching(of(DROP_EXEC, name))) == 1
+
+
+def test_a_containers_first_process_is_its_pid_1(live: Live, rt: Runtime) -> None:
+    names: list[str] = []
+
+    def act() -> Any:
+        names.append(rt.name("init"))
+        rt.run(names[-1])
+        return lambda a: a.get("rule") == "Test container init" and a["output_fields"].get("container.name") in names
+
+    alert = live.expect(act, "the init exec of a new container")
+    assert "vpid=1 " in alert["output"], alert["output"]
+    assert f"pid={alert['output_fields']['proc.pid']}" in alert["output"] and alert["output_fields"]["proc.pid"] != 1
+
+
+def test_container_ip_on_a_documentation_range_network(live: Live, rt: Runtime) -> None:
+    """container.ip: the address the runtime gave the container on an internal network (no gateway, no NAT)
+    of 198.51.100.0/24, which the test creates and removes (this host's own network is 192.0.2.0/24)."""
+    subnet = "198.51.100.16/29" if rt.kind == "docker" else "198.51.100.24/29"
+    net = f"fnt-{rt.kind}-net-{uuid.uuid4().hex[:6]}"
+    rt.cli("network", "create", "--internal", "--subnet", subnet, net)
+    name = rt.name("ip")
+    try:
+        rt.run(name, opts=("--network", net))
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        ip = rt.cli("inspect", "--format", fmt, name).stdout.strip()
+        assert ip.startswith("198.51.100."), ip
+        alert = live.expect(in_container(rt, name, "Test container ip", "hostname"), f"the address of {name}")
+        assert f"ip={ip})" in alert["output"], alert["output"]
+    finally:
+        rt.remove(name)
+        rt.cli("network", "rm", net, check=False)
 
 
 def test_runtime_killed_while_the_daemon_runs(live: Live, dockerd: Dockerd) -> None:

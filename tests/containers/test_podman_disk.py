@@ -20,6 +20,8 @@ from falconet.sensor.containers.registry import EngineSettings
 from falconet.sensor.containers.service import MetadataService
 from falconet.sensor.containers.store import ContainerStore
 
+pytestmark = pytest.mark.containers
+
 
 @pytest.fixture
 def service(podman: Podman, tmp_path: Any) -> Iterator[MetadataService]:
@@ -55,6 +57,10 @@ def test_podman_without_a_service_is_read_from_disk(service: MetadataService) ->
         assert got.host_network is False and got.host_pid is False
         rt.remove(name)
         # Its exit is in the events log too: the entry goes (grace 0 here).
-        wait(lambda: service.sweep() is None and service.get(full_id[:12]) is None, "the entry to go")
+        def gone() -> bool:
+            service.sweep()
+            return service.get(full_id[:12]) is None
+
+        wait(gone, "the entry to go")
     finally:
         rt.remove(name)

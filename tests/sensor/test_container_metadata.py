@@ -108,7 +108,7 @@ def ev(num: int, cid: str) -> Event:
 @pytest.fixture
 def stub() -> Iterator[tuple[StubRuntime, MetadataService]]:
     runtime = StubRuntime({A: Container(id=A, full_id=A * 5 + "aaaa", name="web", type="docker")})
-    svc = MetadataService({}, lambda _line: None, clients=[runtime])  # type: ignore[list-item]
+    svc = MetadataService({}, lambda _line: None, clients=[runtime])
     svc.start()
     deadline = time.monotonic() + 5
     while not svc.stats.runtimes["docker"].up:
