@@ -51,12 +51,15 @@ _LEAF_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"^cri-containerd-{_HEX64}\.scope$"), "containerd"),
     (re.compile(rf"^crio-{_HEX64}(?:\.scope)?$"), "cri-o"),
     (re.compile(rf"^libpod-{_HEX64}(?:\.scope)?$"), "podman"),
+    (re.compile(rf"^nerdctl-{_HEX64}\.scope$"), "containerd"),  # nerdctl, systemd driver
     # runc's systemd driver, cgroupsPath "slice:prefix:name" left verbatim in the path (cgroup v1)
     (re.compile(rf"^[^:/]*:cri-containerd:{_HEX64}$"), "containerd"),
     (re.compile(rf"^[^:/]*:crio:{_HEX64}$"), "cri-o"),
     (re.compile(rf"^[^:/]*:docker:{_HEX64}$"), "docker"),
 )
 _BARE = re.compile(rf"^{_HEX64}$")
+CONTAINERD_NAMESPACES = frozenset({"default", "k8s.io"})
+"""containerd namespaces whose cgroup (`/<namespace>`) holds bare-id containers: ctr's and the CRI plugin's."""
 # `pod<uid>` (cgroupfs) or `...kubepods-<qos>-pod<uid with _>.slice` (systemd); static pods have 32-hex uids
 _POD_UID = re.compile(r"^(?:[\w.-]*kubepods[\w-]*-)?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}"
                       r"[-_][0-9a-f]{12}|[0-9a-f]{32})(?:\.slice)?$")
@@ -83,9 +86,12 @@ def _bare_runtime(ancestors: Sequence[str]) -> str:
     """The runtime of a cgroupfs-driver container named by its bare id, from the cgroups above it.
 
     Under kubepods it is the CRI runtime that names bare ids: containerd's CRI plugin (CRI-O prefixes `crio-`,
-    and dockershim left Kubernetes in 1.24). Elsewhere a bare id is Docker's layout (`/docker/<id>`), as Falco
-    reads it."""
+    and dockershim left Kubernetes in 1.24). Directly under a containerd namespace's cgroup it is containerd's
+    default spec (`/<namespace>/<id>`: ctr, nerdctl with cgroupfs). Elsewhere a bare id is Docker's layout
+    (`/docker/<id>`), as Falco reads it. The runtime clients confirm the type when they find the id."""
     if any("kubepods" in a for a in ancestors):
+        return "containerd"
+    if ancestors and ancestors[-1] in CONTAINERD_NAMESPACES:
         return "containerd"
     return "docker"
 

@@ -39,10 +39,5 @@ def is_exe_writable(info: ExecInfo, cap_effective: int) -> bool:
 
 def apply_exec(p: ProcInfo, info: ExecInfo | None, cap_effective: int) -> None:
     """The new image's executable facts onto the process (cleared when the kernel found no file)."""
-    if info is None:
-        p.exe_ino = p.exe_ctime = p.exe_mtime = None
-        p.exe_upper_layer = p.exe_writable = False
-        return
-    p.exe_ino, p.exe_ctime, p.exe_mtime = info.ino, info.ctime_ns, info.mtime_ns
-    p.exe_upper_layer = info.upper_layer
-    p.exe_writable = is_exe_writable(info, cap_effective)
+    p.exe_file = info
+    p.exe_writable = info is not None and is_exe_writable(info, cap_effective)

@@ -20,7 +20,8 @@
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
 //
 // The record layout is `struct record_hdr` below; sensor/record.py decodes it, and a test checks the two
-// agree field by field.
+// agree field by field. Local includes (probe_*.h, one concern each) are inlined by sensor.py's
+// probe_source(), so the program bcc compiles and `capture --ebpf` prints is one text.
 
 #include <uapi/linux/ptrace.h>
 
@@ -36,10 +37,10 @@
 #define MAX_ENVP 48
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
 #define NO_ARG 0xff
-#define LEN_IS_PTR 0x80
+#define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
 #ifndef CGROUP_V1_SUBSYS
 #define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
-#endif       // sysconf.socklen: the length argument is a pointer to the length (accept)
+#endif
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
@@ -363,205 +364,8 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 }
 #endif
 
-// Which opens a prefix covers (the trie's value): read opens, write opens, opens with any other flag.
-#define OPEN_READ 1
-#define OPEN_WRITE 2
-#define OPEN_OTHER 4
-#define OPEN_KEEP 8  // never filtered
-// Flags that change nothing a rule can ask about an open (evt.is_open_read/write, flags containing O_CREAT...
-// are all covered by the bits above): O_NONBLOCK O_LARGEFILE O_DIRECTORY O_NOFOLLOW O_NOCTTY O_NOATIME O_CLOEXEC
-#define OPEN_QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
-
-// What an open needs from its prefix, from its flags; OPEN_READ|OPEN_WRITE|OPEN_OTHER when unknown.
-static __always_inline u8 open_need(u8 how, u64 *args) {
-    u64 flags;
-    if (how == 1)
-        flags = args[1];  // open(path, flags, mode)
-    else if (how == 2)
-        flags = args[2];  // openat(dirfd, path, flags, mode)
-    else if (how == 4)
-        return OPEN_WRITE | OPEN_OTHER;  // creat = O_CREAT|O_WRONLY|O_TRUNC
-    else
-        return OPEN_KEEP;  // openat2: flags are in open_how, O_DIRECTORY or O_PATH may be among them
-    // A directory fd may become the dirfd of later *at() calls or the target of fchdir: user space must know
-    // its path to resolve those, whatever the rules say about the directory itself.
-    if (flags & (0200000 | 010000000))  // O_DIRECTORY, O_PATH
-        return OPEN_KEEP;
-    u8 need = 0;
-    u64 acc = flags & 3;
-    if (acc == 0 || acc == 2)
-        need |= OPEN_READ;
-    if (acc == 1 || acc == 2)
-        need |= OPEN_WRITE;
-    if (flags & ~(u64)(3 | OPEN_QUIET_FLAGS))
-        need |= OPEN_OTHER;
-    // Access mode 3 (no read, no write) is neither kind, but a rule that does not test the kind still matches
-    // it: count it as "other" rather than needing nothing (which no prefix would cover).
-    return need ? need : OPEN_OTHER;
-}
-
-// 1 when the path at payload[0] may be dropped: absolute, clean, and under no prefix that covers this open.
-static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
-    int zero = 0;
-    u32 *on = path_filter_on.lookup(&zero);
-    if (!on || !*on || (need & OPEN_KEEP) || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
-        return 0;
-    for (int i = 0; i < PATH_SCAN_MAX - 3; i++) {
-        if (i >= len)
-            break;
-        if (b->payload[i] != '/')
-            continue;
-        char c1 = b->payload[i + 1], c2 = b->payload[i + 2], c3 = b->payload[i + 3];
-        if (c1 == '/')
-            return 0;
-        if (c1 == '.' && (c2 == '/' || c2 == 0 || (c2 == '.' && (c3 == '/' || c3 == 0))))
-            return 0;
-    }
-    struct prefix_key key = {};
-    u32 n = len - 1;  // without the NUL
-    if (n > PREFIX_MAX)
-        n = PREFIX_MAX;
-    key.prefixlen = n * 8;
-    bpf_probe_read_kernel(key.data, PREFIX_MAX, b->payload);
-    u8 *covers = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
-    return !covers || !(*covers & need);
-}
-
-// 1 when the fd the open returned may be a directory. The open-path filter never keeps one back: it can become
-// the base of later *at() paths or of fchdir, which user space can only resolve if it saw the open. Opening a
-// directory without O_DIRECTORY (plain O_RDONLY works) is enough to need this check. Unknown: 1 (keep it).
-#if OFF_TASK_FILES >= 0 && OFF_FILES_FDT >= 0 && OFF_FDTABLE_FD >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_MODE >= 0
-static __always_inline int fd_may_be_dir(s64 fd) {
-    if (fd < 0)
-        return 0;  // a failed open makes no fd
-    u64 task = (u64)bpf_get_current_task();
-    u64 fdt = read_ptr(read_ptr(task + OFF_TASK_FILES) + OFF_FILES_FDT);
-    if (!fdt || fd >= read_u32(fdt + OFF_FDTABLE_MAX_FDS))
-        return 1;
-    u64 file = read_ptr(read_ptr(fdt + OFF_FDTABLE_FD) + fd * 8);
-    u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
-    if (!inode)
-        return 1;
-    u16 mode = 0;
-    if (bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_MODE)) != 0)
-        return 1;
-    return (mode & 0170000) == 0040000;  // S_ISDIR
-}
-#else
-static __always_inline int fd_may_be_dir(s64 fd) {
-    return fd >= 0;
-}
-#endif
-
-// --- what a successful exec records about the new image -------------------------------------------------------
-
-#define CG_DEPTH 10          // cgroup path components read (leaf first); deeper paths lose their top ones
-#define CG_NAME_MAX 256      // a kernfs name is at most NAME_MAX bytes
-#define OVERLAYFS_SUPER_MAGIC 0x794c7630
-
-// The executable as the kernel holds it right after exec (SEG_BLOB of a successful execve/execveat).
-struct execinfo {
-    u64 ino;
-    s64 ctime_sec;
-    s64 mtime_sec;
-    u64 sb_magic;
-    u64 sb_flags;
-    u32 ctime_nsec;
-    u32 mtime_nsec;
-    u32 mode;
-    u32 uid;             // owner of the file
-    u32 gid;
-    u32 iflags;          // inode flags (S_IMMUTABLE, ...)
-    u32 fsuid;           // the credentials the new image runs with, for proc.is_exe_writable
-    u32 fsgid;
-    u32 flags;           // EXE_* below
-    u32 pad;
-};
-#define EXE_KNOWN 1          // an exe_file was found (the rest is meaningful)
-#define EXE_UPPER 2          // on overlayfs, with an upper dentry: the file is in (or was copied up to) the upper layer
-
-#if OFF_TASK_CGROUPS >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0 && OFF_KERNFS_NODE_PARENT >= 0
-#define HAVE_CGROUP_PATH 1
-// A cgroup's path, leaf first, as NUL-separated kernfs names (the root, which has no name, is left out).
-// Read from the kernel's own tree, so it is the host-side path even inside a cgroup namespace.
-static __always_inline u32 put_cgroup_path(struct buf *b, u32 off, u64 cgrp) {
-    u64 kn = cgrp ? read_ptr(cgrp + OFF_CGROUP_KN) : 0;
-    u32 used = 0;
-#pragma unroll
-    for (int i = 0; i < CG_DEPTH; i++) {
-        if (!kn)
-            break;
-        u64 parent = read_ptr(kn + OFF_KERNFS_NODE_PARENT);
-        if (!parent)
-            break;
-        u64 name = read_ptr(kn + OFF_KERNFS_NODE_NAME);
-        int n = name ? bpf_probe_read_kernel_str(&b->payload[(off + used) & PAYLOAD_MASK], CG_NAME_MAX,
-                                                 (void *)name) : 0;
-        if (n <= 0)
-            break;
-        used += n;
-        kn = parent;
-    }
-    return used;
-}
-#endif
-
-// Payload segments go in enum segment order, so the exe facts (SEG_BLOB) come before the paths (SEG_EXTRA*).
-static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
-    u64 task = (u64)bpf_get_current_task();
-#if OFF_TASK_MM >= 0 && OFF_MM_EXE_FILE >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_SB >= 0
-    struct execinfo ei = {};
-    u64 file = read_ptr(read_ptr(task + OFF_TASK_MM) + OFF_MM_EXE_FILE);
-    u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
-    if (inode) {
-        ei.flags = EXE_KNOWN;
-        ei.ino = read_ptr(inode + OFF_INODE_INO);
-        u16 mode = 0;
-        bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE));
-        ei.mode = mode;
-        ei.uid = read_u32(inode + OFF_INODE_UID);
-        ei.gid = read_u32(inode + OFF_INODE_GID);
-        ei.iflags = read_u32(inode + OFF_INODE_FLAGS);
-#if OFF_INODE_CTIME_SEC >= 0 && OFF_INODE_CTIME_NSEC >= 0 && OFF_INODE_MTIME_SEC >= 0 && OFF_INODE_MTIME_NSEC >= 0
-        bpf_probe_read_kernel(&ei.ctime_sec, 8, (void *)(inode + OFF_INODE_CTIME_SEC));
-        bpf_probe_read_kernel(&ei.mtime_sec, 8, (void *)(inode + OFF_INODE_MTIME_SEC));
-        ei.ctime_nsec = read_u32(inode + OFF_INODE_CTIME_NSEC);
-        ei.mtime_nsec = read_u32(inode + OFF_INODE_MTIME_NSEC);
-#endif
-        u64 sb = read_ptr(inode + OFF_INODE_SB);
-        ei.sb_magic = read_ptr(sb + OFF_SB_MAGIC);
-        ei.sb_flags = read_ptr(sb + OFF_SB_FLAGS);
-#if OFF_OVL_UPPERDENTRY >= 0
-        if ((u32)ei.sb_magic == OVERLAYFS_SUPER_MAGIC && read_ptr(inode + OFF_OVL_UPPERDENTRY))
-            ei.flags |= EXE_UPPER;
-#endif
-        u64 credp = read_ptr(task + OFF_TASK_CRED);
-        ei.fsuid = read_u32(credp + OFF_CRED_FSUID);
-        ei.fsgid = read_u32(credp + OFF_CRED_FSGID);
-    }
-    __builtin_memcpy(&b->payload[off & PAYLOAD_MASK], &ei, sizeof(ei));
-    b->hdr.len[SEG_BLOB] = sizeof(ei);
-    off += sizeof(ei);
-#endif
-#ifdef HAVE_CGROUP_PATH
-    // Container identity: the default (v2) hierarchy's path, and one v1 controller's (hybrid and v1 hosts,
-    // where a runtime may leave the unified hierarchy alone). User space reads whichever names a container.
-    u32 n = 0;
-    u64 cgroups = read_ptr(task + OFF_TASK_CGROUPS);
-#if OFF_CSS_SET_DFL_CGRP >= 0
-    n = put_cgroup_path(b, off, read_ptr(cgroups + OFF_CSS_SET_DFL_CGRP));
-    b->hdr.len[SEG_EXTRA] = n;
-    off += n;
-#endif
-#if CGROUP_V1_SUBSYS >= 0 && OFF_CSS_SET_SUBSYS >= 0 && OFF_CSS_CGROUP >= 0
-    u64 css = read_ptr(cgroups + OFF_CSS_SET_SUBSYS + CGROUP_V1_SUBSYS * 8);
-    n = put_cgroup_path(b, off, css ? read_ptr(css + OFF_CSS_CGROUP) : 0);
-    b->hdr.len[SEG_EXTRA2] = n;
-    off += n;
-#endif
-#endif
-    return off;
-}
+#include "probe_openfilter.h"
+#include "probe_exec.h"
 
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from falconet.model.event import Fd
 from falconet.sensor.cgroups import HOST_ID, ContainerRef, container_from_cgroup
+from falconet.sensor.record import ExecInfo
 from falconet.sensor.cgroups import container_id_from_cgroup as container_id_from_cgroup  # re-exported
 
 AT_FDCWD = -100
@@ -68,11 +69,8 @@ class ProcInfo:
     vpid: int = 0
     vpgid: int = 0
     pidns_init_ts: int | None = None  # ns since the epoch
-    exe_ino: int | None = None
-    exe_ctime: int | None = None  # ns since the epoch
-    exe_mtime: int | None = None
-    exe_upper_layer: bool = False
-    exe_writable: bool = False
+    exe_file: ExecInfo | None = None  # the executable at the exec; immutable, so a forked child shares it
+    exe_writable: bool = False  # judged at the exec, with the credentials it gave (exefacts.py)
     fds: dict[int, Fd] = field(default_factory=dict)
     gen: int = 0  # bumped whenever a field an Event's Process shows changes (lets the sensor cache ancestors)
 
@@ -361,7 +359,9 @@ def _seed_kernel_facts(entry: Path, info: ProcInfo, status: bytes) -> None:
         st = os.stat(entry / "exe")
     except OSError:
         return
-    info.exe_ino, info.exe_ctime, info.exe_mtime = st.st_ino, st.st_ctime_ns, st.st_mtime_ns
+    # only what stat shows; the overlay layer and the exec's credentials are unknown here
+    info.exe_file = ExecInfo(st.st_ino, st.st_ctime_ns, st.st_mtime_ns, 0, 0, st.st_mode, st.st_uid, st.st_gid, 0,
+                        info.euid, info.egid, False)
 
 
 class NameDb:

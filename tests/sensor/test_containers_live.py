@@ -24,9 +24,13 @@ from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
+from falconet.rules.fields import resolve
 from falconet.sensor import cgroups
 
 from .conftest import LiveSensor, collect
+
+# root besides BPF: cgroups, mounts, pid namespaces and another user's identity
+pytestmark = [pytest.mark.bpf, pytest.mark.root]
 
 CID = "4f2b9c1d8e7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c"
 SANDBOX = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d"
@@ -42,6 +46,7 @@ LAYOUTS: list[tuple[str, str, str | None, str | None]] = [
     ("podman-rootless", f"user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{CID}.scope", "podman",
      CID),
     ("containerd-cri-cgroupfs", f"kubepods/besteffort/pod{POD_UID}/{CID}", "containerd", CID),
+    ("containerd-plain-ctr", f"default/{CID}", "containerd", CID),
     ("containerd-cri-cgroupfs-sandbox", f"kubepods/besteffort/pod{POD_UID}/{SANDBOX}", "containerd", SANDBOX),
     ("containerd-cri-systemd",
      f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{POD_SLICE}.slice/cri-containerd-{CID}.scope",
@@ -92,7 +97,12 @@ class CgroupPlace:
         mounts = _hierarchies()
         missing = [w for w in where if w not in mounts]
         if missing:
-            pytest.fail(f"this host has no {missing} cgroup hierarchy mounted ({mounts})")
+            # Another host kind (v2-only has no v1 hierarchy): those placements do not exist there. CI runs on
+            # this machine kind (hybrid), where a missing hierarchy is a defect.
+            msg = f"this host has no {missing} cgroup hierarchy mounted ({mounts})"
+            if os.environ.get("CI") == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
         self.dirs: list[Path] = []
         for w in where:
             base = mounts[w] / _own_cgroup(w).lstrip("/")
@@ -184,6 +194,17 @@ def test_pid_namespace_view(sensor: LiveSensor) -> None:
     assert leader.proc.pgid == leader.proc.pid
     # The plain cat's group is unshare's, outside the namespace: no number there (Falco's vpgid 0).
     assert plain.proc.vpgid == 0 and plain.proc.pgid != plain.proc.pid
+    # ... and as the engine's fields read them
+    for field, e, want in (("proc.vpid", init, 1), ("thread.vtid", init, 1), ("proc.is_vpgid_leader", leader, True),
+                           ("proc.sname", leader, "cat"), ("proc.sname", plain, _field(plain, "proc.sname")),
+                           ("proc.vpgid", leader, leader.proc.vpid),
+                           ("proc.pidns_init_start_ts", plain, init.proc.pidns_init_start_ts)):
+        assert _field(e, field) == want, field
+    assert _field(plain, "proc.sname") not in (None, "cat")  # an ancestor outside, in the test's session
+
+
+def _field(e: Event, name: str) -> object:
+    return resolve(name).extract(e)
 
 
 def test_host_process_pid_view(sensor: LiveSensor) -> None:
@@ -236,6 +257,8 @@ def test_exe_upper_layer_and_inode_facts(sensor: LiveSensor, overlay: Path) -> N
     assert low.proc.exepath == str(overlay / "lowerbin") and up.proc.exepath == str(dropped)
     assert low.proc.exe_upper_layer is False
     assert up.proc.exe_upper_layer is True
+    assert _field(up, "proc.is_exe_upper_layer") is True and _field(low, "proc.is_exe_upper_layer") is False
+    assert _field(up, "proc.exe_ino.mtime") == 1_600_000_000_123_456_789
     st = os.stat(dropped)
     assert up.proc.exe_ino == st.st_ino
     assert up.proc.exe_ino_mtime == st.st_mtime_ns == 1_600_000_000_123_456_789

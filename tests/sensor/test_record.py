@@ -8,11 +8,11 @@ import struct
 
 import pytest
 from falconet.sensor import record as r
-from falconet.sensor.sensor import PROBE_C
+from falconet.sensor.sensor import probe_source
 
 
 def _c_struct(name: str) -> list[tuple[str, str]]:
-    text = PROBE_C.read_text()
+    text = probe_source()
     body = re.search(r"struct %s \{(.*?)\n\};" % name, text, re.S)
     assert body, f"struct {name} not found in probe.c"
     out = []
