@@ -160,6 +160,7 @@ def test_plain_container_netcat_first_alert_has_metadata(live: Live) -> None:
         alert = live.alerts.wait_for(NETCAT, cid[:12])
         check_identity(alert, cid, name, privileged=False)
         f = fields(alert)
+        assert f["container.type"] == "containerd"  # containerd's /<namespace>/<id> cgroup, then its record
         assert f["k8s.ns.name"] is None and f["k8s.pod.name"] is None  # not a pod
         assert f["proc.cmdline"] == "nc -e /bin/true 127.0.0.1 9"
     finally:
