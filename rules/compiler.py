@@ -221,6 +221,7 @@ class BoundRef:
     matcher: Callable[[str], Callable[[Any], bool]] | None = None
     deprecated: str | None = None
     inline: str | None = None  # BoundField.inline: exact Python source over `e` for the value, if any
+    check: Callable[[str, tuple[str, ...]], Predicate] | None = None  # BoundField.check (k8s_audit fields)
 
 
 def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
@@ -262,6 +263,7 @@ def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
         matcher,
         getattr(bound, "deprecated", None),
         inline,
+        None if ref.transformers else getattr(bound, "check", None),
     )
 
 
@@ -856,6 +858,8 @@ class Compiler:
         op, kind, ex, field = check.op, bound.kind, bound.extract, bound.text
         if bound.deprecated:
             self.warn(bound.deprecated, check.field.offset)
+        if bound.check is not None:
+            return _own_semantics_check(check, bound.check)
         if op == "exists":
             if bound.is_list or bound.any_of:
                 return lambda e: bool(ex(e))
@@ -1149,6 +1153,24 @@ def _evt_dir_value(check: Check) -> bool:
         raise CompileError(Msg.BAD_EVT_DIR, check.op_offset)
     exit_matches = "<" in texts
     return (not exit_matches) if check.op == "!=" else exit_matches
+
+
+def _own_semantics_check(check: Check, build: Callable[[str, tuple[str, ...]], Predicate]) -> Predicate:
+    """A field that compares by its own semantics (the k8s_audit fields) gets the operator and literal texts."""
+    value = check.value
+    if isinstance(value, FieldValue):
+        raise CompileError(f"'{check.field}' cannot be compared with another field", check.op_offset)
+    texts: tuple[str, ...] = ()
+    if isinstance(value, ListLiteral):
+        texts = tuple(item.text for item in value.items)
+    elif isinstance(value, Literal):
+        texts = (value.text,)
+    try:
+        return build(check.op, texts)
+    except RuleError as exc:
+        if exc.offset is None:
+            exc.offset = check.op_offset
+        raise
 
 
 def _list_check(op: str, ex: Extractor, rhs: Any) -> Predicate:

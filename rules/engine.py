@@ -273,7 +273,15 @@ class Engine:
                 act = _Active(rule, rule.predicate, self._renderer(rule))
             active[rule.name] = act
         self._active = active
-        self._order = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
+        ordered = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
+        # Syscall rules go through the per-type index below; rules of other sources (k8s_audit) run in load
+        # order on every event of their source, which carries no event type to index by.
+        self._order = [a for a in ordered if a.rule.source == "syscall"]
+        self._by_source: dict[str, tuple[_Active, ...]] = {}
+        for act in ordered:
+            if act.rule.source != "syscall":
+                self._by_source[act.rule.source] = (*self._by_source.get(act.rule.source, ()), act)
+        self._source_runs = {src: (self._loop(acts), acts) for src, acts in self._by_source.items()}
         self._by_type = {}
         self._dispatch = {}
 
@@ -381,10 +389,7 @@ class Engine:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
         if event.source != "syscall":
-            # Every loaded rule is a syscall rule (other sources are skipped at load, as Falco does without
-            # their plugin), so an event from another source matches nothing.
-            self.stats.other_source += 1
-            return []
+            return self._process_other(event)
         entry = self._dispatch.get(event.type)
         if entry is None:
             entry = self._build_dispatch(event.type)
@@ -393,6 +398,15 @@ class Engine:
         if not hits:
             return []
         return [self._alert(acts[i], event) for i in hits]
+
+    def _process_other(self, event: Any) -> list[Alert]:
+        """An event of another source (k8s_audit): that source's rules in load order; none loaded, counted."""
+        entry = self._source_runs.get(event.source)
+        if entry is None:
+            self.stats.other_source += 1
+            return []
+        run, acts = entry
+        return [self._alert(acts[i], event) for i in run(event)]
 
     def _build_dispatch(self, event_type: str) -> tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]:
         """The per-type evaluator: one generated function over the candidate rules when the ruleset
@@ -456,7 +470,7 @@ class Engine:
     def matching_rules(self, event: Any) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
         if event.source != "syscall":
-            return []
+            return [a.rule.name for a in self._by_source.get(event.source, ()) if a.predicate(event)]
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
     def _alert(self, act: _Active, event: Any) -> Alert:

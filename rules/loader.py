@@ -15,6 +15,7 @@ position inside a condition is mapped back through list expansion, appends and Y
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 import yaml
 
 from .alert import Priority
-from .compiler import Compiled, Compiler, MacroInfo, TypeSet
+from .compiler import Compiled, Compiler, MacroInfo, TypeSet, bind_field
 from .errors import (
     Code,
     ConditionSyntaxError,
@@ -37,15 +38,13 @@ from .errors import (
     UnknownFieldError,
 )
 from .parser import ALL_OPS, LIST_OPS, Node, parse_condition
+from .sources import KNOWN_SOURCES, NATIVE_PLUGINS, SYSCALL, scoped_bind
 
 ENGINE_VERSION: tuple[int, int, int] = (0, 57, 0)
 """The Falco engine version whose rules language this engine implements (Falco 0.42's)."""
 ENGINE_VERSION_TEXT = ".".join(map(str, ENGINE_VERSION))
 
-NATIVE_PLUGINS: frozenset[str] = frozenset({"container"})
-"""Plugins whose fields Falconet provides natively (container.*, k8s.* from the container runtime)."""
-
-KNOWN_SOURCES: frozenset[str] = frozenset({"syscall"})
+# KNOWN_SOURCES and NATIVE_PLUGINS (container, k8saudit, json) live in rules/sources.py.
 
 MAX_EVTTYPES = 100
 """Falco warns (LOAD_NO_EVTTYPE) when a rule can match more event types than this."""
@@ -950,7 +949,7 @@ class Loader:
                 position = _locate(text, origin, offset)
             self.result.add(Code.DEPRECATED_ITEM, message, position, ctx)
 
-        compiler = Compiler(macro_infos, resolvers=resolvers, bind=bind, warn=warn)
+        compiler, compilers = _source_compilers(macro_infos, resolvers, bind, warn)
         macro_asts = {name: info.ast for name, info in macro_infos.items()}
         compiled: list[CompiledRule] = []
         for rule in sorted(self.rules.values(), key=lambda item: item.index):
@@ -963,13 +962,15 @@ class Loader:
             full = self._with_exceptions(rule)
             text, origin = self._expand_lists(full.value)
             current.append((rule, full, origin))
-            result = self._compile_rule(rule, full, text, origin, compiler, ctx)
+            rule_compiler = compilers[rule.source]
+            syscall = rule.source == SYSCALL
+            result = self._compile_rule(rule, full, text, origin, rule_compiler, ctx)
             if result is None:
                 continue
             formatter = self._compile_rule_output(rule, compile_output, ctx)
             if formatter is None:
                 continue
-            if rule.warn_evttypes and (result.types.cofinite or len(result.types.names) > MAX_EVTTYPES):
+            if syscall and rule.warn_evttypes and (result.types.cofinite or len(result.types.names) > MAX_EVTTYPES):
                 self.result.add(Code.NO_EVTTYPE, Msg.TOO_MANY_EVTTYPES, rule.position, ctx)
             compiled.append(
                 CompiledRule(
@@ -987,12 +988,19 @@ class Loader:
                     position=rule.position,
                     capture=rule.capture,
                     capture_duration=rule.capture_duration,
-                    specialize=functools.partial(compiler.specialize, self._asts[rule.name]),
-                    condition_source=functools.partial(compiler.condition_source, self._asts[rule.name]),
+                    # The engine specialises and generates code per event type for syscall rules only.
+                    specialize=functools.partial(compiler.specialize, self._asts[rule.name]) if syscall else None,
+                    condition_source=(
+                        functools.partial(compiler.condition_source, self._asts[rule.name]) if syscall else None
+                    ),
                     condition_ast=self._asts[rule.name],
                     macro_asts=macro_asts,
                 )
             )
+        for other in compilers.values():  # a macro used by any source's rules is used
+            for name, info in other.macros.items():
+                if info.used and name in macro_infos:
+                    macro_infos[name].used = True
         for mdef in self.macros.values():
             minfo = macro_infos.get(mdef.name)
             if minfo is not None and not minfo.used:
@@ -1287,3 +1295,20 @@ def load_texts(
     for name, text in texts:
         loader.add_text(name, text)
     return loader.compile(resolvers=resolvers, compile_output=compile_output)
+
+
+def _source_compilers(
+    macro_infos: dict[str, MacroInfo], resolvers: Any, bind: Callable[[Any], Any] | None, warn: Any
+) -> tuple[Compiler, dict[str, Compiler]]:
+    """One compiler per event source, each binding only its source's fields (rules/sources.py) and holding its
+    own copies of the macros, so a macro is compiled (and its fields checked) for each source that uses it.
+    Returns the syscall compiler (whose dispatch the engine uses) and all of them by source."""
+    base = bind or (lambda ref: bind_field(ref, resolvers))
+    out: dict[str, Compiler] = {}
+    for source in sorted(KNOWN_SOURCES):
+        infos = macro_infos if source == SYSCALL else {
+            name: dataclasses.replace(info, predicate=None, types=None, used=False)
+            for name, info in macro_infos.items()
+        }  # fmt: skip
+        out[source] = Compiler(infos, resolvers=resolvers, bind=scoped_bind(source, base), warn=warn)
+    return out[SYSCALL], out

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from falconet.model.alert import Alert, Priority
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.lines import events_from_line
 from falconet.server.daemon_config import ConfigError, DaemonConfig, load_config
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import Output, TokenBucket, build_outputs, check_writable, close_all
@@ -57,7 +59,7 @@ class EventSource(Protocol):
     def start(self) -> None: ...
     def set_syscalls(self, names: set[str] | None) -> None: ...
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None: ...
-    def poll(self, timeout_ms: int) -> list[Event] | None:
+    def poll(self, timeout_ms: int) -> list[Event | AuditEvent] | None:
         """Events (possibly none) within the timeout; None once the source is exhausted."""
 
     def counters(self) -> tuple[int, int]:
@@ -98,7 +100,7 @@ class ReplaySource:
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
         del prefixes  # a capture was filtered (or not) when it was made
 
-    def poll(self, timeout_ms: int) -> list[Event] | None:
+    def poll(self, timeout_ms: int) -> list[Event | AuditEvent] | None:
         import json
 
         if self._eof and not self._buf:
@@ -118,13 +120,14 @@ class ReplaySource:
             self._buf = b""
         else:
             self._buf = lines.pop()
-        out: list[Event] = []
+        out: list[Event | AuditEvent] = []
         for raw in lines:
             self._line += 1
             if not raw.strip():
                 continue
             try:
-                out.append(Event.from_dict(json.loads(raw)))
+                # A syscall event, or a Kubernetes audit Event/EventList (numbered in file order).
+                out.extend(events_from_line(json.loads(raw), self.events + len(out) + 1))
             except (ValueError, TypeError) as exc:
                 self.malformed += 1
                 self._log(f"replay {self.path}:{self._line}: {exc}; line skipped")
@@ -415,7 +418,7 @@ class Daemon:
         except BaseException as exc:  # reported by run(); the daemon then stops with an error status
             self._engine_error = exc
 
-    def _process(self, events: list[Event]) -> None:
+    def _process(self, events: list[Event | AuditEvent]) -> None:
         engine = self.engine  # one read per batch: a reload swaps the reference, never mutates the engine
         clock = time.perf_counter
         spent = 0.0
