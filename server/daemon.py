@@ -188,8 +188,12 @@ def open_source(spec: str, config: DaemonConfig, syscalls: set[str] | None, log:
         if not path:
             raise DaemonError("--source replay:FILE needs a file name, e.g. --source replay:capture.jsonl")
         return ReplaySource(Path(path), log)
+    if spec == "none":  # no syscall events: an audit-only daemon (the k8s audit endpoint), no root needed
+        from falconet.server.k8s_audit import IdleSource
+
+        return IdleSource()
     if spec != "ebpf":
-        raise DaemonError(f"unknown source {spec!r}; expected ebpf or replay:FILE")
+        raise DaemonError(f"unknown source {spec!r}; expected ebpf, replay:FILE or none")
     if os.geteuid() != 0:
         raise DaemonError(
             f"the eBPF sensor needs root (running as uid {os.geteuid()}); run as root, "
@@ -309,6 +313,7 @@ class Daemon:
         self._limiter = TokenBucket(config.outputs_rate, config.outputs_max_burst)
         self._drop_limiter = TokenBucket(config.syscall_event_drops.rate, config.syscall_event_drops.max_burst)
         self._source: Any = None
+        self._k8s_audit: Any = None  # the k8s audit endpoint (server/k8s_audit.py), when configured
         self._stop = threading.Event()
         self._engine_thread: threading.Thread | None = None
         self._engine_error: BaseException | None = None
@@ -348,6 +353,11 @@ class Daemon:
         for warning in _load_warnings(self.engine):
             self.log(f"rules warning: {warning}")
         self._source = open_source(self.source_spec, self.config, _syscalls(self.engine), self.log)
+        if self.config.k8s_audit is not None:  # the k8s_audit source: its events join the engine thread's poll
+            from falconet.server.k8s_audit import K8sAuditEndpoint
+
+            self._k8s_audit = K8sAuditEndpoint(self.config.k8s_audit, self.log)
+            self._source = self._k8s_audit.wrap(self._source)
         self._source.start()
         self._apply_open_filter(self.engine, self.config)
 
@@ -391,6 +401,14 @@ class Daemon:
                     f" {exc.strerror}"
                 ) from None
             self.log(f"metrics on http://{host}:{port}/metrics")
+        if self._k8s_audit is not None:
+            try:
+                url = await self._k8s_audit.start()
+            except (OSError, ValueError) as exc:  # ValueError/SSLError: an unusable certificate
+                where = self.config.k8s_audit.url if self.config.k8s_audit else "?"
+                raise DaemonError(f"the k8s audit endpoint cannot start on {where}: {exc}") from None
+            self.metrics.registry.register(self._k8s_audit.collector())
+            self.log(f"k8s audit endpoint on {url}")
         self.metrics.output_drops = self._output_drop_counts
         self.metrics.subscriber_drops = self._subscriber_drop_counts
         self.metrics.hub_totals = self._hub_totals
@@ -684,6 +702,8 @@ class Daemon:
             loop.remove_signal_handler(sig)
         if reloading:
             await asyncio.gather(*reloading, return_exceptions=True)
+        if self._k8s_audit is not None:
+            await self._k8s_audit.stop()  # no new audit events; those queued are still evaluated below
         self._stop.set()
         await loop.run_in_executor(None, self._engine_thread.join)
         late = await loop.run_in_executor(None, close_all, self.outputs, 10.0)
@@ -752,6 +772,7 @@ def _restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.grpc.enabled != new.grpc.enabled
         or old.metrics != new.metrics
         or old.ring_buffer_bytes != new.ring_buffer_bytes
+        or old.k8s_audit != new.k8s_audit
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from falconet.model.alert import Priority
+from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -85,6 +86,7 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "k8s_audit",
     }
 )
 
@@ -198,6 +200,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
+    k8s_audit: K8sAuditConfig | None = None
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -467,6 +471,12 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     if listen_port > 65535:
         r.problems.append(f"webserver.listen_port must be at most 65535, got {listen_port}.")
 
+    k8s_audit, k8s_problems, k8s_warnings = parse_k8s_audit(data, r.resolve, listen_port)
+    r.problems.extend(k8s_problems)
+    r.warnings.extend(k8s_warnings)
+    if k8s_audit is not None and k8s_audit.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
+        r.warnings = [w for w in r.warnings if not w.startswith(("plugins is a Falco", "load_plugins is a Falco"))]
+
     config = DaemonConfig(
         source=source,
         rules_files=rules,
@@ -499,6 +509,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         ),
         ring_buffer_bytes=ring,
         open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
+        k8s_audit=k8s_audit,
         warnings=tuple(r.warnings),
     )
     if r.problems:
