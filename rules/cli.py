@@ -80,6 +80,10 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_test)
 
+    from . import policy_cli  # from-psp, from-pss
+
+    policy_cli.register(rules_sub)
+
 
 def _default_rules() -> Path:
     from falconet import rules

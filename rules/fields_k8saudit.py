@@ -70,13 +70,16 @@ def path(*keys: str) -> Reader:
     return lambda data, _arg: _texts(_get(data, *keys))
 
 
-def _each(list_keys: tuple[str, ...], *item_keys: str, default: Callable[[dict[str, JsonValue]], str] | None = None
-          ) -> Reader:  # fmt: skip
+def _each(list_keys: tuple[str, ...], *item_keys: str, default: Callable[[dict[str, JsonValue]], str] | None = None,
+          optional: bool = False) -> Reader:  # fmt: skip
     """One text per element of the list at `list_keys`: the value at `item_keys` (lists flattened), `<NA>` (or
-    the default) where an element lacks it; the argument, if any, picks one element."""
+    the default) where an element lacks it; the argument, if any, picks one element. An absent list is
+    unreadable (`<NA>`), or, when `optional` (initContainers, ephemeralContainers), simply has no elements."""
 
     def read(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
         items = _get(data, *list_keys)
+        if items is _MISSING and optional:
+            return []
         if not isinstance(items, list):
             return None
         picked = _pick(items, arg)
@@ -107,7 +110,7 @@ def _repository(image: str) -> str:
 
 
 def _images(list_name: str, repository: bool, first_only: bool = False) -> Reader:
-    read = _each(("requestObject", "spec", list_name), "image")
+    read = _each(("requestObject", "spec", list_name), "image", optional=list_name != "containers")
 
     def images(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
         found = read(data, "0" if first_only else arg)
@@ -123,7 +126,52 @@ def _effective(list_name: str, key: str) -> Reader:
         value = _get(data, "requestObject", "spec", "securityContext", key)
         return as_text(value) if value is not _MISSING else "0"  # type: ignore[arg-type]
 
-    return _each(("requestObject", "spec", list_name), "securityContext", key, default=pod_default)
+    return _each(("requestObject", "spec", list_name), "securityContext", key, default=pod_default,
+                 optional=list_name != "containers")
+
+
+def _drops(list_name: str) -> Reader:
+    def read(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
+        items = _get(data, "requestObject", "spec", list_name)
+        if items is _MISSING and list_name != "containers":
+            return []
+        if not isinstance(items, list):
+            return None
+        out = []
+        for item in items:
+            drop = _get(item, "securityContext", "capabilities", "drop")
+            names = {str(c) for c in drop} if isinstance(drop, list) else set()
+            out.append("true" if arg in names or "ALL" in names else "false")
+        return out
+
+    return read
+
+
+def _effective_flag(list_name: str, *keys: str) -> Reader:
+    def pod_default(data: dict[str, JsonValue]) -> str:
+        value = _get(data, "requestObject", "spec", "securityContext", *keys)
+        return NA if value is _MISSING else as_text(value)  # type: ignore[arg-type]
+
+    return _each(("requestObject", "spec", list_name), "securityContext", *keys, default=pod_default,
+                 optional=list_name != "containers")
+
+
+def _declared_host_ports(list_name: str) -> Reader:
+    def ports(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
+        items = _get(data, "requestObject", "spec", list_name)
+        if items is _MISSING and list_name != "containers":
+            return []
+        if not isinstance(items, list):
+            return None
+        out = []
+        for item in _pick(items, arg) or []:
+            declared = item.get("ports") if isinstance(item, dict) else None
+            for port in declared if isinstance(declared, list) else []:
+                if isinstance(port, dict) and "hostPort" in port:
+                    out.append(as_text(port["hostPort"]))
+        return out
+
+    return ports
 
 
 def _host_ports(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
@@ -384,23 +432,33 @@ def _register_pod_fields() -> None:
     for lst in ("containers", "initContainers", "ephemeralContainers"):
         pre = f"ka.req.pod.{lst}."
         each = (*spec, lst)
-        ka(pre + "name", _each(each, "name"), f"the {lst}' names", "index", is_list=True)
+        opt = lst != "containers"  # Falco 0.25 read containers only; an absent init/ephemeral list is empty
+        ka(pre + "name", _each(each, "name", optional=opt), f"the {lst}' names", "index", is_list=True)
         ka(pre + "image", _images(lst, False), f"the {lst}' images", "index", is_list=True)
         ka(pre + "image.repository", _images(lst, True), f"the {lst}' repositories", "index", is_list=True)
-        ka(pre + "command", _each(each, "command"), f"the {lst}' commands", "index", is_list=True)
-        ka(pre + "args", _each(each, "args"), f"the {lst}' arguments", "index", is_list=True)
+        ka(pre + "command", _each(each, "command", optional=opt), f"the {lst}' commands", "index", is_list=True)
+        ka(pre + "args", _each(each, "args", optional=opt), f"the {lst}' arguments", "index", is_list=True)
         for key, attr in (
             ("privileged", "privileged"), ("allow_privilege_escalation", "allowPrivilegeEscalation"),
             ("read_only_fs", "readOnlyRootFilesystem"), ("run_as_user", "runAsUser"),
             ("run_as_group", "runAsGroup"), ("proc_mount", "procMount"),
         ):  # fmt: skip
-            ka(pre + key, _each(each, "securityContext", attr), f"the {lst}' {attr}", "index", is_list=True)
-        ka(pre + "add_capabilities", _each(each, "securityContext", "capabilities", "add"),
+            ka(pre + key, _each(each, "securityContext", attr, optional=opt), f"the {lst}' {attr}", "index", is_list=True)
+        ka(pre + "add_capabilities", _each(each, "securityContext", "capabilities", "add", optional=opt),
            f"the {lst}' added capabilities", "index", is_list=True)  # fmt: skip
         ka(pre + "eff_run_as_user", _effective(lst, "runAsUser"), f"the {lst}' effective uid", "index",
            is_list=True)  # fmt: skip
         ka(pre + "eff_run_as_group", _effective(lst, "runAsGroup"), f"the {lst}' effective gid", "index",
            is_list=True)  # fmt: skip
+        # Falconet's own (the Pod Security Standards need them; Falco has no such fields).
+        ka(pre + "drops_capability", _drops(lst), f"Falconet: per {lst} entry, whether it drops CAP (or ALL), "
+           f"{pre}drops_capability[CAP]", "key", is_list=True)  # fmt: skip
+        ka(pre + "run_as_non_root", _effective_flag(lst, "runAsNonRoot"),
+           f"Falconet: the {lst}' effective runAsNonRoot (container, else pod)", "index", is_list=True)  # fmt: skip
+        ka(pre + "seccomp_profile", _effective_flag(lst, "seccompProfile", "type"),
+           f"Falconet: the {lst}' effective seccompProfile.type (container, else pod)", "index", is_list=True)  # fmt: skip
+        ka(pre + "declared_host_port", _declared_host_ports(lst),
+           f"Falconet: the {lst}' hostPort values (only those declared)", "index", is_list=True)  # fmt: skip
 
 
 def _register_times() -> None:
