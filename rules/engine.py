@@ -27,6 +27,7 @@ from . import open_prefixes
 from .alert import Alert, Priority
 from .compiler import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
+from .k8saudit_index import AuditRuleIndex
 from .loader import CompiledRule, Loader, Ruleset
 
 RuleMatching = Literal["first", "all"]
@@ -281,7 +282,12 @@ class Engine:
         for act in ordered:
             if act.rule.source != "syscall":
                 self._by_source[act.rule.source] = (*self._by_source.get(act.rule.source, ()), act)
-        self._source_runs = {src: (self._loop(acts), acts) for src, acts in self._by_source.items()}
+        # k8s_audit rules are indexed by the event's verb and resource (rules/k8saudit_index.py); the loops
+        # over each candidate subset are built on first use.
+        self._audit_index = AuditRuleIndex(
+            [(a.rule.condition_ast, a.rule.macro_asts or {}) for a in self._by_source.get("k8s_audit", ())]
+        )
+        self._source_runs: dict[tuple[str, tuple[int, ...] | None], tuple[Any, tuple[_Active, ...]]] = {}
         self._by_type = {}
         self._dispatch = {}
 
@@ -401,12 +407,17 @@ class Engine:
 
     def _process_other(self, event: Any) -> list[Alert]:
         """An event of another source (k8s_audit): that source's rules in load order; none loaded, counted."""
-        entry = self._source_runs.get(event.source)
-        if entry is None:
+        acts = self._by_source.get(event.source)
+        if acts is None:
             self.stats.other_source += 1
             return []
-        run, acts = entry
-        return [self._alert(acts[i], event) for i in run(event)]
+        subset = self._audit_index.candidates(event.data) if event.source == "k8s_audit" else None
+        entry = self._source_runs.get((event.source, subset))
+        if entry is None:
+            chosen = acts if subset is None else tuple(acts[i] for i in subset)
+            entry = self._source_runs[(event.source, subset)] = (self._loop(chosen), chosen)
+        run, chosen = entry
+        return [self._alert(chosen[i], event) for i in run(event)]
 
     def _build_dispatch(self, event_type: str) -> tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]:
         """The per-type evaluator: one generated function over the candidate rules when the ruleset

@@ -342,7 +342,7 @@ def ka(name: str, read: Reader, desc: str, arg: str = "none", *, is_list: bool =
 
         def make(op: str, literals: tuple[str, ...]) -> Callable[[HasMemo], bool]:
             try:
-                return build_check(op, literals, values)
+                return build_check(op, literals, values, f"{name}[{a}]" if a is not None else name)
             except ValueError as exc:
                 raise CompileError(f"{exc} (field '{name}')") from None
 
@@ -471,10 +471,13 @@ def _register_times() -> None:
         def check_builder(_arg: str | None) -> Callable[[str, tuple[str, ...]], Callable[[HasMemo], bool]]:
             def make(op: str, literals: tuple[str, ...]) -> Callable[[HasMemo], bool]:
                 def values(e: HasMemo) -> tuple[Value, ...]:
-                    return (parse_value(fmt(e.ts)),)
+                    found = e.memo.get(name)
+                    if found is None:
+                        found = e.memo[name] = (parse_value(fmt(e.ts)),)
+                    return found
 
                 try:
-                    return build_check(op, literals, values)
+                    return build_check(op, literals, values, name)
                 except ValueError as exc:
                     raise CompileError(f"{exc} (field '{name}')") from None
 

@@ -159,15 +159,28 @@ def _order_key(v: Value) -> OrderKey:
     return (v, v, "") if isinstance(v, int) else (0, 0, v)
 
 
-def build_check(op: str, literals: Sequence[str], values: Callable[[HasMemo], tuple[Value, ...]]) -> Check:
+def build_check(
+    op: str, literals: Sequence[str], values: Callable[[HasMemo], tuple[Value, ...]], memo_key: str | None = None
+) -> Check:
     """The predicate for `<field> <op> <literals>` over the field's parsed values. Raises ValueError with a
-    sentence for an operator the k8s_audit fields do not support or a literal count it cannot take."""
+    sentence for an operator the k8s_audit fields do not support or a literal count it cannot take.
+
+    `memo_key`: the key under which `values` memoizes in `e.memo`; the common checks then read the memo
+    directly and call `values` only on its first use for an event (the engine's hot path)."""
     if op not in SUPPORTED_OPS:
         raise ValueError(f"operator '{op}' is not supported by k8s_audit fields")
     if op == "exists":
-        return lambda e: any(v != NA for v in values(e))
+
+        def exists(e: HasMemo) -> bool:
+            vs = values(e)
+            return vs[0] != NA if len(vs) == 1 else any(v != NA for v in vs)
+
+        return exists
     parsed = [parse_value(t) for t in literals]
     lits = ValueSet(parsed)
+    fast = _fast_set_check(op, lits, values, memo_key)
+    if fast is not None:
+        return fast
     if op in ("=", "==", "!="):
         want = parsed
         negate = op == "!="
@@ -201,6 +214,47 @@ def build_check(op: str, literals: Sequence[str], values: Callable[[HasMemo], tu
     test = _single_string_test(op, literals[0])
     assert test is not None
     return lambda e: len(vs := values(e)) == 1 and bool(test(value_text(vs[0])))
+
+
+def _fast_set_check(
+    op: str, lits: ValueSet, read: Callable[[HasMemo], tuple[Value, ...]], memo_key: str | None
+) -> Check | None:
+    """The common shapes as plain set operations, for literals without ranges (most rules): the same answers
+    as the general forms below, which a range among the extracted values still takes (a rare `LO:HI` text)."""
+    if lits.ranges:
+        return None
+    exact = lits.exact
+    key = memo_key or f"\0{id(read)}"  # a key no field uses: the memo then always misses, `read` answers
+
+    if op in ("=", "==", "!=") and len(exact) == 1:
+        (want,) = exact
+        negate = op == "!="
+
+        def equal(e: HasMemo) -> bool:
+            vs = e.memo.get(key) or read(e)
+            if len(vs) == 1 and type(vs[0]) is not tuple:
+                return (vs[0] == want) != negate
+            same = bool(vs) and all(v == want for v in vs)
+            if not same and any(type(v) is tuple for v in vs):
+                same = len(set(vs)) == 1 and vs[0] in lits
+            return same != negate
+
+        return equal
+    if op == "in":
+
+        def subset(e: HasMemo) -> bool:
+            vs = e.memo.get(key) or read(e)
+            return exact.issuperset(vs) or (any(type(v) is tuple for v in vs) and all(v in lits for v in vs))
+
+        return subset
+    if op == "intersects":
+
+        def overlap(e: HasMemo) -> bool:
+            vs = e.memo.get(key) or read(e)
+            return not exact.isdisjoint(vs) or (any(type(v) is tuple for v in vs) and any(v in lits for v in vs))
+
+        return overlap
+    return None
 
 
 def render(texts: Sequence[str]) -> str | None:

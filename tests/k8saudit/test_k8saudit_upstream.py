@@ -24,6 +24,7 @@ from audit_support import (
     read_events,
 )
 
+from falconet.model.audit import decode_audit_object
 from falconet.rules.loader import Loader
 
 pytestmark = pytest.mark.k8saudit
@@ -170,3 +171,17 @@ def test_rules_test_cli_reads_audit_files_without_flags(tmp_path: Path) -> None:
         ("Create Privileged Pod", "k8s_audit"), ("Attach/Exec Pod", "k8s_audit"),
     ]  # fmt: skip
     assert "2 events, 2 alerts, 0 malformed lines" in proc.stderr
+
+
+def test_the_verb_and_resource_index_never_changes_an_answer() -> None:
+    # matching_rules() evaluates every rule; process() only the index's candidates. Every sample, and the
+    # samples with their verb and resource changed (to ones no rule names, to a hostile array, removed).
+    for rules in ([falco025_syscall_rules(), falco025_rules()], [plugin_rules()]):
+        eng = engine(rules, rule_matching="all")
+        for path in sorted(events_dir().glob("*.json")):
+            for ev in read_events(path):
+                variants = [ev.data, {**ev.data, "verb": "frobnicate"}, {**ev.data, "verb": ["create"]},
+                            {k: v for k, v in ev.data.items() if k != "objectRef"}]  # fmt: skip
+                for data in variants:
+                    (variant,) = decode_audit_object(data)
+                    assert [a.rule for a in eng.process(variant)] == eng.matching_rules(variant), path.name
