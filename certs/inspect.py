@@ -1,7 +1,8 @@
 """Reading a certificate back: what it names, what it may be used for, how long it lasts, whether a CA vouches.
 
-`falconet certs inspect` prints this; falco-client and the SDK use `chain_problem` to refuse, with a reason,
-client files that the server would reject anyway (a TLS alert says far less than we can say here).
+`falconet certs inspect` prints this; `falconet.certs.check` (the file check the server, the SDK and
+falco-client all run) uses `chain_problem` to refuse, with a reason, files the other side would reject anyway
+(a TLS alert says far less than we can say here).
 Chain checks use cryptography's webpki verifiers (the same profile rustls enforces for our Rust client), after
 plainer checks whose failures can be named precisely (wrong issuer, bad signature, expired).
 """

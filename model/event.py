@@ -154,7 +154,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-lines form; ancestors nest under proc.parent."""
-        return _to_dict(self)
+        return {f.name: _to_dict(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:

@@ -16,46 +16,63 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import os
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from falconet.model.alert import Alert, Priority
+from falconet.model.audit import AuditEvent
+from falconet.model.event import Event
+
 from . import open_prefixes
-from .alert import Alert, Priority
-from .compiler import MAX_INLINE_NESTING, nesting_depth
+from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
+from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
+from .fields.dns import DnsCache
+from .hostname import default_hostname
 from .k8saudit_index import AuditRuleIndex
 from .loader import CompiledRule, Loader, Ruleset
 
 RuleMatching = Literal["first", "all"]
 
 
+def system_dns(domain: str) -> list[str]:
+    """The system resolver, uncached (the engine's DnsCache decides how often it is asked); raises OSError
+    when the lookup fails, which the cache answers with its last answer and a back-off."""
+    infos = socket.getaddrinfo(domain, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
 @dataclass(frozen=True, slots=True)
 class Resolvers:
-    """What evaluation needs from outside: the host name for alerts and DNS for fd.*ip.name."""
+    """What evaluation needs from outside: the host name for alerts and DNS for fd.*ip.name.
+
+    `dns` is a plain resolver (domain -> addresses; it may raise). The resolvers own the engine's only DNS
+    cache (`dns_cache`, answers reused for `dns_ttl` seconds), shared by every rule compiled with them and
+    dropped with them: a reload builds new resolvers and so starts a fresh cache.
+    """
 
     hostname: Callable[[], str]
     dns: Callable[[str], list[str]]
+    dns_ttl: float = DEFAULT_DNS_TTL
+    dns_cache: DnsCache = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dns_cache", DnsCache(self.dns, ttl=self.dns_ttl))
 
     @classmethod
     def local(cls) -> Resolvers:
         """FALCO_HOSTNAME or this machine's name (as Falco), and no DNS (names match nothing)."""
-        name = os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
+        name = default_hostname()
         return cls(hostname=lambda: name, dns=lambda _domain: [])
 
     @classmethod
     def system(cls) -> Resolvers:
         """Like local(), with the system resolver for DNS: for the daemon, which owns the I/O."""
-
-        def dns(domain: str) -> list[str]:
-            infos = socket.getaddrinfo(domain, None, proto=socket.IPPROTO_TCP)
-            return sorted({str(info[4][0]) for info in infos})
-
         base = cls.local()
-        return cls(hostname=base.hostname, dns=dns)
+        return cls(hostname=base.hostname, dns=system_dns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,10 +408,10 @@ class Engine:
         self._special[key] = pred
         return pred
 
-    def process(self, event: Any) -> list[Alert]:
+    def process(self, event: Event | AuditEvent) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
-        if event.source != "syscall":
+        if isinstance(event, AuditEvent) or event.source != "syscall":
             return self._process_other(event)
         entry = self._dispatch.get(event.type)
         if entry is None:
@@ -405,13 +422,13 @@ class Engine:
             return []
         return [self._alert(acts[i], event) for i in hits]
 
-    def _process_other(self, event: Any) -> list[Alert]:
+    def _process_other(self, event: Event | AuditEvent) -> list[Alert]:
         """An event of another source (k8s_audit): that source's rules in load order; none loaded, counted."""
         acts = self._by_source.get(event.source)
         if acts is None:
             self.stats.other_source += 1
             return []
-        subset = self._audit_index.candidates(event.data) if event.source == "k8s_audit" else None
+        subset = self._audit_index.candidates(event.data) if isinstance(event, AuditEvent) else None
         entry = self._source_runs.get((event.source, subset))
         if entry is None:
             chosen = acts if subset is None else tuple(acts[i] for i in subset)
@@ -478,13 +495,13 @@ class Engine:
 
         return run
 
-    def matching_rules(self, event: Any) -> list[str]:
+    def matching_rules(self, event: Event | AuditEvent) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
-        if event.source != "syscall":
+        if isinstance(event, AuditEvent) or event.source != "syscall":
             return [a.rule.name for a in self._by_source.get(event.source, ()) if a.predicate(event)]
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
-    def _alert(self, act: _Active, event: Any) -> Alert:
+    def _alert(self, act: _Active, event: Event | AuditEvent) -> Alert:
         rule = act.rule
         text, fields = act.render(event)
         stats = self.stats

@@ -10,7 +10,7 @@ Exception tree::
     RuleError                      anything wrong with rules text; has .message, .offset, .contexts
      ├── ConditionSyntaxError      a condition that does not parse (parser.py)
      ├── CompileError              parses but cannot be compiled: unknown field, operator not allowed for the
-     │    │                        field's type, undefined macro, malformed value (compiler.py, fields.py)
+     │    │                        field's type, undefined macro, malformed value (compiler.py, fields/)
      │    └── UnknownFieldError    a field name that no extractor provides (skip-if-unknown-filter applies)
      ├── OutputFormatError         an output format that does not compile (output.py)
      └── RulesLoadError            raised by Engine.from_files when loading found errors; carries the

@@ -56,7 +56,7 @@ def text_of(value: Any, ftype: FieldType, name: str = "") -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if name == "evt.time" and isinstance(value, int):
-        from .fields_evt import clock_time
+        from .fields.evt import clock_time
 
         return clock_time(value)
     return str(value)

@@ -5,7 +5,8 @@ The sensor puts raw values in `Event.args` under Falco's parameter names (Linux'
 the kernel sees them, errno as a negative result). Falco's rules compare the *rendered* text (`evt.arg.flags
 contains O_TRUNC`, `evt.arg.request in (PTRACE_ATTACH)`, `evt.arg.uid=nobody`), so the renderings here follow
 libsinsp's: flag sets as `NAME|NAME`, enums as their constant name, fds as `<f>/path`, results as `SUCCESS`
-or the errno name. One table per event type lists its parameters in Falco's order for `evt.arg[N]`.
+or the errno name. Which parameters each event type has, in Falco's order for `evt.arg[N]`, and their kinds
+come from falconet.model.syscalls, the table the sensor fills `Event.args` from.
 
 Where the event already carries an argument in its context (execve's exe, args, cwd, tty, ... live in
 `Event.proc`), the argument is derived from there, so the sensor does not have to send it twice.
@@ -18,6 +19,8 @@ import functools
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from falconet.model.syscalls import EVENT_PARAMS
 
 if TYPE_CHECKING:
     from .event import Event
@@ -330,121 +333,11 @@ KINDS: dict[str, tuple[Render, bool]] = {
     "bytes": (_text, False),
 }
 
-_EXECVE = (
-    ("res", "errno"), ("exe", "str"), ("args", "str"), ("tid", "int"), ("pid", "int"), ("ptid", "int"),
-    ("cwd", "path"), ("fdlimit", "int"), ("pgft_maj", "int"), ("pgft_min", "int"), ("vm_size", "int"),
-    ("vm_rss", "int"), ("vm_swap", "int"), ("comm", "str"), ("cgroups", "str"), ("env", "str"), ("tty", "int"),
-    ("vpgid", "int"), ("loginuid", "uid"), ("flags", "exe_flags"), ("cap_inheritable", "hex"),
-    ("cap_permitted", "hex"), ("cap_effective", "hex"), ("exe_ino", "int"), ("exe_ino_ctime", "int"),
-    ("exe_ino_mtime", "int"), ("uid", "uid"), ("trusted_exepath", "str"), ("pgid", "int"), ("gid", "gid"),
-)  # fmt: skip
-_SEND = (("res", "errno"), ("data", "bytes"), ("fd", "fd"), ("size", "int"), ("tuple", "tuple"))
-_RECV = (("res", "errno"), ("data", "bytes"), ("tuple", "tuple"), ("fd", "fd"), ("size", "int"))
-_ACCEPT = (("fd", "fd"), ("tuple", "tuple"), ("queuepct", "int"), ("queuelen", "int"), ("queuemax", "int"))
-
 PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
-    "open": (("fd", "fd"), ("name", "path"), ("flags", "open_flags"), ("mode", "oct"), ("dev", "hex"),
-             ("ino", "int")),
-    "openat": (("fd", "fd"), ("dirfd", "dirfd"), ("name", "path"), ("flags", "open_flags"), ("mode", "oct"),
-               ("dev", "hex"), ("ino", "int")),
-    "openat2": (("fd", "fd"), ("dirfd", "dirfd"), ("name", "path"), ("flags", "open_flags"), ("mode", "oct"),
-                ("resolve", "resolve_flags"), ("dev", "hex"), ("ino", "int")),
-    "open_by_handle_at": (("fd", "fd"), ("mountfd", "fd"), ("flags", "open_flags"), ("path", "path"),
-                          ("dev", "hex"), ("ino", "int")),
-    "creat": (("fd", "fd"), ("name", "path"), ("mode", "oct"), ("dev", "hex"), ("ino", "int")),
-    "execve": _EXECVE,
-    "execveat": _EXECVE + (("dirfd", "dirfd"), ("pathname", "path"), ("exec_flags", "at_flags")),
-    "clone": _EXECVE[:-5] + (("flags_clone", "clone_flags"),),
-    "clone3": _EXECVE[:-5] + (("flags_clone", "clone_flags"),),
-    "fork": _EXECVE[:-5],
-    "vfork": _EXECVE[:-5],
-    "connect": (("res", "errno"), ("tuple", "tuple"), ("fd", "fd"), ("addr", "sockaddr")),
-    "accept": _ACCEPT,
-    "accept4": _ACCEPT + (("flags", "socktype"),),
-    "listen": (("res", "errno"), ("fd", "fd"), ("backlog", "int")),
-    "bind": (("res", "errno"), ("addr", "sockaddr"), ("fd", "fd")),
-    "socket": (("fd", "fd"), ("domain", "family"), ("type", "socktype"), ("proto", "int")),
-    "sendto": _SEND,
-    "sendmsg": _SEND,
-    "recvfrom": _RECV,
-    "recvmsg": _RECV + (("msgcontrol", "bytes"),),
-    "read": (("res", "errno"), ("data", "bytes"), ("fd", "fd"), ("size", "int")),
-    "write": (("res", "errno"), ("data", "bytes"), ("fd", "fd"), ("size", "int")),
-    "close": (("res", "errno"), ("fd", "fd")),
-    "ptrace": (("res", "errno"), ("addr", "hex"), ("data", "hex"), ("request", "ptrace_req"), ("pid", "int")),
-    "symlink": (("res", "errno"), ("target", "str"), ("linkpath", "path")),
-    "symlinkat": (("res", "errno"), ("target", "str"), ("linkdirfd", "dirfd"), ("linkpath", "path")),
-    "link": (("res", "errno"), ("oldpath", "path"), ("newpath", "path")),
-    "linkat": (("res", "errno"), ("olddir", "dirfd"), ("oldpath", "path"), ("newdir", "dirfd"),
-               ("newpath", "path"), ("flags", "at_flags")),
-    "unlink": (("res", "errno"), ("path", "path")),
-    "unlinkat": (("res", "errno"), ("dirfd", "dirfd"), ("name", "path"), ("flags", "at_flags")),
-    "rename": (("res", "errno"), ("oldpath", "path"), ("newpath", "path")),
-    "renameat": (("res", "errno"), ("olddirfd", "dirfd"), ("oldpath", "path"), ("newdirfd", "dirfd"),
-                 ("newpath", "path")),
-    "renameat2": (("res", "errno"), ("olddirfd", "dirfd"), ("oldpath", "path"), ("newdirfd", "dirfd"),
-                  ("newpath", "path"), ("flags", "rename_flags")),
-    "rmdir": (("res", "errno"), ("path", "path")),
-    "mkdir": (("res", "errno"), ("path", "path"), ("mode", "oct")),
-    "mkdirat": (("res", "errno"), ("dirfd", "dirfd"), ("path", "path"), ("mode", "oct")),
-    "chmod": (("res", "errno"), ("filename", "path"), ("mode", "mode")),
-    "fchmod": (("res", "errno"), ("fd", "fd"), ("mode", "mode")),
-    "fchmodat": (("res", "errno"), ("dirfd", "dirfd"), ("filename", "path"), ("mode", "mode")),
-    "chown": (("res", "errno"), ("path", "path"), ("uid", "uid"), ("gid", "gid")),
-    "fchownat": (("res", "errno"), ("dirfd", "dirfd"), ("pathname", "path"), ("uid", "uid"), ("gid", "gid"),
-                 ("flags", "at_flags")),
-    "setuid": (("res", "errno"), ("uid", "uid")),
-    "setgid": (("res", "errno"), ("gid", "gid")),
-    "setreuid": (("res", "errno"), ("ruid", "uid"), ("euid", "uid")),
-    "setregid": (("res", "errno"), ("rgid", "gid"), ("egid", "gid")),
-    "setresuid": (("res", "errno"), ("ruid", "uid"), ("euid", "uid"), ("suid", "uid")),
-    "setresgid": (("res", "errno"), ("rgid", "gid"), ("egid", "gid"), ("sgid", "gid")),
-    "setns": (("res", "errno"), ("fd", "fd"), ("nstype", "clone_flags")),
-    "unshare": (("res", "errno"), ("flags", "clone_flags")),
-    "mount": (("res", "errno"), ("dev", "str"), ("dir", "path"), ("type", "str"), ("flags", "mount_flags"),
-              ("data", "str")),
-    "umount2": (("res", "errno"), ("name", "path"), ("flags", "umount_flags")),
-    "umount": (("res", "errno"), ("name", "path")),
-    "memfd_create": (("fd", "fd"), ("name", "str"), ("flags", "memfd_flags")),
-    "init_module": (("res", "errno"), ("img", "bytes"), ("length", "int"), ("uargs", "str")),
-    "finit_module": (("res", "errno"), ("fd", "fd"), ("uargs", "str"), ("flags", "int")),
-    "dup": (("res", "errno"), ("oldfd", "fd")),
-    "dup2": (("res", "errno"), ("oldfd", "fd"), ("newfd", "fd")),
-    "dup3": (("res", "errno"), ("oldfd", "fd"), ("newfd", "fd"), ("flags", "open_flags")),
-    "bpf": (("fd", "fd"), ("cmd", "bpf_cmd")),
-    "userfaultfd": (("res", "errno"), ("flags", "open_flags")),
-    "chdir": (("res", "errno"), ("path", "path")),
-    "fchdir": (("res", "errno"), ("fd", "fd")),
-    "chroot": (("res", "errno"), ("path", "path")),
-    "pivot_root": (("res", "errno"), ("new_root", "path"), ("put_old", "path")),
-    "kill": (("res", "errno"), ("pid", "int"), ("sig", "signal")),
-    "tkill": (("res", "errno"), ("tid", "int"), ("sig", "signal")),
-    "tgkill": (("res", "errno"), ("pid", "int"), ("tid", "int"), ("sig", "signal")),
-    "capset": (("res", "errno"), ("cap_inheritable", "hex"), ("cap_permitted", "hex"),
-               ("cap_effective", "hex")),
-    "prctl": (("res", "errno"), ("option", "prctl_opt"), ("arg2_str", "str"), ("arg2_int", "int")),
-    "mprotect": (("res", "errno"), ("addr", "hex"), ("length", "int"), ("prot", "int")),
-    "mmap": (("res", "hex"), ("addr", "hex"), ("length", "int"), ("prot", "int"), ("flags", "int"),
-             ("fd", "fd"), ("offset", "int")),
-    "ioctl": (("res", "errno"), ("fd", "fd"), ("request", "hex"), ("argument", "hex")),
-    "fcntl": (("res", "errno"), ("fd", "fd"), ("cmd", "int")),
-    "setsid": (("res", "errno"),),
-    "setpgid": (("res", "errno"), ("pid", "int"), ("pgid", "int")),
-    "quotactl": (("res", "errno"), ("cmd", "int"), ("special", "path"), ("id", "int")),
-    "procexit": (("status", "int"), ("ret", "int"), ("sig", "signal"), ("core", "int")),
-    "pipe": (("res", "errno"), ("fd1", "fd"), ("fd2", "fd")),
-    "pipe2": (("res", "errno"), ("fd1", "fd"), ("fd2", "fd"), ("flags", "open_flags")),
-    "socketpair": (("res", "errno"), ("domain", "family"), ("type", "socktype"), ("proto", "int"),
-                   ("fd1", "fd"), ("fd2", "fd")),
-    "truncate": (("res", "errno"), ("path", "path"), ("length", "int")),
-    "ftruncate": (("res", "errno"), ("fd", "fd"), ("length", "int")),
-    "lchown": (("res", "errno"), ("path", "path"), ("uid", "uid"), ("gid", "gid")),
-    "fchown": (("res", "errno"), ("fd", "fd"), ("uid", "uid"), ("gid", "gid")),
-    "delete_module": (("res", "errno"), ("name", "str"), ("flags", "int")),
-    "process_vm_readv": (("res", "errno"), ("pid", "int")),
-    "process_vm_writev": (("res", "errno"), ("pid", "int")),
-    "io_uring_setup": (("res", "errno"), ("entries", "int")),
-}  # fmt: skip
+    etype: tuple((p.name, p.kind) for p in params) for etype, params in EVENT_PARAMS.items()
+}
+"""Event type -> (name, kind) in Falco's order: the shared table (falconet.model.syscalls), as the engine
+reads it."""
 
 ARG_NAMES: frozenset[str] = frozenset(name for params in PARAMS.values() for name, _ in params)
 """Every parameter name some event type has: `evt.arg.NAME` with another NAME is an unknown field."""

@@ -68,6 +68,16 @@ class SensorError(Exception):
     """The sensor cannot start; the message says what is missing (root, BPF, BTF, headers, tracefs)."""
 
 
+RINGBUF_MIN_BYTES = 4096
+"""One page: the smallest BPF ring buffer the kernel makes."""
+
+
+def ringbuf_bytes_valid(n: int) -> bool:
+    """The kernel makes a BPF ring buffer only of a power-of-two number of pages; the daemon's configuration
+    checks `sensor.ring_buffer_bytes` with this too, so a file that loads also starts the sensor."""
+    return n >= RINGBUF_MIN_BYTES and not n & (n - 1)
+
+
 @dataclass(slots=True)
 class SensorConfig:
     ringbuf_bytes: int = 8 << 20
@@ -80,7 +90,7 @@ class SensorConfig:
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
-        if n < 4096 or n & (n - 1):
+        if not ringbuf_bytes_valid(n):
             raise SensorError(f"ringbuf_bytes must be a power of two of at least 4096, not {n}")
 
 
@@ -368,7 +378,7 @@ class Enricher:
             elif sa is not None:
                 cur.type = sa.family if sa.family in ("ipv4", "ipv6", "unix") else cur.type
                 cur.sockfamily = "unix" if sa.family == "unix" else "ip"
-        fd = Fd(**{k: getattr(cur, k) for k in cur.__slots__})  # type: ignore[attr-defined]
+        fd = Fd(**{k: getattr(cur, k) for k in cur.__slots__})
         fd.num = num
         if name in ("accept", "accept4"):
             listener = t.fd(pid, _i32(rec.args[0]))
@@ -481,6 +491,11 @@ def _sockaddr_text(family: str, addr: str, port: int) -> str:
 
 
 def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
+    flags: int
+    mode: int
+    resolve: int
+    fd1: int
+    fd2: int
     if syscall == "openat2" and len(blob) >= 24:
         flags, mode, resolve = struct.unpack_from("<QQQ", blob)
         return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
@@ -699,7 +714,7 @@ class Sensor:
             st.inflight_full = sum(int(v) for v in counters.getvalue(ctypes.c_int(1)))
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
             st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
-        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})  # type: ignore[attr-defined]
+        return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})
 
 
 def _preflight() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from falconet.model.event import Fd
-from falconet.sensor.cgroups import container_id_from_cgroup
+from falconet.sensor.cgroups import container_id_from_cgroup as container_id_from_cgroup  # re-exported
 
 AT_FDCWD = -100
 O_CLOEXEC = 0o2000000

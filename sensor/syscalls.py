@@ -1,21 +1,20 @@
 """The syscalls the sensor understands: x86_64 numbers, how the kernel reads their arguments, Falco's names.
 
-One table drives both sides: `kernel_conf()` gives the `sysconf` map entry that tells probe.c which arguments
-are user strings, sockaddrs or small structs, and `Spec.params` says how user space turns the record into
-`Event.args` under Falco's parameter names (libs' event table). Event names are Falco's event names, which for
-syscalls are the syscall names (accept4 stays "accept4": upstream rules list accept and accept4 apart).
-
-Param sources: "res" the return value; "iN" argument N as a signed 32-bit int (fds, dirfds, pids); "uN" / "lN"
-argument N unsigned / signed 64-bit; "s0"/"s1" the strings read in the kernel, as passed; "p0"/"p1" the same
-strings as paths made absolute (against the cwd, or "pK@N": against the dirfd in argument N, AT_FDCWD meaning the
-cwd) with `.`/`..` folded, the way Falco renders its FSPATH/FSRELPATH parameters; "sock" the sockaddr as text;
-"tuple" the connection tuple; "blob.<field>" a field of the small struct read in the kernel.
+Two tables meet here. `Spec.params` says how user space turns the kernel record into `Event.args` under
+Falco's parameter names; it is read from falconet.model.syscalls, the one parameter table the engine renders
+from too (its docstring lists the sources: "res", "iN", "p0@N", "sock", "tuple", "blob.FIELD", ...). The rest of
+`Spec` is the sensor's own: the `sysconf` map entry that tells probe.c which arguments are user strings,
+sockaddrs or small structs, and the syscall number from `X86_64_NR`, the only architecture-specific table.
+Event names are Falco's event names, which for syscalls are the syscall names (accept4 stays "accept4":
+upstream rules list accept and accept4 apart).
 """
 
 from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
+
+from falconet.model.syscalls import EVENT_PARAMS
 
 NO_ARG = 0xFF
 LEN_IS_PTR = 0x80
@@ -51,95 +50,115 @@ class Spec:
         return OPEN_FAMILY.get(self.name, 0)
 
 
-def _s(name: str, nr: int, params: str, **kw: int) -> Spec:
-    pairs = tuple(tuple(p.split("=", 1)) for p in params.split()) if params else ()
-    return Spec(name, nr, pairs, **kw)  # type: ignore[arg-type]
+# The one architecture-specific table: x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+X86_64_NR: dict[str, int] = {
+    "open": 2, "close": 3, "pipe": 22,
+    "dup": 32, "dup2": 33, "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
+    "sendmsg": 46, "recvmsg": 47, "bind": 49, "listen": 50, "socketpair": 53, "clone": 56, "fork": 57,
+    "vfork": 58, "execve": 59, "kill": 62, "fcntl": 72, "truncate": 76, "ftruncate": 77, "chdir": 80,
+    "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85, "link": 86, "unlink": 87,
+    "symlink": 88, "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94, "ptrace": 101,
+    "setuid": 105, "setgid": 106, "setpgid": 109, "setsid": 112, "setreuid": 113, "setregid": 114,
+    "setresuid": 117, "setresgid": 119, "capset": 126, "prctl": 157, "chroot": 161,
+    "mount": 165, "umount2": 166, "init_module": 175, "delete_module": 176, "tkill": 200,
+    "tgkill": 234, "openat": 257, "mkdirat": 258, "fchownat": 260, "unlinkat": 263, "renameat": 264,
+    "linkat": 265, "symlinkat": 266, "fchmodat": 268, "unshare": 272, "accept4": 288, "dup3": 292,
+    "pipe2": 293, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
+    "finit_module": 313, "renameat2": 316, "memfd_create": 319, "bpf": 321, "execveat": 322,
+    "userfaultfd": 323, "io_uring_setup": 425, "clone3": 435, "openat2": 437,
+}  # fmt: skip
 
 
+def _s(name: str, **kw: int) -> Spec:
+    """A traced syscall: its number from X86_64_NR, its parameters' sources from the shared event table."""
+    params = tuple((p.name, p.source) for p in EVENT_PARAMS[name] if p.source)
+    return Spec(name, X86_64_NR[name], params, **kw)
+
+
+# How probe.c reads each traced syscall's arguments (which are user strings, sockaddrs, small structs).
 _ALL: tuple[Spec, ...] = (
     # files
-    _s("open", 2, "fd=res name=p0 flags=u1 mode=u2", str0=0),
-    _s("openat", 257, "fd=res dirfd=i0 name=p0@0 flags=u2 mode=u3", str0=1),
-    _s("openat2", 437, "fd=res dirfd=i0 name=p0@0 flags=blob.flags mode=blob.mode resolve=blob.resolve",
-       str0=1, blob=2, bloblen=24),
-    _s("creat", 85, "fd=res name=p0 mode=u1", str0=0),
-    _s("close", 3, "res=res fd=i0"),
-    _s("dup", 32, "res=res oldfd=i0"),
-    _s("dup2", 33, "res=res oldfd=i0 newfd=i1"),
-    _s("dup3", 292, "res=res oldfd=i0 newfd=i1 flags=u2"),
-    _s("fcntl", 72, "res=res fd=i0 cmd=i1"),
-    _s("chdir", 80, "res=res path=p0", str0=0),
-    _s("fchdir", 81, "res=res fd=i0"),
-    _s("chroot", 161, "res=res path=p0", str0=0),
-    _s("symlink", 88, "res=res target=s0 linkpath=p1", str0=0, str1=1),
-    _s("symlinkat", 266, "res=res target=s0 linkdirfd=i1 linkpath=p1@1", str0=0, str1=2),
-    _s("link", 86, "res=res oldpath=p0 newpath=p1", str0=0, str1=1),
-    _s("linkat", 265, "res=res olddir=i0 oldpath=p0@0 newdir=i2 newpath=p1@2 flags=u4", str0=1, str1=3),
-    _s("unlink", 87, "res=res path=p0", str0=0),
-    _s("unlinkat", 263, "res=res dirfd=i0 name=p0@0 flags=u2", str0=1),
-    _s("rename", 82, "res=res oldpath=p0 newpath=p1", str0=0, str1=1),
-    _s("renameat", 264, "res=res olddirfd=i0 oldpath=p0@0 newdirfd=i2 newpath=p1@2", str0=1, str1=3),
-    _s("renameat2", 316, "res=res olddirfd=i0 oldpath=p0@0 newdirfd=i2 newpath=p1@2 flags=u4", str0=1, str1=3),
-    _s("mkdir", 83, "res=res path=p0 mode=u1", str0=0),
-    _s("mkdirat", 258, "res=res dirfd=i0 path=p0@0 mode=u2", str0=1),
-    _s("rmdir", 84, "res=res path=p0", str0=0),
-    _s("chmod", 90, "res=res filename=p0 mode=u1", str0=0),
-    _s("fchmod", 91, "res=res fd=i0 mode=u1"),
-    _s("fchmodat", 268, "res=res dirfd=i0 filename=p0@0 mode=u2", str0=1),
-    _s("chown", 92, "res=res path=p0 uid=i1 gid=i2", str0=0),
-    _s("lchown", 94, "res=res path=p0 uid=i1 gid=i2", str0=0),
-    _s("fchown", 93, "res=res fd=i0 uid=i1 gid=i2"),
-    _s("fchownat", 260, "res=res dirfd=i0 pathname=p0@0 uid=i2 gid=i3 flags=u4", str0=1),
-    _s("truncate", 76, "res=res path=p0 length=l1", str0=0),
-    _s("ftruncate", 77, "res=res fd=i0 length=l1"),
-    _s("memfd_create", 319, "fd=res name=s0 flags=u1", str0=0),
-    _s("pipe", 22, "res=res fd1=blob.fd1 fd2=blob.fd2", blob=0, bloblen=8),
-    _s("pipe2", 293, "res=res fd1=blob.fd1 fd2=blob.fd2 flags=u1", blob=0, bloblen=8),
-    _s("mount", 165, "res=res dev=s0 dir=p1 flags=u3", str0=0, str1=1),
-    _s("umount2", 166, "res=res name=p0 flags=u1", str0=0),
+    _s("open", str0=0),
+    _s("openat", str0=1),
+    _s("openat2", str0=1, blob=2, bloblen=24),
+    _s("creat", str0=0),
+    _s("close"),
+    _s("dup"),
+    _s("dup2"),
+    _s("dup3"),
+    _s("fcntl"),
+    _s("chdir", str0=0),
+    _s("fchdir"),
+    _s("chroot", str0=0),
+    _s("symlink", str0=0, str1=1),
+    _s("symlinkat", str0=0, str1=2),
+    _s("link", str0=0, str1=1),
+    _s("linkat", str0=1, str1=3),
+    _s("unlink", str0=0),
+    _s("unlinkat", str0=1),
+    _s("rename", str0=0, str1=1),
+    _s("renameat", str0=1, str1=3),
+    _s("renameat2", str0=1, str1=3),
+    _s("mkdir", str0=0),
+    _s("mkdirat", str0=1),
+    _s("rmdir", str0=0),
+    _s("chmod", str0=0),
+    _s("fchmod"),
+    _s("fchmodat", str0=1),
+    _s("chown", str0=0),
+    _s("lchown", str0=0),
+    _s("fchown"),
+    _s("fchownat", str0=1),
+    _s("truncate", str0=0),
+    _s("ftruncate"),
+    _s("memfd_create", str0=0),
+    _s("pipe", blob=0, bloblen=8),
+    _s("pipe2", blob=0, bloblen=8),
+    _s("mount", str0=0, str1=1),
+    _s("umount2", str0=0),
     # network
-    _s("socket", 41, "fd=res domain=i0 type=i1 proto=i2"),
-    _s("socketpair", 53, "res=res domain=i0 type=i1 proto=i2 fd1=blob.fd1 fd2=blob.fd2", blob=3, bloblen=8),
-    _s("connect", 42, "res=res tuple=tuple fd=i0 addr=sock", sock=1, socklen=2, sockfd=0),
-    _s("accept", 43, "fd=res tuple=tuple", sock=1, socklen=2 | LEN_IS_PTR, sockfd=SOCKFD_RES),
-    _s("accept4", 288, "fd=res tuple=tuple flags=u3", sock=1, socklen=2 | LEN_IS_PTR, sockfd=SOCKFD_RES),
-    _s("bind", 49, "res=res addr=sock fd=i0", sock=1, socklen=2, sockfd=0),
-    _s("listen", 50, "res=res fd=i0 backlog=i1", sockfd=0),
-    _s("sendto", 44, "res=res fd=i0 size=u2 tuple=tuple", sock=4, socklen=5, sockfd=0),
-    _s("sendmsg", 46, "res=res fd=i0 tuple=tuple", sockfd=0),
-    _s("recvfrom", 45, "res=res fd=i0 size=u2 tuple=tuple", sock=4, socklen=5 | LEN_IS_PTR, sockfd=0),
-    _s("recvmsg", 47, "res=res fd=i0 tuple=tuple", sockfd=0),
+    _s("socket"),
+    _s("socketpair", blob=3, bloblen=8),
+    _s("connect", sock=1, socklen=2, sockfd=0),
+    _s("accept", sock=1, socklen=2 | LEN_IS_PTR, sockfd=SOCKFD_RES),
+    _s("accept4", sock=1, socklen=2 | LEN_IS_PTR, sockfd=SOCKFD_RES),
+    _s("bind", sock=1, socklen=2, sockfd=0),
+    _s("listen", sockfd=0),
+    _s("sendto", sock=4, socklen=5, sockfd=0),
+    _s("sendmsg", sockfd=0),
+    _s("recvfrom", sock=4, socklen=5 | LEN_IS_PTR, sockfd=0),
+    _s("recvmsg", sockfd=0),
     # processes
-    _s("execve", 59, "", exec=1),  # params built by the sensor from the EXECARGS record
-    _s("execveat", 322, "", exec=2),  # params built by the sensor (exe image + dirfd, pathname, exec_flags)
-    _s("clone", 56, "res=res flags=u0"),
-    _s("clone3", 435, "res=res"),
-    _s("fork", 57, "res=res"),
-    _s("vfork", 58, "res=res"),
-    _s("ptrace", 101, "res=res request=l0 pid=i1 addr=u2 data=u3"),
-    _s("prctl", 157, "res=res option=i0 arg2_int=l1"),
-    _s("kill", 62, "res=res pid=i0 sig=i1"),
-    _s("tkill", 200, "res=res tid=i0 sig=i1"),
-    _s("tgkill", 234, "res=res pid=i0 tid=i1 sig=i2"),
-    _s("setuid", 105, "res=res uid=i0"),
-    _s("setgid", 106, "res=res gid=i0"),
-    _s("setreuid", 113, "res=res ruid=i0 euid=i1"),
-    _s("setregid", 114, "res=res rgid=i0 egid=i1"),
-    _s("setresuid", 117, "res=res ruid=i0 euid=i1 suid=i2"),
-    _s("setresgid", 119, "res=res rgid=i0 egid=i1 sgid=i2"),
-    _s("setsid", 112, "res=res"),
-    _s("setpgid", 109, "res=res pid=i0 pgid=i1"),
-    _s("capset", 126, "res=res"),
-    _s("setns", 308, "res=res fd=i0 nstype=u1"),
-    _s("unshare", 272, "res=res flags=u0"),
-    _s("init_module", 175, "res=res length=u1 uargs=s0", str0=2),
-    _s("finit_module", 313, "res=res fd=i0 uargs=s0 flags=u2", str0=1),
-    _s("delete_module", 176, "res=res name=s0 flags=u1", str0=0),
-    _s("bpf", 321, "fd=res cmd=i0"),
-    _s("userfaultfd", 323, "fd=res flags=u0"),
-    _s("process_vm_writev", 311, "res=res pid=i0"),
-    _s("process_vm_readv", 310, "res=res pid=i0"),
-    _s("io_uring_setup", 425, "res=res entries=u0"),
+    _s("execve", exec=1),  # params built by the sensor from the EXECARGS record
+    _s("execveat", exec=2),  # params built by the sensor (exe image + dirfd, pathname, exec_flags)
+    _s("clone"),
+    _s("clone3"),
+    _s("fork"),
+    _s("vfork"),
+    _s("ptrace"),
+    _s("prctl"),
+    _s("kill"),
+    _s("tkill"),
+    _s("tgkill"),
+    _s("setuid"),
+    _s("setgid"),
+    _s("setreuid"),
+    _s("setregid"),
+    _s("setresuid"),
+    _s("setresgid"),
+    _s("setsid"),
+    _s("setpgid"),
+    _s("capset"),
+    _s("setns"),
+    _s("unshare"),
+    _s("init_module", str0=2),
+    _s("finit_module", str0=1),
+    _s("delete_module", str0=0),
+    _s("bpf"),
+    _s("userfaultfd"),
+    _s("process_vm_writev"),
+    _s("process_vm_readv"),
+    _s("io_uring_setup"),
 )
 
 BY_NAME: dict[str, Spec] = {s.name: s for s in _ALL}

@@ -10,10 +10,14 @@ the socket is governed by its file mode and group.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 UNIX_IDENTITY = "unix"
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +30,9 @@ class Peer:
     common_name: str | None = None
 
 
-def peer_of(context: grpc.aio.ServicerContext) -> Peer:
+def peer_of(context: grpc.aio.ServicerContext[_Request, _Response]) -> Peer:
     """The caller's identity from the call's authentication context."""
-    ctx = context.auth_context()
+    ctx = {key: list(values) for key, values in context.auth_context().items()}
     kind = ctx.get("transport_security_type")
     if kind and kind[0] == b"ssl":
         subject = (ctx.get("x509_subject") or [b""])[0].decode("utf-8", "replace")

@@ -10,15 +10,14 @@ import grp
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION, default_hostname
+
+__all__ = ["DEFAULT_LISTEN", "DEFAULT_UNIX_SOCKET", "FALCO_PORT", "ConfigError", "Listen", "ServerConfig", "parse_listen"]
 
 DEFAULT_UNIX_SOCKET = "/run/falconet/falconet.sock"
 DEFAULT_LISTEN = f"unix://{DEFAULT_UNIX_SOCKET}"
 FALCO_PORT = 5060
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message says which and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +34,13 @@ class Listen:
         return self.unix_path is not None
 
 
-def parse_listen(address: str) -> Listen:
-    """Reads `unix:///abs/path`, `unix:/abs/path`, `HOST:PORT` or `[V6]:PORT`; raises ConfigError."""
+def parse_listen(address: str, *, what: str = "listen address") -> Listen:
+    """Reads `unix:///abs/path`, `unix:/abs/path`, `HOST:PORT` or `[V6]:PORT`; raises ConfigError naming the
+    address as `what` (the daemon's file says `grpc.bind_address entry`).
+
+    The only reader of listen addresses: `falconet serve`, the alert server and the daemon's configuration
+    file all accept and refuse the same addresses, so a file that loads also binds.
+    """
     text = address.strip()
     if text.startswith("unix:"):
         path = text[len("unix:") :]
@@ -44,7 +48,7 @@ def parse_listen(address: str) -> Listen:
             path = path[2:]
         if not path.startswith("/"):
             raise ConfigError(
-                f"listen address {address!r} must name an absolute socket path, e.g. unix:///run/falconet/falconet.sock"
+                f"{what} {address!r} must name an absolute socket path, e.g. unix:///run/falconet/falconet.sock"
             )
         return Listen(address=f"unix://{path}", unix_path=Path(path))
     if text.startswith("["):
@@ -53,7 +57,7 @@ def parse_listen(address: str) -> Listen:
         host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError(
-            f"listen address {address!r} is neither unix:///PATH nor HOST:PORT (e.g. 0.0.0.0:{FALCO_PORT}, "
+            f"{what} {address!r} is neither unix:///PATH nor HOST:PORT (e.g. 0.0.0.0:{FALCO_PORT}, "
             f"[::1]:{FALCO_PORT}, 127.0.0.1:0 for any free port)"
         )
     return Listen(address=text, host=host, port=int(port_text))

@@ -11,11 +11,14 @@ Parsing is separate from running so that a SIGHUP reload can parse a new file, a
 configuration. Every problem found is collected and reported at once, each as a sentence naming the key.
 Relative paths are resolved against the configuration file's directory, so a config under /etc/falconet can
 say `rules.d` and `certs/server.crt`.
+
+Each block of the file has its own small reader (`_read_grpc`, ...) that takes every default from its
+dataclass, so a default is written once, on the field. The value checks themselves (types, minimums, the
+sentence for each problem) are `falconet.server.config_values`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +27,29 @@ from typing import Any, Literal
 import yaml
 
 from falconet.model.alert import Priority
+from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
+from falconet.server.config import DEFAULT_LISTEN, parse_listen
+from falconet.server.config_values import Problems, Section, show, yaml_problem
+from falconet.server.errors import ConfigError
+from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "PACKAGED_CONFIG",
+    "RULES_FILE_SUFFIXES",
+    "ConfigError",
+    "DaemonConfig",
+    "DropsConfig",
+    "FileOutputConfig",
+    "GrpcConfig",
+    "HttpOutputConfig",
+    "MetricsConfig",
+    "ProgramOutputConfig",
+    "SyslogOutputConfig",
+    "load_config",
+    "parse_config",
+]
 
 DEFAULT_CONFIG_PATH = Path("/etc/falconet/falconet.yaml")
 """Where `falconet run` looks when no -c is given (the install step puts the packaged default there)."""
@@ -91,16 +116,6 @@ _KNOWN_KEYS = frozenset(
 )
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; `problems` lists every problem found, each a full sentence."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"invalid configuration {source}:\n{lines}")
-
-
 @dataclass(frozen=True, slots=True)
 class FileOutputConfig:
     enabled: bool = False
@@ -146,7 +161,7 @@ class HttpOutputConfig:
 @dataclass(frozen=True, slots=True)
 class GrpcConfig:
     enabled: bool = True
-    bind_address: tuple[str, ...] = ("unix:///run/falconet/falconet.sock",)
+    bind_address: tuple[str, ...] = (DEFAULT_LISTEN,)
     private_key: Path | None = None
     cert_chain: Path | None = None
     root_certs: Path | None = None
@@ -154,7 +169,7 @@ class GrpcConfig:
     unix_socket_mode: int = 0o660
     unix_socket_group: str | None = None
     inputs_allowed_common_names: tuple[str, ...] = ()
-    retention: int = 10_000
+    retention: int = DEFAULT_RETENTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,90 +241,8 @@ class DaemonConfig:
             elif entry.suffix in RULES_FILE_SUFFIXES:
                 problems.append(f"The rules file {entry} listed in rules_files does not exist.")
         if problems:
-            raise ConfigError(self.source, problems)
+            raise ConfigError(problems, source=self.source)
         return out
-
-
-class _Reader:
-    """Reads typed values out of nested mappings, recording a sentence per problem instead of raising."""
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
-
-    def section(self, data: dict[str, Any], key: str) -> dict[str, Any]:
-        value = data.get(key)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"{key} must be a mapping of keys to values, got {_show(value)}.")
-            return {}
-        return value
-
-    def boolean(self, data: dict[str, Any], key: str, default: bool, where: str = "") -> bool:
-        value = data.get(key, default)
-        if isinstance(value, bool):
-            return value
-        self.problems.append(f"{where}{key} must be true or false, got {_show(value)}.")
-        return default
-
-    def string(self, data: dict[str, Any], key: str, default: str, where: str = "") -> str:
-        value = data.get(key, default)
-        if isinstance(value, str):
-            return value
-        self.problems.append(f"{where}{key} must be a string, got {_show(value)}.")
-        return default
-
-    def number(
-        self, data: dict[str, Any], key: str, default: float, where: str = "", *, minimum: float = 0.0
-    ) -> float:
-        value = data.get(key, default)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum:
-            return float(value)
-        self.problems.append(f"{where}{key} must be a number of at least {minimum:g}, got {_show(value)}.")
-        return default
-
-    def integer(self, data: dict[str, Any], key: str, default: int, where: str = "", *, minimum: int = 0) -> int:
-        value = data.get(key, default)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            return value
-        self.problems.append(f"{where}{key} must be a whole number of at least {minimum}, got {_show(value)}.")
-        return default
-
-    def queue_size(self, data: dict[str, Any], where: str) -> int | None:
-        if data.get("queue_size") is None:
-            return None
-        return self.integer(data, "queue_size", 1, where, minimum=1)
-
-    def path(self, data: dict[str, Any], key: str, where: str = "") -> Path | None:
-        value = data.get(key)
-        if value is None or value == "":
-            return None
-        if not isinstance(value, str):
-            self.problems.append(f"{where}{key} must be a file path, got {_show(value)}.")
-            return None
-        return self.resolve(value)
-
-    def resolve(self, text: str) -> Path:
-        p = Path(os.path.expanduser(text))
-        return p if p.is_absolute() else self.base_dir / p
-
-    def strings(self, data: dict[str, Any], key: str, where: str = "") -> tuple[str, ...]:
-        value = data.get(key)
-        if value is None:
-            return ()
-        if isinstance(value, str):
-            return (value,)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        self.problems.append(f"{where}{key} must be a string or a list of strings, got {_show(value)}.")
-        return ()
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_config(path: Path) -> DaemonConfig:
@@ -318,9 +251,10 @@ def load_config(path: Path) -> DaemonConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(source, [f"The configuration file {path} does not exist."]) from None
+        raise ConfigError([f"The configuration file {path} does not exist."], source=source) from None
     except OSError as exc:
-        raise ConfigError(source, [f"The configuration file {path} cannot be read: {exc.strerror}."]) from None
+        problem = f"The configuration file {path} cannot be read: {exc.strerror}."
+        raise ConfigError([problem], source=source) from None
     return parse_config(text, source=source, base_dir=path.resolve().parent)
 
 
@@ -329,189 +263,224 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [f"The file is not valid YAML{where}: {problem}."]) from None
+        raise ConfigError([yaml_problem(exc)], source=source) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(source, [f"The top level must be a mapping of keys to values, got {_show(data)}."])
-    r = _Reader(base_dir or Path.cwd())
+        problem = f"The top level must be a mapping of keys to values, got {show(data)}."
+        raise ConfigError([problem], source=source)
+    top = Section(data, "", Problems(base_dir or Path.cwd()))
+    _check_keys(top)
+    d = DaemonConfig()
+    outputs = top.section("outputs")
+    ring_buffer_bytes, open_path_filter = _read_sensor(top.section("sensor"), d)
+    metrics = _read_webserver(top.section("webserver"))
+    k8s_audit = _read_k8s_audit(data, top.problems, metrics.listen_port)
+    config = DaemonConfig(
+        source=source,
+        rules_files=_read_rules_files(top),
+        priority=_read_priority(top, d.priority),
+        rule_matching=_read_rule_matching(top, d.rule_matching),
+        json_output=top.boolean("json_output", d.json_output),
+        json_include_output_property=top.boolean("json_include_output_property", d.json_include_output_property),
+        json_include_tags_property=top.boolean("json_include_tags_property", d.json_include_tags_property),
+        time_format_iso_8601=top.boolean("time_format_iso_8601", d.time_format_iso_8601),
+        stdout_output=top.section("stdout_output").boolean("enabled", d.stdout_output),
+        file_output=_read_file_output(top.section("file_output")),
+        program_output=_read_program_output(top.section("program_output")),
+        syslog_output=_read_syslog_output(top.section("syslog_output")),
+        http_output=_read_http_output(top.section("http_output")),
+        grpc=_read_grpc(top.section("grpc")),
+        grpc_output=top.section("grpc_output").boolean("enabled", d.grpc_output),
+        outputs_rate=outputs.number("rate", d.outputs_rate),
+        outputs_max_burst=outputs.integer("max_burst", d.outputs_max_burst, minimum=1),
+        output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
+        syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
+        metrics=metrics,
+        ring_buffer_bytes=ring_buffer_bytes,
+        open_path_filter=open_path_filter,
+        k8s_audit=k8s_audit,
+        warnings=tuple(top.problems.warnings),
+    )
+    if top.problems.problems:
+        raise ConfigError(top.problems.problems, source=source)
+    return config
 
-    for key in data:
+
+def _check_keys(top: Section) -> None:
+    for key in top.data:
         if key in _FALCO_KEYS_IGNORED:
-            r.warnings.append(f"{key} is a Falco setting that Falconet does not use; it is ignored.")
+            top.problems.warnings.append(f"{key} is a Falco setting that Falconet does not use; it is ignored.")
         elif key not in _KNOWN_KEYS:
-            r.problems.append(f"{key} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
+            top.problems.add(f"{key} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
 
-    # rules_files (Falco also accepts the older singular rules_file).
-    rules_key = "rules_files" if "rules_files" in data else "rules_file"
-    rules = tuple(r.resolve(p) for p in r.strings(data, rules_key))
 
-    priority = Priority.DEBUG
-    prio_text = data.get("priority", "debug")
+def _read_rules_files(top: Section) -> tuple[Path, ...]:
+    # Falco also accepts the older singular rules_file.
+    key = "rules_files" if "rules_files" in top.data else "rules_file"
+    return tuple(top.problems.resolve(p) for p in top.strings(key) or ())
+
+
+def _read_priority(top: Section, default: Priority) -> Priority:
     try:
-        priority = Priority.parse(str(prio_text))
+        return Priority.parse(str(top.data.get("priority", default.name.lower())))
     except ValueError as exc:
-        r.problems.append(f"priority: {str(exc).rstrip('.')}.")
+        top.problems.add(f"priority: {str(exc).rstrip('.')}.")
+        return default
 
-    rule_matching_text = r.string(data, "rule_matching", "first")
-    rule_matching: Literal["first", "all"] = "first"
-    if rule_matching_text == "all":
-        rule_matching = "all"
-    elif rule_matching_text != "first":
-        r.problems.append(f"rule_matching must be first or all, got {_show(rule_matching_text)}.")
 
-    fo = r.section(data, "file_output")
-    file_output = FileOutputConfig(
-        enabled=r.boolean(fo, "enabled", False, "file_output."),
-        filename=r.path(fo, "filename", "file_output.") or FileOutputConfig().filename,
-        keep_alive=r.boolean(fo, "keep_alive", False, "file_output."),
-        queue_size=r.queue_size(fo, "file_output."),
+def _read_rule_matching(top: Section, default: Literal["first", "all"]) -> Literal["first", "all"]:
+    text = top.string("rule_matching", default)
+    if text == "first":
+        return "first"
+    if text == "all":
+        return "all"
+    top.problems.add(f"rule_matching must be first or all, got {show(text)}.")
+    return default
+
+
+def _read_file_output(s: Section) -> FileOutputConfig:
+    d = FileOutputConfig()
+    config = FileOutputConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        filename=s.path("filename") or d.filename,
+        keep_alive=s.boolean("keep_alive", d.keep_alive),
+        queue_size=s.queue_size(),
     )
-    if file_output.enabled and not fo.get("filename"):
-        r.problems.append("file_output.filename must be set when file_output is enabled.")
+    if config.enabled and not s.data.get("filename"):
+        s.problems.add("file_output.filename must be set when file_output is enabled.")
+    return config
 
-    so = r.section(data, "stdout_output")
-    po = r.section(data, "program_output")
-    program_output = ProgramOutputConfig(
-        enabled=r.boolean(po, "enabled", False, "program_output."),
-        program=r.string(po, "program", "", "program_output."),
-        keep_alive=r.boolean(po, "keep_alive", False, "program_output."),
-        queue_size=r.queue_size(po, "program_output."),
-    )
-    if program_output.enabled and not program_output.program.strip():
-        r.problems.append("program_output.program must be set when program_output is enabled.")
 
-    sl = r.section(data, "syslog_output")
-    syslog_output = SyslogOutputConfig(
-        enabled=r.boolean(sl, "enabled", False, "syslog_output."),
-        address=r.string(sl, "address", "/dev/log", "syslog_output."),
-        ident=r.string(sl, "ident", "falconet", "syslog_output."),
-        queue_size=r.queue_size(sl, "syslog_output."),
+def _read_program_output(s: Section) -> ProgramOutputConfig:
+    d = ProgramOutputConfig()
+    config = ProgramOutputConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        program=s.string("program", d.program),
+        keep_alive=s.boolean("keep_alive", d.keep_alive),
+        queue_size=s.queue_size(),
     )
-    if syslog_output.address.startswith("udp://"):
-        host, _, port = syslog_output.address[6:].rpartition(":")
+    if config.enabled and not config.program.strip():
+        s.problems.add("program_output.program must be set when program_output is enabled.")
+    return config
+
+
+def _read_syslog_output(s: Section) -> SyslogOutputConfig:
+    d = SyslogOutputConfig()
+    config = SyslogOutputConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        address=s.string("address", d.address),
+        ident=s.string("ident", d.ident),
+        queue_size=s.queue_size(),
+    )
+    if config.address.startswith("udp://"):
+        host, _, port = config.address[len("udp://") :].rpartition(":")
         if not host or not port.isdigit():
-            r.problems.append(
-                f"syslog_output.address must be a socket path or udp://HOST:PORT, got {syslog_output.address!r}."
+            s.problems.add(
+                f"syslog_output.address must be a socket path or udp://HOST:PORT, got {config.address!r}."
             )
+    return config
 
-    ho = r.section(data, "http_output")
-    http_output = HttpOutputConfig(
-        enabled=r.boolean(ho, "enabled", False, "http_output."),
-        url=r.string(ho, "url", "", "http_output."),
-        user_agent=r.string(ho, "user_agent", "falcosecurity/falco", "http_output."),
-        insecure=r.boolean(ho, "insecure", False, "http_output."),
-        ca_cert=r.path(ho, "ca_cert", "http_output."),
-        mtls=r.boolean(ho, "mtls", False, "http_output."),
-        client_cert=r.path(ho, "client_cert", "http_output."),
-        client_key=r.path(ho, "client_key", "http_output."),
-        compress_uploads=r.boolean(ho, "compress_uploads", False, "http_output."),
-        keep_alive=r.boolean(ho, "keep_alive", True, "http_output."),
-        timeout=r.number(ho, "timeout", 5.0, "http_output.", minimum=0.001),
-        queue_size=r.queue_size(ho, "http_output."),
+
+def _read_http_output(s: Section) -> HttpOutputConfig:
+    d = HttpOutputConfig()
+    config = HttpOutputConfig(
+        enabled=s.boolean("enabled", d.enabled),
+        url=s.string("url", d.url),
+        user_agent=s.string("user_agent", d.user_agent),
+        insecure=s.boolean("insecure", d.insecure),
+        ca_cert=s.path("ca_cert"),
+        mtls=s.boolean("mtls", d.mtls),
+        client_cert=s.path("client_cert"),
+        client_key=s.path("client_key"),
+        compress_uploads=s.boolean("compress_uploads", d.compress_uploads),
+        keep_alive=s.boolean("keep_alive", d.keep_alive),
+        timeout=s.number("timeout", d.timeout, minimum=0.001),
+        queue_size=s.queue_size(),
     )
-    if http_output.enabled and not http_output.url.startswith(("http://", "https://")):
-        r.problems.append(f"http_output.url must start with http:// or https://, got {http_output.url!r}.")
-    if http_output.enabled and http_output.mtls and not (http_output.client_cert and http_output.client_key):
-        r.problems.append("http_output.mtls needs both http_output.client_cert and http_output.client_key.")
+    if config.enabled and not config.url.startswith(("http://", "https://")):
+        s.problems.add(f"http_output.url must start with http:// or https://, got {config.url!r}.")
+    if config.enabled and config.mtls and not (config.client_cert and config.client_key):
+        s.problems.add("http_output.mtls needs both http_output.client_cert and http_output.client_key.")
+    return config
 
-    go = r.section(data, "grpc")
-    bind = r.strings(go, "bind_address", "grpc.") or GrpcConfig().bind_address
-    for addr in bind:
-        if not addr.startswith("unix://") and addr.rpartition(":")[2].isdigit() is False:
-            r.problems.append(
-                f"grpc.bind_address entry {addr!r} must be unix:///PATH or HOST:PORT (e.g. 0.0.0.0:5060)."
-            )
-    mode_raw = go.get("unix_socket_mode", "0660")
-    unix_mode = 0o660
-    try:
-        unix_mode = int(str(mode_raw), 8) if not isinstance(mode_raw, int) else mode_raw
-        if not 0 <= unix_mode <= 0o777:
-            raise ValueError
-    except ValueError:
-        r.problems.append(f"grpc.unix_socket_mode must be an octal mode such as \"0660\", got {_show(mode_raw)}.")
-    group = go.get("unix_socket_group")
+
+def _read_grpc(s: Section) -> GrpcConfig:
+    d = GrpcConfig()
+    bind = s.strings("bind_address") or d.bind_address
+    tcp: list[str] = []
+    for address in bind:
+        try:
+            if not parse_listen(address, what="grpc.bind_address entry").is_unix:
+                tcp.append(address)
+        except ConfigError as exc:
+            s.problems.add(f"{exc}.")
+    group = s.data.get("unix_socket_group", d.unix_socket_group)
     if group is not None and not isinstance(group, str | int):
-        r.problems.append(f"grpc.unix_socket_group must be a group name or number, got {_show(group)}.")
-    grpc = GrpcConfig(
-        enabled=r.boolean(go, "enabled", True, "grpc."),
+        s.problems.add(f"grpc.unix_socket_group must be a group name or number, got {show(group)}.")
+        group = d.unix_socket_group
+    config = GrpcConfig(
+        enabled=s.boolean("enabled", d.enabled),
         bind_address=bind,
-        private_key=r.path(go, "private_key", "grpc."),
-        cert_chain=r.path(go, "cert_chain", "grpc."),
-        root_certs=r.path(go, "root_certs", "grpc."),
-        unix_socket_mode=unix_mode,
+        private_key=s.path("private_key"),
+        cert_chain=s.path("cert_chain"),
+        root_certs=s.path("root_certs"),
+        unix_socket_mode=s.octal_mode("unix_socket_mode", d.unix_socket_mode),
         unix_socket_group=None if group is None else str(group),
-        inputs_allowed_common_names=r.strings(go, "inputs_allowed_common_names", "grpc."),
-        retention=r.integer(go, "retention", 10_000, "grpc.", minimum=1),
+        inputs_allowed_common_names=s.strings("inputs_allowed_common_names") or d.inputs_allowed_common_names,
+        retention=s.integer("retention", d.retention, minimum=1),
     )
-    tcp = [a for a in grpc.bind_address if not a.startswith("unix://")]
-    if grpc.enabled and tcp and not (grpc.private_key and grpc.cert_chain and grpc.root_certs):
-        r.problems.append(
+    if config.enabled and tcp and not (config.private_key and config.cert_chain and config.root_certs):
+        s.problems.add(
             f"grpc.bind_address has a TCP address ({tcp[0]}), which always uses mutual TLS: set grpc.private_key, "
             "grpc.cert_chain and grpc.root_certs."
         )
-
-    outs = r.section(data, "outputs")
-    sed = r.section(data, "syscall_event_drops")
-    actions = r.strings(sed, "actions", "syscall_event_drops.") if "actions" in sed else DropsConfig().actions
-    for action in actions:
-        if action not in ("ignore", "log", "alert", "exit"):
-            r.problems.append(
-                f"syscall_event_drops.actions entry {action!r} must be one of ignore, log, alert, exit."
-            )
-    ws = r.section(data, "webserver")
-    sensor = r.section(data, "sensor")
-    ring = r.integer(sensor, "ring_buffer_bytes", 8 << 20, "sensor.", minimum=4096)
-    if ring & (ring - 1):
-        r.problems.append(f"sensor.ring_buffer_bytes must be a power of two, got {ring}.")
-    listen_port = r.integer(ws, "listen_port", 9376, "webserver.")
-    if listen_port > 65535:
-        r.problems.append(f"webserver.listen_port must be at most 65535, got {listen_port}.")
-
-    k8s_audit, k8s_problems, k8s_warnings = parse_k8s_audit(data, r.resolve, listen_port)
-    r.problems.extend(k8s_problems)
-    r.warnings.extend(k8s_warnings)
-    if k8s_audit is not None and k8s_audit.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
-        r.warnings = [w for w in r.warnings if not w.startswith(("plugins is a Falco", "load_plugins is a Falco"))]
-
-    config = DaemonConfig(
-        source=source,
-        rules_files=rules,
-        priority=priority,
-        rule_matching=rule_matching,
-        json_output=r.boolean(data, "json_output", False),
-        json_include_output_property=r.boolean(data, "json_include_output_property", True),
-        json_include_tags_property=r.boolean(data, "json_include_tags_property", True),
-        time_format_iso_8601=r.boolean(data, "time_format_iso_8601", False),
-        stdout_output=r.boolean(so, "enabled", True, "stdout_output."),
-        file_output=file_output,
-        program_output=program_output,
-        syslog_output=syslog_output,
-        http_output=http_output,
-        grpc=grpc,
-        grpc_output=r.boolean(r.section(data, "grpc_output"), "enabled", True, "grpc_output."),
-        outputs_rate=r.number(outs, "rate", 0.0, "outputs."),
-        outputs_max_burst=r.integer(outs, "max_burst", 1000, "outputs.", minimum=1),
-        output_queue_size=r.integer(outs, "queue_size", 10_000, "outputs.", minimum=1),
-        syscall_event_drops=DropsConfig(
-            actions=actions,
-            rate=r.number(sed, "rate", 0.03333, "syscall_event_drops."),
-            max_burst=r.integer(sed, "max_burst", 1, "syscall_event_drops.", minimum=1),
-        ),
-        metrics=MetricsConfig(
-            enabled=r.boolean(ws, "enabled", True, "webserver.")
-            and r.boolean(ws, "prometheus_metrics_enabled", True, "webserver."),
-            listen_address=r.string(ws, "listen_address", "127.0.0.1", "webserver."),
-            listen_port=listen_port,
-        ),
-        ring_buffer_bytes=ring,
-        open_path_filter=r.boolean(sensor, "open_path_filter", True, "sensor."),
-        k8s_audit=k8s_audit,
-        warnings=tuple(r.warnings),
-    )
-    if r.problems:
-        raise ConfigError(source, r.problems)
     return config
+
+
+DROP_ACTIONS = ("ignore", "log", "alert", "exit")
+
+
+def _read_drops(s: Section) -> DropsConfig:
+    d = DropsConfig()
+    actions = s.strings("actions")
+    for action in actions or ():
+        if action not in DROP_ACTIONS:
+            s.problems.add(
+                f"syscall_event_drops.actions entry {action!r} must be one of {', '.join(DROP_ACTIONS)}."
+            )
+    return DropsConfig(
+        actions=d.actions if actions is None else actions,
+        rate=s.number("rate", d.rate),
+        max_burst=s.integer("max_burst", d.max_burst, minimum=1),
+    )
+
+
+def _read_k8s_audit(data: dict[str, Any], problems: Problems, metrics_port: int) -> K8sAuditConfig | None:
+    """The k8s audit endpoint from either of Falco's forms (server/k8s_audit_config.py)."""
+    config, found, warnings = parse_k8s_audit(data, problems.resolve, metrics_port)
+    for problem in found:
+        problems.add(problem)
+    problems.warnings.extend(warnings)
+    if config is not None and config.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
+        problems.warnings[:] = [w for w in problems.warnings if not w.startswith(("plugins is a", "load_plugins is a"))]
+    return config
+
+
+def _read_webserver(s: Section) -> MetricsConfig:
+    d = MetricsConfig()
+    # Falco's webserver block serves more than metrics; ours only metrics, so either switch turns it off.
+    enabled = s.boolean("enabled", d.enabled)
+    enabled = s.boolean("prometheus_metrics_enabled", d.enabled) and enabled
+    port = s.integer("listen_port", d.listen_port)
+    if port > 65535:
+        s.problems.add(f"webserver.listen_port must be at most 65535, got {port}.")
+    return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
+
+
+def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool]:
+    """(ring_buffer_bytes, open_path_filter): ours, under `sensor`, since Falco has no such keys."""
+    ring = s.integer("ring_buffer_bytes", d.ring_buffer_bytes, minimum=RINGBUF_MIN_BYTES)
+    if not ringbuf_bytes_valid(ring):  # the sensor owns the rule; below the minimum is reported above
+        s.problems.add(f"sensor.ring_buffer_bytes must be a power of two, got {ring}.")
+    return ring, s.boolean("open_path_filter", d.open_path_filter)

@@ -18,23 +18,17 @@ backlog of `sub` without letting two identities take alerts from each other.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from falconet.model.alert import Alert, Cursor, Priority
+from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 
 DEFAULT_RETENTION = 10_000
 LOSS_RULE = "Falconet alerts lost"
 """Rule name of the internal alert a subscriber receives in place of alerts it lost."""
-
-
-def default_hostname() -> str:
-    """The host name alerts carry, as in Falco: FALCO_HOSTNAME when set, else the machine's host name."""
-    return os.environ.get("FALCO_HOSTNAME") or socket.gethostname()
 
 
 def new_epoch() -> str:

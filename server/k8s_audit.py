@@ -28,14 +28,15 @@ import json
 import ssl
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client.metrics_core import Metric
 
 from falconet.model.audit import AuditDecodeError, AuditEvent, JsonValue, decode_audit_object
+from falconet.model.event import Event
 from falconet.server.k8s_audit_config import K8sAuditConfig
+from falconet.server.source import EventSource, KernelFilter, SourceCounters, SourceKind
 
 _OFFLOAD_BYTES = 256 * 1024
 """Bodies larger than this are decoded on a worker thread, so a big batch does not stall the loop (and gRPC)."""
@@ -74,50 +75,37 @@ class AuditQueue:
         return self._size
 
 
-class InnerSource(Protocol):
-    """The daemon's EventSource (sensor or replay), as far as the merge needs it."""
-
-    name: str
-
-    def start(self) -> None: ...
-    def set_syscalls(self, names: set[str] | None) -> None: ...
-    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None: ...
-    def poll(self, timeout_ms: int) -> list[Any] | None: ...
-    def counters(self) -> tuple[int, int]: ...
-    def close(self) -> None: ...
-
-
 class MergedSource:
-    """The daemon's source with the audit queue merged in: what the engine thread polls.
+    """The daemon's source with the audit queue merged in: what the engine thread polls (an EventSource).
 
     Audit events come first and never wait behind a sensor poll: when some are queued the sensor is polled
     without blocking. With `--source none` (no syscall source) the poll waits on the audit queue instead.
-    The capture ending (a finished replay) still ends the run, once the queue is empty."""
+    The capture ending (a finished replay) still ends the run."""
 
-    def __init__(self, inner: InnerSource, queue: AuditQueue) -> None:
+    def __init__(self, inner: EventSource, queue: AuditQueue) -> None:
         self._inner = inner
         self._queue = queue
-        self.name = inner.name
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
 
     def start(self) -> None:
         self._inner.start()
 
-    def set_syscalls(self, names: set[str] | None) -> None:
-        self._inner.set_syscalls(names)
+    def kernel_filter(self) -> KernelFilter | None:
+        return self._inner.kernel_filter()
 
-    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
-        self._inner.set_open_prefixes(prefixes)
-
-    def poll(self, timeout_ms: int) -> list[Any] | None:
-        audit = self._queue.drain()
+    def poll(self, timeout_ms: int) -> Sequence[Event | AuditEvent] | None:
+        audit: list[Event | AuditEvent] = list(self._queue.drain())
         if audit:
             more = self._inner.poll(0)
             return audit if not more else [*audit, *more]
         if isinstance(self._inner, IdleSource):
-            return self._queue.drain(timeout_ms / 1000)
+            return list(self._queue.drain(timeout_ms / 1000))
         return self._inner.poll(timeout_ms)
 
-    def counters(self) -> tuple[int, int]:
+    def counters(self) -> SourceCounters:
         return self._inner.counters()
 
     def close(self) -> None:
@@ -132,21 +120,22 @@ class IdleSource:
     def start(self) -> None:
         pass
 
-    def set_syscalls(self, names: set[str] | None) -> None:
-        del names
+    def kernel_filter(self) -> KernelFilter | None:
+        return None
 
-    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
-        del prefixes
-
-    def poll(self, timeout_ms: int) -> list[Any] | None:
+    def poll(self, timeout_ms: int) -> list[Event | AuditEvent] | None:
         threading.Event().wait(timeout_ms / 1000)  # only reached without an endpoint: nothing ever arrives
         return []
 
-    def counters(self) -> tuple[int, int]:
-        return 0, 0
+    def counters(self) -> SourceCounters:
+        return SourceCounters(0, 0)
 
     def close(self) -> None:
         pass
+
+
+NONE_KIND = SourceKind(name="none", open=lambda _request: IdleSource())
+"""`--source none`, registered in server/sources.py."""
 
 
 class EndpointStats:
@@ -199,7 +188,7 @@ class K8sAuditEndpoint:
         self._runner: web.AppRunner | None = None
         self._num = 0
 
-    def wrap(self, source: InnerSource) -> MergedSource:
+    def wrap(self, source: EventSource) -> MergedSource:
         """The daemon's source with this endpoint's events merged in (what the engine thread polls)."""
         return MergedSource(source, self.queue)
 

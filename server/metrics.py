@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import start_http_server
@@ -67,7 +67,7 @@ class DaemonMetrics:
             registry=self.registry,
         )
         self.registry.register(_Collector(self))
-        self._server: Any = None
+        self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
     def count_alert(self, alert: Alert) -> None:

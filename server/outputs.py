@@ -26,10 +26,10 @@ import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from falconet.model.alert import Alert
 from falconet.server.daemon_config import (
@@ -84,7 +84,7 @@ class Formatter:
 class TokenBucket:
     """Falco's output rate limiter: `rate` tokens per second, at most `max_burst` saved up. rate 0 = no limit."""
 
-    def __init__(self, rate: float, max_burst: int, clock: Any = time.monotonic) -> None:
+    def __init__(self, rate: float, max_burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.max_burst = max_burst
         self._clock = clock
@@ -105,9 +105,6 @@ class TokenBucket:
             return False
 
 
-_STOP = object()
-
-
 class Output(ABC):
     """One sink with a bounded queue and a worker thread; `submit` never blocks the caller."""
 
@@ -115,7 +112,7 @@ class Output(ABC):
 
     def __init__(self, formatter: Formatter, queue_size: int) -> None:
         self.formatter = formatter
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=queue_size)  # None: stop
         self._thread = threading.Thread(target=self._run, name=f"falconet-output-{self.kind}", daemon=True)
         self._started = False
         self._give_up = threading.Event()
@@ -155,7 +152,7 @@ class Output(ABC):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._queue.put(_STOP, timeout=0.05)
+                self._queue.put(None, timeout=0.05)
                 break
             except queue.Full:
                 if time.monotonic() >= deadline:
@@ -168,7 +165,7 @@ class Output(ABC):
             # What is still queued will never be written: count it as dropped, so the loss is not silent, and
             # tell the worker to discard it (and exit) should its sink ever answer.
             self._give_up.set()
-            self.abandoned = sum(1 for item in list(self._queue.queue) if item is not _STOP)
+            self.abandoned = sum(1 for item in list(self._queue.queue) if item is not None)
         return flushed
 
     def reopen(self) -> None:
@@ -177,7 +174,7 @@ class Output(ABC):
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP or self._give_up.is_set():
+            if item is None or self._give_up.is_set():
                 if self._give_up.is_set():
                     self._release()  # close() gave up on this worker: nobody else will release
                 return
@@ -297,7 +294,7 @@ class SyslogOutput(Output):
             host = host.strip("[]")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            target: Any = (host, int(port))
+            target: str | tuple[str, int] = (host, int(port))
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             target = addr

@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def install(directory: Path, *, systemd_dir: Path | None = None, force: bool = False) -> list[Path]:
     """Writes the default config (unless present), the default rules and rules.d; returns what was written."""
-    from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+    from falconet.rules import DEFAULT_RULES
     from falconet.server.daemon_config import PACKAGED_CONFIG
 
     written: list[Path] = []

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from falconet.sdk.api.falconet.v1.inputs_pb2 import PublishRequest
+    from falconet.server.config import ServerConfig
 
 SERVE_EXAMPLES = """\
 examples:
@@ -87,7 +92,7 @@ def register(sub: Any) -> None:
     pub.set_defaults(func=run_publish)
 
 
-def _server_config(args: argparse.Namespace) -> Any:
+def _server_config(args: argparse.Namespace) -> ServerConfig:
     from falconet.server.config import DEFAULT_LISTEN, ServerConfig
 
     certs: Path | None = args.certs
@@ -150,14 +155,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
-    import json
-    import time
-
     import grpc
 
-    from falconet.model.alert import Alert
-    from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc
-    from falconet.sdk.convert import alert_to_proto
+    from falconet.sdk.api.falconet.v1 import inputs_pb2_grpc
 
     if args.host:
         missing = [
@@ -179,37 +179,8 @@ def run_publish(args: argparse.Namespace) -> int:
         target = f"unix://{args.unix_socket}"
         channel = grpc.insecure_channel(target)
 
-    bad = 0
-
-    def requests() -> Any:
-        nonlocal bad
-        batch: list[Any] = []
-        for number, line in enumerate(sys.stdin, start=1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-                alert = Alert.from_json_dict(doc)
-                if isinstance(doc, dict) and "time" not in doc:
-                    alert.time_ns = time.time_ns()  # an alert without a time happened when it was read
-            except json.JSONDecodeError as exc:
-                bad += 1
-                print(
-                    f"falconet publish: line {number}: not published: invalid JSON at column {exc.colno}: {exc.msg}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-            except ValueError as exc:
-                bad += 1
-                print(f"falconet publish: line {number}: not published: {exc}", file=sys.stderr, flush=True)
-                continue
-            batch.append(alert_to_proto(alert))
-            if len(batch) >= 256:
-                yield inputs_pb2.PublishRequest(alerts=batch)
-                batch = []
-        if batch:
-            yield inputs_pb2.PublishRequest(alerts=batch)
+    skipped = [0]
+    requests = _publish_requests(sys.stdin, skipped)
 
     with channel:
         try:
@@ -221,13 +192,54 @@ def run_publish(args: argparse.Namespace) -> int:
             )
             return 2
         try:
-            reply = inputs_pb2_grpc.InputServiceStub(channel).Publish(requests())
+            reply = inputs_pb2_grpc.InputServiceStub(channel).Publish(requests)
         except grpc.RpcError as exc:
             print(f"falconet publish: {target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     last = f", last cursor {reply.last.epoch}:{reply.last.sequence}" if reply.HasField("last") else ""
+    bad = skipped[0]
     print(
         f"published {reply.accepted} alerts{last}" + (f"; {bad} lines skipped" if bad else ""),
         file=sys.stderr,
     )
     return 1 if bad else 0
+
+
+def _publish_requests(lines: Iterable[str], skipped: list[int]) -> Iterator[PublishRequest]:
+    """Alert JSON lines as PublishRequests of up to 256 alerts; a line that is not an alert is reported on
+    stderr with its number and counted in skipped[0], and the rest are still published."""
+    import json
+    import time
+
+    from falconet.model.alert import Alert
+    from falconet.sdk.api.falco import outputs_pb2
+    from falconet.sdk.api.falconet.v1 import inputs_pb2
+    from falconet.sdk.convert import alert_to_proto
+
+    batch: list[outputs_pb2.response] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            alert = Alert.from_json_dict(doc)
+            if isinstance(doc, dict) and "time" not in doc:
+                alert.time_ns = time.time_ns()  # an alert without a time happened when it was read
+        except json.JSONDecodeError as exc:
+            skipped[0] += 1
+            print(
+                f"falconet publish: line {number}: not published: invalid JSON at column {exc.colno}: {exc.msg}",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        except ValueError as exc:
+            skipped[0] += 1
+            print(f"falconet publish: line {number}: not published: {exc}", file=sys.stderr, flush=True)
+            continue
+        batch.append(alert_to_proto(alert))
+        if len(batch) >= 256:
+            yield inputs_pb2.PublishRequest(alerts=batch)
+            batch = []
+    if batch:
+        yield inputs_pb2.PublishRequest(alerts=batch)

@@ -76,7 +76,7 @@ def version_response() -> version_pb2.response:
 
 
 def prepare(
-    hub: Hub, request: outputs_pb2.response | Any, identity: str
+    hub: Hub, request: outputs_pb2.request, identity: str
 ) -> tuple[AlertFilter, StartResult, str | None]:
     """Validates a request's Falconet fields; returns the filter, where to start, and the Falco identity (None
     when the request carries a start position, i.e. non-destructive Falconet semantics)."""
@@ -86,7 +86,7 @@ def prepare(
     return flt, hub.start_falco(identity), identity
 
 
-async def _drain(requests: AsyncIterator[Any]) -> None:
+async def _drain(requests: AsyncIterator[outputs_pb2.request]) -> None:
     # Later `sub` requests are keep-alives: read and discard them so the client's sends never stall.
     try:
         async for _ in requests:
@@ -102,7 +102,7 @@ class FalcoOutputs:
         self.hub = hub
 
     async def sub(
-        self, requests: AsyncIterator[outputs_pb2.request], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[outputs_pb2.request], context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
         try:
@@ -131,7 +131,7 @@ class FalcoOutputs:
             drain.cancel()
 
     async def get(
-        self, request: outputs_pb2.request, context: grpc.aio.ServicerContext
+        self, request: outputs_pb2.request, context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
         try:
@@ -148,7 +148,7 @@ class FalcoOutputs:
         finally:
             reader.close()
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "sub": grpc.stream_stream_rpc_method_handler(
                 self.sub, request_deserializer=outputs_pb2.request.FromString
@@ -166,11 +166,11 @@ class FalcoVersion:
         self._response = version_response()
 
     async def version(
-        self, request: version_pb2.request, context: grpc.aio.ServicerContext
+        self, request: version_pb2.request, context: grpc.aio.ServicerContext[version_pb2.request, version_pb2.response]
     ) -> version_pb2.response:
         return self._response
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "version": grpc.unary_unary_rpc_method_handler(
                 self.version,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from typing import Any
+
 import grpc
 
 from falconet.model.alert import Alert
@@ -33,7 +35,7 @@ class AlertService:
         return min(requested, self.default_batch) if requested else self.default_batch
 
     async def Subscribe(
-        self, request: alerts_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+        self, request: alerts_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[alerts_pb2.SubscribeRequest, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
         try:
@@ -57,7 +59,7 @@ class AlertService:
             reader.close()
 
     async def GetAll(
-        self, request: alerts_pb2.GetAllRequest, context: grpc.aio.ServicerContext
+        self, request: alerts_pb2.GetAllRequest, context: grpc.aio.ServicerContext[alerts_pb2.GetAllRequest, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
         try:
@@ -78,7 +80,7 @@ class AlertService:
         finally:
             reader.close()
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
                 self.Subscribe, request_deserializer=alerts_pb2.SubscribeRequest.FromString
@@ -96,7 +98,7 @@ class InputService:
         self.accepted = 0
 
     async def Publish(
-        self, requests: AsyncIterator[inputs_pb2.PublishRequest], context: grpc.aio.ServicerContext
+        self, requests: AsyncIterator[inputs_pb2.PublishRequest], context: grpc.aio.ServicerContext[inputs_pb2.PublishRequest, inputs_pb2.PublishResponse]
     ) -> inputs_pb2.PublishResponse:
         denial = input_denial(peer_of(context), self.allow_cns)
         if denial is not None:
@@ -131,7 +133,7 @@ class InputService:
             out.last.CopyFrom(types_pb2.Cursor(epoch=last.epoch, sequence=last.sequence))
         return out
 
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {
             "Publish": grpc.stream_unary_rpc_method_handler(
                 self.Publish,

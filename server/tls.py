@@ -3,22 +3,21 @@
 gRPC asks a fetcher for the certificate configuration at each new handshake; `reload()` re-reads the files and
 hands the new configuration to the next handshake, while established connections (and their streams) keep
 the session they negotiated. Files that do not fit together are refused with the reason and the old ones kept.
+The files are checked by `falconet.certs.check`, the same check the SDK runs on a client's files.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from falconet.certs.check import CertFilesError, check_tls_files
 
-class CertificateError(ValueError):
-    """Certificate files that cannot serve; the message names the file and the problem."""
+CertificateError = CertFilesError
+"""Certificate files that cannot serve; the message names the file and the problem (falconet.certs' error)."""
 
 
 @dataclass(frozen=True)
@@ -28,51 +27,11 @@ class ServerTLSFiles:
     key: Path
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CertificateError(f"cannot read the {what} {str(path)!r}: {exc.strerror}") from None
-
-
 def load_checked(files: ServerTLSFiles) -> tuple[bytes, bytes, bytes]:
-    """Reads (ca, cert, key) PEM bytes and checks they fit: parseable, key matches, certificate in date."""
-    ca_pem = _read(files.ca, "CA certificate")
-    cert_pem = _read(files.cert, "server certificate")
-    key_pem = _read(files.key, "server key")
-    try:
-        x509.load_pem_x509_certificates(ca_pem)
-    except ValueError:
-        raise CertificateError(f"the CA certificate {str(files.ca)!r} is not a PEM certificate") from None
-    try:
-        cert = x509.load_pem_x509_certificates(cert_pem)[0]
-    except ValueError:
-        raise CertificateError(
-            f"the server certificate {str(files.cert)!r} is not a PEM certificate"
-        ) from None
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
-        raise CertificateError(
-            f"the server key {str(files.key)!r} is not an unencrypted PEM private key"
-        ) from None
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if pub != cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
-        raise CertificateError(f"the server key {str(files.key)!r} does not belong to {str(files.cert)!r}")
-    now = _dt.datetime.now(_dt.UTC)
-    if cert.not_valid_after_utc < now:
-        raise CertificateError(
-            f"the server certificate {str(files.cert)!r} expired on {cert.not_valid_after_utc:%Y-%m-%d}"
-        )
-    if cert.not_valid_before_utc > now:
-        raise CertificateError(
-            f"the server certificate {str(files.cert)!r} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M}"
-        )
-    return ca_pem, cert_pem, key_pem
+    """Reads (ca, cert, key) PEM bytes and checks them with the one certificate-file check (falconet.certs.check)
+    for the server role: parseable, key matches, in date, chains to the CA, allowed for serverAuth."""
+    checked = check_tls_files(files.ca, files.cert, files.key, role="server")
+    return checked.ca, checked.cert, checked.key
 
 
 class ReloadableServerCredentials:
@@ -87,8 +46,10 @@ class ReloadableServerCredentials:
         self._initial = grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:
+        # grpc's contract lets the fetch callback return None (keep the current certificates); the
+        # types-grpcio stub leaves that out.
         return grpc.dynamic_ssl_server_credentials(
-            self._initial, self._fetch, require_client_authentication=True
+            self._initial, self._fetch, require_client_authentication=True  # type: ignore[arg-type]
         )
 
     def reload(self) -> None:

@@ -131,7 +131,7 @@ class AsyncClient(ClientBase):
                     return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
-                reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
+                reason = self._endpoint.explain(err.code(), err.details() or "")
             await asyncio.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
             if self._closed:
                 return

@@ -147,7 +147,7 @@ class Client(ClientBase):
                     return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
-                reason = self._endpoint.explain(err.code(), err.details() or "")  # type: ignore[attr-defined]
+                reason = self._endpoint.explain(err.code(), err.details() or "")
             # Back-off between reconnects (not synchronisation); close() cuts it short.
             if self._closing.wait(reconnects.lost(reason)):
                 return

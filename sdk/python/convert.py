@@ -80,7 +80,8 @@ def alert_to_proto(alert: Alert) -> outputs_pb2.response:
 
 def alert_to_wire(alert: Alert) -> bytes:
     """The serialized response message (what the hub caches once per alert)."""
-    return alert_to_proto(alert).SerializeToString()
+    wire: bytes = alert_to_proto(alert).SerializeToString()
+    return wire
 
 
 def alert_from_proto(resp: outputs_pb2.response) -> Alert:
@@ -105,7 +106,7 @@ def alert_from_proto(resp: outputs_pb2.response) -> Alert:
     source = resp.source
     if not source:
         # A Falco server older than 0.31 sends only the enum.
-        source = schema_pb2.source.Name(resp.source_deprecated).lower()  # type: ignore[attr-defined]
+        source = schema_pb2.source.Name(resp.source_deprecated).lower()
     cursor = None
     if resp.HasField("cursor"):
         cursor = Cursor(resp.cursor.epoch, resp.cursor.sequence)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from falconet.model.alert import Priority
+from falconet.server.config import ServerConfig, parse_listen
 from falconet.server.daemon_config import PACKAGED_CONFIG, ConfigError, load_config, parse_config
 
 
@@ -88,7 +89,7 @@ colour: blue
         "outputs.max_burst must be a whole number of at least 1, got 0.",
         "file_output.filename must be set when file_output is enabled.",
         "http_output.url must start with http:// or https://, got 'ftp://x'.",
-        "grpc.bind_address entry 'nonsense' must be unix:///PATH or HOST:PORT",
+        "grpc.bind_address entry 'nonsense' is neither unix:///PATH nor HOST:PORT",
         "grpc.bind_address has a TCP address (127.0.0.1:5060), which always uses mutual TLS",
         "syscall_event_drops.actions entry 'panic' must be one of ignore, log, alert, exit.",
         "sensor.ring_buffer_bytes must be a power of two, got 100000.",
@@ -134,3 +135,48 @@ def test_rules_paths_expand_rules_d_in_name_order_and_skip_a_missing_directory(t
 def test_command_line_rules_replace_the_config_rules() -> None:
     config = parse_config("rules_files: [/a.yaml]\n").with_rules([Path("/b.yaml"), Path("/c.d")])
     assert config.rules_files == (Path("/b.yaml"), Path("/c.d"))
+
+
+@pytest.mark.parametrize(
+    ("address", "accepted"),
+    [
+        # Where the config file and the server used to disagree (the file had its own check):
+        ("unix:/run/f.sock", True),  # the file refused it, the server took it
+        ("unix://relative.sock", False),  # the file took it, the server then failed to start
+        (":5060", False),  # no host: the file took it
+        ("127.0.0.1:70000", False),  # no such port: the file took it
+        # Where they agreed, to keep it so:
+        ("unix:///run/f.sock", True),
+        ("127.0.0.1:5060", True),
+        ("[::1]:0", True),
+        ("localhost", False),
+    ],
+)
+def test_the_config_file_and_the_server_accept_the_same_listen_addresses(address: str, accepted: bool) -> None:
+    certs = "private_key: k\n  cert_chain: c\n  root_certs: a\n"
+    text = f"grpc:\n  bind_address: [{address!r}]\n  {certs}"
+    try:
+        parse_listen(address)
+        server_accepts = True
+    except ConfigError:
+        server_accepts = False
+    try:
+        config = parse_config(text, base_dir=Path("/base"))
+        file_accepts = True
+    except ConfigError as exc:
+        assert exc.problems == [f"{_server_message(address)}."], exc.problems
+        file_accepts = False
+    assert server_accepts is file_accepts is accepted
+    if accepted:
+        assert ServerConfig(listen=config.grpc.bind_address).listens()[0] == parse_listen(address)
+
+
+def test_a_unix_address_without_slashes_needs_no_tls() -> None:
+    config = parse_config("grpc: {bind_address: ['unix:/run/f.sock']}\n")
+    assert config.grpc.bind_address == ("unix:/run/f.sock",)
+
+
+def _server_message(address: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_listen(address, what="grpc.bind_address entry")
+    return str(info.value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,10 @@ from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 
 from falconet.model.alert import Alert
 from falconet.model.event import Event
-from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon
-from falconet.server.daemon_config import parse_config
+from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon, build_engine
+from falconet.server.daemon_config import DaemonConfig, load_config, parse_config
+from falconet.server.outputs import close_all
+from falconet.server.source import KernelFilter, SourceCounters
 
 
 class _FailsOnSecond:
@@ -25,6 +26,7 @@ class _FailsOnSecond:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.event_types = engine.event_types
+        self.load_result = engine.load_result
 
     def process(self, event: Event) -> list[Alert]:
         if event.num == 2:
@@ -40,9 +42,12 @@ def test_an_event_the_engine_fails_on_is_counted_and_reported_and_the_rest_still
     capture.write_text("".join(json.dumps(open_event(i, "/etc/shadow", pid=100 + i)) + "\n" for i in (1, 2, 3)))
     config = parse_config(base_config(tmp_path, rules), base_dir=tmp_path)
     stderr = io.StringIO()
-    daemon = Daemon(config, source=f"replay:{capture}", stderr=stderr)
+
+    def failing_engine(config: DaemonConfig, hostname: str) -> _FailsOnSecond:
+        return _FailsOnSecond(build_engine(config, hostname))
+
+    daemon = Daemon(config, source=f"replay:{capture}", stderr=stderr, build_engine=failing_engine)
     daemon.prepare()
-    daemon.engine = _FailsOnSecond(daemon.engine)
     assert asyncio.run(daemon._main()) == 0, stderr.getvalue()
     alerts = read_json_lines(tmp_path / "alerts.json")
     assert [(a["rule"], a["output_fields"].get("proc.name")) for a in alerts if a["source"] == "syscall"] == [
@@ -66,15 +71,16 @@ class _DroppingSource:
         self._idle = threading.Event()
 
     def start(self) -> None: ...
-    def set_syscalls(self, names: set[str] | None) -> None: ...
+    def kernel_filter(self) -> KernelFilter | None:
+        return None
 
     def poll(self, timeout_ms: int) -> list[Event] | None:
         self._idle.wait(timeout_ms / 1000)  # a poll with nothing to read lasts its timeout, as the sensor's does
         return []
 
-    def counters(self) -> tuple[int, int]:
+    def counters(self) -> SourceCounters:
         self.drops += 10
-        return 1000, self.drops
+        return SourceCounters(1000, self.drops)
 
     def close(self) -> None: ...
 
@@ -84,9 +90,8 @@ def test_kernel_drops_alert_once_per_the_drop_rate_log_and_exit_when_configured(
     rules.write_text(TEST_RULES)
     text = base_config(tmp_path, rules) + "syscall_event_drops: {actions: [log, alert, exit], rate: 0.01, max_burst: 1}\n"
     stderr = io.StringIO()
-    daemon = Daemon(parse_config(text, base_dir=tmp_path), source=f"replay:{os.devnull}", stderr=stderr)
+    daemon = Daemon(parse_config(text, base_dir=tmp_path), source=_DroppingSource(), stderr=stderr)
     daemon.prepare()
-    daemon._source = _DroppingSource()
     assert asyncio.run(daemon._main()) == 1  # the exit action
     drops = [a for a in read_json_lines(tmp_path / "alerts.json") if a["rule"] == DROP_RULE]
     assert len(drops) == 1  # the tick after the first also saw drops, but the drop alert's rate allows one
@@ -97,3 +102,35 @@ def test_kernel_drops_alert_once_per_the_drop_rate_log_and_exit_when_configured(
     assert log.count("Falco internal: syscall event drop. 10 system calls dropped in last second.") == 2
     assert "exiting: syscall_event_drops.actions includes exit" in log
     assert daemon.metrics.kernel_drops == 20
+
+
+def test_a_reload_builds_everything_before_the_swap_and_a_failed_one_leaves_the_running_set(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    config_path = tmp_path / "falconet.yaml"
+    config_path.write_text(base_config(tmp_path, rules))
+    stderr = io.StringIO()
+    daemon = Daemon(load_config(config_path), source=_DroppingSource(), config_path=config_path, stderr=stderr)
+    daemon.prepare()
+    first = daemon.running
+    try:
+        # A rule that does not compile: nothing of the new set may replace the running one.
+        rules.write_text(TEST_RULES.replace("fd.name = /etc/shadow", "fd.name = (/etc/shadow"))
+        assert daemon.reload() is False
+        assert daemon.running is first
+        assert daemon.metrics.rules_reload_failures == 1 and daemon.metrics.rules_reloads == 0
+        # A file output that cannot be opened fails the build the same way, after the rules compiled.
+        rules.write_text(TEST_RULES)
+        config_path.write_text(base_config(tmp_path, rules).replace(
+            str(tmp_path / "alerts.json"), str(tmp_path / "no-such-dir" / "alerts.json")))
+        assert daemon.reload() is False
+        assert daemon.running is first
+        assert "cannot be opened for appending" in stderr.getvalue()
+        # A good file: config, engine, outputs and limiters are replaced together.
+        config_path.write_text(base_config(tmp_path, rules, rule_matching="all"))
+        assert daemon.reload() is True
+        second = daemon.running
+        assert second.config.rule_matching == "all" and second.engine is not first.engine
+        assert second.outputs and second.limiter is not first.limiter
+    finally:
+        close_all(daemon.running.outputs, 5.0)

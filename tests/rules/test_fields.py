@@ -9,7 +9,7 @@ import pytest
 from falconet.rules.errors import CompileError, RuleError, UnknownFieldError
 from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.rules.sources import field_allowed
-from falconet.rules.fields import INLINE, FieldType, catalog, resolve
+from falconet.rules.fields import INLINE, DnsCache, FieldType, catalog, resolve
 
 NS = 1_000_000_000
 
@@ -178,6 +178,7 @@ class FixedResolvers:
     def __init__(self, table: dict[str, list[str]]) -> None:
         self.table = table
         self.calls: list[str] = []
+        self.dns_cache = DnsCache(self.dns)  # resolvers own the engine's DNS cache (fields.dns)
 
     def hostname(self) -> str:
         return "node-1"

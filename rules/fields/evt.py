@@ -11,9 +11,9 @@ import datetime as _dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import syscalls
-from .errors import Msg
-from .fields import (
+from .. import syscalls
+from ..errors import Msg
+from .registry import (
     PREFIX_FIELDS,
     FieldSpec,
     FieldType,
@@ -25,7 +25,7 @@ from .fields import (
 )
 
 if TYPE_CHECKING:
-    from .event import Event
+    from falconet.model.event import Event
 
 S, N, B, A, R, BUF = (
     FieldType.STRING, FieldType.INT, FieldType.BOOL, FieldType.ABSTIME, FieldType.RELTIME, FieldType.BUFFER,

@@ -3,7 +3,7 @@
 For sockets, "client" and "server" are the connection's ends, "local" and "remote" depend on which side this
 process is (`Fd.is_server`). `fd.ip`, `fd.port`, `fd.net` and `fd.proto` stand for either end, as in Falco:
 a comparison holds when it holds for the client or the server side. `fd.*ip.name` compare against domain
-names through the daemon's DNS resolver (see fields.DnsCache).
+names through the daemon's DNS resolver (see fields.dns).
 """
 
 from __future__ import annotations
@@ -11,20 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .fields import (
+from ..syscalls import FD_TYPECHARS
+from .dns import dns_literal_matcher, dns_output
+from .registry import (
     FieldSpec,
     FieldType,
     ResolversLike,
-    dns_literal_matcher,
-    dns_output,
     ip_literal_matcher,
     register,
     simple,
 )
-from .syscalls import FD_TYPECHARS
 
 if TYPE_CHECKING:
-    from .event import Event, Fd
+    from falconet.model.event import Event, Fd
 
 S, P, N, B, IP, NET, PORT = (
     FieldType.STRING, FieldType.PATH, FieldType.INT, FieldType.BOOL, FieldType.IPADDR, FieldType.IPNET,

@@ -13,10 +13,10 @@ from operator import attrgetter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .fields import PREFIX_FIELDS, FieldSpec, FieldType, parse_index, simple, with_arg
+from .registry import PREFIX_FIELDS, FieldSpec, FieldType, parse_index, simple, with_arg
 
 if TYPE_CHECKING:
-    from .event import Event, Process
+    from falconet.model.event import Event, Process
 
 S, P, N, B, A, R = (
     FieldType.STRING, FieldType.PATH, FieldType.INT, FieldType.BOOL, FieldType.ABSTIME, FieldType.RELTIME,

@@ -2,8 +2,9 @@
 
 The compiler calls `resolve(name, arg)` once per field reference at load time and gets a `BoundField`; at
 evaluation time it only calls `BoundField.extract(event)`, a small closure over the enriched event, so no name
-lookup or parsing happens per event. Families live in their own modules (fields_proc.py, fields_fd.py) and
-register into one table here; `resolve` raises UnknownFieldError for anything no family provides.
+lookup or parsing happens per event. Families live in their own modules of this package (evt.py, fd.py,
+proc.py) and register into one table here; `resolve` raises UnknownFieldError for anything no family
+provides. This module imports no family module, so the package has no import cycle (see __init__.py).
 
 Values and types (what the compiler may rely on):
 
@@ -32,16 +33,17 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import CompileError, Msg, UnknownFieldError
+from ..errors import CompileError, Msg, UnknownFieldError
 
 if TYPE_CHECKING:
-    from .event import Event
+    from falconet.model.event import Event
+
+    from .dns import DnsCache
 
 Extractor = Callable[["Event"], Any]
 
@@ -73,10 +75,17 @@ _NUMERIC = frozenset({FieldType.INT, FieldType.PORT, FieldType.RELTIME, FieldTyp
 
 
 class ResolversLike(Protocol):
-    """What field extraction needs from the daemon: the engine's `Resolvers` has these two callables."""
+    """What field extraction needs from the outside world: the engine's `Resolvers` is one. `dns_cache` is
+    the engine's only DNS cache (fields.dns), built by the resolvers over their plain `dns` callable."""
 
-    hostname: Callable[[], str]
-    dns: Callable[[str], list[str]]
+    @property
+    def hostname(self) -> Callable[[], str]: ...
+
+    @property
+    def dns(self) -> Callable[[str], list[str]]: ...
+
+    @property
+    def dns_cache(self) -> DnsCache: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +215,6 @@ def resolve(name: str, arg: str | None = None, resolvers: ResolversLike | None =
     `resolvers` supply what needs I/O (the host name for evt.hostname, DNS for fd.*ip.name); without them
     those fields are unknown (None) and DNS-name literals match only an address written out literally.
     """
-    _ensure_loaded()
     spec = FIELDS.get(name)
     if spec is None:
         # evt.arg.flags, container.label.app: the argument is written after a dot.
@@ -265,7 +273,6 @@ class FieldInfo:
 
 def catalog() -> list[FieldInfo]:
     """Every field Falconet provides, sorted by name."""
-    _ensure_loaded()
     items = [FieldInfo(n, s.type, s.arg, s.desc, s.deprecated) for n, s in FIELDS.items()]
     items += [FieldInfo(p, s.type, "required", s.desc, s.deprecated) for p, s in PREFIX_FIELDS.items()]
     return sorted(items, key=lambda i: i.name)
@@ -273,20 +280,7 @@ def catalog() -> list[FieldInfo]:
 
 def known_fields() -> list[str]:
     """Every field name (prefix fields end with a dot), for `falconet rules fields` and the docs."""
-    _ensure_loaded()
     return sorted(FIELDS) + sorted(PREFIX_FIELDS)
-
-
-_loaded = False
-
-
-def _ensure_loaded() -> None:
-    # The family modules register themselves on import; importing them here (not at the top) avoids a cycle.
-    global _loaded
-    if not _loaded:
-        from . import fields_evt, fields_fd, fields_k8saudit, fields_proc  # noqa: F401
-
-        _loaded = True
 
 
 # --- helpers shared by the family modules ------------------------------------------------------------------
@@ -306,7 +300,7 @@ def parse_index(arg: str | None, field_name: str) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -325,97 +319,16 @@ def ip_literal_matcher(field_name: str) -> Callable[[str], Callable[[Any], bool]
             want = net.network_address
 
             def same(value: Any) -> bool:
-                return value is not None and _ip(str(value)) == want
+                return value is not None and ip_of(str(value)) == want
 
             return same
 
         def inside(value: Any) -> bool:
             if value is None:
                 return False
-            addr = _ip(str(value))
+            addr = ip_of(str(value))
             return addr is not None and addr.version == net.version and addr in net
 
         return inside
 
     return make
-
-
-class DnsCache:
-    """Domain -> addresses through the injected resolver, kept for `ttl` seconds; a failed or empty answer is
-    retried after a backoff that doubles up to `max_ttl` (Falco refreshes from 10 s up to 320 s), so a host
-    without DNS does not pay a lookup per event. The resolver is called on the evaluating thread: the daemon's
-    resolver should answer from its own cache. Also answers the reverse question for outputs, among the
-    domains that rules name, which is what Falco's fd.sip.name prints."""
-
-    def __init__(self, dns: Callable[[str], list[str]], ttl: float = 10.0, max_ttl: float = 320.0) -> None:
-        self._dns = dns
-        self._ttl = ttl
-        self._max_ttl = max_ttl
-        # domain -> (time of the answer, seconds it stays valid, addresses)
-        self._entries: dict[str, tuple[float, float, frozenset[str]]] = {}
-
-    def addresses(self, domain: str) -> frozenset[str]:
-        now = _time.monotonic()
-        hit = self._entries.get(domain)
-        if hit is not None and now - hit[0] < hit[1]:
-            return hit[2]
-        try:
-            found = frozenset(str(ipaddress.ip_address(a)) for a in self._dns(domain))
-            ok = bool(found)
-        except Exception:  # a resolver failure keeps the last answer: a DNS outage must not stop the engine
-            found, ok = (hit[2] if hit is not None else frozenset()), False
-        if ok:
-            valid = self._ttl
-        else:
-            valid = min(self._max_ttl, (hit[1] * 2) if hit is not None else self._ttl)
-        self._entries[domain] = (now, valid, found)
-        return found
-
-    def name_of(self, address: str) -> str | None:
-        for domain in list(self._entries):
-            if address in self.addresses(domain):
-                return domain
-        return None
-
-
-_DNS_CACHES: dict[int, DnsCache] = {}
-
-
-def dns_cache(resolvers: ResolversLike) -> DnsCache:
-    """One cache per Resolvers object, so every rule of an engine shares the lookups."""
-    key = id(resolvers)
-    cache = _DNS_CACHES.get(key)
-    if cache is None or getattr(cache, "_owner", None) is not resolvers:
-        cache = DnsCache(resolvers.dns)
-        cache._owner = resolvers  # type: ignore[attr-defined]
-        _DNS_CACHES[key] = cache
-    return cache
-
-
-def dns_literal_matcher(resolvers: ResolversLike | None) -> Callable[[str], Callable[[Any], bool]]:
-    def make(text: str) -> Callable[[Any], bool]:
-        domain = text.strip()
-        if _ip(domain) is not None:  # an address written as the "name" matches itself
-            want = str(_ip(domain))
-            return lambda value: value is not None and str(value) == want
-        if resolvers is None:
-            return lambda _value: False
-        cache = dns_cache(resolvers)
-        cache.addresses(domain)  # resolve at load time, as Falco does
-
-        def match(value: Any) -> bool:
-            return value is not None and str(value) in cache.addresses(domain)
-
-        return match
-
-    return make
-
-
-def dns_output(resolvers: ResolversLike | None, address_of: Extractor) -> Extractor:
-    def out(event: Event) -> str | None:
-        addr = address_of(event)
-        if addr is None or resolvers is None:
-            return None
-        return dns_cache(resolvers).name_of(str(addr))
-
-    return out

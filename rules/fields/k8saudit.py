@@ -11,7 +11,7 @@ container is then seen (`intersects (true)`), and a container without readOnlyRo
 `in (true)`. The effective run-as ids use the pod's securityContext as the default for each container, then 0,
 as Falco 0.25 did.
 
-These fields register into the shared table (rules/fields.py) with a `check` builder, so the compiler hands
+These fields register into the shared table (rules/fields/registry.py) with a `check` builder, so the compiler hands
 their comparisons to rules/k8saudit_values.py; rules/sources.py keeps them to k8s_audit rules.
 """
 
@@ -24,9 +24,9 @@ from urllib.parse import parse_qsl
 
 from falconet.model.audit import JsonValue
 
-from .errors import CompileError
-from .fields import Extractor, FieldSpec, FieldType, register
-from .k8saudit_values import NA, HasMemo, Value, as_text, build_check, parse_value, render, value_text
+from ..errors import CompileError
+from ..k8saudit_values import NA, HasMemo, Value, as_text, build_check, parse_value, render, value_text
+from .registry import Extractor, FieldSpec, FieldType, register
 
 Reader = Callable[[dict[str, JsonValue], str | None], list[str] | None]
 """Reads a field's texts from the audit object (with the field's argument); None when it cannot be read."""

@@ -1,0 +1,100 @@
+"""The eBPF source: the sensor (falconet.sensor) behind the daemon's EventSource interface.
+
+The sensor is imported only when this source is built, so `falconet run --source replay:...` and every
+command's --help work without bcc. Root and the BPF capabilities are checked before the rules load (the
+kind's preflight), so a daemon that cannot load the sensor says so at once rather than after the rules.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from falconet.model.event import Event
+from falconet.server.errors import DaemonError
+from falconet.server.source import EventSource, KernelFilter, SourceCounters, SourceKind, SourceRequest
+
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+class SensorSource:
+    """The eBPF sensor; it is its own kernel filter (syscall selection and open-path prefixes)."""
+
+    name = "ebpf"
+
+    def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None) -> None:
+        from falconet.sensor import Sensor, SensorConfig, SensorError
+
+        try:
+            self._sensor = Sensor(
+                SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=None if syscalls is None else set(syscalls))
+            )
+        except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
+            raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
+
+    def start(self) -> None:
+        from falconet.sensor import SensorError
+
+        try:
+            self._sensor.start()
+        except SensorError as exc:
+            raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
+
+    def kernel_filter(self) -> KernelFilter | None:
+        return self
+
+    def set_syscalls(self, names: frozenset[str] | None) -> None:
+        self._sensor.set_syscalls(names)
+
+    def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
+        self._sensor.set_open_prefixes(prefixes)
+
+    def poll(self, timeout_ms: int) -> list[Event] | None:
+        return self._sensor.poll(timeout_ms)
+
+    def counters(self) -> SourceCounters:
+        stats = self._sensor.stats()
+        return SourceCounters(int(stats.events), int(stats.kernel_drops))
+
+    def close(self) -> None:
+        self._sensor.close()
+
+
+def missing_bpf_capabilities(status: str | None = None) -> str | None:
+    """None when the effective capabilities allow loading and attaching tracing BPF programs, else what is
+    missing: CAP_BPF with CAP_PERFMON (kernel 5.8 and later), or CAP_SYS_ADMIN, which covers both."""
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return None  # cannot tell; let the sensor say what fails
+    eff = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("CapEff:")), None)
+    if eff is None:
+        return None
+    if eff >> CAP_SYS_ADMIN & 1 or (eff >> CAP_BPF & 1 and eff >> CAP_PERFMON & 1):
+        return None
+    lacking = [name for bit, name in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")) if not eff >> bit & 1]
+    return " and ".join(lacking) + " (or CAP_SYS_ADMIN)"
+
+
+def _preflight() -> None:
+    if os.geteuid() != 0:
+        raise DaemonError(
+            f"the eBPF sensor needs root (running as uid {os.geteuid()}); run as root, "
+            "or replay a capture without root with --source replay:FILE"
+        )
+    missing = missing_bpf_capabilities()
+    if missing:
+        raise DaemonError(
+            f"the eBPF sensor needs {missing}, which this process does not have (root without them, e.g. in a "
+            "restricted container or under a capability bounding set); grant them, "
+            "or replay a capture with --source replay:FILE"
+        )
+
+
+def _open(request: SourceRequest) -> EventSource:
+    _preflight()
+    return SensorSource(request.config.ring_buffer_bytes, request.syscalls)
+
+
+KIND = SourceKind(name="ebpf", open=_open, preflight=_preflight)
