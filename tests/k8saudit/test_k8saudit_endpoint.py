@@ -275,3 +275,26 @@ def test_a_replayed_audit_file_raises_the_same_alerts(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     got = Counter(json.loads(line)["rule"] for line in _alerts_text(work).splitlines() if line.strip())
     assert got == EXPECTED
+
+
+def test_a_stuck_output_never_holds_up_the_webhook(audit_daemon: Start, tmp_path: Path) -> None:
+    # An HTTP output whose server accepts connections and never answers: its worker waits, its small queue
+    # fills and drops (counted). The webhook still answers every request, and the file output gets every alert.
+    import socket
+
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(64)
+    port = stuck.getsockname()[1]
+    try:
+        extra = f"http_output: {{enabled: true, url: 'http://127.0.0.1:{port}/', timeout: 60, queue_size: 2}}"
+        d = audit_daemon(config(tmp_path, falco025_rules(), webserver=WEB, extra=extra))
+        for _ in range(30):
+            assert d.post(event_list("create_configmap_sensitive_values")).status == 200
+        expected = 30 * 6 * 2  # each event raises the credentials rule and K8s ConfigMap Created
+        wait_until(lambda: len(_alerts_text(tmp_path).splitlines()) >= expected, timeout=60,
+                   what="every alert in the file output")  # fmt: skip
+        dropped = scrape(d.process.metrics_url)
+        assert dropped['falconet_output_alerts_dropped_total{output="http",reason="queue_full"}'] > 0
+    finally:
+        stuck.close()
