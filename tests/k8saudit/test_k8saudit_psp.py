@@ -224,3 +224,37 @@ def test_the_cli_writes_rules_that_validate(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and "not a PodSecurityPolicy" in bad.stderr
+
+
+def _pod(**spec: object) -> dict[str, object]:
+    return {"containers": [{"name": "nginx", "image": "nginx", **spec.pop("container", {})}], **spec}  # type: ignore[dict-item]
+
+
+# Conforming pods that use the field (the samples' conforming pod is a plain one), next to a violating one.
+USING = [
+    ("host_network_ports", _pod(hostNetwork=True, container={"ports": [{"containerPort": 150}]}), ""),
+    ("host_network_ports", _pod(hostNetwork=True, container={"ports": [{"containerPort": 80}]}),
+     "PSP host_ports_100_200_only Violation (hostPorts)"),
+    ("host_network_ports", _pod(container={"ports": [{"containerPort": 80, "hostPort": 150}]}), ""),
+    ("host_network_ports", _pod(container={"ports": [{"containerPort": 80, "hostPort": 8080}]}),
+     "PSP host_ports_100_200_only Violation (hostPorts)"),
+    ("host_network_ports", _pod(container={"ports": [{"containerPort": 80}]}), ""),  # no host port at all
+    ("allowed_host_paths", _pod(volumes=[{"name": "v", "hostPath": {"path": "/usr/share/zoneinfo"}}]), ""),
+    ("allowed_host_paths", _pod(volumes=[{"name": "v", "hostPath": {"path": "/usrx"}}]),
+     "PSP only_mount_host_usr Violation (allowedHostPaths)"),
+    ("volumes", _pod(volumes=[{"name": "s", "secret": {"secretName": "x"}}]), ""),
+    ("volumes", _pod(volumes=[{"name": "s", "emptyDir": {}}]), "PSP only_secret_volumes Violation (volumes)"),
+    ("flex_volumes", _pod(volumes=[{"name": "f", "flexVolume": {"driver": "example/lvm"}}]), ""),
+    ("fs_group_must_run_as", _pod(securityContext={"fsGroup": 35}), ""),
+    ("privilege_escalation", _pod(container={"securityContext": {"allowPrivilegeEscalation": False}}), ""),
+    ("read_only_root_fs", _pod(container={"securityContext": {"readOnlyRootFilesystem": True}}), ""),
+]
+
+
+@pytest.mark.parametrize(("psp", "spec", "rule"), USING, ids=[f"{c[0]}-{i}" for i, c in enumerate(USING)])
+def test_pods_that_use_the_field(psp: str, spec: dict[str, object], rule: str) -> None:
+    from audit_support import pod_event
+
+    spec = {"volumes": [], **spec}
+    got = [a.rule for a in generated(psp).process(pod_event(spec))]
+    assert got == ([rule] if rule else [])
