@@ -180,7 +180,7 @@ def _test(args: argparse.Namespace) -> int:
                 continue
             try:
                 found = events_from_line(json.loads(line), events + 1)  # syscall events or audit events
-            except (ValueError, TypeError, AttributeError) as exc:
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
                 bad += 1
                 print(f"{args.events}:{lineno}: skipped: {exc}", file=sys.stderr)
                 continue

@@ -286,6 +286,8 @@ class K8sAuditEndpoint:
             obj: JsonValue = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return self._reply(400, f"the body is not JSON: {_clean(str(exc))}")
+        except RecursionError:  # a hostile body nested deeper than the parser goes
+            return self._reply(400, "the body is nested too deeply to be an audit event")
         try:
             events = decode_audit_object(obj)
         except AuditDecodeError as exc:

@@ -71,7 +71,7 @@ class ReplaySource:
             try:
                 # A syscall event, or a Kubernetes audit Event/EventList (numbered in file order).
                 out.extend(events_from_line(json.loads(raw), self.events + len(out) + 1))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: hostile nesting
                 self.malformed += 1
                 self._log(f"replay {self.path}:{self._line}: {exc}; line skipped")
         self.events += len(out)

@@ -226,6 +226,7 @@ plugins:
     cases = [
         (d.post("{not json"), 400),
         (d.post(b"\xff\xfe not utf-8"), 400),
+        (d.post("[" * 9000 + "]" * 9000), 400),  # nested deeper than any parser should follow
         (d.post(json.dumps({"kind": "Pod", "apiVersion": "v1"})), 400),
         (d.post(json.dumps({"kind": "Event", "apiVersion": "audit.k8s.io/v2"})), 400),
         (d.post(json.dumps({"kind": "Event"})), 400),  # no stageTimestamp
@@ -247,7 +248,7 @@ plugins:
     wait_until(lambda: "Create Privileged Pod" in _alerts_text(tmp_path), timeout=30, what="the alert after bad input")
     assert "Attach/Exec Pod" not in _alerts_text(tmp_path)
     m = scrape(d.process.metrics_url)
-    for code, n in (("400", 5), ("413", 2), ("415", 1), ("429", 1), ("405", 1), ("404", 1), ("200", 1)):
+    for code, n in (("400", 6), ("413", 2), ("415", 1), ("429", 1), ("405", 1), ("404", 1), ("200", 1)):
         assert m[f'falconet_k8s_audit_requests_total{{code="{code}"}}'] == n, code
     assert m['falconet_k8s_audit_events_total{outcome="dropped_too_large"}'] == 1
     assert m['falconet_k8s_audit_events_total{outcome="refused_queue_full"}'] == 11
