@@ -14,9 +14,10 @@ endpoint and these fields) and `json` (the jevt.* fields).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from .binding import BoundRef
 from .errors import Msg, UnknownFieldError
+from .parser import FieldRef
 
 SYSCALL = "syscall"
 K8S_AUDIT = "k8s_audit"
@@ -43,10 +44,10 @@ def field_allowed(source: str, name: str) -> bool:
     return not is_k8s
 
 
-def scoped_bind(source: str, bind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`bind` (a FieldRef -> BoundRef function) restricted to the fields of `source`."""
+def scoped_bind(source: str, bind: Callable[[FieldRef], BoundRef]) -> Callable[[FieldRef], BoundRef]:
+    """`bind` (a field reference -> its binding) restricted to the fields of `source`."""
 
-    def scoped(ref: Any) -> Any:
+    def scoped(ref: FieldRef) -> BoundRef:
         if not field_allowed(source, ref.name):
             shown = ref.name if ref.arg is None else f"{ref.name}[{ref.arg}]"
             raise UnknownFieldError(
