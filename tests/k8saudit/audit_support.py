@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared_data import shared_path
+from resources import shared_path
 
 from falconet.model.audit import AuditEvent, decode_audit_object
 from falconet.rules.engine import Engine, Resolvers

@@ -16,10 +16,10 @@ def audit_daemon(tmp_path: Path) -> Iterator[Start]:
     started: list[DaemonProcess] = []
 
     def start(config: str, source: str = "none", tls: ssl.SSLContext | None = None) -> AuditDaemon:
-        proc = DaemonProcess(tmp_path, config, source, [])
+        proc = DaemonProcess(tmp_path, config, source)
         started.append(proc)
         m = proc.wait_for_line(r"k8s audit endpoint on (\S+)")
-        proc.wait_ready()
+        proc.wait_for_line(r"falconet: ready")
         return AuditDaemon(proc, m.group(1), tmp_path, tls)
 
     yield start

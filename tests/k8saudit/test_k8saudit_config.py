@@ -10,7 +10,6 @@ import pytest
 from falconet.server.daemon_config import parse_config
 from falconet.server.errors import ConfigError
 
-pytestmark = pytest.mark.k8saudit
 
 
 def test_falco_025_webserver_keys(tmp_path: Path) -> None:

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_http import Start
+from audit_http import Start, wait_until
 from audit_support import events_dir, falco025_rules
-from daemon_harness import wait_until
 
 from falconet.certs import init_certs
 from falconet.sdk import Client
 
-pytestmark = pytest.mark.k8saudit
+pytestmark = [pytest.mark.k8saudit, pytest.mark.upstream, pytest.mark.slow]
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from audit_support import RESOLVERS, pod_event
 
-from falconet.model.audit import AuditDecodeError, AuditEvent, decode_audit_object
+from falconet.model.audit import AuditDecodeError, AuditEvent, JsonValue, decode_audit_object
 from falconet.model.event import Event, Process
 from falconet.rules.engine import Engine
 from falconet.rules.errors import RulesLoadError
 
-pytestmark = pytest.mark.k8saudit
 
 
 def _rule(cond: str, source: str = "k8s_audit", output: str = "o") -> str:
@@ -136,7 +135,7 @@ def test_malformed_audit_objects_are_refused_with_a_reason(obj: object, message:
 
 
 def test_an_event_list_splits_into_events() -> None:
-    item = {"auditID": "x", "verb": "get", "stageTimestamp": "2024-05-01T10:00:00Z"}
+    item: JsonValue = {"auditID": "x", "verb": "get", "stageTimestamp": "2024-05-01T10:00:00Z"}
     events = decode_audit_object({"kind": "EventList", "apiVersion": "audit.k8s.io/v1beta1", "items": [item] * 3})
     assert [e.num for e in events] == [0, 1, 2] and all(e.data["kind"] == "Event" for e in events)
     with pytest.raises(AuditDecodeError, match="more than 2"):

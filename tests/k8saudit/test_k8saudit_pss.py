@@ -15,7 +15,6 @@ from audit_support import RESOLVERS, pod_event
 from falconet.rules.engine import Engine
 from falconet.rules.pss import convert_pss
 
-pytestmark = pytest.mark.k8saudit
 
 RESTRICTED_CONTAINER: dict[str, Any] = {
     "name": "web", "image": "nginx",

@@ -24,10 +24,10 @@ from audit_support import (
     read_events,
 )
 
-from falconet.model.audit import decode_audit_object
+from falconet.model.audit import JsonObject, decode_audit_object
 from falconet.rules.loader import Loader
 
-pytestmark = pytest.mark.k8saudit
+pytestmark = [pytest.mark.k8saudit, pytest.mark.upstream]
 
 # The local overrides Falco's cases load after the rules (test/rules/k8s_audit/*.yaml), restated.
 ALLOW_NS_FOO = "- list: allowed_namespaces\n  items: [foo]\n  append: true\n"
@@ -180,7 +180,7 @@ def test_the_verb_and_resource_index_never_changes_an_answer() -> None:
         eng = engine(rules, rule_matching="all")
         for path in sorted(events_dir().glob("*.json")):
             for ev in read_events(path):
-                variants = [ev.data, {**ev.data, "verb": "frobnicate"}, {**ev.data, "verb": ["create"]},
+                variants: list[JsonObject] = [ev.data, {**ev.data, "verb": "frobnicate"}, {**ev.data, "verb": ["create"]},
                             {k: v for k, v in ev.data.items() if k != "objectRef"}]  # fmt: skip
                 for data in variants:
                     (variant,) = decode_audit_object(data)
