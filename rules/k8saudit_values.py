@@ -25,15 +25,16 @@ import fnmatch
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
-from falconet.model.audit import JsonValue, MemoValue
+from falconet.model.audit import JsonValue
 
 NA = "<NA>"
 """The value of a field that could not be read (Falco's no_value)."""
 
-Value = MemoValue
-"""One parsed field value: a string, an integer, or an integer range (lo, hi) inclusive."""
+Value: TypeAlias = str | int | tuple[int, int]
+"""One parsed field value: a string, an integer, or an integer range (lo, hi) inclusive (the model's
+MemoValue, which AuditEvent.memo stores)."""
 
 
 class HasMemo(Protocol):

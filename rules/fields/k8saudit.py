@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from falconet.model.audit import JsonValue
 
@@ -248,13 +247,33 @@ def _subjects(kind: str, namespaced: bool = False) -> Reader:
     return read
 
 
+def _unquote(text: str) -> str:
+    """Percent-decoding of a query component (`+` is a space), invalid escapes left as they are."""
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        hexpair = text[i + 1 : i + 3]
+        if text[i] == "%" and len(hexpair) == 2 and all(c in "0123456789abcdefABCDEF" for c in hexpair):
+            out.append(int(hexpair, 16))
+            i += 3
+        else:
+            out += text[i].encode()
+            i += 1
+    return out.decode("utf-8", errors="replace")
+
+
 def _query_param(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
+    """ka.uri.param[NAME]: the first NAME=value of the request URI's query, decoded."""
     uri = _get(data, "requestURI")
     if not isinstance(uri, str) or "?" not in uri:
         return None
-    for key, value in parse_qsl(uri.partition("?")[2], keep_blank_values=True):
-        if key == arg:
-            return [value]
+    for part in uri.partition("?")[2].split("&"):
+        key, _, value = part.partition("=")
+        if _unquote(key) == arg:
+            return [_unquote(value)]
     return None
 
 
