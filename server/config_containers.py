@@ -3,8 +3,9 @@
 `container_engines` has Falco's keys (`docker`, `podman`, `cri`, each with `enabled`; `cri.sockets`), and
 ours: `sockets` for every engine (the API sockets tried in order), `timeout` (seconds one request to a
 runtime may take), `podman.storage_root` / `podman.events_log` (Podman's on-disk state, used when no API
-socket is served). Falco's `lxc`, `libvirt_lxc` and `bpm` engines, and `cri.disable_async`, are accepted and
-ignored with a warning. An absent key means the engine's registered defaults (sensor/containers), which work
+socket is served), `cri.namespaces` (the containerd namespaces searched; `k8s.io` and `default` by
+default). Falco's `lxc`, `libvirt_lxc` and `bpm` engines, and `cri.disable_async`, are accepted and ignored
+with a warning. An absent key means the engine's registered defaults (sensor/containers), which work
 on a normal host.
 
 `append_output` is Falco's list of entries (`match: {source, tags, rule}`, `extra_output`, `extra_fields`);
@@ -29,7 +30,9 @@ SUGGESTED_FIELDS = (
 """What `suggested_output: true` adds to output_fields (Falco's container plugin suggests these)."""
 
 _IGNORED_ENGINES = frozenset({"lxc", "libvirt_lxc", "bpm"})
-_ENGINE_KEYS = frozenset({"enabled", "sockets", "timeout", "disable_async", "storage_root", "events_log"})
+_ENGINE_KEYS = frozenset(
+    {"enabled", "sockets", "timeout", "disable_async", "storage_root", "events_log", "namespaces"}
+)
 
 
 class Problems(Protocol):
@@ -99,6 +102,15 @@ def _engine(r: Problems, name: str, entry: dict[str, Any], defaults: EngineSetti
                 r.problems.append(f"{where}{key} must be an absolute path, got {entry[key]!r:.60}.")
             else:
                 extra[key] = entry[key]
+    if "namespaces" in entry:  # cri: the containerd namespaces searched (sensor/containers/containerd.py)
+        spaces = entry["namespaces"]
+        if not isinstance(spaces, list) or not spaces or not all(
+            isinstance(n, str) and n and n.replace(".", "").replace("-", "").replace("_", "").isalnum()
+            for n in spaces
+        ):
+            r.problems.append(f"{where}namespaces must be a non-empty list of containerd namespace names.")
+        else:
+            extra["namespaces"] = list(spaces)
     return EngineSettings(enabled=enabled, sockets=sockets, timeout=float(timeout), extra=extra)
 
 

@@ -11,11 +11,12 @@ cache size, and per engine whether it answers and how often it became unavailabl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 from falconet.sensor.containers.hold import MetadataHold
 from falconet.sensor.containers.service import MetadataService
@@ -57,7 +58,7 @@ class ContainerSource:
         self.inner.start()
         self.service.start()
 
-    def poll(self, timeout_ms: int) -> list[Event] | None:
+    def poll(self, timeout_ms: int) -> Sequence[Event | AuditEvent] | None:
         if self._ended:
             return None
         raw = self.inner.poll(self.hold.poll_timeout_ms(timeout_ms))
@@ -65,7 +66,11 @@ class ContainerSource:
             self._ended = True
             rest = self.hold.flush()
             return rest or None
-        return self.hold.feed(raw)
+        syscalls = [e for e in raw if isinstance(e, Event)]
+        if len(syscalls) == len(raw):
+            return self.hold.feed(syscalls)
+        # Events of other sources carry no container: they pass, the syscall events go through the hold.
+        return [*(e for e in raw if not isinstance(e, Event)), *self.hold.feed(syscalls)]
 
     def counters(self) -> SourceCounters:
         return self.inner.counters()

@@ -409,9 +409,14 @@ simple("k8s.ns.name", S, lambda e: e.container.k8s_ns_name, "the pod's namespace
 simple("k8s.pod.name", S, lambda e: e.container.k8s_pod_name, "the pod's name")
 simple("k8s.pod.uid", S, lambda e: e.container.k8s_pod_uid, "the pod's uid")
 simple("k8s.pod.id", S, lambda e: e.container.k8s_pod_uid, "the pod's uid (older name)")
-simple("k8s.pod.sandbox_id", S, lambda e: None, "not tracked by Falconet's sensor")
-simple("k8s.pod.full_sandbox_id", S, lambda e: None, "not tracked by Falconet's sensor")
-simple("k8s.pod.ip", S, lambda e: None, "not tracked by Falconet's sensor")
+simple(
+    "k8s.pod.sandbox_id",
+    S,
+    lambda e: e.container.k8s_pod_sandbox_id[:12] if e.container.k8s_pod_sandbox_id else None,
+    "the pod sandbox's id (12 characters)",
+)
+simple("k8s.pod.full_sandbox_id", S, lambda e: e.container.k8s_pod_sandbox_id, "the pod sandbox's full id")
+simple("k8s.pod.ip", S, lambda e: e.container.k8s_pod_ip, "the pod's IP (none for a host-network pod)")
 simple("k8s.pod.cni.json", S, lambda e: None, "not tracked by Falconet's sensor")
 simple(
     "k8s.pod.labels",
