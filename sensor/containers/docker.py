@@ -27,6 +27,8 @@ from falconet.sensor.containers.registry import EngineSettings, RuntimeEvent, Ru
 
 _START_ACTIONS = frozenset({"create", "start", "restart", "unpause"})
 _EXIT_ACTIONS = frozenset({"die", "destroy", "kill_exit"})
+_EVENT_KEYS = frozenset({"image", "name", "exitCode", "signal", "execID", "podId", "containerExitCode"})
+"""Actor attributes of a container event that are not the container's labels."""
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -127,11 +129,13 @@ class DockerApi:
                 cid = ev.get("id") or (ev.get("Actor") or {}).get("ID")
                 if not isinstance(cid, str) or not cid:
                     continue
+                said = self._from_event(cid, ev)
                 if action == "start":
                     # Started: the API has the address now, and the start no longer holds the container's lock.
-                    yield RuntimeEvent("start", cid, self._inspect_api(cid))
+                    found = self._inspect_api(cid)
+                    yield RuntimeEvent("start", cid, found or said, partial=found is None)
                 elif action in _START_ACTIONS:
-                    yield RuntimeEvent("start", cid)
+                    yield RuntimeEvent("start", cid, said, partial=True)
                 elif action in _EXIT_ACTIONS:
                     yield RuntimeEvent("exit", cid)
         except _errors() as exc:
@@ -151,6 +155,19 @@ class DockerApi:
             except _errors():
                 pass
         self._drop()
+
+    def _from_event(self, full_id: str, ev: dict[str, Any]) -> Container:
+        """What an event says about its container (its actor's attributes: name, image and the labels), for a
+        container gone before anyone could look it up (a `--rm` container that lived a moment)."""
+        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+        attrs = attrs if isinstance(attrs, dict) else {}
+        image = parse.clean(attrs.get("image"))
+        repo, tag, digest = parse.split_image(image)
+        return Container(
+            id=full_id[:12], full_id=full_id, type=self.container_type, name=parse.clean(attrs.get("name")),
+            image=image, image_repository=repo, image_tag=tag, image_digest=digest,
+            labels=parse.labels({k: v for k, v in attrs.items() if k not in _EVENT_KEYS}),
+        )
 
     def _inspect_api(self, container_id: str) -> Container | None:
         """The API's answer alone, tried three times over about half a second (a runtime still finishing the

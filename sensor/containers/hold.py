@@ -80,7 +80,9 @@ class MetadataHold:
         now = self._clock()
         if now - self._last_sweep >= 1.0:
             self._last_sweep = now
-            svc.sweep()
+            # Exits count in the event stream's time: a lagging pipeline keeps an exited container's entry
+            # until its own last events are through.
+            svc.sweep(events[-1].ts / 1e9 if events else None)
         return out
 
     def poll_timeout_ms(self, default_ms: int) -> int:

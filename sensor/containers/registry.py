@@ -44,6 +44,9 @@ class RuntimeEvent:
     kind: Literal["ready", "start", "exit"]
     full_id: str = ""
     container: Container | None = None  # the metadata, when the stream carries it; else the service looks it up
+    partial: bool = False
+    """`container` holds only what the event itself said (name, image, labels), for a container that was gone
+    before it could be looked up; it never replaces a full record."""
 
 
 class RuntimeClient(Protocol):

@@ -136,9 +136,10 @@ class MetadataService:
         with self._lock:
             return container_id in self._pending
 
-    def sweep(self) -> None:
-        """Forgets exited containers past their grace and stale 'unknown' marks (called once a second)."""
-        self.store.sweep()
+    def sweep(self, upto: float | None = None) -> None:
+        """Forgets exited containers whose grace ended before `upto` (the newest event's time, seconds since
+        the epoch) and stale 'unknown' marks (called once a second)."""
+        self.store.sweep(upto)
         now = time.monotonic()
         with self._lock:
             for cid in [k for k, t in self._unknown.items() if t <= now]:
@@ -212,7 +213,7 @@ class MetadataService:
         if ev.kind == "exit":
             self.store.mark_exited(cid)
             return
-        if ev.container is not None:
+        if ev.container is not None and not ev.partial:
             self.store.put(ev.container)
         else:  # (again on start: the address and start time are only known then)
             try:
@@ -220,6 +221,8 @@ class MetadataService:
             except RuntimeUnavailable as exc:
                 self._down(client, str(exc))
                 return
+            if found is None and ev.container is not None:
+                found = ev.container  # gone already: what the event said is all there is
             if found is not None:
                 self.store.put(found, replace=False)  # what the stream itself carried earlier is fresher
         with self._lock:

@@ -1,8 +1,9 @@
 """The bounded container metadata cache.
 
 Keyed by Falco's 12-character container.id (what the sensor's process table carries). An entry goes when its
-container exits, after EXIT_GRACE seconds: the events a container made just before it exited are still on
-their way through the ring buffer and the hold, and they should carry its name too. Beyond `max_entries` the
+container exits, after EXIT_GRACE seconds *of the event stream's time*: the events a container made just
+before it exited may still be on their way through the ring buffer and the hold (seconds behind when the
+machine is loaded), and they should carry its name too, so the hold sweeps with the newest event's time. Beyond `max_entries` the
 least recently used entry goes (counted in `evicted`), so a host that churns through containers faster than
 their exits are seen cannot grow the cache without bound.
 """
@@ -24,7 +25,7 @@ class ContainerStore:
     """Thread-safe: runtime watcher threads write, the engine thread reads."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES, exit_grace: float = EXIT_GRACE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.max_entries = max_entries
         self.exit_grace = exit_grace
         self._clock = clock
@@ -60,9 +61,10 @@ class ContainerStore:
             if container_id in self._entries:
                 self._exited.setdefault(container_id, self._clock())
 
-    def sweep(self) -> int:
-        """Drops the entries whose container exited more than exit_grace ago; returns how many went."""
-        now = self._clock()
+    def sweep(self, now: float | None = None) -> int:
+        """Drops the entries whose container exited more than exit_grace before `now` (seconds since the epoch:
+        the time of the newest event processed; the clock when None); returns how many went."""
+        now = self._clock() if now is None else now
         with self._lock:
             gone = [cid for cid, t in self._exited.items() if now - t >= self.exit_grace]
             for cid in gone:
