@@ -221,10 +221,10 @@ class MetadataService:
             except RuntimeUnavailable as exc:
                 self._down(client, str(exc))
                 return
-            if found is None and ev.container is not None:
-                found = ev.container  # gone already: what the event said is all there is
             if found is not None:
                 self.store.put(found, replace=False)  # what the stream itself carried earlier is fresher
+            elif ev.container is not None:
+                self.store.put(ev.container, partial=True)  # gone already: what the event said is all there is
         with self._lock:
             self._unknown.pop(cid, None)
         self.arrived.set()

@@ -32,6 +32,7 @@ class ContainerStore:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, Container] = OrderedDict()
         self._exited: dict[str, float] = {}  # id -> when the exit was seen
+        self._partial: set[str] = set()  # ids whose entry is only what an event said
         self.evicted = 0
         self.expired = 0
 
@@ -42,18 +43,24 @@ class ContainerStore:
                 self._entries.move_to_end(container_id)
             return c
 
-    def put(self, container: Container, *, replace: bool = True) -> None:
-        """Caches `container`; with replace=False an entry already there stays (a lookup's answer must not
-        overwrite the fresher one a runtime's events stream put meanwhile)."""
+    def put(self, container: Container, *, replace: bool = True, partial: bool = False) -> None:
+        """Caches `container`. With replace=False a full entry already there stays (a lookup's answer must not
+        overwrite the fresher one a runtime's events stream put meanwhile); a `partial` one (only what an
+        event said) is always replaced by a full one, and never replaces one."""
         with self._lock:
-            if not replace and container.id in self._entries:
+            if container.id in self._entries and container.id not in self._partial and (partial or not replace):
                 return
+            if partial:
+                self._partial.add(container.id)
+            else:
+                self._partial.discard(container.id)
             self._entries[container.id] = container
             self._entries.move_to_end(container.id)
             self._exited.pop(container.id, None)
             while len(self._entries) > self.max_entries:
                 old, _ = self._entries.popitem(last=False)
                 self._exited.pop(old, None)
+                self._partial.discard(old)
                 self.evicted += 1
 
     def mark_exited(self, container_id: str) -> None:
@@ -70,6 +77,7 @@ class ContainerStore:
             for cid in gone:
                 del self._exited[cid]
                 self._entries.pop(cid, None)
+                self._partial.discard(cid)
             self.expired += len(gone)
             return len(gone)
 

@@ -179,3 +179,14 @@ def test_a_network_namespace_address_is_read_from_the_kernel_table() -> None:
     got = parse.netns_ipv4(os.getpid())
     assert got is None or (not got.startswith("127.") and got.count(".") == 3)
     assert parse.netns_ipv4(2**22 + 7) is None  # no such process
+
+
+def test_what_an_event_said_is_replaced_by_the_full_record_and_never_replaces_one() -> None:
+    store = ContainerStore()
+    store.put(Container(id=A, name="web"), partial=True)
+    store.put(Container(id=A, name="web", privileged=True), replace=False)
+    got = store.get(A)
+    assert got is not None and got.privileged is True
+    store.put(Container(id=A, name="web"), partial=True)
+    got = store.get(A)
+    assert got is not None and got.privileged is True
