@@ -32,6 +32,7 @@ from falconet.rules.hostname import default_hostname as default_hostname  # its 
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.errors import ConfigError, DaemonError, describe_error
 from falconet.server.hub import Hub
+from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import build_outputs, check_writable, close_all
 from falconet.server.pipeline import EngineBuilder, Pipeline, Running, apply_open_filter, engine_loop, load_warnings
@@ -133,6 +134,7 @@ class Daemon:
         self.hostname = default_hostname()
         self.metrics = DaemonMetrics()
         self.hub: Hub | None = None
+        self.store: AlertStore | None = None
         self.server: AlertServer | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
@@ -209,7 +211,17 @@ class Daemon:
         """The hub, the gRPC server, metrics and outputs; returns the gRPC addresses bound."""
         parts = self._prepared()
         cfg = parts.pipeline.running.config
-        self.hub = parts.pipeline.hub = Hub(retention=cfg.grpc.retention, hostname=self.hostname)
+        self.hub, self.store = hub_with_store(cfg.alert_store, cfg.grpc.retention, self.hostname)
+        parts.pipeline.hub = self.hub
+        if self.store is not None:
+            pipeline = parts.pipeline
+            self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
+            self.metrics.store_stats = self.store.stats
+            state = self.store.opened
+            self.log(
+                f"alert store {self.store.path}: epoch {state.epoch}, {state.count} alerts, newest {state.head}"
+                if state is not None else f"alert store {self.store.path}: not usable, alerts kept in memory only"
+            )
         bound: list[str] = []
         if cfg.grpc.enabled:
             from falconet.server.app import AlertServer
@@ -293,6 +305,8 @@ class Daemon:
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)
+        if self.store is not None:
+            await loop.run_in_executor(None, self.store.close)
         self.metrics.close()
         parts.source.close()
         if self._engine_error is not None:
@@ -327,6 +341,8 @@ class Daemon:
             self._stop.set()
             parts = self._prepared()
             close_all(parts.pipeline.running.outputs, 2.0)
+            if self.store is not None:
+                self.store.close()
             self.metrics.close()
             parts.source.close()
             return 1

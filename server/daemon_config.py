@@ -32,6 +32,7 @@ from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
+from falconet.server.store_schema import StoreConfig, read_store_section
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -110,6 +111,7 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "alert_store",
     }
 )
 
@@ -213,6 +215,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
+    alert_store: StoreConfig = field(default_factory=StoreConfig)
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -291,6 +295,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
         syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
         metrics=_read_webserver(top.section("webserver")),
+        alert_store=read_store_section(top.section("alert_store")),
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
         warnings=tuple(top.problems.warnings),

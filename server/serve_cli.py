@@ -63,6 +63,19 @@ def register(sub: Any) -> None:
     )
     serve.add_argument("--unix-group", help="group owning the UNIX socket (default: the server's)")
     serve.add_argument(
+        "--store",
+        type=Path,
+        metavar="FILE",
+        help="persistent alert store (SQLite), e.g. /var/lib/falconet/alerts.db: alerts and cursors survive a "
+        "crash or restart (default: none, memory only; `falconet run` uses its config's alert_store)",
+    )
+    serve.add_argument(
+        "--store-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal: durable against a crash of the server; full: also against power loss (slower)",
+    )
+    serve.add_argument(
         "--allow-input-cn",
         action="append",
         default=[],
@@ -94,6 +107,7 @@ def register(sub: Any) -> None:
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     from falconet.server.config import DEFAULT_LISTEN, ServerConfig
+    from falconet.server.store_schema import StoreConfig
 
     certs: Path | None = args.certs
     ca = args.ca or (certs / "ca.crt" if certs else None)
@@ -108,6 +122,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         unix_group=args.unix_group,
         input_allow_cns=frozenset(args.allow_input_cn),
         retention=args.retention,
+        store=StoreConfig(path=args.store.absolute() if args.store else None, synchronous=args.store_sync),
     )
 
 

@@ -1,8 +1,9 @@
 """The two ways alerts leave the hub: one message per alert (Falco's `sub`/`get`) or many per message (batched).
 
 Both yield already-serialized bytes: each alert's wire form is cached on its hub entry, so serving N subscribers
-costs N writes, not N conversions, and a batch is a concatenation of cached, pre-framed entries. Loss found while
-reading (the subscriber fell behind the ring) is sent in-band as an internal alert before the next alert.
+costs N writes, not N conversions, and a batch is a concatenation of cached, pre-framed entries. A reader older
+than the ring reads on from the persistent store, if there is one. Loss found while reading (the subscriber fell
+behind what is retained) is sent in-band as an internal alert before the next alert.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ async def single_stream(
     advance = hub.advance_falco_cursor
     while True:
         entries, lost = reader.take(TAKE_CHUNK)
+        if reader.behind:  # older than the ring: read on from the persistent store
+            entries, lost = await reader.take_stored(TAKE_CHUNK)
         if lost:
             yield alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq))
         if entries:
@@ -78,6 +81,8 @@ async def batch_stream(
     parts: list[bytes] = [] if first is None else [_frame(alert_to_wire(first))]
     while True:
         entries, lost = reader.take(max_batch)
+        if reader.behind:  # older than the ring: read on from the persistent store
+            entries, lost = await reader.take_stored(max_batch)
         if lost:
             parts.append(_frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq))))
         size = 0
