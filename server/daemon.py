@@ -214,8 +214,6 @@ class Daemon:
         self.hub, self.store = hub_with_store(cfg.alert_store, cfg.grpc.retention, self.hostname)
         parts.pipeline.hub = self.hub
         if self.store is not None:
-            pipeline = parts.pipeline
-            self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
             self.metrics.store_stats = self.store.stats
             state = self.store.opened
             self.log(
@@ -248,6 +246,9 @@ class Daemon:
         for out in outputs:
             out.start()
         parts.pipeline.swap(Running.of(cfg, parts.pipeline.running.engine, outputs))
+        if self.store is not None:  # after the outputs, so that its reports reach them too
+            pipeline = parts.pipeline
+            self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
         return bound
 
     def reload(self) -> bool:
