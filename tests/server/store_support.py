@@ -73,10 +73,10 @@ class ServeProcess:
 
     def kill(self) -> None:
         """SIGKILL: no flush, no clean shutdown."""
-        self.channel.close()
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(20)
+        self.channel.close()
         self._close_pipes()
 
     def stop(self) -> int:
