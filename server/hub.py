@@ -319,6 +319,17 @@ class Hub:
         if waiters:
             _wake(waiters)
 
+    def detach_store(self) -> None:
+        """Memory only from now on (the store's writer cannot go on): everything published becomes visible."""
+        with self._lock:
+            self._store = None
+            self._unsynced = []
+            self._falco_dirty = {}
+            self._visible = self._head
+            waiters, self._waiters = self._waiters, []
+        if waiters:
+            _wake(waiters)
+
     async def wait_durable(self, seq: int) -> None:
         """Returns once the alert `seq` is committed (at once without a store): a publisher's ack waits here."""
         await self.wait_for(seq)
@@ -473,7 +484,8 @@ class Hub:
     def _read_stored(self, first: int, max_n: int) -> list[Entry]:
         """Consecutive stored entries from `first` (or from the first one after it); runs in a worker thread."""
         store = self._store
-        assert store is not None
+        if store is None:  # detached meanwhile
+            return []
         visible = self._visible
         entries: list[Entry] = []
         for seq, wire in store.read(first, max_n):

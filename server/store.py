@@ -151,8 +151,10 @@ class AlertStore:
         self._wake.set()
 
     def notify(self) -> None:
-        """Called by the hub when alerts wait to be committed (cheap: sets an event)."""
-        self._wake.set()
+        """Called by the hub when alerts wait to be committed (cheap: sets an event unless already set; the
+        writer clears it before it drains, so an alert appended after a drain always sets it again)."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def close(self, timeout: float = 10.0) -> None:
         """Commits what is pending, stops the writer and closes the file."""
@@ -184,6 +186,14 @@ class AlertStore:
     def _run(self) -> None:
         hub = self.hub
         assert hub is not None
+        try:
+            self._loop(hub)
+        except Exception as exc:  # a bug here must not stop alerts: the hub goes on from memory, and says so
+            hub.detach_store()
+            self._fail(f"alert store {str(self.path)!r}: the writer stopped: {type(exc).__name__}: {exc}")
+            self._raise(STORE_RULE, Priority.ERROR, f"{self.last_error}; alerts are kept in memory only")
+
+    def _loop(self, hub: Hub) -> None:
         for message in self.problems:
             self._raise(STORE_RULE, Priority.ERROR, message)
         self.problems = []
