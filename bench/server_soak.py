@@ -59,8 +59,8 @@ def publisher(conn: Connection, target: str, rate: int, total: int) -> None:
                 time.sleep(delay)  # pacing the publisher, not synchronisation
 
     with grpc.insecure_channel(target) as ch:
-        call = ch.stream_unary(PUBLISH, request_serializer=None,
-                               response_deserializer=inputs_pb2.PublishResponse.FromString)
+        call: grpc.StreamUnaryMultiCallable[bytes, inputs_pb2.PublishResponse] = ch.stream_unary(
+            PUBLISH, request_serializer=None, response_deserializer=inputs_pb2.PublishResponse.FromString)
         t0 = time.monotonic()
         reply = call(requests(), timeout=7200)
         conn.send((reply.accepted, time.monotonic() - t0))
@@ -91,9 +91,9 @@ async def _subscribers(conn: Connection, target: str, tls: tuple[bytes, bytes, b
                                     response_deserializer=outputs_pb2.response.FromString)()
             await call.write(outputs_pb2.request(start=start).SerializeToString())
         else:
-            call = ch.unary_stream(SUBSCRIBE, request_serializer=None,
-                                   response_deserializer=alerts_pb2.SubscribeResponse.FromString)(
-                alerts_pb2.SubscribeRequest(start=start).SerializeToString())
+            batched: grpc.aio.UnaryStreamMultiCallable[bytes, alerts_pb2.SubscribeResponse] = ch.unary_stream(
+                SUBSCRIBE, request_serializer=None, response_deserializer=alerts_pb2.SubscribeResponse.FromString)
+            call = batched(alerts_pb2.SubscribeRequest(start=start).SerializeToString())
         end = time.monotonic() + deadline_s
         while received + lost < total and time.monotonic() < end:
             try:
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     procs, pipes = [], []
     for kinds in (kinds_a, kinds_b, ["stalled"]):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=subscribers, args=(child, tcp, tls, kinds, total, args.minutes * 60 + 300))
-        p.start()
-        procs.append(p)
+        proc = ctx.Process(target=subscribers, args=(child, tcp, tls, kinds, total, args.minutes * 60 + 300))
+        proc.start()
+        procs.append(proc)
         pipes.append(parent)
     pub_parent, pub_child = ctx.Pipe()
     pub = ctx.Process(target=publisher, args=(pub_child, f"unix://{tmp}/soak.sock", args.rate, total))
@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"published {accepted:,} in {seconds:.0f} s ({accepted / seconds:,.0f}/s)")
     pipes[2].send("read now")
     results: list[tuple[str, int, int]] = []
-    for p in pipes:
-        results += p.recv()
+    for pipe in pipes:
+        results += pipe.recv()
     mib = rss_kib(server.pid) / 1024
     print(f"{time.monotonic() - t0:>6.0f} {mib:>17.1f}  (after the stalled subscriber read on)")
     ok = True
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RSS: first minute {first[0]:.1f} MiB, peak {max(m for _, m in curve):.1f} MiB, end {mib:.1f} MiB")
     server.terminate()
     server.wait(30)
-    for p in [*procs, pub]:
-        p.join(30)
+    for proc in [*procs, pub]:
+        proc.join(30)
     return 0 if ok else 1
 
 

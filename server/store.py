@@ -28,6 +28,7 @@ from pathlib import Path
 from falconet.model.alert import Alert, Priority
 from falconet.server.hub import Entry, Hub
 from falconet.server.store_schema import (
+    CHUNK_ALERTS,
     StoreConfig,
     StoreError,
     StoreState,
@@ -46,6 +47,46 @@ DELETE_CHUNK = 100_000
 """Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
 
 Report = Callable[[Alert], None]
+
+
+def _chunks(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
+    """(first, last, stored_ns, framed wire forms) rows of up to CHUNK_ALERTS consecutive entries each."""
+    out: list[tuple[int, int, int, bytes]] = []
+    parts: list[bytes] = []
+    first = prev = -1
+    for e in entries:
+        if parts and (e.seq != prev + 1 or len(parts) >= CHUNK_ALERTS):
+            out.append((first, prev, stored_ns, b"".join(parts)))
+            parts = []
+        if not parts:
+            first = e.seq
+        parts.append(e.framed())
+        prev = e.seq
+    if parts:
+        out.append((first, prev, stored_ns, b"".join(parts)))
+    return out
+
+
+def _unframe(first: int, data: bytes) -> list[tuple[int, bytes]]:
+    """Splits a chunk (field-1 framed wire forms, concatenated) into (sequence, wire form) pairs."""
+    out: list[tuple[int, bytes]] = []
+    pos, end, seq = 0, len(data), first
+    while pos < end:
+        if data[pos] != 0x0A:
+            raise ValueError(f"chunk {first}: byte {pos} is not a field-1 frame")
+        pos += 1
+        size = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            size |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append((seq, data[pos : pos + size]))
+        pos += size
+        seq += 1
+    return out
 
 
 def lock_store(path: Path) -> int:
@@ -230,15 +271,15 @@ class AlertStore:
             self._trim_backlog()
             return
         now = max(time.time_ns(), self._last_stored_ns)
-        rows = [(e.seq, now, e.wire()) for e in self._backlog]
+        chunks = _chunks(self._backlog, now)
         try:
-            self._write(rows)
+            self._write(chunks)
         except sqlite3.Error as exc:
             self._write_failed(store_error(exc, "cannot commit", self.path))
             self._trim_backlog()
             return
         self._last_stored_ns = now
-        self.committed += len(rows)
+        self.committed += len(self._backlog)
         if not self.healthy:
             self.healthy = True
             unstored, self.unstored = self.unstored, 0
@@ -251,15 +292,16 @@ class AlertStore:
         self._backlog.clear()
         self._cursors.clear()
 
-    def _write(self, rows: list[tuple[int, int, bytes]]) -> None:
+    def _write(self, chunks: list[tuple[int, int, int, bytes]]) -> None:
         conn = self._conn
         assert conn is not None
-        added = sum(len(r[2]) for r in rows)
+        added = sum(len(c[3]) for c in chunks)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if rows:
-                # OR IGNORE: a retry after a failed commit may meet rows SQLite kept; they are the same alerts.
-                conn.executemany("INSERT OR IGNORE INTO alerts (seq, stored_ns, wire) VALUES (?, ?, ?)", rows)
+            if chunks:
+                # OR REPLACE: a retry after a failed commit may meet a chunk SQLite kept; it holds the same alerts.
+                conn.executemany("INSERT OR REPLACE INTO chunks (first, last, stored_ns, data) VALUES (?, ?, ?, ?)",
+                                 chunks)
             if self._cursors:
                 conn.executemany(
                     "INSERT INTO falco_cursors (identity, seq) VALUES (?, ?) "
@@ -279,10 +321,10 @@ class AlertStore:
                 except sqlite3.Error:
                     pass
             raise
-        self.count += len(rows)
+        self.count += sum(c[1] - c[0] + 1 for c in chunks)
         self.payload_bytes += added
-        if self.oldest is None and rows:
-            self.oldest = rows[0][0]
+        if self.oldest is None and chunks:
+            self.oldest = chunks[0][0]
 
     def _write_failed(self, err: StoreError) -> None:
         first = self.healthy
@@ -339,28 +381,24 @@ class AlertStore:
         if conn is None or self.oldest is None:
             return
         c = self.config
-        cut = self.oldest  # delete every row with seq < cut
+        cut = self.oldest  # delete every chunk that ends before `cut`
         try:
-            if c.max_alerts and self.count > c.max_alerts:
-                row = conn.execute(
-                    "SELECT seq FROM alerts ORDER BY seq LIMIT 1 OFFSET ?", (self.count - c.max_alerts,)
-                ).fetchone()
-                cut = max(cut, int(row[0]) if row else cut)
-            if c.max_bytes and self.payload_bytes > c.max_bytes:
-                cut = max(cut, self._bytes_cut(conn, self.payload_bytes - c.max_bytes))
+            excess_n = self.count - c.max_alerts if c.max_alerts else 0
+            excess_b = self.payload_bytes - c.max_bytes if c.max_bytes else 0
+            if excess_n > 0 or excess_b > 0:
+                cut = max(cut, self._excess_cut(conn, excess_n, excess_b))
             if c.max_age_s:
                 cut = max(cut, self._age_cut(conn, time.time_ns() - int(c.max_age_s * 1e9)))
-            cut = min(cut, self.oldest + DELETE_CHUNK)
             if cut <= self.oldest:
                 return
             conn.execute("BEGIN IMMEDIATE")
             n, freed = conn.execute(
-                "SELECT COUNT(*), TOTAL(LENGTH(wire)) FROM alerts WHERE seq < ?", (cut,)
+                "SELECT TOTAL(last - first + 1), TOTAL(LENGTH(data)) FROM chunks WHERE first < ?", (cut,)
             ).fetchone()
-            conn.execute("DELETE FROM alerts WHERE seq < ?", (cut,))
+            conn.execute("DELETE FROM chunks WHERE first < ?", (cut,))
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(freed),))
             conn.execute("COMMIT")
-            row = conn.execute("SELECT MIN(seq) FROM alerts").fetchone()
+            row = conn.execute("SELECT MIN(first) FROM chunks").fetchone()
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -373,31 +411,34 @@ class AlertStore:
         self.payload_bytes -= int(freed)
         self.oldest = None if row is None or row[0] is None else int(row[0])
 
-    def _bytes_cut(self, conn: sqlite3.Connection, excess: int) -> int:
-        freed = 0
-        last = self.oldest or 0
-        for seq, size in conn.execute(
-            "SELECT seq, LENGTH(wire) FROM alerts ORDER BY seq LIMIT ?", (DELETE_CHUNK,)
+    def _excess_cut(self, conn: sqlite3.Connection, excess_n: int, excess_b: int) -> int:
+        """The first sequence to keep so that the count and the bytes are back within their limits (whole chunks,
+        at most DELETE_CHUNK alerts per pass)."""
+        freed_n = freed_b = 0
+        cut = self.oldest or 0
+        for first, last, size in conn.execute(
+            "SELECT first, last, LENGTH(data) FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
         ):
-            freed += int(size)
-            last = int(seq)
-            if freed >= excess:
+            if (freed_n >= excess_n and freed_b >= excess_b) or freed_n >= DELETE_CHUNK:
                 break
-        return last + 1
+            freed_n += int(last) - int(first) + 1
+            freed_b += int(size)
+            cut = int(last) + 1
+        return cut
 
     def _age_cut(self, conn: sqlite3.Connection, cutoff_ns: int) -> int:
-        """The first sequence stored at or after `cutoff_ns`, by binary search (stored_ns grows with seq)."""
+        """The first chunk stored at or after `cutoff_ns`, by binary search (stored_ns grows with the sequence)."""
         assert self.oldest is not None
         lo, hi = self.oldest, self._assigned + 1
         while lo < hi:
             mid = (lo + hi) // 2
             row = conn.execute(
-                "SELECT seq, stored_ns FROM alerts WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+                "SELECT first, last, stored_ns FROM chunks WHERE last >= ? ORDER BY first LIMIT 1", (mid,)
             ).fetchone()
-            if row is None or int(row[1]) >= cutoff_ns:
-                hi = mid
+            if row is None or int(row[2]) >= cutoff_ns:
+                hi = mid if row is None else min(mid, int(row[0]))
             else:
-                lo = int(row[0]) + 1
+                lo = int(row[1]) + 1
         return lo
 
     # -- reading (any thread; never the event loop's) ---------------------------------------------------------
@@ -410,12 +451,25 @@ class AlertStore:
                 return []
             try:
                 rows = conn.execute(
-                    "SELECT seq, wire FROM alerts WHERE seq >= ? ORDER BY seq LIMIT ?", (first, max_n)
+                    "SELECT first, last, data FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
+                    (first, max_n // CHUNK_ALERTS + 2),
                 ).fetchall()
             except sqlite3.Error as exc:
                 self.last_error = str(store_error(exc, "cannot read", self.path))
                 return []
-        return [(int(s), bytes(w)) for s, w in rows]
+        out: list[tuple[int, bytes]] = []
+        for chunk_first, _, data in rows:
+            try:
+                pairs = _unframe(int(chunk_first), bytes(data))
+            except (ValueError, IndexError) as exc:  # a damaged chunk: what is after it reads as lost
+                self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
+                return out
+            for seq, wire in pairs:
+                if seq >= first:
+                    out.append((seq, wire))
+                    if len(out) >= max_n:
+                        return out
+        return out
 
     # -- reports ---------------------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """The alert store's file: its settings, its SQLite schema, and opening it (or setting a corrupt one aside).
 
 One SQLite database in WAL mode holds every retained alert as the wire form subscribers receive (so a read
-from the store costs no conversion), keyed by its sequence, plus the store's epoch, the newest sequence ever
-assigned, the payload byte count and each Falco identity's cursor. WAL with `synchronous=NORMAL` makes a
+from the store costs no conversion). Alerts are stored in chunks of up to CHUNK_ALERTS consecutive sequences,
+each chunk the concatenation of its alerts' framed wire forms (exactly the body of a batched-stream message):
+one row per chunk instead of one per alert makes a commit cost about a tenth as much per alert. Also stored:
+the store's epoch, the newest sequence ever assigned, the payload byte count and each Falco identity's cursor. WAL with `synchronous=NORMAL` makes a
 committed transaction survive the death of the process (it is in the WAL file in the page cache) but not of the
 machine; `synchronous=FULL` fsyncs each commit, which survives power loss at the cost of one fsync per group.
 
@@ -25,14 +27,19 @@ if TYPE_CHECKING:
     from falconet.server.config_values import Section
 
 DEFAULT_STORE_PATH = Path("/var/lib/falconet/alerts.db")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # stored_ns: when the row was committed (never goes back), for retention by age; seq order = time order.
-    "CREATE TABLE IF NOT EXISTS alerts (seq INTEGER PRIMARY KEY, stored_ns INTEGER NOT NULL, wire BLOB NOT NULL)",
+    # first..last: the chunk's consecutive sequences; data: their framed wire forms, concatenated.
+    "CREATE TABLE IF NOT EXISTS chunks (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, "
+    "stored_ns INTEGER NOT NULL, data BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS falco_cursors (identity TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
 )
+
+CHUNK_ALERTS = 256
+"""Most alerts per stored chunk (retention removes whole chunks, oldest first)."""
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -135,7 +142,7 @@ def initialise(conn: sqlite3.Connection, *, epoch: str | None = None, head: int 
         raise
     if meta.get("schema") != str(SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"schema version {meta.get('schema')!r} is not {SCHEMA_VERSION}")
-    low, high, count = conn.execute("SELECT MIN(seq), MAX(seq), COUNT(*) FROM alerts").fetchone()
+    low, high, count = conn.execute("SELECT MIN(first), MAX(last), TOTAL(last - first + 1) FROM chunks").fetchone()
     cursors = {str(k): int(v) for k, v in conn.execute("SELECT identity, seq FROM falco_cursors")}
     return StoreState(
         epoch=str(meta["epoch"]),

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from daemon_harness import TEST_RULES, DaemonProcess, Fifo, base_config, open_event, read_json_lines, wait_until
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from resources import require_root
 
 Start = Callable[..., tuple[DaemonProcess, Fifo]]
 
@@ -50,7 +52,9 @@ def test_alerts_and_sequences_carry_over_a_restart(tmp_path: Path, start_daemon:
     assert daemon.wait() == 0
 
 
+@pytest.mark.root
 def test_an_unwritable_store_is_reported_and_alerts_still_flow(tmp_path: Path, start_daemon: Start) -> None:
+    require_root("mounting a read-only tmpfs")
     readonly = tmp_path / "ro"
     readonly.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(readonly)], check=True)

@@ -17,12 +17,14 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 from server_support import start_after, start_oldest
 from store_support import ServeProcess, number_of, wait_for
 
 CYCLES = 22
 
 
+@pytest.mark.slow  # ~30 s: 22 server processes killed and restarted
 def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Path) -> None:
     seed = int(os.environ.get("FALCONET_CRASH_SEED", random.SystemRandom().randrange(1 << 30)))
     rng = random.Random(seed)

@@ -7,7 +7,6 @@ root; under CI a missing privilege fails the test rather than skipping it).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from resources import missing, require_root
 from server_support import start_oldest
 from store_support import ServeProcess, number_of, wait_for
 
@@ -28,15 +28,13 @@ def _mount(target: Path, options: str) -> None:
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        message = f"cannot mount a tmpfs at {target} (needs root): {proc.stderr.strip()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"cannot mount a tmpfs at {target} (needs root): {proc.stderr.strip()}")
 
 
 @pytest.fixture
 def mounts() -> Iterator[list[Path]]:
     """Mount points the test made; unmounted at teardown."""
+    require_root("mounting a tmpfs")
     made: list[Path] = []
     yield made
     for target in reversed(made):
@@ -70,6 +68,7 @@ class Collector:
         self._thread.join(20)
 
 
+@pytest.mark.root
 def test_a_full_disk_keeps_alerts_flowing_from_memory_and_the_store_recovers(
     tmp_path: Path, mounts: list[Path]
 ) -> None:
@@ -137,6 +136,7 @@ def test_a_corrupt_store_is_set_aside_and_a_new_one_started(tmp_path: Path) -> N
         assert again.stop() == 0
 
 
+@pytest.mark.root
 def test_a_store_in_a_read_only_directory_leaves_the_server_serving_from_memory(
     tmp_path: Path, mounts: list[Path]
 ) -> None:

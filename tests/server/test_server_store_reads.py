@@ -77,7 +77,10 @@ def test_reads_past_the_ring_come_from_the_store_in_every_way_of_reading(tmp_pat
 def test_retention_by_count_reports_what_a_stale_cursor_lost(tmp_path: Path) -> None:
     server = ServeProcess(tmp_path, tmp_path / "alerts.db", "--retention", "10", "--store-max-alerts", "100")
     try:
-        epoch = server.publish(list(range(1, 301))).last.epoch
+        # Thirty acknowledged publishes: thirty commits (retention removes whole commit chunks, oldest first).
+        epoch = ""
+        for k in range(30):
+            epoch = server.publish(list(range(k * 10 + 1, k * 10 + 11))).last.epoch
         wait_for(lambda: len(server.get_all()) == 100, 15, "the store to keep its 100 newest alerts")
         assert [number_of(r) for r in server.get_all()] == list(range(201, 301))
         first, *rest = server.falco_get(start_after(epoch, 5))
@@ -94,7 +97,8 @@ def test_retention_by_bytes_and_by_age(tmp_path: Path) -> None:
         tmp_path / "b", tmp_path / "b" / "alerts.db", "--retention", "10", "--store-max-bytes", "60000"
     )
     try:
-        by_bytes.publish(list(range(1, 201)), size=1000)  # about 1.1 KB each on the wire
+        for k in range(20):  # about 1.1 KB each on the wire, in twenty commits
+            by_bytes.publish(list(range(k * 10 + 1, k * 10 + 11)), size=1000)
         wait_for(lambda: len(by_bytes.get_all()) < 60, 15, "the store to drop alerts beyond 60,000 bytes")
         kept = by_bytes.get_all()
         assert sum(r.ByteSize() for r in kept[:-10]) <= 60000 and len(kept) >= 45
