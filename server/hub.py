@@ -91,7 +91,10 @@ class Entry:
         f = self._framed
         if f is None:
             w = self.wire()
-            f = self._framed = b"\x0a" + encode_varint(len(w)) + w
+            n = len(w)
+            # Alerts are mostly 128 B..16 KiB: a two-byte length, without the general varint loop.
+            head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else b"\x0a" + encode_varint(n)
+            f = self._framed = head + w
         return f
 
 
