@@ -150,9 +150,14 @@ class AlertStore:
         except StoreError as exc:
             self._fail(str(exc))
         else:
-            self._attach_conn(conn, state)
-            self.opened = state
-            if moved is not None:
+            try:
+                self._attach_conn(conn, state)
+                self.opened = state
+            except sqlite3.Error as exc:
+                conn.close()
+                self._conn = None
+                self._fail(str(store_error(exc, "cannot open for reading", self.path)))
+            if moved is not None and self.opened is not None:
                 self.set_aside_count += 1
                 self.problems.append(f"the alert store {str(self.path)!r} was corrupt: moved to {str(moved)!r}, "
                                      "a new one started (the alerts in it are not served)")
