@@ -12,7 +12,6 @@ Formatting follows Falco: a text line is `TIME: Priority output`, a JSON line is
 
 from __future__ import annotations
 
-import datetime as _dt
 import gzip
 import http.client
 import json
@@ -31,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from falconet.model.alert import Alert
+from falconet.model.alert import Alert, format_time
+from falconet.model.text import escape_controls, json_safe
 from falconet.server.daemon_config import (
     DaemonConfig,
     FileOutputConfig,
@@ -69,16 +69,21 @@ class Formatter:
                 data.pop("output", None)
             if not self.include_tags:
                 data.pop("tags", None)
-            return json.dumps(data, separators=(",", ":"))
-        return f"{self._time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}"
+            return json_safe(json.dumps(data, separators=(",", ":")))
+        # The output holds text monitored processes chose: escaped, so an alert is one line and no control
+        # sequence reaches a terminal or a log reader.
+        return escape_controls(f"{self._time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}")
 
     def _time(self, time_ns: int) -> str:
-        secs, nanos = divmod(time_ns, 1_000_000_000)
         if self.iso8601:
-            stamp = _dt.datetime.fromtimestamp(secs, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            return f"{stamp}.{nanos:09d}+0000"
-        # Falco's default: local wall-clock time with nanoseconds.
-        return f"{time.strftime('%H:%M:%S', time.localtime(secs))}.{nanos:09d}"
+            return format_time(time_ns)[:-1] + "+0000"
+        secs, nanos = divmod(time_ns, 1_000_000_000)
+        try:
+            # Falco's default: local wall-clock time with nanoseconds.
+            clock = time.strftime("%H:%M:%S", time.localtime(secs))
+        except (OverflowError, OSError, ValueError):  # no local time for it: say it in UTC, in full
+            return format_time(time_ns)
+        return f"{clock}.{nanos:09d}"
 
 
 class TokenBucket:

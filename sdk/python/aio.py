@@ -22,7 +22,7 @@ from falconet.sdk._query import Query
 from falconet.sdk._resume import Reconnects, Resume, position_of
 from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
-from falconet.sdk.convert import alert_from_proto
+from falconet.sdk.convert import cursor_of, decode_or_skip
 from falconet.sdk.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ class AsyncClient(ClientBase):
         stub = outputs_pb2_grpc.serviceStub(await self._chan())
         call = stub.get(query.falco_request(), timeout=self._timeout)
         try:
-            return [alert_from_proto(resp) async for resp in call]
+            return [a async for resp in call if (a := decode_or_skip(resp)) is not None]
         except grpc.RpcError as err:
             raise self._endpoint.error(err) from None
         finally:
@@ -146,7 +146,11 @@ class AsyncClient(ClientBase):
                 resume.started_at(position_of(await bcall.initial_metadata()))
                 async for batch in bcall:
                     for resp in batch.alerts:
-                        yield alert_from_proto(resp)
+                        alert = decode_or_skip(resp)
+                        if alert is None:
+                            resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                        else:
+                            yield alert
             finally:
                 bcall.cancel()
             return
@@ -160,6 +164,10 @@ class AsyncClient(ClientBase):
                 resp = await call.read()
                 if resp is grpc.aio.EOF:
                     return
-                yield alert_from_proto(resp)
+                alert = decode_or_skip(resp)
+                if alert is None:
+                    resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                else:
+                    yield alert
         finally:
             call.cancel()

@@ -199,7 +199,10 @@ def _version(client: Client, output: str) -> int:
     if output == "json":
         print(json.dumps(dataclasses.asdict(v)), flush=True)
     else:
-        print(f"server {v.version} (rules engine {v.engine_version or v.engine_minor})", flush=True)
+        from falconet.model.text import escape_controls
+
+        text = f"server {v.version} (rules engine {v.engine_version or v.engine_minor})"
+        print(escape_controls(text), flush=True)
     return 0
 
 
@@ -226,10 +229,13 @@ def _alerts(client: Client, args: argparse.Namespace) -> int:
 
 
 def _render(alert: Alert, output: str) -> str:
+    """One line per alert, whatever the alert holds: the canonical alert JSON (docs/alert-json.md), or Falco's
+    text form with every control character escaped visibly (a monitored process chose that text)."""
     if output == "json":
-        return json.dumps(alert.to_json_dict(), ensure_ascii=False)
+        return alert.to_json_line()
     from falconet.model.alert import format_time
+    from falconet.model.text import escape_controls
 
     # Falco's text form ("<time>: <Priority> <output>"), plus the cursor to resume from with --from.
     cursor = f"  [{alert.cursor}]" if alert.cursor is not None else ""
-    return f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{cursor}"
+    return escape_controls(f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{cursor}")

@@ -92,10 +92,11 @@ def test_invalid_inputs_are_rejected_naming_the_problem(case: dict[str, Any]) ->
         Alert.from_json_dict(json.loads(case["input"]))
 
 
-def test_proto_with_bad_json_marker_is_rejected() -> None:
+def test_proto_with_bad_json_marker_is_rejected_strictly_and_kept_as_text_by_clients() -> None:
     msg = outputs_pb2.response(rule="r", output_fields={"a": "not json"}, output_fields_json=["a"])
     with pytest.raises(ValueError, match="output_fields\\['a'\\]"):
-        alert_from_proto(msg)
+        alert_from_proto(msg, strict=True)
+    assert alert_from_proto(msg).output_fields == {"a": "not json"}
 
 
 def test_old_falco_server_without_source_string_reads_the_enum() -> None:
