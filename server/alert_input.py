@@ -16,9 +16,17 @@ from falconet.sdk.convert import alert_from_proto
 
 _PRIORITY_NUMBERS = frozenset(int(p) for p in Priority)
 
+MAX_ALERT_BYTES = 1 << 20
+"""The largest published alert (its serialized `falco.outputs.response`). Every stream message then stays far
+below gRPC's default 4 MiB limit, whichever client reads it (a batch holds one alert alone when it is this
+large), and one publisher cannot fill the ring with a few huge alerts."""
+
 
 def alert_from_input(resp: outputs_pb2.response) -> Alert:
     """The alert a publisher sent, ready for the hub (its cursor cleared); ValueError naming the field."""
+    size = resp.ByteSize()
+    if size > MAX_ALERT_BYTES:
+        raise AlertInvalid("alert", f"{size} bytes on the wire, over the limit of {MAX_ALERT_BYTES}")
     if not 0 <= resp.time.nanos <= 999_999_999:
         raise AlertInvalid("time.nanos", f"{resp.time.nanos} is not within 0 to 999999999")
     if resp.priority not in _PRIORITY_NUMBERS:
