@@ -72,11 +72,9 @@ class AlertService:
         reader = self.hub.reader(self.hub.oldest, name="GetAll", identity=peer.identity)
         try:
             async for chunk in batch_stream(
-                self.hub, reader, flt, None, live=False, max_batch=self._batch(request.max_batch)
+                self.hub, reader, flt, None, live=False, max_batch=self._batch(request.max_batch), until=newest
             ):
                 yield chunk
-                if reader.next_seq > newest:
-                    break
         finally:
             reader.close()
 
