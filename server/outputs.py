@@ -128,6 +128,7 @@ class Output(ABC):
         self.delivered = 0
         self.abandoned = 0  # queued alerts given up when close() ran out of time
         self.last_error: str | None = None
+        self.close_error: str | None = None  # why releasing the sink failed at close(), if it did
 
     @property
     def dropped(self) -> int:
@@ -152,7 +153,7 @@ class Output(ABC):
     def close(self, timeout: float = 5.0) -> bool:
         """Writes out what is queued, then stops; True when everything queued was handled within `timeout`."""
         if not self._started:
-            self._release()
+            self._safe_release()
             return True
         deadline = time.monotonic() + timeout
         while True:
@@ -165,7 +166,7 @@ class Output(ABC):
         self._thread.join(max(0.0, deadline - time.monotonic()))
         flushed = not self._thread.is_alive()
         if flushed:
-            self._release()
+            self._safe_release()
         else:
             # What is still queued will never be written: count it as dropped, so the loss is not silent, and
             # tell the worker to discard it (and exit) should its sink ever answer.
@@ -181,7 +182,7 @@ class Output(ABC):
             item = self._queue.get()
             if item is None or self._give_up.is_set():
                 if self._give_up.is_set():
-                    self._release()  # close() gave up on this worker: nobody else will release
+                    self._safe_release()  # close() gave up on this worker: nobody else will release
                 return
             try:
                 self._write(self.formatter.line(item), item)
@@ -195,6 +196,14 @@ class Output(ABC):
 
     def _release(self) -> None:
         """Frees what the output holds (files, sockets, processes)."""
+
+    def _safe_release(self) -> None:
+        """`_release` at shutdown, where a sink that fails (a full disk refusing the last flush, a program that
+        will not exit) must not crash the daemon: the failure is kept in `close_error` for the daemon to log."""
+        try:
+            self._release()
+        except Exception as exc:  # any sink error: reported by the caller, never raised into shutdown
+            self.close_error = f"{type(exc).__name__}: {exc}"
 
 
 class StdoutOutput(Output):
@@ -236,9 +245,9 @@ class FileOutput(Output):
         self._file.flush()
 
     def _release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()  # may raise (ENOSPC on the final flush); the file is closed either way
 
 
 class ProgramOutput(Output):

@@ -33,6 +33,7 @@ grpc:
   enabled: true
   bind_address: ["unix://{work / 'falconet.sock'}"]
 grpc_output: {{enabled: true}}
+webserver: {{enabled: false}}
 """
 
 
