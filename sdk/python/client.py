@@ -130,6 +130,9 @@ class Client(ClientBase):
         reconnects = Reconnects(self._backoff, self.target, resume)
         fresh = False
         while True:
+            # The first stream runs on the channel `version()` just used; a later one on a fresh channel is
+            # proven only once the server answers on it (see Resume.answered).
+            answered = resume.answered if fresh else -1
             try:
                 stream = self._stream(resume, batched, fresh)
                 try:
@@ -147,7 +150,8 @@ class Client(ClientBase):
                     return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
-                reason = self._endpoint.explain(err.code(), err.details() or "")
+                established = resume.answered > answered
+                reason = self._endpoint.explain(err.code(), err.details() or "", established=established)
             # Back-off between reconnects (not synchronisation); close() cuts it short.
             if self._closing.wait(reconnects.lost(reason)):
                 return
