@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # grpc's core logs handshake failures itself, to stderr; we explain them in one sentence instead.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    logging.basicConfig(level=logging.WARNING, format="falco-client: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("falco-client: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -188,8 +190,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"falco-client: error: {message}", file=sys.stderr)
+    from falconet.model.text import escape_controls
+
+    print(f"falco-client: error: {escape_controls(message)}", file=sys.stderr)  # may quote the server
     return 1
+
+
+class _EscapingFormatter(logging.Formatter):
+    """Diagnostics quote what a server sent (error details, rule names): one line each, no raw controls."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from falconet.model.text import escape_controls
+
+        return escape_controls(super().format(record))
 
 
 def _version(client: Client, output: str) -> int:
