@@ -429,3 +429,41 @@ PREFIX_FIELDS["k8s.pod.label."] = FieldSpec("k8s.pod.label", S, _label_build, "r
 PREFIX_FIELDS["container.label."] = FieldSpec(
     "container.label", S, lambda _a: lambda e: None, "required", desc="not tracked by Falconet's sensor"
 )
+
+# --- kernel facts for container rules (issue 9): read by the sensor at the syscall, see docs/containers.md ----
+# Registered after the generic blocks above, which they supersede for these names.
+
+simple(
+    "thread.vtid",
+    N,
+    lambda e: e.vtid if e.vtid is not None else (e.proc.vpid if e.tid == e.proc.pid else None),
+    "the thread id in its own pid namespace",
+)
+simple(
+    "proc.pidns_init_start_ts",
+    A,
+    lambda e: e.proc.pidns_init_start_ts,
+    "the start time of the init process of the process's pid namespace",
+)
+
+
+def _ctime_after_pidns(p: Process) -> int | None:
+    """ns from the pid namespace's start to the executable's ctime; 0 when the file is older than the
+    namespace (a binary changed after the container started is what this field exists to show)."""
+    if p.exe_ino_ctime is None or p.pidns_init_start_ts is None:
+        return None
+    return max(p.exe_ino_ctime - p.pidns_init_start_ts, 0)
+
+
+simple(
+    "proc.exe_ino.ctime_duration_pidns_start",
+    R,
+    lambda e: _ctime_after_pidns(e.proc),
+    "ns between the pid namespace's start and the executable's ctime, when the ctime is later",
+)
+simple(
+    "container.full_id",
+    S,
+    attrgetter("container.full_id"),
+    'the container id as the runtime has it (64 characters), "host" on the host',
+)
