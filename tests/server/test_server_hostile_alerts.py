@@ -75,7 +75,10 @@ HOSTILE = [
 def _publish(target: str, messages: list[outputs_pb2.response]) -> inputs_pb2.PublishResponse:
     with grpc.insecure_channel(target) as ch:
         stub = inputs_pb2_grpc.InputServiceStub(ch)
-        return stub.Publish(iter([inputs_pb2.PublishRequest(alerts=messages)]), timeout=30)
+        reply: inputs_pb2.PublishResponse = stub.Publish(
+            iter([inputs_pb2.PublishRequest(alerts=messages)]), timeout=30
+        )
+        return reply
 
 
 @pytest.mark.parametrize(("name", "message", "field"), HOSTILE, ids=[h[0] for h in HOSTILE])
@@ -153,14 +156,15 @@ _scalar_json = st.one_of(
 def wire_messages(draw: st.DrawFn) -> outputs_pb2.response:
     """Any `falco.outputs.response` a peer can send (every field, any value its type allows)."""
     msg = outputs_pb2.response(
-        priority=draw(st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1)),
-        source_deprecated=draw(st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1)),
         rule=draw(_text),
         output=draw(_text),
         hostname=draw(_text),
         source=draw(st.one_of(_text, st.sampled_from(["", "internal", "syscall"]))),
         tags=draw(st.lists(_text, max_size=3)),
     )
+    # Open enums: any int32 travels, whether or not the enum names it.
+    msg.priority = draw(st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1))  # type: ignore[assignment]
+    msg.source_deprecated = draw(st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1))  # type: ignore[assignment]
     msg.time.seconds = draw(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
     msg.time.nanos = draw(st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1))
     for key, (raw, typed) in draw(st.dictionaries(_text, st.tuples(_scalar_json, st.booleans()), max_size=4)).items():

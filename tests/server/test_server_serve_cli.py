@@ -206,7 +206,9 @@ def test_publish_over_mtls_needs_an_allow_listed_cn(
         shutil.rmtree(other_sock.parent, ignore_errors=True)
 
 
-def test_publish_batches_by_bytes_names_every_bad_line_and_publishes_the_rest(served) -> None:
+def test_publish_batches_by_bytes_names_every_bad_line_and_publishes_the_rest(
+    served: tuple[Serve, str, str, Path],
+) -> None:
     """Issue 10, defect 3: 300 alerts of 20 KiB (6 MiB, over gRPC's 4 MiB message limit if sent as one
     request), lines that are not UTF-8, too long, or refused by the input checks: each bad line is named, every
     good line is published."""
