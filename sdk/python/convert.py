@@ -97,14 +97,23 @@ def _reject_constant(name: str) -> float:
     raise _NotFinite(name)
 
 
+_LITERALS: dict[str, object] = {"null": None, "true": True, "false": False}
+_NO_LITERAL = object()
+_TYPED_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Made once: `json.loads` with any keyword builds a new decoder per call, on the path of every alert."""
+
+
 def decode_typed_value(raw: str) -> OutputValue:
     """The value of a field listed in `output_fields_json`: a JSON number, boolean or null.
 
     Raises ValueError for anything else, including NaN, Infinity and numbers too large for a double, which
     Python's json would accept but no JSON reader in Go or Rust does.
     """
+    fast = _LITERALS.get(raw, _NO_LITERAL)
+    if fast is not _NO_LITERAL:
+        return fast  # type: ignore[return-value]
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = _TYPED_DECODER.decode(raw)
     except _NotFinite:
         raise ValueError(f"{raw!r} is not a finite number") from None
     except ValueError:
@@ -127,9 +136,8 @@ def alert_from_proto(resp: outputs_pb2.response, *, strict: bool = False) -> Ale
     fields: dict[str, OutputValue] = dict(resp.output_fields)
     for key in resp.output_fields_json:
         if key in fields:
-            raw = str(fields[key])
             try:
-                fields[key] = decode_typed_value(raw)
+                fields[key] = decode_typed_value(fields[key])  # type: ignore[arg-type]
             except ValueError as exc:
                 if strict:
                     raise AlertInvalid(f"output_fields[{key!r}]", str(exc)) from None
