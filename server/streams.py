@@ -90,50 +90,39 @@ async def batch_stream(
     `max_batch` alerts and MAX_BATCH_BYTES per message. `live=False` ends once caught up; `until` ends after
     that sequence (GetAll's snapshot), however many messages it takes."""
     match = None if flt.is_empty else flt.matches
-    batch = _Batch()
-    if first is not None:
-        batch.add(_frame(alert_to_wire(first)), counted=False)
+    # Hot path (one iteration per alert per subscriber): plain locals, no per-alert calls beyond framed().
+    parts: list[bytes] = [] if first is None else [_frame(alert_to_wire(first))]
+    size = len(parts[0]) if parts else 0
+    count = 0  # hub alerts in `parts` (internal ones are not counted as delivered)
     while True:
         limit = max_batch if until is None else min(max_batch, until - reader.next_seq + 1)
         entries, lost = reader.take(limit) if limit > 0 else ([], 0)
         if lost:
-            batch.add(_frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq))), counted=False)
+            loss = _frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq)))
+            parts.append(loss)
+            size += len(loss)
         for entry in entries:
             if match is None or match(entry.alert):
                 framed = entry.framed()
-                if len(framed) > MAX_MESSAGE_BYTES:
+                n = len(framed)
+                if n > MAX_MESSAGE_BYTES:
                     framed = _frame(alert_to_wire(oversize_alert(hub, entry)))
-                if batch.parts and batch.size + len(framed) > MAX_BATCH_BYTES:
-                    yield batch.take(reader)
-                batch.add(framed)
-        if batch.parts:
-            yield batch.take(reader)
+                    n = len(framed)
+                if size + n > MAX_BATCH_BYTES and parts:
+                    yield b"".join(parts)
+                    reader.delivered += count
+                    parts, size, count = [], 0, 0
+                parts.append(framed)
+                size += n
+                count += 1
+        if parts:
+            yield b"".join(parts)
+            reader.delivered += count
+            parts, size, count = [], 0, 0
         if not entries:
             if not live or limit <= 0:
                 return
             await reader.wait()
-
-
-class _Batch:
-    """The framed alerts of the message being built; `counted` ones are hub alerts (internal ones are not)."""
-
-    __slots__ = ("parts", "size", "count")
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.count = 0
-
-    def add(self, framed: bytes, counted: bool = True) -> None:
-        self.parts.append(framed)
-        self.size += len(framed)
-        self.count += counted
-
-    def take(self, reader: Reader) -> bytes:
-        message = b"".join(self.parts)
-        reader.delivered += self.count
-        self.parts, self.size, self.count = [], 0, 0
-        return message
 
 
 def oversize_alert(hub: Hub, entry: Entry) -> Alert:
