@@ -106,10 +106,10 @@ def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Pat
     by_seq: dict[int, int] = {}
     numbers: list[int] = []
     for resp in retained:
-        n = number_of(resp)
-        assert n is not None, f"seed {seed}: unexpected internal alert retained: {resp.output}"
-        by_seq[resp.cursor.sequence] = n
-        numbers.append(n)
+        number = number_of(resp)
+        assert number is not None, f"seed {seed}: unexpected internal alert retained: {resp.output}"
+        by_seq[resp.cursor.sequence] = number
+        numbers.append(number)
     missing = {seq: n for seq, n in seen.items() if by_seq.get(seq) != n}
     assert not missing, f"seed {seed}: alerts a subscriber received are not retained as received: {missing}"
     assert acked <= set(numbers), f"seed {seed}: acknowledged alerts lost: {sorted(acked - set(numbers))[:20]}"
