@@ -126,8 +126,8 @@ class Reloader:
 
     def _swap(self, new: Running) -> None:
         if restart_needed(self._pipeline.running.config, new.config):
-            self._log("warning: grpc, webserver, ring buffer, container_engines and k8s audit endpoint changes "
-                      "take effect at the next restart")
+            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint and alert_store "
+                      "changes take effect at the next restart")
         for out in new.outputs:
             out.start()
         # Filter off while the engine changes, so neither rule set misses an open in between; the new
@@ -172,6 +172,7 @@ def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.metrics != new.metrics
         or old.ring_buffer_bytes != new.ring_buffer_bytes
         or old.container_engines != new.container_engines
+        or old.alert_store != new.alert_store
         or old.k8s_audit != new.k8s_audit
     )
 
