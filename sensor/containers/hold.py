@@ -3,7 +3,8 @@
 Rules test container.image.repository and container.privileged in their conditions, so attaching metadata to
 alerts afterwards is too late: the *events* of a container whose metadata is not cached yet wait in a
 per-container hold, in order, until the metadata arrives or MAX_WAIT passes (each expiry counted in
-`expired`). Host events and other containers' events pass straight through, so one slow container never
+`expired`). A lookup that finds nothing does not end the wait: a container that lived a moment (`run --rm`)
+can be gone before its events are evaluated, and the runtime's events stream still brings what it said. Host events and other containers' events pass straight through, so one slow container never
 delays anything else. Usually the hold stays empty: the runtimes' events streams announce containers before
 their first process runs (service.py).
 """
@@ -60,11 +61,11 @@ class MetadataHold:
                 self._count += 1
                 continue
             meta = svc.get(cid)
-            if meta is not None:
+            ctype = ev.container.type if ev.container.type not in (None, HOST_ID) else None
+            if meta is not None and not (svc.store.is_partial(cid) and svc.can_wait_for(cid, ctype)):
                 attach(ev, meta)
                 out.append(ev)
                 continue
-            ctype = ev.container.type if ev.container.type not in (None, HOST_ID) else None
             if svc.can_wait_for(cid, ctype):
                 svc.request(cid, ctype)
                 self._held[cid] = _Held(self._clock() + self.max_wait, [ev])
@@ -106,8 +107,10 @@ class MetadataHold:
         now = self._clock()
         svc = self.service
         for cid, held in list(self._held.items()):
-            if svc.get(cid) is not None or not svc.pending(cid):
-                self._out(cid, out)  # arrived, or every runtime said it does not know the id
+            meta = svc.get(cid)
+            if meta is not None and (not svc.store.is_partial(cid) or not svc.pending(cid)):
+                # Arrived; or the lookup is over and what the runtime's event said is all there will be.
+                self._out(cid, out)
             elif now >= held.deadline:
                 self.expired += 1
                 self._out(cid, out)

@@ -14,6 +14,7 @@ every rootful `podman run` writes before the container's first process starts:
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -67,10 +68,16 @@ class PodmanClient:
         return None
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
+        # Podman's own events log first: read every 50 ms here, it is faster than the API service's stream
+        # (which follows the same file), and a container that lives a moment is announced before it is gone.
+        if self.disk.available() and self.disk.events_log.exists():
+            yield from self.disk.events(stop)
+            return
         if self._has_socket():
             try:
                 for ev in self.api.events(stop):
-                    yield RuntimeEvent(ev.kind, ev.full_id, self._merged(ev.container)) if ev.container else ev
+                    full = ev.container is not None and not ev.partial
+                    yield dataclasses.replace(ev, container=self._merged(ev.container)) if full else ev
                 return
             except RuntimeUnavailable:
                 if not self.disk.available():
@@ -152,7 +159,7 @@ class PodmanDisk:
                 return self._container(base, rec)
         return None
 
-    def _container(self, base: Path, rec: dict[str, Any]) -> Container:
+    def _container(self, base: Path, rec: dict[str, Any]) -> Container | None:
         full_id: str = rec["id"]
         try:
             meta = json.loads(rec.get("metadata") or "{}")
@@ -167,6 +174,11 @@ class PodmanDisk:
         annotations = spec.get("annotations") or {}
         namespaces = {str(n.get("type")) for n in (spec.get("linux") or {}).get("namespaces") or []
                       if isinstance(n, dict)}
+        address = None
+        if spec and "network" in namespaces:
+            known, address = self._address(full_id)
+            if not known:
+                return None  # not started yet: its network (set up by now) is readable once it is
         mounts = [
             parse.mount(m.get("source"), m.get("destination"), _mode(m.get("options")),
                         "ro" not in (m.get("options") or []), _propagation(m.get("options")))
@@ -189,19 +201,19 @@ class PodmanDisk:
             host_pid="pid" not in namespaces if spec else None,
             host_network="network" not in namespaces if spec else None,
             host_ipc="ipc" not in namespaces if spec else None,
-            ip=self._address(full_id) if spec and "network" in namespaces else None,
+            ip=address,
             labels=self.labels_of(full_id),
         )
 
-    def _address(self, full_id: str) -> str | None:
-        """The container's address, read from its network namespace (Podman keeps it only in its database):
-        the OCI runtime's state names the container's init process."""
+    def _address(self, full_id: str) -> tuple[bool, str | None]:
+        """(known, address): the container's address read from its network namespace (Podman keeps it only in
+        its database); the OCI runtime's state names the container's init process once the container exists."""
         for root in OCI_STATE_ROOTS:
             state = _read_json(Path(root) / full_id / "state.json")
             pid = state.get("init_process_pid")
             if isinstance(pid, int) and pid > 0:
-                return parse.netns_ipv4(pid)
-        return None
+                return True, parse.netns_ipv4(pid)
+        return False, None
 
     def _own_file(self, source: str) -> bool:
         """Files Podman generates for the container (hosts, resolv.conf, .containerenv): not user mounts."""
@@ -212,8 +224,9 @@ class PodmanDisk:
         records = self._records()
         yield RuntimeEvent("ready")
         for base, rec in records[-1024:]:
-            if (base / rec["id"] / "userdata" / "config.json").exists():
-                yield RuntimeEvent("start", rec["id"], self._container(base, rec))
+            found = self._container(base, rec)
+            if found is not None:
+                yield RuntimeEvent("start", rec["id"], found)
         f = None
         ino: int | None = None
         pos = 0
@@ -267,7 +280,12 @@ class PodmanDisk:
                 self._labels.clear()
             self._labels[cid] = parse.labels({k: v for k, v in attrs.items() if k not in ("image", "name")})
         if status in _START:
-            return RuntimeEvent("start", cid)
+            image = parse.clean(item.get("Image"))
+            repo, tag, digest = parse.split_image(image)
+            said = Container(id=cid[:12], full_id=cid, type="podman", name=parse.clean(item.get("Name")),
+                             image=image, image_repository=repo, image_tag=tag, image_digest=digest,
+                             labels=self._labels.get(cid, {}))
+            return RuntimeEvent("start", cid, said, partial=True)
         if status in _EXIT:
             if status == "remove":
                 self._labels.pop(cid, None)

@@ -222,7 +222,7 @@ class MetadataService:
                 self._down(client, str(exc))
                 return
             if found is not None:
-                self.store.put(found, replace=False)  # what the stream itself carried earlier is fresher
+                self.store.put(found)  # later in the container's life than any lookup before it
             elif ev.container is not None:
                 self.store.put(ev.container, partial=True)  # gone already: what the event said is all there is
         with self._lock:

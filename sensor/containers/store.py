@@ -63,6 +63,11 @@ class ContainerStore:
                 self._partial.discard(old)
                 self.evicted += 1
 
+    def is_partial(self, container_id: str) -> bool:
+        """Whether the entry holds only what an event said (a lookup may still find the full record)."""
+        with self._lock:
+            return container_id in self._partial
+
     def mark_exited(self, container_id: str) -> None:
         with self._lock:
             if container_id in self._entries:
