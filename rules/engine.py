@@ -25,7 +25,7 @@ from typing import Any, Literal
 from falconet.model.alert import Alert, Priority
 from falconet.model.event import Event
 
-from . import open_prefixes
+from . import buffer_fields, open_prefixes
 from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
@@ -335,6 +335,13 @@ class Engine:
             for path, mask in found.items():
                 out[path] = out.get(path, 0) | mask
         return open_prefixes.as_sensor_argument(out)
+
+    def buffer_event_types(self) -> frozenset[str] | None:
+        """The event types whose data buffer (evt.buffer) some enabled rule reads, for the sensor's copy;
+        None when some rule of any type may read it (rules/buffer_fields.py)."""
+        return buffer_fields.buffer_event_types(
+            (a.rule.condition_ast, a.rule.macro_asts, a.rule.output, a.rule.types.names, a.rule.types.cofinite)
+            for a in self._order)
 
     def open_path_blockers(self) -> list[str]:
         """Names of the enabled rules that keep open_path_prefixes() at None (to tell the user why)."""

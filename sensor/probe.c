@@ -33,6 +33,8 @@
 #define PAYLOAD_MASK 16383    // payload offsets are masked with this (the verifier needs a bound)
 #define SOCK_MAX 128          // sizeof(struct sockaddr_storage)
 #define BLOB_MAX 64
+#define DATA_MAX 4096         // the largest snaplen (bytes of a data buffer copied per syscall)
+#define DATA_MASK 8191        // a data copy's length is masked with this (the verifier needs a bound)
 #define MAX_ARGV 32
 #define MAX_ENVP 48
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
@@ -83,7 +85,9 @@ struct record_hdr {
 
 struct buf {
     struct record_hdr hdr;
-    char payload[PAYLOAD_MASK + 1 + STR_MAX];
+    char payload[PAYLOAD_MASK + 1 + DATA_MASK + 1];  // room for a masked offset plus the longest read
+    u32 walk_used;   // working state of loops the verifier must not follow per value (never emitted)
+    u32 walk_done;
 };
 
 struct sysconf {
@@ -100,6 +104,10 @@ struct sysconf {
                      // 1 argument 1 (open), 2 argument 2 (openat), 3 unknown (openat2), 4 creat
     u8 fdeffect;     // FD_CREATES_RES: the result is a new fd; FD_CREATES_PAIR: int[2] at the blob argument;
                      // FD_CLOSES: argument 0 is closed
+    u8 credsbefore;  // the record carries the credentials the task had BEFORE the syscall (unshare, setns:
+                     // they give the task a new user namespace's full capabilities, which rules must not see)
+    u8 data;         // argument index of the data buffer (read/recv/send families), NO_ARG when not copied:
+                     // its first min(result, snaplen) bytes go to SEG_STR1 (Falco's evt.buffer)
 };
 
 #define SOCKFD_RES 0xfe
@@ -128,8 +136,17 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(sysconf, struct sysconf, NR_SYSCALLS_MAX);
 BPF_HASH(inflight, u64, struct inflight, 16384);
 BPF_HASH(excluded, u32, u8, 64);
+// Credentials at sys_enter of a `credsbefore` syscall, per thread, until its exit (or the thread's end).
+struct precred {
+    u32 uid, gid, euid, egid;
+    u64 cap_inheritable, cap_permitted, cap_effective;
+};
+BPF_HASH(precreds, u64, struct precred, 1024);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_PROG_ARRAY(tails, 1);
+BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen); user space sets it
+#define TAIL_EXEC_EXIT 0
 
 // The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
 // need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
@@ -399,6 +416,21 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         in.args[i] = args->args[i];
     if (inflight.update(&pid_tgid, &in) != 0)
         count(CNT_INFLIGHT_FULL);
+    if (conf->credsbefore) {
+        struct precred pc = {};
+        u8 cred[CRED_READ_LEN] = {};
+        u64 credp = read_ptr((u64)bpf_get_current_task() + OFF_TASK_CRED);
+        if (credp && bpf_probe_read_kernel(cred, sizeof(cred), (void *)credp) == 0) {
+            pc.uid = *(u32 *)&cred[OFF_CRED_UID];
+            pc.gid = *(u32 *)&cred[OFF_CRED_GID];
+            pc.euid = *(u32 *)&cred[OFF_CRED_EUID];
+            pc.egid = *(u32 *)&cred[OFF_CRED_EGID];
+            pc.cap_inheritable = *(u64 *)&cred[OFF_CRED_CAP_INHERITABLE];
+            pc.cap_permitted = *(u64 *)&cred[OFF_CRED_CAP_PERMITTED];
+            pc.cap_effective = *(u64 *)&cred[OFF_CRED_CAP_EFFECTIVE];
+            precreds.update(&pid_tgid, &pc);
+        }
+    }
     if (conf->exec) {
         struct buf *b = get_buf();
         if (!b)
@@ -488,6 +520,21 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         b->hdr.len[SEG_STR1] = n;
         off += n;
     }
+    if (conf->data != NO_ARG && b->hdr.res > 0) {
+        int zero = 0;
+        u32 *snap = snaplen.lookup(&zero);
+        u32 len = snap ? *snap : 0;
+        if ((u64)b->hdr.res < len)
+            len = b->hdr.res;
+        if (len > DATA_MAX)
+            len = DATA_MAX;
+        asm volatile("" : "+r"(len));  // keep clang from dropping the mask the verifier needs
+        len &= DATA_MASK;
+        if (len && bpf_probe_read_user(&b->payload[off & PAYLOAD_MASK], len, (void *)arg_at(b->hdr.args, conf->data)) == 0) {
+            b->hdr.len[SEG_STR1] = len;
+            off += len;
+        }
+    }
     if (conf->sock != NO_ARG) {
         u64 lenarg = arg_at(b->hdr.args, conf->socklen & ~LEN_IS_PTR);
         u32 slen = (u32)lenarg;
@@ -513,8 +560,41 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
     }
 #endif
-    if (conf->exec && b->hdr.res == 0)
-        off = put_exec_facts(b, off);
+    if (conf->exec && b->hdr.res == 0) {
+        // The new image's facts (path walk, inode, cgroups) are a program of their own: in line they would take
+        // sys_exit past the verifier's budget. The scratch buffer carries the record over; if the tail call
+        // cannot be made, the exec goes out without them (user space falls back to the filename).
+        tails.call(args, TAIL_EXEC_EXIT);
+    }
+    fill_task(&b->hdr, REC_SYSCALL);
+    if (conf->credsbefore) {
+        struct precred *pc = precreds.lookup(&pid_tgid);
+        if (pc) {
+            b->hdr.uid = pc->uid;
+            b->hdr.gid = pc->gid;
+            b->hdr.euid = pc->euid;
+            b->hdr.egid = pc->egid;
+            b->hdr.cap_inheritable = pc->cap_inheritable;
+            b->hdr.cap_permitted = pc->cap_permitted;
+            b->hdr.cap_effective = pc->cap_effective;
+            precreds.delete(&pid_tgid);
+        }
+    }
+    emit(b, off);
+    return 0;
+}
+
+// Tail of sys_exit for a successful execve/execveat (tails[TAIL_EXEC_EXIT], set by user space): the record
+// built so far is in the per-CPU scratch buffer, its payload length the sum of its segments.
+int exec_exit(void *ctx) {
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < NSEG; i++)
+        off += b->hdr.len[i];
+    off = put_exec_facts(b, off);
     fill_task(&b->hdr, REC_SYSCALL);
     emit(b, off);
     return 0;
@@ -551,6 +631,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     inflight.delete(&pid_tgid);  // a thread that dies inside a syscall never reaches sys_exit
+    precreds.delete(&pid_tgid);
     if (!args->group_dead || is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();
