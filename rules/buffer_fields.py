@@ -1,8 +1,9 @@
-"""Which event types' data buffers the loaded rules read: the sensor copies a buffer (Falco's snaplen bytes
-of a read/recv/send) only for those, so rules that never look at evt.buffer cost no copy.
+"""Which costly kernel reads the loaded rules need: the data buffers (Falco's snaplen bytes of a
+read/recv/send) of which event types, and whether any rule reads the environment beyond the first entries an
+exec always carries. Rules that never look at evt.buffer or proc.env cost no copy.
 
-Conservative: a rule reads the buffer when its condition (through its macros) or its output names a field that
-shows it (evt.buffer, evt.buflen, the data argument, or every argument at once); an unknown macro counts as
+Conservative: a rule reads a value when its condition (through its macros) or its output names a field that
+shows it (evt.buffer, the data argument, proc.env, or every argument at once); an unknown macro counts as
 reading it.
 """
 
@@ -17,28 +18,39 @@ BUFFER_FIELDS = frozenset({"evt.buffer", "evt.buflen", "evt.rawarg.data", "evt.a
 """Fields whose value includes the data buffer (`evt.arg[N]` / `evt.rawarg[N]` may be it)."""
 
 
-def condition_reads_buffer(node: Node, macros: Mapping[str, Node] | None, _stack: tuple[str, ...] = ()) -> bool:
+ENV_FIELDS = frozenset({"proc.env", "proc.aenv", "evt.arg.env", "evt.rawarg.env", "evt.args", "evt.arg",
+                        "evt.rawarg"})
+"""Fields whose value includes a process's environment (`evt.arg[N]` of an exec may be it)."""
+
+
+def condition_reads(node: Node, macros: Mapping[str, Node] | None, fields: frozenset[str],
+                    _stack: tuple[str, ...] = ()) -> bool:
+    """Whether the condition (through its macros) names one of `fields`; an unknown macro counts as yes."""
     if isinstance(node, Check):
         names = [node.field.name]
         if isinstance(node.value, FieldValue):
             names.append(node.value.field.name)
-        return any(n in BUFFER_FIELDS for n in names)
+        return any(n in fields for n in names)
     if isinstance(node, Not):
-        return condition_reads_buffer(node.child, macros, _stack)
+        return condition_reads(node.child, macros, fields, _stack)
     if isinstance(node, And | Or):
-        return any(condition_reads_buffer(c, macros, _stack) for c in node.children)
+        return any(condition_reads(c, macros, fields, _stack) for c in node.children)
     if isinstance(node, MacroRef):
         ast = (macros or {}).get(node.name)
         if ast is None:
             return True
         if node.name in _stack:
             return False  # the cycle's other visit decides
-        return condition_reads_buffer(ast, macros, (*_stack, node.name))
+        return condition_reads(ast, macros, fields, (*_stack, node.name))
     return True
 
 
-def output_reads_buffer(output: str) -> bool:
-    return any(f"%{name}" in output or f"%{name}[" in output for name in BUFFER_FIELDS) or "%evt.arg[" in output
+def output_reads(output: str, fields: frozenset[str]) -> bool:
+    return any(f"%{name}" in output for name in fields)
+
+
+def rule_reads(ast: Node | None, macros: Mapping[str, Node] | None, output: str, fields: frozenset[str]) -> bool:
+    return ast is None or condition_reads(ast, macros, fields) or output_reads(output, fields)
 
 
 def buffer_event_types(rules: Iterable[tuple[Node | None, Mapping[str, Node] | None, str, frozenset[str], bool]]
@@ -47,8 +59,7 @@ def buffer_event_types(rules: Iterable[tuple[Node | None, Mapping[str, Node] | N
     rule reads; None when a rule of every type (or one that cannot be analysed) reads it."""
     out: set[str] = set()
     for ast, macros, output, types, cofinite in rules:
-        reads = ast is None or condition_reads_buffer(ast, macros) or output_reads_buffer(output)
-        if not reads:
+        if not rule_reads(ast, macros, output, BUFFER_FIELDS):
             continue
         if cofinite:
             return None

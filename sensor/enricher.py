@@ -20,6 +20,7 @@ from falconet.sensor import syscalls as sc
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     REC_EXECARGS,
+    REC_EXECENV,
     REC_EXIT,
     REC_FORK,
     REC_SYSCALL,
@@ -73,6 +74,8 @@ class Enricher:
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
+        # the environment beyond the EXECARGS record's entries (REC_EXECENV): (entries of EXECARGS to keep, rest)
+        self._pending_env: dict[int, tuple[int, list[str]]] = {}
         self._host_init_ts: int | None = None  # start of the initial pid namespace's init (ns since the epoch)
         # (v2 path, v1 path) as the kernel sent them -> the container they name: a host runs few distinct
         # cgroups and execs in each over and over, so each pair is parsed once
@@ -88,12 +91,16 @@ class Enricher:
             return self._syscall(rec)
         if rec.kind == REC_EXECARGS:
             self._pending_exec[rec.tgid] = rec
+            self._pending_env.pop(rec.tgid, None)
+        elif rec.kind == REC_EXECENV:
+            self._pending_env[rec.tgid] = (rec.args[1], rec.strings(SEG_EXTRA2))
         elif rec.kind == REC_FORK:
             self._update(self.table.ensure(rec.tgid), rec)
             self.table.fork(rec.tgid, rec.args[0], rec.args[1], self.offset_ns + rec.ts)
         elif rec.kind == REC_EXIT:
             self.table.exit(rec.tgid)
             self._pending_exec.pop(rec.tgid, None)
+            self._pending_env.pop(rec.tgid, None)
         return None
 
     # --- per-record state ----------------------------------------------------------------------------------
@@ -227,6 +234,9 @@ class Enricher:
         filename = pending.text(SEG_STR0) if pending else None
         argv = pending.strings(SEG_EXTRA) if pending else []
         env = pending.strings(SEG_EXTRA2) if pending else []
+        more = self._pending_env.pop(rec.tgid, None)
+        if more is not None and pending is not None:
+            env = env[: more[0]] + more[1]  # the kernel's count of whole entries, then the rest it read
         if rec.res == 0:
             dirpath = None
             if spec.exec == 2:

@@ -44,7 +44,7 @@
 #define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
 #endif
 
-enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
+enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4, REC_EXECENV = 5 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
 #define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
 #define PATH_SCAN_MAX 256     // paths longer than this are never filtered (not scanned for . and ..)
@@ -144,9 +144,13 @@ struct precred {
 BPF_HASH(precreds, u64, struct precred, 1024);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_PROG_ARRAY(tails, 1);
+BPF_PROG_ARRAY(tails, 2);
 BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen); user space sets it
 #define TAIL_EXEC_EXIT 0
+#define TAIL_EXEC_ENV 1
+#define ENV_MORE_MAX 1024     // environment entries read beyond the first MAX_ENVP when asked (env_more)
+#define ENV_MORE_AREA 12288   // ... within this many bytes
+BPF_ARRAY(env_more, u32, 1);  // how many more entries to read (0: none); user space sets it from the rules
 
 // The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
 // need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
@@ -328,7 +332,7 @@ static __always_inline u64 arg_at(u64 *args, u8 idx) {
 }
 
 // A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes.
-static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max) {
+static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max, u32 *count) {
     u32 used = 0;
     if (!uvec)
         return 0;
@@ -343,6 +347,8 @@ static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int m
         if (n <= 0)
             break;
         used += n;
+        if (used <= ARGS_AREA)
+            *count = i + 1;
     }
     return used > ARGS_AREA ? ARGS_AREA : used;
 }
@@ -442,14 +448,65 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         int base = conf->exec == 2 ? 1 : 0;
         u32 off = put_user_str(b, 0, in.args[base]);
         b->hdr.len[SEG_STR0] = off;
-        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV);
+        u32 count = 0;
+        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV, &count);
         b->hdr.len[SEG_EXTRA] = n;
         off += n;
-        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP);
+        count = 0;
+        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP, &count);
         b->hdr.len[SEG_EXTRA2] = n;
         off += n;
         emit(b, off);
+        // The rest of the environment, when the rules look for a variable: a record of its own (REC_EXECENV)
+        // from a tail program, so the common exec pays one map lookup for it.
+        int zero = 0;
+        u32 *more = env_more.lookup(&zero);
+        if (more && *more) {
+            b->hdr.args[0] = in.args[base + 2];
+            b->hdr.args[1] = count;
+            tails.call(args, TAIL_EXEC_ENV);
+        }
     }
+    return 0;
+}
+
+// Tail of sys_enter for an exec (tails[TAIL_EXEC_ENV]): environment entries from index args[1] of the user
+// vector at args[0], up to env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The scratch
+// buffer still holds the EXECARGS header (task, syscall). Working state lives in the map (see put_exe_path).
+int exec_env(void *ctx) {
+    struct buf *b = get_buf();
+    int zero = 0;
+    u32 *more = env_more.lookup(&zero);
+    if (!b || !more)
+        return 0;
+    u64 envp = b->hdr.args[0];
+    u32 start = b->hdr.args[1];
+    u32 max = *more;
+    b->walk_used = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < ENV_MORE_MAX; i++) {
+        if (i >= max)
+            break;
+        u32 used = b->walk_used;
+        if (used >= ENV_MORE_AREA)
+            break;
+        u64 p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p)
+            break;
+        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ENV_MORE_AREA, the verifier does not
+        int n = bpf_probe_read_user_str(&b->payload[used & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        b->walk_used = used + n;
+    }
+    u32 used = b->walk_used;
+    if (!used || used > ENV_MORE_AREA + STR_MAX)
+        return 0;
+    b->hdr.kind = REC_EXECENV;
+    for (int i = 0; i < NSEG; i++)
+        b->hdr.len[i] = 0;
+    b->hdr.len[SEG_EXTRA2] = used;
+    emit(b, used);
     return 0;
 }
 

@@ -48,7 +48,7 @@ C_TYPES = {"Q": "u64", "I": "u32", "q": "s64", "6Q": "u64[6]", "16s": "char[16]"
 HDR = struct.Struct("<" + "".join(fmt for _, fmt in HDR_FIELDS))
 HDR_SIZE = HDR.size
 
-REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT = 1, 2, 3, 4
+REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT, REC_EXECENV = 1, 2, 3, 4, 5
 SEG_STR0, SEG_STR1, SEG_SOCK, SEG_BLOB, SEG_EXTRA, SEG_EXTRA2 = range(6)
 NO_LOGINUID_U32 = 0xFFFFFFFF
 

@@ -54,6 +54,10 @@ DEFAULT_SNAPLEN = 80
 """Falco's default snaplen: the first 80 bytes of a data buffer."""
 SNAPLEN_MAX = 4096
 """probe.c's DATA_MAX: the most a record carries of one buffer."""
+ENV_BASE = 48
+"""probe.c's MAX_ENVP: environment entries every exec record carries."""
+ENV_MAX = ENV_BASE + 1024
+"""... plus probe.c's ENV_MORE_MAX more (within 12 KiB) when rules look for a variable."""
 
 
 @dataclass(slots=True)
@@ -69,11 +73,15 @@ class SensorConfig:
     snaplen: int = DEFAULT_SNAPLEN
     # The syscalls whose data buffer is copied (see set_data_syscalls); None = every one that has one.
     data_syscalls: set[str] | None = None
+    # Environment entries read at an exec: the first ENV_BASE always, up to this many when asked (see set_env_max)
+    env_max: int = ENV_MAX
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
         if not ringbuf_bytes_valid(n):
             raise SensorError(f"ringbuf_bytes must be a power of two of at least 4096, not {n}")
+        if not ENV_BASE <= self.env_max <= ENV_MAX:
+            raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {self.env_max}")
         if not 0 <= self.snaplen <= SNAPLEN_MAX:
             raise SensorError(f"snaplen must be between 0 and {SNAPLEN_MAX} bytes, not {self.snaplen}")
 
@@ -177,14 +185,16 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise SensorError(f"the BPF program failed to compile or load: {exc}") from None
         try:
-            # sys_exit's tail for successful execs (probe.c exec_exit): in place before any syscall is switched on
-            tail = self._bpf.load_func(b"exec_exit", BPF.TRACEPOINT)
-            self._bpf[b"tails"][ctypes.c_int(0)] = ctypes.c_int(tail.fd)
+            # the exec tails (probe.c exec_exit, exec_env): in place before any syscall is switched on
+            tails = self._bpf[b"tails"]
+            for index, name in enumerate((b"exec_exit", b"exec_env")):
+                tails[ctypes.c_int(index)] = ctypes.c_int(self._bpf.load_func(name, BPF.TRACEPOINT).fd)
         except Exception as exc:  # bcc raises bare Exception for load failures
             raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
         self._bpf[b"events"].open_ring_buffer(self._on_record)
         self._bpf[b"snaplen"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.snaplen)
+        self.set_env_max(self.config.env_max)
         self._write_sysconf(self.config.syscalls)
         excluded = self._bpf[b"excluded"]
         for pid in self.config.exclude_pids:
@@ -215,6 +225,14 @@ class Sensor:
 
         Returns the names the sensor cannot trace (ignored), so the caller can warn about them."""
         return self._write_sysconf(set(names) if names is not None else None)
+
+    def set_env_max(self, entries: int) -> None:
+        """How many environment entries an exec's event carries: ENV_BASE always (one record), more (a
+        second record, at most ENV_MAX entries and 12 KiB) for rules that look for a variable, which may sit
+        anywhere in the environment. The daemon asks for more only when a loaded rule reads proc.env."""
+        if not ENV_BASE <= entries <= ENV_MAX:
+            raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {entries}")
+        self._bpf[b"env_more"][ctypes.c_int(0)] = ctypes.c_uint32(entries - ENV_BASE)
 
     def set_data_syscalls(self, names: Iterable[str] | None) -> None:
         """Which syscalls' data buffers the kernel copies (evt.buffer, up to the snaplen); None = every one

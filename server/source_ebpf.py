@@ -24,12 +24,13 @@ class SensorSource:
 
     def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None, snaplen: int = 80) -> None:
         from falconet.sensor import Sensor, SensorConfig, SensorError
+        from falconet.sensor.sensor import ENV_BASE
 
         try:
             # No data buffer is copied until the rules say which they read (set_data_syscalls).
             self._sensor = Sensor(
                 SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=None if syscalls is None else set(syscalls),
-                             snaplen=snaplen, data_syscalls=set())
+                             snaplen=snaplen, data_syscalls=set(), env_max=ENV_BASE)
             )
         except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
             raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
@@ -53,6 +54,11 @@ class SensorSource:
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self._sensor.set_data_syscalls(names)
+
+    def set_full_environment(self, full: bool) -> None:
+        from falconet.sensor.sensor import ENV_BASE, ENV_MAX
+
+        self._sensor.set_env_max(ENV_MAX if full else ENV_BASE)
 
     def poll(self, timeout_ms: int) -> list[Event] | None:
         return self._sensor.poll(timeout_ms)

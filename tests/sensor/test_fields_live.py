@@ -331,3 +331,37 @@ def test_successful_unshare_of_a_user_namespace_fires_upstream_rule(sensor: Live
     assert e.proc.cap_permitted == 0 and e.proc.cap_effective == 0
     engine = _upstream("falco_rules.yaml", "falco-incubating_rules.yaml")
     assert UNSHARE_RULE in _rules_fired(engine, e)
+
+
+# --- the environment beyond its first 48 entries -----------------------------------------------------------
+
+ENV_RULE = "Potential Local Privilege Escalation via Environment Variables Misuse"
+
+
+def _exec_with_env(sensor: LiveSensor, marker: str) -> Event:
+    env = {f"FILLER_{i:02d}": "x" * 40 for i in range(60)}  # 60 entries first: the variable is the 61st
+    env["GLIBC_TUNABLES"] = "glibc.malloc.mxfast=0"
+    env.update({f"AFTER_{i:02d}": "y" for i in range(20)})
+    _, evs = collect(sensor, lambda: subprocess.run(["/bin/true", marker], env=env, check=True, timeout=30),
+                     lambda _c, e: e.type == "execve" and e.res == 0 and marker in e.proc.args,
+                     lambda k: len(k) >= 1)
+    return evs[0]
+
+
+def test_a_variable_at_position_61_is_seen_and_fires_upstream_rule(sensor: LiveSensor) -> None:
+    e = _exec_with_env(sensor, "ck-env-61")
+    assert len(e.proc.env) == 81 and e.proc.env[60] == "GLIBC_TUNABLES=glibc.malloc.mxfast=0"
+    assert e.proc.env[:2] == ["FILLER_00=" + "x" * 40, "FILLER_01=" + "x" * 40] and e.proc.env[-1] == "AFTER_19=y"
+    assert resolve("proc.env", "GLIBC_TUNABLES").extract(e) == "glibc.malloc.mxfast=0"
+    engine = _upstream("falco_rules.yaml", "falco-incubating_rules.yaml")
+    assert ENV_RULE in _rules_fired(engine, e)
+    assert engine.reads_environment()
+
+
+def test_without_rules_that_read_the_environment_only_48_entries_are_read(sensor: LiveSensor) -> None:
+    sensor.sensor.set_env_max(48)
+    try:
+        e = _exec_with_env(sensor, "ck-env-48")
+    finally:
+        sensor.sensor.set_env_max(sensor.sensor.config.env_max)
+    assert len(e.proc.env) == 48 and not any(v.startswith("GLIBC_TUNABLES=") for v in e.proc.env)
