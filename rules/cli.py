@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,7 +47,7 @@ def register(sub: Any) -> None:
         help="rules files (or directories of them), loaded together in order",
     )
     p.add_argument("--json", action="store_true", help="print the load result as one JSON object")
-    p.set_defaults(func=_validate)
+    p.set_defaults(func=_reporting_no_rules(_validate))
 
     p = rules_sub.add_parser(
         "list",
@@ -60,7 +61,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--tag", action="append", default=[], metavar="T", help="only rules with this tag (repeatable)"
     )
-    p.set_defaults(func=_list)
+    p.set_defaults(func=_reporting_no_rules(_list))
 
     p = rules_sub.add_parser(
         "test",
@@ -68,7 +69,9 @@ def register(sub: Any) -> None:
         epilog=_EPILOG_TEST,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("events", metavar="EVENTS.jsonl", help="events, one JSON object per line ('-' for stdin)")
+    p.add_argument("events", metavar="EVENTS.jsonl",
+                   help="events, one JSON object per line ('-' for stdin): syscall events, or Kubernetes audit "
+                        "Event/EventList objects")  # fmt: skip
     p.add_argument(
         "-r", "--rules", action="append", default=[], metavar="FILE", help="rules file (repeatable)"
     )
@@ -76,7 +79,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--hostname", default=None, help="host name to put in alerts (default: FALCO_HOSTNAME or this host)"
     )
-    p.set_defaults(func=_test)
+    p.set_defaults(func=_reporting_no_rules(_test))
+
+    from . import policy_cli  # from-psp, from-pss
+
+    policy_cli.register(rules_sub)
 
 
 def _default_rules() -> Path:
@@ -86,6 +93,23 @@ def _default_rules() -> Path:
     return Path(path) if path is not None else Path(rules.__file__).parent / "falconet_rules.yaml"
 
 
+class NoRulesFiles(ValueError):
+    """A directory given as rules holds no rules file."""
+
+
+def _reporting_no_rules(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Runs a rules command; a directory without rules files is one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except NoRulesFiles as exc:
+            print(f"falconet rules {args.rules_command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _expand(paths: list[str]) -> list[str]:
     """Files in order; a directory stands for its *.yaml and *.yml files in name order, as in Falco's
     rules_files (e.g. /etc/falco/rules.d)."""
@@ -93,9 +117,11 @@ def _expand(paths: list[str]) -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out.extend(
-                str(f) for f in sorted(path.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()
-            )
+            found = [str(f) for f in sorted(path.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()]
+            if not found:
+                # Checking nothing must not read as "Ok": a wrong directory is the likely mistake.
+                raise NoRulesFiles(f"{p}: no rules files (*.yaml, *.yml) in this directory")
+            out.extend(found)
         else:
             out.append(p)
     return out
@@ -155,7 +181,7 @@ def _list(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from .engine import Engine, Resolvers
     from .errors import RulesLoadError
-    from .event import Event
+    from falconet.model.lines import events_from_line
 
     files = args.rules or [str(_default_rules())]
     base = Resolvers.local()
@@ -173,15 +199,16 @@ def _test(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                event = Event.from_dict(json.loads(line))
-            except (ValueError, TypeError, AttributeError) as exc:
+                found = events_from_line(json.loads(line), events + 1)  # syscall events or audit events
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
                 bad += 1
                 print(f"{args.events}:{lineno}: skipped: {exc}", file=sys.stderr)
                 continue
-            events += 1
-            for alert in engine.process(event):
-                alerts += 1
-                print(_alert_line(alert.to_json_dict()), flush=False)
+            for event in found:
+                events += 1
+                for alert in engine.process(event):
+                    alerts += 1
+                    print(_alert_line(alert.to_json_dict()), flush=False)
     finally:
         if stream is not sys.stdin:
             stream.close()
