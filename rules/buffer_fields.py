@@ -9,6 +9,7 @@ reading it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from .parser import And, Check, FieldValue, MacroRef, Node, Not, Or
@@ -18,9 +19,11 @@ BUFFER_FIELDS = frozenset({"evt.buffer", "evt.buflen", "evt.rawarg.data", "evt.a
 """Fields whose value includes the data buffer (`evt.arg[N]` / `evt.rawarg[N]` may be it)."""
 
 
-ENV_FIELDS = frozenset({"proc.env", "proc.aenv", "evt.arg.env", "evt.rawarg.env", "evt.args", "evt.arg",
-                        "evt.rawarg"})
-"""Fields whose value includes a process's environment (`evt.arg[N]` of an exec may be it)."""
+ENV_FIELDS = frozenset({"proc.env", "proc.aenv"})
+"""Fields whose value is a process's environment, on any event."""
+EXEC_ENV_FIELDS = frozenset({"evt.arg.env", "evt.rawarg.env", "evt.args", "evt.arg", "evt.rawarg"})
+"""Fields that show the environment on an exec event only (its `env` parameter)."""
+EXEC_TYPES = frozenset({"execve", "execveat"})
 
 
 def condition_reads(node: Node, macros: Mapping[str, Node] | None, fields: frozenset[str],
@@ -45,8 +48,12 @@ def condition_reads(node: Node, macros: Mapping[str, Node] | None, fields: froze
     return True
 
 
+_OUTPUT_FIELD = re.compile(r"%\(?([A-Za-z_][\w.]*)")
+
+
 def output_reads(output: str, fields: frozenset[str]) -> bool:
-    return any(f"%{name}" in output for name in fields)
+    """Whether the output names one of `fields` (`%evt.arg[1]` is evt.arg; `%evt.arg.flags` is not)."""
+    return any(m.group(1) in fields for m in _OUTPUT_FIELD.finditer(output))
 
 
 def rule_reads(ast: Node | None, macros: Mapping[str, Node] | None, output: str, fields: frozenset[str]) -> bool:
@@ -65,3 +72,14 @@ def buffer_event_types(rules: Iterable[tuple[Node | None, Mapping[str, Node] | N
             return None
         out |= types
     return frozenset(out)
+
+
+def reads_environment(rules: Iterable[tuple[Node | None, Mapping[str, Node] | None, str, frozenset[str], bool]]
+                      ) -> bool:
+    """Whether some rule reads an environment: proc.env on any event, or the exec's env argument on an exec."""
+    for ast, macros, output, types, cofinite in rules:
+        if rule_reads(ast, macros, output, ENV_FIELDS):
+            return True
+        if (cofinite or types & EXEC_TYPES) and rule_reads(ast, macros, output, EXEC_ENV_FIELDS):
+            return True
+    return False

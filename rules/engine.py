@@ -361,8 +361,9 @@ class Engine:
     def reads_environment(self) -> bool:
         """Whether some enabled rule reads a process's environment (proc.env, ...), so the sensor must read it
         whole at an exec (rules/buffer_fields.py)."""
-        return any(buffer_fields.rule_reads(a.rule.condition_ast, a.rule.macro_asts, a.rule.output,
-                                            buffer_fields.ENV_FIELDS) for a in self._order)
+        return buffer_fields.reads_environment(
+            (a.rule.condition_ast, a.rule.macro_asts, a.rule.output, a.rule.types.names, a.rule.types.cofinite)
+            for a in self._order)
 
     def open_path_blockers(self) -> list[str]:
         """Names of the enabled rules that keep open_path_prefixes() at None (to tell the user why)."""

@@ -33,3 +33,8 @@ def test_environment_is_read_whole_only_for_rules_that_look() -> None:
     assert _engine(("evt.type = execve and proc.env contains GLIBC_TUNABLES", "x", "")).reads_environment()
     assert _engine(("evt.type = execve and proc.name = sh", "env=%proc.env", "")).reads_environment()
     assert not _engine(("evt.type = execve and proc.name = sh", "x %proc.cmdline", "")).reads_environment()
+    # the exec's env argument counts on exec events only
+    assert _engine(("evt.type = execve and proc.name = sh", "x %evt.args", "")).reads_environment()
+    assert not _engine(("evt.type = openat and proc.name = sh", "x %evt.args", "")).reads_environment()
+    assert not _engine(("evt.type = execve and proc.name = sh", "x %evt.arg.flags", "")).reads_environment()
+    assert _engine(("evt.type = execve and proc.name = sh", "x %evt.arg[5]", "")).reads_environment()
