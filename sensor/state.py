@@ -318,7 +318,8 @@ def read_proc(entry: Path, boot_ns: int = 0, sockets: dict[int, Fd] | None = Non
     environ = _read(entry / "environ") or b""
     info.env = [e.decode("utf-8", "surrogateescape") for e in environ.split(b"\0") if e]
     try:
-        info.exepath = os.readlink(entry / "exe").removesuffix(" (deleted)")
+        # as the kernel spells it, " (deleted)" included: the same text an exec seen live gives (probe_exec.h)
+        info.exepath = os.readlink(entry / "exe")
     except OSError:
         info.exepath = ""
     info.exe_from_memfd = info.exepath.startswith("/memfd:")
