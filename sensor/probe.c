@@ -13,6 +13,11 @@
 //   with arguments and result. Strings (paths) and sockaddrs are read from user memory at exit, where the
 //   buffers are still the caller's; execve's filename/argv/env are read at enter (after a successful exec
 //   the old image is gone) and emitted at once as an EXECARGS record that user space joins to the execve.
+// * Work only some execs need runs in tail programs (`tails`, probe_exec.h), so sys_enter and sys_exit stay
+//   within the verifier's budget: exec_env (the environment past MAX_ENVP entries, a REC_EXECENV record, when
+//   user space asks through `env_more`) and exec_exit (the new image's path, inode and cgroups).
+// * A data buffer (read/recv/send: Falco's evt.buffer) is copied up to `snaplen` bytes, only for syscalls user
+//   space marks (sysconf.data). Credentials of unshare/setns are the ones from before the call (probe_creds.h).
 // * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
 //   the clone flags captured at clone's enter).
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
@@ -136,21 +141,13 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(sysconf, struct sysconf, NR_SYSCALLS_MAX);
 BPF_HASH(inflight, u64, struct inflight, 16384);
 BPF_HASH(excluded, u32, u8, 64);
-// Credentials at sys_enter of a `credsbefore` syscall, per thread, until its exit (or the thread's end).
-struct precred {
-    u32 uid, gid, euid, egid;
-    u64 cap_inheritable, cap_permitted, cap_effective;
-};
-BPF_HASH(precreds, u64, struct precred, 1024);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_PROG_ARRAY(tails, 2);
 BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen); user space sets it
 #define TAIL_EXEC_EXIT 0
 #define TAIL_EXEC_ENV 1
-#define ENV_MORE_MAX 1024     // environment entries read beyond the first MAX_ENVP when asked (env_more)
-#define ENV_MORE_AREA 12288   // ... within this many bytes
-BPF_ARRAY(env_more, u32, 1);  // how many more entries to read (0: none); user space sets it from the rules
+BPF_ARRAY(env_more, u32, 1);  // environment entries to read beyond MAX_ENVP (0: none); user space sets it
 
 // The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
 // need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
@@ -389,6 +386,7 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 
 #include "probe_openfilter.h"
 #include "probe_exec.h"
+#include "probe_creds.h"
 
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
@@ -422,21 +420,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         in.args[i] = args->args[i];
     if (inflight.update(&pid_tgid, &in) != 0)
         count(CNT_INFLIGHT_FULL);
-    if (conf->credsbefore) {
-        struct precred pc = {};
-        u8 cred[CRED_READ_LEN] = {};
-        u64 credp = read_ptr((u64)bpf_get_current_task() + OFF_TASK_CRED);
-        if (credp && bpf_probe_read_kernel(cred, sizeof(cred), (void *)credp) == 0) {
-            pc.uid = *(u32 *)&cred[OFF_CRED_UID];
-            pc.gid = *(u32 *)&cred[OFF_CRED_GID];
-            pc.euid = *(u32 *)&cred[OFF_CRED_EUID];
-            pc.egid = *(u32 *)&cred[OFF_CRED_EGID];
-            pc.cap_inheritable = *(u64 *)&cred[OFF_CRED_CAP_INHERITABLE];
-            pc.cap_permitted = *(u64 *)&cred[OFF_CRED_CAP_PERMITTED];
-            pc.cap_effective = *(u64 *)&cred[OFF_CRED_CAP_EFFECTIVE];
-            precreds.update(&pid_tgid, &pc);
-        }
-    }
+    if (conf->credsbefore)
+        save_precreds(pid_tgid);
     if (conf->exec) {
         struct buf *b = get_buf();
         if (!b)
@@ -467,46 +452,6 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
             tails.call(args, TAIL_EXEC_ENV);
         }
     }
-    return 0;
-}
-
-// Tail of sys_enter for an exec (tails[TAIL_EXEC_ENV]): environment entries from index args[1] of the user
-// vector at args[0], up to env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The scratch
-// buffer still holds the EXECARGS header (task, syscall). Working state lives in the map (see put_exe_path).
-int exec_env(void *ctx) {
-    struct buf *b = get_buf();
-    int zero = 0;
-    u32 *more = env_more.lookup(&zero);
-    if (!b || !more)
-        return 0;
-    u64 envp = b->hdr.args[0];
-    u32 start = b->hdr.args[1];
-    u32 max = *more;
-    b->walk_used = 0;
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < ENV_MORE_MAX; i++) {
-        if (i >= max)
-            break;
-        u32 used = b->walk_used;
-        if (used >= ENV_MORE_AREA)
-            break;
-        u64 p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p)
-            break;
-        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ENV_MORE_AREA, the verifier does not
-        int n = bpf_probe_read_user_str(&b->payload[used & PAYLOAD_MASK], STR_MAX, (void *)p);
-        if (n <= 0)
-            break;
-        b->walk_used = used + n;
-    }
-    u32 used = b->walk_used;
-    if (!used || used > ENV_MORE_AREA + STR_MAX)
-        return 0;
-    b->hdr.kind = REC_EXECENV;
-    for (int i = 0; i < NSEG; i++)
-        b->hdr.len[i] = 0;
-    b->hdr.len[SEG_EXTRA2] = used;
-    emit(b, used);
     return 0;
 }
 
@@ -624,35 +569,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         tails.call(args, TAIL_EXEC_EXIT);
     }
     fill_task(&b->hdr, REC_SYSCALL);
-    if (conf->credsbefore) {
-        struct precred *pc = precreds.lookup(&pid_tgid);
-        if (pc) {
-            b->hdr.uid = pc->uid;
-            b->hdr.gid = pc->gid;
-            b->hdr.euid = pc->euid;
-            b->hdr.egid = pc->egid;
-            b->hdr.cap_inheritable = pc->cap_inheritable;
-            b->hdr.cap_permitted = pc->cap_permitted;
-            b->hdr.cap_effective = pc->cap_effective;
-            precreds.delete(&pid_tgid);
-        }
-    }
-    emit(b, off);
-    return 0;
-}
-
-// Tail of sys_exit for a successful execve/execveat (tails[TAIL_EXEC_EXIT], set by user space): the record
-// built so far is in the per-CPU scratch buffer, its payload length the sum of its segments.
-int exec_exit(void *ctx) {
-    struct buf *b = get_buf();
-    if (!b)
-        return 0;
-    u32 off = 0;
-#pragma unroll
-    for (int i = 0; i < NSEG; i++)
-        off += b->hdr.len[i];
-    off = put_exec_facts(b, off);
-    fill_task(&b->hdr, REC_SYSCALL);
+    if (conf->credsbefore)
+        apply_precreds(&b->hdr, pid_tgid);
     emit(b, off);
     return 0;
 }

@@ -1,10 +1,13 @@
-// What a successful exec records about the new image: the exe's path and inode facts, and the cgroup paths
-// container identity is read from.
+// What an exec records beyond its arguments: the environment past the first MAX_ENVP entries (exec_env, a tail
+// of sys_enter) and, once it succeeded, the new image's path and inode facts and the cgroup paths container
+// identity is read from (exec_exit, a tail of sys_exit).
 // Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
 
 #define CG_DEPTH 10          // cgroup path components read (leaf first); deeper paths lose their top ones
 #define CG_NAME_MAX 256      // a kernfs name is at most NAME_MAX bytes
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define ENV_MORE_MAX 1024     // environment entries read beyond the first MAX_ENVP when asked (env_more)
+#define ENV_MORE_AREA 12288   // ... within this many bytes
 
 // The executable as the kernel holds it right after exec (SEG_BLOB of a successful execve/execveat).
 struct execinfo {
@@ -188,4 +191,60 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
 #endif
 #endif
     return off;
+}
+
+// Tail of sys_exit for a successful execve/execveat (tails[TAIL_EXEC_EXIT], set by user space): the record
+// built so far is in the per-CPU scratch buffer, its payload length the sum of its segments.
+int exec_exit(void *ctx) {
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < NSEG; i++)
+        off += b->hdr.len[i];
+    off = put_exec_facts(b, off);
+    fill_task(&b->hdr, REC_SYSCALL);
+    emit(b, off);
+    return 0;
+}
+
+// Tail of sys_enter for an exec (tails[TAIL_EXEC_ENV]): environment entries from index args[1] of the user
+// vector at args[0], up to env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The scratch
+// buffer still holds the EXECARGS header (task, syscall). Working state lives in the map (see put_exe_path).
+int exec_env(void *ctx) {
+    struct buf *b = get_buf();
+    int zero = 0;
+    u32 *more = env_more.lookup(&zero);
+    if (!b || !more)
+        return 0;
+    u64 envp = b->hdr.args[0];
+    u32 start = b->hdr.args[1];
+    u32 max = *more;
+    b->walk_used = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < ENV_MORE_MAX; i++) {
+        if (i >= max)
+            break;
+        u32 used = b->walk_used;
+        if (used >= ENV_MORE_AREA)
+            break;
+        u64 p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p)
+            break;
+        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ENV_MORE_AREA, the verifier does not
+        int n = bpf_probe_read_user_str(&b->payload[used & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        b->walk_used = used + n;
+    }
+    u32 used = b->walk_used;
+    if (!used || used > ENV_MORE_AREA + STR_MAX)
+        return 0;
+    b->hdr.kind = REC_EXECENV;
+    for (int i = 0; i < NSEG; i++)
+        b->hdr.len[i] = 0;
+    b->hdr.len[SEG_EXTRA2] = used;
+    emit(b, used);
+    return 0;
 }

@@ -232,6 +232,9 @@ class Sensor:
         anywhere in the environment. The daemon asks for more only when a loaded rule reads proc.env."""
         if not ENV_BASE <= entries <= ENV_MAX:
             raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {entries}")
+        if self._bpf is None:  # not started: start() applies it
+            self.config.env_max = entries
+            return
         self._bpf[b"env_more"][ctypes.c_int(0)] = ctypes.c_uint32(entries - ENV_BASE)
 
     def set_data_syscalls(self, names: Iterable[str] | None) -> None:
@@ -239,7 +242,8 @@ class Sensor:
         that has one. The daemon passes the event types whose rules read the buffer, so a data copy is paid
         only where a rule looks at it."""
         self._data = None if names is None else frozenset(names)
-        self._write_sysconf(self._names)
+        if self._bpf is not None:  # else start() applies it
+            self._write_sysconf(self._names)
 
     def _write_sysconf(self, names: set[str] | None) -> frozenset[str]:
         self._names = names
