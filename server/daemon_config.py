@@ -35,6 +35,7 @@ from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
+from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 
 __all__ = [
@@ -112,6 +113,7 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "alert_store",
         "container_engines",  # server/config_containers.py
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
@@ -221,6 +223,8 @@ class DaemonConfig:
     open_path_filter: bool = True
     # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
     snaplen: int = 80
+    # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
+    alert_store: StoreConfig = field(default_factory=StoreConfig)
     # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
     container_engines: tuple[tuple[str, EngineSettings], ...] = ()
     append_output: tuple[dict[str, Any], ...] = ()
@@ -321,6 +325,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
         syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
         metrics=metrics,
+        alert_store=read_store_section(top.section("alert_store")),
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
         snaplen=_read_falco_libs(top.section("falco_libs"), d),
