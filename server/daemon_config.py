@@ -79,7 +79,6 @@ _FALCO_KEYS_IGNORED = frozenset(
         "outputs_queue",
         "metrics",
         "base_syscalls",
-        "falco_libs",
         "config_files",
         "json_include_message_property",
         "json_include_output_fields_property",
@@ -94,6 +93,7 @@ _FALCO_KEYS_IGNORED = frozenset(
 
 _KNOWN_KEYS = frozenset(
     {
+        "falco_libs",
         "rules_files",
         "rules_file",
         "priority",
@@ -221,6 +221,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
+    snaplen: int = 80
     # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
     alert_store: StoreConfig = field(default_factory=StoreConfig)
     # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
@@ -326,6 +328,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         alert_store=read_store_section(top.section("alert_store")),
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
+        snaplen=_read_falco_libs(top.section("falco_libs"), d),
         container_engines=parse_container_engines(top.problems, data),
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
@@ -506,6 +509,21 @@ def _read_webserver(s: Section) -> MetricsConfig:
     if port > 65535:
         s.problems.add(f"webserver.listen_port must be at most 65535, got {port}.")
     return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
+
+
+SNAPLEN_MAX = 4096  # the sensor's limit (falconet.sensor.sensor.SNAPLEN_MAX; not imported: bcc-free module)
+
+
+def _read_falco_libs(s: Section, d: DaemonConfig) -> int:
+    """falco_libs.snaplen (Falco's key); the section's other keys tune Falco's libraries and are ignored."""
+    for key in s.data:
+        if key != "snaplen":
+            s.problems.warnings.append(f"falco_libs.{key} is a Falco setting that Falconet does not use; "
+                                       "it is ignored.")
+    snaplen = s.integer("snaplen", d.snaplen)
+    if snaplen > SNAPLEN_MAX:
+        s.problems.add(f"falco_libs.snaplen must be at most {SNAPLEN_MAX} bytes, got {snaplen}.")
+    return snaplen
 
 
 def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool]:
