@@ -19,12 +19,12 @@ def test_buffer_types_come_from_conditions_macros_and_outputs() -> None:
     none = _engine(("evt.type = recvfrom and fd.type = ipv4", "x %fd.name", ""))
     assert none.buffer_event_types() == frozenset() and not none.reads_environment()
     cond = _engine(("evt.type = recvfrom and evt.buffer bcontains cafebabe", "x", ""))
-    assert cond.buffer_event_types() == {"recvfrom"}
+    assert cond.buffer_event_types() == frozenset({"recvfrom"})
     macro = _engine(("evt.type in (read, sendto) and is_get", "x",
                      "- macro: is_get\n  condition: evt.rawarg.data startswith GET\n"))
-    assert macro.buffer_event_types() == {"read", "sendto"}
+    assert macro.buffer_event_types() == frozenset({"read", "sendto"})
     out = _engine(("evt.type = write", "wrote %evt.buffer", ""))
-    assert out.buffer_event_types() == {"write"}
+    assert out.buffer_event_types() == frozenset({"write"})
     anytype = _engine(("evt.buffer contains secret", "x", ""))
     assert anytype.buffer_event_types() is None  # a rule of every type reads it: copy everywhere
 
