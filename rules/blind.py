@@ -96,9 +96,9 @@ def add_blind_warnings(
         rule = item.rule
         result.add(
             Code.FIELD_NOT_FILLED,
-            f"rule '{rule.name}' reads {', '.join(item.fields)}, which the live sensor never fills: "
-            "every comparison with an unset field is false, so the rule may never match "
-            "(falconet rules fields lists what is filled)",
+            f"rule '{rule.name}' reads {', '.join(item.fields)}, which the live sensor never fills: every "
+            "comparison with an unset field is false, so the rule may never match or its exceptions never "
+            "apply (falconet rules fields lists what is filled)",
             rule.position,
         )
     return found

@@ -313,6 +313,15 @@ class Sensor:
                 break
         return out
 
+    def consume_raw(self) -> list[bytes]:
+        """Takes up to POLL_BATCH records without waiting, undecoded, and counts nothing: for benchmarks that
+        time the stages poll() runs together (bench/pipeline_stages.py). Feed them to `enricher.feed`."""
+        if self._bpf is None:
+            raise SensorError("the sensor is not started")
+        self._bpf.ring_buffer_consume()
+        raw, self._raw = self._raw, []
+        return raw
+
     def stats(self) -> SensorStats:
         st = self._stats
         if self._bpf is not None:

@@ -13,6 +13,7 @@ import pytest
 from resources import shared_path
 
 from falconet.model.sensor_fields import SENSOR_FILLS
+from falconet.rules.builder import CompiledRule
 from falconet.rules.blind import ENGINE_ANSWERS, blind_rules, catalog_key, fill_state
 from falconet.rules.errors import Code
 from falconet.rules.fields import catalog
@@ -55,7 +56,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
-def _load(path: Path) -> list[object]:
+def _load(path: Path) -> list[CompiledRule]:
     loader = Loader()
     loader.add_file(str(path))
     return list(loader.compile().rules)
@@ -64,7 +65,7 @@ def _load(path: Path) -> list[object]:
 def test_blind_rules_are_found_through_macros_negations_and_field_values(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
-    found = {b.rule.name: b.fields for b in blind_rules(_load(path))}  # type: ignore[arg-type]
+    found = {b.rule.name: b.fields for b in blind_rules(_load(path))}
     assert found == {"through nested macros": ("evt.cpu",), "field to field": ("thread.cgroups",)}
 
 
@@ -73,7 +74,7 @@ def test_a_field_the_sensor_starts_filling_stops_the_warning(tmp_path: Path) -> 
     path.write_text(RULES)
     rules = _load(path)
     more = SENSOR_FILLS | {"evt.cpu", "thread.cgroups"}
-    assert blind_rules(rules, more) == []  # type: ignore[arg-type]
+    assert blind_rules(rules, more) == []
 
 
 def test_validate_warns_naming_the_rule_and_the_field(tmp_path: Path) -> None:
