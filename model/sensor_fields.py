@@ -3,13 +3,14 @@
 The fact belongs to the sensor, but the engine must read it and may import nothing but the model
 (tests/architecture), so it lives here beside the other contracts between the stages (model/syscalls.py).
 A declared set rather than one derived from the enricher: what the enricher sets is spread over the record
-decoder, the process and fd tables and the container runtimes' clients, and a field's value also depends on
+decoder, the process and fd tables and the container runtimes' clients (sensor/containers), and a field's value also depends on
 the engine's extractor (a bool that is always False is not "filled"); only a live capture says what a rule
 will actually see. tests/sensor/test_fields_filled_live.py keeps the declaration honest in both directions:
 it runs a workload under the real sensor and requires every field outside the container families to be
 declared exactly when some of the workload's events give it a value that an empty event does not have;
-container.* and k8s.* fields (which need a container) are declared exactly when a container described as the
-sensor describes one (identity and runtime type from the cgroup path) gives them a value.
+container.* and k8s.* fields (which need a container and its runtime) are declared exactly when a container
+described as the live source describes one (identity from the cgroup path, the rest from the runtime's records,
+sensor/containers) gives them a value.
 
 Names are the field registry's (rules/fields): a field taking a dotted argument ends with a dot (`evt.arg.`),
 one taking a bracketed argument is named bare (`proc.aname`). Making the sensor fill another field is one line
@@ -20,8 +21,31 @@ are the engine's business (rules/blind.py), not listed here.
 from __future__ import annotations
 
 SENSOR_FILLS: frozenset[str] = frozenset({
+    "container.duration",
     "container.full_id",
+    "container.host_ipc",
+    "container.host_network",
+    "container.host_pid",
     "container.id",
+    "container.image",
+    "container.image.digest",
+    "container.image.id",
+    "container.image.repository",
+    "container.image.tag",
+    "container.ip",
+    "container.label",
+    "container.label.",
+    "container.labels",
+    "container.mount",
+    "container.mount.dest",
+    "container.mount.mode",
+    "container.mount.propagation",
+    "container.mount.rdwr",
+    "container.mount.source",
+    "container.mounts",
+    "container.name",
+    "container.privileged",
+    "container.start_ts",
     "container.type",
     "evt.abspath",
     "evt.arg",
@@ -92,6 +116,16 @@ SENSOR_FILLS: frozenset[str] = frozenset({
     "fs.path.targetraw",
     "group.gid",
     "group.name",
+    "k8s.ns.name",
+    "k8s.pod.full_sandbox_id",
+    "k8s.pod.id",
+    "k8s.pod.ip",
+    "k8s.pod.label",
+    "k8s.pod.label.",
+    "k8s.pod.labels",
+    "k8s.pod.name",
+    "k8s.pod.sandbox_id",
+    "k8s.pod.uid",
     "proc.aargs",
     "proc.acmdline",
     "proc.aenv",

@@ -17,13 +17,11 @@ from .builder import CompiledRule
 from .errors import Code, LoadResult
 from .fields import FIELDS, PREFIX_FIELDS
 from .parser import And, Check, FieldValue, MacroRef, Node, Not, Or
+from .sources import SYSCALL
 
 ENGINE_ANSWERS: frozenset[str] = frozenset({"evt.dir", "evt.count", "evt.source", "evt.hostname"})
 """Fields whose value needs no sensor: constants of Falconet's event model (every event is a syscall exit
 counted once) and what the engine's resolvers supply (the host name)."""
-
-SYSCALL = "syscall"
-
 
 def catalog_key(name: str) -> str | None:
     """The registry's name for a field as written in a rule (`evt.arg.flags` -> `evt.arg.`); None if unknown."""

@@ -1,9 +1,9 @@
 """`falconet rules fields`: every field the engine knows, as `falco --list` shows them, and which are filled.
 
 The `filled` column is the answer to "can a rule rely on this field here?": `sensor` (the live eBPF sensor
-fills it: falconet.model.sensor_fields), `engine` (the engine answers it without the sensor) or `NO` (always
-unset on live events: every comparison with it is false). Loading rules that read a `NO` field warns
-(rules/blind.py).
+fills it: falconet.model.sensor_fields), `engine` (the engine answers it without the sensor), `NO` (always
+unset on live events: every comparison with it is false), or `source` for another source's fields (ka.*,
+jevt.*: the k8s audit events carry them). Loading rules that read a `NO` field warns (rules/blind.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from .blind import fill_state
 from .fields import FieldInfo, catalog
+from .sources import KNOWN_SOURCES, SYSCALL, field_allowed
 
 _EPILOG = """examples:
   falconet rules fields                         every field, its type, whether it is filled, what it means
@@ -21,13 +22,12 @@ _EPILOG = """examples:
   falconet rules fields --source syscall --json | jq -r '.[] | select(.filled == "sensor") | .name'
 """
 
-SOURCES = ("syscall", "k8s_audit")
-_K8S_AUDIT_PREFIXES = ("ka.", "jevt.")
+SOURCES = tuple(sorted(KNOWN_SOURCES))
 
 
-def field_source(name: str) -> str:
-    """The event source whose rules read a field: ka.*/jevt.* belong to k8s_audit, everything else to syscall."""
-    return "k8s_audit" if name.startswith(_K8S_AUDIT_PREFIXES) else "syscall"
+def field_sources(name: str) -> list[str]:
+    """The event sources whose rules may read a field (rules/sources.py draws the line)."""
+    return [s for s in SOURCES if field_allowed(s, name)]
 
 
 def register(rules_sub: Any) -> None:
@@ -39,13 +39,13 @@ def register(rules_sub: Any) -> None:
     )
     p.add_argument("--source", choices=SOURCES, default=None, help="only the fields of this event source")
     p.add_argument("--not-filled", action="store_true", help="only the fields no live event carries")
-    p.add_argument("--json", action="store_true", help="one JSON array of {name, source, type, arg, filled, desc}")
+    p.add_argument("--json", action="store_true", help="one JSON array of {name, shown, sources, type, arg, filled, desc}")
     p.set_defaults(func=run_fields)
 
 
 def _filled(info: FieldInfo) -> str:
-    """Only syscall fields come from the sensor; other sources' fields come from their own events."""
-    return fill_state(info.name) if field_source(info.name) == "syscall" else "event"
+    """Only syscall fields come from the sensor; other sources' fields come from their own events ("source")."""
+    return fill_state(info.name) if field_allowed(SYSCALL, info.name) else "source"
 
 
 def _shown(info: FieldInfo) -> str:
@@ -63,14 +63,14 @@ def rows(source: str | None = None, not_filled: bool = False) -> list[dict[str, 
     """The listing as data (the tests and --json read this)."""
     out: list[dict[str, str]] = []
     for info in catalog():
-        src = field_source(info.name)
-        if source is not None and src != source:
+        if source is not None and not field_allowed(source, info.name):
             continue
         filled = _filled(info)
         if not_filled and filled != "no":
             continue
         desc = info.desc + (f" (deprecated: {info.deprecated})" if info.deprecated else "")
-        out.append({"name": info.name, "shown": _shown(info), "source": src, "type": info.type.value,
+        out.append({"name": info.name, "shown": _shown(info), "sources": ",".join(field_sources(info.name)),
+                    "type": info.type.value,
                     "arg": info.arg, "filled": filled, "desc": desc})  # fmt: skip
     return out
 
