@@ -34,7 +34,8 @@ def catalog_key(name: str) -> str | None:
 
 
 def fill_state(key: str, filled: frozenset[str] = SENSOR_FILLS) -> str:
-    """"sensor" (the live sensor fills it), "engine" (the engine answers it) or "no" (always unset live)."""
+    """Where a field's live value comes from: "sensor", "engine" (answered without the sensor) or "no"
+    (always unset on live events)."""
     if key in filled:
         return "sensor"
     if key in ENGINE_ANSWERS:
@@ -71,18 +72,24 @@ class BlindRule:
 
 
 def blind_rules(rules: Iterable[CompiledRule], filled: frozenset[str] = SENSOR_FILLS) -> list[BlindRule]:
-    """The enabled syscall rules whose condition reads a field the live sensor never fills (and the engine
-    does not answer). Disabled rules are left out: they cannot fire either way, and Falco's files disable
-    many rules that a user enables only deliberately."""
+    """The syscall rules among `rules` whose condition reads a field the live sensor never fills (and the
+    engine does not answer). Callers pass the rules that will run (`enabled_rules(...)`, or the engine's
+    enabled set, which includes rules a configuration enabled): a disabled rule cannot fire either way, and
+    Falco's files disable many rules that a user enables only deliberately."""
     out: list[BlindRule] = []
     for rule in rules:
-        if not rule.enabled or rule.source != SYSCALL or rule.condition_ast is None:
+        if rule.source != SYSCALL or rule.condition_ast is None:
             continue
         names = condition_fields(rule.condition_ast, rule.macro_asts or {})
         blind = sorted(n for n in names if (k := catalog_key(n)) is not None and fill_state(k, filled) == "no")
         if blind:
             out.append(BlindRule(rule, tuple(blind)))
     return out
+
+
+def enabled_rules(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
+    """The rules a rules file leaves enabled (what `rules validate` checks)."""
+    return [r for r in rules if r.enabled]
 
 
 def add_blind_warnings(

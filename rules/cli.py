@@ -121,12 +121,12 @@ def _load(files: list[str]) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .blind import add_blind_warnings
+    from .blind import add_blind_warnings, enabled_rules
 
     ruleset = _load(args.files)
     result = ruleset.result
     if result.ok:  # rules that would be blind under the live sensor (reads of fields it never fills)
-        add_blind_warnings(result, ruleset.rules)
+        add_blind_warnings(result, enabled_rules(ruleset.rules))
     if args.json:
         doc = {
             "files": result.files,

@@ -14,7 +14,7 @@ from resources import shared_path
 
 from falconet.model.sensor_fields import SENSOR_FILLS
 from falconet.rules.builder import CompiledRule
-from falconet.rules.blind import ENGINE_ANSWERS, blind_rules, catalog_key, fill_state
+from falconet.rules.blind import ENGINE_ANSWERS, blind_rules, catalog_key, enabled_rules, fill_state
 from falconet.rules.errors import Code
 from falconet.rules.fields import catalog
 from falconet.rules.loader import Loader
@@ -65,7 +65,7 @@ def _load(path: Path) -> list[CompiledRule]:
 def test_blind_rules_are_found_through_macros_negations_and_field_values(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
-    found = {b.rule.name: b.fields for b in blind_rules(_load(path))}
+    found = {b.rule.name: b.fields for b in blind_rules(enabled_rules(_load(path)))}
     assert found == {"through nested macros": ("evt.cpu",), "field to field": ("thread.cgroups",)}
 
 
@@ -75,6 +75,7 @@ def test_a_field_the_sensor_starts_filling_stops_the_warning(tmp_path: Path) -> 
     rules = _load(path)
     more = SENSOR_FILLS | {"evt.cpu", "thread.cgroups"}
     assert blind_rules(rules, more) == []
+    assert [b.rule.name for b in blind_rules(rules)][1] == "disabled and blind"  # found when asked about it
 
 
 def test_validate_warns_naming_the_rule_and_the_field(tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_upstream_rules_name_exactly_their_blind_rules() -> None:
     loader = Loader()
     for f in sorted(current.glob("*.yaml")):
         loader.add_file(str(f))
-    expected = blind_rules(loader.compile().rules)
+    expected = blind_rules(enabled_rules(loader.compile().rules))
     assert len(warned) == len(expected)
     for item, message in zip(expected, warned, strict=True):
         assert message.startswith(f"rule '{item.rule.name}' reads {', '.join(item.fields)},")
