@@ -112,6 +112,11 @@ class AlertServer:
             raise ConfigError(
                 f"cannot listen on unix://{path}: cannot create {str(path.parent)!r}: {exc.strerror}"
             ) from None
+        if path.is_symlink():  # issue 10 defect 8: dangling or not, never bind or unlink through a link
+            raise ConfigError(
+                f"cannot listen on unix://{path}: it is a symbolic link (to {os.readlink(path)!r}); "
+                "remove it or listen on another path"
+            )
         if path.is_socket():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
