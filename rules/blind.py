@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from falconet.model.sensor_fields import SENSOR_FILLS
+from falconet.model.text import escape_controls
 
 from .builder import CompiledRule
 from .errors import Code, LoadResult
@@ -95,13 +96,14 @@ def enabled_rules(rules: Iterable[CompiledRule]) -> list[CompiledRule]:
 def add_blind_warnings(
     result: LoadResult, rules: Iterable[CompiledRule], filled: frozenset[str] = SENSOR_FILLS
 ) -> list[BlindRule]:
-    """Adds one warning per blind rule to a load result (so `rules validate` and the daemon's log show it)."""
+    """Adds one warning per blind rule to a load result (so `rules validate` and the daemon's log show it);
+    the rule's name comes from a rules file, so its control characters are made visible."""
     found = blind_rules(rules, filled)
     for item in found:
         rule = item.rule
         result.add(
             Code.FIELD_NOT_FILLED,
-            f"rule '{rule.name}' reads {', '.join(item.fields)}, which the live sensor never fills: every "
+            f"rule '{escape_controls(rule.name)}' reads {', '.join(item.fields)}, which the live sensor never fills: every "
             "comparison with an unset field is false, so the rule may never match or its exceptions never "
             "apply (falconet rules fields lists what is filled)",
             rule.position,

@@ -41,7 +41,7 @@ RULES = """\
   priority: WARNING
   condition: evt.type = openat and thread.cgroups contains x
   enabled: false
-- rule: field to field
+- rule: "field to field\\x1b[2J"
   desc: d
   output: "x"
   priority: WARNING
@@ -66,7 +66,7 @@ def test_blind_rules_are_found_through_macros_negations_and_field_values(tmp_pat
     path = tmp_path / "rules.yaml"
     path.write_text(RULES)
     found = {b.rule.name: b.fields for b in blind_rules(enabled_rules(_load(path)))}
-    assert found == {"through nested macros": ("evt.cpu",), "field to field": ("thread.cgroups",)}
+    assert found == {"through nested macros": ("evt.cpu",), "field to field\x1b[2J": ("thread.cgroups",)}
 
 
 def test_a_field_the_sensor_starts_filling_stops_the_warning(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_validate_warns_naming_the_rule_and_the_field(tmp_path: Path) -> None:
     lines = [line for line in out.stdout.splitlines() if Code.FIELD_NOT_FILLED.value in line]
     assert len(lines) == 2, out.stdout
     assert "rule 'through nested macros' reads evt.cpu" in lines[0] and f"{path}:5:3" in lines[0]
-    assert "rule 'field to field' reads thread.cgroups" in lines[1]
+    assert "rule 'field to field\\x1b[2J' reads thread.cgroups" in lines[1]  # a control made visible
     doc = json.loads(_run("validate", "--json", str(path)).stdout)
     assert [d["code"] for d in doc["diagnostics"]].count(Code.FIELD_NOT_FILLED.value) == 2
 
