@@ -1,13 +1,18 @@
-"""The daemon names, in its log at start, each rule that reads a field the live sensor never fills."""
+"""The daemon names, in its log at start and at each reload, every rule that reads a field the live sensor
+never fills."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemon_harness import DaemonProcess, base_config
+from daemon_harness import DaemonProcess, Fifo, base_config
 
 pytestmark = pytest.mark.slow
+
+Start = Callable[..., tuple[DaemonProcess, Fifo]]
 
 RULES = """\
 - rule: cpu bound
@@ -23,17 +28,14 @@ RULES = """\
 """
 
 
-def test_start_logs_the_blind_rule_and_its_field(tmp_path: Path) -> None:
+def test_start_and_reload_log_the_blind_rule_and_its_field(tmp_path: Path, start_daemon: Start) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    capture = tmp_path / "empty.jsonl"
-    capture.write_text("")
-    daemon = DaemonProcess(tmp_path, base_config(tmp_path, rules), f"replay:{capture}", [])
-    try:
-        assert daemon.wait() == 0, daemon.stderr()
-    finally:
-        daemon.kill()
-    log = daemon.stderr()
-    warned = [line for line in log.splitlines() if "LOAD_FIELD_NOT_FILLED" in line]
-    assert len(warned) == 1, log
-    assert "rules warning:" in warned[0] and "rule 'cpu bound' reads evt.cpu" in warned[0]
+    daemon, _fifo = start_daemon(base_config(tmp_path, rules))
+    daemon.wait_for_line(r"rules warning: .*LOAD_FIELD_NOT_FILLED: rule 'cpu bound' reads evt\.cpu,")
+    assert daemon.stderr().count("LOAD_FIELD_NOT_FILLED") == 1  # the rule reading only filled fields is not named
+
+    rules.write_text(RULES.replace("cpu bound", "cgroup bound").replace("evt.cpu = 1", "thread.cgroups contains x"))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for_line(r"falconet: reloaded")
+    daemon.wait_for_line(r"rules warning: .*LOAD_FIELD_NOT_FILLED: rule 'cgroup bound' reads thread\.cgroups,")
