@@ -8,6 +8,7 @@ swaps the TLS files for new handshakes while open streams continue.
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import logging
 import os
@@ -23,6 +24,7 @@ from falconet.server.config import ConfigError, Listen, ServerConfig
 from falconet.server.hub import Hub
 from falconet.server.services_falco import OUTPUTS_SERVICE, VERSION_SERVICE, FalcoOutputs, FalcoVersion
 from falconet.server.services_falconet import ALERT_SERVICE, INPUT_SERVICE, AlertService, InputService
+from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.tls import ReloadableServerCredentials, ServerTLSFiles
 
 log = logging.getLogger("falconet.server")
@@ -39,7 +41,12 @@ class AlertServer:
     def __init__(self, config: ServerConfig, hub: Hub | None = None) -> None:
         self.listens: list[Listen] = config.validate()
         self.config = config
-        self.hub = hub if hub is not None else Hub(config.retention, hostname=config.hostname)
+        # The persistent store (when configured) belongs to the server only when the server makes the hub; the
+        # daemon makes its own hub and store and passes the hub in.
+        self.store: AlertStore | None = None
+        if hub is None:
+            hub, self.store = hub_with_store(config.store, config.retention, config.hostname)
+        self.hub: Hub = hub
         self._tls: ReloadableServerCredentials | None = None
         if config.tls_ca is not None and config.tls_cert is not None and config.tls_key is not None:
             # Load and check the files now, so a bad file is reported before anything binds.
@@ -97,6 +104,8 @@ class AlertServer:
                 bound.append(f"{host}:{port}")
         await server.start()
         self._server = server
+        if self.store is not None:
+            self.store.start(self.hub)
         for path in self._unix_paths:
             self._secure_unix(path)
         for name in ("", *_SERVICE_NAMES):
@@ -157,6 +166,8 @@ class AlertServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
         for path in self._unix_paths:
             try:
                 path.unlink()

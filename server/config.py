@@ -12,6 +12,7 @@ from pathlib import Path
 
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION, default_hostname
+from falconet.server.store_schema import StoreConfig
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_UNIX_SOCKET", "FALCO_PORT", "ConfigError", "Listen", "ServerConfig", "parse_listen"]
 
@@ -78,6 +79,8 @@ class ServerConfig:
     hostname: str = field(default_factory=default_hostname)
     max_batch: int = 1000
     """Most alerts per message of the batched stream when the client does not say."""
+    store: StoreConfig = field(default_factory=StoreConfig)
+    """The persistent alert store (server/store.py); its path None = memory only."""
 
     @classmethod
     def with_certs_dir(
@@ -139,6 +142,8 @@ class ServerConfig:
             raise ConfigError(
                 f"hostname {self.hostname!r} must be non-empty without spaces around it (it is put on every alert)"
             )
+        for problem in self.store.problems():
+            raise ConfigError(problem)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1 alert, got {self.max_batch}")
         for cn in self.input_allow_cns:
