@@ -322,6 +322,10 @@ class Sensor:
         if now - self._last_sweep > SWEEP_SECONDS:
             self._last_sweep = now
             self._stats.swept += self.enricher.table.sweep()
+        return self._take()
+
+    def _take(self) -> list[Event]:
+        """Enriches the records the callback collected (state-only ones are absorbed)."""
         raw, self._raw = self._raw, []
         out: list[Event] = []
         st = self._stats
@@ -336,6 +340,41 @@ class Sensor:
                 out.append(ev)
         st.events += len(out)
         return out
+
+    def drain(self) -> list[Event]:
+        """Stops the kernel from emitting syscall records and returns every event it still holds.
+
+        For a clean stop (`falconet capture`): a poll takes at most POLL_BATCH records, so a final poll
+        alone would leave the rest of a burst that arrived just before the stop in the ring buffer. Turning
+        every syscall off first makes what remains finite (only process-exit records can still arrive), so
+        consuming until a round reads nothing ends; the round bound is a guard, not the expected exit. The
+        sensor keeps tracing nothing afterwards: close it."""
+        if self._bpf is None:
+            raise SensorError("the sensor is not started")
+        table = self._bpf[b"sysconf"]
+        for spec in sc.BY_NAME.values():
+            key = ctypes.c_int(spec.nr)
+            leaf = table[key]
+            leaf.on = 0
+            table[key] = leaf
+        out: list[Event] = []
+        # Each round takes up to POLL_BATCH records, each of at least 16 bytes in the ring.
+        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16):
+            before = self._stats.records
+            self._bpf.ring_buffer_consume()
+            out.extend(self._take())
+            if self._stats.records == before:
+                break
+        return out
+
+    def consume_raw(self) -> list[bytes]:
+        """Takes up to POLL_BATCH records without waiting, undecoded, and counts nothing: for benchmarks that
+        time the stages poll() runs together (bench/pipeline_stages.py). Feed them to `enricher.feed`."""
+        if self._bpf is None:
+            raise SensorError("the sensor is not started")
+        self._bpf.ring_buffer_consume()
+        raw, self._raw = self._raw, []
+        return raw
 
     def stats(self) -> SensorStats:
         st = self._stats
