@@ -32,6 +32,7 @@ from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
+from falconet.server.limits import Limits
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -168,6 +169,8 @@ class GrpcConfig:
     unix_socket_group: str | None = None
     inputs_allowed_common_names: tuple[str, ...] = ()
     retention: int = DEFAULT_RETENTION
+    limits: Limits = field(default_factory=Limits)
+    crl: Path | None = None  # default: crl.pem next to root_certs
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +425,8 @@ def _read_grpc(s: Section) -> GrpcConfig:
         unix_socket_group=None if group is None else str(group),
         inputs_allowed_common_names=s.strings("inputs_allowed_common_names") or d.inputs_allowed_common_names,
         retention=s.integer("retention", d.retention, minimum=1),
+        limits=_read_limits(s),
+        crl=s.path("crl"),
     )
     if config.enabled and tcp and not (config.private_key and config.cert_chain and config.root_certs):
         s.problems.add(
@@ -429,6 +434,23 @@ def _read_grpc(s: Section) -> GrpcConfig:
             "grpc.cert_chain and grpc.root_certs."
         )
     return config
+
+
+def _read_limits(s: Section) -> Limits:
+    """The resource limits (falconet.server.limits), each key checked here so every problem is listed."""
+    d = Limits()
+    limits = Limits(
+        handshake_timeout=s.number("handshake_timeout", d.handshake_timeout, minimum=0.1),
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1),
+        max_streams_per_connection=s.integer("max_streams_per_connection", d.max_streams_per_connection, minimum=1),
+        max_subscriptions_per_identity=s.integer(
+            "max_subscriptions_per_identity", d.max_subscriptions_per_identity, minimum=1
+        ),
+        max_calls=s.integer("max_calls", d.max_calls, minimum=1),
+    )
+    for problem in limits.problems():
+        s.problems.add(f"grpc.{problem}.")
+    return limits if not limits.problems() else d
 
 
 DROP_ACTIONS = ("ignore", "log", "alert", "exit")

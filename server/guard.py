@@ -1,0 +1,214 @@
+"""Every call over TCP passes here first: revoked certificates are refused, each identity's subscriptions capped.
+
+grpcio's Python API takes no CRL for the handshake, but the peer's certificate is in each call's auth context
+(`x509_pem_cert`), so the check runs per call, in a server interceptor that wraps every method handler of the
+TCP server (the UNIX-socket server has no certificates and does not install it). The guard also remembers
+the task of each open call by certificate serial, so that a reload which revokes a certificate can cancel its
+open streams; they end with PERMISSION_DENIED saying why.
+
+Subscriptions (sub, get, Subscribe, GetAll) are counted per identity (the certificate subject, as in
+`falconet.server.auth`): one certificate cannot hold more than `max_subscriptions_per_identity` at once, and
+the next one is RESOURCE_EXHAUSTED with the limit named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography import x509
+
+from falconet.certs.errors import CertError
+from falconet.certs.revoke import read_crl
+from falconet.server.auth import peer_of
+
+log = logging.getLogger("falconet.server")
+
+SUBSCRIPTION_METHODS = frozenset(
+    {
+        "/falco.outputs.service/sub",
+        "/falco.outputs.service/get",
+        "/falconet.v1.AlertService/Subscribe",
+        "/falconet.v1.AlertService/GetAll",
+    }
+)
+_SERIAL_CACHE = 4096
+"""Parsed peer certificates remembered (PEM bytes to serial); cleared when full."""
+
+
+class RevocationList:
+    """The serials revoked by the CRL file, checked against the CA; a missing file revokes nothing."""
+
+    def __init__(self, crl: Path, ca: Path) -> None:
+        self.crl = crl
+        self.ca = ca
+        self.serials = self.read()
+
+    def read(self) -> frozenset[int]:
+        """The CRL's serials now; CertError when it exists but cannot be trusted (the caller keeps the old)."""
+        if not self.crl.exists():
+            return frozenset()
+        try:
+            cas = x509.load_pem_x509_certificates(self.ca.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CertError(f"cannot read the CA certificate {self.ca} to check the CRL: {exc}") from None
+        first: CertError | None = None
+        for ca in cas:
+            try:
+                return read_crl(self.crl, ca)
+            except CertError as exc:
+                first = first or exc
+        assert first is not None
+        raise first
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    task: asyncio.Task[Any] | None
+    serial: int | None
+    identity: str | None
+    cut: bool = False
+
+
+class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped in the stubs
+    """The TCP server's interceptor: revocation per call, the subscription cap, and cutting revoked streams."""
+
+    def __init__(self, revocations: RevocationList | None, max_subscriptions_per_identity: int) -> None:
+        self.revocations = revocations
+        self.max_subscriptions = max_subscriptions_per_identity
+        self.subscriptions: Counter[str] = Counter()
+        self._open: set[_Call] = set()
+        self._serials: dict[bytes, int] = {}
+        self.refused = 0
+
+    @property
+    def revoked(self) -> frozenset[int]:
+        return self.revocations.serials if self.revocations is not None else frozenset()
+
+    def load_crl(self) -> None:
+        """Re-reads the CRL; CertError keeps the old one. Safe from any thread (one reference assignment)."""
+        if self.revocations is not None:
+            self.revocations.serials = self.revocations.read()
+
+    def cut_revoked(self) -> int:
+        """Ends the open calls of revoked certificates; returns how many. Call it on the server's event loop."""
+        revoked = self.revoked
+        cut = 0
+        for call in list(self._open):
+            if call.serial in revoked and not call.cut and call.task is not None:
+                call.cut = True
+                call.task.cancel()
+                cut += 1
+        if cut:
+            log.warning("ended %d open calls of revoked certificates", cut)
+        return cut
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method: str = handler_call_details.method
+        subscription = method in SUBSCRIPTION_METHODS
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                wrapped = self._wrap(behavior, subscription)
+                return handler._replace(**{kind: wrapped})
+        return handler
+
+    def _serial(self, context: grpc.aio.ServicerContext[Any, Any]) -> int | None:
+        pem_list = context.auth_context().get("x509_pem_cert")
+        if not pem_list:
+            return None
+        pem = pem_list[0]
+        serial = self._serials.get(pem)
+        if serial is None:
+            try:
+                serial = x509.load_pem_x509_certificate(pem).serial_number
+            except ValueError:
+                return None
+            if len(self._serials) >= _SERIAL_CACHE:
+                self._serials.clear()
+            self._serials[pem] = serial
+        return serial
+
+    async def _enter(self, context: grpc.aio.ServicerContext[Any, Any], subscription: bool) -> _Call:
+        """Registers the call, or aborts it (revoked certificate, too many subscriptions)."""
+        serial = self._serial(context)
+        if serial is not None and serial in self.revoked:
+            self.refused += 1
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"the client certificate (serial {serial:x}) is revoked by the server's CRL",
+            )
+        identity = None
+        if subscription:
+            peer = peer_of(context)
+            if not peer.via_unix:
+                identity = peer.identity
+                if self.subscriptions[identity] >= self.max_subscriptions:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"this client certificate ({peer.identity.removeprefix('mtls:')}) already holds "
+                        f"{self.max_subscriptions} subscriptions, the server's limit per identity; close one first",
+                    )
+                self.subscriptions[identity] += 1
+        call = _Call(asyncio.current_task(), serial, identity)
+        self._open.add(call)
+        return call
+
+    def _leave(self, call: _Call) -> None:
+        self._open.discard(call)
+        if call.identity is not None:
+            self.subscriptions[call.identity] -= 1
+            if self.subscriptions[call.identity] <= 0:
+                del self.subscriptions[call.identity]
+
+    async def _cut(self, call: _Call, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        assert call.serial is not None
+        await context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"the client certificate (serial {call.serial:x}) was revoked by the server's CRL; stream ended",
+        )
+
+    def _wrap(self, behavior: Callable[..., Any], subscription: bool) -> Callable[..., Any]:
+        if not inspect.isasyncgenfunction(behavior):
+
+            async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                entry = await self._enter(context, subscription)
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                except asyncio.CancelledError:
+                    if entry.cut:
+                        await self._cut(entry, context)
+                    raise
+                finally:
+                    self._leave(entry)
+
+            return call
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            entry = await self._enter(context, subscription)
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                if entry.cut:
+                    await self._cut(entry, context)
+                raise
+            finally:
+                self._leave(entry)
+
+        return stream
