@@ -82,8 +82,10 @@ def revoke(directory: Path, who: str) -> Revoked:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         except ValueError as exc:
             raise CertError(f"cannot read {cert_path}: {exc}") from None
-        if cert.issuer != ca_cert.subject:
-            raise CertError(f"{cert_path} was not issued by the CA in {d}; nothing to revoke there")
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CertError(f"{cert_path} was not issued by the CA in {d}; nothing to revoke there") from None
         serial, subject = cert.serial_number, cert.subject.rfc4514_string()
     elif who == CA_CERT.removesuffix(".crt"):
         raise CertError("the CA itself cannot be revoked; make a new one with `falconet certs init --force`")
