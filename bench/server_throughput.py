@@ -103,27 +103,29 @@ class LoopThread:
 async def start_baseline(
     unix: str, tcp: str, creds: grpc.ServerCredentials, single: bytes, batch: bytes
 ) -> tuple[grpc.aio.Server, int]:
-    async def stream_single(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def stream_single(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> Any:
         for _ in range(int(request)):
             yield single
 
-    async def stream_batch(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+    async def stream_batch(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> Any:
         for _ in range(int(request) // BATCH):
             yield batch
 
-    async def falco_sub(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def falco_sub(requests: Any, context: grpc.aio.ServicerContext[bytes, bytes]) -> Any:
         # Falco's method, bare: after the first request, the same pre-serialized alert until the client leaves.
         await requests.__anext__()
         while True:
             yield single
 
     server = grpc.aio.server()
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Single": grpc.unary_stream_rpc_method_handler(stream_single),
         "Batch": grpc.unary_stream_rpc_method_handler(stream_batch),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Baseline", handlers),))
-    falco = {"sub": grpc.stream_stream_rpc_method_handler(falco_sub)}
+    falco: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
+        "sub": grpc.stream_stream_rpc_method_handler(falco_sub)
+    }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("falco.outputs.service", falco),))
     server.add_insecure_port(unix)
     port = server.add_secure_port(tcp, creds)
@@ -174,9 +176,10 @@ async def _client(conn: Connection, spec: Spec) -> list[tuple[int, int, float, f
                 call: Any = ch.stream_stream(SUB, request_serializer=None, response_deserializer=decode)()
                 await call.write(spec.request)
             else:
-                call = ch.unary_stream(spec.method, request_serializer=None, response_deserializer=decode)(
-                    spec.request
+                single: grpc.aio.UnaryStreamMultiCallable[bytes, outputs_pb2.response] = ch.unary_stream(
+                    spec.method, request_serializer=None, response_deserializer=decode
                 )
+                call = single(spec.request)
             while received + lost < spec.expected and time.monotonic() < deadline:
                 try:
                     msg = await asyncio.wait_for(call.read(), max(0.1, deadline - time.monotonic()))
@@ -189,10 +192,11 @@ async def _client(conn: Connection, spec: Spec) -> list[tuple[int, int, float, f
                 else:
                     received += 1
         else:
-            decode = alerts_pb2.SubscribeResponse.FromString
-            call = ch.unary_stream(spec.method, request_serializer=None, response_deserializer=decode)(
-                spec.request
+            decode_batch = alerts_pb2.SubscribeResponse.FromString
+            batched: grpc.aio.UnaryStreamMultiCallable[bytes, alerts_pb2.SubscribeResponse] = ch.unary_stream(
+                spec.method, request_serializer=None, response_deserializer=decode_batch
             )
+            call = batched(spec.request)
             while received + lost < spec.expected and time.monotonic() < deadline:
                 try:
                     msg = await asyncio.wait_for(call.read(), max(0.1, deadline - time.monotonic()))
@@ -370,6 +374,7 @@ class Bench:
         for entry in server.hub.snapshot():
             entry.framed()  # as after the first reader: conversion is measured in the sustained runs
         tls = self.client_tls if transport == "mTLS" else None
+        req: alerts_pb2.SubscribeRequest | outputs_pb2.request
         if batched:
             req = alerts_pb2.SubscribeRequest(start=types_pb2.Start(position=types_pb2.Start.POSITION_OLDEST))
             ours = Spec(
@@ -414,6 +419,7 @@ class Bench:
         server, unix, tcp = self.falconet(retention=10_000)
         total = int(rate * seconds)
         alerts = [make_alert(i) for i in range(total)]
+        req: alerts_pb2.SubscribeRequest | outputs_pb2.request
         if batched:
             req = alerts_pb2.SubscribeRequest(start=types_pb2.Start(position=types_pb2.Start.POSITION_NOW))
             spec = Spec(

@@ -7,12 +7,12 @@ engine thread does in the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_server import ServerHandle, start_server
+from shared_server import ServerFactory, ServerHandle, start_server
 
 from falconet.certs import init_certs
 
@@ -36,7 +36,7 @@ def alert_server(certs_dir: Path) -> Iterator[ServerHandle]:
 
 
 @pytest.fixture
-def alert_server_factory(certs_dir: Path) -> Iterator[Callable[..., ServerHandle]]:
+def alert_server_factory(certs_dir: Path) -> Iterator[ServerFactory]:
     """Starts servers with custom settings (`retention=`, `input_allow_cns=`, `hub=`...); all stopped after."""
     handles: list[ServerHandle] = []
 

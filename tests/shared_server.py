@@ -81,6 +81,10 @@ class ServerHandle:
             shutil.rmtree(self.unix_path.parent, ignore_errors=True)
 
 
+ServerFactory = Callable[..., ServerHandle]
+"""The `alert_server_factory` fixture: `start_server` with custom settings, every server stopped after."""
+
+
 def start_server(
     certs: Path, *, hub: Hub | None = None, workdir: Path | None = None, **config: Any
 ) -> ServerHandle:

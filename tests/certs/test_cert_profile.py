@@ -64,7 +64,7 @@ def test_leaf_profile(made: tuple[Path, dict[str, x509.Certificate]], role: str)
     want = ExtendedKeyUsageOID.SERVER_AUTH if role == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
     assert list(ext(leaf, x509.ExtendedKeyUsage).value) == [want]
     ski = ext(leaf, x509.SubjectKeyIdentifier).value
-    assert ski == x509.SubjectKeyIdentifier.from_public_key(leaf.public_key())  # type: ignore[arg-type]
+    assert ski == x509.SubjectKeyIdentifier.from_public_key(leaf.public_key())
     aki = ext(leaf, x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == ext(ca, x509.SubjectKeyIdentifier).value.digest
     pub = leaf.public_key()

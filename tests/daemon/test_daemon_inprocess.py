@@ -34,6 +34,14 @@ class _FailsOnSecond:
         result: list[Alert] = self.engine.process(event)
         return result
 
+    def open_path_prefixes(self) -> dict[str, list[str]] | None:
+        prefixes: dict[str, list[str]] | None = self.engine.open_path_prefixes()
+        return prefixes
+
+    def open_path_blockers(self) -> list[str]:
+        blockers: list[str] = self.engine.open_path_blockers()
+        return blockers
+
 
 def test_an_event_the_engine_fails_on_is_counted_and_reported_and_the_rest_still_alert(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+from falconet.rules import DEFAULT_RULES
 from falconet.server.daemon_config import load_config
 
 
@@ -41,7 +41,9 @@ def test_install_writes_a_config_that_loads_the_default_rules(tmp_path: Path) ->
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
 
 
-def test_reinstall_keeps_an_edited_config_refreshes_the_rules_and_never_touches_rules_d(tmp_path: Path) -> None:
+def test_reinstall_keeps_an_edited_config_refreshes_the_rules_and_never_touches_rules_d(
+    tmp_path: Path
+) -> None:
     etc = tmp_path / "falconet"
     assert install("--dir", str(etc)).returncode == 0
     (etc / "falconet.yaml").write_text("priority: warning\n")

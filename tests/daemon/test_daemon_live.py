@@ -31,9 +31,11 @@ from typing import Any
 import pytest
 from daemon_harness import DaemonProcess, read_json_lines, wait_until
 
-from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+from falconet.rules import DEFAULT_RULES
 from falconet.model.alert import parse_time
 from falconet.sdk import Client
+
+pytestmark = pytest.mark.bpf
 
 PY = "/usr/bin/python3"  # a plain system python: proc.name is "python3"
 VENV_BIN = Path(sys.executable).parent

@@ -36,7 +36,8 @@ def metrics() -> Iterator[tuple[DaemonMetrics, str]]:
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.status == 200
-        return resp.read().decode()
+        body: bytes = resp.read()
+        return body.decode()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

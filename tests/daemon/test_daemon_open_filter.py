@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from daemon_harness import DaemonProcess, read_json_lines, wait_until
 
-from falconet.rules import DEFAULT_RULES  # type: ignore[attr-defined]
+from falconet.rules import DEFAULT_RULES
 
+pytestmark = pytest.mark.bpf
 PY = "/usr/bin/python3"
 
 
@@ -216,7 +217,9 @@ def test_sighup_reapplies_the_filter_from_the_new_rules(tmp_path: Path) -> None:
     marker.write_text("x")
     daemon = start(tmp_path / "d", True)
     try:
-        on_lines = lambda: [ln for ln in daemon.lines if "open path filter on:" in ln]  # noqa: E731
+        def on_lines() -> list[str]:
+            return [ln for ln in daemon.lines if "open path filter on:" in ln]
+
         wait_until(lambda: len(on_lines()) == 1, timeout=5, what="the filter on at start")
         daemon.config_path.write_text(daemon.config_path.read_text().replace(
             f"rules_files: [{DEFAULT_RULES}]", f"rules_files: [{DEFAULT_RULES}, {extra}]"))  # fmt: skip

@@ -34,7 +34,10 @@ from daemon_harness import (
     read_json_lines,
     wait_until,
 )
+from resources import require_root
 
+# ~1-2 s a test: each starts `falconet run` as a process and waits for what it must do (make unit skips them).
+pytestmark = pytest.mark.slow
 Start = Callable[..., tuple[DaemonProcess, Fifo]]
 
 
@@ -313,8 +316,9 @@ def test_start_up_failures_say_what_is_wrong(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "absent.yaml does not exist" in missing.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged user needs root")
+@pytest.mark.root
 def test_the_ebpf_source_without_root_fails_at_once_saying_so() -> None:
+    require_root("switching to an unprivileged user")
     # A directory the unprivileged user can read (pytest's own tmp_path is private to root).
     with tempfile.TemporaryDirectory(prefix="falconet-nonroot-") as name:
         work = Path(name)
@@ -414,8 +418,9 @@ def test_command_line_rules_replace_the_configs_and_a_rules_d_loads_in_name_orde
     assert daemon.wait() == 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities from root needs root")
+@pytest.mark.root
 def test_the_ebpf_source_without_bpf_capabilities_fails_at_once_saying_which(tmp_path: Path) -> None:
+    require_root("dropping capabilities from root")
     config = tmp_path / "falconet.yaml"
     config.write_text(base_config(tmp_path, rules_file(tmp_path)))
     cmd = ["setpriv", "--bounding-set=-bpf,-sys_admin,-perfmon", "--inh-caps=-bpf,-sys_admin,-perfmon", "--",

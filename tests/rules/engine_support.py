@@ -11,11 +11,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from resources import SHARED
+
 from falconet.rules.engine import Resolvers
 from falconet.model.event import Event
 
 REPO = Path(__file__).resolve().parents[2]
-UPSTREAM = REPO.parent / "shared" / "upstream-rules"
+UPSTREAM = SHARED / "upstream-rules"  # read only after `resources.shared_path` (skip or CI failure)
 CURRENT = UPSTREAM / "current"
 STABLE = CURRENT / "falco_rules.yaml"
 INCUBATING = CURRENT / "falco-incubating_rules.yaml"

@@ -23,8 +23,10 @@ import pytest
 
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine, Resolvers
-from falconet.model.event import Event
+from falconet.model.event import Event, Process
 from falconet.sensor import Sensor, SensorConfig, SensorError
+
+pytestmark = pytest.mark.bpf
 
 PY = sys.executable
 
@@ -254,7 +256,7 @@ def test_benign_git_and_venv_workload_is_quiet(watch: Watch, tmp_path: Path) -> 
         subprocess.run(["/bin/sh", "-c", f"cat {tmp_path}/sentinel-{token}"], check=True, env=env)
 
     def under_shell(e: Event) -> bool:
-        p = e.proc
+        p: Process | None = e.proc
         while p is not None:
             if p.pid == shell.pid:
                 return True

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine_support import STABLE, make_event
+import pytest
+from engine_support import make_event
+from resources import shared_path
 
 from falconet.model.alert import Alert
 
@@ -38,8 +40,9 @@ def _run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
     )
 
 
+@pytest.mark.upstream
 def test_validate_ok() -> None:
-    out = _run("validate", str(STABLE))
+    out = _run("validate", str(shared_path("upstream-rules", "current", "falco_rules.yaml")))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("Ok (0 errors, 0 warnings); 25 rules")
 
@@ -71,8 +74,9 @@ def test_validate_json(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.upstream
 def test_list_with_tag() -> None:
-    out = _run("list", "-r", str(STABLE), "--tag", "mitre_defense_evasion")
+    out = _run("list", "-r", str(shared_path("upstream-rules", "current", "falco_rules.yaml")), "--tag", "mitre_defense_evasion")
     assert out.returncode == 0, out.stderr
     names = [line.split("\t")[0] for line in out.stdout.splitlines()]
     assert names == [
@@ -83,6 +87,7 @@ def test_list_with_tag() -> None:
     assert "3 rules" in out.stderr
 
 
+@pytest.mark.upstream
 def test_test_prints_alerts_as_json_lines(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     shred = make_event(
@@ -95,7 +100,7 @@ def test_test_prints_alerts_as_json_lines(tmp_path: Path) -> None:
     events.write_text(
         json.dumps(shred.to_dict()) + "\n" + json.dumps(benign.to_dict()) + "\n" + "{not json\n" + "\n"
     )
-    out = _run("test", str(events), "-r", str(STABLE), "--hostname", "box-1")
+    out = _run("test", str(events), "-r", str(shared_path("upstream-rules", "current", "falco_rules.yaml")), "--hostname", "box-1")
     assert out.returncode == 1  # one malformed line
     assert f"{events}:3: skipped:" in out.stderr
     assert "2 events, 1 alerts, 1 malformed lines" in out.stderr

@@ -10,6 +10,7 @@ all exercised against the plain closures.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ CHECKS = [
     "fd.name endswith id", "fd.name startswith /root", "proc.name = cat", "fd.sport = 22", "user.uid in (0, 33)",
 ]  # fmt: skip
 
-EVENTS = [
+EVENTS: list[dict[str, Any]] = [
     {},
     {"proc": {"name": "cat", "args": ["/etc/shadow"]}},
     {"proc": {"name": "bash", "args": ["-c", "id"], "user": {"uid": 0, "name": "root"}, "ancestors": ["bash", "sshd"]}},

@@ -6,7 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-from engine_support import STABLE
+import pytest
+from resources import shared_path
 
 _SCRIPT = textwrap.dedent(
     """
@@ -40,9 +41,11 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.upstream
 def test_engine_imports_and_runs_without_bcc_and_grpc() -> None:
+    stable = shared_path("upstream-rules", "current", "falco_rules.yaml")
     out = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, str(STABLE)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", _SCRIPT, str(stable)], capture_output=True, text=True, timeout=120, check=False
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok 25"

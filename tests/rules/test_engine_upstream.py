@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 from engine_support import CURRENT, FALCO_025, FALCO_025_K8S, INCUBATING, RESOLVERS, SANDBOX, STABLE, UPSTREAM
+from resources import shared_path
 
 from falconet.rules.engine import Engine
 from falconet.rules.loader import Ruleset
+
+pytestmark = pytest.mark.upstream
+shared_path("upstream-rules")  # absent: the module skips here (fails with CI=true)
 
 SOURCE_TXT = (UPSTREAM / "SOURCE.txt").read_text(encoding="utf-8")
 

@@ -283,6 +283,7 @@ class ServeProcess:
         assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow  # ~3.5 s: waits out the client's reconnect back-off across a server restart
 def test_subscribe_survives_a_server_restart_on_the_same_socket() -> None:
     sock = Path(tempfile.mkdtemp(prefix="fn-cli-")) / "falconet.sock"
     server = ServeProcess(sock)

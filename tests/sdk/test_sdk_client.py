@@ -216,7 +216,9 @@ def test_async_client(alert_server: Any) -> None:
                 if len(got) == 20:
                     break
             batched: list[Alert] = []
-            async for alert in await client.subscribe(start=got[14].cursor, batched=True):
+            resume = got[14].cursor
+            assert resume is not None
+            async for alert in await client.subscribe(start=resume, batched=True):
                 batched.append(alert)
                 if len(batched) == 5:
                     break

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 from multilang_support import canonical, vector_alerts
+from shared_server import ServerHandle
 
 from falconet.certs import init_certs
 
-pytestmark = pytest.mark.timeout(1500)  # the first test of a cold session builds Go and Rust
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(1500)]  # the first test of a cold session builds Go and Rust
 
 LANGS = ["go", "rust"]
 
@@ -25,7 +26,9 @@ def _binary(request: pytest.FixtureRequest, lang: str) -> Path:
     return request.getfixturevalue(f"{lang}_subscribe")  # type: ignore[no-any-return]
 
 
-def _transport_args(server, transport: str, certs: Path | None = None, **names: str) -> list[str]:  # type: ignore[no-untyped-def]
+def _transport_args(
+    server: ServerHandle, transport: str, certs: Path | None = None, **names: str
+) -> list[str]:
     if transport == "unix":
         return ["--unix-socket", str(server.unix_path)]
     certs = certs or server.certs
@@ -48,10 +51,10 @@ def _run(binary: Path, args: list[str], timeout: float = 60) -> subprocess.Compl
 @pytest.mark.parametrize("lang", LANGS)
 def test_example_prints_exactly_the_published_alerts(
     request: pytest.FixtureRequest,
-    alert_server,
+    alert_server: ServerHandle,
     lang: str,
     transport: str,
-    stream: str,  # type: ignore[no-untyped-def]
+    stream: str,
 ) -> None:
     binary = _binary(request, lang)
     expected = vector_alerts()
@@ -70,7 +73,9 @@ def test_example_prints_exactly_the_published_alerts(
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_example_filters_on_the_server(request: pytest.FixtureRequest, alert_server, lang: str) -> None:  # type: ignore[no-untyped-def]
+def test_example_filters_on_the_server(
+    request: pytest.FixtureRequest, alert_server: ServerHandle, lang: str
+) -> None:
     binary = _binary(request, lang)
     expected = vector_alerts()
     cursors = [alert_server.publish(e.alert) for e in expected]
@@ -84,9 +89,9 @@ def test_example_filters_on_the_server(request: pytest.FixtureRequest, alert_ser
 @pytest.mark.parametrize("lang", LANGS)
 def test_foreign_ca_is_refused_with_a_reason(
     request: pytest.FixtureRequest,
-    alert_server,
+    alert_server: ServerHandle,
     tmp_path: Path,
-    lang: str,  # type: ignore[no-untyped-def]
+    lang: str,
 ) -> None:
     binary = _binary(request, lang)
     foreign = tmp_path / "foreign"
@@ -114,8 +119,8 @@ def test_foreign_ca_is_refused_with_a_reason(
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_server_name_outside_the_sans_is_refused(
-    request: pytest.FixtureRequest, alert_server, lang: str
-) -> None:  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest, alert_server: ServerHandle, lang: str
+) -> None:
     binary = _binary(request, lang)
     args = _transport_args(alert_server, "mtls", server_name="not-in-the-sans.example")
     proc = _run(binary, [*args, "--from", "oldest", "--count", "1"])
@@ -125,8 +130,8 @@ def test_server_name_outside_the_sans_is_refused(
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_bad_certificate_path_is_named(
-    request: pytest.FixtureRequest, alert_server, tmp_path: Path, lang: str
-) -> None:  # type: ignore[no-untyped-def]
+    request: pytest.FixtureRequest, alert_server: ServerHandle, tmp_path: Path, lang: str
+) -> None:
     binary = _binary(request, lang)
     missing = tmp_path / "nope" / "ca.crt"
     proc = _run(binary, _transport_args(alert_server, "mtls", ca=str(missing)) + ["--count", "1"])

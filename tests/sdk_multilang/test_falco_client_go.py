@@ -19,7 +19,7 @@ from multilang_support import vector_alerts
 from falconet.certs import init_certs
 from falconet.model.alert import Alert
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(900)]
 
 
 def _probe(probe: Path, server: Any, transport: str, mode: str, *extra: str, certs: Path | None = None,

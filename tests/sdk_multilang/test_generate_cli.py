@@ -33,6 +33,7 @@ def test_pins_agree_with_the_makefile_and_pyproject() -> None:
     assert f'"betterproto2[grpclib]=={generate_cli.BETTERPROTO2_VERSION}"' in pyproject
 
 
+@pytest.mark.multilang
 def test_go_stubs_build_under_the_users_import_path(tmp_path: Path) -> None:
     app = tmp_path / "app"
     assert main(["sdk", "generate", "--lang", "go", "--out", str(app / "falconetapi"),
@@ -56,6 +57,7 @@ def test_go_stubs_build_under_the_users_import_path(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "1203120172"  # field 2 (filter) holding field 2 (rules) = "r"
 
 
+@pytest.mark.multilang
 def test_rust_stubs_have_a_module_tree(tmp_path: Path) -> None:
     out = tmp_path / "falconet_api"
     assert main(["sdk", "generate", "--lang", "rust", "--out", str(out)]) == 0

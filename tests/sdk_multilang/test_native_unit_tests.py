@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from multilang_support import REPO, tool_env
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(1500)]
 
 
 def test_go_sdk_unit_tests() -> None:

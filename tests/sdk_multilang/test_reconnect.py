@@ -21,7 +21,7 @@ import pytest
 
 from falconet.model.alert import Alert, Priority
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(900)]
 
 FALCONET = [sys.executable, "-m", "falconet.server.cli"]
 

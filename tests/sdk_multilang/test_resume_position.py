@@ -26,7 +26,7 @@ import pytest
 
 from falconet.model.alert import Alert, Priority
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.multilang, pytest.mark.timeout(300)]
 
 
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:

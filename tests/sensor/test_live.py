@@ -14,6 +14,8 @@ from falconet.model.event import Event
 
 from .conftest import LIVE_TYPES, PY, LiveSensor, collect
 
+pytestmark = pytest.mark.bpf
+
 
 def _run(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-c", textwrap.dedent(code)], cwd=cwd, check=True, capture_output=True,
@@ -196,12 +198,12 @@ def test_own_process_is_filtered_in_the_kernel(sensor: LiveSensor, tmp_path: Pat
 
 def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: LiveSensor, tmp_path: Path) -> None:
     import ctypes as c
-    live, sensor = sensor, sensor.sensor
-    program = sensor._bpf  # the same loaded program before and after
+    live, real = sensor, sensor.sensor
+    program = real._bpf  # the same loaded program before and after
     try:
-        untraced = sensor.set_syscalls({"mkdir", "mkdirat", "no_such_event"})
+        untraced = real.set_syscalls({"mkdir", "mkdirat", "no_such_event"})
         assert untraced == {"no_such_event"}
-        conf = sensor._bpf[b"sysconf"]
+        conf = real._bpf[b"sysconf"]
         assert conf[c.c_int(83)].on == 1 and conf[c.c_int(258)].on == 1  # mkdir, mkdirat
         assert conf[c.c_int(263)].on == 0  # unlinkat: no rule, no state need -> never leaves the kernel
         assert conf[c.c_int(59)].on == 1  # execve: process state
@@ -217,8 +219,8 @@ def test_set_syscalls_applies_in_the_kernel_without_recompiling(sensor: LiveSens
         assert {e.type for e in evs} == {"mkdir"}  # its openat/execve kept state, were not delivered
         assert evs[-1].args["path"] == str(tmp_path / "d")
     finally:
-        sensor.set_syscalls(LIVE_TYPES)
-    assert sensor._bpf is program
+        real.set_syscalls(LIVE_TYPES)
+    assert real._bpf is program
 
 
 def test_tiny_ring_buffer_counts_kernel_drops() -> None:
@@ -271,11 +273,10 @@ def test_poll_takes_a_bounded_batch_under_a_backlog() -> None:
 
 def test_non_root_start_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     # The check itself, not privilege dropping, is under test: geteuid is what it consults.
-    import falconet.sensor.sensor as mod
     from falconet.sensor import Sensor as S
     from falconet.sensor import SensorError
 
-    monkeypatch.setattr(mod.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SensorError, match="needs root"):
         S().start()
 
@@ -402,8 +403,8 @@ def test_open_filter_keeps_back_the_close_of_a_kept_back_fd(sensor: LiveSensor, 
     try:
         live.sensor.set_open_prefixes([str(tmp_path / "keep") + "/"])
         (_pid, a, b), closes = collect(live, workload, keep,
-                                       lambda k: any(e.fd is not None and e.fd.name.endswith("keep/f")
-                                                     for e in k))  # type: ignore[union-attr]
+                                       lambda k: any(e.fd is not None and e.fd.name is not None
+                                                     and e.fd.name.endswith("keep/f") for e in k))
     finally:
         live.sensor.set_open_prefixes(None)
     assert a == b  # the kernel reused the number: the test covers a mark cleared by a later open

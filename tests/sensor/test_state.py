@@ -85,9 +85,12 @@ def test_dup_and_close() -> None:
     t = s.ProcessTable()
     t.add_fd(1, Fd(3, name="/etc/shadow", flags=s.O_CLOEXEC))
     t.dup(1, 3, 10)
-    assert t.fd(1, 10).name == "/etc/shadow" and not t.fd(1, 10).flags & s.O_CLOEXEC  # type: ignore[union-attr]
+    fd10 = t.fd(1, 10)
+    assert fd10 is not None and fd10.name == "/etc/shadow" and fd10.flags is not None
+    assert not fd10.flags & s.O_CLOEXEC
     t.dup(1, 3, 11, cloexec=True)
-    assert t.fd(1, 11).flags & s.O_CLOEXEC  # type: ignore[union-attr]
+    fd11 = t.fd(1, 11)
+    assert fd11 is not None and fd11.flags is not None and fd11.flags & s.O_CLOEXEC
     t.dup(1, 99, 10)  # dup of an unknown fd: what 10 was is gone
     assert t.fd(1, 10) is None
     assert t.close(1, 3).name == "/etc/shadow"  # type: ignore[union-attr]

@@ -99,5 +99,5 @@ def test_proto_with_bad_json_marker_is_rejected() -> None:
 
 
 def test_old_falco_server_without_source_string_reads_the_enum() -> None:
-    msg = outputs_pb2.response(rule="r", source_deprecated=1)
+    msg = outputs_pb2.response(rule="r", source_deprecated=1)  # type: ignore[arg-type]  # the number on the wire
     assert alert_from_proto(msg).source == "k8s_audit"

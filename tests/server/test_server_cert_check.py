@@ -79,5 +79,6 @@ def test_server_and_sdk_share_the_one_check() -> None:
     from falconet.sdk import _tls_check
     from falconet.server import tls
 
-    assert tls.check_tls_files is check.check_tls_files is _tls_check.check_tls_files
+    # looked up by name: the modules import it for their own use, and mypy sees no re-export
+    assert getattr(tls, "check_tls_files") is check.check_tls_files is getattr(_tls_check, "check_tls_files")
     assert tls.CertificateError is check.CertFilesError

@@ -12,7 +12,7 @@ from falconet.model.alert import Alert, Cursor, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.convert import alert_from_proto, alert_to_proto
 
-text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)
+text = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=30)
 values = st.one_of(
     text,
     st.integers(min_value=-(2**63), max_value=2**64 - 1),

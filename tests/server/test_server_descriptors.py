@@ -41,7 +41,7 @@ def test_outputs_service_methods_and_streaming() -> None:
 
 
 def test_outputs_response_falco_fields() -> None:
-    fields = _fields(outputs_pb2.response.DESCRIPTOR)
+    fields = _fields(outputs_pb2.DESCRIPTOR.message_types_by_name["response"])
     falco = {
         1: ("time", T.TYPE_MESSAGE, "google.protobuf.Timestamp"),
         2: ("priority", T.TYPE_ENUM, "falco.schema.priority"),
@@ -55,9 +55,9 @@ def test_outputs_response_falco_fields() -> None:
     }
     for number, expected in falco.items():
         assert fields[number] == expected, number
-    desc = outputs_pb2.response.DESCRIPTOR
-    assert desc.fields_by_name["output_fields"].message_type.GetOptions().map_entry
+    desc = outputs_pb2.DESCRIPTOR.message_types_by_name["response"]
     entry = desc.fields_by_name["output_fields"].message_type
+    assert entry is not None and entry.GetOptions().map_entry
     assert entry.fields_by_name["key"].type == T.TYPE_STRING
     assert entry.fields_by_name["value"].type == T.TYPE_STRING
     assert desc.fields_by_name["tags"].is_repeated
@@ -111,5 +111,6 @@ def test_version_service_and_fields() -> None:
         10: ("engine_patch", T.TYPE_UINT32),
         11: ("engine_version", T.TYPE_STRING),
     }
-    got = {n: (name, typ) for n, (name, typ, _) in _fields(version_pb2.response.DESCRIPTOR).items()}
+    fields = _fields(version_pb2.DESCRIPTOR.message_types_by_name["response"])
+    got = {n: (name, typ) for n, (name, typ, _) in fields.items()}
     assert got == expected

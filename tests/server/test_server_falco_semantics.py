@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 from server_support import falco_request, make_alert, mtls_credentials, start_oldest, wait_until
+from shared_server import ServerFactory, ServerHandle
 
 from falconet.certs import issue_client
 from falconet.model.alert import Cursor
@@ -32,7 +34,7 @@ def _rules(responses: list[outputs_pb2.response]) -> list[str]:
     return [r.output for r in responses]
 
 
-def test_alerts_published_while_nobody_listens_reach_the_next_get_once(alert_server) -> None:
+def test_alerts_published_while_nobody_listens_reach_the_next_get_once(alert_server: ServerHandle) -> None:
     for i in range(3):
         alert_server.publish(make_alert(i))
     with grpc.insecure_channel(alert_server.unix_target) as ch:
@@ -48,7 +50,7 @@ def test_alerts_published_while_nobody_listens_reach_the_next_get_once(alert_ser
         assert [r.cursor.sequence for r in again] == [4]
 
 
-def test_sub_receives_backlog_then_live_alerts_without_further_requests(alert_server) -> None:
+def test_sub_receives_backlog_then_live_alerts_without_further_requests(alert_server: ServerHandle) -> None:
     for i in range(2):
         alert_server.publish(make_alert(i))  # published just before anyone subscribed
     q: queue.Queue[outputs_pb2.request | None] = queue.Queue()
@@ -71,7 +73,9 @@ def test_sub_receives_backlog_then_live_alerts_without_further_requests(alert_se
         assert list(outputs_pb2_grpc.serviceStub(ch).get(falco_request())) == []
 
 
-def test_concurrent_subscribers_both_receive_every_live_alert(alert_server, certs_dir: Path) -> None:
+def test_concurrent_subscribers_both_receive_every_live_alert(
+    alert_server: ServerHandle, certs_dir: Path
+) -> None:
     queues: list[queue.Queue[outputs_pb2.request | None]] = [queue.Queue(), queue.Queue()]
     for q in queues:
         q.put(falco_request())
@@ -94,7 +98,7 @@ def test_concurrent_subscribers_both_receive_every_live_alert(alert_server, cert
 
 
 def test_two_identities_do_not_take_alerts_from_each_other(
-    alert_server, certs_dir: Path, tmp_path: Path
+    alert_server: ServerHandle, certs_dir: Path, tmp_path: Path
 ) -> None:
     issue_client(certs_dir, "other-consumer", force=True)
     for i in range(4):
@@ -114,7 +118,7 @@ def test_two_identities_do_not_take_alerts_from_each_other(
         assert [r.cursor.sequence for r in s2.get(falco_request())] == [5]
 
 
-def test_reads_with_a_start_position_touch_no_falco_cursor(alert_server) -> None:
+def test_reads_with_a_start_position_touch_no_falco_cursor(alert_server: ServerHandle) -> None:
     for i in range(3):
         alert_server.publish(make_alert(i))
     with grpc.insecure_channel(alert_server.unix_target) as ch:
@@ -124,7 +128,7 @@ def test_reads_with_a_start_position_touch_no_falco_cursor(alert_server) -> None
         assert len(list(stub.get(falco_request()))) == 3
 
 
-def test_sub_that_closes_its_requests_before_the_first_gets_nothing(alert_server) -> None:
+def test_sub_that_closes_its_requests_before_the_first_gets_nothing(alert_server: ServerHandle) -> None:
     alert_server.publish(make_alert(0))
     with grpc.insecure_channel(alert_server.unix_target) as ch:
         assert list(outputs_pb2_grpc.serviceStub(ch).sub(iter([]))) == []
@@ -132,7 +136,7 @@ def test_sub_that_closes_its_requests_before_the_first_gets_nothing(alert_server
         assert len(list(outputs_pb2_grpc.serviceStub(ch).get(falco_request()))) == 1
 
 
-def test_version_reports_falconet_and_engine_versions(alert_server) -> None:
+def test_version_reports_falconet_and_engine_versions(alert_server: ServerHandle) -> None:
     with grpc.insecure_channel(alert_server.unix_target) as ch:
         v = version_pb2_grpc.serviceStub(ch).version(version_pb2.request())
     assert v.version and f"{v.major}.{v.minor}.{v.patch}" in v.version
@@ -141,7 +145,9 @@ def test_version_reports_falconet_and_engine_versions(alert_server) -> None:
     assert len(v.engine_fields_checksum) == 64
 
 
-def test_alerts_carry_falco_hostname(certs_dir: Path, alert_server_factory, monkeypatch) -> None:
+def test_alerts_carry_falco_hostname(
+    certs_dir: Path, alert_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FALCO_HOSTNAME", "sensor-7")
     handle = alert_server_factory()
     handle.publish(make_alert(0, hostname=""))

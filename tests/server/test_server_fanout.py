@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 from server_support import make_alert, mtls_credentials, start_after, wait_until
+from shared_server import ServerHandle
 
 from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
@@ -20,7 +22,10 @@ FALCO_SUBSCRIBERS = 10
 BATCHED_SUBSCRIBERS = 40
 
 
-def test_fifty_subscribers_each_receive_every_alert_in_order(alert_server, certs_dir: Path) -> None:
+@pytest.mark.slow  # ~11 s: 50 real subscribers, 10,000 alerts each
+def test_fifty_subscribers_each_receive_every_alert_in_order(
+    alert_server: ServerHandle, certs_dir: Path
+) -> None:
     epoch = alert_server.hub.epoch
     alerts = [make_alert(i) for i in range(TOTAL)]
     expected = []
@@ -89,7 +94,7 @@ def test_fifty_subscribers_each_receive_every_alert_in_order(alert_server, certs
     assert stats.published == TOTAL
 
 
-def test_resume_after_cursor_misses_nothing_retained(alert_server) -> None:
+def test_resume_after_cursor_misses_nothing_retained(alert_server: ServerHandle) -> None:
     """A subscriber cut off mid-stream reconnects with its last cursor and gets exactly the rest."""
     for i in range(300):
         alert_server.publish(make_alert(i))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -11,25 +12,31 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server_support import mtls_credentials
+from shared_server import ServerFactory, ServerHandle
 
 from falconet.server.app import AlertServer
 from falconet.server.config import ConfigError, ServerConfig, parse_listen
 from falconet.server.tls import CertificateError
 
 
-def test_health_reports_serving_for_every_service(alert_server, certs_dir: Path) -> None:
+def test_health_reports_serving_for_every_service(alert_server: ServerHandle, certs_dir: Path) -> None:
     with grpc.secure_channel(alert_server.tcp_target, mtls_credentials(certs_dir)) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         for name in ("", "falco.outputs.service", "falco.version.service", "falconet.v1.AlertService"):
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=20)
+            # types-grpcio-health-checking's HealthStub declares no methods
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=20)  # type: ignore[attr-defined]
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
 
 
-def test_reflection_lists_the_services(alert_server) -> None:
+def test_reflection_lists_the_services(alert_server: ServerHandle) -> None:
     with grpc.insecure_channel(alert_server.unix_target) as ch:
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        # types-grpcio-reflection types this method as binascii.Incomplete (a mistake in the stub package)
+        info: Callable[
+            [Iterator[reflection_pb2.ServerReflectionRequest]], Iterator[reflection_pb2.ServerReflectionResponse]
+        ] = stub.ServerReflectionInfo  # type: ignore[assignment]
         [reply] = list(
-            stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            info(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         )
         names = {s.name for s in reply.list_services_response.service}
         assert {
@@ -40,7 +47,7 @@ def test_reflection_lists_the_services(alert_server) -> None:
             "grpc.health.v1.Health",
         } <= names
         [reply] = list(
-            stub.ServerReflectionInfo(
+            info(
                 iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="falco.outputs.service")])
             )
         )
@@ -93,7 +100,7 @@ def test_missing_or_mismatched_tls_files_are_named(certs_dir: Path, tmp_path: Pa
         AlertServer(ServerConfig.with_certs_dir(tmp_path, listen=("127.0.0.1:0",)))
 
 
-def test_unix_socket_gets_the_configured_mode_and_group(alert_server_factory) -> None:
+def test_unix_socket_gets_the_configured_mode_and_group(alert_server_factory: ServerFactory) -> None:
     # Any group other than our own (as root, chown to it works), else our own.
     other = next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), None) if os.geteuid() == 0 else None
     group = other.gr_name if other is not None else grp.getgrgid(os.getgid()).gr_name
@@ -103,7 +110,7 @@ def test_unix_socket_gets_the_configured_mode_and_group(alert_server_factory) ->
     assert st.st_gid == grp.getgrnam(group).gr_gid
 
 
-def test_a_socket_in_use_by_another_server_is_not_taken(alert_server) -> None:
+def test_a_socket_in_use_by_another_server_is_not_taken(alert_server: ServerHandle) -> None:
     config = ServerConfig(listen=(alert_server.unix_target,))
     server = AlertServer(config)
     with pytest.raises(ConfigError, match="another server is listening on it"):
@@ -111,7 +118,7 @@ def test_a_socket_in_use_by_another_server_is_not_taken(alert_server) -> None:
     assert alert_server.unix_path.is_socket()
 
 
-def test_a_socket_directory_that_cannot_be_made_is_named(alert_server, tmp_path: Path) -> None:
+def test_a_socket_directory_that_cannot_be_made_is_named(alert_server: ServerHandle, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     server = AlertServer(ServerConfig(listen=(f"unix://{blocker}/sub/s.sock",)))

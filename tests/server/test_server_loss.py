@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 from server_support import falco_request, make_alert, mtls_credentials, start_after, wait_until
+from shared_server import ServerFactory
 
 from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
@@ -19,7 +20,7 @@ TOTAL = 20_000
 
 
 def test_subscriber_that_never_reads_slows_nobody_and_is_told_its_loss(
-    alert_server_factory, certs_dir: Path
+    alert_server_factory: ServerFactory, certs_dir: Path
 ) -> None:
     handle = alert_server_factory(retention=1000)
     fast: list[outputs_pb2.response] = []
@@ -73,7 +74,7 @@ def test_subscriber_that_never_reads_slows_nobody_and_is_told_its_loss(
         slow.cancel()
 
 
-def test_cursor_no_longer_retained_reports_the_gap(alert_server_factory) -> None:
+def test_cursor_no_longer_retained_reports_the_gap(alert_server_factory: ServerFactory) -> None:
     handle = alert_server_factory(retention=100)
     for i in range(250):
         handle.publish(make_alert(i))
@@ -86,7 +87,7 @@ def test_cursor_no_longer_retained_reports_the_gap(alert_server_factory) -> None
     assert [r.cursor.sequence for r in got[1:]] == list(range(151, 251))
 
 
-def test_cursor_from_before_a_restart_is_recognised(alert_server_factory) -> None:
+def test_cursor_from_before_a_restart_is_recognised(alert_server_factory: ServerFactory) -> None:
     before = alert_server_factory()
     for i in range(5):
         before.publish(make_alert(i))

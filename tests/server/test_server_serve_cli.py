@@ -79,7 +79,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Serve, str, str, Path]]:
     shutil.rmtree(sock.parent.parent, ignore_errors=True)
 
 
-def test_serve_announces_addresses_and_makes_the_socket(served) -> None:
+def test_serve_announces_addresses_and_makes_the_socket(served: tuple[Serve, str, str, Path]) -> None:
     serve, unix, tcp, _ = served
     path = Path(unix.removeprefix("unix://"))
     assert path.is_socket() and (path.stat().st_mode & 0o777) == 0o660
@@ -89,7 +89,9 @@ def test_serve_announces_addresses_and_makes_the_socket(served) -> None:
     assert not path.exists()
 
 
-def test_publish_reports_malformed_lines_by_number_and_loses_nothing_else(served) -> None:
+def test_publish_reports_malformed_lines_by_number_and_loses_nothing_else(
+    served: tuple[Serve, str, str, Path]
+) -> None:
     _, unix, _, _ = served
     lines = [
         '{"rule":"First","priority":"Warning","output":"one","time":"2024-01-01T00:00:00.000000001Z",'
@@ -121,7 +123,7 @@ def test_publish_reports_malformed_lines_by_number_and_loses_nothing_else(served
     ]
 
 
-def test_sighup_reloads_certificates_and_keeps_open_streams(served) -> None:
+def test_sighup_reloads_certificates_and_keeps_open_streams(served: tuple[Serve, str, str, Path]) -> None:
     serve, unix, tcp, certs = served
     old = certs.parent / "old"
     old.mkdir()
@@ -174,7 +176,10 @@ def test_publish_to_a_missing_server_says_so(tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot connect to unix://" in result.stderr
 
 
-def test_publish_over_mtls_needs_an_allow_listed_cn(served, tmp_path: Path) -> None:
+@pytest.mark.slow  # ~2.5 s: a second `falconet serve` and two `falconet publish` processes
+def test_publish_over_mtls_needs_an_allow_listed_cn(
+    served: tuple[Serve, str, str, Path], tmp_path: Path
+) -> None:
     serve, unix, tcp, certs = served
     port = tcp.rpartition(":")[2]
     mtls = ["--host", "localhost", "--port", port, "--ca", str(certs / "ca.crt")]

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from server_support import falco_request, make_alert, mtls_credentials
+from shared_server import ServerFactory, ServerHandle
 
 from falconet.certs import init_certs, issue_client_window
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
@@ -24,7 +25,9 @@ from falconet.server.tls import CertificateError
 def _version(target: str, creds: grpc.ChannelCredentials | None) -> version_pb2.response:
     channel = grpc.secure_channel(target, creds) if creds is not None else grpc.insecure_channel(target)
     with channel:
-        return version_pb2_grpc.serviceStub(channel).version(version_pb2.request(), timeout=20)
+        stub = version_pb2_grpc.serviceStub(channel)
+        reply: version_pb2.response = stub.version(version_pb2.request(), timeout=20)
+        return reply
 
 
 def _requests(q: queue.Queue[outputs_pb2.request | None]) -> Iterator[outputs_pb2.request]:
@@ -58,7 +61,7 @@ def bad_clients(
     }
 
 
-def test_good_client_is_served(alert_server, certs_dir: Path) -> None:
+def test_good_client_is_served(alert_server: ServerHandle, certs_dir: Path) -> None:
     assert _version(alert_server.tcp_target, mtls_credentials(certs_dir)).version
 
 
@@ -73,7 +76,10 @@ def test_good_client_is_served(alert_server, certs_dir: Path) -> None:
     ],
 )
 def test_bad_client_is_rejected_and_others_are_not_disturbed(
-    alert_server, certs_dir: Path, bad_clients: dict[str, grpc.ChannelCredentials | None], case: str
+    alert_server: ServerHandle,
+    certs_dir: Path,
+    bad_clients: dict[str, grpc.ChannelCredentials | None],
+    case: str,
 ) -> None:
     q: queue.Queue[outputs_pb2.request | None] = queue.Queue()
     q.put(falco_request())
@@ -92,7 +98,9 @@ def test_bad_client_is_rejected_and_others_are_not_disturbed(
     q.put(None)
 
 
-def test_certificates_reload_without_dropping_streams(alert_server_factory, tmp_path: Path) -> None:
+def test_certificates_reload_without_dropping_streams(
+    alert_server_factory: ServerFactory, tmp_path: Path
+) -> None:
     certs = tmp_path / "live"
     init_certs(certs)
     handle = alert_server_factory(certs=certs)
@@ -119,7 +127,7 @@ def test_certificates_reload_without_dropping_streams(alert_server_factory, tmp_
 
 
 def test_reload_of_broken_files_is_refused_and_the_old_ones_stay(
-    alert_server_factory, tmp_path: Path
+    alert_server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     certs = tmp_path / "live"
     init_certs(certs)
@@ -142,7 +150,7 @@ def test_reload_of_broken_files_is_refused_and_the_old_ones_stay(
     [(ssl.TLSVersion.TLSv1_1, False), (ssl.TLSVersion.TLSv1_2, True), (ssl.TLSVersion.TLSv1_3, True)],
 )
 def test_tls_below_1_2_is_refused_by_the_server(
-    alert_server, certs_dir: Path, version: ssl.TLSVersion, accepted: bool
+    alert_server: ServerHandle, certs_dir: Path, version: ssl.TLSVersion, accepted: bool
 ) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # Security level 0 so that this client does offer old versions: a refusal is then the server's.

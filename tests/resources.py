@@ -1,0 +1,44 @@
+"""What a test needs from outside the checkout, and the one policy when it is missing.
+
+Locally a missing resource skips the test with a reason that says what is missing; with CI=true it FAILS it:
+CI provides every resource, so a missing one there is a defect, never a reason to pass quietly. Tests that
+need such a resource also carry its marker (declared in pyproject), so `make unit` can leave them out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Falco's upstream rules (upstream-rules/) and k8s audit material (upstream-k8saudit/): read from there, never
+# copied into the repo. FALCONET_SHARED points elsewhere when the checkout does not sit beside it.
+SHARED = Path(os.environ.get("FALCONET_SHARED", REPO.parent / "shared"))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def missing(what: str) -> NoReturn:
+    """Skips (locally) or fails (CI=true) the current test, or the whole module when called at import time."""
+    if in_ci():
+        pytest.fail(f"CI=true and {what}", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+def require_root(what: str) -> None:
+    """`missing` unless this process runs as root."""
+    if os.geteuid() != 0:
+        missing(f"{what} needs root")
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder under ../shared (e.g. `shared_path("upstream-rules", "current")`), or `missing`."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        missing(f"{path} is absent: Falco's upstream material (../shared beside the checkout, or $FALCONET_SHARED)")
+    return path
