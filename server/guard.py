@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from cryptography import x509
@@ -77,7 +77,7 @@ class _Call:
     cut: bool = False
 
 
-class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped in the stubs
+class CallGuard(grpc.aio.ServerInterceptor):
     """The TCP server's interceptor: revocation per call, the subscription cap, and cutting revoked streams."""
 
     def __init__(self, revocations: RevocationList | None, max_subscriptions_per_identity: int) -> None:
@@ -112,9 +112,9 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio i
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -124,14 +124,15 @@ class CallGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio i
             behavior = getattr(handler, kind)
             if behavior is not None:
                 wrapped = self._wrap(behavior, subscription)
-                return handler._replace(**{kind: wrapped})
+                # grpc's handlers are namedtuples (the stubs describe only their fields)
+                replaced: grpc.RpcMethodHandler[Any, Any] = cast(Any, handler)._replace(**{kind: wrapped})
+                return replaced
         return handler
 
     def _serial(self, context: grpc.aio.ServicerContext[Any, Any]) -> int | None:
-        pem_list = context.auth_context().get("x509_pem_cert")
-        if not pem_list:
+        pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+        if pem is None:
             return None
-        pem = pem_list[0]
         serial = self._serials.get(pem)
         if serial is None:
             try:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from daemon_harness import TEST_RULES, DaemonProcess, Fifo, base_config, open_event, wait_until
 
 from falconet.certs import init_certs, issue_client
@@ -18,6 +19,7 @@ from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc
 from falconet.sdk.api.falconet.v1 import types_pb2
 
 Start = Callable[..., tuple[DaemonProcess, Fifo]]
+pytestmark = pytest.mark.slow  # a daemon process
 
 
 class Sub:

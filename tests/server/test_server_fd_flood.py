@@ -19,8 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_support import mtls_credentials, wait_until
 from test_server_serve_cli import FALCONET, Serve
-
 from falconet.certs import init_certs
+
+pytestmark = pytest.mark.slow  # ~3 s: a `falconet serve` process and 700 connections
 
 NOFILE = 512
 FLOOD = 700
@@ -70,7 +71,9 @@ def limited(tmp_path: Path) -> Iterator[tuple[LimitedServe, str, str, Path]]:
 
 
 def _healthy(channel: grpc.Channel) -> bool:
-    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    # types-grpcio-health-checking's HealthStub declares no methods
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+    reply = check(health_pb2.HealthCheckRequest(), timeout=10)
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 

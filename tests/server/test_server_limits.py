@@ -38,7 +38,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 
 @contextmanager
-def _subscriptions(channel: grpc.Channel, n: int) -> Iterator[list[grpc.Future]]:
+def _subscriptions(channel: grpc.Channel, n: int) -> Iterator[list[grpc.Future[alerts_pb2.SubscribeResponse]]]:
     """`n` Subscribe calls started on `channel` (each call starts at once), cancelled on exit."""
     stub = alerts_pb2_grpc.AlertServiceStub(channel)
     calls = [stub.Subscribe(alerts_pb2.SubscribeRequest(start=start_now())) for _ in range(n)]

@@ -83,6 +83,7 @@ def _publish_over_unix(serve: Serve, rule: str) -> None:
         )
 
 
+@pytest.mark.slow  # ~1 s: a `falconet serve` process and a `falconet certs revoke` one
 def test_revoked_while_subscribed_is_cut_at_sighup_and_refused_after(
     served: tuple[Serve, str], certs: Path
 ) -> None:

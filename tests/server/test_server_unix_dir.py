@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from resources import require_root
 
 from falconet.server.app import AlertServer
 from falconet.server.config import ServerConfig
@@ -55,7 +56,9 @@ def test_a_socket_directory_others_can_write_is_refused(base: Path, mode: int, w
     assert not (directory / "f.sock").exists()
 
 
+@pytest.mark.root
 def test_a_socket_directory_owned_by_another_user_is_refused(base: Path) -> None:
+    require_root("giving a directory to another user")
     directory = base / "theirs"
     directory.mkdir(mode=0o755)
     os.chown(directory, NOBODY, NOBODY)
@@ -80,7 +83,9 @@ def test_a_symlinked_directory_is_judged_where_it_points(base: Path) -> None:
         _start(base / "link" / "f.sock")
 
 
+@pytest.mark.root
 def test_the_directory_made_for_the_socket_keeps_other_users_from_replacing_it(base: Path) -> None:
+    require_root("acting as another user")
     sock = base / "run" / "falconet" / "f.sock"
     old = os.umask(0)
     try:
