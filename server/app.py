@@ -60,6 +60,8 @@ class AlertServer:
             assert crl is not None
             revocations = RevocationList(crl, config.tls_ca)
         self.guard = CallGuard(revocations, config.limits.max_subscriptions_per_identity)
+        self.unix_guard = CallGuard(None, config.limits.max_subscriptions_per_identity)
+        """Malformed requests only: UNIX-socket calls carry no certificate and no per-identity cap applies."""
         self._servers: list[grpc.aio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -75,7 +77,7 @@ class AlertServer:
         unix = tcp = None
         tcp_connections = 0
         if any(item.is_unix for item in self.listens):
-            unix = self._new_server(server_options(limits, tcp_connections=None), ())
+            unix = self._new_server(server_options(limits, tcp_connections=None), (self.unix_guard,))
         if any(not item.is_unix for item in self.listens):
             budget = fd_budget(limits)
             tcp_connections = budget.tcp_connections

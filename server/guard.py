@@ -1,14 +1,19 @@
-"""Every call over TCP passes here first: revoked certificates are refused, each identity's subscriptions capped.
+"""Every call passes here first: malformed messages, revoked certificates and surplus subscriptions are refused.
 
 grpcio's Python API takes no CRL for the handshake, but the peer's certificate is in each call's auth context
 (`x509_pem_cert`), so the check runs per call, in a server interceptor that wraps every method handler of the
-TCP server (the UNIX-socket server has no certificates and does not install it). The guard also remembers
+TCP server. The guard also remembers
 the task of each open call by certificate serial, so that a reload which revokes a certificate can cancel its
 open streams; they end with PERMISSION_DENIED saying why.
 
 Subscriptions (sub, get, Subscribe, GetAll) are counted per identity (the certificate subject, as in
 `falconet.server.auth`): one certificate cannot hold more than `max_subscriptions_per_identity` at once, and
-the next one is RESOURCE_EXHAUSTED with the limit named.
+the next one is RESOURCE_EXHAUSTED with the limit named. UNIX-socket calls carry no certificate: neither check
+applies to them (their subscriptions are capped per connection, `falconet.server.limits`).
+
+Bytes that do not parse as the method's request message are INVALID_ARGUMENT naming the message type (gRPC
+itself would answer UNKNOWN with a Python exception's text): the deserializer returns a `Malformed` marker
+instead of raising, and the wrapper aborts the call when it meets one. Both servers install the guard.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, cast
 
 import grpc
 from cryptography import x509
+from google.protobuf.message import DecodeError
 
 from falconet.certs.errors import CertError
 from falconet.certs.revoke import read_crl
@@ -67,6 +73,32 @@ class RevocationList:
                 first = first or exc
         assert first is not None
         raise first
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """What the deserializer hands on in place of a request message that does not parse."""
+
+    message: str
+
+
+def tolerant(deserializer: Callable[[bytes], Any], what: str) -> Callable[[bytes], Any]:
+    """`deserializer`, returning a Malformed marker instead of raising on bytes that do not parse."""
+
+    def load(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, ValueError) as exc:
+            return Malformed(f"the request ({len(data)} bytes) is not a valid request message for {what}: {exc}")
+
+    return load
+
+
+async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        yield request
 
 
 @dataclass(slots=True, eq=False)
@@ -123,9 +155,12 @@ class CallGuard(grpc.aio.ServerInterceptor):
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
-                wrapped = self._wrap(behavior, subscription)
+                wrapped = self._wrap(behavior, subscription, streaming_requests=kind.startswith("stream_"))
+                changes: dict[str, Any] = {kind: wrapped}
+                if handler.request_deserializer is not None:
+                    changes["request_deserializer"] = tolerant(handler.request_deserializer, method)
                 # grpc's handlers are namedtuples (the stubs describe only their fields)
-                replaced: grpc.RpcMethodHandler[Any, Any] = cast(Any, handler)._replace(**{kind: wrapped})
+                replaced: grpc.RpcMethodHandler[Any, Any] = cast(Any, handler)._replace(**changes)
                 return replaced
         return handler
 
@@ -146,7 +181,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
 
     async def _enter(self, context: grpc.aio.ServicerContext[Any, Any], subscription: bool) -> _Call:
         """Registers the call, or aborts it (revoked certificate, too many subscriptions)."""
-        serial = self._serial(context)
+        serial = self._serial(context) if self.revocations is not None else None
         if serial is not None and serial in self.revoked:
             self.refused += 1
             await context.abort(
@@ -183,10 +218,19 @@ class CallGuard(grpc.aio.ServerInterceptor):
             f"the client certificate (serial {call.serial:x}) was revoked by the server's CRL; stream ended",
         )
 
-    def _wrap(self, behavior: Callable[..., Any], subscription: bool) -> Callable[..., Any]:
+    async def _request(self, request: Any, context: grpc.aio.ServicerContext[Any, Any], streaming: bool) -> Any:
+        """The request (or request iterator) to hand on; a malformed unary request aborts the call."""
+        if streaming:
+            return _checked(request, context)
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return request
+
+    def _wrap(self, behavior: Callable[..., Any], subscription: bool, *, streaming_requests: bool) -> Callable[..., Any]:
         if not inspect.isasyncgenfunction(behavior):
 
             async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                request = await self._request(request, context, streaming_requests)
                 entry = await self._enter(context, subscription)
                 try:
                     result = behavior(request, context)
@@ -201,6 +245,7 @@ class CallGuard(grpc.aio.ServerInterceptor):
             return call
 
         async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            request = await self._request(request, context, streaming_requests)
             entry = await self._enter(context, subscription)
             try:
                 async for item in behavior(request, context):
