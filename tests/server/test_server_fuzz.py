@@ -51,6 +51,10 @@ def channels(server: ServerHandle) -> Iterator[dict[str, grpc.Channel]]:
         tls.close()
 
 
+def _raw(data: bytes) -> bytes:
+    return data
+
+
 def _no_controls(text: str) -> bool:
     return not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
 
@@ -61,13 +65,13 @@ def answer(channel: grpc.Channel, method: str, data: bytes) -> tuple[grpc.Status
     path = METHODS[method]
     try:
         if method in ("GetAll", "get"):
-            for _ in channel.unary_stream(path)(data, timeout=CALL_SECONDS):
+            for _ in channel.unary_stream(path, _raw, _raw)(data, timeout=CALL_SECONDS):
                 pass
             return grpc.StatusCode.OK, ""
         if method == "Subscribe":
-            call = channel.unary_stream(path)(data, timeout=CALL_SECONDS)
+            call = channel.unary_stream(path, _raw, _raw)(data, timeout=CALL_SECONDS)
         else:
-            call = channel.stream_stream(path)(iter([data]), timeout=CALL_SECONDS)
+            call = channel.stream_stream(path, _raw, _raw)(iter([data]), timeout=CALL_SECONDS)
         call.initial_metadata()  # headers (accepted) or trailers (refused), whichever comes
         call.cancel()
         code = call.code()
@@ -79,7 +83,7 @@ def answer(channel: grpc.Channel, method: str, data: bytes) -> tuple[grpc.Status
 def publish(channel: grpc.Channel, alerts: list[outputs_pb2.response]) -> tuple[grpc.StatusCode, str]:
     data = inputs_pb2.PublishRequest(alerts=alerts).SerializeToString()
     try:
-        channel.stream_unary("/falconet.v1.InputService/Publish")(iter([data]), timeout=CALL_SECONDS)
+        channel.stream_unary("/falconet.v1.InputService/Publish", _raw, _raw)(iter([data]), timeout=CALL_SECONDS)
         return grpc.StatusCode.OK, ""
     except grpc.RpcError as exc:
         return exc.code(), exc.details() or ""
@@ -88,7 +92,7 @@ def publish(channel: grpc.Channel, alerts: list[outputs_pb2.response]) -> tuple[
 def still_serves_everything(channel: grpc.Channel) -> int:
     """GetAll from the oldest retained alert ends normally and every message parses; returns the count."""
     count = 0
-    for message in channel.unary_stream(METHODS["GetAll"])(b"", timeout=CALL_SECONDS):
+    for message in channel.unary_stream(METHODS["GetAll"], _raw, _raw)(b"", timeout=CALL_SECONDS):
         count += len(alerts_pb2.GetAllResponse.FromString(message).alerts)
     return count
 
@@ -144,7 +148,7 @@ def test_any_published_alert_is_accepted_or_refused_and_then_served(
 @given(st.binary(max_size=128))
 def test_any_bytes_published_are_answered(channels: dict[str, grpc.Channel], data: bytes) -> None:
     try:
-        channels["unix"].stream_unary("/falconet.v1.InputService/Publish")(iter([data]), timeout=CALL_SECONDS)
+        channels["unix"].stream_unary("/falconet.v1.InputService/Publish", _raw, _raw)(iter([data]), timeout=CALL_SECONDS)
         code, details = grpc.StatusCode.OK, ""
     except grpc.RpcError as exc:
         code, details = exc.code(), exc.details() or ""
