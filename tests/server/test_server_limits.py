@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from shared_server import ServerHandle, start_server
 
 from falconet.certs import init_certs, issue_client
 from falconet.sdk.api.falconet.v1 import alerts_pb2, alerts_pb2_grpc, types_pb2
-from falconet.server.conn_watch import parse_table
+from falconet.server.conn_watch import ConnectionWatch, parse_table
 from falconet.server.limits import Limits
 
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -165,13 +166,27 @@ def test_refused_tcp_connections_are_logged_with_their_peer_rate_limited(
 
         wait_until(logged, what="a log line naming the refused peer")
         text = next(r.getMessage() for r in caplog.records if "refused" in r.getMessage())
-        assert "limit 5" in text and "at the connection limit" in text
+        assert "limit 5" in text and "from 127.0.0.1" in text
         first = watch.reports
         deadline = time.monotonic() + 3  # more refusals within the report interval: no new line
         for _ in range(10):
             stack.enter_context(socket.create_connection((server.tcp_host, server.tcp_port)))
         wait_until(lambda: time.monotonic() > deadline, what="three seconds of refusals")
         assert watch.reports == first
+
+
+def test_reports_say_when_the_limit_is_reached_and_come_at_most_once_per_interval() -> None:
+    watch = ConnectionWatch(frozenset({5060}), limit=3, handshake_timeout=10, report_every=10)
+    assert watch.report(Counter({"192.0.2.1": 2}), now=100.0) is None  # nothing refused, under the limit
+    watch._closed["198.51.100.7"] += 4
+    text = watch.report(Counter({"192.0.2.1": 3}), now=101.0)
+    assert text is not None and "4 since the last report, from 198.51.100.7 (4)" in text
+    assert "3 open (limit 3" in text and text.endswith("at the connection limit, new connections are refused")
+    watch._closed["198.51.100.7"] += 1
+    assert watch.report(Counter({"192.0.2.1": 3}), now=105.0) is None  # within the interval: counted, held
+    later = watch.report(Counter(), now=111.5)
+    assert later is not None and "1 since the last report" in later and "at the connection limit" not in later
+    assert watch.reports == 2
 
 
 def test_connection_table_parsing_finds_peers_of_our_ports_only() -> None:
