@@ -308,7 +308,9 @@ def _check_keys(top: Section) -> None:
         if key in _FALCO_KEYS_IGNORED:
             top.problems.warnings.append(f"{key} is a Falco setting that Falconet does not use; it is ignored.")
         elif key not in _KNOWN_KEYS:
-            top.problems.add(f"{key} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
+            # A key is shown as written when it is a plain name, quoted otherwise (never a raw control character)
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else show(key)
+            top.problems.add(f"{name} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
 
 
 def _read_rules_files(top: Section) -> tuple[Path, ...]:
