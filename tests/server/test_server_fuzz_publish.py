@@ -22,7 +22,7 @@ from falconet.certs import init_certs
 CORPUS = Path(__file__).with_name("corpus") / "publish_lines.bin"
 SEED_LINES = CORPUS.read_bytes().split(b"\n")
 FALCONET = [sys.executable, "-m", "falconet.server.cli"]
-_SUMMARY = re.compile(r"published (\d+) alerts(?:, last cursor \S+)?(?:; (\d+) lines skipped)?")
+_SUMMARY = re.compile(r"published (\d+) alerts(?:, last cursor [^;\s]+)?(?:; (\d+) lines skipped)?")
 
 pytestmark = pytest.mark.slow  # a `falconet publish` process per example
 
