@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from falconet.certs.errors import CertError
 from falconet.server.config import ConfigError, Listen, ServerConfig
 from falconet.server.conn_watch import ConnectionWatch
 from falconet.server.guard import CallGuard, RevocationList
@@ -189,7 +190,7 @@ class AlertServer:
         self._tls.reload()
         log.info("certificates reloaded from %s", self._tls.files.cert)
         if crl_error is not None:
-            raise crl_error
+            raise CertError(f"{crl_error}; the previous revocation list stays in force") from None
 
     def _on_loop(self, fn: Any) -> None:
         loop = self._loop
