@@ -32,7 +32,17 @@ def _rec(kind: int, tgid: int, nr: int = -1, res: int = 0, args: tuple[int, ...]
         segments[k] = v
     full = tuple(a & (2**64 - 1) for a in args) + (0,) * (6 - len(args))
     return r.encode(r.Record(kind, 1, tgid, tgid, 40, 1000, 1000, 1000, 1000, 1000, 0, 0, 0, 34816, 30, tgid, 0,
-                             nr, res, full, comm, tuple(segments)))
+                             tgid, tgid, tgid, 0, 0, nr, res, full, comm, tuple(segments)))
+
+
+# What the kernel sends with a successful exec: the exe's inode facts, then the cgroup paths (leaf first) of
+# the unified hierarchy and of the v1 controller (a hybrid host's login session).
+EXEC_FACTS = {
+    r.SEG_BLOB: r.EXECINFO.pack(1234, 1_700_000_000, 1_700_000_000, 0xEF53, 0, 0, 0, 0o100755, 0, 0, 0, 1000, 1000,
+                                r.EXE_KNOWN, 0),
+    r.SEG_EXTRA: b"session-1.scope\0user-1000.slice\0user.slice\0",
+    r.SEG_EXTRA2: b"session-1.scope\0user-1000.slice\0user.slice\0",
+}
 
 
 def _table() -> ProcessTable:
@@ -59,7 +69,7 @@ def exec_stream(n: int) -> list[bytes]:
             _rec(r.REC_FORK, 40, args=(child, 17), comm="make"),
             _rec(r.REC_EXECARGS, child, 59, comm="make", segs={
                 r.SEG_STR0: b"/usr/bin/cc\0", r.SEG_EXTRA: b"cc\0-O2\0-c\0x.c\0", r.SEG_EXTRA2: b"PATH=/usr/bin\0"}),
-            _rec(r.REC_SYSCALL, child, 59, 0, comm="cc", segs={r.SEG_EXTRA: b"session-1.scope\0"}),
+            _rec(r.REC_SYSCALL, child, 59, 0, comm="cc", segs=EXEC_FACTS),
             _rec(r.REC_EXIT, child, args=(1,), comm="cc"),
         ]
     return out

@@ -67,6 +67,7 @@ class Process:
     exe_ino: int | None = None
     exe_ino_ctime: int | None = None  # ns
     exe_ino_mtime: int | None = None  # ns
+    pidns_init_start_ts: int | None = None  # ns since the epoch: start of the init of the process's pid namespace
     container_id: str = "host"
     parent: Process | None = None
 
@@ -151,6 +152,7 @@ class Event:
     # argument as its user or group name (setuid's `uid` -> "nobody"). The engine renders every other
     # argument from `args` itself (flags, modes, errnos, fds).
     arg_text: dict[str, str] = field(default_factory=dict)
+    vtid: int | None = None  # thread.vtid: the thread's id in its own pid namespace (None: not known)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-lines form; ancestors nest under proc.parent."""
@@ -172,6 +174,7 @@ class Event:
                 container=Container(**(data.get("container") or {})),
                 source=str(data.get("source", "syscall")),
                 arg_text={str(k): str(v) for k, v in (data.get("arg_text") or {}).items()},
+                vtid=int(data["vtid"]) if data.get("vtid") is not None else None,
             )
         except KeyError as exc:
             raise ValueError(f"event is missing key {exc.args[0]!r}") from None

@@ -115,6 +115,7 @@ class BoundRef:
     matcher: Callable[[str], Callable[[Any], bool]] | None = None
     deprecated: str | None = None
     inline: str | None = None  # BoundField.inline: exact Python source over `e` for the value, if any
+    check: Callable[[str, tuple[str, ...]], Predicate] | None = None  # BoundField.check (k8s_audit fields)
 
 
 def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
@@ -156,4 +157,5 @@ def bind_field(ref: FieldRef, resolvers: Any = None) -> BoundRef:
         matcher,
         getattr(bound, "deprecated", None),
         inline,
+        None if ref.transformers else getattr(bound, "check", None),
     )

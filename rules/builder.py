@@ -9,6 +9,7 @@ never an exception: the rule is left out and the others still build.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from falconet.model.alert import Priority
 
-from .compiler import Compiled, Compiler, MacroInfo, TypeSet
+from .compiler import Compiled, Compiler, MacroInfo, TypeSet, bind_field
 from .definitions import ListDef, MacroDef, RuleDef
 from .errors import (
     Code,
@@ -32,8 +33,10 @@ from .errors import (
 from .parser import Node, parse_condition
 from .reader import Piece, Text
 from .rule_exceptions import exception_text, quote_item
+from .sources import KNOWN_SOURCES as KNOWN_SOURCES  # re-exported for the loader
+from .sources import SYSCALL, scoped_bind
 
-KNOWN_SOURCES: frozenset[str] = frozenset({"syscall"})
+# KNOWN_SOURCES (re-exported for the loader) lives in sources.py with the field scoping by source.
 
 MAX_EVTTYPES = 100
 """Falco warns (LOAD_NO_EVTTYPE) when a rule can match more event types than this."""
@@ -120,13 +123,17 @@ class Builder:
             from .output import compile_output as default_compile_output
 
             compile_output = default_compile_output
-        compiler = Compiler(macro_infos, resolvers=resolvers, bind=bind, warn=self._warn)
+        compiler, compilers = _source_compilers(macro_infos, resolvers, bind, self._warn)
         macro_asts = {name: info.ast for name, info in macro_infos.items()}
         compiled: list[CompiledRule] = []
         for rule in sorted(self.rules.values(), key=lambda item: item.index):
-            built = self._build_rule(rule, compiler, compile_output, macro_asts)
+            built = self._build_rule(rule, compilers.get(rule.source, compiler), compile_output, macro_asts)
             if built is not None:
                 compiled.append(built)
+        for other in compilers.values():  # a macro used by any source's rules is used
+            for name, info in other.macros.items():
+                if info.used and name in macro_infos:
+                    macro_infos[name].used = True
         self._report_unused(macro_infos)
         return Ruleset(
             compiled,
@@ -192,7 +199,8 @@ class Builder:
         formatter = self._compile_rule_output(rule, compile_output, ctx)
         if formatter is None:
             return None
-        if rule.warn_evttypes and (result.types.cofinite or len(result.types.names) > MAX_EVTTYPES):
+        syscall = rule.source == SYSCALL
+        if syscall and rule.warn_evttypes and (result.types.cofinite or len(result.types.names) > MAX_EVTTYPES):
             self.result.add(Code.NO_EVTTYPE, Msg.TOO_MANY_EVTTYPES, rule.position, ctx)
         ast = self._asts[rule.name]
         return CompiledRule(
@@ -210,8 +218,9 @@ class Builder:
             position=rule.position,
             capture=rule.capture,
             capture_duration=rule.capture_duration,
-            specialize=functools.partial(compiler.specialize, ast),
-            condition_source=functools.partial(compiler.condition_source, ast),
+            # The engine specialises and generates code per event type for syscall rules only.
+            specialize=functools.partial(compiler.specialize, ast) if syscall else None,
+            condition_source=functools.partial(compiler.condition_source, ast) if syscall else None,
             condition_ast=ast,
             macro_asts=macro_asts,
         )
@@ -400,3 +409,20 @@ def _macro_wrapper(mdef: MacroDef, text: Text, origin: list[int]) -> Callable[[R
         return exc
 
     return wrap
+
+
+def _source_compilers(
+    macro_infos: dict[str, MacroInfo], resolvers: Any, bind: Callable[[Any], Any] | None, warn: Any
+) -> tuple[Compiler, dict[str, Compiler]]:
+    """One compiler per event source, each binding only its source's fields (rules/sources.py) and holding its
+    own copies of the macros, so a macro is compiled (and its fields checked) for each source that uses it.
+    Returns the syscall compiler (whose dispatch the engine uses) and all of them by source."""
+    base = bind or (lambda ref: bind_field(ref, resolvers))
+    out: dict[str, Compiler] = {}
+    for source in sorted(KNOWN_SOURCES):
+        infos = macro_infos if source == SYSCALL else {
+            name: dataclasses.replace(info, predicate=None, types=None, used=False)
+            for name, info in macro_infos.items()
+        }  # fmt: skip
+        out[source] = Compiler(infos, resolvers=resolvers, bind=scoped_bind(source, base), warn=warn)
+    return out[SYSCALL], out

@@ -68,7 +68,9 @@ def register(sub: Any) -> None:
         epilog=_EPILOG_TEST,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("events", metavar="EVENTS.jsonl", help="events, one JSON object per line ('-' for stdin)")
+    p.add_argument("events", metavar="EVENTS.jsonl",
+                   help="events, one JSON object per line ('-' for stdin): syscall events, or Kubernetes audit "
+                        "Event/EventList objects")  # fmt: skip
     p.add_argument(
         "-r", "--rules", action="append", default=[], metavar="FILE", help="rules file (repeatable)"
     )
@@ -77,6 +79,10 @@ def register(sub: Any) -> None:
         "--hostname", default=None, help="host name to put in alerts (default: FALCO_HOSTNAME or this host)"
     )
     p.set_defaults(func=_test)
+
+    from . import policy_cli  # from-psp, from-pss
+
+    policy_cli.register(rules_sub)
 
 
 def _default_rules() -> Path:
@@ -155,7 +161,7 @@ def _list(args: argparse.Namespace) -> int:
 def _test(args: argparse.Namespace) -> int:
     from .engine import Engine, Resolvers
     from .errors import RulesLoadError
-    from .event import Event
+    from falconet.model.lines import events_from_line
 
     files = args.rules or [str(_default_rules())]
     base = Resolvers.local()
@@ -173,15 +179,16 @@ def _test(args: argparse.Namespace) -> int:
             if not line.strip():
                 continue
             try:
-                event = Event.from_dict(json.loads(line))
-            except (ValueError, TypeError, AttributeError) as exc:
+                found = events_from_line(json.loads(line), events + 1)  # syscall events or audit events
+            except (ValueError, TypeError, AttributeError, RecursionError) as exc:
                 bad += 1
                 print(f"{args.events}:{lineno}: skipped: {exc}", file=sys.stderr)
                 continue
-            events += 1
-            for alert in engine.process(event):
-                alerts += 1
-                print(_alert_line(alert.to_json_dict()), flush=False)
+            for event in found:
+                events += 1
+                for alert in engine.process(event):
+                    alerts += 1
+                    print(_alert_line(alert.to_json_dict()), flush=False)
     finally:
         if stream is not sys.stdin:
             stream.close()

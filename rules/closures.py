@@ -64,6 +64,24 @@ def value_test(kind: str, op: str, rhs: Any, field: str) -> ValueTest:
     raise CompileError(f"operator '{op}' is not implemented", None)
 
 
+def own_semantics_check(check: Check, build: Callable[[str, tuple[str, ...]], Predicate]) -> Predicate:
+    """A field that compares by its own semantics (the k8s_audit fields) gets the operator and literal texts."""
+    value = check.value
+    if isinstance(value, FieldValue):
+        raise CompileError(f"'{check.field}' cannot be compared with another field", check.op_offset)
+    texts: tuple[str, ...] = ()
+    if isinstance(value, ListLiteral):
+        texts = tuple(item.text for item in value.items)
+    elif isinstance(value, Literal):
+        texts = (value.text,)
+    try:
+        return build(check.op, texts)
+    except RuleError as exc:
+        if exc.offset is None:
+            exc.offset = check.op_offset
+        raise
+
+
 def list_check(op: str, ex: Extractor, rhs: Any) -> Predicate:
     """True list fields (Falco's EPF_IS_LIST): `in` is a subset test, `intersects` a shared element."""
     if op == "in":

@@ -42,6 +42,7 @@ from .closures import (
     check_chance,
     check_cost,
     list_check,
+    own_semantics_check,
     matcher_test,
     memoized,
     memoized_for,
@@ -367,6 +368,8 @@ class Compiler(TypeInference, CodeGen):
         op, kind, ex, field = check.op, bound.kind, bound.extract, bound.text
         if bound.deprecated:
             self.warn(bound.deprecated, check.field.offset)
+        if bound.check is not None:  # k8s_audit fields compare by their own semantics
+            return own_semantics_check(check, bound.check)
         if op == "exists":
             if bound.is_list or bound.any_of:
                 return lambda e: bool(ex(e))

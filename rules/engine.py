@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from falconet.model.alert import Alert, Priority
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 
 from . import open_prefixes
@@ -31,6 +32,7 @@ from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
 from .fields.dns import DnsCache
 from .hostname import default_hostname
+from .k8saudit_index import AuditRuleIndex
 from .loader import CompiledRule, Loader, Ruleset
 
 RuleMatching = Literal["first", "all"]
@@ -289,7 +291,20 @@ class Engine:
                 act = _Active(rule, rule.predicate, self._renderer(rule))
             active[rule.name] = act
         self._active = active
-        self._order = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
+        ordered = [a for a in (active.get(r.name) for r in self.ruleset.rules) if a is not None]
+        # Syscall rules go through the per-type index below; rules of other sources (k8s_audit) run in load
+        # order on every event of their source, which carries no event type to index by.
+        self._order = [a for a in ordered if a.rule.source == "syscall"]
+        self._by_source: dict[str, tuple[_Active, ...]] = {}
+        for act in ordered:
+            if act.rule.source != "syscall":
+                self._by_source[act.rule.source] = (*self._by_source.get(act.rule.source, ()), act)
+        # k8s_audit rules are indexed by the event's verb and resource (rules/k8saudit_index.py); the loops
+        # over each candidate subset are built on first use.
+        self._audit_index = AuditRuleIndex(
+            [(a.rule.condition_ast, a.rule.macro_asts or {}) for a in self._by_source.get("k8s_audit", ())]
+        )
+        self._source_runs: dict[tuple[str, tuple[int, ...] | None], tuple[Any, tuple[_Active, ...]]] = {}
         self._by_type = {}
         self._dispatch = {}
 
@@ -393,14 +408,11 @@ class Engine:
         self._special[key] = pred
         return pred
 
-    def process(self, event: Event) -> list[Alert]:
+    def process(self, event: Event | AuditEvent) -> list[Alert]:
         """Evaluates one event; returns its alerts (at most one with rule_matching 'first')."""
         self.stats.events += 1
-        if event.source != "syscall":
-            # Every loaded rule is a syscall rule (other sources are skipped at load, as Falco does without
-            # their plugin), so an event from another source matches nothing.
-            self.stats.other_source += 1
-            return []
+        if isinstance(event, AuditEvent) or event.source != "syscall":
+            return self._process_other(event)
         entry = self._dispatch.get(event.type)
         if entry is None:
             entry = self._build_dispatch(event.type)
@@ -409,6 +421,20 @@ class Engine:
         if not hits:
             return []
         return [self._alert(acts[i], event) for i in hits]
+
+    def _process_other(self, event: Event | AuditEvent) -> list[Alert]:
+        """An event of another source (k8s_audit): that source's rules in load order; none loaded, counted."""
+        acts = self._by_source.get(event.source)
+        if acts is None:
+            self.stats.other_source += 1
+            return []
+        subset = self._audit_index.candidates(event.data) if isinstance(event, AuditEvent) else None
+        entry = self._source_runs.get((event.source, subset))
+        if entry is None:
+            chosen = acts if subset is None else tuple(acts[i] for i in subset)
+            entry = self._source_runs[(event.source, subset)] = (self._loop(chosen), chosen)
+        run, chosen = entry
+        return [self._alert(chosen[i], event) for i in run(event)]
 
     def _build_dispatch(self, event_type: str) -> tuple[Callable[[Any], Sequence[int]], tuple[_Active, ...]]:
         """The per-type evaluator: one generated function over the candidate rules when the ruleset
@@ -469,13 +495,13 @@ class Engine:
 
         return run
 
-    def matching_rules(self, event: Event) -> list[str]:
+    def matching_rules(self, event: Event | AuditEvent) -> list[str]:
         """Names of every enabled rule matching the event, ignoring rule_matching (for tests and tools)."""
-        if event.source != "syscall":
-            return []
+        if isinstance(event, AuditEvent) or event.source != "syscall":
+            return [a.rule.name for a in self._by_source.get(event.source, ()) if a.predicate(event)]
         return [a.rule.name for a in self._candidates(event.type) if a.predicate(event)]
 
-    def _alert(self, act: _Active, event: Event) -> Alert:
+    def _alert(self, act: _Active, event: Event | AuditEvent) -> Alert:
         rule = act.rule
         text, fields = act.render(event)
         stats = self.stats

@@ -10,13 +10,13 @@ import yaml
 
 from .errors import Code, Context, Msg, Position
 from .reader import ItemError, ItemReader, Source, mapping_keys
+from .sources import NATIVE_PLUGINS as NATIVE_PLUGINS  # re-exported for the loader
 
 ENGINE_VERSION: tuple[int, int, int] = (0, 57, 0)
 """The Falco engine version whose rules language this engine implements (Falco 0.42's)."""
 ENGINE_VERSION_TEXT = ".".join(map(str, ENGINE_VERSION))
 
-NATIVE_PLUGINS: frozenset[str] = frozenset({"container"})
-"""Plugins whose fields Falconet provides natively (container.*, k8s.* from the container runtime)."""
+# NATIVE_PLUGINS (container, k8saudit, json; re-exported) lives in sources.py.
 
 _SEMVER = re.compile(r"(\d+)\.(\d+)\.(\d+)\Z")
 

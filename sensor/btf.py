@@ -67,6 +67,7 @@ class BTF:
         self._strings = strings
         self.types: list[BType | None] = [None]  # id 0 is void
         self._by_name: dict[str, list[int]] = {}
+        self.enumerators: dict[str, int] = {}  # every enumerator of every enum: name -> value
         pos, end = types_start, types_start + type_len
         while pos < end:
             name_off, info, size_or_type = struct.unpack_from("<III", data, pos)
@@ -87,6 +88,10 @@ class BTF:
             elif kind == _ARRAY:
                 elem, _index, nelems = struct.unpack_from("<III", data, pos)
                 array = (elem, nelems)
+            elif kind == _ENUM:
+                for i in range(vlen):
+                    e_name, e_val = struct.unpack_from("<Ii", data, pos + 8 * i)
+                    self.enumerators.setdefault(self._str(e_name), e_val)
             if kind in _VLEN_ENTRY:
                 pos += vlen * _VLEN_ENTRY[kind]
             else:
@@ -155,7 +160,17 @@ class BTF:
         return None
 
     def offset(self, struct_name: str, path: str) -> int:
-        """Byte offset of a dotted member path, e.g. offset("task_struct", "loginuid.val")."""
+        """Byte offset of a dotted member path, e.g. offset("task_struct", "loginuid.val").
+
+        `a|b` tries each spelling in turn: kernels rename members (kernfs_node.parent became __parent in 6.15,
+        inode.i_ctime became i_ctime_sec in 6.11), and the first one this kernel has wins."""
+        if "|" in path:
+            for alt in path.split("|"):
+                try:
+                    return self.offset(struct_name, alt)
+                except BTFError:
+                    continue
+            raise BTFError(f"kernel BTF: struct {struct_name} has none of {path!r}")
         tid = self.struct_id(struct_name)
         bits = 0
         for part in path.split("."):
@@ -223,6 +238,31 @@ FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     # fd -> file -> inode mode: the open-path filter never keeps back a directory (a later dirfd/fchdir base)
     ("OFF_FILE_INODE", "file", "f_inode", False),
     ("OFF_INODE_MODE", "inode", "i_mode", False),
+    # container identity: the cgroup path (kernfs names up to the root) of the default hierarchy and of one v1
+    # controller's hierarchy (css_set.subsys[CGROUP_V1_SUBSYS])
+    ("OFF_KERNFS_NODE_PARENT", "kernfs_node", "__parent|parent", False),
+    ("OFF_CSS_SET_SUBSYS", "css_set", "subsys", False),
+    ("OFF_CSS_CGROUP", "cgroup_subsys_state", "cgroup", False),
+    # pid namespace facts: the init (child reaper) of the task's own pid namespace
+    ("OFF_UPID_NS", "upid", "ns", False),
+    ("OFF_PIDNS_CHILD_REAPER", "pid_namespace", "child_reaper", False),
+    ("OFF_TASK_START_TIME", "task_struct", "start_time", False),
+    # the executable at exec: task->mm->exe_file->f_inode and its superblock
+    ("OFF_TASK_MM", "task_struct", "mm", False),
+    ("OFF_MM_EXE_FILE", "mm_struct", "exe_file", False),
+    ("OFF_INODE_INO", "inode", "i_ino", False),
+    ("OFF_INODE_UID", "inode", "i_uid.val", False),
+    ("OFF_INODE_GID", "inode", "i_gid.val", False),
+    ("OFF_INODE_FLAGS", "inode", "i_flags", False),
+    ("OFF_INODE_SB", "inode", "i_sb", False),
+    ("OFF_INODE_CTIME_SEC", "inode", "i_ctime_sec|__i_ctime.tv_sec|i_ctime.tv_sec", False),
+    ("OFF_INODE_CTIME_NSEC", "inode", "i_ctime_nsec|__i_ctime.tv_nsec|i_ctime.tv_nsec", False),
+    ("OFF_INODE_MTIME_SEC", "inode", "i_mtime_sec|__i_mtime.tv_sec|i_mtime.tv_sec", False),
+    ("OFF_INODE_MTIME_NSEC", "inode", "i_mtime_nsec|__i_mtime.tv_nsec|i_mtime.tv_nsec", False),
+    ("OFF_SB_MAGIC", "super_block", "s_magic", False),
+    ("OFF_SB_FLAGS", "super_block", "s_flags", False),
+    ("OFF_CRED_FSUID", "cred", "fsuid.val", True),
+    ("OFF_CRED_FSGID", "cred", "fsgid.val", True),
 )
 SIZES: tuple[tuple[str, str], ...] = (("SIZEOF_UPID", "upid"),)
 
@@ -239,7 +279,27 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
             out[macro] = -1
     for macro, struct_name in SIZES:
         out[macro] = btf.sizeof(struct_name)
+    out["OFF_OVL_UPPERDENTRY"] = _ovl_upper_offset(btf)
     return out
+
+
+def _ovl_upper_offset(btf: BTF) -> int:
+    """Where an overlayfs inode's upper dentry pointer lies, relative to its VFS inode (what f_inode points at).
+
+    struct ovl_inode is in vmlinux BTF when overlayfs is built in; as a module its BTF is split (not parsed
+    here), and then the layout overlayfs has kept since 4.19 applies: __upperdentry right after vfs_inode."""
+    try:
+        return btf.offset("ovl_inode", "__upperdentry") - btf.offset("ovl_inode", "vfs_inode")
+    except BTFError:
+        try:
+            return btf.sizeof("inode")
+        except BTFError:
+            return -1
+
+
+def subsys_id(btf: BTF, controller: str) -> int:
+    """The index of a cgroup v1 controller in css_set.subsys (enum cgroup_subsys_id), -1 when not built in."""
+    return btf.enumerators.get(f"{controller}_cgrp_id", -1)
 
 
 def cflags(offsets: dict[str, int]) -> list[str]:

@@ -20,7 +20,8 @@
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
 //
 // The record layout is `struct record_hdr` below; sensor/record.py decodes it, and a test checks the two
-// agree field by field.
+// agree field by field. Local includes (probe_*.h, one concern each) are inlined by sensor.py's
+// probe_source(), so the program bcc compiles and `capture --ebpf` prints is one text.
 
 #include <uapi/linux/ptrace.h>
 
@@ -37,6 +38,9 @@
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
 #define NO_ARG 0xff
 #define LEN_IS_PTR 0x80       // sysconf.socklen: the length argument is a pointer to the length (accept)
+#ifndef CGROUP_V1_SUBSYS
+#define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
+#endif
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
@@ -64,6 +68,11 @@ struct record_hdr {
     u32 sid;
     u32 pgid;
     u32 cpu;
+    u32 vtid;            // tid, tgid and pgid as the task's own pid namespace numbers them (0: pgid outside it)
+    u32 vpid;
+    u32 vpgid;
+    u32 pidns_level;     // 0 for the initial pid namespace
+    u64 pidns_init_ts;   // start_time (CLOCK_MONOTONIC) of the init of the task's pid namespace; 0 = not read
     s64 nr;              // syscall id (REC_SYSCALL, REC_EXECARGS), -1 otherwise
     s64 res;             // syscall return value
     u64 args[6];         // syscall arguments; REC_FORK: child tid, clone flags; REC_EXIT: group_dead
@@ -165,6 +174,40 @@ static __always_inline u32 pid_nr0(u64 pid) {
     return pid ? read_u32(pid + OFF_PID_NUMBERS + OFF_UPID_NR) : 0;
 }
 
+// struct pid -> its number at namespace `level` (0 when the pid is not visible there)
+static __always_inline u32 pid_nr_at(u64 pid, u32 level) {
+    if (!pid || read_u32(pid + OFF_PID_LEVEL) < level)
+        return 0;
+    return read_u32(pid + OFF_PID_NUMBERS + (level & 63) * SIZEOF_UPID + OFF_UPID_NR);
+}
+
+// The pid-namespace view of the task (the h->tgid/tid/pgid of the initial namespace are already set). In the
+// initial namespace the numbers are the same and cost two reads; inside a container a few more.
+static __always_inline void fill_pidns(struct record_hdr *h, u64 task, u64 pgid_pid) {
+    u64 tpid = read_ptr(task + OFF_TASK_THREAD_PID);
+    u32 level = tpid ? read_u32(tpid + OFF_PID_LEVEL) : 0;
+    h->pidns_level = level;
+    h->pidns_init_ts = 0;
+    if (level == 0) {
+        h->vtid = h->tid;
+        h->vpid = h->tgid;
+        h->vpgid = h->pgid;
+        // The host's init never changes: user space remembers it from the (rarer) non-syscall records.
+        if (h->kind == REC_SYSCALL)
+            return;
+    } else {
+        h->vtid = pid_nr_at(tpid, level);
+        h->vpid = pid_nr_at(read_ptr(read_ptr(task + OFF_TASK_GROUP_LEADER) + OFF_TASK_THREAD_PID), level);
+        h->vpgid = pid_nr_at(pgid_pid, level);
+    }
+#if OFF_UPID_NS >= 0 && OFF_PIDNS_CHILD_REAPER >= 0 && OFF_TASK_START_TIME >= 0
+    u64 ns = read_ptr(tpid + OFF_PID_NUMBERS + (level & 63) * SIZEOF_UPID + OFF_UPID_NS);
+    u64 reaper = ns ? read_ptr(ns + OFF_PIDNS_CHILD_REAPER) : 0;
+    if (reaper)
+        bpf_probe_read_kernel(&h->pidns_init_ts, 8, (void *)(reaper + OFF_TASK_START_TIME));
+#endif
+}
+
 // A record about to be built: no syscall, no payload yet (fill_task adds the task; it is the costly part, so
 // sys_exit calls it only once it knows the record will be emitted).
 static __always_inline void reset_hdr(struct record_hdr *h) {
@@ -210,6 +253,7 @@ static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
     h->tty = 0;
     h->sid = 0;
     h->pgid = 0;
+    u64 pgid_pid = 0;
     if (signal) {
         u64 tty = read_ptr(signal + OFF_SIGNAL_TTY);
         if (tty) {
@@ -220,9 +264,11 @@ static __always_inline void fill_task(struct record_hdr *h, u32 kind) {
             h->tty = (minor & 0xff) | (major << 8) | ((minor & ~0xffu) << 12);
         }
         // signal->pids[PIDTYPE_PGID = 2], [PIDTYPE_SID = 3]
-        h->pgid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 2 * 8));
+        pgid_pid = read_ptr(signal + OFF_SIGNAL_PIDS + 2 * 8);
+        h->pgid = pid_nr0(pgid_pid);
         h->sid = pid_nr0(read_ptr(signal + OFF_SIGNAL_PIDS + 3 * 8));
     }
+    fill_pidns(h, task, pgid_pid);
 }
 
 static __always_inline struct buf *get_buf(void) {
@@ -318,95 +364,8 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 }
 #endif
 
-// Which opens a prefix covers (the trie's value): read opens, write opens, opens with any other flag.
-#define OPEN_READ 1
-#define OPEN_WRITE 2
-#define OPEN_OTHER 4
-#define OPEN_KEEP 8  // never filtered
-// Flags that change nothing a rule can ask about an open (evt.is_open_read/write, flags containing O_CREAT...
-// are all covered by the bits above): O_NONBLOCK O_LARGEFILE O_DIRECTORY O_NOFOLLOW O_NOCTTY O_NOATIME O_CLOEXEC
-#define OPEN_QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
-
-// What an open needs from its prefix, from its flags; OPEN_READ|OPEN_WRITE|OPEN_OTHER when unknown.
-static __always_inline u8 open_need(u8 how, u64 *args) {
-    u64 flags;
-    if (how == 1)
-        flags = args[1];  // open(path, flags, mode)
-    else if (how == 2)
-        flags = args[2];  // openat(dirfd, path, flags, mode)
-    else if (how == 4)
-        return OPEN_WRITE | OPEN_OTHER;  // creat = O_CREAT|O_WRONLY|O_TRUNC
-    else
-        return OPEN_KEEP;  // openat2: flags are in open_how, O_DIRECTORY or O_PATH may be among them
-    // A directory fd may become the dirfd of later *at() calls or the target of fchdir: user space must know
-    // its path to resolve those, whatever the rules say about the directory itself.
-    if (flags & (0200000 | 010000000))  // O_DIRECTORY, O_PATH
-        return OPEN_KEEP;
-    u8 need = 0;
-    u64 acc = flags & 3;
-    if (acc == 0 || acc == 2)
-        need |= OPEN_READ;
-    if (acc == 1 || acc == 2)
-        need |= OPEN_WRITE;
-    if (flags & ~(u64)(3 | OPEN_QUIET_FLAGS))
-        need |= OPEN_OTHER;
-    // Access mode 3 (no read, no write) is neither kind, but a rule that does not test the kind still matches
-    // it: count it as "other" rather than needing nothing (which no prefix would cover).
-    return need ? need : OPEN_OTHER;
-}
-
-// 1 when the path at payload[0] may be dropped: absolute, clean, and under no prefix that covers this open.
-static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
-    int zero = 0;
-    u32 *on = path_filter_on.lookup(&zero);
-    if (!on || !*on || (need & OPEN_KEEP) || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
-        return 0;
-    for (int i = 0; i < PATH_SCAN_MAX - 3; i++) {
-        if (i >= len)
-            break;
-        if (b->payload[i] != '/')
-            continue;
-        char c1 = b->payload[i + 1], c2 = b->payload[i + 2], c3 = b->payload[i + 3];
-        if (c1 == '/')
-            return 0;
-        if (c1 == '.' && (c2 == '/' || c2 == 0 || (c2 == '.' && (c3 == '/' || c3 == 0))))
-            return 0;
-    }
-    struct prefix_key key = {};
-    u32 n = len - 1;  // without the NUL
-    if (n > PREFIX_MAX)
-        n = PREFIX_MAX;
-    key.prefixlen = n * 8;
-    bpf_probe_read_kernel(key.data, PREFIX_MAX, b->payload);
-    u8 *covers = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
-    return !covers || !(*covers & need);
-}
-
-// 1 when the fd the open returned may be a directory. The open-path filter never keeps one back: it can become
-// the base of later *at() paths or of fchdir, which user space can only resolve if it saw the open. Opening a
-// directory without O_DIRECTORY (plain O_RDONLY works) is enough to need this check. Unknown: 1 (keep it).
-#if OFF_TASK_FILES >= 0 && OFF_FILES_FDT >= 0 && OFF_FDTABLE_FD >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_MODE >= 0
-static __always_inline int fd_may_be_dir(s64 fd) {
-    if (fd < 0)
-        return 0;  // a failed open makes no fd
-    u64 task = (u64)bpf_get_current_task();
-    u64 fdt = read_ptr(read_ptr(task + OFF_TASK_FILES) + OFF_FILES_FDT);
-    if (!fdt || fd >= read_u32(fdt + OFF_FDTABLE_MAX_FDS))
-        return 1;
-    u64 file = read_ptr(read_ptr(fdt + OFF_FDTABLE_FD) + fd * 8);
-    u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
-    if (!inode)
-        return 1;
-    u16 mode = 0;
-    if (bpf_probe_read_kernel(&mode, sizeof(mode), (void *)(inode + OFF_INODE_MODE)) != 0)
-        return 1;
-    return (mode & 0170000) == 0040000;  // S_ISDIR
-}
-#else
-static __always_inline int fd_may_be_dir(s64 fd) {
-    return fd >= 0;
-}
-#endif
+#include "probe_openfilter.h"
+#include "probe_exec.h"
 
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
@@ -554,20 +513,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
     }
 #endif
-    if (conf->exec && b->hdr.res == 0) {
-        // The new image's cgroup leaf name: user space derives container.id from it.
-#if OFF_TASK_CGROUPS >= 0 && OFF_CSS_SET_DFL_CGRP >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0
-        u64 task = (u64)bpf_get_current_task();
-        u64 cg = read_ptr(read_ptr(task + OFF_TASK_CGROUPS) + OFF_CSS_SET_DFL_CGRP);
-        u64 name = read_ptr(read_ptr(cg + OFF_CGROUP_KN) + OFF_KERNFS_NODE_NAME);
-        if (name) {
-            int k = bpf_probe_read_kernel_str(&b->payload[off & PAYLOAD_MASK], 256, (void *)name);
-            n = k > 0 ? k : 0;
-            b->hdr.len[SEG_EXTRA] = n;
-            off += n;
-        }
-#endif
-    }
+    if (conf->exec && b->hdr.res == 0)
+        off = put_exec_facts(b, off);
     fill_task(&b->hdr, REC_SYSCALL);
     emit(b, off);
     return 0;

@@ -32,6 +32,11 @@ HDR_FIELDS: tuple[tuple[str, str], ...] = (
     ("sid", "I"),
     ("pgid", "I"),
     ("cpu", "I"),
+    ("vtid", "I"),
+    ("vpid", "I"),
+    ("vpgid", "I"),
+    ("pidns_level", "I"),
+    ("pidns_init_ts", "Q"),
     ("nr", "q"),
     ("res", "q"),
     ("args", "6Q"),
@@ -71,6 +76,11 @@ class Record:
     sid: int
     pgid: int
     cpu: int
+    vtid: int  # tid, tgid and pgid in the task's own pid namespace (vpgid 0: the group is outside it)
+    vpid: int
+    vpgid: int
+    pidns_level: int  # 0: the initial pid namespace
+    pidns_init_ts: int  # CLOCK_MONOTONIC start of the namespace's init; 0 when the kernel did not read it
     nr: int
     res: int
     args: tuple[int, ...]
@@ -95,8 +105,12 @@ class Record:
         return [p.decode("utf-8", "surrogateescape") for p in parts]
 
 
-_SCALARS = tuple(name for name, fmt in HDR_FIELDS[:20])
-assert _SCALARS[-1] == "res" and HDR_FIELDS[20][0] == "args" and HDR_FIELDS[22][0] == "len"
+_NSCALAR = 25  # header fields before `args`, each one value
+assert HDR_FIELDS[_NSCALAR - 1][0] == "res" and HDR_FIELDS[_NSCALAR][0] == "args"
+assert HDR_FIELDS[_NSCALAR + 1][0] == "comm" and HDR_FIELDS[_NSCALAR + 2][0] == "len"
+_ARGS = slice(_NSCALAR, _NSCALAR + 6)
+_COMM = _NSCALAR + 6
+_LENS = slice(_COMM + 1, _COMM + 7)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Record:
@@ -105,11 +119,11 @@ def decode(data: bytes | bytearray | memoryview) -> Record:
         raise RecordError(f"record of {len(data)} bytes is shorter than its {HDR_SIZE}-byte header")
     v = HDR.unpack_from(data, 0)
     (ts, kind, _size, tgid, tid, ppid, loginuid, uid, gid, euid, egid, cap_i, cap_p, cap_e, tty, sid, pgid, cpu,
-     nr, res) = v[:20]
+     vtid, vpid, vpgid, level, init_ts, nr, res) = v[:_NSCALAR]
     segments = []
     off = HDR_SIZE
     end = len(data)
-    for n in v[27:33]:
+    for n in v[_LENS]:
         if n:
             if off + n > end:
                 raise RecordError(f"payload segment of {n} bytes at {off} runs past the {end}-byte record")
@@ -117,9 +131,9 @@ def decode(data: bytes | bytearray | memoryview) -> Record:
             off += n
         else:
             segments.append(b"")
-    comm: bytes = v[26]
+    comm: bytes = v[_COMM]
     return Record(kind, ts, tgid, tid, ppid, -1 if loginuid == NO_LOGINUID_U32 else loginuid, uid, gid, euid, egid,
-                  cap_i, cap_p, cap_e, tty, sid, pgid, cpu, nr, res, v[20:26],
+                  cap_i, cap_p, cap_e, tty, sid, pgid, cpu, vtid, vpid, vpgid, level, init_ts, nr, res, v[_ARGS],
                   comm.split(b"\0", 1)[0].decode("utf-8", "replace"), tuple(segments))
 
 
@@ -200,3 +214,38 @@ def parse_sockinfo(raw: bytes) -> SockInfo | None:
     else:
         la = ra = ""
     return SockInfo(family, stype, proto, la, lport, ra, rport)
+
+
+EXECINFO = struct.Struct("<QqqQQIIIIIIIIII")  # struct execinfo of probe.c
+EXE_KNOWN, EXE_UPPER = 1, 2
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+@dataclass(frozen=True, slots=True)
+class ExecInfo:
+    """The executable of a successful exec as the kernel held it then (struct execinfo of probe.c)."""
+
+    ino: int
+    ctime_ns: int  # ns since the epoch
+    mtime_ns: int
+    sb_magic: int
+    sb_flags: int
+    mode: int
+    uid: int  # owner of the file
+    gid: int
+    iflags: int
+    fsuid: int  # the new image's filesystem credentials
+    fsgid: int
+    upper_layer: bool  # overlayfs, and the file is in the upper (writable) layer
+
+
+def parse_execinfo(raw: bytes) -> ExecInfo | None:
+    """None when the kernel found no executable file (or the segment is short)."""
+    if len(raw) < EXECINFO.size:
+        return None
+    (ino, csec, msec, magic, sflags, cnsec, mnsec, mode, uid, gid, iflags, fsuid, fsgid, flags,
+     _pad) = EXECINFO.unpack_from(raw)
+    if not flags & EXE_KNOWN:
+        return None
+    return ExecInfo(ino, csec * 1_000_000_000 + cnsec, msec * 1_000_000_000 + mnsec, magic, sflags, mode, uid, gid,
+                    iflags, fsuid, fsgid, bool(flags & EXE_UPPER))

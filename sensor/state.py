@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from falconet.model.event import Fd
+from falconet.sensor.cgroups import HOST_ID, ContainerRef, container_from_cgroup
+from falconet.sensor.record import ExecInfo
 from falconet.sensor.cgroups import container_id_from_cgroup as container_id_from_cgroup  # re-exported
 
 AT_FDCWD = -100
@@ -49,6 +51,7 @@ class ProcInfo:
     env: list[str] = field(default_factory=list)
     cwd: str | None = None
     container_id: str = "host"
+    container: ContainerRef | None = None  # None: a host process (container_id "host")
     start_ts: int = 0
     uid: int = 0
     gid: int = 0
@@ -62,6 +65,12 @@ class ProcInfo:
     cap_permitted: int = 0
     cap_effective: int = 0
     exe_from_memfd: bool = False
+    # Kernel facts (probe.c): pid-namespace view and the executable as exec found it; None = not known.
+    vpid: int = 0
+    vpgid: int = 0
+    pidns_init_ts: int | None = None  # ns since the epoch
+    exe_file: ExecInfo | None = None  # the executable at the exec; immutable, so a forked child shares it
+    exe_writable: bool = False  # judged at the exec, with the credentials it gave (exefacts.py)
     fds: dict[int, Fd] = field(default_factory=dict)
     gen: int = 0  # bumped whenever a field an Event's Process shows changes (lets the sensor cache ancestors)
 
@@ -101,7 +110,8 @@ class ProcessTable:
         return child
 
     def exec(self, pid: int, filename: str | None, argv: list[str], env: list[str],
-             container_id: str | None, dirfd_path: str | None = None) -> ProcInfo:
+             container_id: str | None, dirfd_path: str | None = None, *,
+             container: ContainerRef | None = None) -> ProcInfo:
         """A successful execve: new image, same pid, close-on-exec fds gone."""
         p = self.ensure(pid)
         base = dirfd_path if dirfd_path is not None else p.cwd
@@ -113,6 +123,7 @@ class ProcessTable:
         p.exe_from_memfd = p.exepath.startswith("/memfd:")
         if container_id is not None:
             p.container_id = container_id
+            p.container = container if container_id != HOST_ID else None
         p.fds = {n: fd for n, fd in p.fds.items() if not (fd.flags or 0) & O_CLOEXEC}
         p.gen += 1
         self.epoch += 1
@@ -313,12 +324,13 @@ def read_proc(entry: Path, boot_ns: int = 0, sockets: dict[int, Fd] | None = Non
     if login is not None and login.strip():
         v = int(login)
         info.loginuid = -1 if v == 0xFFFFFFFF else v
+    _seed_kernel_facts(entry, info, status)
     cgroup = (_read(entry / "cgroup") or b"").decode("utf-8", "replace")
-    info.container_id = "host"
+    info.container_id = HOST_ID
     for line in cgroup.splitlines():
-        cid = container_id_from_cgroup(line.split(":", 2)[-1])
-        if cid != "host":
-            info.container_id = cid
+        ref = container_from_cgroup(line.split(":", 2)[-1])
+        if ref is not None:
+            info.container_id, info.container = ref.id, ref
             break
     try:
         for fdname in os.listdir(entry / "fd"):
@@ -330,6 +342,26 @@ def read_proc(entry: Path, boot_ns: int = 0, sockets: dict[int, Fd] | None = Non
     except OSError:
         pass
     return info
+
+
+def _seed_kernel_facts(entry: Path, info: ProcInfo, status: bytes) -> None:
+    """For processes already running when the sensor starts (their exec was before the probe): what /proc still
+    shows of the pid-namespace view and the executable. Later execs take these from the kernel instead."""
+    info.vpid, info.vpgid = info.pid, info.pgid
+    for line in status.decode("utf-8", "replace").splitlines():
+        key, _, val = line.partition(":")
+        parts = val.split()
+        if key == "NSpid" and parts:
+            info.vpid = int(parts[-1])
+        elif key == "NSpgid" and parts:
+            info.vpgid = int(parts[-1])
+    try:
+        st = os.stat(entry / "exe")
+    except OSError:
+        return
+    # only what stat shows; the overlay layer and the exec's credentials are unknown here
+    info.exe_file = ExecInfo(st.st_ino, st.st_ctime_ns, st.st_mtime_ns, 0, 0, st.st_mode, st.st_uid, st.st_gid, 0,
+                        info.euid, info.egid, False)
 
 
 class NameDb:

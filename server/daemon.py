@@ -30,8 +30,11 @@ from typing import IO, TYPE_CHECKING
 
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 from falconet.server.daemon_config import DaemonConfig
+from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.errors import ConfigError, DaemonError, describe_error
 from falconet.server.hub import Hub
+from falconet.server.daemon_containers import with_containers
+from falconet.server.k8s_audit import K8sAuditEndpoint
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import build_outputs, check_writable, close_all
 from falconet.server.pipeline import EngineBuilder, Pipeline, Running, apply_open_filter, engine_loop, load_warnings
@@ -90,8 +93,10 @@ def build_engine(config: DaemonConfig, hostname: str) -> Engine:
         paths,
         rule_matching=config.rule_matching,
         # The engine owns the DNS cache; a minute between refreshes, as the daemon's own cache had.
-        resolvers=Resolvers(hostname=lambda: hostname, dns=system_dns, dns_ttl=60.0),
+        # `dns` names (server/dns_hosts.py) answer first, the host's resolver the rest.
+        resolvers=Resolvers(hostname=lambda: hostname, dns=hosts_resolver(config.dns, system_dns), dns_ttl=60.0),
         min_priority=config.priority,
+        append_output=list(config.append_output) or None,
     )
 
 
@@ -136,6 +141,7 @@ class Daemon:
         self.server: AlertServer | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
+        self._k8s_audit: K8sAuditEndpoint | None = None  # the k8s audit endpoint, when configured
         self._engine_error: BaseException | None = None
         self._exit_status = 0
 
@@ -177,6 +183,11 @@ class Daemon:
         source = self._given_source
         if source is None:
             source = open_source(self.source_spec, config, engine.event_types, self.log)
+            # Container metadata (server/daemon_containers.py) wraps a live source; the daemon's only hook.
+            source = with_containers(source, config, self.log, self.metrics.registry)
+        if config.k8s_audit is not None:  # the k8s_audit source: its events join the engine thread's poll
+            self._k8s_audit = K8sAuditEndpoint(config.k8s_audit, self.log)
+            source = self._k8s_audit.wrap(source)
         source.start()
         kernel = source.kernel_filter()
         if kernel is not None:
@@ -229,6 +240,13 @@ class Daemon:
                     f" {exc.strerror}"
                 ) from None
             self.log(f"metrics on http://{host}:{port}/metrics")
+        if self._k8s_audit is not None:
+            try:
+                url = await self._k8s_audit.start()
+            except (OSError, ValueError) as exc:  # ValueError/SSLError: an unusable certificate
+                raise DaemonError(f"the k8s audit endpoint cannot start on {self._k8s_audit.config.url}: {exc}") from None
+            self.metrics.registry.register(self._k8s_audit.collector())
+            self.log(f"k8s audit endpoint on {url}")
         self.metrics.output_drops = parts.reporter.output_drop_counts
         self.metrics.subscriber_drops = parts.reporter.subscriber_drop_counts
         self.metrics.hub_totals = parts.reporter.hub_totals
@@ -283,6 +301,8 @@ class Daemon:
             loop.remove_signal_handler(sig)
         if reloading:
             await asyncio.gather(*reloading, return_exceptions=True)
+        if self._k8s_audit is not None:
+            await self._k8s_audit.stop()  # no new audit events; the engine evaluates those already accepted
         self._stop.set()
         await loop.run_in_executor(None, engine_thread.join)
         outputs = parts.pipeline.running.outputs

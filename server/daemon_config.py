@@ -22,16 +22,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
 from falconet.model.alert import Priority
 from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
+from falconet.sensor.containers import EngineSettings
+from falconet.server.config_containers import parse_append_output, parse_container_engines
+from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
+from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 from falconet.server.limits import Limits
 
 __all__ = [
@@ -76,12 +80,10 @@ _FALCO_KEYS_IGNORED = frozenset(
         "metrics",
         "base_syscalls",
         "falco_libs",
-        "container_engines",
         "config_files",
         "json_include_message_property",
         "json_include_output_fields_property",
         "syscall_event_timeouts",
-        "append_output",
         "static_fields",
         "capture",
         "plugins_hostinfo",
@@ -111,6 +113,10 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "container_engines",  # server/config_containers.py
+        "append_output",  # server/config_containers.py
+        "dns",  # server/dns_hosts.py
+        "k8s_audit",
     }
 )
 
@@ -216,6 +222,13 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
+    container_engines: tuple[tuple[str, EngineSettings], ...] = ()
+    append_output: tuple[dict[str, Any], ...] = ()
+    # Ours: names the daemon resolves itself before the host's resolver (server/dns_hosts.py).
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
+    k8s_audit: K8sAuditConfig | None = None
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -273,6 +286,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     d = DaemonConfig()
     outputs = top.section("outputs")
     ring_buffer_bytes, open_path_filter = _read_sensor(top.section("sensor"), d)
+    metrics = _read_webserver(top.section("webserver"))
+    k8s_audit = _read_k8s_audit(data, top.problems, metrics.listen_port)
     config = DaemonConfig(
         source=source,
         rules_files=_read_rules_files(top),
@@ -293,9 +308,13 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         outputs_max_burst=outputs.integer("max_burst", d.outputs_max_burst, minimum=1),
         output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
         syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
-        metrics=_read_webserver(top.section("webserver")),
+        metrics=metrics,
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
+        container_engines=parse_container_engines(top.problems, data),
+        append_output=parse_append_output(top.problems, data),
+        dns=parse_dns_section(data.get("dns"), top.problems),
+        k8s_audit=k8s_audit,
         warnings=tuple(top.problems.warnings),
     )
     if top.problems.problems:
@@ -471,6 +490,17 @@ def _read_drops(s: Section) -> DropsConfig:
         rate=s.number("rate", d.rate),
         max_burst=s.integer("max_burst", d.max_burst, minimum=1),
     )
+
+
+def _read_k8s_audit(data: dict[str, Any], problems: Problems, metrics_port: int) -> K8sAuditConfig | None:
+    """The k8s audit endpoint from either of Falco's forms (server/k8s_audit_config.py)."""
+    config, found, warnings = parse_k8s_audit(data, problems.resolve, metrics_port)
+    for problem in found:
+        problems.add(problem)
+    problems.warnings.extend(warnings)
+    if config is not None and config.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
+        problems.warnings[:] = [w for w in problems.warnings if not w.startswith(("plugins is a", "load_plugins is a"))]
+    return config
 
 
 def _read_webserver(s: Section) -> MetricsConfig:

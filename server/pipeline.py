@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from falconet.model.alert import Alert
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.hub import Hub
@@ -43,7 +44,7 @@ class RuleEngine(Protocol):
     @property
     def load_result(self) -> LoadReport: ...
 
-    def process(self, event: Event) -> list[Alert]: ...
+    def process(self, event: Event | AuditEvent) -> list[Alert]: ...
 
     def open_path_prefixes(self) -> dict[str, list[str]] | None:
         """The open paths the rules may match, as KernelFilter.set_open_prefixes takes them; None = any."""
@@ -117,7 +118,7 @@ class Pipeline:
             old, self.running = self.running, running
         return old
 
-    def process(self, events: list[Event]) -> None:
+    def process(self, events: Sequence[Event | AuditEvent]) -> None:
         engine = self.running.engine  # one read per batch: a reload swaps the set, never mutates the engine
         clock = time.perf_counter
         spent = 0.0

@@ -20,6 +20,8 @@ examples:
       another config; -r replaces the config's rules_files (files or directories, loaded in order)
   falconet run -c ./falconet.yaml --source replay:capture.jsonl
       replay a capture (from `falconet capture`) through the same engine and outputs, without root
+  falconet run -c ./falconet.yaml --source none
+      only the Kubernetes audit endpoint (webserver.k8s_audit_endpoint in the config), without root
   kill -HUP $(pidof -x falconet)
       reload config, rules and certificates; open streams and alert sequence numbers carry on
 then subscribe:
@@ -47,8 +49,9 @@ def register(sub: Any) -> None:
                    help="configuration file (default: /etc/falconet/falconet.yaml)")
     p.add_argument("-r", "--rules", type=Path, action="append", default=[], metavar="RULES",
                    help="rules file or directory; repeatable; replaces the config's rules_files")
-    p.add_argument("--source", default="ebpf", metavar="ebpf|replay:FILE",
-                   help="where events come from (default: ebpf, which needs root)")
+    p.add_argument("--source", default="ebpf", metavar="ebpf|replay:FILE|none",
+                   help="where syscall events come from (default: ebpf, which needs root; replay:FILE also reads "
+                        "Kubernetes audit events; none: only the k8s audit endpoint)")
     p.set_defaults(func=_run)
 
     i = sub.add_parser(

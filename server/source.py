@@ -11,10 +11,11 @@ the source and a `SourceKind` describing it, and one line in server/sources.py t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 from falconet.server.daemon_config import DaemonConfig
 
@@ -51,8 +52,9 @@ class EventSource(Protocol):
     def start(self) -> None:
         """Acquires what the source reads from; raises DaemonError saying why it cannot."""
 
-    def poll(self, timeout_ms: int) -> list[Event] | None:
-        """Events (possibly none) within the timeout; None once the source is exhausted (the daemon stops)."""
+    def poll(self, timeout_ms: int) -> Sequence[Event | AuditEvent] | None:
+        """Events (possibly none) within the timeout; None once the source is exhausted (the daemon stops).
+        Syscall events, or Kubernetes audit events (a replayed audit file, the k8s audit endpoint)."""
 
     def counters(self) -> SourceCounters: ...
 

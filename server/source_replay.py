@@ -1,4 +1,5 @@
-"""The replay source: events from a JSON-lines capture (`falconet capture`), for running without root.
+"""The replay source: events from a JSON-lines capture (`falconet capture`, or Kubernetes audit Event/EventList
+lines as the API server writes them), for running without root.
 
 Read incrementally and deterministically from a file or a FIFO, so a test (or a user checking new rules
 against yesterday's capture) sees exactly the alerts the live daemon would have raised for those events.
@@ -11,7 +12,9 @@ import os
 import select
 from pathlib import Path
 
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.lines import events_from_line
 from falconet.server.errors import DaemonError
 from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters, SourceKind, SourceRequest
 
@@ -42,7 +45,7 @@ class ReplaySource:
     def kernel_filter(self) -> KernelFilter | None:
         return None  # a capture holds what it holds; it was filtered (or not) when it was made
 
-    def poll(self, timeout_ms: int) -> list[Event] | None:
+    def poll(self, timeout_ms: int) -> list[Event | AuditEvent] | None:
         if self._eof and not self._buf:
             return None
         if b"\n" not in self._buf and not self._eof:
@@ -60,14 +63,15 @@ class ReplaySource:
             self._buf = b""
         else:
             self._buf = lines.pop()
-        out: list[Event] = []
+        out: list[Event | AuditEvent] = []
         for raw in lines:
             self._line += 1
             if not raw.strip():
                 continue
             try:
-                out.append(Event.from_dict(json.loads(raw)))
-            except (ValueError, TypeError) as exc:
+                # A syscall event, or a Kubernetes audit Event/EventList (numbered in file order).
+                out.extend(events_from_line(json.loads(raw), self.events + len(out) + 1))
+            except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: hostile nesting
                 self.malformed += 1
                 self._log(f"replay {self.path}:{self._line}: {exc}; line skipped")
         self.events += len(out)

@@ -69,4 +69,4 @@ __all__ = [
 
 # The families: each registers its fields into `registry` on import (a later registration of the same name
 # replaces an earlier one, so two families must not define the same field).
-from . import evt, fd, proc  # noqa: E402, F401  (imported for their registrations)
+from . import evt, fd, k8saudit, proc  # noqa: E402, F401  (imported for their registrations)

@@ -303,13 +303,14 @@ def _in_container(get: Callable[[Event], Any]) -> Callable[[Event], Any]:
 
 
 simple("container.id", S, attrgetter("container.id"), 'the container id (12 characters), "host" on the host')
-simple("container.full_id", S, lambda e: e.container.id, 'the container id, "host" on the host')
+simple("container.full_id", S, lambda e: e.container.full_id if e.container.full_id != "host" else e.container.id,
+       'the full container id, "host" on the host')
 simple("container.name", S, lambda e: e.container.name if e.container.id != "host" else "host", "the name")
 simple("container.image", S, _in_container(lambda e: e.container.image), "the image, e.g. nginx:1.27")
 simple("container.image.id", S, _in_container(lambda e: e.container.image_id), "the image id")
 simple("container.image.repository", S, _in_container(lambda e: e.container.image_repository), "repository")
 simple("container.image.tag", S, _in_container(lambda e: e.container.image_tag), "the image tag")
-simple("container.image.digest", S, lambda e: None, "not tracked by Falconet's sensor")
+simple("container.image.digest", S, _in_container(lambda e: e.container.image_digest), "the image digest")
 simple("container.type", S, lambda e: e.container.type if e.container.id != "host" else "host", "runtime")
 simple("container.privileged", B, _in_container(lambda e: e.container.privileged), "privileged container")
 simple("container.start_ts", A, _in_container(lambda e: e.container.start_ts), "the container's start time")
@@ -322,7 +323,8 @@ simple(
 simple("container.host_pid", B, _in_container(lambda e: e.container.host_pid), "shares the host's pid ns")
 simple("container.host_network", B, _in_container(lambda e: e.container.host_network), "host network ns")
 simple("container.host_ipc", B, _in_container(lambda e: e.container.host_ipc), "shares the host's ipc ns")
-for _probe in ("healthcheck", "liveness_probe", "readiness_probe", "ip", "cni.json"):
+simple("container.ip", S, _in_container(lambda e: e.container.ip), "the container's main IP address")
+for _probe in ("healthcheck", "liveness_probe", "readiness_probe", "cni.json"):
     simple(f"container.{_probe}", S, lambda e: None, "not tracked by Falconet's sensor")
 simple(
     "container.info",
@@ -386,7 +388,20 @@ with_arg("container.mount.dest", S, _mount_build("dest", "source"), "required", 
 with_arg("container.mount.mode", S, _mount_build("mode", "source"), "required", "mode of a mount")
 with_arg("container.mount.rdwr", S, _mount_build("rdwr", "source"), "required", "read-write mount")
 with_arg("container.mount.propagation", S, _mount_build("propagation", "source"), "required", "propagation")
-with_arg("container.label", S, lambda _a: lambda e: None, "required", "not tracked by Falconet's sensor")
+simple(
+    "container.labels",
+    S,
+    _in_container(lambda e: ", ".join(f"{k}:{v}" for k, v in e.container.labels.items()) or None),
+    "the container's labels as key:value, comma separated",
+)
+
+
+def _container_label_build(arg: str | None) -> Callable[[Event], Any]:
+    key = arg or ""
+    return lambda e: e.container.labels.get(key) if e.container.id != "host" else None
+
+
+with_arg("container.label", S, _container_label_build, "required", "one container label: container.label[app]")
 
 # --- k8s.* (from the container runtime's pod labels) ---------------------------------------------------------
 
@@ -394,9 +409,14 @@ simple("k8s.ns.name", S, lambda e: e.container.k8s_ns_name, "the pod's namespace
 simple("k8s.pod.name", S, lambda e: e.container.k8s_pod_name, "the pod's name")
 simple("k8s.pod.uid", S, lambda e: e.container.k8s_pod_uid, "the pod's uid")
 simple("k8s.pod.id", S, lambda e: e.container.k8s_pod_uid, "the pod's uid (older name)")
-simple("k8s.pod.sandbox_id", S, lambda e: None, "not tracked by Falconet's sensor")
-simple("k8s.pod.full_sandbox_id", S, lambda e: None, "not tracked by Falconet's sensor")
-simple("k8s.pod.ip", S, lambda e: None, "not tracked by Falconet's sensor")
+simple(
+    "k8s.pod.sandbox_id",
+    S,
+    lambda e: e.container.k8s_pod_sandbox_id[:12] if e.container.k8s_pod_sandbox_id else None,
+    "the pod sandbox's id (12 characters)",
+)
+simple("k8s.pod.full_sandbox_id", S, lambda e: e.container.k8s_pod_sandbox_id, "the pod sandbox's full id")
+simple("k8s.pod.ip", S, lambda e: e.container.k8s_pod_ip, "the pod's IP (none for a host-network pod)")
 simple("k8s.pod.cni.json", S, lambda e: None, "not tracked by Falconet's sensor")
 simple(
     "k8s.pod.labels",
@@ -427,5 +447,43 @@ for _obj in ("ns", "rc", "svc", "rs", "deployment"):
 # The dotted spellings of keyed fields (k8s.pod.label.app = k8s.pod.label[app]), which Falco accepts too.
 PREFIX_FIELDS["k8s.pod.label."] = FieldSpec("k8s.pod.label", S, _label_build, "required", desc="a pod label")
 PREFIX_FIELDS["container.label."] = FieldSpec(
-    "container.label", S, lambda _a: lambda e: None, "required", desc="not tracked by Falconet's sensor"
+    "container.label", S, _container_label_build, "required", desc="a container label"
+)
+
+# --- kernel facts for container rules (issue 9): read by the sensor at the syscall, see docs/containers.md ----
+# Registered after the generic blocks above, which they supersede for these names.
+
+simple(
+    "thread.vtid",
+    N,
+    lambda e: e.vtid if e.vtid is not None else (e.proc.vpid if e.tid == e.proc.pid else None),
+    "the thread id in its own pid namespace",
+)
+simple(
+    "proc.pidns_init_start_ts",
+    A,
+    lambda e: e.proc.pidns_init_start_ts,
+    "the start time of the init process of the process's pid namespace",
+)
+
+
+def _ctime_after_pidns(p: Process) -> int | None:
+    """ns from the pid namespace's start to the executable's ctime; 0 when the file is older than the
+    namespace (a binary changed after the container started is what this field exists to show)."""
+    if p.exe_ino_ctime is None or p.pidns_init_start_ts is None:
+        return None
+    return max(p.exe_ino_ctime - p.pidns_init_start_ts, 0)
+
+
+simple(
+    "proc.exe_ino.ctime_duration_pidns_start",
+    R,
+    lambda e: _ctime_after_pidns(e.proc),
+    "ns between the pid namespace's start and the executable's ctime, when the ctime is later",
+)
+simple(
+    "container.full_id",
+    S,
+    attrgetter("container.full_id"),
+    'the container id as the runtime has it (64 characters), "host" on the host',
 )

@@ -105,6 +105,9 @@ class BoundField:
     # generate code (one attribute walk instead of a call); None when the field has no such form. It uses
     # only `e`, builtins and walrus temporaries named `_f`/`_p`.
     inline: str | None = None
+    # Fields that compare by their own semantics (the k8s_audit fields, rules/k8saudit_values.py): given the
+    # operator and the literal texts, returns the whole check; the compiler then builds nothing itself.
+    check: Callable[[str, tuple[str, ...]], Callable[[Any], bool]] | None = None
 
     @property
     def display(self) -> str:
@@ -142,6 +145,8 @@ class FieldSpec:
     # argument (evt.rawarg.NAME): they override `build` / `type`.
     build_with_resolvers: Callable[[str | None, ResolversLike | None], Extractor] | None = None
     type_for_arg: Callable[[str | None], FieldType] | None = None
+    # For fields with their own comparison semantics: argument -> BoundField.check.
+    check: Callable[[str | None], Callable[[str, tuple[str, ...]], Callable[[Any], bool]]] | None = None
 
 
 # Inline forms of the fields nearly every rule reads (see BoundField.inline); tests check each one against
@@ -251,6 +256,7 @@ def _bind(
         literal_matcher=spec.matcher(arg, resolvers) if spec.matcher else None,
         output=spec.output(arg, resolvers) if spec.output else None,
         deprecated=spec.deprecated,
+        check=spec.check(arg) if spec.check else None,
     )
 
 

@@ -230,6 +230,28 @@ def _render(alert: Alert, output: str) -> str:
         return json.dumps(alert.to_json_dict(), ensure_ascii=False)
     from falconet.model.alert import format_time
 
-    # Falco's text form ("<time>: <Priority> <output>"), plus the cursor to resume from with --from.
+    # Falco's text form ("<time>: <Priority> <output>"), the container and pod the alert came from (the
+    # daemon's append_output puts them in output_fields only), and the cursor to resume from with --from.
     cursor = f"  [{alert.cursor}]" if alert.cursor is not None else ""
-    return f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{cursor}"
+    return f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{_where(alert)}{cursor}"
+
+
+_WHERE = (("container.id", "container_id"), ("container.name", "container_name"),
+          ("container.image.repository", "container_image"), ("container.image.tag", "container_image_tag"),
+          ("k8s.ns.name", "k8s_ns"), ("k8s.pod.name", "k8s_pod"))
+
+
+def _where(alert: Alert) -> str:
+    """` container_id=... container_name=... ...` for an alert from a container (Falco's -pc/-pk names), for
+    the identity fields present in output_fields and not already written in the output line."""
+    fields = alert.output_fields
+    cid = fields.get("container.id")
+    if cid in (None, "host"):
+        return ""
+    parts = []
+    for key, label in _WHERE:
+        value = fields.get(key)
+        if value is not None and f"{label}=" not in alert.output:
+            text = "".join(ch if ch.isprintable() else "?" for ch in str(value))
+            parts.append(f"{label}={text}")
+    return " " + " ".join(parts) if parts else ""

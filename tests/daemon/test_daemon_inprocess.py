@@ -13,6 +13,7 @@ from typing import Any
 from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 
 from falconet.model.alert import Alert
+from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon, build_engine
 from falconet.server.daemon_config import DaemonConfig, load_config, parse_config
@@ -28,7 +29,7 @@ class _FailsOnSecond:
         self.event_types = engine.event_types
         self.load_result = engine.load_result
 
-    def process(self, event: Event) -> list[Alert]:
+    def process(self, event: Event | AuditEvent) -> list[Alert]:
         if event.num == 2:
             raise KeyError("boom")
         result: list[Alert] = self.engine.process(event)

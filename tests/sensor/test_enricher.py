@@ -28,7 +28,8 @@ def _rec(kind: int, tgid: int, nr: int = -1, res: int = 0, args: tuple[int, ...]
     args = tuple(a & 0xFFFFFFFFFFFFFFFF for a in args) + (0,) * (6 - len(args))
     return r.encode(r.Record(kind=kind, ts=1000, tgid=tgid, tid=tgid, ppid=ppid, loginuid=1000, uid=uid, gid=uid,
                              euid=uid, egid=uid, cap_inheritable=0, cap_permitted=0, cap_effective=0, tty=0,
-                             sid=1, pgid=tgid, cpu=0, nr=nr, res=res, args=args, comm=comm,
+                             sid=1, pgid=tgid, cpu=0, vtid=tgid, vpid=tgid, vpgid=tgid, pidns_level=0,
+                             pidns_init_ts=0, nr=nr, res=res, args=args, comm=comm,
                              segments=tuple(segments)))
 
 
@@ -153,3 +154,22 @@ def test_cached_ancestors_follow_changes(tmp_path: Path) -> None:
     assert after is not None and after.proc.parent is not None
     assert (after.proc.parent.name, after.proc.parent.exepath) == ("perl", "/usr/bin/perl")
     assert first.proc.parent is not None and first.proc.parent.name == "nginx"  # old events keep their view
+
+
+def test_exec_in_a_v1_only_container_with_exe_facts_then_a_host_exec(tmp_path: Path) -> None:
+    """The v1 path names the container when the unified one is the root; exe facts follow the exec; the next
+    exec with host paths makes the process a host process again (the parse cache must not mix them up)."""
+    e = _enricher(tmp_path)
+    info = r.EXECINFO.pack(77, 1_700_000_000, 1_600_000_000, r.OVERLAYFS_SUPER_MAGIC, 0, 5, 6, 0o100755, 0, 0, 0,
+                           33, 33, r.EXE_KNOWN | r.EXE_UPPER, 0)
+    podman = f"libpod-{CID}\0libpod_parent\0".encode()
+    for _ in range(2):  # the second time from the cache
+        ev = e.feed(_rec(r.REC_SYSCALL, 50, nr=59, res=0, uid=33,
+                         segs={r.SEG_BLOB: info, r.SEG_EXTRA: b"", r.SEG_EXTRA2: podman}))
+        assert ev is not None
+        assert (ev.container.id, ev.container.full_id, ev.container.type) == (CID[:12], CID, "podman")
+        assert ev.proc.exe_upper_layer is True and ev.proc.exe_ino == 77
+        assert ev.proc.exe_ino_ctime == 1_700_000_000_000_000_005 and ev.proc.exe_writable is False  # root's 0755
+    ev = e.feed(_rec(r.REC_SYSCALL, 50, nr=59, res=0, uid=33, segs={r.SEG_EXTRA: b"session-1.scope\0user.slice\0"}))
+    assert ev is not None and (ev.container.id, ev.container.full_id, ev.container.type) == ("host", "host", None)
+    assert ev.proc.exe_ino is None and ev.proc.exe_upper_layer is False

@@ -8,11 +8,11 @@ import struct
 
 import pytest
 from falconet.sensor import record as r
-from falconet.sensor.sensor import PROBE_C
+from falconet.sensor.sensor import probe_source
 
 
 def _c_struct(name: str) -> list[tuple[str, str]]:
-    text = PROBE_C.read_text()
+    text = probe_source()
     body = re.search(r"struct %s \{(.*?)\n\};" % name, text, re.S)
     assert body, f"struct {name} not found in probe.c"
     out = []
@@ -42,6 +42,7 @@ def _rec(**kw: object) -> r.Record:
     base: dict[str, object] = dict(
         kind=r.REC_SYSCALL, ts=123, tgid=10, tid=11, ppid=1, loginuid=-1, uid=1000, gid=1000, euid=0, egid=0,
         cap_inheritable=0, cap_permitted=(1 << 41) - 1, cap_effective=1 << 21, tty=34816, sid=5, pgid=6, cpu=1,
+        vtid=1, vpid=1, vpgid=0, pidns_level=1, pidns_init_ts=99,
         nr=257, res=3, args=(0xFFFFFF9C, 0x7FFF0000, 0, 0, 0, 0), comm="cat",
         segments=(b"/etc/shadow\0", b"", b"", b"", b"", b""),
     )
@@ -99,3 +100,9 @@ def test_parse_sockinfo() -> None:
     si = r.parse_sockinfo(raw)
     assert si == r.SockInfo(socket.AF_INET, socket.SOCK_STREAM, 6, "10.1.2.3", 5555, "203.0.113.9", 80)
     assert r.parse_sockinfo(raw[:10]) is None
+
+
+def test_execinfo_layout_agrees() -> None:
+    c_fields = _c_struct("execinfo")
+    fmt = {"u64": "Q", "s64": "q", "u32": "I"}
+    assert "<" + "".join(fmt[t] for _, t in c_fields) == r.EXECINFO.format

@@ -1,0 +1,481 @@
+"""The Enricher: kernel records in, enriched `falconet.model.event.Event`s out. Pure user space, no kernel.
+
+It keeps the process and fd tables (`state`) from the records' lifecycle and fd effects, joins an exec's
+arguments (EXECARGS) to its result, reads the container identity and exe facts an exec carries (`cgroups`,
+`exefacts`), and gives each event Falco's parameter names (`syscalls`). Fed bytes or Records, so every rule of
+enrichment is testable without BPF; the live Sensor (sensor.py) only adds the ring buffer in front.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import Any
+
+from falconet.model.event import Container, Event, Fd, Group, Process, User
+from falconet.sensor import cgroups
+from falconet.sensor import syscalls as sc
+from falconet.sensor.exefacts import apply_exec
+from falconet.sensor.record import (
+    REC_EXECARGS,
+    REC_EXIT,
+    REC_FORK,
+    REC_SYSCALL,
+    SEG_BLOB,
+    SEG_EXTRA,
+    SEG_EXTRA2,
+    SEG_SOCK,
+    SEG_STR0,
+    SEG_STR1,
+    Record,
+    SockInfo,
+    decode,
+    parse_execinfo,
+    parse_sockaddr,
+    parse_sockinfo,
+)
+from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
+
+ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
+O_DIRECTORY = 0o200000
+F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+FD_CLOEXEC = 1
+SOCK_CLOEXEC = 0o2000000
+EINPROGRESS = errno.EINPROGRESS
+
+def _i32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _i64(v: int) -> int:
+    return v - (1 << 64) if v & (1 << 63) else v
+
+
+class Enricher:
+    """Records -> Events, keeping the process and fd tables. Pure user space: fed bytes or Records."""
+
+    def __init__(self, table: ProcessTable | None = None, names: NameDb | None = None,
+                 wanted: set[str] | None = None, mono_to_epoch_ns: int = 0) -> None:
+        self.table = table or ProcessTable()
+        self.names = names or NameDb()
+        self.wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
+        self.offset_ns = mono_to_epoch_ns
+        self.num = 0
+        self._pending_exec: dict[int, Record] = {}
+        self._host_init_ts: int | None = None  # start of the initial pid namespace's init (ns since the epoch)
+        # (v2 path, v1 path) as the kernel sent them -> the container they name: a host runs few distinct
+        # cgroups and execs in each over and over, so each pair is parsed once
+        self._cgroup_refs: dict[tuple[bytes, bytes], cgroups.ContainerRef | None] = {}
+        # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
+        self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
+
+    def feed(self, data: bytes) -> Event | None:
+        return self.handle(decode(data))
+
+    def handle(self, rec: Record) -> Event | None:
+        if rec.kind == REC_SYSCALL:
+            return self._syscall(rec)
+        if rec.kind == REC_EXECARGS:
+            self._pending_exec[rec.tgid] = rec
+        elif rec.kind == REC_FORK:
+            self._update(self.table.ensure(rec.tgid), rec)
+            self.table.fork(rec.tgid, rec.args[0], rec.args[1], self.offset_ns + rec.ts)
+        elif rec.kind == REC_EXIT:
+            self.table.exit(rec.tgid)
+            self._pending_exec.pop(rec.tgid, None)
+        return None
+
+    # --- per-record state ----------------------------------------------------------------------------------
+
+    def _container_of(self, rec: Record) -> cgroups.ContainerRef | None:
+        key = (rec.segments[SEG_EXTRA], rec.segments[SEG_EXTRA2])
+        if key in self._cgroup_refs:
+            return self._cgroup_refs[key]
+        ref = cgroups.container_from_paths(
+            cgroups.path_from_components(rec.strings(seg)) for seg in (SEG_EXTRA, SEG_EXTRA2))
+        if len(self._cgroup_refs) >= 4096:
+            self._cgroup_refs.clear()
+        self._cgroup_refs[key] = ref
+        return ref
+
+    def _update(self, p: ProcInfo, rec: Record) -> None:
+        """What the kernel told us about the task at this moment overrides anything remembered.
+
+        proc.pidns_init_start_ts: the kernel reads it inside pid namespaces on every record, and in the initial
+        one only on the rarer lifecycle records (it never changes there), which this remembers."""
+        init_ts: int | None
+        if rec.pidns_init_ts:
+            init_ts = self.offset_ns + rec.pidns_init_ts
+            if not rec.pidns_level:
+                self._host_init_ts = init_ts
+        else:
+            init_ts = None if rec.pidns_level else self._host_init_ts
+        now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
+               rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, init_ts)
+        if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+                   p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts):
+            return
+        (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+         p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
+        p.gen += 1
+        self.table.epoch += 1
+
+    def _syscall(self, rec: Record) -> Event | None:
+        spec = sc.BY_NR.get(rec.nr)
+        if spec is None:
+            return None
+        pid = rec.tgid
+        p = self.table.ensure(pid)
+        if not p.exepath and not p.exe:
+            p.exe = rec.comm
+        self._update(p, rec)
+        args: dict[str, Any] = {}
+        fd: Fd | None = None
+        name = spec.name
+        res = rec.res
+        if spec.exec:
+            args = self._exec(rec, spec, p)
+        else:
+            paths = self._paths(rec, spec, pid)
+            args = self._params(rec, spec, paths)
+            fd = self._fd_effects(rec, spec, pid, paths, args)
+
+        if self.wanted is not None and name not in self.wanted:
+            return None
+        self.num += 1
+        proc = self._process(p, ANCESTOR_DEPTH)
+        ref = p.container
+        container = Container(id=ref.id, full_id=ref.full_id, type=ref.type) if ref is not None else Container()
+        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
+                     args=args, fd=fd, container=container, vtid=rec.vtid)
+
+    def _paths(self, rec: Record, spec: sc.Spec, pid: int) -> dict[str, tuple[str, str]]:
+        """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
+        out: dict[str, tuple[str, str]] = {}
+        for _pname, src in spec.params:
+            if src[:1] != "p":
+                continue
+            key, _, dirarg = src.partition("@")
+            raw = rec.text(SEG_STR0 if key == "p0" else SEG_STR1)
+            if raw is None:
+                continue
+            dirfd = _i32(rec.args[int(dirarg)]) if dirarg else AT_FDCWD
+            out[key] = (raw, self.table.abspath(pid, raw, dirfd))
+        return out
+
+    def _params(self, rec: Record, spec: sc.Spec, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        blob = rec.segments[SEG_BLOB]
+        for pname, src in spec.params:
+            value: Any = None
+            if src == "res":
+                value = rec.res
+            elif src[0] in "iul" and src[1:].isdigit():
+                raw = rec.args[int(src[1:])]
+                value = _i32(raw) if src[0] == "i" else _i64(raw) if src[0] == "l" else raw
+            elif src in ("s0", "s1"):
+                value = rec.text(SEG_STR0 if src == "s0" else SEG_STR1)
+            elif src[0] == "p":
+                got = paths.get(src.partition("@")[0])
+                value = got[1] if got else None
+            elif src == "sock":
+                sa = parse_sockaddr(rec.segments[SEG_SOCK])
+                value = _sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
+            elif src == "tuple":
+                value = None  # filled from the fd once known
+            elif src.startswith("blob."):
+                value = _blob_field(spec.name, src[5:], blob)
+            args[pname] = value
+        return args
+
+    def _exec(self, rec: Record, spec: sc.Spec, p: ProcInfo) -> dict[str, Any]:
+        pending = self._pending_exec.pop(rec.tgid, None)
+        filename = pending.text(SEG_STR0) if pending else None
+        argv = pending.strings(SEG_EXTRA) if pending else []
+        env = pending.strings(SEG_EXTRA2) if pending else []
+        if rec.res == 0:
+            dirpath = None
+            if spec.exec == 2:
+                dirfd = _i32(rec.args[0])
+                dirpath = self.table.dir_of(rec.tgid, dirfd) if dirfd != AT_FDCWD else None
+            ref = self._container_of(rec)
+            self.table.exec(rec.tgid, filename, argv, env, ref.id if ref else cgroups.HOST_ID, dirpath,
+                            container=ref)
+            apply_exec(p, parse_execinfo(rec.segments[SEG_BLOB]), rec.cap_effective)
+        args: dict[str, Any] = {
+            "res": rec.res,
+            "exe": argv[0] if argv else (filename or ""),
+            "args": argv[1:],
+            "tid": rec.tid,
+            "pid": rec.tgid,
+            "ptid": rec.ppid,
+            "cwd": p.cwd,
+            "comm": rec.comm,
+            "env": env,
+            "tty": rec.tty,
+            "loginuid": rec.loginuid,
+            "uid": rec.uid,
+            "gid": rec.gid,
+            "cap_inheritable": rec.cap_inheritable,
+            "cap_permitted": rec.cap_permitted,
+            "cap_effective": rec.cap_effective,
+            "filename": filename,
+            "trusted_exepath": p.exepath if rec.res == 0 else None,
+        }
+        if spec.exec == 2:  # execveat's own parameters (its AT_* flags are not the exe flags)
+            args["dirfd"] = _i32(rec.args[0])
+            args["pathname"] = filename
+            args["exec_flags"] = rec.args[4]
+        return args
+
+    def _fd_effects(self, rec: Record, spec: sc.Spec, pid: int, paths: dict[str, tuple[str, str]],
+                    args: dict[str, Any]) -> Fd | None:
+        """Updates the fd table for what the syscall did; returns the fd the event is about."""
+        t = self.table
+        res = rec.res
+        a = rec.args
+        name = spec.name
+        if name in ("open", "openat", "openat2", "creat"):
+            got = paths.get("p0")
+            if got is None:
+                return None
+            flags = args.get("flags") or 0
+            if name == "creat":
+                flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
+                args["flags"] = flags
+            fd = Fd(num=res if res >= 0 else -1, type="directory" if flags & O_DIRECTORY else "file",
+                    name=got[1], nameraw=got[0], flags=flags)
+            if res >= 0:
+                t.add_fd(pid, fd)
+            return fd
+        if name == "memfd_create":
+            fd = Fd(num=res, type="memfd", name="/memfd:" + (args.get("name") or ""),
+                    flags=O_CLOEXEC if a[1] & 1 else 0)
+            if res >= 0:
+                t.add_fd(pid, fd)
+            return fd
+        if name in ("userfaultfd", "bpf") and res >= 0:
+            fd = Fd(num=res, type=name)
+            t.add_fd(pid, fd)
+            return fd
+        if name == "close":
+            num = _i32(a[0])
+            return t.close(pid, num) if res == 0 else t.fd(pid, num)
+        if name in ("dup", "dup2", "dup3"):
+            if res >= 0:
+                t.dup(pid, _i32(a[0]), res, cloexec=name == "dup3" and bool(a[2] & O_CLOEXEC))
+                return t.fd(pid, res)
+            return t.fd(pid, _i32(a[0]))
+        if name == "fcntl":
+            num, cmd = _i32(a[0]), _i32(a[1])
+            if res >= 0 and cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+                t.dup(pid, num, res, cloexec=cmd == F_DUPFD_CLOEXEC)
+                return t.fd(pid, res)
+            cur = t.fd(pid, num)
+            if res == 0 and cmd == F_SETFD and cur is not None:
+                cur.flags = ((cur.flags or 0) & ~O_CLOEXEC) | (O_CLOEXEC if a[2] & FD_CLOEXEC else 0)
+            return cur
+        if name == "chdir":
+            got = paths.get("p0")
+            if res == 0 and got is not None:
+                t.chdir(pid, got[1])
+            return None
+        if name == "fchdir":
+            if res == 0:
+                t.fchdir(pid, _i32(a[0]))
+            return t.fd(pid, _i32(a[0]))
+        if name in ("pipe", "pipe2", "socketpair"):
+            if res == 0:
+                kind = "pipe" if name != "socketpair" else "unix"
+                cloexec = O_CLOEXEC if (name == "pipe2" and a[1] & O_CLOEXEC) or (
+                    name == "socketpair" and a[1] & SOCK_CLOEXEC) else 0
+                for key in ("fd1", "fd2"):
+                    if args.get(key) is not None:
+                        t.add_fd(pid, Fd(num=args[key], type=kind, flags=cloexec,
+                                         sockfamily="unix" if kind == "unix" else None))
+            return None
+        if name == "socket":
+            if res < 0:
+                return None
+            fd = _socket_fd(res, _i32(a[0]), _i32(a[1]), _i32(a[2]))
+            t.add_fd(pid, fd)
+            return fd
+        if spec.sockfd != sc.NO_ARG:
+            return self._socket_event(rec, spec, pid, args)
+        # Any other syscall acting on an fd: the event is about that fd.
+        for pname, src in spec.params:
+            if pname == "fd" and src.startswith("i"):
+                return t.fd(pid, _i32(a[int(src[1:])]))
+        return None
+
+    def _socket_event(self, rec: Record, spec: sc.Spec, pid: int, args: dict[str, Any]) -> Fd | None:
+        t = self.table
+        res = rec.res
+        name = spec.name
+        num = res if spec.sockfd == sc.SOCKFD_RES else _i32(rec.args[spec.sockfd])
+        if num < 0:
+            return None
+        ok = res >= 0 or (name == "connect" and res == -EINPROGRESS)
+        cur = t.fd(pid, num)
+        info = parse_sockinfo(rec.segments[SEG_EXTRA])
+        sa = parse_sockaddr(rec.segments[SEG_SOCK])
+        if cur is None:
+            cur = Fd(num=num, type="ipv4")
+            if info is not None:
+                _apply_family(cur, info.family, info.type, info.protocol)
+            elif sa is not None:
+                cur.type = sa.family if sa.family in ("ipv4", "ipv6", "unix") else cur.type
+                cur.sockfamily = "unix" if sa.family == "unix" else "ip"
+        fd = Fd(**{k: getattr(cur, k) for k in cur.__slots__})
+        fd.num = num
+        if name in ("accept", "accept4"):
+            listener = t.fd(pid, _i32(rec.args[0]))
+            fd.is_server = True
+            fd.connected = True
+            if listener is not None:
+                fd.type, fd.l4proto, fd.sockfamily = listener.type, listener.l4proto, listener.sockfamily
+            if info is not None:
+                _apply_family(fd, info.family, info.type, info.protocol)
+            _set_tuple(fd, info, sa, server=True, listener=listener)
+        elif name == "bind":
+            if info is not None:
+                _apply_family(fd, info.family, info.type, info.protocol)
+            if sa is not None and fd.sockfamily == "unix":
+                fd.name = sa.addr
+            elif sa is not None:
+                fd.sip, fd.sport = (info.laddr, info.lport) if info and ok else (sa.addr, sa.port)
+                fd.name = f"{fd.sip}:{fd.sport}"
+        elif name == "listen":
+            fd.is_server = True
+            if info is not None and info.family in (socket.AF_INET, socket.AF_INET6):
+                fd.sip, fd.sport = info.laddr, info.lport
+                fd.name = f"{fd.sip}:{fd.sport}"
+        elif name in ("connect", "sendto", "recvfrom", "sendmsg", "recvmsg"):
+            if info is not None:
+                _apply_family(fd, info.family, info.type, info.protocol)
+            if name == "connect" or sa is not None or (info is not None and info.rport):
+                _set_tuple(fd, info, sa, server=False, listener=None)
+            if name == "connect" and ok:
+                fd.connected = True
+        if "tuple" in args:
+            args["tuple"] = fd.name
+        if ok and (name in ("accept", "accept4", "connect", "bind", "listen")):
+            t.add_fd(pid, fd)
+        return fd
+
+    # --- building Events --------------------------------------------------------------------------------------
+
+    def _process(self, p: ProcInfo, depth: int) -> Process:
+        """The event's process with its ancestors. Process objects are shared between events until the
+        process or an ancestor changes (consumers treat events as read-only), which saves building them per
+        event."""
+        hit = self._cache.get(p.pid)
+        if hit is not None and hit[3] == self.table.epoch and hit[0] is p:
+            return hit[2]  # nothing about any process changed since this chain was built
+        return self._ancestor(p, depth)
+
+    def _ancestor(self, p: ProcInfo, depth: int) -> Process:
+        parent = None
+        if depth > 0 and p.ppid and p.ppid != p.pid:
+            pp = self.table.get(p.ppid)
+            if pp is not None:
+                parent = self._ancestor(pp, depth - 1)
+        hit = self._cache.get(p.pid)
+        if hit is not None and hit[0] is p and hit[1] == p.gen and hit[2].parent is parent:
+            if hit[3] != self.table.epoch:
+                self._cache[p.pid] = (p, p.gen, hit[2], self.table.epoch)
+            return hit[2]
+        proc = self._make(p, parent)
+        if len(self._cache) > 65536:
+            self._cache.clear()
+        self._cache[p.pid] = (p, p.gen, proc, self.table.epoch)
+        return proc
+
+    def _make(self, p: ProcInfo, parent: Process | None) -> Process:
+        user = self.names.user(p.uid)
+        login = self.names.user(p.loginuid) if p.loginuid >= 0 else None
+        return Process(
+            pid=p.pid, ppid=p.ppid, name=p.comm, exe=p.exe, exepath=p.exepath, args=list(p.args), cwd=p.cwd,
+            env=list(p.env), tty=p.tty, sid=p.sid, vpid=p.vpid or p.pid, pgid=p.pgid, vpgid=p.vpgid,
+            start_ts=p.start_ts,
+            user=User(uid=p.uid, name=user[0] if user else None, homedir=user[1] if user else None,
+                      shell=user[2] if user else None, loginuid=p.loginuid,
+                      loginname=login[0] if login else None),
+            group=Group(gid=p.gid, name=self.names.group(p.gid)),
+            euid=p.euid, egid=p.egid, cap_permitted=p.cap_permitted, cap_effective=p.cap_effective,
+            cap_inheritable=p.cap_inheritable, exe_from_memfd=p.exe_from_memfd, container_id=p.container_id,
+            exe_writable=p.exe_writable, pidns_init_start_ts=p.pidns_init_ts,
+            exe_upper_layer=f.upper_layer if (f := p.exe_file) is not None else False,
+            exe_ino=f.ino if f is not None else None, exe_ino_ctime=f.ctime_ns if f is not None else None,
+            exe_ino_mtime=f.mtime_ns if f is not None else None,
+            parent=parent,
+        )
+
+
+def _sockaddr_text(family: str, addr: str, port: int) -> str:
+    return addr if family == "unix" else f"{addr}:{port}"
+
+
+def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
+    flags: int
+    mode: int
+    resolve: int
+    fd1: int
+    fd2: int
+    if syscall == "openat2" and len(blob) >= 24:
+        flags, mode, resolve = struct.unpack_from("<QQQ", blob)
+        return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
+    if len(blob) >= 8 and fieldname in ("fd1", "fd2"):
+        fd1, fd2 = struct.unpack_from("<ii", blob)
+        return fd1 if fieldname == "fd1" else fd2
+    return None
+
+
+_L4: dict[int, str] = {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw"}
+
+
+def _apply_family(fd: Fd, family: int, stype: int, proto: int) -> None:
+    if family == socket.AF_INET:
+        fd.type, fd.sockfamily = "ipv4", "ip"
+    elif family == socket.AF_INET6:
+        fd.type, fd.sockfamily = "ipv6", "ip"
+    elif family == socket.AF_UNIX:
+        fd.type, fd.sockfamily = "unix", "unix"
+        fd.l4proto = None
+        return
+    elif family == socket.AF_NETLINK:
+        fd.type, fd.sockfamily = "netlink", None
+        return
+    else:
+        return
+    l4 = _L4.get(stype & 0xF)
+    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
+        l4 = "icmp"
+    fd.l4proto = l4
+
+
+def _socket_fd(num: int, domain: int, stype: int, proto: int) -> Fd:
+    fd = Fd(num=num, type="ipv4", flags=O_CLOEXEC if stype & SOCK_CLOEXEC else 0)
+    _apply_family(fd, domain, stype, proto)
+    if domain not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_NETLINK):
+        fd.type = "unknown"
+    return fd
+
+
+def _set_tuple(fd: Fd, info: SockInfo | None, sa: Any, *, server: bool, listener: Fd | None) -> None:
+    """Client/server ends from the kernel's socket when it knows them, else from the sockaddr passed."""
+    if fd.sockfamily == "unix":
+        path = sa.addr if sa is not None and sa.family == "unix" else (listener.name if listener else None)
+        fd.name = path or fd.name
+        return
+    local = (info.laddr, info.lport) if info is not None else (None, None)
+    remote = (info.raddr, info.rport) if info is not None and info.rport else (
+        (sa.addr, sa.port) if sa is not None and sa.family in ("ipv4", "ipv6") else (None, None))
+    if server:
+        (fd.sip, fd.sport), (fd.cip, fd.cport) = local, remote
+    else:
+        (fd.cip, fd.cport), (fd.sip, fd.sport) = local, remote
+    if fd.sip is not None or fd.cip is not None:
+        fd.name = f"{fd.cip or '0.0.0.0'}:{fd.cport or 0}->{fd.sip or '0.0.0.0'}:{fd.sport or 0}"
