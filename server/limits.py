@@ -36,7 +36,7 @@ class Limits:
     """TCP connections held at once (lowered at start to fit RLIMIT_NOFILE)."""
     max_streams_per_connection: int = 100
     """Concurrent calls (streams) on one connection, UNIX socket or TCP."""
-    max_subscriptions_per_identity: int = 64
+    max_subscriptions_per_identity: int = 256
     """Open sub/get/Subscribe/GetAll calls per mTLS certificate subject."""
     max_calls: int = 4096
     """Calls running at once on the UNIX-socket server, and separately on the TCP server."""
