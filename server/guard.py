@@ -121,6 +121,11 @@ class CallGuard(grpc.aio.ServerInterceptor):
         self.refused = 0
 
     @property
+    def open_calls(self) -> int:
+        """Calls running through this guard now (each holds its task and buffers until it ends)."""
+        return len(self._open)
+
+    @property
     def revoked(self) -> frozenset[int]:
         return self.revocations.serials if self.revocations is not None else frozenset()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -90,6 +91,36 @@ def test_one_connection_runs_at_most_max_streams_per_connection_calls(
         stack.enter_context(_subscriptions(tls2, 1))
         wait_until(lambda: _readers(server) >= 10, what="a second TCP connection's stream")
         assert _readers(server) == 10
+
+
+def test_half_sent_calls_are_capped_per_connection_and_released_when_it_closes(
+    alert_server_factory: Callable[..., ServerHandle],
+) -> None:
+    server = alert_server_factory(limits=Limits(max_streams_per_connection=8))
+    guard = server.server.unix_guard
+    never = threading.Event()
+
+    def silent() -> Iterator[bytes]:
+        never.wait(30)  # a publisher that opens the call and never sends its first message
+        return
+        yield b""
+
+    channel = grpc.insecure_channel(server.unix_target, options=OWN_CONNECTION)
+    publish = channel.stream_unary("/falconet.v1.InputService/Publish", _raw, _raw)
+    calls = [publish.future(silent(), timeout=60) for _ in range(30)]
+    try:
+        wait_until(lambda: guard.open_calls >= 8, what="the connection's calls to run")
+        assert guard.open_calls == 8  # the other 22 wait in the client: the server holds 8, not 30
+        channel.close()  # the connection goes away: every call it held ends on the server
+        wait_until(lambda: guard.open_calls == 0, what="the closed connection's calls to be released")
+    finally:
+        never.set()
+        for call in calls:
+            call.cancel()
+
+
+def _raw(data: bytes) -> bytes:
+    return data
 
 
 def test_a_flood_of_tcp_calls_leaves_the_unix_socket_its_own_calls(
