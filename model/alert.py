@@ -8,9 +8,13 @@ output so that tools reading Falco's alerts read ours; `cursor` is Falconet's on
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
+
+from falconet.model.text import json_safe
 
 OutputValue = str | int | float | bool | None
 """A typed value in `output_fields`, as in Falco's JSON output (None is an unknown value)."""
@@ -98,6 +102,20 @@ class Alert:
             out["cursor"] = {"epoch": self.cursor.epoch, "sequence": self.cursor.sequence}
         return out
 
+    def to_json_line(self) -> str:
+        """The canonical one-line alert JSON (docs/alert-json.md): compact, keys in the documented order,
+        `output_fields` sorted by key, UTF-8 as is except the controls `json_safe` escapes.
+
+        Valid JSON for any alert: a non-finite float (which JSON cannot express) is written as its name, a
+        string, rather than as the bare `NaN` that Python's json would emit.
+        """
+        data = self.to_json_dict()
+        fields = data["output_fields"]
+        data["output_fields"] = {
+            key: _finite_or_text(fields[key]) for key in sorted(fields)
+        }
+        return json_safe(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> Alert:
         """Reads the alert JSON; raises ValueError (with the offending key) on anything malformed."""
@@ -109,7 +127,7 @@ class Alert:
             if not isinstance(rule, str) or not isinstance(output, str):
                 raise ValueError("'rule' and 'output' must be strings")
             prio = data.get("priority", "Informational")
-            priority = Priority(prio) if isinstance(prio, int) else Priority.parse(str(prio))
+            priority = _json_priority(prio)
             time_ns = parse_time(data["time"]) if "time" in data else 0
             fields = data.get("output_fields") or {}
             if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
@@ -137,11 +155,47 @@ class Alert:
             raise ValueError(f"missing key {exc.args[0]!r}") from None
 
 
+def _json_priority(value: object) -> Priority:
+    """`priority` of the alert JSON: a name in any case, or Falco's number (a boolean is neither)."""
+    if isinstance(value, str):
+        return Priority.parse(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return Priority(value)
+        except ValueError:
+            raise ValueError(f"'priority' {value} is not one of 0 (Emergency) to 7 (Debug)") from None
+    raise ValueError(f"'priority' must be a priority name or number, not {json.dumps(value)}")
+
+
+def _finite_or_text(value: OutputValue) -> OutputValue:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def format_time(time_ns: int) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Falco prints `time`: 2023-05-25T13:44:05.478445995Z."""
+    """RFC 3339 in UTC with nanoseconds, as Falco prints `time`: 2023-05-25T13:44:05.478445995Z.
+
+    Total over every integer: a time outside years 1..9999 (which a foreign server or an old store may still
+    hold, though Falconet's input refuses it) prints its proleptic Gregorian year with more digits or a sign,
+    the way the Go and Rust SDKs print it, instead of raising from `datetime`.
+    """
     secs, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = _dt.datetime.fromtimestamp(secs, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
+    days, sod = divmod(secs, 86_400)
+    year, month, day = _civil_from_days(days)
+    return f"{year:04d}-{month:02d}-{day:02d}T{sod // 3600:02d}:{sod // 60 % 60:02d}:{sod % 60:02d}.{nanos:09d}Z"
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar (H. Hinnant's method)."""
+    z = days + 719_468
+    era, doe = divmod(z, 146_097)
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
 
 
 def parse_time(text: str) -> int:

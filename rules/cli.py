@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -46,7 +47,7 @@ def register(sub: Any) -> None:
         help="rules files (or directories of them), loaded together in order",
     )
     p.add_argument("--json", action="store_true", help="print the load result as one JSON object")
-    p.set_defaults(func=_validate)
+    p.set_defaults(func=_reporting_no_rules(_validate))
 
     p = rules_sub.add_parser(
         "list",
@@ -60,7 +61,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--tag", action="append", default=[], metavar="T", help="only rules with this tag (repeatable)"
     )
-    p.set_defaults(func=_list)
+    p.set_defaults(func=_reporting_no_rules(_list))
 
     p = rules_sub.add_parser(
         "test",
@@ -78,7 +79,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--hostname", default=None, help="host name to put in alerts (default: FALCO_HOSTNAME or this host)"
     )
-    p.set_defaults(func=_test)
+    p.set_defaults(func=_reporting_no_rules(_test))
 
     from . import policy_cli  # from-psp, from-pss
 
@@ -92,6 +93,23 @@ def _default_rules() -> Path:
     return Path(path) if path is not None else Path(rules.__file__).parent / "falconet_rules.yaml"
 
 
+class NoRulesFiles(ValueError):
+    """A directory given as rules holds no rules file."""
+
+
+def _reporting_no_rules(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Runs a rules command; a directory without rules files is one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except NoRulesFiles as exc:
+            print(f"falconet rules {args.rules_command}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _expand(paths: list[str]) -> list[str]:
     """Files in order; a directory stands for its *.yaml and *.yml files in name order, as in Falco's
     rules_files (e.g. /etc/falco/rules.d)."""
@@ -99,9 +117,11 @@ def _expand(paths: list[str]) -> list[str]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out.extend(
-                str(f) for f in sorted(path.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()
-            )
+            found = [str(f) for f in sorted(path.iterdir()) if f.suffix in (".yaml", ".yml") and f.is_file()]
+            if not found:
+                # Checking nothing must not read as "Ok": a wrong directory is the likely mistake.
+                raise NoRulesFiles(f"{p}: no rules files (*.yaml, *.yml) in this directory")
+            out.extend(found)
         else:
             out.append(p)
     return out

@@ -154,6 +154,11 @@ class AlertServer:
 
     def _prepare_unix(self, path: Path) -> None:
         prepare_socket_directory(path)
+        if path.is_symlink():  # issue 10 defect 8: dangling or not, never bind or unlink through a link
+            raise ConfigError(
+                f"cannot listen on unix://{path}: it is a symbolic link (to {os.readlink(path)!r}); "
+                "remove it or listen on another path"
+            )
         if path.is_socket():
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

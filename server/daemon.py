@@ -310,6 +310,12 @@ class Daemon:
         if late:
             lost = sum(o.abandoned for o in outputs)
             self.log(f"warning: outputs {', '.join(late)} did not flush within 10 s; {lost} queued alerts lost")
+        for out in outputs:
+            if out.close_error is not None:
+                self.log(
+                    f"warning: the {out.kind} output could not be closed cleanly ({out.close_error}); "
+                    "alerts it had not yet written may be lost"
+                )
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)

@@ -267,7 +267,20 @@ def load_config(path: Path) -> DaemonConfig:
     except OSError as exc:
         problem = f"The configuration file {path} cannot be read: {exc.strerror}."
         raise ConfigError([problem], source=source) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(path, exc)], source=source) from None
     return parse_config(text, source=source, base_dir=path.resolve().parent)
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    """Where a configuration file stops being UTF-8, as line and column (YAML files must be UTF-8 text)."""
+    before = exc.object[: exc.start]
+    line = before.count(b"\n") + 1
+    column = exc.start - (before.rfind(b"\n") + 1) + 1
+    return (
+        f"The configuration file {path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at line {line}, "
+        f"column {column} cannot be decoded (save the file as UTF-8)."
+    )
 
 
 def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> DaemonConfig:

@@ -12,7 +12,6 @@ Formatting follows Falco: a text line is `TIME: Priority output`, a JSON line is
 
 from __future__ import annotations
 
-import datetime as _dt
 import gzip
 import http.client
 import json
@@ -31,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from falconet.model.alert import Alert
+from falconet.model.alert import Alert, format_time
+from falconet.model.text import escape_controls, json_safe
 from falconet.server.daemon_config import (
     DaemonConfig,
     FileOutputConfig,
@@ -69,16 +69,21 @@ class Formatter:
                 data.pop("output", None)
             if not self.include_tags:
                 data.pop("tags", None)
-            return json.dumps(data, separators=(",", ":"))
-        return f"{self._time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}"
+            return json_safe(json.dumps(data, separators=(",", ":")))
+        # The output holds text monitored processes chose: escaped, so an alert is one line and no control
+        # sequence reaches a terminal or a log reader.
+        return escape_controls(f"{self._time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}")
 
     def _time(self, time_ns: int) -> str:
-        secs, nanos = divmod(time_ns, 1_000_000_000)
         if self.iso8601:
-            stamp = _dt.datetime.fromtimestamp(secs, tz=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            return f"{stamp}.{nanos:09d}+0000"
-        # Falco's default: local wall-clock time with nanoseconds.
-        return f"{time.strftime('%H:%M:%S', time.localtime(secs))}.{nanos:09d}"
+            return format_time(time_ns)[:-1] + "+0000"
+        secs, nanos = divmod(time_ns, 1_000_000_000)
+        try:
+            # Falco's default: local wall-clock time with nanoseconds.
+            clock = time.strftime("%H:%M:%S", time.localtime(secs))
+        except (OverflowError, OSError, ValueError):  # no local time for it: say it in UTC, in full
+            return format_time(time_ns)
+        return f"{clock}.{nanos:09d}"
 
 
 class TokenBucket:
@@ -123,6 +128,7 @@ class Output(ABC):
         self.delivered = 0
         self.abandoned = 0  # queued alerts given up when close() ran out of time
         self.last_error: str | None = None
+        self.close_error: str | None = None  # why releasing the sink failed at close(), if it did
 
     @property
     def dropped(self) -> int:
@@ -147,7 +153,7 @@ class Output(ABC):
     def close(self, timeout: float = 5.0) -> bool:
         """Writes out what is queued, then stops; True when everything queued was handled within `timeout`."""
         if not self._started:
-            self._release()
+            self._safe_release()
             return True
         deadline = time.monotonic() + timeout
         while True:
@@ -160,7 +166,7 @@ class Output(ABC):
         self._thread.join(max(0.0, deadline - time.monotonic()))
         flushed = not self._thread.is_alive()
         if flushed:
-            self._release()
+            self._safe_release()
         else:
             # What is still queued will never be written: count it as dropped, so the loss is not silent, and
             # tell the worker to discard it (and exit) should its sink ever answer.
@@ -176,7 +182,7 @@ class Output(ABC):
             item = self._queue.get()
             if item is None or self._give_up.is_set():
                 if self._give_up.is_set():
-                    self._release()  # close() gave up on this worker: nobody else will release
+                    self._safe_release()  # close() gave up on this worker: nobody else will release
                 return
             try:
                 self._write(self.formatter.line(item), item)
@@ -190,6 +196,14 @@ class Output(ABC):
 
     def _release(self) -> None:
         """Frees what the output holds (files, sockets, processes)."""
+
+    def _safe_release(self) -> None:
+        """`_release` at shutdown, where a sink that fails (a full disk refusing the last flush, a program that
+        will not exit) must not crash the daemon: the failure is kept in `close_error` for the daemon to log."""
+        try:
+            self._release()
+        except Exception as exc:  # any sink error: reported by the caller, never raised into shutdown
+            self.close_error = f"{type(exc).__name__}: {exc}"
 
 
 class StdoutOutput(Output):
@@ -231,9 +245,9 @@ class FileOutput(Output):
         self._file.flush()
 
     def _release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()  # may raise (ENOSPC on the final flush); the file is closed either way
 
 
 class ProgramOutput(Output):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from falconet.sdk.api.falconet.v1.inputs_pb2 import PublishRequest
     from falconet.server.config import ServerConfig
+    from falconet.server.publish_lines import PublishLog
 
 SERVE_EXAMPLES = """\
 examples:
@@ -80,8 +79,10 @@ def register(sub: Any) -> None:
         "publish",
         help="publish alert JSON lines from stdin through the server's input service",
         description="Reads one alert JSON object per line on stdin (docs/alert-json.md) and publishes each "
-        "through falconet.v1.InputService. A malformed line is reported with its line number and skipped; "
-        "every other line is still published (exit status 1 if any line was skipped).",
+        "through falconet.v1.InputService, in requests of about 1 MiB. A line that cannot be published (not "
+        "UTF-8, not JSON, not a valid alert, refused by the input checks, or over the size limit) is reported "
+        "with its line number and skipped; every other line is still published (exit status 1 if any line "
+        "was skipped).",
         epilog=PUBLISH_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -211,8 +212,10 @@ def run_publish(args: argparse.Namespace) -> int:
         target = f"unix://{args.unix_socket}"
         channel = grpc.insecure_channel(target)
 
-    skipped = [0]
-    requests = _publish_requests(sys.stdin, skipped)
+    from falconet.server.publish_lines import PublishLog, publish_requests
+
+    log = PublishLog()
+    requests = publish_requests(sys.stdin.buffer, log)
 
     with channel:
         try:
@@ -226,10 +229,11 @@ def run_publish(args: argparse.Namespace) -> int:
         try:
             reply = inputs_pb2_grpc.InputServiceStub(channel).Publish(requests)
         except grpc.RpcError as exc:
-            print(f"falconet publish: {target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            reason = _name_line(exc.details() or "", log)
+            print(f"falconet publish: {target}: {exc.code().name}: {reason}", file=sys.stderr)
             return 1
     last = f", last cursor {reply.last.epoch}:{reply.last.sequence}" if reply.HasField("last") else ""
-    bad = skipped[0]
+    bad = log.skipped
     print(
         f"published {reply.accepted} alerts{last}" + (f"; {bad} lines skipped" if bad else ""),
         file=sys.stderr,
@@ -237,41 +241,13 @@ def run_publish(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _publish_requests(lines: Iterable[str], skipped: list[int]) -> Iterator[PublishRequest]:
-    """Alert JSON lines as PublishRequests of up to 256 alerts; a line that is not an alert is reported on
-    stderr with its number and counted in skipped[0], and the rest are still published."""
-    import json
-    import time
+def _name_line(details: str, log: PublishLog) -> str:
+    """The server's refusal, with "alert K of the stream" given its line number (the checks here are the
+    server's, so this happens only with a server whose checks differ; later lines were not published)."""
+    import re
 
-    from falconet.model.alert import Alert
-    from falconet.sdk.api.falco import outputs_pb2
-    from falconet.sdk.api.falconet.v1 import inputs_pb2
-    from falconet.sdk.convert import alert_to_proto
-
-    batch: list[outputs_pb2.response] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-            alert = Alert.from_json_dict(doc)
-            if isinstance(doc, dict) and "time" not in doc:
-                alert.time_ns = time.time_ns()  # an alert without a time happened when it was read
-        except json.JSONDecodeError as exc:
-            skipped[0] += 1
-            print(
-                f"falconet publish: line {number}: not published: invalid JSON at column {exc.colno}: {exc.msg}",
-                file=sys.stderr,
-                flush=True,
-            )
-            continue
-        except ValueError as exc:
-            skipped[0] += 1
-            print(f"falconet publish: line {number}: not published: {exc}", file=sys.stderr, flush=True)
-            continue
-        batch.append(alert_to_proto(alert))
-        if len(batch) >= 256:
-            yield inputs_pb2.PublishRequest(alerts=batch)
-            batch = []
-    if batch:
-        yield inputs_pb2.PublishRequest(alerts=batch)
+    m = re.match(r"alert (\d+) of the stream: (.*)", details)
+    if m is None or not 0 < int(m.group(1)) <= len(log.sent_lines):
+        return details
+    line = log.sent_lines[int(m.group(1)) - 1]
+    return f"line {line}: refused by the server: {m.group(2)}; later lines were not published"

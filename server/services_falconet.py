@@ -16,7 +16,7 @@ import grpc
 
 from falconet.model.alert import Alert
 from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2, types_pb2
-from falconet.sdk.convert import alert_from_proto
+from falconet.server.alert_input import alert_from_input
 from falconet.server.auth import input_denial, peer_of
 from falconet.server.hub import AlertFilter, Hub
 from falconet.server.requests import RequestError, parse_filter, parse_start
@@ -72,11 +72,9 @@ class AlertService:
         reader = self.hub.reader(self.hub.oldest, name="GetAll", identity=peer.identity)
         try:
             async for chunk in batch_stream(
-                self.hub, reader, flt, None, live=False, max_batch=self._batch(request.max_batch)
+                self.hub, reader, flt, None, live=False, max_batch=self._batch(request.max_batch), until=newest
             ):
                 yield chunk
-                if reader.next_seq > newest:
-                    break
         finally:
             reader.close()
 
@@ -111,7 +109,7 @@ class InputService:
             for resp in request.alerts:
                 index += 1
                 try:
-                    alert = alert_from_proto(resp)
+                    alert = alert_from_input(resp)
                 except ValueError as exc:
                     # Publish the valid alerts before this one and say how many, so nothing is lost silently.
                     if alerts:
@@ -122,7 +120,6 @@ class InputService:
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"alert {index} of the stream: {exc} ({accepted} alerts before it were published)",
                     )
-                alert.cursor = None  # the hub assigns cursors; incoming ones are ignored
                 alerts.append(alert)
             if alerts:
                 last = self.hub.publish_many(alerts)

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from falconet.model.alert import Alert
+from falconet.model.alert import Alert, OutputValue, Priority
 from falconet.sdk.convert import alert_to_wire
-from falconet.server.hub import AlertFilter, Hub, Reader, encode_varint
+from falconet.server.hub import AlertFilter, Entry, Hub, Reader, encode_varint
 
 TAKE_CHUNK = 512
 """Entries read from the ring per lock hold by a one-per-message stream."""
 MAX_BATCH_BYTES = 1 << 20
-"""A batch message stays well under gRPC's default 4 MiB receive limit."""
+"""A batch message is cut before it would pass this size; one alert larger than this travels alone."""
+MAX_MESSAGE_BYTES = (4 << 20) - (64 << 10)
+"""No message is larger: gRPC's default receive limit (4 MiB), less room for framing. Published alerts are
+bounded far below it (MAX_ALERT_BYTES); an alert that reached the hub another way and is larger still is sent
+as an internal alert saying so, rather than failing the client on it at every read and resume."""
+OVERSIZE_RULE = "Falconet alert too large"
 
 
 POSITION_HEADER = "falconet-position"
@@ -60,7 +65,8 @@ async def single_stream(
         if entries:
             for entry in entries:
                 if match is None or match(entry.alert):
-                    yield entry.wire()
+                    wire = entry.wire()
+                    yield wire if len(wire) <= MAX_MESSAGE_BYTES else alert_to_wire(oversize_alert(hub, entry))
                     reader.delivered += 1
                 if falco_identity is not None:
                     advance(falco_identity, entry.seq)
@@ -71,32 +77,72 @@ async def single_stream(
 
 
 async def batch_stream(
-    hub: Hub, reader: Reader, flt: AlertFilter, first: Alert | None, *, live: bool, max_batch: int
+    hub: Hub,
+    reader: Reader,
+    flt: AlertFilter,
+    first: Alert | None,
+    *,
+    live: bool,
+    max_batch: int,
+    until: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """Batches of alerts (`repeated falco.outputs.response alerts = 1`), as many as are waiting, up to the limit."""
+    """Batches of alerts (`repeated falco.outputs.response alerts = 1`), as many as are waiting, up to
+    `max_batch` alerts and MAX_BATCH_BYTES per message. `live=False` ends once caught up; `until` ends after
+    that sequence (GetAll's snapshot), however many messages it takes."""
     match = None if flt.is_empty else flt.matches
+    # Hot path (one iteration per alert per subscriber): plain locals, no per-alert calls beyond framed().
     parts: list[bytes] = [] if first is None else [_frame(alert_to_wire(first))]
+    size = len(parts[0]) if parts else 0
+    count = 0  # hub alerts in `parts` (internal ones are not counted as delivered)
     while True:
-        entries, lost = reader.take(max_batch)
+        limit = max_batch if until is None else min(max_batch, until - reader.next_seq + 1)
+        entries, lost = reader.take(limit) if limit > 0 else ([], 0)
         if lost:
-            parts.append(_frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq))))
-        size = 0
-        count = 0
+            loss = _frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq)))
+            parts.append(loss)
+            size += len(loss)
         for entry in entries:
             if match is None or match(entry.alert):
                 framed = entry.framed()
-                parts.append(framed)
-                size += len(framed)
-                count += 1
-                if size >= MAX_BATCH_BYTES:
+                n = len(framed)
+                if n > MAX_MESSAGE_BYTES:
+                    framed = _frame(alert_to_wire(oversize_alert(hub, entry)))
+                    n = len(framed)
+                if size + n > MAX_BATCH_BYTES and parts:
                     yield b"".join(parts)
                     reader.delivered += count
                     parts, size, count = [], 0, 0
+                parts.append(framed)
+                size += n
+                count += 1
         if parts:
             yield b"".join(parts)
             reader.delivered += count
-            parts = []
+            parts, size, count = [], 0, 0
         if not entries:
-            if not live:
+            if not live or limit <= 0:
                 return
             await reader.wait()
+
+
+def oversize_alert(hub: Hub, entry: Entry) -> Alert:
+    """The internal alert sent in place of a retained alert too large for any message (see MAX_MESSAGE_BYTES)."""
+    alert = entry.alert
+    size = len(entry.wire())
+    fields: dict[str, OutputValue] = {
+        "falconet.sequence": entry.seq,
+        "falconet.bytes": size,
+        "falconet.rule": alert.rule,
+    }
+    return Alert(
+        time_ns=alert.time_ns,
+        rule=OVERSIZE_RULE,
+        priority=Priority.WARNING,
+        source="internal",
+        output=f"Falconet: alert {hub.epoch}:{entry.seq} (rule {alert.rule!r}) is {size} bytes, too large for "
+        f"a gRPC message ({MAX_MESSAGE_BYTES} at most); it was not sent",
+        output_fields=fields,
+        tags=["falconet", "oversize"],
+        hostname=alert.hostname,
+        cursor=alert.cursor,
+    )

@@ -36,6 +36,9 @@ _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.max_receive_message_length", 64 << 20),
 ]
 
+# How grpc words a connection the peer closed or reset.
+_CONNECTION_LOST = ("socket closed", "connection reset", "end of tcp stream", "broken pipe")
+
 # Status codes after which reconnecting can help (the server went away, restarted, or shed the stream).
 RETRYABLE = frozenset(
     {
@@ -145,10 +148,19 @@ class Endpoint:
 
     # -- explaining failures -----------------------------------------------------------------------------------
 
-    def explain(self, code: grpc.StatusCode | None, details: str) -> str:
-        """Why a connection attempt failed, as far as grpc's status lets us know."""
+    def explain(self, code: grpc.StatusCode | None, details: str, *, established: bool = False) -> str:
+        """Why a connection attempt failed, as far as grpc's status lets us know.
+
+        `established`: the server had already accepted this connection (answered a call on it), so a closed or
+        reset connection means the server went away; without it, over mTLS, it may be a refused certificate.
+        """
         d = details or ""
         low = d.lower()
+        if established and any(s in low for s in _CONNECTION_LOST):
+            return (
+                f"the connection to the server was lost ({_last_line(d)}): it stopped, crashed or restarted, or "
+                "the network dropped"
+            )
         if self.unix_path is not None:
             path = self.unix_path
             if "no such file" in low:
@@ -189,7 +201,7 @@ class Endpoint:
                 )
             if "handshake" in low or "ssl" in low or "tsi_" in low:
                 return f"the TLS handshake failed ({_last_line(d)})"
-            if "socket closed" in low or "connection reset" in low or "end of tcp stream" in low:
+            if any(s in low for s in _CONNECTION_LOST):
                 return (
                     "the server closed the connection right away; with TLS 1.3 this is how a server rejects "
                     f"a client certificate ({self.cert_path}): is the server configured with the same CA?"

@@ -52,6 +52,9 @@ class Resume:
     query: Query
     last: Cursor | None = None
     delivered: int = field(default=0)
+    answered: int = field(default=0)
+    """Streams the server answered (sent its position header or an alert): proof that the connection, and for
+    mTLS our certificate, were accepted, so a break afterwards is the server going away, not a refusal."""
 
     def start_after(self) -> Cursor | None:
         return self.last
@@ -65,6 +68,7 @@ class Resume:
         last = self.last
         if position is None:
             return
+        self.answered += 1
         if last is not None and last.epoch == position.epoch and position.sequence < last.sequence:
             return
         self.last = position
@@ -77,6 +81,7 @@ class Resume:
                 return False
             self.last = cur
         self.delivered += 1
+        self.answered += 1
         return True
 
     @property

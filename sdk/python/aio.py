@@ -22,7 +22,7 @@ from falconet.sdk._query import Query
 from falconet.sdk._resume import Reconnects, Resume, position_of
 from falconet.sdk.api.falco import outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
-from falconet.sdk.convert import alert_from_proto
+from falconet.sdk.convert import cursor_of, decode_or_skip
 from falconet.sdk.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ class AsyncClient(ClientBase):
         stub = outputs_pb2_grpc.serviceStub(await self._chan())
         call = stub.get(query.falco_request(), timeout=self._timeout)
         try:
-            return [alert_from_proto(resp) async for resp in call]
+            return [a async for resp in call if (a := decode_or_skip(resp)) is not None]
         except grpc.RpcError as err:
             raise self._endpoint.error(err) from None
         finally:
@@ -114,6 +114,9 @@ class AsyncClient(ClientBase):
         reconnects = Reconnects(self._backoff, self.target, resume)
         fresh = False
         while True:
+            # The first stream runs on the channel `version()` just used; a later one on a fresh channel is
+            # proven only once the server answers on it (see Resume.answered).
+            answered = resume.answered if fresh else -1
             try:
                 stream = self._stream(resume, batched, fresh)
                 try:
@@ -131,7 +134,8 @@ class AsyncClient(ClientBase):
                     return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
-                reason = self._endpoint.explain(err.code(), err.details() or "")
+                established = resume.answered > answered
+                reason = self._endpoint.explain(err.code(), err.details() or "", established=established)
             await asyncio.sleep(reconnects.lost(reason))  # back-off between reconnects, not synchronisation
             if self._closed:
                 return
@@ -146,7 +150,11 @@ class AsyncClient(ClientBase):
                 resume.started_at(position_of(await bcall.initial_metadata()))
                 async for batch in bcall:
                     for resp in batch.alerts:
-                        yield alert_from_proto(resp)
+                        alert = decode_or_skip(resp)
+                        if alert is None:
+                            resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                        else:
+                            yield alert
             finally:
                 bcall.cancel()
             return
@@ -160,6 +168,10 @@ class AsyncClient(ClientBase):
                 resp = await call.read()
                 if resp is grpc.aio.EOF:
                     return
-                yield alert_from_proto(resp)
+                alert = decode_or_skip(resp)
+                if alert is None:
+                    resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                else:
+                    yield alert
         finally:
             call.cancel()

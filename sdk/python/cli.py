@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # grpc's core logs handshake failures itself, to stderr; we explain them in one sentence instead.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    logging.basicConfig(level=logging.WARNING, format="falco-client: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("falco-client: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -188,8 +190,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"falco-client: error: {message}", file=sys.stderr)
+    from falconet.model.text import escape_controls
+
+    print(f"falco-client: error: {escape_controls(message)}", file=sys.stderr)  # may quote the server
     return 1
+
+
+class _EscapingFormatter(logging.Formatter):
+    """Diagnostics quote what a server sent (error details, rule names): one line each, no raw controls."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from falconet.model.text import escape_controls
+
+        return escape_controls(super().format(record))
 
 
 def _version(client: Client, output: str) -> int:
@@ -199,7 +212,10 @@ def _version(client: Client, output: str) -> int:
     if output == "json":
         print(json.dumps(dataclasses.asdict(v)), flush=True)
     else:
-        print(f"server {v.version} (rules engine {v.engine_version or v.engine_minor})", flush=True)
+        from falconet.model.text import escape_controls
+
+        text = f"server {v.version} (rules engine {v.engine_version or v.engine_minor})"
+        print(escape_controls(text), flush=True)
     return 0
 
 
@@ -226,14 +242,18 @@ def _alerts(client: Client, args: argparse.Namespace) -> int:
 
 
 def _render(alert: Alert, output: str) -> str:
+    """One line per alert, whatever the alert holds: the canonical alert JSON (docs/alert-json.md), or Falco's
+    text form with every control character escaped visibly (a monitored process chose that text)."""
     if output == "json":
-        return json.dumps(alert.to_json_dict(), ensure_ascii=False)
+        return alert.to_json_line()
     from falconet.model.alert import format_time
+    from falconet.model.text import escape_controls
 
     # Falco's text form ("<time>: <Priority> <output>"), the container and pod the alert came from (the
     # daemon's append_output puts them in output_fields only), and the cursor to resume from with --from.
     cursor = f"  [{alert.cursor}]" if alert.cursor is not None else ""
-    return f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{_where(alert)}{cursor}"
+    line = f"{format_time(alert.time_ns)}: {alert.priority.falco_name} {alert.output}{_where(alert)}{cursor}"
+    return escape_controls(line)
 
 
 _WHERE = (("container.id", "container_id"), ("container.name", "container_name"),
@@ -252,6 +272,5 @@ def _where(alert: Alert) -> str:
     for key, label in _WHERE:
         value = fields.get(key)
         if value is not None and f"{label}=" not in alert.output:
-            text = "".join(ch if ch.isprintable() else "?" for ch in str(value))
-            parts.append(f"{label}={text}")
+            parts.append(f"{label}={value}")
     return " " + " ".join(parts) if parts else ""

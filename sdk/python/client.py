@@ -24,7 +24,7 @@ from falconet.sdk._query import Query
 from falconet.sdk._resume import Reconnects, Resume, position_of
 from falconet.sdk.api.falco import outputs_pb2, outputs_pb2_grpc, version_pb2, version_pb2_grpc
 from falconet.sdk.api.falconet.v1 import alerts_pb2_grpc
-from falconet.sdk.convert import alert_from_proto
+from falconet.sdk.convert import cursor_of, decode_or_skip
 from falconet.sdk.errors import ConfigError
 
 
@@ -96,7 +96,7 @@ class Client(ClientBase):
         stub = outputs_pb2_grpc.serviceStub(self._chan())
         call = stub.get(query.falco_request(), timeout=self._timeout)
         try:
-            return [alert_from_proto(resp) for resp in call]
+            return [a for resp in call if (a := decode_or_skip(resp)) is not None]
         except grpc.RpcError as err:
             raise self._endpoint.error(err) from None
         finally:
@@ -130,6 +130,9 @@ class Client(ClientBase):
         reconnects = Reconnects(self._backoff, self.target, resume)
         fresh = False
         while True:
+            # The first stream runs on the channel `version()` just used; a later one on a fresh channel is
+            # proven only once the server answers on it (see Resume.answered).
+            answered = resume.answered if fresh else -1
             try:
                 stream = self._stream(resume, batched, fresh)
                 try:
@@ -147,7 +150,8 @@ class Client(ClientBase):
                     return
                 if not is_retryable(err):
                     raise self._endpoint.error(err) from None
-                reason = self._endpoint.explain(err.code(), err.details() or "")
+                established = resume.answered > answered
+                reason = self._endpoint.explain(err.code(), err.details() or "", established=established)
             # Back-off between reconnects (not synchronisation); close() cuts it short.
             if self._closing.wait(reconnects.lost(reason)):
                 return
@@ -163,7 +167,11 @@ class Client(ClientBase):
                 resume.started_at(position_of(bcall.initial_metadata()))
                 for batch in bcall:
                     for resp in batch.alerts:
-                        yield alert_from_proto(resp)
+                        alert = decode_or_skip(resp)
+                        if alert is None:
+                            resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                        else:
+                            yield alert
             finally:
                 bcall.cancel()
             return
@@ -174,7 +182,11 @@ class Client(ClientBase):
             # The headers come before any alert: if the stream breaks before its first alert, it resumes here.
             resume.started_at(position_of(call.initial_metadata()))
             for resp in call:
-                yield alert_from_proto(resp)
+                alert = decode_or_skip(resp)
+                if alert is None:
+                    resume.started_at(cursor_of(resp))  # skipped, but resuming goes past it
+                else:
+                    yield alert
         finally:
             done.set()
             call.cancel()

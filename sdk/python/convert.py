@@ -9,11 +9,16 @@ string, the number 1234 comes back a number).
 from __future__ import annotations
 
 import json
+import logging
+import math
 
 from falconet.model.alert import Alert, Cursor, OutputValue, Priority
+from falconet.model.alert_checks import AlertInvalid
 from falconet.sdk.api.falco import outputs_pb2, schema_pb2
 
-__all__ = ["alert_to_proto", "alert_from_proto", "alert_to_wire", "source_enum"]
+__all__ = ["alert_to_proto", "alert_from_proto", "alert_to_wire", "cursor_of", "decode_or_skip", "source_enum"]
+
+log = logging.getLogger("falconet.sdk")
 
 # Falco's deprecated source enum: names it cannot express are PLUGIN, as Falco >= 0.31 does.
 _SOURCE_ENUM: dict[str, int] = {
@@ -84,21 +89,58 @@ def alert_to_wire(alert: Alert) -> bytes:
     return wire
 
 
-def alert_from_proto(resp: outputs_pb2.response) -> Alert:
-    """The alert a response message carries; raises ValueError if a typed field does not hold JSON."""
+class _NotFinite(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NotFinite(name)
+
+
+_LITERALS: dict[str, object] = {"null": None, "true": True, "false": False}
+_NO_LITERAL = object()
+_TYPED_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+"""Made once: `json.loads` with any keyword builds a new decoder per call, on the path of every alert."""
+
+
+def decode_typed_value(raw: str) -> OutputValue:
+    """The value of a field listed in `output_fields_json`: a JSON number, boolean or null.
+
+    Raises ValueError for anything else, including NaN, Infinity and numbers too large for a double, which
+    Python's json would accept but no JSON reader in Go or Rust does.
+    """
+    fast = _LITERALS.get(raw, _NO_LITERAL)
+    if fast is not _NO_LITERAL:
+        return fast  # type: ignore[return-value]
+    try:
+        value = _TYPED_DECODER.decode(raw)
+    except _NotFinite:
+        raise ValueError(f"{raw!r} is not a finite number") from None
+    except ValueError:
+        raise ValueError(f"marked JSON but holds {raw!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    if value is not None and not isinstance(value, int | float | bool):
+        raise ValueError(f"must hold a JSON number, boolean or null, not {raw!r}")
+    return value
+
+
+def alert_from_proto(resp: outputs_pb2.response, *, strict: bool = False) -> Alert:
+    """The alert a response message carries.
+
+    A client must survive any alert the wire can carry, so by default a field marked JSON that does not hold
+    a finite JSON scalar is kept as the string it is. `strict` (what the server's input uses) raises
+    ValueError naming the field instead. Either way an unknown priority number raises ValueError: no
+    `Priority` can hold it (clients skip such an alert with a warning, see `decode_or_skip`).
+    """
     fields: dict[str, OutputValue] = dict(resp.output_fields)
     for key in resp.output_fields_json:
         if key in fields:
-            raw = fields[key]
             try:
-                value = json.loads(raw)  # type: ignore[arg-type]
-            except ValueError:
-                raise ValueError(f"output_fields[{key!r}] is marked JSON but holds {raw!r}") from None
-            if value is not None and not isinstance(value, int | float | bool):
-                raise ValueError(
-                    f"output_fields[{key!r}] must hold a JSON number, boolean or null, not {raw!r}"
-                )
-            fields[key] = value
+                fields[key] = decode_typed_value(fields[key])  # type: ignore[arg-type]
+            except ValueError as exc:
+                if strict:
+                    raise AlertInvalid(f"output_fields[{key!r}]", str(exc)) from None
     try:
         priority = Priority(resp.priority)
     except ValueError:
@@ -106,7 +148,10 @@ def alert_from_proto(resp: outputs_pb2.response) -> Alert:
     source = resp.source
     if not source:
         # A Falco server older than 0.31 sends only the enum.
-        source = schema_pb2.source.Name(resp.source_deprecated).lower()
+        try:
+            source = schema_pb2.source.Name(resp.source_deprecated).lower()
+        except ValueError:  # a number this enum does not name: a plugin's, as Falco treats unknown sources
+            source = "plugin"
     cursor = None
     if resp.HasField("cursor"):
         cursor = Cursor(resp.cursor.epoch, resp.cursor.sequence)
@@ -121,3 +166,20 @@ def alert_from_proto(resp: outputs_pb2.response) -> Alert:
         hostname=resp.hostname,
         cursor=cursor,
     )
+
+
+def decode_or_skip(resp: outputs_pb2.response) -> Alert | None:
+    """`alert_from_proto` for a client reading a stream: None, with a warning naming the alert, for the one
+    kind of alert no `Alert` can hold (an unknown priority number), so that one foreign alert never ends a
+    subscription or a `get`."""
+    try:
+        return alert_from_proto(resp)
+    except ValueError as exc:
+        where = f" {resp.cursor.epoch}:{resp.cursor.sequence}" if resp.HasField("cursor") else ""
+        log.warning("skipping alert%s (rule %r): %s", where, resp.rule, exc)
+        return None
+
+
+def cursor_of(resp: outputs_pb2.response) -> Cursor | None:
+    """The cursor a response carries, without decoding the rest."""
+    return Cursor(resp.cursor.epoch, resp.cursor.sequence) if resp.HasField("cursor") else None

@@ -16,7 +16,7 @@ def test_container_identity_is_appended_to_the_text() -> None:
     line = _render(alert({"container.id": "0123456789ab", "container.name": "web\x1b[2J",
                           "container.image.repository": "nginx", "container.image.tag": "1.27",
                           "k8s.ns.name": "prod", "k8s.pod.name": None}), "text")
-    assert line.endswith("a container container_id=0123456789ab container_name=web?[2J container_image=nginx "
+    assert line.endswith("a container container_id=0123456789ab container_name=web\\x1b[2J container_image=nginx "
                          "container_image_tag=1.27 k8s_ns=prod")
 
 

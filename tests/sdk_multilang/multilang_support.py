@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from falconet.model.text import json_safe
 from falconet.model.alert import Alert, Cursor, Priority
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ class Expected:
         # The hub stamps its own host name on alerts that carry none, as Falco does.
         doc["hostname"] = doc["hostname"] or hub_hostname
         doc["cursor"] = {"epoch": cursor.epoch, "sequence": cursor.sequence}
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        return json_safe(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
 
 
 def vector_alerts() -> list[Expected]:
@@ -104,7 +105,7 @@ def vector_alerts() -> list[Expected]:
         doc = json.loads(base.line_template)
         doc.update(alert.to_json_dict())
         doc["output_fields"] = dict(sorted(doc["output_fields"].items()))
-        out.append(Expected(alert, json.dumps(doc, separators=(",", ":"), ensure_ascii=False)))
+        out.append(Expected(alert, json_safe(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))))
     return out
 
 

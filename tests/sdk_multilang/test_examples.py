@@ -149,3 +149,36 @@ def test_missing_socket_fails_fast_with_the_path(
     proc = _run(binary, ["--unix-socket", str(sock), "--count", "1"], timeout=30)
     assert proc.returncode != 0
     assert str(sock) in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("stream", ["sub", "batched"])
+@pytest.mark.parametrize("lang", LANGS)
+def test_example_survives_retained_alerts_no_input_would_accept(
+    request: pytest.FixtureRequest, alert_server: ServerHandle, lang: str, stream: str
+) -> None:
+    """Issue 10, defect 1: alerts in the hub that the input service refuses (they came another way) still print,
+    one valid JSON line each without raw controls, and the stream goes on past them."""
+    import json
+    import math
+
+    from falconet.model.alert import Alert, Priority
+
+    def odd(i: int, **kw: object) -> Alert:
+        base = {"time_ns": 1, "rule": f"odd {i}", "priority": Priority.ERROR, "source": "syscall", "output": "o"}
+        return Alert(**{**base, **kw})  # type: ignore[arg-type]
+
+    alerts = [
+        odd(0, time_ns=(1 << 62) * 1_000_000_000),
+        odd(1, output_fields={"nan": math.nan, "inf": math.inf, "huge": 1 << 70}),
+        odd(2, output="evil\x1b]0;owned\x07\u009b2J\nFAKE line", rule="", source="internal"),
+        odd(3),
+    ]
+    for alert in alerts:
+        alert_server.publish(alert)
+    args = _transport_args(alert_server, "unix") + ["--from", "oldest", "--count", "4"]
+    proc = _run(_binary(request, lang), args + (["--batched"] if stream == "batched" else []))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [json.loads(line)["rule"] for line in lines] == ["odd 0", "odd 1", "", "odd 3"]
+    assert json.loads(lines[1])["output_fields"] == {"huge": 1 << 70, "inf": "Infinity", "nan": "NaN"}
+    assert all(not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line) for line in lines)

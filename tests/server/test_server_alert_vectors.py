@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from falconet.model.text import json_safe
 from falconet.model.alert import Alert, Cursor, Priority
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.convert import alert_from_proto, alert_to_proto
@@ -49,7 +50,7 @@ def _proto(data: dict[str, Any]) -> outputs_pb2.response:
 def canonical_line(doc: dict[str, Any]) -> str:
     doc = dict(doc)
     doc["output_fields"] = dict(sorted(doc["output_fields"].items()))
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return json_safe(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
 
 
 def test_vectors_cover_every_priority_family_and_source_kind() -> None:
@@ -64,7 +65,7 @@ def test_alert_to_json(vector: dict[str, Any]) -> None:
     doc = alert.to_json_dict()
     assert doc == vector["json"]
     assert list(doc) == list(vector["json"])  # key order is part of the canonical line
-    assert canonical_line(doc) == vector["line"]
+    assert canonical_line(doc) == vector["line"] == alert.to_json_line()
     assert Alert.from_json_dict(json.loads(vector["line"])) == alert
 
 
@@ -92,10 +93,11 @@ def test_invalid_inputs_are_rejected_naming_the_problem(case: dict[str, Any]) ->
         Alert.from_json_dict(json.loads(case["input"]))
 
 
-def test_proto_with_bad_json_marker_is_rejected() -> None:
+def test_proto_with_bad_json_marker_is_rejected_strictly_and_kept_as_text_by_clients() -> None:
     msg = outputs_pb2.response(rule="r", output_fields={"a": "not json"}, output_fields_json=["a"])
     with pytest.raises(ValueError, match="output_fields\\['a'\\]"):
-        alert_from_proto(msg)
+        alert_from_proto(msg, strict=True)
+    assert alert_from_proto(msg).output_fields == {"a": "not json"}
 
 
 def test_old_falco_server_without_source_string_reads_the_enum() -> None:

@@ -204,3 +204,51 @@ def test_publish_over_mtls_needs_an_allow_listed_cn(
     finally:
         allowed.close()
         shutil.rmtree(other_sock.parent, ignore_errors=True)
+
+
+def test_publish_batches_by_bytes_names_every_bad_line_and_publishes_the_rest(
+    served: tuple[Serve, str, str, Path],
+) -> None:
+    """Issue 10, defect 3: 300 alerts of 20 KiB (6 MiB, over gRPC's 4 MiB message limit if sent as one
+    request), lines that are not UTF-8, too long, or refused by the input checks: each bad line is named, every
+    good line is published."""
+    _, unix, _, _ = served
+    big = "x" * 20_000
+
+    def good(i: int) -> bytes:
+        return f'{{"rule":"Big {i}","priority":"Notice","output":"{big}"}}'.encode()
+
+    bad: dict[int, tuple[bytes, str]] = {
+        3: (b'{"rule":"latin1 \xe9"}', "not UTF-8 (invalid byte 0xe9 at byte 17)"),
+        50: (b'{"rule":"huge","output":"' + b"y" * (9 << 20) + b'"}', "over the limit of 8388608"),
+        51: (b'{"rule":"wide","output":"' + b"z" * (2 << 20) + b'"}', "bytes on the wire, over the limit of"),
+        100: (b'{"rule":"r","time":"+999999-01-01T00:00:00Z"}', "invalid time"),
+        101: (b'{"rule":"r","output_fields":{"n":NaN}}', "output_fields['n']: nan is not a finite number"),
+        102: (b'{"rule":"r","output_fields":{"n":100000000000000000000}}', "does not fit in 64 bits"),
+        103: (b'{"rule":"","priority":"Warning"}', "rule: the rule name must be a non-empty string"),
+        104: (b'{"rule":"r","priority":true}', "'priority' must be a priority name or number, not true"),
+        105: (b'{"rule":"Falconet alerts lost","source":"internal"}', "source: 'internal' is reserved"),
+    }
+    lines: list[bytes] = []
+    published: list[str] = []
+    for number in range(1, 310):
+        if number in bad:
+            lines.append(bad[number][0])
+        else:
+            lines.append(good(number))
+            published.append(f"Big {number}")
+    result = subprocess.run(
+        [*FALCONET, "publish", "--unix-socket", unix.removeprefix("unix://")],
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        timeout=120,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    for number, (_, reason) in bad.items():
+        assert f"line {number}: not published: " in err and reason in err, (number, err)
+    assert err.count("not published") == len(bad)
+    assert f"published {len(published)} alerts" in err and f"{len(bad)} lines skipped" in err
+    with grpc.insecure_channel(unix) as ch:
+        got = list(outputs_pb2_grpc.serviceStub(ch).get(outputs_pb2.request(start=start_oldest())))
+    assert [r.rule for r in got] == published

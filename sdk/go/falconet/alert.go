@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"falconet.local/sdk/go/api/falco/outputs"
 	"falconet.local/sdk/go/api/falco/schema"
@@ -57,7 +58,9 @@ func PriorityName(p schema.Priority) string {
 	return name[:1] + strings.ToLower(name[1:])
 }
 
-// FromProto decodes a response; it fails only when a field marked JSON does not hold a JSON scalar.
+// FromProto decodes a response. It accepts any message the wire can carry (a field marked JSON that does not
+// hold a finite JSON scalar is kept as a string), so one odd alert never ends a subscription; the error
+// result is kept for compatibility and is always nil.
 func FromProto(r *outputs.Response) (*Alert, error) {
 	typed := make(map[string]bool, len(r.GetOutputFieldsJson()))
 	for _, k := range r.GetOutputFieldsJson() {
@@ -68,16 +71,15 @@ func FromProto(r *outputs.Response) (*Alert, error) {
 		if typed[k] {
 			raw := json.RawMessage(v)
 			var scalar any
-			if err := json.Unmarshal(raw, &scalar); err != nil {
-				return nil, fmt.Errorf("output_fields[%q] is marked JSON but holds %q", k, v)
+			if err := json.Unmarshal(raw, &scalar); err == nil {
+				switch scalar.(type) {
+				case nil, float64, bool:
+					fields[k] = raw
+					continue
+				}
 			}
-			switch scalar.(type) {
-			case nil, float64, bool:
-			default:
-				return nil, fmt.Errorf("output_fields[%q] must hold a JSON number, boolean or null, not %q", k, v)
-			}
-			fields[k] = raw
-			continue
+			// Not a finite JSON scalar (NaN, 1e400, an object, not JSON at all): a client must survive any
+			// alert the wire can carry, so the value is kept as the string it is.
 		}
 		fields[k] = appendJSONString(nil, v)
 	}
@@ -155,15 +157,28 @@ func (a *Alert) MarshalJSON() ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendJSONString writes s as a JSON string the way Python's json.dumps(ensure_ascii=False) does: only '"',
-// '\\' and control characters are escaped. (encoding/json would also escape <, >, &, U+2028 and U+2029.)
+// appendJSONString writes s as a JSON string the way the Python SDK's canonical line does (json.dumps with
+// ensure_ascii=False, then falconet.model.text.json_safe): '"', '\\' and C0 controls are escaped as JSON
+// requires, and so are DEL, the C1 controls, U+2028/U+2029 and the bidi overrides, which JSON would leave raw
+// for a terminal to interpret. (encoding/json would also escape <, >, &.)
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
+		if c >= 0x80 {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if needsEscape(r) {
+				b = append(b, s[start:i]...)
+				b = append(b, '\\', 'u', hex[r>>12&0xf], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+				start = i + size
+			}
+			i += size
+			continue
+		}
+		if c >= 0x20 && c != '"' && c != '\\' && c != 0x7f {
+			i++
 			continue
 		}
 		b = append(b, s[start:i]...)
@@ -183,8 +198,15 @@ func appendJSONString(b []byte, s string) []byte {
 		default:
 			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 		}
-		start = i + 1
+		i++
+		start = i
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// needsEscape: the non-ASCII characters json_safe escapes (C1 controls, line separators, bidi controls).
+func needsEscape(r rune) bool {
+	return (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 ||
+		(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }

@@ -76,10 +76,38 @@ func TestVectorsPrintTheirCanonicalLine(t *testing.T) {
 	}
 }
 
-func TestMarkedFieldThatIsNotJSONIsAnError(t *testing.T) {
-	r := &outputs.Response{OutputFields: map[string]string{"x": "not json"}, OutputFieldsJson: []string{"x"}}
-	if _, err := FromProto(r); err == nil {
-		t.Fatal("expected an error")
+func TestAnyWireAlertDecodesAndPrints(t *testing.T) {
+	// What no Falconet input accepts but the wire can carry: every client must still print it.
+	r := &outputs.Response{
+		Time:   &timestamppb.Timestamp{Seconds: 1 << 62, Nanos: -5},
+		Rule:   "r",
+		Output: "evil\x1b]0;x\x07\u009b2J\nFAKE",
+		OutputFields: map[string]string{
+			"bad": "not json", "nan": "NaN", "big": "1e400", "obj": `{"a":1}`, "int": "1180591620717411303424",
+		},
+		OutputFieldsJson: []string{"bad", "nan", "big", "obj", "int"},
+		Priority:         schema.Priority(99),
+	}
+	a, err := FromProto(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := a.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(line, &doc); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, line)
+	}
+	fields := doc["output_fields"].(map[string]any)
+	if fields["bad"] != "not json" || fields["nan"] != "NaN" || fields["big"] != "1e400" || fields["obj"] != `{"a":1}` {
+		t.Errorf("fields %v", fields)
+	}
+	for _, c := range string(line) {
+		if c < 0x20 || (c >= 0x7f && c < 0xa0) {
+			t.Fatalf("raw control %q in %s", c, line)
+		}
 	}
 }
 
@@ -100,9 +128,9 @@ func TestParseStartAndPriority(t *testing.T) {
 }
 
 func TestJSONStringsAreEscapedAsPythonDoes(t *testing.T) {
-	// json.dumps("\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&", ensure_ascii=False)
-	in := "\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&"
-	want := `"\u0001\u001f` + "\x7f" + `\"\\\n\t\r\b\f é` + "\u2028" + `<>&"`
+	// json_safe(json.dumps("\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&\u009b\u202e", ensure_ascii=False))
+	in := "\x01\x1f\x7f\"\\\n\t\r\b\f é\u2028<>&\u009b\u202e"
+	want := `"\u0001\u001f\u007f\"\\\n\t\r\b\f é\u2028<>&\u009b\u202e"`
 	if got := string(appendJSONString(nil, in)); got != want {
 		t.Errorf("got %q want %q", got, want)
 	}

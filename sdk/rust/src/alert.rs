@@ -95,12 +95,32 @@ pub fn parse_priority(s: &str) -> Result<i32, Error> {
         })
 }
 
+/// `s` as a JSON string, as the Python SDK's canonical line writes it (json.dumps with ensure_ascii=False, then
+/// falconet.model.text.json_safe): DEL, the C1 controls, U+2028/U+2029 and the bidi controls are escaped too,
+/// since JSON would leave them raw for a terminal to interpret.
 fn json_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a string always serialises")
+    let out = serde_json::to_string(s).expect("a string always serialises");
+    if !out.chars().any(needs_escape) {
+        return out;
+    }
+    let mut safe = String::with_capacity(out.len() + 16);
+    for c in out.chars() {
+        if needs_escape(c) {
+            let _ = write!(safe, "\\u{:04x}", c as u32);
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c as u32, 0x7f..=0x9f | 0x2028 | 0x2029 | 0x202a..=0x202e | 0x2066..=0x2069)
 }
 
 impl Alert {
-    /// Decodes a response; fails only when a field marked JSON does not hold a JSON scalar.
+    /// Decodes any response the wire can carry (a field marked JSON that does not hold a finite JSON scalar is
+    /// kept as a string), so one odd alert never ends a subscription; the Result is kept for compatibility.
     pub fn from_proto(r: Response) -> Result<Alert, Error> {
         let mut fields = BTreeMap::new();
         for (key, value) in r.output_fields {
@@ -109,10 +129,11 @@ impl Alert {
                     Ok(serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_)) => {
                         fields.insert(key, value.trim().to_string());
                     }
+                    // Not a finite JSON scalar (NaN, 1e400, an object, not JSON): a client must survive any
+                    // alert the wire can carry, so the value is kept as the string it is.
                     _ => {
-                        return Err(Error::Decode(format!(
-                            "output_fields[{key:?}] must hold a JSON number, boolean or null, not {value:?}"
-                        )))
+                        let text = json_str(&value);
+                        fields.insert(key, text);
                     }
                 }
             } else {
@@ -259,13 +280,24 @@ mod tests {
     }
 
     #[test]
-    fn marked_field_that_is_not_json_is_an_error() {
+    fn any_wire_alert_decodes_and_prints_valid_json_without_controls() {
+        let fields = [("bad", "not json"), ("nan", "NaN"), ("big", "1e400"), ("obj", "{\"a\":1}")];
         let r = Response {
-            output_fields: [("x".to_string(), "not json".to_string())].into(),
-            output_fields_json: vec!["x".into()],
+            time: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: -5 }),
+            rule: "r".into(),
+            output: "evil\u{1b}]0;x\u{7}\u{9b}2J\nFAKE".into(),
+            priority: 99,
+            output_fields: fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            output_fields_json: fields.iter().map(|(k, _)| k.to_string()).collect(),
             ..Default::default()
         };
-        assert!(Alert::from_proto(r).is_err());
+        let line = Alert::from_proto(r).unwrap().to_json();
+        let doc: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(doc["output_fields"]["nan"], "NaN");
+        assert_eq!(doc["output_fields"]["big"], "1e400");
+        assert_eq!(doc["output_fields"]["bad"], "not json");
+        assert!(!line.chars().any(|c| (c as u32) < 0x20 || needs_escape(c)), "{line}");
+        assert_eq!(json_str("\u{7f}é\u{2028}\u{9b}"), "\"\\u007fé\\u2028\\u009b\"");
     }
 
     #[test]

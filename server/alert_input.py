@@ -1,0 +1,37 @@
+"""The gate every alert from another process passes before the hub retains it (falconet.v1 Publish).
+
+Each retained alert is sent to every client, so one malformed alert would fail every client that reads it,
+again on every `get` and every `--from oldest` for as long as it is retained. Here the message is decoded
+strictly (a field marked JSON must hold a finite JSON scalar, the priority must be one of Falco's, the time's
+nanoseconds within a second) and then checked as an alert (`falconet.model.alert_checks`); the first problem is
+a ValueError naming the field, which the input service returns as INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from falconet.model.alert import Alert, Priority
+from falconet.model.alert_checks import AlertInvalid, check_publishable
+from falconet.sdk.api.falco import outputs_pb2
+from falconet.sdk.convert import alert_from_proto
+
+_PRIORITY_NUMBERS = frozenset(int(p) for p in Priority)
+
+MAX_ALERT_BYTES = 1 << 20
+"""The largest published alert (its serialized `falco.outputs.response`). Every stream message then stays far
+below gRPC's default 4 MiB limit, whichever client reads it (a batch holds one alert alone when it is this
+large), and one publisher cannot fill the ring with a few huge alerts."""
+
+
+def alert_from_input(resp: outputs_pb2.response) -> Alert:
+    """The alert a publisher sent, ready for the hub (its cursor cleared); ValueError naming the field."""
+    size = resp.ByteSize()
+    if size > MAX_ALERT_BYTES:
+        raise AlertInvalid("alert", f"{size} bytes on the wire, over the limit of {MAX_ALERT_BYTES}")
+    if not 0 <= resp.time.nanos <= 999_999_999:
+        raise AlertInvalid("time.nanos", f"{resp.time.nanos} is not within 0 to 999999999")
+    if resp.priority not in _PRIORITY_NUMBERS:
+        raise AlertInvalid("priority", f"{resp.priority} is not one of 0 (Emergency) to 7 (Debug)")
+    alert = alert_from_proto(resp, strict=True)
+    check_publishable(alert)
+    alert.cursor = None  # the hub assigns cursors; incoming ones are ignored
+    return alert
