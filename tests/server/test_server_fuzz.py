@@ -18,6 +18,7 @@ from shared_server import ServerHandle, start_server
 from falconet.certs import init_certs
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2
+from falconet.sdk.convert import alert_from_proto
 from falconet.server.limits import Limits
 
 ANSWERS = (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT)
@@ -155,3 +156,14 @@ def test_any_bytes_published_are_answered(channels: dict[str, grpc.Channel], dat
     _check(code, details, f"Publish bytes {data.hex()}")
     still_serves_everything(channels["unix"])
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(wire_alerts())
+def test_any_wire_alert_decodes_for_a_client_or_raises_value_error(alert: outputs_pb2.response) -> None:
+    """What a client (falco-client, the SDK) does with whatever a server sends: an Alert, or ValueError for
+    the one kind no Alert can hold (an unknown priority number), which clients skip with a warning."""
+    try:
+        alert_from_proto(outputs_pb2.response.FromString(alert.SerializeToString()))
+    except ValueError:
+        assert not 0 <= alert.priority <= 7
