@@ -181,6 +181,7 @@ def test_subscriptions_per_identity_are_capped_and_unix_connections_are_not_one_
         server.stop()
 
 
+@pytest.mark.slow  # watches three seconds of refusals to see that no second report comes
 def test_refused_tcp_connections_are_logged_with_their_peer_rate_limited(
     alert_server_factory: Callable[..., ServerHandle], caplog: pytest.LogCaptureFixture
 ) -> None:
