@@ -83,10 +83,13 @@ def test_idle_tcp_flood_leaves_unix_clients_served_and_is_logged(
     serve, unix, tcp, certs = limited
     host, _, port = tcp.rpartition(":")
     with ExitStack() as flood:
+        established = flood.enter_context(grpc.secure_channel(tcp, mtls_credentials(certs)))
+        assert _healthy(established)
         for _ in range(FLOOD):
             flood.enter_context(socket.create_connection((host, int(port)), timeout=10))
         with grpc.insecure_channel(unix) as channel:
             assert _healthy(channel), "".join(serve.stderr)
+        assert _healthy(established)  # an mTLS connection made before the flood keeps working through it
 
         def logged() -> bool:
             return any("refused" in line and "127.0.0.1" in line for line in serve.stderr)
