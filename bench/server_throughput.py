@@ -39,6 +39,7 @@ from falconet.sdk.convert import alert_to_wire
 from falconet.server.app import AlertServer
 from falconet.server.config import ServerConfig
 from falconet.server.hub import Hub, encode_varint
+from falconet.server.store_schema import StoreConfig
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -308,14 +309,25 @@ class Bench:
         )
         self.base_tcp = f"127.0.0.1:{port}"
 
-    def falconet(self, retention: int) -> tuple[AlertServer, str, str]:
+    def falconet(self, retention: int, store: bool = False) -> tuple[AlertServer, str, str]:
+        """A server on a UNIX socket and mTLS; `store`: with a fresh persistent store (default settings)."""
         sock = self.tmp / f"f{time.monotonic_ns()}.sock"
+        path = self.tmp / f"store-{time.monotonic_ns()}.db" if store else None
         config = ServerConfig.with_certs_dir(
-            self.tmp / "certs", listen=(f"unix://{sock}", "127.0.0.1:0"), retention=retention
+            self.tmp / "certs",
+            listen=(f"unix://{sock}", "127.0.0.1:0"),
+            retention=retention,
+            store=StoreConfig(path=path),
         )
         server = AlertServer(config)
         bound = self.loop.run(server.start())
         return server, bound[0], bound[1]
+
+    def backlog(self, server: AlertServer, alerts: list[Alert]) -> None:
+        """Publishes a backlog and waits until readers may see it (with a store: committed)."""
+        last = server.hub.publish_many(alerts)
+        assert last is not None
+        self.loop.run(server.hub.wait_durable(last.sequence))
 
     def go_client(self) -> Path | None:
         """The Go SDK's example subscriber (a fast client: shows the server's side of one stream), if Go is here."""
@@ -337,7 +349,7 @@ class Bench:
     def capacity_go(self, label: str, binary: Path, n: int) -> None:
         """One Falco `sub` stream over mTLS read by the Go client, beside the bare server read the same way."""
         server, _, tcp = self.falconet(retention=n)
-        server.hub.publish_many([make_alert(i) for i in range(n)])
+        self.backlog(server, [make_alert(i) for i in range(n)])
         for entry in server.hub.snapshot():
             entry.wire()
         c = self.tmp / "certs"
@@ -366,11 +378,13 @@ class Bench:
 
     # capacity: a cached backlog streamed to n subscribers, beside the baseline
     def capacity(
-        self, label: str, batched: bool, transport: str, streams: int, per_stream: int, procs: int
-    ) -> None:
-        server, unix, tcp = self.falconet(retention=max(per_stream, 10_000))
+        self, label: str, batched: bool, transport: str, streams: int, per_stream: int, procs: int,
+        store: bool = False,
+    ) -> float:
+        """Prints the row; returns falconet's rate."""
+        server, unix, tcp = self.falconet(retention=max(per_stream, 10_000), store=store)
         alerts = [make_alert(i) for i in range(per_stream)]
-        server.hub.publish_many(alerts)
+        self.backlog(server, alerts)
         for entry in server.hub.snapshot():
             entry.framed()  # as after the first reader: conversion is measured in the sustained runs
         tls = self.client_tls if transport == "mTLS" else None
@@ -410,13 +424,14 @@ class Bench:
         self.stop(server)
         status = "" if o.complete else f"  INCOMPLETE: {o.received}/{o.expected_total}, lost {o.lost}"
         print(f"{label:<44} {o.rate:>12,.0f} {b.rate:>12,.0f} {o.rate / b.rate:>7.2f}{status}", flush=True)
+        return o.rate
 
     # sustained: live publishing at `rate` for `seconds` to n subscribers; True when nothing was lost
     def sustained(
-        self, batched: bool, streams: int, rate: int, seconds: float, procs: int
+        self, batched: bool, streams: int, rate: int, seconds: float, procs: int, store: bool = False
     ) -> tuple[Outcome, float]:
         """Returns what the subscribers received and how long after the last publish the slowest finished."""
-        server, unix, tcp = self.falconet(retention=10_000)
+        server, unix, tcp = self.falconet(retention=10_000, store=store)
         total = int(rate * seconds)
         alerts = [make_alert(i) for i in range(total)]
         req: alerts_pb2.SubscribeRequest | outputs_pb2.request
@@ -463,10 +478,16 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    parser.add_argument("--store-only", action="store_true", help="only the alert store rows (store off vs on)")
     args = parser.parse_args(argv)
     q = args.quick
     bench = Bench(q)
     try:
+        if args.store_only:
+            from bench.server_store import store_rows
+
+            store_rows(bench, q)
+            return 0
         print(
             "capacity: cached backlog streamed to subscribers in other processes (alerts/s, all subscribers)"
         )
@@ -518,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind:<10} highest sustained rate: {best:,}/s to each of {streams} subscriber(s)",
                 flush=True,
             )
+        from bench.server_store import store_rows
+
+        store_rows(bench, q)
     finally:
         bench.close()
     return 0

@@ -55,7 +55,8 @@ _ALIASES: dict[str, Priority] = {p.name: p for p in Priority} | {"INFO": Priorit
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in one run of the server's hub: sequences start at 1, the epoch changes per run."""
+    """A position in the server's hub: sequences start at 1; the epoch identifies the persistent alert store
+    (kept across restarts), or one run of a server without one."""
 
     epoch: str
     sequence: int

@@ -32,6 +32,7 @@ from falconet.server.hub import Hub
 from falconet.server.limits import fd_budget, server_options
 from falconet.server.services_falco import OUTPUTS_SERVICE, VERSION_SERVICE, FalcoOutputs, FalcoVersion
 from falconet.server.services_falconet import ALERT_SERVICE, INPUT_SERVICE, AlertService, InputService
+from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.tls import ReloadableServerCredentials, ServerTLSFiles
 from falconet.server.unix_dir import prepare_socket_directory
 
@@ -49,7 +50,12 @@ class AlertServer:
     def __init__(self, config: ServerConfig, hub: Hub | None = None) -> None:
         self.listens: list[Listen] = config.validate()
         self.config = config
-        self.hub = hub if hub is not None else Hub(config.retention, hostname=config.hostname)
+        # The persistent store (when configured) belongs to the server only when the server makes the hub; the
+        # daemon makes its own hub and store and passes the hub in.
+        self.store: AlertStore | None = None
+        if hub is None:
+            hub, self.store = hub_with_store(config.store, config.retention, config.hostname)
+        self.hub: Hub = hub
         self._tls: ReloadableServerCredentials | None = None
         revocations: RevocationList | None = None
         if config.tls_ca is not None and config.tls_cert is not None and config.tls_key is not None:
@@ -110,6 +116,8 @@ class AlertServer:
         for server in self._servers:
             await server.start()
         self._loop = asyncio.get_running_loop()
+        if self.store is not None:
+            self.store.start(self.hub)
         for path in self._unix_paths:
             self._secure_unix(path)
         for name in ("", *_SERVICE_NAMES):
@@ -226,6 +234,8 @@ class AlertServer:
         await self.health.enter_graceful_shutdown()
         servers, self._servers = self._servers, []
         await asyncio.gather(*(server.stop(grace) for server in servers))
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
         for path in self._unix_paths:
             try:
                 path.unlink()

@@ -13,6 +13,7 @@ from pathlib import Path
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION, default_hostname
 from falconet.server.limits import Limits
+from falconet.server.store_schema import StoreConfig
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_UNIX_SOCKET", "FALCO_PORT", "ConfigError", "Listen", "ServerConfig", "parse_listen"]
 
@@ -79,6 +80,8 @@ class ServerConfig:
     hostname: str = field(default_factory=default_hostname)
     max_batch: int = 1000
     """Most alerts per message of the batched stream when the client does not say."""
+    store: StoreConfig = field(default_factory=StoreConfig)
+    """The persistent alert store (server/store.py); its path None = memory only."""
     limits: Limits = field(default_factory=Limits)
     tls_crl: Path | None = None
     """The CRL the server enforces (default: crl.pem next to the CA certificate; missing = nothing revoked)."""
@@ -149,6 +152,8 @@ class ServerConfig:
             raise ConfigError(
                 f"hostname {self.hostname!r} must be non-empty without spaces around it (it is put on every alert)"
             )
+        for problem in self.store.problems():
+            raise ConfigError(problem)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1 alert, got {self.max_batch}")
         for problem in self.limits.problems():

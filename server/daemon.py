@@ -33,6 +33,7 @@ from falconet.server.daemon_config import DaemonConfig
 from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.errors import ConfigError, DaemonError, describe_error
 from falconet.server.hub import Hub
+from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.daemon_containers import with_containers
 from falconet.server.k8s_audit import K8sAuditEndpoint
 from falconet.server.metrics import DaemonMetrics
@@ -138,6 +139,7 @@ class Daemon:
         self.hostname = default_hostname()
         self.metrics = DaemonMetrics()
         self.hub: Hub | None = None
+        self.store: AlertStore | None = None
         self.server: AlertServer | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
@@ -220,7 +222,15 @@ class Daemon:
         """The hub, the gRPC server, metrics and outputs; returns the gRPC addresses bound."""
         parts = self._prepared()
         cfg = parts.pipeline.running.config
-        self.hub = parts.pipeline.hub = Hub(retention=cfg.grpc.retention, hostname=self.hostname)
+        self.hub, self.store = hub_with_store(cfg.alert_store, cfg.grpc.retention, self.hostname)
+        parts.pipeline.hub = self.hub
+        if self.store is not None:
+            self.metrics.store_stats = self.store.stats
+            state = self.store.opened
+            self.log(
+                f"alert store {self.store.path}: epoch {state.epoch}, {state.count} alerts, newest {state.head}"
+                if state is not None else f"alert store {self.store.path}: not usable, alerts kept in memory only"
+            )
         bound: list[str] = []
         if cfg.grpc.enabled:
             from falconet.server.app import AlertServer
@@ -254,6 +264,9 @@ class Daemon:
         for out in outputs:
             out.start()
         parts.pipeline.swap(Running.of(cfg, parts.pipeline.running.engine, outputs))
+        if self.store is not None:  # after the outputs, so that its reports reach them too
+            pipeline = parts.pipeline
+            self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
         return bound
 
     def reload(self) -> bool:
@@ -319,6 +332,8 @@ class Daemon:
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)
+        if self.store is not None:
+            await loop.run_in_executor(None, self.store.close)
         self.metrics.close()
         parts.source.close()
         if self._engine_error is not None:
@@ -353,6 +368,8 @@ class Daemon:
             self._stop.set()
             parts = self._prepared()
             close_all(parts.pipeline.running.outputs, 2.0)
+            if self.store is not None:
+                self.store.close()
             self.metrics.close()
             parts.source.close()
             return 1

@@ -35,6 +35,7 @@ from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
+from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 from falconet.server.limits import Limits
 
@@ -113,6 +114,7 @@ _KNOWN_KEYS = frozenset(
         "syscall_event_drops",
         "webserver",
         "sensor",
+        "alert_store",
         "container_engines",  # server/config_containers.py
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
@@ -222,6 +224,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
+    alert_store: StoreConfig = field(default_factory=StoreConfig)
     # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
     container_engines: tuple[tuple[str, EngineSettings], ...] = ()
     append_output: tuple[dict[str, Any], ...] = ()
@@ -322,6 +326,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
         syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
         metrics=metrics,
+        alert_store=read_store_section(top.section("alert_store")),
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
         container_engines=parse_container_engines(top.problems, data),

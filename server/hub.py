@@ -6,8 +6,10 @@ each holds a sequence number and reads the ring at its own pace. One that falls 
 retains loses the oldest alerts; the loss is counted on its `Reader` and handed back to it as a number, which
 the gRPC services turn into an `internal` alert so that loss is never silent.
 
-Sequences start at 1 and the epoch changes per hub (per server run), so a cursor from another run is
-recognised. Each retained alert is converted to its protobuf wire form at most once (lazily, on first read,
+Sequences start at 1. Without a store the epoch changes per hub (per server run), so a cursor from another run
+is recognised; with a persistent store (server/store.py) the epoch identifies the store and sequences carry on
+across restarts, and an alert becomes visible to readers only once the store has committed it (`mark_durable`):
+so any alert a subscriber has seen survives a crash. Readers that fall behind the ring read on from the store. Each retained alert is converted to its protobuf wire form at most once (lazily, on first read,
 then cached on the entry), however many subscribers read it: fan-out costs a reference, not a conversion.
 
 Falco's own clients know nothing of cursors; for them the hub keeps a "Falco cursor" per client identity (the
@@ -23,6 +25,8 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
 from falconet.model.alert import Alert, Cursor, Priority
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 
@@ -36,6 +40,19 @@ def new_epoch() -> str:
     return secrets.token_hex(6)
 
 
+class Backing(Protocol):
+    """What the hub needs of a persistent store (server/store.py's AlertStore is one)."""
+
+    oldest: int | None
+    """The oldest sequence stored (None = none)."""
+
+    def notify(self) -> None:
+        """Alerts wait in `Hub.drain_unsynced`; must not block."""
+
+    def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
+        """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
+
+
 class Entry:
     """One retained alert with its sequence and its cached wire forms (computed once, on first read)."""
 
@@ -46,6 +63,16 @@ class Entry:
         self.alert = alert
         self._wire: bytes | None = None
         self._framed: bytes | None = None
+
+    @classmethod
+    def from_wire(cls, seq: int, wire: bytes) -> Entry:
+        """An entry read back from the store: its wire form as stored, the alert decoded for filters."""
+        from falconet.sdk.api.falco import outputs_pb2
+        from falconet.sdk.convert import alert_from_proto
+
+        entry = cls(seq, alert_from_proto(outputs_pb2.response.FromString(wire)))
+        entry._wire = wire
+        return entry
 
     def wire(self) -> bytes:
         """The serialized `falco.outputs.response`, made once however many subscribers read it."""
@@ -64,7 +91,10 @@ class Entry:
         f = self._framed
         if f is None:
             w = self.wire()
-            f = self._framed = b"\x0a" + encode_varint(len(w)) + w
+            n = len(w)
+            # Alerts are mostly 128 B..16 KiB: a two-byte length, without the general varint loop.
+            head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else b"\x0a" + encode_varint(n)
+            f = self._framed = head + w
         return f
 
 
@@ -126,7 +156,7 @@ class ReaderStats:
 class Reader:
     """One subscriber's position in the hub. Owned by one task; `take` is cheap and never blocks."""
 
-    __slots__ = ("hub", "name", "identity", "next_seq", "delivered", "dropped", "__weakref__")
+    __slots__ = ("hub", "name", "identity", "next_seq", "delivered", "dropped", "behind", "__weakref__")
 
     def __init__(self, hub: Hub, next_seq: int, name: str, identity: str) -> None:
         self.hub = hub
@@ -135,10 +165,17 @@ class Reader:
         self.next_seq = next_seq
         self.delivered = 0
         self.dropped = 0
+        self.behind = False
+        """Set by `take` when `next_seq` is older than the ring but may be in the store: `take_stored` next."""
 
     def take(self, max_n: int) -> tuple[list[Entry], int]:
         """Up to `max_n` entries from `next_seq` on, and how many were lost (overwritten) before them."""
         return self.hub._take(self, max_n)
+
+    async def take_stored(self, max_n: int) -> tuple[list[Entry], int]:
+        """What `take` would return, read from the store in a worker thread (the event loop never waits on
+        the disk); entries the store no longer holds either are counted as lost, as the ring counts them."""
+        return await self.hub._take_stored(self, max_n)
 
     async def wait(self) -> None:
         """Returns once an alert at or after `next_seq` exists (at once if one already does)."""
@@ -173,21 +210,34 @@ class Hub:
     """The bounded retention ring; `publish` is thread-safe, non-blocking and callable from any thread."""
 
     def __init__(
-        self, retention: int = DEFAULT_RETENTION, epoch: str | None = None, hostname: str | None = None
+        self,
+        retention: int = DEFAULT_RETENTION,
+        epoch: str | None = None,
+        hostname: str | None = None,
+        *,
+        store: Backing | None = None,
+        head: int = 0,
+        falco_cursors: dict[str, int] | None = None,
     ):
+        """With `store`, `epoch`, `head` (the newest sequence it assigned) and `falco_cursors` come from it."""
         if retention < 1:
             raise ValueError(f"retention must be at least 1 alert, got {retention}")
         self.retention = retention
         self.epoch = epoch or new_epoch()
         self.hostname = default_hostname() if hostname is None else hostname
         self._ring: list[Entry | None] = [None] * retention
-        self._head = 0  # sequence of the newest alert; 0 = none yet
+        self._head = head  # sequence of the newest alert; 0 = none yet
+        self._visible = head  # newest sequence readers may see: committed to the store, or published without one
+        self._ring_floor = head + 1  # the ring holds nothing older (earlier alerts are in the store only)
+        self._store = store
+        self._unsynced: list[Entry] = []
+        self._falco_dirty: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._readers: dict[int, Reader] = {}
         self._closed_delivered = 0
         self._closed_dropped = 0
-        self._falco_cursors: dict[str, int] = {}
+        self._falco_cursors: dict[str, int] = dict(falco_cursors or {})
 
     # -- producing ---------------------------------------------------------------------------------------
 
@@ -204,52 +254,113 @@ class Hub:
         """
         if not alert.hostname:
             alert.hostname = self.hostname
+        store = self._store
         with self._lock:
             seq = self._head + 1
             alert.cursor = cursor = Cursor(self.epoch, seq)
-            self._ring[seq % self.retention] = Entry(seq, alert)
+            entry = self._ring[seq % self.retention] = Entry(seq, alert)
             self._head = seq
-            waiters = self._waiters
-            if waiters:
-                self._waiters = []
-        if waiters:
+            if store is not None:
+                self._unsynced.append(entry)
+                waiters = []
+            else:
+                self._visible = seq
+                waiters = self._waiters
+                if waiters:
+                    self._waiters = []
+        if store is not None:
+            store.notify()
+        elif waiters:
             _wake(waiters)
         return cursor
 
     def publish_many(self, alerts: Iterable[Alert]) -> Cursor | None:
         """Publishes each alert in order under one lock hold; returns the last cursor (None if empty)."""
         last: Cursor | None = None
+        store = self._store
         with self._lock:
             for alert in alerts:
                 if not alert.hostname:
                     alert.hostname = self.hostname
                 seq = self._head + 1
                 alert.cursor = last = Cursor(self.epoch, seq)
-                self._ring[seq % self.retention] = Entry(seq, alert)
+                entry = self._ring[seq % self.retention] = Entry(seq, alert)
                 self._head = seq
+                if store is not None:
+                    self._unsynced.append(entry)
+            waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+            if store is None:
+                self._visible = self._head
+                waiters = self._waiters
+                if waiters:
+                    self._waiters = []
+        if store is not None:
+            if last is not None:
+                store.notify()
+        elif waiters:
+            _wake(waiters)
+        return last
+
+    # -- durability (the store's writer thread) ------------------------------------------------------------
+
+    def drain_unsynced(self) -> tuple[list[Entry], dict[str, int]]:
+        """The alerts published since the last call, in order, and the Falco cursors that moved meanwhile."""
+        with self._lock:
+            entries, self._unsynced = self._unsynced, []
+            cursors, self._falco_dirty = self._falco_dirty, {}
+        return entries, cursors
+
+    def mark_durable(self, seq: int) -> None:
+        """Makes alerts up to `seq` visible to readers (the store committed them, or cannot and says so)."""
+        with self._lock:
+            if seq <= self._visible:
+                return
+            self._visible = min(seq, self._head)
             waiters = self._waiters
             if waiters:
                 self._waiters = []
         if waiters:
             _wake(waiters)
-        return last
+
+    def detach_store(self) -> None:
+        """Memory only from now on (the store's writer cannot go on): everything published becomes visible."""
+        with self._lock:
+            self._store = None
+            self._unsynced = []
+            self._falco_dirty = {}
+            self._visible = self._head
+            waiters, self._waiters = self._waiters, []
+        if waiters:
+            _wake(waiters)
+
+    async def wait_durable(self, seq: int) -> None:
+        """Returns once the alert `seq` is committed (at once without a store): a publisher's ack waits here."""
+        await self.wait_for(seq)
 
     # -- positions ---------------------------------------------------------------------------------------
 
     @property
+    def ring_oldest(self) -> int:
+        """Sequence of the oldest alert in memory (head + 1 when the ring holds none)."""
+        return max(1, self._ring_floor, self._head - self.retention + 1)
+
+    @property
     def oldest(self) -> int:
-        """Sequence of the oldest retained alert (head + 1 when nothing is retained yet)."""
-        return max(1, self._head - self.retention + 1)
+        """Sequence of the oldest retained alert, in memory or in the store (head + 1 when none is)."""
+        ring = self.ring_oldest
+        stored = self._store.oldest if self._store is not None else None
+        return ring if stored is None or stored > ring else stored
 
     @property
     def newest(self) -> int:
-        return self._head
+        """The newest alert readers may see (with a store: the newest committed)."""
+        return self._visible
 
     def start_oldest(self) -> StartResult:
         return StartResult(self.oldest)
 
     def start_now(self) -> StartResult:
-        return StartResult(self._head + 1)
+        return StartResult(self._visible + 1)
 
     def start_after(self, cursor: Cursor) -> StartResult:
         """Just after `cursor`; a cursor no longer retained, or from another epoch, starts at the oldest retained
@@ -273,7 +384,7 @@ class Hub:
             lost = oldest - cursor.sequence - 1
             gap = self.gap_alert(
                 f"cursor {cursor} is no longer retained: {lost} alerts after it were dropped (the server retains "
-                f"{self.retention}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
+                f"{self._retains()}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
                 lost=lost,
                 resume=oldest,
             )
@@ -289,7 +400,7 @@ class Hub:
             lost = oldest - last - 1
             gap = self.gap_alert(
                 f"{lost} alerts published since this client last read were dropped before it returned (the server "
-                f"retains {self.retention}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
+                f"retains {self._retains()}). Resuming at the oldest retained alert ({self.epoch}:{oldest}).",
                 lost=lost,
                 resume=oldest,
             )
@@ -301,6 +412,8 @@ class Hub:
         with self._lock:
             if seq > self._falco_cursors.get(identity, 0):
                 self._falco_cursors[identity] = seq
+                if self._store is not None:
+                    self._falco_dirty[identity] = seq
 
     def falco_cursor(self, identity: str) -> int:
         return self._falco_cursors.get(identity, 0)
@@ -322,11 +435,14 @@ class Hub:
 
     def _take(self, reader: Reader, max_n: int) -> tuple[list[Entry], int]:
         with self._lock:
-            head = self._head
+            head = self._visible
             nxt = reader.next_seq
             lost = 0
-            oldest = head - self.retention + 1
+            oldest = max(self._ring_floor, self._head - self.retention + 1)
             if nxt < oldest:
+                if self._store is not None:
+                    reader.behind = True
+                    return [], 0
                 lost = oldest - nxt
                 nxt = oldest
             n = head - nxt + 1
@@ -343,21 +459,65 @@ class Hub:
             reader.dropped += lost
         return entries, lost
 
+    async def _take_stored(self, reader: Reader, max_n: int) -> tuple[list[Entry], int]:
+        while True:
+            first = reader.next_seq
+            entries = await asyncio.to_thread(self._read_stored, first, max_n)
+            reader.behind = False
+            if entries:
+                lost = entries[0].seq - first
+                reader.next_seq = entries[-1].seq + 1
+                if lost:
+                    reader.dropped += lost
+                return entries, lost
+            # Neither in the store nor still in the ring (never stored, or retention removed them): on from the
+            # oldest alert the ring holds, reporting the rest as lost.
+            reader.next_seq = max(first, self.ring_oldest)
+            got, lost = self._take(reader, max_n)
+            if reader.behind:  # the ring moved on meanwhile: read the store again from where we were
+                reader.next_seq = first
+                continue
+            if not got:
+                return [], 0
+            skipped = got[0].seq - first - lost
+            if skipped:
+                reader.dropped += skipped
+            return got, lost + skipped
+
+    def _read_stored(self, first: int, max_n: int) -> list[Entry]:
+        """Consecutive stored entries from `first` (or from the first one after it); runs in a worker thread."""
+        store = self._store
+        if store is None:  # detached meanwhile
+            return []
+        visible = self._visible
+        entries: list[Entry] = []
+        for seq, wire in store.read(first, max_n):
+            if seq > visible or (entries and seq != entries[-1].seq + 1):
+                break  # a gap in the store: the next read reports it as lost
+            try:
+                entries.append(Entry.from_wire(seq, wire))
+            except ValueError:
+                break
+        return entries
+
+    def _retains(self) -> str:
+        return f"{self.retention} in memory and a persistent store" if self._store is not None else str(self.retention)
+
     def snapshot(self, start: int | None = None) -> list[Entry]:
-        """Every retained entry from `start` (default: the oldest) to the newest, in order."""
+        """Every retained in-memory entry from `start` (default: the oldest) to the newest, in order."""
         with self._lock:
-            head = self._head
-            first = max(self.oldest, start or 1)
+            head = self._visible
+            first = max(self.ring_oldest, start or 1)
             ring, r = self._ring, self.retention
             return [ring[s % r] for s in range(first, head + 1)]  # type: ignore[misc]
 
     async def wait_for(self, seq: int) -> None:
-        """Returns once the alert with sequence `seq` has been published."""
-        while self._head < seq:
+        """Returns once the alert with sequence `seq` is visible to readers."""
+        while self._visible < seq:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
             with self._lock:
-                if self._head >= seq:
+                if self._visible >= seq:
                     return
                 self._waiters.append((loop, fut))
             await fut
@@ -402,7 +562,7 @@ class Hub:
             epoch=self.epoch,
             published=self._head,
             oldest=self.oldest,
-            newest=self._head,
+            newest=self._visible,
             retention=self.retention,
             readers=readers,
             delivered_total=closed_delivered + sum(r.delivered for r in readers),

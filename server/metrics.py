@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram
@@ -21,6 +22,9 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import Metric
 
 from falconet.model.alert import Alert
+
+if TYPE_CHECKING:
+    from falconet.server.store import StoreStats
 
 FALCO_EVENTS_LABELS = ("rule", "priority", "hostname", "source", "tags", "k8s_ns_name", "k8s_pod_name")
 
@@ -60,6 +64,8 @@ class DaemonMetrics:
         self.subscriber_drops: Callable[[], Mapping[str, int]] = dict
         # (published, delivered, dropped) of the hub since it was made, closed subscribers included.
         self.hub_totals: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        # The persistent alert store's counters (None: no store).
+        self.store_stats: Callable[[], StoreStats | None] = lambda: None
         self.rule_eval_seconds = Histogram(
             "falconet_rule_evaluation_seconds",
             "Time the rule engine spent per event, observed per batch of events as the batch's mean.",
@@ -159,3 +165,22 @@ class _Collector:
         for name, dropped in sorted(m.subscriber_drops().items()):
             sd.add_sample("falconet_subscriber_alerts_dropped_total", {"subscriber": name}, dropped)
         yield sd
+        yield from _store_metrics(m.store_stats())
+
+
+def _store_metrics(st: StoreStats | None) -> Iterator[Metric]:
+    """The alert store: whether it is written (else alerts are in memory only), its failures and its size."""
+    if st is None:
+        return
+    for name, doc, kind, value in (
+        ("falconet_store_healthy", "1 while the alert store is written; 0: alerts are not durable.", "gauge",
+         int(st.healthy)),
+        ("falconet_store_failures", "Alert store commits or opens that failed.", "counter", st.failures),
+        ("falconet_store_set_aside", "Corrupt alert store files moved aside.", "counter", st.set_aside),
+        ("falconet_store_alerts_committed", "Alerts committed to the alert store.", "counter", st.committed),
+        ("falconet_store_alerts", "Alerts in the alert store.", "gauge", st.count),
+        ("falconet_store_bytes", "Wire bytes of the alerts in the alert store.", "gauge", st.payload_bytes),
+    ):
+        g = Metric(name, doc, kind)
+        g.add_sample(name + ("_total" if kind == "counter" else ""), {}, value)
+        yield g

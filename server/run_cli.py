@@ -6,6 +6,7 @@ Heavy imports (bcc, grpc, the engine) happen inside the functions, so `falconet 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -52,6 +53,11 @@ def register(sub: Any) -> None:
     p.add_argument("--source", default="ebpf", metavar="ebpf|replay:FILE|none",
                    help="where syscall events come from (default: ebpf, which needs root; replay:FILE also reads "
                         "Kubernetes audit events; none: only the k8s audit endpoint)")
+    p.add_argument("--store", type=Path, default=None, metavar="FILE",
+                   help="persistent alert store (overrides the config's alert_store.path; the packaged config "
+                   "uses /var/lib/falconet/alerts.db)")
+    p.add_argument("--no-store", action="store_true",
+                   help="keep alerts in memory only (no persistent store)")
     p.set_defaults(func=_run)
 
     i = sub.add_parser(
@@ -83,6 +89,9 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(path)
         if args.rules:
             config = config.with_rules(args.rules)
+        if args.store is not None or args.no_store:
+            store: Path | None = None if args.no_store else Path(args.store).absolute()
+            config = dataclasses.replace(config, alert_store=dataclasses.replace(config.alert_store, path=store))
     except ConfigError as exc:
         print(f"falconet run: {exc}", file=sys.stderr)
         return 1

@@ -63,6 +63,25 @@ def register(sub: Any) -> None:
     )
     serve.add_argument("--unix-group", help="group owning the UNIX socket (default: the server's)")
     serve.add_argument(
+        "--store",
+        type=Path,
+        metavar="FILE",
+        help="persistent alert store (SQLite), e.g. /var/lib/falconet/alerts.db: alerts and cursors survive a "
+        "crash or restart (default: none, memory only; `falconet run` uses its config's alert_store)",
+    )
+    serve.add_argument(
+        "--store-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="normal: durable against a crash of the server; full: also against power loss (slower)",
+    )
+    serve.add_argument("--store-max-alerts", type=int, default=1_000_000, metavar="N",
+                       help="alerts the store keeps (default 1000000; 0 = no count limit)")
+    serve.add_argument("--store-max-bytes", type=int, default=1 << 30, metavar="BYTES",
+                       help="alert bytes the store keeps (default 1 GiB; 0 = no byte limit)")
+    serve.add_argument("--store-max-age", type=float, default=7 * 86400.0, metavar="SECONDS",
+                       help="seconds the store keeps an alert (default 7 days; 0 = no age limit)")
+    serve.add_argument(
         "--allow-input-cn",
         action="append",
         default=[],
@@ -119,6 +138,7 @@ def _limit_arguments(serve: Any) -> None:
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     from falconet.server.config import DEFAULT_LISTEN, ServerConfig
     from falconet.server.limits import Limits
+    from falconet.server.store_schema import StoreConfig
 
     certs: Path | None = args.certs
     ca = args.ca or (certs / "ca.crt" if certs else None)
@@ -133,6 +153,13 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         unix_group=args.unix_group,
         input_allow_cns=frozenset(args.allow_input_cn),
         retention=args.retention,
+        store=StoreConfig(
+            path=args.store.absolute() if args.store else None,
+            synchronous=args.store_sync,
+            max_alerts=args.store_max_alerts,
+            max_bytes=args.store_max_bytes,
+            max_age_s=args.store_max_age,
+        ),
         tls_crl=args.crl,
         limits=Limits(
             handshake_timeout=args.handshake_timeout,

@@ -127,6 +127,7 @@ class InputService:
                 self.accepted += len(alerts)
         out = inputs_pb2.PublishResponse(accepted=accepted)
         if last is not None:
+            await self.hub.wait_durable(last.sequence)  # the ack means stored (with a persistent store)
             out.last.CopyFrom(types_pb2.Cursor(epoch=last.epoch, sequence=last.sequence))
         return out
 

@@ -1,8 +1,9 @@
 """The two ways alerts leave the hub: one message per alert (Falco's `sub`/`get`) or many per message (batched).
 
 Both yield already-serialized bytes: each alert's wire form is cached on its hub entry, so serving N subscribers
-costs N writes, not N conversions, and a batch is a concatenation of cached, pre-framed entries. Loss found while
-reading (the subscriber fell behind the ring) is sent in-band as an internal alert before the next alert.
+costs N writes, not N conversions, and a batch is a concatenation of cached, pre-framed entries. A reader older
+than the ring reads on from the persistent store, if there is one. Loss found while reading (the subscriber fell
+behind what is retained) is sent in-band as an internal alert before the next alert.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ async def single_stream(
     advance = hub.advance_falco_cursor
     while True:
         entries, lost = reader.take(TAKE_CHUNK)
+        if reader.behind:  # older than the ring: read on from the persistent store
+            entries, lost = await reader.take_stored(TAKE_CHUNK)
         if lost:
             yield alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq))
         if entries:
@@ -97,6 +100,8 @@ async def batch_stream(
     while True:
         limit = max_batch if until is None else min(max_batch, until - reader.next_seq + 1)
         entries, lost = reader.take(limit) if limit > 0 else ([], 0)
+        if reader.behind:  # older than the ring: read on from the persistent store
+            entries, lost = await reader.take_stored(limit)
         if lost:
             loss = _frame(alert_to_wire(hub.loss_alert(reader, lost, entries[0].seq)))
             parts.append(loss)

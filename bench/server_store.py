@@ -1,0 +1,187 @@
+"""The persistent alert store's cost: the rows the store may slow down, each measured with the store off and on
+in the same run (part of `python -m bench.server_throughput`; `--store-only` runs just these).
+
+- Falco `sub`, one mTLS stream: capacity (cached backlog) and the highest sustained live rate;
+- the batched stream's capacity (one mTLS subscriber);
+- publish cost per alert: through `InputService.Publish` from another process over the UNIX socket, until
+  acknowledged (with the store, the ack waits for the commit); the engine thread's `Hub.publish` calls alone
+  (the writer thread's conversion and inserts compete with them for the GIL); and publishing until each alert
+  is ready to send (wire form made: by the first reader without a store, by the writer with one);
+- the latency a store adds before an alert becomes visible (the commit window plus the commit).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.server_throughput import Bench
+
+INPUT_PUBLISH = "/falconet.v1.InputService/Publish"
+
+
+def publish_client(conn: Connection, target: str, n: int, batch: int) -> None:
+    """Publishes `n` alerts in requests of `batch` (serialized before the clock starts); sends (accepted, s)."""
+    import grpc
+
+    from bench.server_throughput import make_alert
+    from falconet.sdk.api.falconet.v1 import inputs_pb2
+    from falconet.sdk.convert import alert_to_proto
+
+    requests = [
+        inputs_pb2.PublishRequest(
+            alerts=[alert_to_proto(make_alert(i)) for i in range(k, min(n, k + batch))]
+        ).SerializeToString()
+        for k in range(0, n, batch)
+    ]
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(30)
+        call: grpc.StreamUnaryMultiCallable[bytes, inputs_pb2.PublishResponse] = channel.stream_unary(
+            INPUT_PUBLISH, request_serializer=None, response_deserializer=inputs_pb2.PublishResponse.FromString
+        )
+        t0 = time.perf_counter()
+        reply = call(iter(requests), timeout=600)
+        conn.send((reply.accepted, time.perf_counter() - t0))
+
+
+def publish_rate(bench: Bench, store: bool, n: int) -> float:
+    """Alerts/s through InputService.Publish, acknowledged."""
+    server, unix, _ = bench.falconet(retention=10_000, store=store)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=publish_client, args=(child, unix, n, 500))
+    proc.start()
+    if not parent.poll(300):
+        raise RuntimeError("the publishing client did not report")
+    accepted, seconds = parent.recv()
+    proc.join(30)
+    bench.stop(server)
+    if accepted != n:
+        raise RuntimeError(f"published {accepted} of {n}")
+    return float(n / seconds)
+
+
+def engine_publish_rate(bench: Bench, store: bool, n: int) -> float:
+    """Alerts/s of `Hub.publish` calls on one thread (the engine thread's cost), until all are visible."""
+    from bench.server_throughput import make_alert
+
+    server, _, _ = bench.falconet(retention=10_000, store=store)
+    alerts = [make_alert(i) for i in range(n)]
+    publish = server.hub.publish
+    t0 = time.perf_counter()
+    for alert in alerts:
+        publish(alert)
+    calls = time.perf_counter() - t0
+    bench.loop.run(server.hub.wait_durable(n))
+    bench.stop(server)
+    return n / calls
+
+
+def ready_rate(bench: Bench, store: bool, n: int) -> float:
+    """Alerts/s from `Hub.publish` until each is ready to send (its wire form made, and with a store committed).
+
+    Without a store the first reader converts each alert (on the event loop); with one, the writer thread does
+    before committing, and readers reuse it. This row compares the same work done in both cases."""
+    from bench.server_throughput import make_alert
+
+    server, _, _ = bench.falconet(retention=n, store=store)
+    alerts = [make_alert(i) for i in range(n)]
+    publish = server.hub.publish
+    t0 = time.perf_counter()
+    for alert in alerts:
+        publish(alert)
+    bench.loop.run(server.hub.wait_durable(n))
+    if not store:
+        for entry in server.hub.snapshot():
+            entry.wire()
+    seconds = time.perf_counter() - t0
+    bench.stop(server)
+    return n / seconds
+
+
+def visible_latency_ms(bench: Bench, store: bool, samples: int) -> tuple[float, float]:
+    """Median and 99th percentile of publish -> visible to readers, one alert at a time (ms)."""
+    from bench.server_throughput import make_alert
+
+    server, _, _ = bench.falconet(retention=10_000, store=store)
+    hub = server.hub
+
+    async def one(i: int) -> float:
+        t0 = time.perf_counter()
+        cursor = hub.publish(make_alert(i))
+        await hub.wait_durable(cursor.sequence)
+        return (time.perf_counter() - t0) * 1000
+
+    lat = [bench.loop.run(one(i)) for i in range(samples)]
+    bench.stop(server)
+    lat.sort()
+    return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+
+
+def sustained_ladder(bench: Bench, store: bool, rates: tuple[int, ...], seconds: float) -> int:
+    from bench.server_throughput import MAX_LAG
+
+    best = 0
+    for rate in rates:
+        o, lag = bench.sustained(False, 1, rate, seconds, 1, store=store)
+        ok = o.complete and lag <= MAX_LAG
+        print(
+            f"  Falco sub {rate:>6,}/s, 1 mTLS stream, store {'on ' if store else 'off'}: "
+            f"{'holds' if ok else 'FAILS'} (received {o.received:,}/{o.expected_total:,}, lost {o.lost:,}, "
+            f"lag {lag:.2f} s)",
+            flush=True,
+        )
+        if not ok:
+            break
+        best = rate
+    return best
+
+
+def store_rows(bench: Bench, quick: bool) -> None:
+    """Each row with the store off, then on (three interleaved rounds, best of each; the sustained ladder once);
+    the summary table at the end (target: on/off >= 0.90)."""
+    print()
+    print("alert store: each row with the store off and on, in this run (SQLite WAL, synchronous=normal, 2 ms window)")
+    summary: list[tuple[str, float, float, str]] = []
+    n1 = 20_000 if quick else 60_000
+    nb = 100_000 if quick else 300_000
+    pairs: list[tuple[str, Callable[[bool], float]]] = [
+        ("Falco sub capacity, 1 mTLS stream", lambda st: bench.capacity(
+            f"Falco sub, 1 subscriber, mTLS, store {'on' if st else 'off'}", False, "mTLS", 1, n1, 1, store=st)),
+        ("batched capacity, 1 mTLS stream", lambda st: bench.capacity(
+            f"batched, 1 subscriber, mTLS, store {'on' if st else 'off'}", True, "mTLS", 1, nb, 1, store=st)),
+        ("publish via InputService (acked)", lambda st: publish_rate(bench, st, 50_000 if quick else 200_000)),
+        ("Hub.publish calls (engine thread)", lambda st: engine_publish_rate(bench, st, 50_000 if quick else 200_000)),
+        ("publish until ready to send", lambda st: ready_rate(bench, st, 50_000 if quick else 200_000)),
+    ]
+    # Interleaved off/on rounds, best of each: on a shared machine the load moves between runs, and the best of
+    # several is the figure least disturbed by it (the same for both sides).
+    rounds = 3
+    for name, run in pairs:
+        offs: list[float] = []
+        ons: list[float] = []
+        for _ in range(rounds):
+            offs.append(run(False))
+            ons.append(run(True))
+        print(f"  {name}: off {', '.join(f'{x:,.0f}' for x in offs)}; on {', '.join(f'{x:,.0f}' for x in ons)}",
+              flush=True)
+        summary.append((name, max(offs), max(ons), "alerts/s, best of 3"))
+    rates = (4000, 6000, 8000, 10_000, 12_000, 14_000)
+    seconds = 3.0 if quick else 6.0
+    off, on = sustained_ladder(bench, False, rates, seconds), sustained_ladder(bench, True, rates, seconds)
+    summary.append(("Falco sub sustained, 1 mTLS stream", off, on, "alerts/s held"))
+    lat_off, lat_on = visible_latency_ms(bench, False, 200), visible_latency_ms(bench, True, 200)
+    print()
+    print(f"{'row':<40} {'store off':>12} {'store on':>12} {'on/off':>7}")
+    for name, a, b, unit in summary:
+        print(f"{name:<40} {a:>12,.0f} {b:>12,.0f} {b / a if a else 0:>7.2f}  {unit}", flush=True)
+    print(
+        f"{'publish -> visible latency (ms)':<40} {lat_off[0]:>7.3f} p50 {lat_on[0]:>7.3f} p50    "
+        f"(p99 {lat_off[1]:.3f} off, {lat_on[1]:.3f} on)",
+        flush=True,
+    )

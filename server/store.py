@@ -1,0 +1,517 @@
+"""The persistent alert store: every alert committed to disk before any subscriber can see it.
+
+The hub assigns sequences and keeps its in-memory ring as before, but with a store attached a published alert
+only becomes visible to readers once the store's writer thread has committed it (`Hub.mark_durable`). The
+writer does group commit: it wakes on the first pending alert, gathers for `commit_window_ms`, writes every
+pending alert (and every Falco cursor that moved) in one transaction, then makes them visible. Neither the
+engine thread nor the event loop ever waits for the disk: `Hub.publish` appends to a list, and reads that reach
+past the ring run in a worker thread (`read`).
+
+When the store cannot be written (full disk, read-only, I/O error) alerts keep flowing from memory: the writer
+makes them visible at once, keeps up to a ring's worth for a retry every few seconds, and reports the failure
+as an internal alert and in its counters; durability is lost, never alerts. A corrupt file is set aside and a
+new one started with the running epoch and sequence, so open cursors stay valid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from falconet.model.alert import Alert, Priority
+from falconet.server.hub import Entry, Hub
+from falconet.server.store_schema import (
+    CHUNK_ALERTS,
+    StoreConfig,
+    StoreError,
+    StoreState,
+    connect,
+    open_store,
+    set_aside,
+    store_error,
+)
+
+STORE_RULE = "Falconet internal: alert store failure"
+STORE_RECOVERED_RULE = "Falconet internal: alert store recovered"
+RETRY_SECONDS = 5.0
+"""How often a store that failed is tried again."""
+RETENTION_SECONDS = 1.0
+DELETE_CHUNK = 100_000
+"""Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
+
+Report = Callable[[Alert], None]
+
+
+def _chunks(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
+    """(first, last, stored_ns, framed wire forms) rows of up to CHUNK_ALERTS consecutive entries each."""
+    out: list[tuple[int, int, int, bytes]] = []
+    parts: list[bytes] = []
+    first = prev = -1
+    for e in entries:
+        if parts and (e.seq != prev + 1 or len(parts) >= CHUNK_ALERTS):
+            out.append((first, prev, stored_ns, b"".join(parts)))
+            parts = []
+        if not parts:
+            first = e.seq
+        parts.append(e.framed())
+        prev = e.seq
+    if parts:
+        out.append((first, prev, stored_ns, b"".join(parts)))
+    return out
+
+
+def _unframe(first: int, data: bytes) -> list[tuple[int, bytes]]:
+    """Splits a chunk (field-1 framed wire forms, concatenated) into (sequence, wire form) pairs."""
+    out: list[tuple[int, bytes]] = []
+    pos, end, seq = 0, len(data), first
+    while pos < end:
+        if data[pos] != 0x0A:
+            raise ValueError(f"chunk {first}: byte {pos} is not a field-1 frame")
+        pos += 1
+        size = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            size |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append((seq, data[pos : pos + size]))
+        pos += size
+        seq += 1
+    return out
+
+
+def lock_store(path: Path) -> int:
+    """Takes PATH.lock exclusively (two servers appending to one store would interleave their sequences);
+    returns its descriptor, held for the store's life. Raises StoreError if another process holds it."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"alert store {str(path)!r}: cannot create {str(lock)!r}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"alert store {str(path)!r} is in use by another falconet process") from None
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    path: str
+    healthy: bool
+    """False while the store cannot be written (alerts are then delivered from memory only)."""
+    failures: int
+    """Commits (or opens) that failed."""
+    set_aside: int
+    """Corrupt files moved aside."""
+    unstored: int
+    """Alerts never stored because the store could not be written for too long."""
+    committed: int
+    count: int
+    payload_bytes: int
+    oldest: int | None
+    last_error: str
+
+
+class AlertStore:
+    """The store file, its writer thread and its read connection. Never raises into the server: a store that
+    cannot be opened is reported (`opened` is None) and the server runs from memory."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        assert config.path is not None
+        self.config = config
+        self.path: Path = config.path
+        self._conn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._rlock = threading.Lock()
+        self.opened: StoreState | None = None
+        self.problems: list[str] = []
+        """Reports made before a hub was attached (the open), sent once it is."""
+        self.failures = self.set_aside_count = self.unstored = self.committed = 0
+        self.count = self.payload_bytes = 0
+        self.oldest: int | None = None
+        self.last_error = ""
+        self.healthy = False
+        self._lock_fd: int | None = None
+        try:
+            self._lock_fd = lock_store(self.path)
+            conn, state, moved = open_store(config)
+        except StoreError as exc:
+            self._fail(str(exc))
+        else:
+            try:
+                self._attach_conn(conn, state)
+                self.opened = state
+            except sqlite3.Error as exc:
+                conn.close()
+                self._conn = None
+                self._fail(str(store_error(exc, "cannot open for reading", self.path)))
+            if moved is not None and self.opened is not None:
+                self.set_aside_count += 1
+                self.problems.append(f"the alert store {str(self.path)!r} was corrupt: moved to {str(moved)!r}, "
+                                     "a new one started (the alerts in it are not served)")
+        self.hub: Hub | None = None
+        self.report: Report | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._backlog: deque[Entry] = deque()
+        self._cursors: dict[str, int] = {}
+        self._last_stored_ns = 0
+        self._retry_at = 0.0
+        self._assigned = 0
+
+    def _attach_conn(self, conn: sqlite3.Connection, state: StoreState) -> None:
+        self._conn = conn
+        self._rconn = connect(self.path, self.config.synchronous)
+        self.count, self.payload_bytes, self.oldest = state.count, state.payload_bytes, state.oldest
+        self._assigned = state.head
+        self.healthy = True
+
+    def _fail(self, message: str) -> None:
+        self.failures += 1
+        self.last_error = message
+        self.problems.append(message)
+        self.healthy = False
+
+    # -- life ------------------------------------------------------------------------------------------------
+
+    def start(self, hub: Hub, report: Report | None = None) -> None:
+        """Starts the writer for `hub` (made with this store); `report` raises an internal alert (default: into
+        the hub directly)."""
+        self.hub = hub
+        self.report = report
+        self._thread = threading.Thread(target=self._run, name="falconet-store", daemon=True)
+        self._thread.start()
+        self._wake.set()
+
+    def notify(self) -> None:
+        """Called by the hub when alerts wait to be committed (cheap: sets an event unless already set; the
+        writer clears it before it drains, so an alert appended after a drain always sets it again)."""
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commits what is pending, stops the writer and closes the file."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._rlock:
+            for conn in (self._conn, self._rconn):
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+            self._conn = self._rconn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            str(self.path), self.healthy, self.failures, self.set_aside_count, self.unstored, self.committed,
+            self.count, self.payload_bytes, self.oldest, self.last_error,
+        )
+
+    # -- the writer thread -------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        hub = self.hub
+        assert hub is not None
+        try:
+            self._loop(hub)
+        except Exception as exc:  # a bug here must not stop alerts: the hub goes on from memory, and says so
+            hub.detach_store()
+            self._fail(f"alert store {str(self.path)!r}: the writer stopped: {type(exc).__name__}: {exc}")
+            self._raise(STORE_RULE, Priority.ERROR, f"{self.last_error}; alerts are kept in memory only")
+
+    def _loop(self, hub: Hub) -> None:
+        for message in self.problems:
+            self._raise(STORE_RULE, Priority.ERROR, message)
+        self.problems = []
+        window = self.config.commit_window_ms / 1000.0
+        next_retention = time.monotonic()
+        while True:
+            self._wake.wait(RETENTION_SECONDS)
+            if window > 0 and not self._stopping:
+                time.sleep(window)  # the group-commit window: gather what arrives meanwhile into one transaction
+            self._wake.clear()
+            stopping = self._stopping
+            entries, cursors = hub.drain_unsynced()
+            if entries:
+                self._assigned = entries[-1].seq
+                self._backlog.extend(entries)
+            self._cursors.update(cursors)
+            if self._backlog or self._cursors:
+                self._commit()
+            if entries:
+                # Committed, or (store failing) delivered from memory: either way the readers may see them now.
+                hub.mark_durable(entries[-1].seq)
+            if time.monotonic() >= next_retention and self.healthy:
+                next_retention = time.monotonic() + RETENTION_SECONDS
+                self._retention()
+            if stopping:
+                return
+
+    def _commit(self) -> None:
+        if self._conn is None:  # never opened (its failure was reported): memory only for this run
+            self._backlog.clear()
+            self._cursors.clear()
+            return
+        if not self.healthy and time.monotonic() < self._retry_at:
+            self._trim_backlog()
+            return
+        now = max(time.time_ns(), self._last_stored_ns)
+        chunks = _chunks(self._backlog, now)
+        try:
+            self._write(chunks)
+        except sqlite3.Error as exc:
+            self._write_failed(store_error(exc, "cannot commit", self.path))
+            self._trim_backlog()
+            return
+        self._last_stored_ns = now
+        self.committed += len(self._backlog)
+        if not self.healthy:
+            self.healthy = True
+            unstored, self.unstored = self.unstored, 0
+            self._raise(
+                STORE_RECOVERED_RULE, Priority.NOTICE,
+                f"the alert store {str(self.path)!r} is written again"
+                + (f"; {unstored} alerts published meanwhile are not in it" if unstored else ""),
+                unstored=unstored,
+            )
+        self._backlog.clear()
+        self._cursors.clear()
+
+    def _write(self, chunks: list[tuple[int, int, int, bytes]]) -> None:
+        conn = self._conn
+        assert conn is not None
+        added = sum(len(c[3]) for c in chunks)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if chunks:
+                # OR REPLACE: a retry after a failed commit may meet a chunk SQLite kept; it holds the same alerts.
+                conn.executemany("INSERT OR REPLACE INTO chunks (first, last, stored_ns, data) VALUES (?, ?, ?, ?)",
+                                 chunks)
+            if self._cursors:
+                conn.executemany(
+                    "INSERT INTO falco_cursors (identity, seq) VALUES (?, ?) "
+                    "ON CONFLICT(identity) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+                    list(self._cursors.items()),
+                )
+            conn.execute(
+                "UPDATE meta SET value = CASE key WHEN 'head' THEN MAX(CAST(value AS INTEGER), ?) "
+                "ELSE CAST(value AS INTEGER) + ? END WHERE key IN ('head', 'bytes')",
+                (self._assigned, added),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        self.count += sum(c[1] - c[0] + 1 for c in chunks)
+        self.payload_bytes += added
+        if self.oldest is None and chunks:
+            self.oldest = chunks[0][0]
+
+    def _write_failed(self, err: StoreError) -> None:
+        first = self.healthy
+        self.failures += 1
+        self.last_error = str(err)
+        self.healthy = False
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+        if err.corrupt:
+            self._replace_corrupt(err)
+            return
+        if first:
+            self._raise(
+                STORE_RULE, Priority.ERROR,
+                f"{err}; alerts are delivered from memory only (not durable) until it can be written again",
+            )
+
+    def _replace_corrupt(self, err: StoreError) -> None:
+        """Sets the corrupt file aside and starts a new one that continues this hub's epoch and sequence."""
+        hub = self.hub
+        assert hub is not None
+        with self._rlock:
+            for conn in (self._conn, self._rconn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._rconn = None
+            try:
+                moved: Path | None = set_aside(self.path)
+                start = (self._backlog[0].seq - 1) if self._backlog else self._assigned
+                conn, state, _ = open_store(self.config, epoch=hub.epoch, head=start)
+                self._attach_conn(conn, state)
+                self._retry_at = 0.0
+                self.set_aside_count += 1
+            except (OSError, StoreError, sqlite3.Error) as exc:
+                moved = None
+                self.last_error = f"{err}; and no new store could be started: {exc}"
+        self.healthy = False  # the next commit (at once) says whether the new file works
+        self._raise(
+            STORE_RULE, Priority.ERROR,
+            f"{err}; " + (f"the file was moved to {str(moved)!r} and a new store started (the alerts in it are "
+                          "no longer served)" if moved else self.last_error),
+        )
+
+    def _trim_backlog(self) -> None:
+        hub = self.hub
+        assert hub is not None
+        while len(self._backlog) > hub.retention:
+            self._backlog.popleft()
+            self.unstored += 1
+
+    # -- retention -------------------------------------------------------------------------------------------
+
+    def _retention(self) -> None:
+        conn = self._conn
+        if conn is None or self.oldest is None:
+            return
+        c = self.config
+        cut = self.oldest  # delete every chunk that ends before `cut`
+        try:
+            excess_n = self.count - c.max_alerts if c.max_alerts else 0
+            excess_b = self.payload_bytes - c.max_bytes if c.max_bytes else 0
+            if excess_n > 0 or excess_b > 0:
+                cut = max(cut, self._excess_cut(conn, excess_n, excess_b))
+            if c.max_age_s:
+                cut = max(cut, self._age_cut(conn, time.time_ns() - int(c.max_age_s * 1e9)))
+            if cut <= self.oldest:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            n, freed = conn.execute(
+                "SELECT TOTAL(last - first + 1), TOTAL(LENGTH(data)) FROM chunks WHERE first < ?", (cut,)
+            ).fetchone()
+            conn.execute("DELETE FROM chunks WHERE first < ?", (cut,))
+            conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(freed),))
+            conn.execute("COMMIT")
+            row = conn.execute("SELECT MIN(first) FROM chunks").fetchone()
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._write_failed(store_error(exc, "cannot apply retention", self.path))
+            return
+        self.count -= int(n)
+        self.payload_bytes -= int(freed)
+        self.oldest = None if row is None or row[0] is None else int(row[0])
+
+    def _excess_cut(self, conn: sqlite3.Connection, excess_n: int, excess_b: int) -> int:
+        """The first sequence to keep so that the count and the bytes are back within their limits (whole chunks,
+        at most DELETE_CHUNK alerts per pass)."""
+        freed_n = freed_b = 0
+        cut = self.oldest or 0
+        for first, last, size in conn.execute(
+            "SELECT first, last, LENGTH(data) FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
+        ):
+            if (freed_n >= excess_n and freed_b >= excess_b) or freed_n >= DELETE_CHUNK:
+                break
+            freed_n += int(last) - int(first) + 1
+            freed_b += int(size)
+            cut = int(last) + 1
+        return cut
+
+    def _age_cut(self, conn: sqlite3.Connection, cutoff_ns: int) -> int:
+        """The first chunk stored at or after `cutoff_ns`, by binary search (stored_ns grows with the sequence)."""
+        assert self.oldest is not None
+        lo, hi = self.oldest, self._assigned + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = conn.execute(
+                "SELECT first, last, stored_ns FROM chunks WHERE last >= ? ORDER BY first LIMIT 1", (mid,)
+            ).fetchone()
+            if row is None or int(row[2]) >= cutoff_ns:
+                hi = mid if row is None else min(mid, int(row[0]))
+            else:
+                lo = int(row[1]) + 1
+        return lo
+
+    # -- reading (any thread; never the event loop's) ---------------------------------------------------------
+
+    def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
+        """Up to `max_n` stored (sequence, wire form) pairs from `first` on; [] when the store cannot be read."""
+        with self._rlock:
+            conn = self._rconn
+            if conn is None:
+                return []
+            try:
+                rows = conn.execute(
+                    "SELECT first, last, data FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
+                    (first, max_n // CHUNK_ALERTS + 2),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                self.last_error = str(store_error(exc, "cannot read", self.path))
+                return []
+        out: list[tuple[int, bytes]] = []
+        for chunk_first, _, data in rows:
+            try:
+                pairs = _unframe(int(chunk_first), bytes(data))
+            except (ValueError, IndexError) as exc:  # a damaged chunk: what is after it reads as lost
+                self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
+                return out
+            for seq, wire in pairs:
+                if seq >= first:
+                    out.append((seq, wire))
+                    if len(out) >= max_n:
+                        return out
+        return out
+
+    # -- reports ---------------------------------------------------------------------------------------------
+
+    def _raise(self, rule: str, priority: Priority, message: str, **extra: int) -> None:
+        hub = self.hub
+        assert hub is not None
+        alert = Alert(
+            time_ns=time.time_ns(),
+            rule=rule,
+            priority=priority,
+            source="internal",
+            output=f"Falconet internal: {message}",
+            output_fields={"store.path": str(self.path), "store.failures": self.failures, **extra},
+            tags=["falconet", "store"],
+            hostname=hub.hostname,
+        )
+        if self.report is not None:
+            self.report(alert)
+        else:
+            hub.publish(alert)
+
+
+def hub_with_store(config: StoreConfig, retention: int, hostname: str) -> tuple[Hub, AlertStore | None]:
+    """A hub backed by the configured store (its epoch, sequence and Falco cursors carried on), or a memory-only
+    hub when the store is off or cannot be opened (that failure is reported once the store is started)."""
+    if config.path is None:
+        return Hub(retention, hostname=hostname), None
+    store = AlertStore(config)
+    state = store.opened
+    if state is None:
+        return Hub(retention, hostname=hostname), store
+    hub = Hub(
+        retention,
+        epoch=state.epoch,
+        hostname=hostname,
+        store=store,
+        head=state.head,
+        falco_cursors=state.falco_cursors,
+    )
+    return hub, store

@@ -1,0 +1,219 @@
+"""The alert store's file: its settings, its SQLite schema, and opening it (or setting a corrupt one aside).
+
+One SQLite database in WAL mode holds every retained alert as the wire form subscribers receive (so a read
+from the store costs no conversion). Alerts are stored in chunks of up to CHUNK_ALERTS consecutive sequences,
+each chunk the concatenation of its alerts' framed wire forms (exactly the body of a batched-stream message):
+one row per chunk instead of one per alert makes a commit cost about a tenth as much per alert. Also stored:
+the store's epoch, the newest sequence ever assigned, the payload byte count and each Falco identity's cursor. WAL with `synchronous=NORMAL` makes a
+committed transaction survive the death of the process (it is in the WAL file in the page cache) but not of the
+machine; `synchronous=FULL` fsyncs each commit, which survives power loss at the cost of one fsync per group.
+
+Errors are sorted by SQLite's result code, not by message: a corrupt or foreign file (SQLITE_CORRUPT,
+SQLITE_NOTADB) is moved aside and a new file started; anything else (full disk, read-only directory, I/O
+error) means the store cannot be written now, and the server carries on from memory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from falconet.server.config_values import Section
+
+DEFAULT_STORE_PATH = Path("/var/lib/falconet/alerts.db")
+SCHEMA_VERSION = 2
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # stored_ns: when the row was committed (never goes back), for retention by age; seq order = time order.
+    # first..last: the chunk's consecutive sequences; data: their framed wire forms, concatenated.
+    "CREATE TABLE IF NOT EXISTS chunks (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, "
+    "stored_ns INTEGER NOT NULL, data BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS falco_cursors (identity TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+CHUNK_ALERTS = 256
+"""Most alerts per stored chunk (retention removes whole chunks, oldest first)."""
+
+_CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the store lives and how much it keeps; `path=None` turns the store off (memory only)."""
+
+    path: Path | None = None
+    max_alerts: int = 1_000_000
+    """Retention by count (0 = no count limit)."""
+    max_age_s: float = 7 * 86400.0
+    """Retention by age in seconds since the alert was stored (0 = no age limit)."""
+    max_bytes: int = 1 << 30
+    """Retention by the alerts' wire bytes (0 = no byte limit); the file itself is somewhat larger."""
+    commit_window_ms: float = 2.0
+    """How long the writer gathers alerts into one transaction after the first one arrives."""
+    synchronous: Literal["normal", "full"] = "normal"
+    """normal: durable against a crash of the process; full: also against power loss (an fsync per commit)."""
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, as sentences (empty when they are usable)."""
+        out: list[str] = []
+        if self.path is not None and not self.path.is_absolute():
+            out.append(f"alert_store.path must be an absolute path, got {str(self.path)!r}.")
+        if self.max_alerts < 0 or self.max_bytes < 0 or self.max_age_s < 0:
+            out.append("alert_store.max_alerts, max_bytes and max_age must not be negative (0 = no limit).")
+        if not 0 <= self.commit_window_ms <= 1000:
+            out.append(f"alert_store.commit_window_ms must be between 0 and 1000, got {self.commit_window_ms:g}.")
+        if self.synchronous not in ("normal", "full"):
+            out.append(f"alert_store.synchronous must be normal or full, got {self.synchronous!r}.")
+        return out
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked; `corrupt` says whether setting the file aside would help."""
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
+
+
+def store_error(exc: sqlite3.Error, doing: str, path: Path) -> StoreError:
+    """Our error for a SQLite error, sorted by its result code (SQLite's messages are not an interface)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    corrupt = code is not None and (code & 0xFF) in _CORRUPT_CODES
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return StoreError(f"alert store {str(path)!r}: {doing}: {exc} ({name})", corrupt=corrupt)
+
+
+@dataclass(slots=True)
+class StoreState:
+    """What a store file says about itself when opened."""
+
+    epoch: str
+    head: int
+    """The newest sequence ever assigned in this store (0 = none)."""
+    oldest: int | None
+    """The oldest sequence still stored (None = no alert stored)."""
+    count: int
+    payload_bytes: int
+    falco_cursors: dict[str, int]
+
+
+def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """A connection in WAL mode, autocommit (transactions are explicit), usable from any one thread at a time."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def initialise(conn: sqlite3.Connection, *, epoch: str | None = None, head: int = 0) -> StoreState:
+    """Creates the schema if missing and reads the state; a new file takes `epoch` (or a random one) and
+    starts after `head` (so a store started afresh under a running hub continues its sequences)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for ddl in _SCHEMA:
+            conn.execute(ddl)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if "epoch" not in meta:
+            meta = {
+                "epoch": epoch or secrets.token_hex(6),
+                "head": str(head),
+                "bytes": "0",
+                "schema": str(SCHEMA_VERSION),
+                "created_ns": str(time.time_ns()),
+            }
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if meta.get("schema") != str(SCHEMA_VERSION):
+        raise sqlite3.DatabaseError(f"schema version {meta.get('schema')!r} is not {SCHEMA_VERSION}")
+    low, high, count = conn.execute("SELECT MIN(first), MAX(last), TOTAL(last - first + 1) FROM chunks").fetchone()
+    cursors = {str(k): int(v) for k, v in conn.execute("SELECT identity, seq FROM falco_cursors")}
+    return StoreState(
+        epoch=str(meta["epoch"]),
+        head=max(int(meta["head"]), int(high or 0)),
+        oldest=None if low is None else int(low),
+        count=int(count),
+        payload_bytes=int(meta["bytes"]),
+        falco_cursors=cursors,
+    )
+
+
+def set_aside(path: Path) -> Path:
+    """Renames a corrupt store (and its -wal/-shm files) to PATH.corrupt-TIMESTAMP; returns the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, target.with_name(target.name + suffix))
+    if path.exists():
+        os.replace(path, target)
+    return target
+
+
+def open_store(
+    config: StoreConfig, *, epoch: str | None = None, head: int = 0
+) -> tuple[sqlite3.Connection, StoreState, Path | None]:
+    """Opens (creating it and its directory if needed) the store; a corrupt file is set aside and a new one
+    started. Returns the connection, the state and where a corrupt file went. Raises StoreError when the store
+    cannot be opened for writing."""
+    path = config.path
+    assert path is not None
+    moved: Path | None = None
+    for attempt in (1, 2):
+        conn: sqlite3.Connection | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            conn = connect(path, config.synchronous)
+            return conn, initialise(conn, epoch=epoch, head=head), moved
+        except OSError as exc:
+            raise StoreError(f"alert store {str(path)!r}: cannot create its directory: {exc.strerror}") from None
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            err = store_error(exc, "cannot open", path)
+            if not err.corrupt and "schema version" not in str(exc):
+                raise err from None
+            if attempt == 2:
+                raise err from None
+            try:
+                moved = set_aside(path)
+            except OSError as os_exc:
+                raise StoreError(f"{err}; and it cannot be set aside: {os_exc.strerror}") from None
+    raise AssertionError("unreachable")
+
+
+def read_store_section(s: Section) -> StoreConfig:
+    """The daemon file's `alert_store` block (ours; Falco has none). An absent block or an empty `path` leaves
+    the store off; the packaged falconet.yaml turns it on at DEFAULT_STORE_PATH."""
+    d = StoreConfig()
+    sync = s.string("synchronous", d.synchronous)
+    config = StoreConfig(
+        path=s.path("path"),
+        max_alerts=s.integer("max_alerts", d.max_alerts),
+        max_age_s=s.number("max_age", d.max_age_s),
+        max_bytes=s.integer("max_bytes", d.max_bytes),
+        commit_window_ms=s.number("commit_window_ms", d.commit_window_ms),
+        synchronous="full" if sync == "full" else "normal",
+    )
+    if sync not in ("normal", "full"):
+        s.problems.add(f"{s.prefix}synchronous must be normal or full, got {sync!r}.")
+    for problem in config.problems():
+        s.problems.add(problem)
+    return config
