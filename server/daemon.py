@@ -395,4 +395,6 @@ def server_config(cfg: DaemonConfig, hostname: str) -> ServerConfig:
         input_allow_cns=frozenset(g.inputs_allowed_common_names),
         retention=g.retention,
         hostname=hostname,
+        limits=g.limits,
+        tls_crl=g.crl,
     )

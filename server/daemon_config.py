@@ -37,6 +37,7 @@ from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
+from falconet.server.limits import Limits
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -176,6 +177,8 @@ class GrpcConfig:
     unix_socket_group: str | None = None
     inputs_allowed_common_names: tuple[str, ...] = ()
     retention: int = DEFAULT_RETENTION
+    limits: Limits = field(default_factory=Limits)
+    crl: Path | None = None  # default: crl.pem next to root_certs
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +348,9 @@ def _check_keys(top: Section) -> None:
         if key in _FALCO_KEYS_IGNORED:
             top.problems.warnings.append(f"{key} is a Falco setting that Falconet does not use; it is ignored.")
         elif key not in _KNOWN_KEYS:
-            top.problems.add(f"{key} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
+            # A key is shown as written when it is a plain name, quoted otherwise (never a raw control character)
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else show(key)
+            top.problems.add(f"{name} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
 
 
 def _read_rules_files(top: Section) -> tuple[Path, ...]:
@@ -462,6 +467,8 @@ def _read_grpc(s: Section) -> GrpcConfig:
         unix_socket_group=None if group is None else str(group),
         inputs_allowed_common_names=s.strings("inputs_allowed_common_names") or d.inputs_allowed_common_names,
         retention=s.integer("retention", d.retention, minimum=1),
+        limits=_read_limits(s),
+        crl=s.path("crl"),
     )
     if config.enabled and tcp and not (config.private_key and config.cert_chain and config.root_certs):
         s.problems.add(
@@ -469,6 +476,23 @@ def _read_grpc(s: Section) -> GrpcConfig:
             "grpc.cert_chain and grpc.root_certs."
         )
     return config
+
+
+def _read_limits(s: Section) -> Limits:
+    """The resource limits (falconet.server.limits), each key checked here so every problem is listed."""
+    d = Limits()
+    limits = Limits(
+        handshake_timeout=s.number("handshake_timeout", d.handshake_timeout, minimum=0.1),
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1),
+        max_streams_per_connection=s.integer("max_streams_per_connection", d.max_streams_per_connection, minimum=1),
+        max_subscriptions_per_identity=s.integer(
+            "max_subscriptions_per_identity", d.max_subscriptions_per_identity, minimum=1
+        ),
+        max_calls=s.integer("max_calls", d.max_calls, minimum=1),
+    )
+    for problem in limits.problems():
+        s.problems.add(f"grpc.{problem}.")
+    return limits if not limits.problems() else d
 
 
 DROP_ACTIONS = ("ignore", "log", "alert", "exit")
