@@ -35,6 +35,11 @@ examples:
 
 
 def register(sub: Any) -> None:
+    """Declares `serve` and `publish` and their options.
+
+    One flat function on purpose: it reads top to bottom in the order of the commands' --help, and splitting
+    it would only scatter that list.
+    """
     serve = sub.add_parser(
         "serve",
         help="run the alert server and hub alone (no sensor, no rules)",
