@@ -117,6 +117,8 @@ def _proc(rng: random.Random, name: str | None = None, args: list[str] | None = 
 
 
 def _event(rng: random.Random, num: int) -> dict[str, Any]:
+    """One synthetic event of the benchmark's mix; a flat table of cases, kept together so the mix's
+    proportions can be read (and changed) in one place."""
     r = rng.random()
     ts = 1_700_000_000_000_000_000 + num * 1000
     ev: dict[str, Any] = {

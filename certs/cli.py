@@ -1,4 +1,4 @@
-"""`falconet certs init|client|inspect`: bootstrap and check the mTLS material without openssl incantations."""
+"""`falconet certs init|client|inspect|revoke`: bootstrap and check the mTLS material without openssl incantations."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ examples:
       another client certificate (publisher.crt, publisher.key) from the same CA
   falconet certs inspect ./certs/server.crt --ca ./certs/ca.crt
       subject, SANs, usage, validity, and whether it chains to the CA (exit status 1 if not)
+  falconet certs revoke publisher --dir ./certs
+      add publisher.crt to ./certs/crl.pem; the server refuses it from its next SIGHUP on
 """
 
 
@@ -85,6 +87,22 @@ def register(sub: Any) -> None:
     inspect.add_argument("--ca", type=Path, help="CA certificate to check the chain against")
     inspect.set_defaults(func=_cmd_inspect)
 
+    revoke = cmds.add_parser(
+        "revoke",
+        help="revoke a client certificate (writes the CA's CRL, DIR/crl.pem)",
+        description="Add a certificate to DIR/crl.pem, a CRL signed by the CA in --dir. The server reads the CRL "
+        "next to its CA certificate at start and on SIGHUP: every call from a revoked certificate is refused "
+        "and its open streams end at the reload.",
+        epilog="examples:\n  falconet certs revoke publisher --dir /etc/falconet/certs && systemctl reload falconet\n"
+        "  falconet certs revoke 3f2a9c... --dir /etc/falconet/certs      # by serial (hex, as inspect prints)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    revoke.add_argument("who", metavar="NAME|SERIAL", help="client name (NAME.crt in --dir) or hex serial")
+    revoke.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"CA directory (default: {DEFAULT_DIR})"
+    )
+    revoke.set_defaults(func=_cmd_revoke)
+
 
 def _fail(message: str) -> int:
     print(f"falconet certs: error: {message}", file=sys.stderr)
@@ -137,3 +155,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    from falconet.certs.errors import CertError
+    from falconet.certs.revoke import revoke
+
+    try:
+        done = revoke(args.dir, args.who)
+    except CertError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write to {args.dir}: {exc.strerror or exc}")
+    who = f"{done.subject} (serial {done.serial:x})" if done.subject else f"serial {done.serial:x}"
+    state = "was already revoked" if done.already else "revoked"
+    print(f"{who} {state}: wrote {done.crl}\nnext: reload the server (SIGHUP) to cut its open streams")
+    return 0

@@ -14,10 +14,11 @@ Each event type maps to its parameters in Falco's order (libs' event table), wri
   return value; `iN` argument N as a signed 32-bit int (fds, dirfds, pids); `uN` / `lN` argument N as an
   unsigned / signed 64-bit int; `s0`/`s1` the strings read in the kernel, as passed; `p0`/`p1` the same strings
   as absolute paths (against the cwd, or `pK@N`: against the dirfd in argument N) with `.`/`..` folded, the way
-  Falco renders FSPATH/FSRELPATH parameters; `sock` the sockaddr as text; `tuple` the connection tuple;
+  Falco renders FSPATH/FSRELPATH parameters; `sock` the sockaddr as text; `tuple` the connection tuple; `data`
+  the first bytes of the data buffer (up to the snaplen; absent when the sensor was not asked to copy it);
   `blob.FIELD` a field of the small struct read in the kernel. A parameter without a source is one the sensor
   does not read from the record: the exec family's are built from the process state (docs/events.md), and
-  some (`dev`, `ino`, `data`, ...) are not captured at all, so the engine renders them as absent.
+  some (`dev`, `ino`, sendmsg's `data`, ...) are not captured at all, so the engine renders them as absent.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ _EXEC = (
 )
 _EXEC += " exe_ino:int exe_ino_ctime:int"  # the clone family's list ends here (as the engine always had it)
 _EXEC_IDS = " exe_ino_mtime:int uid:uid trusted_exepath:str pgid:int gid:gid"
-_SEND = "res:errno=res data:bytes fd:fd=i0 size:int=u2 tuple:tuple=tuple"
-_RECV = "res:errno=res data:bytes tuple:tuple=tuple fd:fd=i0 size:int=u2"
+_SEND = "res:errno=res data:bytes=data fd:fd=i0 size:int=u2 tuple:tuple=tuple"
+_RECV = "res:errno=res data:bytes=data tuple:tuple=tuple fd:fd=i0 size:int=u2"
 _ACCEPT = "fd:fd=res tuple:tuple=tuple queuepct:int queuelen:int queuemax:int"
 
 _SPECS: dict[str, str] = {
@@ -98,8 +99,8 @@ _SPECS: dict[str, str] = {
     "mount": "res:errno=res dev:str=s0 dir:path=p1 type:str flags:mount_flags=u3 data:str",
     "umount2": "res:errno=res name:path=p0 flags:umount_flags=u1",
     "umount": "res:errno name:path",
-    "read": "res:errno data:bytes fd:fd size:int",
-    "write": "res:errno data:bytes fd:fd size:int",
+    "read": "res:errno=res data:bytes=data fd:fd=i0 size:int=u2",
+    "write": "res:errno=res data:bytes=data fd:fd=i0 size:int=u2",
     "ioctl": "res:errno fd:fd request:hex argument:hex",
     "mmap": "res:hex addr:hex length:int prot:int flags:int fd:fd offset:int",
     "mprotect": "res:errno addr:hex length:int prot:int",

@@ -1,4 +1,4 @@
-"""`falconet rules ...`: validate rules files, list rules, and run the engine offline over captured events.
+"""`falconet rules ...`: validate rules files, list rules and fields, and run the engine offline over events.
 
 These commands are the engine's front door for people editing rules: `validate` prints every error and
 warning with file:line:column, the line and a caret (and exits non-zero on an error), `list` shows what a set
@@ -81,8 +81,9 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=_reporting_no_rules(_test))
 
-    from . import policy_cli  # from-psp, from-pss
+    from . import fields_cli, policy_cli  # fields; from-psp, from-pss
 
+    fields_cli.register(rules_sub)
     policy_cli.register(rules_sub)
 
 
@@ -140,8 +141,12 @@ def _load(files: list[str]) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .blind import add_blind_warnings, enabled_rules
+
     ruleset = _load(args.files)
     result = ruleset.result
+    if result.ok:  # rules that would be blind under the live sensor (reads of fields it never fills)
+        add_blind_warnings(result, enabled_rules(ruleset.rules))
     if args.json:
         doc = {
             "files": result.files,

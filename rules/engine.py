@@ -26,7 +26,7 @@ from falconet.model.alert import Alert, Priority
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
 
-from . import open_prefixes
+from . import buffer_fields, open_prefixes
 from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
@@ -350,6 +350,20 @@ class Engine:
             for path, mask in found.items():
                 out[path] = out.get(path, 0) | mask
         return open_prefixes.as_sensor_argument(out)
+
+    def buffer_event_types(self) -> frozenset[str] | None:
+        """The event types whose data buffer (evt.buffer) some enabled rule reads, for the sensor's copy;
+        None when some rule of any type may read it (rules/buffer_fields.py)."""
+        return buffer_fields.buffer_event_types(
+            (a.rule.condition_ast, a.rule.macro_asts, a.rule.output, a.rule.types.names, a.rule.types.cofinite)
+            for a in self._order)
+
+    def reads_environment(self) -> bool:
+        """Whether some enabled rule reads a process's environment (proc.env, ...), so the sensor must read it
+        whole at an exec (rules/buffer_fields.py)."""
+        return buffer_fields.reads_environment(
+            (a.rule.condition_ast, a.rule.macro_asts, a.rule.output, a.rule.types.names, a.rule.types.cofinite)
+            for a in self._order)
 
     def open_path_blockers(self) -> list[str]:
         """Names of the enabled rules that keep open_path_prefixes() at None (to tell the user why)."""

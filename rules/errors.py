@@ -55,6 +55,7 @@ class Code(str, Enum):
     INVALID_LIST_NAME = "LOAD_INVALID_LIST_NAME"
     COMPILE_CONDITION = "LOAD_COMPILE_CONDITION"
     UNKNOWN_KEY = "LOAD_UNKNOWN_KEY"
+    FIELD_NOT_FILLED = "LOAD_FIELD_NOT_FILLED"  # Falconet's own: a rule reads a field the live sensor never fills
 
     @property
     def is_error(self) -> bool:

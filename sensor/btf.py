@@ -263,6 +263,19 @@ FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("OFF_SB_FLAGS", "super_block", "s_flags", False),
     ("OFF_CRED_FSUID", "cred", "fsuid.val", True),
     ("OFF_CRED_FSGID", "cred", "fsgid.val", True),
+    # the executable's path (proc.exepath): exe_file->f_path walked up dentries and mounts to the task's root
+    ("OFF_FILE_PATH_MNT", "file", "f_path.mnt", False),
+    ("OFF_FILE_PATH_DENTRY", "file", "f_path.dentry", False),
+    ("OFF_DENTRY_PARENT", "dentry", "d_parent", False),
+    ("OFF_DENTRY_NAME", "dentry", "d_name.name", False),
+    ("OFF_DENTRY_HASH_PPREV", "dentry", "d_hash.pprev", False),
+    ("OFF_VFSMOUNT_ROOT", "vfsmount", "mnt_root", False),
+    ("OFF_MOUNT_MNT", "mount", "mnt", False),
+    ("OFF_MOUNT_PARENT", "mount", "mnt_parent", False),
+    ("OFF_MOUNT_MOUNTPOINT", "mount", "mnt_mountpoint", False),
+    ("OFF_TASK_FS", "task_struct", "fs", False),
+    ("OFF_FS_ROOT_MNT", "fs_struct", "root.mnt", False),
+    ("OFF_FS_ROOT_DENTRY", "fs_struct", "root.dentry", False),
 )
 SIZES: tuple[tuple[str, str], ...] = (("SIZEOF_UPID", "upid"),)
 

@@ -78,7 +78,7 @@ def run_capture(args: argparse.Namespace) -> int:
                 out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
                 written += 1
             out.flush()
-        for ev in sensor.poll(0):  # what is already in the ring buffer still belongs to the capture
+        for ev in sensor.drain():  # everything the kernel still holds belongs to the capture
             out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
             written += 1
     finally:

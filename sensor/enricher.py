@@ -14,11 +14,13 @@ import struct
 from typing import Any
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
+from falconet.model.syscalls import EVENT_PARAMS
 from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     REC_EXECARGS,
+    REC_EXECENV,
     REC_EXIT,
     REC_FORK,
     REC_SYSCALL,
@@ -32,6 +34,7 @@ from falconet.sensor.record import (
     SockInfo,
     decode,
     parse_execinfo,
+    parse_exe_path,
     parse_sockaddr,
     parse_sockinfo,
 )
@@ -43,6 +46,13 @@ F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
 SOCK_CLOEXEC = 0o2000000
 EINPROGRESS = errno.EINPROGRESS
+
+# Event type -> its uid and gid parameters ((name, is_uid)): Falco shows them as user and group names.
+_ID_PARAMS: dict[str, tuple[tuple[str, bool], ...]] = {
+    etype: ids for etype, params in EVENT_PARAMS.items()
+    if (ids := tuple((p.name, p.kind == "uid") for p in params if p.kind in ("uid", "gid")))
+}
+
 
 def _i32(v: int) -> int:
     v &= 0xFFFFFFFF
@@ -64,6 +74,8 @@ class Enricher:
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
+        # the environment beyond the EXECARGS record's entries (REC_EXECENV): (entries of EXECARGS to keep, rest)
+        self._pending_env: dict[int, tuple[int, list[str]]] = {}
         self._host_init_ts: int | None = None  # start of the initial pid namespace's init (ns since the epoch)
         # (v2 path, v1 path) as the kernel sent them -> the container they name: a host runs few distinct
         # cgroups and execs in each over and over, so each pair is parsed once
@@ -79,12 +91,16 @@ class Enricher:
             return self._syscall(rec)
         if rec.kind == REC_EXECARGS:
             self._pending_exec[rec.tgid] = rec
+            self._pending_env.pop(rec.tgid, None)
+        elif rec.kind == REC_EXECENV:
+            self._pending_env[rec.tgid] = (rec.args[1], rec.strings(SEG_EXTRA2))
         elif rec.kind == REC_FORK:
             self._update(self.table.ensure(rec.tgid), rec)
             self.table.fork(rec.tgid, rec.args[0], rec.args[1], self.offset_ns + rec.ts)
         elif rec.kind == REC_EXIT:
             self.table.exit(rec.tgid)
             self._pending_exec.pop(rec.tgid, None)
+            self._pending_env.pop(rec.tgid, None)
         return None
 
     # --- per-record state ----------------------------------------------------------------------------------
@@ -148,8 +164,29 @@ class Enricher:
         proc = self._process(p, ANCESTOR_DEPTH)
         ref = p.container
         container = Container(id=ref.id, full_id=ref.full_id, type=ref.type) if ref is not None else Container()
+        ids = _ID_PARAMS.get(name)
         return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
-                     args=args, fd=fd, container=container, vtid=rec.vtid)
+                     args=args, fd=fd, container=container, vtid=rec.vtid,
+                     arg_text=self._id_names(ids, args) if ids else {})
+
+    def _id_names(self, ids: tuple[tuple[str, bool], ...], args: dict[str, Any]) -> dict[str, str]:
+        """uid/gid arguments as Falco renders them: the user's or group's name when the host knows the id
+        (so `evt.arg.uid=nobody` matches), the number otherwise. (Inside a container the host's names are
+        used, as for user.name.)"""
+        out: dict[str, str] = {}
+        for pname, is_uid in ids:
+            value = args.get(pname)
+            if not isinstance(value, int) or value < 0:
+                continue
+            if is_uid:
+                user = self.names.user(value)
+                if user is not None:
+                    out[pname] = user[0]
+            else:
+                group = self.names.group(value)
+                if group is not None:
+                    out[pname] = group
+        return out
 
     def _paths(self, rec: Record, spec: sc.Spec, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
@@ -185,6 +222,8 @@ class Enricher:
                 value = _sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
             elif src == "tuple":
                 value = None  # filled from the fd once known
+            elif src == "data":
+                value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
             elif src.startswith("blob."):
                 value = _blob_field(spec.name, src[5:], blob)
             args[pname] = value
@@ -195,6 +234,9 @@ class Enricher:
         filename = pending.text(SEG_STR0) if pending else None
         argv = pending.strings(SEG_EXTRA) if pending else []
         env = pending.strings(SEG_EXTRA2) if pending else []
+        more = self._pending_env.pop(rec.tgid, None)
+        if more is not None and pending is not None:
+            env = env[: more[0]] + more[1]  # the kernel's count of whole entries, then the rest it read
         if rec.res == 0:
             dirpath = None
             if spec.exec == 2:
@@ -202,7 +244,8 @@ class Enricher:
                 dirpath = self.table.dir_of(rec.tgid, dirfd) if dirfd != AT_FDCWD else None
             ref = self._container_of(rec)
             self.table.exec(rec.tgid, filename, argv, env, ref.id if ref else cgroups.HOST_ID, dirpath,
-                            container=ref)
+                            container=ref,
+                            exepath=parse_exe_path(rec.segments[SEG_STR0], rec.segments[SEG_BLOB]))
             apply_exec(p, parse_execinfo(rec.segments[SEG_BLOB]), rec.cap_effective)
         args: dict[str, Any] = {
             "res": rec.res,
@@ -363,6 +406,13 @@ class Enricher:
             args["tuple"] = fd.name
         if ok and (name in ("accept", "accept4", "connect", "bind", "listen")):
             t.add_fd(pid, fd)
+        elif ok and fd.name != cur.name and fd.l4proto != "tcp" and not fd.connected and (
+                name in ("sendto", "recvfrom", "sendmsg", "recvmsg")):
+            # An unconnected datagram socket talking to a new peer: the fd now names that peer (Falco's
+            # fd.name_changed, which the UDP branches of its inbound/outbound macros need). The table keeps the
+            # new name, so the next datagram to the same peer is not a change.
+            t.add_fd(pid, Fd(**{k: getattr(fd, k) for k in fd.__slots__}))
+            fd.name_changed = True
         return fd
 
     # --- building Events --------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@
 //   with arguments and result. Strings (paths) and sockaddrs are read from user memory at exit, where the
 //   buffers are still the caller's; execve's filename/argv/env are read at enter (after a successful exec
 //   the old image is gone) and emitted at once as an EXECARGS record that user space joins to the execve.
+// * Work only some execs need runs in tail programs (`tails`, probe_exec.h), so sys_enter and sys_exit stay
+//   within the verifier's budget: exec_env (the environment past MAX_ENVP entries, a REC_EXECENV record, when
+//   user space asks through `env_more`) and exec_exit (the new image's path, inode and cgroups).
+// * A data buffer (read/recv/send: Falco's evt.buffer) is copied up to `snaplen` bytes, only for syscalls user
+//   space marks (sysconf.data). Credentials of unshare/setns are the ones from before the call (probe_creds.h).
 // * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
 //   the clone flags captured at clone's enter).
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
@@ -33,6 +38,8 @@
 #define PAYLOAD_MASK 16383    // payload offsets are masked with this (the verifier needs a bound)
 #define SOCK_MAX 128          // sizeof(struct sockaddr_storage)
 #define BLOB_MAX 64
+#define DATA_MAX 4096         // the largest snaplen (bytes of a data buffer copied per syscall)
+#define DATA_MASK 8191        // a data copy's length is masked with this (the verifier needs a bound)
 #define MAX_ARGV 32
 #define MAX_ENVP 48
 #define ARGS_AREA 4096        // argv (and env) beyond this many bytes is truncated
@@ -42,7 +49,7 @@
 #define CGROUP_V1_SUBSYS -1   // css_set.subsys index of the v1 controller whose path is read (-1: none)
 #endif
 
-enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4 };
+enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4, REC_EXECENV = 5 };
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
 #define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
 #define PATH_SCAN_MAX 256     // paths longer than this are never filtered (not scanned for . and ..)
@@ -83,7 +90,9 @@ struct record_hdr {
 
 struct buf {
     struct record_hdr hdr;
-    char payload[PAYLOAD_MASK + 1 + STR_MAX];
+    char payload[PAYLOAD_MASK + 1 + DATA_MASK + 1];  // room for a masked offset plus the longest read
+    u32 walk_used;   // working state of loops the verifier must not follow per value (never emitted)
+    u32 walk_done;
 };
 
 struct sysconf {
@@ -100,6 +109,10 @@ struct sysconf {
                      // 1 argument 1 (open), 2 argument 2 (openat), 3 unknown (openat2), 4 creat
     u8 fdeffect;     // FD_CREATES_RES: the result is a new fd; FD_CREATES_PAIR: int[2] at the blob argument;
                      // FD_CLOSES: argument 0 is closed
+    u8 credsbefore;  // the record carries the credentials the task had BEFORE the syscall (unshare, setns:
+                     // they give the task a new user namespace's full capabilities, which rules must not see)
+    u8 data;         // argument index of the data buffer (read/recv/send families), NO_ARG when not copied:
+                     // its first min(result, snaplen) bytes go to SEG_STR1 (Falco's evt.buffer)
 };
 
 #define SOCKFD_RES 0xfe
@@ -130,6 +143,11 @@ BPF_HASH(inflight, u64, struct inflight, 16384);
 BPF_HASH(excluded, u32, u8, 64);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_PROG_ARRAY(tails, 2);
+BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen); user space sets it
+#define TAIL_EXEC_EXIT 0
+#define TAIL_EXEC_ENV 1
+BPF_ARRAY(env_more, u32, 1);  // environment entries to read beyond MAX_ENVP (0: none); user space sets it
 
 // The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
 // need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
@@ -311,7 +329,7 @@ static __always_inline u64 arg_at(u64 *args, u8 idx) {
 }
 
 // A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes.
-static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max) {
+static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max, u32 *count) {
     u32 used = 0;
     if (!uvec)
         return 0;
@@ -326,6 +344,8 @@ static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int m
         if (n <= 0)
             break;
         used += n;
+        if (used <= ARGS_AREA)
+            *count = i + 1;
     }
     return used > ARGS_AREA ? ARGS_AREA : used;
 }
@@ -366,6 +386,7 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 
 #include "probe_openfilter.h"
 #include "probe_exec.h"
+#include "probe_creds.h"
 
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
@@ -399,6 +420,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         in.args[i] = args->args[i];
     if (inflight.update(&pid_tgid, &in) != 0)
         count(CNT_INFLIGHT_FULL);
+    if (conf->credsbefore)
+        save_precreds(pid_tgid);
     if (conf->exec) {
         struct buf *b = get_buf();
         if (!b)
@@ -410,13 +433,24 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
         int base = conf->exec == 2 ? 1 : 0;
         u32 off = put_user_str(b, 0, in.args[base]);
         b->hdr.len[SEG_STR0] = off;
-        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV);
+        u32 count = 0;
+        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV, &count);
         b->hdr.len[SEG_EXTRA] = n;
         off += n;
-        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP);
+        count = 0;
+        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP, &count);
         b->hdr.len[SEG_EXTRA2] = n;
         off += n;
         emit(b, off);
+        // The rest of the environment, when the rules look for a variable: a record of its own (REC_EXECENV)
+        // from a tail program, so the common exec pays one map lookup for it.
+        int zero = 0;
+        u32 *more = env_more.lookup(&zero);
+        if (more && *more) {
+            b->hdr.args[0] = in.args[base + 2];
+            b->hdr.args[1] = count;
+            tails.call(args, TAIL_EXEC_ENV);
+        }
     }
     return 0;
 }
@@ -488,6 +522,21 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         b->hdr.len[SEG_STR1] = n;
         off += n;
     }
+    if (conf->data != NO_ARG && b->hdr.res > 0) {
+        int zero = 0;
+        u32 *snap = snaplen.lookup(&zero);
+        u32 len = snap ? *snap : 0;
+        if ((u64)b->hdr.res < len)
+            len = b->hdr.res;
+        if (len > DATA_MAX)
+            len = DATA_MAX;
+        asm volatile("" : "+r"(len));  // keep clang from dropping the mask the verifier needs
+        len &= DATA_MASK;
+        if (len && bpf_probe_read_user(&b->payload[off & PAYLOAD_MASK], len, (void *)arg_at(b->hdr.args, conf->data)) == 0) {
+            b->hdr.len[SEG_STR1] = len;
+            off += len;
+        }
+    }
     if (conf->sock != NO_ARG) {
         u64 lenarg = arg_at(b->hdr.args, conf->socklen & ~LEN_IS_PTR);
         u32 slen = (u32)lenarg;
@@ -513,9 +562,15 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
     }
 #endif
-    if (conf->exec && b->hdr.res == 0)
-        off = put_exec_facts(b, off);
+    if (conf->exec && b->hdr.res == 0) {
+        // The new image's facts (path walk, inode, cgroups) are a program of their own: in line they would take
+        // sys_exit past the verifier's budget. The scratch buffer carries the record over; if the tail call
+        // cannot be made, the exec goes out without them (user space falls back to the filename).
+        tails.call(args, TAIL_EXEC_EXIT);
+    }
     fill_task(&b->hdr, REC_SYSCALL);
+    if (conf->credsbefore)
+        apply_precreds(&b->hdr, pid_tgid);
     emit(b, off);
     return 0;
 }
@@ -551,6 +606,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     inflight.delete(&pid_tgid);  // a thread that dies inside a syscall never reaches sys_exit
+    precreds.delete(&pid_tgid);
     if (!args->group_dead || is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();

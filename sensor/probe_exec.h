@@ -1,10 +1,13 @@
-// What a successful exec records about the new image: the exe's inode facts and the cgroup paths
-// container identity is read from.
+// What an exec records beyond its arguments: the environment past the first MAX_ENVP entries (exec_env, a tail
+// of sys_enter) and, once it succeeded, the new image's path and inode facts and the cgroup paths container
+// identity is read from (exec_exit, a tail of sys_exit).
 // Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
 
 #define CG_DEPTH 10          // cgroup path components read (leaf first); deeper paths lose their top ones
 #define CG_NAME_MAX 256      // a kernfs name is at most NAME_MAX bytes
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define ENV_MORE_MAX 1024     // environment entries read beyond the first MAX_ENVP when asked (env_more)
+#define ENV_MORE_AREA 12288   // ... within this many bytes
 
 // The executable as the kernel holds it right after exec (SEG_BLOB of a successful execve/execveat).
 struct execinfo {
@@ -26,6 +29,77 @@ struct execinfo {
 };
 #define EXE_KNOWN 1          // an exe_file was found (the rest is meaningful)
 #define EXE_UPPER 2          // on overlayfs, with an upper dentry: the file is in (or was copied up to) the upper layer
+#define EXE_PATH_KNOWN 4     // SEG_STR0 holds the exe's whole path (components leaf first) up to the task's root
+#define EXE_PATH_DELETED 8   // the file is unlinked, or a pseudo file (memfd): d_path says "<path> (deleted)"
+#define EXE_PATH_PSEUDO 16   // a pseudo file with no directory (memfd, anon inode): its one name, no parents
+#define EXE_DEPTH 24         // path components plus mount crossings walked; deeper: the path is not known
+#define EXE_NAME_MAX 256
+
+#if OFF_FILE_PATH_MNT >= 0 && OFF_FILE_PATH_DENTRY >= 0 && OFF_DENTRY_PARENT >= 0 && OFF_DENTRY_NAME >= 0 && \
+    OFF_DENTRY_HASH_PPREV >= 0 && OFF_VFSMOUNT_ROOT >= 0 && OFF_MOUNT_MNT >= 0 && OFF_MOUNT_PARENT >= 0 && \
+    OFF_MOUNT_MOUNTPOINT >= 0 && OFF_TASK_FS >= 0 && OFF_FS_ROOT_MNT >= 0 && OFF_FS_ROOT_DENTRY >= 0
+#define HAVE_EXE_PATH 1
+// The path of the file the new image runs from, as d_path would give it to the task: dentry names up to the
+// task's root, crossing mount points (so inside a container it is the container's path). The kernel's own
+// file, not the exec's filename argument: execve("/proc/self/fd/N") of a memfd and execveat(fd, "",
+// AT_EMPTY_PATH) name what actually runs. Components go leaf first, NUL-separated; `flags` gets EXE_PATH_*.
+static __always_inline u32 put_exe_path(struct buf *b, u32 off, u64 task, u64 file, u32 *flags) {
+    u64 dentry = read_ptr(file + OFF_FILE_PATH_DENTRY);
+    u64 vfsmnt = read_ptr(file + OFF_FILE_PATH_MNT);
+    u64 fs = read_ptr(task + OFF_TASK_FS);
+    u64 root_d = fs ? read_ptr(fs + OFF_FS_ROOT_DENTRY) : 0;
+    u64 root_m = fs ? read_ptr(fs + OFF_FS_ROOT_MNT) : 0;
+    if (!dentry || !vfsmnt)
+        return 0;
+    if (!read_ptr(dentry + OFF_DENTRY_HASH_PPREV) && read_ptr(dentry + OFF_DENTRY_PARENT) != dentry)
+        *flags |= EXE_PATH_DELETED;  // d_unlinked: unhashed and not a root
+    // The bytes written and the outcome live in the scratch map, not in registers: the verifier then sees the
+    // same state at every iteration's head and prunes, instead of following each path's own length (which
+    // took it past its budget). A bounded loop, not unrolled, for the same reason.
+    b->walk_used = 0;
+    b->walk_done = 0;
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < EXE_DEPTH; i++) {
+        if (dentry == root_d && vfsmnt == root_m) {
+            b->walk_done = 1;
+            break;
+        }
+        u64 parent = read_ptr(dentry + OFF_DENTRY_PARENT);
+        if (dentry == read_ptr(vfsmnt + OFF_VFSMOUNT_ROOT)) {
+            u64 mnt = vfsmnt - OFF_MOUNT_MNT;
+            u64 up = read_ptr(mnt + OFF_MOUNT_PARENT);
+            if (!up || up == mnt) {  // the namespace's root mount: the path is complete (as d_path's global root)
+                b->walk_done = 1;
+                break;
+            }
+            dentry = read_ptr(mnt + OFF_MOUNT_MOUNTPOINT);
+            vfsmnt = up + OFF_MOUNT_MNT;
+            continue;
+        }
+        u32 used = b->walk_used;
+        u64 name = read_ptr(dentry + OFF_DENTRY_NAME);
+        int n = name ? bpf_probe_read_kernel_str(&b->payload[(off + used) & PAYLOAD_MASK], EXE_NAME_MAX,
+                                                 (void *)name) : 0;
+        if (n <= 0)
+            break;
+        b->walk_used = used + n;
+        if (parent == dentry) {  // a root that is not a mount's root: a pseudo file (memfd) named by itself
+            b->walk_done = used == 0 ? 2 : 1;
+            break;
+        }
+        dentry = parent;
+    }
+    if (!b->walk_done)
+        return 0;
+    if (b->walk_done == 2)
+        *flags |= EXE_PATH_PSEUDO | EXE_PATH_DELETED;
+    u32 used = b->walk_used;
+    if (used > EXE_DEPTH * EXE_NAME_MAX)
+        return 0;
+    *flags |= EXE_PATH_KNOWN;
+    return used;
+}
+#endif
 
 #if OFF_TASK_CGROUPS >= 0 && OFF_CGROUP_KN >= 0 && OFF_KERNFS_NODE_NAME >= 0 && OFF_KERNFS_NODE_PARENT >= 0
 #define HAVE_CGROUP_PATH 1
@@ -59,9 +133,18 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
 #if OFF_TASK_MM >= 0 && OFF_MM_EXE_FILE >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_SB >= 0
     struct execinfo ei = {};
     u64 file = read_ptr(read_ptr(task + OFF_TASK_MM) + OFF_MM_EXE_FILE);
+#ifdef HAVE_EXE_PATH
+    if (file && off == 0) {  // SEG_STR0 is free at an exec's exit (its filename came with EXECARGS)
+        u32 flags = 0;
+        u32 n = put_exe_path(b, off, task, file, &flags);
+        b->hdr.len[SEG_STR0] = n;
+        off += n;
+        ei.flags = flags & ~EXE_KNOWN;
+    }
+#endif
     u64 inode = file ? read_ptr(file + OFF_FILE_INODE) : 0;
     if (inode) {
-        ei.flags = EXE_KNOWN;
+        ei.flags |= EXE_KNOWN;
         ei.ino = read_ptr(inode + OFF_INODE_INO);
         u16 mode = 0;
         bpf_probe_read_kernel(&mode, 2, (void *)(inode + OFF_INODE_MODE));
@@ -108,4 +191,60 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
 #endif
 #endif
     return off;
+}
+
+// Tail of sys_exit for a successful execve/execveat (tails[TAIL_EXEC_EXIT], set by user space): the record
+// built so far is in the per-CPU scratch buffer, its payload length the sum of its segments.
+int exec_exit(void *ctx) {
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    u32 off = 0;
+#pragma unroll
+    for (int i = 0; i < NSEG; i++)
+        off += b->hdr.len[i];
+    off = put_exec_facts(b, off);
+    fill_task(&b->hdr, REC_SYSCALL);
+    emit(b, off);
+    return 0;
+}
+
+// Tail of sys_enter for an exec (tails[TAIL_EXEC_ENV]): environment entries from index args[1] of the user
+// vector at args[0], up to env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The scratch
+// buffer still holds the EXECARGS header (task, syscall). Working state lives in the map (see put_exe_path).
+int exec_env(void *ctx) {
+    struct buf *b = get_buf();
+    int zero = 0;
+    u32 *more = env_more.lookup(&zero);
+    if (!b || !more)
+        return 0;
+    u64 envp = b->hdr.args[0];
+    u32 start = b->hdr.args[1];
+    u32 max = *more;
+    b->walk_used = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < ENV_MORE_MAX; i++) {
+        if (i >= max)
+            break;
+        u32 used = b->walk_used;
+        if (used >= ENV_MORE_AREA)
+            break;
+        u64 p = 0;
+        if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p)
+            break;
+        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ENV_MORE_AREA, the verifier does not
+        int n = bpf_probe_read_user_str(&b->payload[used & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        b->walk_used = used + n;
+    }
+    u32 used = b->walk_used;
+    if (!used || used > ENV_MORE_AREA + STR_MAX)
+        return 0;
+    b->hdr.kind = REC_EXECENV;
+    for (int i = 0; i < NSEG; i++)
+        b->hdr.len[i] = 0;
+    b->hdr.len[SEG_EXTRA2] = used;
+    emit(b, used);
+    return 0;
 }

@@ -48,7 +48,7 @@ C_TYPES = {"Q": "u64", "I": "u32", "q": "s64", "6Q": "u64[6]", "16s": "char[16]"
 HDR = struct.Struct("<" + "".join(fmt for _, fmt in HDR_FIELDS))
 HDR_SIZE = HDR.size
 
-REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT = 1, 2, 3, 4
+REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT, REC_EXECENV = 1, 2, 3, 4, 5
 SEG_STR0, SEG_STR1, SEG_SOCK, SEG_BLOB, SEG_EXTRA, SEG_EXTRA2 = range(6)
 NO_LOGINUID_U32 = 0xFFFFFFFF
 
@@ -217,7 +217,7 @@ def parse_sockinfo(raw: bytes) -> SockInfo | None:
 
 
 EXECINFO = struct.Struct("<QqqQQIIIIIIIIII")  # struct execinfo of probe.c
-EXE_KNOWN, EXE_UPPER = 1, 2
+EXE_KNOWN, EXE_UPPER, EXE_PATH_KNOWN, EXE_PATH_DELETED, EXE_PATH_PSEUDO = 1, 2, 4, 8, 16
 OVERLAYFS_SUPER_MAGIC = 0x794C7630
 
 
@@ -249,3 +249,19 @@ def parse_execinfo(raw: bytes) -> ExecInfo | None:
         return None
     return ExecInfo(ino, csec * 1_000_000_000 + cnsec, msec * 1_000_000_000 + mnsec, magic, sflags, mode, uid, gid,
                     iflags, fsuid, fsgid, bool(flags & EXE_UPPER))
+
+
+def parse_exe_path(components: bytes, execinfo: bytes) -> str | None:
+    """The executable's path as the kernel walked it at the exec (SEG_STR0 of a successful exec: names leaf
+    first, NUL-separated), spelled as d_path (and /proc/PID/exe) spells it: a memfd reads "/memfd:NAME
+    (deleted)", an unlinked file "<path> (deleted)". None when the kernel could not walk the whole path."""
+    if len(execinfo) < EXECINFO.size:
+        return None
+    flags = EXECINFO.unpack_from(execinfo)[13]
+    if not flags & EXE_PATH_KNOWN:
+        return None
+    parts = components.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    path = "/" + "/".join(p.decode("utf-8", "surrogateescape") for p in reversed(parts))
+    return path + " (deleted)" if flags & EXE_PATH_DELETED else path

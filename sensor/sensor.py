@@ -50,6 +50,16 @@ def ringbuf_bytes_valid(n: int) -> bool:
     return n >= RINGBUF_MIN_BYTES and not n & (n - 1)
 
 
+DEFAULT_SNAPLEN = 80
+"""Falco's default snaplen: the first 80 bytes of a data buffer."""
+SNAPLEN_MAX = 4096
+"""probe.c's DATA_MAX: the most a record carries of one buffer."""
+ENV_BASE = 48
+"""probe.c's MAX_ENVP: environment entries every exec record carries."""
+ENV_MAX = ENV_BASE + 1024
+"""... plus probe.c's ENV_MORE_MAX more (within 12 KiB) when rules look for a variable."""
+
+
 @dataclass(slots=True)
 class SensorConfig:
     ringbuf_bytes: int = 8 << 20
@@ -59,11 +69,21 @@ class SensorConfig:
     seed_from_proc: bool = True
     # Optional kernel-side filter for the open family (see set_open_prefixes); None = every open is emitted.
     open_prefixes: list[str] | dict[str, list[str]] | None = None
+    # Falco's snaplen: bytes of a data buffer (evt.buffer) copied per read/recv/send; 0 = none.
+    snaplen: int = DEFAULT_SNAPLEN
+    # The syscalls whose data buffer is copied (see set_data_syscalls); None = every one that has one.
+    data_syscalls: set[str] | None = None
+    # Environment entries read at an exec: the first ENV_BASE always, up to this many when asked (see set_env_max)
+    env_max: int = ENV_MAX
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
         if not ringbuf_bytes_valid(n):
             raise SensorError(f"ringbuf_bytes must be a power of two of at least 4096, not {n}")
+        if not ENV_BASE <= self.env_max <= ENV_MAX:
+            raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {self.env_max}")
+        if not 0 <= self.snaplen <= SNAPLEN_MAX:
+            raise SensorError(f"snaplen must be between 0 and {SNAPLEN_MAX} bytes, not {self.snaplen}")
 
 
 @dataclass(slots=True)
@@ -144,6 +164,9 @@ class Sensor:
         self.enricher = Enricher(wanted=self.config.syscalls)
         self.untraced: frozenset[str] = frozenset()
         self._last_sweep = time.monotonic()
+        self._names: set[str] | None = self.config.syscalls
+        self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
+                                             else frozenset(self.config.data_syscalls))
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -161,8 +184,17 @@ class Sensor:
             self._bpf = BPF(text=text.encode(), cflags=cflags)
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise SensorError(f"the BPF program failed to compile or load: {exc}") from None
+        try:
+            # the exec tails (probe.c exec_exit, exec_env): in place before any syscall is switched on
+            tails = self._bpf[b"tails"]
+            for index, name in enumerate((b"exec_exit", b"exec_env")):
+                tails[ctypes.c_int(index)] = ctypes.c_int(self._bpf.load_func(name, BPF.TRACEPOINT).fd)
+        except Exception as exc:  # bcc raises bare Exception for load failures
+            raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
         self._bpf[b"events"].open_ring_buffer(self._on_record)
+        self._bpf[b"snaplen"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.snaplen)
+        self.set_env_max(self.config.env_max)
         self._write_sysconf(self.config.syscalls)
         excluded = self._bpf[b"excluded"]
         for pid in self.config.exclude_pids:
@@ -194,9 +226,29 @@ class Sensor:
         Returns the names the sensor cannot trace (ignored), so the caller can warn about them."""
         return self._write_sysconf(set(names) if names is not None else None)
 
+    def set_env_max(self, entries: int) -> None:
+        """How many environment entries an exec's event carries: ENV_BASE always (one record), more (a
+        second record, at most ENV_MAX entries and 12 KiB) for rules that look for a variable, which may sit
+        anywhere in the environment. The daemon asks for more only when a loaded rule reads proc.env."""
+        if not ENV_BASE <= entries <= ENV_MAX:
+            raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {entries}")
+        if self._bpf is None:  # not started: start() applies it
+            self.config.env_max = entries
+            return
+        self._bpf[b"env_more"][ctypes.c_int(0)] = ctypes.c_uint32(entries - ENV_BASE)
+
+    def set_data_syscalls(self, names: Iterable[str] | None) -> None:
+        """Which syscalls' data buffers the kernel copies (evt.buffer, up to the snaplen); None = every one
+        that has one. The daemon passes the event types whose rules read the buffer, so a data copy is paid
+        only where a rule looks at it."""
+        self._data = None if names is None else frozenset(names)
+        if self._bpf is not None:  # else start() applies it
+            self._write_sysconf(self._names)
+
     def _write_sysconf(self, names: set[str] | None) -> frozenset[str]:
+        self._names = names
         known = set(sc.BY_NAME)
-        wanted = known if names is None else names & known
+        wanted = known - sc.NAMED_ONLY if names is None else names & known
         untraced = frozenset() if names is None else frozenset(names - known)
         on = wanted | sc.PROCESS_STATE | (sc.FD_STATE if self.config.track_fds else set())
         self.enricher.wanted = frozenset(wanted)
@@ -207,7 +259,9 @@ class Sensor:
             leaf.on = 1 if spec.name in on else 0
             leaf.str0, leaf.str1, leaf.sock, leaf.socklen = spec.str0, spec.str1, spec.sock, spec.socklen
             leaf.blob, leaf.bloblen, leaf.exec, leaf.sockfd = spec.blob, spec.bloblen, spec.exec, spec.sockfd
-            leaf.pathfilter, leaf.fdeffect = spec.pathfilter, spec.fdeffect
+            leaf.pathfilter, leaf.fdeffect, leaf.credsbefore = spec.pathfilter, spec.fdeffect, spec.credsbefore
+            copy = self.config.snaplen > 0 and (self._data is None or spec.name in self._data)
+            leaf.data = spec.data if copy else sc.NO_ARG
             table[ctypes.c_int(spec.nr)] = leaf
         return untraced
 
@@ -268,6 +322,10 @@ class Sensor:
         if now - self._last_sweep > SWEEP_SECONDS:
             self._last_sweep = now
             self._stats.swept += self.enricher.table.sweep()
+        return self._take()
+
+    def _take(self) -> list[Event]:
+        """Enriches the records the callback collected (state-only ones are absorbed)."""
         raw, self._raw = self._raw, []
         out: list[Event] = []
         st = self._stats
@@ -282,6 +340,41 @@ class Sensor:
                 out.append(ev)
         st.events += len(out)
         return out
+
+    def drain(self) -> list[Event]:
+        """Stops the kernel from emitting syscall records and returns every event it still holds.
+
+        For a clean stop (`falconet capture`): a poll takes at most POLL_BATCH records, so a final poll
+        alone would leave the rest of a burst that arrived just before the stop in the ring buffer. Turning
+        every syscall off first makes what remains finite (only process-exit records can still arrive), so
+        consuming until a round reads nothing ends; the round bound is a guard, not the expected exit. The
+        sensor keeps tracing nothing afterwards: close it."""
+        if self._bpf is None:
+            raise SensorError("the sensor is not started")
+        table = self._bpf[b"sysconf"]
+        for spec in sc.BY_NAME.values():
+            key = ctypes.c_int(spec.nr)
+            leaf = table[key]
+            leaf.on = 0
+            table[key] = leaf
+        out: list[Event] = []
+        # Each round takes up to POLL_BATCH records, each of at least 16 bytes in the ring.
+        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16):
+            before = self._stats.records
+            self._bpf.ring_buffer_consume()
+            out.extend(self._take())
+            if self._stats.records == before:
+                break
+        return out
+
+    def consume_raw(self) -> list[bytes]:
+        """Takes up to POLL_BATCH records without waiting, undecoded, and counts nothing: for benchmarks that
+        time the stages poll() runs together (bench/pipeline_stages.py). Feed them to `enricher.feed`."""
+        if self._bpf is None:
+            raise SensorError("the sensor is not started")
+        self._bpf.ring_buffer_consume()
+        raw, self._raw = self._raw, []
+        return raw
 
     def stats(self) -> SensorStats:
         st = self._stats

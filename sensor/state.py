@@ -111,11 +111,17 @@ class ProcessTable:
 
     def exec(self, pid: int, filename: str | None, argv: list[str], env: list[str],
              container_id: str | None, dirfd_path: str | None = None, *,
-             container: ContainerRef | None = None) -> ProcInfo:
-        """A successful execve: new image, same pid, close-on-exec fds gone."""
+             container: ContainerRef | None = None, exepath: str | None = None) -> ProcInfo:
+        """A successful execve: new image, same pid, close-on-exec fds gone.
+
+        `exepath` is the executable's path as the kernel walked it; without it (an older kernel, a path too
+        deep) the filename argument resolved against the cwd or dirfd stands in, which is wrong for
+        /proc/self/fd/N and for execveat(fd, "", AT_EMPTY_PATH)."""
         p = self.ensure(pid)
         base = dirfd_path if dirfd_path is not None else p.cwd
-        if filename:
+        if exepath is not None:
+            p.exepath = exepath
+        elif filename:
             p.exepath = resolve_path(base, filename)
         p.exe = argv[0] if argv else (filename or "")
         p.args = argv[1:]
@@ -312,7 +318,8 @@ def read_proc(entry: Path, boot_ns: int = 0, sockets: dict[int, Fd] | None = Non
     environ = _read(entry / "environ") or b""
     info.env = [e.decode("utf-8", "surrogateescape") for e in environ.split(b"\0") if e]
     try:
-        info.exepath = os.readlink(entry / "exe").removesuffix(" (deleted)")
+        # as the kernel spells it, " (deleted)" included: the same text an exec seen live gives (probe_exec.h)
+        info.exepath = os.readlink(entry / "exe")
     except OSError:
         info.exepath = ""
     info.exe_from_memfd = info.exepath.startswith("/memfd:")

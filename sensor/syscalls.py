@@ -34,6 +34,8 @@ class Spec:
     bloblen: int = 0
     exec: int = 0  # 1 execve, 2 execveat
     sockfd: int = NO_ARG  # argument holding a socket fd whose kernel socket to read (tuple)
+    credsbefore: int = 0  # 1: the event carries the credentials from before the syscall (probe.c)
+    data: int = NO_ARG  # argument holding the data buffer (evt.buffer), copied up to the snaplen when asked
 
     @property
     def fdeffect(self) -> int:
@@ -52,7 +54,7 @@ class Spec:
 
 # The one architecture-specific table: x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 X86_64_NR: dict[str, int] = {
-    "open": 2, "close": 3, "pipe": 22,
+    "read": 0, "write": 1, "open": 2, "close": 3, "pipe": 22,
     "dup": 32, "dup2": 33, "socket": 41, "connect": 42, "accept": 43, "sendto": 44, "recvfrom": 45,
     "sendmsg": 46, "recvmsg": 47, "bind": 49, "listen": 50, "socketpair": 53, "clone": 56, "fork": 57,
     "vfork": 58, "execve": 59, "kill": 62, "fcntl": 72, "truncate": 76, "ftruncate": 77, "chdir": 80,
@@ -124,9 +126,11 @@ _ALL: tuple[Spec, ...] = (
     _s("accept4", sock=1, socklen=2 | LEN_IS_PTR, sockfd=SOCKFD_RES),
     _s("bind", sock=1, socklen=2, sockfd=0),
     _s("listen", sockfd=0),
-    _s("sendto", sock=4, socklen=5, sockfd=0),
+    _s("read", data=1),
+    _s("write", data=1),
+    _s("sendto", sock=4, socklen=5, sockfd=0, data=1),
     _s("sendmsg", sockfd=0),
-    _s("recvfrom", sock=4, socklen=5 | LEN_IS_PTR, sockfd=0),
+    _s("recvfrom", sock=4, socklen=5 | LEN_IS_PTR, sockfd=0, data=1),
     _s("recvmsg", sockfd=0),
     # processes
     _s("execve", exec=1),  # params built by the sensor from the EXECARGS record
@@ -149,8 +153,8 @@ _ALL: tuple[Spec, ...] = (
     _s("setsid"),
     _s("setpgid"),
     _s("capset"),
-    _s("setns"),
-    _s("unshare"),
+    _s("setns", credsbefore=1),  # joining a user namespace likewise
+    _s("unshare", credsbefore=1),  # a new user namespace's full capabilities are not what the caller had
     _s("init_module", str0=2),
     _s("finit_module", str0=1),
     _s("delete_module", str0=0),
@@ -171,6 +175,12 @@ OPEN_FAMILY = {"open": 1, "openat": 2, "openat2": 3, "creat": 4}
 # Syscalls whose result is a new fd number (dup2/dup3: the target number).
 FD_CREATING = frozenset({"open", "openat", "openat2", "creat", "dup", "dup2", "dup3", "fcntl", "socket", "accept",
                          "accept4", "memfd_create", "userfaultfd", "bpf", "io_uring_setup"})
+
+# Traced only when asked for by name: as in Falco (without -A), a rule that can match any event type does
+# not turn on the read/write firehose.
+NAMED_ONLY = frozenset({"read", "write"})
+# Syscalls with a data buffer (Spec.data): evt.buffer / evt.rawarg.data.
+DATA_SYSCALLS = frozenset(s.name for s in _ALL if s.data != NO_ARG)
 
 # Always traced, whatever the rules need, because user space's tables depend on them.
 PROCESS_STATE = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork", "chdir", "fchdir"})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION, default_hostname
+from falconet.server.limits import Limits
 from falconet.server.store_schema import StoreConfig
 
 __all__ = ["DEFAULT_LISTEN", "DEFAULT_UNIX_SOCKET", "FALCO_PORT", "ConfigError", "Listen", "ServerConfig", "parse_listen"]
@@ -81,6 +82,15 @@ class ServerConfig:
     """Most alerts per message of the batched stream when the client does not say."""
     store: StoreConfig = field(default_factory=StoreConfig)
     """The persistent alert store (server/store.py); its path None = memory only."""
+    limits: Limits = field(default_factory=Limits)
+    tls_crl: Path | None = None
+    """The CRL the server enforces (default: crl.pem next to the CA certificate; missing = nothing revoked)."""
+
+    @property
+    def crl_path(self) -> Path | None:
+        if self.tls_crl is not None:
+            return self.tls_crl
+        return None if self.tls_ca is None else self.tls_ca.parent / "crl.pem"
 
     @classmethod
     def with_certs_dir(
@@ -146,6 +156,8 @@ class ServerConfig:
             raise ConfigError(problem)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be at least 1 alert, got {self.max_batch}")
+        for problem in self.limits.problems():
+            raise ConfigError(problem)
         for cn in self.input_allow_cns:
             if not cn or cn != cn.strip():
                 raise ConfigError(

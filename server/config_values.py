@@ -9,15 +9,30 @@ block (`grpc.retention must be ...`), which is what a user searches the file for
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 
+def _short_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 4, 6
+    r.maxstring = r.maxother = r.maxlong = 60
+    return r
+
+
+_SHORT = _short_repr()
+
+
 def show(value: object) -> str:
-    """A value as the user wrote it, cut short: a problem sentence must stay one readable line."""
-    text = repr(value)
+    """A value as the user wrote it, cut short: a problem sentence must stay one readable line.
+
+    Bounded work as well as bounded text (reprlib, a few levels and items deep): YAML aliases can make a
+    small file hold a structure with billions of shared leaves, whose full repr would never finish.
+    """
+    text = _SHORT.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

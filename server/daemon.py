@@ -85,12 +85,13 @@ __all__ = [
 
 def build_engine(config: DaemonConfig, hostname: str) -> Engine:
     """Loads the configured rules; raises the engine's RulesLoadError (or ConfigError) on any error."""
+    from falconet.rules.blind import add_blind_warnings
     from falconet.rules.engine import Engine, Resolvers, system_dns
 
     paths = config.rules_paths()
     if not paths:
         raise ConfigError(["No rules files to load: set rules_files or pass -r FILE."], source=config.source)
-    return Engine.from_files(
+    engine = Engine.from_files(
         paths,
         rule_matching=config.rule_matching,
         # The engine owns the DNS cache; a minute between refreshes, as the daemon's own cache had.
@@ -99,6 +100,10 @@ def build_engine(config: DaemonConfig, hostname: str) -> Engine:
         min_priority=config.priority,
         append_output=list(config.append_output) or None,
     )
+    # Rules that read a field the live sensor never fills: logged with the other load warnings at start and
+    # at every reload (a replayed capture comes from the same sensor, so it is as blind).
+    add_blind_warnings(engine.load_result, engine.enabled_rules)
+    return engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,4 +395,6 @@ def server_config(cfg: DaemonConfig, hostname: str) -> ServerConfig:
         input_allow_cns=frozenset(g.inputs_allowed_common_names),
         retention=g.retention,
         hostname=hostname,
+        limits=g.limits,
+        tls_crl=g.crl,
     )

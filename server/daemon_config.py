@@ -37,6 +37,7 @@ from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
+from falconet.server.limits import Limits
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -79,7 +80,6 @@ _FALCO_KEYS_IGNORED = frozenset(
         "outputs_queue",
         "metrics",
         "base_syscalls",
-        "falco_libs",
         "config_files",
         "json_include_message_property",
         "json_include_output_fields_property",
@@ -94,6 +94,7 @@ _FALCO_KEYS_IGNORED = frozenset(
 
 _KNOWN_KEYS = frozenset(
     {
+        "falco_libs",
         "rules_files",
         "rules_file",
         "priority",
@@ -176,6 +177,8 @@ class GrpcConfig:
     unix_socket_group: str | None = None
     inputs_allowed_common_names: tuple[str, ...] = ()
     retention: int = DEFAULT_RETENTION
+    limits: Limits = field(default_factory=Limits)
+    crl: Path | None = None  # default: crl.pem next to root_certs
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
+    snaplen: int = 80
     # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
     alert_store: StoreConfig = field(default_factory=StoreConfig)
     # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
@@ -326,6 +331,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         alert_store=read_store_section(top.section("alert_store")),
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
+        snaplen=_read_falco_libs(top.section("falco_libs"), d),
         container_engines=parse_container_engines(top.problems, data),
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
@@ -342,7 +348,9 @@ def _check_keys(top: Section) -> None:
         if key in _FALCO_KEYS_IGNORED:
             top.problems.warnings.append(f"{key} is a Falco setting that Falconet does not use; it is ignored.")
         elif key not in _KNOWN_KEYS:
-            top.problems.add(f"{key} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
+            # A key is shown as written when it is a plain name, quoted otherwise (never a raw control character)
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else show(key)
+            top.problems.add(f"{name} is not a known setting (known: {', '.join(sorted(_KNOWN_KEYS))}).")
 
 
 def _read_rules_files(top: Section) -> tuple[Path, ...]:
@@ -459,6 +467,8 @@ def _read_grpc(s: Section) -> GrpcConfig:
         unix_socket_group=None if group is None else str(group),
         inputs_allowed_common_names=s.strings("inputs_allowed_common_names") or d.inputs_allowed_common_names,
         retention=s.integer("retention", d.retention, minimum=1),
+        limits=_read_limits(s),
+        crl=s.path("crl"),
     )
     if config.enabled and tcp and not (config.private_key and config.cert_chain and config.root_certs):
         s.problems.add(
@@ -466,6 +476,23 @@ def _read_grpc(s: Section) -> GrpcConfig:
             "grpc.cert_chain and grpc.root_certs."
         )
     return config
+
+
+def _read_limits(s: Section) -> Limits:
+    """The resource limits (falconet.server.limits), each key checked here so every problem is listed."""
+    d = Limits()
+    limits = Limits(
+        handshake_timeout=s.number("handshake_timeout", d.handshake_timeout, minimum=0.1),
+        max_connections=s.integer("max_connections", d.max_connections, minimum=1),
+        max_streams_per_connection=s.integer("max_streams_per_connection", d.max_streams_per_connection, minimum=1),
+        max_subscriptions_per_identity=s.integer(
+            "max_subscriptions_per_identity", d.max_subscriptions_per_identity, minimum=1
+        ),
+        max_calls=s.integer("max_calls", d.max_calls, minimum=1),
+    )
+    for problem in limits.problems():
+        s.problems.add(f"grpc.{problem}.")
+    return limits if not limits.problems() else d
 
 
 DROP_ACTIONS = ("ignore", "log", "alert", "exit")
@@ -506,6 +533,21 @@ def _read_webserver(s: Section) -> MetricsConfig:
     if port > 65535:
         s.problems.add(f"webserver.listen_port must be at most 65535, got {port}.")
     return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
+
+
+SNAPLEN_MAX = 4096  # the sensor's limit (falconet.sensor.sensor.SNAPLEN_MAX; not imported: bcc-free module)
+
+
+def _read_falco_libs(s: Section, d: DaemonConfig) -> int:
+    """falco_libs.snaplen (Falco's key); the section's other keys tune Falco's libraries and are ignored."""
+    for key in s.data:
+        if key != "snaplen":
+            s.problems.warnings.append(f"falco_libs.{key} is a Falco setting that Falconet does not use; "
+                                       "it is ignored.")
+    snaplen = s.integer("snaplen", d.snaplen)
+    if snaplen > SNAPLEN_MAX:
+        s.problems.add(f"falco_libs.snaplen must be at most {SNAPLEN_MAX} bytes, got {snaplen}.")
+    return snaplen
 
 
 def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool]:

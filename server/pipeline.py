@@ -52,6 +52,12 @@ class RuleEngine(Protocol):
     def open_path_blockers(self) -> list[str]:
         """The rules that keep open_path_prefixes() at None, to tell the user why the filter is off."""
 
+    def buffer_event_types(self) -> frozenset[str] | None:
+        """The event types whose data buffer (evt.buffer) some rule reads; None = any."""
+
+    def reads_environment(self) -> bool:
+        """Whether some rule reads a process's environment (proc.env), which may be long."""
+
 
 EngineBuilder = Callable[[DaemonConfig, str], RuleEngine]
 """(configuration, host name) -> a loaded engine; raises ConfigError or the engine's load error."""
@@ -63,7 +69,10 @@ def load_warnings(engine: RuleEngine) -> list[str]:
 
 def apply_open_filter(kernel: KernelFilter, engine: RuleEngine, enabled: bool, log: Log) -> None:
     """The kernel-side open filter from the rules' prefixes, or off when some rule (or the config, with
-    `enabled` false) says every open may matter."""
+    `enabled` false) says every open may matter; and the data buffers copied only for the event types whose
+    rules read them, and the whole environment of an exec only when a rule reads it."""
+    kernel.set_data_syscalls(engine.buffer_event_types())
+    kernel.set_full_environment(engine.reads_environment())
     prefixes = engine.open_path_prefixes() if enabled else None
     if enabled and prefixes is None:
         blockers = engine.open_path_blockers()

@@ -21,7 +21,8 @@ examples:
   falconet serve                                   # UNIX socket /run/falconet/falconet.sock only
   falconet certs init --dir /etc/falconet/certs
   falconet serve --listen unix:///run/falconet/falconet.sock --listen 0.0.0.0:5060 --certs /etc/falconet/certs
-  kill -HUP $(pidof -s falconet)                   # re-read the certificate files; open streams continue
+  kill -HUP $(pidof -s falconet)                   # re-read the certificates and the CRL; open streams
+                                                   # continue, except those of revoked certificates
 """
 
 PUBLISH_EXAMPLES = """\
@@ -34,6 +35,11 @@ examples:
 
 
 def register(sub: Any) -> None:
+    """Declares `serve` and `publish` and their options.
+
+    One flat function on purpose: it reads top to bottom in the order of the commands' --help, and splitting
+    it would only scatter that list.
+    """
     serve = sub.add_parser(
         "serve",
         help="run the alert server and hub alone (no sensor, no rules)",
@@ -87,6 +93,10 @@ def register(sub: Any) -> None:
         metavar="CN",
         help="client certificate Common Name allowed to publish alerts over TCP (repeatable)",
     )
+    serve.add_argument(
+        "--crl", type=Path, help="revoked client certificates (default: crl.pem next to the CA certificate)"
+    )
+    _limit_arguments(serve)
     serve.set_defaults(func=run_serve)
 
     pub = sub.add_parser(
@@ -112,8 +122,27 @@ def register(sub: Any) -> None:
     pub.set_defaults(func=run_publish)
 
 
+def _limit_arguments(serve: Any) -> None:
+    from falconet.server.limits import Limits
+
+    d = Limits()
+    group = serve.add_argument_group("limits", "what unauthenticated or single clients may hold (docs/server.md)")
+    group.add_argument("--handshake-timeout", type=float, default=d.handshake_timeout, metavar="SECONDS",
+                       help=f"seconds a TCP connection has to complete TLS (default {d.handshake_timeout:g})")
+    group.add_argument("--max-connections", type=int, default=d.max_connections, metavar="N",
+                       help=f"TCP connections at once, lowered to fit the open-files limit (default {d.max_connections})")
+    group.add_argument("--max-streams-per-connection", type=int, default=d.max_streams_per_connection, metavar="N",
+                       help=f"concurrent calls on one connection (default {d.max_streams_per_connection})")
+    group.add_argument("--max-subscriptions-per-identity", type=int, default=d.max_subscriptions_per_identity,
+                       metavar="N", help="open subscriptions per client certificate "
+                       f"(default {d.max_subscriptions_per_identity})")
+    group.add_argument("--max-calls", type=int, default=d.max_calls, metavar="N",
+                       help=f"calls at once on the UNIX socket, and separately over TCP (default {d.max_calls})")
+
+
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     from falconet.server.config import DEFAULT_LISTEN, ServerConfig
+    from falconet.server.limits import Limits
     from falconet.server.store_schema import StoreConfig
 
     certs: Path | None = args.certs
@@ -136,6 +165,14 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             max_bytes=args.store_max_bytes,
             max_age_s=args.store_max_age,
         ),
+        tls_crl=args.crl,
+        limits=Limits(
+            handshake_timeout=args.handshake_timeout,
+            max_connections=args.max_connections,
+            max_streams_per_connection=args.max_streams_per_connection,
+            max_subscriptions_per_identity=args.max_subscriptions_per_identity,
+            max_calls=args.max_calls,
+        ),
     )
 
 
@@ -143,9 +180,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from falconet.certs.errors import CertError as CertificateError
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
-    from falconet.server.tls import CertificateError
 
     try:
         server = AlertServer(_server_config(args))
@@ -163,7 +200,7 @@ def run_serve(args: argparse.Namespace) -> int:
             except (ConfigError, CertificateError) as exc:
                 print(f"falconet serve: certificates not reloaded: {exc}", file=sys.stderr, flush=True)
             else:
-                print("certificates reloaded", flush=True)
+                print("certificates reloaded (and the CRL)", flush=True)
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -41,6 +41,12 @@ class KernelFilter(Protocol):
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
         """The open paths the rules may match (prefix -> kinds among read/write/other); None = every open."""
 
+    def set_data_syscalls(self, names: frozenset[str] | None) -> None:
+        """The event types whose data buffer (evt.buffer) a rule reads; None = every one that has one."""
+
+    def set_full_environment(self, full: bool) -> None:
+        """Whether an exec's whole environment is read (a rule looks for a variable) or its first entries."""
+
 
 class EventSource(Protocol):
     """What the engine thread reads: the eBPF sensor, a replayed capture, and any source registered later."""

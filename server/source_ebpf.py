@@ -22,12 +22,15 @@ class SensorSource:
 
     name = "ebpf"
 
-    def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None) -> None:
+    def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None, snaplen: int = 80) -> None:
         from falconet.sensor import Sensor, SensorConfig, SensorError
+        from falconet.sensor.sensor import ENV_BASE
 
         try:
+            # No data buffer is copied until the rules say which they read (set_data_syscalls).
             self._sensor = Sensor(
-                SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=None if syscalls is None else set(syscalls))
+                SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=None if syscalls is None else set(syscalls),
+                             snaplen=snaplen, data_syscalls=set(), env_max=ENV_BASE)
             )
         except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
             raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
@@ -48,6 +51,14 @@ class SensorSource:
 
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
         self._sensor.set_open_prefixes(prefixes)
+
+    def set_data_syscalls(self, names: frozenset[str] | None) -> None:
+        self._sensor.set_data_syscalls(names)
+
+    def set_full_environment(self, full: bool) -> None:
+        from falconet.sensor.sensor import ENV_BASE, ENV_MAX
+
+        self._sensor.set_env_max(ENV_MAX if full else ENV_BASE)
 
     def poll(self, timeout_ms: int) -> list[Event] | None:
         return self._sensor.poll(timeout_ms)
@@ -94,7 +105,7 @@ def _preflight() -> None:
 
 def _open(request: SourceRequest) -> EventSource:
     _preflight()
-    return SensorSource(request.config.ring_buffer_bytes, request.syscalls)
+    return SensorSource(request.config.ring_buffer_bytes, request.syscalls, request.config.snaplen)
 
 
 KIND = SourceKind(name="ebpf", open=_open, preflight=_preflight)

@@ -227,6 +227,8 @@ def _rawarg_build(arg: str | None) -> Callable[[Event], Any]:
                 return None
         if isinstance(v, list):
             return " ".join(str(x) for x in v)
+        if isinstance(v, bytes):  # a data buffer: its bytes as text (non-UTF-8 bytes as surrogate escapes)
+            return v.decode("utf-8", "surrogateescape")
         return v if isinstance(v, str) else str(v)
 
     return get

@@ -134,7 +134,7 @@ def alert_from_proto(resp: outputs_pb2.response, *, strict: bool = False) -> Ale
     `Priority` can hold it (clients skip such an alert with a warning, see `decode_or_skip`).
     """
     fields: dict[str, OutputValue] = dict(resp.output_fields)
-    for key in resp.output_fields_json:
+    for key in dict.fromkeys(resp.output_fields_json):  # each once: a key listed twice must not decode twice
         if key in fields:
             try:
                 fields[key] = decode_typed_value(fields[key])  # type: ignore[arg-type]

@@ -105,7 +105,7 @@ def test_inspect_expired_and_foreign(tmp_path: Path) -> None:
 def test_help_ends_with_examples() -> None:
     res = run("--help")
     assert res.returncode == 0
-    assert res.stdout.rstrip().splitlines()[-2].strip().startswith("falconet certs inspect")
+    assert res.stdout.rstrip().splitlines()[-2].strip().startswith("falconet certs revoke")
 
 
 def test_inspect_reads_der(tmp_path: Path) -> None:

@@ -180,3 +180,15 @@ def _server_message(address: str) -> str:
     with pytest.raises(ConfigError) as info:
         parse_listen(address, what="grpc.bind_address entry")
     return str(info.value)
+
+
+def test_falco_libs_snaplen_is_read_bounded_and_its_other_keys_ignored() -> None:
+    assert parse_config("{}\n").snaplen == 80  # Falco's default
+    config = parse_config("falco_libs: {snaplen: 256, thread_table_size: 262144}\n")
+    assert config.snaplen == 256
+    assert any("falco_libs.thread_table_size is a Falco setting" in w for w in config.warnings)
+    assert parse_config("falco_libs: {snaplen: 0}\n").snaplen == 0
+    for bad, fragment in (("5000", "at most 4096"), ("-1", "at least 0"), ('"big"', "whole number")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(f"falco_libs: {{snaplen: {bad}}}\n")
+        assert any(fragment in p and "falco_libs.snaplen" in p for p in info.value.problems), info.value.problems

@@ -43,6 +43,13 @@ class _FailsOnSecond:
         blockers: list[str] = self.engine.open_path_blockers()
         return blockers
 
+    def buffer_event_types(self) -> frozenset[str] | None:
+        types: frozenset[str] | None = self.engine.buffer_event_types()
+        return types
+
+    def reads_environment(self) -> bool:
+        return bool(self.engine.reads_environment())
+
 
 def test_an_event_the_engine_fails_on_is_counted_and_reported_and_the_rest_still_alert(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"

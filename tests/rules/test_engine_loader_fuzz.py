@@ -3,12 +3,18 @@ file (a broken rules file must not take down a running daemon, and `validate` mu
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+import yaml
 from engine_support import RESOLVERS
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine
-from falconet.rules.loader import load_texts
+from falconet.rules.loader import load_files, load_texts
 
 PIECES = [
     "- rule: r\n", "- macro: m\n", "- list: l\n", "  condition: ", "  items: [a, b]\n", "  desc: d\n",
@@ -23,6 +29,11 @@ PIECES = [
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(PIECES), max_size=25).map("".join))
 def test_any_file_loads_into_diagnostics(text: str) -> None:
+    loads_into_diagnostics(text)
+
+
+def loads_into_diagnostics(text: str) -> None:
+    """Every problem is a diagnostic with a position inside the file; what loads cleanly also runs."""
     ruleset = load_texts([("fuzz.yaml", text)], resolvers=RESOLVERS)
     lines = text.count("\n") + 1
     for diag in ruleset.result.diagnostics:
@@ -33,3 +44,60 @@ def test_any_file_loads_into_diagnostics(text: str) -> None:
     if ruleset.result.ok:
         engine = Engine(ruleset, resolvers=RESOLVERS)  # what loaded cleanly also runs
         engine.warm()
+
+
+# Mutations of real rules: the default rules file and a rule per condition of the conformance corpus
+# (tests/rules/corpus), with spans deleted, duplicated or replaced by syntax and hostile bytes. Real files
+# reach deeper into the loader and compiler than pieces assembled from nothing.
+CORPUS_DIR = Path(__file__).with_name("corpus")
+MUTATION_PIECES = [*PIECES, "\x00", "\ufeff", "\x1b[2J", "&a ", "*a", "<<: *a\n", "!!binary ", "(((((", ")",
+                   " in (", " pmatch (", " glob ", " contains ", "%", "%evt.nope", "[", "]", "\\", "\n- "]  # fmt: skip
+
+
+def _condition_rules() -> str:
+    """One rule per condition in the conformance corpus."""
+    rules = []
+    for path in sorted(CORPUS_DIR.glob("*.yaml")):
+        for number, case in enumerate(yaml.safe_load(path.read_text(encoding="utf-8")) or []):
+            if isinstance(case, dict) and isinstance(case.get("condition"), str):
+                condition = json.dumps(case["condition"])
+                rules.append(f"- rule: c{number} {path.stem}\n  desc: d\n  condition: {condition}\n"
+                             f"  output: o %proc.name\n  priority: INFO\n")  # fmt: skip
+    return "".join(rules)
+
+
+SEEDS = [DEFAULT_RULES.read_text(encoding="utf-8"), _condition_rules()]
+
+
+@st.composite
+def mutated_rules(draw: st.DrawFn) -> str:
+    text = draw(st.sampled_from(SEEDS))
+    for _ in range(draw(st.integers(min_value=1, max_value=5))):
+        i = draw(st.integers(min_value=0, max_value=len(text)))
+        j = draw(st.integers(min_value=i, max_value=min(len(text), i + 120)))
+        action = draw(st.sampled_from(["delete", "duplicate", "insert"]))
+        if action == "delete":
+            text = text[:i] + text[j:]
+        elif action == "duplicate":
+            text = text[:j] + text[i:j] + text[j:]
+        else:
+            text = text[:i] + draw(st.sampled_from(MUTATION_PIECES) | st.text(max_size=3)) + text[i:]
+    return text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_rules())
+def test_any_mutation_of_real_rules_loads_into_diagnostics(text: str) -> None:
+    loads_into_diagnostics(text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=300) | mutated_rules().map(lambda t: t.encode("utf-8")[:400] + b"\xff\xfe\x00"))
+def test_any_bytes_in_a_rules_file_load_into_diagnostics(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("rules") / "fuzz.yaml"
+    path.write_bytes(data)
+    ruleset = load_files([path], resolvers=RESOLVERS)
+    for diag in ruleset.result.diagnostics:
+        assert diag.format() and str(diag)

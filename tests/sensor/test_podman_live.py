@@ -91,7 +91,7 @@ def test_real_podman_container_identity_pid1_and_upper_layer(sensor: LiveSensor)
             e.type == "openat" and e.fd is not None and e.fd.name == "/etc/hostname"))
 
     def done(k: list[Event]) -> bool:
-        return all(any(e.type == "execve" and e.proc.exepath == x for e in k) for x in ("/tmp/dropped", "/bin/cat")) \
+        return all(any(e.type == "execve" and e.proc.exe == x for e in k) for x in ("/tmp/dropped", "/bin/cat")) \
             and any(e.proc.vpid == 1 for e in k)
 
     cid, evs = collect(sensor, workload, keep, done, timeout=60)
@@ -103,9 +103,12 @@ def test_real_podman_container_identity_pid1_and_upper_layer(sensor: LiveSensor)
     assert init.proc.vpid == 1 and init.vtid == 1 and init.proc.pid != 1
     assert init.proc.pidns_init_start_ts is not None
     assert abs(init.proc.pidns_init_start_ts - init.proc.start_ts) < 1_000_000_000
-    from_image = [e for e in evs if e.type == "execve" and e.proc.exepath == "/bin/cat"]
-    dropped = [e for e in evs if e.type == "execve" and e.proc.exepath == "/tmp/dropped"]
+    from_image = [e for e in evs if e.type == "execve" and e.proc.exe == "/bin/cat"]
+    dropped = [e for e in evs if e.type == "execve" and e.proc.exe == "/tmp/dropped"]
     assert from_image and dropped
+    # the kernel's file, seen from the container's root: the applet symlink resolves to busybox
+    assert all(e.proc.exepath == "/bin/busybox" for e in from_image)
+    assert all(e.proc.exepath == "/tmp/dropped" for e in dropped)
     assert all(e.proc.exe_upper_layer is False and e.proc.vpid > 1 for e in from_image)
     assert all(e.proc.exe_upper_layer is True for e in dropped)
     assert dropped[0].proc.pidns_init_start_ts == init.proc.pidns_init_start_ts

@@ -109,6 +109,34 @@ def test_seed_reads_this_process() -> None:
     assert me.fds  # at least stdin/stdout/stderr-like fds
 
 
+def test_seed_spells_a_memfd_exe_as_the_kernel_does() -> None:
+    """A process running from a memfd, seeded from /proc: the same exepath an exec seen live gives."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    code = textwrap.dedent("""
+        import os, shutil
+        fd = os.memfd_create("seeded", 0)
+        with open(shutil.which("sleep"), "rb") as src:
+            os.write(fd, src.read())
+        os.execv(f"/proc/self/fd/{fd}", ["sleep", "30"])
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not os.readlink(f"/proc/{child.pid}/exe").startswith("/memfd:"):  # the exec has happened
+            assert time.monotonic() < deadline and child.poll() is None, "the child never ran from its memfd"
+            time.sleep(0.01)
+        info = s.read_proc(Path(f"/proc/{child.pid}"))
+    finally:
+        child.kill()
+        child.wait(10)
+    assert info is not None
+    assert info.exepath == "/memfd:seeded (deleted)" and info.exe_from_memfd
+
+
 def test_socket_table_from_proc(tmp_path: Path) -> None:
     import socket
     srv = socket.socket()

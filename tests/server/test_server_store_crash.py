@@ -26,6 +26,11 @@ CYCLES = 22
 
 @pytest.mark.slow  # ~30 s: 22 server processes killed and restarted
 def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Path) -> None:
+    """Publish, subscribe, kill -9, restart, resume: many cycles, then one audit of the store.
+
+    Kept as one function because the cycles share their bookkeeping (what was seen, acknowledged and
+    resumed from) with the final audit; the seed is printed so a failure replays exactly.
+    """
     seed = int(os.environ.get("FALCONET_CRASH_SEED", random.SystemRandom().randrange(1 << 30)))
     rng = random.Random(seed)
     store = tmp_path / "alerts.db"

@@ -1,0 +1,155 @@
+"""Where one core's time goes for candidate events: ns per event in each stage of sensor -> engine.
+
+Candidate events are ones that reach the engine: opens of a file below /tmp, which the default rules must see
+(the open filter derived from them lets /tmp reads through; the bench checks that). A C generator on core 0
+opens and closes that file as fast as it can; this process, pinned to core 1, runs the daemon's per-event
+path with a clock around each stage:
+
+- kernel to user space: the ring buffer's consume call, i.e. libbpf's loop and one ctypes callback copying
+  each record into a Python bytes object (the probe's own cost is paid on the generator's core; see
+  bench.daemon_overhead);
+- decode: `record.decode` of each record;
+- state/enrich: `Enricher.feed` (which decodes again internally) minus the decode time: process and fd tables,
+  the Event object;
+- engine: `Engine.process` of each delivered event (the default rules; no alert is raised by these opens).
+
+Each open is two records (openat, and the close the fd table needs) and one delivered event; the figures are
+per delivered event (both records' cost), and the implied ceiling is 1e9 / their sum. The daemon adds queue
+hand-offs and metrics on top (bench.daemon_latency's throughput measures the whole daemon).
+
+Run: python -m bench.pipeline_stages [--seconds S]   (as root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench._daemon_common import build_loops, machine_state
+from falconet.rules import DEFAULT_RULES
+
+
+@dataclass(slots=True)
+class Stages:
+    records: int = 0
+    events: int = 0
+    consume_ns: int = 0
+    decode_ns: int = 0
+    feed_ns: int = 0
+    engine_ns: int = 0
+    alerts: int = 0
+
+
+def candidate_file() -> Path:
+    """A file below /tmp (not $TMPDIR: the rules name /tmp)."""
+    fd, name = tempfile.mkstemp(prefix="falconet-stages-", dir="/tmp")
+    os.write(fd, b"x")
+    os.close(fd)
+    return Path(name)
+
+
+def measure(loops: Path, path: Path, seconds: float) -> tuple[Stages, int, int]:
+    """(stage totals, opens the generator made, kernel drops)."""
+    from falconet.rules.engine import Engine
+    from falconet.sensor import Sensor, SensorConfig
+    from falconet.sensor.record import RecordError, decode
+
+    engine = Engine.from_files([str(DEFAULT_RULES)])
+    prefixes = engine.open_path_prefixes()
+    if prefixes is None or not any(str(path).startswith(p) for p in prefixes):
+        raise SystemExit(f"{path} is not a candidate under the default rules' open filter: {prefixes}")
+    types = engine.event_types
+    sensor = Sensor(SensorConfig(ringbuf_bytes=256 << 20, syscalls=set(types) if types is not None else None,
+                                 open_prefixes=prefixes))  # fmt: skip
+    sensor.start()
+    feed, process = sensor.enricher.feed, engine.process
+    st = Stages()
+    clock = time.perf_counter_ns
+    try:
+        gen = subprocess.Popen(["taskset", "-c", "0", str(loops), "paced", str(path), "1000000000", str(seconds)],
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+        idle_rounds = 0
+        while gen.poll() is None or idle_rounds < 3:
+            t0 = clock()
+            raw = sensor.consume_raw()
+            t1 = clock()
+            if not raw:
+                idle_rounds += gen.poll() is not None
+                time.sleep(0.001)  # nothing yet: let the generator's records arrive
+                continue
+            for data in raw:
+                try:
+                    decode(data)
+                except RecordError:
+                    pass
+            t2 = clock()
+            events = []
+            for data in raw:
+                try:
+                    ev = feed(data)
+                except RecordError:
+                    continue
+                if ev is not None:
+                    events.append(ev)
+            t3 = clock()
+            for ev in events:
+                st.alerts += len(process(ev))
+            t4 = clock()
+            st.records += len(raw)
+            st.events += len(events)
+            st.consume_ns += t1 - t0
+            st.decode_ns += t2 - t1
+            st.feed_ns += t3 - t2
+            st.engine_ns += t4 - t3
+        out, _ = gen.communicate()
+        drops = sensor.stats().kernel_drops
+    finally:
+        sensor.close()
+    return st, int(out), drops
+
+
+def report(st: Stages, opens: int, drops: int, seconds: float) -> list[str]:
+    per = max(st.events, 1)
+    rows = [("kernel to user space (consume + copy)", st.consume_ns), ("decode", st.decode_ns),
+            ("state/enrich (feed minus decode)", st.feed_ns - st.decode_ns), ("engine", st.engine_ns)]  # fmt: skip
+    lines = [f"generator: {opens:,} candidate opens in {seconds:g} s on core 0; consumer on core 1 took "
+             f"{st.records:,} records, {st.events:,} events delivered, {st.alerts} alerts, kernel drops {drops}"]
+    total = 0.0
+    for name, ns in rows:
+        total += ns / per
+        lines.append(f"{name:<40} {ns / per:>9,.0f} ns/event  ({ns / max(st.records, 1):,.0f} ns/record)")
+    lines.append(f"{'sum':<40} {total:>9,.0f} ns/event  -> at most {1e9 / total:,.0f} candidate events/s on one "
+                 "core (user space only)")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pipeline_stages")
+    p.add_argument("--seconds", type=float, default=2.0, help="how long the generator runs")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench.pipeline_stages needs root (BPF)", file=sys.stderr)
+        return 1
+    print(f"machine before: {machine_state()}")
+    os.sched_setaffinity(0, {1})
+    path = candidate_file()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            loops = build_loops(Path(tmp))
+            st, opens, drops = measure(loops, path, args.seconds)
+    finally:
+        path.unlink()
+    for line in report(st, opens, drops, args.seconds):
+        print("  " + line)
+    print(f"machine after: {machine_state()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
