@@ -129,12 +129,19 @@ def _effective(list_name: str, key: str) -> Reader:
                  optional=list_name != "containers")
 
 
+def _pod_list(data: dict[str, JsonValue], list_name: str) -> list[JsonValue] | None:
+    """The pod spec's `containers`, `initContainers` or `ephemeralContainers`: an absent optional list is
+    empty; an absent or malformed `containers` (every pod has one) is unknown (None)."""
+    items = _get(data, "requestObject", "spec", list_name)
+    if items is _MISSING and list_name != "containers":
+        return []
+    return items if isinstance(items, list) else None
+
+
 def _drops(list_name: str) -> Reader:
     def read(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
-        items = _get(data, "requestObject", "spec", list_name)
-        if items is _MISSING and list_name != "containers":
-            return []
-        if not isinstance(items, list):
+        items = _pod_list(data, list_name)
+        if items is None:
             return None
         out = []
         for item in items:
@@ -157,10 +164,8 @@ def _effective_flag(list_name: str, *keys: str) -> Reader:
 
 def _declared_host_ports(list_name: str) -> Reader:
     def ports(data: dict[str, JsonValue], arg: str | None) -> list[str] | None:
-        items = _get(data, "requestObject", "spec", list_name)
-        if items is _MISSING and list_name != "containers":
-            return []
-        if not isinstance(items, list):
+        items = _pod_list(data, list_name)
+        if items is None:
             return None
         out = []
         for item in _pick(items, arg) or []:
