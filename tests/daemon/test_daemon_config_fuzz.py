@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from falconet.server.daemon import server_config
 from falconet.server.daemon_config import PACKAGED_CONFIG, DaemonConfig, load_config, parse_config
 from falconet.server.errors import ConfigError
+from mutation import mutated_text
 
 CORPUS = sorted(Path(__file__).with_name("config_corpus").glob("*.yaml")) + [PACKAGED_CONFIG]
 SEEDS = [path.read_text(encoding="utf-8") for path in CORPUS]
@@ -85,21 +86,9 @@ def test_any_document_of_known_keys_loads_or_is_refused(doc: dict[str, Any]) -> 
         assert math.isfinite(limits.handshake_timeout) and limits.max_calls >= 1
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> str:
+def mutated() -> st.SearchStrategy[str]:
     """A seed with spans deleted, duplicated or replaced by YAML syntax and hostile bytes."""
-    text = draw(st.sampled_from(SEEDS))
-    for _ in range(draw(st.integers(min_value=1, max_value=6))):
-        i = draw(st.integers(min_value=0, max_value=len(text)))
-        j = draw(st.integers(min_value=i, max_value=min(len(text), i + 80)))
-        action = draw(st.sampled_from(["delete", "duplicate", "insert"]))
-        if action == "delete":
-            text = text[:i] + text[j:]
-        elif action == "duplicate":
-            text = text[:j] + text[i:j] + text[j:]
-        else:
-            text = text[:i] + draw(st.sampled_from(PIECES) | st.text(max_size=4)) + text[i:]
-    return text
+    return mutated_text(SEEDS, PIECES, rounds=6, span=80, junk=4)
 
 
 @FUZZ

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from falconet.rules import DEFAULT_RULES
 from falconet.rules.engine import Engine
 from falconet.rules.loader import load_files, load_texts
+from mutation import mutated_text
 
 PIECES = [
     "- rule: r\n", "- macro: m\n", "- list: l\n", "  condition: ", "  items: [a, b]\n", "  desc: d\n",
@@ -69,20 +70,8 @@ def _condition_rules() -> str:
 SEEDS = [DEFAULT_RULES.read_text(encoding="utf-8"), _condition_rules()]
 
 
-@st.composite
-def mutated_rules(draw: st.DrawFn) -> str:
-    text = draw(st.sampled_from(SEEDS))
-    for _ in range(draw(st.integers(min_value=1, max_value=5))):
-        i = draw(st.integers(min_value=0, max_value=len(text)))
-        j = draw(st.integers(min_value=i, max_value=min(len(text), i + 120)))
-        action = draw(st.sampled_from(["delete", "duplicate", "insert"]))
-        if action == "delete":
-            text = text[:i] + text[j:]
-        elif action == "duplicate":
-            text = text[:j] + text[i:j] + text[j:]
-        else:
-            text = text[:i] + draw(st.sampled_from(MUTATION_PIECES) | st.text(max_size=3)) + text[i:]
-    return text
+def mutated_rules() -> st.SearchStrategy[str]:
+    return mutated_text(SEEDS, MUTATION_PIECES, rounds=5, span=120, junk=3)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
