@@ -1,0 +1,94 @@
+"""The names a node and an aggregator must agree on: subjects, message ids, headers and bucket names.
+
+A host name becomes exactly one subject token, so `falconet.alerts.*` matches every node and a name with dots
+("node-1.eu.example") adds no tokens. NATS subject tokens may not hold '.', '*', '>' or whitespace, and key-value
+keys allow only `[-/_=.A-Za-z0-9]`; the escape keeps `[A-Za-z0-9_-]` as is and writes every other UTF-8 byte as
+`=XX` (upper-case hex), which is valid in both, reversible, and never collides with an unescaped name. An empty
+host name (never produced by the hub, which fills in its own) is the lone token `=`.
+
+Each alert is one message: the payload is the node's serialized `falco.outputs.response` (its `cursor` field
+holds the node's epoch and sequence), and the message id is `<epoch>-<seq>`, so JetStream drops a retry of the
+same alert within the stream's duplicate window. The same pair is in headers, so a forwarder that restarts reads
+the last message the stream holds for its subject and resumes after it without parsing the payload.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_STREAM = "FALCONET_ALERTS"
+DEFAULT_SUBJECT_PREFIX = "falconet.alerts"
+NODES_BUCKET = "falconet_nodes"
+"""Key-value bucket of node heartbeats: key = escaped host name, value = JSON (see server/fleet docs)."""
+CURSORS_BUCKET = "falconet_cursors"
+"""Key-value bucket of the aggregators' per-identity Falco cursors, shared so that no aggregator owns state."""
+RULES_BUCKET = "falconet_rules"
+"""Object store (or key-value bucket) the fleet's rules files are pushed to (`falconet rules push`)."""
+
+HEADER_MSG_ID = "Nats-Msg-Id"
+HEADER_EPOCH = "Falconet-Epoch"
+HEADER_SEQ = "Falconet-Seq"
+HEADER_HOST = "Falconet-Host"
+
+_KEEP = re.compile(r"[A-Za-z0-9_-]")
+_TOKEN = re.compile(r"(?:[A-Za-z0-9_-]|=[0-9A-F]{2})+|=")
+
+
+def escape_host(host: str) -> str:
+    """One subject token (and valid key-value key) for a host name; reversible with `unescape_host`."""
+    if not host:
+        return "="
+    out: list[str] = []
+    for ch in host:
+        if _KEEP.fullmatch(ch):
+            out.append(ch)
+        else:
+            out.extend(f"={b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def unescape_host(token: str) -> str:
+    """The host name a token was made from; ValueError for a token `escape_host` cannot produce."""
+    if not _TOKEN.fullmatch(token):
+        raise ValueError(f"not an escaped host name: {token!r}")
+    if token == "=":
+        return ""
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        if token[i] == "=":
+            raw.append(int(token[i + 1:i + 3], 16))
+            i += 3
+        else:
+            raw.extend(token[i].encode())
+            i += 1
+    try:
+        host = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not an escaped host name: {token!r}") from e
+    if escape_host(host) != token:  # e.g. "=41" for "A": one spelling per host name
+        raise ValueError(f"not an escaped host name: {token!r}")
+    return host
+
+
+def alert_subject(host: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
+    """The subject one node publishes its alerts on."""
+    return f"{prefix}.{escape_host(host)}"
+
+
+def all_alerts(prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
+    """The subject filter that matches every node's alerts (the stream's subjects)."""
+    return f"{prefix}.*"
+
+
+def host_of_subject(subject: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
+    """The host name an alert subject carries; ValueError if the subject is not one of ours."""
+    head = prefix + "."
+    if not subject.startswith(head):
+        raise ValueError(f"subject {subject!r} is not under {prefix!r}")
+    return unescape_host(subject[len(head):])
+
+
+def msg_id(epoch: str, seq: int) -> str:
+    """JetStream's de-duplication id for a node's alert: the node's store epoch and sequence."""
+    return f"{epoch}-{seq}"

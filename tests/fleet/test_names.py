@@ -1,0 +1,52 @@
+"""The subject and id contract between nodes and aggregators: one token per host, reversible, collision-free."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from falconet.server.fleet.names import (
+    alert_subject,
+    all_alerts,
+    escape_host,
+    host_of_subject,
+    msg_id,
+    unescape_host,
+)
+
+SUBJECT_TOKEN_FORBIDDEN = set(".*> \t\r\n")
+KV_KEY_ALLOWED = set("-/_=.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+@given(st.text(max_size=80))
+def test_escape_is_one_valid_token_and_reversible(host: str) -> None:
+    token = escape_host(host)
+    assert token and not SUBJECT_TOKEN_FORBIDDEN & set(token)
+    assert set(token) <= KV_KEY_ALLOWED
+    assert unescape_host(token) == host
+    assert host_of_subject(alert_subject(host)) == host
+
+
+@given(st.text(max_size=20), st.text(max_size=20))
+def test_distinct_hosts_distinct_tokens(a: str, b: str) -> None:
+    assert (escape_host(a) == escape_host(b)) == (a == b)
+
+
+def test_examples() -> None:
+    assert escape_host("node-1.eu.example") == "node-1=2Eeu=2Eexample"
+    assert alert_subject("a.b") == "falconet.alerts.a=2Eb"
+    assert all_alerts() == "falconet.alerts.*"
+    assert escape_host("") == "="
+    assert msg_id("ab12", 7) == "ab12-7"
+
+
+@pytest.mark.parametrize("bad", ["", "a.b", "=2", "=zz", "a b", "=FF", "==41", "=41"])
+def test_unescape_refuses_what_escape_cannot_produce(bad: str) -> None:
+    with pytest.raises(ValueError):
+        unescape_host(bad)
+
+
+def test_subject_outside_prefix_refused() -> None:
+    with pytest.raises(ValueError):
+        host_of_subject("other.alerts.x")
