@@ -14,7 +14,9 @@ the last message the stream holds for its subject and resumes after it without p
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
 DEFAULT_STREAM = "FALCONET_ALERTS"
 DEFAULT_SUBJECT_PREFIX = "falconet.alerts"
@@ -92,3 +94,48 @@ def host_of_subject(subject: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
 def msg_id(epoch: str, seq: int) -> str:
     """JetStream's de-duplication id for a node's alert: the node's store epoch and sequence."""
     return f"{epoch}-{seq}"
+
+
+HEARTBEAT_SECONDS = 5.0
+"""How often a node writes its heartbeat (the aggregator's silence threshold is a multiple of it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A node's liveness record in NODES_BUCKET (key: `escape_host(host)`), written every HEARTBEAT_SECONDS.
+
+    `seq` is the newest of the node's alerts it has forwarded (0: none yet) under `epoch`; `rules_version` is the
+    fleet rules version the node runs ("" if it runs only local files). A key-value value is written by a
+    stranger as far as the reader knows, so `from_json` validates every field.
+    """
+
+    host: str
+    epoch: str
+    seq: int
+    ts_ns: int
+    version: str = ""
+    rules_version: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({"host": self.host, "epoch": self.epoch, "seq": self.seq, "ts_ns": self.ts_ns,
+                           "version": self.version, "rules_version": self.rules_version},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Heartbeat:
+        """ValueError naming what is wrong, for anything that is not a heartbeat this version wrote."""
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"heartbeat is not JSON: {e}") from e
+        if not isinstance(raw, dict):
+            raise ValueError("heartbeat is not a JSON object")
+        out: dict[str, str | int] = {}
+        for key, kind in (("host", str), ("epoch", str), ("seq", int), ("ts_ns", int),
+                          ("version", str), ("rules_version", str)):
+            value = raw.get(key, "" if key in ("version", "rules_version") else None)
+            if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and not 0 <= value < 2**63):
+                raise ValueError(f"heartbeat field {key!r} is missing or not a valid {kind.__name__}")
+            out[key] = value
+        return cls(host=str(out["host"]), epoch=str(out["epoch"]), seq=int(out["seq"]), ts_ns=int(out["ts_ns"]),
+                   version=str(out["version"]), rules_version=str(out["rules_version"]))

@@ -50,3 +50,15 @@ def test_unescape_refuses_what_escape_cannot_produce(bad: str) -> None:
 def test_subject_outside_prefix_refused() -> None:
     with pytest.raises(ValueError):
         host_of_subject("other.alerts.x")
+
+
+def test_heartbeat_round_trip_and_hostile_values() -> None:
+    from falconet.server.fleet.names import Heartbeat
+
+    hb = Heartbeat(host="n.1", epoch="ab", seq=3, ts_ns=10, version="0.3", rules_version="v7")
+    assert Heartbeat.from_json(hb.to_json()) == hb
+    for bad in (b"{", b"[]", b'{"host":"h","epoch":"e","seq":-1,"ts_ns":1}',
+                b'{"host":"h","epoch":"e","seq":true,"ts_ns":1}', b'{"host":1,"epoch":"e","seq":1,"ts_ns":1}',
+                b'{"host":"h","epoch":"e","seq":1}', b"\xff"):
+        with pytest.raises(ValueError):
+            Heartbeat.from_json(bad)
