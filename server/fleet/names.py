@@ -134,7 +134,8 @@ class Heartbeat:
         for key, kind in (("host", str), ("epoch", str), ("seq", int), ("ts_ns", int),
                           ("version", str), ("rules_version", str)):
             value = raw.get(key, "" if key in ("version", "rules_version") else None)
-            if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and not 0 <= value < 2**63):
+            in_range = not isinstance(value, int) or 0 <= value < 2**63
+            if not isinstance(value, kind) or isinstance(value, bool) or not in_range:
                 raise ValueError(f"heartbeat field {key!r} is missing or not a valid {kind.__name__}")
             out[key] = value
         return cls(host=str(out["host"]), epoch=str(out["epoch"]), seq=int(out["seq"]), ts_ns=int(out["ts_ns"]),
