@@ -37,6 +37,7 @@ from falconet.server.errors import ConfigError
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
+from falconet.server.console.config import ConsoleConfig, parse_web_console
 from falconet.server.limits import Limits
 
 __all__ = [
@@ -119,6 +120,7 @@ _KNOWN_KEYS = frozenset(
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
+        "web_console",  # server/console/config.py
     }
 )
 
@@ -235,6 +237,8 @@ class DaemonConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
     k8s_audit: K8sAuditConfig | None = None
+    # The web console (server/console/config.py); off unless enabled.
+    web_console: ConsoleConfig = field(default_factory=ConsoleConfig)
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -336,6 +340,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
+        web_console=_read_web_console(data, top.problems),
         warnings=tuple(top.problems.warnings),
     )
     if top.problems.problems:
@@ -521,6 +526,13 @@ def _read_k8s_audit(data: dict[str, Any], problems: Problems, metrics_port: int)
     problems.warnings.extend(warnings)
     if config is not None and config.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
         problems.warnings[:] = [w for w in problems.warnings if not w.startswith(("plugins is a", "load_plugins is a"))]
+    return config
+
+
+def _read_web_console(data: dict[str, Any], problems: Problems) -> ConsoleConfig:
+    config, found = parse_web_console(data.get("web_console"), problems.resolve)
+    for problem in found:
+        problems.add(problem)
     return config
 
 
