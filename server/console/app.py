@@ -28,7 +28,14 @@ from aiohttp import web
 
 from falconet.server.console.access import Access, Denied, Reader
 from falconet.server.console.config import ConsoleConfig
-from falconet.server.console.push import FilterError, ConsoleFilter, JsonCache, PushStream, parse_after
+from falconet.server.console.push import (
+    ConsoleFilter,
+    FilterError,
+    JsonCache,
+    PushStream,
+    parse_after,
+    resume_start,
+)
 from falconet.server.console.stats import WINDOWS, CountsFeed
 from falconet.server.hub import Hub
 
@@ -215,7 +222,7 @@ class WebConsole:
         try:
             flt = ConsoleFilter.from_query(request.query, lambda key: request.query.getall(key, []))
             after_text = request.query.get("after") or request.headers.get("Last-Event-ID")
-            after = parse_after(after_text) if after_text else None
+            resume = resume_start(self.hub, parse_after(after_text)) if after_text else None
             count = int(request.query.get("backlog", self.config.backlog))
         except (FilterError, ValueError) as exc:
             raise _error(400, str(exc)) from None
@@ -230,10 +237,9 @@ class WebConsole:
         assert task is not None
         self._streams[task] = reader
         try:
-            await stream.run(after, count)
-        except (ConnectionError, FilterError) as exc:
-            if isinstance(exc, FilterError):
-                await response.write(f"event: refused\ndata: {json.dumps(str(exc))}\n\n".encode())
+            await stream.run(resume, count)
+        except ConnectionError:
+            pass  # the page went away
         except asyncio.CancelledError:
             pass  # the console stops, or the certificate was revoked: the stream ends, the page reconnects
         finally:

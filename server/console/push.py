@@ -187,17 +187,18 @@ class PushStream:
         self.counters = StreamCounters()
         self._position = 0
 
-    async def run(self, after: Cursor | None, backlog_count: int) -> None:
-        """Sends the backlog (fresh page) or resumes after `after`, then every matching alert as it comes."""
+    async def run(self, resume: StartResult | None, backlog_count: int) -> None:
+        """Sends the backlog (a fresh page) or resumes at `resume` (`resume_start`), then every matching alert
+        as it comes."""
         hub = self.hub
-        if after is None:
+        if resume is None:
             entries, self._position = backlog(hub, self.filter, backlog_count)
             await self._send_hello()
             if entries:
                 await self._send_batch(entries)
             start = StartResult(self._position + 1)
         else:
-            start = resume_start(hub, after)
+            start = resume
             self._position = start.next_seq - 1
             await self._send_hello()
             if start.gap_alert is not None:

@@ -115,7 +115,10 @@
       let message = response.status + "";
       try { message += " " + (await response.json()).message; } catch (_) { /* not JSON */ }
       setStatus("refused: " + message, "down");
-      if (response.status === 400) return;  // a filter the server cannot apply: retrying will not help
+      if (response.status === 400) {
+        if (!state.position) return;  // a filter the server cannot apply: retrying will not help
+        state.position = null;        // a position this server never reached: start afresh
+      }
       return retry(controller, "refused");
     }
     state.connected = true;
