@@ -1,5 +1,5 @@
 // The Falconet web console: a live, filtered, virtualised table of alerts, with charts and losses.
-// Every string that comes from an alert is put in the page with textContent (never innerHTML): process
+// Every string that comes from an alert is put in the page with textContent (never parsed as HTML): process
 // names, arguments and file paths are chosen by whoever runs them. The server's Content-Security-Policy
 // forbids inline scripts as a second line of defence.
 "use strict";

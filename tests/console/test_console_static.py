@@ -1,0 +1,61 @@
+"""The page's files: shipped in the package, the vendored Chart.js exactly as pinned, no inline script;
+and the `web_console` block of the daemon's configuration file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+
+from falconet.server.console.app import CSP, STATIC_DIR, static_files
+from falconet.server.console.config import DEFAULT_PORT
+from falconet.server.daemon_config import ConfigError, parse_config
+
+CHART_JS_VERSION = "4.6.2"
+CHART_JS_SHA256 = "3f288f4f26882c26b58931fb586a9b4f30370b5de38d69dc005b0bd05b08e113"
+
+
+def test_vendored_chart_js_is_the_pinned_release_with_its_licence() -> None:
+    data = (STATIC_DIR / "vendor" / "chart.umd.min.js").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == CHART_JS_SHA256
+    assert f"Chart.js v{CHART_JS_VERSION}".encode() in data[:200]
+    readme = (STATIC_DIR / "vendor" / "README.md").read_text()
+    assert f"chart.js@{CHART_JS_VERSION}" in readme and CHART_JS_SHA256 in readme
+    assert "MIT License" in (STATIC_DIR / "vendor" / "chart.js.LICENSE.md").read_text()
+
+
+def test_the_page_runs_only_its_own_files() -> None:
+    html = (STATIC_DIR / "index.html").read_text()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
+    assert scripts and all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"\son[a-z]+\s*=", html), "no inline event handlers (the CSP forbids them anyway)"
+    assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP
+    js = (STATIC_DIR / "console.js").read_text()
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+    served = static_files()
+    assert {"index.html", "console.js", "console.css", "vendor/chart.umd.min.js"} <= set(served)
+
+
+def test_package_data_ships_the_static_files() -> None:
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert '"falconet.server.console" = ["static/*.html", "static/*.js", "static/*.css"' in pyproject
+    assert '"falconet.server.console",' in pyproject
+
+
+def test_web_console_block_is_read_and_checked(tmp_path: Path) -> None:
+    token = tmp_path / "console.token"
+    token.write_text("t" * 32)
+    off = parse_config("rules_files: []\n", base_dir=tmp_path)
+    assert not off.web_console.enabled and off.web_console.listen_port == DEFAULT_PORT
+    on = parse_config("web_console:\n  enabled: true\n  token_file: console.token\n  listen_port: 9999\n",
+                      base_dir=tmp_path)  # fmt: skip
+    assert on.web_console.enabled and on.web_console.token_file == token and on.web_console.listen_port == 9999
+    with pytest.raises(ConfigError) as exc:
+        parse_config("web_console:\n  enabled: true\n  listen_address: 0.0.0.0\n  colour: red\n", base_dir=tmp_path)
+    text = str(exc.value)
+    assert "web_console.colour is not a known setting" in text
+    assert "no access control" in text and "plain HTTP is only served on 127.0.0.1" in text
+    # Disabled, an incomplete block is not an error (it may be prepared before it is switched on).
+    parse_config("web_console:\n  enabled: false\n  listen_address: 0.0.0.0\n", base_dir=tmp_path)
