@@ -160,7 +160,8 @@ def sequences(events: list[SseEvent]) -> list[int]:
 
 
 def last_position(events: list[SseEvent]) -> str:
-    return [e.data["position"] for e in events if e.event in ("alerts", "hello")][-1]
+    positions: list[str] = [e.data["position"] for e in events if e.event in ("alerts", "hello")]
+    return positions[-1]
 
 
 class Pages:
