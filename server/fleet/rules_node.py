@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import Metric
 from falconet.model.alert import Priority
 from falconet.model.text import escape_controls
 from falconet.server.errors import describe_error
-from falconet.server.fleet.names import RULES_KEY, rules_version
+from falconet.server.fleet.names import RULES_KEY
 from falconet.server.fleet.rules_bundle import BundleError, RulesBundle
 from falconet.server.fleet.rules_cache import CachedVersion, RulesCache
 from falconet.server.fleet.rules_config import FleetRulesConfig
