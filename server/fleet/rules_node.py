@@ -261,7 +261,7 @@ class FleetRulesNode:
         if problem:
             self._log(f"fleet rules: {problem}; running {self.rules_version or 'the local rules files only'}")
         elif self._problem:
-            self._log("fleet rules: the bucket is readable again")
+            self._log("fleet rules: NATS and the bucket are reachable again")
         self._problem = problem
 
     async def _on_error(self, exc: Exception) -> None:
