@@ -275,20 +275,37 @@ def _target(args: argparse.Namespace) -> _Target | None:
     return _Target(connection, bucket, args.timeout)
 
 
+class NatsUnreachable(Exception):
+    """No server of the list took the connection; the message is the last reason one gave."""
+
+
 async def _connect(target: _Target) -> Any:
+    from nats.errors import NoServersError
+
     from falconet.server.fleet.connection import connect
 
-    # A command fails fast: one pass over the servers, no reconnecting.
-    return await connect(target.connection, allow_reconnect=False)
+    errors: list[BaseException] = []
+
+    async def remember(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
+        errors.append(exc)
+
+    # A command fails fast: each server tried twice (nats-py's count), then the last reason, not a retry loop.
+    try:
+        return await connect(target.connection, allow_reconnect=False, max_reconnect_attempts=1,
+                             reconnect_time_wait=0.2, error_cb=remember)
+    except NoServersError:
+        last = f"{type(errors[-1]).__name__}: {errors[-1]}" if errors else "no server answered"
+        raise NatsUnreachable(f"{target.connection.describe()}: {last}") from None
 
 
 def _run(work: Any) -> int:
     try:
         return int(asyncio.run(work))
     except Exception as exc:  # NATS unreachable, refused, timed out: one line, not a traceback
-        from falconet.server.fleet.rules_bundle import shown
+        from falconet.model.text import escape_controls
 
-        print(f"falconet rules: NATS: {type(exc).__name__}: {shown(str(exc))[1:-1]}", file=sys.stderr)
+        text = str(exc) if isinstance(exc, NatsUnreachable) else f"{type(exc).__name__}: {exc}"
+        print(f"falconet rules: NATS: {escape_controls(text)[:400]}", file=sys.stderr)
         return 1
 
 
