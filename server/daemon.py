@@ -332,9 +332,10 @@ class Daemon:
         self.log("stopping")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        if fleet_task is not None:
+        if fleet_task is not None and self.fleet_rules is not None:
             fleet_task.cancel()
             await asyncio.gather(fleet_task, return_exceptions=True)
+            await self.fleet_rules.settle()
         if reloading:
             await asyncio.gather(*reloading, return_exceptions=True)
         if self._k8s_audit is not None:

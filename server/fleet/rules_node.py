@@ -69,6 +69,7 @@ class FleetRulesNode:
         self._problem = ""
         self._rewatch = False
         self._bucket_state = ""
+        self._reloading: asyncio.Future[bool] | None = None
         registry.register(_Collector(self))
 
     @property
@@ -104,6 +105,12 @@ class FleetRulesNode:
 
     def attach(self, reloader: Reloader, reporter: Reporter) -> None:
         self._reloader, self._reporter = reloader, reporter
+
+    async def settle(self) -> None:
+        """Waits for a reload the cancelled watch had started (its thread runs on), so the daemon's shutdown
+        closes the outputs that reload swapped in, not the ones it replaced."""
+        if self._reloading is not None:
+            await asyncio.gather(self._reloading, return_exceptions=True)
 
     # -- the watch loop -------------------------------------------------------------------------------------
 
@@ -227,7 +234,8 @@ class FleetRulesNode:
         reloader = self._reloader
         if reloader is None:
             raise RuntimeError("FleetRulesNode.attach() must run before run()")
-        ok = await loop.run_in_executor(None, reloader.reload, FleetCandidate(staged.paths, staged.label))
+        self._reloading = loop.run_in_executor(None, reloader.reload, FleetCandidate(staged.paths, staged.label))
+        ok = await self._reloading
         if not ok:  # the reloader logged it and raised the internal alert
             self.counts.refused += 1
             self._refused_revision = revision

@@ -356,6 +356,15 @@ def test_a_broken_version_is_refused_by_both_which_keep_running(
         assert node.fleet_version() == version
         assert node.metric("falconet_fleet_rules_refused_total") == [("", 5.0)]
 
+    # A SIGHUP re-reads the local files and keeps the pushed ones that run.
+    node = nodes[0]
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGHUP)
+    node.wait_line(r"^falconet: reloaded: 2 rules files$")
+    node.send("/etc/passwd")
+    node.wait_alert("Fleet passwd read", count=2)
+    assert node.fleet_version() == version
+
 
 def test_restart_with_nats_down_runs_the_cached_version_then_follows_pushes(
     tmp_path: Path, nats_server: NatsServer, nodes: list[Node]

@@ -25,6 +25,7 @@ from falconet.server.fleet.rules_bundle import (
     RulesFile,
     digest_of,
 )
+from falconet.server.fleet.names import rules_version
 from falconet.server.fleet.rules_cache import KEEP_VERSIONS, RulesCache
 from falconet.server.fleet.rules_config import DEFAULT_CACHE_DIR, read_fleet_rules
 from falconet.server.fleet.rules_node import FleetRulesNode
@@ -59,6 +60,10 @@ def test_round_trip_and_content_address() -> None:
     renamed = RulesBundle(files=(RulesFile("c.yaml", RULE), b.files[1]))
     framing = RulesBundle(files=(RulesFile("a.yaml", RULE + "x"), RulesFile("b.yml", "# é\n"[0:])))
     assert len({b.digest, swapped.digest, renamed.digest, framing.digest}) == 4
+
+
+def test_version_label() -> None:
+    assert rules_version(12, "ab" * 32) == "12-abababababab"
 
 
 @pytest.mark.parametrize("name", ["../x.yaml", "/etc/x.yaml", "a/b.yaml", ".hidden.yaml", "x.txt", "x.yaml\n",
