@@ -16,8 +16,15 @@ import getpass
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+
+    from falconet.server.fleet.connection import NatsConnection
+    from falconet.server.fleet.rules_bundle import RulesBundle, RulesFile
 
 _EPILOG_PUSH = """examples:
   falconet rules push my_rules.yaml --name release-42 -c /etc/falconet/falconet.yaml   # its fleet_rules block
@@ -94,11 +101,11 @@ def _push(args: argparse.Namespace) -> int:
     return _run(_publish(target, bundle, value, args.force))
 
 
-def _read_files(given: list[str]) -> list[tuple[str, Any]]:
+def _read_files(given: list[str]) -> list[tuple[str, RulesFile]]:
     """(path as given, RulesFile) in order; a directory stands for its *.yaml/*.yml files by name."""
     from falconet.server.fleet.rules_bundle import RulesFile
 
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[str, RulesFile]] = []
     for entry in given:
         path = Path(entry)
         if path.is_dir():
@@ -119,7 +126,7 @@ def _read_files(given: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def _validate(bases: list[tuple[str, Any]], files: list[tuple[str, Any]]) -> bool:
+def _validate(bases: list[tuple[str, RulesFile]], files: list[tuple[str, RulesFile]]) -> bool:
     """The daemon's loader over base + pushed texts (named by their paths); prints every diagnostic."""
     from falconet.rules.engine import Engine
     from falconet.rules.errors import RulesLoadError
@@ -138,7 +145,7 @@ def _validate(bases: list[tuple[str, Any]], files: list[tuple[str, Any]]) -> boo
     return True
 
 
-async def _publish(target: Any, bundle: Any, value: bytes, force: bool) -> int:
+async def _publish(target: _Target, bundle: RulesBundle, value: bytes, force: bool) -> int:
     from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 
     from falconet.server.fleet.names import RULES_HISTORY, RULES_KEY, rules_version
@@ -191,7 +198,7 @@ def _pushed(args: argparse.Namespace) -> int:
     return _run(_list(target))
 
 
-async def _list(target: Any) -> int:
+async def _list(target: _Target) -> int:
     from nats.js.errors import BucketNotFoundError, NoKeysError
 
     from falconet.server.fleet.names import RULES_KEY, rules_version
@@ -228,7 +235,7 @@ async def _list(target: Any) -> int:
 
 
 class _Target:
-    def __init__(self, connection: Any, bucket: str, timeout: float) -> None:
+    def __init__(self, connection: NatsConnection, bucket: str, timeout: float) -> None:
         self.connection = connection
         self.bucket = bucket
         self.timeout = timeout
@@ -279,7 +286,7 @@ class NatsUnreachable(Exception):
     """No server of the list took the connection; the message is the last reason one gave."""
 
 
-async def _connect(target: _Target) -> Any:
+async def _connect(target: _Target) -> NatsClient:
     from nats.errors import NoServersError
 
     from falconet.server.fleet.connection import connect
@@ -298,7 +305,7 @@ async def _connect(target: _Target) -> Any:
         raise NatsUnreachable(f"{target.connection.describe()}: {last}") from None
 
 
-def _run(work: Any) -> int:
+def _run(work: Coroutine[Any, Any, int]) -> int:
     try:
         return int(asyncio.run(work))
     except Exception as exc:  # NATS unreachable, refused, timed out: one line, not a traceback

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -306,7 +306,7 @@ class _Collector:
         running = node.running
         info = Metric("falconet_fleet_rules", "The pushed rules version this node runs (version=\"\": local "
                       "rules files only); always 1.", "info")
-        labels: dict[str, Any] = {"version": "", "revision": "0", "digest": "", "name": ""}
+        labels: dict[str, str] = {"version": "", "revision": "0", "digest": "", "name": ""}
         if running is not None:
             labels = {"version": running.label, "revision": str(running.revision), "digest": running.bundle.digest,
                       "name": _safe_text(running.bundle.name)}
