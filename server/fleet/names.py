@@ -33,6 +33,12 @@ RULES_HISTORY = 16
 """Versions the bucket keeps (`falconet rules pushed` lists them)."""
 
 
+def rules_subject(bucket: str = RULES_BUCKET) -> str:
+    """The subject a push is published on (a key-value put is a JetStream publish to `$KV.<bucket>.<key>`):
+    nodes subscribe to it to wake at once, bucket or no bucket yet."""
+    return f"$KV.{bucket}.{RULES_KEY}"
+
+
 def rules_version(revision: int, digest: str) -> str:
     """The version label a node shows (metrics, heartbeat, logs): `<revision>-<first 12 hex of the digest>`."""
     return f"{revision}-{digest[:12]}"

@@ -9,9 +9,11 @@ builds, so a bad version keeps the running set; it is then reported three ways (
 until a newer revision appears. A version that cannot even be decoded (rules_bundle.py) is refused the same
 way without a rebuild.
 
-The bucket is watched (a headers-only key-value watch wakes the loop at once) and checked every
-`check_interval` as well (the stream's last sequence, one small request; the value is fetched only when it
-moved), so a watch lost in a NATS failover costs at most one interval. NATS being down never stops the node:
+The bucket is watched: a plain subscription to the key's subject (names.rules_subject) wakes the loop the moment a
+push is published, even before the bucket exists, and nats-py renews it after every reconnect; the loop then
+reads the newest value by the stream's last sequence (one small request; the value is fetched only when it
+moved). The same look also runs every `check_interval`, so a wake-up lost in a NATS failover costs at most one
+interval. NATS being down never stops the node:
 it runs its cached version (rules_cache.py) or its local files, and the connection retries forever in the
 background. The version that runs is `rules_version` (for the heartbeat) and `falconet_fleet_rules_info`.
 """
@@ -29,7 +31,7 @@ from prometheus_client.metrics_core import Metric
 from falconet.model.alert import Priority
 from falconet.model.text import escape_controls
 from falconet.server.errors import describe_error
-from falconet.server.fleet.names import RULES_KEY
+from falconet.server.fleet.names import RULES_KEY, rules_subject
 from falconet.server.fleet.rules_bundle import BundleError, RulesBundle
 from falconet.server.fleet.rules_cache import CachedVersion, RulesCache
 from falconet.server.fleet.rules_config import FleetRulesConfig
@@ -37,7 +39,12 @@ from falconet.server.reload import FleetCandidate, Reloader
 from falconet.server.reports import RELOAD_RULE, Reporter
 from falconet.server.source import Log
 
+FOLLOW_UP_SECONDS = 0.2
+FOLLOW_UP_WINDOW = 10.0
+"""After a push is heard, the bucket is looked at every FOLLOW_UP_SECONDS for this long, until it has moved."""
+
 if TYPE_CHECKING:
+    from nats.aio.msg import Msg
     from nats.js.kv import KeyValue
 
     from falconet.server.daemon_config import DaemonConfig
@@ -67,8 +74,8 @@ class FleetRulesNode:
         self._reporter: Reporter | None = None
         self._wake: asyncio.Event | None = None
         self._problem = ""
-        self._rewatch = False
         self._bucket_state = ""
+        self._push_heard: float | None = None  # loop time a push was last heard and not yet seen in the stream
         self._reloading: asyncio.Future[bool] | None = None
         registry.register(_Collector(self))
 
@@ -134,9 +141,7 @@ class FleetRulesNode:
         from falconet.server.fleet.connection import connect
 
         self._wake = asyncio.Event()
-        loop = asyncio.get_running_loop()
         nc = None
-        watch: asyncio.Task[None] | None = None
         try:
             nc = await connect(
                 self.config.connection,
@@ -147,18 +152,13 @@ class FleetRulesNode:
             )
             self.counts.connected = True
             self._log(f"fleet rules: watching bucket {self.config.bucket} on {self.config.connection.describe()}")
+            await nc.subscribe(rules_subject(self.config.bucket), cb=self._on_push)
             js = nc.jetstream()
             kv: KeyValue | None = None
             while True:
-                if self._rewatch and watch is not None:  # its consumer may be gone with the server it was on
-                    watch.cancel()
-                    watch = None
-                self._rewatch = False
                 if nc.is_connected:
                     try:
                         kv = kv or await js.key_value(self.config.bucket)
-                        if watch is None or watch.done():
-                            watch = loop.create_task(self._watch(kv))
                         self._note(await self._check(kv))
                     except BucketNotFoundError:
                         self._note(f"bucket {self.config.bucket} does not exist yet (nothing pushed)")
@@ -166,28 +166,27 @@ class FleetRulesNode:
                         self._note(_safe(exc))
                 await self._sleep()
         finally:
-            if watch is not None:
-                watch.cancel()
             if nc is not None:
                 await nc.close()
 
     async def _sleep(self) -> None:
+        """Until woken or check_interval; shortly after a push went by, only FOLLOW_UP_SECONDS: the subscriber
+        can hear a push before the stream has stored it (a replicated stream, a busy server), and the look that
+        woke it then finds nothing new."""
         assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        following = self._push_heard is not None and loop.time() - self._push_heard < FOLLOW_UP_WINDOW
         try:
-            await asyncio.wait_for(self._wake.wait(), self.config.check_interval)
+            await asyncio.wait_for(self._wake.wait(), FOLLOW_UP_SECONDS if following else self.config.check_interval)
         except TimeoutError:
             pass
         self._wake.clear()
 
-    async def _watch(self, kv: KeyValue) -> None:
-        """Wakes the loop on every change of the key (headers only: the value is fetched once, by _check)."""
-        watcher = await kv.watch(RULES_KEY, meta_only=True)
-        try:
-            async for entry in watcher:
-                if entry is not None and self._wake is not None:
-                    self._wake.set()
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+    async def _on_push(self, _msg: Msg) -> None:
+        """A push went by: look now. The message is not read (the revision and the checks come with the get)."""
+        self._push_heard = asyncio.get_running_loop().time()
+        if self._wake is not None:
+            self._wake.set()
 
     async def _check(self, kv: KeyValue) -> str:
         """Reads the newest version if the bucket moved since the last look; returns the trouble, or ""."""
@@ -197,6 +196,7 @@ class FleetRulesNode:
         last = int(status.stream_info.state.last_seq)
         if last == self._seen_seq:
             return self._bucket_state
+        self._push_heard = None
         try:
             entry = await kv.get(RULES_KEY)
         except (KeyNotFoundError, KeyDeletedError):  # none yet, or withdrawn: keep what runs (a push replaces it)
@@ -280,7 +280,6 @@ class FleetRulesNode:
 
     async def _on_reconnected(self) -> None:
         self.counts.connected = True
-        self._rewatch = True
         self._note("")
         if self._wake is not None:
             self._wake.set()

@@ -92,7 +92,7 @@ def open_event(num: int, path: str) -> dict[str, Any]:
 class Node:
     """One `falconet run` on a FIFO replay source, with its own host name, work directory and fleet cache."""
 
-    def __init__(self, workdir: Path, host: str, nats_url: str) -> None:
+    def __init__(self, workdir: Path, host: str, nats_url: str, check_interval: float = 1.0) -> None:
         self.workdir = workdir
         self.host = host
         workdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: 0}}
 fleet_rules:
   servers: [{nats_url}]
   cache_dir: {self.cache}
-  check_interval: 1
+  check_interval: {check_interval}
 """)
         self.fifo = workdir / "events.fifo"
         self.lines: list[str] = []
@@ -220,8 +220,10 @@ fleet_rules:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, nats_server: NatsServer) -> Iterator[list[Node]]:
-    made = [Node(tmp_path / host, host, nats_server.url) for host in ("node-a.example", "node-b.example")]
+def nodes(request: pytest.FixtureRequest, tmp_path: Path, nats_server: NatsServer) -> Iterator[list[Node]]:
+    """Two nodes; parametrized indirectly, the value is their check_interval (the watch itself is immediate)."""
+    interval = float(getattr(request, "param", 1.0))
+    made = [Node(tmp_path / host, host, nats_server.url, interval) for host in ("node-a.example", "node-b.example")]
     try:
         yield made
     finally:
@@ -271,6 +273,8 @@ def put_raw(url: str, value: bytes) -> int:
     return asyncio.run(_put_raw(url, value))
 
 
+# check_interval 600: only the watch can bring the versions in within the test's deadlines.
+@pytest.mark.parametrize("nodes", [600.0], indirect=True)
 def test_pushed_rules_reach_both_nodes_and_fire(tmp_path: Path, nats_server: NatsServer, nodes: list[Node]) -> None:
     for node in nodes:
         node.start()
