@@ -49,6 +49,8 @@ def register(rules_sub: Any) -> None:
     p.add_argument("--base", action="append", default=[], metavar="FILE",
                    help="files loaded before the pushed ones for validation only (the nodes' local rules)")
     p.add_argument("--force", action="store_true", help="push even if the bucket already holds these files")
+    p.add_argument("--replicas", type=int, choices=range(1, 6), default=1, metavar="N",
+                   help="replicas of the bucket when this push creates it (3 on a NATS cluster; default 1)")
     _connection_arguments(p)
     p.set_defaults(func=_push)
 
@@ -98,7 +100,7 @@ def _push(args: argparse.Namespace) -> int:
     target = _target(args)
     if target is None:
         return 2
-    return _run(_publish(target, bundle, value, args.force))
+    return _run(_publish(target, bundle, value, force=args.force, replicas=args.replicas))
 
 
 def _read_files(given: list[str]) -> list[tuple[str, RulesFile]]:
@@ -145,7 +147,7 @@ def _validate(bases: list[tuple[str, RulesFile]], files: list[tuple[str, RulesFi
     return True
 
 
-async def _publish(target: _Target, bundle: RulesBundle, value: bytes, force: bool) -> int:
+async def _publish(target: _Target, bundle: RulesBundle, value: bytes, *, force: bool, replicas: int) -> int:
     from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 
     from falconet.server.fleet.names import RULES_HISTORY, RULES_KEY, rules_version
@@ -157,7 +159,7 @@ async def _publish(target: _Target, bundle: RulesBundle, value: bytes, force: bo
         try:
             kv = await js.key_value(target.bucket)
         except BucketNotFoundError:
-            kv = await js.create_key_value(bucket=target.bucket, history=RULES_HISTORY,
+            kv = await js.create_key_value(bucket=target.bucket, history=RULES_HISTORY, replicas=replicas,
                                            max_value_size=MAX_VALUE_BYTES,
                                            description="Falconet fleet rules (falconet rules push)")
         last = 0

@@ -23,7 +23,7 @@ from typing import Any
 
 import nats
 import pytest
-from nats_servers import NatsServer
+from nats_servers import NatsCluster, NatsServer
 
 from falconet.model.event import Event, Fd, Process, User
 from falconet.server.fleet.names import RULES_BUCKET, RULES_KEY, rules_version
@@ -92,7 +92,7 @@ def open_event(num: int, path: str) -> dict[str, Any]:
 class Node:
     """One `falconet run` on a FIFO replay source, with its own host name, work directory and fleet cache."""
 
-    def __init__(self, workdir: Path, host: str, nats_url: str, check_interval: float = 1.0) -> None:
+    def __init__(self, workdir: Path, host: str, nats_urls: list[str], check_interval: float = 1.0) -> None:
         self.workdir = workdir
         self.host = host
         workdir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ file_output: {{enabled: true, keep_alive: true, filename: {self.alerts}}}
 grpc: {{enabled: true, bind_address: ["unix://{workdir / 'falconet.sock'}"]}}
 webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: 0}}
 fleet_rules:
-  servers: [{nats_url}]
+  servers: [{", ".join(nats_urls)}]
   cache_dir: {self.cache}
   check_interval: {check_interval}
 """)
@@ -223,7 +223,7 @@ fleet_rules:
 def nodes(request: pytest.FixtureRequest, tmp_path: Path, nats_server: NatsServer) -> Iterator[list[Node]]:
     """Two nodes; parametrized indirectly, the value is their check_interval (the watch itself is immediate)."""
     interval = float(getattr(request, "param", 1.0))
-    made = [Node(tmp_path / host, host, nats_server.url, interval) for host in ("node-a.example", "node-b.example")]
+    made = [Node(tmp_path / host, host, [nats_server.url], interval) for host in ("node-a.example", "node-b.example")]
     try:
         yield made
     finally:
@@ -396,3 +396,23 @@ def test_restart_with_nats_down_runs_the_cached_version_then_follows_pushes(
         wait_version(n, v2)
         n.send("/etc/hosts")
         n.wait_alert("Fleet hosts read")
+
+
+def test_a_replicated_bucket_on_a_cluster_survives_losing_a_server(tmp_path: Path, nats_cluster: NatsCluster) -> None:
+    urls = nats_cluster.urls
+    made = [Node(tmp_path / host, host, urls) for host in ("node-a.example", "node-b.example")]
+    try:
+        for node in made:
+            node.start()
+        version = push(tmp_path, urls[2], FLEET_RULES, extra=["--replicas", "3"])
+        for node in made:
+            wait_version(node, version)
+        nats_cluster.servers[0].kill()  # some node was likely connected to it; all must carry on
+        v2 = push(tmp_path, urls[1], FLEET_RULES_V2)
+        for node in made:
+            wait_version(node, v2)
+            node.send("/etc/hosts")
+            node.wait_alert("Fleet hosts read")
+    finally:
+        for node in made:
+            node.stop()
