@@ -73,6 +73,8 @@ def _connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key")
     p.add_argument("--bucket", help="key-value bucket (default: the config's, else falconet_rules)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for each NATS request (default 10)")
+    p.add_argument("--retry-for", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to retry a NATS that does not answer, as during a leader election (default 30)")
 
 
 # -- push ------------------------------------------------------------------------------------------------
@@ -148,46 +150,69 @@ def _validate(bases: list[tuple[str, RulesFile]], files: list[tuple[str, RulesFi
 
 
 async def _publish(target: _Target, bundle: RulesBundle, value: bytes, *, force: bool, replicas: int) -> int:
+    """Publishes, retrying what a NATS cluster electing a stream leader answers (a timeout, no responders) for
+    up to --retry-for seconds. A retry is safe: the write is conditional on the revision it read, and a write
+    whose acknowledgement was lost shows up in the retry's read as `unchanged`."""
+    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    nc = await _connect(target)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + target.retry_for
+    pause = 0.25
+    try:
+        while True:
+            try:
+                return await _publish_once(nc, target, bundle, value, force=force, replicas=replicas)
+            except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as exc:
+                if loop.time() + pause > deadline:
+                    raise
+                print(f"falconet rules push: NATS did not answer ({type(exc).__name__}); retrying",
+                      file=sys.stderr)
+                await asyncio.sleep(pause)  # back-off between attempts at a server-side operation
+                pause = min(pause * 2, 4.0)
+    finally:
+        await nc.close()
+
+
+async def _publish_once(nc: NatsClient, target: _Target, bundle: RulesBundle, value: bytes, *, force: bool,
+                        replicas: int) -> int:
     from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 
     from falconet.server.fleet.names import RULES_HISTORY, RULES_KEY, rules_version
     from falconet.server.fleet.rules_bundle import MAX_VALUE_BYTES, BundleError, RulesBundle
 
-    nc = await _connect(target)
+    js = nc.jetstream(timeout=target.timeout)
     try:
-        js = nc.jetstream(timeout=target.timeout)
+        kv = await js.key_value(target.bucket)
+    except BucketNotFoundError:
+        kv = await js.create_key_value(bucket=target.bucket, history=RULES_HISTORY, replicas=replicas,
+                                       max_value_size=MAX_VALUE_BYTES,
+                                       description="Falconet fleet rules (falconet rules push)")
+    last = 0
+    try:
+        current = await kv.get(RULES_KEY)
+        last = int(current.revision or 0)
         try:
-            kv = await js.key_value(target.bucket)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(bucket=target.bucket, history=RULES_HISTORY, replicas=replicas,
-                                           max_value_size=MAX_VALUE_BYTES,
-                                           description="Falconet fleet rules (falconet rules push)")
-        last = 0
-        try:
-            current = await kv.get(RULES_KEY)
-            last = int(current.revision or 0)
-            try:
-                same = RulesBundle.decode(current.value or b"").digest == bundle.digest
-            except BundleError:
-                same = False
-            if same and not force:
-                print(f"unchanged: revision {last} already holds these files "
-                      f"({rules_version(last, bundle.digest)}); --force pushes them again")
-                return 0
-        except KeyNotFoundError as exc:  # none yet, or deleted (then the next write must follow the marker)
-            entry = getattr(exc, "entry", None)
-            last = int(entry.revision) if entry is not None and entry.revision else 0
-        try:
-            revision = await kv.update(RULES_KEY, value, last=last)
-        except KeyWrongLastSequenceError:
-            print("falconet rules push: someone else pushed a version meanwhile; nothing was published. "
-                  "Look with `falconet rules pushed` and push again.", file=sys.stderr)
-            return 1
-        print(f"pushed {rules_version(revision, bundle.digest)}: {len(bundle.files)} files to bucket "
-              f"{target.bucket} on {target.connection.describe()}")
-        return 0
-    finally:
-        await nc.close()
+            same = RulesBundle.decode(current.value or b"").digest == bundle.digest
+        except BundleError:
+            same = False
+        if same and not force:
+            print(f"unchanged: revision {last} already holds these files "
+                  f"({rules_version(last, bundle.digest)}); --force pushes them again")
+            return 0
+    except KeyNotFoundError as exc:  # none yet, or deleted (then the next write must follow the marker)
+        entry = getattr(exc, "entry", None)
+        last = int(entry.revision) if entry is not None and entry.revision else 0
+    try:
+        revision = await kv.update(RULES_KEY, value, last=last)
+    except KeyWrongLastSequenceError:
+        print("falconet rules push: someone else pushed a version meanwhile; nothing was published. "
+              "Look with `falconet rules pushed` and push again.", file=sys.stderr)
+        return 1
+    print(f"pushed {rules_version(revision, bundle.digest)}: {len(bundle.files)} files to bucket "
+          f"{target.bucket} on {target.connection.describe()}")
+    return 0
 
 
 # -- pushed ----------------------------------------------------------------------------------------------
@@ -237,10 +262,11 @@ async def _list(target: _Target) -> int:
 
 
 class _Target:
-    def __init__(self, connection: NatsConnection, bucket: str, timeout: float) -> None:
+    def __init__(self, connection: NatsConnection, bucket: str, timeout: float, retry_for: float) -> None:
         self.connection = connection
         self.bucket = bucket
         self.timeout = timeout
+        self.retry_for = retry_for
 
 
 def _target(args: argparse.Namespace) -> _Target | None:
@@ -281,7 +307,7 @@ def _target(args: argparse.Namespace) -> _Target | None:
         for p in problems.problems:
             print(f"falconet rules: {p}", file=sys.stderr)
         return None
-    return _Target(connection, bucket, args.timeout)
+    return _Target(connection, bucket, args.timeout, args.retry_for)
 
 
 class NatsUnreachable(Exception):

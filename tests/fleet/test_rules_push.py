@@ -243,9 +243,10 @@ def push(tmp_path: Path, url: str, text: str, *, name: str = "", extra: list[str
     path.write_text(text)
     result = rules_cli(url, "push", str(path), *(["--name", name] if name else []), *(extra or []))
     assert result.returncode == 0, result.stderr
-    m = re.search(r"pushed (\d+-[0-9a-f]{12}):", result.stdout)
+    # "unchanged (...)" too: after a retry whose first write went through but whose acknowledgement was lost.
+    m = re.search(r"pushed (\d+-[0-9a-f]{12}):|already holds these files \((\d+-[0-9a-f]{12})\)", result.stdout)
     assert m is not None, result.stdout
-    return m.group(1)
+    return m.group(1) or m.group(2)
 
 
 async def _put_raw(url: str, value: bytes) -> int:
