@@ -152,7 +152,9 @@ class FleetRulesNode:
             )
             self.counts.connected = True
             self._log(f"fleet rules: watching bucket {self.config.bucket} on {self.config.connection.describe()}")
-            await nc.subscribe(rules_subject(self.config.bucket), cb=self._on_push)
+            # Only a wake-up: a small pending limit, so a flood on the subject cannot pile up megabytes here.
+            await nc.subscribe(rules_subject(self.config.bucket), cb=self._on_push, pending_msgs_limit=16,
+                               pending_bytes_limit=4 << 20)
             js = nc.jetstream()
             kv: KeyValue | None = None
             while True:
