@@ -231,12 +231,14 @@ def nodes(request: pytest.FixtureRequest, tmp_path: Path, nats_server: NatsServe
             node.stop()
 
 
-def rules_cli(url: str, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "falconet.server.cli", "rules", command, *args, "--nats", url],
+def rules_cli(url: str | Path, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `falconet rules` command against a server URL, or with a node's configuration file (a Path)."""
+    where = ["-c", str(url)] if isinstance(url, Path) else ["--nats", url]
+    return subprocess.run([sys.executable, "-m", "falconet.server.cli", "rules", command, *args, *where],
                           capture_output=True, text=True, timeout=120)
 
 
-def push(tmp_path: Path, url: str, text: str, *, name: str = "", extra: list[str] | None = None) -> str:
+def push(tmp_path: Path, url: str | Path, text: str, *, name: str = "", extra: list[str] | None = None) -> str:
     """`falconet rules push` as a user runs it; returns the version label it printed."""
     path = tmp_path / "push" / "fleet.yaml"
     path.parent.mkdir(exist_ok=True)
@@ -392,7 +394,7 @@ def test_restart_with_nats_down_runs_the_cached_version_then_follows_pushes(
     assert fresh.fleet_version() == ""
 
     nats_server.start()
-    v2 = push(tmp_path, nats_server.url, FLEET_RULES_V2)
+    v2 = push(tmp_path, node.workdir / "falconet.yaml", FLEET_RULES_V2)  # the node's own fleet_rules block
     for n in (node, fresh):
         wait_version(n, v2)
         n.send("/etc/hosts")
