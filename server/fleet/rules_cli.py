@@ -102,7 +102,7 @@ def _push(args: argparse.Namespace) -> int:
     target = _target(args)
     if target is None:
         return 2
-    return _run(_publish(target, bundle, value, force=args.force, replicas=args.replicas))
+    return _run(_publish(target, bundle, value, force=args.force, replicas=args.replicas), target)
 
 
 def _read_files(given: list[str]) -> list[tuple[str, RulesFile]]:
@@ -222,7 +222,7 @@ def _pushed(args: argparse.Namespace) -> int:
     target = _target(args)
     if target is None:
         return 2
-    return _run(_list(target))
+    return _run(_list(target), target)
 
 
 async def _list(target: _Target) -> int:
@@ -267,6 +267,8 @@ class _Target:
         self.bucket = bucket
         self.timeout = timeout
         self.retry_for = retry_for
+        self.errors: list[BaseException] = []
+        """What the server reported asynchronously (a permissions violation answers a request with nothing)."""
 
 
 def _target(args: argparse.Namespace) -> _Target | None:
@@ -319,7 +321,7 @@ async def _connect(target: _Target) -> NatsClient:
 
     from falconet.server.fleet.connection import connect
 
-    errors: list[BaseException] = []
+    errors = target.errors
 
     async def remember(exc: Exception) -> None:  # nats-py's default prints a traceback per attempt
         errors.append(exc)
@@ -333,13 +335,15 @@ async def _connect(target: _Target) -> NatsClient:
         raise NatsUnreachable(f"{target.connection.describe()}: {last}") from None
 
 
-def _run(work: Coroutine[Any, Any, int]) -> int:
+def _run(work: Coroutine[Any, Any, int], target: _Target) -> int:
     try:
         return int(asyncio.run(work))
     except Exception as exc:  # NATS unreachable, refused, timed out: one line, not a traceback
         from falconet.model.text import escape_controls
 
         text = str(exc) if isinstance(exc, NatsUnreachable) else f"{type(exc).__name__}: {exc}"
+        if target.errors and not isinstance(exc, NatsUnreachable):  # e.g. a timeout that a refusal explains
+            text += f" (the server said: {target.errors[-1]})"
         print(f"falconet rules: NATS: {escape_controls(text)[:400]}", file=sys.stderr)
         return 1
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import nats
 import pytest
-from nats_servers import NatsCluster, NatsServer
+from nats_servers import NatsCluster, NatsServer, single_server
 
 from falconet.model.event import Event, Fd, Process, User
 from falconet.server.fleet.names import RULES_BUCKET, RULES_KEY, rules_version
@@ -92,7 +92,8 @@ def open_event(num: int, path: str) -> dict[str, Any]:
 class Node:
     """One `falconet run` on a FIFO replay source, with its own host name, work directory and fleet cache."""
 
-    def __init__(self, workdir: Path, host: str, nats_urls: list[str], check_interval: float = 1.0) -> None:
+    def __init__(self, workdir: Path, host: str, nats_urls: list[str], check_interval: float = 1.0,
+                 auth: str = "") -> None:
         self.workdir = workdir
         self.host = host
         workdir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ fleet_rules:
   servers: [{", ".join(nats_urls)}]
   cache_dir: {self.cache}
   check_interval: {check_interval}
-""")
+{auth}""")
         self.fifo = workdir / "events.fifo"
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -419,3 +420,48 @@ def test_a_replicated_bucket_on_a_cluster_survives_losing_a_server(tmp_path: Pat
     finally:
         for node in made:
             node.stop()
+
+
+# What docs/fleet-rules.md says a node needs: read access only. The node user below may do nothing else.
+NODE_ONLY_READS = """
+accounts {
+  FLEET {
+    jetstream: enabled
+    users: [
+      {user: pusher, password: pusher-secret}
+      {user: node, password: node-secret, permissions: {
+        publish: {allow: ["$JS.API.STREAM.INFO.KV_falconet_rules", "$JS.API.DIRECT.GET.KV_falconet_rules.>",
+                          "$JS.API.STREAM.MSG.GET.KV_falconet_rules"]}
+        subscribe: {allow: ["$KV.falconet_rules.current", "_INBOX.>"]}
+      }}
+    ]
+  }
+}
+"""
+
+
+def test_a_node_needs_only_read_access_and_cannot_push(tmp_path: Path) -> None:
+    server = single_server(tmp_path / "nats")
+    server.extra_config = NODE_ONLY_READS
+    server.start()
+    try:
+        (tmp_path / "pusher.pw").write_text("pusher-secret\n")
+        (tmp_path / "node.pw").write_text("node-secret\n")
+        node = Node(tmp_path / "node-a", "node-a", [server.url],
+                    auth=f"  user: node\n  password_file: {tmp_path / 'node.pw'}\n")
+        node.start()
+        version = push(tmp_path, server.url, FLEET_RULES,
+                       extra=["--user", "pusher", "--password-file", str(tmp_path / "pusher.pw")])
+        wait_version(node, version)
+        node.send("/etc/passwd")
+        node.wait_alert("Fleet passwd read")
+
+        # The node's credentials cannot publish a version (a stolen node cannot rewrite the fleet's rules).
+        denied = rules_cli(server.url, "push", str(tmp_path / "push" / "fleet.yaml"), "--force", "--retry-for", "0", "--timeout", "2",
+                           "--user", "node", "--password-file", str(tmp_path / "node.pw"))
+        assert denied.returncode == 1 and "falconet rules: NATS:" in denied.stderr, denied.stderr
+        assert 'permissions violation for publish to "$kv.falconet_rules.current"' in denied.stderr.lower()
+        assert "Traceback" not in denied.stderr
+        node.stop()
+    finally:
+        server.stop()
