@@ -76,11 +76,12 @@ nats-system: .stamps/apt-nats
 	@touch $@
 
 # Headless Chromium for tests/console (issue 15, marker `browser`): Debian's chromium and its chromium-driver,
-# which Selenium (pinned in pyproject's dev extras) drives. Only `make test` needs them: about 133 MB to
-# download, 440 MB installed; 19 s on the development machine with a warm apt mirror.
+# which Selenium (pinned in pyproject's dev extras) drives, and NSS's certutil/pk12util (libnss3-tools) to give
+# the browser a client certificate. Only `make test` needs them: about 135 MB to download, 445 MB installed;
+# 19 s (chromium, chromium-driver) + 14 s (libnss3-tools) on the development machine.
 browser-system: .stamps/apt-browser
 .stamps/apt-browser: .stamps/apt
-	@missing=""; for p in chromium chromium-driver; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in chromium chromium-driver libnss3-tools; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi

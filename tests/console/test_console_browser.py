@@ -5,16 +5,18 @@ credentials. Conditions are waited on with deadlines (WebDriverWait), never with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from browser_support import js, start_chromium, wait
+from browser_support import CertificateBrowser, js, start_chromium, wait
 from conftest import ConsoleFactory
 from console_support import ConsoleHandle, make_alert
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
+from falconet.certs import issue_client
 from falconet.model.alert import Priority
 
 pytestmark = pytest.mark.browser
@@ -31,8 +33,9 @@ def browser() -> Iterator[WebDriver]:
 
 def open_page(driver: WebDriver, h: ConsoleHandle, query: str = "") -> None:
     """Loads the page, gives it the token through its form, and waits until its stream is live."""
-    driver.get("about:blank")
     driver.get(h.url + query)
+    driver.execute_script("sessionStorage.clear()")  # a visitor of its own: no token from an earlier page
+    driver.refresh()
     wait(driver, lambda d: d.find_element(By.ID, "token-form").is_displayed(), what="the token form")
     assert h.token is not None
     driver.find_element(By.ID, "token-input").send_keys(h.token)
@@ -193,3 +196,45 @@ def test_losses_are_shown_as_such(console_factory: ConsoleFactory, browser: WebD
     assert "150 alerts after it were dropped" in losses.text
     wait(browser, lambda d: "syscall event drop" in d.find_element(By.ID, "losses").text, what="the server's drop")
     assert shown(browser) == [1, *range(152, 202)]
+
+
+@pytest.fixture
+def mtls_certs(certs_dir: Path, tmp_path: Path) -> Path:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.crt", "ca.key", "server.crt", "server.key"):
+        (certs / name).write_bytes((certs_dir / name).read_bytes())
+    issue_client(certs, "alice")
+    issue_client(certs, "mallory")
+    return certs
+
+
+@pytest.mark.root
+def test_loads_behind_mtls_with_an_allow_listed_certificate(
+    console_factory: ConsoleFactory, mtls_certs: Path, tmp_path: Path
+) -> None:
+    h = console_factory(
+        cert_chain=mtls_certs / "server.crt", private_key=mtls_certs / "server.key", client_ca=mtls_certs / "ca.crt",
+        allowed_common_names=frozenset({"alice"}),
+    )  # fmt: skip
+    h.publish(make_alert(1, output="over mutual TLS"))
+    alice = CertificateBrowser(mtls_certs, "alice", tmp_path / "alice-home")
+    try:
+        d = alice.driver
+        d.get(h.url)
+        wait(d, lambda d: d.find_element(By.ID, "status").text == "live", what="a live stream over mTLS")
+        wait(d, lambda d: "over mutual TLS" in row_texts(d, "c-out"), what="the alert")
+        assert not d.find_element(By.ID, "token-form").is_displayed()
+        h.publish(make_alert(2, output="live over mutual TLS"))
+        wait(d, lambda d: shown(d) == [1, 2], what="the live alert")
+    finally:
+        alice.quit()
+    mallory = CertificateBrowser(mtls_certs, "mallory", tmp_path / "mallory-home")
+    try:
+        d = mallory.driver
+        d.get(h.url)  # a certificate of the right CA, but not allow-listed: the page loads, the alerts do not
+        wait(d, lambda d: d.find_element(By.ID, "status").text.startswith("refused: 403"), what="the refusal")
+        assert "not allowed" in d.find_element(By.ID, "status").text
+        assert shown(d) == []
+    finally:
+        mallory.quit()

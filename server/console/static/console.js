@@ -114,12 +114,15 @@
     if (!response.ok) {
       let message = response.status + "";
       try { message += " " + (await response.json()).message; } catch (_) { /* not JSON */ }
-      setStatus("refused: " + message, "down");
-      if (response.status === 400) {
-        if (!state.position) return;  // a filter the server cannot apply: retrying will not help
-        state.position = null;        // a position this server never reached: start afresh
+      if (response.status === 400 && state.position) {
+        state.position = null;  // a position this server never reached: start afresh
+        return retry(controller, "refused");
       }
-      return retry(controller, "refused");
+      state.connected = false;
+      setStatus("refused: " + message, "down");
+      // 400 (a filter the server cannot apply), 403 (a certificate it refuses): retrying will not help.
+      if (response.status === 400 || response.status === 403) return;
+      return retry(controller, "refused " + response.status);
     }
     state.connected = true;
     state.connects += 1;
