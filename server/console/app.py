@@ -41,6 +41,10 @@ from falconet.server.hub import Hub
 
 log = logging.getLogger("falconet.console")
 
+MAX_STREAMS_PER_IDENTITY = 16
+"""Open streams one credential may hold (a page holds one; gRPC caps subscriptions per identity the same way)."""
+MAX_STREAMS = 256
+"""Open streams in all: each holds a hub reader and a socket."""
 STATIC_DIR = Path(str(resources.files("falconet.server.console") / "static"))
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/plain"}
 CSP = (
@@ -103,7 +107,10 @@ class WebConsole:
         self._loop = asyncio.get_running_loop()
         if self._feed_task is None:
             self._feed_task = asyncio.create_task(self.feed.run(), name="web-console-charts")
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # handler_cancellation: a page that goes away ends its stream at once (not at the next write).
+        self._runner = web.AppRunner(
+            self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.listen_address, self.port, ssl_context=self._ssl)
         try:
@@ -227,22 +234,29 @@ class WebConsole:
         except (FilterError, ValueError) as exc:
             raise _error(400, str(exc)) from None
         count = max(0, min(count, self.config.backlog))
+        held = sum(1 for r in self._streams.values() if r.identity == reader.identity)
+        if held >= MAX_STREAMS_PER_IDENTITY or len(self._streams) >= MAX_STREAMS:
+            limit = f"{MAX_STREAMS_PER_IDENTITY} per credential" if held >= MAX_STREAMS_PER_IDENTITY else \
+                f"{MAX_STREAMS} in all"  # fmt: skip
+            raise _error(429, f"too many open streams ({limit}); close a page first", {"Retry-After": "5"})
         response = web.StreamResponse(headers={
             **_COMMON_HEADERS, "Content-Type": "text/event-stream", "Cache-Control": "no-store",
             "X-Accel-Buffering": "no",
         })  # fmt: skip
-        await response.prepare(request)
         stream = PushStream(self.hub, self.cache, flt, response.write, reader.identity)
         task = asyncio.current_task()
         assert task is not None
-        self._streams[task] = reader
+        self._streams[task] = reader  # counted from here, so concurrent requests cannot pass the limits
         try:
-            await stream.run(resume, count)
+            stream.begin(resume, count)
+            await response.prepare(request)
+            await stream.run()
         except ConnectionError:
             pass  # the page went away
         except asyncio.CancelledError:
             pass  # the console stops, or the certificate was revoked: the stream ends, the page reconnects
         finally:
+            stream.close()
             self._streams.pop(task, None)
             self.pushed_alerts += stream.counters.alerts
         return response
@@ -269,7 +283,7 @@ def _json(data: dict[str, object]) -> web.Response:
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.HTTPException:
     classes: dict[int, type[web.HTTPException]] = {
         400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound,
-        405: web.HTTPMethodNotAllowed,
+        405: web.HTTPMethodNotAllowed, 429: web.HTTPTooManyRequests,
     }  # fmt: skip
     cls = classes[status]
     body = json.dumps({"status": status, "message": message})

@@ -186,28 +186,41 @@ class PushStream:
         self.identity = identity
         self.counters = StreamCounters()
         self._position = 0
+        self._backlog: list[Entry] = []
+        self._start = StartResult(1)
+        self._reader: Reader | None = None
 
-    async def run(self, resume: StartResult | None, backlog_count: int) -> None:
-        """Sends the backlog (a fresh page) or resumes at `resume` (`resume_start`), then every matching alert
-        as it comes."""
-        hub = self.hub
+    def begin(self, resume: StartResult | None, backlog_count: int) -> None:
+        """Fixes where the stream starts, before the response headers go out: an alert published once the page
+        has its headers is then always in its stream. A fresh page starts after the newest `backlog_count`
+        matching alerts (sent first); a resuming one at `resume` (`resume_start`)."""
         if resume is None:
-            entries, self._position = backlog(hub, self.filter, backlog_count)
-            await self._send_hello()
-            if entries:
-                await self._send_batch(entries)
-            start = StartResult(self._position + 1)
+            self._backlog, self._position = backlog(self.hub, self.filter, backlog_count)
+            self._start = StartResult(self._position + 1)
         else:
-            start = resume
-            self._position = start.next_seq - 1
-            await self._send_hello()
-            if start.gap_alert is not None:
-                await self._send_loss(start.gap_alert)
-        reader = hub.reader(start.next_seq, name="WebConsole", identity=self.identity)
+            self._backlog, self._start = [], resume
+            self._position = resume.next_seq - 1
+        self._reader = self.hub.reader(self._start.next_seq, name="WebConsole", identity=self.identity)
+
+    async def run(self) -> None:
+        """Sends the hello, the backlog or the resume's loss report, then every matching alert as it comes."""
+        reader = self._reader
+        assert reader is not None, "begin() first"
         try:
+            await self._send_hello()
+            if self._backlog:
+                await self._send_batch(self._backlog)
+                self._backlog = []
+            if self._start.gap_alert is not None:
+                await self._send_loss(self._start.gap_alert)
             await self._live(reader)
         finally:
             reader.close()
+
+    def close(self) -> None:
+        """Releases the hub reader of a stream that never ran (its response could not be started)."""
+        if self._reader is not None:
+            self._reader.close()
 
     async def _live(self, reader: Reader) -> None:
         hub, match = self.hub, self.filter.matches

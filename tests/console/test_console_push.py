@@ -188,3 +188,27 @@ def test_chart_counts_match_what_was_published(token_console: ConsoleHandle) -> 
     assert totals == {p.falco_name: published.get(p, 0) for p in Priority}
     assert stats["top_rules"] == [["rule-Warning", 7], ["rule-Error", 3], ["rule-Debug", 2]]
     assert sorted(map(tuple, stats["top_hosts"])) == [("host-0", 7), ("host-1", 5)]  # type: ignore[call-overload]
+
+
+def test_one_credential_holds_a_bounded_number_of_streams(token_console: ConsoleHandle) -> None:
+    from falconet.server.console.app import MAX_STREAMS_PER_IDENTITY
+
+    h = token_console
+
+    async def go() -> None:
+        async with Pages(h) as pages:
+            for _ in range(MAX_STREAMS_PER_IDENTITY):
+                stream = await pages.open()
+                await stream.until(lambda ev: any(e.event == "hello" for e in ev))
+            response = await pages.session.get(f"{h.url}api/stream", headers=auth(h))
+            assert response.status == 429
+            assert "too many open streams" in (await response.json())["message"]
+            response.close()
+            pages.streams.pop().response.close()  # one page closes: the next may open
+            deadline = asyncio.get_running_loop().time() + 10
+            while h.console.open_streams >= MAX_STREAMS_PER_IDENTITY:  # the server notices the closed socket
+                assert asyncio.get_running_loop().time() < deadline, "the closed stream was never released"
+                await asyncio.sleep(0.02)
+            await pages.open()
+
+    asyncio.run(go())
