@@ -5,7 +5,9 @@
    UNIX socket, each message parsed), same hub, same process, same pre-built alerts, in the same run; alerts/s
    is N alerts x 10 clients / seconds from the first publish until every client has all N. Both servers run on
    one event loop thread, the clients on another (each side pays the same GIL).
-2. Memory: Debian's headless Chromium opens the page (token form, live stream), 100,000 alerts are published
+2. A page at 1,000 alerts/s for 10 s (headless Chromium): how long after the last publish it holds them all,
+   and the longest gap between two animation frames (a page that freezes shows here).
+3. Memory: Debian's headless Chromium opens the page (token form, live stream), 100,000 alerts are published
    in steps; after each step, once the page holds them, garbage is collected (CDP HeapProfiler.collectGarbage)
    and performance.memory.usedJSHeapSize read. The page keeps at most 50,000 alerts, so the heap must level off.
 
@@ -23,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -136,27 +139,68 @@ def deliver(servers: Servers, kind: str, n: int) -> float:
     return n * CLIENTS / (done[0] - t0)
 
 
-def page_memory(total: int, step: int) -> list[tuple[int, int, int]]:
-    """(alerts published, alerts the page holds, JS heap bytes after GC) after each step."""
+def open_page(servers: Servers) -> Any:
+    """Headless Chromium on the console's page, past its token form, with a live stream."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    directory = Path(tempfile.mkdtemp(prefix="falconet-bench-console-"))
-    servers = Servers(directory, retention=step * 2)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--enable-precise-memory-info"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--enable-precise-memory-info",
+                "--window-size=1400,1000"):  # fmt: skip
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver.get(str(servers.url))
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "token-form").is_displayed())
+    driver.find_element(By.ID, "token-input").send_keys(servers.token)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").text == "live")
+    return driver
+
+
+def page_at_rate(per_second: int, seconds: float) -> tuple[int, float, int, float]:
+    """A page under `per_second` alerts/s for `seconds`: (alerts published, seconds from the last publish until
+    the page held them all, animation frames drawn meanwhile, the longest gap between two frames in ms)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    directory = Path(tempfile.mkdtemp(prefix="falconet-bench-console-"))
+    servers = Servers(directory, retention=per_second * int(seconds + 5))
+    driver = open_page(servers)
+    try:
+        driver.execute_script("const s = window.falconetConsole.state; s.maxFrameGapMs = 0; s.frames = 0;")
+        per_slice = per_second // 20
+        n = 0
+        start = time.monotonic()
+        for k in range(int(seconds * 20)):
+            servers.hub.publish_many([make_alert(n + i) for i in range(per_slice)])
+            n += per_slice
+            time.sleep(max(0.0, start + (k + 1) / 20 - time.monotonic()))  # the publishing rate
+        last = time.monotonic()
+        WebDriverWait(driver, 120, poll_frequency=0.01).until(
+            lambda d: d.execute_script("return window.falconetConsole.state.received") >= n
+        )
+        lag = time.monotonic() - last
+        frames, gap = driver.execute_script(
+            "const s = window.falconetConsole.state; return [s.frames, s.maxFrameGapMs]"
+        )
+        return n, lag, int(frames), float(gap)
+    finally:
+        driver.quit()
+        servers.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def page_memory(total: int, step: int) -> list[tuple[int, int, int]]:
+    """(alerts published, alerts the page holds, JS heap bytes after GC) after each step."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    directory = Path(tempfile.mkdtemp(prefix="falconet-bench-console-"))
+    servers = Servers(directory, retention=step * 2)
+    driver = open_page(servers)
     out: list[tuple[int, int, int]] = []
     try:
-        driver.get(str(servers.url))
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "token-form").is_displayed())
-        driver.find_element(By.ID, "token-input").send_keys(servers.token)
-        driver.find_element(By.CSS_SELECTOR, "#token-form button").click()
-        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").text == "live")
 
         def measure(published: int) -> None:
             WebDriverWait(driver, 120, poll_frequency=0.1).until(
@@ -202,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         servers.stop()
         shutil.rmtree(directory, ignore_errors=True)
     if not args.skip_browser and shutil.which("chromium") and shutil.which("chromedriver"):
+        n, lag, frames, gap = page_at_rate(1000, 10.0)
+        print(f"page at 1,000 alerts/s for 10 s: {n} alerts, all held {lag * 1000:.0f} ms after the last publish, "
+              f"{frames} frames drawn, longest frame gap {gap:.0f} ms")
         print("page memory (headless Chromium, after GC)")
         for published, held, heap in page_memory(100_000, 10_000):
             print(f"  {published:>7,} alerts published: page holds {held:>6,}, JS heap {heap / 1e6:6.1f} MB")

@@ -4,6 +4,8 @@ credentials. Conditions are waited on with deadlines (WebDriverWait), never with
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -238,3 +240,40 @@ def test_loads_behind_mtls_with_an_allow_listed_certificate(
         assert shown(d) == []
     finally:
         mallory.quit()
+
+
+def test_keeps_up_with_1000_alerts_a_second_and_keeps_the_reader_s_place(
+    console_factory: ConsoleFactory, browser: WebDriver
+) -> None:
+    h = console_factory()
+    open_page(browser, h)
+    for i in range(100):
+        h.publish(make_alert(i))
+    wait(browser, lambda d: d.find_element(By.ID, "count-shown").text == "100", what="the first 100 drawn")
+    # Scrolled down to read: the rows in view stay the same while alerts arrive on top.
+    js(browser, "document.getElementById('viewport').scrollTop = 50 * 23")
+    wait(browser, lambda d: row_texts(d, "c-out")[0] == "alert number 49", what="the scrolled view")
+    frames = js(browser, "return window.falconetConsole.state.frames")
+    stop = threading.Event()
+    published = publish_at_rate(h, stop, per_second=1000, seconds=3.0, first=100)
+    wait(browser, lambda d: len(shown(d)) == 100 + published, timeout=30, what="every alert of the flood")
+    assert row_texts(browser, "c-out")[0] == "alert number 49"
+    assert js(browser, "return window.falconetConsole.state.frames") > frames  # the page kept drawing
+    assert js(browser, "return window.falconetConsole.state.duplicates") == 0
+    # And it answers: a click opens the detail.
+    browser.find_element(By.CSS_SELECTOR, "#rows .row:not([hidden])").click()
+    wait(browser, lambda d: "alert number 49" in d.find_element(By.ID, "detail").text, what="the detail")
+
+
+def publish_at_rate(h: ConsoleHandle, stop: threading.Event, *, per_second: int, seconds: float, first: int) -> int:
+    """Publishes `per_second` alerts a second for `seconds`, in 50 ms slices (load at a rate, not a wait for
+    anything); returns how many."""
+    n = 0
+    slices = int(seconds * 20)
+    per_slice = per_second // 20
+    start = time.monotonic()
+    for k in range(slices):
+        h.hub.publish_many([make_alert(first + n + i) for i in range(per_slice)])
+        n += per_slice
+        stop.wait(max(0.0, start + (k + 1) / 20 - time.monotonic()))
+    return n

@@ -32,6 +32,10 @@
     stats: null,
     dirty: true,
     selected: null,
+    frames: 0,             // animation frames drawn, and the longest wait between two (a frozen page shows here)
+    lastFrame: null,
+    maxFrameGapMs: 0,
+    anchor: 0,             // alerts added above the rows in view since the last frame (see render)
   };
 
   // -- filters, mirrored in the URL so that a view can be shared --------------------------------------------
@@ -84,6 +88,7 @@
     state.alerts = [];
     state.bySeq = new Set();
     state.position = null;
+    state.anchor = 0;
     state.selected = null;
     $("detail").hidden = true;
     state.dirty = true;
@@ -185,6 +190,7 @@
   }
 
   function onAlerts(msg) {
+    let added = 0;
     for (const alert of msg.alerts) {
       const seq = alert.cursor ? alert.cursor.sequence : null;
       if (seq !== null && alert.cursor.epoch === state.epoch) {
@@ -192,6 +198,7 @@
         state.bySeq.add(seq);
       }
       state.received += 1;
+      added += 1;
       state.alerts.push(alert);
       if (alert.source === "internal") addLoss(alert, false);
     }
@@ -199,6 +206,7 @@
       const gone = state.alerts.splice(0, state.alerts.length - MAX_ALERTS);
       for (const a of gone) if (a.cursor) state.bySeq.delete(a.cursor.sequence);
     }
+    state.anchor += added;
     state.position = msg.position;
     state.dirty = true;
   }
@@ -255,6 +263,9 @@
     const n = state.alerts.length;
     const viewport = $("viewport");
     $("spacer").style.height = n * ROW_HEIGHT + "px";
+    // Newest first: new alerts go on top. Someone reading further down keeps the same rows in view.
+    if (state.anchor && viewport.scrollTop > 0) viewport.scrollTop += state.anchor * ROW_HEIGHT;
+    state.anchor = 0;
     const first = Math.floor(viewport.scrollTop / ROW_HEIGHT);
     const visible = Math.ceil(viewport.clientHeight / ROW_HEIGHT) + 1;
     $("rows").style.transform = "translateY(" + first * ROW_HEIGHT + "px)";
@@ -283,7 +294,10 @@
     $("count-lost").textContent = state.lost;
   }
 
-  function frame() {
+  function frame(now) {
+    if (state.lastFrame !== null) state.maxFrameGapMs = Math.max(state.maxFrameGapMs, now - state.lastFrame);
+    state.lastFrame = now;
+    state.frames += 1;
     render();
     requestAnimationFrame(frame);
   }
