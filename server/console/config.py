@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from falconet.certs.revoke import CRL_FILE
+from falconet.server.config_values import show
 
 DEFAULT_PORT = 9380
 DEFAULT_BACKLOG = 1000
@@ -91,19 +92,19 @@ class ConsoleConfig:
             )
         if not self.tls and not is_loopback(self.listen_address):
             out.append(
-                f"web_console.listen_address {self.listen_address} is not loopback: plain HTTP is only served on "
+                f"web_console.listen_address {show(self.listen_address)} is not loopback: plain HTTP is only served on "
                 "127.0.0.1 (or ::1); set web_console.cert_chain and web_console.private_key for HTTPS."
             )
         if not 0 <= self.listen_port <= 65535:
-            out.append(f"web_console.listen_port must be a port number (0 to 65535), got {self.listen_port}.")
+            out.append(f"web_console.listen_port must be a port number (0 to 65535), got {show(self.listen_port)}.")
         if not 0 <= self.backlog <= MAX_BACKLOG:
-            out.append(f"web_console.backlog must be between 0 and {MAX_BACKLOG}, got {self.backlog}.")
+            out.append(f"web_console.backlog must be between 0 and {MAX_BACKLOG}, got {show(self.backlog)}.")
         for key, path in (
             ("cert_chain", self.cert_chain), ("private_key", self.private_key), ("client_ca", self.client_ca),
             ("token_file", self.token_file),
         ):  # fmt: skip
-            if path is not None and not path.is_file():
-                out.append(f"web_console.{key} {path} does not exist or is not a file.")
+            if path is not None and not _is_file(path):
+                out.append(f"web_console.{key} {show(str(path))} does not exist or is not a file.")
         return out
 
     def check(self) -> None:
@@ -111,6 +112,13 @@ class ConsoleConfig:
         found = self.problems()
         if found:
             raise ConsoleConfigError(" ".join(found))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a NUL in the name, a name too long
+        return False
 
 
 def is_loopback(address: str) -> bool:
@@ -139,14 +147,14 @@ def parse_web_console(
         return d, [f"web_console must be a mapping of keys to values ({', '.join(_KNOWN)})."]
     for key in data:
         if key not in _KNOWN:
-            problems.append(f"web_console.{key!s:.60} is not a known setting (known: {', '.join(_KNOWN)}).")
+            problems.append(f"web_console.{show(key)} is not a known setting (known: {', '.join(_KNOWN)}).")
 
     def value(key: str, kind: type, expected: str, default: object) -> object:
         got = data.get(key, default)
         if got is None:
             return default
         if not isinstance(got, kind) or (kind is int and isinstance(got, bool)):
-            problems.append(f"web_console.{key} must be {expected}, got {got!r:.60}.")
+            problems.append(f"web_console.{key} must be {expected}, got {show(got)}.")
             return default
         return got
 

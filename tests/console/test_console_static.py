@@ -59,3 +59,15 @@ def test_web_console_block_is_read_and_checked(tmp_path: Path) -> None:
     assert "no access control" in text and "plain HTTP is only served on 127.0.0.1" in text
     # Disabled, an incomplete block is not an error (it may be prepared before it is switched on).
     parse_config("web_console:\n  enabled: false\n  listen_address: 0.0.0.0\n", base_dir=tmp_path)
+
+
+def test_web_console_problems_never_print_control_characters(tmp_path: Path) -> None:
+    text = (
+        'web_console: {enabled: true, listen_address: "\\x1b[31m\\x00", token_file: "a\\x07b", '
+        'listen_port: "\\x1b", "\\x1b[2J": 1}\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, base_dir=tmp_path)
+    message = str(exc.value)
+    assert "web_console.listen_address" in message and "token_file" in message and "listen_port" in message
+    assert not any(ord(ch) < 32 and ch != "\n" for ch in message), repr(message)
