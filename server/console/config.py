@@ -147,7 +147,8 @@ def parse_web_console(
         return d, [f"web_console must be a mapping of keys to values ({', '.join(_KNOWN)})."]
     for key in data:
         if key not in _KNOWN:
-            problems.append(f"web_console.{show(key)} is not a known setting (known: {', '.join(_KNOWN)}).")
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else show(key)
+            problems.append(f"web_console.{name} is not a known setting (known: {', '.join(_KNOWN)}).")
 
     def value(key: str, kind: type, expected: str, default: object) -> object:
         got = data.get(key, default)
