@@ -186,6 +186,7 @@ class PushStream:
         self.identity = identity
         self.counters = StreamCounters()
         self._position = 0
+        self._sent_position = -1
         self._backlog: list[Entry] = []
         self._start = StartResult(1)
         self._reader: Reader | None = None
@@ -248,6 +249,9 @@ class PushStream:
                 await asyncio.sleep(wait)  # the batching window: what arrives meanwhile goes in the next batch
                 if reader.next_seq <= hub.newest:
                     continue
+            if self._position != self._sent_position:  # going idle: the page learns how far the filter looked
+                await self._send_batch([])
+                last_position = time.monotonic()
             try:
                 await asyncio.wait_for(reader.wait(), KEEPALIVE_SECONDS)
             except TimeoutError:
@@ -258,6 +262,7 @@ class PushStream:
 
     async def _send_hello(self) -> None:
         position = self._position_text()
+        self._sent_position = self._position
         data = (
             f'{{"epoch":{_quote(self.hub.epoch)},"hostname":{_quote(self.hub.hostname)},'
             f'"position":"{position}"}}'
@@ -268,6 +273,7 @@ class PushStream:
         line = self.cache.line
         position = self._position_text()
         body = ",".join([line(e) for e in entries])
+        self._sent_position = self._position
         await self.write(
             f'id: {position}\nevent: alerts\ndata: {{"position":"{position}","alerts":[{body}]}}\n\n'.encode()
         )

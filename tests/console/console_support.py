@@ -195,3 +195,51 @@ class Pages:
         for stream in self.streams:
             stream.response.close()
         await self.session.close()
+
+
+class SyncEvents:
+    """A blocking SSE reader over http.client (TLS or not): its socket is closed when `close` returns, which
+    aiohttp's client does not promise for TLS (it finishes the TLS shutdown on its loop later)."""
+
+    def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        self.conn: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(parts.hostname, parts.port, context=ssl_context, timeout=10)
+            if parts.scheme == "https" else http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        )  # fmt: skip
+        self.conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=headers or {})
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.buffer = ""
+        self.events: list[SseEvent] = []
+
+    def until(self, done: Any, timeout: float = 10.0) -> list[SseEvent]:
+        """Reads until `done(events)` holds; TimeoutError, or ConnectionError when the stream ends first."""
+        deadline = time.monotonic() + timeout
+        while not done(self.events):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"condition not met; events so far: {[(e.event, e.id) for e in self.events]}")
+            assert self.conn.sock is not None
+            self.conn.sock.settimeout(left)
+            try:
+                chunk = self.response.read1(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise ConnectionError("the stream ended")
+            self.buffer += chunk.decode()
+            cut = self.buffer.rfind("\n\n")
+            if cut >= 0:
+                self.events.extend(parse_events(self.buffer[: cut + 2]))
+                self.buffer = self.buffer[cut + 2 :]
+        return self.events
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import socket
 import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import aiohttp
 import pytest
 from conftest import ConsoleFactory
-from console_support import ConsoleHandle, Pages, client_ssl, make_alert, new_token, sequences
+from console_support import ConsoleHandle, SyncEvents, client_ssl, make_alert, new_token, sequences
 
 from falconet.certs import issue_client
 from falconet.certs.revoke import revoke
@@ -96,27 +95,25 @@ def _plain_http_answer(port: int) -> bytes:
 
 def test_revoked_certificates_are_refused_and_their_streams_cut(mtls_console: tuple[ConsoleHandle, Path]) -> None:
     h, certs = mtls_console
-
-    async def go() -> None:
-        async with Pages(h, connector=aiohttp.TCPConnector(ssl=client_ssl(certs, "alice"))) as alice, \
-                Pages(h, connector=aiohttp.TCPConnector(ssl=client_ssl(certs, "client"))) as client:  # fmt: skip
-            a = await alice.open()
-            c = await client.open()
-            h.publish(make_alert(1))
-            await a.until(lambda ev: sequences(ev) == [1])
-            await c.until(lambda ev: sequences(ev) == [1])
-            revoke(certs, "alice")
-            assert await asyncio.to_thread(h.run, _reload(h.console)) == 1  # SIGHUP's work, on the console's loop
-            with pytest.raises(ConnectionError):
-                await a.until(lambda ev: False)
-            h.publish(make_alert(2))
-            await c.until(lambda ev: sequences(ev) == [1, 2])  # the other certificate's stream goes on
-            response = await alice.session.get(h.url + "api/info")
-            assert response.status == 403
-            assert "revoked" in (await response.json())["message"]
-            response.close()
-
-    asyncio.run(go())
+    a = SyncEvents(h.url + "api/stream", ssl_context=client_ssl(certs, "alice"))
+    c = SyncEvents(h.url + "api/stream", ssl_context=client_ssl(certs, "client"))
+    try:
+        h.publish(make_alert(1))
+        a.until(lambda ev: sequences(ev) == [1])
+        c.until(lambda ev: sequences(ev) == [1])
+        revoke(certs, "alice")
+        assert h.run(_reload(h.console)) == 1  # SIGHUP's work, on the console's loop
+        with pytest.raises(ConnectionError):
+            a.until(lambda ev: False)
+        h.publish(make_alert(2))
+        c.until(lambda ev: sequences(ev) == [1, 2])  # the other certificate's stream goes on
+        refused = SyncEvents(h.url + "api/info", ssl_context=client_ssl(certs, "alice"))
+        assert refused.status == 403
+        assert "revoked" in json.loads(refused.response.read())["message"]
+        refused.close()
+    finally:
+        a.close()
+        c.close()
 
 
 async def _reload(console: WebConsole) -> int:

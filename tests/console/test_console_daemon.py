@@ -4,7 +4,6 @@ ends the revoked certificate's stream; SIGTERM stops it all cleanly."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -14,9 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from console_support import EventReader, client_ssl, sequences
+from console_support import SyncEvents, client_ssl, sequences
 
 from falconet.certs import issue_client
 from falconet.certs.revoke import revoke
@@ -108,7 +106,7 @@ web_console:
         url = lines.wait("web console on ").split("web console on ", 1)[1].strip()
         assert url.startswith("https://127.0.0.1:")
         lines.wait("falconet: ready")
-        asyncio.run(_exercise(url, certs, feed, proc))
+        _exercise(url, certs, feed, proc)
     finally:
         if feed is not None:
             feed.close()  # the end of the capture: the daemon stops by itself
@@ -121,31 +119,28 @@ web_console:
             lines.close()
 
 
-async def _exercise(url: str, certs: Path, feed: Any, proc: subprocess.Popen[str]) -> None:
-    alice = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(certs, "alice")))
-    bob = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl(certs, "bob")))
+def _exercise(url: str, certs: Path, feed: Any, proc: subprocess.Popen[str]) -> None:
+    a = SyncEvents(url + "api/stream", ssl_context=client_ssl(certs, "alice"))
+    b = SyncEvents(url + "api/stream", ssl_context=client_ssl(certs, "bob"))
     try:
-        a = EventReader(await alice.get(url + "api/stream"))
-        b = EventReader(await bob.get(url + "api/stream"))
+        assert a.status == b.status == 200
         feed.write(open_event(1, "<script>x</script>"))
         feed.flush()
-        events = await a.until(lambda ev: len(sequences(ev)) == 1)
+        events = a.until(lambda ev: len(sequences(ev)) == 1)
         alert = [x for e in events if e.event == "alerts" for x in e.data["alerts"]][0]
         assert alert["rule"] == "Console shadow read" and alert["hostname"] == "console-host"
         assert alert["output_fields"]["proc.name"] == "<script>x</script>"
-        await b.until(lambda ev: len(sequences(ev)) == 1)
+        b.until(lambda ev: len(sequences(ev)) == 1)
         revoke(certs, "alice")
         proc.send_signal(signal.SIGHUP)
         with pytest.raises(ConnectionError):
-            await a.until(lambda ev: False, timeout=30)  # the daemon ended alice's stream
-        response = await alice.get(url + "api/info")
-        assert response.status == 403
-        response.close()
+            a.until(lambda ev: False, timeout=30)  # the daemon ended alice's stream
+        again = SyncEvents(url + "api/info", ssl_context=client_ssl(certs, "alice"))
+        assert again.status == 403
+        again.close()
         feed.write(open_event(2, "cat"))
         feed.flush()
-        await b.until(lambda ev: len(sequences(ev)) == 2)  # bob's stream goes on
-        b.response.close()
-        a.response.close()
+        b.until(lambda ev: len(sequences(ev)) == 2)  # bob's stream goes on
     finally:
-        await alice.close()
-        await bob.close()
+        a.close()
+        b.close()

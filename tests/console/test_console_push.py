@@ -212,3 +212,17 @@ def test_one_credential_holds_a_bounded_number_of_streams(token_console: Console
             await pages.open()
 
     asyncio.run(go())
+
+
+def test_a_filtered_stream_tells_the_page_how_far_it_looked(token_console: ConsoleHandle) -> None:
+    """Alerts that do not match still move the page's position, so a resume does not count them as lost."""
+    h = token_console
+
+    async def go() -> None:
+        async with Pages(h) as pages:
+            stream = await pages.open("rule=Rare&backlog=0")
+            h.hub.publish_many([make_alert(i) for i in range(50)])
+            events = await stream.until(lambda ev: bool(ev) and last_position(ev) == f"{h.hub.epoch}:50")
+            assert sequences(events) == []
+
+    asyncio.run(go())
