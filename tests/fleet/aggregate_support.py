@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -105,17 +106,27 @@ class AggregatorProcess:
             stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
+        buf = b""
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)  # the pipe itself: a buffered reader could hold lines select cannot see
+            if not chunk:
                 raise RuntimeError(f"falconet aggregate exited ({self.proc.wait()}): {self.log_tail()}")
-            self.lines.append(line.strip())
-            m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if m:
-                self.tcp_port = int(m.group(1))
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for raw in done:
+                line = raw.decode(errors="replace").strip()
+                self.lines.append(line)
+                m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.tcp_port = int(m.group(1))
             if self.tcp_port and any(x.startswith("listening on unix://") for x in self.lines):
                 return self
+        self.stop()
         raise TimeoutError(f"falconet aggregate not listening in {timeout}s: {self.log_tail()}")
 
     def log_tail(self, n: int = 30) -> str:
