@@ -201,7 +201,7 @@ class NodeWatch(FeedListener):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:

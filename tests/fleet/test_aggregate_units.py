@@ -152,6 +152,21 @@ def test_decode_takes_the_subjects_host_and_the_streams_cursor() -> None:
     assert isinstance(got, Entry) and got.alert.source == "internal"
 
 
+def test_served_bytes_are_the_nodes_with_the_streams_cursor() -> None:
+    """The node's bytes are served as sent, cursor replaced; they decode to exactly the alert the filters saw."""
+    from falconet.sdk.api.falco import outputs_pb2
+    from falconet.sdk.convert import alert_to_proto
+
+    alert = node_alert("n1", 4)
+    _, payload, _ = node_message(alert, "node-epoch", 4)
+    for subject in ("falconet.alerts.n1", "falconet.alerts.other-host"):  # as sent / hostname rewritten
+        got = decode(subject, payload, 9, "stream-ep", PREFIX)
+        assert isinstance(got, Entry)
+        served = outputs_pb2.response.FromString(got.wire())
+        assert served == alert_to_proto(got.alert)
+        assert (served.cursor.epoch, served.cursor.sequence) == ("stream-ep", 9)
+
+
 @pytest.mark.parametrize(("subject", "payload"), [
     ("falconet.alerts.node-1", b"\xff\xfe"),
     ("falconet.alerts.=41", alert_to_wire(node_alert("x", 1))),
