@@ -24,7 +24,7 @@ from pathlib import Path
 
 import nats
 
-from bench.server_throughput import SUB, SUBSCRIBE, Bench, Spec, make_alert, run_clients
+from bench.server_throughput import SUB, SUBSCRIBE, Bench, Outcome, Spec, make_alert, run_clients
 from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, types_pb2
@@ -130,6 +130,23 @@ class FleetBench:
             entry.framed()
         return agg, bound[0], bound[1]
 
+    def _node(self, spec: Spec, n: int, procs: int) -> Outcome:
+        node, _, tcp = self.bench.falconet(retention=max(n, 10_000))
+        self.bench.backlog(node, [make_alert(i) for i in range(n)])
+        for entry in node.hub.snapshot():
+            entry.framed()
+        try:
+            return run_clients(Spec(**{**spec.__dict__, "target": tcp}), procs)
+        finally:
+            self.bench.stop(node)
+
+    def _aggregated(self, spec: Spec, n: int, procs: int, ring: int | None) -> Outcome:
+        agg, _, tcp = self.aggregator(n, ring if ring is not None else max(n, 10_000))
+        try:
+            return run_clients(Spec(**{**spec.__dict__, "target": tcp}), procs)
+        finally:
+            self.bench.loop.run(agg.stop(0.5))
+
     def row(self, label: str, batched: bool, streams: int, n: int, procs: int, *, ring: int | None = None) -> None:
         """Node and aggregator capacity for the same backlog and subscribers; prints both and the ratio."""
         tls = self.bench.client_tls
@@ -141,15 +158,14 @@ class FleetBench:
             if streams > 1:
                 falco.start.position = types_pb2.Start.POSITION_OLDEST
             method, payload = SUB, falco.SerializeToString()
-        node, _, node_tcp = self.bench.falconet(retention=max(n, 10_000))
-        self.bench.backlog(node, [make_alert(i) for i in range(n)])
-        for entry in node.hub.snapshot():
-            entry.framed()
-        o_node = run_clients(Spec(node_tcp, tls, method, payload, streams, n, 300), procs)
-        self.bench.stop(node)
-        agg, _, agg_tcp = self.aggregator(n, ring if ring is not None else max(n, 10_000))
-        o_agg = run_clients(Spec(agg_tcp, tls, method, payload, streams, n, 300), procs)
-        self.bench.loop.run(agg.stop(0.5))
+        spec = Spec("", tls, method, payload, streams, n, 300)
+        # Node, aggregator, aggregator, node: the machine is shared, so each side's better run is kept and
+        # neither always runs first.
+        node_runs = [self._node(spec, n, procs)]
+        agg_runs = [self._aggregated(spec, n, procs, ring), self._aggregated(spec, n, procs, ring)]
+        node_runs.append(self._node(spec, n, procs))
+        o_node = max(node_runs, key=lambda o: o.rate if o.complete else -1.0)
+        o_agg = max(agg_runs, key=lambda o: o.rate if o.complete else -1.0)
         status = "".join(f"  INCOMPLETE {who}: {o.received}/{o.expected_total}, lost {o.lost}"
                          for who, o in (("node", o_node), ("aggregator", o_agg)) if not o.complete)
         ratio = o_agg.rate / o_node.rate if o_node.rate else 0.0

@@ -11,7 +11,8 @@ served. `FleetHub` therefore differs from `Hub` in four places, all here rather 
   stepping over invalid messages the same way; only what the stream itself no longer holds counts as lost.
 - A cursor ahead of this aggregator's newest alert but within what the stream holds (another aggregator already
   served it) is waited for rather than refused.
-- Falco cursors that move are remembered as dirty, to be written to the shared key-value bucket.
+- Falco cursors can be listed, to be written to the shared key-value bucket (advancing one costs what it costs
+  on a node: the per-alert path is unchanged).
 
 The hub runs without a `Backing`: alerts are durable in JetStream before the aggregator sees them, so every
 published alert is visible at once.
@@ -19,7 +20,6 @@ published alert is visible at once.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -50,8 +50,6 @@ class FleetHub(Hub):
         self.known_last = start_seq - 1
         """The newest stream sequence known to exist (from the feed's pending counts): cursors up to it are
         valid here even before this aggregator has read that far."""
-        self._dirty_lock = threading.Lock()
-        self._dirty_falco: dict[str, int] = {}
 
     # -- producing -----------------------------------------------------------------------------------------
 
@@ -92,22 +90,10 @@ class FleetHub(Hub):
             return StartResult(cursor.sequence + 1)  # served by a replica that is ahead of us: wait for it
         return super().start_after(cursor)
 
-    def advance_falco_cursor(self, identity: str, seq: int) -> None:
-        before = self.falco_cursor(identity)
-        super().advance_falco_cursor(identity, seq)
-        if seq > before:
-            self.mark_falco_dirty(identity, seq)
-
-    def mark_falco_dirty(self, identity: str, seq: int) -> None:
-        """A cursor whose write failed: written again by the next flush."""
-        with self._dirty_lock:
-            self._dirty_falco[identity] = max(seq, self._dirty_falco.get(identity, 0))
-
-    def take_dirty_falco(self) -> dict[str, int]:
-        """The Falco cursors that moved since the last call (to be written to the shared bucket)."""
-        with self._dirty_lock:
-            out, self._dirty_falco = self._dirty_falco, {}
-        return out
+    def falco_cursors(self) -> dict[str, int]:
+        """Every identity's Falco cursor now (the bucket writer sends those that moved since it last wrote)."""
+        with self._lock:
+            return dict(self._falco_cursors)
 
     def load_falco_cursor(self, identity: str, seq: int) -> None:
         """A cursor read from the shared bucket: taken if it is ahead of ours (never moves one back)."""

@@ -44,6 +44,8 @@ class FalcoCursors:
         self.hub = hub
         self.kv = kv
         self.errors = 0
+        self.written: dict[str, int] = {}
+        """The newest sequence known to be in the bucket per identity (what need not be written again)."""
 
     async def load(self, identity: str) -> None:
         try:
@@ -53,6 +55,7 @@ class FalcoCursors:
         seq = self._seq_of(entry.value)
         if seq:
             self.hub.load_falco_cursor(identity, seq)
+            self.written[identity] = max(seq, self.written.get(identity, 0))
 
     def _seq_of(self, value: bytes | None) -> int:
         """The sequence a stored value holds for this stream (0: none, another stream's, or not ours)."""
@@ -67,13 +70,16 @@ class FalcoCursors:
 
     async def flush(self) -> None:
         """Writes every cursor that moved; one that cannot be written now is kept for the next flush."""
-        for identity, seq in self.hub.take_dirty_falco().items():
+        for identity, seq in self.hub.falco_cursors().items():
+            if seq <= self.written.get(identity, 0):
+                continue
             try:
                 await self._store(identity, seq)
             except Exception as exc:  # noqa: BLE001 - NATS away: retry on the next flush
                 self.errors += 1
                 log.warning("cannot store the Falco cursor of %s yet: %s", identity, exc)
-                self.hub.mark_falco_dirty(identity, seq)
+            else:
+                self.written[identity] = max(seq, self.written.get(identity, 0))
 
     async def _store(self, identity: str, seq: int) -> None:
         key = escape_host(identity)

@@ -121,15 +121,14 @@ def test_cursor_ahead_within_the_stream_waits_other_epoch_is_reported() -> None:
     assert other.gap_alert is not None and other.next_seq == 1
 
 
-def test_falco_cursors_marked_for_the_bucket_never_back() -> None:
+def test_falco_cursors_listed_for_the_bucket_never_back() -> None:
     hub = FleetHub(8, "ep", "agg", start_seq=1)
     hub.advance_falco_cursor("mtls:alice", 4)
     hub.advance_falco_cursor("mtls:alice", 2)
-    assert hub.take_dirty_falco() == {"mtls:alice": 4} and hub.take_dirty_falco() == {}
-    hub.load_falco_cursor("mtls:alice", 9)  # read from the bucket: taken, not written back
-    assert hub.falco_cursor("mtls:alice") == 9 and hub.take_dirty_falco() == {}
+    assert hub.falco_cursors() == {"mtls:alice": 4}
+    hub.load_falco_cursor("mtls:alice", 9)  # read from the bucket: taken when ahead
     hub.load_falco_cursor("mtls:alice", 3)
-    assert hub.falco_cursor("mtls:alice") == 9
+    assert hub.falco_cursor("mtls:alice") == 9 and hub.falco_cursors() == {"mtls:alice": 9}
 
 
 # -- decoding --------------------------------------------------------------------------------------------------
