@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from nats.aio.client import Client as NatsClient
 from nats.js import api
@@ -33,6 +34,7 @@ log = logging.getLogger("falconet.aggregate")
 REFRESH_SECONDS = 5.0
 """How often the stream's oldest sequence is re-read (its limits remove old messages)."""
 STREAM_RETRY_SECONDS = 1.0
+NATS_LOG_SECONDS = 30.0
 
 
 class Aggregator:
@@ -49,10 +51,12 @@ class Aggregator:
         self.cursors: FalcoCursors | None = None
         self.server: FleetServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._logged: dict[str, float] = {}
 
     async def start(self) -> list[str]:
         cfg = self.config
-        self.nc = await connect(cfg.nats)
+        self.nc = await connect(cfg.nats, error_cb=self._nats_error, disconnected_cb=self._disconnected,
+                                reconnected_cb=self._reconnected)
         js = self.nc.jetstream()
         source = self.source = await self._open_stream(js)
         retention = self.server_config.retention
@@ -77,6 +81,21 @@ class Aggregator:
                        asyncio.ensure_future(self.cursors.run()),
                        asyncio.ensure_future(self._refresh())]
         return addresses
+
+    async def _nats_error(self, exc: Exception) -> None:
+        """One line per kind of error per NATS_LOG_SECONDS (nats-py retries for ever; its default prints a
+        traceback per attempt)."""
+        now = time.monotonic()
+        kind = type(exc).__name__
+        if now - self._logged.get(kind, -NATS_LOG_SECONDS) >= NATS_LOG_SECONDS:
+            self._logged[kind] = now
+            log.warning("NATS %s: %s (retrying)", self.config.nats.describe(), exc or kind)
+
+    async def _disconnected(self) -> None:
+        log.warning("disconnected from NATS %s; serving what is held, reconnecting", self.config.nats.describe())
+
+    async def _reconnected(self) -> None:
+        log.info("reconnected to NATS %s", self.config.nats.describe())
 
     async def _open_stream(self, js: JetStreamContext) -> StreamSource:
         """The stream, waiting (one log line) until the nodes have created it."""
