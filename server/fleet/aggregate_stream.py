@@ -28,11 +28,10 @@ from nats.js.errors import NotFoundError
 from falconet.model.alert import Alert, Cursor
 from falconet.model.alert_checks import RESERVED_SOURCES
 from falconet.sdk.api.falco import outputs_pb2
-from falconet.sdk.api.falconet.v1 import types_pb2
 from falconet.server.alert_input import alert_from_input
 from falconet.server.fleet.names import FLEET_TOKEN, all_alerts, host_of_subject
 from falconet.server.fleet.aggregate_hub import FleetHub, StreamItem
-from falconet.server.hub import Entry, encode_varint
+from falconet.server.hub import Entry
 
 log = logging.getLogger("falconet.aggregate")
 
@@ -66,107 +65,33 @@ def decode(subject: str, data: bytes, seq: int, epoch: str, prefix: str) -> Entr
         except ValueError as exc:
             return Bad(seq, subject, str(exc))
     try:
-        alert = _alert_of(data)
+        resp = outputs_pb2.response.FromString(data)
+        alert = _checked(resp)
     except (DecodeError, ValueError, RecursionError) as exc:
         return Bad(seq, subject, f"not a valid alert: {exc}")
     if not fleet:
-        alert.hostname = host
+        alert.hostname = resp.hostname = host
     elif not alert.hostname:
         return Bad(seq, subject, "an aggregator's alert without the host it is about")
     alert.cursor = Cursor(epoch, seq)
+    resp.cursor.epoch, resp.cursor.sequence = epoch, seq
     entry = Entry(seq, alert)
-    if fleet or resp_host(data) == alert.hostname:
-        wire = with_cursor(data, epoch, seq)
-        if wire is not None:
-            entry._wire = wire  # served as the node sent it, with our cursor: no re-serialization per alert
+    # Served as the node sent it (unknown fields too), with the subject's host and our cursor: one C-level
+    # serialization of the message already parsed, rather than a conversion of the alert.
+    entry._wire = resp.SerializeToString()
     return entry
 
 
-_CURSOR_TAG = (10 << 3) | 2
-_HOSTNAME_TAG = (7 << 3) | 2
-
-
-def _fields(data: bytes) -> list[tuple[int, int, int]] | None:
-    """(tag, start, end) of each top-level field of a message, or None for what this scanner does not read."""
-    out: list[tuple[int, int, int]] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        start = pos
-        tag = shift = 0
-        while True:
-            if pos >= end or shift > 35:
-                return None
-            b = data[pos]
-            pos += 1
-            tag |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-        kind = tag & 7
-        if kind == 0:
-            while pos < end and data[pos] & 0x80:
-                pos += 1
-            pos += 1
-        elif kind == 1:
-            pos += 8
-        elif kind == 5:
-            pos += 4
-        elif kind == 2:
-            size = shift = 0
-            while True:
-                if pos >= end or shift > 35:
-                    return None
-                b = data[pos]
-                pos += 1
-                size |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
-            pos += size
-        else:
-            return None
-        if pos > end:
-            return None
-        out.append((tag, start, pos))
-    return out
-
-
-def resp_host(data: bytes) -> str | None:
-    """The hostname field of a serialized response as sent (None when unreadable here)."""
-    fields = _fields(data)
-    if fields is None:
-        return None
-    host = b""
-    for tag, start, stop in fields:
-        if tag == _HOSTNAME_TAG:
-            head = start + 1
-            while data[head] & 0x80:
-                head += 1
-            host = data[head + 1:stop]
-    try:
-        return host.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def with_cursor(data: bytes, epoch: str, seq: int) -> bytes | None:
-    """The serialized response with its cursor field replaced by (epoch, seq); None if it cannot be scanned."""
-    fields = _fields(data)
-    if fields is None:
-        return None
-    kept = b"".join(data[start:stop] for tag, start, stop in fields if tag != _CURSOR_TAG)
-    cursor = types_pb2.Cursor(epoch=epoch, sequence=seq).SerializeToString()
-    return kept + bytes((_CURSOR_TAG,)) + encode_varint(len(cursor)) + cursor
-
-
-def _alert_of(data: bytes) -> Alert:
+def _checked(resp: outputs_pb2.response) -> Alert:
     """The input service's checks (server/alert_input.py), except that the stream may carry internal alerts: a
     node forwards its own (its subject is its alone), and aggregators write theirs to the fleet subject."""
-    resp = outputs_pb2.response.FromString(data)
     if resp.source not in RESERVED_SOURCES:
         return alert_from_input(resp)
     source, resp.source = resp.source, "syscall"
-    alert = alert_from_input(resp)
+    try:
+        alert = alert_from_input(resp)
+    finally:
+        resp.source = source
     alert.source = source
     return alert
 
