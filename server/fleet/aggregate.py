@@ -52,6 +52,7 @@ class Aggregator:
         self.server: FleetServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._logged: dict[str, float] = {}
+        self._closing = False
 
     async def start(self) -> list[str]:
         cfg = self.config
@@ -92,6 +93,8 @@ class Aggregator:
             log.warning("NATS %s: %s (retrying)", self.config.nats.describe(), exc or kind)
 
     async def _disconnected(self) -> None:
+        if self._closing:
+            return
         log.warning("disconnected from NATS %s; serving what is held, reconnecting", self.config.nats.describe())
 
     async def _reconnected(self) -> None:
@@ -124,6 +127,7 @@ class Aggregator:
                 log.warning("cannot read stream %s's state: %s", self.config.stream, exc)
 
     async def stop(self, grace: float = 1.0) -> None:
+        self._closing = True
         if self.server is not None:
             await self.server.stop(grace)
         for task in self._tasks:
