@@ -14,6 +14,7 @@ Run: python -m bench.fleet_aggregate [--quick]. Needs Debian's nats-server (make
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -176,6 +177,42 @@ class FleetBench:
         print(f"{label:<52} {o_node.rate:>11,.0f} {o_agg.rate:>11,.0f} {ratio:>7.2f}{status}", flush=True)
 
 
+def serving_path(n: int, repeat: int) -> None:
+    """The hub side of serving alone, in this process (no gRPC, no client): a node's Hub and a FleetHub holding
+    the same cached entries, drained by the services' own stream functions; the best of `repeat` runs each."""
+    from falconet.server.fleet.aggregate_hub import FleetHub
+    from falconet.server.hub import AlertFilter, Hub
+    from falconet.server.streams import batch_stream, single_stream
+
+    alerts = [make_alert(i) for i in range(n)]
+    node = Hub(retention=n, epoch="node")
+    node.publish_many(alerts)
+    fleet = FleetHub(n, "fleet", "agg", start_seq=1)
+    fleet.publish_at([(e.seq, e) for e in node.snapshot()])  # the very same entries: same cached bytes
+    for e in node.snapshot():
+        e.framed()
+
+    async def drain(hub: Hub, batched: bool) -> float:
+        reader = hub.reader(1)
+        t0 = time.perf_counter()
+        if batched:
+            async for _ in batch_stream(hub, reader, AlertFilter(), None, live=False, max_batch=1000):
+                pass
+        else:
+            async for _ in single_stream(hub, reader, AlertFilter(), None, live=False, falco_identity="bench"):
+                pass
+        return time.perf_counter() - t0
+
+    for label, batched in (("Falco sub path (one message per alert, Falco cursor)", False),
+                           ("batched path (1,000 per message)", True)):
+        times = {"node": [], "aggregator": []}  # type: dict[str, list[float]]
+        for _ in range(repeat):
+            for name, hub in (("node", node), ("aggregator", fleet)):
+                times[name].append(asyncio.run(drain(hub, batched)))
+        rn, ra = n / min(times["node"]), n / min(times["aggregator"])
+        print(f"{'in-process ' + label:<52} {rn:>11,.0f} {ra:>11,.0f} {ra / rn:>7.2f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller backlogs")
@@ -196,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.row("batched, 1 subscriber", True, 1, nb, 1)
         fleet.row("batched, 100 subscribers (fan-out)", True, 100, nb // 20, 4)
         fleet.row("batched, 1 subscriber, aggregator reads JetStream", True, 1, n1, 1, ring=1000)
+        serving_path(20_000 if q else 100_000, 5)
         rates = sorted(n / s for n, s in fleet.catchup if n >= 10_000)
         print(f"aggregator start-up (stream read, checked and decoded into the ring): {rates[0]:,.0f} to "
               f"{rates[-1]:,.0f} alerts/s over {len(rates)} starts", flush=True)
