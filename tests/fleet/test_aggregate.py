@@ -105,6 +105,7 @@ def probe(binary: Path, agg: AggregatorProcess, transport: str, mode: str, *extr
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
+@pytest.mark.multilang
 def test_two_hosts_every_alert_once_in_order(nats_server: NatsServer, tmp_path: Path, certs_dir: Path,
                                              aggregators: list[AggregatorProcess], clientgo_probe: Path) -> None:
     publish(nats_server.url, [(HOSTS[0], 1, 120), (HOSTS[1], 1, 80)])
@@ -175,6 +176,7 @@ def test_client_moves_between_aggregators_without_gap_or_duplicate(
     assert numbers(back) == [(HOSTS[0], k) for k in (76, 77, 78)]
 
 
+@pytest.mark.multilang
 def test_falco_cursor_follows_identity_across_aggregators(
         nats_server: NatsServer, tmp_path: Path, certs_dir: Path, aggregators: list[AggregatorProcess],
         clientgo_probe: Path) -> None:
