@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -60,10 +61,10 @@ def decode(subject: str, data: bytes, seq: int, epoch: str, prefix: str) -> Entr
     fleet = token == FLEET_TOKEN
     host = ""
     if not fleet:
-        try:
-            host = host_of_subject(subject, prefix)
-        except ValueError as exc:
-            return Bad(seq, subject, str(exc))
+        host_or_problem = _host_of(subject, prefix)
+        if isinstance(host_or_problem, ValueError):
+            return Bad(seq, subject, str(host_or_problem))
+        host = host_or_problem
     try:
         resp = outputs_pb2.response.FromString(data)
         alert = _checked(resp)
@@ -80,6 +81,15 @@ def decode(subject: str, data: bytes, seq: int, epoch: str, prefix: str) -> Entr
     # serialization of the message already parsed, rather than a conversion of the alert.
     entry._wire = resp.SerializeToString()
     return entry
+
+
+@functools.lru_cache(maxsize=8192)
+def _host_of(subject: str, prefix: str) -> str | ValueError:
+    """The host of an alert subject, or why it has none: a fleet has few subjects and each is seen per alert."""
+    try:
+        return host_of_subject(subject, prefix)
+    except ValueError as exc:
+        return exc
 
 
 def _checked(resp: outputs_pb2.response) -> Alert:
