@@ -95,14 +95,19 @@ class AggregatorProcess:
     unix_path: Path = Path()
     tcp_port: int = 0
     lines: list[str] = field(default_factory=list)
+    argv: list[str] | None = None
+    """The command's own arguments instead of the usual flags (e.g. `-c FILE`)."""
+    expect_tcp: bool = True
 
     def start(self, timeout: float = 60.0) -> AggregatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.unix_path = self.workdir / f"{self.name}.sock"
+        argv = self.argv if self.argv is not None else [
+            "--servers", self.url, "--listen", f"unix://{self.unix_path}", "--listen", "127.0.0.1:0",
+            "--certs", str(self.certs), "--hostname", self.name, *self.extra]
         log = open(self.workdir / f"{self.name}.log", "a")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [*FALCONET, "aggregate", "--servers", self.url, "--listen", f"unix://{self.unix_path}",
-             "--listen", "127.0.0.1:0", "--certs", str(self.certs), "--hostname", self.name, *self.extra],
+            [*FALCONET, "aggregate", *argv],
             stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
         assert self.proc.stdout is not None
@@ -124,7 +129,10 @@ class AggregatorProcess:
                 m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
                 if m:
                     self.tcp_port = int(m.group(1))
-            if self.tcp_port and any(x.startswith("listening on unix://") for x in self.lines):
+                if line.startswith("listening on unix://"):
+                    self.unix_path = Path(line[len("listening on unix://"):])
+            if (self.tcp_port or not self.expect_tcp) and any(x.startswith("listening on unix://")
+                                                             for x in self.lines):
                 return self
         self.stop()
         raise TimeoutError(f"falconet aggregate not listening in {timeout}s: {self.log_tail()}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import nats
 import pytest
 from aggregate_support import (
+    FALCONET,
     REPO,
     AggregatorProcess,
     ensure_stream,
@@ -223,3 +224,37 @@ def test_restart_resumes_from_cursor(nats_server: NatsServer, tmp_path: Path, ce
     # The epoch is the stream's, so the cursor of the first run is valid in the second (no gap alert).
     assert all(json.loads(line)["source"] != "internal" for line in rest)
     assert _cursor(first[0]).epoch == _cursor(rest[0]).epoch
+
+
+def test_config_file(nats_server: NatsServer, tmp_path: Path, certs_dir: Path) -> None:
+    """`falconet aggregate -c FILE` alone: NATS, stream and both listeners from the file's `aggregate` block."""
+    publish(nats_server.url, [(HOSTS[0], 1, 3)])
+    sock = tmp_path / "from-file.sock"
+    conf = tmp_path / "aggregate.yaml"
+    conf.write_text(
+        "aggregate:\n"
+        f"  servers: [{nats_server.url}]\n"
+        "  stream: FALCONET_ALERTS\n  subject_prefix: falconet.alerts\n  silence_timeout: 20\n"
+        "  grpc:\n"
+        f"    bind_address: [unix://{sock}]\n"
+        f"    root_certs: {certs_dir / 'ca.crt'}\n"
+        f"    cert_chain: {certs_dir / 'server.crt'}\n"
+        f"    private_key: {certs_dir / 'server.key'}\n")
+    agg = AggregatorProcess(nats_server.url, tmp_path / "agg", certs_dir, name="from-file")
+    agg.argv = ["-c", str(conf)]
+    agg.expect_tcp = False
+    try:
+        agg.start()
+        assert agg.unix_path == sock
+        assert numbers(falco_client(agg, "unix", "get")) == [(HOSTS[0], k) for k in (1, 2, 3)]
+    finally:
+        agg.stop()
+
+
+def test_bad_config_file_is_refused_whole(tmp_path: Path) -> None:
+    conf = tmp_path / "aggregate.yaml"
+    conf.write_text("aggregate:\n  servers: [http://nats]\n  stream: a.b\n  silence_timeout: no\n")
+    proc = subprocess.run([*FALCONET, "aggregate", "-c", str(conf)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    for part in ("aggregate.servers", "aggregate.stream", "aggregate.silence_timeout", str(conf)):
+        assert part in proc.stderr, proc.stderr
