@@ -20,6 +20,7 @@ published alert is visible at once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -30,6 +31,14 @@ StreamItem = tuple[int, Entry | None]
 """A stream sequence and its alert (None: the message there is not a valid alert and is never served)."""
 
 
+READ_RETRY_SECONDS = 0.5
+"""How often a reader behind the ring tries the stream again while JetStream does not answer."""
+
+
+class StreamUnavailable(Exception):
+    """JetStream did not answer a read (an outage, a leader election): the reader waits and tries again."""
+
+
 class StreamReads(Protocol):
     """Reading the stream behind the ring (server/fleet/aggregate_stream.py's `StreamSource` is one)."""
 
@@ -37,7 +46,8 @@ class StreamReads(Protocol):
     """The oldest sequence the stream holds (last + 1 when it holds none), as of the last look."""
 
     async def read(self, first: int, max_n: int) -> list[StreamItem]:
-        """Up to `max_n` stored messages from sequence `first` on, in order, decoded as the live feed decodes."""
+        """Up to `max_n` stored messages from sequence `first` on, in order, decoded as the live feed decodes;
+        StreamUnavailable when JetStream does not answer (never an empty list for that)."""
 
 
 class FleetHub(Hub):
@@ -126,7 +136,12 @@ class FleetHub(Hub):
         while True:
             first = reader.next_seq
             reader.behind = False
-            items = await reads.read(first, max_n) if reads is not None else []
+            try:
+                items = await reads.read(first, max_n) if reads is not None else []
+            except StreamUnavailable:
+                reader.behind = True
+                await asyncio.sleep(READ_RETRY_SECONDS)  # retry period while the stream is away; nothing skipped
+                continue
             if not items:
                 # Nothing stored from `first` on below the ring: on from the ring, the rest counted as lost.
                 floor = self.ring_oldest

@@ -48,9 +48,16 @@ class FalcoCursors:
         """The newest sequence known to be in the bucket per identity (what need not be written again)."""
 
     async def load(self, identity: str) -> None:
+        """Takes the identity's cursor from the bucket; with NATS away, goes on with what this aggregator holds
+        (the client may then get again alerts another aggregator sent it: never fewer)."""
         try:
             entry = await self.kv.get(escape_host(identity))
         except (KeyNotFoundError, NotFoundError):
+            return
+        except Exception as exc:  # noqa: BLE001 - NATS away or electing a leader: serve, do not fail the call
+            self.errors += 1
+            log.warning("cannot read the Falco cursor of %s (serving from this aggregator's own): %s",
+                        identity, exc or type(exc).__name__)
             return
         seq = self._seq_of(entry.value)
         if seq:

@@ -20,18 +20,18 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from falconet.model.alert import Alert, Cursor
 from falconet.model.alert_checks import RESERVED_SOURCES
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.server.alert_input import alert_from_input
 from falconet.server.fleet.names import FLEET_TOKEN, all_alerts, host_of_subject
-from falconet.server.fleet.aggregate_hub import FleetHub, StreamItem
+from falconet.server.fleet.aggregate_hub import FleetHub, StreamItem, StreamUnavailable
 from falconet.server.hub import Entry
 
 log = logging.getLogger("falconet.aggregate")
@@ -218,12 +218,20 @@ class StreamSource:
         )
         try:
             psub = await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
-        except NotFoundError:
-            return []
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
+            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
         try:
             try:
                 msgs = await psub.fetch(batch=max_n, timeout=READ_TIMEOUT)
-            except asyncio.TimeoutError:
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                # Nothing from `first` on within the timeout: the stream holds nothing there (or does not answer;
+                # the stream's state says which).
+                try:
+                    await self.refresh()
+                except Exception as exc:  # noqa: BLE001
+                    raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+                if first <= self.last_seq and first >= self.first_seq:
+                    raise StreamUnavailable(f"no answer for sequence {first}") from None
                 return []
             out: list[StreamItem] = []
             for msg in msgs:

@@ -12,21 +12,27 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pytest
 from aggregate_support import (
+    FALCO_CLIENT,
     FALCONET,
     REPO,
     AggregatorProcess,
     ensure_stream,
     falco_client,
+    node_alert,
+    node_message,
     numbers,
     publish_node,
 )
-from nats_servers import NatsServer
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+from nats_servers import NatsCluster, NatsServer
 from resources import missing
 
 from falconet.model.alert import Cursor
@@ -258,3 +264,68 @@ def test_bad_config_file_is_refused_whole(tmp_path: Path) -> None:
     assert proc.returncode == 2
     for part in ("aggregate.servers", "aggregate.stream", "aggregate.silence_timeout", str(conf)):
         assert part in proc.stderr, proc.stderr
+
+
+def test_cluster_server_killed_while_publishing(nats_cluster: NatsCluster, tmp_path: Path, certs_dir: Path,
+                                                aggregators: list[AggregatorProcess]) -> None:
+    """A replicated stream on three servers: one is killed (the one the aggregator reached first) while both
+    nodes publish; a subscriber of the aggregator still gets every alert once, in each host's order."""
+    urls = nats_cluster.urls
+
+    async def make_stream() -> None:
+        nc = await nats.connect(urls[1])
+        deadline = time.monotonic() + 60
+        try:
+            while True:  # until the cluster has elected its meta leader and placed the stream
+                try:
+                    await nc.jetstream().add_stream(api.StreamConfig(
+                        name="FALCONET_ALERTS", subjects=["falconet.alerts.*"], num_replicas=3,
+                        duplicate_window=120.0))
+                    return
+                except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                    if time.monotonic() > deadline:
+                        raise
+        finally:
+            await nc.close()
+
+    async def publish_retrying(nc: NatsClient, host: str, first: int, count: int) -> None:
+        """As a forwarder does: an unacknowledged publish is sent again with its message id (kept once)."""
+        js = nc.jetstream()
+        for k in range(first, first + count):
+            subject, payload, headers = node_message(node_alert(host, k), f"ep-{host}", k)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await js.publish(subject, payload, headers=headers, timeout=2)
+                    break
+                except nats.errors.Error:  # no answer, no responders, no response from the stream: a leader lost
+                    if time.monotonic() > deadline:
+                        raise
+
+    asyncio.run(make_stream())
+    servers = [arg for url in urls for arg in ("--servers", url)]
+    agg = AggregatorProcess(urls[0], tmp_path / "agg", certs_dir, name="agg-c", extra=servers[2:]).start()
+    aggregators.append(agg)
+    client = subprocess.Popen([*FALCO_CLIENT, *agg.client_args("unix"), "subscribe", "--from", "oldest",
+                               "--count", "400", "--output", "json"], stdout=subprocess.PIPE, text=True)
+
+    async def publish_through_kill() -> None:
+        nc = await nats.connect(servers=urls[1:], max_reconnect_attempts=-1)
+        try:
+            await asyncio.gather(publish_retrying(nc, HOSTS[0], 1, 100), publish_retrying(nc, HOSTS[1], 1, 100))
+            nats_cluster.servers[0].kill()
+            await asyncio.gather(publish_retrying(nc, HOSTS[0], 101, 100),
+                                 publish_retrying(nc, HOSTS[1], 101, 100))
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(publish_through_kill())
+        out, _ = client.communicate(timeout=120)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    assert client.returncode == 0
+    docs = [json.loads(line) for line in out.splitlines()]
+    expect_per_host(numbers(str(d["output"]) for d in docs), {HOSTS[0]: range(1, 201), HOSTS[1]: range(1, 201)})
