@@ -16,6 +16,11 @@ served. `FleetHub` therefore differs from `Hub` in four places, all here rather 
 
 The hub runs without a `Backing`: alerts are durable in JetStream before the aggregator sees them, so every
 published alert is visible at once.
+
+For whoever changes hub.py: this subclass overrides `_take`, `_take_stored`, `snapshot`, `oldest` and
+`start_after`, and uses the hub's `_lock`, `_ring` (slots indexed by `seq % retention`, None allowed here),
+`_head`, `_visible`, `_ring_floor`, `_waiters`, `_falco_cursors` and `_wake`, and the Reader's `next_seq`,
+`behind` and `dropped`. tests/fleet/test_aggregate_units.py exercises each; a change to those needs one here.
 """
 
 from __future__ import annotations
