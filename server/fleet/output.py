@@ -54,6 +54,7 @@ FAILING_RULE = "Falconet internal: NATS output failing"
 RECOVERED_RULE = "Falconet internal: NATS output recovered"
 UNFORWARDED_RULE = "Falconet internal: alerts not forwarded to NATS"
 SHAPE_RULE = "Falconet internal: NATS stream differs from the configuration"
+CONFIG_REASONS = frozenset({"auth", "permission", "no_stream", "rejected"})
 READ_BATCH = 512
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
@@ -370,9 +371,10 @@ class NatsForwarder:
         self.stats.failures[reason] = self.stats.failures.get(reason, 0) + 1
 
     def _failed(self, reason: str, text: str) -> None:
-        """Counted every time; logged and alerted once per kind of problem while it lasts."""
+        """Counted every time; logged and alerted once per outage, and again while down only when the problem
+        becomes one of configuration (credentials, permissions, the stream), which someone must fix."""
         self._count(reason)
-        if self._healthy is False and reason == self._down_reason:
+        if self._healthy is False and (reason == self._down_reason or reason not in CONFIG_REASONS):
             return
         self._healthy = False
         self._down_reason = reason
