@@ -119,6 +119,9 @@ class NatsForwarder:
     # -- life ------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        # The reader exists from the start, so that what the store drops while NATS was never reached is
+        # counted as lost, not silently skipped by a first session that starts at the oldest retained alert.
+        self._reader = self.hub.reader(self.hub.oldest, name="nats-output", identity="nats-output")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="falconet-nats-output")
 
     async def close(self, drain_timeout: float = 5.0) -> None:
@@ -151,7 +154,11 @@ class NatsForwarder:
         while not self._closing.is_set():
             self._nats_error = ""
             try:
-                nc = await connect(self.config.connection, allow_reconnect=False, error_cb=self._on_error,
+                # nats-py's own reconnecting is off: every session starts by asking the stream where to resume.
+                # (Its initial connect tries each server until it exceeds max_reconnect_attempts, a positive
+                # number: 1 and a short wait try each server twice, then raise, and this loop paces the retries.)
+                nc = await connect(self.config.connection, allow_reconnect=False, max_reconnect_attempts=1,
+                                   reconnect_time_wait=0.1, error_cb=self._on_error,
                                    disconnected_cb=self._on_disconnected)
             except asyncio.CancelledError:
                 raise
@@ -226,11 +233,10 @@ class NatsForwarder:
             raise _Broken(reason, text) from None
         if differences:
             self._shape_differs(differences)
-        start = self._start_after(pos.epoch, pos.seq)
-        self._up(start, pos.how)
         reader = self._reader
-        if reader is None:
-            reader = self._reader = self.hub.reader(start, name="nats-output", identity="nats-output")
+        assert reader is not None
+        start = self._start_after(pos.epoch, pos.seq, reader.next_seq)
+        self._up(start, pos.how)
         reader.next_seq = start
         self._inflight.clear()
         self._last_sent = start - 1
@@ -247,9 +253,10 @@ class NatsForwarder:
             await asyncio.gather(*tasks, return_exceptions=True)
         raise broken
 
-    def _start_after(self, epoch: str | None, seq: int) -> int:
+    def _start_after(self, epoch: str | None, seq: int, unread: int) -> int:
         """The first sequence to forward: after the stream's last alert of this node when it is of this epoch;
-        otherwise (another epoch: a new store, or a run without one) everything this hub retains."""
+        otherwise (another epoch: a new store, or a run without one; or none) the first alert this run has not
+        forwarded (`unread`: at start, the oldest the hub retained), so everything retained goes, once."""
         if epoch == self.hub.epoch:
             head = self.hub.published
             if seq > head:
@@ -257,7 +264,7 @@ class NatsForwarder:
                           f"({head}); the store lost alerts before a restart. Forwarding from {head + 1}.")
                 return head + 1
             return seq + 1
-        return self.hub.oldest
+        return unread
 
     async def _pump(self, nc: NatsClient, reader: Reader) -> None:
         """Reads the hub from the reader's position and publishes, at most `max_in_flight` unacknowledged."""

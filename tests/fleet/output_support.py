@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 import nats
+import nats.errors
+import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from falconet.model.alert import Alert, Priority
@@ -263,8 +265,8 @@ def stream_count(servers: Sequence[str], stream: str = DEFAULT_STREAM) -> int:
         try:
             try:
                 return int((await nc.jetstream(timeout=5).stream_info(stream)).state.messages)
-            except nats.js.errors.NotFoundError:
-                return 0
+            except (nats.js.errors.NotFoundError, nats.errors.TimeoutError, asyncio.TimeoutError):
+                return 0  # no stream yet, or (a cluster electing a leader) no answer yet: ask again
         finally:
             await nc.close()
     return asyncio.run(go())
@@ -284,6 +286,14 @@ def heartbeat(servers: Sequence[str], host: str) -> Heartbeat | None:
     return asyncio.run(go())
 
 
+def host_numbers(servers: Sequence[str], host: str) -> int:
+    """How many of `host`'s test alerts the stream holds (0 while a cluster cannot answer yet)."""
+    try:
+        return sum(1 for m in read_stream(servers) if m.host == host and m.number is not None)
+    except (nats.errors.Error, asyncio.TimeoutError):
+        return 0
+
+
 def check_host(msgs: list[StreamMsg], host: str, acked: Sequence[int]) -> list[StreamMsg]:
     """The stream holds `host`'s alerts exactly once and in order: Falconet-Seq goes up by one within an epoch
     (and the message id is epoch-seq), every acknowledged number is there, none twice. Returns them."""
@@ -298,3 +308,83 @@ def check_host(msgs: list[StreamMsg], host: str, acked: Sequence[int]) -> list[S
     missing = sorted(set(acked) - set(numbers))
     assert not missing, f"{host}: {len(missing)} acknowledged alerts are not in the stream: {missing[:20]}"
     return mine
+
+
+SHADOW_RULES = """\
+- rule: Fleet shadow read
+  desc: a file below /etc named shadow was opened
+  condition: evt.type in (open, openat) and fd.name = /etc/shadow
+  output: "shadow opened (proc.name=%proc.name fd.name=%fd.name)"
+  priority: WARNING
+  tags: [test]
+"""
+
+
+def shadow_open(num: int) -> str:
+    """One replayed openat of /etc/shadow (the rule above raises an alert for it), as a JSON line."""
+    import json
+
+    from falconet.model.event import Event, Fd, Process, User
+
+    proc = Process(pid=4242, ppid=1, name="cat", exe="cat", exepath="/usr/bin/cat", args=["/etc/shadow"],
+                   cwd="/root", user=User(0, "root"))
+    ev = Event(num=num, ts=1_700_000_000_000_000_000 + num, type="openat", tid=4242, res=3, proc=proc,
+               args={"fd": 3, "dirfd": -100, "name": "/etc/shadow", "flags": 1, "mode": 0},
+               fd=Fd(num=3, type="file", name="/etc/shadow", nameraw="/etc/shadow", flags=1))
+    return json.dumps(ev.to_dict()) + "\n"
+
+
+class RunNode(NodeProcess):
+    """`falconet run` on a replayed FIFO with a `nats_output` block, alerts also to a JSON file, metrics on a
+    free port; `send(n)` replays n more /etc/shadow opens (one alert each)."""
+
+    def __init__(self, workdir: Path, host: str, nats_block: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "rules.yaml").write_text(SHADOW_RULES)
+        self.fifo = workdir / "events.fifo"
+        os.mkfifo(self.fifo)
+        self.alerts = workdir / "alerts.json"
+        conf = workdir / "falconet.yaml"
+        conf.write_text(f"""
+rules_files: [{workdir / 'rules.yaml'}]
+json_output: true
+stdout_output: {{enabled: false}}
+file_output: {{enabled: true, keep_alive: true, filename: {self.alerts}}}
+grpc: {{enabled: true, bind_address: ["unix://{workdir / 'node.sock'}"]}}
+alert_store: {{path: {workdir / 'alerts.db'}}}
+webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: 0}}
+{nats_block}""")
+        super().__init__(["run", "-c", str(conf), "--source", f"replay:{self.fifo}"], host, workdir)
+        self._events = open(self.fifo, "w", encoding="utf-8")  # noqa: SIM115 - open for the node's life
+        self.sent = 0
+        self.wait_for_line(r"falconet: ready")
+        self.metrics_url = self.wait_for_line(r"metrics on (http://\S+)").group(1)
+
+    def send(self, n: int) -> None:
+        for _ in range(n):
+            self.sent += 1
+            self._events.write(shadow_open(self.sent))
+        self._events.flush()
+
+    def alert_rules(self) -> list[str]:
+        """The rule of every alert the node's file output wrote (its own outputs: it serves locally)."""
+        import json
+
+        if not self.alerts.exists():
+            return []
+        return [json.loads(line)["rule"] for line in self.alerts.read_text().splitlines() if line.strip()]
+
+    def metrics(self) -> dict[tuple[str, str], float]:
+        """(sample name, reason label or "") -> value."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            text = resp.read().decode()
+        return {(s.name, s.labels.get("reason", "")): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    def _close(self) -> None:
+        self._events.close()
+        super()._close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from nats_servers import NatsServer
-from output_support import Publisher, ServeNode, check_host, nats_output_yaml, read_stream, stream_count, wait_until
+from output_support import Publisher, ServeNode, check_host, host_numbers, nats_output_yaml, read_stream, stream_count, wait_until
 
 pytestmark = pytest.mark.nats
 
@@ -25,7 +25,7 @@ def _yaml(server: NatsServer) -> str:
 
 
 def _test_numbers_in_stream(server: NatsServer, host: str) -> int:
-    return sum(1 for m in read_stream([server.url]) if m.host == host and m.number is not None)
+    return host_numbers([server.url], host)
 
 
 def test_outage_longer_than_the_duplicate_window(nats_server: NatsServer, tmp_path: Path) -> None:
