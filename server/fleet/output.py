@@ -59,6 +59,7 @@ READ_BATCH = 512
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 
+CLOSE_TIMEOUT_S = 5.0
 Report = Callable[[Alert], object]
 Log = Callable[[str], None]
 
@@ -134,8 +135,8 @@ class NatsForwarder:
             await asyncio.sleep(0.02)  # bounded wait for acknowledgements at shutdown
         self._closing.set()
         self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        # Bounded: a stop must not hang on a connection that does not close (its task is abandoned then).
+        await asyncio.wait({self._task}, timeout=CLOSE_TIMEOUT_S)
         self._task = None
         if self._reader is not None:
             self._reader.close()
@@ -178,8 +179,7 @@ class NatsForwarder:
                     self._failed("error", f"forwarding failed on {type(exc).__name__}: {exc}")
                 finally:
                     self.stats.connected = False
-                    with contextlib.suppress(Exception):
-                        await nc.close()
+                    await _close_client(nc)
             if self._closing.is_set():
                 return
             with contextlib.suppress(asyncio.TimeoutError):
@@ -431,3 +431,10 @@ class NatsForwarder:
             tags=["falconet", "nats"],
             hostname=self.host,
         ))
+
+
+async def _close_client(nc: NatsClient) -> None:
+    """Closes a session's connection, within CLOSE_TIMEOUT_S: nats-py's close waits for its flusher, which a
+    dead peer can keep waiting; the next session does not depend on it."""
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(nc.close(), CLOSE_TIMEOUT_S)
