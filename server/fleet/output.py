@@ -92,7 +92,9 @@ class ForwarderStats:
 class NatsForwarder:
     """Forwards `hub` to NATS; `start()` on the event loop that serves the daemon, `close()` on the same."""
 
-    def __init__(self, config: NatsOutputConfig, hub: Hub, *, report: Report, log: Log, version: str = "") -> None:
+    def __init__(self, config: NatsOutputConfig, hub: Hub, *, report: Report, log: Log, version: str = "",
+                 rules_version: Callable[[], str] = str) -> None:
+        """`rules_version` says which pushed rules version the node runs, for its heartbeat ("" for none)."""
         self.config = config
         self.hub = hub
         self.host = hub.hostname
@@ -101,6 +103,7 @@ class NatsForwarder:
         self._report = report
         self._log = log
         self._version = version
+        self._rules_version = rules_version
         self.stats = ForwarderStats()
         self._reader: Reader | None = None
         self._task: asyncio.Task[None] | None = None
@@ -361,7 +364,8 @@ class NatsForwarder:
                     except nats.js.errors.NotFoundError:
                         kv = await js.create_key_value(bucket=NODES_BUCKET, history=1,
                                                        replicas=self.config.shape.replicas)
-                beat = Heartbeat(self.host, self.hub.epoch, self.stats.forwarded_seq, time.time_ns(), self._version)
+                beat = Heartbeat(self.host, self.hub.epoch, self.stats.forwarded_seq, time.time_ns(), self._version,
+                                 self._rules_version())
                 await kv.put(self._host_token, beat.to_json())
                 warned = False
             except (asyncio.TimeoutError, nats.errors.Error) as exc:
