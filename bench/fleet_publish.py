@@ -122,7 +122,8 @@ async def _forwarder_worker(url: str, host: str, count: int, backlog: bool) -> d
     assert isinstance(hub, Hub)
     cfg = NatsOutputConfig(enabled=True, connection=NatsConnection(servers=(url,)), max_in_flight=WINDOW,
                            ack_timeout_s=30)
-    fwd = NatsForwarder(cfg, hub, report=lambda a: None, log=lambda m: print(f"{host}: {m}", file=sys.stderr))
+    fwd = NatsForwarder(cfg, hub, report=lambda a: None,
+                        log=lambda m: None if "forwarding to" in m else print(f"{host}: {m}", file=sys.stderr))
     if backlog:
         hub.publish_many(alerts)  # type: ignore[arg-type]
         for e in hub.snapshot():
