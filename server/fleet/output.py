@@ -47,13 +47,14 @@ from falconet.server.fleet.names import (
     msg_id,
 )
 from falconet.server.fleet.output_config import NatsOutputConfig
-from falconet.server.fleet.output_stream import ensure_stream, last_position
+from falconet.server.fleet.output_stream import ensure_stream, last_position, stored_seqs
 from falconet.server.hub import Entry, Hub, Reader
 
 FAILING_RULE = "Falconet internal: NATS output failing"
 RECOVERED_RULE = "Falconet internal: NATS output recovered"
 UNFORWARDED_RULE = "Falconet internal: alerts not forwarded to NATS"
 SHAPE_RULE = "Falconet internal: NATS stream differs from the configuration"
+REORDERED_RULE = "Falconet internal: alerts forwarded to NATS out of order"
 CONFIG_REASONS = frozenset({"auth", "permission", "no_stream", "rejected"})
 READ_BATCH = 512
 RETRY_FIRST_S = 0.5
@@ -83,6 +84,8 @@ class ForwarderStats:
     """Alerts the node's store dropped before they could be forwarded."""
     resumes: int = 0
     """Sessions that started (the first connect, and every reconnect)."""
+    reordered: int = 0
+    """Alerts published again after later ones were stored without them (each is in the stream once)."""
     forwarded_seq: int = 0
     """The newest sequence acknowledged (with every one before it) in the hub's epoch."""
     backlog: int = 0
@@ -119,6 +122,7 @@ class NatsForwarder:
         self._room = asyncio.Event()
         self._last_sent = 0
         self._inbox = ""
+        self._frontier_ack = b""
 
     # -- life ------------------------------------------------------------------------------------------------
 
@@ -148,7 +152,7 @@ class NatsForwarder:
         """The counters now (the metrics collector reads these at scrape time)."""
         st = self.stats
         st.backlog = max(0, self.hub.newest - st.forwarded_seq)
-        return ForwarderStats(st.connected, st.forwarded, st.duplicates, st.unforwarded, st.resumes,
+        return ForwarderStats(st.connected, st.forwarded, st.duplicates, st.unforwarded, st.resumes, st.reordered,
                               st.forwarded_seq, st.backlog, dict(st.failures))
 
     # -- the connection loop ---------------------------------------------------------------------------------
@@ -240,12 +244,16 @@ class NatsForwarder:
         assert reader is not None
         start = self._start_after(pos.epoch, pos.seq, reader.next_seq)
         self._up(start, pos.how)
+        holes = await self._holes(js, pos.epoch, pos.seq)
         reader.next_seq = start
         self._inflight.clear()
-        self._last_sent = start - 1
-        self.stats.forwarded_seq = max(self.stats.forwarded_seq, start - 1)
         self._inbox = f"{nc.new_inbox()}."
         await nc.subscribe(self._inbox + "*", cb=self._on_ack)
+        if holes:
+            await self._republish(nc, holes)
+        self._last_sent = max(self._last_sent, start - 1)
+        self.stats.forwarded_seq = max(self.stats.forwarded_seq, start - 1) if not self._inflight else \
+            self.stats.forwarded_seq
         tasks = [asyncio.ensure_future(t) for t in (self._pump(nc, reader), self._watch_acks(),
                                                      self._heartbeats(js))]
         try:
@@ -255,6 +263,42 @@ class NatsForwarder:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         raise broken
+
+    async def _holes(self, js: nats.js.JetStreamContext, epoch: str | None, last: int) -> list[int]:
+        """Alerts of this run between the last one acknowledged in order and the stream's last one that the
+        stream does not hold (stored later ones, not them: a stream leader change between them). Empty in the
+        usual case, where what was stored unacknowledged is a prefix of what was in flight."""
+        known = self.stats.forwarded_seq
+        if epoch != self.hub.epoch or last <= known + 1 or not self._frontier_ack:
+            return []
+        try:
+            after = int(json.loads(self._frontier_ack)["seq"])
+            stored = await stored_seqs(js, self.config.stream, self.subject, after, self.hub.epoch, last,
+                                       self.config.max_in_flight + 16)
+        except (ValueError, KeyError, TypeError, asyncio.TimeoutError, nats.errors.Error):
+            return []
+        if last not in stored:
+            return []  # the walk did not get there: nothing to conclude
+        return [s for s in range(known + 1, last) if s not in stored]
+
+    async def _republish(self, nc: NatsClient, holes: list[int]) -> None:
+        """Publishes the holes now: each is then stored once, after later alerts of this node (reported)."""
+        self.stats.reordered += len(holes)
+        message = (f"{len(holes)} alerts ({self.hub.epoch}:{holes[0]}..{holes[-1]}) were not stored while later "
+                   "ones were (a failure in the stream's cluster); they are published again now, so each is in the "
+                   "stream once, after alerts that followed them")
+        self._log(f"warning: nats_output: {message}")
+        self._raise(REORDERED_RULE, Priority.WARNING, message, reordered=len(holes))
+        for seq in holes:
+            r = self.hub.reader(seq, name="nats-output-holes")
+            try:
+                entries, _ = r.take(1)
+                if not entries and r.behind:
+                    entries, _ = await r.take_stored(1)
+            finally:
+                r.close()
+            if entries and entries[0].seq == seq:
+                await self._publish(nc, entries[0])
 
     def _start_after(self, epoch: str | None, seq: int, unread: int) -> int:
         """The first sequence to forward: after the stream's last alert of this node when it is of this epoch;
@@ -336,6 +380,8 @@ class NatsForwarder:
         else:
             self.stats.forwarded += 1
         inflight = self._inflight
+        if not inflight or next(iter(inflight.values()))[0] > got[0]:
+            self._frontier_ack = data  # the stream sequence of the newest alert with every one before it stored
         self.stats.forwarded_seq = next(iter(inflight.values()))[0] - 1 if inflight else self._last_sent
         if len(inflight) < self.config.max_in_flight:
             self._room.set()

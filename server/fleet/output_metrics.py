@@ -36,6 +36,9 @@ class ForwarderCollector:
             ("falconet_nats_output_alerts_unforwarded",
              "Alerts the node's store dropped (retention) before they could be forwarded.", "counter",
              st.unforwarded),
+            ("falconet_nats_output_alerts_reordered",
+             "Alerts published again after later ones were stored without them (each stored once).", "counter",
+             st.reordered),
             ("falconet_nats_output_sessions", "Connections that resumed forwarding (the first one included).",
              "counter", st.resumes),
         ):

@@ -100,3 +100,28 @@ async def last_position(js: JetStreamContext, cfg: NatsOutputConfig, subject: st
         if beat is not None and beat.seq > 0:
             return StreamPosition(beat.epoch, beat.seq, "this node's heartbeat (the stream holds none of its alerts)")
     return StreamPosition(None, 0, "nothing (the stream holds no alert of this node)")
+
+
+async def stored_seqs(js: JetStreamContext, stream: str, subject: str, after: int, epoch: str, upto: int,
+                      limit: int) -> set[int]:
+    """The node sequences (of `epoch`, up to `upto`) stored on `subject` after stream sequence `after`: walked
+    one message at a time ("next message for subject"), at most `limit` messages. Used only after a failure
+    that left unacknowledged alerts behind, to find any that JetStream did not store while it stored later ones
+    (a stream leader change can do that)."""
+    found: set[int] = set()
+    at = after + 1
+    for _ in range(limit):
+        try:
+            msg = await js.get_msg(stream, seq=at, subject=subject, next=True)
+        except NotFoundError:
+            break
+        headers = msg.headers or {}
+        seq = headers.get(HEADER_SEQ, "")
+        if headers.get(HEADER_EPOCH) == epoch and seq.isdigit():
+            found.add(int(seq))
+            if int(seq) >= upto:
+                break
+        if msg.seq is None:
+            break
+        at = int(msg.seq) + 1
+    return found
