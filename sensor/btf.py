@@ -303,11 +303,16 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
 
 def register_offsets(btf: BTF, nr: str, args: tuple[str, ...]) -> dict[str, int]:
     """Where the saved user registers (struct pt_regs) hold the syscall id and its arguments: REG_NR,
-    REG_ARG0.., and SIZEOF_PT_REGS. Which registers those are is the architecture's calling convention, named by
+    REG_ARG0.., and the span of them all (REGS_LO, REGS_HI). Which registers those are is the architecture's calling convention, named by
     the caller (sensor/syscalls.py); the offsets are this kernel's."""
-    out = {"REG_NR": btf.offset("pt_regs", nr), "SIZEOF_PT_REGS": btf.sizeof("pt_regs")}
+    out = {"REG_NR": btf.offset("pt_regs", nr)}
     for i, reg in enumerate(args):
         out[f"REG_ARG{i}"] = btf.offset("pt_regs", reg)
+    if any(v % 8 for v in out.values()):
+        raise BTFError(f"struct pt_regs: the syscall registers are not 8-byte words ({out})")
+    # the span probe.c reads at once (REGS_LO..REGS_HI)
+    out["REGS_LO"] = min(out.values())
+    out["REGS_HI"] = max(out.values()) + 8
     return out
 
 

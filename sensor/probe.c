@@ -99,7 +99,10 @@ struct record_hdr {
     u32 pad;
 };
 
-#define PT_REGS_MAX 256       // room for the saved user registers (SIZEOF_PT_REGS bytes, from BTF)
+// The saved user registers sys_exit reads: the span REGS_LO..REGS_HI of struct pt_regs that holds the syscall id
+// and its arguments (on x86-64 r10..orig_ax, 72 bytes), as u64 words; REGW(REG_X) is register X's word.
+#define REGS_WORDS ((REGS_HI - REGS_LO) / 8)
+#define REGW(off) (((off) - REGS_LO) / 8)
 
 // The syscall as sys_exit read it, for the exec tails, which rebuild the header after EXECARGS went out.
 struct sysregs {
@@ -116,7 +119,6 @@ struct buf {
     u32 walk_whole;
     u32 walk_pad;
     struct sysregs sys;
-    u8 regs[PT_REGS_MAX];  // the task's saved user registers (struct pt_regs), read once per traced syscall
 };
 
 struct sysconf {
@@ -349,50 +351,6 @@ static __always_inline u64 arg_at(u64 *args, u8 idx) {
     return idx < 6 ? args[idx] : 0;
 }
 
-// A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes, from a user vector of
-// string pointers (`end` 0: the exec's arguments as the caller passed them) or from a user area where the
-// strings lie back to back up to `end` (the new image's argv and environment, as its stack holds them).
-// *count gets the entries read whole and *whole their bytes (where a continuation starts). A bounded loop with
-// its state in the scratch map, not unrolled: the verifier then prunes per iteration (see put_exe_path).
-static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 src, u64 end, u32 max, u32 *count,
-                                         u32 *whole) {
-    b->walk_used = 0;
-    b->walk_done = 0;
-    b->walk_whole = 0;
-    if (!src)
-        return 0;
-#pragma clang loop unroll(disable)
-    for (u32 i = 0; i < MAX_ENVP; i++) {
-        if (i >= max)
-            break;
-        u32 used = b->walk_used;
-        if (used >= ARGS_AREA)
-            break;
-        u64 p = 0;
-        if (end) {
-            p = src + used;
-            if (p >= end)
-                break;
-        } else if (bpf_probe_read_user(&p, sizeof(p), (void *)(src + i * 8)) != 0 || !p) {
-            break;
-        }
-        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ARGS_AREA, the verifier does not
-        int n = bpf_probe_read_user_str(&b->payload[(off + used) & PAYLOAD_MASK], STR_MAX, (void *)p);
-        if (n <= 0)
-            break;
-        used += n;
-        b->walk_used = used;
-        if (used <= ARGS_AREA) {
-            b->walk_done = i + 1;
-            b->walk_whole = used;
-        }
-    }
-    *count = b->walk_done;
-    *whole = b->walk_whole;
-    u32 used = b->walk_used;
-    return used > ARGS_AREA ? ARGS_AREA : used;
-}
-
 #if OFF_TASK_FILES >= 0 && OFF_SOCKET_SK >= 0 && OFF_SK_FAMILY >= 0 && OFF_SK_PROTOCOL >= 0
 #define HAVE_SOCKINFO 1
 // fd -> file -> socket -> sock of the current task, read at syscall exit: the tuple as the kernel has it.
@@ -435,17 +393,16 @@ static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
 
-// The syscall's id, arguments and result from the saved user registers, into the record header (and `b->sys`).
-static __always_inline void read_syscall(struct buf *b, u64 regs, s64 id, s64 ret) {
-    bpf_probe_read_kernel(b->regs, SIZEOF_PT_REGS & (PT_REGS_MAX - 1), (void *)regs);
+// The syscall's arguments and result from the saved user registers, into the record header.
+static __always_inline void put_syscall(struct buf *b, u64 *regs, s64 id, s64 ret) {
     b->hdr.nr = id;
     b->hdr.res = ret;
-    b->hdr.args[0] = *(u64 *)&b->regs[REG_ARG0];
-    b->hdr.args[1] = *(u64 *)&b->regs[REG_ARG1];
-    b->hdr.args[2] = *(u64 *)&b->regs[REG_ARG2];
-    b->hdr.args[3] = *(u64 *)&b->regs[REG_ARG3];
-    b->hdr.args[4] = *(u64 *)&b->regs[REG_ARG4];
-    b->hdr.args[5] = *(u64 *)&b->regs[REG_ARG5];
+    b->hdr.args[0] = regs[REGW(REG_ARG0)];
+    b->hdr.args[1] = regs[REGW(REG_ARG1)];
+    b->hdr.args[2] = regs[REGW(REG_ARG2)];
+    b->hdr.args[3] = regs[REGW(REG_ARG3)];
+    b->hdr.args[4] = regs[REGW(REG_ARG4)];
+    b->hdr.args[5] = regs[REGW(REG_ARG5)];
 }
 
 // Only for the syscalls whose exit cannot see everything their record needs (see the header); every other
@@ -466,9 +423,11 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit) {
-    u64 regs = ctx->args[0];
-    s64 id = -1;
-    bpf_probe_read_kernel(&id, sizeof(id), (void *)(regs + REG_NR));
+    // One read of the registers that hold the id and the arguments (every traced syscall needs them).
+    u64 regs[REGS_WORDS] = {};
+    if (bpf_probe_read_kernel(regs, sizeof(regs), (void *)(ctx->args[0] + REGS_LO)) != 0)
+        return 0;
+    s64 id = regs[REGW(REG_NR)];
     if (id < 0 || id >= NR_SYSCALLS_MAX)
         return 0;
     int key = id;
@@ -485,7 +444,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     if (!b)
         return 0;
     reset_hdr(&b->hdr);
-    read_syscall(b, regs, id, ret);
+    put_syscall(b, regs, id, ret);
     if (conf->exec) {
         // A successful exec has no argument registers left (the new image starts with them cleared): its
         // records come from the tails (probe_exec.h). If the tail call cannot be made, the exec goes out below

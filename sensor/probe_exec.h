@@ -224,6 +224,50 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
     return off;
 }
 
+// A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes, from a user vector of
+// string pointers (`end` 0: the exec's arguments as the caller passed them) or from a user area where the
+// strings lie back to back up to `end` (the new image's argv and environment, as its stack holds them).
+// *count gets the entries read whole and *whole their bytes (where a continuation starts). A bounded loop with
+// its state in the scratch map, not unrolled: the verifier then prunes per iteration (see put_exe_path).
+static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 src, u64 end, u32 max, u32 *count,
+                                         u32 *whole) {
+    b->walk_used = 0;
+    b->walk_done = 0;
+    b->walk_whole = 0;
+    if (!src)
+        return 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_ENVP; i++) {
+        if (i >= max)
+            break;
+        u32 used = b->walk_used;
+        if (used >= ARGS_AREA)
+            break;
+        u64 p = 0;
+        if (end) {
+            p = src + used;
+            if (p >= end)
+                break;
+        } else if (bpf_probe_read_user(&p, sizeof(p), (void *)(src + i * 8)) != 0 || !p) {
+            break;
+        }
+        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ARGS_AREA, the verifier does not
+        int n = bpf_probe_read_user_str(&b->payload[(off + used) & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        used += n;
+        b->walk_used = used;
+        if (used <= ARGS_AREA) {
+            b->walk_done = i + 1;
+            b->walk_whole = used;
+        }
+    }
+    *count = b->walk_done;
+    *whole = b->walk_whole;
+    u32 used = b->walk_used;
+    return used > ARGS_AREA ? ARGS_AREA : used;
+}
+
 #if OFF_TASK_MM >= 0 && OFF_MM_ARG_START >= 0 && OFF_MM_ARG_END >= 0 && OFF_MM_ENV_START >= 0 && OFF_MM_ENV_END >= 0
 #define HAVE_MM_ARGS 1
 #endif
