@@ -3,8 +3,9 @@
 The kernel runs seccomp before the sys_enter tracepoint, so a denied syscall is seen only at sys_exit (Docker's
 default profile denies unshare, for example). The probe builds every record at sys_exit, so the attempt must
 still arrive, with its arguments and res == -EPERM. The test installs a real filter (prctl(PR_SET_NO_NEW_PRIVS) +
-seccomp(SECCOMP_SET_MODE_FILTER), a classic BPF program) in a child, which then tries an unshare and an openat
-with one exact flag combination; both come back EPERM without running (the file is not created).
+seccomp(SECCOMP_SET_MODE_FILTER), a classic BPF program) in a child, which then tries an unshare, an openat with
+one exact flag combination and an execve; all come back EPERM without running (the file is not created, the
+process is still the child). The exec's arguments come from its registers at exit, as for any failed exec.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ CHILD = """
         insn(LD_ABS, 0, 0, 0),             # 3: A = seccomp_data.nr
         insn(JEQ, 0, 1, 272),              # 4: unshare? to 5, else 6
         insn(RET, 0, 0, EPERM),            # 5
-        insn(JEQ, 0, 3, 257),              # 6: openat? to 7, else 10
-        insn(LD_ABS, 0, 0, 32),            # 7: A = low word of args[2] (the flags)
-        insn(JEQ, 0, 1, {flags}),          # 8: the denied flags? to 9, else 10
-        insn(RET, 0, 0, EPERM),            # 9
-        insn(RET, 0, 0, ALLOW),            # 10
+        insn(JEQ, 0, 1, 59),               # 6: execve? to 7, else 8
+        insn(RET, 0, 0, EPERM),            # 7
+        insn(JEQ, 0, 3, 257),              # 8: openat? to 9, else 12
+        insn(LD_ABS, 0, 0, 32),            # 9: A = low word of args[2] (the flags)
+        insn(JEQ, 0, 1, {flags}),          # 10: the denied flags? to 11, else 12
+        insn(RET, 0, 0, EPERM),            # 11
+        insn(RET, 0, 0, ALLOW),            # 12
     ])
 
     class SockFprog(ctypes.Structure):
@@ -63,6 +66,10 @@ CHILD = """
     e1 = ctypes.get_errno()
     r2 = libc.syscall(257, -100, sys.argv[1].encode(), {flags}, 0o600)  # openat(AT_FDCWD, path, flags, mode)
     e2 = ctypes.get_errno()
+    try:
+        os.execve("/bin/true", ["/bin/true", "ck-seccomp-exec"], {{"CK_SECCOMP": "1"}})
+    except PermissionError:
+        pass
     print(os.getpid(), r1, e1, r2, e2, flush=True)
 """
 
@@ -79,12 +86,17 @@ RULES = f"""
     and fd.name endswith /falconet-seccomp-denied
   output: "open denied (file=%fd.name res=%evt.res)"
   priority: NOTICE
+- rule: Denied exec
+  desc: an execve refused before running it, with what it was asked to run
+  condition: evt.type = execve and evt.dir = < and evt.res = EPERM and evt.arg.filename = /bin/true
+  output: "exec denied (filename=%evt.arg.filename res=%evt.res)"
+  priority: NOTICE
 """
 
 
 @pytest.fixture(scope="module")
 def sensor() -> Iterator[LiveSensor]:
-    live = LiveSensor(start_or_skip(SensorConfig(ringbuf_bytes=64 << 20, syscalls={"unshare", "openat"})))
+    live = LiveSensor(start_or_skip(SensorConfig(ringbuf_bytes=64 << 20, syscalls={"unshare", "openat", "execve"})))
     try:
         yield live
     finally:
@@ -103,11 +115,11 @@ def test_syscalls_a_seccomp_filter_denies_reach_the_rules_with_eperm(sensor: Liv
         return pid
 
     def keep(pid: int, e: Event) -> bool:
-        return e.proc.pid == pid and (e.type == "unshare" or (e.type == "openat" and e.fd is not None
-                                                              and e.fd.name == str(target)))
+        return e.proc.pid == pid and (e.type == "unshare" or (e.type == "execve" and e.res < 0)
+                                      or (e.type == "openat" and e.fd is not None and e.fd.name == str(target)))
 
     def done(kept: list[Event]) -> bool:
-        return {e.type for e in kept} == {"unshare", "openat"}
+        return {e.type for e in kept} == {"unshare", "openat", "execve"}
 
     _pid, evs = collect(sensor, workload, keep, done)
     assert not target.exists()
@@ -116,9 +128,13 @@ def test_syscalls_a_seccomp_filter_denies_reach_the_rules_with_eperm(sensor: Liv
     assert unshare.res == -errno.EPERM and unshare.args["flags"] == CLONE_NEWUSER
     assert opened.res == -errno.EPERM and opened.args["flags"] == DENIED_FLAGS
     assert opened.fd is not None and opened.fd.num == -1
+    execve = next(e for e in evs if e.type == "execve")
+    assert execve.res == -errno.EPERM and execve.args["filename"] == "/bin/true"
+    assert execve.args["args"] == ["ck-seccomp-exec"] and execve.args["env"] == ["CK_SECCOMP=1"]
 
     engine = Engine.from_texts([("seccomp.yaml", RULES)], rule_matching="all", resolvers=Resolvers.local())
-    fired = {a.rule: a for e in (unshare, opened) for a in engine.process(e)}
-    assert set(fired) == {"Namespace change denied", "Denied create of a marked file"}
+    fired = {a.rule: a for e in (unshare, opened, execve) for a in engine.process(e)}
+    assert set(fired) == {"Namespace change denied", "Denied create of a marked file", "Denied exec"}
+    assert "filename=/bin/true res=EPERM" in fired["Denied exec"].output
     assert "res=EPERM" in fired["Namespace change denied"].output
     assert f"file={target} res=EPERM" in fired["Denied create of a marked file"].output
