@@ -10,7 +10,8 @@
         bind_address: [unix:///run/falconet/aggregate.sock, 0.0.0.0:5060]   # root_certs, retention, limits...
         root_certs: /etc/falconet/certs/ca.crt
 
-Other top-level keys are left to their owners (the file may be the node's own), so only `aggregate` is read;
+Other top-level keys are left to their owners, so only `aggregate` is read (`falconet run` refuses keys it does
+not know: the aggregator has a file of its own);
 inside it every key is checked and every problem is reported at once, as the node's reader does.
 """
 
