@@ -97,6 +97,9 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--crl", type=Path, help="revoked client certificates (default: crl.pem next to the CA certificate)"
     )
+    serve.add_argument("--nats-output", type=Path, metavar="FILE",
+                       help="forward every alert to NATS JetStream as configured by the nats_output block of this "
+                       "YAML file (the falconet.yaml keys; docs/fleet.md)")
     _limit_arguments(serve)
     _console_arguments(serve)
     serve.set_defaults(func=run_serve)
@@ -219,10 +222,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.certs.errors import CertError as CertificateError
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
-
     from falconet.server.console.app import WebConsole
 
     try:
+        nats_output = None
+        if args.nats_output is not None:
+            from falconet.server.fleet.output_config import load_nats_output
+
+            nats_output = load_nats_output(args.nats_output)
         server = AlertServer(_server_config(args))
         console = WebConsole(console_config_from_args(args), server.hub) if args.console else None
     except (ConfigError, CertificateError, ValueError) as exc:  # ConsoleConfigError is a ValueError
@@ -260,7 +267,15 @@ def run_serve(args: argparse.Namespace) -> int:
                 print(f"falconet serve: the web console cannot listen: {exc}", file=sys.stderr)
                 await server.stop(0)
                 return 2
+        forwarder = None
+        if nats_output is not None and nats_output.enabled:  # the hub is its spool (server/fleet/output.py)
+            from falconet.server.fleet.output_start import start_forwarder
+
+            forwarder = start_forwarder(nats_output, server.hub, report=server.hub.publish,
+                                        log=lambda m: print(f"falconet serve: {m}", file=sys.stderr, flush=True))
         await stop.wait()
+        if forwarder is not None:
+            await forwarder.close()
         if console is not None:
             await console.stop()
         await server.stop(2.0)

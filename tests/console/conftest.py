@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from console_support import ConsoleHandle, new_token, start_console
+from console_support import ConsoleFactory, ConsoleHandle, new_token, start_console
 
 from falconet.server.console.config import ConsoleConfig
 from falconet.server.hub import Hub
-
-ConsoleFactory = Callable[..., ConsoleHandle]
 
 
 @pytest.fixture

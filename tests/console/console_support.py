@@ -12,7 +12,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +70,10 @@ class ConsoleHandle:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+
+
+ConsoleFactory = Callable[..., "ConsoleHandle"]
+"""The `console_factory` fixture (tests/console/conftest.py): starts consoles, all stopped after the test."""
 
 
 def start_console(config: ConsoleConfig, hub: Hub | None = None) -> ConsoleHandle:

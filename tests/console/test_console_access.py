@@ -10,8 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ConsoleFactory
-from console_support import ConsoleHandle, SyncEvents, client_ssl, make_alert, new_token, sequences
+from console_support import ConsoleFactory, ConsoleHandle, SyncEvents, client_ssl, make_alert, new_token, sequences
 
 from falconet.certs import issue_client
 from falconet.certs.revoke import revoke

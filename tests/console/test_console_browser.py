@@ -12,8 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from browser_support import CertificateBrowser, js, start_chromium, wait
-from conftest import ConsoleFactory
-from console_support import ConsoleHandle, make_alert
+from console_support import ConsoleFactory, ConsoleHandle, make_alert
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select

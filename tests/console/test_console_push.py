@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import ConsoleFactory
-from console_support import ConsoleHandle, Pages, last_position, make_alert, sequences
+from console_support import ConsoleFactory, ConsoleHandle, Pages, last_position, make_alert, sequences
 
 from falconet.model.alert import Priority
 from falconet.server.hub import Hub, LOSS_RULE
