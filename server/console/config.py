@@ -71,8 +71,9 @@ class ConsoleConfig:
         host = self.listen_address if ":" not in self.listen_address else f"[{self.listen_address}]"
         return f"{'https' if self.tls else 'http'}://{host}:{self.listen_port}/"
 
-    def problems(self) -> list[str]:
-        """Every reason this configuration must not serve, each a sentence naming the key (empty: it may)."""
+    def problems(self, where: str = "web_console") -> list[str]:
+        """Every reason this configuration must not serve, each a sentence naming the key (empty: it may).
+        `where` is the block's place in its file (`aggregate.web_console` in the aggregator's)."""
         out: list[str] = []
         if (self.cert_chain is None) != (self.private_key is None):
             out.append("web_console.cert_chain and web_console.private_key go together: set both for HTTPS.")
@@ -105,7 +106,7 @@ class ConsoleConfig:
         ):  # fmt: skip
             if path is not None and not _is_file(path):
                 out.append(f"web_console.{key} {show(str(path))} does not exist or is not a file.")
-        return out
+        return _placed(out, where)
 
     def check(self) -> None:
         """Raises ConsoleConfigError with every problem at once."""
@@ -131,20 +132,29 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _placed(sentences: list[str], where: str) -> list[str]:
+    """Sentences about `web_console.KEY` moved to the block's place in its file."""
+    if where == "web_console":
+        return sentences
+    return [s.replace("web_console", where) for s in sentences]
+
+
 def parse_web_console(
-    data: object, resolve: Callable[[str], Path], *, enabled_default: bool = False
+    data: object, resolve: Callable[[str], Path], *, enabled_default: bool = False, check: bool = True,
+    where: str = "web_console",
 ) -> tuple[ConsoleConfig, list[str]]:
     """The block as read from a configuration file: (config, problems), each problem a sentence naming the key.
 
     `resolve` makes a path from the file relative to the file's directory. The aggregator passes
-    `enabled_default=True` (on unless the block says otherwise); a node leaves it off.
+    `enabled_default=True` (on unless the block says otherwise) and `check=False` (it fills defaults from its
+    own TLS files before `ConsoleConfig.problems`); a node leaves both, and an enabled block is checked here.
     """
     problems: list[str] = []
     d = ConsoleConfig(enabled=enabled_default)
     if data is None:
         return d, problems
     if not isinstance(data, Mapping):
-        return d, [f"web_console must be a mapping of keys to values ({', '.join(_KNOWN)})."]
+        return d, _placed([f"web_console must be a mapping of keys to values ({', '.join(_KNOWN)})."], where)
     for key in data:
         if key not in _KNOWN:
             name = key if isinstance(key, str) and key.isprintable() and len(key) <= 60 else show(key)
@@ -181,6 +191,6 @@ def parse_web_console(
         token_file=path("token_file"),
         backlog=int(value("backlog", int, "a whole number", d.backlog)),  # type: ignore[call-overload]
     )
-    if config.enabled:
+    if check and config.enabled:
         problems.extend(config.problems())
-    return config, problems
+    return config, _placed(problems, where)

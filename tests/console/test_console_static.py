@@ -71,3 +71,26 @@ def test_web_console_problems_never_print_control_characters(tmp_path: Path) -> 
     message = str(exc.value)
     assert "web_console.listen_address" in message and "token_file" in message and "listen_port" in message
     assert not any(ord(ch) < 32 and ch != "\n" for ch in message), repr(message)
+
+
+def test_the_aggregator_console_block(tmp_path: Path, certs_dir: Path) -> None:
+    from falconet.server.console.config import ConsoleConfigError
+    from falconet.server.fleet.aggregate import Aggregator
+    from falconet.server.fleet.aggregate_config import parse_aggregate
+
+    tls = (f"  grpc:\n    bind_address: [127.0.0.1:0]\n    root_certs: {certs_dir / 'ca.crt'}\n"
+           f"    cert_chain: {certs_dir / 'server.crt'}\n    private_key: {certs_dir / 'server.key'}\n")  # fmt: skip
+    # Absent: on by default, with the gRPC TLS files, but off (with a note) without a name or a token.
+    agg = Aggregator(parse_aggregate("aggregate:\n" + tls, base_dir=tmp_path))
+    assert not agg.console_config.enabled and "on by default on an aggregator" in agg.console_notes[0]
+    # Allowed names: on, HTTPS with the gRPC server's certificate, client certificates of the gRPC CA.
+    agg = Aggregator(parse_aggregate("aggregate:\n" + tls + "  web_console:\n    allowed_common_names: [ops]\n",
+                                     base_dir=tmp_path))  # fmt: skip
+    cfg = agg.console_config
+    assert cfg.enabled and cfg.client_ca == certs_dir / "ca.crt" and cfg.cert_chain == certs_dir / "server.crt"
+    assert cfg.allowed_common_names == {"ops"} and not agg.console_notes
+    # Written out as enabled, an incomplete block is refused, named where it is.
+    with pytest.raises(ConsoleConfigError, match="aggregate.web_console has no access control"):
+        Aggregator(parse_aggregate("aggregate:\n  web_console:\n    enabled: true\n", base_dir=tmp_path))
+    with pytest.raises(ConfigError, match="aggregate.web_console.colour is not a known setting"):
+        parse_aggregate("aggregate:\n  web_console:\n    colour: red\n", base_dir=tmp_path)
