@@ -278,7 +278,7 @@
       if (row.alert === a) continue;
       row.alert = a;
       const cells = row.children;
-      cells[0].textContent = a.time.slice(0, 23).replace("T", " ");
+      cells[0].textContent = a.time.slice(5, 23).replace("T", " ");  // MM-DD HH:MM:SS.mmm (UTC); detail: all
       cells[1].textContent = a.priority;
       cells[1].className = "c-prio p-" + a.priority;
       cells[2].textContent = a.rule;
