@@ -106,13 +106,14 @@ class JsonCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(capacity, 1)
-        self._lines: dict[int, tuple[Entry, str]] = {}
+        self._lines: dict[int, tuple[Entry, bytes]] = {}
 
-    def line(self, entry: Entry) -> str:
+    def line(self, entry: Entry) -> bytes:
+        """The alert's JSON line, UTF-8 encoded (a batch is then a join of cached bytes, per page)."""
         cached = self._lines.get(entry.seq)
         if cached is not None and cached[0] is entry:
             return cached[1]
-        text = entry.alert.to_json_line()
+        text = entry.alert.to_json_line().encode()
         lines = self._lines
         if len(lines) >= self.capacity:
             for key in list(lines)[: max(1, self.capacity // 8)]:
@@ -272,11 +273,9 @@ class PushStream:
     async def _send_batch(self, entries: list[Entry]) -> None:
         line = self.cache.line
         position = self._position_text()
-        body = ",".join([line(e) for e in entries])
+        head = f'id: {position}\nevent: alerts\ndata: {{"position":"{position}","alerts":['.encode()
         self._sent_position = self._position
-        await self.write(
-            f'id: {position}\nevent: alerts\ndata: {{"position":"{position}","alerts":[{body}]}}\n\n'.encode()
-        )
+        await self.write(b"".join((head, b",".join([line(e) for e in entries]), b"]}\n\n")))
         self.counters.batches += 1
         self.counters.alerts += len(entries)
 
