@@ -5,12 +5,12 @@ Candidate events are ones that reach the engine: opens of a file below /tmp, whi
 opens and closes that file as fast as it can; this process, pinned to core 1, runs the daemon's per-event
 path with a clock around each stage:
 
-- kernel to user space: the ring buffer's consume call, i.e. libbpf's loop and one ctypes callback copying
-  each record into a Python bytes object (the probe's own cost is paid on the generator's core; see
-  bench.daemon_overhead);
-- decode: `record.decode` of each record;
-- state/enrich: `Enricher.feed` (which decodes again internally) minus the decode time: process and fd tables,
-  the Event object;
+- kernel to user space: `Sensor.consume_batch`, i.e. walking the record headers in the ring buffer's memory
+  map and copying the batch out in one piece (sensor.ringbuf; the probe's own cost is paid on the generator's
+  core; see bench.daemon_overhead);
+- decode: `record.decode` of each record of the batch;
+- state/enrich: `Enricher.feed_batch` (which decodes again internally) minus the decode time: process and fd
+  tables, the Event object;
 - engine: `Engine.process` of each delivered event (the default rules; no alert is raised by these opens).
 
 Each open is two records (openat, and the close the fd table needs) and one delivered event; the figures are
@@ -59,6 +59,7 @@ def measure(loops: Path, path: Path, seconds: float) -> tuple[Stages, int, int]:
     from falconet.rules.engine import Engine
     from falconet.sensor import Sensor, SensorConfig
     from falconet.sensor.record import RecordError, decode
+    from falconet.sensor.sensor import POLL_BATCH
 
     engine = Engine.from_files([str(DEFAULT_RULES)])
     prefixes = engine.open_path_prefixes()
@@ -68,7 +69,7 @@ def measure(loops: Path, path: Path, seconds: float) -> tuple[Stages, int, int]:
     sensor = Sensor(SensorConfig(ringbuf_bytes=256 << 20, syscalls=set(types) if types is not None else None,
                                  open_prefixes=prefixes))  # fmt: skip
     sensor.start()
-    feed, process = sensor.enricher.feed, engine.process
+    feed, process = sensor.enricher.feed_batch, engine.process
     st = Stages()
     clock = time.perf_counter_ns
     try:
@@ -77,31 +78,25 @@ def measure(loops: Path, path: Path, seconds: float) -> tuple[Stages, int, int]:
         idle_rounds = 0
         while gen.poll() is None or idle_rounds < 3:
             t0 = clock()
-            raw = sensor.consume_raw()
+            batch = sensor.consume_batch(POLL_BATCH)
             t1 = clock()
-            if not raw:
+            if not batch.consumed:
                 idle_rounds += gen.poll() is not None
                 time.sleep(0.001)  # nothing yet: let the generator's records arrive
                 continue
-            for data in raw:
+            data = batch.data
+            for off, n in zip(batch.offsets, batch.lengths, strict=True):
                 try:
-                    decode(data)
+                    decode(data, off, n)
                 except RecordError:
                     pass
             t2 = clock()
-            events = []
-            for data in raw:
-                try:
-                    ev = feed(data)
-                except RecordError:
-                    continue
-                if ev is not None:
-                    events.append(ev)
+            events, _errors = feed(data, batch.offsets, batch.lengths)
             t3 = clock()
             for ev in events:
                 st.alerts += len(process(ev))
             t4 = clock()
-            st.records += len(raw)
+            st.records += len(batch)
             st.events += len(events)
             st.consume_ns += t1 - t0
             st.decode_ns += t2 - t1
@@ -116,7 +111,7 @@ def measure(loops: Path, path: Path, seconds: float) -> tuple[Stages, int, int]:
 
 def report(st: Stages, opens: int, drops: int, seconds: float) -> list[str]:
     per = max(st.events, 1)
-    rows = [("kernel to user space (consume + copy)", st.consume_ns), ("decode", st.decode_ns),
+    rows = [("kernel to user space (ring walk + copy)", st.consume_ns), ("decode", st.decode_ns),
             ("state/enrich (feed minus decode)", st.feed_ns - st.decode_ns), ("engine", st.engine_ns)]  # fmt: skip
     lines = [f"generator: {opens:,} candidate opens in {seconds:g} s on core 0; consumer on core 1 took "
              f"{st.records:,} records, {st.events:,} events delivered, {st.alerts} alerts, kernel drops {drops}"]

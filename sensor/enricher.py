@@ -8,10 +8,11 @@ enrichment is testable without BPF; the live Sensor (sensor.py) only adds the ri
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.model.syscalls import EVENT_PARAMS
@@ -31,6 +32,7 @@ from falconet.sensor.record import (
     SEG_STR0,
     SEG_STR1,
     Record,
+    RecordError,
     SockInfo,
     decode,
     parse_execinfo,
@@ -82,9 +84,29 @@ class Enricher:
         self._cgroup_refs: dict[tuple[bytes, bytes], cgroups.ContainerRef | None] = {}
         # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
         self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
+        self._host = Container()
+        self._containers: dict[cgroups.ContainerRef, Container] = {}
 
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
+
+    def feed_batch(self, data: bytes, offsets: list[int], lengths: list[int]) -> tuple[list[Event], int]:
+        """Records data[offsets[i] : offsets[i] + lengths[i]] in order (a ring buffer batch, sensor.ringbuf)
+        -> (the events, how many records were malformed and skipped). The same as `feed` on each record, in
+        one loop without a bytes object per record."""
+        out: list[Event] = []
+        errors = 0
+        syscall, handle = self._syscall, self.handle
+        for off, n in zip(offsets, lengths, strict=True):
+            try:
+                rec = decode(data, off, n)
+            except RecordError:
+                errors += 1
+                continue
+            ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
+            if ev is not None:
+                out.append(ev)
+        return out, errors
 
     def handle(self, rec: Record) -> Event | None:
         if rec.kind == REC_SYSCALL:
@@ -147,27 +169,44 @@ class Enricher:
         if not p.exepath and not p.exe:
             p.exe = rec.comm
         self._update(p, rec)
-        args: dict[str, Any] = {}
-        fd: Fd | None = None
         name = spec.name
-        res = rec.res
+        wanted = self.wanted is None or name in self.wanted
+        plan = _plan(spec)
+        fd: Fd | None = None
         if spec.exec:
             args = self._exec(rec, spec, p)
-        else:
-            paths = self._paths(rec, spec, pid)
-            args = self._params(rec, spec, paths)
+        elif wanted or plan.args_for_state:
+            paths = self._paths(rec, plan, pid) if plan.paths else _NO_PATHS
+            args = self._params(rec, spec, plan, paths)
             fd = self._fd_effects(rec, spec, pid, paths, args)
+        elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
+            self._fd_effects(rec, spec, pid, _NO_PATHS, {})
+            return None
+        else:
+            return None
 
-        if self.wanted is not None and name not in self.wanted:
+        if not wanted:
             return None
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
         ref = p.container
-        container = Container(id=ref.id, full_id=ref.full_id, type=ref.type) if ref is not None else Container()
+        container = self._host if ref is None else self._containers.get(ref)
+        if container is None:
+            container = self._container(ref)
         ids = _ID_PARAMS.get(name)
-        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
+        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=rec.res, proc=proc,
                      args=args, fd=fd, container=container, vtid=rec.vtid,
                      arg_text=self._id_names(ids, args) if ids else {})
+
+    def _container(self, ref: cgroups.ContainerRef | None) -> Container:
+        """The Container of events in `ref`'s cgroup: one object shared by its events (consumers treat events
+        as read-only, and a container's metadata replaces the object rather than filling it in)."""
+        if ref is None:
+            return self._host
+        if len(self._containers) >= 4096:
+            self._containers.clear()
+        got = self._containers[ref] = Container(id=ref.id, full_id=ref.full_id, type=ref.type)
+        return got
 
     def _id_names(self, ids: tuple[tuple[str, bool], ...], args: dict[str, Any]) -> dict[str, str]:
         """uid/gid arguments as Falco renders them: the user's or group's name when the host knows the id
@@ -188,44 +227,48 @@ class Enricher:
                     out[pname] = group
         return out
 
-    def _paths(self, rec: Record, spec: sc.Spec, pid: int) -> dict[str, tuple[str, str]]:
+    def _paths(self, rec: Record, plan: _Plan, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
         out: dict[str, tuple[str, str]] = {}
-        for _pname, src in spec.params:
-            if src[:1] != "p":
-                continue
-            key, _, dirarg = src.partition("@")
-            raw = rec.text(SEG_STR0 if key == "p0" else SEG_STR1)
+        for key, seg, dirarg in plan.paths:
+            raw = rec.text(seg)
             if raw is None:
                 continue
-            dirfd = _i32(rec.args[int(dirarg)]) if dirarg else AT_FDCWD
+            dirfd = _i32(rec.args[dirarg]) if dirarg >= 0 else AT_FDCWD
             out[key] = (raw, self.table.abspath(pid, raw, dirfd))
         return out
 
-    def _params(self, rec: Record, spec: sc.Spec, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    def _params(self, rec: Record, spec: sc.Spec, plan: _Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
         args: dict[str, Any] = {}
-        blob = rec.segments[SEG_BLOB]
-        for pname, src in spec.params:
-            value: Any = None
-            if src == "res":
+        a = rec.args
+        for pname, op, i, key in plan.params:
+            value: Any
+            if op == _RES:
                 value = rec.res
-            elif src[0] in "iul" and src[1:].isdigit():
-                raw = rec.args[int(src[1:])]
-                value = _i32(raw) if src[0] == "i" else _i64(raw) if src[0] == "l" else raw
-            elif src in ("s0", "s1"):
-                value = rec.text(SEG_STR0 if src == "s0" else SEG_STR1)
-            elif src[0] == "p":
-                got = paths.get(src.partition("@")[0])
+            elif op == _I32:
+                value = a[i] & 0xFFFFFFFF
+                if value & 0x80000000:
+                    value -= 1 << 32
+            elif op == _U64:
+                value = a[i]
+            elif op == _I64:
+                value = a[i]
+                if value & (1 << 63):
+                    value -= 1 << 64
+            elif op == _PATH:
+                got = paths.get(key)
                 value = got[1] if got else None
-            elif src == "sock":
+            elif op == _STR:
+                value = rec.text(i)
+            elif op == _SOCK:
                 sa = parse_sockaddr(rec.segments[SEG_SOCK])
                 value = _sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
-            elif src == "tuple":
-                value = None  # filled from the fd once known
-            elif src == "data":
+            elif op == _DATA:
                 value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
-            elif src.startswith("blob."):
-                value = _blob_field(spec.name, src[5:], blob)
+            elif op == _BLOB:
+                value = _blob_field(spec.name, key, rec.segments[SEG_BLOB])
+            else:  # _TUPLE (filled from the fd once known) or a source this version does not know
+                value = None
             args[pname] = value
         return args
 
@@ -318,7 +361,11 @@ class Enricher:
                 return t.fd(pid, res)
             cur = t.fd(pid, num)
             if res == 0 and cmd == F_SETFD and cur is not None:
-                cur.flags = ((cur.flags or 0) & ~O_CLOEXEC) | (O_CLOEXEC if a[2] & FD_CLOEXEC else 0)
+                # A new Fd, not the table's changed in place: events already made (of this batch, or still
+                # queued for the engine) share that object and must keep the flags they had at their syscall.
+                cur = dataclasses.replace(cur, flags=((cur.flags or 0) & ~O_CLOEXEC) | (
+                    O_CLOEXEC if a[2] & FD_CLOEXEC else 0))
+                t.add_fd(pid, cur)
             return cur
         if name == "chdir":
             got = paths.get("p0")
@@ -529,3 +576,63 @@ def _set_tuple(fd: Fd, info: SockInfo | None, sa: Any, *, server: bool, listener
         (fd.cip, fd.cport), (fd.sip, fd.sport) = local, remote
     if fd.sip is not None or fd.cip is not None:
         fd.name = f"{fd.cip or '0.0.0.0'}:{fd.cport or 0}->{fd.sip or '0.0.0.0'}:{fd.sport or 0}"
+
+
+# --- per-syscall plans: Spec.params read once per syscall, not once per record ------------------------------
+
+_RES, _I32, _U64, _I64, _PATH, _STR, _SOCK, _TUPLE, _DATA, _BLOB, _NONE = range(11)
+_NO_PATHS: dict[str, tuple[str, str]] = {}
+# What _fd_effects reads from a record's arguments or paths (not only from its raw registers): a record of
+# these syscalls needs its arguments built even when its event is not delivered.
+_ARGS_FOR_STATE = frozenset({"open", "openat", "openat2", "creat", "memfd_create", "pipe", "pipe2", "socketpair",
+                             "chdir"})
+# ... and the syscalls whose records change the fd table or the cwd at all (the rest of an undelivered
+# record's work is only the process's identity, which _update keeps).
+_FD_STATE = _ARGS_FOR_STATE | {"userfaultfd", "bpf", "close", "dup", "dup2", "dup3", "fcntl", "fchdir", "socket"}
+
+
+class _Plan(NamedTuple):
+    params: tuple[tuple[str, int, int, str], ...]  # (parameter name, _OP, argument or segment index, key)
+    paths: tuple[tuple[str, int, int], ...]  # ("p0"/"p1", segment, dirfd argument index or -1)
+    state: bool  # the record can change the fd table (so an undelivered one still goes to _fd_effects)
+    args_for_state: bool  # ... and _fd_effects needs its decoded arguments for that
+
+
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(spec: sc.Spec) -> _Plan:
+    plan = _PLANS.get(spec.name)
+    if plan is None:
+        plan = _PLANS[spec.name] = _compile(spec)
+    return plan
+
+
+def _compile(spec: sc.Spec) -> _Plan:
+    """Spec.params' source strings ("res", "i0", "p0@0", "s1", "blob.flags", ...) as opcodes."""
+    params: list[tuple[str, int, int, str]] = []
+    paths: list[tuple[str, int, int]] = []
+    for pname, src in spec.params:
+        if src == "res":
+            params.append((pname, _RES, 0, ""))
+        elif src[0] in "iul" and src[1:].isdigit():
+            params.append((pname, {"i": _I32, "u": _U64, "l": _I64}[src[0]], int(src[1:]), ""))
+        elif src in ("s0", "s1"):
+            params.append((pname, _STR, SEG_STR0 if src == "s0" else SEG_STR1, ""))
+        elif src[0] == "p":
+            key, _, dirarg = src.partition("@")
+            params.append((pname, _PATH, 0, key))
+            paths.append((key, SEG_STR0 if key == "p0" else SEG_STR1, int(dirarg) if dirarg else -1))
+        elif src == "sock":
+            params.append((pname, _SOCK, 0, ""))
+        elif src == "tuple":
+            params.append((pname, _TUPLE, 0, ""))
+        elif src == "data":
+            params.append((pname, _DATA, 0, ""))
+        elif src.startswith("blob."):
+            params.append((pname, _BLOB, 0, src[5:]))
+        else:
+            params.append((pname, _NONE, 0, ""))
+    state = spec.name in _FD_STATE or spec.sockfd != sc.NO_ARG
+    return _Plan(tuple(params), tuple(paths), state,
+                 spec.name in _ARGS_FOR_STATE or spec.sockfd != sc.NO_ARG)
