@@ -91,6 +91,8 @@ class Enricher:
         # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
         self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
         self._host = Container()
+        # pid -> (ProcInfo, its gen, the identity key _update last applied to it)
+        self._ident: dict[int, tuple[ProcInfo, int, tuple[object, ...]]] = {}
         # an absolute path's segment bytes -> (its text, its lexically folded form): a host opens the same
         # files over and over, and for an absolute path both are a function of the bytes alone
         self._absolute: dict[bytes, tuple[str, str]] = {}
@@ -170,15 +172,24 @@ class Enricher:
                 self._host_init_ts = init_ts
         else:
             init_ts = None if rec.pidns_level else self._host_init_ts
+        # The same task sends the same identity record after record: compare it as it came (ppid..pgid and
+        # vpid, vpgid are contiguous in Record) with what this process object last took, before field by field.
+        # Only _update changes these fields of a ProcInfo, and it bumps gen, so (object, gen, key) is exact.
+        key = (rec[4:16], rec[18:20], rec.comm, init_ts)
+        seen = self._ident.get(p.pid)
+        if seen is not None and seen[0] is p and seen[1] == p.gen and seen[2] == key:
+            return
+        if len(self._ident) >= 65536:
+            self._ident.clear()
         now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
                rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, init_ts)
-        if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+        if now != (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
                    p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts):
-            return
-        (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
-         p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
-        p.gen += 1
-        self.table.epoch += 1
+            (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+             p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
+            p.gen += 1
+            self.table.epoch += 1
+        self._ident[p.pid] = (p, p.gen, key)
 
     def _syscall(self, rec: Record) -> Event | None:
         spec = _BY_NR.get(rec.nr)

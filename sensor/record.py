@@ -139,6 +139,13 @@ def decode(data: bytes | bytearray | memoryview, off: int = 0, length: int = -1)
     lens = v[_LENS]
     if lens == (0, 0, 0, 0, 0, 0):
         segments = _NO_SEGMENTS
+    elif lens[1:] == (0, 0, 0, 0, 0):  # one path, the most common payload
+        pos = off + HDR_SIZE
+        n0 = lens[0]
+        if pos + n0 > end:
+            raise RecordError(f"payload segment of {n0} bytes at {HDR_SIZE} runs past the {end - off}-byte record")
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        segments = (chunk[pos : pos + n0], b"", b"", b"", b"", b"")
     else:
         segs = []
         pos = off + HDR_SIZE
