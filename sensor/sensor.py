@@ -35,6 +35,7 @@ __all__ = ["PROBE_C", "Enricher", "probe_source", "Sensor", "SensorConfig", "Sen
 PROBE_C = Path(__file__).with_name("probe.c")
 SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
+BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
 
 
 class SensorError(Exception):
@@ -194,7 +195,8 @@ class Sensor:
             raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
         try:
-            self._rb = RingBuffer(self._bpf[b"events"].map_fd, self.config.ringbuf_bytes)
+            events = self._bpf[b"events"]
+            self._rb = RingBuffer(events.map_fd, int(events.max_entries))  # a ring buffer's size in bytes
         except RingBufferError as exc:
             raise SensorError(str(exc)) from None
         self._bpf[b"snaplen"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.snaplen)
@@ -354,9 +356,14 @@ class Sensor:
             table[key] = leaf
         out: list[Event] = []
         # Each round takes up to POLL_BATCH records, each of at least 16 bytes in the ring.
-        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16):
+        busy = 0
+        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16 + BUSY_ROUNDS):
             batch = rb.read(POLL_BATCH)
             if not batch.consumed:
+                if rb.available() and busy < BUSY_ROUNDS:  # a record still being written (BUSY): it is close
+                    busy += 1
+                    time.sleep(0.0001)
+                    continue
                 break
             out.extend(self._take(batch))
         return out
