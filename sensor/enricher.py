@@ -213,7 +213,12 @@ class Enricher:
             args = self._params(rec, spec, plan, paths)
             fd = self._fd_effects(rec, spec, pid, paths, args)
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
-            self._fd_effects(rec, spec, pid, _NO_PATHS, {})
+            if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
+                if rec.res == 0:
+                    num = rec.args[0] & 0xFFFFFFFF
+                    p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
+            else:
+                self._fd_effects(rec, spec, pid, _NO_PATHS, {})
             return None
         else:
             return None
@@ -642,6 +647,7 @@ class _Plan(NamedTuple):
     paths: tuple[tuple[str, int, int], ...]  # ("p0"/"p1", segment, dirfd argument index or -1)
     state: bool  # the record can change the fd table (so an undelivered one still goes to _fd_effects)
     args_for_state: bool  # ... and _fd_effects needs its decoded arguments for that
+    close: bool  # close(2): its only effect is forgetting argument 0 when it succeeded
 
 
 _PLANS: dict[str, _Plan] = {}
@@ -681,4 +687,4 @@ def _compile(spec: sc.Spec) -> _Plan:
             params.append((pname, _NONE, 0, ""))
     state = spec.name in _FD_STATE or spec.sockfd != sc.NO_ARG
     return _Plan(tuple(params), tuple(paths), state,
-                 spec.name in _ARGS_FOR_STATE or spec.sockfd != sc.NO_ARG)
+                 spec.name in _ARGS_FOR_STATE or spec.sockfd != sc.NO_ARG, spec.name == "close")
