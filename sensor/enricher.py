@@ -109,7 +109,7 @@ class Enricher:
         out: list[Event] = []
         errors = 0
         syscall, handle = self._syscall, self.handle
-        unpack, make, comms = HDR.unpack_from, Record._make, _COMMS
+        unpack, new, comms = HDR.unpack_from, tuple.__new__, _COMMS
         end_of = len(data)
         for off, n in zip(offsets, lengths, strict=True):
             if n >= HDR_SIZE and off + n <= end_of and (v := unpack(data, off))[32:38] == _ZERO_LENS:
@@ -117,8 +117,8 @@ class Enricher:
                 if comm is None:
                     comm = _comm(v[31])
                 loginuid = v[6]
-                rec = make((v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
-                            *v[7:25], v[25:31], comm, _NO_SEGMENTS))
+                rec = new(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                   *v[7:25], v[25:31], comm, _NO_SEGMENTS))
             else:
                 try:
                     rec = decode(data, off, n)  # payload segments, checked against the record's length

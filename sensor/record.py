@@ -161,8 +161,8 @@ def decode(data: bytes | bytearray | memoryview, off: int = 0, length: int = -1)
                 segs.append(b"")
         segments = tuple(segs)
     loginuid = v[6]
-    return Record._make((v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid, *v[7:25],
-                         v[_ARGS], _comm(v[_COMM]), segments))
+    return tuple.__new__(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                  *v[7:25], v[_ARGS], _comm(v[_COMM]), segments))
 
 
 def encode(rec: Record) -> bytes:
