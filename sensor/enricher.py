@@ -11,13 +11,26 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
-import struct
-from typing import Any, NamedTuple
+from typing import Any
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.model.syscalls import EVENT_PARAMS
 from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
+from falconet.sensor.argplan import (
+    BLOB,
+    DATA,
+    I32,
+    I64,
+    PATH,
+    PLANS,
+    RES,
+    SOCK,
+    STR,
+    U64,
+    Plan,
+    plan_of,
+)
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     _COMMS,
@@ -38,7 +51,6 @@ from falconet.sensor.record import (
     SEG_STR1,
     Record,
     RecordError,
-    SockInfo,
     _comm,
     decode,
     parse_execinfo,
@@ -46,13 +58,15 @@ from falconet.sensor.record import (
     parse_sockaddr,
     parse_sockinfo,
 )
+from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, blob_field, set_tuple, sockaddr_text, socket_fd
 from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
 
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
+NO_PATHS: dict[str, tuple[str, str]] = {}
+_ZERO_LENS = (0, 0, 0, 0, 0, 0)
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
-SOCK_CLOEXEC = 0o2000000
 EINPROGRESS = errno.EINPROGRESS
 
 # Event type -> its uid and gid parameters ((name, is_uid)): Falco shows them as user and group names.
@@ -192,7 +206,7 @@ class Enricher:
         self._ident[p.pid] = (p, p.gen, key)
 
     def _syscall(self, rec: Record) -> Event | None:
-        spec = _BY_NR.get(rec.nr)
+        spec = sc.BY_NR.get(rec.nr)
         if spec is None:
             return None
         pid = rec.tgid
@@ -204,12 +218,12 @@ class Enricher:
         self._update(p, rec)
         name = spec.name
         wanted = self.wanted is None or name in self.wanted
-        plan = _PLANS.get(name) or _plan(spec)
+        plan = PLANS.get(name) or plan_of(spec)
         fd: Fd | None = None
         if spec.exec:
             args = self._exec(rec, spec, p)
         elif wanted or plan.args_for_state:
-            paths = self._paths(rec, plan, pid) if plan.paths else _NO_PATHS
+            paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
             args = self._params(rec, spec, plan, paths)
             fd = self._fd_effects(rec, spec, pid, paths, args)
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
@@ -218,7 +232,7 @@ class Enricher:
                     num = rec.args[0] & 0xFFFFFFFF
                     p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
             else:
-                self._fd_effects(rec, spec, pid, _NO_PATHS, {})
+                self._fd_effects(rec, spec, pid, NO_PATHS, {})
             return None
         else:
             return None
@@ -265,7 +279,7 @@ class Enricher:
                     out[pname] = group
         return out
 
-    def _paths(self, rec: Record, plan: _Plan, pid: int) -> dict[str, tuple[str, str]]:
+    def _paths(self, rec: Record, plan: Plan, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
         out: dict[str, tuple[str, str]] = {}
         absolute = self._absolute
@@ -287,36 +301,36 @@ class Enricher:
             out[key] = (raw, self.table.abspath(pid, raw, dirfd))
         return out
 
-    def _params(self, rec: Record, spec: sc.Spec, plan: _Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    def _params(self, rec: Record, spec: sc.Spec, plan: Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
         args: dict[str, Any] = {}
         a = rec.args
         for pname, op, i, key in plan.params:
             value: Any
-            if op == _RES:
+            if op == RES:
                 value = rec.res
-            elif op == _I32:
+            elif op == I32:
                 value = a[i] & 0xFFFFFFFF
                 if value & 0x80000000:
                     value -= 1 << 32
-            elif op == _U64:
+            elif op == U64:
                 value = a[i]
-            elif op == _I64:
+            elif op == I64:
                 value = a[i]
                 if value & (1 << 63):
                     value -= 1 << 64
-            elif op == _PATH:
+            elif op == PATH:
                 got = paths.get(key)
                 value = got[1] if got else None
-            elif op == _STR:
+            elif op == STR:
                 value = rec.text(i)
-            elif op == _SOCK:
+            elif op == SOCK:
                 sa = parse_sockaddr(rec.segments[SEG_SOCK])
-                value = _sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
-            elif op == _DATA:
+                value = sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
+            elif op == DATA:
                 value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
-            elif op == _BLOB:
-                value = _blob_field(spec.name, key, rec.segments[SEG_BLOB])
-            else:  # _TUPLE (filled from the fd once known) or a source this version does not know
+            elif op == BLOB:
+                value = blob_field(spec.name, key, rec.segments[SEG_BLOB])
+            else:  # TUPLE (filled from the fd once known) or a source this version does not know
                 value = None
             args[pname] = value
         return args
@@ -438,7 +452,7 @@ class Enricher:
         if name == "socket":
             if res < 0:
                 return None
-            fd = _socket_fd(res, _i32(a[0]), _i32(a[1]), _i32(a[2]))
+            fd = socket_fd(res, _i32(a[0]), _i32(a[1]), _i32(a[2]))
             t.add_fd(pid, fd)
             return fd
         if spec.sockfd != sc.NO_ARG:
@@ -463,7 +477,7 @@ class Enricher:
         if cur is None:
             cur = Fd(num=num, type="ipv4")
             if info is not None:
-                _apply_family(cur, info.family, info.type, info.protocol)
+                apply_family(cur, info.family, info.type, info.protocol)
             elif sa is not None:
                 cur.type = sa.family if sa.family in ("ipv4", "ipv6", "unix") else cur.type
                 cur.sockfamily = "unix" if sa.family == "unix" else "ip"
@@ -476,11 +490,11 @@ class Enricher:
             if listener is not None:
                 fd.type, fd.l4proto, fd.sockfamily = listener.type, listener.l4proto, listener.sockfamily
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
-            _set_tuple(fd, info, sa, server=True, listener=listener)
+                apply_family(fd, info.family, info.type, info.protocol)
+            set_tuple(fd, info, sa, server=True, listener=listener)
         elif name == "bind":
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
+                apply_family(fd, info.family, info.type, info.protocol)
             if sa is not None and fd.sockfamily == "unix":
                 fd.name = sa.addr
             elif sa is not None:
@@ -493,9 +507,9 @@ class Enricher:
                 fd.name = f"{fd.sip}:{fd.sport}"
         elif name in ("connect", "sendto", "recvfrom", "sendmsg", "recvmsg"):
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
+                apply_family(fd, info.family, info.type, info.protocol)
             if name == "connect" or sa is not None or (info is not None and info.rport):
-                _set_tuple(fd, info, sa, server=False, listener=None)
+                set_tuple(fd, info, sa, server=False, listener=None)
             if name == "connect" and ok:
                 fd.connected = True
         if "tuple" in args:
@@ -558,133 +572,3 @@ class Enricher:
             exe_ino_mtime=f.mtime_ns if f is not None else None,
             parent=parent,
         )
-
-
-def _sockaddr_text(family: str, addr: str, port: int) -> str:
-    return addr if family == "unix" else f"{addr}:{port}"
-
-
-def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
-    flags: int
-    mode: int
-    resolve: int
-    fd1: int
-    fd2: int
-    if syscall == "openat2" and len(blob) >= 24:
-        flags, mode, resolve = struct.unpack_from("<QQQ", blob)
-        return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
-    if len(blob) >= 8 and fieldname in ("fd1", "fd2"):
-        fd1, fd2 = struct.unpack_from("<ii", blob)
-        return fd1 if fieldname == "fd1" else fd2
-    return None
-
-
-_L4: dict[int, str] = {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw"}
-
-
-def _apply_family(fd: Fd, family: int, stype: int, proto: int) -> None:
-    if family == socket.AF_INET:
-        fd.type, fd.sockfamily = "ipv4", "ip"
-    elif family == socket.AF_INET6:
-        fd.type, fd.sockfamily = "ipv6", "ip"
-    elif family == socket.AF_UNIX:
-        fd.type, fd.sockfamily = "unix", "unix"
-        fd.l4proto = None
-        return
-    elif family == socket.AF_NETLINK:
-        fd.type, fd.sockfamily = "netlink", None
-        return
-    else:
-        return
-    l4 = _L4.get(stype & 0xF)
-    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
-        l4 = "icmp"
-    fd.l4proto = l4
-
-
-def _socket_fd(num: int, domain: int, stype: int, proto: int) -> Fd:
-    fd = Fd(num=num, type="ipv4", flags=O_CLOEXEC if stype & SOCK_CLOEXEC else 0)
-    _apply_family(fd, domain, stype, proto)
-    if domain not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_NETLINK):
-        fd.type = "unknown"
-    return fd
-
-
-def _set_tuple(fd: Fd, info: SockInfo | None, sa: Any, *, server: bool, listener: Fd | None) -> None:
-    """Client/server ends from the kernel's socket when it knows them, else from the sockaddr passed."""
-    if fd.sockfamily == "unix":
-        path = sa.addr if sa is not None and sa.family == "unix" else (listener.name if listener else None)
-        fd.name = path or fd.name
-        return
-    local = (info.laddr, info.lport) if info is not None else (None, None)
-    remote = (info.raddr, info.rport) if info is not None and info.rport else (
-        (sa.addr, sa.port) if sa is not None and sa.family in ("ipv4", "ipv6") else (None, None))
-    if server:
-        (fd.sip, fd.sport), (fd.cip, fd.cport) = local, remote
-    else:
-        (fd.cip, fd.cport), (fd.sip, fd.sport) = local, remote
-    if fd.sip is not None or fd.cip is not None:
-        fd.name = f"{fd.cip or '0.0.0.0'}:{fd.cport or 0}->{fd.sip or '0.0.0.0'}:{fd.sport or 0}"
-
-
-# --- per-syscall plans: Spec.params read once per syscall, not once per record ------------------------------
-
-_BY_NR = sc.BY_NR
-_ZERO_LENS = (0, 0, 0, 0, 0, 0)
-_RES, _I32, _U64, _I64, _PATH, _STR, _SOCK, _TUPLE, _DATA, _BLOB, _NONE = range(11)
-_NO_PATHS: dict[str, tuple[str, str]] = {}
-# What _fd_effects reads from a record's arguments or paths (not only from its raw registers): a record of
-# these syscalls needs its arguments built even when its event is not delivered.
-_ARGS_FOR_STATE = frozenset({"open", "openat", "openat2", "creat", "memfd_create", "pipe", "pipe2", "socketpair",
-                             "chdir"})
-# ... and the syscalls whose records change the fd table or the cwd at all (the rest of an undelivered
-# record's work is only the process's identity, which _update keeps).
-_FD_STATE = _ARGS_FOR_STATE | {"userfaultfd", "bpf", "close", "dup", "dup2", "dup3", "fcntl", "fchdir", "socket"}
-
-
-class _Plan(NamedTuple):
-    params: tuple[tuple[str, int, int, str], ...]  # (parameter name, _OP, argument or segment index, key)
-    paths: tuple[tuple[str, int, int], ...]  # ("p0"/"p1", segment, dirfd argument index or -1)
-    state: bool  # the record can change the fd table (so an undelivered one still goes to _fd_effects)
-    args_for_state: bool  # ... and _fd_effects needs its decoded arguments for that
-    close: bool  # close(2): its only effect is forgetting argument 0 when it succeeded
-
-
-_PLANS: dict[str, _Plan] = {}
-
-
-def _plan(spec: sc.Spec) -> _Plan:
-    plan = _PLANS.get(spec.name)
-    if plan is None:
-        plan = _PLANS[spec.name] = _compile(spec)
-    return plan
-
-
-def _compile(spec: sc.Spec) -> _Plan:
-    """Spec.params' source strings ("res", "i0", "p0@0", "s1", "blob.flags", ...) as opcodes."""
-    params: list[tuple[str, int, int, str]] = []
-    paths: list[tuple[str, int, int]] = []
-    for pname, src in spec.params:
-        if src == "res":
-            params.append((pname, _RES, 0, ""))
-        elif src[0] in "iul" and src[1:].isdigit():
-            params.append((pname, {"i": _I32, "u": _U64, "l": _I64}[src[0]], int(src[1:]), ""))
-        elif src in ("s0", "s1"):
-            params.append((pname, _STR, SEG_STR0 if src == "s0" else SEG_STR1, ""))
-        elif src[0] == "p":
-            key, _, dirarg = src.partition("@")
-            params.append((pname, _PATH, 0, key))
-            paths.append((key, SEG_STR0 if key == "p0" else SEG_STR1, int(dirarg) if dirarg else -1))
-        elif src == "sock":
-            params.append((pname, _SOCK, 0, ""))
-        elif src == "tuple":
-            params.append((pname, _TUPLE, 0, ""))
-        elif src == "data":
-            params.append((pname, _DATA, 0, ""))
-        elif src.startswith("blob."):
-            params.append((pname, _BLOB, 0, src[5:]))
-        else:
-            params.append((pname, _NONE, 0, ""))
-    state = spec.name in _FD_STATE or spec.sockfd != sc.NO_ARG
-    return _Plan(tuple(params), tuple(paths), state,
-                 spec.name in _ARGS_FOR_STATE or spec.sockfd != sc.NO_ARG, spec.name == "close")
