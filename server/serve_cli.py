@@ -96,6 +96,9 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--crl", type=Path, help="revoked client certificates (default: crl.pem next to the CA certificate)"
     )
+    serve.add_argument("--nats-output", type=Path, metavar="FILE",
+                       help="forward every alert to NATS JetStream as configured by the nats_output block of this "
+                       "YAML file (the falconet.yaml keys; docs/fleet.md)")
     _limit_arguments(serve)
     serve.set_defaults(func=run_serve)
 
@@ -185,6 +188,11 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.server.config import ConfigError
 
     try:
+        nats_output = None
+        if args.nats_output is not None:
+            from falconet.server.fleet.output_config import load_nats_output
+
+            nats_output = load_nats_output(args.nats_output)
         server = AlertServer(_server_config(args))
     except (ConfigError, CertificateError) as exc:
         print(f"falconet serve: {exc}", file=sys.stderr)
@@ -212,7 +220,15 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         for address in bound:
             print(f"listening on {address}", flush=True)
+        forwarder = None
+        if nats_output is not None and nats_output.enabled:  # the hub is its spool (server/fleet/output.py)
+            from falconet.server.fleet.output_start import start_forwarder
+
+            forwarder = start_forwarder(nats_output, server.hub, report=server.hub.publish,
+                                        log=lambda m: print(f"falconet serve: {m}", file=sys.stderr, flush=True))
         await stop.wait()
+        if forwarder is not None:
+            await forwarder.close()
         await server.stop(2.0)
         return 0
 
