@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "falconet.certs.cli",  # certs init|client|inspect
     "falconet.sensor.cli",  # capture
     "falconet.sdk.generate_cli",  # sdk generate
+    "falconet.server.version_cli",  # version
 )
 
 
