@@ -168,11 +168,22 @@ $(TOOLS)/.crictl-$(CRICTL_VERSION):
 	cd /tmp && GOBIN=$(TOOLS)/bin go install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 	@touch $@
 
+# Helm for tests/deploy (issue 13): pinned, built from the Go module proxy (about 2 minutes cold; its k8s.io
+# modules, v0.36.2, are the ones tests/deploy/k8sdecode decodes against, so that build reuses them). `make test`
+# only: `make run` never needs it.
+HELM_VERSION := v3.21.4
+helm-tools: $(TOOLS)/.helm-$(HELM_VERSION)
+$(TOOLS)/.helm-$(HELM_VERSION):
+	@mkdir -p $(TOOLS)/bin
+	cd /tmp && GOBIN=$(TOOLS)/bin go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
+
 # The Go and Rust examples and the client-go probe, built into gitignored in-tree caches (.tools/sdk-bin,
 # sdk/rust/target) that tests/sdk_multilang and bench/sdk_clients.py reuse; they build there too if absent.
 sdk-build:
 	cd sdk/go && go build -buildvcs=false -o $(TOOLS)/sdk-bin/falconet-subscribe ./cmd/falconet-subscribe
 	cd tests/sdk_multilang/clientgo && go build -buildvcs=false -o $(TOOLS)/sdk-bin/clientgo-probe .
+	cd tests/deploy/k8sdecode && go build -buildvcs=false -o $(TOOLS)/sdk-bin/k8sdecode .
 	cd sdk/rust && cargo build --release --locked --bin subscribe
 
 # Regenerates everything and fails if the generated folders differ from the commit: a changed, missing or extra
@@ -186,7 +197,7 @@ check-generated: generate
 
 # Every check, the same way locally and in CI: the tests (the Go and Rust clients built first, so no test
 # times a cold build), generated code current, lint and types.
-test: setup containers-system nats-system tools-cri sdk-build
+test: setup containers-system nats-system tools-cri helm-tools sdk-build
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory check-generated
 	$(MAKE) --no-print-directory check

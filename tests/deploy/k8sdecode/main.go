@@ -1,7 +1,8 @@
 // Command k8sdecode reads the documents `helm template` renders (YAML, "---"-separated) on stdin and decodes
-// each strictly into the Kubernetes API type its apiVersion and kind name, from the pinned k8s.io/api module:
-// an unknown or misspelt field, a value of the wrong type, a duplicate key or a kind the pinned version does not
-// have is an error naming the document. Kinds of the custom resources the chart may render (Prometheus
+// each strictly into the Kubernetes API type its apiVersion and kind name, from the pinned k8s.io/api module,
+// the way the API server decodes (sigs.k8s.io/json: case-sensitive names): an unknown or misspelt field, a
+// wrong case, a value of the wrong type, a duplicate key or a kind the pinned version does not have is an error
+// naming the document. Kinds of the custom resources the chart may render (Prometheus
 // operator, cert-manager) are not in k8s.io/api; they are listed as skipped, and the Python tests check them.
 // It prints one line per document ("ok KIND NAME", "skip KIND NAME") and exits 1 after the first error.
 package main
@@ -9,6 +10,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -102,8 +105,18 @@ func decode(doc []byte) (string, error) {
 		return what, fmt.Errorf("%s: %s %s is not a kind this decoder knows (a typo, or a kind to add to kinds)",
 			what, h.APIVersion, h.Kind)
 	}
-	if err := yaml.UnmarshalStrict(doc, newObj()); err != nil {
+	// As the API server reads a request: field names matched case-sensitively (encoding/json would take
+	// "hostPId" for hostPID), unknown and duplicate fields reported.
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
 		return what, fmt.Errorf("%s: %w", what, err)
+	}
+	strict, err := kjson.UnmarshalStrict(js, newObj(), kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return what, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(strict) > 0 {
+		return what, fmt.Errorf("%s: %v", what, errors.Join(strict...))
 	}
 	return "ok " + what, nil
 }

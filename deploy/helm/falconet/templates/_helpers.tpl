@@ -43,7 +43,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- $scheme := ternary "tls" "nats" (eq (include "falconet.natsTLS" .) "true") -}}
 {{- list (printf "%s://%s.%s.svc:4222" $scheme (include "falconet.natsName" .) .Release.Namespace) | toJson -}}
 {{- else -}}
-{{- required "nats.reference.servers must list the existing cluster's URLs when nats.mode is reference" .Values.nats.reference.servers | toJson -}}
+{{- if not .Values.nats.reference.servers -}}
+{{- fail "nats.reference.servers must list the existing cluster's URLs when nats.mode is reference" -}}
+{{- end -}}
+{{- .Values.nats.reference.servers | toJson -}}
 {{- end -}}
 {{- end -}}
 
