@@ -118,11 +118,24 @@ def host_metrics(proc: Path) -> Iterator[Metric]:
     yield _gauge("falcosecurity_falco_kernel_release_info", 1, {"kernel_release": os.uname().release})
 
 
-def process_metrics(proc: Path, start_ns: int) -> Iterator[Metric]:
-    """The daemon's own CPU share since start (what `ps` shows as %CPU, as a ratio) and memory."""
+def process_seconds(proc: Path) -> float | None:
+    """Seconds since this process started, from the kernel's own clock (/proc/self/stat field 22, /proc/uptime)."""
+    stat = _read(proc / "self/stat") or ""
+    fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+    uptime = (_read(proc / "uptime") or "").split()
+    if len(fields) < 20 or not fields[19].isdigit() or not uptime:
+        return None
+    try:
+        return float(uptime[0]) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except ValueError:
+        return None
+
+
+def process_metrics(proc: Path) -> Iterator[Metric]:
+    """The daemon's CPU share since the process started (what `ps` shows as %CPU, as a ratio) and memory."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    wall = (time.time_ns() - start_ns) / 1e9
-    if wall > 0:
+    wall = process_seconds(proc)
+    if wall is not None and wall > 0:
         yield _gauge("falcosecurity_falco_cpu_usage_ratio", (usage.ru_utime + usage.ru_stime) / wall)
     statm = (_read(proc / "self/statm") or "").split()
     if len(statm) >= 2 and statm[0].isdigit() and statm[1].isdigit():
@@ -161,7 +174,7 @@ class FalcoCollector:
             yield _counter("falcosecurity_scap_n_evts_total", events)
             yield _counter("falcosecurity_scap_n_drops_total", drops)
         yield from host_metrics(f.proc)
-        yield from process_metrics(f.proc, f.start_ns)
+        yield from process_metrics(f.proc)
 
 
 def falco_collector(metrics: DaemonMetrics, hostname: str, engine_name: str) -> FalcoCollector:

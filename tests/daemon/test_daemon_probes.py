@@ -4,6 +4,7 @@ daemon measured, and Falco's `-o key=value` overrides (applied, kept across SIGH
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -89,7 +90,9 @@ def test_falco_metric_names_carry_what_the_daemon_measured(tmp_path: Path, start
     start = m["falcosecurity_falco_start_timestamp_nanoseconds"][0][1]
     assert m["falcosecurity_falco_reload_timestamp_nanoseconds"][0][1] == start
     assert m["falcosecurity_falco_memory_rss_bytes"][0][1] > 10 << 20  # a Python process with grpc loaded
-    assert 0 < m["falcosecurity_falco_host_num_cpus_total"][0][1]
+    cpus = m["falcosecurity_falco_host_num_cpus_total"][0][1]
+    assert cpus == os.cpu_count()
+    assert 0 < m["falcosecurity_falco_cpu_usage_ratio"][0][1] <= cpus  # CPU time over the process's lifetime
     assert m["falcosecurity_falco_outputs_queue_num_drops_total"][0][1] == 0
     # falco_events (falco-exporter's name) is still there beside them.
     assert sum(v for _, v in m["falco_events"]) == 2
