@@ -266,7 +266,7 @@ image-base: .stamps/apt-image
 image: venv image-base
 	rm -rf build/image/wheels
 	$(PY) -m pip wheel -q --wheel-dir build/image/wheels .
-	$(IMAGE_TOOL) build --network none -f Containerfile -t $(IMAGE) .
+	$(IMAGE_TOOL) build --network none -f Containerfile -t $(IMAGE) build/image
 	$(IMAGE_TOOL) run $(IMAGE_RUN_FLAGS) $(IMAGE) --help >/dev/null
 	$(IMAGE_TOOL) run $(IMAGE_RUN_FLAGS) $(IMAGE) version
 
