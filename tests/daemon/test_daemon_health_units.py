@@ -84,3 +84,31 @@ def test_missing_kernel_headers_are_named_with_what_to_mount_or_install(tmp_path
     assert "is empty" in (headers_problem(release, modules) or "")
     (build / "Makefile").write_text("# headers\n")
     assert headers_problem(release, modules) is None
+
+
+@pytest.mark.root
+def test_the_daemon_names_missing_kernel_headers_before_anything_else(tmp_path: Path) -> None:
+    """The real `falconet run --source ebpf` in a mount namespace where /lib/modules is an empty tmpfs (what a
+    pod without the host's /lib/modules sees): one line saying what to mount or install, exit status 1."""
+    import subprocess
+    import sys
+
+    from resources import require_root
+
+    require_root("a mount namespace with an empty /lib/modules")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- rule: r\n  desc: d\n  condition: evt.type = open\n  output: o\n  priority: INFO\n")
+    config = tmp_path / "falconet.yaml"
+    config.write_text(f"rules_files: [{rules}]\ngrpc: {{enabled: false}}\nwebserver: {{enabled: false}}\n")
+    script = ('mount -t tmpfs none /lib/modules && exec "$0" -m falconet.server.cli run -c "$1" --source ebpf')
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, sys.executable,
+                           str(config)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done.stderr
+    release = os.uname().release
+    lines = done.stderr.splitlines()
+    assert lines == [
+        f"falconet: the eBPF sensor cannot be compiled: the kernel headers bcc needs are missing "
+        f"(/lib/modules/{release}/build does not exist); install the headers of kernel {release} on the host "
+        f"(Debian: apt-get install linux-headers-{release}, or `make setup`), or, in a container, mount the "
+        "host's /lib/modules and /usr/src read-only"
+    ], done.stderr
