@@ -314,7 +314,7 @@ class Daemon:
         engine_thread.start()
         health = self.metrics.health  # /readyz (server/health.py)
         health.source_running = lambda: engine_thread.is_alive() and not self._stop.is_set()
-        health.rules_loaded = lambda: self._parts is not None
+        health.rules_loaded = lambda: bool(parts.pipeline.running.engine.enabled_rules)  # the set running now
         grpc_on = parts.pipeline.running.config.grpc.enabled
         health.grpc_listening = lambda: not grpc_on or (self.server is not None and bool(self.server.addresses))
         reloading: list[asyncio.Future[bool]] = []

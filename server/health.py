@@ -4,7 +4,7 @@ Kubernetes restarts a pod whose liveness probe fails and sends no traffic to one
 answer different questions. Liveness: is the process still doing its work, that is, has the engine thread
 finished a pass of its loop recently (it reports once a second even when no event arrives, so a silence of
 `STALL_SECONDS` means it is stuck, not idle). Readiness: can it do what it is for right now: the event source
-is running, the rules are loaded and the gRPC server listens (when gRPC is enabled). Both answer 200 with
+is running, at least one rule is loaded and the gRPC server listens (when gRPC is enabled). Both answer 200 with
 "ok", or 503 with one line per failed check, so `curl` says what is wrong.
 
 The checks are callables set by the daemon as its parts come up; until then they say "starting".
@@ -64,7 +64,7 @@ class Health:
         if not self.source_running():
             problems.append("the event source is not running")
         if not self.rules_loaded():
-            problems.append("the rules are not loaded")
+            problems.append("no rule is loaded (none in the files, or all disabled or below `priority`)")
         if not self.grpc_listening():
             problems.append("the gRPC server is not listening")
         return problems + self.not_live()

@@ -36,7 +36,8 @@ def test_readiness_lists_every_part_not_up_yet(served: tuple[DaemonMetrics, str]
     m, url = served
     status, body = get(url + "/readyz")
     assert status == 503
-    assert body.splitlines() == ["the event source is not running", "the rules are not loaded",
+    assert body.splitlines() == ["the event source is not running",
+                                 "no rule is loaded (none in the files, or all disabled or below `priority`)",
                                  "the gRPC server is not listening"]
     m.health.source_running = lambda: True
     m.health.rules_loaded = lambda: True

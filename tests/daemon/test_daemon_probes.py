@@ -69,6 +69,16 @@ def test_readiness_says_which_part_is_missing_when_grpc_is_off(tmp_path: Path, s
     assert "listening on" not in daemon.stderr()
 
 
+def test_readiness_fails_while_no_rule_is_loaded(tmp_path: Path, start_daemon: Start) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)  # one WARNING rule; priority=error leaves none
+    daemon, _ = start_daemon(base_config(tmp_path, rules), ["-o", "priority=error"])
+    url = base_url(daemon)
+    wait_until(lambda: get(url + "/healthz") == (200, "ok\n"), what="/healthz 200")
+    assert get(url + "/readyz") == (503, "no rule is loaded (none in the files, or all disabled or below "
+                                         "`priority`)\n")
+
+
 def test_falco_metric_names_carry_what_the_daemon_measured(tmp_path: Path, start_daemon: Start) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
