@@ -260,3 +260,19 @@ def test_a_misspelt_value_fails_lint_by_the_schema(tmp_path: Path) -> None:
     done = lint(tmp_path, {"node": {"privilged": False}})
     assert done.returncode != 0
     assert "additional properties 'privilged' not allowed" in done.stdout + done.stderr
+
+
+def test_custom_rules_are_mounted_as_rules_d_verbatim(tmp_path: Path) -> None:
+    text = ("- rule: Chart rule\n  desc: from the chart\n  condition: evt.type = openat and fd.name = /etc/shadow\n"
+            "  output: \"shadow %proc.name\"\n  priority: WARNING\n")
+    r = render(tmp_path, {"node": {"customRules": {"site.yaml": text}}})
+    assert r.one("ConfigMap", f"{FULL}-rules")["data"] == {"site.yaml": text}
+    spec = pod_spec(r, "DaemonSet", f"{FULL}-node")
+    assert mounts(spec["containers"][0])["/etc/falconet/rules.d"]["readOnly"] is True
+    assert {"name": "rules-d", "configMap": {"name": f"{FULL}-rules"}} in spec["volumes"]
+    # The file is one the engine loads (the image's config lists rules.d after the default rules).
+    from falconet.rules.engine import Engine
+
+    path = tmp_path / "site.yaml"
+    path.write_text(r.one("ConfigMap", f"{FULL}-rules")["data"]["site.yaml"])
+    assert [rule.name for rule in Engine.from_files([path]).enabled_rules] == ["Chart rule"]
