@@ -123,11 +123,21 @@ def test_the_nodes_o_overrides_are_read_by_the_daemons_own_config_reader(tmp_pat
     assert nats["tls"] == {"ca": "/etc/falconet/client-tls/ca.crt", "cert": "/etc/falconet/client-tls/tls.crt",
                            "key": "/etc/falconet/client-tls/tls.key"}
     assert (nats["stream"], nats["subject_prefix"], nats["replicas"]) == ("FALCONET_ALERTS", "falconet.alerts", 3)
-    # Everything but the NATS block through the daemon's reader, over the packaged file the image carries.
-    # (nats_output's files exist only in the pod, and its reader checks they do.)
-    config = parse_config(PACKAGED_CONFIG.read_text(), overrides=[o for o in opts if o.key != "nats_output"])
+    # Through the daemon's reader, over the packaged file the image carries, with the files the pod mounts made
+    # here (the NATS readers check that they exist). nats_output joins once its reader is on main.
+    pod_root = tmp_path / "pod"
+    for sub, names in {"client-tls": ("ca.crt", "tls.crt", "tls.key"), "nats": ("node.creds",)}.items():
+        (pod_root / sub).mkdir(parents=True)
+        for name in names:
+            (pod_root / sub / name).write_text("made by the test\n")
+    here = [parse_override(o.replace("/etc/falconet/", f"{pod_root}/")) for o in node_overrides(r)]
+    config = parse_config(PACKAGED_CONFIG.read_text(), overrides=[o for o in here if o.key != "nats_output"])
     assert (config.metrics.listen_address, config.metrics.listen_port) == ("0.0.0.0", 9376)
-    assert str(config.grpc.cert_chain) == "/etc/falconet/server-tls/tls.crt"
+    assert str(config.grpc.cert_chain) == f"{pod_root}/server-tls/tls.crt"
+    assert config.fleet_rules is not None
+    assert config.fleet_rules.bucket == "falconet_rules"
+    assert config.fleet_rules.connection.servers == tuple(REFERENCE["servers"])
+    assert config.fleet_rules.connection.credentials == pod_root / "nats/node.creds"
 
 
 def test_user_config_keys_become_overrides_after_the_charts(tmp_path: Path) -> None:
@@ -276,3 +286,11 @@ def test_custom_rules_are_mounted_as_rules_d_verbatim(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
     path.write_text(r.one("ConfigMap", f"{FULL}-rules")["data"]["site.yaml"])
     assert [rule.name for rule in Engine.from_files([path]).enabled_rules] == ["Chart rule"]
+
+
+def test_fleet_rules_are_watched_unless_turned_off(tmp_path: Path) -> None:
+    on = [o for o in node_overrides(render(tmp_path, values())) if o.startswith("fleet_rules=")]
+    (block,) = [json.loads(o[len("fleet_rules="):]) for o in on]
+    assert block["bucket"] == "falconet_rules" and block["cache_dir"] == "/var/lib/falconet/fleet_rules"
+    off = node_overrides(render(tmp_path, {"fleetRules": {"enabled": False}}))
+    assert not [o for o in off if o.startswith("fleet_rules=")]
