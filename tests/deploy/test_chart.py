@@ -21,7 +21,8 @@ from falconet.server.overrides import parse_override
 pytestmark = pytest.mark.helm
 
 FULL = "fleet-falconet"
-REFERENCE = {"servers": ["tls://nats-a.example.internal:4222", "tls://nats-b.example.internal:4222"], "tls": True,
+REFERENCE_SERVERS = ["tls://nats-a.example.internal:4222", "tls://nats-b.example.internal:4222"]
+REFERENCE = {"servers": REFERENCE_SERVERS, "tls": True,
              "auth": {"secretName": "nats-creds", "type": "credentials", "file": "node.creds"}}
 
 
@@ -119,7 +120,7 @@ def test_the_nodes_o_overrides_are_read_by_the_daemons_own_config_reader(tmp_pat
     assert by_key["webserver.listen_address"] == "0.0.0.0"
     assert by_key["grpc.bind_address"] == ["unix:///run/falconet/falconet.sock", "0.0.0.0:5060"]
     nats = by_key["nats_output"]
-    assert nats["servers"] == REFERENCE["servers"] and nats["credentials"] == "/etc/falconet/nats/node.creds"
+    assert nats["servers"] == REFERENCE_SERVERS and nats["credentials"] == "/etc/falconet/nats/node.creds"
     assert nats["tls"] == {"ca": "/etc/falconet/client-tls/ca.crt", "cert": "/etc/falconet/client-tls/tls.crt",
                            "key": "/etc/falconet/client-tls/tls.key"}
     assert (nats["stream"], nats["subject_prefix"], nats["replicas"]) == ("FALCONET_ALERTS", "falconet.alerts", 3)
@@ -136,7 +137,7 @@ def test_the_nodes_o_overrides_are_read_by_the_daemons_own_config_reader(tmp_pat
     assert str(config.grpc.cert_chain) == f"{pod_root}/server-tls/tls.crt"
     assert config.fleet_rules is not None
     assert config.fleet_rules.bucket == "falconet_rules"
-    assert config.fleet_rules.connection.servers == tuple(REFERENCE["servers"])
+    assert config.fleet_rules.connection.servers == tuple(REFERENCE_SERVERS)
     assert config.fleet_rules.connection.credentials == pod_root / "nats/node.creds"
 
 
