@@ -93,7 +93,7 @@ class SensorStats:
     kernel_drops: int = 0  # ring buffer reserve/output failures, summed over CPUs
     kernel_drops_per_cpu: list[int] = field(default_factory=list)
     kernel_emitted: int = 0  # records the kernel wrote
-    inflight_full: int = 0  # syscalls whose enter could not be stored (their exit is lost)
+    inflight_full: int = 0  # always 0: records are built at exit alone (kept for callers that read it)
     path_filtered: int = 0  # opens the open-prefix filter kept in the kernel, and their closes (by design)
     decode_errors: int = 0
     swept: int = 0  # processes forgotten because they were gone without an exit record (a dropped one)
@@ -106,6 +106,7 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         offsets = btfmod.kernel_offsets(btf)
         controller = cgroups.v1_controller()
         offsets["CGROUP_V1_SUBSYS"] = btfmod.subsys_id(btf, controller) if controller else -1
+        offsets.update(btfmod.register_offsets(btf, *sc.X86_64_REGS))
     cred_len = max(v for k, v in offsets.items() if k.startswith("OFF_CRED_")) + 8
     flags = btfmod.cflags(offsets) + [
         f"-DCRED_READ_LEN={cred_len}",
@@ -113,6 +114,9 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         f"-DCLONE_NR={sc.CLONE_NR}",
         f"-DCLONE3_NR={sc.CLONE3_NR}",
         f"-DVFORK_NR={sc.VFORK_NR}",
+        f"-DFORK_NR={sc.FORK_NR}",
+        f"-DEXECVEAT_NR={sc.EXECVEAT_NR}",
+        "-DSAVED_AT_ENTER(id)=(" + "||".join(f"(id)=={nr}" for nr in sc.SAVED_AT_ENTER) + ")",
     ]
     return probe_source(), flags
 
@@ -185,10 +189,11 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for compile and load failures
             raise SensorError(f"the BPF program failed to compile or load: {exc}") from None
         try:
-            # the exec tails (probe.c exec_exit, exec_env): in place before any syscall is switched on
+            # the exec tails (probe_exec.h; tails of the sys_exit raw tracepoint, so of its program type): in
+            # place before any syscall is switched on
             tails = self._bpf[b"tails"]
-            for index, name in enumerate((b"exec_exit", b"exec_env")):
-                tails[ctypes.c_int(index)] = ctypes.c_int(self._bpf.load_func(name, BPF.TRACEPOINT).fd)
+            for index, name in enumerate((b"exec_exit", b"exec_env", b"exec_args")):
+                tails[ctypes.c_int(index)] = ctypes.c_int(self._bpf.load_func(name, BPF.RAW_TRACEPOINT).fd)
         except Exception as exc:  # bcc raises bare Exception for load failures
             raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
@@ -260,6 +265,7 @@ class Sensor:
             leaf.str0, leaf.str1, leaf.sock, leaf.socklen = spec.str0, spec.str1, spec.sock, spec.socklen
             leaf.blob, leaf.bloblen, leaf.exec, leaf.sockfd = spec.blob, spec.bloblen, spec.exec, spec.sockfd
             leaf.pathfilter, leaf.fdeffect, leaf.credsbefore = spec.pathfilter, spec.fdeffect, spec.credsbefore
+            leaf.forks = spec.forks
             copy = self.config.snaplen > 0 and (self._data is None or spec.name in self._data)
             leaf.data = spec.data if copy else sc.NO_ARG
             table[ctypes.c_int(spec.nr)] = leaf
