@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from falconet.rules.engine import Engine
     from falconet.server.app import AlertServer
     from falconet.server.config import ServerConfig
+    from falconet.server.fleet.output import NatsForwarder
 
 # Names that moved out of this module stay importable from it.
 __all__ = [
@@ -151,6 +152,7 @@ class Daemon:
         self.hub: Hub | None = None
         self.store: AlertStore | None = None
         self.server: AlertServer | None = None
+        self.nats_output: NatsForwarder | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
         self._k8s_audit: K8sAuditEndpoint | None = None  # the k8s audit endpoint, when configured
@@ -287,9 +289,15 @@ class Daemon:
         for out in outputs:
             out.start()
         parts.pipeline.swap(Running.of(cfg, parts.pipeline.running.engine, outputs))
+        pipeline = parts.pipeline
         if self.store is not None:  # after the outputs, so that its reports reach them too
-            pipeline = parts.pipeline
             self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
+        if cfg.nats_output.enabled:  # the hub (and its store) is the nats output's spool: server/fleet/output.py
+            from falconet.server.fleet.output_start import start_forwarder
+
+            self.nats_output = start_forwarder(cfg.nats_output, self.hub, log=self.log, registry=self.metrics.registry,
+                                               report=lambda alert: pipeline.emit(alert, internal=True),
+                                               rules_version=lambda: self.rules_version)
         return bound
 
     def reload(self) -> bool:
@@ -367,6 +375,8 @@ class Daemon:
                     f"warning: the {out.kind} output could not be closed cleanly ({out.close_error}); "
                     "alerts it had not yet written may be lost"
                 )
+        if self.nats_output is not None:
+            await self.nats_output.close()
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)

@@ -34,6 +34,7 @@ from falconet.server.config_containers import parse_append_output, parse_contain
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
+from falconet.server.fleet.output_config import NatsOutputConfig, read_nats_output
 from falconet.server.fleet.rules_config import FleetRulesConfig, read_fleet_rules
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
@@ -121,6 +122,7 @@ _KNOWN_KEYS = frozenset(
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
+        "nats_output",  # server/fleet/output_config.py
         "fleet_rules",  # server/fleet/rules_config.py
     }
 )
@@ -238,6 +240,8 @@ class DaemonConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
     k8s_audit: K8sAuditConfig | None = None
+    # Ours: forward every alert to NATS JetStream (server/fleet/output_config.py).
+    nats_output: NatsOutputConfig = field(default_factory=NatsOutputConfig)
     # Rules pushed to the fleet (docs/fleet-rules.md): the `fleet_rules` block (None: not watched), and the files
     # of the pushed version this configuration runs, loaded after the local rules files (never from the file).
     fleet_rules: FleetRulesConfig | None = None
@@ -369,9 +373,12 @@ def _parse_config(
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
+        nats_output=read_nats_output(top.section("nats_output")),
         fleet_rules=read_fleet_rules(top.section("fleet_rules"), alert_store.path),
         warnings=tuple(top.problems.warnings),
     )
+    if config.nats_output.enabled and not config.grpc_output:
+        top.problems.add("nats_output forwards the alert hub, which grpc_output.enabled: false leaves empty.")
     if top.problems.problems:
         raise ConfigError(top.problems.problems, source=source)
     return config

@@ -148,8 +148,8 @@ class Reloader:
 
     def _swap(self, new: Running) -> None:
         if restart_needed(self._pipeline.running.config, new.config):
-            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint, alert_store "
-                      "and fleet_rules changes take effect at the next restart")
+            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint, alert_store, "
+                      "fleet_rules and nats_output changes take effect at the next restart")
         for out in new.outputs:
             out.start()
         # Filter off while the engine changes, so neither rule set misses an open in between; the new
@@ -197,5 +197,6 @@ def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.alert_store != new.alert_store
         or old.k8s_audit != new.k8s_audit
         or old.fleet_rules != new.fleet_rules
+        or old.nats_output != new.nats_output
     )
 

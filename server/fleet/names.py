@@ -47,6 +47,7 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_EPOCH = "Falconet-Epoch"
 HEADER_SEQ = "Falconet-Seq"
 HEADER_HOST = "Falconet-Host"
+"""Its value is `escape_host(host)`, the subject's token (a header value must not carry control characters)."""
 
 _KEEP = re.compile(r"[A-Za-z0-9_-]")
 _TOKEN = re.compile(r"(?:[A-Za-z0-9_-]|=[0-9A-F]{2})+|=")
