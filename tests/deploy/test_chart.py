@@ -125,20 +125,24 @@ def test_the_nodes_o_overrides_are_read_by_the_daemons_own_config_reader(tmp_pat
                            "key": "/etc/falconet/client-tls/tls.key"}
     assert (nats["stream"], nats["subject_prefix"], nats["replicas"]) == ("FALCONET_ALERTS", "falconet.alerts", 3)
     # Through the daemon's reader, over the packaged file the image carries, with the files the pod mounts made
-    # here (the NATS readers check that they exist). nats_output joins once its reader is on main.
+    # here (the NATS readers check that they exist).
     pod_root = tmp_path / "pod"
     for sub, names in {"client-tls": ("ca.crt", "tls.crt", "tls.key"), "nats": ("node.creds",)}.items():
         (pod_root / sub).mkdir(parents=True)
         for name in names:
             (pod_root / sub / name).write_text("made by the test\n")
     here = [parse_override(o.replace("/etc/falconet/", f"{pod_root}/")) for o in node_overrides(r)]
-    config = parse_config(PACKAGED_CONFIG.read_text(), overrides=[o for o in here if o.key != "nats_output"])
+    config = parse_config(PACKAGED_CONFIG.read_text(), overrides=here)
     assert (config.metrics.listen_address, config.metrics.listen_port) == ("0.0.0.0", 9376)
     assert str(config.grpc.cert_chain) == f"{pod_root}/server-tls/tls.crt"
     assert config.fleet_rules is not None
     assert config.fleet_rules.bucket == "falconet_rules"
     assert config.fleet_rules.connection.servers == tuple(REFERENCE_SERVERS)
     assert config.fleet_rules.connection.credentials == pod_root / "nats/node.creds"
+    out = config.nats_output
+    assert out.enabled and out.connection.servers == tuple(REFERENCE_SERVERS)
+    assert out.connection.tls is not None and out.connection.tls.cert == pod_root / "client-tls/tls.crt"
+    assert (out.stream, out.subject_prefix, out.shape.replicas) == ("FALCONET_ALERTS", "falconet.alerts", 3)
 
 
 def test_user_config_keys_become_overrides_after_the_charts(tmp_path: Path) -> None:
