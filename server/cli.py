@@ -15,6 +15,7 @@ from collections.abc import Sequence
 _COMMAND_MODULES: tuple[str, ...] = (
     "falconet.server.run_cli",  # run
     "falconet.server.serve_cli",  # serve, publish
+    "falconet.server.fleet.aggregate_cli",  # aggregate
     "falconet.rules.cli",  # rules validate|list|test
     "falconet.certs.cli",  # certs init|client|inspect
     "falconet.sensor.cli",  # capture

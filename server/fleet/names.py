@@ -100,6 +100,18 @@ def all_alerts(prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
     return f"{prefix}.*"
 
 
+FLEET_TOKEN = "=fleet"
+"""The subject token of the aggregators' own internal alerts (a node fell silent, bad input was found). No host
+name escapes to it (`escape_host` writes only upper-case hex after '='), so no node can publish there under its
+own name, and `all_alerts` still matches it: the alerts sit in the stream and every aggregator serves them at
+the same cursor. Aggregators publish them with a message id both would compute, so JetStream keeps one."""
+
+
+def fleet_subject(prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
+    """The subject aggregators publish their internal alerts on."""
+    return f"{prefix}.{FLEET_TOKEN}"
+
+
 def host_of_subject(subject: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
     """The host name an alert subject carries; ValueError if the subject is not one of ours."""
     head = prefix + "."
