@@ -171,6 +171,21 @@ def test_the_aggregator_is_served_on_5060_by_a_service_over_its_pods(tmp_path: P
     assert block["grpc"]["bind_address"] == ["unix:///run/falconet/aggregate.sock", "0.0.0.0:5060"]
     assert block["servers"] == [f"tls://{FULL}-nats.{NAMESPACE}.svc:4222"]
     assert block["stream"] == "FALCONET_ALERTS" and block["tls"]["cert"] == "/etc/falconet/client-tls/tls.crt"
+    # The file as `falconet aggregate -c` reads it, with the files the pod mounts made here.
+    from falconet.server.fleet.aggregate_config import load_aggregate
+
+    pod_root = tmp_path / "pod"
+    for sub in ("client-tls", "server-tls"):
+        (pod_root / sub).mkdir(parents=True)
+        for name in ("ca.crt", "tls.crt", "tls.key"):
+            (pod_root / sub / name).write_text("made by the test\n")
+    path = tmp_path / "aggregate.yaml"
+    path.write_text(r.one("ConfigMap", f"{FULL}-aggregator")["data"]["aggregate.yaml"].replace(
+        "/etc/falconet/", f"{pod_root}/"))
+    cfg = load_aggregate(path)
+    assert cfg.nats.servers == (f"tls://{FULL}-nats.{NAMESPACE}.svc:4222",)
+    assert cfg.grpc.bind_address == ("unix:///run/falconet/aggregate.sock", "0.0.0.0:5060")
+    assert cfg.grpc.cert_chain == pod_root / "server-tls/tls.crt" and cfg.silence_timeout == 30
 
 
 def test_deployed_nats_is_a_jetstream_cluster_of_three_with_routes_to_each(tmp_path: Path) -> None:
