@@ -100,6 +100,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--nats-output", type=Path, metavar="FILE",
                        help="forward every alert to NATS JetStream as configured by the nats_output block of this "
                        "YAML file (the falconet.yaml keys; docs/fleet.md)")
+    serve.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a grpc.* or alert_store.* key of the daemon's configuration, as Falco's -o "
+                       "(e.g. grpc.retention=50000); repeatable; applied after the flags")
     _limit_arguments(serve)
     _console_arguments(serve)
     serve.set_defaults(func=run_serve)
@@ -223,6 +226,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
     from falconet.server.console.app import WebConsole
+    from falconet.server.overrides import OverrideError, parse_all
+    from falconet.server.overrides_serve import with_overrides
 
     try:
         nats_output = None
@@ -230,9 +235,12 @@ def run_serve(args: argparse.Namespace) -> int:
             from falconet.server.fleet.output_config import load_nats_output
 
             nats_output = load_nats_output(args.nats_output)
-        server = AlertServer(_server_config(args))
+        config = _server_config(args)
+        if args.option:
+            config = with_overrides(config, parse_all(args.option))
+        server = AlertServer(config)
         console = WebConsole(console_config_from_args(args), server.hub) if args.console else None
-    except (ConfigError, CertificateError, ValueError) as exc:  # ConsoleConfigError is a ValueError
+    except (ConfigError, CertificateError, OverrideError, ValueError) as exc:  # ValueError: ConsoleConfigError
         print(f"falconet serve: {exc}", file=sys.stderr)
         return 2
 
