@@ -9,8 +9,11 @@ the gRPC services turn into an `internal` alert so that loss is never silent.
 Sequences start at 1. Without a store the epoch changes per hub (per server run), so a cursor from another run
 is recognised; with a persistent store (server/store.py) the epoch identifies the store and sequences carry on
 across restarts, and an alert becomes visible to readers only once the store has committed it (`mark_durable`):
-so any alert a subscriber has seen survives a crash. Readers that fall behind the ring read on from the store. Each retained alert is converted to its protobuf wire form at most once (lazily, on first read,
-then cached on the entry), however many subscribers read it: fan-out costs a reference, not a conversion.
+so any alert a subscriber has seen survives a crash. Readers that fall behind the ring read on from the store.
+Each retained alert is converted to its protobuf wire form at most once (lazily, on first read, then cached on
+the entry), however many subscribers read it: fan-out costs a reference, not a conversion. An alert published
+from another process (`publish_received`) is never converted: the message it arrived in, validated and
+normalised, is its wire form, to which the hub appends the cursor it assigns.
 
 Falco's own clients know nothing of cursors; for them the hub keeps a "Falco cursor" per client identity (the
 newest sequence sent to that identity), which gives Falco's drain-the-queue semantics to `get` and to the
@@ -47,7 +50,8 @@ class Backing(Protocol):
     """The oldest sequence stored (None = none)."""
 
     def notify(self) -> None:
-        """Alerts wait in `Hub.drain_unsynced`; must not block."""
+        """The first alert since the last `Hub.drain_unsynced` waits there (later ones until the next drain do
+        not call this: the writer must clear its wake-up before it drains); must not block."""
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
         """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
@@ -91,10 +95,7 @@ class Entry:
         f = self._framed
         if f is None:
             w = self.wire()
-            n = len(w)
-            # Alerts are mostly 128 B..16 KiB: a two-byte length, without the general varint loop.
-            head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else b"\x0a" + encode_varint(n)
-            f = self._framed = head + w
+            f = self._framed = frame_head(len(w)) + w
         return f
 
 
@@ -106,6 +107,38 @@ def encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+class _FrameHeads(dict[int, bytes]):
+    """Field-1 frame heads by length, made once per length: `frame_head` is then one C-level dict lookup, which
+    lets the store frame a whole chunk with `map` and `bytes.join` and no Python call per alert."""
+
+    def __missing__(self, size: int) -> bytes:
+        head = b"\x0a" + encode_varint(size)
+        if size < CACHED_FRAME_SIZES:  # bounded: a stranger's alert sizes cannot grow the table without end
+            self[size] = head
+        return head
+
+
+CACHED_FRAME_SIZES = 1 << 14
+"""Lengths below this (two-byte varints: nearly every alert) have their frame head cached."""
+frame_head = _FrameHeads().__getitem__
+"""The head framing a wire form of `size` bytes as field 1 of a batch message (`repeated response alerts = 1`)."""
+
+
+class CursorField:
+    """Field 10 (`cursor`) of a response for one epoch, as `alert_to_proto` encodes it. Appended to a wire form
+    that has no cursor it sets one: protobuf readers take fields in any order."""
+
+    __slots__ = ("_epoch",)
+
+    def __init__(self, epoch: str) -> None:
+        e = epoch.encode()
+        self._epoch = b"\x0a" + encode_varint(len(e)) + e + b"\x10"  # Cursor.epoch, then Cursor.sequence's tag
+
+    def __call__(self, seq: int) -> bytes:
+        body = self._epoch + encode_varint(seq)
+        return b"\x52" + encode_varint(len(body)) + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +257,7 @@ class Hub:
             raise ValueError(f"retention must be at least 1 alert, got {retention}")
         self.retention = retention
         self.epoch = epoch or new_epoch()
+        self._cursor_field = CursorField(self.epoch)
         self.hostname = default_hostname() if hostname is None else hostname
         self._ring: list[Entry | None] = [None] * retention
         self._head = head  # sequence of the newest alert; 0 = none yet
@@ -261,7 +295,10 @@ class Hub:
             entry = self._ring[seq % self.retention] = Entry(seq, alert)
             self._head = seq
             if store is not None:
-                self._unsynced.append(entry)
+                unsynced = self._unsynced
+                if unsynced:  # the writer was woken by the first alert since its last drain
+                    store = None
+                unsynced.append(entry)
                 waiters = []
             else:
                 self._visible = seq
@@ -273,6 +310,34 @@ class Hub:
         elif waiters:
             _wake(waiters)
         return cursor
+
+    def publish_received(self, received: Iterable[tuple[Alert, bytes]]) -> Cursor | None:
+        """`publish_many` for alerts that come with their wire form (`falconet.server.alert_input.received_alert`):
+        each pair's bytes must decode to `alert_to_proto(alert)` without a cursor. The hub appends the cursor it
+        assigns (and the hostname, if the alert has none), so the alert is never converted again."""
+        last: Cursor | None = None
+        store = self._store
+        epoch, cursor_field = self.epoch, self._cursor_field
+        with self._lock:
+            for alert, wire in received:
+                if not alert.hostname:
+                    alert.hostname = self.hostname
+                    host = self.hostname.encode()
+                    wire += b"\x3a" + encode_varint(len(host)) + host  # a later string field replaces an earlier
+                seq = self._head + 1
+                alert.cursor = last = Cursor(epoch, seq)
+                entry = self._ring[seq % self.retention] = Entry(seq, alert)
+                entry._wire = wire + cursor_field(seq)
+                self._head = seq
+                if store is not None:
+                    self._unsynced.append(entry)
+            waiters = self._finish_many_locked(store)
+        if store is not None:
+            if last is not None:
+                store.notify()
+        elif waiters:
+            _wake(waiters)
+        return last
 
     def publish_many(self, alerts: Iterable[Alert]) -> Cursor | None:
         """Publishes each alert in order under one lock hold; returns the last cursor (None if empty)."""
@@ -288,18 +353,23 @@ class Hub:
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)
-            waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-            if store is None:
-                self._visible = self._head
-                waiters = self._waiters
-                if waiters:
-                    self._waiters = []
+            waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
                 store.notify()
         elif waiters:
             _wake(waiters)
         return last
+
+    def _finish_many_locked(self, store: Backing | None) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        """Without a store, makes what was published visible and returns the waiters to wake (lock held)."""
+        if store is not None:
+            return []
+        self._visible = self._head
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+        return waiters
 
     # -- durability (the store's writer thread) ------------------------------------------------------------
 
