@@ -62,10 +62,10 @@ class Entry:
 
     __slots__ = ("seq", "alert", "_wire", "_framed")
 
-    def __init__(self, seq: int, alert: Alert) -> None:
+    def __init__(self, seq: int, alert: Alert, wire: bytes | None = None) -> None:
         self.seq = seq
         self.alert = alert
-        self._wire: bytes | None = None
+        self._wire = wire
         self._framed: bytes | None = None
 
     @classmethod
@@ -320,14 +320,13 @@ class Hub:
         epoch, cursor_field = self.epoch, self._cursor_field
         with self._lock:
             for alert, wire in received:
-                if not alert.hostname:
+                if not alert.hostname and self.hostname:
                     alert.hostname = self.hostname
                     host = self.hostname.encode()
                     wire += b"\x3a" + encode_varint(len(host)) + host  # a later string field replaces an earlier
                 seq = self._head + 1
                 alert.cursor = last = Cursor(epoch, seq)
-                entry = self._ring[seq % self.retention] = Entry(seq, alert)
-                entry._wire = wire + cursor_field(seq)
+                entry = self._ring[seq % self.retention] = Entry(seq, alert, wire + cursor_field(seq))
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)
