@@ -572,6 +572,15 @@ class Hub:
     def _retains(self) -> str:
         return f"{self.retention} in memory and a persistent store" if self._store is not None else str(self.retention)
 
+    def recent(self, after: int, max_n: int) -> list[Entry]:
+        """Up to `max_n` in-memory entries published after sequence `after`, visible to readers or not yet (the
+        store's converter makes their wire forms ahead of the commit)."""
+        with self._lock:
+            first = max(after + 1, self.ring_oldest)
+            last = min(self._head, first + max_n - 1)
+            ring, r = self._ring, self.retention
+            return [ring[s % r] for s in range(first, last + 1)]  # type: ignore[misc]
+
     def snapshot(self, start: int | None = None) -> list[Entry]:
         """Every retained in-memory entry from `start` (default: the oldest) to the newest, in order."""
         with self._lock:
