@@ -30,7 +30,7 @@ _EPILOG_TEST = """examples:
 """
 
 
-def register(sub: Any) -> None:
+def register(sub: Any) -> Any:
     parser = sub.add_parser("rules", help="validate, list and test Falco rules files")
     rules_sub = parser.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
 
@@ -85,6 +85,7 @@ def register(sub: Any) -> None:
 
     fields_cli.register(rules_sub)
     policy_cli.register(rules_sub)
+    return rules_sub  # server/cli.py adds the server-side subcommands (push, pushed) to it
 
 
 def _default_rules() -> Path:

@@ -20,6 +20,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "falconet.sensor.cli",  # capture
     "falconet.sdk.generate_cli",  # sdk generate
 )
+# `falconet rules` subcommands that live in the server (they talk to NATS): given the rules subparsers.
+_RULES_EXTENSIONS: tuple[str, ...] = ("falconet.server.fleet.rules_cli",)  # rules push|pushed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        registered = importlib.import_module(name).register(sub)
+        if name == "falconet.rules.cli":  # rules/ may not import the server: its server-side subcommands go here
+            for extension in _RULES_EXTENSIONS:
+                importlib.import_module(extension).register(registered)
     return parser
 
 

@@ -32,6 +32,7 @@ from falconet.rules.hostname import default_hostname as default_hostname  # its 
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.dns_hosts import hosts_resolver
 from falconet.server.errors import ConfigError, DaemonError, describe_error
+from falconet.server.fleet.rules_node import FleetRulesNode
 from falconet.server.hub import Hub
 from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.daemon_containers import with_containers
@@ -151,6 +152,14 @@ class Daemon:
         self._k8s_audit: K8sAuditEndpoint | None = None  # the k8s audit endpoint, when configured
         self._engine_error: BaseException | None = None
         self._exit_status = 0
+        # Rules pushed to the fleet (server/fleet/rules_node.py): the cached version at start, the watch after.
+        self.fleet_rules = FleetRulesNode(config.fleet_rules, self.log, self.metrics.registry) \
+            if config.fleet_rules is not None else None
+
+    @property
+    def rules_version(self) -> str:
+        """The pushed rules version this node runs ("" for local files only): names.Heartbeat.rules_version."""
+        return self.fleet_rules.rules_version if self.fleet_rules is not None else ""
 
     @property
     def config(self) -> DaemonConfig:
@@ -180,7 +189,10 @@ class Daemon:
             if problem:
                 raise DaemonError(problem)
         try:
-            engine = self._build_engine(config, self.hostname)
+            if self.fleet_rules is not None:  # the local files plus the cached pushed version, if it loads
+                config, engine = self.fleet_rules.start_engine(config, self._build_engine, self.hostname)
+            else:
+                engine = self._build_engine(config, self.hostname)
         except ConfigError as exc:
             raise DaemonError(str(exc)) from None
         except Exception as exc:  # the engine's RulesLoadError: its text lists every error with its position
@@ -213,6 +225,8 @@ class Daemon:
             stdout=self._stdout,
         )
         self._parts = _Parts(source, pipeline, reporter, reloader)
+        if self.fleet_rules is not None:
+            self.fleet_rules.attach(reloader, reporter)
 
     def _exit_on_drops(self) -> None:
         self._exit_status = 1
@@ -308,6 +322,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: reloading.append(loop.run_in_executor(None, self.reload)))
+        fleet_task = asyncio.create_task(self.fleet_rules.run()) if self.fleet_rules is not None else None
         self.log(f"ready: source {self.source_spec}, hostname {self.hostname}")
         stop_task = asyncio.create_task(stop.wait())
         done_task = asyncio.create_task(done.wait())
@@ -317,6 +332,10 @@ class Daemon:
         self.log("stopping")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if fleet_task is not None and self.fleet_rules is not None:
+            fleet_task.cancel()
+            await asyncio.gather(fleet_task, return_exceptions=True)
+            await self.fleet_rules.settle()
         if reloading:
             await asyncio.gather(*reloading, return_exceptions=True)
         if self._k8s_audit is not None:

@@ -34,6 +34,7 @@ from falconet.server.config_containers import parse_append_output, parse_contain
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
+from falconet.server.fleet.rules_config import FleetRulesConfig, read_fleet_rules
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
@@ -119,6 +120,7 @@ _KNOWN_KEYS = frozenset(
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
+        "fleet_rules",  # server/fleet/rules_config.py
     }
 )
 
@@ -235,14 +237,23 @@ class DaemonConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
     k8s_audit: K8sAuditConfig | None = None
+    # Rules pushed to the fleet (docs/fleet-rules.md): the `fleet_rules` block (None: not watched), and the files
+    # of the pushed version this configuration runs, loaded after the local rules files (never from the file).
+    fleet_rules: FleetRulesConfig | None = None
+    fleet_rules_files: tuple[Path, ...] = ()
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
         """A copy whose rules come from the command line (-r), which replaces `rules_files` as in Falco."""
         return replace(self, rules_files=tuple(Path(r) for r in rules))
 
+    def with_fleet_rules(self, files: Sequence[Path]) -> DaemonConfig:
+        """A copy that runs these pushed files after its local ones (server/fleet/rules_node.py)."""
+        return replace(self, fleet_rules_files=tuple(files))
+
     def rules_paths(self) -> list[Path]:
-        """The rules files to load, in order: a directory contributes its *.yaml/*.yml files sorted by name.
+        """The rules files to load, in order: a directory contributes its *.yaml/*.yml files sorted by name;
+        the pushed fleet files, if any, come last (so they may append to and override the local ones).
 
         Raises ConfigError for an entry that does not exist (a directory that does not exist is skipped, so a
         config can list an optional rules.d).
@@ -260,7 +271,7 @@ class DaemonConfig:
                 problems.append(f"The rules file {entry} listed in rules_files does not exist.")
         if problems:
             raise ConfigError(problems, source=self.source)
-        return out
+        return out + list(self.fleet_rules_files)
 
 
 def load_config(path: Path) -> DaemonConfig:
@@ -307,6 +318,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     ring_buffer_bytes, open_path_filter = _read_sensor(top.section("sensor"), d)
     metrics = _read_webserver(top.section("webserver"))
     k8s_audit = _read_k8s_audit(data, top.problems, metrics.listen_port)
+    alert_store = read_store_section(top.section("alert_store"))
     config = DaemonConfig(
         source=source,
         rules_files=_read_rules_files(top),
@@ -328,7 +340,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         output_queue_size=outputs.integer("queue_size", d.output_queue_size, minimum=1),
         syscall_event_drops=_read_drops(top.section("syscall_event_drops")),
         metrics=metrics,
-        alert_store=read_store_section(top.section("alert_store")),
+        alert_store=alert_store,
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
         snaplen=_read_falco_libs(top.section("falco_libs"), d),
@@ -336,6 +348,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
+        fleet_rules=read_fleet_rules(top.section("fleet_rules"), alert_store.path),
         warnings=tuple(top.problems.warnings),
     )
     if top.problems.problems:

@@ -6,6 +6,11 @@ reference assignment, so the hub (its epoch and sequence numbers) and every open
 part fails, the running set is not touched, the new parts are released, and an internal alert names the
 error. Certificates come last: they belong to the server, which keeps its old ones if the new files do not
 fit together (and says so the same way).
+
+A rules version pushed to the fleet (server/fleet/rules_node.py) goes through the same `reload`, given as a
+`FleetCandidate`: the running configuration is rebuilt with the candidate's files in place of the pushed files
+it runs (the configuration file is not re-read: a push changes rules, not settings), and a failure is reported
+the same way, naming the version. A SIGHUP keeps the pushed files that run.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ class ReloadFrom:
     rules_override: tuple[Path, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class FleetCandidate:
+    """A pushed rules version to try: its files (loaded after the local ones) and its label for messages."""
+
+    files: tuple[Path, ...]
+    version: str
+
+
 class Reloader:
     """Builds and swaps in a new running set; one reload at a time (SIGHUPs in a row queue up)."""
 
@@ -74,13 +87,13 @@ class Reloader:
         """The server whose certificates a reload refreshes, once it serves."""
         self._lock = threading.Lock()
 
-    def reload(self) -> bool:
+    def reload(self, fleet: FleetCandidate | None = None) -> bool:
         """The new set in place (True), or the old one still running and an internal alert (False)."""
         with self._lock:
             try:
-                new = self.build(self._pipeline.running.config)
+                new = self.build(self._pipeline.running.config, fleet)
             except Exception as exc:  # anything at all: the running set must survive a bad file or rule
-                self._failed(exc)
+                self._failed(exc, fleet)
                 return False
             self._swap(new)
             cert_error = self._reload_certificates(new.config)
@@ -96,15 +109,20 @@ class Reloader:
                     f"{cert_error.splitlines()[0]}",
                     {"error": cert_error},
                 )
-            self._log(f"reloaded: {len(new.config.rules_paths())} rules files")
+            pushed = f" (fleet rules {fleet.version})" if fleet is not None else ""
+            self._log(f"reloaded: {len(new.config.rules_paths())} rules files{pushed}")
             return True
 
-    def build(self, current: DaemonConfig) -> Running:
+    def build(self, current: DaemonConfig, fleet: FleetCandidate | None = None) -> Running:
         """The complete new set, not yet running; raises on the first part that cannot be built."""
         origin = self._origin
-        config = load_config(origin.config_path) if origin.config_path is not None else current
-        if origin.rules_override:
-            config = config.with_rules(origin.rules_override)
+        if fleet is not None:
+            config = current.with_fleet_rules(fleet.files)
+        else:
+            config = load_config(origin.config_path) if origin.config_path is not None else current
+            if origin.rules_override:
+                config = config.with_rules(origin.rules_override)
+            config = config.with_fleet_rules(current.fleet_rules_files)
         engine = self._build_engine(config, self._hostname)
         if config.file_output.enabled:
             problem = check_writable(config.file_output.filename)
@@ -112,22 +130,24 @@ class Reloader:
                 raise ConfigError([problem], source=config.source)
         return Running.of(config, engine, build_outputs(config, stdout=self._stdout))
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, fleet: FleetCandidate | None = None) -> None:
         self._metrics.rules_reload_failures += 1
         text = describe_error(exc)
-        self._log(f"reload failed, keeping the previous configuration and rules:\n{text}")
+        what = f"fleet rules {fleet.version} refused" if fleet is not None else "reload failed"
+        self._log(f"{what}, keeping the previous configuration and rules:\n{text}")
         first = text.splitlines()[0] if text else type(exc).__name__
+        fields = {"error": text} if fleet is None else {"error": text, "fleet_rules_version": fleet.version}
         self._reporter.report(
             RELOAD_RULE,
             Priority.ERROR,
-            f"Falconet internal: reload failed, the previous configuration and rules keep running: {first}",
-            {"error": text},
+            f"Falconet internal: {what}, the previous configuration and rules keep running: {first}",
+            fields,
         )
 
     def _swap(self, new: Running) -> None:
         if restart_needed(self._pipeline.running.config, new.config):
-            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint and alert_store "
-                      "changes take effect at the next restart")
+            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint, alert_store "
+                      "and fleet_rules changes take effect at the next restart")
         for out in new.outputs:
             out.start()
         # Filter off while the engine changes, so neither rule set misses an open in between; the new
@@ -174,5 +194,6 @@ def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.container_engines != new.container_engines
         or old.alert_store != new.alert_store
         or old.k8s_audit != new.k8s_audit
+        or old.fleet_rules != new.fleet_rules
     )
 

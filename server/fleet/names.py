@@ -25,7 +25,23 @@ NODES_BUCKET = "falconet_nodes"
 CURSORS_BUCKET = "falconet_cursors"
 """Key-value bucket of the aggregators' per-identity Falco cursors, shared so that no aggregator owns state."""
 RULES_BUCKET = "falconet_rules"
-"""Object store (or key-value bucket) the fleet's rules files are pushed to (`falconet rules push`)."""
+"""Key-value bucket the fleet's rules files are pushed to (`falconet rules push`; server/fleet/rules_bundle.py)."""
+RULES_KEY = "current"
+"""The one key of RULES_BUCKET: its value is the whole pushed version (every file, one bundle), so a version is
+published and read atomically; its key-value revision is the version's monotonic revision number."""
+RULES_HISTORY = 16
+"""Versions the bucket keeps (`falconet rules pushed` lists them)."""
+
+
+def rules_subject(bucket: str = RULES_BUCKET) -> str:
+    """The subject a push is published on (a key-value put is a JetStream publish to `$KV.<bucket>.<key>`):
+    nodes subscribe to it to wake at once, bucket or no bucket yet."""
+    return f"$KV.{bucket}.{RULES_KEY}"
+
+
+def rules_version(revision: int, digest: str) -> str:
+    """The version label a node shows (metrics, heartbeat, logs): `<revision>-<first 12 hex of the digest>`."""
+    return f"{revision}-{digest[:12]}"
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_EPOCH = "Falconet-Epoch"
