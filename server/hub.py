@@ -130,15 +130,24 @@ class CursorField:
     """Field 10 (`cursor`) of a response for one epoch, as `alert_to_proto` encodes it. Appended to a wire form
     that has no cursor it sets one: protobuf readers take fields in any order."""
 
-    __slots__ = ("_epoch",)
+    __slots__ = ("_epoch", "_heads")
 
     def __init__(self, epoch: str) -> None:
         e = epoch.encode()
-        self._epoch = b"\x0a" + encode_varint(len(e)) + e + b"\x10"  # Cursor.epoch, then Cursor.sequence's tag
+        # Cursor.epoch (left out when empty, as protobuf leaves a default out), then Cursor.sequence's tag.
+        self._epoch = (b"\x0a" + encode_varint(len(e)) + e if e else b"") + b"\x10"
+        # Everything before the sequence's varint, by the varint's length (1 to 10 bytes).
+        self._heads = [b""] + [b"\x52" + encode_varint(len(self._epoch) + n) + self._epoch for n in range(1, 11)]
 
     def __call__(self, seq: int) -> bytes:
-        body = self._epoch + encode_varint(seq)
-        return b"\x52" + encode_varint(len(body)) + body
+        # Sequences below 2**21 (three varint bytes) without the general loop: this runs once per alert.
+        if seq < 0x4000:
+            v = bytes((seq,)) if seq < 0x80 else bytes(((seq & 0x7F) | 0x80, seq >> 7))
+        elif seq < 0x200000:
+            v = bytes(((seq & 0x7F) | 0x80, ((seq >> 7) & 0x7F) | 0x80, seq >> 14))
+        else:
+            v = encode_varint(seq)
+        return self._heads[len(v)] + v
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from test_server_convert_properties import alerts
 
 from falconet.model.alert import Alert, Cursor
 from falconet.sdk.api.falco import outputs_pb2
-from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc
+from falconet.sdk.api.falconet.v1 import inputs_pb2, inputs_pb2_grpc, types_pb2
 from falconet.sdk.convert import (
     alert_from_proto,
     alert_to_proto,
@@ -38,7 +38,7 @@ from falconet.sdk.convert import (
     received_wire,
 )
 from falconet.server.alert_input import alert_from_input, received_alert
-from falconet.server.hub import Hub, encode_varint
+from falconet.server.hub import CursorField, Hub, encode_varint
 from falconet.server.store_schema import StoreConfig
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -286,3 +286,10 @@ def test_messages_needing_no_normalising_keep_their_serialization(alert: Alert) 
     slow = _slow(data, 1)
     assert not isinstance(slow, str)
     assert_same(hub.snapshot()[0].wire(), fast, slow)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, st.one_of(st.integers(min_value=1, max_value=2**22), st.integers(min_value=1, max_value=2**64 - 1)))
+def test_the_cursor_field_is_protobufs_byte_for_byte(epoch: str, seq: int) -> None:
+    want = outputs_pb2.response(cursor=types_pb2.Cursor(epoch=epoch, sequence=seq)).SerializeToString()
+    assert CursorField(epoch)(seq) == want
