@@ -5,7 +5,9 @@ only becomes visible to readers once the store's writer thread has committed it 
 writer does group commit: it wakes on the first pending alert, gathers for `commit_window_ms`, writes every
 pending alert (and every Falco cursor that moved) in one transaction, then makes them visible. Neither the
 engine thread nor the event loop ever waits for the disk: `Hub.publish` appends to a list, and reads that reach
-past the ring run in a worker thread (`read`).
+past the ring run in a worker thread (`read`). Alerts published through the input service arrive with their
+wire form; for those the engine publishes, a converter thread makes it ahead of the commit, while the writer is
+inside SQLite (see `_convert`).
 
 When the store cannot be written (full disk, read-only, I/O error) alerts keep flowing from memory: the writer
 makes them visible at once, keeps up to a ring's worth for a retry every few seconds, and reports the failure
