@@ -32,6 +32,10 @@ from typing import Protocol
 
 from falconet.model.alert import Alert, Cursor, Priority
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
+from falconet.server.entries import CursorField
+from falconet.server.entries import Entry as Entry  # re-exported: readers and the store take entries from here
+from falconet.server.entries import encode_varint as encode_varint
+from falconet.server.entries import frame_head as frame_head
 
 DEFAULT_RETENTION = 10_000
 LOSS_RULE = "Falconet alerts lost"
@@ -55,99 +59,6 @@ class Backing(Protocol):
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
         """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
-
-
-class Entry:
-    """One retained alert with its sequence and its cached wire forms (computed once, on first read)."""
-
-    __slots__ = ("seq", "alert", "_wire", "_framed")
-
-    def __init__(self, seq: int, alert: Alert, wire: bytes | None = None) -> None:
-        self.seq = seq
-        self.alert = alert
-        self._wire = wire
-        self._framed: bytes | None = None
-
-    @classmethod
-    def from_wire(cls, seq: int, wire: bytes) -> Entry:
-        """An entry read back from the store: its wire form as stored, the alert decoded for filters."""
-        from falconet.sdk.api.falco import outputs_pb2
-        from falconet.sdk.convert import alert_from_proto
-
-        entry = cls(seq, alert_from_proto(outputs_pb2.response.FromString(wire)))
-        entry._wire = wire
-        return entry
-
-    def wire(self) -> bytes:
-        """The serialized `falco.outputs.response`, made once however many subscribers read it."""
-        w = self._wire
-        if w is None:
-            from falconet.sdk.convert import alert_to_wire
-
-            w = self._wire = alert_to_wire(self.alert)
-        return w
-
-    def framed(self) -> bytes:
-        """The wire form framed as field 1 of a batch message (`repeated response alerts = 1`).
-
-        Batch messages are then built by concatenation, with no protobuf object per batch.
-        """
-        f = self._framed
-        if f is None:
-            w = self.wire()
-            f = self._framed = frame_head(len(w)) + w
-        return f
-
-
-def encode_varint(value: int) -> bytes:
-    """Protobuf base-128 varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-class _FrameHeads(dict[int, bytes]):
-    """Field-1 frame heads by length, made once per length: `frame_head` is then one C-level dict lookup, which
-    lets the store frame a whole chunk with `map` and `bytes.join` and no Python call per alert."""
-
-    def __missing__(self, size: int) -> bytes:
-        head = b"\x0a" + encode_varint(size)
-        if size < CACHED_FRAME_SIZES:  # bounded: a stranger's alert sizes cannot grow the table without end
-            self[size] = head
-        return head
-
-
-CACHED_FRAME_SIZES = 1 << 14
-"""Lengths below this (two-byte varints: nearly every alert) have their frame head cached."""
-frame_head = _FrameHeads().__getitem__
-"""The head framing a wire form of `size` bytes as field 1 of a batch message (`repeated response alerts = 1`)."""
-
-
-class CursorField:
-    """Field 10 (`cursor`) of a response for one epoch, as `alert_to_proto` encodes it. Appended to a wire form
-    that has no cursor it sets one: protobuf readers take fields in any order."""
-
-    __slots__ = ("_epoch", "_heads")
-
-    def __init__(self, epoch: str) -> None:
-        e = epoch.encode()
-        # Cursor.epoch (left out when empty, as protobuf leaves a default out), then Cursor.sequence's tag.
-        self._epoch = (b"\x0a" + encode_varint(len(e)) + e if e else b"") + b"\x10"
-        # Everything before the sequence's varint, by the varint's length (1 to 10 bytes).
-        self._heads = [b""] + [b"\x52" + encode_varint(len(self._epoch) + n) + self._epoch for n in range(1, 11)]
-
-    def __call__(self, seq: int) -> bytes:
-        # Sequences below 2**21 (three varint bytes) without the general loop: this runs once per alert.
-        if seq < 0x4000:
-            v = bytes((seq,)) if seq < 0x80 else bytes(((seq & 0x7F) | 0x80, seq >> 7))
-        elif seq < 0x200000:
-            v = bytes(((seq & 0x7F) | 0x80, ((seq >> 7) & 0x7F) | 0x80, seq >> 14))
-        else:
-            v = encode_varint(seq)
-        return self._heads[len(v)] + v
 
 
 @dataclass(frozen=True, slots=True)
