@@ -292,10 +292,16 @@ class Hub:
 
     # -- durability (the store's writer thread) ------------------------------------------------------------
 
-    def drain_unsynced(self) -> tuple[list[Entry], dict[str, int]]:
-        """The alerts published since the last call, in order, and the Falco cursors that moved meanwhile."""
+    def drain_unsynced(self, max_n: int = 0) -> tuple[list[Entry], dict[str, int]]:
+        """The alerts published since the last call, in order (the oldest `max_n` of them when `max_n` is set:
+        the rest stay for the next call, and `Backing.notify` is not called for them again), and the Falco
+        cursors that moved meanwhile."""
         with self._lock:
-            entries, self._unsynced = self._unsynced, []
+            entries = self._unsynced
+            if 0 < max_n < len(entries):
+                entries, self._unsynced = entries[:max_n], entries[max_n:]
+            else:
+                self._unsynced = []
             cursors, self._falco_dirty = self._falco_dirty, {}
         return entries, cursors
 

@@ -2,8 +2,9 @@
 
 The hub assigns sequences and keeps its in-memory ring as before, but with a store attached a published alert
 only becomes visible to readers once the store's writer thread has committed it (`Hub.mark_durable`). The
-writer does group commit: it wakes on the first pending alert, gathers for `commit_window_ms`, writes every
-pending alert (and every Falco cursor that moved) in one transaction, then makes them visible. Neither the
+writer does group commit: it wakes on the first pending alert, gathers for `commit_window_ms`, writes the
+pending alerts (up to COMMIT_MAX; more go in the next transaction at once) and every Falco cursor that moved in
+one transaction, then makes them visible. Neither the
 engine thread nor the event loop ever waits for the disk: `Hub.publish` appends to a list, and reads that reach
 past the ring run in a worker thread (`read`). Alerts published through the input service arrive with their
 wire form; for those the engine publishes, a converter thread makes it ahead of the commit, while the writer is
@@ -47,6 +48,8 @@ STORE_RECOVERED_RULE = "Falconet internal: alert store recovered"
 RETRY_SECONDS = 5.0
 """How often a store that failed is tried again."""
 RETENTION_SECONDS = 1.0
+COMMIT_MAX = 2048
+"""Most alerts one commit takes (what more is pending goes into the next, at once)."""
 CONVERT_SLICE = 32
 CONVERT_POLL_S = 0.0002
 CONVERT_IDLE_POLLS = 10
@@ -283,13 +286,18 @@ class AlertStore:
         self.problems = []
         window = self.config.commit_window_ms / 1000.0
         next_retention = time.monotonic()
+        more = False
         while True:
-            self._wake.wait(RETENTION_SECONDS)
-            if window > 0 and not self._stopping:
-                time.sleep(window)  # the group-commit window: gather what arrives meanwhile into one transaction
-            self._wake.clear()
+            if not more:
+                self._wake.wait(RETENTION_SECONDS)
+                if window > 0 and not self._stopping:
+                    time.sleep(window)  # the group-commit window: gather what arrives meanwhile into one transaction
+                self._wake.clear()
             stopping = self._stopping
-            entries, cursors = hub.drain_unsynced()
+            # A bounded group: while it is committed, the converter makes the next group's wire forms, and
+            # readers see a long burst group by group. What is left is not notified again: drain on at once.
+            entries, cursors = hub.drain_unsynced(COMMIT_MAX)
+            more = len(entries) == COMMIT_MAX
             if entries:
                 self._assigned = entries[-1].seq
                 self._backlog.extend(entries)
@@ -302,7 +310,7 @@ class AlertStore:
             if time.monotonic() >= next_retention and self.healthy:
                 next_retention = time.monotonic() + RETENTION_SECONDS
                 self._retention()
-            if stopping:
+            if stopping and not more:
                 return
 
     def _convert(self, hub: Hub) -> None:
