@@ -85,9 +85,10 @@ class CursorField:
     """Field 10 (`cursor`) of a response for one epoch, as `alert_to_proto` encodes it. Appended to a wire form
     that has no cursor it sets one: protobuf readers take fields in any order."""
 
-    __slots__ = ("_epoch", "_heads")
+    __slots__ = ("epoch", "_epoch", "_heads")
 
     def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
         e = epoch.encode()
         # Cursor.epoch (left out when empty, as protobuf leaves a default out), then Cursor.sequence's tag.
         self._epoch = (b"\x0a" + encode_varint(len(e)) + e if e else b"") + b"\x10"

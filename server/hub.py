@@ -238,6 +238,8 @@ class Hub:
         last: Cursor | None = None
         store = self._store
         epoch, cursor_field = self.epoch, self._cursor_field
+        if cursor_field.epoch != epoch:  # the epoch was set after the hub was made
+            cursor_field = self._cursor_field = CursorField(epoch)
         with self._lock:
             for alert, wire in received:
                 if not alert.hostname and self.hostname:
