@@ -25,8 +25,8 @@ from bench.sensor_overhead import build_loops, rule_types, run_loop
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
 SYS_BPF = 321  # x86_64
-PROGRAMS = ("raw_syscalls__sys_enter", "raw_syscalls__sys_exit", "sched__sched_process_fork",
-            "sched__sched_process_exit")
+PROGRAMS = ("raw_tracepoint__sys_enter", "raw_tracepoint__sys_exit", "tracepoint__sched__sched_process_fork",
+            "tracepoint__sched__sched_process_exit")  # bcc's names for probe.c's programs
 
 
 def enable_stats() -> int:
@@ -66,7 +66,7 @@ def measure(exe: Path, n_open: int, n_exec: int) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         funcs = s._bpf.funcs  # bcc's loaded programs: name -> Function(fd)
-        fds = {p: funcs[f"tracepoint__{p}".encode()].fd for p in PROGRAMS}
+        fds = {p: funcs[p.encode()].fd for p in PROGRAMS}
         for loop, n in (("open", n_open), ("exec", n_exec)):
             before = {p: prog_stats(fd) for p, fd in fds.items()}
             run_loop(exe, loop, n)
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
     print(f"BPF program time per invocation, ns (min of {args.repeat}; open loop {args.open}, exec loop {args.exec}; "
           "default rules' event types)")
     for loop in ("open", "exec"):
-        cells = "  ".join(f"{p.split('__')[1]} {best[f'{loop}:{p}']:7.0f}" for p in PROGRAMS)
+        cells = "  ".join(f"{p.split('__')[-1]} {best[f'{loop}:{p}']:7.0f}" for p in PROGRAMS)
         print(f"{loop} loop: {cells}")
     return 0
 

@@ -276,6 +276,11 @@ FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("OFF_TASK_FS", "task_struct", "fs", False),
     ("OFF_FS_ROOT_MNT", "fs_struct", "root.mnt", False),
     ("OFF_FS_ROOT_DENTRY", "fs_struct", "root.dentry", False),
+    # a successful exec's arguments and environment, from the new image's stack (its argument registers are gone)
+    ("OFF_MM_ARG_START", "mm_struct", "arg_start", False),
+    ("OFF_MM_ARG_END", "mm_struct", "arg_end", False),
+    ("OFF_MM_ENV_START", "mm_struct", "env_start", False),
+    ("OFF_MM_ENV_END", "mm_struct", "env_end", False),
 )
 SIZES: tuple[tuple[str, str], ...] = (("SIZEOF_UPID", "upid"),)
 
@@ -293,6 +298,21 @@ def kernel_offsets(btf: BTF) -> dict[str, int]:
     for macro, struct_name in SIZES:
         out[macro] = btf.sizeof(struct_name)
     out["OFF_OVL_UPPERDENTRY"] = _ovl_upper_offset(btf)
+    return out
+
+
+def register_offsets(btf: BTF, nr: str, args: tuple[str, ...]) -> dict[str, int]:
+    """Where the saved user registers (struct pt_regs) hold the syscall id and its arguments: REG_NR,
+    REG_ARG0.., and the span of them all (REGS_LO, REGS_HI). Which registers those are is the architecture's calling convention, named by
+    the caller (sensor/syscalls.py); the offsets are this kernel's."""
+    out = {"REG_NR": btf.offset("pt_regs", nr)}
+    for i, reg in enumerate(args):
+        out[f"REG_ARG{i}"] = btf.offset("pt_regs", reg)
+    if any(v % 8 for v in out.values()):
+        raise BTFError(f"struct pt_regs: the syscall registers are not 8-byte words ({out})")
+    # the span probe.c reads at once (REGS_LO..REGS_HI)
+    out["REGS_LO"] = min(out.values())
+    out["REGS_HI"] = max(out.values()) + 8
     return out
 
 

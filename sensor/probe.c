@@ -6,20 +6,29 @@
 // running kernel's BTF (OFF_* macros, sensor/btf.py).
 //
 // Design:
-// * raw_syscalls:sys_enter/sys_exit see every syscall; the first thing each does is one array lookup in
-//   `sysconf` (syscall id -> on/off and how to read its arguments), so syscalls nobody needs cost about the
-//   same as a no-op probe. User space flips entries at run time (set_syscalls) without recompiling.
-// * sys_enter stores the arguments per thread in `inflight`; sys_exit takes them back and emits ONE record
-//   with arguments and result. Strings (paths) and sockaddrs are read from user memory at exit, where the
-//   buffers are still the caller's; execve's filename/argv/env are read at enter (after a successful exec
-//   the old image is gone) and emitted at once as an EXECARGS record that user space joins to the execve.
-// * Work only some execs need runs in tail programs (`tails`, probe_exec.h), so sys_enter and sys_exit stay
-//   within the verifier's budget: exec_env (the environment past MAX_ENVP entries, a REC_EXECENV record, when
-//   user space asks through `env_more`) and exec_exit (the new image's path, inode and cgroups).
+// * One record per syscall, built at sys_exit: a raw tracepoint whose context holds the task's saved user
+//   registers (ctx->args[0], a struct pt_regs) and the result (ctx->args[1]). The syscall id and its six
+//   arguments are read from those registers (REG_NR, REG_ARG0..5: offsets from the running kernel's BTF of the
+//   registers sensor/syscalls.py names for this architecture), so no enter/exit pairing map is needed. The
+//   first thing sys_exit does is one array lookup in `sysconf` (syscall id -> on/off and how to read its
+//   arguments), so syscalls nobody needs cost about the same as a no-op probe; user space flips entries at
+//   run time (set_syscalls) without recompiling. Strings (paths), sockaddrs and data buffers are read from user
+//   memory at exit, where the buffers are still the caller's.
+// * Seccomp runs before the sys_enter tracepoint, so a syscall a seccomp filter denies reaches only sys_exit:
+//   it is recorded like any other, with its error result.
+// * sys_enter (raw tracepoint) works only for the few syscalls whose record needs a value their exit can no
+//   longer read (SAVED_AT_ENTER(id), tested first thing): the credentials from before unshare/setns change them
+//   (probe_creds.h) and execveat's dirfd, flags and path, which a successful exec erases with the registers.
+//   They wait in task storage (per task, no global hash) for the syscall's exit.
+// * An exec's exit runs in tail programs (`tails`, probe_exec.h), so sys_exit stays within the verifier's
+//   budget: exec_args (an EXECARGS record: filename, argv and environment; after a successful exec from the new
+//   image's memory, as its stack holds them, otherwise from the argument registers), exec_env (the environment
+//   past MAX_ENVP entries, a REC_EXECENV record, when user space asks through `env_more`) and exec_exit (the
+//   exec's own record with the new image's path, inode and cgroups). User space joins the three by tgid.
 // * A data buffer (read/recv/send: Falco's evt.buffer) is copied up to `snaplen` bytes, only for syscalls user
 //   space marks (sysconf.data). Credentials of unshare/setns are the ones from before the call (probe_creds.h).
 // * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
-//   the clone flags captured at clone's enter).
+//   the clone flags the parent's registers still hold at the fork).
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
 //   a failed output is counted per CPU in `counters` (user space reports it as kernel drops).
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
@@ -50,7 +59,9 @@
 #endif
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4, REC_EXECENV = 5 };
-enum counter { CNT_RINGBUF_DROPS = 0, CNT_INFLIGHT_FULL = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
+// CNT_UNUSED_1 counted failed enter/exit pairings until records were built at exit alone; kept so the indices
+// user space reads stay put.
+enum counter { CNT_RINGBUF_DROPS = 0, CNT_UNUSED_1 = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
 #define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
 #define PATH_SCAN_MAX 256     // paths longer than this are never filtered (not scanned for . and ..)
 // payload segments, in this order, lengths in record_hdr.len[]
@@ -88,11 +99,26 @@ struct record_hdr {
     u32 pad;
 };
 
+// The saved user registers sys_exit reads: the span REGS_LO..REGS_HI of struct pt_regs that holds the syscall id
+// and its arguments (on x86-64 r10..orig_ax, 72 bytes), as u64 words; REGW(REG_X) is register X's word.
+#define REGS_WORDS ((REGS_HI - REGS_LO) / 8)
+#define REGW(off) (((off) - REGS_LO) / 8)
+
+// The syscall as sys_exit read it, for the exec tails, which rebuild the header after EXECARGS went out.
+struct sysregs {
+    s64 nr;
+    s64 res;
+    u64 args[6];
+};
+
 struct buf {
     struct record_hdr hdr;
     char payload[PAYLOAD_MASK + 1 + DATA_MASK + 1];  // room for a masked offset plus the longest read
     u32 walk_used;   // working state of loops the verifier must not follow per value (never emitted)
     u32 walk_done;
+    u32 walk_whole;
+    u32 walk_pad;
+    struct sysregs sys;
 };
 
 struct sysconf {
@@ -113,6 +139,8 @@ struct sysconf {
                      // they give the task a new user namespace's full capabilities, which rules must not see)
     u8 data;         // argument index of the data buffer (read/recv/send families), NO_ARG when not copied:
                      // its first min(result, snaplen) bytes go to SEG_STR1 (Falco's evt.buffer)
+    u8 forks;        // fork/vfork/clone/clone3: their exit in the CHILD (result 0) is not a record (the
+                     // parent's record and REC_FORK say everything about it)
 };
 
 #define SOCKFD_RES 0xfe
@@ -132,21 +160,16 @@ struct sockinfo {
     u8 raddr[16];
 };
 
-struct inflight {
-    s64 nr;
-    u64 args[6];
-};
-
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_ARRAY(sysconf, struct sysconf, NR_SYSCALLS_MAX);
-BPF_HASH(inflight, u64, struct inflight, 16384);
 BPF_HASH(excluded, u32, u8, 64);
 BPF_PERCPU_ARRAY(scratch, struct buf, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_PROG_ARRAY(tails, 2);
+BPF_PROG_ARRAY(tails, 3);
 BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen); user space sets it
 #define TAIL_EXEC_EXIT 0
 #define TAIL_EXEC_ENV 1
+#define TAIL_EXEC_ARGS 2
 BPF_ARRAY(env_more, u32, 1);  // environment entries to read beyond MAX_ENVP (0: none); user space sets it
 
 // The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
@@ -328,28 +351,6 @@ static __always_inline u64 arg_at(u64 *args, u8 idx) {
     return idx < 6 ? args[idx] : 0;
 }
 
-// A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes.
-static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 uvec, int max, u32 *count) {
-    u32 used = 0;
-    if (!uvec)
-        return 0;
-#pragma unroll
-    for (int i = 0; i < MAX_ENVP; i++) {
-        if (i >= max || used >= ARGS_AREA)
-            break;
-        u64 p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), (void *)(uvec + i * 8)) != 0 || !p)
-            break;
-        int n = bpf_probe_read_user_str(&b->payload[(off + used) & PAYLOAD_MASK], STR_MAX, (void *)p);
-        if (n <= 0)
-            break;
-        used += n;
-        if (used <= ARGS_AREA)
-            *count = i + 1;
-    }
-    return used > ARGS_AREA ? ARGS_AREA : used;
-}
-
 #if OFF_TASK_FILES >= 0 && OFF_SOCKET_SK >= 0 && OFF_SK_FAMILY >= 0 && OFF_SK_PROTOCOL >= 0
 #define HAVE_SOCKINFO 1
 // fd -> file -> socket -> sock of the current task, read at syscall exit: the tuple as the kernel has it.
@@ -392,94 +393,72 @@ static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
-    long id = args->id;
+// The syscall's arguments and result from the saved user registers, into the record header.
+static __always_inline void put_syscall(struct buf *b, u64 *regs, s64 id, s64 ret) {
+    b->hdr.nr = id;
+    b->hdr.res = ret;
+    b->hdr.args[0] = regs[REGW(REG_ARG0)];
+    b->hdr.args[1] = regs[REGW(REG_ARG1)];
+    b->hdr.args[2] = regs[REGW(REG_ARG2)];
+    b->hdr.args[3] = regs[REGW(REG_ARG3)];
+    b->hdr.args[4] = regs[REGW(REG_ARG4)];
+    b->hdr.args[5] = regs[REGW(REG_ARG5)];
+}
+
+// Only for the syscalls whose exit cannot see everything their record needs (see the header); every other
+// syscall leaves at the first comparison.
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    s64 id = ctx->args[1];
+    if (!SAVED_AT_ENTER(id))
+        return 0;
+    int key = id;
+    struct sysconf *conf = sysconf.lookup(&key);
+    if (!conf || !conf->on)
+        return 0;
+    if (conf->credsbefore)
+        save_precreds(id);
+    else if (conf->exec == 2)
+        save_execat(id, ctx->args[0]);
+    return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit) {
+    // One read of the registers that hold the id and the arguments (every traced syscall needs them).
+    u64 regs[REGS_WORDS] = {};
+    if (bpf_probe_read_kernel(regs, sizeof(regs), (void *)(ctx->args[0] + REGS_LO)) != 0)
+        return 0;
+    s64 id = regs[REGW(REG_NR)];
     if (id < 0 || id >= NR_SYSCALLS_MAX)
         return 0;
     int key = id;
     struct sysconf *conf = sysconf.lookup(&key);
     if (!conf || !conf->on)
+        return 0;
+    s64 ret = ctx->args[1];
+    if (conf->forks && ret == 0)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_excluded(pid_tgid >> 32))
         return 0;
-    if (conf->fdeffect == FD_CLOSES) {
-        // The close of an fd whose open the filter kept back is decided here, so it never touches the
-        // inflight hash (a close always releases a valid fd, so the mark can go before the syscall runs).
-        u64 key = fd_key(pid_tgid, (int)args->args[0]);
-        if (hidden_fds.lookup(&key)) {
-            hidden_fds.delete(&key);
-            count(CNT_PATH_FILTERED);
-            return 0;
-        }
-    }
-    struct inflight in = {};
-    in.nr = id;
-#pragma unroll
-    for (int i = 0; i < 6; i++)
-        in.args[i] = args->args[i];
-    if (inflight.update(&pid_tgid, &in) != 0)
-        count(CNT_INFLIGHT_FULL);
-    if (conf->credsbefore)
-        save_precreds(pid_tgid);
-    if (conf->exec) {
-        struct buf *b = get_buf();
-        if (!b)
-            return 0;
-        reset_hdr(&b->hdr);
-        fill_task(&b->hdr, REC_EXECARGS);
-        b->hdr.nr = id;
-        // execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags)
-        int base = conf->exec == 2 ? 1 : 0;
-        u32 off = put_user_str(b, 0, in.args[base]);
-        b->hdr.len[SEG_STR0] = off;
-        u32 count = 0;
-        u32 n = put_user_strv(b, off, in.args[base + 1], MAX_ARGV, &count);
-        b->hdr.len[SEG_EXTRA] = n;
-        off += n;
-        count = 0;
-        n = put_user_strv(b, off, in.args[base + 2], MAX_ENVP, &count);
-        b->hdr.len[SEG_EXTRA2] = n;
-        off += n;
-        emit(b, off);
-        // The rest of the environment, when the rules look for a variable: a record of its own (REC_EXECENV)
-        // from a tail program, so the common exec pays one map lookup for it.
-        int zero = 0;
-        u32 *more = env_more.lookup(&zero);
-        if (more && *more) {
-            b->hdr.args[0] = in.args[base + 2];
-            b->hdr.args[1] = count;
-            tails.call(args, TAIL_EXEC_ENV);
-        }
-    }
-    return 0;
-}
-
-TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
-    long id = args->id;
-    if (id < 0 || id >= NR_SYSCALLS_MAX)
-        return 0;
-    int key = id;
-    struct sysconf *conf = sysconf.lookup(&key);
-    if (!conf || !conf->on)
-        return 0;
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    struct inflight *in = inflight.lookup(&pid_tgid);
-    if (!in)
-        return 0;
     struct buf *b = get_buf();
-    if (!b) {
-        inflight.delete(&pid_tgid);
+    if (!b)
+        return 0;
+    reset_hdr(&b->hdr);
+    put_syscall(b, regs, id, ret);
+    if (conf->exec) {
+        // A successful exec has no argument registers left (the new image starts with them cleared): its
+        // records come from the tails (probe_exec.h). If the tail call cannot be made, the exec goes out below
+        // with its header alone (user space falls back to what it knew).
+        b->sys.nr = id;
+        b->sys.res = ret;
+#pragma unroll
+        for (int i = 0; i < 6; i++)
+            b->sys.args[i] = b->hdr.args[i];
+        tails.call(ctx, TAIL_EXEC_ARGS);
+        fill_task(&b->hdr, REC_SYSCALL);
+        emit(b, 0);
         return 0;
     }
-    reset_hdr(&b->hdr);
-    // execve/execveat leave sys_exit with the id of the syscall as seen at enter; trust the stored one.
-    b->hdr.nr = in->nr;
-    b->hdr.res = args->ret;
-#pragma unroll
-    for (int i = 0; i < 6; i++)
-        b->hdr.args[i] = in->args[i];
-    inflight.delete(&pid_tgid);
 
     if (conf->fdeffect == FD_CLOSES) {
         u64 key = fd_key(pid_tgid, (int)b->hdr.args[0]);
@@ -562,15 +541,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         off += n;
     }
 #endif
-    if (conf->exec && b->hdr.res == 0) {
-        // The new image's facts (path walk, inode, cgroups) are a program of their own: in line they would take
-        // sys_exit past the verifier's budget. The scratch buffer carries the record over; if the tail call
-        // cannot be made, the exec goes out without them (user space falls back to the filename).
-        tails.call(args, TAIL_EXEC_EXIT);
-    }
     fill_task(&b->hdr, REC_SYSCALL);
     if (conf->credsbefore)
-        apply_precreds(&b->hdr, pid_tgid);
+        apply_precreds(&b->hdr);
     emit(b, off);
     return 0;
 }
@@ -578,35 +551,41 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     // Not filtered by `excluded`: the children of an excluded process are ordinary processes, and user
     // space needs the fork to give them their parent's cwd, fds and image.
-    u64 pid_tgid = bpf_get_current_pid_tgid();
     struct buf *b = get_buf();
     if (!b)
         return 0;
     reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
-    // The clone flags say whether the child is a thread; they come from the clone call in flight.
+    // The clone flags say whether the child is a thread; the parent is inside its clone syscall here, so they
+    // are in its saved registers (a kernel thread's fork has none of these syscall numbers: a plain fork).
     u64 flags = 17;  // SIGCHLD: plain fork
-    struct inflight *in = inflight.lookup(&pid_tgid);
-    if (in) {
-        b->hdr.nr = in->nr;
-        if (in->nr == CLONE3_NR) {
-            bpf_probe_read_user(&flags, sizeof(flags), (void *)in->args[0]);
-        } else if (in->nr == CLONE_NR) {
-            flags = in->args[0];
-        } else if (in->nr == VFORK_NR) {
-            flags = 0x4000 | 0x100 | 17;  // CLONE_VFORK | CLONE_VM | SIGCHLD
-        }
+    u64 regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    s64 nr = -1;
+    u64 arg0 = 0;
+    if (regs) {
+        bpf_probe_read_kernel(&nr, sizeof(nr), (void *)(regs + REG_NR));
+        bpf_probe_read_kernel(&arg0, sizeof(arg0), (void *)(regs + REG_ARG0));
     }
+    if (nr == CLONE3_NR) {
+        bpf_probe_read_user(&flags, sizeof(flags), (void *)arg0);  // struct clone_args starts with its flags
+    } else if (nr == CLONE_NR) {
+        flags = arg0;
+    } else if (nr == VFORK_NR) {
+        flags = 0x4000 | 0x100 | 17;  // CLONE_VFORK | CLONE_VM | SIGCHLD
+    } else if (nr != FORK_NR) {
+        nr = -1;
+    }
+    b->hdr.nr = nr;
     b->hdr.args[1] = flags;
     emit(b, 0);
     return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    // (A thread that dies inside a syscall never reaches sys_exit; what sys_enter kept for it is task storage,
+    // which goes with the task.)
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    inflight.delete(&pid_tgid);  // a thread that dies inside a syscall never reaches sys_exit
-    precreds.delete(&pid_tgid);
     if (!args->group_dead || is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();

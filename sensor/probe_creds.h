@@ -2,34 +2,41 @@
 // (sysconf.credsbefore: unshare and setns give the caller a new user namespace's full capabilities).
 // Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
 
-// Credentials at sys_enter of a `credsbefore` syscall, per thread, until its exit (or the thread's end).
+// Credentials at sys_enter of a `credsbefore` syscall, in the task's own storage until that syscall's exit.
+// `nr` says which syscall saved them (-1 once used), so an exit never takes values another call left: a
+// syscall seccomp denied has no enter (and changed nothing, so the credentials at its exit are the ones).
 struct precred {
+    s64 nr;
     u32 uid, gid, euid, egid;
     u64 cap_inheritable, cap_permitted, cap_effective;
 };
-BPF_HASH(precreds, u64, struct precred, 1024);
+BPF_TASK_STORAGE(precreds, struct precred);
 
 // At sys_enter: the task's ids and capability sets now.
-static __always_inline void save_precreds(u64 pid_tgid) {
-    struct precred pc = {};
+static __always_inline void save_precreds(s64 nr) {
     u8 cred[CRED_READ_LEN] = {};
     u64 credp = read_ptr((u64)bpf_get_current_task() + OFF_TASK_CRED);
     if (!credp || bpf_probe_read_kernel(cred, sizeof(cred), (void *)credp) != 0)
         return;
-    pc.uid = *(u32 *)&cred[OFF_CRED_UID];
-    pc.gid = *(u32 *)&cred[OFF_CRED_GID];
-    pc.euid = *(u32 *)&cred[OFF_CRED_EUID];
-    pc.egid = *(u32 *)&cred[OFF_CRED_EGID];
-    pc.cap_inheritable = *(u64 *)&cred[OFF_CRED_CAP_INHERITABLE];
-    pc.cap_permitted = *(u64 *)&cred[OFF_CRED_CAP_PERMITTED];
-    pc.cap_effective = *(u64 *)&cred[OFF_CRED_CAP_EFFECTIVE];
-    precreds.update(&pid_tgid, &pc);  // a full map only loses this: the record then shows the after-values
+    // A failed create only loses this: the record then shows the after-values.
+    struct precred *pc = precreds.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!pc)
+        return;
+    pc->nr = nr;
+    pc->uid = *(u32 *)&cred[OFF_CRED_UID];
+    pc->gid = *(u32 *)&cred[OFF_CRED_GID];
+    pc->euid = *(u32 *)&cred[OFF_CRED_EUID];
+    pc->egid = *(u32 *)&cred[OFF_CRED_EGID];
+    pc->cap_inheritable = *(u64 *)&cred[OFF_CRED_CAP_INHERITABLE];
+    pc->cap_permitted = *(u64 *)&cred[OFF_CRED_CAP_PERMITTED];
+    pc->cap_effective = *(u64 *)&cred[OFF_CRED_CAP_EFFECTIVE];
 }
 
-// At sys_exit, after fill_task: the record shows the credentials saved at enter.
-static __always_inline void apply_precreds(struct record_hdr *h, u64 pid_tgid) {
-    struct precred *pc = precreds.lookup(&pid_tgid);
-    if (!pc)
+// At sys_exit, after fill_task: the record shows the credentials saved at enter. The slot stays with the task
+// (a few dozen bytes, freed with it), marked used.
+static __always_inline void apply_precreds(struct record_hdr *h) {
+    struct precred *pc = precreds.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    if (!pc || pc->nr != h->nr)
         return;
     h->uid = pc->uid;
     h->gid = pc->gid;
@@ -38,5 +45,5 @@ static __always_inline void apply_precreds(struct record_hdr *h, u64 pid_tgid) {
     h->cap_inheritable = pc->cap_inheritable;
     h->cap_permitted = pc->cap_permitted;
     h->cap_effective = pc->cap_effective;
-    precreds.delete(&pid_tgid);
+    pc->nr = -1;
 }

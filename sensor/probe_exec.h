@@ -1,6 +1,12 @@
-// What an exec records beyond its arguments: the environment past the first MAX_ENVP entries (exec_env, a tail
-// of sys_enter) and, once it succeeded, the new image's path and inode facts and the cgroup paths container
-// identity is read from (exec_exit, a tail of sys_exit).
+// An exec's records, all built at its exit by tails of sys_exit: exec_args (EXECARGS: filename, argv and the
+// first MAX_ENVP environment entries), exec_env (the environment past those, when user space asks) and
+// exec_exit (the exec's own record: once it succeeded, the new image's path and inode facts and the cgroup
+// paths container identity is read from). After a successful exec the argument registers are cleared and the
+// caller's memory is gone: the arguments and environment come from the new image's stack (mm->arg_start..
+// arg_end, env_start..env_end, where the kernel copied them back to back) and the filename from just past the
+// environment (where the kernel put the name the exec was given, AT_EXECFN), as Falco's modern probe reads
+// them. A failed exec still has its registers and memory: those are read. execveat's dirfd, flags and path are
+// saved at its enter (save_execat), since a successful exec leaves nothing of them.
 // Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
 
 #define CG_DEPTH 10          // cgroup path components read (leaf first); deeper paths lose their top ones
@@ -8,6 +14,30 @@
 #define OVERLAYFS_SUPER_MAGIC 0x794c7630
 #define ENV_MORE_MAX 1024     // environment entries read beyond the first MAX_ENVP when asked (env_more)
 #define ENV_MORE_AREA 12288   // ... within this many bytes
+
+// execveat's arguments a successful exec erases, from its enter to its exit (task storage, deleted at the exit).
+struct execat {
+    s64 nr;
+    s64 dirfd;
+    u64 flags;
+    char path[STR_MAX];
+};
+BPF_TASK_STORAGE(execat, struct execat);
+
+// At sys_enter of execveat(dirfd, pathname, argv, envp, flags).
+static __always_inline void save_execat(s64 nr, u64 regs) {
+    struct execat *ea = execat.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!ea)
+        return;  // the exec's record then lacks dirfd and flags; its filename is the kernel's (AT_EXECFN)
+    u64 path = 0;
+    ea->nr = nr;
+    bpf_probe_read_kernel(&ea->dirfd, 8, (void *)(regs + REG_ARG0));
+    bpf_probe_read_kernel(&path, 8, (void *)(regs + REG_ARG1));
+    bpf_probe_read_kernel(&ea->flags, 8, (void *)(regs + REG_ARG4));
+    ea->path[0] = 0;
+    if (path)
+        bpf_probe_read_user_str(ea->path, STR_MAX, (void *)path);
+}
 
 // The executable as the kernel holds it right after exec (SEG_BLOB of a successful execve/execveat).
 struct execinfo {
@@ -139,6 +169,7 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
         u32 n = put_exe_path(b, off, task, file, &flags);
         b->hdr.len[SEG_STR0] = n;
         off += n;
+        asm volatile("" : "+r"(off));  // keep the masks below: clang knows the bound, the verifier does not
         ei.flags = flags & ~EXE_KNOWN;
     }
 #endif
@@ -193,26 +224,160 @@ static __always_inline u32 put_exec_facts(struct buf *b, u32 off) {
     return off;
 }
 
-// Tail of sys_exit for a successful execve/execveat (tails[TAIL_EXEC_EXIT], set by user space): the record
-// built so far is in the per-CPU scratch buffer, its payload length the sum of its segments.
-int exec_exit(void *ctx) {
+// A NUL-separated list (argv or envp) of at most `max` entries within ARGS_AREA bytes, from a user vector of
+// string pointers (`end` 0: the exec's arguments as the caller passed them) or from a user area where the
+// strings lie back to back up to `end` (the new image's argv and environment, as its stack holds them).
+// *count gets the entries read whole and *whole their bytes (where a continuation starts). A bounded loop with
+// its state in the scratch map, not unrolled: the verifier then prunes per iteration (see put_exe_path).
+static __always_inline u32 put_user_strv(struct buf *b, u32 off, u64 src, u64 end, u32 max, u32 *count,
+                                         u32 *whole) {
+    b->walk_used = 0;
+    b->walk_done = 0;
+    b->walk_whole = 0;
+    if (!src)
+        return 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < MAX_ENVP; i++) {
+        if (i >= max)
+            break;
+        u32 used = b->walk_used;
+        if (used >= ARGS_AREA)
+            break;
+        u64 p = 0;
+        if (end) {
+            p = src + used;
+            if (p >= end)
+                break;
+        } else if (bpf_probe_read_user(&p, sizeof(p), (void *)(src + i * 8)) != 0 || !p) {
+            break;
+        }
+        asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ARGS_AREA, the verifier does not
+        int n = bpf_probe_read_user_str(&b->payload[(off + used) & PAYLOAD_MASK], STR_MAX, (void *)p);
+        if (n <= 0)
+            break;
+        used += n;
+        b->walk_used = used;
+        if (used <= ARGS_AREA) {
+            b->walk_done = i + 1;
+            b->walk_whole = used;
+        }
+    }
+    *count = b->walk_done;
+    *whole = b->walk_whole;
+    u32 used = b->walk_used;
+    return used > ARGS_AREA ? ARGS_AREA : used;
+}
+
+#if OFF_TASK_MM >= 0 && OFF_MM_ARG_START >= 0 && OFF_MM_ARG_END >= 0 && OFF_MM_ENV_START >= 0 && OFF_MM_ENV_END >= 0
+#define HAVE_MM_ARGS 1
+#endif
+
+// Tail of sys_exit for every execve/execveat (tails[TAIL_EXEC_ARGS]): the EXECARGS record. sys_exit left the
+// syscall in b->sys. Then the rest of the environment (exec_env) when asked, and the exec's record (exec_exit).
+int exec_args(struct bpf_raw_tracepoint_args *ctx) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
+    s64 nr = b->sys.nr;
+    s64 res = b->sys.res;
+    // What execveat's enter saved. A successful execveat reaches sys_exit with execve's id in its registers
+    // (the kernel's exec path leaves it so): the saved record says which it was.
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct execat *ea = execat.task_storage_get(task, 0, 0);
+    int at = 0;  // ea holds this execveat's arguments
+    if (ea) {
+        if (ea->nr == EXECVEAT_NR)
+            at = 1;
+        if (at && res == 0) {
+            nr = EXECVEAT_NR;
+            b->sys.nr = nr;
+            b->sys.args[0] = ea->dirfd;
+            b->sys.args[4] = ea->flags;
+        }
+    }
+    reset_hdr(&b->hdr);
+    fill_task(&b->hdr, REC_EXECARGS);
+    b->hdr.nr = nr;
+    u64 argv = 0, argv_end = 0, envp = 0, envp_end = 0;
     u32 off = 0;
+    if (res == 0) {
+#ifdef HAVE_MM_ARGS
+        u64 mm = read_ptr((u64)bpf_get_current_task() + OFF_TASK_MM);
+        argv = read_ptr(mm + OFF_MM_ARG_START);
+        argv_end = read_ptr(mm + OFF_MM_ARG_END);
+        envp = read_ptr(mm + OFF_MM_ENV_START);
+        envp_end = read_ptr(mm + OFF_MM_ENV_END);
+        if (!argv_end)
+            argv = 0;
+        if (!envp_end)
+            envp = 0;
+        if (ea && at) {
+            int n = bpf_probe_read_kernel_str(&b->payload[0], STR_MAX, ea->path);
+            off = n > 0 ? n : 0;
+        } else {
+            off = put_user_str(b, 0, envp_end);  // AT_EXECFN: the name the exec was given
+        }
+#endif
+    } else {
+        // execve(filename, argv, envp); execveat(dirfd, filename, argv, envp, flags)
+        int base = nr == EXECVEAT_NR ? 1 : 0;
+        off = put_user_str(b, 0, b->sys.args[base & 1]);
+        argv = b->sys.args[(base + 1) & 3];
+        envp = b->sys.args[(base + 2) & 3];
+    }
+    if (ea)
+        execat.task_storage_delete(task);
+    b->hdr.len[SEG_STR0] = off;
+    u32 count = 0, whole = 0;
+    u32 n = put_user_strv(b, off, argv, argv_end, MAX_ARGV, &count, &whole);
+    b->hdr.len[SEG_EXTRA] = n;
+    off += n;
+    count = 0;
+    whole = 0;
+    n = put_user_strv(b, off, envp, envp_end, MAX_ENVP, &count, &whole);
+    b->hdr.len[SEG_EXTRA2] = n;
+    off += n;
+    emit(b, off);
+    // The rest of the environment, when the rules look for a variable: a record of its own (REC_EXECENV)
+    // from a tail program, so the common exec pays one map lookup for it.
+    int zero = 0;
+    u32 *more = env_more.lookup(&zero);
+    if (more && *more && envp) {
+        b->hdr.args[0] = envp;
+        b->hdr.args[1] = count;
+        b->hdr.args[2] = envp_end;
+        b->hdr.args[3] = whole;
+        tails.call(ctx, TAIL_EXEC_ENV);
+    }
+    tails.call(ctx, TAIL_EXEC_EXIT);
+    return 0;
+}
+
+// Tail for every execve/execveat (tails[TAIL_EXEC_EXIT]): the exec's own record, rebuilt from b->sys (the
+// EXECARGS record used the buffer; exec_args put a successful execveat's dirfd and flags there).
+int exec_exit(struct bpf_raw_tracepoint_args *ctx) {
+    struct buf *b = get_buf();
+    if (!b)
+        return 0;
+    reset_hdr(&b->hdr);
+    b->hdr.nr = b->sys.nr;
+    b->hdr.res = b->sys.res;
 #pragma unroll
-    for (int i = 0; i < NSEG; i++)
-        off += b->hdr.len[i];
-    off = put_exec_facts(b, off);
+    for (int i = 0; i < 6; i++)
+        b->hdr.args[i] = b->sys.args[i];
+    u32 off = 0;
+    if (b->hdr.res == 0)
+        off = put_exec_facts(b, 0);
     fill_task(&b->hdr, REC_SYSCALL);
     emit(b, off);
     return 0;
 }
 
-// Tail of sys_enter for an exec (tails[TAIL_EXEC_ENV]): environment entries from index args[1] of the user
-// vector at args[0], up to env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The scratch
+// Tail of exec_args (tails[TAIL_EXEC_ENV]): environment entries past the args[1] EXECARGS carries whole, up to
+// env_more entries and ENV_MORE_AREA bytes, as REC_EXECENV (SEG_EXTRA2). The source is the user vector at
+// args[0] (args[2] 0) or the area args[0]..args[2] whose first args[3] bytes EXECARGS carries. The scratch
 // buffer still holds the EXECARGS header (task, syscall). Working state lives in the map (see put_exe_path).
-int exec_env(void *ctx) {
+int exec_env(struct bpf_raw_tracepoint_args *ctx) {
     struct buf *b = get_buf();
     int zero = 0;
     u32 *more = env_more.lookup(&zero);
@@ -220,6 +385,8 @@ int exec_env(void *ctx) {
         return 0;
     u64 envp = b->hdr.args[0];
     u32 start = b->hdr.args[1];
+    u64 end = b->hdr.args[2];
+    u64 from = envp + (b->hdr.args[3] & 0xffff);
     u32 max = *more;
     b->walk_used = 0;
 #pragma clang loop unroll(disable)
@@ -230,8 +397,13 @@ int exec_env(void *ctx) {
         if (used >= ENV_MORE_AREA)
             break;
         u64 p = 0;
-        if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p)
+        if (end) {
+            p = from + used;
+            if (p >= end)
+                break;
+        } else if (bpf_probe_read_user(&p, sizeof(p), (void *)(envp + (u64)(start + i) * 8)) != 0 || !p) {
             break;
+        }
         asm volatile("" : "+r"(used));  // keep the mask: clang knows used < ENV_MORE_AREA, the verifier does not
         int n = bpf_probe_read_user_str(&b->payload[used & PAYLOAD_MASK], STR_MAX, (void *)p);
         if (n <= 0)
@@ -239,12 +411,13 @@ int exec_env(void *ctx) {
         b->walk_used = used + n;
     }
     u32 used = b->walk_used;
-    if (!used || used > ENV_MORE_AREA + STR_MAX)
-        return 0;
-    b->hdr.kind = REC_EXECENV;
-    for (int i = 0; i < NSEG; i++)
-        b->hdr.len[i] = 0;
-    b->hdr.len[SEG_EXTRA2] = used;
-    emit(b, used);
+    if (used && used <= ENV_MORE_AREA + STR_MAX) {
+        b->hdr.kind = REC_EXECENV;
+        for (int i = 0; i < NSEG; i++)
+            b->hdr.len[i] = 0;
+        b->hdr.len[SEG_EXTRA2] = used;
+        emit(b, used);
+    }
+    tails.call(ctx, TAIL_EXEC_EXIT);
     return 0;
 }

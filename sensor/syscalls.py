@@ -4,7 +4,8 @@ Two tables meet here. `Spec.params` says how user space turns the kernel record 
 Falco's parameter names; it is read from falconet.model.syscalls, the one parameter table the engine renders
 from too (its docstring lists the sources: "res", "iN", "p0@N", "sock", "tuple", "blob.FIELD", ...). The rest of
 `Spec` is the sensor's own: the `sysconf` map entry that tells probe.c which arguments are user strings,
-sockaddrs or small structs, and the syscall number from `X86_64_NR`, the only architecture-specific table.
+sockaddrs or small structs, and the syscall number from `X86_64_NR`. The architecture-specific parts are
+`X86_64_NR` and `X86_64_REGS` (which saved registers hold the syscall id and arguments) and nothing else.
 Event names are Falco's event names, which for syscalls are the syscall names (accept4 stays "accept4":
 upstream rules list accept and accept4 apart).
 """
@@ -38,6 +39,11 @@ class Spec:
     data: int = NO_ARG  # argument holding the data buffer (evt.buffer), copied up to the snaplen when asked
 
     @property
+    def forks(self) -> int:
+        """1 for the fork family: the kernel leaves out their exit in the child (result 0), as before."""
+        return 1 if self.name in ("fork", "vfork", "clone", "clone3") else 0
+
+    @property
     def fdeffect(self) -> int:
         """What the syscall does to the fd table, for the kernel's hidden-fd bookkeeping (probe.c FD_*)."""
         if self.name == "close":
@@ -69,6 +75,11 @@ X86_64_NR: dict[str, int] = {
     "finit_module": 313, "renameat2": 316, "memfd_create": 319, "bpf": 321, "execveat": 322,
     "userfaultfd": 323, "io_uring_setup": 425, "clone3": 435, "openat2": 437,
 }  # fmt: skip
+
+# The x86_64 syscall calling convention, as struct pt_regs names the saved registers: the syscall id (orig_ax;
+# ax holds the result by the exit) and arguments 0-5. probe.c reads them at sys_exit through offsets btf.py
+# takes from the running kernel's BTF.
+X86_64_REGS: tuple[str, tuple[str, ...]] = ("orig_ax", ("di", "si", "dx", "r10", "r8", "r9"))
 
 
 def _s(name: str, **kw: int) -> Spec:
@@ -168,6 +179,10 @@ _ALL: tuple[Spec, ...] = (
 BY_NAME: dict[str, Spec] = {s.name: s for s in _ALL}
 BY_NR: dict[int, Spec] = {s.nr: s for s in _ALL}
 CLONE_NR, CLONE3_NR, VFORK_NR = BY_NAME["clone"].nr, BY_NAME["clone3"].nr, BY_NAME["vfork"].nr
+FORK_NR, EXECVEAT_NR = BY_NAME["fork"].nr, BY_NAME["execveat"].nr
+# The syscalls probe.c's sys_enter does anything for (the credentials before unshare/setns, execveat's
+# arguments a successful exec erases): every other syscall is recorded at its exit alone.
+SAVED_AT_ENTER = tuple(sorted(s.nr for s in _ALL if s.credsbefore or s.exec == 2))
 
 # open family -> where probe.c finds the flags (1 argument 1, 2 argument 2, 3 unknown, 4 creat: always a write)
 OPEN_FAMILY = {"open": 1, "openat": 2, "openat2": 3, "creat": 4}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from falconet.sensor import btf as b
+from falconet.sensor.syscalls import X86_64_REGS
 
 
 class _Builder:
@@ -118,3 +119,10 @@ def test_running_kernel_offsets_agree_with_bpftool() -> None:
     assert offsets["OFF_CRED_EUID"] == direct("cred", "euid")
     assert offsets["OFF_CRED_CAP_EFFECTIVE"] == direct("cred", "cap_effective")
     assert offsets["OFF_SIGNAL_TTY"] == direct("signal_struct", "tty")
+    # the saved user registers sys_exit reads the syscall from (sensor/syscalls.py names them)
+    regs = b.register_offsets(b.BTF.load(), *X86_64_REGS)
+    nr_reg, arg_regs = X86_64_REGS
+    assert regs["REG_NR"] == direct("pt_regs", nr_reg)
+    assert [regs[f"REG_ARG{i}"] for i in range(6)] == [direct("pt_regs", r) for r in arg_regs]
+    assert regs["REGS_LO"] == min(v for k, v in regs.items() if k.startswith("REG_"))
+    assert regs["REGS_HI"] == max(v for k, v in regs.items() if k.startswith("REG_")) + 8

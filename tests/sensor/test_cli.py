@@ -16,7 +16,7 @@ def test_ebpf_prints_the_program_with_its_cflags(capsys: pytest.CaptureFixture[s
     offsets = kernel_offsets(BTF.load())
     assert f"-DOFF_TASK_TGID={offsets['OFF_TASK_TGID']}" in first.split()
     assert "-DRINGBUF_PAGES=256" in first.split()
-    assert "TRACEPOINT_PROBE(raw_syscalls, sys_enter)" in program
+    assert "RAW_TRACEPOINT_PROBE(sys_exit)" in program
     assert "OFF_TASK_TGID" in program and "#define OFF_" not in program  # offsets come only as flags
 
 
