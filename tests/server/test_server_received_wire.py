@@ -38,7 +38,8 @@ from falconet.sdk.convert import (
     received_wire,
 )
 from falconet.server.alert_input import alert_from_input, received_alert
-from falconet.server.hub import CursorField, Hub, encode_varint
+from falconet.server.entries import CursorField
+from falconet.server.hub import Hub, encode_varint
 from falconet.server.store_schema import StoreConfig
 from google.protobuf.unknown_fields import UnknownFieldSet
 
