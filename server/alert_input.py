@@ -18,6 +18,7 @@ from falconet.model.alert import Alert, Priority
 from falconet.model.alert_checks import AlertInvalid, check_publishable
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.convert import alert_from_proto, decode_received, received_wire
+from falconet.server.entries import repeated_string_size
 
 _PRIORITY_NUMBERS = frozenset(int(p) for p in Priority)
 
@@ -36,11 +37,12 @@ def alert_from_input(resp: outputs_pb2.response) -> Alert:
     return alert
 
 
-def received_alert(resp: outputs_pb2.response, hostname: str) -> tuple[Alert, bytes]:
-    """The alert a publisher sent and its wire form without a cursor, for `Hub.publish_received`; an empty
-    hostname becomes `hostname` (the hub's). Refuses what `alert_from_input` refuses, in the same words, and
-    changes `resp` (see `received_wire`). The size is checked on the message as received by serializing it:
-    that costs what `ByteSize` costs, and is the wire form kept when nothing needs normalising."""
+def received_alert(resp: outputs_pb2.response, hostname: str) -> tuple[Alert, bytes, int]:
+    """The alert a publisher sent, its wire form without a cursor and the size of that form's last field
+    (`output_fields_json`, before which the cursor goes), for `Hub.publish_received`; an empty hostname becomes
+    `hostname` (the hub's). Refuses what `alert_from_input` refuses, in the same words, and changes `resp` (see
+    `received_wire`). The size is checked on the message as received by serializing it: that costs what
+    `ByteSize` costs, and is the wire form kept when nothing needs normalising."""
     serialized: bytes = resp.SerializeToString()
     _check_raw(resp, len(serialized))
     alert, typed_canonical = decode_received(resp)
@@ -48,7 +50,9 @@ def received_alert(resp: outputs_pb2.response, hostname: str) -> tuple[Alert, by
     alert.cursor = None
     if not alert.hostname:
         alert.hostname = hostname
-    return alert, received_wire(resp, alert, serialized, typed_canonical)
+    wire = received_wire(resp, alert, serialized, typed_canonical)
+    listed = resp.output_fields_json
+    return alert, wire, repeated_string_size(list(listed)) if listed else 0
 
 
 def _check_raw(resp: outputs_pb2.response, size: int) -> None:

@@ -104,3 +104,13 @@ class CursorField:
         else:
             v = encode_varint(seq)
         return self._heads[len(v)] + v
+
+
+def repeated_string_size(values: list[str]) -> int:
+    """Bytes a repeated string field with a one-byte tag takes for `values` (at the end of a serialized response,
+    field 11 `output_fields_json`: where the cursor, field 10, goes before it to keep protobuf's field order)."""
+    if not values:
+        return 0
+    if all(map(str.isascii, values)) and max(map(len, values)) < 0x80:
+        return sum(map(len, values)) + 2 * len(values)
+    return sum(1 + len(encode_varint(len(b))) + len(b) for b in (v.encode() for v in values))

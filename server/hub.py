@@ -236,24 +236,31 @@ class Hub:
             _wake(waiters)
         return cursor
 
-    def publish_received(self, received: Iterable[tuple[Alert, bytes]]) -> Cursor | None:
+    def publish_received(self, received: Iterable[tuple[Alert, bytes, int]]) -> Cursor | None:
         """`publish_many` for alerts that come with their wire form (`falconet.server.alert_input.received_alert`):
-        each pair's bytes must decode to `alert_to_proto(alert)` without a cursor. The hub appends the cursor it
-        assigns (and the hostname, if the alert has none), so the alert is never converted again."""
+        each (alert, wire, tail) holds bytes that decode to `alert_to_proto(alert)` without a cursor, the last
+        `tail` of them its `output_fields_json` field. The hub puts the cursor it assigns before that field (the
+        bytes are then protobuf's, field for field) and, if the alert has no hostname, appends the hub's, so the
+        alert is never converted again."""
         last: Cursor | None = None
         store = self._store
         epoch, cursor_field = self.epoch, self._cursor_field
         if cursor_field.epoch != epoch:  # the epoch was set after the hub was made
             cursor_field = self._cursor_field = CursorField(epoch)
         with self._lock:
-            for alert, wire in received:
+            for alert, wire, tail in received:
+                seq = self._head + 1
+                alert.cursor = last = Cursor(epoch, seq)
+                if tail:
+                    cut = len(wire) - tail
+                    wire = b"".join((wire[:cut], cursor_field(seq), wire[cut:]))
+                else:
+                    wire += cursor_field(seq)
                 if not alert.hostname and self.hostname:
                     alert.hostname = self.hostname
                     host = self.hostname.encode()
                     wire += b"\x3a" + encode_varint(len(host)) + host  # a later string field replaces an earlier
-                seq = self._head + 1
-                alert.cursor = last = Cursor(epoch, seq)
-                entry = self._ring[seq % self.retention] = Entry(seq, alert, wire + cursor_field(seq))
+                entry = self._ring[seq % self.retention] = Entry(seq, alert, wire)
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)

@@ -108,7 +108,7 @@ class InputService:
         async for request in requests:
             # Each alert keeps the message it arrived in as its wire form (alert_input.received_alert): the hub
             # never converts it back, and a store commits those bytes.
-            received: list[tuple[Alert, bytes]] = []
+            received: list[tuple[Alert, bytes, int]] = []
             for resp in request.alerts:
                 index += 1
                 try:

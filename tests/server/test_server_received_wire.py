@@ -122,11 +122,14 @@ def _no_unknown_fields(msg: outputs_pb2.response) -> bool:
     ) == 0
 
 
-def assert_same(fast: bytes, fast_alert: Alert, slow_alert: Alert) -> None:
+def assert_same(fast: bytes, fast_alert: Alert, slow_alert: Alert, in_order: bool = True) -> None:
     slow = alert_to_wire(slow_alert)
     got, want = outputs_pb2.response.FromString(fast), outputs_pb2.response.FromString(slow)
     assert got == want
     assert len(fast) == len(slow)  # nothing more in the bytes than in the message (no unknown field hides)
+    if in_order:  # protobuf's field order: the cursor, then output_fields_json, the last field
+        listed = b"".join(b"Z" + _len(key.encode()) for key in got.output_fields_json)
+        assert fast.endswith(CursorField(got.cursor.epoch)(got.cursor.sequence) + listed)
     assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
     assert _no_unknown_fields(got)
     assert fast_alert == slow_alert
@@ -146,7 +149,7 @@ def test_fast_path_equals_slow_path(data: bytes, seq: int) -> None:
     slow = _slow(data, seq)
     hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST, head=seq - 1)
     try:
-        alert, body = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
+        alert, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
     except ValueError as exc:
         assert slow == str(exc)
         event("refused")
@@ -154,7 +157,7 @@ def test_fast_path_equals_slow_path(data: bytes, seq: int) -> None:
     assert not isinstance(slow, str), slow
     event("normalised" if outputs_pb2.response.FromString(data) != outputs_pb2.response.FromString(body)
           else "as received")
-    cursor = hub.publish_received([(alert, body)])
+    cursor = hub.publish_received([(alert, body, tail)])
     assert cursor == Cursor(EPOCH, seq)
     (entry,) = hub.snapshot()
     assert_same(entry.wire(), entry.alert, slow)
@@ -169,9 +172,9 @@ def test_a_canonical_message_is_serialized_once() -> None:
     alert, canonical = decode_received(resp)
     assert canonical
     assert received_wire(resp, alert, serialized, canonical) is serialized
-    alert, body = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
+    alert, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
     hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body)])
+    hub.publish_received([(alert, body, tail)])
     slow = _slow(data, 1)
     assert not isinstance(slow, str)
     assert_same(hub.snapshot()[0].wire(), alert, slow)
@@ -196,9 +199,9 @@ def test_typed_fields_are_respelled_as_the_conversion_writes_them(listed: list[s
     data = resp.SerializeToString()
     alert, canonical = decode_received(outputs_pb2.response.FromString(data))
     assert not canonical
-    alert, body = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
+    alert, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
     hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body)])
+    hub.publish_received([(alert, body, tail)])
     slow = _slow(data, 1)
     assert not isinstance(slow, str)
     assert_same(hub.snapshot()[0].wire(), alert, slow)
@@ -208,13 +211,13 @@ def test_the_hub_fills_an_empty_hostname_in_the_bytes_too() -> None:
     """A caller that leaves the hostname empty still gets the hub's, in the alert and on the wire."""
     resp = alert_to_proto(make_alert(3))
     resp.hostname = ""
-    alert, body = received_alert(outputs_pb2.response.FromString(resp.SerializeToString()), "")
+    alert, body, tail = received_alert(outputs_pb2.response.FromString(resp.SerializeToString()), "")
     assert alert.hostname == ""
     hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body)])
+    hub.publish_received([(alert, body, tail)])
     slow = _slow(resp.SerializeToString(), 1)
     assert not isinstance(slow, str)
-    assert_same(hub.snapshot()[0].wire(), alert, slow)
+    assert_same(hub.snapshot()[0].wire(), alert, slow, in_order=False)  # the hostname appended last
 
 
 def _hostile_request() -> tuple[list[bytes], inputs_pb2.PublishRequest]:
@@ -281,9 +284,9 @@ def test_messages_needing_no_normalising_keep_their_serialization(alert: Alert) 
     decoded, canonical = decode_received(resp)
     assert canonical
     assert received_wire(resp, decoded, serialized, canonical) is serialized
-    fast, body = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
+    fast, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
     hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(fast, body)])
+    hub.publish_received([(fast, body, tail)])
     slow = _slow(data, 1)
     assert not isinstance(slow, str)
     assert_same(hub.snapshot()[0].wire(), fast, slow)
