@@ -3,7 +3,7 @@ share.
 
 Each form is made once per alert, however many subscribers read it: the serialized `falco.outputs.response`
 (converted from the alert on first use, or received ready made through the input service, to which the hub
-appends the cursor) and that form framed as field 1 of a batch message. The framing and cursor helpers are
+adds the cursor) and that form framed as field 1 of a batch message. The framing and cursor helpers are
 here so that the hub, the batched stream and the store write the same bytes.
 """
 

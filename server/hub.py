@@ -13,7 +13,7 @@ so any alert a subscriber has seen survives a crash. Readers that fall behind th
 Each retained alert is converted to its protobuf wire form at most once (lazily, on first read, then cached on
 the entry), however many subscribers read it: fan-out costs a reference, not a conversion. An alert published
 from another process (`publish_received`) is never converted: the message it arrived in, validated and
-normalised, is its wire form, to which the hub appends the cursor it assigns.
+normalised, is its wire form, to which the hub adds the cursor it assigns.
 
 Falco's own clients know nothing of cursors; for them the hub keeps a "Falco cursor" per client identity (the
 newest sequence sent to that identity), which gives Falco's drain-the-queue semantics to `get` and to the
