@@ -31,7 +31,8 @@ LIMITS = (
     "workload ends with Falconet (SIGTERM: the workload gets SIGTERM, then SIGKILL after "
     f"{GRACE_SECONDS:g}s; SIGKILL or a crash: the kernel kills it at once, PTRACE_O_EXITKILL), because a "
     "process whose filter traces syscalls gets ENOSYS from them once its tracer is gone; an eBPF daemon on the "
-    "same host sees this process's ptrace(2) calls (rule 'PTRACE attached to process', excluded by proc.name)."
+    "same host sees this process's PTRACE_SEIZE calls: rule 'PTRACE attached to process' (exclude it with "
+    "known_ptrace_binaries / known_debugger; docs/ptrace.md)."
 )
 
 
