@@ -125,3 +125,39 @@ def test_sigkill_to_falconet_kills_the_workload_at_once(tmp_path: Path) -> None:
         assert not Path(str(pidfile) + ".term").exists()  # no SIGTERM: the kernel's SIGKILL
     finally:
         daemon.stop()
+
+
+ATTACHED = r"""
+import os, subprocess, sys, time
+go, tok = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.05)
+subprocess.run(["/bin/true", "--url", "stratum+tcp://pool.example.org:3333", tok], check=True)
+"""
+
+
+def test_attaching_with_pid_follows_the_process_and_its_new_children(tmp_path: Path) -> None:
+    import subprocess
+
+    tok = token()
+    go = tmp_path / "go"
+    target = subprocess.Popen([sys.executable, "-c", ATTACHED, str(go), tok])
+    alerts = tmp_path / "alerts.json"
+    (tmp_path / "falconet.yaml").write_text(config_text(tmp_path, alerts))
+    daemon = Falconet(["-c", str(tmp_path / "falconet.yaml"), "--no-store", "--source", "ptrace",
+                       "--pid", str(target.pid)])
+    try:
+        daemon.wait_line(r"falconet: ready")
+        assert any("every syscall stops" in line for line in daemon.lines)  # --pid: no filter, said so
+        go.touch()
+        assert target.wait(60) == 0
+        assert daemon.wait(60) == 0, "\n".join(daemon.lines)  # its tracees are gone: it ends
+    finally:
+        target.kill()
+        target.wait()
+        daemon.stop()
+    from ptrace_harness import read_alerts
+
+    got = [a for a in read_alerts(alerts) if tok in str(a)]
+    assert [a["rule"] for a in got] == ["Crypto miner using the Stratum protocol"]
+    assert got[0]["output_fields"]["proc.pname"] == "python"  # the attached process (comm of the venv's python)
