@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 from falconet.model.event import Event
 from falconet.server.errors import DaemonError
 from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters, SourceKind, SourceRequest
+
+SWITCH_INTERVAL = 0.0002
+"""Seconds between the interpreter's thread switches while the ptrace source runs (default 0.005)."""
 
 GRACE_SECONDS = 2.0
 """On a clean stop (SIGTERM to Falconet) the workload gets SIGTERM and this long before SIGKILL."""
@@ -96,6 +100,9 @@ class PtraceSource:
 
     def start(self) -> None:
         self._log(LIMITS)
+        # The tracer thread wakes at every stop of the workload, which waits for it; with the interpreter's
+        # default 5 ms switch interval a busy engine thread would hold it off that long each time.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._trace, name="falconet-ptrace", daemon=True)
         self._thread.start()
         self._started.wait()
