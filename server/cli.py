@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "falconet.certs.cli",  # certs init|client|inspect
     "falconet.sensor.cli",  # capture
     "falconet.sdk.generate_cli",  # sdk generate
+    "falconet.server.version_cli",  # version
 )
 # `falconet rules` subcommands that live in the server (they talk to NATS): given the rules subparsers.
 _RULES_EXTENSIONS: tuple[str, ...] = ("falconet.server.fleet.rules_cli",)  # rules push|pushed

@@ -41,6 +41,7 @@ from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 from falconet.server.limits import Limits
+from falconet.server.overrides import Override, OverrideError, apply_overrides, blame
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -281,8 +282,9 @@ class DaemonConfig:
         return out + list(self.fleet_rules_files)
 
 
-def load_config(path: Path) -> DaemonConfig:
-    """Reads and validates a configuration file; raises ConfigError listing every problem."""
+def load_config(path: Path, overrides: Sequence[Override] = ()) -> DaemonConfig:
+    """Reads and validates a configuration file (with -o overrides applied); raises ConfigError listing every
+    problem."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -293,7 +295,7 @@ def load_config(path: Path) -> DaemonConfig:
         raise ConfigError([problem], source=source) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([_not_utf8(path, exc)], source=source) from None
-    return parse_config(text, source=source, base_dir=path.resolve().parent)
+    return parse_config(text, source=source, base_dir=path.resolve().parent, overrides=overrides)
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
@@ -307,8 +309,22 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
     )
 
 
-def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> DaemonConfig:
-    """Validates configuration text (YAML); raises ConfigError listing every problem, each as a sentence."""
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+) -> DaemonConfig:
+    """Validates configuration text (YAML) with -o overrides (server/overrides.py) applied on top; raises
+    ConfigError listing every problem, each as a sentence (one about an overridden key names the override)."""
+    if overrides:
+        try:
+            return _parse_config(text, source=source, base_dir=base_dir, overrides=overrides)
+        except ConfigError as exc:
+            raise ConfigError(blame(exc.problems, overrides), source=exc.source) from None
+    return _parse_config(text, source=source, base_dir=base_dir)
+
+
+def _parse_config(
+    text: str, *, source: str, base_dir: Path | None, overrides: Sequence[Override] = ()
+) -> DaemonConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -318,6 +334,11 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     if not isinstance(data, dict):
         problem = f"The top level must be a mapping of keys to values, got {show(data)}."
         raise ConfigError([problem], source=source)
+    if overrides:
+        try:
+            data = apply_overrides(data, list(overrides))
+        except OverrideError as exc:
+            raise ConfigError([str(exc)], source=source) from None
     top = Section(data, "", Problems(base_dir or Path.cwd()))
     _check_keys(top)
     d = DaemonConfig()

@@ -23,6 +23,7 @@ from typing import IO, Protocol
 from falconet.model.alert import Priority
 from falconet.server.config import parse_listen
 from falconet.server.daemon_config import DaemonConfig, load_config
+from falconet.server.overrides import Override
 from falconet.server.errors import ConfigError, describe_error
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import build_outputs, check_writable, close_all
@@ -48,6 +49,7 @@ class ReloadFrom:
 
     config_path: Path | None
     rules_override: tuple[Path, ...] = ()
+    overrides: tuple[Override, ...] = ()  # -o KEY=VALUE, applied again on every reload
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,7 @@ class Reloader:
         if fleet is not None:
             config = current.with_fleet_rules(fleet.files)
         else:
-            config = load_config(origin.config_path) if origin.config_path is not None else current
+            config = load_config(origin.config_path, origin.overrides) if origin.config_path is not None else current
             if origin.rules_override:
                 config = config.with_rules(origin.rules_override)
             config = config.with_fleet_rules(current.fleet_rules_files)

@@ -99,6 +99,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--nats-output", type=Path, metavar="FILE",
                        help="forward every alert to NATS JetStream as configured by the nats_output block of this "
                        "YAML file (the falconet.yaml keys; docs/fleet.md)")
+    serve.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a grpc.* or alert_store.* key of the daemon's configuration, as Falco's -o "
+                       "(e.g. grpc.retention=50000); repeatable; applied after the flags")
     _limit_arguments(serve)
     serve.set_defaults(func=run_serve)
 
@@ -186,6 +189,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.certs.errors import CertError as CertificateError
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
+    from falconet.server.overrides import OverrideError, parse_all
+    from falconet.server.overrides_serve import with_overrides
 
     try:
         nats_output = None
@@ -193,8 +198,11 @@ def run_serve(args: argparse.Namespace) -> int:
             from falconet.server.fleet.output_config import load_nats_output
 
             nats_output = load_nats_output(args.nats_output)
-        server = AlertServer(_server_config(args))
-    except (ConfigError, CertificateError) as exc:
+        config = _server_config(args)
+        if args.option:
+            config = with_overrides(config, parse_all(args.option))
+        server = AlertServer(config)
+    except (ConfigError, CertificateError, OverrideError) as exc:
         print(f"falconet serve: {exc}", file=sys.stderr)
         return 2
 
