@@ -47,7 +47,8 @@ def run_filter(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64) -> int:
     """Interprets the program for one syscall (the subset build_filter emits): for tests of the filter's
     logic without installing it."""
     pc, acc = 0, 0
-    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    insns: list[tuple[int, int, int, int]] = [struct.unpack_from("<HBBI", program, i)
+                                              for i in range(0, len(program), 8)]
     while True:
         code, jt, jf, k = insns[pc]
         if code == _LD_W_ABS:
