@@ -105,10 +105,10 @@ class Tracer:
             os.close(rfd)
         try:
             k.seize(pid)
-        except OSError:
+        except OSError as exc:
             os.close(wfd)  # the launcher reads end of file and exits without running the workload
             os.waitpid(pid, 0)
-            raise
+            raise OSError(exc.errno, f"cannot trace the launched workload: {exc.strerror}") from None
         self._adopt(pid, pid, started=True)
         self.root_pid = pid
         self._sync_fd = wfd
@@ -128,7 +128,12 @@ class Tracer:
         done: list[int] = []
         for pid in pids:
             for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
-                k.seize(tid)
+                try:
+                    k.seize(tid)
+                except OSError as exc:
+                    hint = " (another user's process needs CAP_SYS_PTRACE; a traced one cannot be attached)" \
+                        if exc.errno == errno.EPERM else ""
+                    raise OSError(exc.errno, f"cannot attach to process {pid}: {exc.strerror}{hint}") from None
                 self._adopt(tid, pid, started=False)
                 k.ptrace(k.PTRACE_INTERRUPT, tid)
             done.append(pid)

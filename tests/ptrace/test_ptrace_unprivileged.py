@@ -92,3 +92,48 @@ def _uid(name: str) -> int:
     return pwd.getpwnam(name).pw_uid
 
 
+
+
+WAITING = r"""
+import os, subprocess, sys, time
+go, tok = sys.argv[1], sys.argv[2]
+while not os.path.exists(go):
+    time.sleep(0.05)
+subprocess.run(["/bin/true", "--url", "stratum+tcp://pool.example.org:3333", tok], check=True)
+"""
+
+
+def test_only_cap_sys_ptrace_attaches_to_another_users_process(shared_dir: Path) -> None:
+    """A container's view: uid 0 with CAP_SYS_PTRACE as its only capability (no CAP_BPF, no CAP_SYS_ADMIN)
+    attaches with --pid to a process of another user, and sees its new child."""
+    require_root("the test drops to a single capability with setpriv")
+    tok = token()
+    go = shared_dir / "go"
+    alerts = shared_dir / "alerts.json"
+    (shared_dir / "falconet.yaml").write_text(config_text(shared_dir, alerts))
+    target = subprocess.Popen([*AS_NOBODY, "/usr/bin/python3", "-c", WAITING, str(go), tok])
+    only_ptrace = ["setpriv", "--inh-caps=-all", "--bounding-set=-all,+sys_ptrace"]
+    daemon = subprocess.Popen([*only_ptrace, FALCONET, "run", "-c", str(shared_dir / "falconet.yaml"), "--no-store",
+                               "--source", "ptrace", "--pid", str(target.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert daemon.stderr is not None
+        for line in daemon.stderr:
+            if "falconet: ready" in line:
+                break
+        else:
+            raise AssertionError("falconet run --pid did not start")
+        go.touch()
+        assert target.wait(60) == 0
+        rest = daemon.stderr.read()
+        assert daemon.wait(60) == 0, rest
+    finally:
+        target.kill()
+        target.wait()
+        daemon.kill()
+        daemon.wait()
+        if daemon.stderr is not None:
+            daemon.stderr.close()
+    got = [a for a in read_alerts(alerts) if tok in json.dumps(a)]
+    assert [a["rule"] for a in got] == ["Crypto miner using the Stratum protocol"]
+    assert got[0]["output_fields"]["user.name"] == "nobody"
