@@ -107,7 +107,8 @@ class PtraceSource:
         self._thread.start()
         self._started.wait()
         if self._error is not None:
-            raise DaemonError(f"the ptrace driver cannot start: {self._error}") from None
+            why = self._error.strerror if isinstance(self._error, OSError) and self._error.strerror else self._error
+            raise DaemonError(f"the ptrace driver cannot start: {why}") from None
         what = f"launched {self.command[0]!r} as pid {self.tracer.root_pid}" if self.command else \
             f"attached to {', '.join(map(str, self.pids))}"
         mode = "seccomp filter: only traced syscalls stop it" if self.command else \
