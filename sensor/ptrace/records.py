@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from falconet.sensor.ptrace.procfs import Identity
 from falconet.sensor.record import HDR, HDR_SIZE, SOCKINFO
@@ -56,9 +56,9 @@ def sockinfo(fd: int) -> bytes:
     return SOCKINFO.pack(family, stype, proto, lport, rport, laddr, raddr)
 
 
-def _name(call: object) -> object:
+def _name(call: Callable[[], object]) -> object:
     try:
-        return call()  # type: ignore[operator]
+        return call()
     except OSError:
         return None  # not connected (yet): the probe reads zeros there too
 

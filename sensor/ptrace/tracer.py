@@ -394,7 +394,6 @@ class Tracer:
         """EXECARGS, EXECENV when asked, then the exec's own record (exe facts and cgroup on success)."""
         if res == 0:
             t.ident = None  # a new image: name, credentials (file capabilities) re-read
-            t.tgid = t.tgid  # (the exec'ing thread now has the tgid's number; _event moved its state)
         ident = self._ident(t)
         filename, argbytes, envbytes, more, whole = t.execargs or [b"", b"", b"", b"", U32.pack(0)]
         t.execargs = []
