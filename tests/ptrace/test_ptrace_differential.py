@@ -90,3 +90,45 @@ def test_the_same_rules_fire_with_the_same_fields_under_ebpf_and_ptrace(tmp_path
         assert not [a for a in run if f"NEG{tok}" in json.dumps(a)]
     connection = [json.loads(f) for r, f in p if r == "Outbound connection to crypto mining pool port"]
     assert connection and connection[0]["fd.name"].endswith(f"->{host.peer_ip}:3333")
+
+
+EXCLUDE_TRACER = """
+- macro: known_debugger
+  condition: or proc.name = falconet
+  append: true
+"""
+
+
+@pytest.mark.parametrize("excluded", [False, True])
+def test_an_ebpf_daemon_sees_the_drivers_seize_as_documented(tmp_path: Path, excluded: bool) -> None:
+    """docs/ptrace.md: next to an eBPF daemon the driver's PTRACE_SEIZE raises "PTRACE attached to process"
+    (proc.name falconet), and appending the tracer to known_debugger silences it."""
+    require_root("the eBPF daemon loads the sensor")
+    from falconet.rules import DEFAULT_RULES
+
+    rules = [str(DEFAULT_RULES)]
+    if excluded:
+        (tmp_path / "exclude.yaml").write_text(EXCLUDE_TRACER)
+        rules.append(str(tmp_path / "exclude.yaml"))
+    alerts = tmp_path / "ebpf.json"
+    (tmp_path / "ebpf.yaml").write_text(config_text(tmp_path, alerts))
+    (tmp_path / "ptrace.yaml").write_text(config_text(tmp_path, tmp_path / "ptrace.json"))
+    tok = token()
+    ebpf = Falconet(["-c", str(tmp_path / "ebpf.yaml"), "--no-store", "--source", "ebpf",
+                     *[arg for r in rules for arg in ("-r", r)]])
+    try:
+        ebpf.wait_line(r"falconet: ready", timeout=180)
+        traced = Falconet(["-c", str(tmp_path / "ptrace.yaml"), "--no-store", "--source", "ptrace", "--",
+                           "/bin/sh", "-c", f"cat /etc/shadow /nonexistent-BARRIER{tok}; exit 0"])
+        assert traced.wait(120) == 0, "\n".join(traced.lines)
+        # The workload's own shadow read reaches the eBPF daemon after the seize: a barrier for its alert.
+        wait_until(lambda: f"BARRIER{tok}" in json.dumps(read_alerts(alerts)), 60, "the barrier alert")
+    finally:
+        ebpf.stop()
+    seize = [a for a in read_alerts(alerts) if a["rule"] == "PTRACE attached to process" and tok in json.dumps(a)]
+    if excluded:
+        assert seize == []
+    else:
+        assert len(seize) == 1, seize
+        fields = seize[0]["output_fields"]
+        assert (fields["proc.name"], fields["evt.arg.request"]) == ("falconet", "PTRACE_SEIZE")
