@@ -92,6 +92,7 @@ class PtraceSource:
         self._go = threading.Event()
         self._error: BaseException | None = None
         self.events = 0
+        self._switch_before: float | None = None
 
     def _sink(self, record: bytes) -> None:
         with self._cond:
@@ -102,6 +103,7 @@ class PtraceSource:
         self._log(LIMITS)
         # The tracer thread wakes at every stop of the workload, which waits for it; with the interpreter's
         # default 5 ms switch interval a busy engine thread would hold it off that long each time.
+        self._switch_before = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._trace, name="falconet-ptrace", daemon=True)
         self._thread.start()
@@ -195,13 +197,15 @@ class PtraceSource:
         """The documented default: the workload ends with Falconet (SIGTERM, a grace period, SIGKILL)."""
         self._go.set()
         thread = self._thread
-        if thread is None or not thread.is_alive():
-            return
-        self.tracer.signal_all(signal.SIGTERM)
-        thread.join(GRACE_SECONDS)
-        if thread.is_alive():
-            self.tracer.signal_all(signal.SIGKILL)
+        if thread is not None and thread.is_alive():
+            self.tracer.signal_all(signal.SIGTERM)
             thread.join(GRACE_SECONDS)
+            if thread.is_alive():
+                self.tracer.signal_all(signal.SIGKILL)
+                thread.join(GRACE_SECONDS)
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
 
 
 def _describe(status: int) -> str:
