@@ -159,7 +159,14 @@ class PtraceSource:
         self.enricher.wanted = wanted
 
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
-        """A hint for a kernel filter; the tracer has stopped the open already, so it keeps every one."""
+        """The eBPF probe's open filter, decided by the tracer (sensor/ptrace/openfilter.py): the same opens and
+        closes are kept back, so the engine sees the same events as under the eBPF driver."""
+        from falconet.sensor.ptrace.openfilter import OpenFilter
+
+        filt = None if prefixes is None else OpenFilter.build(prefixes)
+        if prefixes is not None and filt is None:
+            self._log("ptrace: the open filter's atoms are not all path prefixes; the tracer keeps every open")
+        self.tracer.open_filter = filt  # one reference, read by the tracer thread at each open
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self.tracer.data = names
@@ -179,7 +186,8 @@ class PtraceSource:
         if not records and done:
             status = self.tracer.root_status
             if status is not None:
-                self._log(f"ptrace: the workload ended ({_describe(status)})")
+                self._log(f"ptrace: the workload ended ({_describe(status)}); "
+                          f"{self.tracer.path_filtered} opens and closes kept back by the open filter")
                 self.tracer.root_status = None
             return None
         out: list[Event] = []

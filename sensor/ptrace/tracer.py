@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from falconet.sensor import syscalls as sc
 from falconet.sensor.ptrace import kernel as k
 from falconet.sensor.ptrace import procfs
+from falconet.sensor.ptrace.openfilter import OPEN_KEEP, PATH_SCAN_MAX, OpenFilter, open_need
 from falconet.sensor.ptrace.procfs import Identity
 from falconet.sensor.ptrace.records import U32, pack, sockinfo, strv
 from falconet.sensor.ptrace.seccomp import DATA_FOREIGN, build_filter
@@ -42,6 +44,7 @@ CRED_STATE = frozenset({"setuid", "setgid", "setreuid", "setregid", "setresuid",
 _CRED_NRS = frozenset(sc.BY_NAME[n].nr for n in CRED_STATE)
 _EXEC_NRS = frozenset({sc.BY_NAME["execve"].nr, sc.EXECVEAT_NR})
 _SETPGID_NR = sc.BY_NAME["setpgid"].nr
+FD_CREATES_RES, FD_CREATES_PAIR, FD_CLOSES = 1, 2, 3  # Spec.fdeffect (probe.c FD_*)
 LAUNCHER = Path(__file__).with_name("launch.py")
 
 
@@ -62,6 +65,8 @@ class _Task:
     entry_args: tuple[int, ...] = ()
     before: Identity | None = None  # credentials before a credsbefore syscall
     execargs: list[bytes] = field(default_factory=list)  # the exec's records, built at entry
+    hide: bool = False  # the open filter keeps back the open whose exit stop comes next
+    may_be_dir: bool = False  # ... and its fd may be a directory's (read-only access), which is never hidden
 
 
 class Tracer:
@@ -90,6 +95,9 @@ class Tracer:
         self._init_ts = procfs.monotonic_start_of_init()
         self._regs = k.UserRegs()
         self._sync_fd = -1
+        self.open_filter: OpenFilter | None = None  # replaced whole by the source's thread (a reload)
+        self.hidden: dict[int, set[int]] = {}  # tgid -> fds of opens the filter kept back (probe.c hidden_fds)
+        self.path_filtered = 0  # opens kept back and their closes (the probe's CNT_PATH_FILTERED)
 
     # --- starting ----------------------------------------------------------------------------------------
 
@@ -249,6 +257,7 @@ class Tracer:
             live.discard(pid)
             if not live:
                 del self.threads[t.tgid]
+                self.hidden.pop(t.tgid, None)
                 ident = t.ident or Identity(t.tgid, 0, procfs.NO_LOGINUID, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                             t.tgid, t.tgid, 0, 0, b"")
                 self.sink(pack(REC_EXIT, pid, ident, -1, 0, (1,)))
@@ -292,13 +301,33 @@ class Tracer:
         nr = self._regs.orig_rax
         if nr not in self.traced_nrs:
             return
-        t.awaiting = nr
-        t.entry_args = self._regs.syscall_args()
+        args = self._regs.syscall_args()
         spec = sc.BY_NR[nr]
+        if spec.fdeffect == FD_CLOSES:
+            fds = self.hidden.get(t.tgid)
+            if fds and _i32(args[0]) in fds:  # the close of a kept-back open: kept back too, no exit stop
+                fds.discard(_i32(args[0]))
+                self.path_filtered += 1
+                return
+        t.awaiting = nr
+        t.entry_args = args
+        if spec.pathfilter:
+            self._judge_open(t, spec, args)
         if spec.credsbefore:
             t.before = self._ident(t)
         if nr in _EXEC_NRS:
             self._exec_entry(t, nr)
+
+    def _judge_open(self, t: _Task, spec: sc.Spec, args: tuple[int, ...]) -> None:
+        """The open filter's path decision, at entry (the exit stop still comes: only it knows the fd)."""
+        filt = self.open_filter
+        if filt is None:
+            return
+        need = open_need(spec.pathfilter, args)
+        path = k.read_str(t.tid, args[spec.str0], PATH_SCAN_MAX) if not need & OPEN_KEEP else None
+        if filt.drops(path, need):
+            t.hide = True
+            t.may_be_dir = spec.pathfilter != 4 and args[spec.pathfilter] & 3 == 0
 
     def _exec_entry(self, t: _Task, nr: int) -> None:
         a = t.entry_args
@@ -338,6 +367,8 @@ class Tracer:
             return
         if spec.forks and res == 0:
             return
+        if spec.fdeffect and self._fd_effect(t, spec, res):
+            return
         if nr in _CRED_NRS:
             if nr == _SETPGID_NR:
                 for other in self.tasks.values():
@@ -350,6 +381,27 @@ class Tracer:
         args = self._regs.syscall_args()
         self.sink(pack(REC_SYSCALL, t.tid, ident, nr, res, args, self._segments(t.tid, spec, args, res),
                        init_ts=self._init_ts))
+
+    def _fd_effect(self, t: _Task, spec: sc.Spec, res: int) -> bool:
+        """probe.c's hidden-fd bookkeeping at exit: a new fd number is no longer hidden, unless it is the fd
+        of an open the filter keeps back (True: no record), as probe.c decides it."""
+        fds = self.hidden.get(t.tgid)
+        if spec.fdeffect == FD_CREATES_RES and res >= 0 and fds:
+            fds.discard(res)
+        elif spec.fdeffect == FD_CREATES_PAIR and res == 0 and fds:
+            raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
+            if len(raw) == 8:
+                fds.discard(_i32(int.from_bytes(raw[:4], "little")))
+                fds.discard(_i32(int.from_bytes(raw[4:], "little")))
+        if not t.hide:
+            return False
+        t.hide = False
+        if res >= 0 and t.may_be_dir and _fd_may_be_dir(t.tid, res):
+            return False
+        if res >= 0:
+            self.hidden.setdefault(t.tgid, set()).add(res)
+        self.path_filtered += 1
+        return True
 
     def _segments(self, tid: int, spec: sc.Spec, a: tuple[int, ...], res: int) -> list[bytes]:
         """The payload probe.c's sys_exit reads for this syscall, from the tracee's memory and sockets."""
@@ -417,6 +469,14 @@ class Tracer:
                 os.kill(tgid, sig)
             except OSError:
                 pass
+
+
+def _fd_may_be_dir(tid: int, fd: int) -> bool:
+    """probe_openfilter.h's fd_may_be_dir: the file the fd refers to is a directory, or it cannot be told."""
+    try:
+        return stat.S_ISDIR(os.stat(f"/proc/{tid}/fd/{fd}").st_mode)
+    except OSError:
+        return True
 
 
 def _i32(v: int) -> int:
