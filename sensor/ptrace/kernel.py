@@ -101,13 +101,33 @@ def event_msg(pid: int) -> int:
     return out.value
 
 
-_INFO = (ctypes.c_uint8 * 88)()
+class SyscallInfo(ctypes.Structure):
+    """struct ptrace_syscall_info (linux/ptrace.h): at an entry or seccomp stop the number and the six
+    arguments, at an exit stop the result (in `nr`'s place, as rval) and is_error (args[0]'s low byte).
+    One PTRACE_GET_SYSCALL_INFO replaces PTRACE_GETEVENTMSG (ret_data) and PTRACE_GETREGS at a stop."""
+
+    _fields_ = [("op", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3), ("arch", ctypes.c_uint32),
+                ("ip", ctypes.c_uint64), ("sp", ctypes.c_uint64), ("nr", ctypes.c_uint64),
+                ("args", ctypes.c_uint64 * 6), ("ret_data", ctypes.c_uint32), ("pad2", ctypes.c_uint32)]
+
+    def syscall_args(self) -> tuple[int, ...]:
+        return tuple(self.args)
+
+    def rval(self) -> int:
+        """The exit stop's result, signed."""
+        v = int(self.nr)
+        return v - (1 << 64) if v >> 63 else v
 
 
-def syscall_stop_op(pid: int) -> int:
-    """PTRACE_GET_SYSCALL_INFO's op at a syscall stop: entry, exit or seccomp (0 when not in one)."""
-    ptrace(PTRACE_GET_SYSCALL_INFO, pid, ctypes.sizeof(_INFO), ctypes.addressof(_INFO))
-    return int(_INFO[0])
+_INFO_SIZE = ctypes.sizeof(SyscallInfo)
+
+
+def syscall_info(pid: int, info: SyscallInfo) -> int:
+    """Fills `info` at a syscall stop; returns its op (entry, exit or seccomp; 0 when not in one)."""
+    if _ptrace(PTRACE_GET_SYSCALL_INFO, pid, _INFO_SIZE, ctypes.addressof(info)) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(info.op)
 
 
 def read_mem(pid: int, addr: int, size: int) -> bytes:

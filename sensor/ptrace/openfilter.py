@@ -15,7 +15,7 @@ always sound.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from falconet.sensor.sensor import _prefix_masks
 
@@ -24,6 +24,7 @@ QUIET_FLAGS = 0o4000 | 0o100000 | 0o200000 | 0o400000 | 0o400 | 0o1000000 | 0o20
 O_DIRECTORY, O_PATH = 0o200000, 0o10000000
 PREFIX_MAX = 64  # probe.c
 PATH_SCAN_MAX = 256  # probe.c: a path this long (with its NUL) or longer is never kept back
+SEEN_MAX = 4096
 
 
 def open_need(how: int, args: tuple[int, ...]) -> int:
@@ -50,6 +51,9 @@ class OpenFilter:
     """The trie's entries (prefix bytes -> kinds, each with its shorter prefixes' kinds OR-ed in)."""
 
     masks: tuple[tuple[bytes, int], ...]  # longest first
+    seen: dict[tuple[bytes, int], bool] = field(default_factory=dict, compare=False)
+    """Decisions by (path, need): workloads open the same few paths again and again (the tracer's thread
+    only; emptied when full)."""
 
     @staticmethod
     def build(prefixes: Iterable[str] | Mapping[str, Iterable[str]]) -> OpenFilter | None:
@@ -63,6 +67,15 @@ class OpenFilter:
         """Whether the probe keeps this open back (path as read, without its NUL; None when unreadable)."""
         if path is None or need & OPEN_KEEP:
             return False
+        key = (path, need)
+        known = self.seen.get(key)
+        if known is None:
+            if len(self.seen) >= SEEN_MAX:
+                self.seen.clear()
+            known = self.seen[key] = self._decide(path, need)
+        return known
+
+    def _decide(self, path: bytes, need: int) -> bool:
         size = len(path) + 1  # put_user_str's count, NUL included
         if size < 2 or size > PATH_SCAN_MAX or path[0] != 0x2F:
             return False

@@ -94,6 +94,7 @@ class Tracer:
         self.closing = False
         self._init_ts = procfs.monotonic_start_of_init()
         self._regs = k.UserRegs()
+        self._info = k.SyscallInfo()  # one buffer for every stop's PTRACE_GET_SYSCALL_INFO
         self._sync_fd = -1
         self.open_filter: OpenFilter | None = None  # replaced whole by the source's thread (a reload)
         self.hidden: dict[int, set[int]] = {}  # tgid -> fds of opens the filter kept back (probe.c hidden_fds)
@@ -207,7 +208,8 @@ class Tracer:
 
     def _event(self, t: _Task, event: int) -> None:
         if event == k.EV_SECCOMP:
-            if k.event_msg(t.tid) == DATA_FOREIGN:
+            k.syscall_info(t.tid, self._info)
+            if self._info.ret_data == DATA_FOREIGN:
                 if not self.foreign_seen:
                     self.foreign_seen = True
                     self.log(f"ptrace: process {t.tgid} made a syscall of another ABI (32-bit or x32); such "
@@ -277,7 +279,7 @@ class Tracer:
 
     def _syscall_stop(self, t: _Task) -> None:
         if not self.seccomp:
-            op = k.syscall_stop_op(t.tid)
+            op = k.syscall_info(t.tid, self._info)
             if op == k.SYSCALL_INFO_ENTRY:
                 self._entry(t)
                 self._resume(t)
@@ -297,11 +299,11 @@ class Tracer:
 
     def _entry(self, t: _Task) -> None:
         """At a seccomp stop (or, attached, a syscall-entry stop): what the exit can no longer read."""
-        k.get_regs(t.tid, self._regs)
-        nr = self._regs.orig_rax
+        info = self._info  # filled at this stop
+        nr = info.nr
         if nr not in self.traced_nrs:
             return
-        args = self._regs.syscall_args()
+        args = info.syscall_args()
         spec = sc.BY_NR[nr]
         if spec.fdeffect == FD_CLOSES:
             fds = self.hidden.get(t.tgid)
@@ -358,9 +360,9 @@ class Tracer:
         return out
 
     def _exit(self, t: _Task, nr: int) -> None:
-        k.get_regs(t.tid, self._regs)
-        res = self._regs.rax
-        res = res - (1 << 64) if res >> 63 else res
+        if self.seccomp:  # attached, the syscall-exit stop's info was read to tell it from an entry
+            k.syscall_info(t.tid, self._info)
+        res = self._info.rval()
         spec = sc.BY_NR[nr]
         if nr in _EXEC_NRS:
             self._exec_exit(t, nr, res)
@@ -378,7 +380,7 @@ class Tracer:
             ident = before if spec.credsbefore and before is not None else self._ident(t)
         else:
             ident = self._ident(t)
-        args = self._regs.syscall_args()
+        args = t.entry_args  # the argument registers are the same at exit (the probe reads them there)
         self.sink(pack(REC_SYSCALL, t.tid, ident, nr, res, args, self._segments(t.tid, spec, args, res),
                        init_ts=self._init_ts))
 
