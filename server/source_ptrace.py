@@ -97,7 +97,8 @@ class PtraceSource:
     def _sink(self, record: bytes) -> None:
         with self._cond:
             self._records.append(record)
-            self._cond.notify()
+            if len(self._records) == 1:  # the poller waits only on an empty batch: one wake-up per batch
+                self._cond.notify()
 
     def start(self) -> None:
         self._log(LIMITS)
