@@ -68,3 +68,18 @@ def test_engine_kind_selects_the_source(tmp_path: Path) -> None:
     for bad in ({"kind": "kmod"}, {"kind": "replay"}, "ebpf"):
         read_engine(bad, p)
     assert len(p.problems) == 3
+
+
+def test_the_syscall_info_buffer_has_the_kernels_layout() -> None:
+    """struct ptrace_syscall_info of linux/ptrace.h: the seccomp member (nr, args[6], ret_data) after the op,
+    arch, instruction and stack pointers; the exit member's rval where nr is."""
+    import ctypes
+
+    from falconet.sensor.ptrace.kernel import SyscallInfo
+
+    assert ctypes.sizeof(SyscallInfo) == 88
+    assert (SyscallInfo.arch.offset, SyscallInfo.nr.offset, SyscallInfo.args.offset,
+            SyscallInfo.ret_data.offset) == (4, 24, 32, 80)
+    info = SyscallInfo()
+    info.nr = (1 << 64) - 2
+    assert info.rval() == -2
