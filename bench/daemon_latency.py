@@ -176,7 +176,7 @@ def main(argv: list[str]) -> int:
         path = candidate_file()
         try:
             print(f"  candidate events: opens of {path}, which the default rules must see")
-            for line in candidates(loops, path, [5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 120_000],
+            for line in candidates(loops, path, [5_000, 10_000, 20_000, 40_000, 60_000, 80_000, 100_000, 120_000],
                                    args.seconds):
                 print("  " + line)
         finally:

@@ -198,6 +198,8 @@ def _process(data: dict[str, Any]) -> Process:
 
 
 def _to_dict(obj: Any) -> Any:
+    if isinstance(obj, bytes):  # a data buffer (evt.buffer): text, non-UTF-8 bytes as surrogate escapes
+        return obj.decode("utf-8", "surrogateescape")
     if hasattr(obj, "__dataclass_fields__"):
         return {f.name: _to_dict(getattr(obj, f.name)) for f in fields(obj)}
     if isinstance(obj, list):

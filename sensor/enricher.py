@@ -8,17 +8,36 @@ enrichment is testable without BPF; the live Sensor (sensor.py) only adds the ri
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
-import struct
 from typing import Any
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.model.syscalls import EVENT_PARAMS
 from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
+from falconet.sensor.argplan import (
+    BLOB,
+    DATA,
+    I32,
+    I64,
+    PATH,
+    PLANS,
+    RES,
+    SOCK,
+    STR,
+    U64,
+    Plan,
+    plan_of,
+)
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
+    _COMMS,
+    _NO_SEGMENTS,
+    HDR,
+    HDR_SIZE,
+    NO_LOGINUID_U32,
     REC_EXECARGS,
     REC_EXECENV,
     REC_EXIT,
@@ -31,20 +50,23 @@ from falconet.sensor.record import (
     SEG_STR0,
     SEG_STR1,
     Record,
-    SockInfo,
+    RecordError,
+    _comm,
     decode,
     parse_execinfo,
     parse_exe_path,
     parse_sockaddr,
     parse_sockinfo,
 )
+from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, blob_field, set_tuple, sockaddr_text, socket_fd
 from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
 
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
+NO_PATHS: dict[str, tuple[str, str]] = {}
+_ZERO_LENS = (0, 0, 0, 0, 0, 0)
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
-SOCK_CLOEXEC = 0o2000000
 EINPROGRESS = errno.EINPROGRESS
 
 # Event type -> its uid and gid parameters ((name, is_uid)): Falco shows them as user and group names.
@@ -82,9 +104,45 @@ class Enricher:
         self._cgroup_refs: dict[tuple[bytes, bytes], cgroups.ContainerRef | None] = {}
         # pid -> (ProcInfo, its gen, Process, table epoch when checked): shared until something changes
         self._cache: dict[int, tuple[ProcInfo, int, Process, int]] = {}
+        self._host = Container()
+        # pid -> (ProcInfo, its gen, the identity key _update last applied to it)
+        self._ident: dict[int, tuple[ProcInfo, int, tuple[object, ...]]] = {}
+        # an absolute path's segment bytes -> (its text, its lexically folded form): a host opens the same
+        # files over and over, and for an absolute path both are a function of the bytes alone
+        self._absolute: dict[bytes, tuple[str, str]] = {}
+        self._containers: dict[cgroups.ContainerRef, Container] = {}
 
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
+
+    def feed_batch(self, data: bytes, offsets: list[int], lengths: list[int]) -> tuple[list[Event], int]:
+        """Records data[offsets[i] : offsets[i] + lengths[i]] in order (a ring buffer batch, sensor.ringbuf)
+        -> (the events, how many records were malformed and skipped). The same as `feed` on each record, in
+        one loop without a bytes object per record; decode() is spelled out here for the common shape (no
+        payload, or payload segments that fit) because a call per record is a measurable share of its cost."""
+        out: list[Event] = []
+        errors = 0
+        syscall, handle = self._syscall, self.handle
+        unpack, new, comms = HDR.unpack_from, tuple.__new__, _COMMS
+        end_of = len(data)
+        for off, n in zip(offsets, lengths, strict=True):
+            if n >= HDR_SIZE and off + n <= end_of and (v := unpack(data, off))[32:38] == _ZERO_LENS:
+                comm = comms.get(v[31])
+                if comm is None:
+                    comm = _comm(v[31])
+                loginuid = v[6]
+                rec = new(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                   *v[7:25], v[25:31], comm, _NO_SEGMENTS))
+            else:
+                try:
+                    rec = decode(data, off, n)  # payload segments, checked against the record's length
+                except RecordError:
+                    errors += 1
+                    continue
+            ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
+            if ev is not None:
+                out.append(ev)
+        return out, errors
 
     def handle(self, rec: Record) -> Event | None:
         if rec.kind == REC_SYSCALL:
@@ -128,46 +186,79 @@ class Enricher:
                 self._host_init_ts = init_ts
         else:
             init_ts = None if rec.pidns_level else self._host_init_ts
+        # The same task sends the same identity record after record: compare it as it came (ppid..pgid and
+        # vpid, vpgid are contiguous in Record) with what this process object last took, before field by field.
+        # Only _update changes these fields of a ProcInfo, and it bumps gen, so (object, gen, key) is exact.
+        key = (rec[4:16], rec[18:20], rec.comm, init_ts)
+        seen = self._ident.get(p.pid)
+        if seen is not None and seen[0] is p and seen[1] == p.gen and seen[2] == key:
+            return
+        if len(self._ident) >= 65536:
+            self._ident.clear()
         now = (rec.comm, rec.ppid, rec.uid, rec.gid, rec.euid, rec.egid, rec.loginuid, rec.tty, rec.sid, rec.pgid,
                rec.cap_inheritable, rec.cap_permitted, rec.cap_effective, rec.vpid, rec.vpgid, init_ts)
-        if now == (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+        if now != (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
                    p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts):
-            return
-        (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
-         p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
-        p.gen += 1
-        self.table.epoch += 1
+            (p.comm, p.ppid, p.uid, p.gid, p.euid, p.egid, p.loginuid, p.tty, p.sid, p.pgid,
+             p.cap_inheritable, p.cap_permitted, p.cap_effective, p.vpid, p.vpgid, p.pidns_init_ts) = now
+            p.gen += 1
+            self.table.epoch += 1
+        self._ident[p.pid] = (p, p.gen, key)
 
     def _syscall(self, rec: Record) -> Event | None:
         spec = sc.BY_NR.get(rec.nr)
         if spec is None:
             return None
         pid = rec.tgid
-        p = self.table.ensure(pid)
+        p = self.table.procs.get(pid)
+        if p is None:
+            p = self.table.ensure(pid)
         if not p.exepath and not p.exe:
             p.exe = rec.comm
         self._update(p, rec)
-        args: dict[str, Any] = {}
-        fd: Fd | None = None
         name = spec.name
-        res = rec.res
+        wanted = self.wanted is None or name in self.wanted
+        plan = PLANS.get(name) or plan_of(spec)
+        fd: Fd | None = None
         if spec.exec:
             args = self._exec(rec, spec, p)
-        else:
-            paths = self._paths(rec, spec, pid)
-            args = self._params(rec, spec, paths)
+        elif wanted or plan.args_for_state:
+            paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
+            args = self._params(rec, spec, plan, paths)
             fd = self._fd_effects(rec, spec, pid, paths, args)
+        elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
+            if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
+                if rec.res == 0:
+                    num = rec.args[0] & 0xFFFFFFFF
+                    p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
+            else:
+                self._fd_effects(rec, spec, pid, NO_PATHS, {})
+            return None
+        else:
+            return None
 
-        if self.wanted is not None and name not in self.wanted:
+        if not wanted:
             return None
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
         ref = p.container
-        container = Container(id=ref.id, full_id=ref.full_id, type=ref.type) if ref is not None else Container()
+        container = self._host if ref is None else self._containers.get(ref)
+        if container is None:
+            container = self._container(ref)
         ids = _ID_PARAMS.get(name)
-        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=res, proc=proc,
+        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=rec.res, proc=proc,
                      args=args, fd=fd, container=container, vtid=rec.vtid,
                      arg_text=self._id_names(ids, args) if ids else {})
+
+    def _container(self, ref: cgroups.ContainerRef | None) -> Container:
+        """The Container of events in `ref`'s cgroup: one object shared by its events (consumers treat events
+        as read-only, and a container's metadata replaces the object rather than filling it in)."""
+        if ref is None:
+            return self._host
+        if len(self._containers) >= 4096:
+            self._containers.clear()
+        got = self._containers[ref] = Container(id=ref.id, full_id=ref.full_id, type=ref.type)
+        return got
 
     def _id_names(self, ids: tuple[tuple[str, bool], ...], args: dict[str, Any]) -> dict[str, str]:
         """uid/gid arguments as Falco renders them: the user's or group's name when the host knows the id
@@ -188,44 +279,59 @@ class Enricher:
                     out[pname] = group
         return out
 
-    def _paths(self, rec: Record, spec: sc.Spec, pid: int) -> dict[str, tuple[str, str]]:
+    def _paths(self, rec: Record, plan: Plan, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
         out: dict[str, tuple[str, str]] = {}
-        for _pname, src in spec.params:
-            if src[:1] != "p":
+        absolute = self._absolute
+        for key, seg, dirarg in plan.paths:
+            blob = rec.segments[seg]
+            got = absolute.get(blob)
+            if got is not None:  # an absolute path seen before: its text and folded form depend on nothing else
+                out[key] = got
                 continue
-            key, _, dirarg = src.partition("@")
-            raw = rec.text(SEG_STR0 if key == "p0" else SEG_STR1)
+            raw = rec.text(seg)
             if raw is None:
                 continue
-            dirfd = _i32(rec.args[int(dirarg)]) if dirarg else AT_FDCWD
+            if raw.startswith("/"):
+                if len(absolute) >= 4096:
+                    absolute.clear()
+                out[key] = absolute[blob] = (raw, self.table.abspath(pid, raw))
+                continue
+            dirfd = _i32(rec.args[dirarg]) if dirarg >= 0 else AT_FDCWD
             out[key] = (raw, self.table.abspath(pid, raw, dirfd))
         return out
 
-    def _params(self, rec: Record, spec: sc.Spec, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    def _params(self, rec: Record, spec: sc.Spec, plan: Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
         args: dict[str, Any] = {}
-        blob = rec.segments[SEG_BLOB]
-        for pname, src in spec.params:
-            value: Any = None
-            if src == "res":
+        a = rec.args
+        for pname, op, i, key in plan.params:
+            value: Any
+            if op == RES:
                 value = rec.res
-            elif src[0] in "iul" and src[1:].isdigit():
-                raw = rec.args[int(src[1:])]
-                value = _i32(raw) if src[0] == "i" else _i64(raw) if src[0] == "l" else raw
-            elif src in ("s0", "s1"):
-                value = rec.text(SEG_STR0 if src == "s0" else SEG_STR1)
-            elif src[0] == "p":
-                got = paths.get(src.partition("@")[0])
+            elif op == I32:
+                value = a[i] & 0xFFFFFFFF
+                if value & 0x80000000:
+                    value -= 1 << 32
+            elif op == U64:
+                value = a[i]
+            elif op == I64:
+                value = a[i]
+                if value & (1 << 63):
+                    value -= 1 << 64
+            elif op == PATH:
+                got = paths.get(key)
                 value = got[1] if got else None
-            elif src == "sock":
+            elif op == STR:
+                value = rec.text(i)
+            elif op == SOCK:
                 sa = parse_sockaddr(rec.segments[SEG_SOCK])
-                value = _sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
-            elif src == "tuple":
-                value = None  # filled from the fd once known
-            elif src == "data":
+                value = sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
+            elif op == DATA:
                 value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
-            elif src.startswith("blob."):
-                value = _blob_field(spec.name, src[5:], blob)
+            elif op == BLOB:
+                value = blob_field(spec.name, key, rec.segments[SEG_BLOB])
+            else:  # TUPLE (filled from the fd once known) or a source this version does not know
+                value = None
             args[pname] = value
         return args
 
@@ -318,7 +424,11 @@ class Enricher:
                 return t.fd(pid, res)
             cur = t.fd(pid, num)
             if res == 0 and cmd == F_SETFD and cur is not None:
-                cur.flags = ((cur.flags or 0) & ~O_CLOEXEC) | (O_CLOEXEC if a[2] & FD_CLOEXEC else 0)
+                # A new Fd, not the table's changed in place: events already made (of this batch, or still
+                # queued for the engine) share that object and must keep the flags they had at their syscall.
+                cur = dataclasses.replace(cur, flags=((cur.flags or 0) & ~O_CLOEXEC) | (
+                    O_CLOEXEC if a[2] & FD_CLOEXEC else 0))
+                t.add_fd(pid, cur)
             return cur
         if name == "chdir":
             got = paths.get("p0")
@@ -342,7 +452,7 @@ class Enricher:
         if name == "socket":
             if res < 0:
                 return None
-            fd = _socket_fd(res, _i32(a[0]), _i32(a[1]), _i32(a[2]))
+            fd = socket_fd(res, _i32(a[0]), _i32(a[1]), _i32(a[2]))
             t.add_fd(pid, fd)
             return fd
         if spec.sockfd != sc.NO_ARG:
@@ -367,7 +477,7 @@ class Enricher:
         if cur is None:
             cur = Fd(num=num, type="ipv4")
             if info is not None:
-                _apply_family(cur, info.family, info.type, info.protocol)
+                apply_family(cur, info.family, info.type, info.protocol)
             elif sa is not None:
                 cur.type = sa.family if sa.family in ("ipv4", "ipv6", "unix") else cur.type
                 cur.sockfamily = "unix" if sa.family == "unix" else "ip"
@@ -380,11 +490,11 @@ class Enricher:
             if listener is not None:
                 fd.type, fd.l4proto, fd.sockfamily = listener.type, listener.l4proto, listener.sockfamily
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
-            _set_tuple(fd, info, sa, server=True, listener=listener)
+                apply_family(fd, info.family, info.type, info.protocol)
+            set_tuple(fd, info, sa, server=True, listener=listener)
         elif name == "bind":
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
+                apply_family(fd, info.family, info.type, info.protocol)
             if sa is not None and fd.sockfamily == "unix":
                 fd.name = sa.addr
             elif sa is not None:
@@ -397,9 +507,9 @@ class Enricher:
                 fd.name = f"{fd.sip}:{fd.sport}"
         elif name in ("connect", "sendto", "recvfrom", "sendmsg", "recvmsg"):
             if info is not None:
-                _apply_family(fd, info.family, info.type, info.protocol)
+                apply_family(fd, info.family, info.type, info.protocol)
             if name == "connect" or sa is not None or (info is not None and info.rport):
-                _set_tuple(fd, info, sa, server=False, listener=None)
+                set_tuple(fd, info, sa, server=False, listener=None)
             if name == "connect" and ok:
                 fd.connected = True
         if "tuple" in args:
@@ -462,70 +572,3 @@ class Enricher:
             exe_ino_mtime=f.mtime_ns if f is not None else None,
             parent=parent,
         )
-
-
-def _sockaddr_text(family: str, addr: str, port: int) -> str:
-    return addr if family == "unix" else f"{addr}:{port}"
-
-
-def _blob_field(syscall: str, fieldname: str, blob: bytes) -> int | None:
-    flags: int
-    mode: int
-    resolve: int
-    fd1: int
-    fd2: int
-    if syscall == "openat2" and len(blob) >= 24:
-        flags, mode, resolve = struct.unpack_from("<QQQ", blob)
-        return {"flags": flags, "mode": mode, "resolve": resolve}.get(fieldname)
-    if len(blob) >= 8 and fieldname in ("fd1", "fd2"):
-        fd1, fd2 = struct.unpack_from("<ii", blob)
-        return fd1 if fieldname == "fd1" else fd2
-    return None
-
-
-_L4: dict[int, str] = {int(socket.SOCK_STREAM): "tcp", int(socket.SOCK_DGRAM): "udp", int(socket.SOCK_RAW): "raw"}
-
-
-def _apply_family(fd: Fd, family: int, stype: int, proto: int) -> None:
-    if family == socket.AF_INET:
-        fd.type, fd.sockfamily = "ipv4", "ip"
-    elif family == socket.AF_INET6:
-        fd.type, fd.sockfamily = "ipv6", "ip"
-    elif family == socket.AF_UNIX:
-        fd.type, fd.sockfamily = "unix", "unix"
-        fd.l4proto = None
-        return
-    elif family == socket.AF_NETLINK:
-        fd.type, fd.sockfamily = "netlink", None
-        return
-    else:
-        return
-    l4 = _L4.get(stype & 0xF)
-    if proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
-        l4 = "icmp"
-    fd.l4proto = l4
-
-
-def _socket_fd(num: int, domain: int, stype: int, proto: int) -> Fd:
-    fd = Fd(num=num, type="ipv4", flags=O_CLOEXEC if stype & SOCK_CLOEXEC else 0)
-    _apply_family(fd, domain, stype, proto)
-    if domain not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX, socket.AF_NETLINK):
-        fd.type = "unknown"
-    return fd
-
-
-def _set_tuple(fd: Fd, info: SockInfo | None, sa: Any, *, server: bool, listener: Fd | None) -> None:
-    """Client/server ends from the kernel's socket when it knows them, else from the sockaddr passed."""
-    if fd.sockfamily == "unix":
-        path = sa.addr if sa is not None and sa.family == "unix" else (listener.name if listener else None)
-        fd.name = path or fd.name
-        return
-    local = (info.laddr, info.lport) if info is not None else (None, None)
-    remote = (info.raddr, info.rport) if info is not None and info.rport else (
-        (sa.addr, sa.port) if sa is not None and sa.family in ("ipv4", "ipv6") else (None, None))
-    if server:
-        (fd.sip, fd.sport), (fd.cip, fd.cport) = local, remote
-    else:
-        (fd.cip, fd.cport), (fd.sip, fd.sport) = local, remote
-    if fd.sip is not None or fd.cip is not None:
-        fd.name = f"{fd.cip or '0.0.0.0'}:{fd.cport or 0}->{fd.sip or '0.0.0.0'}:{fd.sport or 0}"

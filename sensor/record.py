@@ -11,6 +11,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 # (name, struct format) in the order of `struct record_hdr`; the C types follow from the format.
 HDR_FIELDS: tuple[tuple[str, str], ...] = (
@@ -57,8 +58,10 @@ class RecordError(ValueError):
     """Bytes that are not a well-formed record (too short, or lengths past the end)."""
 
 
-@dataclass(slots=True)
-class Record:
+class Record(NamedTuple):
+    """One decoded record. A tuple (not a dataclass) so decode builds it in one C call from the unpacked header:
+    the per-record cost of the sensor's hot path, paid for every record including state-only ones."""
+
     kind: int
     ts: int  # CLOCK_MONOTONIC ns
     tgid: int
@@ -108,33 +111,58 @@ class Record:
 _NSCALAR = 25  # header fields before `args`, each one value
 assert HDR_FIELDS[_NSCALAR - 1][0] == "res" and HDR_FIELDS[_NSCALAR][0] == "args"
 assert HDR_FIELDS[_NSCALAR + 1][0] == "comm" and HDR_FIELDS[_NSCALAR + 2][0] == "len"
+# from tgid on, the header and Record agree in order (decode builds the Record from the header by slices)
+assert [n for n, _ in HDR_FIELDS[3:_NSCALAR]] == list(Record._fields[2:24])
 _ARGS = slice(_NSCALAR, _NSCALAR + 6)
 _COMM = _NSCALAR + 6
 _LENS = slice(_COMM + 1, _COMM + 7)
+_NO_SEGMENTS: tuple[bytes, ...] = (b"",) * 6
+_COMMS: dict[bytes, str] = {}  # comm bytes -> text: a host runs few distinct names, each decoded once
 
 
-def decode(data: bytes | bytearray | memoryview) -> Record:
-    """One ring-buffer record -> Record. Pure: no kernel, no state. (Hot path: unpacks by position.)"""
-    if len(data) < HDR_SIZE:
-        raise RecordError(f"record of {len(data)} bytes is shorter than its {HDR_SIZE}-byte header")
-    v = HDR.unpack_from(data, 0)
-    (ts, kind, _size, tgid, tid, ppid, loginuid, uid, gid, euid, egid, cap_i, cap_p, cap_e, tty, sid, pgid, cpu,
-     vtid, vpid, vpgid, level, init_ts, nr, res) = v[:_NSCALAR]
-    segments = []
-    off = HDR_SIZE
-    end = len(data)
-    for n in v[_LENS]:
-        if n:
-            if off + n > end:
-                raise RecordError(f"payload segment of {n} bytes at {off} runs past the {end}-byte record")
-            segments.append(bytes(data[off : off + n]))
-            off += n
-        else:
-            segments.append(b"")
-    comm: bytes = v[_COMM]
-    return Record(kind, ts, tgid, tid, ppid, -1 if loginuid == NO_LOGINUID_U32 else loginuid, uid, gid, euid, egid,
-                  cap_i, cap_p, cap_e, tty, sid, pgid, cpu, vtid, vpid, vpgid, level, init_ts, nr, res, v[_ARGS],
-                  comm.split(b"\0", 1)[0].decode("utf-8", "replace"), tuple(segments))
+def _comm(raw: bytes) -> str:
+    text = _COMMS.get(raw)
+    if text is None:
+        if len(_COMMS) >= 4096:
+            _COMMS.clear()
+        text = _COMMS[raw] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return text
+
+
+def decode(data: bytes | bytearray | memoryview, off: int = 0, length: int = -1) -> Record:
+    """One ring-buffer record -> Record: the record at data[off : off + length] (length -1: to the end).
+    Pure: no kernel, no state. (Hot path: unpacks by position, decodes the comm once per distinct name.)"""
+    end = len(data) if length < 0 else off + length
+    if end - off < HDR_SIZE or end > len(data):
+        raise RecordError(f"record of {end - off} bytes is shorter than its {HDR_SIZE}-byte header")
+    v = HDR.unpack_from(data, off)
+    lens = v[_LENS]
+    if lens == (0, 0, 0, 0, 0, 0):
+        segments = _NO_SEGMENTS
+    elif lens[1:] == (0, 0, 0, 0, 0):  # one path, the most common payload
+        pos = off + HDR_SIZE
+        n0 = lens[0]
+        if pos + n0 > end:
+            raise RecordError(f"payload segment of {n0} bytes at {HDR_SIZE} runs past the {end - off}-byte record")
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        segments = (chunk[pos : pos + n0], b"", b"", b"", b"", b"")
+    else:
+        segs = []
+        pos = off + HDR_SIZE
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        for n in lens:
+            if n:
+                if pos + n > end:
+                    raise RecordError(f"payload segment of {n} bytes at {pos - off} runs past the "
+                                      f"{end - off}-byte record")
+                segs.append(chunk[pos : pos + n])
+                pos += n
+            else:
+                segs.append(b"")
+        segments = tuple(segs)
+    loginuid = v[6]
+    return tuple.__new__(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                  *v[7:25], v[_ARGS], _comm(v[_COMM]), segments))
 
 
 def encode(rec: Record) -> bytes:

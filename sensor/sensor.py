@@ -1,6 +1,7 @@
 """The Sensor: loads probe.c into the kernel, reads its ring buffer, and turns records into enriched Events.
 
-Pipeline: kernel record bytes -> `record.decode` (pure) -> `enricher.Enricher` (process/fd tables from
+Pipeline: kernel record bytes, a batch at a time straight from the ring buffer's memory map (`ringbuf`) ->
+`record.decode` (pure) -> `enricher.Enricher` (process/fd tables from
 `state`, names, Falco parameter names from `syscalls`) -> `falconet.model.event.Event`. The Enricher needs no
 kernel, so everything after the ring buffer is testable with bytes alone; this module is the kernel side (the
 program's flags, the BPF maps user space controls, the ring buffer) and re-exports Enricher.
@@ -27,13 +28,14 @@ from falconet.sensor import btf as btfmod
 from falconet.sensor import cgroups, openfilter
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
-from falconet.sensor.record import RecordError
+from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
 
 __all__ = ["PROBE_C", "Enricher", "probe_source", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
 
 PROBE_C = Path(__file__).with_name("probe.c")
 SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
+BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
 
 
 class SensorError(Exception):
@@ -136,7 +138,7 @@ class Sensor:
         self.config = config or SensorConfig()
         self.config.validate()
         self._bpf: Any = None
-        self._raw: list[bytes] = []
+        self._rb: RingBuffer | None = None
         self._stats = SensorStats()
         self.enricher = Enricher(wanted=self.config.syscalls)
         self.untraced: frozenset[str] = frozenset()
@@ -170,7 +172,11 @@ class Sensor:
         except Exception as exc:  # bcc raises bare Exception for load failures
             raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
         self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
-        self._bpf[b"events"].open_ring_buffer(self._on_record)
+        try:
+            events = self._bpf[b"events"]
+            self._rb = RingBuffer(events.map_fd, int(events.max_entries))  # a ring buffer's size in bytes
+        except RingBufferError as exc:
+            raise SensorError(str(exc)) from None
         self._bpf[b"snaplen"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.snaplen)
         self.set_env_max(self.config.env_max)
         self._write_sysconf(self.config.syscalls)
@@ -185,6 +191,9 @@ class Sensor:
             self.enricher.table.seed_from_proc(boot_ns=boot_ns)
 
     def close(self) -> None:
+        if self._rb is not None:
+            self._rb.close()
+            self._rb = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -297,41 +306,30 @@ class Sensor:
 
     # --- data ------------------------------------------------------------------------------------------------
 
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> int:
-        self._raw.append(ctypes.string_at(data, size))
-        # Under a flood libbpf would keep consuming as long as the kernel keeps producing, so poll() would
-        # never return and the backlog would grow without bound. A negative return makes libbpf stop after
-        # this record (which it has consumed: nothing is lost or read twice); the rest waits in the ring
-        # buffer, where overflow is counted as kernel drops.
-        return -1 if len(self._raw) >= POLL_BATCH else 0
+    def _ring(self) -> RingBuffer:
+        if self._rb is None:
+            raise SensorError("the sensor is not started")
+        return self._rb
 
     def poll(self, timeout_ms: int = 100) -> list[Event]:
         """Waits up to timeout_ms for records; returns the enriched events (state-only records are absorbed).
 
-        Takes at most POLL_BATCH records per call, so a caller's loop stays responsive under any load."""
-        if self._bpf is None:
-            raise SensorError("the sensor is not started")
-        self._bpf.ring_buffer_poll(timeout_ms)
+        Takes at most POLL_BATCH records per call, so a caller's loop stays responsive under any load; the rest
+        waits in the ring buffer, where overflow is counted as kernel drops."""
+        rb = self._ring()
+        rb.wait(timeout_ms)
         now = time.monotonic()
         if now - self._last_sweep > SWEEP_SECONDS:
             self._last_sweep = now
             self._stats.swept += self.enricher.table.sweep()
-        return self._take()
+        return self._take(rb.read(POLL_BATCH))
 
-    def _take(self) -> list[Event]:
-        """Enriches the records the callback collected (state-only ones are absorbed)."""
-        raw, self._raw = self._raw, []
-        out: list[Event] = []
+    def _take(self, batch: Batch) -> list[Event]:
+        """Enriches one batch of records (state-only ones are absorbed)."""
         st = self._stats
-        for data in raw:
-            st.records += 1
-            try:
-                ev = self.enricher.feed(data)
-            except RecordError:
-                st.decode_errors += 1
-                continue
-            if ev is not None:
-                out.append(ev)
+        st.records += len(batch)
+        out, errors = self.enricher.feed_batch(batch.data, batch.offsets, batch.lengths)
+        st.decode_errors += errors
         st.events += len(out)
         return out
 
@@ -343,8 +341,7 @@ class Sensor:
         every syscall off first makes what remains finite (only process-exit records can still arrive), so
         consuming until a round reads nothing ends; the round bound is a guard, not the expected exit. The
         sensor keeps tracing nothing afterwards: close it."""
-        if self._bpf is None:
-            raise SensorError("the sensor is not started")
+        rb = self._ring()
         table = self._bpf[b"sysconf"]
         for spec in sc.BY_NAME.values():
             key = ctypes.c_int(spec.nr)
@@ -353,22 +350,26 @@ class Sensor:
             table[key] = leaf
         out: list[Event] = []
         # Each round takes up to POLL_BATCH records, each of at least 16 bytes in the ring.
-        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16):
-            before = self._stats.records
-            self._bpf.ring_buffer_consume()
-            out.extend(self._take())
-            if self._stats.records == before:
+        busy = 0
+        for _ in range(self.config.ringbuf_bytes // (16 * POLL_BATCH) + 16 + BUSY_ROUNDS):
+            batch = rb.read(POLL_BATCH)
+            if not batch.consumed:
+                if rb.available() and busy < BUSY_ROUNDS:  # a record still being written (BUSY): it is close
+                    busy += 1
+                    time.sleep(0.0001)
+                    continue
                 break
+            out.extend(self._take(batch))
         return out
 
+    def consume_batch(self, limit: int = POLL_BATCH) -> Batch:
+        """Takes up to `limit` records without waiting, undecoded, and counts nothing: for benchmarks that
+        time the stages poll() runs together (bench/pipeline_stages.py). Feed it to `enricher.feed_batch`."""
+        return self._ring().read(limit)
+
     def consume_raw(self) -> list[bytes]:
-        """Takes up to POLL_BATCH records without waiting, undecoded, and counts nothing: for benchmarks that
-        time the stages poll() runs together (bench/pipeline_stages.py). Feed them to `enricher.feed`."""
-        if self._bpf is None:
-            raise SensorError("the sensor is not started")
-        self._bpf.ring_buffer_consume()
-        raw, self._raw = self._raw, []
-        return raw
+        """consume_batch as one bytes object per record (a copy each): for tools that keep raw records."""
+        return self.consume_batch().records()
 
     def stats(self) -> SensorStats:
         st = self._stats

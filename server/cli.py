@@ -15,10 +15,12 @@ from collections.abc import Sequence
 _COMMAND_MODULES: tuple[str, ...] = (
     "falconet.server.run_cli",  # run
     "falconet.server.serve_cli",  # serve, publish
+    "falconet.server.fleet.aggregate_cli",  # aggregate
     "falconet.rules.cli",  # rules validate|list|test
     "falconet.certs.cli",  # certs init|client|inspect
     "falconet.sensor.cli",  # capture
     "falconet.sdk.generate_cli",  # sdk generate
+    "falconet.server.version_cli",  # version
 )
 # `falconet rules` subcommands that live in the server (they talk to NATS): given the rules subparsers.
 _RULES_EXTENSIONS: tuple[str, ...] = ("falconet.server.fleet.rules_cli",)  # rules push|pushed

@@ -38,6 +38,8 @@ from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.daemon_containers import with_containers
 from falconet.server.k8s_audit import K8sAuditEndpoint
 from falconet.server.metrics import DaemonMetrics
+from falconet.server.metrics_falco import falco_collector
+from falconet.server.overrides import Override
 from falconet.server.outputs import build_outputs, check_writable, close_all
 from falconet.server.pipeline import EngineBuilder, Pipeline, Running, apply_open_filter, engine_loop, load_warnings
 from falconet.server.reload import Reloader, ReloadFrom, restart_needed
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from falconet.rules.engine import Engine
     from falconet.server.app import AlertServer
     from falconet.server.config import ServerConfig
+    from falconet.server.fleet.output import NatsForwarder
 
 # Names that moved out of this module stay importable from it.
 __all__ = [
@@ -131,6 +134,7 @@ class Daemon:
         source: str | EventSource = "ebpf",
         config_path: Path | None = None,
         rules_override: Sequence[Path] = (),
+        overrides: Sequence[Override] = (),
         stdout: IO[str] | None = None,
         stderr: IO[str] | None = None,
         build_engine: EngineBuilder = build_engine,
@@ -138,15 +142,17 @@ class Daemon:
         self._initial_config = config
         self.source_spec = source if isinstance(source, str) else source.name
         self._given_source = None if isinstance(source, str) else source
-        self._origin = ReloadFrom(config_path, tuple(rules_override))
+        self._origin = ReloadFrom(config_path, tuple(rules_override), tuple(overrides))
         self._stdout = stdout
         self._stderr = stderr or sys.stderr
         self._build_engine = build_engine
         self.hostname = default_hostname()
         self.metrics = DaemonMetrics()
+        self.metrics.registry.register(falco_collector(self.metrics, self.hostname, self.source_spec))
         self.hub: Hub | None = None
         self.store: AlertStore | None = None
         self.server: AlertServer | None = None
+        self.nats_output: NatsForwarder | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
         self._k8s_audit: K8sAuditEndpoint | None = None  # the k8s audit endpoint, when configured
@@ -283,9 +289,15 @@ class Daemon:
         for out in outputs:
             out.start()
         parts.pipeline.swap(Running.of(cfg, parts.pipeline.running.engine, outputs))
+        pipeline = parts.pipeline
         if self.store is not None:  # after the outputs, so that its reports reach them too
-            pipeline = parts.pipeline
             self.store.start(self.hub, report=lambda alert: pipeline.emit(alert, internal=True))
+        if cfg.nats_output.enabled:  # the hub (and its store) is the nats output's spool: server/fleet/output.py
+            from falconet.server.fleet.output_start import start_forwarder
+
+            self.nats_output = start_forwarder(cfg.nats_output, self.hub, log=self.log, registry=self.metrics.registry,
+                                               report=lambda alert: pipeline.emit(alert, internal=True),
+                                               rules_version=lambda: self.rules_version)
         return bound
 
     def reload(self) -> bool:
@@ -297,7 +309,11 @@ class Daemon:
     def _engine_main(self) -> None:
         parts = self._prepared()
         try:
-            engine_loop(parts.source, parts.pipeline, parts.reporter.tick, self._stop)
+            def tick(counters: SourceCounters) -> None:
+                self.metrics.engine_report(counters.events, counters.dropped)  # for /healthz and scap metrics
+                parts.reporter.tick(counters)
+
+            engine_loop(parts.source, parts.pipeline, tick, self._stop)
         except BaseException as exc:  # reported by _main(); the daemon then stops with an error status
             self._engine_error = exc
 
@@ -318,6 +334,11 @@ class Daemon:
 
         engine_thread = threading.Thread(target=engine_main, name="falconet-engine", daemon=True)
         engine_thread.start()
+        health = self.metrics.health  # /readyz (server/health.py)
+        health.source_running = lambda: engine_thread.is_alive() and not self._stop.is_set()
+        health.rules_loaded = lambda: bool(parts.pipeline.running.engine.enabled_rules)  # the set running now
+        grpc_on = parts.pipeline.running.config.grpc.enabled
+        health.grpc_listening = lambda: not grpc_on or (self.server is not None and bool(self.server.addresses))
         reloading: list[asyncio.Future[bool]] = []
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -330,6 +351,7 @@ class Daemon:
         stop_task.cancel()
         done_task.cancel()
         self.log("stopping")
+        self.metrics.health.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if fleet_task is not None and self.fleet_rules is not None:
@@ -353,6 +375,8 @@ class Daemon:
                     f"warning: the {out.kind} output could not be closed cleanly ({out.close_error}); "
                     "alerts it had not yet written may be lost"
                 )
+        if self.nats_output is not None:
+            await self.nats_output.close()
         if self.server is not None:
             await self._drain_subscribers()
             await self.server.stop(1.0)

@@ -34,11 +34,13 @@ from falconet.server.config_containers import parse_append_output, parse_contain
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
+from falconet.server.fleet.output_config import NatsOutputConfig, read_nats_output
 from falconet.server.fleet.rules_config import FleetRulesConfig, read_fleet_rules
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
 from falconet.server.limits import Limits
+from falconet.server.overrides import Override, OverrideError, apply_overrides, blame
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -120,6 +122,7 @@ _KNOWN_KEYS = frozenset(
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
+        "nats_output",  # server/fleet/output_config.py
         "fleet_rules",  # server/fleet/rules_config.py
     }
 )
@@ -237,6 +240,8 @@ class DaemonConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
     k8s_audit: K8sAuditConfig | None = None
+    # Ours: forward every alert to NATS JetStream (server/fleet/output_config.py).
+    nats_output: NatsOutputConfig = field(default_factory=NatsOutputConfig)
     # Rules pushed to the fleet (docs/fleet-rules.md): the `fleet_rules` block (None: not watched), and the files
     # of the pushed version this configuration runs, loaded after the local rules files (never from the file).
     fleet_rules: FleetRulesConfig | None = None
@@ -274,8 +279,9 @@ class DaemonConfig:
         return out + list(self.fleet_rules_files)
 
 
-def load_config(path: Path) -> DaemonConfig:
-    """Reads and validates a configuration file; raises ConfigError listing every problem."""
+def load_config(path: Path, overrides: Sequence[Override] = ()) -> DaemonConfig:
+    """Reads and validates a configuration file (with -o overrides applied); raises ConfigError listing every
+    problem."""
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -286,7 +292,7 @@ def load_config(path: Path) -> DaemonConfig:
         raise ConfigError([problem], source=source) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([_not_utf8(path, exc)], source=source) from None
-    return parse_config(text, source=source, base_dir=path.resolve().parent)
+    return parse_config(text, source=source, base_dir=path.resolve().parent, overrides=overrides)
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
@@ -300,8 +306,22 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
     )
 
 
-def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> DaemonConfig:
-    """Validates configuration text (YAML); raises ConfigError listing every problem, each as a sentence."""
+def parse_config(
+    text: str, *, source: str = "<string>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+) -> DaemonConfig:
+    """Validates configuration text (YAML) with -o overrides (server/overrides.py) applied on top; raises
+    ConfigError listing every problem, each as a sentence (one about an overridden key names the override)."""
+    if overrides:
+        try:
+            return _parse_config(text, source=source, base_dir=base_dir, overrides=overrides)
+        except ConfigError as exc:
+            raise ConfigError(blame(exc.problems, overrides), source=exc.source) from None
+    return _parse_config(text, source=source, base_dir=base_dir)
+
+
+def _parse_config(
+    text: str, *, source: str, base_dir: Path | None, overrides: Sequence[Override] = ()
+) -> DaemonConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -311,6 +331,11 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
     if not isinstance(data, dict):
         problem = f"The top level must be a mapping of keys to values, got {show(data)}."
         raise ConfigError([problem], source=source)
+    if overrides:
+        try:
+            data = apply_overrides(data, list(overrides))
+        except OverrideError as exc:
+            raise ConfigError([str(exc)], source=source) from None
     top = Section(data, "", Problems(base_dir or Path.cwd()))
     _check_keys(top)
     d = DaemonConfig()
@@ -348,9 +373,12 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None =
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
+        nats_output=read_nats_output(top.section("nats_output")),
         fleet_rules=read_fleet_rules(top.section("fleet_rules"), alert_store.path),
         warnings=tuple(top.problems.warnings),
     )
+    if config.nats_output.enabled and not config.grpc_output:
+        top.problems.add("nats_output forwards the alert hub, which grpc_output.enabled: false leaves empty.")
     if top.problems.problems:
         raise ConfigError(top.problems.problems, source=source)
     return config

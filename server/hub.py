@@ -116,10 +116,13 @@ class AlertFilter:
     rules: frozenset[str] = frozenset()
     tags: frozenset[str] = frozenset()
     sources: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+    """Alert host names (issue 13): a node's alerts carry its own name, an aggregator's every node's."""
 
     @property
     def is_empty(self) -> bool:
-        return self.min_priority is None and not self.rules and not self.tags and not self.sources
+        return (self.min_priority is None and not self.rules and not self.tags and not self.sources
+                and not self.hosts)
 
     def matches(self, alert: Alert) -> bool:
         # Lower priority numbers are more severe (EMERGENCY = 0).
@@ -130,6 +133,8 @@ class AlertFilter:
         if self.sources and alert.source not in self.sources:
             return False
         if self.tags and self.tags.isdisjoint(alert.tags):
+            return False
+        if self.hosts and alert.hostname not in self.hosts:
             return False
         return True
 

@@ -4,7 +4,8 @@
 tags as ",a,b,", k8s_ns_name, k8s_pod_name) and exposed under that very name, so dashboards and alerting
 rules written for falco-exporter work unchanged. The rest says whether anything is lost and what evaluation
 costs: events seen, kernel drops, alerts dropped per output and per gRPC subscriber, alerts held back by the
-rate limiter, and rule evaluation time.
+rate limiter, and rule evaluation time. Falco's own metric names (`falcosecurity_*`) are server/metrics_falco.py,
+and the same listener answers the liveness and readiness probes (`/healthz`, `/readyz`: server/health.py).
 
 Counts are plain integers updated by the thread that owns them and read at scrape time by a collector, so the
 engine thread pays a dict update per alert, not a lock-protected prometheus_client child per label set.
@@ -12,16 +13,19 @@ engine thread pays a dict update per alert, not a lock-protected prometheus_clie
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
 from falconet.model.alert import Alert
+from falconet.server.health import Health, with_probes
 
 if TYPE_CHECKING:
     from falconet.server.store import StoreStats
@@ -55,7 +59,13 @@ class DaemonMetrics:
         self.events_seen = 0
         self.kernel_drops = 0
         self.alerts_rate_limited = 0
-        self.rules_reloads = 0
+        self.start_ns = time.time_ns()
+        self.reload_ns = self.start_ns
+        """When the running rules were loaded: at start, then at each successful reload."""
+        self._rules_reloads = 0
+        self.source_counters: tuple[int, int] | None = None
+        """(events read, events lost) of the event source, as of the engine thread's latest report."""
+        self.health = Health()
         self.rules_reload_failures = 0
         self.engine_errors = 0
         # Sources read at scrape time, set by the daemon: output kind -> (dropped queue full, failed writes),
@@ -76,6 +86,21 @@ class DaemonMetrics:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
+    @property
+    def rules_reloads(self) -> int:
+        return self._rules_reloads
+
+    @rules_reloads.setter
+    def rules_reloads(self, value: int) -> None:
+        """A successful reload counts here (server/reload.py), which is also when the new rules took over."""
+        self._rules_reloads = value
+        self.reload_ns = time.time_ns()
+
+    def engine_report(self, events: int, dropped: int) -> None:
+        """The engine thread's once-a-second report: the source's counters, and a sign of life."""
+        self.source_counters = (events, dropped)
+        self.health.engine_pass()
+
     def count_alert(self, alert: Alert) -> None:
         key = falco_events_labels(alert)
         with self._lock:
@@ -91,8 +116,17 @@ class DaemonMetrics:
             self.rule_eval_seconds.observe(seconds / events)
 
     def serve(self, address: str, port: int) -> tuple[str, int]:
-        """Starts the HTTP endpoint in a background thread; returns the bound (address, port)."""
-        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        """Starts the HTTP endpoint (/metrics, /healthz, /readyz) in a background thread; returns the bound
+        (address, port). Raises OSError when it cannot listen."""
+        family, addr = _best_family(address, port)
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        app = with_probes(make_wsgi_app(self.registry), self.health)
+        server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
+        thread = threading.Thread(target=server.serve_forever, name="falconet-metrics", daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         host, bound = server.server_address[:2]
         return str(host), int(bound)
@@ -105,6 +139,12 @@ class DaemonMetrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+def _best_family(address: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """IPv4 or IPv6, as the address says (the WSGI server binds IPv4 only unless told)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return family, str(sockaddr[0])
 
 
 class _Collector:

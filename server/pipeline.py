@@ -44,6 +44,10 @@ class RuleEngine(Protocol):
     @property
     def load_result(self) -> LoadReport: ...
 
+    @property
+    def enabled_rules(self) -> Sequence[object]:
+        """The rules that can alert (the daemon is not ready with none: server/health.py)."""
+
     def process(self, event: Event | AuditEvent) -> list[Alert]: ...
 
     def open_path_prefixes(self) -> dict[str, list[str]] | None:

@@ -23,6 +23,7 @@ from typing import IO, Protocol
 from falconet.model.alert import Priority
 from falconet.server.config import parse_listen
 from falconet.server.daemon_config import DaemonConfig, load_config
+from falconet.server.overrides import Override
 from falconet.server.errors import ConfigError, describe_error
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import build_outputs, check_writable, close_all
@@ -48,6 +49,7 @@ class ReloadFrom:
 
     config_path: Path | None
     rules_override: tuple[Path, ...] = ()
+    overrides: tuple[Override, ...] = ()  # -o KEY=VALUE, applied again on every reload
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,7 @@ class Reloader:
         if fleet is not None:
             config = current.with_fleet_rules(fleet.files)
         else:
-            config = load_config(origin.config_path) if origin.config_path is not None else current
+            config = load_config(origin.config_path, origin.overrides) if origin.config_path is not None else current
             if origin.rules_override:
                 config = config.with_rules(origin.rules_override)
             config = config.with_fleet_rules(current.fleet_rules_files)
@@ -146,8 +148,8 @@ class Reloader:
 
     def _swap(self, new: Running) -> None:
         if restart_needed(self._pipeline.running.config, new.config):
-            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint, alert_store "
-                      "and fleet_rules changes take effect at the next restart")
+            self._log("warning: grpc, webserver, ring buffer, container_engines, k8s audit endpoint, alert_store, "
+                      "fleet_rules and nats_output changes take effect at the next restart")
         for out in new.outputs:
             out.start()
         # Filter off while the engine changes, so neither rule set misses an open in between; the new
@@ -195,5 +197,6 @@ def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.alert_store != new.alert_store
         or old.k8s_audit != new.k8s_audit
         or old.fleet_rules != new.fleet_rules
+        or old.nats_output != new.nats_output
     )
 

@@ -27,13 +27,17 @@ def parse_filter(msg: types_pb2.Filter) -> AlertFilter:
             raise RequestError(
                 f"filter.min_priority {msg.min_priority} is not a priority; expected one of {names}"
             ) from None
-    for label, values in (("rules", msg.rules), ("tags", msg.tags), ("sources", msg.sources)):
+    for label, values in (
+        ("rules", msg.rules), ("tags", msg.tags), ("sources", msg.sources), ("hosts", msg.hosts)
+    ):
         for i, value in enumerate(values):
             if not value or value != value.strip():
                 raise RequestError(
                     f"filter.{label}[{i}] {value!r} must be a non-empty name without spaces around it"
                 )
-    return AlertFilter(min_priority, frozenset(msg.rules), frozenset(msg.tags), frozenset(msg.sources))
+    return AlertFilter(
+        min_priority, frozenset(msg.rules), frozenset(msg.tags), frozenset(msg.sources), frozenset(msg.hosts)
+    )
 
 
 @dataclass(frozen=True, slots=True)

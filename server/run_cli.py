@@ -21,6 +21,8 @@ examples:
       another config; -r replaces the config's rules_files (files or directories, loaded in order)
   falconet run -c ./falconet.yaml --source replay:capture.jsonl
       replay a capture (from `falconet capture`) through the same engine and outputs, without root
+  falconet run -o webserver.listen_address=0.0.0.0 -o rules_files[]=/etc/falconet/extra.yaml
+      Falco's -o KEY=VALUE: set one config key (dots for nesting, [N] or [] for lists; the value is YAML)
   falconet run -c ./falconet.yaml --source none
       only the Kubernetes audit endpoint (webserver.k8s_audit_endpoint in the config), without root
   kill -HUP $(pidof -x falconet)
@@ -58,6 +60,9 @@ def register(sub: Any) -> None:
                    "uses /var/lib/falconet/alerts.db)")
     p.add_argument("--no-store", action="store_true",
                    help="keep alerts in memory only (no persistent store)")
+    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, as Falco's -o (e.g. webserver.listen_port=8765); repeatable; "
+                   "kept across SIGHUP reloads")
     p.set_defaults(func=_run)
 
     i = sub.add_parser(
@@ -76,6 +81,7 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from falconet.server.daemon import Daemon
     from falconet.server.daemon_config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+    from falconet.server.overrides import OverrideError, parse_all
 
     path: Path = args.config or DEFAULT_CONFIG_PATH
     if args.config is None and not path.exists():
@@ -86,16 +92,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        config = load_config(path)
+        overrides = parse_all(args.option)
+        config = load_config(path, overrides)
         if args.rules:
             config = config.with_rules(args.rules)
         if args.store is not None or args.no_store:
             store: Path | None = None if args.no_store else Path(args.store).absolute()
             config = dataclasses.replace(config, alert_store=dataclasses.replace(config.alert_store, path=store))
-    except ConfigError as exc:
+    except (ConfigError, OverrideError) as exc:
         print(f"falconet run: {exc}", file=sys.stderr)
         return 1
-    daemon = Daemon(config, source=args.source, config_path=path, rules_override=args.rules)
+    daemon = Daemon(config, source=args.source, config_path=path, rules_override=args.rules, overrides=overrides)
     return daemon.run()
 
 

@@ -96,6 +96,12 @@ def register(sub: Any) -> None:
     serve.add_argument(
         "--crl", type=Path, help="revoked client certificates (default: crl.pem next to the CA certificate)"
     )
+    serve.add_argument("--nats-output", type=Path, metavar="FILE",
+                       help="forward every alert to NATS JetStream as configured by the nats_output block of this "
+                       "YAML file (the falconet.yaml keys; docs/fleet.md)")
+    serve.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a grpc.* or alert_store.* key of the daemon's configuration, as Falco's -o "
+                       "(e.g. grpc.retention=50000); repeatable; applied after the flags")
     _limit_arguments(serve)
     serve.set_defaults(func=run_serve)
 
@@ -183,10 +189,20 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.certs.errors import CertError as CertificateError
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
+    from falconet.server.overrides import OverrideError, parse_all
+    from falconet.server.overrides_serve import with_overrides
 
     try:
-        server = AlertServer(_server_config(args))
-    except (ConfigError, CertificateError) as exc:
+        nats_output = None
+        if args.nats_output is not None:
+            from falconet.server.fleet.output_config import load_nats_output
+
+            nats_output = load_nats_output(args.nats_output)
+        config = _server_config(args)
+        if args.option:
+            config = with_overrides(config, parse_all(args.option))
+        server = AlertServer(config)
+    except (ConfigError, CertificateError, OverrideError) as exc:
         print(f"falconet serve: {exc}", file=sys.stderr)
         return 2
 
@@ -212,7 +228,15 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         for address in bound:
             print(f"listening on {address}", flush=True)
+        forwarder = None
+        if nats_output is not None and nats_output.enabled:  # the hub is its spool (server/fleet/output.py)
+            from falconet.server.fleet.output_start import start_forwarder
+
+            forwarder = start_forwarder(nats_output, server.hub, report=server.hub.publish,
+                                        log=lambda m: print(f"falconet serve: {m}", file=sys.stderr, flush=True))
         await stop.wait()
+        if forwarder is not None:
+            await forwarder.close()
         await server.stop(2.0)
         return 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from falconet.model.event import Event
 from falconet.server.errors import DaemonError
+from falconet.server.kernel_headers import headers_problem
 from falconet.server.source import EventSource, KernelFilter, SourceCounters, SourceKind, SourceRequest
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
@@ -94,6 +95,9 @@ def _preflight() -> None:
             f"the eBPF sensor needs root (running as uid {os.geteuid()}); run as root, "
             "or replay a capture without root with --source replay:FILE"
         )
+    headers = headers_problem()  # server/kernel_headers.py: the node requirement bcc brings
+    if headers:
+        raise DaemonError(headers)
     missing = missing_bpf_capabilities()
     if missing:
         raise DaemonError(

@@ -65,6 +65,7 @@ class Query:
     rules: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
     start: str | Cursor = "now"
 
     @classmethod
@@ -76,19 +77,21 @@ class Query:
         tags: Iterable[str] | str,
         sources: Iterable[str] | str,
         start: StartPosition,
+        hosts: Iterable[str] | str = (),
     ) -> Query:
         return cls(
             min_priority=parse_priority(min_priority),
             rules=_names("rule name", rules),
             tags=_names("tag", tags),
             sources=_names("source", sources),
+            hosts=_names("host name", hosts),
             start=parse_start(start),
         )
 
     def filter_proto(self) -> types_pb2.Filter | None:
-        if self.min_priority is None and not (self.rules or self.tags or self.sources):
+        if self.min_priority is None and not (self.rules or self.tags or self.sources or self.hosts):
             return None
-        f = types_pb2.Filter(rules=self.rules, tags=self.tags, sources=self.sources)
+        f = types_pb2.Filter(rules=self.rules, tags=self.tags, sources=self.sources, hosts=self.hosts)
         if self.min_priority is not None:
             f.min_priority = int(self.min_priority)  # type: ignore[assignment]
         return f

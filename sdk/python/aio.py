@@ -78,10 +78,13 @@ class AsyncClient(ClientBase):
         rules: Iterable[str] | str = (),
         tags: Iterable[str] | str = (),
         sources: Iterable[str] | str = (),
+        hosts: Iterable[str] | str = (),
         start: StartPosition = "oldest",
     ) -> list[Alert]:
         """The retained alerts matching the filters, from `start` on; non-destructive (see `Client.get`)."""
-        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        query = Query.build(
+            min_priority=min_priority, rules=rules, tags=tags, sources=sources, hosts=hosts, start=start
+        )
         stub = outputs_pb2_grpc.serviceStub(await self._chan())
         call = stub.get(query.falco_request(), timeout=self._timeout)
         try:
@@ -98,6 +101,7 @@ class AsyncClient(ClientBase):
         rules: Iterable[str] | str = (),
         tags: Iterable[str] | str = (),
         sources: Iterable[str] | str = (),
+        hosts: Iterable[str] | str = (),
         start: StartPosition = "now",
         batched: bool = False,
     ) -> AsyncGenerator[Alert, None]:
@@ -106,7 +110,9 @@ class AsyncClient(ClientBase):
         Awaiting it checks the arguments and the first connection, then returns the iterator:
         `async for alert in await client.subscribe(...)`.
         """
-        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        query = Query.build(
+            min_priority=min_priority, rules=rules, tags=tags, sources=sources, hosts=hosts, start=start
+        )
         await self.version()
         return self._subscription(Resume(query), batched)
 

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--source", action="append", default=[], metavar="SRC", help="only this source (repeatable)"
     )
+    f.add_argument(
+        "--hostname", action="append", default=[], metavar="NAME",
+        help="only alerts of this host (repeatable; a fleet aggregator serves many, a node only its own)",
+    )
     f.add_argument("--count", metavar="N", type=_positive, help="stop after N alerts")
 
     parser = argparse.ArgumentParser(
@@ -225,6 +229,7 @@ def _alerts(client: Client, args: argparse.Namespace) -> int:
         "rules": args.rule,
         "tags": args.tag,
         "sources": args.source,
+        "hosts": args.hostname,
     }
     alerts: Iterable[Alert]
     if args.command == "subscribe":

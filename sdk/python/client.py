@@ -86,13 +86,16 @@ class Client(ClientBase):
         rules: Iterable[str] | str = (),
         tags: Iterable[str] | str = (),
         sources: Iterable[str] | str = (),
+        hosts: Iterable[str] | str = (),
         start: StartPosition = "oldest",
     ) -> list[Alert]:
         """The retained alerts matching the filters, from `start` on (default: the oldest retained).
 
         Non-destructive: it moves no cursor on the server. To poll, pass the last alert's cursor as `start`.
         """
-        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        query = Query.build(
+            min_priority=min_priority, rules=rules, tags=tags, sources=sources, hosts=hosts, start=start
+        )
         stub = outputs_pb2_grpc.serviceStub(self._chan())
         call = stub.get(query.falco_request(), timeout=self._timeout)
         try:
@@ -111,6 +114,7 @@ class Client(ClientBase):
         rules: Iterable[str] | str = (),
         tags: Iterable[str] | str = (),
         sources: Iterable[str] | str = (),
+        hosts: Iterable[str] | str = (),
         start: StartPosition = "now",
         batched: bool = False,
     ) -> Generator[Alert, None, None]:
@@ -122,7 +126,9 @@ class Client(ClientBase):
         back-off, resuming after the last alert delivered. Arguments are checked now (ConfigError), before
         the first `next()`. `close()` on the returned generator (or on the client) ends the stream.
         """
-        query = Query.build(min_priority=min_priority, rules=rules, tags=tags, sources=sources, start=start)
+        query = Query.build(
+            min_priority=min_priority, rules=rules, tags=tags, sources=sources, hosts=hosts, start=start
+        )
         self.version()  # fail fast, with the reason, if the server cannot be reached at all
         return self._subscription(Resume(query), batched)
 

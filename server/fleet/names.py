@@ -47,6 +47,7 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_EPOCH = "Falconet-Epoch"
 HEADER_SEQ = "Falconet-Seq"
 HEADER_HOST = "Falconet-Host"
+"""Its value is `escape_host(host)`, the subject's token (a header value must not carry control characters)."""
 
 _KEEP = re.compile(r"[A-Za-z0-9_-]")
 _TOKEN = re.compile(r"(?:[A-Za-z0-9_-]|=[0-9A-F]{2})+|=")
@@ -97,6 +98,18 @@ def alert_subject(host: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
 def all_alerts(prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
     """The subject filter that matches every node's alerts (the stream's subjects)."""
     return f"{prefix}.*"
+
+
+FLEET_TOKEN = "=fleet"
+"""The subject token of the aggregators' own internal alerts (a node fell silent, bad input was found). No host
+name escapes to it (`escape_host` writes only upper-case hex after '='), so no node can publish there under its
+own name, and `all_alerts` still matches it: the alerts sit in the stream and every aggregator serves them at
+the same cursor. Aggregators publish them with a message id both would compute, so JetStream keeps one."""
+
+
+def fleet_subject(prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:
+    """The subject aggregators publish their internal alerts on."""
+    return f"{prefix}.{FLEET_TOKEN}"
 
 
 def host_of_subject(subject: str, prefix: str = DEFAULT_SUBJECT_PREFIX) -> str:

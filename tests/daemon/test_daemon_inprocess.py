@@ -29,6 +29,10 @@ class _FailsOnSecond:
         self.event_types = engine.event_types
         self.load_result = engine.load_result
 
+    @property
+    def enabled_rules(self) -> list[object]:
+        return list(self.engine.enabled_rules)
+
     def process(self, event: Event | AuditEvent) -> list[Alert]:
         if event.num == 2:
             raise KeyError("boom")

@@ -102,6 +102,8 @@ type Filter struct {
 	Rules       []string
 	Tags        []string
 	Sources     []string
+	// Hosts selects alerts by host name (a fleet aggregator serves many hosts; a node only its own).
+	Hosts []string
 }
 
 var priorityAliases = map[string]schema.Priority{"INFO": schema.Priority_INFORMATIONAL}
@@ -119,10 +121,10 @@ func ParsePriority(s string) (schema.Priority, error) {
 }
 
 func (f Filter) proto() (*typesv1.Filter, error) {
-	if f.MinPriority == "" && len(f.Rules) == 0 && len(f.Tags) == 0 && len(f.Sources) == 0 {
+	if f.MinPriority == "" && len(f.Rules) == 0 && len(f.Tags) == 0 && len(f.Sources) == 0 && len(f.Hosts) == 0 {
 		return nil, nil
 	}
-	pf := &typesv1.Filter{Rules: f.Rules, Tags: f.Tags, Sources: f.Sources}
+	pf := &typesv1.Filter{Rules: f.Rules, Tags: f.Tags, Sources: f.Sources, Hosts: f.Hosts}
 	if f.MinPriority != "" {
 		p, err := ParsePriority(f.MinPriority)
 		if err != nil {

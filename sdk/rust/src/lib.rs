@@ -76,6 +76,8 @@ pub struct Filter {
     pub rules: Vec<String>,
     pub tags: Vec<String>,
     pub sources: Vec<String>,
+    /// Alert host names (a fleet aggregator serves many hosts; a node only its own).
+    pub hosts: Vec<String>,
 }
 
 impl Filter {
@@ -84,6 +86,7 @@ impl Filter {
             && self.rules.is_empty()
             && self.tags.is_empty()
             && self.sources.is_empty()
+            && self.hosts.is_empty()
         {
             return Ok(None);
         }
@@ -96,6 +99,7 @@ impl Filter {
             rules: self.rules.clone(),
             tags: self.tags.clone(),
             sources: self.sources.clone(),
+            hosts: self.hosts.clone(),
         }))
     }
 }

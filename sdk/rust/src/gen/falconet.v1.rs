@@ -27,6 +27,10 @@ pub struct Filter {
     /// Only alerts from these sources ("syscall", "internal", ...). Empty: any source.
     #[prost(string, repeated, tag="4")]
     pub sources: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only alerts of these hosts (the alert's hostname, exact). Empty: any host. A node holds only its own
+    /// alerts, so it matches only its own name; `falconet aggregate` serves every node's.
+    #[prost(string, repeated, tag="5")]
+    pub hosts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Where to start reading.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from falconet.sdk.api.falco import schema_pb2 as falconet_dot_sdk_dot_api_dot_falco_dot_schema__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(falconet/sdk/api/falconet/v1/types.proto\x12\x0b\x66\x61lconet.v1\x1a#falconet/sdk/api/falco/schema.proto\")\n\x06\x43ursor\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"z\n\x06\x46ilter\x12\x31\n\x0cmin_priority\x18\x01 \x01(\x0e\x32\x16.falco.schema.priorityH\x00\x88\x01\x01\x12\r\n\x05rules\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0f\n\x07sources\x18\x04 \x03(\tB\x0f\n\r_min_priority\"\xb1\x01\n\x05Start\x12/\n\x08position\x18\x01 \x01(\x0e\x32\x1b.falconet.v1.Start.PositionH\x00\x12$\n\x05\x61\x66ter\x18\x02 \x01(\x0b\x32\x13.falconet.v1.CursorH\x00\"K\n\x08Position\x12\x18\n\x14POSITION_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOSITION_OLDEST\x10\x01\x12\x10\n\x0cPOSITION_NOW\x10\x02\x42\x04\n\x02\x61tB5Z3falconet.local/sdk/go/api/falconet/v1/types;typesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(falconet/sdk/api/falconet/v1/types.proto\x12\x0b\x66\x61lconet.v1\x1a#falconet/sdk/api/falco/schema.proto\")\n\x06\x43ursor\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\"\x89\x01\n\x06\x46ilter\x12\x31\n\x0cmin_priority\x18\x01 \x01(\x0e\x32\x16.falco.schema.priorityH\x00\x88\x01\x01\x12\r\n\x05rules\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0f\n\x07sources\x18\x04 \x03(\t\x12\r\n\x05hosts\x18\x05 \x03(\tB\x0f\n\r_min_priority\"\xb1\x01\n\x05Start\x12/\n\x08position\x18\x01 \x01(\x0e\x32\x1b.falconet.v1.Start.PositionH\x00\x12$\n\x05\x61\x66ter\x18\x02 \x01(\x0b\x32\x13.falconet.v1.CursorH\x00\"K\n\x08Position\x12\x18\n\x14POSITION_UNSPECIFIED\x10\x00\x12\x13\n\x0fPOSITION_OLDEST\x10\x01\x12\x10\n\x0cPOSITION_NOW\x10\x02\x42\x04\n\x02\x61tB5Z3falconet.local/sdk/go/api/falconet/v1/types;typesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z3falconet.local/sdk/go/api/falconet/v1/types;typesv1'
   _globals['_CURSOR']._serialized_start=94
   _globals['_CURSOR']._serialized_end=135
-  _globals['_FILTER']._serialized_start=137
-  _globals['_FILTER']._serialized_end=259
-  _globals['_START']._serialized_start=262
-  _globals['_START']._serialized_end=439
-  _globals['_START_POSITION']._serialized_start=358
-  _globals['_START_POSITION']._serialized_end=433
+  _globals['_FILTER']._serialized_start=138
+  _globals['_FILTER']._serialized_end=275
+  _globals['_START']._serialized_start=278
+  _globals['_START']._serialized_end=455
+  _globals['_START_POSITION']._serialized_start=374
+  _globals['_START_POSITION']._serialized_end=449
 # @@protoc_insertion_point(module_scope)

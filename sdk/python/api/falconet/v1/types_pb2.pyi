@@ -17,16 +17,18 @@ class Cursor(_message.Message):
     def __init__(self, epoch: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
-    __slots__ = ("min_priority", "rules", "tags", "sources")
+    __slots__ = ("min_priority", "rules", "tags", "sources", "hosts")
     MIN_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
     min_priority: _schema_pb2.priority
     rules: _containers.RepeatedScalarFieldContainer[str]
     tags: _containers.RepeatedScalarFieldContainer[str]
     sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, min_priority: _Optional[_Union[_schema_pb2.priority, str]] = ..., rules: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, min_priority: _Optional[_Union[_schema_pb2.priority, str]] = ..., rules: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Start(_message.Message):
     __slots__ = ("position", "after")

@@ -124,6 +124,12 @@ class Filter(betterproto2.Message):
     Only alerts from these sources ("syscall", "internal", ...). Empty: any source.
     """
 
+    hosts: "list[str]" = betterproto2.field(5, betterproto2.TYPE_STRING, repeated=True)
+    """
+    Only alerts of these hosts (the alert's hostname, exact). Empty: any host. A node holds only its own
+    alerts, so it matches only its own name; `falconet aggregate` serves every node's.
+    """
+
 
 default_message_pool.register_message("falconet.v1", "Filter", Filter)
 

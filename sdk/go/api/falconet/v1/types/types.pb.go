@@ -143,7 +143,10 @@ type Filter struct {
 	// Only alerts carrying at least one of these tags. Empty: any tags.
 	Tags []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
 	// Only alerts from these sources ("syscall", "internal", ...). Empty: any source.
-	Sources       []string `protobuf:"bytes,4,rep,name=sources,proto3" json:"sources,omitempty"`
+	Sources []string `protobuf:"bytes,4,rep,name=sources,proto3" json:"sources,omitempty"`
+	// Only alerts of these hosts (the alert's hostname, exact). Empty: any host. A node holds only its own
+	// alerts, so it matches only its own name; `falconet aggregate` serves every node's.
+	Hosts         []string `protobuf:"bytes,5,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +205,13 @@ func (x *Filter) GetTags() []string {
 func (x *Filter) GetSources() []string {
 	if x != nil {
 		return x.Sources
+	}
+	return nil
+}
+
+func (x *Filter) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
 	}
 	return nil
 }
@@ -299,12 +309,13 @@ const file_falconet_sdk_api_falconet_v1_types_proto_rawDesc = "" +
 	"(falconet/sdk/api/falconet/v1/types.proto\x12\vfalconet.v1\x1a#falconet/sdk/api/falco/schema.proto\":\n" +
 	"\x06Cursor\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\x9d\x01\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\"\xb3\x01\n" +
 	"\x06Filter\x12>\n" +
 	"\fmin_priority\x18\x01 \x01(\x0e2\x16.falco.schema.priorityH\x00R\vminPriority\x88\x01\x01\x12\x14\n" +
 	"\x05rules\x18\x02 \x03(\tR\x05rules\x12\x12\n" +
 	"\x04tags\x18\x03 \x03(\tR\x04tags\x12\x18\n" +
-	"\asources\x18\x04 \x03(\tR\asourcesB\x0f\n" +
+	"\asources\x18\x04 \x03(\tR\asources\x12\x14\n" +
+	"\x05hosts\x18\x05 \x03(\tR\x05hostsB\x0f\n" +
 	"\r_min_priority\"\xc2\x01\n" +
 	"\x05Start\x129\n" +
 	"\bposition\x18\x01 \x01(\x0e2\x1b.falconet.v1.Start.PositionH\x00R\bposition\x12+\n" +

@@ -1,0 +1,159 @@
+"""`falconet aggregate`: the whole fleet's alerts, from the JetStream stream, through a node's own gRPC API.
+
+Start-up: connect to NATS, wait for the stream (the nodes create it; an aggregator never shapes it), derive the
+cursor epoch from it, fill the ring with the newest `retention` messages and follow the stream live (an ordered
+consumer), and serve once caught up to what the stream held at start, so the first client never sees a hole
+that later fills. Older alerts are read from the stream when asked for. Nothing the aggregator keeps is needed
+by another: cursors are stream positions, Falco cursors live in CURSORS_BUCKET, node liveness is re-read from
+NODES_BUCKET and the stream, and internal alerts are written into the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+from nats.js.client import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from falconet.server.fleet.aggregate_config import AggregateConfig
+from falconet.server.fleet.aggregate_hub import FleetHub
+from falconet.server.fleet.aggregate_nodes import NodeWatch
+from falconet.server.fleet.aggregate_serve import FalcoCursors, FleetServer, cancel
+from falconet.server.fleet.aggregate_stream import StreamSource
+from falconet.server.fleet.connection import connect
+from falconet.server.fleet.names import CURSORS_BUCKET, NODES_BUCKET
+
+log = logging.getLogger("falconet.aggregate")
+
+REFRESH_SECONDS = 5.0
+"""How often the stream's oldest sequence is re-read (its limits remove old messages)."""
+STREAM_RETRY_SECONDS = 1.0
+NATS_LOG_SECONDS = 30.0
+
+
+class Aggregator:
+    """One aggregator: `start()` returns the bound addresses; `stop()` ends everything it started."""
+
+    def __init__(self, config: AggregateConfig) -> None:
+        self.config = config
+        self.server_config = config.server_config()
+        self.server_config.validate()  # a bad listen address or TLS file is reported before NATS is tried
+        self.nc: NatsClient | None = None
+        self.source: StreamSource | None = None
+        self.hub: FleetHub | None = None
+        self.nodes: NodeWatch | None = None
+        self.cursors: FalcoCursors | None = None
+        self.server: FleetServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._logged: dict[str, float] = {}
+        self._closing = False
+
+    async def start(self) -> list[str]:
+        cfg = self.config
+        self.nc = await connect(cfg.nats, error_cb=self._nats_error, disconnected_cb=self._disconnected,
+                                reconnected_cb=self._reconnected)
+        js = self.nc.jetstream()
+        source = self.source = await self._open_stream(js)
+        retention = self.server_config.retention
+        start_seq = max(source.first_seq, source.last_seq - retention + 1, 1)
+        hub = self.hub = FleetHub(retention, source.epoch, cfg.hostname, start_seq=start_seq)
+        hub.known_last = source.last_seq
+        hub.reads = source
+        replicas = await self._replicas(js)
+        nodes = self.nodes = NodeWatch(js, cfg.subject_prefix, cfg.silence_timeout, cfg.hostname)
+        source.listener = nodes
+        cursors_kv = await _bucket(js, CURSORS_BUCKET, replicas)
+        nodes_kv = await _bucket(js, NODES_BUCKET, replicas)
+        self.cursors = FalcoCursors(hub, cursors_kv)
+        await source.start_feed(hub, start_seq)
+        await hub.wait_for(source.last_seq)  # caught up with what the stream held at start
+        log.info("stream %s (epoch %s): serving from sequence %d, ring from %d, newest %d", cfg.stream,
+                 source.epoch, source.first_seq, start_seq, source.last_seq)
+        self.server = FleetServer(self.server_config, hub, self.cursors)
+        addresses = await self.server.start()
+        period = min(1.0, cfg.silence_timeout / 4)
+        self._tasks = [asyncio.ensure_future(nodes.run(nodes_kv, period)),
+                       asyncio.ensure_future(self.cursors.run()),
+                       asyncio.ensure_future(self._refresh())]
+        return addresses
+
+    async def _nats_error(self, exc: Exception) -> None:
+        """One line per kind of error per NATS_LOG_SECONDS (nats-py retries for ever; its default prints a
+        traceback per attempt)."""
+        now = time.monotonic()
+        kind = type(exc).__name__
+        if now - self._logged.get(kind, -NATS_LOG_SECONDS) >= NATS_LOG_SECONDS:
+            self._logged[kind] = now
+            log.warning("NATS %s: %s (retrying)", self.config.nats.describe(), exc or kind)
+
+    async def _disconnected(self) -> None:
+        if self._closing:
+            return
+        log.warning("disconnected from NATS %s; serving what is held, reconnecting", self.config.nats.describe())
+
+    async def _reconnected(self) -> None:
+        log.info("reconnected to NATS %s", self.config.nats.describe())
+
+    async def _open_stream(self, js: JetStreamContext) -> StreamSource:
+        """The stream, waiting (one log line) until the nodes have created it."""
+        said = False
+        while True:
+            try:
+                return await StreamSource.open(js, self.config.stream, self.config.subject_prefix)
+            except NotFoundError:
+                if not said:
+                    log.warning("stream %s does not exist yet on %s; waiting for the nodes to create it",
+                                self.config.stream, self.config.nats.describe())
+                    said = True
+            await asyncio.sleep(STREAM_RETRY_SECONDS)  # retry period of a condition, not synchronisation
+
+    async def _replicas(self, js: JetStreamContext) -> int:
+        info = await js.stream_info(self.config.stream)
+        return info.config.num_replicas or 1
+
+    async def _refresh(self) -> None:
+        assert self.source is not None
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)  # the refresh period
+            try:
+                await self.source.refresh()
+            except Exception as exc:  # noqa: BLE001 - NATS away: the ordered consumer recovers; try again
+                log.warning("cannot read stream %s's state: %s", self.config.stream, exc)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        self._closing = True
+        if self.server is not None:
+            await self.server.stop(grace)
+        for task in self._tasks:
+            await cancel(task)
+        self._tasks = []
+        if self.cursors is not None:
+            with contextlib.suppress(Exception):
+                await self.cursors.flush()
+        if self.nodes is not None:
+            self.nodes.flush_bad(force=True)
+            with contextlib.suppress(Exception):
+                await self.nodes.send()
+        if self.source is not None:
+            await self.source.stop_feed()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+
+async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:
+    """A key-value bucket, created (one value per key) if nobody has yet."""
+    try:
+        return await js.key_value(name)
+    except (BucketNotFoundError, NotFoundError):
+        pass
+    try:
+        return await js.create_key_value(api.KeyValueConfig(bucket=name, history=1, replicas=replicas))
+    except Exception:  # noqa: BLE001 - another component created it meanwhile (with its own settings)
+        return await js.key_value(name)

@@ -1,0 +1,107 @@
+"""`falconet aggregate`: the command line over server/fleet/aggregate.py (flags override the file's keys)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = """\
+examples:
+  falconet aggregate -c /etc/falconet/aggregate.yaml
+  falconet aggregate --servers nats://nats-0:4222 --listen 0.0.0.0:5060 --certs /etc/falconet/certs \\
+      --listen unix:///run/falconet/aggregate.sock
+  falco-client --unix-socket /run/falconet/aggregate.sock subscribe --hostname node-1
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "aggregate",
+        help="serve every node's alerts from the fleet's JetStream stream (the node's gRPC API)",
+        description="Reads the fleet's JetStream stream and serves it with the gRPC services a node serves "
+        "(Falco's outputs and version, Falconet's batched stream), over UNIX sockets and mTLS TCP. Cursors are "
+        "stream positions: any aggregator of the stream resumes any client. Prints 'listening on ADDR' per "
+        "address once caught up; SIGTERM or Ctrl-C stops it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-c", "--config", type=Path, metavar="FILE", help="YAML file with an `aggregate` block")
+    p.add_argument("--servers", action="append", metavar="URL", help="NATS server URL (repeatable)")
+    p.add_argument("--stream", help="JetStream stream name (default FALCONET_ALERTS)")
+    p.add_argument("--subject-prefix", metavar="PREFIX", help="alert subject prefix (default falconet.alerts)")
+    p.add_argument("--silence-timeout", type=float, metavar="SECONDS",
+                   help="seconds without an alert or heartbeat before a node is reported silent (default 30)")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help="unix:///PATH or HOST:PORT (mTLS), repeatable (default unix:///run/falconet/aggregate.sock)")
+    p.add_argument("--certs", type=Path, metavar="DIR", help="directory with ca.crt, server.crt, server.key")
+    p.add_argument("--retention", type=int, metavar="N", help="alerts kept in memory (older: read from the stream)")
+    p.add_argument("--hostname", help="name on the aggregator's own alerts (default: this host's)")
+    p.set_defaults(func=run_aggregate)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from falconet.server.fleet.aggregate_config import AggregateConfig, load_aggregate
+
+    cfg = load_aggregate(args.config) if args.config else AggregateConfig()
+    if args.servers:
+        cfg = replace(cfg, nats=replace(cfg.nats, servers=tuple(args.servers)))
+    for flag, key in (("stream", "stream"), ("subject_prefix", "subject_prefix"),
+                      ("silence_timeout", "silence_timeout"), ("hostname", "hostname")):
+        value = getattr(args, flag)
+        if value is not None:
+            cfg = replace(cfg, **{key: value})
+    grpc = cfg.grpc
+    if args.listen:
+        grpc = replace(grpc, bind_address=tuple(args.listen))
+    if args.certs:
+        grpc = replace(grpc, root_certs=args.certs / "ca.crt", cert_chain=args.certs / "server.crt",
+                       private_key=args.certs / "server.key")
+    if args.retention is not None:
+        grpc = replace(grpc, retention=args.retention)
+    return replace(cfg, grpc=grpc)
+
+
+def run_aggregate(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from falconet.certs.errors import CertError
+    from falconet.server.errors import ConfigError
+    from falconet.server.fleet.aggregate import Aggregator
+
+    logging.basicConfig(level=logging.INFO, format="falconet aggregate: %(message)s")
+    try:
+        aggregator = Aggregator(_config(args))
+    except (ConfigError, CertError) as exc:
+        print(f"falconet aggregate: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        try:
+            starting = asyncio.ensure_future(aggregator.start())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                await aggregator.stop()
+                return 0
+            bound = starting.result()
+        except (ConfigError, CertError, RuntimeError, OSError) as exc:
+            print(f"falconet aggregate: {exc}", file=sys.stderr)
+            await aggregator.stop()
+            return 2
+        for address in bound:
+            print(f"listening on {address}", flush=True)
+        await stop.wait()
+        await aggregator.stop(2.0)
+        return 0
+
+    return asyncio.run(main())

@@ -1,0 +1,246 @@
+"""The aggregator's side of the fleet stream: its identity (the cursor epoch), the live feed, and reads behind.
+
+Epoch: the first 12 hex digits of SHA-256 over the stream's name and creation time, as JetStream reports them.
+Every aggregator of one stream computes the same epoch, so their cursors are interchangeable; a stream deleted
+and created again under the same name gets a new epoch, so a cursor into the old one is recognised as such (the
+client is told what it lost) rather than silently pointing at other alerts.
+
+Every message is decoded the same way wherever it is read (`decode`), live or behind the ring, by any
+aggregator: the node's `falco.outputs.response` is checked as the input service checks a published alert (a
+stranger may publish on the subject), the host is the subject's (a node is authorised for its own subject; the
+payload's hostname is not trusted over it), and the cursor becomes the stream's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.client import JetStreamContext
+
+from falconet.model.alert import Alert, Cursor
+from falconet.model.alert_checks import RESERVED_SOURCES
+from falconet.sdk.api.falco import outputs_pb2
+from falconet.server.alert_input import alert_from_input
+from falconet.server.fleet.names import FLEET_TOKEN, all_alerts, host_of_subject
+from falconet.server.fleet.aggregate_hub import FleetHub, StreamItem, StreamUnavailable
+from falconet.server.hub import Entry
+
+log = logging.getLogger("falconet.aggregate")
+
+READ_TIMEOUT = 2.0
+"""Seconds one read behind the ring waits for JetStream."""
+
+
+def stream_epoch(info: api.StreamInfo) -> str:
+    """The cursor epoch of a stream: its name and creation time, hashed (see the module docstring)."""
+    created = info.created.isoformat() if info.created is not None else ""
+    return hashlib.sha256(f"{info.config.name}\n{created}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Bad:
+    """A message on the alert subjects that is not an alert this aggregator serves."""
+
+    seq: int
+    subject: str
+    reason: str
+
+
+def decode(subject: str, data: bytes, seq: int, epoch: str, prefix: str) -> Entry | Bad:
+    """The hub entry for one stream message, or why it is not one (never raises)."""
+    token = subject[len(prefix) + 1:] if subject.startswith(prefix + ".") else ""
+    fleet = token == FLEET_TOKEN
+    host = ""
+    if not fleet:
+        host_or_problem = _host_of(subject, prefix)
+        if isinstance(host_or_problem, ValueError):
+            return Bad(seq, subject, str(host_or_problem))
+        host = host_or_problem
+    try:
+        resp = outputs_pb2.response.FromString(data)
+        alert = _checked(resp)
+    except (DecodeError, ValueError, RecursionError) as exc:
+        return Bad(seq, subject, f"not a valid alert: {exc}")
+    if not fleet:
+        alert.hostname = resp.hostname = host
+    elif not alert.hostname:
+        return Bad(seq, subject, "an aggregator's alert without the host it is about")
+    alert.cursor = Cursor(epoch, seq)
+    resp.cursor.epoch, resp.cursor.sequence = epoch, seq
+    entry = Entry(seq, alert)
+    # Served as the node sent it (unknown fields too), with the subject's host and our cursor: one C-level
+    # serialization of the message already parsed, rather than a conversion of the alert.
+    entry._wire = resp.SerializeToString()
+    return entry
+
+
+@functools.lru_cache(maxsize=8192)
+def _host_of(subject: str, prefix: str) -> str | ValueError:
+    """The host of an alert subject, or why it has none: a fleet has few subjects and each is seen per alert."""
+    try:
+        return host_of_subject(subject, prefix)
+    except ValueError as exc:
+        return exc
+
+
+def _checked(resp: outputs_pb2.response) -> Alert:
+    """The input service's checks (server/alert_input.py), except that the stream may carry internal alerts: a
+    node forwards its own (its subject is its alone), and aggregators write theirs to the fleet subject."""
+    if resp.source not in RESERVED_SOURCES:
+        return alert_from_input(resp)
+    source, resp.source = resp.source, "syscall"
+    try:
+        alert = alert_from_input(resp)
+    finally:
+        resp.source = source
+    alert.source = source
+    return alert
+
+
+class FeedListener:
+    """What the node watch wants to know of the feed (server/fleet/aggregate_nodes.py overrides these)."""
+
+    def on_alert(self, host: str, seq: int, stream_ns: int) -> None:
+        """An alert of `host` at stream sequence `seq`, stored at `stream_ns` (wall clock, ns)."""
+
+    def on_bad(self, bad: Bad) -> None:
+        """A message that is not served."""
+
+
+class StreamSource:
+    """The stream: its identity, a live ordered feed into a FleetHub, and reads behind the ring (StreamReads)."""
+
+    def __init__(self, js: JetStreamContext, stream: str, prefix: str, info: api.StreamInfo) -> None:
+        self.js = js
+        self.stream = stream
+        self.prefix = prefix
+        self.epoch = stream_epoch(info)
+        self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        self.last_seq = info.state.last_seq
+        self.listener = FeedListener()
+        self.bad_messages = 0
+        self.feed_seen = 0
+        self._sub: object | None = None
+        self._pending: list[StreamItem] = []
+        self._flush_scheduled = False
+        self._hub: FleetHub | None = None
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, stream: str, prefix: str) -> StreamSource:
+        """Raises nats' NotFoundError when the stream does not exist (yet)."""
+        return cls(js, stream, prefix, await js.stream_info(stream))
+
+    def decode(self, subject: str, data: bytes, seq: int) -> Entry | None:
+        got = decode(subject, data, seq, self.epoch, self.prefix)
+        if isinstance(got, Bad):
+            return None
+        return got
+
+    async def refresh(self) -> None:
+        """Updates the oldest sequence held (the stream's limits remove old messages as it runs)."""
+        info = await self.js.stream_info(self.stream)
+        self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        self.last_seq = max(self.last_seq, info.state.last_seq)
+        if stream_epoch(info) != self.epoch:
+            log.error("stream %s was deleted and created again (epoch %s, was %s): restart this aggregator to "
+                      "serve the new one", self.stream, stream_epoch(info), self.epoch)
+
+    # -- the live feed ---------------------------------------------------------------------------------------
+
+    async def start_feed(self, hub: FleetHub, start_seq: int) -> None:
+        """Feeds `hub` from `start_seq` on, in stream order, for ever (an ordered consumer: recreated by nats-py
+        after a reconnect, from the sequence after the last one delivered)."""
+        self._hub = hub
+        config = api.ConsumerConfig(opt_start_seq=start_seq) if start_seq > 1 else None
+        policy = api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL
+        self._sub = await self.js.subscribe(
+            all_alerts(self.prefix), stream=self.stream, cb=self._on_msg, ordered_consumer=True,
+            deliver_policy=policy, config=config, pending_msgs_limit=-1, pending_bytes_limit=-1,
+        )
+
+    async def stop_feed(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()  # type: ignore[attr-defined]
+
+    async def _on_msg(self, msg: Msg) -> None:
+        meta = msg.metadata
+        seq = meta.sequence.stream
+        self.feed_seen += 1
+        hub = self._hub
+        if hub is not None and seq + meta.num_pending > hub.known_last:
+            hub.known_last = seq + meta.num_pending
+        got = self._classify(msg.subject, msg.data, seq, int(meta.timestamp.timestamp() * 1e9))
+        self._pending.append((seq, got))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _classify(self, subject: str, data: bytes, seq: int, stream_ns: int) -> Entry | None:
+        got = decode(subject, data, seq, self.epoch, self.prefix)
+        if isinstance(got, Bad):
+            self.bad_messages += 1
+            self.listener.on_bad(got)
+            return None
+        if subject != f"{self.prefix}.{FLEET_TOKEN}":
+            self.listener.on_alert(got.alert.hostname, seq, stream_ns)
+        return got
+
+    def _flush(self) -> None:
+        """Publishes what arrived since the last flush under one hub lock hold (one wake-up for many)."""
+        self._flush_scheduled = False
+        items, self._pending = self._pending, []
+        if self._hub is not None and items:
+            self._hub.publish_at(items)
+            if items[-1][0] > self.last_seq:
+                self.last_seq = items[-1][0]
+
+    # -- reads behind the ring --------------------------------------------------------------------------------
+
+    async def read(self, first: int, max_n: int) -> list[StreamItem]:
+        """Stored messages from `first` on (StreamReads), through a short-lived pull consumer."""
+        if first > self.last_seq:
+            return []
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first),
+            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
+            filter_subject=all_alerts(self.prefix),
+        )
+        try:
+            psub = await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
+            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+        try:
+            try:
+                msgs = await psub.fetch(batch=max_n, timeout=READ_TIMEOUT)
+            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+                # Nothing from `first` on within the timeout: the stream holds nothing there (or does not answer;
+                # the stream's state says which).
+                try:
+                    await self.refresh()
+                except Exception as exc:  # noqa: BLE001
+                    raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+                if first <= self.last_seq and first >= self.first_seq:
+                    raise StreamUnavailable(f"no answer for sequence {first}") from None
+                return []
+            out: list[StreamItem] = []
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                out.append((seq, self.decode(msg.subject, msg.data, seq)))
+            return out
+        finally:
+            with contextlib.suppress(Exception):
+                info = await psub.consumer_info()
+                await psub.unsubscribe()
+                await self.js.delete_consumer(self.stream, info.name)
+

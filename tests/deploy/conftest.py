@@ -1,0 +1,1 @@
+"""tests/deploy: the Helm chart, rendered by the pinned helm and decoded strictly (helpers: deploy_support.py)."""

@@ -1,0 +1,171 @@
+"""What the aggregator tests share: the fleet stream, node-format messages, and `falconet aggregate` processes.
+
+Messages are published exactly as server/fleet/names.py specifies a node's: the payload is the node's
+serialized `falco.outputs.response` with the node's own cursor in it, the subject carries the escaped host, and
+the message id and headers carry the node's epoch and sequence. Each alert's output names its host and its
+per-host number (`n=HOST/K`), so a test checks per-host order and completeness from what any client prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+from nats.js import api
+
+from falconet.model.alert import Alert, Cursor, Priority
+from falconet.sdk.convert import alert_to_wire
+from falconet.server.fleet.names import (
+    DEFAULT_STREAM,
+    DEFAULT_SUBJECT_PREFIX,
+    HEADER_EPOCH,
+    HEADER_HOST,
+    HEADER_MSG_ID,
+    HEADER_SEQ,
+    alert_subject,
+    all_alerts,
+    msg_id,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FALCONET = [str(Path(sys.executable).parent / "falconet")]
+FALCO_CLIENT = [str(Path(sys.executable).parent / "falco-client")]
+_N = re.compile(r"n=([^ /]+)/(\d+)")
+
+
+def node_alert(host: str, k: int, *, priority: Priority = Priority.WARNING, rule: str = "Fleet test") -> Alert:
+    return Alert(time_ns=1_700_000_000_000_000_000 + k, rule=rule, priority=priority, source="syscall",
+                 output=f"fleet alert n={host}/{k}", output_fields={"proc.name": "sh", "evt.num": k},
+                 tags=["fleet", "test"], hostname=host)
+
+
+def node_message(alert: Alert, epoch: str, seq: int) -> tuple[str, bytes, dict[str, str]]:
+    """(subject, payload, headers) of one alert as its node's forwarder publishes it."""
+    alert.cursor = Cursor(epoch, seq)
+    headers = {HEADER_MSG_ID: msg_id(epoch, seq), HEADER_EPOCH: epoch, HEADER_SEQ: str(seq),
+               HEADER_HOST: alert.hostname}
+    return alert_subject(alert.hostname), alert_to_wire(alert), headers
+
+
+def numbers(outputs: Iterable[str]) -> list[tuple[str, int]]:
+    """(host, K) of each alert output, in the order given."""
+    out: list[tuple[str, int]] = []
+    for text in outputs:
+        m = _N.search(text)
+        if m:
+            out.append((m.group(1), int(m.group(2))))
+    return out
+
+
+async def ensure_stream(nc: NatsClient, *, stream: str = DEFAULT_STREAM,
+                        prefix: str = DEFAULT_SUBJECT_PREFIX) -> api.StreamInfo:
+    js = nc.jetstream()
+    return await js.add_stream(api.StreamConfig(name=stream, subjects=[all_alerts(prefix)],
+                                                duplicate_window=120.0, storage=api.StorageType.FILE))
+
+
+async def publish_node(nc: NatsClient, host: str, first: int, count: int, *, epoch: str = "") -> None:
+    """Alerts K = first..first+count-1 of `host`, node sequence = K, awaited one by one (a forwarder's acks)."""
+    js = nc.jetstream()
+    epoch = epoch or f"ep-{host}"
+    for k in range(first, first + count):
+        subject, payload, headers = node_message(node_alert(host, k), epoch, k)
+        await js.publish(subject, payload, headers=headers)
+
+
+@dataclass
+class AggregatorProcess:
+    """`falconet aggregate` as its own process, on a UNIX socket and an mTLS port."""
+
+    url: str
+    workdir: Path
+    certs: Path
+    name: str = "agg"
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+    unix_path: Path = Path()
+    tcp_port: int = 0
+    lines: list[str] = field(default_factory=list)
+    argv: list[str] | None = None
+    """The command's own arguments instead of the usual flags (e.g. `-c FILE`)."""
+    expect_tcp: bool = True
+
+    def start(self, timeout: float = 60.0) -> AggregatorProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.unix_path = self.workdir / f"{self.name}.sock"
+        argv = self.argv if self.argv is not None else [
+            "--servers", self.url, "--listen", f"unix://{self.unix_path}", "--listen", "127.0.0.1:0",
+            "--certs", str(self.certs), "--hostname", self.name, *self.extra]
+        log = open(self.workdir / f"{self.name}.log", "a")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [*FALCONET, "aggregate", *argv],
+            stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        log.close()
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 65536)  # the pipe itself: a buffered reader could hold lines select cannot see
+            if not chunk:
+                raise RuntimeError(f"falconet aggregate exited ({self.proc.wait()}): {self.log_tail()}")
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for raw in done:
+                line = raw.decode(errors="replace").strip()
+                self.lines.append(line)
+                m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    self.tcp_port = int(m.group(1))
+                if line.startswith("listening on unix://"):
+                    self.unix_path = Path(line[len("listening on unix://"):])
+            if (self.tcp_port or not self.expect_tcp) and any(x.startswith("listening on unix://")
+                                                             for x in self.lines):
+                return self
+        self.stop()
+        raise TimeoutError(f"falconet aggregate not listening in {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        path = self.workdir / f"{self.name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def client_args(self, transport: str) -> list[str]:
+        """falco-client's connection options for this aggregator."""
+        if transport == "unix":
+            return ["--unix-socket", str(self.unix_path)]
+        return ["--host", "localhost", "--port", str(self.tcp_port), "--ca", str(self.certs / "ca.crt"),
+                "--cert", str(self.certs / "client.crt"), "--key", str(self.certs / "client.key")]
+
+
+def falco_client(agg: AggregatorProcess, transport: str, *args: str, timeout: float = 60.0) -> list[str]:
+    """falco-client's stdout lines (it must exit 0)."""
+    proc = subprocess.run([*FALCO_CLIENT, *agg.client_args(transport), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
