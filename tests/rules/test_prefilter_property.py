@@ -1,7 +1,8 @@
 """The open prefilter is conservative: for random rules built from every predicate kind the analysis knows
 (prefixes, base names, suffixes, globs, `..` tests, open kinds, named flags, and things it cannot bound, under
 and/or/not) and random open events, an event the kernel's model drops (sensor/openfilter.py, the decision
-probe_openfilter.h makes with the maps filled from the rules) never matches any rule.
+probe_openfilter.h makes with the maps filled from the rules) never matches any rule, and neither does a
+later event (fchmod, read) on the fd such an open made.
 
 tests/sensor/test_openfilter_live.py checks that the live kernel decides as this model does."""
 
@@ -76,7 +77,7 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 condition = st.recursive(check, _combine, max_leaves=6)
-types = st.sets(st.sampled_from(["open", "openat", "creat", "openat2"]), min_size=1)
+types = st.sets(st.sampled_from(["open", "openat", "creat", "openat2", "fchmod", "read"]), min_size=1)
 
 
 def _rule(i: int, etypes: set[str], cond: str) -> str:
@@ -87,6 +88,13 @@ def _rule(i: int, etypes: set[str], cond: str) -> str:
           output: o %fd.name
           priority: WARNING
         """)
+
+
+def later(open_event: Event, etype: str) -> Event:
+    """A later syscall on the fd the open made (fchmod, read): fd.* come from the fd table."""
+    return Event(num=2, ts=2, type=etype, tid=100, res=0, proc=open_event.proc,
+                 args={"fd": open_event.res, "mode": 0o600, "size": 10}, fd=open_event.fd,
+                 container=Container())  # fmt: skip
 
 
 def event(etype: str, raw: str, flags: int, res: int) -> Event:
@@ -134,6 +142,9 @@ def test_an_event_the_filter_drops_matches_no_rule(
             continue
         ev = event(etype, raw, flags, res)
         assert not eng.matching_rules(ev), (text, found, etype, raw, oct(flags))
+        if res >= 0:  # the fd stays unknown to user space: no later event on it may match either
+            for other in ("fchmod", "read"):
+                assert not eng.matching_rules(later(ev, other)), (text, found, other, raw, oct(flags))
 
 
 def test_the_generated_space_is_not_empty() -> None:
