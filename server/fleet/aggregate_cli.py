@@ -39,6 +39,12 @@ def register(sub: Any) -> None:
     p.add_argument("--certs", type=Path, metavar="DIR", help="directory with ca.crt, server.crt, server.key")
     p.add_argument("--retention", type=int, metavar="N", help="alerts kept in memory (older: read from the stream)")
     p.add_argument("--hostname", help="name on the aggregator's own alerts (default: this host's)")
+    web = p.add_argument_group("web console", "on by default with a credential (docs/web-console.md)")
+    web.add_argument("--console", metavar="HOST:PORT", help="where the web console listens (default 127.0.0.1:9380)")
+    web.add_argument("--console-token-file", type=Path, metavar="FILE", help="bearer token the console accepts")
+    web.add_argument("--console-allow-cn", action="append", default=[], metavar="CN",
+                     help="client certificate Common Name (signed by the gRPC CA) that may read it; repeatable")
+    web.add_argument("--no-console", action="store_true", help="no web console")
     p.set_defaults(func=run_aggregate)
 
 
@@ -61,7 +67,12 @@ def _config(args: argparse.Namespace) -> Any:
                        private_key=args.certs / "server.key")
     if args.retention is not None:
         grpc = replace(grpc, retention=args.retention)
-    return replace(cfg, grpc=grpc)
+    from falconet.server.console.fleet import with_flags
+
+    console, explicit = with_flags(cfg.web_console, cfg.web_console_explicit, address=args.console,
+                                   token_file=args.console_token_file, allow_cns=args.console_allow_cn,
+                                   off=args.no_console)  # fmt: skip
+    return replace(cfg, grpc=grpc, web_console=console, web_console_explicit=explicit)
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
@@ -76,7 +87,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="falconet aggregate: %(message)s")
     try:
         aggregator = Aggregator(_config(args))
-    except (ConfigError, CertError) as exc:
+    except (ConfigError, CertError, ValueError) as exc:  # ValueError: ConsoleConfigError
         print(f"falconet aggregate: {exc}", file=sys.stderr)
         return 2
 
@@ -85,6 +96,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(aggregator))
         try:
             starting = asyncio.ensure_future(aggregator.start())
             stopping = asyncio.ensure_future(stop.wait())
@@ -105,3 +117,16 @@ def run_aggregate(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(main())
+
+
+def _reload(aggregator: Any) -> None:
+    """SIGHUP: the gRPC server's certificates and CRL (its revoked certificates' streams end), and the web
+    console's CRL (its revoked certificates' streams end too); what cannot be reloaded is said and kept."""
+    server, console = aggregator.server, aggregator.console
+    if server is not None and server.config.tls_cert is not None:
+        try:
+            server.reload_certificates()
+        except Exception as exc:  # noqa: BLE001 - ConfigError/CertError: the previous files stay in use
+            print(f"falconet aggregate: certificates not reloaded: {exc}", file=sys.stderr, flush=True)
+    if console is not None:
+        console.reload_soon()

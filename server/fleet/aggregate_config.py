@@ -24,6 +24,8 @@ import yaml
 
 from falconet.server.config import ServerConfig
 from falconet.server.config_values import Problems, Section, show, yaml_problem
+from falconet.server.console.config import ConsoleConfig
+from falconet.server.console.fleet import read_fleet_block
 from falconet.server.daemon_config import GrpcConfig, _read_grpc
 from falconet.server.errors import ConfigError
 from falconet.server.fleet.connection import NatsConnection, read_connection
@@ -33,7 +35,8 @@ from falconet.server.hub import default_hostname
 DEFAULT_AGGREGATE_LISTEN = "unix:///run/falconet/aggregate.sock"
 DEFAULT_SILENCE_TIMEOUT = 6 * HEARTBEAT_SECONDS
 _KEYS = frozenset({"servers", "credentials", "nkey_seed", "user", "password_file", "token_file", "tls",
-                   "connect_timeout", "stream", "subject_prefix", "silence_timeout", "hostname", "grpc"})
+                   "connect_timeout", "stream", "subject_prefix", "silence_timeout", "hostname", "grpc",
+                   "web_console"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class AggregateConfig:
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
     hostname: str = field(default_factory=default_hostname)
     grpc: GrpcConfig = field(default_factory=lambda: GrpcConfig(bind_address=(DEFAULT_AGGREGATE_LISTEN,)))
+    # The web console (server/console/fleet.py): on by default, settled against the grpc TLS files at start.
+    web_console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(enabled=True))
+    web_console_explicit: bool = False
 
     def server_config(self) -> ServerConfig:
         """The alert server's settings from the grpc block, as the node's daemon makes them (daemon.server_config)."""
@@ -89,6 +95,9 @@ def read_aggregate(s: Section) -> AggregateConfig:
     if not hostname or hostname != hostname.strip() or not hostname.isprintable():
         s.problems.add(f"{s.prefix}hostname must be a non-empty name without spaces around it, got {show(hostname)}.")
         hostname = d.hostname
+    console, explicit, found = read_fleet_block(s.data.get("web_console"), s.problems.resolve)
+    for problem in found:
+        s.problems.add(problem)
     return AggregateConfig(
         nats=nats,
         stream=_stream_name(s, d.stream),
@@ -96,6 +105,8 @@ def read_aggregate(s: Section) -> AggregateConfig:
         silence_timeout=s.number("silence_timeout", d.silence_timeout, minimum=0.1),
         hostname=hostname,
         grpc=grpc,
+        web_console=console,
+        web_console_explicit=explicit,
     )
 
 
