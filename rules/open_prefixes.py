@@ -63,8 +63,9 @@ SUFFIX = "*"  # an atom starting with this is a suffix of the path, not a prefix
 # Open flags that leave an open's kind "read"/"write" (the sensor's OPEN_QUIET_FLAGS); any other named flag
 # makes it "other".
 _QUIET_FLAGS = 0o4000 | 0o100000 | 0o200000 | 0o400000 | 0o400 | 0o1000000 | 0o2000000
-# fd fields that do not come from the fd table (the syscall's own argument).
-_FD_SAFE = frozenset({"fd.num"})
+# fd fields that do not come from the fd table. None: even fd.num is the table's (an fd unknown to user space
+# has no Fd, so its fd.num is absent, not the argument).
+_FD_SAFE: frozenset[str] = frozenset()
 # fd types a kept-back fd never has when the fd table knows it (it is a file or a directory).
 _FILE_TYPES = frozenset({"file", "directory"})
 _FILE_TYPECHARS = frozenset({"f", "d"})
