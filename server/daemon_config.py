@@ -30,6 +30,7 @@ from falconet.model.alert import Priority
 from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.sensor.containers import EngineSettings
+from falconet.server.config_engine import read_engine
 from falconet.server.config_containers import parse_append_output, parse_container_engines
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
@@ -76,7 +77,6 @@ _FALCO_KEYS_IGNORED = frozenset(
         "log_syslog",
         "log_level",
         "libs_logger",
-        "engine",
         "load_plugins",
         "plugins",
         "watch_config_files",
@@ -126,6 +126,7 @@ _KNOWN_KEYS = frozenset(
         "web_console",  # server/console/config.py
         "nats_output",  # server/fleet/output_config.py
         "fleet_rules",  # server/fleet/rules_config.py
+        "engine",  # server/config_engine.py (engine.kind)
     }
 )
 
@@ -250,6 +251,8 @@ class DaemonConfig:
     # of the pushed version this configuration runs, loaded after the local rules files (never from the file).
     fleet_rules: FleetRulesConfig | None = None
     fleet_rules_files: tuple[Path, ...] = ()
+    # Falco's engine.kind, as a --source spelling (server/config_engine.py); None: --source or its default.
+    engine_source: str | None = None
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -380,6 +383,7 @@ def _parse_config(
         web_console=_read_web_console(data, top.problems),
         nats_output=read_nats_output(top.section("nats_output")),
         fleet_rules=read_fleet_rules(top.section("fleet_rules"), alert_store.path),
+        engine_source=read_engine(data.get("engine"), top.problems),
         warnings=tuple(top.problems.warnings),
     )
     if config.nats_output.enabled and not config.grpc_output:
