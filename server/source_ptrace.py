@@ -164,10 +164,7 @@ class PtraceSource:
         closes are kept back, so the engine sees the same events as under the eBPF driver."""
         from falconet.sensor.ptrace.openfilter import OpenFilter
 
-        filt = None if prefixes is None else OpenFilter.build(prefixes)
-        if prefixes is not None and filt is None:
-            self._log("ptrace: the open filter's atoms are not all path prefixes; the tracer keeps every open")
-        self.tracer.open_filter = filt  # one reference, read by the tracer thread at each open
+        self.tracer.open_filter = None if prefixes is None else OpenFilter.build(prefixes)  # one reference, read by the tracer thread at each open
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self.tracer.data = names

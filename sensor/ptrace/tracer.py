@@ -27,7 +27,7 @@ from pathlib import Path
 from falconet.sensor import syscalls as sc
 from falconet.sensor.ptrace import kernel as k
 from falconet.sensor.ptrace import procfs
-from falconet.sensor.ptrace.openfilter import OPEN_KEEP, PATH_SCAN_MAX, OpenFilter, open_need
+from falconet.sensor.ptrace.openfilter import OPEN_KEEP, OPEN_READ, OPEN_WRITE, PATH_SCAN_MAX, OpenFilter, open_need
 from falconet.sensor.ptrace.procfs import Identity
 from falconet.sensor.ptrace.records import U32, pack, sockinfo, strv
 from falconet.sensor.ptrace.seccomp import DATA_FOREIGN, build_filter
@@ -325,11 +325,11 @@ class Tracer:
         filt = self.open_filter
         if filt is None:
             return
-        need = open_need(spec.pathfilter, args)
+        need = open_need(spec.name, args)
         path = k.read_str(t.tid, args[spec.str0], PATH_SCAN_MAX) if not need & OPEN_KEEP else None
         if filt.drops(path, need):
             t.hide = True
-            t.may_be_dir = spec.pathfilter != 4 and args[spec.pathfilter] & 3 == 0
+            t.may_be_dir = bool(need & OPEN_READ) and not need & OPEN_WRITE  # a directory opens read-only
 
     def _exec_entry(self, t: _Task, nr: int) -> None:
         a = t.entry_args

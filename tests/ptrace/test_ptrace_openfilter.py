@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 from ptrace_harness import PY, Falconet, config_text, read_alerts, token, wait_until
 
-from falconet.sensor.ptrace.openfilter import OPEN_KEEP, OPEN_OTHER, OPEN_READ, OPEN_WRITE, OpenFilter, open_need
+from falconet.sensor.ptrace.openfilter import (
+    OPEN_KEEP,
+    OPEN_OTHER,
+    OPEN_READ,
+    OPEN_WRITE,
+    PATH_SCAN_MAX,
+    OpenFilter,
+    open_need,
+)
 from resources import require_root
 
 RULES = """
@@ -119,7 +127,7 @@ def test_the_tracer_keeps_back_what_the_probe_keeps_back(tmp_path: Path) -> None
     tok_e, tok_p = token(), token()
     ebpf, _ = _run(tmp_path, "ebpf", tok_e)
     ptrace, log = _run(tmp_path, "ptrace", tok_p)
-    assert any("open path filter on: 1 path prefixes" in line for line in log), log
+    assert any("open path filter on" in line for line in log), log
     e, p = _comparable(ebpf, tok_e, tmp_path), _comparable(ptrace, tok_p, tmp_path)
     assert e == p, "\n".join(["eBPF:", *map(str, e), "ptrace:", *map(str, p)])
     closes = [text for rule, text in p if rule == "ptf close"]
@@ -130,22 +138,18 @@ def test_the_tracer_keeps_back_what_the_probe_keeps_back(tmp_path: Path) -> None
     assert kept and int(kept[0].split("; ")[-1].split()[0]) > 0, log
 
 
-def test_the_decision_model_follows_probe_openfilter_h() -> None:
-    filt = OpenFilter.build({"/etc/shadow": ["read"], "/etc/": ["write"], "/usr/bin/": ["write", "other"]})
-    assert filt is not None
-    rd, wr = open_need(2, (0, 0, os.O_RDONLY)), open_need(2, (0, 0, os.O_WRONLY | os.O_CREAT))
+def test_the_tracer_decides_with_the_kernels_model() -> None:
+    """sensor/openfilter.py's model on what the tracer reads: the flags from the open's own argument, a path
+    that could not be read (or read cut at PATH_SCAN_MAX) never kept back, suffix atoms honoured."""
+    filt = OpenFilter.build({"/etc/shadow": ["read"], "/etc/": ["write"], "*/id_rsa": ["read"]})
+    rd, wr = open_need("openat", (0, 0, os.O_RDONLY, 0)), open_need("openat", (0, 0, os.O_WRONLY | os.O_CREAT, 0))
     assert (rd, wr) == (OPEN_READ, OPEN_WRITE | OPEN_OTHER)
-    assert open_need(2, (0, 0, os.O_RDONLY | os.O_DIRECTORY)) == OPEN_KEEP
-    assert open_need(1, (0, os.O_RDWR | os.O_CLOEXEC)) == OPEN_READ | OPEN_WRITE
-    assert open_need(4, ()) == OPEN_WRITE | OPEN_OTHER and open_need(3, (0,) * 4) == OPEN_KEEP
+    assert open_need("openat", (0, 0, os.O_RDONLY | os.O_DIRECTORY)) == OPEN_KEEP
+    assert open_need("open", (0, os.O_RDWR | os.O_CLOEXEC)) == OPEN_READ | OPEN_WRITE
+    assert open_need("creat", (0, 0)) == OPEN_WRITE | OPEN_OTHER and open_need("openat2", (0,) * 4) == OPEN_KEEP
     assert not filt.drops(b"/etc/shadow", rd) and filt.drops(b"/etc/hostname", rd)
-    assert not filt.drops(b"/etc/hostname", wr)  # /etc/ covers writes, and /etc/shadow inherits it
-    assert not filt.drops(b"/etc/shadow", OPEN_WRITE)
-    assert filt.drops(b"/tmp/x", rd) and filt.drops(b"/usr/bin/x", rd)
-    for unjudged in (b"tmp/x", b"/tmp//x", b"/tmp/./x", b"/tmp/../etc/shadow", b"/tmp/.", b"/tmp/..", None,
-                     b"/" + b"a" * 255):
+    assert not filt.drops(b"/etc/hostname", wr) and not filt.drops(b"/home/u/.ssh/id_rsa", rd)
+    assert filt.drops(b"/tmp/x", rd) and filt.drops(b"/tmp/x", rd)  # the second answer from the cache
+    for unjudged in (b"tmp/x", b"/tmp//x", b"/tmp/../etc/shadow", b"/tmp/", None, b"/" + b"a" * (PATH_SCAN_MAX - 1)):
         assert not filt.drops(unjudged, rd), unjudged
-    assert filt.drops(b"/tmp/..x/.y", rd)  # dots inside names are clean
-    assert filt.drops(b"/" + b"a" * 253, rd)  # 255 bytes with the NUL: still judged
-    assert OpenFilter.build({"*shadow": ["read"]}) is None  # an atom it does not know: the filter is off
-    assert OpenFilter.build({}) is not None and OpenFilter.build({}).drops(b"/x", rd)  # type: ignore[union-attr]
+    assert not filt.drops(b"/tmp/x", OPEN_KEEP)
