@@ -59,6 +59,18 @@ def test_config_every_problem_at_once() -> None:
         parse_aggregate("aggregate: {servers: nats://x:1\n")
 
 
+def test_grpc_problems_name_the_aggregate_block() -> None:
+    """The node's grpc reader serves the aggregator's block too: every problem names the key as written there."""
+    with pytest.raises(ConfigError) as info:
+        parse_aggregate("aggregate:\n  grpc:\n    bind_address: ['0.0.0.0:5060', 'unix://rel.sock']\n"
+                        "    unix_socket_group: [1]\n    max_connections: 0\n    handshake_timeout: 0\n")
+    problems = info.value.problems
+    assert len(problems) >= 4, problems
+    for problem in problems:
+        assert "aggregate.grpc." in problem, problem
+        assert "grpc." not in problem.replace("aggregate.grpc.", ""), problem
+
+
 # -- the hub with stream sequences -----------------------------------------------------------------------------
 
 
