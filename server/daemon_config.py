@@ -573,7 +573,7 @@ def _read_webserver(s: Section) -> MetricsConfig:
     enabled = s.boolean("prometheus_metrics_enabled", d.enabled) and enabled
     port = s.integer("listen_port", d.listen_port)
     if port > 65535:
-        s.problems.add(f"webserver.listen_port must be at most 65535, got {port}.")
+        s.problems.add(f"{s.prefix}listen_port must be at most 65535, got {port}.")
     return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
 
 

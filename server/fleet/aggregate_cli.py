@@ -14,6 +14,7 @@ examples:
   falconet aggregate --servers nats://nats-0:4222 --listen 0.0.0.0:5060 --certs /etc/falconet/certs \\
       --listen unix:///run/falconet/aggregate.sock
   falco-client --unix-socket /run/falconet/aggregate.sock subscribe --hostname node-1
+  curl http://127.0.0.1:9377/metrics    # also /healthz and /readyz (--metrics ADDR:PORT)
 """
 
 
@@ -24,7 +25,7 @@ def register(sub: Any) -> None:
         description="Reads the fleet's JetStream stream and serves it with the gRPC services a node serves "
         "(Falco's outputs and version, Falconet's batched stream), over UNIX sockets and mTLS TCP. Cursors are "
         "stream positions: any aggregator of the stream resumes any client. Prints 'listening on ADDR' per "
-        "address once caught up; SIGTERM or Ctrl-C stops it.",
+        "address once caught up (and 'metrics on URL' first); SIGTERM or Ctrl-C stops it.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,10 +40,14 @@ def register(sub: Any) -> None:
     p.add_argument("--certs", type=Path, metavar="DIR", help="directory with ca.crt, server.crt, server.key")
     p.add_argument("--retention", type=int, metavar="N", help="alerts kept in memory (older: read from the stream)")
     p.add_argument("--hostname", help="name on the aggregator's own alerts (default: this host's)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="where /metrics, /healthz and /readyz listen (default 127.0.0.1:9377; port 0: any free one)")
+    p.add_argument("--no-metrics", action="store_true", help="no metrics and probe endpoint")
     p.set_defaults(func=run_aggregate)
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from falconet.server.errors import ConfigError
     from falconet.server.fleet.aggregate_config import AggregateConfig, load_aggregate
 
     cfg = load_aggregate(args.config) if args.config else AggregateConfig()
@@ -61,7 +66,15 @@ def _config(args: argparse.Namespace) -> Any:
                        private_key=args.certs / "server.key")
     if args.retention is not None:
         grpc = replace(grpc, retention=args.retention)
-    return replace(cfg, grpc=grpc)
+    metrics = cfg.metrics
+    if args.metrics:
+        address, _, port = args.metrics.rpartition(":")
+        if not address or not port.isdigit() or int(port) > 65535:
+            raise ConfigError([f"--metrics must be ADDR:PORT, got {args.metrics!r}."], source="the command line")
+        metrics = replace(metrics, enabled=True, listen_address=address.strip("[]"), listen_port=int(port))
+    if args.no_metrics:
+        metrics = replace(metrics, enabled=False)
+    return replace(cfg, grpc=grpc, metrics=metrics)
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
@@ -86,6 +99,9 @@ def run_aggregate(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         try:
+            url = aggregator.serve_endpoint()
+            if url is not None:
+                print(f"metrics on {url}", flush=True)
             starting = asyncio.ensure_future(aggregator.start())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

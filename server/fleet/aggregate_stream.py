@@ -129,6 +129,8 @@ class StreamSource:
         self.listener = FeedListener()
         self.bad_messages = 0
         self.feed_seen = 0
+        self.ingested = 0
+        """Messages of the live feed served as alerts (the metrics' count)."""
         self._sub: object | None = None
         self._pending: list[StreamItem] = []
         self._flush_scheduled = False
@@ -192,6 +194,7 @@ class StreamSource:
             self.bad_messages += 1
             self.listener.on_bad(got)
             return None
+        self.ingested += 1
         if subject != f"{self.prefix}.{FLEET_TOKEN}":
             self.listener.on_alert(got.alert.hostname, seq, stream_ns)
         return got
