@@ -106,6 +106,19 @@ def _checked(resp: outputs_pb2.response) -> Alert:
     return alert
 
 
+def ack_fields(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, store time in ns, messages pending) of a JetStream delivery, from its reply subject:
+    what `Msg.metadata` gives, without its dataclasses and datetime per message (the feed's hottest line)."""
+    tokens = Msg.Metadata._get_metadata_fields(reply)  # NotJSMessageError for anything else
+    if len(tokens) == _V1_TOKENS:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]
+    return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.Timestamp]), int(tokens[Msg.Ack.NumPending])
+
+
+_V1_TOKENS = 9
+
+
 class FeedListener:
     """What the node watch wants to know of the feed (server/fleet/aggregate_nodes.py overrides these)."""
 
@@ -176,13 +189,12 @@ class StreamSource:
                 await sub.unsubscribe()  # type: ignore[attr-defined]
 
     async def _on_msg(self, msg: Msg) -> None:
-        meta = msg.metadata
-        seq = meta.sequence.stream
+        seq, stored_ns, pending = ack_fields(msg.reply)
         self.feed_seen += 1
         hub = self._hub
-        if hub is not None and seq + meta.num_pending > hub.known_last:
-            hub.known_last = seq + meta.num_pending
-        got = self._classify(msg.subject, msg.data, seq, int(meta.timestamp.timestamp() * 1e9))
+        if hub is not None and seq + pending > hub.known_last:
+            hub.known_last = seq + pending
+        got = self._classify(msg.subject, msg.data, seq, stored_ns)
         self._pending.append((seq, got))
         if not self._flush_scheduled:
             self._flush_scheduled = True

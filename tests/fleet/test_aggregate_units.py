@@ -211,3 +211,16 @@ def test_node_matches_only_its_own_name(alert_server: Any) -> None:
     with Client(unix_socket=alert_server.unix_path) as client:
         assert [a.output for a in client.get(hosts=own)] == ["k=0", "k=1", "k=2"]
         assert client.get(hosts=["not-" + own]) == []
+
+
+def test_ack_fields_read_the_reply_as_nats_py_does() -> None:
+    """The feed's own reading of a delivery's reply subject gives what nats-py's `Msg.metadata` gives."""
+    from nats.aio.msg import Msg
+
+    from falconet.server.fleet.aggregate_stream import ack_fields
+
+    for reply in ("$JS.ACK.FALCONET_ALERTS.abc.1.4242.17.1733480000123456789.9",
+                  "$JS.ACK.hub.ACCHASH.FALCONET_ALERTS.abc.1.4242.17.1733480000123456789.9.rnd"):
+        meta = Msg.Metadata._from_reply(reply)
+        assert ack_fields(reply) == (meta.sequence.stream, 1733480000123456789, meta.num_pending) == (
+            4242, 1733480000123456789, 9)
