@@ -8,6 +8,10 @@ in the same run (part of `python -m bench.server_throughput`; `--store-only` run
   (the writer thread's conversion and inserts compete with them for the GIL); and publishing until each alert
   is ready to send (wire form made: by the first reader without a store, by the writer with one);
 - the latency a store adds before an alert becomes visible (the commit window plus the commit).
+
+Each publish row also reports the CPU time this process (the server; publishing clients run elsewhere) spent
+per alert, off and on: on a machine other work loads, wall-clock rates move by 2x between rounds while CPU per
+alert stays within a few percent, so it shows what the store costs even when the rates cannot.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from bench.server_throughput import Bench
 
 INPUT_PUBLISH = "/falconet.v1.InputService/Publish"
+CPU_PER_ALERT: list[float] = []
+"""The publish rows append this process's CPU µs per alert of each run here (read by `store_rows`)."""
 
 
 def publish_client(conn: Connection, target: str, n: int, batch: int) -> None:
@@ -56,13 +62,16 @@ def publish_rate(bench: Bench, store: bool, n: int) -> float:
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=publish_client, args=(child, unix, n, 500))
     proc.start()
+    cpu0 = time.process_time()
     if not parent.poll(300):
         raise RuntimeError("the publishing client did not report")
     accepted, seconds = parent.recv()
+    cpu = time.process_time() - cpu0
     proc.join(30)
     bench.stop(server)
     if accepted != n:
         raise RuntimeError(f"published {accepted} of {n}")
+    CPU_PER_ALERT.append(cpu / n * 1e6)
     return float(n / seconds)
 
 
@@ -73,11 +82,13 @@ def engine_publish_rate(bench: Bench, store: bool, n: int) -> float:
     server, _, _ = bench.falconet(retention=10_000, store=store)
     alerts = [make_alert(i) for i in range(n)]
     publish = server.hub.publish
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for alert in alerts:
         publish(alert)
     calls = time.perf_counter() - t0
     bench.loop.run(server.hub.wait_durable(n))
+    CPU_PER_ALERT.append((time.process_time() - cpu0) / n * 1e6)  # until committed: the writer's work too
     bench.stop(server)
     return n / calls
 
@@ -92,6 +103,7 @@ def ready_rate(bench: Bench, store: bool, n: int) -> float:
     server, _, _ = bench.falconet(retention=n, store=store)
     alerts = [make_alert(i) for i in range(n)]
     publish = server.hub.publish
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     for alert in alerts:
         publish(alert)
@@ -100,6 +112,7 @@ def ready_rate(bench: Bench, store: bool, n: int) -> float:
         for entry in server.hub.snapshot():
             entry.wire()
     seconds = time.perf_counter() - t0
+    CPU_PER_ALERT.append((time.process_time() - cpu0) / n * 1e6)
     bench.stop(server)
     return n / seconds
 
@@ -142,39 +155,50 @@ def sustained_ladder(bench: Bench, store: bool, rates: tuple[int, ...], seconds:
     return best
 
 
-def store_rows(bench: Bench, quick: bool) -> None:
-    """Each row with the store off, then on (three interleaved rounds, best of each; the sustained ladder once);
-    the summary table at the end (target: on/off >= 0.90)."""
+def store_rows(bench: Bench, quick: bool, rounds: int = 3, publish_only: bool = False) -> None:
+    """Each row with the store off, then on (interleaved rounds, best of each; the sustained ladder once); the
+    summary table at the end (target: on/off >= 0.90)."""
     print()
     print("alert store: each row with the store off and on, in this run (SQLite WAL, synchronous=normal, 2 ms window)")
     summary: list[tuple[str, float, float, str]] = []
+    cpu_rows: list[tuple[str, float, float]] = []
     n1 = 20_000 if quick else 60_000
     nb = 100_000 if quick else 300_000
-    pairs: list[tuple[str, Callable[[bool], float]]] = [
+    subscriber_rows: list[tuple[str, Callable[[bool], float]]] = [
         ("Falco sub capacity, 1 mTLS stream", lambda st: bench.capacity(
             f"Falco sub, 1 subscriber, mTLS, store {'on' if st else 'off'}", False, "mTLS", 1, n1, 1, store=st)),
         ("batched capacity, 1 mTLS stream", lambda st: bench.capacity(
             f"batched, 1 subscriber, mTLS, store {'on' if st else 'off'}", True, "mTLS", 1, nb, 1, store=st)),
+    ]
+    publish_rows: list[tuple[str, Callable[[bool], float]]] = [
         ("publish via InputService (acked)", lambda st: publish_rate(bench, st, 50_000 if quick else 200_000)),
         ("Hub.publish calls (engine thread)", lambda st: engine_publish_rate(bench, st, 50_000 if quick else 200_000)),
         ("publish until ready to send", lambda st: ready_rate(bench, st, 50_000 if quick else 200_000)),
     ]
     # Interleaved off/on rounds, best of each: on a shared machine the load moves between runs, and the best of
     # several is the figure least disturbed by it (the same for both sides).
-    rounds = 3
-    for name, run in pairs:
+    for name, run in ([] if publish_only else subscriber_rows) + publish_rows:
         offs: list[float] = []
         ons: list[float] = []
+        cpu_off: list[float] = []
+        cpu_on: list[float] = []
         for _ in range(rounds):
+            CPU_PER_ALERT.clear()
             offs.append(run(False))
+            cpu_off.extend(CPU_PER_ALERT)
+            CPU_PER_ALERT.clear()
             ons.append(run(True))
+            cpu_on.extend(CPU_PER_ALERT)
         print(f"  {name}: off {', '.join(f'{x:,.0f}' for x in offs)}; on {', '.join(f'{x:,.0f}' for x in ons)}",
               flush=True)
-        summary.append((name, max(offs), max(ons), "alerts/s, best of 3"))
-    rates = (4000, 6000, 8000, 10_000, 12_000, 14_000)
-    seconds = 3.0 if quick else 6.0
-    off, on = sustained_ladder(bench, False, rates, seconds), sustained_ladder(bench, True, rates, seconds)
-    summary.append(("Falco sub sustained, 1 mTLS stream", off, on, "alerts/s held"))
+        summary.append((name, max(offs), max(ons), f"alerts/s, best of {rounds}"))
+        if cpu_off and cpu_on:
+            cpu_rows.append((name, min(cpu_off), min(cpu_on)))
+    if not publish_only:
+        rates = (4000, 6000, 8000, 10_000, 12_000, 14_000)
+        seconds = 3.0 if quick else 6.0
+        off, on = sustained_ladder(bench, False, rates, seconds), sustained_ladder(bench, True, rates, seconds)
+        summary.append(("Falco sub sustained, 1 mTLS stream", off, on, "alerts/s held"))
     lat_off, lat_on = visible_latency_ms(bench, False, 200), visible_latency_ms(bench, True, 200)
     print()
     print(f"{'row':<40} {'store off':>12} {'store on':>12} {'on/off':>7}")
@@ -185,3 +209,7 @@ def store_rows(bench: Bench, quick: bool) -> None:
         f"(p99 {lat_off[1]:.3f} off, {lat_on[1]:.3f} on)",
         flush=True,
     )
+    print()
+    print(f"{'server CPU per alert (µs, least of rounds)':<44} {'off':>8} {'on':>8} {'off/on':>7}")
+    for name, a, b in cpu_rows:
+        print(f"{name:<44} {a:>8.2f} {b:>8.2f} {a / b if b else 0:>7.2f}", flush=True)

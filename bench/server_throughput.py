@@ -479,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
     parser.add_argument("--store-only", action="store_true", help="only the alert store rows (store off vs on)")
+    parser.add_argument("--publish-only", action="store_true",
+                        help="with --store-only: only the publish rows (not the subscriber rows)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved off/on rounds per store row, best of each (more on a loaded machine)")
     args = parser.parse_args(argv)
     q = args.quick
     bench = Bench(q)
@@ -486,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.store_only:
             from bench.server_store import store_rows
 
-            store_rows(bench, q)
+            store_rows(bench, q, rounds=args.rounds, publish_only=args.publish_only)
             return 0
         print(
             "capacity: cached backlog streamed to subscribers in other processes (alerts/s, all subscribers)"
@@ -541,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         from bench.server_store import store_rows
 
-        store_rows(bench, q)
+        store_rows(bench, q, rounds=args.rounds)
     finally:
         bench.close()
     return 0

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from falconet.rules.engine import Engine
     from falconet.server.app import AlertServer
     from falconet.server.config import ServerConfig
+    from falconet.server.console.app import WebConsole
     from falconet.server.fleet.output import NatsForwarder
 
 # Names that moved out of this module stay importable from it.
@@ -152,6 +153,7 @@ class Daemon:
         self.hub: Hub | None = None
         self.store: AlertStore | None = None
         self.server: AlertServer | None = None
+        self.console: WebConsole | None = None  # the web console (server/console), when enabled
         self.nats_output: NatsForwarder | None = None
         self._parts: _Parts | None = None
         self._stop = threading.Event()
@@ -266,6 +268,13 @@ class Daemon:
             except Exception as exc:
                 raise DaemonError(f"the gRPC server cannot start: {exc}") from None
             parts.reloader.certificates = self.server
+        if cfg.web_console.enabled:
+            from falconet.server.console.app import mount_console
+
+            try:
+                self.console = await mount_console(cfg.web_console, self.hub, kind="node", log_to=self.log)
+            except Exception as exc:
+                raise DaemonError(f"the web console cannot start: {exc}") from None
         if cfg.metrics.enabled:
             try:
                 host, port = self.metrics.serve(cfg.metrics.listen_address, cfg.metrics.listen_port)
@@ -302,7 +311,10 @@ class Daemon:
 
     def reload(self) -> bool:
         """SIGHUP: new config, rules and certificates, or (on any error) the old ones and an internal alert."""
-        return self._prepared().reloader.reload()
+        reloaded = self._prepared().reloader.reload()
+        if self.console is not None:
+            self.console.reload_soon()  # its CRL (the console's listener keeps its start-time config)
+        return reloaded
 
     # -- run -------------------------------------------------------------------------------------------------
 
@@ -375,6 +387,8 @@ class Daemon:
                     f"warning: the {out.kind} output could not be closed cleanly ({out.close_error}); "
                     "alerts it had not yet written may be lost"
                 )
+        if self.console is not None:
+            await self.console.stop()
         if self.nats_output is not None:
             await self.nats_output.close()
         if self.server is not None:

@@ -30,6 +30,7 @@ from falconet.model.alert import Priority
 from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.sensor.containers import EngineSettings
+from falconet.server.config_engine import read_engine
 from falconet.server.config_containers import parse_append_output, parse_container_engines
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
@@ -39,6 +40,7 @@ from falconet.server.fleet.rules_config import FleetRulesConfig, read_fleet_rule
 from falconet.server.hub import DEFAULT_RETENTION
 from falconet.server.store_schema import StoreConfig, read_store_section
 from falconet.server.k8s_audit_config import K8sAuditConfig, parse_k8s_audit
+from falconet.server.console.config import ConsoleConfig, parse_web_console
 from falconet.server.limits import Limits
 from falconet.server.overrides import Override, OverrideError, apply_overrides, blame
 
@@ -75,7 +77,6 @@ _FALCO_KEYS_IGNORED = frozenset(
         "log_syslog",
         "log_level",
         "libs_logger",
-        "engine",
         "load_plugins",
         "plugins",
         "watch_config_files",
@@ -122,8 +123,10 @@ _KNOWN_KEYS = frozenset(
         "append_output",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
+        "web_console",  # server/console/config.py
         "nats_output",  # server/fleet/output_config.py
         "fleet_rules",  # server/fleet/rules_config.py
+        "engine",  # server/config_engine.py (engine.kind)
     }
 )
 
@@ -240,12 +243,16 @@ class DaemonConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
     k8s_audit: K8sAuditConfig | None = None
+    # The web console (server/console/config.py); off unless enabled.
+    web_console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Ours: forward every alert to NATS JetStream (server/fleet/output_config.py).
     nats_output: NatsOutputConfig = field(default_factory=NatsOutputConfig)
     # Rules pushed to the fleet (docs/fleet-rules.md): the `fleet_rules` block (None: not watched), and the files
     # of the pushed version this configuration runs, loaded after the local rules files (never from the file).
     fleet_rules: FleetRulesConfig | None = None
     fleet_rules_files: tuple[Path, ...] = ()
+    # Falco's engine.kind, as a --source spelling (server/config_engine.py); None: --source or its default.
+    engine_source: str | None = None
     warnings: tuple[str, ...] = ()
 
     def with_rules(self, rules: Sequence[Path]) -> DaemonConfig:
@@ -373,8 +380,10 @@ def _parse_config(
         append_output=parse_append_output(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
+        web_console=_read_web_console(data, top.problems),
         nats_output=read_nats_output(top.section("nats_output")),
         fleet_rules=read_fleet_rules(top.section("fleet_rules"), alert_store.path),
+        engine_source=read_engine(data.get("engine"), top.problems),
         warnings=tuple(top.problems.warnings),
     )
     if config.nats_output.enabled and not config.grpc_output:
@@ -563,6 +572,13 @@ def _read_k8s_audit(data: dict[str, Any], problems: Problems, metrics_port: int)
     problems.warnings.extend(warnings)
     if config is not None and config.form == "plugin":  # plugins/load_plugins served the k8saudit plugin
         problems.warnings[:] = [w for w in problems.warnings if not w.startswith(("plugins is a", "load_plugins is a"))]
+    return config
+
+
+def _read_web_console(data: dict[str, Any], problems: Problems) -> ConsoleConfig:
+    config, found = parse_web_console(data.get("web_console"), problems.resolve)
+    for problem in found:
+        problems.add(problem)
     return config
 
 

@@ -9,8 +9,11 @@ the gRPC services turn into an `internal` alert so that loss is never silent.
 Sequences start at 1. Without a store the epoch changes per hub (per server run), so a cursor from another run
 is recognised; with a persistent store (server/store.py) the epoch identifies the store and sequences carry on
 across restarts, and an alert becomes visible to readers only once the store has committed it (`mark_durable`):
-so any alert a subscriber has seen survives a crash. Readers that fall behind the ring read on from the store. Each retained alert is converted to its protobuf wire form at most once (lazily, on first read,
-then cached on the entry), however many subscribers read it: fan-out costs a reference, not a conversion.
+so any alert a subscriber has seen survives a crash. Readers that fall behind the ring read on from the store.
+Each retained alert is converted to its protobuf wire form at most once (lazily, on first read, then cached on
+the entry), however many subscribers read it: fan-out costs a reference, not a conversion. An alert published
+from another process (`publish_received`) is never converted: the message it arrived in, validated and
+normalised, is its wire form, to which the hub adds the cursor it assigns.
 
 Falco's own clients know nothing of cursors; for them the hub keeps a "Falco cursor" per client identity (the
 newest sequence sent to that identity), which gives Falco's drain-the-queue semantics to `get` and to the
@@ -29,6 +32,10 @@ from typing import Protocol
 
 from falconet.model.alert import Alert, Cursor, Priority
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
+from falconet.server.entries import CursorField
+from falconet.server.entries import Entry as Entry  # re-exported: readers and the store take entries from here
+from falconet.server.entries import encode_varint as encode_varint
+from falconet.server.entries import frame_head as frame_head
 
 DEFAULT_RETENTION = 10_000
 LOSS_RULE = "Falconet alerts lost"
@@ -47,65 +54,11 @@ class Backing(Protocol):
     """The oldest sequence stored (None = none)."""
 
     def notify(self) -> None:
-        """Alerts wait in `Hub.drain_unsynced`; must not block."""
+        """The first alert since the last `Hub.drain_unsynced` waits there (later ones until the next drain do
+        not call this: the writer must clear its wake-up before it drains); must not block."""
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
         """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
-
-
-class Entry:
-    """One retained alert with its sequence and its cached wire forms (computed once, on first read)."""
-
-    __slots__ = ("seq", "alert", "_wire", "_framed")
-
-    def __init__(self, seq: int, alert: Alert) -> None:
-        self.seq = seq
-        self.alert = alert
-        self._wire: bytes | None = None
-        self._framed: bytes | None = None
-
-    @classmethod
-    def from_wire(cls, seq: int, wire: bytes) -> Entry:
-        """An entry read back from the store: its wire form as stored, the alert decoded for filters."""
-        from falconet.sdk.api.falco import outputs_pb2
-        from falconet.sdk.convert import alert_from_proto
-
-        entry = cls(seq, alert_from_proto(outputs_pb2.response.FromString(wire)))
-        entry._wire = wire
-        return entry
-
-    def wire(self) -> bytes:
-        """The serialized `falco.outputs.response`, made once however many subscribers read it."""
-        w = self._wire
-        if w is None:
-            from falconet.sdk.convert import alert_to_wire
-
-            w = self._wire = alert_to_wire(self.alert)
-        return w
-
-    def framed(self) -> bytes:
-        """The wire form framed as field 1 of a batch message (`repeated response alerts = 1`).
-
-        Batch messages are then built by concatenation, with no protobuf object per batch.
-        """
-        f = self._framed
-        if f is None:
-            w = self.wire()
-            n = len(w)
-            # Alerts are mostly 128 B..16 KiB: a two-byte length, without the general varint loop.
-            head = bytes((0x0A, (n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else b"\x0a" + encode_varint(n)
-            f = self._framed = head + w
-        return f
-
-
-def encode_varint(value: int) -> bytes:
-    """Protobuf base-128 varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +182,7 @@ class Hub:
             raise ValueError(f"retention must be at least 1 alert, got {retention}")
         self.retention = retention
         self.epoch = epoch or new_epoch()
+        self._cursor_field = CursorField(self.epoch)
         self.hostname = default_hostname() if hostname is None else hostname
         self._ring: list[Entry | None] = [None] * retention
         self._head = head  # sequence of the newest alert; 0 = none yet
@@ -266,7 +220,10 @@ class Hub:
             entry = self._ring[seq % self.retention] = Entry(seq, alert)
             self._head = seq
             if store is not None:
-                self._unsynced.append(entry)
+                unsynced = self._unsynced
+                if unsynced:  # the writer was woken by the first alert since its last drain
+                    store = None
+                unsynced.append(entry)
                 waiters = []
             else:
                 self._visible = seq
@@ -278,6 +235,42 @@ class Hub:
         elif waiters:
             _wake(waiters)
         return cursor
+
+    def publish_received(self, received: Iterable[tuple[Alert, bytes, int]]) -> Cursor | None:
+        """`publish_many` for alerts that come with their wire form (`falconet.server.alert_input.received_alert`):
+        each (alert, wire, tail) holds bytes that decode to `alert_to_proto(alert)` without a cursor, the last
+        `tail` of them its `output_fields_json` field. The hub puts the cursor it assigns before that field (the
+        bytes are then protobuf's, field for field) and, if the alert has no hostname, appends the hub's, so the
+        alert is never converted again."""
+        last: Cursor | None = None
+        store = self._store
+        epoch, cursor_field = self.epoch, self._cursor_field
+        if cursor_field.epoch != epoch:  # the epoch was set after the hub was made
+            cursor_field = self._cursor_field = CursorField(epoch)
+        with self._lock:
+            for alert, wire, tail in received:
+                seq = self._head + 1
+                alert.cursor = last = Cursor(epoch, seq)
+                if tail:
+                    cut = len(wire) - tail
+                    wire = b"".join((wire[:cut], cursor_field(seq), wire[cut:]))
+                else:
+                    wire += cursor_field(seq)
+                if not alert.hostname and self.hostname:
+                    alert.hostname = self.hostname
+                    host = self.hostname.encode()
+                    wire += b"\x3a" + encode_varint(len(host)) + host  # a later string field replaces an earlier
+                entry = self._ring[seq % self.retention] = Entry(seq, alert, wire)
+                self._head = seq
+                if store is not None:
+                    self._unsynced.append(entry)
+            waiters = self._finish_many_locked(store)
+        if store is not None:
+            if last is not None:
+                store.notify()
+        elif waiters:
+            _wake(waiters)
+        return last
 
     def publish_many(self, alerts: Iterable[Alert]) -> Cursor | None:
         """Publishes each alert in order under one lock hold; returns the last cursor (None if empty)."""
@@ -293,12 +286,7 @@ class Hub:
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)
-            waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-            if store is None:
-                self._visible = self._head
-                waiters = self._waiters
-                if waiters:
-                    self._waiters = []
+            waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
                 store.notify()
@@ -306,12 +294,28 @@ class Hub:
             _wake(waiters)
         return last
 
+    def _finish_many_locked(self, store: Backing | None) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        """Without a store, makes what was published visible and returns the waiters to wake (lock held)."""
+        if store is not None:
+            return []
+        self._visible = self._head
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+        return waiters
+
     # -- durability (the store's writer thread) ------------------------------------------------------------
 
-    def drain_unsynced(self) -> tuple[list[Entry], dict[str, int]]:
-        """The alerts published since the last call, in order, and the Falco cursors that moved meanwhile."""
+    def drain_unsynced(self, max_n: int = 0) -> tuple[list[Entry], dict[str, int]]:
+        """The alerts published since the last call, in order (the oldest `max_n` of them when `max_n` is set:
+        the rest stay for the next call, and `Backing.notify` is not called for them again), and the Falco
+        cursors that moved meanwhile."""
         with self._lock:
-            entries, self._unsynced = self._unsynced, []
+            entries = self._unsynced
+            if 0 < max_n < len(entries):
+                entries, self._unsynced = entries[:max_n], entries[max_n:]
+            else:
+                self._unsynced = []
             cursors, self._falco_dirty = self._falco_dirty, {}
         return entries, cursors
 
@@ -507,6 +511,15 @@ class Hub:
 
     def _retains(self) -> str:
         return f"{self.retention} in memory and a persistent store" if self._store is not None else str(self.retention)
+
+    def recent(self, after: int, max_n: int) -> list[Entry]:
+        """Up to `max_n` in-memory entries published after sequence `after`, visible to readers or not yet (the
+        store's converter makes their wire forms ahead of the commit)."""
+        with self._lock:
+            first = max(after + 1, self.ring_oldest)
+            last = min(self._head, first + max_n - 1)
+            ring, r = self._ring, self.retention
+            return [ring[s % r] for s in range(first, last + 1)]  # type: ignore[misc]
 
     def snapshot(self, start: int | None = None) -> list[Entry]:
         """Every retained in-memory entry from `start` (default: the oldest) to the newest, in order."""

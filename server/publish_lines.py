@@ -42,6 +42,11 @@ class PublishLog:
         print(f"falconet publish: line {number}: not published: {reason}", file=self.err, flush=True)
 
 
+JSON_WHITESPACE = " \t\r\n"
+"""What makes a line blank: JSON's whitespace only. str.strip would also drop a line of 0x1c-0x1f or 0x0b
+(Unicode whitespace, not JSON's), losing it without a report."""
+
+
 def read_lines(stream: BinaryIO, log: PublishLog) -> Iterator[tuple[int, str]]:
     """(number, text) of each non-blank line; lines that are too long or not UTF-8 are reported and skipped.
 
@@ -65,7 +70,7 @@ def read_lines(stream: BinaryIO, log: PublishLog) -> Iterator[tuple[int, str]]:
         except UnicodeDecodeError as exc:
             log.skip(number, f"not UTF-8 (invalid byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})")
             continue
-        if text.strip():
+        if text.strip(JSON_WHITESPACE):
             yield number, text
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -25,10 +26,30 @@ examples:
       Falco's -o KEY=VALUE: set one config key (dots for nesting, [N] or [] for lists; the value is YAML)
   falconet run -c ./falconet.yaml --source none
       only the Kubernetes audit endpoint (webserver.k8s_audit_endpoint in the config), without root
+  falconet run -c ./falconet.yaml --source ptrace -- /usr/sbin/nginx -g 'daemon off;'
+      no eBPF, no root: launch the workload under the ptrace driver (Falco's pdig pattern); Falconet exits
+      with it, and it ends with Falconet
+  falconet run -c ./falconet.yaml --source ptrace --pid 1234 --pid 1240
+      attach to running processes and their future children (needs CAP_SYS_PTRACE unless they are yours
+      and kernel.yama.ptrace_scope is 0)
   kill -HUP $(pidof -x falconet)
       reload config, rules and certificates; open streams and alert sequence numbers carry on
 then subscribe:
   falco-client subscribe --output json
+
+ptrace driver limits (docs/ptrace.md):
+  - only the traced workload and its descendants are seen, no other process on the host;
+  - a process already being traced (a debugger, strace) cannot be attached;
+  - --pid cannot put a seccomp filter into a running process: every one of its syscalls stops (slow);
+  - a launched workload runs with no_new_privs: set-uid/set-gid bits and file capabilities do not raise
+    its privileges (sudo, ping with file capabilities stop working);
+  - the workload ends with Falconet: on SIGTERM it gets SIGTERM, then SIGKILL 2 s later; if Falconet is
+    SIGKILLed or crashes the kernel kills it at once (PTRACE_O_EXITKILL). It cannot run on untraced: its
+    filter makes the traced syscalls fail with ENOSYS once no tracer is attached;
+  - an eBPF Falconet or Falco on the same host sees this driver's ptrace(2) calls: its PTRACE_SEIZE of the
+    workload (once per launch, once per thread with --pid) raises "PTRACE attached to process"; exclude
+    it with Falco's list known_ptrace_binaries (items: [falconet], the proc.name of this process) or, with
+    Falconet's default rules, by appending the tracer to the known_debugger macro.
 """
 
 INSTALL_EPILOG = """\
@@ -52,9 +73,14 @@ def register(sub: Any) -> None:
                    help="configuration file (default: /etc/falconet/falconet.yaml)")
     p.add_argument("-r", "--rules", type=Path, action="append", default=[], metavar="RULES",
                    help="rules file or directory; repeatable; replaces the config's rules_files")
-    p.add_argument("--source", default="ebpf", metavar="ebpf|replay:FILE|none",
-                   help="where syscall events come from (default: ebpf, which needs root; replay:FILE also reads "
+    p.add_argument("--source", default=None, metavar="ebpf|ptrace|replay:FILE|none",
+                   help="where syscall events come from (default: the config's engine.kind, else ebpf, which needs "
+                        "root; ptrace: trace `-- COMMAND` or --pid without eBPF or root; replay:FILE also reads "
                         "Kubernetes audit events; none: only the k8s audit endpoint)")
+    p.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
+                   help="with --source ptrace: attach to this running process and its future children; repeatable")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]",
+                   help="with --source ptrace: the workload to launch and trace")
     p.add_argument("--store", type=Path, default=None, metavar="FILE",
                    help="persistent alert store (overrides the config's alert_store.path; the packaged config "
                    "uses /var/lib/falconet/alerts.db)")
@@ -102,8 +128,34 @@ def _run(args: argparse.Namespace) -> int:
     except (ConfigError, OverrideError) as exc:
         print(f"falconet run: {exc}", file=sys.stderr)
         return 1
-    daemon = Daemon(config, source=args.source, config_path=path, rules_override=args.rules, overrides=overrides)
+    try:
+        source = source_spec(args.source or config.engine_source or "ebpf", args.pid, args.command)
+    except ValueError as exc:
+        print(f"falconet run: {exc}", file=sys.stderr)
+        return 2
+    daemon = Daemon(config, source=source, config_path=path, rules_override=args.rules, overrides=overrides)
     return daemon.run()
+
+
+def source_spec(source: str, pids: list[int], command: list[str]) -> str:
+    """The --source text the daemon's registry reads: the ptrace driver's workload goes into its argument
+    (`ptrace:exec=JSON-LIST` or `ptrace:pid=N,M`); a workload with any other source is refused."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if source != "ptrace":
+        if pids or command:
+            raise ValueError(f"--pid and -- COMMAND go with --source ptrace, not --source {source}")
+        return source
+    if pids and command:
+        raise ValueError("--source ptrace takes either -- COMMAND or --pid, not both")
+    if command:
+        resolved = shutil.which(command[0]) if "/" not in command[0] else command[0]
+        if resolved is None:
+            raise ValueError(f"{command[0]!r}: command not found")
+        return "ptrace:exec=" + json.dumps([resolved, *command[1:]])
+    if pids:
+        return "ptrace:pid=" + ",".join(str(p) for p in pids)
+    raise ValueError("--source ptrace needs a workload: -- COMMAND [ARGS...] or --pid PID")
 
 
 def install(directory: Path, *, systemd_dir: Path | None = None, force: bool = False) -> list[Path]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from falconet.server.config import ServerConfig
+    from falconet.server.console.config import ConsoleConfig
     from falconet.server.publish_lines import PublishLog
 
 SERVE_EXAMPLES = """\
@@ -103,6 +104,7 @@ def register(sub: Any) -> None:
                        help="set a grpc.* or alert_store.* key of the daemon's configuration, as Falco's -o "
                        "(e.g. grpc.retention=50000); repeatable; applied after the flags")
     _limit_arguments(serve)
+    _console_arguments(serve)
     serve.set_defaults(func=run_serve)
 
     pub = sub.add_parser(
@@ -126,6 +128,40 @@ def register(sub: Any) -> None:
         "--timeout", type=float, default=10.0, help="seconds to wait for the server (default 10)"
     )
     pub.set_defaults(func=run_publish)
+
+
+def _console_arguments(serve: Any) -> None:
+    group = serve.add_argument_group("web console", "the alerts in a browser (docs/web-console.md); off unless --console")
+    group.add_argument("--console", metavar="HOST:PORT",
+                       help="serve the web console here: plain HTTP on loopback, HTTPS with the --certs files otherwise")
+    group.add_argument("--console-token-file", type=Path, metavar="FILE",
+                       help="bearer token a browser (or its proxy) must send")
+    group.add_argument("--console-allow-cn", action="append", default=[], metavar="CN",
+                       help="client certificate Common Name (signed by the --certs CA) that may read it; repeatable")
+
+
+def console_config_from_args(args: argparse.Namespace) -> ConsoleConfig:
+    """The web console's settings from `serve`'s options (the CA, certificate and key are the gRPC server's)."""
+    from falconet.server.console.config import ConsoleConfig, is_loopback
+
+    host, _, port = str(args.console).rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit():
+        raise ValueError(f"--console {args.console!r}: expected HOST:PORT")
+    certs: Path | None = args.certs
+    tls = not is_loopback(host) or bool(args.console_allow_cn)
+    ca = args.ca or (certs / "ca.crt" if certs else None)
+    return ConsoleConfig(
+        enabled=True,
+        listen_address=host,
+        listen_port=int(port),
+        cert_chain=(args.cert or (certs / "server.crt" if certs else None)) if tls else None,
+        private_key=(args.key or (certs / "server.key" if certs else None)) if tls else None,
+        client_ca=ca if args.console_allow_cn else None,
+        allowed_common_names=frozenset(args.console_allow_cn),
+        crl=args.crl,
+        token_file=args.console_token_file,
+    )
 
 
 def _limit_arguments(serve: Any) -> None:
@@ -189,6 +225,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from falconet.certs.errors import CertError as CertificateError
     from falconet.server.app import AlertServer
     from falconet.server.config import ConfigError
+    from falconet.server.console.app import WebConsole
     from falconet.server.overrides import OverrideError, parse_all
     from falconet.server.overrides_serve import with_overrides
 
@@ -202,7 +239,8 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.option:
             config = with_overrides(config, parse_all(args.option))
         server = AlertServer(config)
-    except (ConfigError, CertificateError, OverrideError) as exc:
+        console = WebConsole(console_config_from_args(args), server.hub) if args.console else None
+    except (ConfigError, CertificateError, OverrideError, ValueError) as exc:  # ValueError: ConsoleConfigError
         print(f"falconet serve: {exc}", file=sys.stderr)
         return 2
 
@@ -217,6 +255,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 print(f"falconet serve: certificates not reloaded: {exc}", file=sys.stderr, flush=True)
             else:
                 print("certificates reloaded (and the CRL)", flush=True)
+            if console is not None:
+                console.reload_soon()
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -228,6 +268,13 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
         for address in bound:
             print(f"listening on {address}", flush=True)
+        if console is not None:
+            try:
+                print(f"web console on {await console.start()}", flush=True)
+            except OSError as exc:
+                print(f"falconet serve: the web console cannot listen: {exc}", file=sys.stderr)
+                await server.stop(0)
+                return 2
         forwarder = None
         if nats_output is not None and nats_output.enabled:  # the hub is its spool (server/fleet/output.py)
             from falconet.server.fleet.output_start import start_forwarder
@@ -237,6 +284,8 @@ def run_serve(args: argparse.Namespace) -> int:
         await stop.wait()
         if forwarder is not None:
             await forwarder.close()
+        if console is not None:
+            await console.stop()
         await server.stop(2.0)
         return 0
 

@@ -16,7 +16,7 @@ import grpc
 
 from falconet.model.alert import Alert
 from falconet.sdk.api.falconet.v1 import alerts_pb2, inputs_pb2, types_pb2
-from falconet.server.alert_input import alert_from_input
+from falconet.server.alert_input import received_alert
 from falconet.server.auth import input_denial, peer_of
 from falconet.server.hub import AlertFilter, Hub
 from falconet.server.requests import RequestError, parse_filter, parse_start
@@ -104,27 +104,29 @@ class InputService:
         accepted = 0
         last = None
         index = 0
+        hostname = self.hub.hostname
         async for request in requests:
-            alerts: list[Alert] = []
+            # Each alert keeps the message it arrived in as its wire form (alert_input.received_alert): the hub
+            # never converts it back, and a store commits those bytes.
+            received: list[tuple[Alert, bytes, int]] = []
             for resp in request.alerts:
                 index += 1
                 try:
-                    alert = alert_from_input(resp)
+                    received.append(received_alert(resp, hostname))
                 except ValueError as exc:
                     # Publish the valid alerts before this one and say how many, so nothing is lost silently.
-                    if alerts:
-                        self.hub.publish_many(alerts)
-                        accepted += len(alerts)
-                        self.accepted += len(alerts)
+                    if received:
+                        self.hub.publish_received(received)
+                        accepted += len(received)
+                        self.accepted += len(received)
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"alert {index} of the stream: {exc} ({accepted} alerts before it were published)",
                     )
-                alerts.append(alert)
-            if alerts:
-                last = self.hub.publish_many(alerts)
-                accepted += len(alerts)
-                self.accepted += len(alerts)
+            if received:
+                last = self.hub.publish_received(received)
+                accepted += len(received)
+                self.accepted += len(received)
         out = inputs_pb2.PublishResponse(accepted=accepted)
         if last is not None:
             await self.hub.wait_durable(last.sequence)  # the ack means stored (with a persistent store)

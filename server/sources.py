@@ -6,7 +6,7 @@ to KINDS below; --source, its error messages and the daemon pick it up from here
 
 from __future__ import annotations
 
-from falconet.server import k8s_audit, source_ebpf, source_replay
+from falconet.server import k8s_audit, source_ebpf, source_ptrace, source_replay
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.errors import DaemonError
 from falconet.server.source import EventSource, Log, SourceKind, SourceRequest
@@ -14,6 +14,7 @@ from falconet.server.source import EventSource, Log, SourceKind, SourceRequest
 KINDS: tuple[SourceKind, ...] = (
     source_ebpf.KIND,
     source_replay.KIND,
+    source_ptrace.KIND,
     k8s_audit.NONE_KIND,
 )
 

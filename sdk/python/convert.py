@@ -11,12 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 
 from falconet.model.alert import Alert, Cursor, OutputValue, Priority
 from falconet.model.alert_checks import AlertInvalid
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from falconet.sdk.api.falco import outputs_pb2, schema_pb2
 
-__all__ = ["alert_to_proto", "alert_from_proto", "alert_to_wire", "cursor_of", "decode_or_skip", "source_enum"]
+__all__ = [
+    "alert_to_proto", "alert_from_proto", "alert_to_wire", "cursor_of", "decode_or_skip", "encode_typed_value",
+    "decode_received", "received_wire", "source_enum",
+]
 
 log = logging.getLogger("falconet.sdk")
 
@@ -33,6 +39,19 @@ def source_enum(source: str) -> int:
     return _SOURCE_ENUM.get(source, schema_pb2.PLUGIN)
 
 
+def encode_typed_value(value: OutputValue) -> str:
+    """A non-string output field value as Falco's JSON output spells it (what `output_fields` carries)."""
+    kind = type(value)
+    # The common types skip json.dumps (this runs once per alert on the publish path).
+    if kind is int:
+        return str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
 def _encode_fields(fields: dict[str, OutputValue]) -> tuple[dict[str, str], list[str]]:
     strings: dict[str, str] = {}
     typed: list[str] = []
@@ -41,19 +60,10 @@ def _encode_fields(fields: dict[str, OutputValue]) -> tuple[dict[str, str], list
         if kind is str:
             strings[key] = value  # type: ignore[assignment]
             continue
-        # Same encoding as Falco's JSON output for numbers, booleans and null; the common types skip json.dumps
-        # (this runs once per alert on the publish path).
-        if kind is int:
-            strings[key] = str(value)
-        elif value is None:
-            strings[key] = "null"
-        elif kind is bool:
-            strings[key] = "true" if value else "false"
-        elif isinstance(value, str):
+        if isinstance(value, str):
             strings[key] = value
             continue
-        else:
-            strings[key] = json.dumps(value)
+        strings[key] = encode_typed_value(value)
         typed.append(key)
     typed.sort()  # a stable order, so equal alerts give equal bytes
     return strings, typed
@@ -89,6 +99,62 @@ def alert_to_wire(alert: Alert) -> bytes:
     return wire
 
 
+def received_wire(
+    resp: outputs_pb2.response, alert: Alert, serialized: bytes | None = None, typed_canonical: bool = False
+) -> bytes:
+    """The wire form of a received message that `alert` was decoded from strictly, without re-encoding it.
+
+    Makes `resp` (changed in place) hold exactly what `alert_to_proto(alert)` holds without a cursor, and
+    returns its serialization: `serialized` (resp as received, serialized) when nothing had to change, else one
+    new C-level serialization. Either costs a fraction of building a new message. What changes is what the
+    conversion would normalise: unknown fields at any depth (they must never pass on to subscribers; protobuf's
+    Python runtime keeps a map entry holding one as an unknown field of the response, which Go or Rust clients
+    would read as an entry), a cursor the sender set, the time marked present, the hostname and the source as
+    `alert` has them (filled or derived), the deprecated source enum, and, unless `typed_canonical` (from
+    `decode_received`) says they already are, the typed values and their `output_fields_json` list spelled and
+    ordered as `_encode_fields` spells them. `alert` must come from a strict decode of `resp` (so every listed
+    key that exists decoded to a number, boolean or null). tests/server/test_server_received_wire.py holds the
+    two paths equal on hostile messages.
+    """
+    changed = False
+    if resp.HasField("cursor"):
+        resp.ClearField("cursor")
+        changed = True
+    if not resp.HasField("time"):
+        resp.time.SetInParent()
+        changed = True
+    if len(UnknownFieldSet(resp)) or len(UnknownFieldSet(resp.time)):
+        resp.DiscardUnknownFields()
+        changed = True
+    if resp.hostname != alert.hostname:
+        resp.hostname = alert.hostname
+        changed = True
+    if resp.source != alert.source:
+        resp.source = alert.source
+        changed = True
+    deprecated = source_enum(alert.source)
+    if resp.source_deprecated != deprecated:
+        resp.source_deprecated = deprecated  # type: ignore[assignment]
+        changed = True
+    if not typed_canonical and resp.output_fields_json:
+        _respell_typed(resp, alert.output_fields)
+        changed = True
+    if serialized is not None and not changed:
+        return serialized
+    wire: bytes = resp.SerializeToString()
+    return wire
+
+
+def _respell_typed(resp: outputs_pb2.response, fields: dict[str, OutputValue]) -> None:
+    listed = resp.output_fields_json
+    typed = sorted({key for key in listed if key in fields})
+    del listed[:]
+    listed.extend(typed)
+    strings = resp.output_fields
+    for key in typed:
+        strings[key] = encode_typed_value(fields[key])
+
+
 class _NotFinite(ValueError):
     pass
 
@@ -99,6 +165,8 @@ def _reject_constant(name: str) -> float:
 
 _LITERALS: dict[str, object] = {"null": None, "true": True, "false": False}
 _NO_LITERAL = object()
+_PLAIN_INT = re.compile(r"0|-?[1-9][0-9]{0,19}").fullmatch
+"""An integer as JSON (and `encode_typed_value`) spells it; longer ones take json's path and its errors."""
 _TYPED_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 """Made once: `json.loads` with any keyword builds a new decoder per call, on the path of every alert."""
 
@@ -112,6 +180,8 @@ def decode_typed_value(raw: str) -> OutputValue:
     fast = _LITERALS.get(raw, _NO_LITERAL)
     if fast is not _NO_LITERAL:
         return fast  # type: ignore[return-value]
+    if _PLAIN_INT(raw):  # what JSON would read, at half the cost (pids, uids, times: most typed values)
+        return int(raw)
     try:
         value = _TYPED_DECODER.decode(raw)
     except _NotFinite:
@@ -133,14 +203,43 @@ def alert_from_proto(resp: outputs_pb2.response, *, strict: bool = False) -> Ale
     ValueError naming the field instead. Either way an unknown priority number raises ValueError: no
     `Priority` can hold it (clients skip such an alert with a warning, see `decode_or_skip`).
     """
+    return _alert(resp, _output_fields(resp, strict, False)[0])
+
+
+def decode_received(resp: outputs_pb2.response) -> tuple[Alert, bool]:
+    """`alert_from_proto(resp, strict=True)`, and whether its typed fields are already as `alert_to_proto`
+    writes them (`output_fields_json` sorted, each key once and present, each value spelled as
+    `encode_typed_value` spells it), for `received_wire`: checked while decoding, where the values are at hand."""
+    fields, canonical = _output_fields(resp, True, True)
+    return _alert(resp, fields), canonical
+
+
+def _output_fields(resp: outputs_pb2.response, strict: bool, check: bool) -> tuple[dict[str, OutputValue], bool]:
     fields: dict[str, OutputValue] = dict(resp.output_fields)
-    for key in dict.fromkeys(resp.output_fields_json):  # each once: a key listed twice must not decode twice
+    listed = resp.output_fields_json
+    if not listed:
+        return fields, True
+    keys = dict.fromkeys(listed)  # each once: a key listed twice must not decode twice
+    canonical = check and len(keys) == len(listed)
+    previous: str | None = None
+    for key in keys:
         if key in fields:
+            raw = fields[key]
             try:
-                fields[key] = decode_typed_value(fields[key])  # type: ignore[arg-type]
+                value = fields[key] = decode_typed_value(raw)  # type: ignore[arg-type]
             except ValueError as exc:
                 if strict:
                     raise AlertInvalid(f"output_fields[{key!r}]", str(exc)) from None
+                continue
+            if canonical and ((previous is not None and key <= previous) or encode_typed_value(value) != raw):
+                canonical = False
+            previous = key
+        else:
+            canonical = False  # listed without a field: the conversion leaves it out
+    return fields, canonical
+
+
+def _alert(resp: outputs_pb2.response, fields: dict[str, OutputValue]) -> Alert:
     try:
         priority = Priority(resp.priority)
     except ValueError:

@@ -21,6 +21,8 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from falconet.server.console.app import WebConsole, mount_console
+from falconet.server.console.fleet import settled_or_error
 from falconet.server.fleet.aggregate_config import AggregateConfig
 from falconet.server.fleet.aggregate_hub import FleetHub
 from falconet.server.fleet.aggregate_metrics import TICK_SECONDS, AggregateCounts, AggregateEndpoint, AggregateHealth
@@ -45,6 +47,12 @@ class Aggregator:
         self.config = config
         self.server_config = config.server_config()
         self.server_config.validate()  # a bad listen address or TLS file is reported before NATS is tried
+        g = config.grpc  # the web console (on by default): checked before NATS is tried too
+        self.console_config, self.console_notes = settled_or_error(
+            config.web_console, explicit=config.web_console_explicit, ca=g.root_certs, cert=g.cert_chain,
+            key=g.private_key,
+        )
+        self.console: WebConsole | None = None
         self.nc: NatsClient | None = None
         self.source: StreamSource | None = None
         self.hub: FleetHub | None = None
@@ -127,6 +135,9 @@ class Aggregator:
                  source.epoch, source.first_seq, start_seq, source.last_seq)
         self.server = FleetServer(self.server_config, hub, self.cursors)
         addresses = await self.server.start()
+        for note in self.console_notes:
+            log.warning("%s", note)
+        self.console = await mount_console(self.console_config, hub, kind="fleet", log_to=log.info)
         self.health.serving = True
         period = min(1.0, cfg.silence_timeout / 4)
         self._tasks = [asyncio.ensure_future(nodes.run(nodes_kv, period)),
@@ -183,6 +194,8 @@ class Aggregator:
     async def stop(self, grace: float = 1.0) -> None:
         self._closing = True
         self.health.stopping = True
+        if self.console is not None:
+            await self.console.stop()
         if self.server is not None:
             await self.server.stop(grace)
         for task in self._tasks:

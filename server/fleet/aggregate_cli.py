@@ -43,6 +43,12 @@ def register(sub: Any) -> None:
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="where /metrics, /healthz and /readyz listen (default 127.0.0.1:9377; port 0: any free one)")
     p.add_argument("--no-metrics", action="store_true", help="no metrics and probe endpoint")
+    web = p.add_argument_group("web console", "on by default with a credential (docs/web-console.md)")
+    web.add_argument("--console", metavar="HOST:PORT", help="where the web console listens (default 127.0.0.1:9380)")
+    web.add_argument("--console-token-file", type=Path, metavar="FILE", help="bearer token the console accepts")
+    web.add_argument("--console-allow-cn", action="append", default=[], metavar="CN",
+                     help="client certificate Common Name (signed by the gRPC CA) that may read it; repeatable")
+    web.add_argument("--no-console", action="store_true", help="no web console")
     p.set_defaults(func=run_aggregate)
 
 
@@ -74,7 +80,13 @@ def _config(args: argparse.Namespace) -> Any:
         metrics = replace(metrics, enabled=True, listen_address=address.strip("[]"), listen_port=int(port))
     if args.no_metrics:
         metrics = replace(metrics, enabled=False)
-    return replace(cfg, grpc=grpc, metrics=metrics)
+    from falconet.server.console.fleet import with_flags
+
+    console, explicit = with_flags(cfg.web_console, cfg.web_console_explicit, address=args.console,
+                                   token_file=args.console_token_file, allow_cns=args.console_allow_cn,
+                                   off=args.no_console)  # fmt: skip
+    return replace(cfg, grpc=grpc, metrics=metrics, web_console=console,
+                   web_console_explicit=explicit)
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
@@ -89,7 +101,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="falconet aggregate: %(message)s")
     try:
         aggregator = Aggregator(_config(args))
-    except (ConfigError, CertError) as exc:
+    except (ConfigError, CertError, ValueError) as exc:  # ValueError: ConsoleConfigError
         print(f"falconet aggregate: {exc}", file=sys.stderr)
         return 2
 
@@ -98,6 +110,7 @@ def run_aggregate(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(aggregator))
         try:
             url = aggregator.serve_endpoint()
             if url is not None:
@@ -121,3 +134,16 @@ def run_aggregate(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(main())
+
+
+def _reload(aggregator: Any) -> None:
+    """SIGHUP: the gRPC server's certificates and CRL (its revoked certificates' streams end), and the web
+    console's CRL (its revoked certificates' streams end too); what cannot be reloaded is said and kept."""
+    server, console = aggregator.server, aggregator.console
+    if server is not None and server.config.tls_cert is not None:
+        try:
+            server.reload_certificates()
+        except Exception as exc:  # noqa: BLE001 - ConfigError/CertError: the previous files stay in use
+            print(f"falconet aggregate: certificates not reloaded: {exc}", file=sys.stderr, flush=True)
+    if console is not None:
+        console.reload_soon()

@@ -26,6 +26,8 @@ import yaml
 
 from falconet.server.config import ServerConfig
 from falconet.server.config_values import Problems, Section, show, yaml_problem
+from falconet.server.console.config import ConsoleConfig
+from falconet.server.console.fleet import read_fleet_block
 from falconet.server.daemon_config import GrpcConfig, MetricsConfig, _read_grpc, _read_webserver
 from falconet.server.errors import ConfigError
 from falconet.server.fleet.connection import NatsConnection, read_connection
@@ -38,7 +40,7 @@ DEFAULT_METRICS_PORT = 9377
 """The node's is 9376: a node and an aggregator on one host do not collide."""
 _KEYS = frozenset({"servers", "credentials", "nkey_seed", "user", "password_file", "token_file", "tls",
                    "connect_timeout", "stream", "subject_prefix", "silence_timeout", "hostname", "grpc",
-                   "webserver"})
+                   "webserver", "web_console"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class AggregateConfig:
     hostname: str = field(default_factory=default_hostname)
     grpc: GrpcConfig = field(default_factory=lambda: GrpcConfig(bind_address=(DEFAULT_AGGREGATE_LISTEN,)))
     metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(listen_port=DEFAULT_METRICS_PORT))
+    # The web console (server/console/fleet.py): on by default, settled against the grpc TLS files at start.
+    web_console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(enabled=True))
+    web_console_explicit: bool = False
 
     def server_config(self) -> ServerConfig:
         """The alert server's settings from the grpc block, as the node's daemon makes them (daemon.server_config)."""
@@ -99,6 +104,9 @@ def read_aggregate(s: Section) -> AggregateConfig:
     if not hostname or hostname != hostname.strip() or not hostname.isprintable():
         s.problems.add(f"{s.prefix}hostname must be a non-empty name without spaces around it, got {show(hostname)}.")
         hostname = d.hostname
+    console, explicit, found = read_fleet_block(s.data.get("web_console"), s.problems.resolve)
+    for problem in found:
+        s.problems.add(problem)
     return AggregateConfig(
         nats=nats,
         stream=_stream_name(s, d.stream),
@@ -107,6 +115,8 @@ def read_aggregate(s: Section) -> AggregateConfig:
         hostname=hostname,
         grpc=grpc,
         metrics=metrics,
+        web_console=console,
+        web_console_explicit=explicit,
     )
 
 

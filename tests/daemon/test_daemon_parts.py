@@ -46,11 +46,11 @@ def test_there_is_one_config_error() -> None:
 
 
 def test_source_specs_are_read_from_the_registry(tmp_path: Path) -> None:
-    assert [k.usage for k in KINDS] == ["ebpf", "replay:FILE", "none"]
+    assert [k.usage for k in KINDS] == ["ebpf", "replay:FILE", "ptrace:TARGET", "none"]
     kind, argument = find_kind("replay:a:b.jsonl")
     assert (kind.name, argument) == ("replay", "a:b.jsonl")  # only the first colon separates
     for spec in ("kafka", "replay", "ebpf:x"):
-        with pytest.raises(DaemonError, match=rf"unknown source '{spec}'; expected ebpf or replay:FILE or none$"):
+        with pytest.raises(DaemonError, match=rf"unknown source '{spec}'; expected ebpf or replay:FILE or ptrace:TARGET or none$"):
             find_kind(spec)
     with pytest.raises(DaemonError, match="needs a file name"):
         open_source("replay:", DaemonConfig(), None, print)

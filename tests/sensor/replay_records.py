@@ -44,8 +44,8 @@ def save_records(records: list[bytes], path: Path = RECORDS) -> None:
 
 
 def event_json(data: dict[str, object]) -> str:
-    """One event's line: Event.to_dict() with data buffers (bytes, which JSON lacks) as {"bytes": hex}."""
-    return json.dumps(data, sort_keys=True, default=lambda o: {"bytes": o.hex()} if isinstance(o, bytes) else o)
+    """One event's line: Event.to_dict(), whose data buffers are text with surrogate escapes (as in captures)."""
+    return json.dumps(data, sort_keys=True)
 
 
 def load_events(path: Path = EVENTS) -> list[dict[str, object]]:

@@ -38,6 +38,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
         handle.stop()
 
 
+def test_a_line_of_separator_controls_is_reported_not_dropped(alert_server: ServerHandle) -> None:
+    publish_and_account(alert_server, b"\x1c\x1d\x1e\x1f\n\x0b\n \t\r\n")
+
+
 def publish_and_account(server: ServerHandle, data: bytes) -> None:
     """Runs `falconet publish` on `data` and checks that every non-blank line is accounted for."""
     before = server.hub.published
@@ -49,7 +53,7 @@ def publish_and_account(server: ServerHandle, data: bytes) -> None:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline ending the last line does not start another
-    nonblank = sum(1 for line in lines if line.strip())
+    nonblank = sum(1 for line in lines if line.strip(b" \t\r\n"))  # JSON's whitespace only
     summary = _SUMMARY.search(err)
     assert summary is not None, err
     published, skipped = int(summary.group(1)), int(summary.group(2) or 0)

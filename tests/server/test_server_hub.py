@@ -160,3 +160,26 @@ def test_filter_semantics() -> None:
     assert AlertFilter(tags=frozenset({"nope", "common"})).matches(alert)
     assert not AlertFilter(tags=frozenset({"nope"})).matches(alert)
     assert not AlertFilter(sources=frozenset({"k8s_audit"})).matches(alert)
+
+
+class _Pending:
+    """A store that never commits: published alerts stay invisible to readers."""
+
+    oldest: int | None = None
+
+    def notify(self) -> None:
+        pass
+
+    def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
+        return []
+
+
+def test_recent_lists_published_entries_before_they_are_visible_and_only_those_in_memory() -> None:
+    """What the store's converter walks: entries after a sequence, committed or not, within the ring."""
+    hub = Hub(4, store=_Pending())
+    for i in range(6):
+        hub.publish(make_alert(i))
+    assert hub.newest == 0  # nothing committed
+    assert [e.seq for e in hub.recent(0, 10)] == [3, 4, 5, 6]  # 1 and 2 left the ring
+    assert [e.seq for e in hub.recent(3, 2)] == [4, 5]
+    assert hub.recent(6, 10) == []

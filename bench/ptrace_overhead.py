@@ -1,0 +1,118 @@
+"""What the ptrace driver costs a workload, against bare and against the eBPF daemon, in one run.
+
+Rows: the open/read/close loop and the fork+exec loop bare, under `falconet run --source ptrace` with the
+default rules, and under the eBPF daemon with the default rules; a getpid loop bare and under ptrace (getpid is
+in no rule: the seccomp filter lets it through without a stop, so it should cost what it costs bare). Each
+figure is the median of --repeat runs, as wall-clock ns per iteration and as the loop's own CPU ns per
+iteration (user+system, children included), which a machine loaded by others moves far less than wall clock.
+The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) is printed
+beside the ptrace rows. Needs root for the eBPF row only (--no-ebpf skips it).
+
+    python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--repeat N] [--no-ebpf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench._daemon_common import Daemon, machine_state
+from falconet.rules import DEFAULT_RULES
+
+Figures = tuple[float, float, float]  # wall ns/iter, loop CPU ns/iter, tracer CPU ns/iter
+
+
+def build(directory: Path) -> Path:
+    out = directory / "ptrace_loops"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(Path(__file__).with_name("ptrace_loops.c"))], check=True)
+    return out
+
+
+def _parse(stdout: str) -> tuple[float, float]:
+    for line in stdout.splitlines():
+        if line.startswith("loop "):
+            wall, cpu = line.split()[1:3]
+            return float(wall), float(cpu)
+    raise RuntimeError(f"no figures in the loop's output: {stdout!r}")
+
+
+def bare(loops: Path, mode: str, n: int) -> Figures:
+    wall, cpu = _parse(subprocess.run([str(loops), mode, str(n)], capture_output=True, text=True,
+                                      check=True).stdout)
+    return wall, cpu, 0.0
+
+
+def traced(loops: Path, mode: str, n: int, config: Path) -> Figures:
+    """One `falconet run --source ptrace -- loops MODE N`; the tracer's CPU is Falconet's rusage less the
+    loop's own (Falconet reaps the loop, so its rusage includes it)."""
+    cmd = [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config), "--no-store", "--source",
+           "ptrace", "--", str(loops), mode, str(n)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode:
+        raise RuntimeError(f"falconet run --source ptrace failed ({done.returncode}):\n{done.stderr}")
+    wall, cpu = _parse(done.stdout)
+    return wall, cpu, 0.0
+
+
+def traced_with_cpu(loops: Path, mode: str, n: int, config: Path) -> Figures:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, _ = traced(loops, mode, n, config)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9 / n
+    return wall, cpu, max(0.0, total - cpu)
+
+
+def median(runs: list[Figures]) -> Figures:
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+            statistics.median(r[2] for r in runs))
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ptrace_overhead")
+    p.add_argument("--open", type=int, default=20_000, help="open/read/close iterations per run")
+    p.add_argument("--exec", type=int, default=200, help="fork+exec iterations per run")
+    p.add_argument("--getpid", type=int, default=2_000_000, help="getpid iterations per run")
+    p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
+    p.add_argument("--no-ebpf", action="store_true", help="leave out the eBPF daemon's row (no root needed)")
+    args = p.parse_args(argv)
+    if not args.no_ebpf and os.geteuid() != 0:
+        print("bench.ptrace_overhead: the eBPF row needs root (or pass --no-ebpf)", file=sys.stderr)
+        return 1
+    n = {"open": args.open, "exec": args.exec, "getpid": args.getpid}
+    print(f"machine before: {machine_state()}")
+    rows: dict[tuple[str, str], Figures] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        loops = build(Path(tmp))
+        config = Path(tmp) / "falconet.yaml"
+        config.write_text(f"rules_files: [{DEFAULT_RULES}]\nstdout_output: {{enabled: false}}\n"
+                          "grpc: {enabled: false}\nwebserver: {enabled: false}\n")
+        # Interleaved per repeat (bare, ptrace, bare, ...) so a load change hits every row alike.
+        runs: dict[tuple[str, str], list[Figures]] = {}
+        for _ in range(args.repeat):
+            for mode in ("open", "exec", "getpid"):
+                runs.setdefault(("bare", mode), []).append(bare(loops, mode, n[mode]))
+                runs.setdefault(("ptrace", mode), []).append(traced_with_cpu(loops, mode, n[mode], config))
+        if not args.no_ebpf:
+            with Daemon([DEFAULT_RULES]):
+                for _ in range(args.repeat):
+                    for mode in ("open", "exec"):
+                        runs.setdefault(("ebpf", mode), []).append(bare(loops, mode, n[mode]))
+        rows = {key: median(value) for key, value in runs.items()}
+    print(f"machine after: {machine_state()}")
+    print(f"{'loop':7} {'driver':7} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
+          f"{'tracer CPU ns/it':>16}")
+    for (driver, mode), (wall, cpu, tracer) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        bw, bc, _ = rows[("bare", mode)]
+        extra = f"{tracer:16.0f}" if driver == "ptrace" else f"{'':16}"
+        print(f"{mode:7} {driver:7} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
