@@ -224,3 +224,24 @@ def test_ack_fields_read_the_reply_as_nats_py_does() -> None:
         meta = Msg.Metadata._from_reply(reply)
         assert ack_fields(reply) == (meta.sequence.stream, 1733480000123456789, meta.num_pending) == (
             4242, 1733480000123456789, 9)
+
+
+def test_unknown_fields_of_a_node_payload_are_not_served() -> None:
+    """A payload with fields this version does not know (at the top and inside a map entry) is served without
+    them: a Go or Rust client would read a map entry's unknown field as an entry. (Python's protobuf keeps such a
+    map entry whole as an unknown field of the response, so the entry goes with it.)"""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    from falconet.sdk.api.falco import outputs_pb2
+
+    payload = alert_to_wire(node_alert("node-1", 3))
+    unknown = b"\xf8\x06\x01"  # field 111, varint 1
+    entry_with_unknown = b"\x0a\x01k\x12\x01v" + unknown  # output_fields entry {"k": "v"} plus field 111
+    tampered = payload + unknown + b"\x32" + bytes([len(entry_with_unknown)]) + entry_with_unknown
+    got = decode("falconet.alerts.node-1", tampered, 21, "stream-ep", PREFIX)
+    assert isinstance(got, Entry)
+    served = outputs_pb2.response.FromString(got.wire())
+    assert len(UnknownFieldSet(served)) == 0 and "k" not in served.output_fields
+    assert served.output_fields["proc.name"] == "sh"
+    assert b"\xf8\x06" not in got.wire()
+    assert (served.cursor.epoch, served.cursor.sequence, served.hostname) == ("stream-ep", 21, "node-1")
