@@ -239,7 +239,7 @@ async def _read_stream(servers: Sequence[str], stream: str, subject: str) -> lis
         total = info.state.messages
         sub = await js.pull_subscribe(subject, stream=stream,
                                       config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                                                                   mem_storage=True))
+                                                            mem_storage=True, num_replicas=1))
         out: list[StreamMsg] = []
         while len(out) < total:
             for m in await sub.fetch(min(1000, total - len(out)), timeout=10):
@@ -255,8 +255,15 @@ async def _read_stream(servers: Sequence[str], stream: str, subject: str) -> lis
 
 
 def read_stream(servers: Sequence[str], stream: str = DEFAULT_STREAM, subject: str = "falconet.alerts.*") -> list[StreamMsg]:
-    """Every message of the stream, in stream order."""
-    return asyncio.run(_read_stream(servers, stream, subject))
+    """Every message of the stream, in stream order. A cluster that just lost a server may not answer yet (a
+    leader election: creating the reading consumer times out): asked again within a deadline."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return asyncio.run(_read_stream(servers, stream, subject))
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
 
 
 def stream_count(servers: Sequence[str], stream: str = DEFAULT_STREAM) -> int:
