@@ -122,11 +122,14 @@ def run_row(url: str, sock: Path, nodes: int, per_node: int) -> dict[str, float]
                 p.wait(30)
         agg.stop()
     held = asyncio.run(_stream_messages(url))
-    if held != total or done["got"] != total:
-        raise SystemExit(f"the stream holds {held} and the subscriber got {done['got']}, not the {total} published")
+    # More than published: the nodes' own internal alerts (e.g. "NATS output failing" when 50 processes on 2
+    # cores wait past their acknowledgement timeout), forwarded like any alert. Counted, and said.
+    if held < total or done["got"] < total:
+        raise SystemExit(f"the stream holds {held} and the subscriber got {done['got']}, fewer than the {total} "
+                         "published")
     published = max(r["end"] for r in results) - start
     e2e = done["end"] - start
-    return {"total": total, "e2e": total / e2e, "published": total / published,
+    return {"total": total, "extra": held - total, "e2e": total / e2e, "published": total / published,
             "agg_us": agg_cpu / total * 1e6, "agg_cpu_share": agg_cpu / e2e}
 
 
@@ -135,6 +138,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer alerts and no 50-node row")
     ap.add_argument("--alerts", type=int, default=0, help="alerts per row (all nodes together)")
     ap.add_argument("--rounds", type=int, default=1, help="measurements per row (each row's best is printed)")
+    ap.add_argument("--nodes", type=int, action="append", help="only these rows (repeatable; default 1, 10, 50)")
     ap.add_argument("--subscriber", metavar="SOCK", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.subscriber:
@@ -148,11 +152,12 @@ def main(argv: list[str]) -> int:
         print(f"load average {os.getloadavg()[0]:.1f}; {total} alerts per row; {args.rounds} round(s)")
         print(f"{'nodes':>5} {'end-to-end alerts/s':>20} {'published alerts/s':>19} {'ratio':>6} "
               f"{'aggregator CPU us/alert':>24} {'aggregator busy':>16}")
-        for nodes in (1, 10) if args.quick else (1, 10, 50):
+        for nodes in args.nodes or ((1, 10) if args.quick else (1, 10, 50)):
             rows = [run_row(server.url, base / "agg.sock", nodes, total // nodes) for _ in range(args.rounds)]
             r = max(rows, key=lambda x: x["e2e"])
             print(f"{nodes:>5} {r['e2e']:>20,.0f} {r['published']:>19,.0f} {r['e2e'] / r['published']:>6.2f} "
-                  f"{r['agg_us']:>24.1f} {r['agg_cpu_share']:>15.0%}", flush=True)
+                  f"{r['agg_us']:>24.1f} {r['agg_cpu_share']:>15.0%}"
+                  + (f"  (+{r['extra']:.0f} internal alerts of the nodes)" if r["extra"] else ""), flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
