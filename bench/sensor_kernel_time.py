@@ -5,9 +5,11 @@ Wall-clock rows (bench.sensor_overhead) move with everything else on a shared ma
 counters (run_time_ns / run_cnt, switched on with BPF_ENABLE_STATS for this process only while it holds the fd)
 count only the program's instructions and helper calls, so a change to what the program reads (for example the
 pid-namespace reads every record makes, or the exec facts) shows up here even when the loops' wall time is noise.
-The default rules' event types are delivered to a consumer thread, as in bench.sensor_overhead.
+The default rules' event types are delivered to a consumer thread, as in bench.sensor_overhead; with
+`--filter default` or `--filter stable` the open filter the engine derives from the default or the upstream
+stable rules is on (and those rules' event types delivered), as the daemon runs it.
 
-Run: python -m bench.sensor_kernel_time [--open N] [--exec N] [--repeat R]   (root)
+Run: python -m bench.sensor_kernel_time [--open N] [--exec N] [--repeat R] [--filter none|default|stable]  (root)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.sensor_overhead import build_loops, rule_types, run_loop
+from bench.sensor_overhead import STABLE, build_loops, rule_prefixes, rule_types, run_loop
 
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
@@ -49,11 +51,13 @@ def prog_stats(fd: int) -> tuple[int, int]:
     return vals.get("run_time_ns", 0), vals.get("run_cnt", 0)
 
 
-def measure(exe: Path, n_open: int, n_exec: int) -> dict[str, float]:
+def measure(exe: Path, n_open: int, n_exec: int, which: str = "none") -> dict[str, float]:
     from falconet.rules import DEFAULT_RULES
     from falconet.sensor import Sensor, SensorConfig
 
-    s = Sensor(SensorConfig(syscalls=rule_types(DEFAULT_RULES)))
+    rules = STABLE if which == "stable" else DEFAULT_RULES
+    prefixes = None if which == "none" else rule_prefixes(rules)
+    s = Sensor(SensorConfig(syscalls=rule_types(rules), open_prefixes=prefixes))
     s.start()
     stop = threading.Event()
 
@@ -86,6 +90,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--open", type=int, default=200_000)
     ap.add_argument("--exec", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--filter", choices=("none", "default", "stable"), default="none",
+                    help="the open filter from these rules on (and their event types delivered)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.sensor_kernel_time needs root (it loads BPF programs)", file=sys.stderr)
@@ -96,12 +102,13 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             exe = build_loops(Path(tmp))
             for _ in range(args.repeat):
-                for key, v in measure(exe, args.open, args.exec).items():
+                for key, v in measure(exe, args.open, args.exec, args.filter).items():
                     best[key] = min(best.get(key, v), v)
     finally:
         os.close(stats_fd)
+    rules = "upstream stable" if args.filter == "stable" else "default"
     print(f"BPF program time per invocation, ns (min of {args.repeat}; open loop {args.open}, exec loop {args.exec}; "
-          "default rules' event types)")
+          f"{rules} rules' event types; open filter: {args.filter})")
     for loop in ("open", "exec"):
         cells = "  ".join(f"{p.split('__')[-1]} {best[f'{loop}:{p}']:7.0f}" for p in PROGRAMS)
         print(f"{loop} loop: {cells}")

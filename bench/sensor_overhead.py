@@ -11,7 +11,9 @@ Rows, each the same C workloads (bench/daemon_loops.c) run in a child process:
 - sensor, default rules, track_fds=False: what shipping fd-state syscalls (open/close/...) costs;
 - sensor, default rules, open filter: the kernel-side open-prefix filter with the prefixes the engine derives
   from the default rules (Engine.open_path_prefixes, as the daemon applies them): the loop's reads of
-  /etc/hostname are under none of them, so they and their closes stay in the kernel.
+  /etc/hostname are under none of them, so they and their closes stay in the kernel;
+- sensor, stable rules, open filter: the same with the atoms derived from falco_rules.yaml (prefixes, base
+  names, suffixes; rules/open_prefixes.py).
 Each row is measured REPEAT times, interleaved, and the minimum kept (other tenants of the machine only ever
 add time). Ratios are against bare and against the floor, measured in the same run. The open loop is also
 given in CPU time of the loop's process (user + system: the probe runs in its syscalls), which a loaded
@@ -139,6 +141,7 @@ def main(argv: list[str]) -> int:
     default_types = rule_types(DEFAULT_RULES)
     default_prefixes = rule_prefixes(DEFAULT_RULES)
     stable_types = rule_types(STABLE)
+    stable_prefixes = rule_prefixes(STABLE)
     rows: list[tuple[str, Callable[[], object]]] = [
         ("bare", nothing),
         ("floor: no-op raw_syscalls:sys_enter", lambda: noop(False)),
@@ -148,6 +151,8 @@ def main(argv: list[str]) -> int:
         ("sensor, default rules, track_fds=False", lambda: live_sensor(default_types, track_fds=False)),
         ("sensor, default rules, open filter from the rules", lambda: live_sensor(default_types,
                                                                                   prefixes=default_prefixes)),
+        ("sensor, stable rules, open filter from the rules", lambda: live_sensor(stable_types,
+                                                                                 prefixes=stable_prefixes)),
     ]
     best: dict[str, dict[str, float]] = {name: {} for name, _ in rows}
     with tempfile.TemporaryDirectory() as tmp:

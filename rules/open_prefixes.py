@@ -6,10 +6,18 @@ later event on the dropped fd could have matched a rule through the fd table. Th
 rules' parsed conditions, or gives up: every doubt answers "unbounded", and one unbounded rule turns the whole
 filter off (None).
 
-For one rule and one event type the condition is folded into a `Bound`: the path prefixes (each with the open
-kinds it can need) that fd.name of any matching event lies under, or None when it cannot be bounded.
-`and` intersects (either side's bound suffices), `or` unions (both sides must be bounded), `not` and anything
-not understood are unbounded, and an evt.type test that is false for the type makes its branch impossible.
+For one rule and one event type the condition is folded into a `Bound`: the path atoms (each with the open
+kinds it can need) one of which fd.name of any matching event satisfies, or None when it cannot be bounded.
+An atom is a prefix (`/etc/`: the path starts with it) or a suffix, written with a leading `*` (`*/shadow`:
+the path ends with `/shadow`, so its base name is `shadow`; `*release_agent`: it ends with `release_agent`).
+A condition that only holds for lexically unclean paths (`fd.nameraw contains '../'`) needs no atom at all:
+the kernel never keeps such a path back. `and` intersects (either side's bound suffices), `or` unions (both
+sides must be bounded), `not` and anything not understood are unbounded, and an evt.type test that is false
+for the type makes its branch impossible. Open flags tested by name (`evt.arg.flags contains O_TRUNC`) narrow
+the open kinds as evt.is_open_read/write do.
+
+Only absolute, lexically clean paths are ever kept back (sensor/probe_openfilter.h): no `//`, `/./`, `../`, no
+trailing `/`; for those fd.name and fd.nameraw are the path as given, which is what makes these atoms sound.
 """
 
 from __future__ import annotations
@@ -19,24 +27,45 @@ from dataclasses import dataclass
 
 from .parser import And, Check, FieldValue, ListLiteral, Literal, MacroRef, Node, Not, Or
 
-# Event types that create an fd from a path (the sensor filters open, openat, openat2 and creat).
+# Event types that create an fd from a path.
 OPEN_FAMILY = frozenset({"open", "openat", "openat2", "creat", "open_by_handle_at"})
+# Those the kernel ever keeps back (openat2's flags are out of its reach: it always emits them).
+FILTERED_OPENS = frozenset({"open", "openat", "creat"})
 # Syscalls whose fd.* fields the sensor builds from the syscall's own socket data when the fd is unknown:
 # a kept-back fd is a file, on which these fail with ENOTSOCK, so they cannot lose an alert to the filter.
 SOCKET_TYPES = frozenset({"connect", "accept", "accept4", "bind", "listen", "sendto", "recvfrom", "sendmsg",
                           "recvmsg"})  # fmt: skip
 
 READ, WRITE, OTHER = 1, 2, 4  # the sensor's open kinds (sensor.OPEN_KINDS)
-ALL = READ | WRITE | OTHER
 KIND_NAMES = ((READ, "read"), (WRITE, "write"), (OTHER, "other"))
+# An open needs a SET of kinds (O_RDWR: read and write; O_WRONLY|O_TRUNC: write and other), and the kernel
+# keeps it back when that set misses the atom's kinds. So what the analysis tracks is a "needset": which
+# of the 7 possible kind sets (bit v for the set v, 1..7) a matching event can need. `and` intersects needsets
+# (sound: the event's set is in both), `or` unions them; as_sensor_argument picks kinds that meet every set left.
+ALL = 0xFE
+
+
+def needs_with(kind: int) -> int:
+    """The needset of events whose kind set includes `kind` (evt.is_open_read=true: READ)."""
+    return sum(1 << v for v in range(1, 8) if v & kind)
 
 # Fields whose value for an open event proves fd.name lies under a derived prefix (fd.directory of a file is
-# fd.name up to its last '/', of a directory fd.name itself).
-_PATH_FIELDS = frozenset({"fd.name", "fd.directory"})
+# fd.name up to its last '/', of a directory fd.name itself). For the paths the kernel keeps back (absolute and
+# clean) fd.nameraw is fd.name.
+_PATH_FIELDS = frozenset({"fd.name", "fd.directory", "fd.nameraw"})
+_NAME_FIELDS = frozenset({"fd.name", "fd.nameraw"})
 _PATH_OPS = frozenset({"=", "==", "in", "startswith", "glob", "pmatch"})
 _WILDCARDS = "*?[\\"
-# fd fields that do not come from the fd table (the syscall's own argument).
-_FD_SAFE = frozenset({"fd.num"})
+_GLOB_SPECIALS = "*?[]\\"
+# Substrings no path the kernel keeps back contains (it always emits a path with one of them).
+_UNCLEAN = ("../", "/./", "//")
+SUFFIX = "*"  # an atom starting with this is a suffix of the path, not a prefix
+# Open flags that leave an open's kind "read"/"write" (the sensor's OPEN_QUIET_FLAGS); any other named flag
+# makes it "other".
+_QUIET_FLAGS = 0o4000 | 0o100000 | 0o200000 | 0o400000 | 0o400 | 0o1000000 | 0o2000000
+# fd fields that do not come from the fd table. None: even fd.num is the table's (an fd unknown to user space
+# has no Fd, so its fd.num is absent, not the argument).
+_FD_SAFE: frozenset[str] = frozenset()
 # fd types a kept-back fd never has when the fd table knows it (it is a file or a directory).
 _FILE_TYPES = frozenset({"file", "directory"})
 _FILE_TYPECHARS = frozenset({"f", "d"})
@@ -47,8 +76,9 @@ Paths = dict[str, int]
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """fd.name of any matching event lies under one of `paths` (prefix -> open kinds it can need); None =
-    unbounded. `kinds`: the open kinds a matching event can have (narrowed by evt.is_open_read/write)."""
+    """fd.name of any matching event satisfies one of the atoms `paths` (atom -> needset of the events it
+    holds); None = unbounded. `kinds`: the needset of matching events (narrowed by evt.is_open_read/write and
+    named flags); 0 = no event of this type matches."""
 
     paths: Paths | None
     kinds: int = ALL
@@ -138,10 +168,23 @@ def _and(a: Bound, b: Bound) -> Bound:
         paths = dict(b.paths or {})
     elif b.paths is None:
         paths = dict(a.paths)
-    else:
+    elif _all_prefixes(a.paths) and _all_prefixes(b.paths):
         paths = _intersect(a.paths, b.paths)
+    else:
+        # Either side alone bounds the conjunction: keep the one the kernel checks more cheaply and tightly.
+        paths = dict(a.paths if _weight(a.paths) <= _weight(b.paths) else b.paths)
     paths = {p: m & kinds for p, m in paths.items() if m & kinds}
     return Bound(paths, kinds, socket_only)
+
+
+def _all_prefixes(paths: Paths) -> bool:
+    return not any(p.startswith(SUFFIX) for p in paths)
+
+
+def _weight(paths: Paths) -> int:
+    """How loose a bound is: a prefix that covers every path is worst, then each suffix (a lookup each)."""
+    loose = any(p in ("", "/") for p in paths)
+    return 1000 * loose + sum(p.startswith(SUFFIX) for p in paths)
 
 
 def _or(a: Bound, b: Bound) -> Bound:
@@ -195,8 +238,10 @@ def _check(check: Check, event_type: str | None) -> Bound:
         return UNBOUNDED
     if name in ("evt.is_open_read", "evt.is_open_write") and op in ("=", "==") and len(values) == 1:
         if values[0].lower() == "true":
-            return Bound(None, READ if name == "evt.is_open_read" else WRITE)
+            return Bound(None, needs_with(READ if name == "evt.is_open_read" else WRITE))
         return UNBOUNDED
+    if name == "evt.arg.flags" and op == "contains" and len(values) == 1 and event_type in _FLAG_TYPES:
+        return Bound(None, flag_kinds(values[0]))
     if op in ("=", "==", "in"):
         if name == "fd.type" and not _FILE_TYPES.intersection(values):
             return Bound(None, socket_only=True)
@@ -204,19 +249,98 @@ def _check(check: Check, event_type: str | None) -> Bound:
             return Bound(None, socket_only=True)
         if name in _SOCKET_ONLY_FIELDS:
             return Bound(None, socket_only=True)
+    return _path_check(name, op, values)
+
+
+def _path_check(name: str, op: str, values: list[str]) -> Bound:
+    """A test of the path itself: prefixes, suffixes, or "only unclean paths" (no atom)."""
+    if name in _NAME_FIELDS and op in ("contains", "glob") and all(_only_unclean(v, op) for v in values):
+        return Bound({})
     if name in _PATH_FIELDS and op in _PATH_OPS:
-        return Bound({_prefix(v, op): ALL for v in values})
+        paths: Paths = {}
+        for v in values:
+            atom = _atom(v, op)
+            if atom.startswith(SUFFIX) or atom.startswith("/") or atom == "":
+                paths[atom] = ALL  # (any other prefix cannot start an absolute path)
+        return Bound(paths)
+    if name in _NAME_FIELDS and op == "endswith" and all(values):
+        return Bound({SUFFIX + v: ALL for v in values})
+    if name == "fd.filename" and op in ("=", "==", "in") and all(values):
+        # The base name: fd.name ends with '/' + it (a name holding '/' never matches: no atom).
+        return Bound({SUFFIX + "/" + v: ALL for v in values if "/" not in v})
+    if name == "fd.filename" and op == "endswith" and all(values):
+        return Bound({SUFFIX + v: ALL for v in values})
+    if name == "fd.filename" and op == "glob":
+        tails = [_glob_tail(v) for v in values]
+        if all(tails):
+            return Bound({SUFFIX + t: ALL for t in tails})
     return UNBOUNDED
 
 
-def _prefix(value: str, op: str) -> str:
-    """The literal start every path the operator accepts for this value shares."""
+def _only_unclean(value: str, op: str) -> bool:
+    """Does every path the test accepts hold `../`, `/./` or `//` (which the kernel never keeps back)?"""
+    parts = [value] if op == "contains" else _glob_literals(value)
+    return any(u in part for part in parts for u in _UNCLEAN)
+
+
+def _glob_literals(pattern: str) -> list[str]:
+    """The runs of a glob pattern that every match contains as they are (a bracket or escape ends a run)."""
+    out, run, i = [], "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c in _GLOB_SPECIALS:
+            out.append(run)
+            run = ""
+            if c == "[":
+                close = pattern.find("]", i + 2)
+                i = len(pattern) if close < 0 else close
+            elif c == "\\":
+                i += 1
+        else:
+            run += c
+        i += 1
+    out.append(run)
+    return [r for r in out if r]
+
+
+def _glob_tail(pattern: str) -> str:
+    """The literal end every match of the glob pattern shares."""
+    cut = max((pattern.rfind(w) for w in _GLOB_SPECIALS), default=-1)
+    return pattern[cut + 1:]
+
+
+_FLAG_TYPES = frozenset({"open", "openat", "creat"})
+
+
+def flag_kinds(text: str) -> int:
+    """The needset of opens whose rendered flags (O_RDONLY|O_CREAT|...) contain `text`: any that includes
+    "other" (a flag beyond the quiet ones makes an open "other" whatever its access mode), and the kind set of
+    each quiet rendering that contains it."""
+    from .syscalls import render_open_flags
+
+    kinds = needs_with(OTHER)
+    quiet = [bit for bit in range(23) if _QUIET_FLAGS >> bit & 1]
+    for combo in range(1 << len(quiet)):
+        flags = sum(1 << bit for i, bit in enumerate(quiet) if combo >> i & 1)
+        for acc in range(4):
+            if text in render_open_flags(flags | acc):
+                kinds |= 1 << {0: READ, 1: WRITE, 2: READ | WRITE, 3: OTHER}[acc]
+    return kinds
+
+
+def _atom(value: str, op: str) -> str:
+    """The literal start every path the operator accepts for this value shares; for a glob that starts with
+    a wildcard, its literal end as a suffix atom when it has one."""
     if op == "pmatch":
         # pmatch compares components and ignores empty ones; the clean absolute paths the filter drops
         # start with '/' + the components joined.
         value = "/" + "/".join(c for c in value.split("/") if c)
     if op in ("glob", "pmatch"):
         cut = min((i for i in (value.find(w) for w in _WILDCARDS) if i >= 0), default=len(value))
+        if op == "glob" and value[:cut] in ("", "/") and cut < len(value):
+            tail = _glob_tail(value)
+            if tail:
+                return SUFFIX + tail
         value = value[:cut]
     return value
 
@@ -228,7 +352,7 @@ def rule_prefixes(
     analysis = Analysis(macros)
     types = set(event_types)
     out: Paths = {}
-    checks: list[str] = sorted(types & OPEN_FAMILY) if not cofinite else sorted(OPEN_FAMILY)
+    checks: list[str] = sorted(types & FILTERED_OPENS) if not cofinite else sorted(FILTERED_OPENS)
     for etype in checks:
         b = analysis.bound(condition, etype)
         if b.paths is None:
@@ -255,4 +379,21 @@ def _merge(out: Paths, paths: Paths) -> None:
 
 def as_sensor_argument(paths: Paths) -> dict[str, list[str]]:
     """prefix -> kind names, as Sensor.set_open_prefixes takes them."""
-    return {p: [n for bit, n in KIND_NAMES if m & bit] for p, m in sorted(paths.items()) if m}
+    out: dict[str, list[str]] = {}
+    for p, needs in sorted(paths.items()):
+        kinds = hitting_kinds(needs)
+        if kinds:
+            out[p] = [n for bit, n in KIND_NAMES if kinds & bit]
+    return out
+
+
+def hitting_kinds(needs: int) -> int:
+    """Kinds that meet every kind set of the needset (so the kernel keeps each such open), few as can be:
+    greedily the kind most sets hold, "other" first on a tie (quiet opens are the common ones)."""
+    left = [v for v in range(1, 8) if needs >> v & 1]
+    kinds = 0
+    while left:
+        best = max((OTHER, WRITE, READ), key=lambda k: sum(1 for v in left if v & k))
+        kinds |= best
+        left = [v for v in left if not v & best]
+    return kinds

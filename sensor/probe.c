@@ -62,8 +62,6 @@ enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4
 // CNT_UNUSED_1 counted failed enter/exit pairings until records were built at exit alone; kept so the indices
 // user space reads stay put.
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_UNUSED_1 = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
-#define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
-#define PATH_SCAN_MAX 256     // paths longer than this are never filtered (not scanned for . and ..)
 // payload segments, in this order, lengths in record_hdr.len[]
 enum segment { SEG_STR0 = 0, SEG_STR1 = 1, SEG_SOCK = 2, SEG_BLOB = 3, SEG_EXTRA = 4, SEG_EXTRA2 = 5, NSEG = 6 };
 
@@ -171,24 +169,6 @@ BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen);
 #define TAIL_EXEC_ENV 1
 #define TAIL_EXEC_ARGS 2
 BPF_ARRAY(env_more, u32, 1);  // environment entries to read beyond MAX_ENVP (0: none); user space sets it
-
-// The optional open-path filter (off unless user space turns it on with a prefix set the rules provably
-// need): an open whose path is absolute, lexically clean (no //, /./, /../) and under none of the prefixes
-// never leaves the kernel. Anything it cannot judge (relative, dotted, long paths) is emitted.
-struct prefix_key {
-    u32 prefixlen;  // bits
-    u8 data[PREFIX_MAX];
-};
-BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
-BPF_ARRAY(path_filter_on, u32, 1);
-// fds whose open the filter kept in the kernel, (tgid << 32 | fd): their close is meaningless to user space
-// (it never heard of the fd), so it stays here too. Any fd-creating syscall that reaches user space clears its
-// number first, so a close user space needs is never held back. LRU: entries of dead processes age out.
-BPF_TABLE("lru_hash", u64, u8, hidden_fds, 65536);
-
-static __always_inline u64 fd_key(u64 pid_tgid, s64 fd) {
-    return (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
-}
 
 static __always_inline void count(int which) {
     u64 *c = counters.lookup(&which);
@@ -438,14 +418,14 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     if (conf->forks && ret == 0)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_excluded(pid_tgid >> 32))
-        return 0;
     struct buf *b = get_buf();
     if (!b)
         return 0;
     reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);
     if (conf->exec) {
+        if (is_excluded(pid_tgid >> 32))
+            return 0;
         // A successful exec has no argument registers left (the new image starts with them cleared): its
         // records come from the tails (probe_exec.h). If the tail call cannot be made, the exec goes out below
         // with its header alone (user space falls back to what it knew).
@@ -460,16 +440,41 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
         return 0;
     }
 
+    // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
+    // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
+    // the map lookups and its fd's mark, and its close one delete.
     if (conf->fdeffect == FD_CLOSES) {
         u64 key = fd_key(pid_tgid, (int)b->hdr.args[0]);
-        if (hidden_fds.lookup(&key)) {
-            hidden_fds.delete(&key);
+        if (hidden_fds.delete(&key) == 0) {  // it was marked: user space never heard of the fd
             count(CNT_PATH_FILTERED);
             return 0;
         }
-    } else if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
+    }
+    u32 off = 0, n = 0;
+    if (conf->str0 != NO_ARG) {
+        n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
+        b->hdr.len[SEG_STR0] = n;
+        off += n;
+        if (conf->pathfilter) {
+            u8 need = open_need(conf->pathfilter, b->hdr.args);
+            if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
+                count(CNT_PATH_FILTERED);
+                if (b->hdr.res >= 0) {
+                    u64 key = fd_key(pid_tgid, b->hdr.res);
+                    u8 one = 1;
+                    hidden_fds.update(&key, &one);  // replaces any mark a lost close left on the number
+                }
+                return 0;
+            }
+        }
+    }
+    if (is_excluded(pid_tgid >> 32))
+        return 0;
+    // This record reaches user space: a new fd it makes must not keep a mark an earlier kept-back open of
+    // the same number left (its close would be held back).
+    if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
         u64 key = fd_key(pid_tgid, b->hdr.res);
-        hidden_fds.delete(&key);  // re-check below: a filtered open puts it back
+        hidden_fds.delete(&key);
     } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
         int pair[2] = {};
         u8 at = conf->blob < 6 ? conf->blob : 0;
@@ -477,23 +482,6 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
             u64 k0 = fd_key(pid_tgid, pair[0]), k1 = fd_key(pid_tgid, pair[1]);
             hidden_fds.delete(&k0);
             hidden_fds.delete(&k1);
-        }
-    }
-
-    u32 off = 0, n = 0;
-    if (conf->str0 != NO_ARG) {
-        n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
-        b->hdr.len[SEG_STR0] = n;
-        off += n;
-        if (conf->pathfilter && path_filtered(b, n, open_need(conf->pathfilter, b->hdr.args)) &&
-            !fd_may_be_dir(b->hdr.res)) {
-            count(CNT_PATH_FILTERED);
-            if (b->hdr.res >= 0) {
-                u64 key = fd_key(pid_tgid, b->hdr.res);
-                u8 one = 1;
-                hidden_fds.update(&key, &one);
-            }
-            return 0;
         }
     }
     if (conf->str1 != NO_ARG) {

@@ -1,7 +1,13 @@
-// The open-path filter's decisions: which opens a prefix covers, and what never to keep back.
+// The open-path filter's decisions: which opens an atom covers, and what never to keep back.
 // Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
+//
+// The rules say, for the opens some rule may match, which atoms their path satisfies (rules/open_prefixes.py):
+// a prefix (the LPM trie `open_prefixes`) or a suffix (the hash `open_suffixes`, tried at the few lengths
+// `open_suffix_lens` lists). Both are maps user space fills (sensor/openfilter.py), so a rule reload rewrites
+// them and never the program. Only an absolute, lexically clean path is ever kept back (path_clean): for it
+// the path as passed is the fd.name user space would have made, which is what makes the atoms sound.
 
-// Which opens a prefix covers (the trie's value): read opens, write opens, opens with any other flag.
+// Which opens an atom covers (the maps' values): read opens, write opens, opens with any other flag.
 #define OPEN_READ 1
 #define OPEN_WRITE 2
 #define OPEN_OTHER 4
@@ -9,8 +15,40 @@
 // Flags that change nothing a rule can ask about an open (evt.is_open_read/write, flags containing O_CREAT...
 // are all covered by the bits above): O_NONBLOCK O_LARGEFILE O_DIRECTORY O_NOFOLLOW O_NOCTTY O_NOATIME O_CLOEXEC
 #define OPEN_QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
+#define PREFIX_MAX 64         // open path prefixes are matched on their first PREFIX_MAX bytes
+#define PATH_SCAN_MAX 256     // paths this long or longer are never filtered (not scanned for . and ..)
+#define SUFFIX_MAX 32         // suffixes are matched on their last SUFFIX_MAX bytes (user space cuts them)
+#define SUFFIX_LENS 8         // distinct suffix lengths tried
 
-// What an open needs from its prefix, from its flags; OPEN_READ|OPEN_WRITE|OPEN_OTHER when unknown.
+// The filter is off unless user space turns it on (path_filter_on) with atoms the rules provably need.
+struct prefix_key {
+    u32 prefixlen;  // bits
+    u8 data[PREFIX_MAX];
+};
+BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
+BPF_ARRAY(path_filter_on, u32, 1);
+// fds whose open the filter kept in the kernel, (tgid << 32 | fd): their close is meaningless to user space
+// (it never heard of the fd), so it stays here too. Any fd-creating syscall that reaches user space clears its
+// number first, so a close user space needs is never held back. LRU: entries of dead processes age out.
+BPF_TABLE("lru_hash", u64, u8, hidden_fds, 65536);
+
+static __always_inline u64 fd_key(u64 pid_tgid, s64 fd) {
+    return (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
+}
+
+struct suffix_key {
+    u32 len;
+    u8 data[SUFFIX_MAX];  // the path's last `len` bytes, zero after them
+};
+// The suffix lengths in use (0 ends the list) and the kinds any suffix of that length covers.
+struct suffix_lens {
+    u8 len[SUFFIX_LENS];
+    u8 kinds[SUFFIX_LENS];
+};
+BPF_HASH(open_suffixes, struct suffix_key, u8, 1024);
+BPF_ARRAY(open_suffix_lens, struct suffix_lens, 1);
+
+// What an open needs from its atom, from its flags; OPEN_READ|OPEN_WRITE|OPEN_OTHER when unknown.
 static __always_inline u8 open_need(u8 how, u64 *args) {
     u64 flags;
     if (how == 1)
@@ -34,20 +72,28 @@ static __always_inline u8 open_need(u8 how, u64 *args) {
     if (flags & ~(u64)(3 | OPEN_QUIET_FLAGS))
         need |= OPEN_OTHER;
     // Access mode 3 (no read, no write) is neither kind, but a rule that does not test the kind still matches
-    // it: count it as "other" rather than needing nothing (which no prefix would cover).
+    // it: count it as "other" rather than needing nothing (which no atom would cover).
     return need ? need : OPEN_OTHER;
 }
 
-// 1 when the path at payload[0] may be dropped: absolute, clean, and under no prefix that covers this open.
-static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
-    int zero = 0;
-    u32 *on = path_filter_on.lookup(&zero);
-    if (!on || !*on || (need & OPEN_KEEP) || len < 2 || len > PATH_SCAN_MAX || b->payload[0] != '/')
+// 1 when the path at payload[0] (len bytes with its NUL) is absolute and lexically clean: no "//", "/./",
+// "../" anywhere, not ending in "/", "/." or "/..", short enough to scan whole (the loop looks 3 bytes ahead).
+// Anything else is always emitted.
+static __always_inline int path_clean(struct buf *b, u32 len) {
+    if (len < 3 || len > PATH_SCAN_MAX - 3 || b->payload[0] != '/' || b->payload[(len - 2) & PAYLOAD_MASK] == '/')
         return 0;
+    // The scan ends at the NUL, not at i == len: a bound on i would refine len for the verifier at each exit
+    // of the loop, and every refined len would be a state to verify the rest of sys_exit with.
     for (int i = 0; i < PATH_SCAN_MAX - 3; i++) {
-        if (i >= len)
+        char c = b->payload[i];
+        if (c == 0)
             break;
-        if (b->payload[i] != '/')
+        if (c == '.') {
+            if (b->payload[i + 1] == '.' && b->payload[i + 2] == '/')
+                return 0;
+            continue;
+        }
+        if (c != '/')
             continue;
         char c1 = b->payload[i + 1], c2 = b->payload[i + 2], c3 = b->payload[i + 3];
         if (c1 == '/')
@@ -55,23 +101,56 @@ static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
         if (c1 == '.' && (c2 == '/' || c2 == 0 || (c2 == '.' && (c3 == '/' || c3 == 0))))
             return 0;
     }
+    return 1;
+}
+
+// 1 when the path's last bytes are a suffix that covers this open. n: the path's length without its NUL.
+static __always_inline int suffix_covers(struct buf *b, u32 n, u8 need) {
+    int zero = 0;
+    struct suffix_lens *sl = open_suffix_lens.lookup(&zero);
+    if (!sl)
+        return 1;  // cannot tell: keep
+#pragma unroll
+    for (int j = 0; j < SUFFIX_LENS; j++) {
+        u32 l = sl->len[j];
+        if (!l)
+            break;
+        if (!(sl->kinds[j] & need) || l > n || l > SUFFIX_MAX)
+            continue;
+        struct suffix_key key = {};
+        key.len = l;
+        bpf_probe_read_kernel(key.data, l & (SUFFIX_MAX * 2 - 1), &b->payload[(n - l) & (PATH_SCAN_MAX - 1)]);
+        u8 *kinds = open_suffixes.lookup(&key);
+        if (kinds && (*kinds & need))
+            return 1;
+    }
+    return 0;
+}
+
+// 1 when the path at payload[0] may be dropped: clean, and no prefix or suffix covers this open.
+static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
+    int zero = 0;
+    u32 *on = path_filter_on.lookup(&zero);
+    if (!on || !*on || (need & OPEN_KEEP) || !path_clean(b, len))
+        return 0;
     struct prefix_key key = {};
     u32 n = len - 1;  // without the NUL
-    if (n > PREFIX_MAX)
-        n = PREFIX_MAX;
-    key.prefixlen = n * 8;
-    bpf_probe_read_kernel(key.data, PREFIX_MAX, b->payload);
+    key.prefixlen = (n > PREFIX_MAX ? PREFIX_MAX : n) * 8;
+    __builtin_memcpy(key.data, b->payload, PREFIX_MAX);
     u8 *covers = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
-    return !covers || !(*covers & need);
+    if (covers && (*covers & need))
+        return 0;
+    return !suffix_covers(b, n, need);
 }
 
 // 1 when the fd the open returned may be a directory. The open-path filter never keeps one back: it can become
 // the base of later *at() paths or of fchdir, which user space can only resolve if it saw the open. Opening a
-// directory without O_DIRECTORY (plain O_RDONLY works) is enough to need this check. Unknown: 1 (keep it).
+// directory without O_DIRECTORY (plain O_RDONLY works) is enough to need this check; one opened for writing
+// cannot be (EISDIR), so only read-only opens pay for it. Unknown: 1 (keep it).
 #if OFF_TASK_FILES >= 0 && OFF_FILES_FDT >= 0 && OFF_FDTABLE_FD >= 0 && OFF_FILE_INODE >= 0 && OFF_INODE_MODE >= 0
-static __always_inline int fd_may_be_dir(s64 fd) {
-    if (fd < 0)
-        return 0;  // a failed open makes no fd
+static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
+    if (fd < 0 || !(need & OPEN_READ) || (need & OPEN_WRITE))
+        return 0;  // a failed open makes no fd; a directory opens read-only or not at all
     u64 task = (u64)bpf_get_current_task();
     u64 fdt = read_ptr(read_ptr(task + OFF_TASK_FILES) + OFF_FILES_FDT);
     if (!fdt || fd >= read_u32(fdt + OFF_FDTABLE_MAX_FDS))
@@ -86,7 +165,7 @@ static __always_inline int fd_may_be_dir(s64 fd) {
     return (mode & 0170000) == 0040000;  // S_ISDIR
 }
 #else
-static __always_inline int fd_may_be_dir(s64 fd) {
+static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
     return fd >= 0;
 }
 #endif

@@ -25,7 +25,7 @@ from typing import Any
 
 from falconet.model.event import Event
 from falconet.sensor import btf as btfmod
-from falconet.sensor import cgroups
+from falconet.sensor import cgroups, openfilter
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
@@ -129,33 +129,6 @@ _LOCAL_INCLUDE = re.compile(r'^#include "(probe_\w+\.h)"$', re.M)
 def probe_source() -> str:
     """probe.c with its local includes (sensor/probe_*.h) inlined: the one text bcc compiles."""
     return _LOCAL_INCLUDE.sub(lambda m: PROBE_C.with_name(m.group(1)).read_text(), PROBE_C.read_text())
-
-
-OPEN_KINDS = {"read": 1, "write": 2, "other": 4}  # the trie value bits of probe.c (OPEN_READ, ...)
-
-
-def _prefix_masks(prefixes: Iterable[str] | Mapping[str, Iterable[str]]) -> dict[bytes, int]:
-    """Trie entries: prefix bytes (first 64) -> kinds covered, each OR-ing in those of its shorter prefixes,
-    because the kernel's lookup returns only the longest match."""
-    items = prefixes.items() if isinstance(prefixes, Mapping) else ((p, OPEN_KINDS) for p in prefixes)
-    own: dict[bytes, int] = {}
-    for path, kinds in items:
-        mask = 0
-        for kind in kinds:
-            if kind not in OPEN_KINDS:
-                raise ValueError(f"unknown open kind {kind!r} for prefix {path!r}; expected read, write or other")
-            mask |= OPEN_KINDS[kind]
-        raw = path.encode("utf-8", "surrogateescape")[:64]
-        own[raw] = own.get(raw, 0) | mask
-    return {raw: mask | _or_shorter(own, raw) for raw, mask in own.items()}
-
-
-def _or_shorter(own: dict[bytes, int], raw: bytes) -> int:
-    out = 0
-    for other, mask in own.items():
-        if len(other) < len(raw) and raw.startswith(other):
-            out |= mask
-    return out
 
 
 class Sensor:
@@ -281,36 +254,51 @@ class Sensor:
         return untraced
 
     def set_open_prefixes(self, prefixes: Iterable[str] | Mapping[str, Iterable[str]] | None) -> None:
-        """Turns the kernel-side open-path filter on (with these prefixes) or off (None).
+        """Turns the kernel-side open-path filter on (with these atoms) or off (None).
 
-        `prefixes` is either paths (each covering every open under it) or a mapping path -> the kinds of
+        `prefixes` is either atoms (each covering every open it holds) or a mapping atom -> the kinds of
         open it covers: "read" (O_RDONLY/O_RDWR), "write" (O_WRONLY/O_RDWR) and "other" (any flag beyond the
         access mode and O_NONBLOCK/O_CLOEXEC/O_DIRECTORY/O_NOFOLLOW/O_NOCTTY/O_NOATIME/O_LARGEFILE, e.g.
-        O_CREAT or O_TRUNC). With it on, an open/openat/openat2/creat whose path is absolute, lexically clean
-        (no `//`, `/./`, `/../`, at most 256 bytes) and not under a prefix covering its kind is not emitted:
-        no event, and its fd stays unknown to the fd table. Relative or dotted paths always pass (the kernel
-        cannot resolve them cheaply), and so do openat2 and opens with O_DIRECTORY or O_PATH (a directory fd
-        may become a dirfd or fchdir target whose path user space needs). It is only conservative if the
-        prefixes cover every path any loaded rule can match on fd.name/fd.directory/fd.filename/evt.arg.* of
-        ANY event (fds outlive their open); prefixes are compared on their first 64 bytes, which only widens
-        them. The close of a kept-back fd stays in the kernel too (user space never knew the fd); any fd
-        creation that reaches user space clears that mark for its number first. Filtered opens and closes
-        are counted in stats().path_filtered."""
+        O_CREAT or O_TRUNC). An atom is a path prefix, or with a leading `*` a suffix (`*/shadow`: base name
+        shadow). With it on, an open/openat/creat whose path is absolute, lexically clean (no `//`, `/./`,
+        `../`, no trailing `/`, under 253 bytes) and held by no atom covering its kind is not emitted: no
+        event, and its fd stays unknown to the fd table. Other paths always pass (the kernel cannot resolve
+        them cheaply), and so do openat2 and opens with O_DIRECTORY or O_PATH or of a directory (a directory
+        fd may become a dirfd or fchdir target whose path user space needs). It is only conservative if the
+        atoms hold every path any loaded rule can match on fd.name/fd.directory/fd.filename/evt.arg.* of
+        ANY event (fds outlive their open): rules/open_prefixes.py proves that. Prefixes are compared on their
+        first 64 bytes and suffixes on their last 32 (sensor/openfilter.py fits them to the kernel's
+        maps), which only widens them. The close of a kept-back fd stays in the kernel too (user space never
+        knew the fd); any fd creation that reaches user space clears that mark for its number first.
+        Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
+        suffixes = self._bpf[b"open_suffixes"]
         on = self._bpf[b"path_filter_on"]
-        # Off while the trie changes: an empty or half-filled trie with the filter on would drop opens a rule
-        # needs (off only lets more through).
+        # Off while the maps change: a half-filled map with the filter on would drop opens a rule needs (off
+        # only lets more through).
         on[ctypes.c_int(0)] = ctypes.c_uint32(0)
         trie.clear()
+        suffixes.clear()
         if prefixes is None:
             return
-        masks = _prefix_masks(prefixes)
-        for raw, mask in masks.items():
+        maps = openfilter.compile_maps(prefixes)
+        for raw, mask in maps.prefixes.items():
             key = trie.Key()
             key.prefixlen = len(raw) * 8
             for i, byte in enumerate(raw):
                 key.data[i] = byte
             trie[key] = ctypes.c_uint8(mask)
+        for raw, mask in maps.suffixes.items():
+            skey = suffixes.Key()
+            skey.len = len(raw)
+            for i, byte in enumerate(raw):
+                skey.data[i] = byte
+            suffixes[skey] = ctypes.c_uint8(mask)
+        lens_map = self._bpf[b"open_suffix_lens"]
+        lens = lens_map.Leaf()
+        for i, (length, kinds) in enumerate(maps.lengths):
+            lens.len[i], lens.kinds[i] = length, kinds
+        lens_map[ctypes.c_int(0)] = lens
         on[ctypes.c_int(0)] = ctypes.c_uint32(1)
 
     def exclude_pid(self, pid: int) -> None:

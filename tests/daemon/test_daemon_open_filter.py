@@ -210,7 +210,7 @@ def test_sighup_reapplies_the_filter_from_the_new_rules(tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text(
         "- rule: Marker read\n  desc: a rule on a file name anywhere (unbounded)\n"
-        f"  condition: evt.type in (open, openat) and fd.filename = fnx-marker-{tok}\n"
+        f"  condition: evt.type in (open, openat) and fd.name contains fnx-marker-{tok}\n"
         "  output: marker %fd.name\n  priority: WARNING\n"
     )
     marker = Path(f"/dev/shm/fnx-marker-{tok}")  # below no prefix of the default rules

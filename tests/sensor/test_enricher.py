@@ -127,18 +127,6 @@ def test_exit_forgets_the_process(tmp_path: Path) -> None:
     assert e.table.get(61) is None
 
 
-def test_open_prefix_masks_include_shorter_prefixes() -> None:
-    import pytest
-
-    from falconet.sensor.sensor import _prefix_masks
-
-    masks = _prefix_masks({"/etc/": ["write", "other"], "/etc/shadow": ["read"], "/var/log/": ["write"]})
-    assert masks == {b"/etc/": 6, b"/etc/shadow": 7, b"/var/log/": 2}
-    assert _prefix_masks(["/a/" + "x" * 100]) == {("/a/" + "x" * 61).encode(): 7}
-    with pytest.raises(ValueError, match="unknown open kind 'exec'"):
-        _prefix_masks({"/bin/": ["exec"]})
-
-
 def test_cached_ancestors_follow_changes(tmp_path: Path) -> None:
     e = _enricher(tmp_path)
     e.feed(_rec(r.REC_FORK, 50, args=(70, 17), comm="nginx"))

@@ -1,0 +1,236 @@
+"""The open prefilter loses no alert, for every predicate kind and for Falco's upstream stable rules: as root,
+real sensor, two daemons at once on the same rules, one with `sensor.open_path_filter: false`, one with it on.
+
+As in test_daemon_open_filter.py (the default rules), every action carries a token and a barrier alert seen by
+both daemons proves everything before it was written out, so the alert sets are compared without sleeping.
+- the kinds rules (written here) bound the filter with each kind of atom: a prefix, a base name, an end of
+  the path, a glob's literal end, `..` in the path as passed, and kinds from evt.is_open_* and named flags;
+- the upstream stable rules (../shared/upstream-rules/current/falco_rules.yaml), which the filter could not
+  bound before (a base name, an `endswith`, a `..` test), on a mixed workload: opens they look for,
+  traversals, log truncation, symlinks, ptrace, key searches, and benign opens the filter keeps back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_harness import DaemonProcess, read_json_lines, wait_until
+from resources import require_root, shared_path
+from test_daemon_open_filter import FD_CODE, PTRACE_CODE, PY, WRITE_CODE, run
+
+pytestmark = pytest.mark.bpf
+
+KINDS_RULES = """
+- macro: opened
+  condition: evt.type in (open, openat, creat, openat2)
+- rule: K prefix read
+  desc: a prefix, read opens only
+  condition: opened and evt.is_open_read = true and fd.name startswith {base}/pre/
+  output: prefix %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K base name
+  desc: a base name anywhere
+  condition: opened and fd.filename in (fnx-secret, fnx-key)
+  output: basename %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K suffix truncated
+  desc: an end of the path, opened with O_TRUNC
+  condition: opened and fd.name endswith .fnxlog and evt.arg.flags contains O_TRUNC
+  output: suffix %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K glob end written
+  desc: a glob's literal end, write opens
+  condition: opened and evt.is_open_write = true and fd.name glob '*/fnx-conf.d/*.conf'
+  output: glob %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K traversal
+  desc: .. in the path as passed
+  condition: opened and fd.nameraw contains '../' and fd.name contains fnx-trav
+  output: traversal %fd.name %fd.nameraw %proc.cmdline
+  priority: WARNING
+- rule: K read and write
+  desc: both kinds at once (O_RDWR)
+  condition: opened and evt.is_open_read = true and evt.is_open_write = true and fd.filename = fnx-rw
+  output: rw %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K later fd event
+  desc: a later event on a file fd, through the fd table
+  condition: evt.type = fchmod and fd.filename = fnx-chmod
+  output: chmod %fd.name %proc.cmdline
+  priority: WARNING
+- rule: K barrier
+  desc: the barrier
+  condition: opened and fd.name startswith /etc/shadow
+  output: barrier %fd.name %proc.cmdline
+  priority: WARNING
+"""
+
+
+def config(work: Path, rules: Path, open_filter: bool) -> str:
+    return f"""
+rules_files: [{rules}]
+json_output: true
+stdout_output: {{enabled: false}}
+file_output: {{enabled: true, keep_alive: true, filename: {work / "alerts.json"}}}
+grpc:
+  enabled: true
+  bind_address: ["unix://{work / "falconet.sock"}"]
+webserver: {{enabled: false}}
+sensor: {{ring_buffer_bytes: {8 << 20}, open_path_filter: {str(open_filter).lower()}}}
+"""
+
+
+@contextmanager
+def daemon_pair(base: Path, rules: Path) -> Iterator[tuple[Path, Path]]:
+    """Two daemons on `rules`, filter off and on; yields their work folders once both are ready."""
+    started: list[DaemonProcess] = []
+    try:
+        for name, on in (("off", False), ("on", True)):
+            work = base / name
+            work.mkdir(parents=True)
+            daemon = DaemonProcess(work, config(work, rules, on), "ebpf", [])
+            started.append(daemon)
+            try:
+                daemon.wait_for_line(r"falconet: ready", timeout=180)
+            except AssertionError as exc:
+                pytest.fail(f"falconet run with the eBPF sensor did not start:\n{exc}")
+        started[1].wait_for_line(r"open path filter on: \d+ path prefixes", timeout=5)
+        yield base / "off", base / "on"
+    finally:
+        for d in started:
+            d.signal(signal.SIGTERM)
+        for d in started:
+            try:
+                d.wait(30)
+            finally:
+                d.kill()
+
+
+def comparable(alerts: list[dict[str, Any]], tok: str) -> list[tuple[str, str, Any]]:
+    return [(a["rule"], a["priority"], a["output_fields"]) for a in alerts if tok in json.dumps(a)]
+
+
+def compare(off_dir: Path, on_dir: Path, tok: str) -> list[tuple[str, str, Any]]:
+    barrier = "fnx" + uuid.uuid4().hex[:10]
+    run("cat", "/etc/shadow", f"/nonexistent-{barrier}")
+    for work in (off_dir, on_dir):
+        wait_until(
+            lambda w=work: comparable(read_json_lines(w / "alerts.json"), barrier),  # type: ignore[misc]
+            timeout=60,
+            what=f"the barrier alert in {work.name}",
+        )
+    off = comparable(read_json_lines(off_dir / "alerts.json"), tok)
+    assert comparable(read_json_lines(on_dir / "alerts.json"), tok) == off
+    return off
+
+
+OPEN_CODE = "import os, sys; os.close(os.open(sys.argv[1], int(sys.argv[2]), 0o600))"
+CHMOD_CODE = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o600); os.close(fd)"
+
+
+def open_as(path: Path | str, flags: int, tok: str, cwd: Path | None = None) -> None:
+    run(PY, "-c", OPEN_CODE, str(path), str(flags), tok, cwd=cwd)
+
+
+def kinds_workload(base: Path, tok: str) -> None:
+    """Every kind of atom, hit and missed, with each kind of open, plus opens the filter keeps back."""
+    for d in ("pre", "other", "fnx-conf.d", "deep/fnx-trav"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    flag_sets = (os.O_RDONLY, os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC, os.O_RDONLY | os.O_TRUNC,
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND)  # fmt: skip
+    names = ("pre/a", "other/a", "other/fnx-secret", "pre/fnx-key", "other/x.fnxlog", "other/x.fnxlogs",
+             "fnx-conf.d/a.conf", "fnx-conf.d/a.confx", "other/fnx-rw", "deep/fnx-trav/t")  # fmt: skip
+    for name in names:
+        (base / name).write_text("x")
+    for name in names:
+        for flags in flag_sets:
+            open_as(base / name, flags, tok)
+    # the same files through unclean and relative paths, which the kernel always emits
+    open_as(f"{base}/other/../pre/a", os.O_RDONLY, tok)
+    open_as(f"{base}/deep/../deep/fnx-trav/t", os.O_RDONLY, tok)
+    open_as(f"{base}//other/fnx-secret", os.O_RDONLY, tok)
+    open_as("fnx-secret", os.O_RDONLY, tok, cwd=base / "other")
+    open_as("../pre/a", os.O_RDONLY, tok, cwd=base / "other")
+    # a later event on fds: one kept back (no rule can match it), one delivered
+    (base / "other" / "fnx-chmod").write_text("x")
+    run(PY, "-c", CHMOD_CODE, str(base / "other" / "fnx-chmod"), tok)
+    run(PY, "-c", CHMOD_CODE, str(base / "other" / "a"), tok)
+    run(PY, "-c", FD_CODE, tok)
+
+
+def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: Path) -> None:
+    require_root("the prefilter end-to-end test")
+    tok = "fnx" + uuid.uuid4().hex[:10]
+    base = Path(f"/tmp/fnx-kinds-{tok}")  # /tmp, not tmp_path: a short path the rules name
+    base.mkdir()
+    rules = tmp_path / "kinds.yaml"
+    rules.write_text(KINDS_RULES.replace("{base}", str(base)))
+    try:
+        with daemon_pair(tmp_path / "d", rules) as (off_dir, on_dir):
+            kinds_workload(base, tok)
+            off = compare(off_dir, on_dir, tok)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    fired = {rule for rule, _, _ in off}
+    assert fired >= {"K prefix read", "K base name", "K suffix truncated", "K glob end written", "K traversal",
+                     "K read and write", "K later fd event"}, fired  # fmt: skip
+
+
+def upstream_workload(base: Path, tok: str) -> None:
+    """Actions the upstream stable rules look for, and benign ones the filter keeps back."""
+    run("cat", "/etc/shadow", f"/nonexistent-{tok}")
+    run("cat", "/etc/sudoers", f"/nonexistent-{tok}")
+    # Directory traversal monitored file read: two ../ in the path as passed, below /etc, parent not a shell
+    run(PY, "-c", "import sys; open(sys.argv[1]).close()", "/etc/../etc/../etc/passwd", tok)
+    run(PY, "-c", "import sys; open(sys.argv[1]).close()", "/etc/ssh/../../etc/../etc/hostname", tok)
+    # Clear Log Activities: a log file by base name, truncated; and the same without O_TRUNC
+    logs = base / "logs"
+    logs.mkdir()
+    for name in ("syslog", "auth.log", "mysqld.log", "app.log"):
+        (logs / name).write_text("x\n")
+        open_as(logs / name, os.O_WRONLY | os.O_TRUNC, tok)
+        open_as(logs / name, os.O_WRONLY | os.O_APPEND, tok)
+        open_as(logs / name, os.O_RDONLY, tok)
+    # release_agent written on the host (the rule wants a container: no alert either way)
+    open_as(base / "release_agent", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, tok)
+    run("ln", "-s", "/etc/shadow", str(base / f"link-{tok}"))
+    run(PY, "-c", PTRACE_CODE, tok)
+    run("find", str(base), "-name", "id_rsa", "-o", "-name", tok)
+    shm = Path(f"/dev/shm/fnx-true-{tok}")
+    try:
+        shutil.copy("/bin/true", shm)
+        run(str(shm), tok)
+    finally:
+        shm.unlink(missing_ok=True)
+    # Benign opens kept back, and later syscalls on such an fd.
+    run("cat", "/etc/hostname", "/etc/os-release", f"/nonexistent-{tok}")
+    run(PY, "-c", FD_CODE, tok)
+    run(PY, "-c", WRITE_CODE, str(base / "benign"), str(os.O_WRONLY | os.O_CREAT | os.O_TRUNC), tok)
+
+
+@pytest.mark.upstream
+def test_upstream_stable_rules_give_the_same_alerts_filter_on_and_off(tmp_path: Path) -> None:
+    require_root("the prefilter end-to-end test")
+    rules = shared_path("upstream-rules", "current", "falco_rules.yaml")
+    tok = "fnx" + uuid.uuid4().hex[:10]
+    base = Path(f"/tmp/fnx-upstream-{tok}")
+    base.mkdir()
+    try:
+        with daemon_pair(tmp_path / "d", rules) as (off_dir, on_dir):
+            upstream_workload(base, tok)
+            off = compare(off_dir, on_dir, tok)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    fired = {rule for rule, _, _ in off}
+    assert fired >= {"Read sensitive file untrusted", "Directory traversal monitored file read",
+                     "Clear Log Activities", "Create Symlink Over Sensitive Files", "PTRACE attached to process",
+                     "Search Private Keys or Passwords"}, fired  # fmt: skip
