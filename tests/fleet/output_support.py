@@ -239,7 +239,7 @@ async def _read_stream(servers: Sequence[str], stream: str, subject: str) -> lis
         total = info.state.messages
         sub = await js.pull_subscribe(subject, stream=stream,
                                       config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                                                                   mem_storage=True))
+                                                            mem_storage=True, num_replicas=1))
         out: list[StreamMsg] = []
         while len(out) < total:
             for m in await sub.fetch(min(1000, total - len(out)), timeout=10):
