@@ -32,7 +32,7 @@ from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, types_pb2
 from falconet.sdk.convert import alert_to_wire
-from falconet.server.daemon_config import GrpcConfig
+from falconet.server.daemon_config import GrpcConfig, MetricsConfig
 from falconet.server.fleet.aggregate import Aggregator
 from falconet.server.fleet.aggregate_config import AggregateConfig
 from falconet.server.fleet.connection import NatsConnection
@@ -127,6 +127,7 @@ class FleetBench:
             hostname="bench-agg",
             grpc=GrpcConfig(bind_address=(f"unix://{sock}", "127.0.0.1:0"), root_certs=certs / "ca.crt",
                             cert_chain=certs / "server.crt", private_key=certs / "server.key", retention=retention),
+            metrics=MetricsConfig(enabled=False),  # measured as the node is: no HTTP listener of its own
         )
         agg = Aggregator(cfg)
         t0 = time.monotonic()

@@ -496,16 +496,17 @@ def _read_http_output(s: Section) -> HttpOutputConfig:
 def _read_grpc(s: Section) -> GrpcConfig:
     d = GrpcConfig()
     bind = s.strings("bind_address") or d.bind_address
+    at = s.prefix  # "grpc." for a node, "aggregate.grpc." for an aggregator: problems name the key as written
     tcp: list[str] = []
     for address in bind:
         try:
-            if not parse_listen(address, what="grpc.bind_address entry").is_unix:
+            if not parse_listen(address, what=f"{at}bind_address entry").is_unix:
                 tcp.append(address)
         except ConfigError as exc:
             s.problems.add(f"{exc}.")
     group = s.data.get("unix_socket_group", d.unix_socket_group)
     if group is not None and not isinstance(group, str | int):
-        s.problems.add(f"grpc.unix_socket_group must be a group name or number, got {show(group)}.")
+        s.problems.add(f"{at}unix_socket_group must be a group name or number, got {show(group)}.")
         group = d.unix_socket_group
     config = GrpcConfig(
         enabled=s.boolean("enabled", d.enabled),
@@ -522,8 +523,8 @@ def _read_grpc(s: Section) -> GrpcConfig:
     )
     if config.enabled and tcp and not (config.private_key and config.cert_chain and config.root_certs):
         s.problems.add(
-            f"grpc.bind_address has a TCP address ({tcp[0]}), which always uses mutual TLS: set grpc.private_key, "
-            "grpc.cert_chain and grpc.root_certs."
+            f"{at}bind_address has a TCP address ({tcp[0]}), which always uses mutual TLS: set {at}private_key, "
+            f"{at}cert_chain and {at}root_certs."
         )
     return config
 
@@ -541,7 +542,7 @@ def _read_limits(s: Section) -> Limits:
         max_calls=s.integer("max_calls", d.max_calls, minimum=1),
     )
     for problem in limits.problems():
-        s.problems.add(f"grpc.{problem}.")
+        s.problems.add(f"{s.prefix}{problem}.")
     return limits if not limits.problems() else d
 
 
@@ -588,7 +589,7 @@ def _read_webserver(s: Section) -> MetricsConfig:
     enabled = s.boolean("prometheus_metrics_enabled", d.enabled) and enabled
     port = s.integer("listen_port", d.listen_port)
     if port > 65535:
-        s.problems.add(f"webserver.listen_port must be at most 65535, got {port}.")
+        s.problems.add(f"{s.prefix}listen_port must be at most 65535, got {port}.")
     return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -70,6 +70,16 @@ class Health:
         return problems + self.not_live()
 
 
+class Probes(Protocol):
+    """What the probe paths ask (Health for the daemon; `falconet aggregate` has its own)."""
+
+    def not_live(self) -> list[str]:
+        """Why the process is not live (empty: it is)."""
+
+    def not_ready(self) -> list[str]:
+        """Why the process should get no traffic now (empty: it should)."""
+
+
 def _answer(problems: Iterable[str], start_response: StartResponse) -> list[bytes]:
     lines = list(problems)
     status = "503 Service Unavailable" if lines else "200 OK"
@@ -78,7 +88,7 @@ def _answer(problems: Iterable[str], start_response: StartResponse) -> list[byte
     return [body]
 
 
-def with_probes(metrics_app: WSGIApplication, health: Health) -> WSGIApplication:
+def with_probes(metrics_app: WSGIApplication, health: Probes) -> WSGIApplication:
     """The metrics WSGI app with the two probe paths in front of it (every other path is the metrics')."""
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

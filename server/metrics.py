@@ -28,6 +28,8 @@ from falconet.model.alert import Alert
 from falconet.server.health import Health, with_probes
 
 if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
     from falconet.server.store import StoreStats
 
 FALCO_EVENTS_LABELS = ("rule", "priority", "hostname", "source", "tags", "k8s_ns_name", "k8s_pod_name")
@@ -118,18 +120,9 @@ class DaemonMetrics:
     def serve(self, address: str, port: int) -> tuple[str, int]:
         """Starts the HTTP endpoint (/metrics, /healthz, /readyz) in a background thread; returns the bound
         (address, port). Raises OSError when it cannot listen."""
-        family, addr = _best_family(address, port)
-
-        class Server(ThreadingWSGIServer):
-            address_family = family
-
-        app = with_probes(make_wsgi_app(self.registry), self.health)
-        server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
-        thread = threading.Thread(target=server.serve_forever, name="falconet-metrics", daemon=True)
-        thread.start()
-        self._server, self._thread = server, thread
-        host, bound = server.server_address[:2]
-        return str(host), int(bound)
+        self._server, self._thread, host, bound = serve_http(
+            with_probes(make_wsgi_app(self.registry), self.health), address, port)
+        return host, bound
 
     def close(self) -> None:
         if self._server is not None:
@@ -139,6 +132,21 @@ class DaemonMetrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+
+
+def serve_http(app: WSGIApplication, address: str, port: int) -> tuple[WSGIServer, threading.Thread, str, int]:
+    """Serves a WSGI app (metrics and probes) from a background thread: the server, its thread and the bound
+    (address, port). Raises OSError when it cannot listen. `falconet aggregate` serves its own endpoint so."""
+    family, addr = _best_family(address, port)
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="falconet-metrics", daemon=True)
+    thread.start()
+    host, bound = server.server_address[:2]
+    return server, thread, str(host), int(bound)
 
 
 def _best_family(address: str, port: int) -> tuple[socket.AddressFamily, str]:

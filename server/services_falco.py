@@ -101,39 +101,57 @@ class FalcoOutputs:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
+    # Hooks for `falconet aggregate` (server/fleet/aggregate_serve.py), which keeps Falco cursors in a shared
+    # key-value bucket: called from within a call rather than wrapping it, so that no alert passes through one
+    # more async generator than on a node (Falco's `sub` sends one message per alert).
+
+    async def call_starts(self, identity: str) -> None:
+        """Before a `sub` or `get` call reads the hub."""
+
+    def sub_ended(self, identity: str) -> None:
+        """A `sub` call ended, however (must not block)."""
+
+    async def get_done(self, identity: str) -> None:
+        """A `get` call sent its last alert; the client sees the end after this returns."""
+
     async def sub(
         self, requests: AsyncIterator[outputs_pb2.request], context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
+        await self.call_starts(peer.identity)
         try:
-            first = await requests.__anext__()  # streaming starts with the first request, as in Falco
-        except StopAsyncIteration:
-            return
-        try:
-            flt, start, falco_identity = prepare(self.hub, first, peer.identity)
-        except RequestError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            return
-        # With a Falconet start, say where the stream starts so the client can resume from there even if it is
-        # cut before its first alert; Falco's cursor-less requests get Falco's bare headers.
-        await context.send_initial_metadata(
-            () if falco_identity is not None else position_metadata(self.hub, start.next_seq)
-        )
-        drain = asyncio.ensure_future(_drain(requests))
-        reader = self.hub.reader(start.next_seq, name="sub", identity=peer.identity)
-        try:
-            async for chunk in single_stream(
-                self.hub, reader, flt, start.gap_alert, live=True, falco_identity=falco_identity
-            ):
-                yield chunk
+            try:
+                first = await requests.__anext__()  # streaming starts with the first request, as in Falco
+            except StopAsyncIteration:
+                return
+            try:
+                flt, start, falco_identity = prepare(self.hub, first, peer.identity)
+            except RequestError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                return
+            # With a Falconet start, say where the stream starts so the client can resume from there even if it
+            # is cut before its first alert; Falco's cursor-less requests get Falco's bare headers.
+            await context.send_initial_metadata(
+                () if falco_identity is not None else position_metadata(self.hub, start.next_seq)
+            )
+            drain = asyncio.ensure_future(_drain(requests))
+            reader = self.hub.reader(start.next_seq, name="sub", identity=peer.identity)
+            try:
+                async for chunk in single_stream(
+                    self.hub, reader, flt, start.gap_alert, live=True, falco_identity=falco_identity
+                ):
+                    yield chunk
+            finally:
+                reader.close()
+                drain.cancel()
         finally:
-            reader.close()
-            drain.cancel()
+            self.sub_ended(peer.identity)
 
     async def get(
         self, request: outputs_pb2.request, context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
     ) -> AsyncIterator[bytes]:
         peer = peer_of(context)
+        await self.call_starts(peer.identity)
         try:
             flt, start, falco_identity = prepare(self.hub, request, peer.identity)
         except RequestError as exc:
@@ -147,6 +165,7 @@ class FalcoOutputs:
                 yield chunk
         finally:
             reader.close()
+        await self.get_done(peer.identity)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         return {

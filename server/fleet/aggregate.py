@@ -25,6 +25,7 @@ from falconet.server.console.app import WebConsole, mount_console
 from falconet.server.console.fleet import settled_or_error
 from falconet.server.fleet.aggregate_config import AggregateConfig
 from falconet.server.fleet.aggregate_hub import FleetHub
+from falconet.server.fleet.aggregate_metrics import TICK_SECONDS, AggregateCounts, AggregateEndpoint, AggregateHealth
 from falconet.server.fleet.aggregate_nodes import NodeWatch
 from falconet.server.fleet.aggregate_serve import FalcoCursors, FleetServer, cancel
 from falconet.server.fleet.aggregate_stream import StreamSource
@@ -61,11 +62,60 @@ class Aggregator:
         self._tasks: list[asyncio.Task[None]] = []
         self._logged: dict[str, float] = {}
         self._closing = False
+        self.health = AggregateHealth()
+        self.endpoint = AggregateEndpoint(self.counts, self.health)
+        self.metrics_url: str | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    def serve_endpoint(self) -> str | None:
+        """Starts /metrics, /healthz and /readyz (if configured and not yet started): the metrics URL. Called
+        before `start` by the command, so that the probes answer while the aggregator connects and catches up.
+        OSError when it cannot listen."""
+        m = self.config.metrics
+        if m.enabled and self.metrics_url is None:
+            try:
+                host, port = self.endpoint.serve(m.listen_address, m.listen_port)
+            except OSError as exc:
+                raise OSError(exc.errno, f"the metrics endpoint cannot listen on {m.listen_address}:"
+                              f"{m.listen_port}: {exc.strerror}") from None
+            shown = f"[{host}]" if ":" in host else host
+            self.metrics_url = f"http://{shown}:{port}/metrics"
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick())
+        return self.metrics_url
+
+    async def _tick(self) -> None:
+        while True:
+            self.health.tick()
+            await asyncio.sleep(TICK_SECONDS)  # the liveness tick's period
+
+    def counts(self) -> AggregateCounts:
+        """The metrics' values now (read from the HTTP thread: plain reads of counters owned by the loop)."""
+        source, hub, nodes, nc = self.source, self.hub, self.nodes, self.nc
+        stats = hub.stats() if hub is not None else None
+        return AggregateCounts(
+            ingested=source.ingested if source is not None else 0,
+            invalid_messages=source.bad_messages if source is not None else 0,
+            invalid_heartbeats=nodes.bad.heartbeats if nodes is not None else 0,
+            nodes=len(nodes.nodes) if nodes is not None else 0,
+            silent_nodes=nodes.silent_count() if nodes is not None else 0,
+            nats_connected=nc is not None and nc.is_connected,
+            stream_last=max(source.last_seq, hub.known_last) if source is not None and hub is not None else 0,
+            served_last=stats.published if stats is not None else 0,
+            subscribers=len(stats.readers) if stats is not None else 0,
+            delivered=stats.delivered_total if stats is not None else 0,
+            dropped=stats.dropped_total if stats is not None else 0,
+            cursor_errors=self.cursors.errors if self.cursors is not None else 0,
+            internal_alerts=len(nodes.raised) if nodes is not None else 0,
+        )
 
     async def start(self) -> list[str]:
         cfg = self.config
+        self.serve_endpoint()
         self.nc = await connect(cfg.nats, error_cb=self._nats_error, disconnected_cb=self._disconnected,
                                 reconnected_cb=self._reconnected)
+        nc = self.nc
+        self.health.connected = lambda: nc.is_connected
         js = self.nc.jetstream()
         source = self.source = await self._open_stream(js)
         retention = self.server_config.retention
@@ -88,6 +138,7 @@ class Aggregator:
         for note in self.console_notes:
             log.warning("%s", note)
         self.console = await mount_console(self.console_config, hub, kind="fleet", log_to=log.info)
+        self.health.serving = True
         period = min(1.0, cfg.silence_timeout / 4)
         self._tasks = [asyncio.ensure_future(nodes.run(nodes_kv, period)),
                        asyncio.ensure_future(self.cursors.run()),
@@ -106,9 +157,12 @@ class Aggregator:
     async def _disconnected(self) -> None:
         if self._closing:
             return
+        if self.health.disconnected_since is None:
+            self.health.disconnected_since = time.monotonic()
         log.warning("disconnected from NATS %s; serving what is held, reconnecting", self.config.nats.describe())
 
     async def _reconnected(self) -> None:
+        self.health.disconnected_since = None
         log.info("reconnected to NATS %s", self.config.nats.describe())
 
     async def _open_stream(self, js: JetStreamContext) -> StreamSource:
@@ -139,6 +193,7 @@ class Aggregator:
 
     async def stop(self, grace: float = 1.0) -> None:
         self._closing = True
+        self.health.stopping = True
         if self.console is not None:
             await self.console.stop()
         if self.server is not None:
@@ -158,6 +213,9 @@ class Aggregator:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+        await cancel(self._ticker)
+        self._ticker = None
+        self.endpoint.close()
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int) -> KeyValue:

@@ -14,6 +14,7 @@ examples:
   falconet aggregate --servers nats://nats-0:4222 --listen 0.0.0.0:5060 --certs /etc/falconet/certs \\
       --listen unix:///run/falconet/aggregate.sock
   falco-client --unix-socket /run/falconet/aggregate.sock subscribe --hostname node-1
+  curl http://127.0.0.1:9377/metrics    # also /healthz and /readyz (--metrics ADDR:PORT)
 """
 
 
@@ -24,7 +25,7 @@ def register(sub: Any) -> None:
         description="Reads the fleet's JetStream stream and serves it with the gRPC services a node serves "
         "(Falco's outputs and version, Falconet's batched stream), over UNIX sockets and mTLS TCP. Cursors are "
         "stream positions: any aggregator of the stream resumes any client. Prints 'listening on ADDR' per "
-        "address once caught up; SIGTERM or Ctrl-C stops it.",
+        "address once caught up (and 'metrics on URL' first); SIGTERM or Ctrl-C stops it.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,6 +40,9 @@ def register(sub: Any) -> None:
     p.add_argument("--certs", type=Path, metavar="DIR", help="directory with ca.crt, server.crt, server.key")
     p.add_argument("--retention", type=int, metavar="N", help="alerts kept in memory (older: read from the stream)")
     p.add_argument("--hostname", help="name on the aggregator's own alerts (default: this host's)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="where /metrics, /healthz and /readyz listen (default 127.0.0.1:9377; port 0: any free one)")
+    p.add_argument("--no-metrics", action="store_true", help="no metrics and probe endpoint")
     web = p.add_argument_group("web console", "on by default with a credential (docs/web-console.md)")
     web.add_argument("--console", metavar="HOST:PORT", help="where the web console listens (default 127.0.0.1:9380)")
     web.add_argument("--console-token-file", type=Path, metavar="FILE", help="bearer token the console accepts")
@@ -49,6 +53,7 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    from falconet.server.errors import ConfigError
     from falconet.server.fleet.aggregate_config import AggregateConfig, load_aggregate
 
     cfg = load_aggregate(args.config) if args.config else AggregateConfig()
@@ -67,12 +72,21 @@ def _config(args: argparse.Namespace) -> Any:
                        private_key=args.certs / "server.key")
     if args.retention is not None:
         grpc = replace(grpc, retention=args.retention)
+    metrics = cfg.metrics
+    if args.metrics:
+        address, _, port = args.metrics.rpartition(":")
+        if not address or not port.isdigit() or int(port) > 65535:
+            raise ConfigError([f"--metrics must be ADDR:PORT, got {args.metrics!r}."], source="the command line")
+        metrics = replace(metrics, enabled=True, listen_address=address.strip("[]"), listen_port=int(port))
+    if args.no_metrics:
+        metrics = replace(metrics, enabled=False)
     from falconet.server.console.fleet import with_flags
 
     console, explicit = with_flags(cfg.web_console, cfg.web_console_explicit, address=args.console,
                                    token_file=args.console_token_file, allow_cns=args.console_allow_cn,
                                    off=args.no_console)  # fmt: skip
-    return replace(cfg, grpc=grpc, web_console=console, web_console_explicit=explicit)
+    return replace(cfg, grpc=grpc, metrics=metrics, web_console=console,
+                   web_console_explicit=explicit)
 
 
 def run_aggregate(args: argparse.Namespace) -> int:
@@ -98,6 +112,9 @@ def run_aggregate(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload(aggregator))
         try:
+            url = aggregator.serve_endpoint()
+            if url is not None:
+                print(f"metrics on {url}", flush=True)
             starting = asyncio.ensure_future(aggregator.start())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

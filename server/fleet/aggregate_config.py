@@ -9,6 +9,8 @@
       grpc:                                # the node's `grpc` keys: bind_address, private_key, cert_chain,
         bind_address: [unix:///run/falconet/aggregate.sock, 0.0.0.0:5060]   # root_certs, retention, limits...
         root_certs: /etc/falconet/certs/ca.crt
+      webserver:                           # the node's keys: /metrics, /healthz, /readyz (default port 9377)
+        listen_address: 0.0.0.0
 
 Other top-level keys are left to their owners, so only `aggregate` is read (`falconet run` refuses keys it does
 not know: the aggregator has a file of its own);
@@ -26,7 +28,7 @@ from falconet.server.config import ServerConfig
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.console.config import ConsoleConfig
 from falconet.server.console.fleet import read_fleet_block
-from falconet.server.daemon_config import GrpcConfig, _read_grpc
+from falconet.server.daemon_config import GrpcConfig, MetricsConfig, _read_grpc, _read_webserver
 from falconet.server.errors import ConfigError
 from falconet.server.fleet.connection import NatsConnection, read_connection
 from falconet.server.fleet.names import DEFAULT_STREAM, DEFAULT_SUBJECT_PREFIX, HEARTBEAT_SECONDS
@@ -34,9 +36,11 @@ from falconet.server.hub import default_hostname
 
 DEFAULT_AGGREGATE_LISTEN = "unix:///run/falconet/aggregate.sock"
 DEFAULT_SILENCE_TIMEOUT = 6 * HEARTBEAT_SECONDS
+DEFAULT_METRICS_PORT = 9377
+"""The node's is 9376: a node and an aggregator on one host do not collide."""
 _KEYS = frozenset({"servers", "credentials", "nkey_seed", "user", "password_file", "token_file", "tls",
                    "connect_timeout", "stream", "subject_prefix", "silence_timeout", "hostname", "grpc",
-                   "web_console"})
+                   "webserver", "web_console"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class AggregateConfig:
     silence_timeout: float = DEFAULT_SILENCE_TIMEOUT
     hostname: str = field(default_factory=default_hostname)
     grpc: GrpcConfig = field(default_factory=lambda: GrpcConfig(bind_address=(DEFAULT_AGGREGATE_LISTEN,)))
+    metrics: MetricsConfig = field(default_factory=lambda: MetricsConfig(listen_port=DEFAULT_METRICS_PORT))
     # The web console (server/console/fleet.py): on by default, settled against the grpc TLS files at start.
     web_console: ConsoleConfig = field(default_factory=lambda: ConsoleConfig(enabled=True))
     web_console_explicit: bool = False
@@ -91,6 +96,10 @@ def read_aggregate(s: Section) -> AggregateConfig:
     grpc = _read_grpc(grpc_block)
     if "bind_address" not in grpc_block.data:
         grpc = replace(grpc, bind_address=d.grpc.bind_address)
+    web = s.section("webserver")
+    metrics = _read_webserver(web)
+    if "listen_port" not in web.data:
+        metrics = replace(metrics, listen_port=d.metrics.listen_port)
     hostname = s.string("hostname", d.hostname)
     if not hostname or hostname != hostname.strip() or not hostname.isprintable():
         s.problems.add(f"{s.prefix}hostname must be a non-empty name without spaces around it, got {show(hostname)}.")
@@ -105,6 +114,7 @@ def read_aggregate(s: Section) -> AggregateConfig:
         silence_timeout=s.number("silence_timeout", d.silence_timeout, minimum=0.1),
         hostname=hostname,
         grpc=grpc,
+        metrics=metrics,
         web_console=console,
         web_console_explicit=explicit,
     )

@@ -77,6 +77,9 @@ class NodeWatch(FeedListener):
         """Message ids of the alerts this aggregator published (tests and logs)."""
         self._outbox: list[tuple[str, Alert]] = []
 
+    def silent_count(self) -> int:
+        return sum(1 for state in list(self.nodes.values()) if state.silent)
+
     # -- activity --------------------------------------------------------------------------------------------
 
     def on_alert(self, host: str, seq: int, stream_ns: int) -> None:

@@ -16,16 +16,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from falconet.sdk.api.falco import outputs_pb2
 from falconet.server.app import AlertServer
-from falconet.server.auth import peer_of
 from falconet.server.config import ServerConfig
 from falconet.server.fleet.aggregate_hub import FleetHub
 from falconet.server.fleet.names import escape_host
@@ -129,22 +126,16 @@ class FleetFalcoOutputs(FalcoOutputs):
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
-    async def sub(
-        self, requests: AsyncIterator[outputs_pb2.request], context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
-    ) -> AsyncIterator[bytes]:
-        await self.cursors.load(peer_of(context).identity)
-        try:
-            async for chunk in super().sub(requests, context):
-                yield chunk
-        finally:
-            self._flush_soon()
+    # The node's `sub` and `get`, with the caller's Falco cursor loaded from the bucket before the call reads the
+    # hub and written back when it ends (hooks, not a wrapper: the per-alert path is the node's own).
 
-    async def get(
-        self, request: outputs_pb2.request, context: grpc.aio.ServicerContext[outputs_pb2.request, bytes]
-    ) -> AsyncIterator[bytes]:
-        await self.cursors.load(peer_of(context).identity)
-        async for chunk in super().get(request, context):
-            yield chunk
+    async def call_starts(self, identity: str) -> None:
+        await self.cursors.load(identity)
+
+    def sub_ended(self, identity: str) -> None:
+        self._flush_soon()
+
+    async def get_done(self, identity: str) -> None:
         await self.cursors.flush()  # before the client sees the end: its next call, anywhere, goes on from here
 
 

@@ -61,6 +61,7 @@ def test_every_combination_lints_renders_and_decodes_strictly(
     assert (("Job", f"{FULL}-certs") in kinds) == (certs == "job")
     assert any(k == "Certificate" for k, _ in kinds) == (certs == "certManager")
     assert (("ServiceMonitor", f"{FULL}-node") in kinds) == monitor
+    assert (("ServiceMonitor", f"{FULL}-aggregator") in kinds) == (monitor and aggregator)
     assert all(o["metadata"].get("namespace", NAMESPACE) == NAMESPACE for o in r.objects)
 
 
@@ -167,6 +168,10 @@ def test_the_aggregator_is_served_on_5060_by_a_service_over_its_pods(tmp_path: P
     (c,) = deploy["spec"]["template"]["spec"]["containers"]
     assert c["args"] == ["aggregate", "-c", "/etc/falconet/aggregate/aggregate.yaml"]
     assert {"name": "grpc", "containerPort": 5060, "protocol": "TCP"} in c["ports"]
+    assert {"name": "metrics", "containerPort": 9377, "protocol": "TCP"} in c["ports"]
+    for probe, url_path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"),
+                            ("readinessProbe", "/readyz")):
+        assert c[probe]["httpGet"] == {"path": url_path, "port": "metrics"}, probe
     block = yaml.safe_load(r.one("ConfigMap", f"{FULL}-aggregator")["data"]["aggregate.yaml"])["aggregate"]
     assert block["grpc"]["bind_address"] == ["unix:///run/falconet/aggregate.sock", "0.0.0.0:5060"]
     assert block["servers"] == [f"tls://{FULL}-nats.{NAMESPACE}.svc:4222"]
@@ -186,6 +191,8 @@ def test_the_aggregator_is_served_on_5060_by_a_service_over_its_pods(tmp_path: P
     assert cfg.nats.servers == (f"tls://{FULL}-nats.{NAMESPACE}.svc:4222",)
     assert cfg.grpc.bind_address == ("unix:///run/falconet/aggregate.sock", "0.0.0.0:5060")
     assert cfg.grpc.cert_chain == pod_root / "server-tls/tls.crt" and cfg.silence_timeout == 30
+    # The probes' port is where the aggregator's own reader says its endpoint listens.
+    assert (cfg.metrics.enabled, cfg.metrics.listen_address, cfg.metrics.listen_port) == (True, "0.0.0.0", 9377)
 
 
 def test_deployed_nats_is_a_jetstream_cluster_of_three_with_routes_to_each(tmp_path: Path) -> None:
@@ -265,6 +272,14 @@ def test_the_servicemonitor_scrapes_every_nodes_metrics_port(tmp_path: Path) -> 
     assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     svc = r.one("Service", f"{FULL}-node-metrics")
     assert svc["spec"]["ports"][0]["port"] == 9376 and svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    agg = r.one("ServiceMonitor", f"{FULL}-aggregator")
+    assert agg["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    agg_svc = r.one("Service", f"{FULL}-aggregator-metrics")
+    assert agg_svc["spec"]["clusterIP"] == "None"
+    assert agg_svc["spec"]["ports"][0]["port"] == 9377 and agg_svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    pods = r.one("Deployment", f"{FULL}-aggregator")["spec"]["template"]["metadata"]["labels"]
+    assert agg_svc["spec"]["selector"].items() <= pods.items()
+    assert agg["spec"]["selector"]["matchLabels"] == agg_svc["spec"]["selector"]
     node_labels = r.one("DaemonSet", f"{FULL}-node")["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= node_labels.items()
     assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]

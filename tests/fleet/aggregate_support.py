@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,44 +100,79 @@ class AggregatorProcess:
     argv: list[str] | None = None
     """The command's own arguments instead of the usual flags (e.g. `-c FILE`)."""
     expect_tcp: bool = True
+    metrics_url: str = ""
+    """Its /metrics URL (the usual flags ask for a free port; `-c` files say their own)."""
+    _buf: bytes = b""
 
-    def start(self, timeout: float = 60.0) -> AggregatorProcess:
+    def start(self, timeout: float = 60.0, *, until_metrics: bool = False) -> AggregatorProcess:
+        """Until it listens (`until_metrics`: only until its metrics and probe endpoint does; `wait_listening`
+        then waits for the rest)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.unix_path = self.workdir / f"{self.name}.sock"
         argv = self.argv if self.argv is not None else [
             "--servers", self.url, "--listen", f"unix://{self.unix_path}", "--listen", "127.0.0.1:0",
-            "--certs", str(self.certs), "--hostname", self.name, *self.extra]
+            "--certs", str(self.certs), "--hostname", self.name, "--metrics", "127.0.0.1:0", *self.extra]
         log = open(self.workdir / f"{self.name}.log", "a")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [*FALCONET, "aggregate", *argv],
             stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         log.close()
-        assert self.proc.stdout is not None
+        self._buf = b""
+        if until_metrics:
+            self._read_until(lambda: bool(self.metrics_url), timeout, "its metrics endpoint")
+            return self
+        return self.wait_listening(timeout)
+
+    def wait_listening(self, timeout: float = 60.0) -> AggregatorProcess:
+        self._read_until(lambda: bool((self.tcp_port or not self.expect_tcp) and any(
+            x.startswith("listening on unix://") for x in self.lines)), timeout, "listening")
+        return self
+
+    def _read_until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        """Reads its stdout lines until `done()` (the pipe itself: a buffered reader could hold lines select
+        cannot see)."""
+        assert self.proc is not None and self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
+        while not done():
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
-                break
-            chunk = os.read(fd, 65536)  # the pipe itself: a buffered reader could hold lines select cannot see
+                self.stop()
+                raise TimeoutError(f"falconet aggregate: no sign of {what} in {timeout}s: {self.log_tail()}")
+            chunk = os.read(fd, 65536)
             if not chunk:
                 raise RuntimeError(f"falconet aggregate exited ({self.proc.wait()}): {self.log_tail()}")
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            for raw in done:
-                line = raw.decode(errors="replace").strip()
-                self.lines.append(line)
-                m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if m:
-                    self.tcp_port = int(m.group(1))
-                if line.startswith("listening on unix://"):
-                    self.unix_path = Path(line[len("listening on unix://"):])
-            if (self.tcp_port or not self.expect_tcp) and any(x.startswith("listening on unix://")
-                                                             for x in self.lines):
-                return self
-        self.stop()
-        raise TimeoutError(f"falconet aggregate not listening in {timeout}s: {self.log_tail()}")
+            self._buf += chunk
+            *lines, self._buf = self._buf.split(b"\n")
+            for raw in lines:
+                self._line(raw.decode(errors="replace").strip())
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if m:
+            self.tcp_port = int(m.group(1))
+        if line.startswith("listening on unix://"):
+            self.unix_path = Path(line[len("listening on unix://"):])
+        if line.startswith("metrics on "):
+            self.metrics_url = line[len("metrics on "):]
+
+    def http(self, path: str) -> tuple[int, str]:
+        """(status, body) of GET `path` on its metrics listener (/metrics, /healthz, /readyz)."""
+        url = self.metrics_url.removesuffix("/metrics") + path
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
+
+    def metrics(self) -> dict[str, float]:
+        """Every unlabelled sample of its /metrics, by name."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, text = self.http("/metrics")
+        assert status == 200, text
+        return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if not s.labels}
 
     def log_tail(self, n: int = 30) -> str:
         path = self.workdir / f"{self.name}.log"

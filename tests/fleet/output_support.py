@@ -239,7 +239,7 @@ async def _read_stream(servers: Sequence[str], stream: str, subject: str) -> lis
         total = info.state.messages
         sub = await js.pull_subscribe(subject, stream=stream,
                                       config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE,
-                                                                   mem_storage=True))
+                                                            mem_storage=True, num_replicas=1))
         out: list[StreamMsg] = []
         while len(out) < total:
             for m in await sub.fetch(min(1000, total - len(out)), timeout=10):
@@ -254,9 +254,20 @@ async def _read_stream(servers: Sequence[str], stream: str, subject: str) -> lis
         await nc.close()
 
 
-def read_stream(servers: Sequence[str], stream: str = DEFAULT_STREAM, subject: str = "falconet.alerts.*") -> list[StreamMsg]:
-    """Every message of the stream, in stream order."""
-    return asyncio.run(_read_stream(servers, stream, subject))
+def read_stream(servers: Sequence[str], stream: str = DEFAULT_STREAM, subject: str = "falconet.alerts.*",
+                retry_for: float = 90.0) -> list[StreamMsg]:
+    """Every message of the stream, in stream order.
+
+    Reading is idempotent, so an API call that times out (a cluster that lost a server may still be placing the
+    reader's consumer, more so on a loaded machine) is retried whole until a deadline.
+    """
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return asyncio.run(_read_stream(servers, stream, subject))
+        except (nats.errors.TimeoutError, nats.js.errors.APIError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
 
 
 def stream_count(servers: Sequence[str], stream: str = DEFAULT_STREAM) -> int:
@@ -289,7 +300,7 @@ def heartbeat(servers: Sequence[str], host: str) -> Heartbeat | None:
 def host_numbers(servers: Sequence[str], host: str) -> int:
     """How many of `host`'s test alerts the stream holds (0 while a cluster cannot answer yet)."""
     try:
-        return sum(1 for m in read_stream(servers) if m.host == host and m.number is not None)
+        return sum(1 for m in read_stream(servers, retry_for=0) if m.host == host and m.number is not None)
     except (nats.errors.Error, asyncio.TimeoutError):
         return 0
 

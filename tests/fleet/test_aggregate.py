@@ -245,7 +245,8 @@ def test_config_file(nats_server: NatsServer, tmp_path: Path, certs_dir: Path) -
         f"    bind_address: [unix://{sock}]\n"
         f"    root_certs: {certs_dir / 'ca.crt'}\n"
         f"    cert_chain: {certs_dir / 'server.crt'}\n"
-        f"    private_key: {certs_dir / 'server.key'}\n")
+        f"    private_key: {certs_dir / 'server.key'}\n"
+        "  webserver: {listen_address: 127.0.0.1, listen_port: 0}\n")
     agg = AggregatorProcess(nats_server.url, tmp_path / "agg", certs_dir, name="from-file")
     agg.argv = ["-c", str(conf)]
     agg.expect_tcp = False
@@ -253,6 +254,7 @@ def test_config_file(nats_server: NatsServer, tmp_path: Path, certs_dir: Path) -
         agg.start()
         assert agg.unix_path == sock
         assert numbers(falco_client(agg, "unix", "get")) == [(HOSTS[0], k) for k in (1, 2, 3)]
+        assert agg.metrics_url.startswith("http://127.0.0.1:") and agg.http("/readyz")[0] == 200
     finally:
         agg.stop()
 

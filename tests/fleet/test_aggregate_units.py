@@ -59,6 +59,18 @@ def test_config_every_problem_at_once() -> None:
         parse_aggregate("aggregate: {servers: nats://x:1\n")
 
 
+def test_grpc_problems_name_the_aggregate_block() -> None:
+    """The node's grpc reader serves the aggregator's block too: every problem names the key as written there."""
+    with pytest.raises(ConfigError) as info:
+        parse_aggregate("aggregate:\n  grpc:\n    bind_address: ['0.0.0.0:5060', 'unix://rel.sock']\n"
+                        "    unix_socket_group: [1]\n    max_connections: 0\n    handshake_timeout: 0\n")
+    problems = info.value.problems
+    assert len(problems) >= 4, problems
+    for problem in problems:
+        assert "aggregate.grpc." in problem, problem
+        assert "grpc." not in problem.replace("aggregate.grpc.", ""), problem
+
+
 # -- the hub with stream sequences -----------------------------------------------------------------------------
 
 
@@ -199,3 +211,37 @@ def test_node_matches_only_its_own_name(alert_server: Any) -> None:
     with Client(unix_socket=alert_server.unix_path) as client:
         assert [a.output for a in client.get(hosts=own)] == ["k=0", "k=1", "k=2"]
         assert client.get(hosts=["not-" + own]) == []
+
+
+def test_ack_fields_read_the_reply_as_nats_py_does() -> None:
+    """The feed's own reading of a delivery's reply subject gives what nats-py's `Msg.metadata` gives."""
+    from nats.aio.msg import Msg
+
+    from falconet.server.fleet.aggregate_stream import ack_fields
+
+    for reply in ("$JS.ACK.FALCONET_ALERTS.abc.1.4242.17.1733480000123456789.9",
+                  "$JS.ACK.hub.ACCHASH.FALCONET_ALERTS.abc.1.4242.17.1733480000123456789.9.rnd"):
+        meta = Msg.Metadata._from_reply(reply)
+        assert ack_fields(reply) == (meta.sequence.stream, 1733480000123456789, meta.num_pending) == (
+            4242, 1733480000123456789, 9)
+
+
+def test_unknown_fields_of_a_node_payload_are_not_served() -> None:
+    """A payload with fields this version does not know (at the top and inside a map entry) is served without
+    them: a Go or Rust client would read a map entry's unknown field as an entry. (Python's protobuf keeps such a
+    map entry whole as an unknown field of the response, so the entry goes with it.)"""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    from falconet.sdk.api.falco import outputs_pb2
+
+    payload = alert_to_wire(node_alert("node-1", 3))
+    unknown = b"\xf8\x06\x01"  # field 111, varint 1
+    entry_with_unknown = b"\x0a\x01k\x12\x01v" + unknown  # output_fields entry {"k": "v"} plus field 111
+    tampered = payload + unknown + b"\x32" + bytes([len(entry_with_unknown)]) + entry_with_unknown
+    got = decode("falconet.alerts.node-1", tampered, 21, "stream-ep", PREFIX)
+    assert isinstance(got, Entry)
+    served = outputs_pb2.response.FromString(got.wire())
+    assert len(UnknownFieldSet(served)) == 0 and "k" not in served.output_fields
+    assert served.output_fields["proc.name"] == "sh"
+    assert b"\xf8\x06" not in got.wire()
+    assert (served.cursor.epoch, served.cursor.sequence, served.hostname) == ("stream-ep", 21, "node-1")
