@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from falconet.model.event import Event
+from falconet.sensor.clocks import wall_minus
 from falconet.sensor import btf as btfmod
 from falconet.sensor import cgroups, openfilter
 from falconet.sensor import syscalls as sc
@@ -171,7 +172,7 @@ class Sensor:
                 tails[ctypes.c_int(index)] = ctypes.c_int(self._bpf.load_func(name, BPF.RAW_TRACEPOINT).fd)
         except Exception as exc:  # bcc raises bare Exception for load failures
             raise SensorError(f"the BPF program's exec tail failed to load: {exc}") from None
-        self.enricher.offset_ns = time.time_ns() - time.monotonic_ns()
+        self.enricher.offset_ns = wall_minus(time.CLOCK_MONOTONIC)
         try:
             events = self._bpf[b"events"]
             self._rb = RingBuffer(events.map_fd, int(events.max_entries))  # a ring buffer's size in bytes
@@ -187,7 +188,7 @@ class Sensor:
             self.set_open_prefixes(self.config.open_prefixes)
         # Seed after the probes are live, so no process slips between the snapshot and the first event.
         if self.config.seed_from_proc:
-            boot_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            boot_ns = wall_minus(time.CLOCK_BOOTTIME)
             self.enricher.table.seed_from_proc(boot_ns=boot_ns)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from falconet.model.event import Event
+from falconet.sensor.clocks import wall_minus
 from falconet.server.errors import DaemonError
 from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters, SourceKind, SourceRequest
 
@@ -82,7 +83,7 @@ class PtraceSource:
         self._log = log
         known = frozenset(sc.BY_NAME)
         wanted = known - sc.NAMED_ONLY if syscalls is None else syscalls & known
-        self.enricher = Enricher(wanted=set(wanted), mono_to_epoch_ns=time.time_ns() - time.monotonic_ns())
+        self.enricher = Enricher(wanted=set(wanted), mono_to_epoch_ns=wall_minus(time.CLOCK_MONOTONIC))
         self._records: list[bytes] = []
         self._cond = threading.Condition()
         self._done = False
