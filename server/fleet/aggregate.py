@@ -36,6 +36,8 @@ log = logging.getLogger("falconet.aggregate")
 
 REFRESH_SECONDS = 5.0
 """How often the stream's oldest sequence is re-read (its limits remove old messages)."""
+RETRY_FIRST_SECONDS = 0.5
+"""The first retry delay while the stream's state cannot be read; it doubles up to REFRESH_SECONDS."""
 STREAM_RETRY_SECONDS = 1.0
 NATS_LOG_SECONDS = 30.0
 
@@ -183,13 +185,32 @@ class Aggregator:
         return info.config.num_replicas or 1
 
     async def _refresh(self) -> None:
+        """Looks at the stream's state every REFRESH_SECONDS and keeps the live feed following it (the feed's
+        watchdog, StreamSource.watch_feed). While JetStream does not answer (no connection, no stream leader
+        elected yet) it asks again with a growing delay up to REFRESH_SECONDS, logging once per outage; it
+        never gives up."""
         assert self.source is not None
+        source = self.source
+        delay, backoff, failing_since = REFRESH_SECONDS, 0.0, None
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)  # the refresh period
+            await asyncio.sleep(delay)  # the refresh period, or the retry delay of an outage
             try:
-                await self.source.refresh()
-            except Exception as exc:  # noqa: BLE001 - NATS away: the ordered consumer recovers; try again
-                log.warning("cannot read stream %s's state: %s", self.config.stream, exc)
+                info = await source.refresh()
+                restarted = await source.watch_feed(info.state.last_seq)
+            except Exception as exc:  # noqa: BLE001 - NATS away or no leader yet: ask again, never give up
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("cannot read stream %s's state or follow it: %s (retrying)", self.config.stream,
+                                exc or type(exc).__name__)
+                delay = backoff = min(REFRESH_SECONDS, backoff * 2 or RETRY_FIRST_SECONDS)
+                continue
+            if failing_since is not None:
+                log.info("stream %s answers again (after %.1f s)", self.config.stream,
+                         time.monotonic() - failing_since)
+                failing_since = None
+            if restarted:
+                log.warning("stream %s: %s", self.config.stream, restarted)
+            delay, backoff = REFRESH_SECONDS, 0.0
 
     async def stop(self, grace: float = 1.0) -> None:
         self._closing = True
