@@ -28,7 +28,7 @@ from falconet.server.fleet.aggregate_hub import FleetHub
 from falconet.server.fleet.aggregate_metrics import TICK_SECONDS, AggregateCounts, AggregateEndpoint, AggregateHealth
 from falconet.server.fleet.aggregate_nodes import NodeWatch
 from falconet.server.fleet.aggregate_serve import FalcoCursors, FleetServer, cancel
-from falconet.server.fleet.aggregate_stream import StreamSource
+from falconet.server.fleet.aggregate_stream import StreamSource, stream_epoch
 from falconet.server.fleet.connection import connect
 from falconet.server.fleet.names import CURSORS_BUCKET, NODES_BUCKET
 
@@ -196,8 +196,12 @@ class Aggregator:
             await asyncio.sleep(delay)  # the refresh period, or the retry delay of an outage
             try:
                 info = await source.refresh()
+                if stream_epoch(info) != source.epoch:
+                    await self._follow_new_epoch(source, info)
                 restarted = await source.watch_feed(info.state.last_seq)
             except Exception as exc:  # noqa: BLE001 - NATS away or no leader yet: ask again, never give up
+                if isinstance(exc, NotFoundError):  # deleted: no feed that nats-py could move to a new stream
+                    await source.stop_feed()
                 if failing_since is None:
                     failing_since = time.monotonic()
                     log.warning("cannot read stream %s's state or follow it: %s (retrying)", self.config.stream,
@@ -211,6 +215,19 @@ class Aggregator:
             if restarted:
                 log.warning("stream %s: %s", self.config.stream, restarted)
             delay, backoff = REFRESH_SECONDS, 0.0
+
+    async def _follow_new_epoch(self, source: StreamSource, info: api.StreamInfo) -> None:
+        """The stream was deleted and created again: serve the new one from its oldest alert, with one internal
+        alert saying so (StreamSource.new_epoch, FleetHub.new_epoch)."""
+        old, new = source.epoch, stream_epoch(info)
+        oldest = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        log.warning("stream %s was deleted and created again (epoch %s, was %s): serving the new one from its "
+                    "oldest sequence, %d", self.config.stream, new, old, oldest)
+        if self.cursors is not None:
+            self.cursors.written.clear()
+        if self.nodes is not None:
+            self.nodes.stream_recreated(self.config.stream, old, new, oldest)
+        await source.new_epoch(info)
 
     async def stop(self, grace: float = 1.0) -> None:
         self._closing = True

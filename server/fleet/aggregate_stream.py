@@ -181,14 +181,31 @@ class StreamSource:
 
     async def refresh(self) -> api.StreamInfo:
         """Updates the oldest sequence held (the stream's limits remove old messages as it runs); the stream's
-        state as read (nats' errors when JetStream does not answer)."""
+        state as read (nats' errors when JetStream does not answer, NotFoundError while it does not exist).
+        Nothing is updated from a stream of another epoch (deleted and created again): see `new_epoch`."""
         info = await self.js.stream_info(self.stream)
-        self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
-        self.last_seq = max(self.last_seq, info.state.last_seq)
-        if stream_epoch(info) != self.epoch:
-            log.error("stream %s was deleted and created again (epoch %s, was %s): restart this aggregator to "
-                      "serve the new one", self.stream, stream_epoch(info), self.epoch)
+        if stream_epoch(info) == self.epoch:
+            self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+            self.last_seq = max(self.last_seq, info.state.last_seq)
         return info
+
+    async def new_epoch(self, info: api.StreamInfo) -> tuple[str, int]:
+        """Follows the stream created again under this name (`info`): the feed is stopped (what it delivered but
+        the hub has not taken is of the old stream: dropped), the epoch and positions become the new stream's,
+        and the hub starts over at its oldest sequence (FleetHub.new_epoch), where the new feed starts. (the old
+        epoch, the new stream's oldest sequence); nats' errors when the new feed cannot start yet (the
+        watchdog starts it at its next look)."""
+        await self.stop_feed()
+        self._pending = []
+        old, self.epoch = self.epoch, stream_epoch(info)
+        self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        self.last_seq = info.state.last_seq
+        hub = self._hub
+        if hub is not None:
+            hub.new_epoch(self.epoch, self.first_seq)
+            hub.known_last = max(hub.known_last, self.last_seq)
+            await self.start_feed(hub, self.first_seq)
+        return old, self.first_seq
 
     # -- the live feed ---------------------------------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from aggregate_support import publish_retrying
 from nats.aio.client import Client as NatsClient
 from nats_servers import NatsCluster, NatsServer
 
+from falconet.model.alert import Cursor
 from falconet.server.fleet.aggregate import Aggregator
 from falconet.server.fleet.aggregate_config import parse_aggregate
+from falconet.server.fleet.aggregate_nodes import RECREATED_RULE
 from falconet.server.fleet.aggregate_stream import StreamSource, _feed_tasks
 from falconet.server.fleet.names import DEFAULT_STREAM
 
@@ -71,6 +73,7 @@ class Subscriber:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.got: list[tuple[str, int]] = []
+        self.docs: list[dict[str, object]] = []
         self._pump = asyncio.ensure_future(self._read())
 
     @classmethod
@@ -83,7 +86,9 @@ class Subscriber:
     async def _read(self) -> None:
         assert self.proc.stdout is not None
         async for line in self.proc.stdout:
-            self.got.extend(numbers([str(json.loads(line)["output"])]))
+            doc = json.loads(line)
+            self.docs.append(doc)
+            self.got.extend(numbers([str(doc["output"])]))
 
     def count(self, host: str) -> int:
         return sum(1 for h, _ in self.got if h == host)
@@ -209,3 +214,44 @@ async def feed_on_stream_leader(nc: NatsClient, source: StreamSource) -> str:
             return leader.leader
         await source.restart_feed()
     raise AssertionError("the feed's consumer never landed on the stream's leader")
+
+
+def test_stream_deleted_and_created_again(nats_server: NatsServer, tmp_path: Path) -> None:
+    """The stream is deleted and created again while the aggregator serves a subscriber: the aggregator follows
+    the new stream (a new epoch) without a restart, the subscriber gets the new stream's alerts from its oldest
+    after the old ones, and one internal alert says so, in the stream and to the subscriber; a cursor of the
+    old epoch resumes at the new stream's oldest."""
+    host = HOSTS[1]
+
+    async def main() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await ensure_stream(nc)
+            await publish_node(nc, host, 1, 30)
+            async with aggregator(tmp_path, [nats_server.url]) as agg:
+                source, hub = agg.source, agg.hub
+                assert source is not None and hub is not None
+                old = source.epoch
+                sub = await Subscriber.start(tmp_path)
+                try:
+                    await sub.expect({host: 30}, "the old stream's alerts")
+                    await nc.jetstream().delete_stream(DEFAULT_STREAM)
+                    await ensure_stream(nc)
+                    await publish_node(nc, host, 31, 20, epoch="ep-after")
+                    await sub.expect({host: 50}, "the new stream's alerts")
+                    assert source.epoch != old and hub.epoch == source.epoch
+                    await until(lambda: any(d.get("rule") == RECREATED_RULE for d in sub.docs),
+                                "the internal alert")
+                    said = [d for d in sub.docs if d.get("rule") == RECREATED_RULE]
+                    assert len(said) == 1 and old in str(said[0]["output"]), said
+                    assert f"{source.epoch}:1" in str(said[0]["output"])
+                    resumed = hub.start_after(Cursor(old, 30))
+                    assert resumed.next_seq == 1 and resumed.gap_alert is not None
+                finally:
+                    await sub.stop()
+            info = await nc.jetstream().stream_info(DEFAULT_STREAM)
+            assert info.state.messages == 21  # the node's 20 and the one internal alert
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
