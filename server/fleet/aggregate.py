@@ -109,6 +109,7 @@ class Aggregator:
             dropped=stats.dropped_total if stats is not None else 0,
             cursor_errors=self.cursors.errors if self.cursors is not None else 0,
             internal_alerts=len(nodes.raised) if nodes is not None else 0,
+            feed_restarts=source.feed_restarts if source is not None else 0,
         )
 
     async def start(self) -> list[str]:
