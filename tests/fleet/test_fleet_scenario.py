@@ -13,8 +13,10 @@ Phases, each while both nodes publish:
 
 After each phase the nodes are paused (not the cluster or the aggregator) and checked from outside: every alert
 the node's store holds (its GetAll: what it produced durably, internal alerts included) is in the stream exactly
-once, per host in the node's order (Falconet-Seq up by one within the epoch), and nothing else of the node is
-there; every subscriber got every replayed alert of each host exactly once, in the node's order. Every wait is
+once, per host in the node's order (Falconet-Seq up by one within the epoch) except for alerts the node
+reported forwarding out of order (docs/fleet.md, "Order": a leader change can store later alerts in flight but
+not earlier ones, which the node then publishes again), and nothing else of the node is there; every subscriber
+got every replayed alert of each host exactly once, in the stream's order. Every wait is
 on a condition with a deadline; the outage's length is the one measured time, and it is a duration the test
 imposes, not a synchronisation.
 """
@@ -45,6 +47,7 @@ from test_aggregate import clientgo_probe  # noqa: F401 - the fixture, shared
 
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, alerts_pb2_grpc
+from falconet.server.fleet.output import REORDERED_RULE
 from falconet.server.fleet.names import (
     DEFAULT_STREAM,
     FLEET_TOKEN,
@@ -339,6 +342,24 @@ def _wait_more(node: ScenarioNode, pattern: str, before: int) -> None:
     wait_until(lambda: _lines(node, pattern) > before, f"{node.host}: a new line matching {pattern!r}")
 
 
+def out_of_order(seqs: list[int]) -> list[int]:
+    """The numbers stored after a greater one (the stream's order is otherwise the node's)."""
+    late: list[int] = []
+    top = 0
+    for seq in seqs:
+        if seq < top:
+            late.append(seq)
+        top = max(top, seq)
+    return late
+
+
+def reordered_reported(produced: list[outputs_pb2.response]) -> int:
+    """How many alerts the node reported forwarding out of order (its internal alerts, kept in its store across
+    restarts): the one case docs/fleet.md allows, when a leader change stored later alerts but not earlier ones
+    in flight and the node published those again."""
+    return sum(int(r.output_fields.get("reordered", "0")) for r in produced if r.rule == REORDERED_RULE)
+
+
 def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: list[Subscriber]) -> None:
     """The phase's promise (module docstring), with the nodes paused; they run again afterwards."""
     for node in nodes:
@@ -351,8 +372,10 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
         keys = [(m.epoch, m.seq) for m in mine]
         assert len(set(keys)) == len(keys), f"{phase}: an alert of {node.host} is in the stream twice"
         assert len({m.epoch for m in mine}) == 1, f"{phase}: {node.host}'s store epoch changed"
-        for prev, cur in zip(mine, mine[1:], strict=False):
-            assert cur.seq == prev.seq + 1, f"{phase}: {node.host}: {cur.seq} after {prev.seq} in the stream"
+        reported = reordered_reported(produced[node.host])
+        late = out_of_order([m.seq for m in mine])
+        assert len(late) <= reported, (f"{phase}: {node.host}: {len(late)} alerts stored after later ones "
+                                       f"({late[:10]}), {reported} reported by the node")
         missing = sorted(set(held) - set(keys))
         assert not missing, f"{phase}: {len(missing)} of {node.host}'s alerts are not in the stream: {missing[:10]}"
         extra = sorted(set(keys) - set(held))
@@ -364,7 +387,9 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
         if resp.rule == RULE and hit:
             want.setdefault(m.host, []).append(int(hit.group(1)))
     for host, ns in want.items():
-        assert ns == sorted(set(ns)), f"{phase}: {host}'s alerts are not in the node's order in the stream"
+        assert len(ns) == len(set(ns)), f"{phase}: an alert of {host} is in the stream twice"
+        assert len(out_of_order(ns)) <= reordered_reported(produced[host]), \
+            f"{phase}: {host}'s alerts are out of the node's order in the stream, more than it reported"
     for sub in subscribers:
         wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
                    f"{phase}: {sub.name} to receive every alert")
@@ -387,12 +412,6 @@ def scenario_nodes(tmp_path: Path, nats_cluster: NatsCluster) -> Iterator[list[S
             node.stop()
 
 
-# A known defect, found by this test in CI (issue 13 stays open on it): after the stream's leader is killed the
-# aggregator's live feed (an ordered consumer) did not recover within the deadline ("cannot read stream
-# FALCONET_ALERTS's state: nats: timeout", then nothing more), so its subscribers stopped receiving. It passed in
-# two earlier runs. Not strict: the test keeps running, so the fix shows as XPASS.
-@pytest.mark.xfail(reason="aggregator live feed may not recover after the stream leader is killed (issue 13)",
-                   strict=False)
 def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_nodes: list[ScenarioNode],
                                             tmp_path: Path, certs_dir: Path,
                                             clientgo_probe: Path) -> None:  # noqa: F811
