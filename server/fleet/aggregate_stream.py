@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 import nats.errors
@@ -38,6 +39,7 @@ log = logging.getLogger("falconet.aggregate")
 
 READ_TIMEOUT = 2.0
 """Seconds one read behind the ring waits for JetStream."""
+READ_LOG_SECONDS = 30.0
 
 
 def stream_epoch(info: api.StreamInfo) -> str:
@@ -164,6 +166,7 @@ class StreamSource:
         self.feed_restarts = 0
         self._watch_seen = 0
         self._watch_target = 0
+        self._read_logged = -READ_LOG_SECONDS
         self._pending: list[StreamItem] = []
         self._flush_scheduled = False
         self._hub: FleetHub | None = None
@@ -321,6 +324,16 @@ class StreamSource:
 
     # -- reads behind the ring --------------------------------------------------------------------------------
 
+    def _read_failed(self, first: int, exc: Exception | None) -> None:
+        """One log line per READ_LOG_SECONDS for readers behind the ring that wait on the stream (they retry
+        for ever and skip nothing; the line says why they wait)."""
+        now = time.monotonic()
+        if now - self._read_logged >= READ_LOG_SECONDS:
+            self._read_logged = now
+            why = "no answer" if exc is None else (str(exc) or type(exc).__name__)
+            log.warning("a subscriber behind the ring waits for stream %s to answer a read from sequence %d: %s "
+                        "(retrying)", self.stream, first, why)
+
     async def read(self, first: int, max_n: int) -> list[StreamItem]:
         """Stored messages from `first` on (StreamReads), through a short-lived pull consumer."""
         if first > self.last_seq:
@@ -333,6 +346,7 @@ class StreamSource:
         try:
             psub = await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
         except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
+            self._read_failed(first, exc)
             raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
         try:
             try:
@@ -345,6 +359,7 @@ class StreamSource:
                 except Exception as exc:  # noqa: BLE001
                     raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
                 if first <= self.last_seq and first >= self.first_seq:
+                    self._read_failed(first, None)
                     raise StreamUnavailable(f"no answer for sequence {first}") from None
                 return []
             out: list[StreamItem] = []

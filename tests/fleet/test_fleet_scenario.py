@@ -360,7 +360,22 @@ def reordered_reported(produced: list[outputs_pb2.response]) -> int:
     return sum(int(r.output_fields.get("reordered", "0")) for r in produced if r.rule == REORDERED_RULE)
 
 
-def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: list[Subscriber]) -> None:
+def diagnosis(sub: Subscriber, subscribers: list[Subscriber], want: dict[str, list[int]],
+              agg: AggregatorProcess) -> str:
+    """What a subscriber that did not get everything got, what the others got, and the aggregator's view."""
+    lines = [f"{s.name}: {s.counts()} of {({h: len(ns) for h, ns in want.items()})}" for s in subscribers]
+    try:
+        m = agg.metrics()
+        lines.append("aggregator: " + ", ".join(f"{k}={m[k]:g}" for k in sorted(m) if k.startswith(
+            ("falconet_aggregate_", "falconet_subscribers_"))))
+    except Exception as exc:  # noqa: BLE001 - a diagnosis never hides the failure it explains
+        lines.append(f"aggregator metrics unavailable: {exc}")
+    lines.append("aggregator log:\n" + agg.log_tail(15))
+    return "\n".join(lines)
+
+
+def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: list[Subscriber],
+          agg: AggregatorProcess) -> None:
     """The phase's promise (module docstring), with the nodes paused; they run again afterwards."""
     for node in nodes:
         node.quiesce()
@@ -391,8 +406,11 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
         assert len(out_of_order(ns)) <= reordered_reported(produced[host]), \
             f"{phase}: {host}'s alerts are out of the node's order in the stream, more than it reported"
     for sub in subscribers:
-        wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
-                   f"{phase}: {sub.name} to receive every alert")
+        try:
+            wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
+                       f"{phase}: {sub.name} to receive every alert")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnosis(sub, subscribers, want, agg)}") from None
         got = sub.snapshot()
         for host, ns in want.items():
             assert got.get(host) == ns, (f"{phase}: {sub.name} got {host}'s alerts otherwise than once each in "
@@ -438,7 +456,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         victim.kill()
         rest = [s.url for s in nats_cluster.servers if s is not victim]
         _grows(rest, 2000, "forwarding to go on after the leader was killed")
-        check("server killed", rest, scenario_nodes, subscribers)
+        check("server killed", rest, scenario_nodes, subscribers, agg)
         victim.start()
 
         # 2. NATS stopped entirely for longer than the duplicate window, then started again.
@@ -456,7 +474,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         nats_cluster.start()
         for node in scenario_nodes:
             _wait_more(node, back, seen[node.host][1])
-        check("NATS outage", urls, scenario_nodes, subscribers)
+        check("NATS outage", urls, scenario_nodes, subscribers, agg)
 
         # 3. A node killed with SIGKILL while publishing, and started again on its store.
         _grows(urls, 2000, "forwarding after the outage")
@@ -467,7 +485,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         assert crashed.proc is not None
         crashed.proc.wait_for_line(r"forwarding to .* after the stream's last message")
         _grows(urls, 2000, "both nodes forwarding after the restart")
-        check("node killed", urls, scenario_nodes, subscribers)
+        check("node killed", urls, scenario_nodes, subscribers, agg)
         assert all(s.proc.poll() is None for s in subscribers), "a subscriber ended"
     finally:
         for sub in subscribers:
