@@ -249,6 +249,7 @@ class Aggregator:
                 await self.nodes.send()
         if self.source is not None:
             await self.source.stop_feed()
+            await self.source.close_reads()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import nats.errors
@@ -40,6 +41,8 @@ log = logging.getLogger("falconet.aggregate")
 READ_TIMEOUT = 2.0
 """Seconds one read behind the ring waits for JetStream."""
 READ_LOG_SECONDS = 30.0
+MAX_PULLS = 16
+"""Pull consumers kept for reads behind the ring that continue (about one per subscriber catching up)."""
 
 
 def stream_epoch(info: api.StreamInfo) -> str:
@@ -167,6 +170,8 @@ class StreamSource:
         self._watch_seen = 0
         self._watch_target = 0
         self._read_logged = -READ_LOG_SECONDS
+        self._pulls: OrderedDict[int, JetStreamContext.PullSubscription] = OrderedDict()
+        """Pull consumers kept for the read that continues where the last one ended (by that sequence)."""
         self._pending: list[StreamItem] = []
         self._flush_scheduled = False
         self._hub: FleetHub | None = None
@@ -199,6 +204,7 @@ class StreamSource:
         epoch, the new stream's oldest sequence); nats' errors when the new feed cannot start yet (the
         watchdog starts it at its next look)."""
         await self.stop_feed()
+        await self.close_reads()  # the old stream's, by its sequences
         self._pending = []
         old, self.epoch = self.epoch, stream_epoch(info)
         self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
@@ -335,19 +341,16 @@ class StreamSource:
                         "(retrying)", self.stream, first, why)
 
     async def read(self, first: int, max_n: int) -> list[StreamItem]:
-        """Stored messages from `first` on (StreamReads), through a short-lived pull consumer."""
+        """Stored messages from `first` on (StreamReads), through a pull consumer. A consumer that returned
+        messages is kept for the read that continues after them (a reader catching up reads on without a new
+        consumer each time: creating one is a cluster-wide operation, the slow part while JetStream is busy);
+        any other is deleted (the server also removes one idle for 30 s)."""
         if first > self.last_seq:
             return []
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first),
-            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
-            filter_subject=all_alerts(self.prefix),
-        )
-        try:
-            psub = await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
-        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
-            self._read_failed(first, exc)
-            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+        psub = self._pulls.pop(first, None)
+        if psub is None:
+            psub = await self._new_pull(first)
+        kept = False
         try:
             try:
                 msgs = await psub.fetch(batch=max_n, timeout=READ_TIMEOUT)
@@ -362,14 +365,44 @@ class StreamSource:
                     self._read_failed(first, None)
                     raise StreamUnavailable(f"no answer for sequence {first}") from None
                 return []
+            except nats.errors.Error as exc:  # the consumer went away (deleted, its server lost): a new one next
+                self._read_failed(first, exc)
+                raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
             out: list[StreamItem] = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 out.append((seq, self.decode(msg.subject, msg.data, seq)))
+            if out:
+                kept = True
+                self._pulls[out[-1][0] + 1] = psub
+                while len(self._pulls) > MAX_PULLS:
+                    _, old = self._pulls.popitem(last=False)
+                    await self._drop_pull(old)
             return out
         finally:
-            with contextlib.suppress(Exception):
-                info = await psub.consumer_info()
-                await psub.unsubscribe()
-                await self.js.delete_consumer(self.stream, info.name)
+            if not kept:
+                await self._drop_pull(psub)
 
+    async def _new_pull(self, first: int) -> JetStreamContext.PullSubscription:
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first),
+            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
+            filter_subject=all_alerts(self.prefix),
+        )
+        try:
+            return await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
+            self._read_failed(first, exc)
+            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def _drop_pull(self, psub: JetStreamContext.PullSubscription) -> None:
+        with contextlib.suppress(Exception):
+            info = await psub.consumer_info()
+            await psub.unsubscribe()
+            await self.js.delete_consumer(self.stream, info.name)
+
+    async def close_reads(self) -> None:
+        """Deletes the pull consumers kept for reads behind the ring."""
+        pulls, self._pulls = self._pulls, OrderedDict()
+        for psub in pulls.values():
+            await self._drop_pull(psub)

@@ -255,3 +255,37 @@ def test_stream_deleted_and_created_again(nats_server: NatsServer, tmp_path: Pat
             await nc.close()
 
     asyncio.run(main())
+
+
+def test_reads_behind_the_ring_keep_their_consumer_while_they_continue(nats_server: NatsServer,
+                                                                        tmp_path: Path) -> None:
+    """A reader catching up reads on through the same pull consumer (no new consumer, a cluster-wide operation,
+    per batch); a read elsewhere gets its own; all are deleted at the end."""
+    host = HOSTS[0]
+
+    async def main() -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await ensure_stream(nc)
+            await publish_node(nc, host, 1, 100)
+            async with aggregator(tmp_path, [nats_server.url]) as agg:
+                source = agg.source
+                assert source is not None
+                first = await source.read(1, 30)
+                assert [s for s, _ in first] == list(range(1, 31)) and all(e is not None for _, e in first)
+                (kept,) = source._pulls.values()
+                second = await source.read(31, 30)
+                assert [s for s, _ in second] == list(range(31, 61))
+                assert list(source._pulls) == [61] and source._pulls[61] is kept
+                elsewhere = await source.read(5, 10)
+                assert [s for s, _ in elsewhere] == list(range(5, 15)) and sorted(source._pulls) == [15, 61]
+                info = await nc.jetstream().stream_info(DEFAULT_STREAM)
+                assert info.state.consumer_count == 3  # the live feed's and the two kept
+                await source.close_reads()
+                assert not source._pulls
+                info = await nc.jetstream().stream_info(DEFAULT_STREAM)
+                assert info.state.consumer_count == 1
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
