@@ -327,6 +327,23 @@ def _leader(urls: list[str]) -> str:
     return asyncio.run(go())
 
 
+def _replicas_current(urls: list[str]) -> bool:
+    """The stream has a leader and every other replica is current (False while the cluster does not answer)."""
+    async def go() -> bool:
+        nc = await nats.connect(servers=urls, connect_timeout=5)
+        try:
+            cluster = (await nc.jetstream(timeout=5).stream_info(DEFAULT_STREAM)).cluster
+            replicas = cluster.replicas or [] if cluster is not None else []
+            return bool(cluster is not None and cluster.leader and len(replicas) == len(urls) - 1
+                        and all(r.current and not r.offline for r in replicas))
+        finally:
+            await nc.close()
+    try:
+        return asyncio.run(go())
+    except (nats.errors.Error, asyncio.TimeoutError):
+        return False
+
+
 def _grows(urls: list[str], by: int, what: str) -> None:
     """Until the stream holds `by` more messages than when first asked (0 means it did not answer: ask again)."""
     before = int(wait_until(lambda: stream_count(urls), f"the stream to answer ({what})"))
@@ -458,6 +475,10 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         _grows(rest, 2000, "forwarding to go on after the leader was killed")
         check("server killed", rest, scenario_nodes, subscribers, agg)
         victim.start()
+        # Phase 2 starts from a whole cluster: the restarted server has caught up with the stream. Stopping NATS
+        # while it still restores is another scenario (JetStream 2.9.10 then once let the stale server lead the
+        # stream for a moment, and subscribers' alerts at some sequences differed from what the stream held).
+        wait_until(lambda: _replicas_current(urls), "the restarted server to catch up with the stream")
 
         # 2. NATS stopped entirely for longer than the duplicate window, then started again.
         _grows(urls, 2000, "forwarding with the cluster whole again")
