@@ -91,11 +91,19 @@ def _append_file(directory: Path, n: int) -> None:
 
 LAYOUTS: dict[str, Writer] = {
     "sqlite-4k": _sqlite(["PRAGMA page_size=4096"]),
+    "sqlite-8k": _sqlite(["PRAGMA page_size=8192"]),
     "sqlite-16k": _sqlite(["PRAGMA page_size=16384"]),
     "sqlite-16k-wal64m": _sqlite(["PRAGMA page_size=16384", "PRAGMA wal_autocheckpoint=4096"]),
     "sqlite-64k": _sqlite(["PRAGMA page_size=65536"]),
     "append-file": _append_file,
 }
+
+
+def set_group(group: int) -> None:
+    """Alerts per commit (and per row, up to 256)."""
+    global GROUP, ROW_ALERTS
+    GROUP = max(1, group)
+    ROW_ALERTS = min(256, GROUP)
 
 
 def measure(write: Writer, n: int) -> tuple[float, float, float]:
@@ -119,7 +127,10 @@ def main() -> None:
     parser.add_argument("layouts", nargs="*", metavar="LAYOUT", help=f"of {', '.join(LAYOUTS)} (default: all)")
     parser.add_argument("--alerts", type=int, default=600_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--group", type=int, default=GROUP,
+                        help="alerts per commit (1: the daemon at a low rate, one alert per commit window)")
     args = parser.parse_args()
+    set_group(args.group)
     names: list[str] = args.layouts or list(LAYOUTS)
     unknown = [name for name in names if name not in LAYOUTS]
     if unknown:
