@@ -52,8 +52,9 @@ PAGE_BYTES = 16384
 """SQLite's page size for a new store file (an existing file keeps its own). A chunk of 256 alerts (about
 200 KB) fills a chain of overflow pages, which a commit writes to the WAL as frames of a header and a page, two
 pwrites each, and a checkpoint copies: with 16 KiB pages a quarter as many system calls as with SQLite's default
-4 KiB. Measured alone (bench/RESULTS.md), the writer's SQLite CPU per 760-byte alert fell from about 1.9 to
-1.3 µs."""
+4 KiB. Measured alone (`python -m bench.store_sqlite`), the writer's SQLite CPU per 760-byte alert fell from
+about 1.8 to 1.2 µs in bursts. The price: a commit of one lone alert writes whole pages, about 34 KB to the WAL
+instead of 10 KB (bench/RESULTS.md)."""
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
