@@ -42,9 +42,9 @@ CHUNK_ALERTS = 256
 """Most alerts per stored chunk (retention removes whole chunks, oldest first)."""
 
 WAL_CHECKPOINT_BYTES = 16 << 20
-"""How much the WAL holds before a commit checkpoints it into the database file (SQLite's default is 1,000
-pages: 16 MiB with PAGE_BYTES, 4 MiB in a file made with 4 KiB pages, which this gives the same checkpoints as a
-new file). Each checkpoint copies the WAL's pages into the file and, with `synchronous=NORMAL`, fsyncs both in
+"""How much the WAL holds before a commit checkpoints it into the database file. SQLite's default is 1,000
+pages: 16 MiB with PAGE_BYTES, but 4 MiB in an older file with 4 KiB pages, which this gives the same 16 MiB
+(a larger WAL measured no cheaper). Each checkpoint copies the WAL's pages into the file and, with `synchronous=NORMAL`, fsyncs both in
 the writer thread. It does not change what a commit promises: a committed transaction is in the WAL either way.
 Bounded by an eighth of `max_bytes`, so that a small store on a small disk is not filled by its WAL."""
 
