@@ -126,9 +126,10 @@ os._exit(0)
 """
 
 
-def test_a_reload_drops_the_c_loops_cached_decisions(tmp_path: Path) -> None:
+def test_a_reload_drops_the_c_loops_cached_decisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not fastpath.BUILT:
         missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
+    monkeypatch.setenv(fastpath.ENV_SWITCH, "1")
     hidden, fifo = tmp_path / f"hidden-{token()}", tmp_path / "go"
     hidden.write_text("x")
     os.mkfifo(fifo)
