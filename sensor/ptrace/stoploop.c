@@ -494,6 +494,12 @@ static PyObject *py_counters(PyObject *self, PyObject *args) {
     return Py_BuildValue("(LLL)", st->stops, st->answered, st->filtered);
 }
 
+static PyObject *py_open_need(PyObject *self, PyObject *args) {
+    unsigned long long flags;
+    if (!PyArg_ParseTuple(args, "K", &flags)) return NULL;
+    return PyLong_FromLong(open_need(flags));
+}
+
 static PyMethodDef methods[] = {
     {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}) -> state"},
     {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, may_be_dir) | None"},
@@ -505,6 +511,7 @@ static PyMethodDef methods[] = {
     {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch): the filter keeps this open back"},
     {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
     {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},
+    {"open_need", py_open_need, METH_VARARGS, "open_need(flags) -> the kinds an open/openat needs (for tests)"},
     {"counters", py_counters, METH_VARARGS, "counters(state) -> (stops, answered here, kept back here)"},
     {NULL, NULL, 0, NULL},
 };

@@ -16,9 +16,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ptrace_harness import PY, token
 
 from falconet.model.event import Event
+from falconet.sensor.openfilter import open_need
 from falconet.sensor.ptrace import fastpath
 from falconet.server.source_ptrace import PtraceSource
 from resources import missing
@@ -57,6 +60,10 @@ for i in range(40):
         os.close(e)
 os._exit(0)
 """
+
+FLAG_CASES = [os.O_RDONLY, os.O_WRONLY, os.O_RDWR, 3, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, os.O_RDONLY | os.O_CLOEXEC,
+              os.O_RDONLY | os.O_DIRECTORY, os.O_PATH, os.O_RDWR | os.O_APPEND, os.O_RDONLY | os.O_NOFOLLOW,
+              os.O_RDONLY | os.O_TMPFILE, os.O_WRONLY | os.O_SYNC, os.O_RDONLY | os.O_NONBLOCK | os.O_LARGEFILE]
 
 FD_TYPES = frozenset({"open", "openat", "openat2", "creat", "close", "dup", "dup2", "dup3", "pipe", "pipe2",
                       "read"})
@@ -155,3 +162,16 @@ def test_a_reload_drops_the_c_loops_cached_decisions(tmp_path: Path, monkeypatch
         source.close()
     assert source.tracer.loop is not None and source.tracer.loop.counters()[1] > 0, log
     assert opened == [("/etc/shadow", False)] + [(str(hidden), True)] * 5, opened
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.integers(min_value=0, max_value=(1 << 64) - 1) | st.sampled_from(FLAG_CASES))
+def test_the_c_loop_needs_what_the_kernels_model_needs(flags: int) -> None:
+    """stoploop.c's open_need is the model's (sensor/openfilter.py): a different kind would look up another
+    cached decision and keep back an open a rule could match."""
+    if not fastpath.BUILT:
+        missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
+    from falconet.sensor.ptrace import _stoploop
+
+    for name in ("open", "openat"):
+        assert _stoploop.open_need(flags) == open_need(name, flags)
