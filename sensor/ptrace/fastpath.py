@@ -2,9 +2,11 @@
 share; a pure-Python set of hidden fds when the loop is not used (not built, attached with --pid, or turned off
 with FALCONET_PTRACE_STOPLOOP=0).
 
-The C loop answers the stops that make no record (the open filter's kept-back opens and their closes) and
-hands every other stop to the Python tracer, with the pending state of a kept-back open when its task stops
-for another reason or its fd turns out to be a directory's (then the Python tracer builds the record).
+The C loop answers the stops that make no record (the open filter's kept-back opens and their closes) and the
+seccomp stops of syscalls that need nothing at entry but their arguments (not an exec, not one whose
+credentials are read before it runs; an open only once its path's decision is cached). It hands every other
+stop to the Python tracer, with the task's pending syscall (number, entry arguments, kept back or not) when it
+stopped at such an entry: the exit stop that makes the record, or a stop for another reason.
 """
 
 from __future__ import annotations
@@ -24,10 +26,27 @@ except ImportError:  # not built (no compiler or Python headers where it was ins
 ENV_SWITCH = "FALCONET_PTRACE_STOPLOOP"
 """Set to 0 to run the pure-Python stop loop (the differential tests and the benchmark's before rows)."""
 
-NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE = 1, 2, 3  # stoploop.c's kinds of syscall
+NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN = 1, 2, 3, 4  # stoploop.c's kinds of syscall
 _KINDS = {"close": (NR_CLOSE, 0), "open": (NR_OPEN_FLAGS, 1), "openat": (NR_OPEN_FLAGS, 2),
           "creat": (NR_OPEN_WRITE, 0)}
 """(kind, index of the flags argument; the path is the argument before it, creat's is the first)."""
+_PYTHON_AT_ENTRY = frozenset({sc.BY_NAME["execve"].nr, sc.EXECVEAT_NR})
+"""Read at their seccomp stop by the tracer (tracer.py _exec_entry), as are the credsbefore syscalls."""
+
+
+def kinds(traced: frozenset[str]) -> dict[int, tuple[int, int]]:
+    """stoploop.c's table: syscall number -> (kind, flags argument) for the traced syscalls it may enter."""
+    out: dict[int, tuple[int, int]] = {}
+    for name in traced:
+        spec = sc.BY_NAME[name]
+        if name in _KINDS:
+            out[spec.nr] = _KINDS[name]
+        elif spec.nr not in _PYTHON_AT_ENTRY and not spec.credsbefore and spec.nr < NR_LIMIT:
+            out[spec.nr] = (NR_PLAIN, 0)  # openat2 too: its kinds are OPEN_KEEP (never kept back)
+    return out
+
+
+NR_LIMIT = 512  # stoploop.c NR_MAX
 
 
 def available() -> bool:
@@ -64,13 +83,15 @@ class HiddenFds:
 
 
 class Handed(NamedTuple):
-    """A stop the C loop leaves to the tracer; nr >= 0: the task had a kept-back open pending (its syscall
-    number, entry arguments and whether its fd may be a directory's), which the tracer takes over."""
+    """A stop the C loop leaves to the tracer; nr >= 0: the task had a syscall pending whose seccomp stop the
+    C loop answered (its number, entry arguments, whether the open filter keeps it back and whether its fd may
+    be a directory's), which the tracer takes over."""
 
     pid: int
     status: int
     nr: int
     args: tuple[int, int, int, int, int, int]
+    hide: bool
     may_be_dir: bool
 
 
@@ -81,7 +102,7 @@ class StopLoop:
         if not BUILT:
             raise RuntimeError("the C stop loop is not built")
         self._mod = _stoploop
-        self._st = _stoploop.new({sc.BY_NAME[name].nr: kind for name, kind in _KINDS.items() if name in traced})
+        self._st = _stoploop.new(kinds(traced))
 
     def wait(self) -> Handed | None:
         """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""
@@ -106,9 +127,9 @@ class StopLoop:
     def epoch(self) -> int:
         return self._mod.epoch(self._st)
 
-    def decide(self, path: bytes, need: int, epoch: int) -> None:
-        """The open filter (as it was at `epoch`) keeps back this open: later ones are answered in C."""
-        self._mod.decide(self._st, path, need, epoch)
+    def decide(self, path: bytes, need: int, epoch: int, drop: bool) -> None:
+        """The open filter's decision (as it was at `epoch`) on this open: later ones are entered in C."""
+        self._mod.decide(self._st, path, need, epoch, drop)
 
     def bump_epoch(self) -> None:
         """The open filter was replaced: the decisions cached so far are dropped."""

@@ -45,11 +45,14 @@
 #define CACHE_MAX 4096
 #define NR_MAX 512
 
-enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE };  /* what a syscall number is to this loop */
+/* What a syscall number is to this loop: not its (exec, credentials read before: Python's at entry), a close,
+ * an open judged by the filter (flags in an argument, or creat's fixed kinds), or one that needs nothing at its
+ * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
+enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN };
 
 typedef struct {
     uint64_t key;   /* tid, or tgid << 32 | fd */
-    uint8_t used, pending, may_be_dir;
+    uint8_t used, pending, hide, may_be_dir;
     int32_t tgid;
     int32_t nr;
     uint64_t args[6];
@@ -62,7 +65,7 @@ typedef struct {  /* open addressing, linear probing, backward-shift deletion */
 
 typedef struct {
     uint32_t hash;
-    uint8_t need, used;
+    uint8_t need, used, drop;
     uint16_t len;
     char path[PATH_SCAN_MAX];
 } decision_t;
@@ -178,9 +181,11 @@ static void cache_sync(state_t *st) {
     }
 }
 
-static int cache_drops(state_t *st, const char *p, size_t len, int need) {
+/* 1: the filter keeps this open back, 0: it lets it through, -1: not decided yet (Python decides). */
+static int cache_decision(state_t *st, const char *p, size_t len, int need) {
     cache_sync(st);
-    return cache_slot(st, p, len, need, path_hash(p, len, need))->used;
+    decision_t *d = cache_slot(st, p, len, need, path_hash(p, len, need));
+    return d->used ? d->drop : -1;
 }
 
 /* probe_openfilter.h's open_need (sensor/openfilter.py open_need) for open/openat. */
@@ -192,22 +197,26 @@ static int open_need(uint64_t flags) {
     return need ? need : OPEN_OTHER;
 }
 
-/* The path argument without its NUL, as kernel.read_str reads it (page by page); -1 when it is unreadable or
- * has no NUL within PATH_SCAN_MAX bytes (the Python tracer decides those). */
+#define PATH_UNREADABLE (-1)  /* nothing readable: kernel.read_str's None, never kept back */
+#define PATH_PYTHON (-2)      /* cut short or no NUL within PATH_SCAN_MAX: left to the Python tracer */
+
+/* The path argument without its NUL, as kernel.read_str reads it (page by page): its length, or one of the
+ * two above. */
 static ssize_t read_path(pid_t pid, uint64_t addr, char *buf) {
     size_t have = 0;
-    if (!addr) return -1;
+    if (!addr) return PATH_UNREADABLE;
     while (have < PATH_SCAN_MAX) {
         size_t chunk = 4096 - ((addr + have) % 4096);
         if (chunk > PATH_SCAN_MAX - have) chunk = PATH_SCAN_MAX - have;
         struct iovec local = {buf + have, chunk}, remote = {(void *)(uintptr_t)(addr + have), chunk};
         ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-        if (n <= 0) return -1;
+        if (n <= 0) return have ? PATH_PYTHON : PATH_UNREADABLE;
         char *nul = memchr(buf + have, 0, (size_t)n);
         if (nul) return nul - buf;
+        if ((size_t)n < chunk) return PATH_PYTHON;
         have += (size_t)n;
     }
-    return -1;
+    return PATH_PYTHON;
 }
 
 /* probe_openfilter.h's fd_may_be_dir (tracer.py _fd_may_be_dir). */
@@ -228,29 +237,36 @@ static int get_info(pid_t pid, struct ptrace_syscall_info *info) {
     return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof *info, info) > 0 ? 0 : -1;
 }
 
-/* A seccomp stop: 1 when answered here. */
+/* A seccomp stop: 1 when answered here (the task then waits for its exit stop, kept back or not). */
 static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
     if (get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64
         || info.seccomp.ret_data != DATA_TRACED || info.seccomp.nr >= NR_MAX)
         return 0;
-    int nr = (int)info.seccomp.nr, kind = st->kind[nr];
-    if (kind == NR_CLOSE) {
-        if (!table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) return 0;
+    int nr = (int)info.seccomp.nr, kind = st->kind[nr], hide = 0, need = 0;
+    if (kind == NR_OTHER) return 0;
+    if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
         st->filtered++;
         ptrace(PTRACE_CONT, pid, NULL, NULL);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
     }
-    if (kind != NR_OPEN_FLAGS && kind != NR_OPEN_WRITE) return 0;
-    int need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
-    if (need & OPEN_KEEP) return 0;
-    char path[PATH_SCAN_MAX];
-    ssize_t len = read_path(pid, info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1], path);
-    if (len < 0 || !cache_drops(st, path, (size_t)len, need)) return 0;
+    if (kind == NR_OPEN_FLAGS || kind == NR_OPEN_WRITE) {
+        need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
+        if (!(need & OPEN_KEEP)) {  /* tracer.py _judge_open: an unreadable or too long path is never kept back */
+            char path[PATH_SCAN_MAX];
+            ssize_t len = read_path(pid, info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1], path);
+            if (len == PATH_PYTHON) return 0;
+            if (len >= 0) {
+                hide = cache_decision(st, path, (size_t)len, need);
+                if (hide < 0) return 0;
+            }
+        }
+    }
     task->pending = 1;
+    task->hide = (uint8_t)hide;
     task->nr = nr;
     memcpy(task->args, info.seccomp.args, sizeof task->args);
-    task->may_be_dir = (need & OPEN_READ) && !(need & OPEN_WRITE);
+    task->may_be_dir = hide && (need & OPEN_READ) && !(need & OPEN_WRITE);
     if (ptrace(PTRACE_SYSCALL, pid, NULL, NULL) != 0) task->pending = 0;
     return 1;
 }
@@ -258,7 +274,7 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
 /* The exit stop of a kept-back open: 1 when answered here. */
 static int on_exit_stop(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
-    if (get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_EXIT) return 0;
+    if (!task->hide || get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_EXIT) return 0;
     long long res = info.exit.rval;
     if (res >= 0 && task->may_be_dir && fd_may_be_dir(pid, (long)res)) return 0;  /* a record: Python's */
     task->pending = 0;
@@ -276,7 +292,7 @@ typedef struct {
     int status;
     int nr;  /* a kept-back open's pending state handed over with its task's stop; -1: none */
     uint64_t args[6];
-    int may_be_dir;
+    int hide, may_be_dir;
 } handed_t;
 
 /* Waits until a stop Python must handle; -1 with errno (ECHILD: no tracee left). Runs without the GIL. */
@@ -310,6 +326,7 @@ static int loop(state_t *st, handed_t *out) {
             task->pending = 0;
             out->nr = task->nr;
             memcpy(out->args, task->args, sizeof out->args);
+            out->hide = task->hide;
             out->may_be_dir = task->may_be_dir;
         }
         return 0;
@@ -376,11 +393,11 @@ static PyObject *py_wait(PyObject *self, PyObject *args) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return Py_BuildValue("(iii(KKKKKK)O)", out.pid, out.status, out.nr,
+    return Py_BuildValue("(iii(KKKKKK)OO)", out.pid, out.status, out.nr,
                          (unsigned long long)out.args[0], (unsigned long long)out.args[1],
                          (unsigned long long)out.args[2], (unsigned long long)out.args[3],
                          (unsigned long long)out.args[4], (unsigned long long)out.args[5],
-                         out.may_be_dir ? Py_True : Py_False);
+                         out.hide ? Py_True : Py_False, out.may_be_dir ? Py_True : Py_False);
 }
 
 static PyObject *py_task(PyObject *self, PyObject *args) {
@@ -445,9 +462,9 @@ static PyObject *py_decide(PyObject *self, PyObject *args) {
     PyObject *capsule;
     const char *path;
     Py_ssize_t len;
-    int need;
+    int need, drop;
     unsigned epoch;
-    if (!PyArg_ParseTuple(args, "Oy#iI", &capsule, &path, &len, &need, &epoch)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oy#iIp", &capsule, &path, &len, &need, &epoch, &drop)) return NULL;
     state_t *st = get_state(capsule);
     if (!st) return NULL;
     cache_sync(st);
@@ -466,6 +483,7 @@ static PyObject *py_decide(PyObject *self, PyObject *args) {
         memcpy(d->path, path, (size_t)len);
         st->cached++;
     }
+    d->drop = (uint8_t)drop;
     Py_RETURN_NONE;
 }
 
@@ -502,13 +520,13 @@ static PyObject *py_open_need(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}) -> state"},
-    {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, may_be_dir) | None"},
+    {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
     {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
     {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},
     {"hide", py_hide, METH_VARARGS, "hide(state, tgid, fd)"},
     {"unhide", py_unhide, METH_VARARGS, "unhide(state, tgid, fd) -> whether it was hidden"},
     {"forget_process", py_forget_process, METH_VARARGS, "forget_process(state, tgid)"},
-    {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch): the filter keeps this open back"},
+    {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},
     {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
     {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},
     {"open_need", py_open_need, METH_VARARGS, "open_need(flags) -> the kinds an open/openat needs (for tests)"},

@@ -203,12 +203,12 @@ class Tracer:
             self._handle(pid, status)
 
     def _run_loop(self, loop: fastpath.StopLoop) -> None:
-        """The C loop waits and answers what it can; a kept-back open it hands over becomes this task's."""
+        """The C loop waits and answers what it can; a syscall it entered and hands over becomes this task's."""
         while (got := loop.wait()) is not None:
             if got.nr >= 0:
                 t = self.tasks.get(got.pid)
                 if t is not None:
-                    t.awaiting, t.entry_args, t.hide, t.may_be_dir = got.nr, got.args, True, got.may_be_dir
+                    t.awaiting, t.entry_args, t.hide, t.may_be_dir = got.nr, got.args, got.hide, got.may_be_dir
             self._handle(got.pid, got.status)
 
     def _handle(self, pid: int, status: int) -> None:
@@ -375,11 +375,12 @@ class Tracer:
             return
         need = open_need(spec.name, args)
         path = k.read_str(t.tid, args[spec.str0], PATH_SCAN_MAX) if not need & OPEN_KEEP else None
-        if filt.drops(path, need):
+        drop = filt.drops(path, need)
+        if drop:
             t.hide = True
             t.may_be_dir = bool(need & OPEN_READ) and not need & OPEN_WRITE  # a directory opens read-only
-            if self.loop is not None and path is not None:
-                self.loop.decide(path, need, epoch)  # the same open again is kept back in C
+        if self.loop is not None and path is not None:
+            self.loop.decide(path, need, epoch, drop)  # the same open again is entered in C
 
     def _exec_entry(self, t: _Task, nr: int) -> None:
         a = t.entry_args
