@@ -6,7 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nats_servers import NatsCluster, NatsServer, cluster, single_server
+from nats_servers import NatsCluster, NatsServer, cluster, describe_binary, single_server
+
+
+def pytest_report_header() -> str:
+    """Which nats-server the fleet tests run (shown when pytest starts in tests/fleet)."""
+    return "fleet: " + describe_binary()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Real NATS servers with JetStream for the fleet tests: one server, or a three-server cluster on loopback.
 
-Each server is Debian's `nats-server` (installed by `make nats-system`) run as a child process with its own store
+Each server is the pinned `nats-server` that `make nats-tools` builds from its Go module into .tools/bin (the
+version the fleet is tested against, docs/fleet.md "NATS versions"), run as a child process with its own store
 directory and ports; a test can kill one (`kill`, SIGKILL), stop it for a while (`stop`) and start it again on the
 same ports and store (`start`), which is what the outage tests need. Readiness is the server's own monitoring
 endpoint answering `/healthz?js-enabled-only=true`, polled with a deadline, never a sleep.
@@ -19,9 +20,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resources import missing
+from resources import REPO, in_ci, missing
 
 NATS_SERVER = "nats-server"
+# Where `make nats-tools` puts the pinned build (Makefile: NATS_SERVER_VERSION).
+PINNED = REPO / ".tools" / "bin" / NATS_SERVER
 
 
 def free_port() -> int:
@@ -31,12 +34,35 @@ def free_port() -> int:
 
 
 def nats_binary() -> str:
-    """The nats-server executable, or `missing` (skip locally, fail under CI=true)."""
+    """The pinned nats-server; locally, without it, one on PATH (e.g. Debian's); else `missing`.
+
+    With CI=true only the pinned build counts: an older server (Debian 12's 2.9.10) diverged after a whole
+    cluster restart, so a run on it would test the server's bugs, not ours. Locally the fallback keeps the
+    fleet tests runnable before the first `make nats-tools`; `nats_version()` in the report header says which.
+    """
+    if os.access(PINNED, os.X_OK):
+        return str(PINNED)
+    if in_ci():
+        missing(f"the pinned nats-server is not built at {PINNED} (make nats-tools)")
     path = shutil.which(NATS_SERVER) or next(
         (p for p in ("/usr/bin/nats-server", "/usr/sbin/nats-server") if os.access(p, os.X_OK)), None)
     if path is None:
-        missing("nats-server is not installed (make nats-system installs Debian's)")
+        missing(f"no nats-server: neither the pinned build at {PINNED} (make nats-tools) nor one on PATH")
     return path
+
+
+def describe_binary() -> str:
+    """Which nats-server `nats_binary` picks and what its `--version` says, never failing (a report header)."""
+    binary = str(PINNED) if os.access(PINNED, os.X_OK) else shutil.which(NATS_SERVER)
+    if binary is None:
+        return "no nats-server" + (" (CI=true: the fleet tests fail)" if in_ci() else "")
+    if binary != str(PINNED) and in_ci():
+        return f"{binary} is not the pinned build (CI=true: the fleet tests fail)"
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{binary}: {e}"
+    return f"{binary} ({out.stdout.strip() or out.stderr.strip()})"
 
 
 @dataclass
