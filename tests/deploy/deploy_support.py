@@ -25,6 +25,16 @@ KUBE_VERSION = "1.36.0"
 RELEASE, NAMESPACE = "fleet", "security"
 
 
+NATS_SERVER = REPO / ".tools/bin/nats-server"
+"""The pinned nats-server (`make nats-tools`), the version the chart's deployed NATS runs and tests/fleet test."""
+
+
+def nats_server() -> Path:
+    if not NATS_SERVER.exists():
+        missing(f"{NATS_SERVER} is absent: `make nats-tools` builds the pinned nats-server")
+    return NATS_SERVER
+
+
 def helm() -> Path:
     if not HELM.exists():
         missing(f"{HELM} is absent: `make helm-tools` installs the pinned helm")

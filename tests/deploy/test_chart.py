@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from deploy_support import NAMESPACE, Rendered, decode, lint, render, template_text
+from deploy_support import NAMESPACE, Rendered, decode, lint, nats_server, render, template_text
 from falconet.server.daemon_config import PACKAGED_CONFIG, parse_config
 from falconet.server.overrides import parse_override
 
@@ -241,6 +243,25 @@ def test_deployed_nats_is_a_jetstream_cluster_of_three_with_routes_to_each(tmp_p
     assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
     node_nats = json.loads(next(o for o in node_overrides(r) if o.startswith("nats_output="))[len("nats_output="):])
     assert node_nats["servers"] == [f"tls://{FULL}-nats.{NAMESPACE}.svc:4222"]
+
+
+@pytest.mark.nats
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_deployed_nats_config_is_valid_for_the_pinned_nats_server(tmp_path: Path, certs_dir: Path, tls: bool) -> None:
+    """The rendered nats.conf as the pinned nats-server reads it (`-t`: parse and check, then exit), with the
+    pod's paths moved under tmp_path and the test CA's certificates where the chart mounts its Secret."""
+    r = render(tmp_path, {"nats": {"mode": "deploy", "deploy": {"tls": tls}}})
+    conf = r.one("ConfigMap", f"{FULL}-nats")["data"]["nats.conf"]
+    assert ("verify: true" in conf) == tls
+    conf = conf.replace("/data/jetstream", str(tmp_path / "js"))
+    for name, src in (("tls.crt", "server.crt"), ("tls.key", "server.key"), ("ca.crt", "ca.crt")):
+        conf = conf.replace(f"/etc/nats/tls/{name}", str(certs_dir / src))
+    path = tmp_path / "nats.conf"
+    path.write_text(conf)
+    done = subprocess.run([str(nats_server()), "-t", "-c", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False, env=dict(os.environ, POD_NAME=f"{FULL}-nats-0"))
+    assert done.returncode == 0, f"nats-server refused the chart's nats.conf:\n{done.stdout}{done.stderr}"
+    assert "is valid" in done.stdout + done.stderr
 
 
 def test_referenced_nats_deploys_no_server_and_mounts_its_credentials(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ from resources import REPO, in_ci, missing
 NATS_SERVER = "nats-server"
 # Where `make nats-tools` puts the pinned build (Makefile: NATS_SERVER_VERSION).
 PINNED = REPO / ".tools" / "bin" / NATS_SERVER
+CHOOSE = "FALCONET_NATS_SERVER"
+"""Names another nats-server binary to run the fleet tests against (e.g. /usr/sbin/nats-server, Debian's)."""
 
 
 def free_port() -> int:
@@ -34,12 +36,18 @@ def free_port() -> int:
 
 
 def nats_binary() -> str:
-    """The pinned nats-server; locally, without it, one on PATH (e.g. Debian's); else `missing`.
+    """$FALCONET_NATS_SERVER if set (another version on purpose); else the pinned nats-server; locally, without
+    it, one on PATH (e.g. Debian's); else `missing`.
 
-    With CI=true only the pinned build counts: an older server (Debian 12's 2.9.10) diverged after a whole
-    cluster restart, so a run on it would test the server's bugs, not ours. Locally the fallback keeps the
-    fleet tests runnable before the first `make nats-tools`; `nats_version()` in the report header says which.
+    With CI=true only the pinned build counts: Debian 12's 2.9.10 failed the combined scenario about one run in
+    four (docs/fleet.md, "NATS versions"), so a run on it would test the server's bugs, not ours. Locally the
+    fallback keeps the fleet tests runnable before the first `make nats-tools`; pytest's header says which.
     """
+    chosen = os.environ.get(CHOOSE)
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            missing(f"${CHOOSE}={chosen} is not an executable")
+        return chosen
     if os.access(PINNED, os.X_OK):
         return str(PINNED)
     if in_ci():
@@ -53,10 +61,10 @@ def nats_binary() -> str:
 
 def describe_binary() -> str:
     """Which nats-server `nats_binary` picks and what its `--version` says, never failing (a report header)."""
-    binary = str(PINNED) if os.access(PINNED, os.X_OK) else shutil.which(NATS_SERVER)
+    binary = os.environ.get(CHOOSE) or (str(PINNED) if os.access(PINNED, os.X_OK) else shutil.which(NATS_SERVER))
     if binary is None:
         return "no nats-server" + (" (CI=true: the fleet tests fail)" if in_ci() else "")
-    if binary != str(PINNED) and in_ci():
+    if binary != str(PINNED) and not os.environ.get(CHOOSE) and in_ci():
         return f"{binary} is not the pinned build (CI=true: the fleet tests fail)"
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
