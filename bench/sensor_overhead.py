@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,21 +38,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench._daemon_common import machine_state
+from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
 from bench._interleave import Figures, Row, interleaved, ratio_table, time_loop
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-STABLE = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
-
-
-def build_loops(out_dir: Path) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        sys.exit("a C compiler is needed (build-essential, installed by make setup)")
-    exe = out_dir / "daemon_loops"
-    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "daemon_loops.c")], check=True)
-    return exe
+STABLE = UPSTREAM_STABLE
 
 
 def run_loop(exe: Path, kind: str, n: int) -> float:
