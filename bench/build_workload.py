@@ -24,8 +24,10 @@ repeat runs every row once, the starting row rotating) and a daemon started afre
 - daemon, upstream stable rules: `falconet run` with Falco's falco_rules.yaml (/work/shared/upstream-rules).
 The build directory is below /tmp by default (--workdir): the default rules watch reads and writes below /tmp
 as below a home directory, so the compiler's opens of the tree are candidate events that reach the engine, as
-a build in a user's home would be. Per daemon run: events the engine evaluated during the build and the kernel's
-drop counter once the daemon has drained its ring buffer (the daemon's metrics endpoint). The target is checked
+a build in a user's home would be. Per daemon run: events the engine evaluated during the build, the daemon's
+own CPU seconds meanwhile (on 2 cores they come out of the build's share), and the kernel's drop counter once
+the daemon has drained its ring buffer (the daemon's metrics endpoint; it counts the whole machine's dropped
+records, not only the build's). The target is checked
 on the whole build (configure + make -j2) and on make -j2 alone; both are printed.
 
 Run (as root; downloads about 1.5 MB once into --cache):
@@ -171,6 +173,13 @@ def build_once(pkg: SourcePackage, tarball: Path, workdir: Path, jobs: int) -> F
             "total": (conf.wall_ns + make.wall_ns) / 1e9, "total_cpu": (conf.cpu_ns + make.cpu_ns) / 1e9}
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used (/proc/PID/stat), all its threads included: the
+    daemon's share of the 2 cores during a build, which the build's own CPU column does not contain."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def nothing() -> Iterator[None]:
     yield
@@ -222,16 +231,17 @@ def report(results: dict[str, list[Figures]], repeat: int, jobs: int) -> list[st
     lines = [f"{PACKAGE.name} {PACKAGE.version} ({PACKAGE.orig}), make -j{jobs}: median of {repeat} interleaved runs; "
              "ratios are medians of per-run ratios against the bare run of the same repeat",
              f"{'row':32} {'configure s':>11} {'make s':>8} {'total s':>8} {'spread':>9} {'total/bare':>10} "
-             f"{'make/bare':>9} {'cpu s':>7} {'cpu/bare':>8} {'drops':>10} {'events':>12}"]
+             f"{'make/bare':>9} {'cpu s':>7} {'cpu/bare':>8} {'daemon cpu s':>12} {'events':>10}  kernel drops per run"]
     for label, runs in results.items():
         drops = ",".join(f"{r['drops']:.0f}" for r in runs) if "drops" in runs[0] else "-"
         events = f"{statistics.median(r['events'] for r in runs):,.0f}" if "events" in runs[0] else "-"
+        daemon_cpu = f"{statistics.median(r['daemon_cpu'] for r in runs):.1f}" if "daemon_cpu" in runs[0] else "-"
         lines.append(
             f"{label:32} {statistics.median(r['configure'] for r in runs):11.1f} "
             f"{statistics.median(r['make'] for r in runs):8.1f} {statistics.median(r['total'] for r in runs):8.1f} "
             f"{spread(runs, 'total'):>9} {paired_ratio(runs, results[BARE], 'total'):10.3f} "
             f"{paired_ratio(runs, results[BARE], 'make'):9.3f} {statistics.median(r['total_cpu'] for r in runs):7.1f} "
-            f"{paired_ratio(runs, results[BARE], 'total_cpu'):8.3f} {drops:>10} {events:>12}")
+            f"{paired_ratio(runs, results[BARE], 'total_cpu'):8.3f} {daemon_cpu:>12} {events:>10}  {drops}")
     for label, runs in results.items():
         if label == BARE:
             continue
@@ -269,11 +279,13 @@ def main(argv: list[str]) -> int:
             if not isinstance(ctx, Daemon):
                 return build_once(PACKAGE, tarball, Path(tmp), args.jobs)
             before = scrape(ctx.metrics_url).get("falconet_events_total", 0.0)
+            cpu0 = process_cpu_s(ctx.proc.pid)
             figures = build_once(PACKAGE, tarball, Path(tmp), args.jobs)
+            daemon_cpu = process_cpu_s(ctx.proc.pid) - cpu0
             events, drops = ctx.settled_counters()
             if ctx.proc.poll() is not None:
                 raise RuntimeError("the daemon exited during the build")
-            return {**figures, "events": events - before, "drops": drops}
+            return {**figures, "events": events - before, "drops": drops, "daemon_cpu": daemon_cpu}
 
         results = interleaved(rows(args.rules), args.repeat, measure)
     print(f"machine after: {machine_state()}")
