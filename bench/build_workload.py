@@ -31,8 +31,9 @@ records, not only the build's). The target is checked
 on the whole build (configure + make -j2) and on make -j2 alone; both are printed.
 
 Run (as root; downloads about 1.5 MB once into --cache):
-  python -m bench.build_workload                 3 interleaved repeats of 3 rows: about 8-10 minutes
-  python -m bench.build_workload --repeat 1      one of each (a smoke run, not a measurement): about 3 minutes
+  python -m bench.build_workload                 3 interleaved repeats of 3 rows: about 5-7 minutes on a quiet
+                                                 machine (25 minutes at load 18)
+  python -m bench.build_workload --repeat 1      one of each (a smoke run, not a measurement): about 2 minutes
   [--repeat N] [--jobs N] [--workdir DIR] [--cache DIR] [--rules default,upstream]
 """
 
