@@ -17,20 +17,7 @@ from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.model.syscalls import EVENT_PARAMS
 from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
-from falconet.sensor.argplan import (
-    BLOB,
-    DATA,
-    I32,
-    I64,
-    PATH,
-    PLANS,
-    RES,
-    SOCK,
-    STR,
-    U64,
-    Plan,
-    plan_of,
-)
+from falconet.sensor.argplan import Plan, plan_of
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     _COMMS,
@@ -48,7 +35,6 @@ from falconet.sensor.record import (
     SEG_EXTRA2,
     SEG_SOCK,
     SEG_STR0,
-    SEG_STR1,
     Record,
     RecordError,
     _comm,
@@ -58,12 +44,14 @@ from falconet.sensor.record import (
     parse_sockaddr,
     parse_sockinfo,
 )
-from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, blob_field, set_tuple, sockaddr_text, socket_fd
+from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, set_tuple, socket_fd
 from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
 
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
 NO_PATHS: dict[str, tuple[str, str]] = {}
 _ZERO_LENS = (0, 0, 0, 0, 0, 0)
+_ZERO_LENS5 = (0, 0, 0, 0, 0)
+_OPENS = ("open", "openat", "openat2", "creat")
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
@@ -92,7 +80,9 @@ class Enricher:
                  wanted: set[str] | None = None, mono_to_epoch_ns: int = 0) -> None:
         self.table = table or ProcessTable()
         self.names = names or NameDb()
-        self.wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
+        # syscall number -> (its Spec, its Plan, whether its events are delivered): the per-record lookups, once
+        self._routes: dict[int, tuple[sc.Spec, Plan, bool]] = {}
+        self._wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
@@ -112,6 +102,23 @@ class Enricher:
         self._absolute: dict[bytes, tuple[str, str]] = {}
         self._containers: dict[cgroups.ContainerRef, Container] = {}
 
+    @property
+    def wanted(self) -> frozenset[str] | None:
+        """The event types delivered as Events (None: all); the others only keep the tables."""
+        return self._wanted
+
+    @wanted.setter
+    def wanted(self, names: frozenset[str] | None) -> None:
+        self._wanted = frozenset(names) if names is not None else None
+        self._routes = {}
+
+    def _route(self, nr: int) -> tuple[sc.Spec, Plan, bool] | None:
+        spec = sc.BY_NR.get(nr)
+        if spec is None:
+            return None
+        route = self._routes[nr] = (spec, plan_of(spec), self._wanted is None or spec.name in self._wanted)
+        return route
+
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
 
@@ -125,20 +132,36 @@ class Enricher:
         syscall, handle = self._syscall, self.handle
         unpack, new, comms = HDR.unpack_from, tuple.__new__, _COMMS
         end_of = len(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # slices of the payload must be bytes, as decode gives them
         for off, n in zip(offsets, lengths, strict=True):
-            if n >= HDR_SIZE and off + n <= end_of and (v := unpack(data, off))[32:38] == _ZERO_LENS:
-                comm = comms.get(v[31])
-                if comm is None:
-                    comm = _comm(v[31])
-                loginuid = v[6]
-                rec = new(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
-                                   *v[7:25], v[25:31], comm, _NO_SEGMENTS))
-            else:
-                try:
-                    rec = decode(data, off, n)  # payload segments, checked against the record's length
-                except RecordError:
-                    errors += 1
+            if n >= HDR_SIZE and off + n <= end_of:
+                v = unpack(data, off)
+                lens = v[32:38]
+                if lens == _ZERO_LENS:
+                    segments = _NO_SEGMENTS
+                elif lens[1:] == _ZERO_LENS5 and HDR_SIZE + lens[0] <= n:  # one path, the most common payload
+                    pos = off + HDR_SIZE
+                    segments = (data[pos : pos + lens[0]], b"", b"", b"", b"", b"")
+                else:
+                    segments = None
+                if segments is not None:
+                    comm = comms.get(v[31])
+                    if comm is None:
+                        comm = _comm(v[31])
+                    loginuid = v[6]
+                    rec = new(Record, (v[1], v[0], v[3], v[4], v[5],
+                                       -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                       *v[7:25], v[25:31], comm, segments))
+                    ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
+                    if ev is not None:
+                        out.append(ev)
                     continue
+            try:
+                rec = decode(data, off, n)  # several payload segments (or a malformed record), checked
+            except RecordError:
+                errors += 1
+                continue
             ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
             if ev is not None:
                 out.append(ev)
@@ -189,7 +212,7 @@ class Enricher:
         # The same task sends the same identity record after record: compare it as it came (ppid..pgid and
         # vpid, vpgid are contiguous in Record) with what this process object last took, before field by field.
         # Only _update changes these fields of a ProcInfo, and it bumps gen, so (object, gen, key) is exact.
-        key = (rec[4:16], rec[18:20], rec.comm, init_ts)
+        key = (rec[4:16], rec[18:22], rec.comm, self._host_init_ts)
         seen = self._ident.get(p.pid)
         if seen is not None and seen[0] is p and seen[1] == p.gen and seen[2] == key:
             return
@@ -206,26 +229,35 @@ class Enricher:
         self._ident[p.pid] = (p, p.gen, key)
 
     def _syscall(self, rec: Record) -> Event | None:
-        spec = sc.BY_NR.get(rec.nr)
-        if spec is None:
-            return None
+        """One syscall record: the tables' work, then (when its type is delivered) the Event. The hot path of the
+        sensor: every lookup that depends only on the syscall number is made once (`_route`), and the identity
+        check is the cached comparison of _update, inline."""
+        route = self._routes.get(rec.nr)
+        if route is None:
+            route = self._route(rec.nr)
+            if route is None:
+                return None
+        spec, plan, wanted = route
         pid = rec.tgid
         p = self.table.procs.get(pid)
         if p is None:
             p = self.table.ensure(pid)
         if not p.exepath and not p.exe:
             p.exe = rec.comm
-        self._update(p, rec)
-        name = spec.name
-        wanted = self.wanted is None or name in self.wanted
-        plan = PLANS.get(name) or plan_of(spec)
+        seen = self._ident.get(pid)
+        if seen is None or seen[0] is not p or seen[1] != p.gen or seen[2] != (
+                rec[4:16], rec[18:22], rec.comm, self._host_init_ts):
+            self._update(p, rec)
         fd: Fd | None = None
         if spec.exec:
             args = self._exec(rec, spec, p)
         elif wanted or plan.args_for_state:
             paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
-            args = self._params(rec, spec, plan, paths)
-            fd = self._fd_effects(rec, spec, pid, paths, args)
+            args = plan.build(rec, paths)
+            if plan.opens:
+                fd = self._open(rec, spec.name, p, paths, args)
+            else:
+                fd = self._fd_effects(rec, spec, pid, paths, args)
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
             if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
                 if rec.res == 0:
@@ -245,10 +277,27 @@ class Enricher:
         container = self._host if ref is None else self._containers.get(ref)
         if container is None:
             container = self._container(ref)
+        name = spec.name
         ids = _ID_PARAMS.get(name)
-        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=rec.res, proc=proc,
-                     args=args, fd=fd, container=container, vtid=rec.vtid,
-                     arg_text=self._id_names(ids, args) if ids else {})
+        return Event(self.num, self.offset_ns + rec.ts, name, rec.tid, rec.res, proc, args, fd, container,
+                     "syscall", self._id_names(ids, args) if ids else {}, rec.vtid)
+
+    def _open(self, rec: Record, name: str, p: ProcInfo, paths: dict[str, tuple[str, str]],
+              args: dict[str, Any]) -> Fd | None:
+        """The open family's effect (_fd_effects' first case, the most frequent record with one): the new fd."""
+        got = paths.get("p0")
+        if got is None:
+            return None
+        res = rec.res
+        flags = args.get("flags") or 0
+        if name == "creat":
+            flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
+            args["flags"] = flags
+        fd = Fd(res if res >= 0 else -1, "directory" if flags & O_DIRECTORY else "file", got[1], got[0], None,
+                None, flags)
+        if res >= 0:
+            p.fds[res] = fd
+        return fd
 
     def _container(self, ref: cgroups.ContainerRef | None) -> Container:
         """The Container of events in `ref`'s cgroup: one object shared by its events (consumers treat events
@@ -301,40 +350,6 @@ class Enricher:
             out[key] = (raw, self.table.abspath(pid, raw, dirfd))
         return out
 
-    def _params(self, rec: Record, spec: sc.Spec, plan: Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        a = rec.args
-        for pname, op, i, key in plan.params:
-            value: Any
-            if op == RES:
-                value = rec.res
-            elif op == I32:
-                value = a[i] & 0xFFFFFFFF
-                if value & 0x80000000:
-                    value -= 1 << 32
-            elif op == U64:
-                value = a[i]
-            elif op == I64:
-                value = a[i]
-                if value & (1 << 63):
-                    value -= 1 << 64
-            elif op == PATH:
-                got = paths.get(key)
-                value = got[1] if got else None
-            elif op == STR:
-                value = rec.text(i)
-            elif op == SOCK:
-                sa = parse_sockaddr(rec.segments[SEG_SOCK])
-                value = sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
-            elif op == DATA:
-                value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
-            elif op == BLOB:
-                value = blob_field(spec.name, key, rec.segments[SEG_BLOB])
-            else:  # TUPLE (filled from the fd once known) or a source this version does not know
-                value = None
-            args[pname] = value
-        return args
-
     def _exec(self, rec: Record, spec: sc.Spec, p: ProcInfo) -> dict[str, Any]:
         pending = self._pending_exec.pop(rec.tgid, None)
         filename = pending.text(SEG_STR0) if pending else None
@@ -386,19 +401,8 @@ class Enricher:
         res = rec.res
         a = rec.args
         name = spec.name
-        if name in ("open", "openat", "openat2", "creat"):
-            got = paths.get("p0")
-            if got is None:
-                return None
-            flags = args.get("flags") or 0
-            if name == "creat":
-                flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
-                args["flags"] = flags
-            fd = Fd(num=res if res >= 0 else -1, type="directory" if flags & O_DIRECTORY else "file",
-                    name=got[1], nameraw=got[0], flags=flags)
-            if res >= 0:
-                t.add_fd(pid, fd)
-            return fd
+        if name in _OPENS:
+            return self._open(rec, name, t.ensure(pid), paths, args)
         if name == "memfd_create":
             fd = Fd(num=res, type="memfd", name="/memfd:" + (args.get("name") or ""),
                     flags=O_CLOEXEC if a[1] & 1 else 0)
