@@ -81,7 +81,11 @@ class Enricher:
         self.table = table or ProcessTable()
         self.names = names or NameDb()
         # syscall number -> (its Spec, its Plan, whether its events are delivered): the per-record lookups, once
-        self._routes: dict[int, tuple[sc.Spec, Plan, bool]] = {}
+        # (and whether it is an undelivered close, which feed_batch handles without a Record)
+        self._routes: dict[int, tuple[sc.Spec, Plan, bool, bool]] = {}
+        # (fd number, flags, (raw, absolute) path) -> the Fd an open made: a host opens the same files over and
+        # over, and an Fd is never changed in place once made (changes replace it), so equal opens share one
+        self._open_fds: dict[tuple[int, int, tuple[str, str]], Fd] = {}
         self._wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
@@ -112,11 +116,13 @@ class Enricher:
         self._wanted = frozenset(names) if names is not None else None
         self._routes = {}
 
-    def _route(self, nr: int) -> tuple[sc.Spec, Plan, bool] | None:
+    def _route(self, nr: int) -> tuple[sc.Spec, Plan, bool, bool] | None:
         spec = sc.BY_NR.get(nr)
         if spec is None:
             return None
-        route = self._routes[nr] = (spec, plan_of(spec), self._wanted is None or spec.name in self._wanted)
+        plan = plan_of(spec)
+        wanted = self._wanted is None or spec.name in self._wanted
+        route = self._routes[nr] = (spec, plan, wanted, plan.close and not wanted and not spec.exec)
         return route
 
     def feed(self, data: bytes) -> Event | None:
@@ -134,9 +140,28 @@ class Enricher:
         end_of = len(data)
         if not isinstance(data, bytes):
             data = bytes(data)  # slices of the payload must be bytes, as decode gives them
+        procs, ident, routes = self.table.procs, self._ident, self._routes
         for off, n in zip(offsets, lengths, strict=True):
             if n >= HDR_SIZE and off + n <= end_of:
                 v = unpack(data, off)
+                comm = comms.get(v[31])
+                if comm is None:
+                    comm = _comm(v[31])
+                checked = False
+                if v[1] == REC_SYSCALL:
+                    # The task's identity as it came, against what its process last took (_update's check, from
+                    # the header): when equal, the Record needs no identity work, and an undelivered close none
+                    # at all (only forgetting its fd), so it is done here without building one.
+                    p = procs.get(v[3])
+                    seen = ident.get(v[3])
+                    if p is not None and seen is not None and seen[0] is p and seen[1] == p.gen and (
+                            seen[2] == (v[5:17], v[19:23], comm, self._host_init_ts)):
+                        checked = True
+                        if (route := routes.get(v[23])) is not None and route[3]:
+                            if not v[24]:
+                                num = v[25] & 0xFFFFFFFF
+                                p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
+                            continue
                 lens = v[32:38]
                 if lens == _ZERO_LENS:
                     segments = _NO_SEGMENTS
@@ -146,14 +171,11 @@ class Enricher:
                 else:
                     segments = None
                 if segments is not None:
-                    comm = comms.get(v[31])
-                    if comm is None:
-                        comm = _comm(v[31])
                     loginuid = v[6]
                     rec = new(Record, (v[1], v[0], v[3], v[4], v[5],
                                        -1 if loginuid == NO_LOGINUID_U32 else loginuid,
                                        *v[7:25], v[25:31], comm, segments))
-                    ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
+                    ev = syscall(rec, checked) if checked else (syscall(rec) if v[1] == REC_SYSCALL else handle(rec))
                     if ev is not None:
                         out.append(ev)
                     continue
@@ -212,7 +234,8 @@ class Enricher:
         # The same task sends the same identity record after record: compare it as it came (ppid..pgid and
         # vpid, vpgid are contiguous in Record) with what this process object last took, before field by field.
         # Only _update changes these fields of a ProcInfo, and it bumps gen, so (object, gen, key) is exact.
-        key = (rec[4:16], rec[18:22], rec.comm, self._host_init_ts)
+        key = ((rec.ppid, NO_LOGINUID_U32 if rec.loginuid == -1 else rec.loginuid, *rec[6:16]), rec[18:22], rec.comm,
+               self._host_init_ts)  # the header's own order and values (feed_batch compares it unconverted)
         seen = self._ident.get(p.pid)
         if seen is not None and seen[0] is p and seen[1] == p.gen and seen[2] == key:
             return
@@ -228,25 +251,23 @@ class Enricher:
             self.table.epoch += 1
         self._ident[p.pid] = (p, p.gen, key)
 
-    def _syscall(self, rec: Record) -> Event | None:
+    def _syscall(self, rec: Record, checked: bool = False) -> Event | None:
         """One syscall record: the tables' work, then (when its type is delivered) the Event. The hot path of the
         sensor: every lookup that depends only on the syscall number is made once (`_route`), and the identity
-        check is the cached comparison of _update, inline."""
+        check is the cached comparison of _update, inline (`checked`: the caller made it, and it held)."""
         route = self._routes.get(rec.nr)
         if route is None:
             route = self._route(rec.nr)
             if route is None:
                 return None
-        spec, plan, wanted = route
+        spec, plan, wanted, _quiet_close = route
         pid = rec.tgid
         p = self.table.procs.get(pid)
         if p is None:
             p = self.table.ensure(pid)
         if not p.exepath and not p.exe:
             p.exe = rec.comm
-        seen = self._ident.get(pid)
-        if seen is None or seen[0] is not p or seen[1] != p.gen or seen[2] != (
-                rec[4:16], rec[18:22], rec.comm, self._host_init_ts):
+        if not checked:
             self._update(p, rec)
         fd: Fd | None = None
         if spec.exec:
@@ -293,8 +314,13 @@ class Enricher:
         if name == "creat":
             flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
             args["flags"] = flags
-        fd = Fd(res if res >= 0 else -1, "directory" if flags & O_DIRECTORY else "file", got[1], got[0], None,
-                None, flags)
+        key = (res, flags, got)
+        fd = self._open_fds.get(key)
+        if fd is None:
+            if len(self._open_fds) >= 4096:
+                self._open_fds.clear()
+            fd = self._open_fds[key] = Fd(res if res >= 0 else -1, "directory" if flags & O_DIRECTORY else "file",
+                                          got[1], got[0], None, None, flags)
         if res >= 0:
             p.fds[res] = fd
         return fd
