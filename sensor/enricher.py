@@ -356,8 +356,13 @@ class Enricher:
 
     def _paths(self, rec: Record, plan: Plan, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
-        out: dict[str, tuple[str, str]] = {}
         absolute = self._absolute
+        if len(plan.paths) == 1:  # the usual case, without the loop: one absolute path seen before
+            key, seg, _dirarg = plan.paths[0]
+            got = absolute.get(rec.segments[seg])
+            if got is not None:
+                return {key: got}
+        out: dict[str, tuple[str, str]] = {}
         for key, seg, dirarg in plan.paths:
             blob = rec.segments[seg]
             got = absolute.get(blob)
