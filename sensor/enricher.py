@@ -140,7 +140,7 @@ class Enricher:
         end_of = len(data)
         if not isinstance(data, bytes):
             data = bytes(data)  # slices of the payload must be bytes, as decode gives them
-        procs, ident, routes = self.table.procs, self._ident, self._routes
+        procs, ident, routes, absolute = self.table.procs, self._ident, self._routes, self._absolute
         for off, n in zip(offsets, lengths, strict=True):
             if n >= HDR_SIZE and off + n <= end_of:
                 v = unpack(data, off)
@@ -157,11 +157,22 @@ class Enricher:
                     if p is not None and seen is not None and seen[0] is p and seen[1] == p.gen and (
                             seen[2] == (v[5:17], v[19:23], comm, self._host_init_ts)):
                         checked = True
-                        if (route := routes.get(v[23])) is not None and route[3]:
+                        route = routes.get(v[23])
+                        if route is not None and route[3]:
                             if not v[24]:
                                 num = v[25] & 0xFFFFFFFF
                                 p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
                             continue
+                        if route is not None and route[1].opens and v[33:38] == _ZERO_LENS5 and (
+                                HDR_SIZE + v[32] <= n):  # one path, an absolute one seen before: no Record
+                            pos = off + HDR_SIZE
+                            blob = data[pos : pos + v[32]]
+                            got = absolute.get(blob)
+                            if got is not None:
+                                ev = self._open_record(route, p, v, got, (blob, b"", b"", b"", b"", b""))
+                                if ev is not None:
+                                    out.append(ev)
+                                continue
                 lens = v[32:38]
                 if lens == _ZERO_LENS:
                     segments = _NO_SEGMENTS
@@ -274,9 +285,9 @@ class Enricher:
             args = self._exec(rec, spec, p)
         elif wanted or plan.args_for_state:
             paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
-            args = plan.build(rec, paths)
+            args = plan.build(rec.res, rec.args, rec.segments, paths)
             if plan.opens:
-                fd = self._open(rec, spec.name, p, paths, args)
+                fd = self._open(rec.res, spec.name, p, paths.get("p0"), args)
             else:
                 fd = self._fd_effects(rec, spec, pid, paths, args)
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
@@ -292,24 +303,39 @@ class Enricher:
 
         if not wanted:
             return None
+        return self._event(p, spec.name, rec.ts, rec.tid, rec.res, args, fd, rec.vtid)
+
+    def _event(self, p: ProcInfo, name: str, ts: int, tid: int, res: int, args: dict[str, Any], fd: Fd | None,
+               vtid: int) -> Event:
+        """The delivered Event of a record of process `p`, numbered."""
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
         ref = p.container
         container = self._host if ref is None else self._containers.get(ref)
         if container is None:
             container = self._container(ref)
-        name = spec.name
         ids = _ID_PARAMS.get(name)
-        return Event(self.num, self.offset_ns + rec.ts, name, rec.tid, rec.res, proc, args, fd, container,
-                     "syscall", self._id_names(ids, args) if ids else {}, rec.vtid)
+        return Event(self.num, self.offset_ns + ts, name, tid, res, proc, args, fd, container, "syscall",
+                     self._id_names(ids, args) if ids else {}, vtid)
 
-    def _open(self, rec: Record, name: str, p: ProcInfo, paths: dict[str, tuple[str, str]],
+    def _open_record(self, route: tuple[sc.Spec, Plan, bool, bool], p: ProcInfo, v: tuple[Any, ...],
+                     got: tuple[str, str], segments: tuple[bytes, ...]) -> Event | None:
+        """A record of the open family, of a task whose identity is unchanged, naming an absolute path seen
+        before (`got`): _syscall's work for it, straight from the unpacked header (no Record)."""
+        spec, plan, wanted, _quiet_close = route
+        res = v[24]
+        args = plan.build(res, v[25:31], segments, {"p0": got})
+        fd = self._open(res, spec.name, p, got, args)
+        if not wanted:
+            return None
+        return self._event(p, spec.name, v[0], v[4], res, args, fd, v[18])
+
+    def _open(self, res: int, name: str, p: ProcInfo, got: tuple[str, str] | None,
               args: dict[str, Any]) -> Fd | None:
-        """The open family's effect (_fd_effects' first case, the most frequent record with one): the new fd."""
-        got = paths.get("p0")
+        """The open family's effect (_fd_effects' first case, the most frequent record with one): the new fd,
+        for the path parameter's (raw, absolute) `got`."""
         if got is None:
             return None
-        res = rec.res
         flags = args.get("flags") or 0
         if name == "creat":
             flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
@@ -433,7 +459,7 @@ class Enricher:
         a = rec.args
         name = spec.name
         if name in _OPENS:
-            return self._open(rec, name, t.ensure(pid), paths, args)
+            return self._open(rec.res, name, t.ensure(pid), paths.get("p0"), args)
         if name == "memfd_create":
             fd = Fd(num=res, type="memfd", name="/memfd:" + (args.get("name") or ""),
                     flags=O_CLOEXEC if a[1] & 1 else 0)
