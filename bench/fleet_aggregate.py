@@ -10,7 +10,7 @@ shared with other tenants that ratio is steadier than the wall-clock one. One mo
 backlog from JetStream itself (a ring smaller than the backlog, so
 every alert is read through a pull consumer), against the same node figure.
 
-Run: python -m bench.fleet_aggregate [--quick]. Needs Debian's nats-server (make nats-system).
+Run: python -m bench.fleet_aggregate [--quick]. Needs nats-server (make nats-tools builds the pinned one).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import nats
 
+from bench.fleet_publish import nats_server_binary
 from bench.server_throughput import SUB, SUBSCRIBE, Bench, Outcome, Spec, make_alert, run_clients
 from falconet.model.alert import Cursor
 from falconet.sdk.api.falco import outputs_pb2
@@ -60,7 +61,7 @@ class NatsProcess:
     """One JetStream server for the run (its own store in a temporary directory)."""
 
     def __init__(self, base: Path) -> None:
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        binary = nats_server_binary()
         self.port, http = _port(), _port()
         conf = base / "nats.conf"
         conf.write_text(f'listen: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{http}"\n'

@@ -44,11 +44,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PINNED_NATS_SERVER = Path(__file__).resolve().parents[1] / ".tools" / "bin" / "nats-server"
+
+
+def nats_server_binary() -> str:
+    """The pinned nats-server (`make nats-tools`, the version the fleet is tested against), else one on PATH."""
+    if os.access(PINNED_NATS_SERVER, os.X_OK):
+        return str(PINNED_NATS_SERVER)
+    binary = shutil.which("nats-server")
+    if binary is None:
+        raise SystemExit("nats-server is not built (make nats-tools)")
+    return binary
+
+
 class NatsServerProcess:
     def __init__(self, base: Path) -> None:
-        binary = shutil.which("nats-server")
-        if binary is None:
-            raise SystemExit("nats-server is not installed (make nats-system)")
+        binary = nats_server_binary()
         self.port, self.http = _free_port(), _free_port()
         conf = base / "nats.conf"
         conf.write_text(f'listen: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.http}"\n'
