@@ -69,11 +69,11 @@ containers-system: .stamps/apt-containers
 	fi
 	@touch $@
 
-# NATS JetStream for tests/fleet and bench/fleet_* (issue 13): nats-server pinned, built from its Go module
-# (about 2 minutes cold on 2 cores). Debian 12's nats-server (2.9.10) is too old: after a whole cluster was
-# stopped and restarted, its replicated stream served messages at sequences it later held differently (docs/
-# fleet.md, "NATS versions"). Only `make test` needs it; the tests start and stop their own servers, never a
-# system service, and with CI=true they fail when this binary is missing.
+# NATS JetStream for tests/fleet, tests/deploy's config check and bench/fleet_* (issue 13): nats-server pinned,
+# built from its Go module with the installed Go (from empty Go caches: 55 s of CPU, 2 min 14 s wall at load 12,
+# downloads included). Not Debian 12's 2.9.10: issue 13's combined scenario failed on it after a whole-cluster
+# restart (docs/fleet.md, "NATS versions"). Only `make test` and `make bench` need it; the tests start and stop
+# their own servers, never a system service, and with CI=true they fail when this binary is missing.
 NATS_SERVER_VERSION := v2.15.3
 nats-tools: $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION)
 $(TOOLS)/.nats-server-$(NATS_SERVER_VERSION):
