@@ -449,7 +449,7 @@ def scenario_nodes(tmp_path: Path, nats_cluster: NatsCluster) -> Iterator[list[S
 
 # On Debian's nats-server 2.9.10 this failed about 1 run in 4 in phase 2 (all of NATS stopped and started): a
 # subscriber's alerts differed from what the stream held afterwards, as if the stream had served messages at
-# sequences it later held otherwise. On the pinned 2.15.3 (make nats-tools) it passed 12 runs of 12, 6 of them
+# sequences it later held otherwise. On the pinned 2.15.3 (make nats-tools) it passed 15 runs of 15, 9 of them
 # side by side with 2.9.10 runs, one of which failed so (docs/fleet.md, "NATS versions"): no longer marked as a
 # known failure. If it fails again on 2.15.3, the aggregator needs the check docs/aggregate.md's "Not done yet"
 # describes.
