@@ -1,0 +1,164 @@
+"""The event gates are conservative: for random rules built from every predicate kind the gate analysis knows
+(result comparisons, evt.failed, evt.res, user.uid, proc.name with =, in, != and numbers of every sign) and
+checks it cannot bound, under and/or/not and macros, and random events of gated syscalls, an event the
+kernel's model drops (sensor/eventgate.py, the decision probe_eventgate.h makes with the maps filled from the
+rules) never matches any rule.
+
+tests/sensor/test_eventgate_live.py checks that the live kernel decides as this model does."""
+
+from __future__ import annotations
+
+import textwrap
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from falconet.model.event import Container, Event, Process, User
+from falconet.model.prefilter import EVERYTHING, NOTHING, RES_NEG, RES_POS, RES_ZERO, EventGate, ValueSet
+from falconet.rules.engine import Engine
+from falconet.rules.errors import RulesLoadError
+from falconet.sensor import syscalls as sc
+from falconet.sensor.eventgate import comm_key, compile_gates, gateable
+
+TYPES = ["mkdir", "unlinkat", "setuid", "chmod", "ptrace", "read"]
+RESULTS = [-13, -2, -1, 0, 1, 2, 5, 4096]
+UIDS = [0, 1, 1000, 4321, 65534]
+# Kernel comm bytes; proc.name is their decoding (an empty comm is a missing proc.name).
+COMMS = [b"cat", b"bash", b"sudo", b"", b"a_very_long_pro", b"\xffab", b"gate", b"Cat"]
+NAMES = ["cat", "bash", "sudo", "", "a_very_long_process", "a_very_long_pro", "\ufffdab", "gate", "x y"]
+NUMS = ["0", "-1", "1", "2", "-2", "5", "0x10", "1000", "4321", "abc", "1.0", "-13"]
+
+
+def _q(text: str) -> str:
+    return "'" + text + "'"
+
+
+check = st.one_of(
+    st.builds(lambda op, n: f"evt.rawres {op} {n}", st.sampled_from(["=", "!=", "<", "<=", ">", ">="]),
+              st.sampled_from(NUMS[:9])),
+    st.builds(lambda a, b: f"evt.rawres in ({a}, {b})", st.sampled_from(NUMS[:6]), st.sampled_from(NUMS[:6])),
+    st.sampled_from(["evt.failed = true", "evt.failed = false", "evt.res = SUCCESS", "evt.res != SUCCESS",
+                     "evt.res = ENOENT", "evt.res != EACCES", "evt.res startswith E"]),
+    st.builds(lambda op, n: f"user.uid {op} {n}", st.sampled_from(["=", "!=", ">", "<="]),
+              st.sampled_from(["0", "1000", "4321", "-1", "0x10"])),
+    st.builds(lambda a, b: f"user.uid in ({a}, {b})", st.sampled_from(["0", "1", "1000"]),
+              st.sampled_from(["4321", "65534", "0"])),
+    st.builds(lambda op, n: f"proc.name {op} {_q(n)}", st.sampled_from(["=", "!=", "startswith", "contains"]),
+              st.sampled_from(NAMES)),
+    st.builds(lambda a, b: f"proc.name in ({_q(a)}, {_q(b)})", st.sampled_from(NAMES), st.sampled_from(NAMES)),
+    st.sampled_from(["proc.exe = cat", "user.name = root", "container.id = host", "proc.pname = bash",
+                     "evt.type = mkdir", "evt.type != setuid", "evt.type in (chmod, read)",
+                     "proc.name in (known_names)", "known_macro", "toupper(proc.name) = CAT"]),
+)
+
+
+def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.builds(lambda a, b: f"({a} and {b})", children, children),
+        st.builds(lambda a, b: f"({a} or {b})", children, children),
+        st.builds(lambda a: f"not {a}", children),
+    )
+
+
+condition = st.recursive(check, _combine, max_leaves=6)
+types = st.sets(st.sampled_from(TYPES), min_size=1)
+PREAMBLE = textwrap.dedent("""
+    - list: known_names
+      items: [sudo, cat, "a_very_long_process"]
+    - macro: known_macro
+      condition: (proc.name in (known_names) and evt.rawres >= 0) or user.uid = 1000
+    """)
+
+
+def _rule(i: int, etypes: set[str], cond: str) -> str:
+    return textwrap.dedent(f"""
+        - rule: r{i}
+          desc: d
+          condition: evt.type in ({", ".join(sorted(etypes))}) and {cond}
+          output: o %proc.name
+          priority: WARNING
+        """)
+
+
+def event(etype: str, res: int, uid: int, comm: bytes) -> Event:
+    """An event as the sensor makes it: proc.name the comm decoded, user.uid the record's uid."""
+    name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+    proc = Process(pid=100, ppid=10, name=name, exe="x", exepath="/usr/bin/x", args=[], cwd="/root",
+                   user=User(uid=uid, name="root" if uid == 0 else None))  # fmt: skip
+    return Event(num=1, ts=1, type=etype, tid=100, res=res, proc=proc, args={"path": "/tmp/x"}, fd=None,
+                 container=Container())  # fmt: skip
+
+
+def gates_of(text: str) -> tuple[Engine, dict[str, EventGate]] | None:
+    try:
+        eng = Engine.from_texts([("t.yaml", PREAMBLE + text)], rule_matching="all")
+    except RulesLoadError:
+        return None  # a combination the engine refuses: no rule to test
+    return eng, eng.event_gates(TYPES)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rules=st.lists(st.tuples(types, condition), min_size=1, max_size=3),
+    events=st.lists(st.tuples(st.sampled_from(TYPES), st.sampled_from(RESULTS), st.sampled_from(UIDS),
+                              st.sampled_from(COMMS)), min_size=1, max_size=10),  # fmt: skip
+)
+def test_an_event_the_gates_drop_matches_no_rule(
+    rules: list[tuple[set[str], str]], events: list[tuple[str, int, int, bytes]]
+) -> None:
+    text = "".join(_rule(i, etypes, cond) for i, (etypes, cond) in enumerate(rules))
+    found = gates_of(text)
+    if found is None:
+        return
+    eng, gates = found
+    maps = compile_gates(gates)
+    for etype, res, uid, comm in events:
+        if maps.keeps(sc.BY_NAME[etype].nr, res, uid, comm.ljust(16, b"\0")):
+            continue
+        assert not eng.matching_rules(event(etype, res, uid, comm)), (text, gates[etype], etype, res, uid, comm)
+
+
+def test_the_generated_space_is_not_empty() -> None:
+    """Gates that drop and events that match both occur (else the property is vacuous); each kind narrows."""
+    text = _rule(0, {"setuid"}, "evt.rawres = 0 and user.uid != 0 and not proc.name in (sudo, su)")
+    found = gates_of(text)
+    assert found is not None
+    eng, gates = found
+    assert gates["setuid"] == EventGate(RES_ZERO, ValueSet(True, frozenset({0})),
+                                        ValueSet(True, frozenset({"sudo", "su"})))
+    assert gates["mkdir"] == NOTHING  # no rule of the type
+    maps = compile_gates(gates)
+    nr = sc.BY_NAME["setuid"].nr
+    assert maps.keeps(nr, 0, 1000, comm_key("cat"))
+    assert eng.matching_rules(event("setuid", 0, 1000, b"cat"))
+    for res, uid, comm in ((-1, 1000, "cat"), (0, 0, "cat"), (0, 1000, "sudo")):
+        assert not maps.keeps(nr, res, uid, comm_key(comm)), (res, uid, comm)
+    assert not maps.keeps(sc.BY_NAME["mkdir"].nr, 0, 0, comm_key("cat"))
+
+
+def test_result_bounds() -> None:
+    def res_gate(cond: str) -> int:
+        found = gates_of(_rule(0, {"mkdir"}, cond))
+        assert found is not None
+        return found[1]["mkdir"].result
+
+    assert res_gate("evt.rawres >= 0") == RES_ZERO | RES_POS
+    assert res_gate("evt.rawres > 5") == RES_POS
+    assert res_gate("not evt.rawres > 5") == RES_NEG | RES_ZERO | RES_POS  # "> 5" is not a whole class
+    assert res_gate("not evt.rawres > 0") == RES_NEG | RES_ZERO
+    assert res_gate("evt.failed = true or evt.rawres = 0") == RES_NEG | RES_ZERO
+    assert res_gate("not evt.res = SUCCESS") == RES_NEG
+    assert res_gate("evt.res = ENOENT") == RES_NEG
+    assert res_gate("not evt.res = ENOENT") == RES_NEG | RES_ZERO | RES_POS
+
+
+def test_state_syscalls_are_never_gated() -> None:
+    """Syscalls that keep user space's tables right reach it whatever the rules say."""
+    for name in ("execve", "clone", "fork", "chdir", "fchdir", "open", "openat", "close", "dup2", "connect",
+                 "sendto", "accept4", "socket", "pipe2", "fcntl", "memfd_create"):
+        assert not gateable(name), name
+    maps = compile_gates({"execve": NOTHING, "sendto": NOTHING, "mkdir": NOTHING, "unlinkat": EVERYTHING})
+    assert set(maps.entries) == {sc.BY_NAME["mkdir"].nr}
+    # unshare/setns carry the credentials from before the syscall: their uid bound is not checked
+    unshare = EventGate(RES_ZERO, ValueSet(False, frozenset({0})))
+    assert compile_gates({"unshare": unshare}).keeps(sc.BY_NAME["unshare"].nr, 0, 1000, comm_key("x"))
