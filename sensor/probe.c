@@ -106,6 +106,13 @@ struct record_hdr {
 #define REGS_WORDS ((REGS_HI - REGS_LO) / 8)
 #define REGW(off) (((off) - REGS_LO) / 8)
 
+// A key of the event gates' value set (probe_eventgate.h).
+struct gate_key {
+    u32 nr;
+    u32 kind;      // GATE_UID (data: the uid, little-endian), GATE_COMM (data: the comm, NUL-padded)
+    u8 data[16];
+};
+
 // The syscall as sys_exit read it, for the exec tails, which rebuild the header after EXECARGS went out.
 struct sysregs {
     s64 nr;
@@ -121,6 +128,7 @@ struct buf {
     u32 walk_whole;
     u32 walk_pad;
     struct sysregs sys;
+    struct gate_key gkey;  // the event gate's map key (probe_eventgate.h), built here rather than on the stack
 };
 
 struct sysconf {
@@ -424,14 +432,14 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     s64 ret = ctx->args[1];
     if (conf->forks && ret == 0)
         return 0;
-    if (conf->gated && gate_drops(id, ret)) {
-        count(CNT_GATED);
-        return 0;
-    }
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct buf *b = get_buf();
     if (!b)
         return 0;
+    if (conf->gated && gate_drops(&b->gkey, id, ret)) {
+        count(CNT_GATED);
+        return 0;
+    }
     reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);
     if (conf->exec) {

@@ -4,8 +4,9 @@
 // User space (sensor/eventgate.py, from the rules' analysis in rules/event_gates.py) marks a syscall
 // `sysconf.gated` and writes its entry here: the result classes some rule may match, and whether the caller's
 // real uid and its comm must be in, or out of, the syscall's set in `gate_values`. sys_exit checks the gate
-// right after the syscall's on/off lookup, before anything else is read, so an event kept back costs a
-// lookup or three. Each value is the one user space would see: the result is the Event's res, the uid the
+// right after the syscall's on/off lookup and the scratch buffer's (which holds the map key: on the stack
+// it cost the verifier more), before anything else is read, so an event kept back costs a lookup or three.
+// (Verifier: the check adds about 50k instructions to sys_exit's ~400k, most of it the uid and comm parts.) Each value is the one user space would see: the result is the Event's res, the uid the
 // record's (read from the same cred, at the same exit), the comm the record's (proc.name). Syscalls with a
 // state role (exec, fork, chdir, anything that changes the fd table) are never gated: user space decides
 // that, never marking them.
@@ -25,11 +26,7 @@ struct gate {
     u8 comm;
     u8 pad;
 };
-struct gate_key {
-    u32 nr;
-    u32 kind;      // GATE_UID (data: the uid, little-endian), GATE_COMM (data: the comm, NUL-padded)
-    u8 data[16];
-};
+// struct gate_key is probe.c's (the scratch buffer holds one).
 BPF_ARRAY(gates, struct gate, NR_SYSCALLS_MAX);
 BPF_HASH(gate_values, struct gate_key, u8, 4096);
 
@@ -42,7 +39,7 @@ static __always_inline int gate_pass(u8 mode, struct gate_key *key) {
 }
 
 // 1 when no rule can match this event (the syscall `id`, gated, with result `ret`).
-static __always_inline int gate_drops(s64 id, s64 ret) {
+static __always_inline int gate_drops(struct gate_key *key, s64 id, s64 ret) {
     int idx = id;
     struct gate *g = gates.lookup(&idx);
     if (!g)
@@ -50,23 +47,23 @@ static __always_inline int gate_drops(s64 id, s64 ret) {
     u8 cls = ret < 0 ? GATE_RES_NEG : ret == 0 ? GATE_RES_ZERO : GATE_RES_POS;
     if (!(g->result & cls))
         return 1;
-    struct gate_key key = {};
-    key.nr = id;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->nr = id;
     if (g->uid != GATE_ANY) {
         u64 credp = read_ptr((u64)bpf_get_current_task() + OFF_TASK_CRED);
         if (!credp)
             return 0;
-        key.kind = GATE_UID;
-        if (bpf_probe_read_kernel(key.data, 4, (void *)(credp + OFF_CRED_UID)) != 0)
+        key->kind = GATE_UID;
+        if (bpf_probe_read_kernel(key->data, 4, (void *)(credp + OFF_CRED_UID)) != 0)
             return 0;
-        if (!gate_pass(g->uid, &key))
+        if (!gate_pass(g->uid, key))
             return 1;
     }
     if (g->comm != GATE_ANY) {
-        __builtin_memset(key.data, 0, sizeof(key.data));
-        key.kind = GATE_COMM;
-        bpf_get_current_comm(key.data, sizeof(key.data));
-        if (!gate_pass(g->comm, &key))
+        __builtin_memset(key->data, 0, sizeof(key->data));
+        key->kind = GATE_COMM;
+        bpf_get_current_comm(key->data, sizeof(key->data));
+        if (!gate_pass(g->comm, key))
             return 1;
     }
     return 0;
