@@ -6,8 +6,9 @@ sensor/probe_eventgate.h), which drops an event that fails it before building it
 the two stages: the rules never import the sensor, and the sensor never parses a rule.
 
 A gate is a conjunction of per-kind bounds, each checked on a value the kernel holds exactly as user space
-will see it: the syscall's result class (evt.rawres, evt.res, evt.failed), the caller's real uid (user.uid)
-and its comm (proc.name). A gate derived from several rules is the per-kind union of their gates, which is
+will see it: the syscall's result class (evt.rawres, evt.res, evt.failed), the caller's real uid (user.uid),
+its comm (proc.name) and numeric arguments by name (evt.rawarg.NAME: the sensor checks those it reads straight
+from a register). A gate derived from several rules is the per-kind union of their gates, which is
 sound: an event one rule matches satisfies every kind of that rule's gate, so every kind of the union.
 """
 
@@ -76,21 +77,37 @@ class EventGate:
     result: int = RES_ANY
     uid: ValueSet[int] = ValueSet(True, frozenset())
     comm: ValueSet[str] = ValueSet(True, frozenset())
+    args: tuple[tuple[str, ValueSet[int]], ...] = ()
+    """(parameter name, the values evt.rawarg.NAME may have), sorted by name; a name not listed: any value."""
 
     @property
     def keeps_all(self) -> bool:
-        return self.result == RES_ANY and self.uid.is_any and self.comm.is_any
+        return self.result == RES_ANY and self.uid.is_any and self.comm.is_any and not self.args
 
     @property
     def keeps_none(self) -> bool:
-        return not self.result or self.uid.is_empty or self.comm.is_empty
+        return not self.result or self.uid.is_empty or self.comm.is_empty or any(v.is_empty for _, v in self.args)
 
     def union(self, other: EventGate) -> EventGate:
-        return EventGate(self.result | other.result, self.uid.union(other.uid), self.comm.union(other.comm))
+        if self.keeps_none:  # (a kind's bottom is not every kind's: an empty side must add nothing)
+            return other
+        if other.keeps_none:
+            return self
+        mine, theirs = dict(self.args), dict(other.args)
+        args = {n: v.union(theirs[n]) for n, v in mine.items() if n in theirs}
+        return EventGate(self.result | other.result, self.uid.union(other.uid), self.comm.union(other.comm),
+                         _args(args))
 
     def intersection(self, other: EventGate) -> EventGate:
+        args = dict(self.args)
+        for n, v in other.args:
+            args[n] = args[n].intersection(v) if n in args else v
         return EventGate(self.result & other.result, self.uid.intersection(other.uid),
-                         self.comm.intersection(other.comm))
+                         self.comm.intersection(other.comm), _args(args))
+
+
+def _args(args: dict[str, ValueSet[int]]) -> tuple[tuple[str, ValueSet[int]], ...]:
+    return tuple(sorted((n, v) for n, v in args.items() if not v.is_any))
 
 
 NOTHING = EventGate(0, ValueSet(False, frozenset()), ValueSet(False, frozenset()))

@@ -3,7 +3,7 @@ that have no state role (model/prefilter.py says what a gate is; the sensor deci
 to and checks it in the kernel).
 
 For one rule and one event type the condition is folded into an `EventGate`: a conjunction of bounds on the
-result class, user.uid and proc.name that every event matching the condition satisfies. The fold is sound,
+result class, user.uid, proc.name and numeric arguments (evt.rawarg.NAME) that every event matching the condition satisfies. The fold is sound,
 never exact: `and` intersects per kind, `or` unions per kind (so `a or b` keeps every value either side
 keeps), `not` is pushed down to the checks (De Morgan) where a check's complement is exact, and anything not
 understood (another field, a transformer, a comparison between fields, a macro that cannot be resolved)
@@ -35,6 +35,7 @@ from falconet.model.prefilter import (
 )
 
 from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
+from .syscalls import is_numeric_arg
 
 COMM_MAX = 15
 """The kernel's comm holds at most 15 bytes (TASK_COMM_LEN - 1): a longer proc.name never matches."""
@@ -143,6 +144,8 @@ def _check(check: Check, event_type: str) -> Pair:
         return _uid_check(op, values)
     if name == "proc.name":
         return _comm_check(op, values)
+    if name.startswith("evt.rawarg.") and is_numeric_arg(name[len("evt.rawarg."):]):
+        return _arg_check(name[len("evt.rawarg."):], op, values)
     return _UNKNOWN
 
 
@@ -201,6 +204,21 @@ def _uid_check(op: str, values: list[str]) -> Pair:
         return EventGate(uid=ValueSet(False, items)), EventGate(uid=ValueSet(True, items))
     if op == "!=" and len(items) == 1:
         return EventGate(uid=ValueSet(True, items)), EventGate(uid=ValueSet(False, items))
+    return _UNKNOWN
+
+
+def _arg_check(param: str, op: str, values: list[str]) -> Pair:
+    """evt.rawarg.NAME of a numeric parameter compared with integers. The sensor checks it only where the
+    parameter is a register's value (so never missing); elsewhere it ignores the bound."""
+    nums = [_number(v) for v in values]
+    if not nums or any(n is None for n in nums):
+        return _UNKNOWN
+    items = frozenset(n for n in nums if n is not None)
+    finite, cofinite = ((param, ValueSet(False, items)),), ((param, ValueSet(True, items)),)
+    if op in _EQ_OPS:
+        return EventGate(args=finite), EventGate(args=cofinite)
+    if op == "!=" and len(items) == 1:
+        return EventGate(args=cofinite), EventGate(args=finite)
     return _UNKNOWN
 
 

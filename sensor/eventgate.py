@@ -25,9 +25,13 @@ from falconet.sensor.argplan import plan_of
 
 KIND_UID = 1  # probe_eventgate.h GATE_UID
 KIND_COMM = 2  # GATE_COMM
+KIND_ARG = 3  # GATE_ARG
+CONV_U64, CONV_I32, CONV_I64 = 0, 1, 2  # how user space reads the argument's register (sensor/argplan.py)
+_CONVS = {"u": CONV_U64, "i": CONV_I32, "l": CONV_I64}
 MODE_ANY, MODE_IN, MODE_OUT = 0, 1, 2  # the value must be: anything, in the set, out of it
 COMM_LEN = 16  # the kernel's comm buffer (TASK_COMM_LEN), NUL-padded
 VALUES_MAX = 4096  # probe_eventgate.h: entries of gate_values
+ARG_VALUES_MAX = 64  # an argument bound with more values is not checked (all gateable syscalls' fit the hash)
 
 
 def gateable(name: str) -> bool:
@@ -43,13 +47,50 @@ def comm_key(name: str) -> bytes:
     return name.encode("utf-8")[: COMM_LEN - 1].ljust(COMM_LEN, b"\0")
 
 
+def register_params(name: str) -> dict[str, tuple[int, int]]:
+    """The syscall's parameters whose value is one argument register: name -> (argument index, CONV_*)."""
+    out: dict[str, tuple[int, int]] = {}
+    for pname, src in sc.BY_NAME[name].params:
+        if len(src) == 2 and src[0] in _CONVS and src[1].isdigit():
+            out[pname] = (int(src[1]), _CONVS[src[0]])
+    return out
+
+
+def arg_value(conv: int, raw: int) -> int:
+    """A register's value as user space reads it (Event.args): sensor/enricher.py's I32, U64, I64."""
+    raw &= (1 << 64) - 1
+    if conv == CONV_I32:
+        raw &= 0xFFFFFFFF
+        return raw - (1 << 32) if raw & 0x80000000 else raw
+    if conv == CONV_I64:
+        return raw - (1 << 64) if raw & (1 << 63) else raw
+    return raw
+
+
+def arg_key(value: int) -> bytes:
+    """The gate_values data of an argument's value (as the kernel converts it: 8 bytes, two's complement)."""
+    return (value & ((1 << 64) - 1)).to_bytes(8, "little").ljust(COMM_LEN, b"\0")
+
+
+def _representable(conv: int, value: int) -> bool:
+    if conv == CONV_I32:
+        return -(1 << 31) <= value < 1 << 31
+    if conv == CONV_I64:
+        return -(1 << 63) <= value < 1 << 63
+    return 0 <= value < 1 << 64
+
+
 @dataclass(frozen=True, slots=True)
 class GateEntry:
-    """One syscall's `gates` entry: result classes kept and the uid and comm modes."""
+    """One syscall's `gates` entry: result classes kept, the uid and comm modes, and one argument's bound
+    (its mode, argument index and conversion)."""
 
     result: int
     uid: int
     comm: int
+    arg: int = MODE_ANY
+    argidx: int = 0
+    argconv: int = CONV_U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +100,35 @@ class GateMaps:
     entries: dict[int, GateEntry]
     values: frozenset[tuple[int, int, bytes]]
 
-    def keeps(self, nr: int, res: int, uid: int, comm: bytes) -> bool:
-        """Would the kernel emit this syscall's record (result, the caller's uid, its 16 comm bytes)?"""
+    def keeps(self, nr: int, res: int, uid: int, comm: bytes, args: tuple[int, ...] = (0,) * 6) -> bool:
+        """Would the kernel emit this syscall's record (result, the caller's uid, its 16 comm bytes, the six
+        argument registers)?"""
         e = self.entries.get(nr)
         if e is None:
             return True
         if not e.result & result_class(res):
             return False
         for mode, kind, raw in ((e.uid, KIND_UID, uid.to_bytes(4, "little").ljust(COMM_LEN, b"\0")),
-                                (e.comm, KIND_COMM, comm)):
+                                (e.comm, KIND_COMM, comm),
+                                (e.arg, KIND_ARG, arg_key(arg_value(e.argconv, args[e.argidx])))):
             if mode != MODE_ANY and ((nr, kind, raw) in self.values) != (mode == MODE_IN):
                 return False
         return True
+
+
+def _one_arg(name: str, gate: EventGate) -> tuple[int, int, ValueSet[int]] | None:
+    """The argument bound the kernel checks (it has room for one): the smallest finite set, else the first
+    (index, conversion, values); None when the gate bounds no register parameter. A bound on a value no
+    register holds can be left out: it only keeps more."""
+    params = register_params(name)
+    bounds = [(v.cofinite, len(v.items), n, v) for n, v in gate.args if n in params and not v.is_any]
+    if not bounds:
+        return None
+    _, _, pname, values = min(bounds, key=lambda b: (b[0], b[1], b[2]))
+    if len(values.items) > ARG_VALUES_MAX:
+        return None
+    index, conv = params[pname]
+    return index, conv, values
 
 
 def _mode(values: ValueSet[int] | ValueSet[str]) -> int:
@@ -90,12 +148,15 @@ def compile_gates(gates: Mapping[str, EventGate]) -> GateMaps:
             # unshare/setns: the record's uid is the caller's before the syscall, not what the kernel reads
             # at its exit
             gate = EventGate(gate.result, ValueSet(True, frozenset()), gate.comm)
+        params = register_params(name)
+        gate = EventGate(gate.result, gate.uid, gate.comm, tuple((n, v) for n, v in gate.args if n in params))
         if not gate.keeps_all:
             chosen[spec.nr] = gate
-    sizes = sorted(((len(g.comm.items), nr, KIND_COMM) for nr, g in chosen.items() if not g.comm.is_any),
-                   reverse=True) + sorted(
-        ((len(g.uid.items), nr, KIND_UID) for nr, g in chosen.items() if not g.uid.is_any), reverse=True)
-    total = sum(n for n, _, _ in sizes)
+    sizes = [(len(g.comm.items), nr, KIND_COMM) for nr, g in chosen.items() if not g.comm.is_any]
+    sizes += [(len(g.uid.items), nr, KIND_UID) for nr, g in chosen.items() if not g.uid.is_any]
+    args = {nr: _one_arg(sc.BY_NR[nr].name, g) for nr, g in chosen.items()}
+    # argument sets are small (ARG_VALUES_MAX each); uid and comm sets share the rest of the hash
+    total = sum(n for n, _, _ in sizes) + sum(len(a[2].items) for a in args.values() if a is not None)
     dropped: set[tuple[int, int]] = set()
     for n, nr, kind in sorted(sizes, reverse=True):
         if total <= VALUES_MAX:
@@ -107,9 +168,15 @@ def compile_gates(gates: Mapping[str, EventGate]) -> GateMaps:
     for nr, g in chosen.items():
         uid_mode = MODE_ANY if (nr, KIND_UID) in dropped else _mode(g.uid)
         comm_mode = MODE_ANY if (nr, KIND_COMM) in dropped else _mode(g.comm)
-        if g.result == RES_ANY and uid_mode == MODE_ANY and comm_mode == MODE_ANY:
+        arg = args[nr]
+        arg_mode = MODE_ANY if arg is None else _mode(arg[2])
+        if g.result == RES_ANY and uid_mode == MODE_ANY and comm_mode == MODE_ANY and arg_mode == MODE_ANY:
             continue
-        entries[nr] = GateEntry(g.result, uid_mode, comm_mode)
+        if arg is None:
+            entries[nr] = GateEntry(g.result, uid_mode, comm_mode)
+        else:
+            entries[nr] = GateEntry(g.result, uid_mode, comm_mode, arg_mode, arg[0], arg[1])
+            values |= {(nr, KIND_ARG, arg_key(v)) for v in arg[2].items if _representable(arg[1], v)}
         if uid_mode != MODE_ANY:
             values |= {(nr, KIND_UID, u.to_bytes(4, "little").ljust(COMM_LEN, b"\0")) for u in g.uid.items
                        if 0 <= u < 1 << 32}

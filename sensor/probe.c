@@ -109,7 +109,8 @@ struct record_hdr {
 // A key of the event gates' value set (probe_eventgate.h).
 struct gate_key {
     u32 nr;
-    u32 kind;      // GATE_UID (data: the uid, little-endian), GATE_COMM (data: the comm, NUL-padded)
+    u32 kind;      // GATE_UID (data: the uid, little-endian), GATE_COMM (data: the comm, NUL-padded),
+                   // GATE_ARG (data: the argument's value, 8 bytes little-endian)
     u8 data[16];
 };
 
@@ -436,7 +437,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
-    if (conf->gated && gate_drops(&b->gkey, id, ret)) {
+    if (conf->gated && gate_drops(&b->gkey, regs, id, ret)) {
         count(CNT_GATED);
         return 0;
     }

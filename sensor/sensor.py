@@ -324,6 +324,7 @@ class Sensor:
         for nr, entry in maps.entries.items():
             leaf = table.Leaf()
             leaf.result, leaf.uid, leaf.comm = entry.result, entry.uid, entry.comm
+            leaf.arg, leaf.argidx, leaf.argconv = entry.arg, entry.argidx, entry.argconv
             table[ctypes.c_int(nr)] = leaf
         for nr, kind, raw in maps.values:
             key = values.Key()

@@ -6,7 +6,7 @@ both daemons proves everything before it was written out, so the alert sets are 
 - the kinds rules (written here) bound the filter with each kind of atom: a prefix, a base name, an end of
   the path, a glob's literal end, `..` in the path as passed, and kinds from evt.is_open_* and named flags;
 - the gates rules bound syscalls without a state role by each kind of gate: the result class (= 0, failed,
-  a negated comparison), uids that must or must not be, comms that must or must not be;
+  a negated comparison), uids that must or must not be, comms that must or must not be, argument values;
 - the upstream stable rules (../shared/upstream-rules/current/falco_rules.yaml), which the filter could not
   bound before (a base name, an `endswith`, a `..` test), on a mixed workload: opens they look for,
   traversals, log truncation, symlinks, ptrace, key searches, and benign opens the filter keeps back.
@@ -100,6 +100,11 @@ KINDS_RULES = """
     evt.type = rename and not proc.name in (fnx-comm-a, python3) and evt.rawres >= 0
     and evt.arg.oldpath contains fnx-g
   output: rename by %proc.name %evt.arg.oldpath %proc.cmdline
+  priority: WARNING
+- rule: G argument
+  desc: an event gate on an argument's values (a 32-bit register)
+  condition: evt.type = setresuid and evt.rawarg.ruid in (4321, 4322) and evt.rawres = 0
+  output: setresuid ruid %evt.rawarg.ruid %proc.cmdline
   priority: WARNING
 - rule: K barrier
   desc: the barrier
@@ -252,7 +257,7 @@ def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: 
     fired = {rule for rule, _, _ in off}
     assert fired >= {"K prefix read", "K base name", "K suffix truncated", "K glob end written", "K traversal",
                      "K read and write", "K later fd event", "G result zero", "G failed", "G uid in",
-                     "G uid out and result", "G comm in", "G comm out"}, fired  # fmt: skip
+                     "G uid out and result", "G comm in", "G comm out", "G argument"}, fired  # fmt: skip
 
 
 def upstream_workload(base: Path, tok: str) -> None:

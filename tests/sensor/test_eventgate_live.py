@@ -1,14 +1,14 @@
 """The live kernel decides each gated syscall as sensor/eventgate.py's model says: as root, the real BPF program.
 
-Gates on mkdir, unlinkat and setsid use every mode of every kind (result classes, a uid that must be in a
-set or out of one, a comm that must be in a set or out of one); a child process runs each syscall with
-success and failure under three comms and three real uids. The events that reach user space must be exactly
+Gates on mkdir, unlinkat, setsid and setresuid use every mode of every kind (result classes, a uid that must
+be in a set or out of one, a comm that must be in a set or out of one, an argument that must be in a set
+(a 32-bit -1 included) or out of one); a child process runs each syscall with success and failure under
+three comms and three real uids. The events that reach user space must be exactly
 those the model keeps (tests/rules/test_event_gates_property.py proves the model conservative against the
 rule engine)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +25,13 @@ from .conftest import PY, LiveSensor, collect, start_or_skip
 
 pytestmark = pytest.mark.bpf
 
-TYPES = {"mkdir", "unlinkat", "setsid"}
+TYPES = {"mkdir", "unlinkat", "setsid", "setresuid"}
 COMMS = ("gate_a", "gate_b", "gate_c")
 UIDS = (0, 1234, 4321)
 GATES = {
-    "mkdir": EventGate(RES_ZERO | RES_NEG, uid=ValueSet(False, frozenset({0, 1234}))),
+    "mkdir": EventGate(RES_ZERO | RES_NEG, uid=ValueSet(False, frozenset({0, 1234})),
+                       args=(("mode", ValueSet(True, frozenset({0o777}))),)),
+    "setresuid": EventGate(args=(("ruid", ValueSet(False, frozenset({-1, 1234}))),)),
     "unlinkat": EventGate(RES_ZERO, comm=ValueSet(True, frozenset({"gate_b"}))),
     "setsid": EventGate(RES_POS | RES_NEG, uid=ValueSet(True, frozenset({4321})),
                         comm=ValueSet(False, frozenset({"gate_a", "gate_c"}))),
@@ -55,8 +57,9 @@ def test_the_kernel_keeps_back_exactly_what_the_model_drops(gated: LiveSensor, t
         "        with open('/proc/self/comm', 'w') as f:",
         "            f.write(comm)",
         "        os.setresuid(uid, 0, 0)",
+        "        os.setresuid(-1, 0, 0)",
         "        name = f'{comm}-{uid}'",
-        "        os.mkdir(os.path.join(base, name))",
+        "        os.mkdir(os.path.join(base, name), 0o700)",
         "        for call in (lambda: os.mkdir(os.path.join(base, name)), lambda: os.rmdir(name, dir_fd=d),",
         "                     lambda: os.rmdir(name, dir_fd=d), os.setsid):",
         "            try:",
@@ -66,7 +69,7 @@ def test_the_kernel_keeps_back_exactly_what_the_model_drops(gated: LiveSensor, t
         "        os.setresuid(0, 0, 0)",
         "with open('/proc/self/comm', 'w') as f:",
         "    f.write('gate_a')",
-        "os.mkdir(os.path.join(base, 'END'))",
+        "os.mkdir(os.path.join(base, 'END'), 0o700)",
         "print(os.getpid(), flush=True)",
     ])  # fmt: skip
 
@@ -88,17 +91,22 @@ def test_the_kernel_keeps_back_exactly_what_the_model_drops(gated: LiveSensor, t
     got = [(e.type, e.res, e.proc.user.uid, e.proc.name) for e in events]
     maps = compile_gates(GATES)
     expected = []
+    total = 0
     for comm in COMMS:
         for uid in UIDS:
-            # the child's syscalls in order: mkdir ok, mkdir EEXIST, rmdir ok, rmdir ENOENT, setsid
-            results = [("mkdir", 0), ("mkdir", -17), ("unlinkat", 0), ("unlinkat", -2)]
+            # the child's syscalls in order (result, the caller's uid at the exit, argument registers)
             first = comm == COMMS[0] and uid == UIDS[0]
-            results.append(("setsid", 1 if first else -1))  # the first setsid makes a session, later ones fail
-            for etype, res in results:
-                if maps.keeps(sc.BY_NAME[etype].nr, res, uid, comm_key(comm)):
-                    expected.append((etype, res, uid, comm))
+            calls = [("setresuid", 0, uid, (uid, 0, 0)), ("setresuid", 0, uid, (0xFFFFFFFF, 0, 0)),
+                     ("mkdir", 0, uid, (0, 0o700)), ("mkdir", -17, uid, (0, 0o777)),
+                     ("unlinkat", 0, uid, (0, 0, 0x200)), ("unlinkat", -2, uid, (0, 0, 0x200)),
+                     ("setsid", 1 if first else -1, uid, ()),  # the first setsid makes a session
+                     ("setresuid", 0, 0, (0, 0, 0))]  # fmt: skip
+            for etype, res, caller, regs in calls:
+                total += 1
+                if maps.keeps(sc.BY_NAME[etype].nr, res, caller, comm_key(comm), (*regs, 0, 0, 0, 0, 0, 0)[:6]):
+                    expected.append((etype, res, caller, comm))
     expected.append(("mkdir", 0, 0, "gate_a"))
     got = [(t, 1 if t == "setsid" and r > 0 else r, u, c) for t, r, u, c in got]
     assert got == expected
-    assert len(expected) > 10 and len(expected) < 46  # both decisions are exercised
-    assert gated_count >= 46 - len(expected)
+    assert 10 < len(expected) < total  # both decisions are exercised
+    assert gated_count >= total + 1 - len(expected)
