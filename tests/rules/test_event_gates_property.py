@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -204,3 +205,35 @@ def test_argument_bounds_read_registers_as_user_space_does() -> None:
         assert bool(eng.matching_rules(event("setuid", 0, 0, b"x", (reg, 0, 0, 0, 0, 0)))) == kept, hex(reg)
     # a bound on a parameter the syscall does not have (or not in a register) is not checked
     assert compile_gates({"setuid": EventGate(args=(("mode", ValueSet(False, frozenset({1}))),))}).entries == {}
+
+
+@pytest.mark.upstream
+def test_the_default_and_upstream_rules_gates_drop_no_event_they_match() -> None:
+    """The shipped rules (macros, lists, exceptions and all) on a grid of events of every gated syscall: the
+    comms each gate names, results of each class, uids and argument registers of each kind."""
+    from resources import shared_path
+
+    from falconet.rules import DEFAULT_RULES
+
+    files = [DEFAULT_RULES, shared_path("upstream-rules", "current", "falco_rules.yaml")]
+    checked = 0
+    for path in files:
+        eng = Engine.from_files([path], rule_matching="all")
+        types = sorted(eng.event_types or ())
+        maps = compile_gates(eng.event_gates(types))
+        comms = {raw[:15] for nr, kind, raw in maps.values if kind == 2} | {b"cat", b""}
+        for etype in types:
+            nr = sc.BY_NAME[etype].nr
+            if nr not in maps.entries:
+                continue
+            for res in (-1, 0, 5):
+                for uid in (0, 1000):
+                    for comm in sorted(comms):
+                        for reg in (0, 1, 0xFFFFFFFF):
+                            regs = (reg,) * 6
+                            if maps.keeps(nr, res, uid, comm.ljust(16, b"\0"), regs):
+                                continue
+                            checked += 1
+                            ev = event(etype, res, uid, comm.rstrip(b"\0"), regs)
+                            assert not eng.matching_rules(ev), (path.name, etype, res, uid, comm, reg)
+    assert checked > 1000
