@@ -96,8 +96,8 @@ def apply_open_filter(kernel: KernelFilter, engine: RuleEngine, enabled: bool, l
 
 def apply_event_gates(kernel: KernelFilter, engine: RuleEngine, enabled: bool, log: Log) -> None:
     """The kernel's event gates from the rules (the syscalls without a state role: their result, the
-    caller's uid and comm), under the same switch as the open filter; off when a rule can match every
-    event type (its gates would bound nothing)."""
+    caller's uid and comm, an argument), under the same switch as the open filter; off when some rule's event
+    types are open-ended (the engine names no types to gate then)."""
     types = engine.event_types
     gates = engine.event_gates(sorted(types)) if enabled and types is not None else None
     if gates is not None:
