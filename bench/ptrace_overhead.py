@@ -5,16 +5,20 @@ default rules, and under the eBPF daemon with the default rules; a getpid loop b
 in no rule: the seccomp filter lets it through without a stop, so it should cost what it costs bare). Each
 figure is the median of --repeat runs, as wall-clock ns per iteration and as the loop's own CPU ns per
 iteration (user+system, children included), which a machine loaded by others moves far less than wall clock.
-The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) is printed
-beside the ptrace rows. Needs root for the eBPF row only (--no-ebpf skips it).
+The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) and the
+stops per iteration (from Falconet's end-of-workload log line) are printed beside the ptrace rows. The
+`ptrace` rows use the C stop loop (sensor/ptrace/stoploop.c) when it is built; the `ptrace-py` rows run the
+same with FALCONET_PTRACE_STOPLOOP=0 (the pure-Python loop), interleaved with the others. Needs root for the
+eBPF row only (--no-ebpf skips it).
 
-    python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--repeat N] [--no-ebpf]
+    python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--repeat N] [--no-ebpf] [--no-py]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -25,7 +29,8 @@ from pathlib import Path
 from bench._daemon_common import Daemon, machine_state
 from falconet.rules import DEFAULT_RULES
 
-Figures = tuple[float, float, float]  # wall ns/iter, loop CPU ns/iter, tracer CPU ns/iter
+Figures = tuple[float, float, float, float]  # wall ns/iter, loop CPU ns/iter, tracer CPU ns/iter, stops/iter
+STOPS = re.compile(r"ptrace: the workload ended .*?; (\d+) stops")
 
 
 def build(directory: Path) -> Path:
@@ -45,32 +50,35 @@ def _parse(stdout: str) -> tuple[float, float]:
 def bare(loops: Path, mode: str, n: int) -> Figures:
     wall, cpu = _parse(subprocess.run([str(loops), mode, str(n)], capture_output=True, text=True,
                                       check=True).stdout)
-    return wall, cpu, 0.0
+    return wall, cpu, 0.0, 0.0
 
 
-def traced(loops: Path, mode: str, n: int, config: Path) -> Figures:
-    """One `falconet run --source ptrace -- loops MODE N`; the tracer's CPU is Falconet's rusage less the
-    loop's own (Falconet reaps the loop, so its rusage includes it)."""
+def traced(loops: Path, mode: str, n: int, config: Path, c_loop: bool) -> tuple[float, float, float]:
+    """One `falconet run --source ptrace -- loops MODE N`: (wall, loop CPU, stops) per iteration."""
     cmd = [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config), "--no-store", "--source",
            "ptrace", "--", str(loops), mode, str(n)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    env = dict(os.environ, FALCONET_PTRACE_STOPLOOP="1" if c_loop else "0")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"falconet run --source ptrace failed ({done.returncode}):\n{done.stderr}")
     wall, cpu = _parse(done.stdout)
-    return wall, cpu, 0.0
+    stops = STOPS.search(done.stderr)
+    return wall, cpu, int(stops.group(1)) / n if stops else float("nan")
 
 
-def traced_with_cpu(loops: Path, mode: str, n: int, config: Path) -> Figures:
+def traced_with_cpu(loops: Path, mode: str, n: int, config: Path, c_loop: bool) -> Figures:
+    """The tracer's CPU is Falconet's rusage less the loop's own (Falconet reaps the loop, so its rusage
+    includes it)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall, cpu, _ = traced(loops, mode, n, config)
+    wall, cpu, stops = traced(loops, mode, n, config, c_loop)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9 / n
-    return wall, cpu, max(0.0, total - cpu)
+    return wall, cpu, max(0.0, total - cpu), stops
 
 
 def median(runs: list[Figures]) -> Figures:
     return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
-            statistics.median(r[2] for r in runs))
+            statistics.median(r[2] for r in runs), statistics.median(r[3] for r in runs))
 
 
 def main(argv: list[str]) -> int:
@@ -80,6 +88,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--getpid", type=int, default=2_000_000, help="getpid iterations per run")
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--no-ebpf", action="store_true", help="leave out the eBPF daemon's row (no root needed)")
+    p.add_argument("--no-py", action="store_true", help="leave out the pure-Python stop loop's rows")
     args = p.parse_args(argv)
     if not args.no_ebpf and os.geteuid() != 0:
         print("bench.ptrace_overhead: the eBPF row needs root (or pass --no-ebpf)", file=sys.stderr)
@@ -97,7 +106,10 @@ def main(argv: list[str]) -> int:
         for _ in range(args.repeat):
             for mode in ("open", "exec", "getpid"):
                 runs.setdefault(("bare", mode), []).append(bare(loops, mode, n[mode]))
-                runs.setdefault(("ptrace", mode), []).append(traced_with_cpu(loops, mode, n[mode], config))
+                runs.setdefault(("ptrace", mode), []).append(traced_with_cpu(loops, mode, n[mode], config, True))
+                if not args.no_py:
+                    runs.setdefault(("ptrace-py", mode), []).append(
+                        traced_with_cpu(loops, mode, n[mode], config, False))
         if not args.no_ebpf:
             with Daemon([DEFAULT_RULES]):
                 for _ in range(args.repeat):
@@ -105,12 +117,12 @@ def main(argv: list[str]) -> int:
                         runs.setdefault(("ebpf", mode), []).append(bare(loops, mode, n[mode]))
         rows = {key: median(value) for key, value in runs.items()}
     print(f"machine after: {machine_state()}")
-    print(f"{'loop':7} {'driver':7} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
-          f"{'tracer CPU ns/it':>16}")
-    for (driver, mode), (wall, cpu, tracer) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        bw, bc, _ = rows[("bare", mode)]
-        extra = f"{tracer:16.0f}" if driver == "ptrace" else f"{'':16}"
-        print(f"{mode:7} {driver:7} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
+    print(f"{'loop':7} {'driver':9} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
+          f"{'tracer CPU ns/it':>16} {'stops/it':>8}")
+    for (driver, mode), (wall, cpu, tracer, stops) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        bw, bc, _, _ = rows[("bare", mode)]
+        extra = f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace") else ""
+        print(f"{mode:7} {driver:9} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
     return 0
 
 

@@ -53,9 +53,10 @@ class Backing(Protocol):
     oldest: int | None
     """The oldest sequence stored (None = none)."""
 
-    def notify(self) -> None:
+    def notify(self, convert: bool = True) -> None:
         """The first alert since the last `Hub.drain_unsynced` waits there (later ones until the next drain do
-        not call this: the writer must clear its wake-up before it drains); must not block."""
+        not call this: the writer must clear its wake-up before it drains); must not block. `convert`: some of
+        them have no wire form yet (the engine published them; received alerts come with theirs)."""
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
         """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
@@ -190,6 +191,8 @@ class Hub:
         self._ring_floor = head + 1  # the ring holds nothing older (earlier alerts are in the store only)
         self._store = store
         self._unsynced: list[Entry] = []
+        self._convert_asked = False
+        """The store's converter was woken since the last drain (alerts the engine published are pending)."""
         self._falco_dirty: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -221,8 +224,10 @@ class Hub:
             self._head = seq
             if store is not None:
                 unsynced = self._unsynced
-                if unsynced:  # the writer was woken by the first alert since its last drain
+                if unsynced and self._convert_asked:  # the writer and the converter are awake since the drain
                     store = None
+                else:
+                    self._convert_asked = True
                 unsynced.append(entry)
                 waiters = []
             else:
@@ -267,7 +272,7 @@ class Hub:
             waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
-                store.notify()
+                store.notify(convert=False)  # nothing to convert: the writer alone
         elif waiters:
             _wake(waiters)
         return last
@@ -286,6 +291,8 @@ class Hub:
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)
+            if store is not None and last is not None:
+                self._convert_asked = True
             waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
@@ -316,6 +323,7 @@ class Hub:
                 entries, self._unsynced = entries[:max_n], entries[max_n:]
             else:
                 self._unsynced = []
+            self._convert_asked = False
             cursors, self._falco_dirty = self._falco_dirty, {}
         return entries, cursors
 

@@ -190,8 +190,10 @@ class PtraceSource:
         if not records and done:
             status = self.tracer.root_status
             if status is not None:
-                self._log(f"ptrace: the workload ended ({_describe(status)}); "
-                          f"{self.tracer.path_filtered} opens and closes kept back by the open filter")
+                loop = self.tracer.loop
+                answered = f", {loop.counters()[1]} of them answered by the C stop loop" if loop else ""
+                self._log(f"ptrace: the workload ended ({_describe(status)}); {self.tracer.stops} stops"
+                          f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter")
                 self.tracer.root_status = None
             return None
         out: list[Event] = []

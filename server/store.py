@@ -231,12 +231,13 @@ class AlertStore:
         self._converter.start()
         self._wake.set()
 
-    def notify(self) -> None:
+    def notify(self, convert: bool = True) -> None:
         """Called by the hub when alerts wait to be committed (cheap: sets an event unless already set; the
-        writer clears it before it drains, so an alert appended after a drain always sets it again)."""
+        writer clears it before it drains, so an alert appended after a drain always sets it again). The
+        converter is woken only for alerts without a wire form: for received alerts it would only poll."""
         if not self._wake.is_set():
             self._wake.set()
-        if not self._convert_wake.is_set():
+        if convert and not self._convert_wake.is_set():
             self._convert_wake.set()
 
     def close(self, timeout: float = 10.0) -> None:

@@ -10,7 +10,9 @@ Fork, vfork, clone, exec and exit events follow every descendant; a new child is
 its parent's fork event has been recorded, so no record of a child ever comes before the fork that made it.
 
 ptrace requests are only valid from the thread that attached, so everything here runs on the tracer thread;
-the sink is called there too (it must be quick and thread-safe).
+the sink is called there too (it must be quick and thread-safe). A launched workload's stops are waited for
+by the C stop loop when it is built (fastpath.py): it answers the open filter's stops, which make no record,
+and hands every other stop here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from falconet.sensor import syscalls as sc
 from falconet.sensor.ptrace import kernel as k
-from falconet.sensor.ptrace import procfs
+from falconet.sensor.ptrace import fastpath, procfs
 from falconet.sensor.ptrace.openfilter import OPEN_KEEP, OPEN_READ, OPEN_WRITE, PATH_SCAN_MAX, OpenFilter, open_need
 from falconet.sensor.ptrace.procfs import Identity
 from falconet.sensor.ptrace.records import U32, pack, sockinfo, strv
@@ -73,7 +75,9 @@ class Tracer:
     """Owns the tracees; `run()` on the thread that made them (returns when none is left)."""
 
     def __init__(self, sink: Sink, log: Log, traced: frozenset[str], *, snaplen: int = 80,
-                 env_max: int = MAX_ENVP, data: frozenset[str] | None = frozenset()) -> None:
+                 env_max: int = MAX_ENVP, data: frozenset[str] | None = frozenset(),
+                 stoploop: bool | None = None) -> None:
+        """stoploop: use the C stop loop for a launched workload (None: when built and not turned off)."""
         k.check_arch()
         self.sink = sink
         self.log = log
@@ -89,22 +93,47 @@ class Tracer:
         self.expected: dict[int, int] = {}  # child tid announced by a fork event -> its tgid
         self.root_pid = 0
         self.root_status: int | None = None
-        self.stops = 0
+        self._stops = 0
+        self._want_loop = fastpath.available() if stoploop is None else stoploop
+        self.loop: fastpath.StopLoop | None = None
         self.foreign_seen = False
         self.closing = False
         self._init_ts = procfs.monotonic_start_of_init()
         self._regs = k.UserRegs()
         self._info = k.SyscallInfo()  # one buffer for every stop's PTRACE_GET_SYSCALL_INFO
         self._sync_fd = -1
-        self.open_filter: OpenFilter | None = None  # replaced whole by the source's thread (a reload)
-        self.hidden: dict[int, set[int]] = {}  # tgid -> fds of opens the filter kept back (probe.c hidden_fds)
-        self.path_filtered = 0  # opens kept back and their closes (the probe's CNT_PATH_FILTERED)
+        self._open_filter: OpenFilter | None = None
+        self.hidden: fastpath.Hidden = fastpath.HiddenFds()  # probe.c hidden_fds (the C loop's when it runs)
+        self._filtered = 0  # opens kept back and their closes here (the probe's CNT_PATH_FILTERED)
+
+    @property
+    def open_filter(self) -> OpenFilter | None:
+        return self._open_filter
+
+    @open_filter.setter
+    def open_filter(self, filt: OpenFilter | None) -> None:
+        """Replaced whole by the source's thread (a reload); the C loop's cached decisions go with it."""
+        self._open_filter = filt
+        if self.loop is not None:
+            self.loop.bump_epoch()
+
+    @property
+    def stops(self) -> int:
+        return self._stops + (self.loop.counters()[0] if self.loop is not None else 0)
+
+    @property
+    def path_filtered(self) -> int:
+        """Opens kept back and their closes, by either loop."""
+        return self._filtered + (self.loop.counters()[2] if self.loop is not None else 0)
 
     # --- starting ----------------------------------------------------------------------------------------
 
     def launch(self, command: Sequence[str]) -> int:
         """Starts `command` under the filter; returns its pid. Raises OSError (spawn or attach refused)."""
         program = build_filter(sc.BY_NAME[n].nr for n in self.traced)
+        if self._want_loop:
+            self.loop = fastpath.StopLoop(self.traced)
+            self.hidden = self.loop
         rfd, wfd = os.pipe()
         os.set_inheritable(rfd, True)
         try:
@@ -152,12 +181,17 @@ class Tracer:
     def _adopt(self, tid: int, tgid: int, *, started: bool) -> _Task:
         t = self.tasks[tid] = _Task(tid, tgid, started=started)
         self.threads.setdefault(tgid, set()).add(tid)
+        if self.loop is not None:
+            self.loop.task(tid, tgid)
         return t
 
     # --- the loop ------------------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Waits for stops until no tracee is left."""
+        if self.loop is not None:
+            self._run_loop(self.loop)
+            return
         while True:
             try:
                 pid, status = os.waitpid(-1, k.WAIT_FLAGS)
@@ -165,12 +199,24 @@ class Tracer:
                 return
             except InterruptedError:
                 continue
-            self.stops += 1
-            try:
-                self._on_status(pid, status)
-            except OSError as exc:
-                if exc.errno != errno.ESRCH:  # a tracee killed mid-stop is ordinary; anything else is not
-                    self.log(f"ptrace: tracee {pid}: {exc}")
+            self._stops += 1
+            self._handle(pid, status)
+
+    def _run_loop(self, loop: fastpath.StopLoop) -> None:
+        """The C loop waits and answers what it can; a syscall it entered and hands over becomes this task's."""
+        while (got := loop.wait()) is not None:
+            if got.nr >= 0:
+                t = self.tasks.get(got.pid)
+                if t is not None:
+                    t.awaiting, t.entry_args, t.hide, t.may_be_dir = got.nr, got.args, got.hide, got.may_be_dir
+            self._handle(got.pid, got.status)
+
+    def _handle(self, pid: int, status: int) -> None:
+        try:
+            self._on_status(pid, status)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:  # a tracee killed mid-stop is ordinary; anything else is not
+                self.log(f"ptrace: tracee {pid}: {exc}")
 
     def _on_status(self, pid: int, status: int) -> None:
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
@@ -223,6 +269,8 @@ class Tracer:
             if former != t.tid and former in self.tasks:  # a thread other than the leader exec'd
                 old = self.tasks.pop(former)
                 self.threads.get(t.tgid, set()).discard(former)
+                if self.loop is not None:
+                    self.loop.forget(former)
                 t.awaiting, t.entry_args, t.execargs = old.awaiting, old.entry_args, old.execargs
         self._resume(t)
 
@@ -250,6 +298,8 @@ class Tracer:
 
     def _gone(self, pid: int, status: int) -> None:
         t = self.tasks.pop(pid, None)
+        if self.loop is not None:
+            self.loop.forget(pid)
         if pid == self.root_pid:
             self.root_status = status
         if t is None:
@@ -259,7 +309,7 @@ class Tracer:
             live.discard(pid)
             if not live:
                 del self.threads[t.tgid]
-                self.hidden.pop(t.tgid, None)
+                self.hidden.forget_process(t.tgid)
                 ident = t.ident or Identity(t.tgid, 0, procfs.NO_LOGINUID, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                             t.tgid, t.tgid, 0, 0, b"")
                 self.sink(pack(REC_EXIT, pid, ident, -1, 0, (1,)))
@@ -305,12 +355,9 @@ class Tracer:
             return
         args = info.syscall_args()
         spec = sc.BY_NR[nr]
-        if spec.fdeffect == FD_CLOSES:
-            fds = self.hidden.get(t.tgid)
-            if fds and _i32(args[0]) in fds:  # the close of a kept-back open: kept back too, no exit stop
-                fds.discard(_i32(args[0]))
-                self.path_filtered += 1
-                return
+        if spec.fdeffect == FD_CLOSES and self.hidden.unhide(t.tgid, _i32(args[0])):
+            self._filtered += 1  # the close of a kept-back open: kept back too, no exit stop
+            return
         t.awaiting = nr
         t.entry_args = args
         if spec.pathfilter:
@@ -322,14 +369,18 @@ class Tracer:
 
     def _judge_open(self, t: _Task, spec: sc.Spec, args: tuple[int, ...]) -> None:
         """The open filter's path decision, at entry (the exit stop still comes: only it knows the fd)."""
-        filt = self.open_filter
+        epoch = self.loop.epoch() if self.loop is not None else 0  # before the filter: a reload bumps it after
+        filt = self._open_filter
         if filt is None:
             return
         need = open_need(spec.name, args)
         path = k.read_str(t.tid, args[spec.str0], PATH_SCAN_MAX) if not need & OPEN_KEEP else None
-        if filt.drops(path, need):
+        drop = filt.drops(path, need)
+        if drop:
             t.hide = True
             t.may_be_dir = bool(need & OPEN_READ) and not need & OPEN_WRITE  # a directory opens read-only
+        if self.loop is not None and path is not None:
+            self.loop.decide(path, need, epoch, drop)  # the same open again is entered in C
 
     def _exec_entry(self, t: _Task, nr: int) -> None:
         a = t.entry_args
@@ -387,22 +438,21 @@ class Tracer:
     def _fd_effect(self, t: _Task, spec: sc.Spec, res: int) -> bool:
         """probe.c's hidden-fd bookkeeping at exit: a new fd number is no longer hidden, unless it is the fd
         of an open the filter keeps back (True: no record), as probe.c decides it."""
-        fds = self.hidden.get(t.tgid)
-        if spec.fdeffect == FD_CREATES_RES and res >= 0 and fds:
-            fds.discard(res)
-        elif spec.fdeffect == FD_CREATES_PAIR and res == 0 and fds:
+        if spec.fdeffect == FD_CREATES_RES and res >= 0:
+            self.hidden.unhide(t.tgid, res)
+        elif spec.fdeffect == FD_CREATES_PAIR and res == 0:
             raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
             if len(raw) == 8:
-                fds.discard(_i32(int.from_bytes(raw[:4], "little")))
-                fds.discard(_i32(int.from_bytes(raw[4:], "little")))
+                self.hidden.unhide(t.tgid, _i32(int.from_bytes(raw[:4], "little")))
+                self.hidden.unhide(t.tgid, _i32(int.from_bytes(raw[4:], "little")))
         if not t.hide:
             return False
         t.hide = False
         if res >= 0 and t.may_be_dir and _fd_may_be_dir(t.tid, res):
             return False
         if res >= 0:
-            self.hidden.setdefault(t.tgid, set()).add(res)
-        self.path_filtered += 1
+            self.hidden.hide(t.tgid, res)
+        self._filtered += 1
         return True
 
     def _segments(self, tid: int, spec: sc.Spec, a: tuple[int, ...], res: int) -> list[bytes]:

@@ -167,7 +167,7 @@ class _Pending:
 
     oldest: int | None = None
 
-    def notify(self) -> None:
+    def notify(self, convert: bool = True) -> None:
         pass
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
@@ -183,3 +183,34 @@ def test_recent_lists_published_entries_before_they_are_visible_and_only_those_i
     assert [e.seq for e in hub.recent(0, 10)] == [3, 4, 5, 6]  # 1 and 2 left the ring
     assert [e.seq for e in hub.recent(3, 2)] == [4, 5]
     assert hub.recent(6, 10) == []
+
+
+class _Recording(_Pending):
+    """A store that records each wake-up the hub gives it (whether the converter is needed)."""
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def notify(self, convert: bool = True) -> None:
+        self.calls.append(convert)
+
+
+def test_the_store_converter_is_woken_only_for_alerts_without_a_wire_form() -> None:
+    """Received alerts come with their wire form: the writer is woken, not the converter (which would only
+    poll). The engine's first alert after them, or after a drain, wakes the converter; later ones nothing."""
+    store = _Recording()
+    hub = Hub(16, store=store)
+    hub.publish_received([(make_alert(1, rule="r1"), b"\x12\x02r1", 0)])
+    assert store.calls == [False]
+    hub.publish(make_alert(1, rule="e1"))
+    hub.publish(make_alert(2, rule="e2"))
+    assert store.calls == [False, True]
+    entries, _ = hub.drain_unsynced()
+    assert [e.alert.rule for e in entries] == ["r1", "e1", "e2"]
+    hub.publish(make_alert(3, rule="e3"))
+    hub.publish_many([make_alert(4, rule="e4")])
+    assert store.calls == [False, True, True, True]
+    hub.drain_unsynced()
+    hub.publish_many([make_alert(5, rule="e5")])
+    hub.publish(make_alert(6, rule="e6"))
+    assert store.calls == [False, True, True, True, True]

@@ -113,3 +113,41 @@ def test_retention_by_bytes_and_by_age(tmp_path: Path) -> None:
         assert [number_of(r) for r in by_age.get_all()] == list(range(91, 101))
     finally:
         assert by_age.stop() == 0
+
+
+def _page_size(store: Path) -> int:
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_store_has_16k_pages_and_a_store_with_4k_pages_is_still_read_and_written(tmp_path: Path) -> None:
+    """New files take PAGE_BYTES (a commit then writes a quarter as many WAL frames); a file made before, with
+    SQLite's default 4 KiB pages, keeps them (SQLite cannot change a WAL file's page size) and works as before."""
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    new = tmp_path / "new" / "alerts.db"
+    server = ServeProcess(tmp_path / "new", new, "--retention", "10")
+    try:
+        server.publish(list(range(1, 301)))
+    finally:
+        assert server.stop() == 0
+    assert _page_size(new) == 16384
+    old = tmp_path / "old" / "alerts.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size=4096")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    server = ServeProcess(tmp_path / "old", old, "--retention", "10")
+    try:
+        server.publish(list(range(1, 301)))
+    finally:
+        assert server.stop() == 0
+    server = ServeProcess(tmp_path / "old", old, "--retention", "10")
+    try:
+        assert [number_of(r) for r in server.get_all()] == list(range(1, 301))  # 290 of them from the store
+    finally:
+        assert server.stop() == 0
+    assert _page_size(old) == 4096

@@ -1,0 +1,121 @@
+"""Where a traced syscall's time goes under the ptrace driver: the tracer alone (sensor/ptrace/tracer.py with a
+sink that drops its records: no enricher, engine or outputs), on the open/read/close loop of
+bench/ptrace_loops.c, with the C stop loop and with the pure-Python loop, interleaved.
+
+Per loop iteration it prints the stops (waitpid returns), the loop's own CPU (what it prints), the tracer
+thread's CPU and its voluntary and involuntary context switches (getrusage(RUSAGE_THREAD)). With --profile
+the Python loop's run is also profiled (cProfile, top functions by own time). The open filter is the default
+rules' (the loop's /etc/hostname read-only open is under none of their atoms, so the open and its close are
+kept back, as under the eBPF probe).
+
+    python -m bench.ptrace_stops [--open N] [--repeat N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from bench._daemon_common import machine_state
+from bench.ptrace_overhead import build
+from bench.sensor_overhead import rule_prefixes
+from falconet.rules import DEFAULT_RULES
+from falconet.sensor.ptrace import fastpath
+from falconet.sensor.ptrace.openfilter import OpenFilter
+from falconet.sensor.ptrace.tracer import Tracer, traced_names
+
+Row = tuple[float, float, float, float, float]  # stops, loop CPU ns, tracer CPU ns, voluntary, involuntary
+
+
+def _prefixes() -> dict[str, list[str]]:
+    return rule_prefixes(Path(DEFAULT_RULES))
+
+
+def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profile: bool) -> Row:
+    """One traced run of `loops open N` on a thread of its own (as in the daemon); per-iteration figures."""
+    out: dict[str, float] = {}
+    loop_line: list[str] = []
+    rfd, wfd = os.pipe()
+
+    def trace() -> None:
+        tracer = Tracer(lambda _: None, print, traced_names(None), stoploop=c_loop)
+        tracer.open_filter = OpenFilter.build(prefixes)
+        prof = cProfile.Profile() if profile else None
+        os.dup2(wfd, 1)  # the loop's figures line, on a pipe (the launcher inherits fd 1)
+        tracer.launch([str(loops), "open", str(n)])
+        tracer.release()
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        if prof is not None:
+            prof.runcall(tracer.run)
+        else:
+            tracer.run()
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        out["stops"] = tracer.stops
+        out["cpu"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9
+        out["nvcsw"] = after.ru_nvcsw - before.ru_nvcsw
+        out["nivcsw"] = after.ru_nivcsw - before.ru_nivcsw
+        if prof is not None:
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(12)
+            print(text.getvalue(), file=sys.stderr)
+
+    saved = os.dup(1)
+    try:
+        thread = threading.Thread(target=trace)
+        thread.start()
+        thread.join()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(wfd)
+    with os.fdopen(rfd) as pipe:
+        loop_line = [line for line in pipe.read().splitlines() if line.startswith("loop ")]
+    if not loop_line:
+        raise RuntimeError("the loop printed no figures")
+    loop_cpu = float(loop_line[0].split()[2])
+    return out["stops"] / n, loop_cpu, out["cpu"] / n, out["nvcsw"] / n, out["nivcsw"] / n
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.ptrace_stops")
+    p.add_argument("--open", type=int, default=20_000, help="open/read/close iterations per run")
+    p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
+    p.add_argument("--profile", action="store_true", help="cProfile the Python loop's runs (slows them)")
+    args = p.parse_args(argv)
+    if not fastpath.BUILT:
+        print("bench.ptrace_stops: the C stop loop is not built (pip install -e .)", file=sys.stderr)
+        return 1
+    prefixes = _prefixes()
+    print(f"machine before: {machine_state()}")
+    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "Python loop": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        loops = build(Path(tmp))
+        for _ in range(args.repeat):
+            bare = subprocess.run([str(loops), "open", str(args.open)], capture_output=True, text=True,
+                                  check=True).stdout.split()
+            runs["bare"].append((0.0, float(bare[2]), 0.0, 0.0, 0.0))
+            runs["C loop"].append(one(loops, args.open, True, prefixes, False))
+            runs["Python loop"].append(one(loops, args.open, False, prefixes, args.profile))
+    print(f"machine after: {machine_state()}")
+    print(f"{'open/read/close':16} {'stops/it':>8} {'loop CPU ns/it':>14} {'x bare':>7} {'tracer CPU ns/it':>16} "
+          f"{'tracer vol. cs/it':>17} {'invol. cs/it':>12}")
+    bare_cpu = statistics.median(r[1] for r in runs["bare"])
+    for name, rows in runs.items():
+        med = [statistics.median(r[i] for r in rows) for i in range(5)]
+        print(f"{name:16} {med[0]:8.2f} {med[1]:14.0f} {med[1] / bare_cpu:7.2f} {med[2]:16.0f} {med[3]:17.2f} "
+              f"{med[4]:12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,140 @@
+"""The C stop loop (stoploop.c, built as `_stoploop` by `pip install`) and the hidden-fd sets the tracer and it
+share; a pure-Python set of hidden fds when the loop is not used (not built, attached with --pid, or turned off
+with FALCONET_PTRACE_STOPLOOP=0).
+
+The C loop answers the stops that make no record (the open filter's kept-back opens and their closes) and the
+seccomp stops of syscalls that need nothing at entry but their arguments (not an exec, not one whose
+credentials are read before it runs; an open only once its path's decision is cached). It hands every other
+stop to the Python tracer, with the task's pending syscall (number, entry arguments, kept back or not) when it
+stopped at such an entry: the exit stop that makes the record, or a stop for another reason.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Protocol
+
+from falconet.sensor import syscalls as sc
+
+try:
+    from falconet.sensor.ptrace import _stoploop
+
+    BUILT = True
+except ImportError:  # not built (no compiler or Python headers where it was installed): the Python loop runs
+    BUILT = False
+
+ENV_SWITCH = "FALCONET_PTRACE_STOPLOOP"
+"""Set to 0 to run the pure-Python stop loop (the differential tests and the benchmark's before rows)."""
+
+NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN = 1, 2, 3, 4  # stoploop.c's kinds of syscall
+_KINDS = {"close": (NR_CLOSE, 0), "open": (NR_OPEN_FLAGS, 1), "openat": (NR_OPEN_FLAGS, 2),
+          "creat": (NR_OPEN_WRITE, 0)}
+"""(kind, index of the flags argument; the path is the argument before it, creat's is the first)."""
+_PYTHON_AT_ENTRY = frozenset({sc.BY_NAME["execve"].nr, sc.EXECVEAT_NR})
+"""Read at their seccomp stop by the tracer (tracer.py _exec_entry), as are the credsbefore syscalls."""
+
+
+def kinds(traced: frozenset[str]) -> dict[int, tuple[int, int]]:
+    """stoploop.c's table: syscall number -> (kind, flags argument) for the traced syscalls it may enter."""
+    out: dict[int, tuple[int, int]] = {}
+    for name in traced:
+        spec = sc.BY_NAME[name]
+        if name in _KINDS:
+            out[spec.nr] = _KINDS[name]
+        elif spec.nr not in _PYTHON_AT_ENTRY and not spec.credsbefore and spec.nr < NR_LIMIT:
+            out[spec.nr] = (NR_PLAIN, 0)  # openat2 too: its kinds are OPEN_KEEP (never kept back)
+    return out
+
+
+NR_LIMIT = 512  # stoploop.c NR_MAX
+
+
+def available() -> bool:
+    """Whether the C loop was built and is not turned off."""
+    return BUILT and os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+class Hidden(Protocol):
+    """probe.c's hidden_fds: per process, the fds of opens the open filter kept back."""
+
+    def hide(self, tgid: int, fd: int) -> None: ...
+    def unhide(self, tgid: int, fd: int) -> bool: ...
+    def forget_process(self, tgid: int) -> None: ...
+
+
+class HiddenFds:
+    """The hidden fds when the Python loop runs alone."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, set[int]] = {}
+
+    def hide(self, tgid: int, fd: int) -> None:
+        self._fds.setdefault(tgid, set()).add(fd)
+
+    def unhide(self, tgid: int, fd: int) -> bool:
+        fds = self._fds.get(tgid)
+        if not fds or fd not in fds:
+            return False
+        fds.discard(fd)
+        return True
+
+    def forget_process(self, tgid: int) -> None:
+        self._fds.pop(tgid, None)
+
+
+class Handed(NamedTuple):
+    """A stop the C loop leaves to the tracer; nr >= 0: the task had a syscall pending whose seccomp stop the
+    C loop answered (its number, entry arguments, whether the open filter keeps it back and whether its fd may
+    be a directory's), which the tracer takes over."""
+
+    pid: int
+    status: int
+    nr: int
+    args: tuple[int, int, int, int, int, int]
+    hide: bool
+    may_be_dir: bool
+
+
+class StopLoop:
+    """One tracer's C state. Only the tracer thread calls it, except `bump_epoch` (any thread)."""
+
+    def __init__(self, traced: frozenset[str]) -> None:
+        if not BUILT:
+            raise RuntimeError("the C stop loop is not built")
+        self._mod = _stoploop
+        self._st = _stoploop.new(kinds(traced))
+
+    def wait(self) -> Handed | None:
+        """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""
+        got = self._mod.wait(self._st)
+        return None if got is None else Handed(*got)
+
+    def task(self, tid: int, tgid: int) -> None:
+        self._mod.task(self._st, tid, tgid)
+
+    def forget(self, tid: int) -> None:
+        self._mod.forget(self._st, tid)
+
+    def hide(self, tgid: int, fd: int) -> None:
+        self._mod.hide(self._st, tgid, fd)
+
+    def unhide(self, tgid: int, fd: int) -> bool:
+        return self._mod.unhide(self._st, tgid, fd)
+
+    def forget_process(self, tgid: int) -> None:
+        self._mod.forget_process(self._st, tgid)
+
+    def epoch(self) -> int:
+        return self._mod.epoch(self._st)
+
+    def decide(self, path: bytes, need: int, epoch: int, drop: bool) -> None:
+        """The open filter's decision (as it was at `epoch`) on this open: later ones are entered in C."""
+        self._mod.decide(self._st, path, need, epoch, drop)
+
+    def bump_epoch(self) -> None:
+        """The open filter was replaced: the decisions cached so far are dropped."""
+        self._mod.bump_epoch(self._st)
+
+    def counters(self) -> tuple[int, int, int]:
+        """(stops waited for, stops answered in C, opens and closes kept back in C)."""
+        return self._mod.counters(self._st)

@@ -1,0 +1,539 @@
+/* The ptrace driver's stop loop in C (falconet.sensor.ptrace._stoploop): waits for the tracees' stops and
+ * answers the stops that make no record itself, without the interpreter, and hands every other stop to the
+ * Python tracer (sensor/ptrace/tracer.py), which stays the one place records are built.
+ *
+ * Why: a traced syscall costs two stops, and each stop waits for the tracer. The Python tracer spends ~10 us
+ * of CPU per stop, during which the tracee's core idles; a stop answered in ~1 us costs the tracee a fraction
+ * of that (bench/RESULTS.md, "ptrace driver"). The stops answered here are the open filter's:
+ *   - the seccomp stop of an open the filter keeps back (the decision cached by the Python tracer for this
+ *     path and open kind): the task waits for its exit stop here;
+ *   - that exit stop: the fd is marked hidden (or, for a read-only open whose fd is a directory, which the
+ *     probe never keeps back, the stop goes to Python with the open's pending state);
+ *   - the seccomp stop of a close of a hidden fd: continued without an exit stop.
+ * Everything else (events, signals, other syscalls, unknown tasks, a cache miss) goes to Python as it came.
+ * The hidden-fd sets live here (Python reads and writes them through this module), so both paths share one
+ * copy. All state belongs to the thread that calls wait(); only bump_epoch() may be called from another
+ * thread (a rules reload replacing the open filter), and it only invalidates the decision cache.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <linux/audit.h>
+#include <linux/ptrace.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DATA_TRACED 1                 /* seccomp.py: SECCOMP_RET_TRACE's data for an x86-64 syscall */
+#define OPEN_READ 1                   /* openfilter.py / probe_openfilter.h kinds */
+#define OPEN_WRITE 2
+#define OPEN_OTHER 4
+#define OPEN_KEEP 8
+#define PATH_SCAN_MAX 256
+#define QUIET_FLAGS (04000 | 0100000 | 0200000 | 0400000 | 0400 | 01000000 | 02000000)
+#define O_DIRECTORY_ 0200000
+#define O_PATH_ 010000000
+#define CACHE_SLOTS 8192              /* decisions; emptied at CACHE_MAX, as the Python cache (SEEN_MAX) */
+#define CACHE_MAX 4096
+#define NR_MAX 512
+
+/* What a syscall number is to this loop: not its (exec, credentials read before: Python's at entry), a close,
+ * an open judged by the filter (flags in an argument, or creat's fixed kinds), or one that needs nothing at its
+ * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
+enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN };
+
+typedef struct {
+    uint64_t key;   /* tid, or tgid << 32 | fd */
+    uint8_t used, pending, hide, may_be_dir;
+    int32_t tgid;
+    int32_t nr;
+    uint64_t args[6];
+} slot_t;
+
+typedef struct {  /* open addressing, linear probing, backward-shift deletion */
+    slot_t *slots;
+    size_t cap, count;
+} table_t;
+
+typedef struct {
+    uint32_t hash;
+    uint8_t need, used, drop;
+    uint16_t len;
+    char path[PATH_SCAN_MAX];
+} decision_t;
+
+typedef struct {
+    table_t tasks;   /* tid -> tgid, and a kept-back open waiting for its exit stop */
+    table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens */
+    decision_t *cache;
+    size_t cached;
+    unsigned cache_epoch;
+    unsigned epoch;  /* bumped (atomically) when the open filter is replaced */
+    uint8_t kind[NR_MAX];
+    uint8_t flags_arg[NR_MAX];
+    long long stops, filtered, answered;
+} state_t;
+
+static uint64_t mix(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static int table_init(table_t *t, size_t cap) {
+    t->slots = calloc(cap, sizeof(slot_t));
+    t->cap = cap;
+    t->count = 0;
+    return t->slots ? 0 : -1;
+}
+
+static slot_t *table_find(const table_t *t, uint64_t key) {
+    size_t mask = t->cap - 1;
+    for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
+        slot_t *s = &t->slots[i];
+        if (!s->used) return NULL;
+        if (s->key == key) return s;
+    }
+}
+
+static int table_grow(table_t *t);
+
+static slot_t *table_put(table_t *t, uint64_t key) {
+    if ((t->count + 1) * 2 > t->cap && table_grow(t) < 0) return NULL;
+    size_t mask = t->cap - 1;
+    for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
+        slot_t *s = &t->slots[i];
+        if (!s->used) {
+            memset(s, 0, sizeof *s);
+            s->used = 1;
+            s->key = key;
+            t->count++;
+            return s;
+        }
+        if (s->key == key) return s;
+    }
+}
+
+static int table_grow(table_t *t) {
+    table_t bigger;
+    if (table_init(&bigger, t->cap * 2) < 0) return -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slots[i].used) {
+            slot_t *s = table_put(&bigger, t->slots[i].key);
+            *s = t->slots[i];
+        }
+    }
+    free(t->slots);
+    *t = bigger;
+    return 0;
+}
+
+static int table_del(table_t *t, uint64_t key) {
+    size_t mask = t->cap - 1, i = mix(key) & mask;
+    for (;; i = (i + 1) & mask) {
+        if (!t->slots[i].used) return 0;
+        if (t->slots[i].key == key) break;
+    }
+    t->slots[i].used = 0;
+    t->count--;
+    for (size_t j = (i + 1) & mask; t->slots[j].used; j = (j + 1) & mask) {  /* backward shift */
+        size_t home = mix(t->slots[j].key) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            t->slots[i] = t->slots[j];
+            t->slots[j].used = 0;
+            i = j;
+        }
+    }
+    return 1;
+}
+
+static uint64_t fd_key(int tgid, int fd) { return ((uint64_t)(uint32_t)tgid << 32) | (uint32_t)fd; }
+
+static uint32_t path_hash(const char *p, size_t len, int need) {
+    uint32_t h = 2166136261u ^ (uint32_t)need;
+    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+static decision_t *cache_slot(state_t *st, const char *p, size_t len, int need, uint32_t h) {
+    for (size_t i = h & (CACHE_SLOTS - 1);; i = (i + 1) & (CACHE_SLOTS - 1)) {
+        decision_t *d = &st->cache[i];
+        if (!d->used || (d->hash == h && d->need == need && d->len == len && memcmp(d->path, p, len) == 0))
+            return d;
+    }
+}
+
+static void cache_sync(state_t *st) {
+    unsigned now = __atomic_load_n(&st->epoch, __ATOMIC_ACQUIRE);
+    if (now != st->cache_epoch) {
+        memset(st->cache, 0, CACHE_SLOTS * sizeof(decision_t));
+        st->cached = 0;
+        st->cache_epoch = now;
+    }
+}
+
+/* 1: the filter keeps this open back, 0: it lets it through, -1: not decided yet (Python decides). */
+static int cache_decision(state_t *st, const char *p, size_t len, int need) {
+    cache_sync(st);
+    decision_t *d = cache_slot(st, p, len, need, path_hash(p, len, need));
+    return d->used ? d->drop : -1;
+}
+
+/* probe_openfilter.h's open_need (sensor/openfilter.py open_need) for open/openat. */
+static int open_need(uint64_t flags) {
+    if (flags & (O_DIRECTORY_ | O_PATH_)) return OPEN_KEEP;
+    uint64_t acc = flags & 3;
+    int need = (acc == 0 || acc == 2 ? OPEN_READ : 0) | (acc == 1 || acc == 2 ? OPEN_WRITE : 0)
+               | (flags & ~(uint64_t)(3 | QUIET_FLAGS) ? OPEN_OTHER : 0);
+    return need ? need : OPEN_OTHER;
+}
+
+#define PATH_UNREADABLE (-1)  /* nothing readable: kernel.read_str's None, never kept back */
+#define PATH_PYTHON (-2)      /* cut short or no NUL within PATH_SCAN_MAX: left to the Python tracer */
+
+/* The path argument without its NUL, as kernel.read_str reads it (page by page): its length, or one of the
+ * two above. */
+static ssize_t read_path(pid_t pid, uint64_t addr, char *buf) {
+    size_t have = 0;
+    if (!addr) return PATH_UNREADABLE;
+    while (have < PATH_SCAN_MAX) {
+        size_t chunk = 4096 - ((addr + have) % 4096);
+        if (chunk > PATH_SCAN_MAX - have) chunk = PATH_SCAN_MAX - have;
+        struct iovec local = {buf + have, chunk}, remote = {(void *)(uintptr_t)(addr + have), chunk};
+        ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (n <= 0) return have ? PATH_PYTHON : PATH_UNREADABLE;
+        char *nul = memchr(buf + have, 0, (size_t)n);
+        if (nul) return nul - buf;
+        if ((size_t)n < chunk) return PATH_PYTHON;
+        have += (size_t)n;
+    }
+    return PATH_PYTHON;
+}
+
+/* probe_openfilter.h's fd_may_be_dir (tracer.py _fd_may_be_dir). */
+static int fd_may_be_dir(pid_t tid, long fd) {
+    char name[64];
+    struct stat sb;
+    snprintf(name, sizeof name, "/proc/%d/fd/%ld", (int)tid, fd);
+    if (stat(name, &sb) != 0) return 1;
+    return S_ISDIR(sb.st_mode);
+}
+
+/* ptrace(2) as the kernel takes it (glibc's <sys/ptrace.h> and <linux/ptrace.h> cannot both be included). */
+static long ptrace(long request, pid_t pid, void *addr, void *data) {
+    return syscall(SYS_ptrace, request, pid, addr, data);
+}
+
+static int get_info(pid_t pid, struct ptrace_syscall_info *info) {
+    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof *info, info) > 0 ? 0 : -1;
+}
+
+/* A seccomp stop: 1 when answered here (the task then waits for its exit stop, kept back or not). */
+static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
+    struct ptrace_syscall_info info;
+    if (get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_SECCOMP || info.arch != AUDIT_ARCH_X86_64
+        || info.seccomp.ret_data != DATA_TRACED || info.seccomp.nr >= NR_MAX)
+        return 0;
+    int nr = (int)info.seccomp.nr, kind = st->kind[nr], hide = 0, need = 0;
+    if (kind == NR_OTHER) return 0;
+    if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
+        st->filtered++;
+        ptrace(PTRACE_CONT, pid, NULL, NULL);  /* a tracee killed meanwhile: its exit comes next */
+        return 1;
+    }
+    if (kind == NR_OPEN_FLAGS || kind == NR_OPEN_WRITE) {
+        need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
+        if (!(need & OPEN_KEEP)) {  /* tracer.py _judge_open: an unreadable or too long path is never kept back */
+            char path[PATH_SCAN_MAX];
+            ssize_t len = read_path(pid, info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1], path);
+            if (len == PATH_PYTHON) return 0;
+            if (len >= 0) {
+                hide = cache_decision(st, path, (size_t)len, need);
+                if (hide < 0) return 0;
+            }
+        }
+    }
+    task->pending = 1;
+    task->hide = (uint8_t)hide;
+    task->nr = nr;
+    memcpy(task->args, info.seccomp.args, sizeof task->args);
+    task->may_be_dir = hide && (need & OPEN_READ) && !(need & OPEN_WRITE);
+    if (ptrace(PTRACE_SYSCALL, pid, NULL, NULL) != 0) task->pending = 0;
+    return 1;
+}
+
+/* The exit stop of a kept-back open: 1 when answered here. */
+static int on_exit_stop(state_t *st, pid_t pid, slot_t *task) {
+    struct ptrace_syscall_info info;
+    if (!task->hide || get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_EXIT) return 0;
+    long long res = info.exit.rval;
+    if (res >= 0 && task->may_be_dir && fd_may_be_dir(pid, (long)res)) return 0;  /* a record: Python's */
+    task->pending = 0;
+    if (res >= 0 && !table_put(&st->hidden, fd_key(task->tgid, (int)res))) {
+        task->pending = 1;
+        return 0;
+    }
+    st->filtered++;
+    ptrace(PTRACE_CONT, pid, NULL, NULL);
+    return 1;
+}
+
+typedef struct {
+    pid_t pid;
+    int status;
+    int nr;  /* a kept-back open's pending state handed over with its task's stop; -1: none */
+    uint64_t args[6];
+    int hide, may_be_dir;
+} handed_t;
+
+/* Waits until a stop Python must handle; -1 with errno (ECHILD: no tracee left). Runs without the GIL. */
+static int loop(state_t *st, handed_t *out) {
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, __WALL | __WNOTHREAD);
+        if (pid < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        st->stops++;
+        slot_t *task = WIFSTOPPED(status) ? table_find(&st->tasks, (uint64_t)pid) : NULL;
+        if (task) {
+            int sig = WSTOPSIG(status), event = status >> 16;
+            int done = 0;
+            if (!task->pending && sig == SIGTRAP && event == PTRACE_EVENT_SECCOMP)
+                done = on_seccomp(st, pid, task);
+            else if (task->pending && sig == (SIGTRAP | 0x80))
+                done = on_exit_stop(st, pid, task);
+            if (done) {
+                st->answered++;
+                continue;
+            }
+        }
+        memset(out, 0, sizeof *out);
+        out->pid = pid;
+        out->status = status;
+        out->nr = -1;
+        if (task && task->pending) {
+            task->pending = 0;
+            out->nr = task->nr;
+            memcpy(out->args, task->args, sizeof out->args);
+            out->hide = task->hide;
+            out->may_be_dir = task->may_be_dir;
+        }
+        return 0;
+    }
+}
+
+/* --- the Python interface ------------------------------------------------------------------------------ */
+
+static const char CAPSULE[] = "falconet.sensor.ptrace._stoploop.state";
+
+static void state_release(state_t *st) {
+    free(st->tasks.slots);
+    free(st->hidden.slots);
+    free(st->cache);
+    free(st);
+}
+
+static void state_free(PyObject *capsule) {
+    state_t *st = PyCapsule_GetPointer(capsule, CAPSULE);
+    if (st) state_release(st);
+}
+
+static state_t *get_state(PyObject *capsule) { return PyCapsule_GetPointer(capsule, CAPSULE); }
+
+static PyObject *py_new(PyObject *self, PyObject *args) {
+    PyObject *kinds;
+    if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &kinds)) return NULL;
+    state_t *st = calloc(1, sizeof *st);
+    if (!st) return PyErr_NoMemory();
+    if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0
+        || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))) {
+        state_release(st);
+        return PyErr_NoMemory();
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(kinds, &pos, &key, &value)) {  /* nr -> (kind, flags argument index) */
+        long nr = PyLong_AsLong(key);
+        int kind, flags_arg;
+        if (nr < 0 || nr >= NR_MAX || !PyArg_ParseTuple(value, "ii", &kind, &flags_arg)) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "syscall number out of range");
+            state_release(st);
+            return NULL;
+        }
+        st->kind[nr] = (uint8_t)kind;
+        st->flags_arg[nr] = (uint8_t)flags_arg;
+    }
+    return PyCapsule_New(st, CAPSULE, state_free);
+}
+
+static PyObject *py_wait(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    handed_t out;
+    int rc, err;
+    Py_BEGIN_ALLOW_THREADS
+    rc = loop(st, &out);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        if (err == ECHILD) Py_RETURN_NONE;
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(iii(KKKKKK)OO)", out.pid, out.status, out.nr,
+                         (unsigned long long)out.args[0], (unsigned long long)out.args[1],
+                         (unsigned long long)out.args[2], (unsigned long long)out.args[3],
+                         (unsigned long long)out.args[4], (unsigned long long)out.args[5],
+                         out.hide ? Py_True : Py_False, out.may_be_dir ? Py_True : Py_False);
+}
+
+static PyObject *py_task(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tid, tgid;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tid, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    slot_t *s = table_put(&st->tasks, (uint64_t)tid);
+    if (!s) return PyErr_NoMemory();
+    s->tgid = tgid;
+    s->pending = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_forget(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    table_del(&st->tasks, (uint64_t)tid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_hide(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    if (!table_put(&st->hidden, fd_key(tgid, fd))) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_unhide(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    return PyBool_FromLong(table_del(&st->hidden, fd_key(tgid, fd)));
+}
+
+static PyObject *py_forget_process(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    table_t *t = &st->hidden;
+    for (size_t i = 0; i < t->cap;) {  /* a deletion may shift a later entry into slot i: look again */
+        if (t->slots[i].used && (int32_t)(t->slots[i].key >> 32) == tgid)
+            table_del(t, t->slots[i].key);
+        else
+            i++;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_decide(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    const char *path;
+    Py_ssize_t len;
+    int need, drop;
+    unsigned epoch;
+    if (!PyArg_ParseTuple(args, "Oy#iIp", &capsule, &path, &len, &need, &epoch, &drop)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    cache_sync(st);
+    if (epoch != st->cache_epoch || len >= PATH_SCAN_MAX || need < 0 || need >= OPEN_KEEP) Py_RETURN_NONE;
+    if (st->cached >= CACHE_MAX) {
+        memset(st->cache, 0, CACHE_SLOTS * sizeof(decision_t));
+        st->cached = 0;
+    }
+    uint32_t h = path_hash(path, (size_t)len, need);
+    decision_t *d = cache_slot(st, path, (size_t)len, need, h);
+    if (!d->used) {
+        d->used = 1;
+        d->hash = h;
+        d->need = (uint8_t)need;
+        d->len = (uint16_t)len;
+        memcpy(d->path, path, (size_t)len);
+        st->cached++;
+    }
+    d->drop = (uint8_t)drop;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_epoch(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    return PyLong_FromUnsignedLong(__atomic_load_n(&st->epoch, __ATOMIC_ACQUIRE));
+}
+
+static PyObject *py_bump_epoch(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    __atomic_add_fetch(&st->epoch, 1, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_counters(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    return Py_BuildValue("(LLL)", st->stops, st->answered, st->filtered);
+}
+
+static PyObject *py_open_need(PyObject *self, PyObject *args) {
+    unsigned long long flags;
+    if (!PyArg_ParseTuple(args, "K", &flags)) return NULL;
+    return PyLong_FromLong(open_need(flags));
+}
+
+static PyMethodDef methods[] = {
+    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}) -> state"},
+    {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
+    {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
+    {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},
+    {"hide", py_hide, METH_VARARGS, "hide(state, tgid, fd)"},
+    {"unhide", py_unhide, METH_VARARGS, "unhide(state, tgid, fd) -> whether it was hidden"},
+    {"forget_process", py_forget_process, METH_VARARGS, "forget_process(state, tgid)"},
+    {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},
+    {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
+    {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},
+    {"open_need", py_open_need, METH_VARARGS, "open_need(flags) -> the kinds an open/openat needs (for tests)"},
+    {"counters", py_counters, METH_VARARGS, "counters(state) -> (stops, answered here, kept back here)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_stoploop", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__stoploop(void) { return PyModule_Create(&module); }
