@@ -1,7 +1,7 @@
 """Event gates: what tracing adds to a file-churn loop of syscalls without a state role, with and without the
 gates the default rules give the kernel (rules/event_gates.py, sensor/probe_eventgate.h).
 
-The loop (bench/gate_loops.c) does, per iteration, mkdir, chmod, rename, rmdir and a failing unlink (`rm -f`
+The loop (bench/gate_loops.c, in a folder on /dev/shm) does, per iteration, mkdir, chmod, rename, rmdir and a failing unlink (`rm -f`
 of a missing file); of those the default rules trace chmod, rename and unlink. It runs under two comms: `cc`
 (a compiler's churn: the rules need its successful chmod and rename, and its failed unlink no rule can match)
 and `dpkg` (a package manager's: the rules' package-management exclusions leave nothing to match). Rows:
@@ -108,10 +108,10 @@ def main(argv: list[str]) -> int:
                                                                     counts.setdefault("on", {}))),
     ]
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as w:
         exe = build(Path(tmp))
-        work = Path(tmp) / "w"
-        work.mkdir()
+        work = Path(w)  # tmpfs: the loop's own file-system work as small and steady as it gets
         for rep in range(args.repeat):
             for name, ctx in rows:
                 print(f"  [{rep + 1}/{args.repeat}] {name}", flush=True)
