@@ -93,28 +93,47 @@ def _settle(url: str) -> None:
             return
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of the process so far, in ns (schedstat's first field: time on a CPU)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # the thread ended meanwhile
+    return total
+
+
 def candidates(loops: Path, path: Path, rates: list[int], seconds: float) -> list[str]:
     """Steps of paced candidate opens of `path` with the daemon pinned to core 1 and the generator on core 0;
     a step keeps up when the engine evaluated about as many events as opens were made and the kernel dropped
-    nothing. Stops at the first step that does not."""
+    nothing. Stops at the first step that does not. Each step also gives the daemon's CPU time (all its
+    threads) per evaluated event, and the rate that implies for a core of its own: on a machine others load,
+    wall-clock steps fall behind for want of the core, not of speed, and the CPU figure is the steadier one."""
     lines = []
     with Daemon([DEFAULT_RULES], cpu=1) as daemon:
         best = 0
         for rate in rates:
             m0 = scrape(daemon.metrics_url)
+            c0 = cpu_ns(daemon.proc.pid)
             t0 = time.monotonic()
             done = int(subprocess.run(["taskset", "-c", "0", str(loops), "paced", str(path), str(rate),
                                        str(seconds)], capture_output=True, text=True, check=True).stdout)
             m1 = scrape(daemon.metrics_url)
+            c1 = cpu_ns(daemon.proc.pid)
             elapsed = time.monotonic() - t0
-            events = (m1["falconet_events_total"] - m0["falconet_events_total"]) / elapsed
+            evaluated = m1["falconet_events_total"] - m0["falconet_events_total"]
+            events = evaluated / elapsed
+            per_event = (c1 - c0) / max(evaluated, 1)
             drops = m1["falconet_kernel_drops_total"] - m0["falconet_kernel_drops_total"]
             made = done / elapsed
             kept_up = drops == 0 and events >= 0.95 * made
             if kept_up:
                 best = max(best, round(made))
             lines.append(f"{rate:>8,} candidate opens/s offered ({made:,.0f} made): the engine evaluated "
-                         f"{events:,.0f} events/s, kernel drops {drops:.0f}{'' if kept_up else '  <- behind'}")
+                         f"{events:,.0f} events/s, kernel drops {drops:.0f}; daemon CPU {per_event:,.0f} ns per "
+                         f"event (a core of its own: {1e9 / max(per_event, 1):,.0f}/s)"
+                         f"{'' if kept_up else '  <- behind'}")
             print("  " + lines[-1], file=sys.stderr, flush=True)
             _settle(daemon.metrics_url)
             if not kept_up:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.fleet_publish import NatsServerProcess, _reset_stream, _stream_messages
+from bench.fleet_publish import NatsServerProcess, _reset_stream, _stream_messages, run_workers, start_workers
 
 FALCONET = str(Path(sys.executable).parent / "falconet")
 
@@ -94,24 +94,10 @@ def run_row(url: str, sock: Path, nodes: int, per_node: int) -> dict[str, float]
         assert sub.stdout is not None
         if sub.stdout.readline().strip() != "ready":
             raise SystemExit("the subscriber did not start")
-        workers = [subprocess.Popen([sys.executable, "-m", "bench.fleet_publish", "--worker", "backlog", "--url", url,
-                                     "--host", f"e2e-node-{i}", "--alerts", str(per_node)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(nodes)]
-        for w in workers:
-            assert w.stdout is not None
-            if w.stdout.readline().strip() != "ready":
-                raise SystemExit("a node worker did not start")
+        start_workers(workers, "backlog", url, [f"e2e-node-{i}" for i in range(nodes)], per_node)
         agg_cpu0 = _cpu_seconds(agg.proc.pid)
         start = time.time()
-        for w in workers:
-            assert w.stdin is not None
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        results = []
-        for w in workers:
-            assert w.stdout is not None
-            results.append(json.loads(w.stdout.readline()))
-            w.wait(60)
+        results = run_workers(workers)
         done = json.loads(sub.stdout.readline())
         agg_cpu = _cpu_seconds(agg.proc.pid) - agg_cpu0
         sub.wait(60)

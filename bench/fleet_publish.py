@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 WINDOW = 1024
 STREAM = "FALCONET_ALERTS"
@@ -191,17 +192,23 @@ def worker_main(mode: str, url: str, host: str, count: int) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_nodes(mode: str, url: str, nodes: int, per_node: int) -> tuple[float, float]:
-    """(aggregate alerts/s, node CPU µs per alert) for `nodes` worker processes of `mode`, started together."""
-    asyncio.run(_reset_stream(url))
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.fleet_publish", "--worker", mode, "--url", url,
-                               "--host", f"node-{i}", "--alerts", str(per_node)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(nodes)]
-    for p in procs:
+def start_workers(into: list[subprocess.Popen[str]], mode: str, url: str, hosts: list[str], per_node: int) -> None:
+    """A worker process of `mode` per host name, each added to `into` as it starts (so the caller's cleanup
+    holds them all even when one fails); returns once every one is ready to publish."""
+    into.extend(
+        subprocess.Popen([sys.executable, "-m", "bench.fleet_publish", "--worker", mode, "--url", url, "--host", host,
+                          "--alerts", str(per_node)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for host in hosts
+    )  # fmt: skip
+    for p in into:
         assert p.stdout is not None
         line = p.stdout.readline()
         if line.strip() != "ready":
             raise SystemExit(f"a {mode} worker did not start: {line!r}")
+
+
+def run_workers(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+    """Tells every ready worker to go at once; their results, each read once it has published everything."""
     for p in procs:
         assert p.stdin is not None
         p.stdin.write("go\n")
@@ -211,6 +218,15 @@ def run_nodes(mode: str, url: str, nodes: int, per_node: int) -> tuple[float, fl
         assert p.stdout is not None
         results.append(json.loads(p.stdout.readline()))
         p.wait(60)
+    return results
+
+
+def run_nodes(mode: str, url: str, nodes: int, per_node: int) -> tuple[float, float]:
+    """(aggregate alerts/s, node CPU µs per alert) for `nodes` worker processes of `mode`, started together."""
+    asyncio.run(_reset_stream(url))
+    procs: list[subprocess.Popen[str]] = []
+    start_workers(procs, mode, url, [f"node-{i}" for i in range(nodes)], per_node)
+    results = run_workers(procs)
     total = sum(r["count"] for r in results)
     held = asyncio.run(_stream_messages(url))
     if held != total:

@@ -84,7 +84,12 @@ def glob_re(pattern: str, ignore_case: bool) -> re.Pattern[str]:
 class PathPrefixes:
     """pmatch: does a path equal, or lie below, one of the prefixes? Component-wise, globs per component."""
 
+    _MEMO_MAX = 4096
+
     def __init__(self, prefixes: Iterable[str]) -> None:
+        # path -> answer: the answer depends on the path alone, and a host opens the same paths over and over,
+        # so each distinct path is split and compared once (bounded: cleared when full)
+        self._memo: dict[str, bool] = {}
         self.exact: set[tuple[str, ...]] = set()
         self.globs: list[tuple[str, ...]] = []
         for p in prefixes:
@@ -97,6 +102,15 @@ class PathPrefixes:
     def __call__(self, value: Any) -> bool:
         if not isinstance(value, str):
             return False
+        memo = self._memo
+        got = memo.get(value)
+        if got is None:
+            if len(memo) >= self._MEMO_MAX:
+                memo.clear()
+            got = memo[value] = self._matches(value)
+        return got
+
+    def _matches(self, value: str) -> bool:
         parts = tuple(c for c in value.split("/") if c)
         exact = self.exact
         if exact:

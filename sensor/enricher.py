@@ -17,20 +17,7 @@ from falconet.model.event import Container, Event, Fd, Group, Process, User
 from falconet.model.syscalls import EVENT_PARAMS
 from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
-from falconet.sensor.argplan import (
-    BLOB,
-    DATA,
-    I32,
-    I64,
-    PATH,
-    PLANS,
-    RES,
-    SOCK,
-    STR,
-    U64,
-    Plan,
-    plan_of,
-)
+from falconet.sensor.argplan import Plan, plan_of
 from falconet.sensor.exefacts import apply_exec
 from falconet.sensor.record import (
     _COMMS,
@@ -48,7 +35,6 @@ from falconet.sensor.record import (
     SEG_EXTRA2,
     SEG_SOCK,
     SEG_STR0,
-    SEG_STR1,
     Record,
     RecordError,
     _comm,
@@ -58,12 +44,14 @@ from falconet.sensor.record import (
     parse_sockaddr,
     parse_sockinfo,
 )
-from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, blob_field, set_tuple, sockaddr_text, socket_fd
+from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, set_tuple, socket_fd
 from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
 
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
 NO_PATHS: dict[str, tuple[str, str]] = {}
 _ZERO_LENS = (0, 0, 0, 0, 0, 0)
+_ZERO_LENS5 = (0, 0, 0, 0, 0)
+_OPENS = ("open", "openat", "openat2", "creat")
 O_DIRECTORY = 0o200000
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 FD_CLOEXEC = 1
@@ -92,7 +80,13 @@ class Enricher:
                  wanted: set[str] | None = None, mono_to_epoch_ns: int = 0) -> None:
         self.table = table or ProcessTable()
         self.names = names or NameDb()
-        self.wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
+        # syscall number -> (its Spec, its Plan, whether its events are delivered): the per-record lookups, once
+        # (and whether it is an undelivered close, which feed_batch handles without a Record)
+        self._routes: dict[int, tuple[sc.Spec, Plan, bool, bool]] = {}
+        # (fd number, flags, (raw, absolute) path) -> the Fd an open made: a host opens the same files over and
+        # over, and an Fd is never changed in place once made (changes replace it), so equal opens share one
+        self._open_fds: dict[tuple[int, int, tuple[str, str]], Fd] = {}
+        self._wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
         self._pending_exec: dict[int, Record] = {}
@@ -112,6 +106,25 @@ class Enricher:
         self._absolute: dict[bytes, tuple[str, str]] = {}
         self._containers: dict[cgroups.ContainerRef, Container] = {}
 
+    @property
+    def wanted(self) -> frozenset[str] | None:
+        """The event types delivered as Events (None: all); the others only keep the tables."""
+        return self._wanted
+
+    @wanted.setter
+    def wanted(self, names: frozenset[str] | None) -> None:
+        self._wanted = frozenset(names) if names is not None else None
+        self._routes = {}
+
+    def _route(self, nr: int) -> tuple[sc.Spec, Plan, bool, bool] | None:
+        spec = sc.BY_NR.get(nr)
+        if spec is None:
+            return None
+        plan = plan_of(spec)
+        wanted = self._wanted is None or spec.name in self._wanted
+        route = self._routes[nr] = (spec, plan, wanted, plan.close and not wanted and not spec.exec)
+        return route
+
     def feed(self, data: bytes) -> Event | None:
         return self.handle(decode(data))
 
@@ -125,20 +138,63 @@ class Enricher:
         syscall, handle = self._syscall, self.handle
         unpack, new, comms = HDR.unpack_from, tuple.__new__, _COMMS
         end_of = len(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # slices of the payload must be bytes, as decode gives them
+        procs, ident, routes, absolute = self.table.procs, self._ident, self._routes, self._absolute
         for off, n in zip(offsets, lengths, strict=True):
-            if n >= HDR_SIZE and off + n <= end_of and (v := unpack(data, off))[32:38] == _ZERO_LENS:
+            if n >= HDR_SIZE and off + n <= end_of:
+                v = unpack(data, off)
                 comm = comms.get(v[31])
                 if comm is None:
                     comm = _comm(v[31])
-                loginuid = v[6]
-                rec = new(Record, (v[1], v[0], v[3], v[4], v[5], -1 if loginuid == NO_LOGINUID_U32 else loginuid,
-                                   *v[7:25], v[25:31], comm, _NO_SEGMENTS))
-            else:
-                try:
-                    rec = decode(data, off, n)  # payload segments, checked against the record's length
-                except RecordError:
-                    errors += 1
+                checked = False
+                if v[1] == REC_SYSCALL:
+                    # The task's identity as it came, against what its process last took (_update's check, from
+                    # the header): when equal, the Record needs no identity work, and an undelivered close none
+                    # at all (only forgetting its fd), so it is done here without building one.
+                    p = procs.get(v[3])
+                    seen = ident.get(v[3])
+                    if p is not None and seen is not None and seen[0] is p and seen[1] == p.gen and (
+                            seen[2] == (v[5:17], v[19:23], comm, self._host_init_ts)):
+                        checked = True
+                        route = routes.get(v[23])
+                        if route is not None and route[3]:
+                            if not v[24]:
+                                num = v[25] & 0xFFFFFFFF
+                                p.fds.pop(num - (1 << 32) if num & 0x80000000 else num, None)
+                            continue
+                        if route is not None and route[1].opens and v[33:38] == _ZERO_LENS5 and (
+                                HDR_SIZE + v[32] <= n):  # one path, an absolute one seen before: no Record
+                            pos = off + HDR_SIZE
+                            blob = data[pos : pos + v[32]]
+                            got = absolute.get(blob)
+                            if got is not None:
+                                ev = self._open_record(route, p, v, got, (blob, b"", b"", b"", b"", b""))
+                                if ev is not None:
+                                    out.append(ev)
+                                continue
+                lens = v[32:38]
+                if lens == _ZERO_LENS:
+                    segments = _NO_SEGMENTS
+                elif lens[1:] == _ZERO_LENS5 and HDR_SIZE + lens[0] <= n:  # one path, the most common payload
+                    pos = off + HDR_SIZE
+                    segments = (data[pos : pos + lens[0]], b"", b"", b"", b"", b"")
+                else:
+                    segments = None
+                if segments is not None:
+                    loginuid = v[6]
+                    rec = new(Record, (v[1], v[0], v[3], v[4], v[5],
+                                       -1 if loginuid == NO_LOGINUID_U32 else loginuid,
+                                       *v[7:25], v[25:31], comm, segments))
+                    ev = syscall(rec, checked) if checked else (syscall(rec) if v[1] == REC_SYSCALL else handle(rec))
+                    if ev is not None:
+                        out.append(ev)
                     continue
+            try:
+                rec = decode(data, off, n)  # several payload segments (or a malformed record), checked
+            except RecordError:
+                errors += 1
+                continue
             ev = syscall(rec) if rec.kind == REC_SYSCALL else handle(rec)
             if ev is not None:
                 out.append(ev)
@@ -189,7 +245,8 @@ class Enricher:
         # The same task sends the same identity record after record: compare it as it came (ppid..pgid and
         # vpid, vpgid are contiguous in Record) with what this process object last took, before field by field.
         # Only _update changes these fields of a ProcInfo, and it bumps gen, so (object, gen, key) is exact.
-        key = (rec[4:16], rec[18:20], rec.comm, init_ts)
+        key = ((rec.ppid, NO_LOGINUID_U32 if rec.loginuid == -1 else rec.loginuid, *rec[6:16]), rec[18:22], rec.comm,
+               self._host_init_ts)  # the header's own order and values (feed_batch compares it unconverted)
         seen = self._ident.get(p.pid)
         if seen is not None and seen[0] is p and seen[1] == p.gen and seen[2] == key:
             return
@@ -205,27 +262,34 @@ class Enricher:
             self.table.epoch += 1
         self._ident[p.pid] = (p, p.gen, key)
 
-    def _syscall(self, rec: Record) -> Event | None:
-        spec = sc.BY_NR.get(rec.nr)
-        if spec is None:
-            return None
+    def _syscall(self, rec: Record, checked: bool = False) -> Event | None:
+        """One syscall record: the tables' work, then (when its type is delivered) the Event. The hot path of the
+        sensor: every lookup that depends only on the syscall number is made once (`_route`), and the identity
+        check is the cached comparison of _update, inline (`checked`: the caller made it, and it held)."""
+        route = self._routes.get(rec.nr)
+        if route is None:
+            route = self._route(rec.nr)
+            if route is None:
+                return None
+        spec, plan, wanted, _quiet_close = route
         pid = rec.tgid
         p = self.table.procs.get(pid)
         if p is None:
             p = self.table.ensure(pid)
         if not p.exepath and not p.exe:
             p.exe = rec.comm
-        self._update(p, rec)
-        name = spec.name
-        wanted = self.wanted is None or name in self.wanted
-        plan = PLANS.get(name) or plan_of(spec)
+        if not checked:
+            self._update(p, rec)
         fd: Fd | None = None
         if spec.exec:
             args = self._exec(rec, spec, p)
         elif wanted or plan.args_for_state:
             paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
-            args = self._params(rec, spec, plan, paths)
-            fd = self._fd_effects(rec, spec, pid, paths, args)
+            args = plan.build(rec.res, rec.args, rec.segments, paths)
+            if plan.opens:
+                fd = self._open(rec.res, spec.name, p, paths.get("p0"), args)
+            else:
+                fd = self._fd_effects(rec, spec, pid, paths, args)
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
             if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
                 if rec.res == 0:
@@ -239,6 +303,11 @@ class Enricher:
 
         if not wanted:
             return None
+        return self._event(p, spec.name, rec.ts, rec.tid, rec.res, args, fd, rec.vtid)
+
+    def _event(self, p: ProcInfo, name: str, ts: int, tid: int, res: int, args: dict[str, Any], fd: Fd | None,
+               vtid: int) -> Event:
+        """The delivered Event of a record of process `p`, numbered."""
         self.num += 1
         proc = self._process(p, ANCESTOR_DEPTH)
         ref = p.container
@@ -246,9 +315,41 @@ class Enricher:
         if container is None:
             container = self._container(ref)
         ids = _ID_PARAMS.get(name)
-        return Event(num=self.num, ts=self.offset_ns + rec.ts, type=name, tid=rec.tid, res=rec.res, proc=proc,
-                     args=args, fd=fd, container=container, vtid=rec.vtid,
-                     arg_text=self._id_names(ids, args) if ids else {})
+        return Event(self.num, self.offset_ns + ts, name, tid, res, proc, args, fd, container, "syscall",
+                     self._id_names(ids, args) if ids else {}, vtid)
+
+    def _open_record(self, route: tuple[sc.Spec, Plan, bool, bool], p: ProcInfo, v: tuple[Any, ...],
+                     got: tuple[str, str], segments: tuple[bytes, ...]) -> Event | None:
+        """A record of the open family, of a task whose identity is unchanged, naming an absolute path seen
+        before (`got`): _syscall's work for it, straight from the unpacked header (no Record)."""
+        spec, plan, wanted, _quiet_close = route
+        res = v[24]
+        args = plan.build(res, v[25:31], segments, {"p0": got})
+        fd = self._open(res, spec.name, p, got, args)
+        if not wanted:
+            return None
+        return self._event(p, spec.name, v[0], v[4], res, args, fd, v[18])
+
+    def _open(self, res: int, name: str, p: ProcInfo, got: tuple[str, str] | None,
+              args: dict[str, Any]) -> Fd | None:
+        """The open family's effect (_fd_effects' first case, the most frequent record with one): the new fd,
+        for the path parameter's (raw, absolute) `got`."""
+        if got is None:
+            return None
+        flags = args.get("flags") or 0
+        if name == "creat":
+            flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
+            args["flags"] = flags
+        key = (res, flags, got)
+        fd = self._open_fds.get(key)
+        if fd is None:
+            if len(self._open_fds) >= 4096:
+                self._open_fds.clear()
+            fd = self._open_fds[key] = Fd(res if res >= 0 else -1, "directory" if flags & O_DIRECTORY else "file",
+                                          got[1], got[0], None, None, flags)
+        if res >= 0:
+            p.fds[res] = fd
+        return fd
 
     def _container(self, ref: cgroups.ContainerRef | None) -> Container:
         """The Container of events in `ref`'s cgroup: one object shared by its events (consumers treat events
@@ -281,8 +382,13 @@ class Enricher:
 
     def _paths(self, rec: Record, plan: Plan, pid: int) -> dict[str, tuple[str, str]]:
         """"p0"/"p1" -> (raw, absolute) for the path parameters of this syscall."""
-        out: dict[str, tuple[str, str]] = {}
         absolute = self._absolute
+        if len(plan.paths) == 1:  # the usual case, without the loop: one absolute path seen before
+            key, seg, _dirarg = plan.paths[0]
+            got = absolute.get(rec.segments[seg])
+            if got is not None:
+                return {key: got}
+        out: dict[str, tuple[str, str]] = {}
         for key, seg, dirarg in plan.paths:
             blob = rec.segments[seg]
             got = absolute.get(blob)
@@ -300,40 +406,6 @@ class Enricher:
             dirfd = _i32(rec.args[dirarg]) if dirarg >= 0 else AT_FDCWD
             out[key] = (raw, self.table.abspath(pid, raw, dirfd))
         return out
-
-    def _params(self, rec: Record, spec: sc.Spec, plan: Plan, paths: dict[str, tuple[str, str]]) -> dict[str, Any]:
-        args: dict[str, Any] = {}
-        a = rec.args
-        for pname, op, i, key in plan.params:
-            value: Any
-            if op == RES:
-                value = rec.res
-            elif op == I32:
-                value = a[i] & 0xFFFFFFFF
-                if value & 0x80000000:
-                    value -= 1 << 32
-            elif op == U64:
-                value = a[i]
-            elif op == I64:
-                value = a[i]
-                if value & (1 << 63):
-                    value -= 1 << 64
-            elif op == PATH:
-                got = paths.get(key)
-                value = got[1] if got else None
-            elif op == STR:
-                value = rec.text(i)
-            elif op == SOCK:
-                sa = parse_sockaddr(rec.segments[SEG_SOCK])
-                value = sockaddr_text(sa.family, sa.addr, sa.port) if sa else None
-            elif op == DATA:
-                value = rec.segments[SEG_STR1] or None  # absent when the kernel was not asked to copy it
-            elif op == BLOB:
-                value = blob_field(spec.name, key, rec.segments[SEG_BLOB])
-            else:  # TUPLE (filled from the fd once known) or a source this version does not know
-                value = None
-            args[pname] = value
-        return args
 
     def _exec(self, rec: Record, spec: sc.Spec, p: ProcInfo) -> dict[str, Any]:
         pending = self._pending_exec.pop(rec.tgid, None)
@@ -386,19 +458,8 @@ class Enricher:
         res = rec.res
         a = rec.args
         name = spec.name
-        if name in ("open", "openat", "openat2", "creat"):
-            got = paths.get("p0")
-            if got is None:
-                return None
-            flags = args.get("flags") or 0
-            if name == "creat":
-                flags = 0o1101  # O_CREAT|O_WRONLY|O_TRUNC, which creat means
-                args["flags"] = flags
-            fd = Fd(num=res if res >= 0 else -1, type="directory" if flags & O_DIRECTORY else "file",
-                    name=got[1], nameraw=got[0], flags=flags)
-            if res >= 0:
-                t.add_fd(pid, fd)
-            return fd
+        if name in _OPENS:
+            return self._open(rec.res, name, t.ensure(pid), paths.get("p0"), args)
         if name == "memfd_create":
             fd = Fd(num=res, type="memfd", name="/memfd:" + (args.get("name") or ""),
                     flags=O_CLOEXEC if a[1] & 1 else 0)

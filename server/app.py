@@ -66,8 +66,9 @@ class AlertServer:
             crl = config.crl_path
             assert crl is not None
             revocations = RevocationList(crl, config.tls_ca)
-        self.guard = CallGuard(revocations, config.limits.max_subscriptions_per_identity)
-        self.unix_guard = CallGuard(None, config.limits.max_subscriptions_per_identity)
+        limits = config.limits
+        self.guard = CallGuard(revocations, limits.max_subscriptions_per_identity, limits.max_calls)
+        self.unix_guard = CallGuard(None, limits.max_subscriptions_per_identity, limits.max_calls)
         """Malformed requests only: UNIX-socket calls carry no certificate and no per-identity cap applies."""
         self._servers: list[grpc.aio.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -11,6 +11,11 @@ Subscriptions (sub, get, Subscribe, GetAll) are counted per identity (the certif
 the next one is RESOURCE_EXHAUSTED with the limit named. UNIX-socket calls carry no certificate: neither check
 applies to them (their subscriptions are capped per connection, `falconet.server.limits`).
 
+The guard also holds each server to `max_calls` calls at once. grpcio 1.76's own `maximum_concurrent_rpcs`
+lets about half of any surplus through (a refused call, when it ends, frees a slot it never took), so a flood
+of 30 calls on a server limited to 3 ran 13-16; the count here is exact, and the next call is
+RESOURCE_EXHAUSTED.
+
 Bytes that do not parse as the method's request message are INVALID_ARGUMENT naming the message type (gRPC
 itself would answer UNKNOWN with a Python exception's text): the deserializer returns a `Malformed` marker
 instead of raising, and the wrapper aborts the call when it meets one. Both servers install the guard.
@@ -112,9 +117,12 @@ class _Call:
 class CallGuard(grpc.aio.ServerInterceptor):
     """The TCP server's interceptor: revocation per call, the subscription cap, and cutting revoked streams."""
 
-    def __init__(self, revocations: RevocationList | None, max_subscriptions_per_identity: int) -> None:
+    def __init__(
+        self, revocations: RevocationList | None, max_subscriptions_per_identity: int, max_calls: int | None = None
+    ) -> None:
         self.revocations = revocations
         self.max_subscriptions = max_subscriptions_per_identity
+        self.max_calls = max_calls
         self.subscriptions: Counter[str] = Counter()
         self._open: set[_Call] = set()
         self._serials: dict[bytes, int] = {}
@@ -185,7 +193,12 @@ class CallGuard(grpc.aio.ServerInterceptor):
         return serial
 
     async def _enter(self, context: grpc.aio.ServicerContext[Any, Any], subscription: bool) -> _Call:
-        """Registers the call, or aborts it (revoked certificate, too many subscriptions)."""
+        """Registers the call, or aborts it (too many calls, revoked certificate, too many subscriptions)."""
+        if self.max_calls is not None and len(self._open) >= self.max_calls:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is running {self.max_calls} calls, its limit (max_calls); try again later",
+            )
         serial = self._serial(context) if self.revocations is not None else None
         if serial is not None and serial in self.revoked:
             self.refused += 1

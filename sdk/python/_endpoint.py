@@ -25,7 +25,10 @@ from falconet.sdk.errors import (
 # back within our (much shorter) Backoff, so the channel may retry as quickly.
 _CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    # Despite its name, gRPC core reads this one as the least time a connection attempt (TCP connect, TLS
+    # handshake, HTTP/2 settings) is given before it is abandoned; at 100 ms a loaded host failed calls with
+    # "Timeout occurred: FD Shutdown" or a torn handshake instead of the server's answer. Keep gRPC's 20 s.
+    ("grpc.min_reconnect_backoff_ms", 20_000),
     ("grpc.max_reconnect_backoff_ms", 2000),
     # A subscriber may wait hours for its next alert: ping the server so a peer that vanished without closing
     # the connection (a partition, a rebooted host) is noticed and the subscription reconnects. Our server

@@ -28,7 +28,7 @@ from falconet.server.fleet.aggregate_hub import FleetHub
 from falconet.server.fleet.aggregate_metrics import TICK_SECONDS, AggregateCounts, AggregateEndpoint, AggregateHealth
 from falconet.server.fleet.aggregate_nodes import NodeWatch
 from falconet.server.fleet.aggregate_serve import FalcoCursors, FleetServer, cancel
-from falconet.server.fleet.aggregate_stream import StreamSource
+from falconet.server.fleet.aggregate_stream import StreamSource, stream_epoch
 from falconet.server.fleet.connection import connect
 from falconet.server.fleet.names import CURSORS_BUCKET, NODES_BUCKET
 
@@ -36,6 +36,8 @@ log = logging.getLogger("falconet.aggregate")
 
 REFRESH_SECONDS = 5.0
 """How often the stream's oldest sequence is re-read (its limits remove old messages)."""
+RETRY_FIRST_SECONDS = 0.5
+"""The first retry delay while the stream's state cannot be read; it doubles up to REFRESH_SECONDS."""
 STREAM_RETRY_SECONDS = 1.0
 NATS_LOG_SECONDS = 30.0
 
@@ -107,6 +109,7 @@ class Aggregator:
             dropped=stats.dropped_total if stats is not None else 0,
             cursor_errors=self.cursors.errors if self.cursors is not None else 0,
             internal_alerts=len(nodes.raised) if nodes is not None else 0,
+            feed_restarts=source.feed_restarts if source is not None else 0,
         )
 
     async def start(self) -> list[str]:
@@ -183,13 +186,49 @@ class Aggregator:
         return info.config.num_replicas or 1
 
     async def _refresh(self) -> None:
+        """Looks at the stream's state every REFRESH_SECONDS and keeps the live feed following it (the feed's
+        watchdog, StreamSource.watch_feed). While JetStream does not answer (no connection, no stream leader
+        elected yet) it asks again with a growing delay up to REFRESH_SECONDS, logging once per outage; it
+        never gives up."""
         assert self.source is not None
+        source = self.source
+        delay, backoff, failing_since = REFRESH_SECONDS, 0.0, None
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)  # the refresh period
+            await asyncio.sleep(delay)  # the refresh period, or the retry delay of an outage
             try:
-                await self.source.refresh()
-            except Exception as exc:  # noqa: BLE001 - NATS away: the ordered consumer recovers; try again
-                log.warning("cannot read stream %s's state: %s", self.config.stream, exc)
+                info = await source.refresh()
+                if stream_epoch(info) != source.epoch:
+                    await self._follow_new_epoch(source, info)
+                restarted = await source.watch_feed(info.state.last_seq)
+            except Exception as exc:  # noqa: BLE001 - NATS away or no leader yet: ask again, never give up
+                if isinstance(exc, NotFoundError):  # deleted: no feed that nats-py could move to a new stream
+                    await source.stop_feed()
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.warning("cannot read stream %s's state or follow it: %s (retrying)", self.config.stream,
+                                exc or type(exc).__name__)
+                delay = backoff = min(REFRESH_SECONDS, backoff * 2 or RETRY_FIRST_SECONDS)
+                continue
+            if failing_since is not None:
+                log.info("stream %s answers again (after %.1f s)", self.config.stream,
+                         time.monotonic() - failing_since)
+                failing_since = None
+            if restarted:
+                log.warning("stream %s: %s", self.config.stream, restarted)
+            delay, backoff = REFRESH_SECONDS, 0.0
+
+    async def _follow_new_epoch(self, source: StreamSource, info: api.StreamInfo) -> None:
+        """The stream was deleted and created again: serve the new one from its oldest alert, with one internal
+        alert saying so (StreamSource.new_epoch, FleetHub.new_epoch)."""
+        old, new = source.epoch, stream_epoch(info)
+        oldest = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        log.warning("stream %s was deleted and created again (epoch %s, was %s): serving the new one from its "
+                    "oldest sequence, %d", self.config.stream, new, old, oldest)
+        if self.cursors is not None:
+            self.cursors.written.clear()
+        if self.nodes is not None:
+            self.nodes.stream_recreated(self.config.stream, old, new, oldest)
+        await source.new_epoch(info)
 
     async def stop(self, grace: float = 1.0) -> None:
         self._closing = True
@@ -210,6 +249,7 @@ class Aggregator:
                 await self.nodes.send()
         if self.source is not None:
             await self.source.stop_feed()
+            await self.source.close_reads()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()

@@ -19,8 +19,8 @@ published alert is visible at once.
 
 For whoever changes hub.py: this subclass overrides `_take`, `_take_stored`, `snapshot`, `oldest` and
 `start_after`, and uses the hub's `_lock`, `_ring` (slots indexed by `seq % retention`, None allowed here),
-`_head`, `_visible`, `_ring_floor`, `_waiters`, `_falco_cursors` and `_wake`, and the Reader's `next_seq`,
-`behind` and `dropped`. tests/fleet/test_aggregate_units.py exercises each; a change to those needs one here.
+`_head`, `_visible`, `_ring_floor`, `_waiters`, `_falco_cursors`, `_readers`, `_cursor_field` and `_wake`, and
+the Reader's `next_seq`, `behind` and `dropped`. tests/fleet/test_aggregate_units.py exercises each; a change to those needs one here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from falconet.model.alert import Cursor
+from falconet.server.entries import CursorField
 from falconet.server.hub import Entry, Hub, Reader, StartResult, _wake
 
 StreamItem = tuple[int, Entry | None]
@@ -62,6 +63,8 @@ class FleetHub(Hub):
         """`start_seq`: the first stream sequence the live feed will publish (the ring holds nothing older)."""
         super().__init__(retention, epoch, hostname, head=start_seq - 1)
         self.reads: StreamReads | None = None
+        self._epochs = 0
+        """How many times the hub started over on a new epoch (`new_epoch`): a wait of before returns."""
         self.known_last = start_seq - 1
         """The newest stream sequence known to exist (from the feed's pending counts): cursors up to it are
         valid here even before this aggregator has read that far."""
@@ -88,6 +91,39 @@ class FleetHub(Hub):
             waiters, self._waiters = self._waiters, []
         if waiters:
             _wake(waiters)
+
+    def new_epoch(self, epoch: str, start_seq: int) -> None:
+        """The stream was deleted and created again: the hub starts over on the new one at `start_seq` (its
+        oldest), empty, with no Falco cursor (those of the old epoch mean nothing on the new stream), and every
+        open reader moves there: the readers' next alerts are the new stream's, from its oldest. A cursor of the
+        old epoch is then another run's (`start_after`: resumed at the oldest, with a gap alert)."""
+        with self._lock:
+            self.epoch = epoch
+            self._cursor_field = CursorField(epoch)
+            self._ring = [None] * self.retention
+            self._head = self._visible = start_seq - 1
+            self._ring_floor = start_seq
+            self.known_last = start_seq - 1
+            self._falco_cursors = {}
+            self._epochs += 1
+            for reader in self._readers.values():
+                reader.next_seq, reader.behind = start_seq, False
+            waiters, self._waiters = self._waiters, []
+        if waiters:
+            _wake(waiters)
+
+    async def wait_for(self, seq: int) -> None:
+        """Hub.wait_for, which also returns when the hub starts over on a new epoch: the sequence waited for
+        was the old stream's, and the waiting reader has been moved to the new one's oldest."""
+        epochs = self._epochs
+        while self._visible < seq and self._epochs == epochs:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                if self._visible >= seq or self._epochs != epochs:
+                    return
+                self._waiters.append((loop, fut))
+            await fut
 
     # -- positions -----------------------------------------------------------------------------------------
 

@@ -60,6 +60,8 @@ class AggregateCounts:
     dropped: int = 0
     cursor_errors: int = 0
     internal_alerts: int = 0
+    feed_restarts: int = 0
+    """Live feeds the watchdog started again (StreamSource.watch_feed) or a stream created again moved."""
 
 
 class AggregateHealth:
@@ -155,6 +157,8 @@ class _Collector:
              "not answer (retried).", "counter", c.cursor_errors),
             ("falconet_aggregate_internal_alerts", "Internal alerts this aggregator wrote to the stream (silent "
              "nodes, nodes back, bad input).", "counter", c.internal_alerts),
+            ("falconet_aggregate_feed_restarts", "Times the live feed from the stream was started again because "
+             "it had stalled or the NATS client's recovery of it had ended.", "counter", c.feed_restarts),
         ):
             m = Metric(name, doc, kind)
             m.add_sample(name + ("_total" if kind == "counter" else ""), {}, value)

@@ -38,6 +38,7 @@ log = logging.getLogger("falconet.aggregate")
 SILENT_RULE = "Falconet node silent"
 BACK_RULE = "Falconet node back"
 BAD_INPUT_RULE = "Falconet fleet bad input"
+RECREATED_RULE = "Falconet fleet stream recreated"
 REPORT_SECONDS = 10.0
 MAX_NODES = 100_000
 """Nodes tracked at most: a stranger writing keys cannot grow the aggregator's memory without bound."""
@@ -173,6 +174,20 @@ class NodeWatch(FeedListener):
                       hostname=self.hostname)
         self._outbox.append((f"bad-{bad.first_id}", alert))
         bad.pending = []
+
+    def stream_recreated(self, stream: str, old: str, new: str, oldest: int) -> None:
+        """Queues the one alert saying the stream was deleted and created again (its message id is the new
+        epoch's: JetStream keeps one whichever aggregators noticed)."""
+        text = (f"stream {stream} was deleted and created again: cursors of epoch {old} now resume at the new "
+                f"stream's oldest alert ({new}:{oldest}); alerts of the old stream are no longer served")
+        fields: dict[str, str | int | float | bool | None] = {
+            "falconet.old_epoch": old, "falconet.epoch": new, "falconet.resume_sequence": oldest,
+            "falconet.aggregator": self.hostname,
+        }
+        alert = Alert(time_ns=time.time_ns(), rule=RECREATED_RULE, priority=Priority.WARNING, source="internal",
+                      output=escape_controls(f"Falconet: {text}"), output_fields=fields,
+                      tags=["falconet", "fleet"], hostname=self.hostname)
+        self._outbox.append((f"recreated-{new}", alert))
 
     # -- publishing ------------------------------------------------------------------------------------------
 

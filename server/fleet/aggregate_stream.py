@@ -18,6 +18,8 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import nats.errors
@@ -38,6 +40,9 @@ log = logging.getLogger("falconet.aggregate")
 
 READ_TIMEOUT = 2.0
 """Seconds one read behind the ring waits for JetStream."""
+READ_LOG_SECONDS = 30.0
+MAX_PULLS = 16
+"""Pull consumers kept for reads behind the ring that continue (about one per subscriber catching up)."""
 
 
 def stream_epoch(info: api.StreamInfo) -> str:
@@ -111,6 +116,14 @@ def _checked(resp: outputs_pb2.response) -> Alert:
     return alert
 
 
+def _feed_tasks(sub: JetStreamContext.PushSubscription) -> list[asyncio.Task[None]]:
+    """nats-py's background tasks of an ordered consumer (its idle-heartbeat check, which also recreates the
+    consumer, and its flow-control replies): private to nats-py 2.x, read defensively (none if they moved)."""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    tasks = [getattr(jsi, "_hbtask", None), getattr(jsi, "_fctask", None)]
+    return [t for t in tasks if isinstance(t, asyncio.Task)]
+
+
 def ack_fields(reply: str) -> tuple[int, int, int]:
     """(stream sequence, store time in ns, messages pending) of a JetStream delivery, from its reply subject:
     what `Msg.metadata` gives, without its dataclasses and datetime per message (the feed's hottest line)."""
@@ -149,7 +162,16 @@ class StreamSource:
         self.feed_seen = 0
         self.ingested = 0
         """Messages of the live feed served as alerts (the metrics' count)."""
-        self._sub: object | None = None
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._feed = 0
+        """The live feed's generation: a message of an older feed (one stopped while nats-py still delivered to
+        it) is not taken."""
+        self.feed_restarts = 0
+        self._watch_seen = 0
+        self._watch_target = 0
+        self._read_logged = -READ_LOG_SECONDS
+        self._pulls: OrderedDict[int, JetStreamContext.PullSubscription] = OrderedDict()
+        """Pull consumers kept for the read that continues where the last one ended (by that sequence)."""
         self._pending: list[StreamItem] = []
         self._flush_scheduled = False
         self._hub: FleetHub | None = None
@@ -165,35 +187,116 @@ class StreamSource:
             return None
         return got
 
-    async def refresh(self) -> None:
-        """Updates the oldest sequence held (the stream's limits remove old messages as it runs)."""
+    async def refresh(self) -> api.StreamInfo:
+        """Updates the oldest sequence held (the stream's limits remove old messages as it runs); the stream's
+        state as read (nats' errors when JetStream does not answer, NotFoundError while it does not exist).
+        Nothing is updated from a stream of another epoch (deleted and created again): see `new_epoch`."""
         info = await self.js.stream_info(self.stream)
+        if stream_epoch(info) == self.epoch:
+            self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+            self.last_seq = max(self.last_seq, info.state.last_seq)
+        return info
+
+    async def new_epoch(self, info: api.StreamInfo) -> tuple[str, int]:
+        """Follows the stream created again under this name (`info`): the feed is stopped (what it delivered but
+        the hub has not taken is of the old stream: dropped), the epoch and positions become the new stream's,
+        and the hub starts over at its oldest sequence (FleetHub.new_epoch), where the new feed starts. (the old
+        epoch, the new stream's oldest sequence); nats' errors when the new feed cannot start yet (the
+        watchdog starts it at its next look)."""
+        await self.stop_feed()
+        await self.close_reads()  # the old stream's, by its sequences
+        self._pending = []
+        old, self.epoch = self.epoch, stream_epoch(info)
         self.first_seq = info.state.first_seq if info.state.messages else info.state.last_seq + 1
-        self.last_seq = max(self.last_seq, info.state.last_seq)
-        if stream_epoch(info) != self.epoch:
-            log.error("stream %s was deleted and created again (epoch %s, was %s): restart this aggregator to "
-                      "serve the new one", self.stream, stream_epoch(info), self.epoch)
+        self.last_seq = info.state.last_seq
+        hub = self._hub
+        if hub is not None:
+            hub.new_epoch(self.epoch, self.first_seq)
+            hub.known_last = max(hub.known_last, self.last_seq)
+            await self.start_feed(hub, self.first_seq)
+        return old, self.first_seq
 
     # -- the live feed ---------------------------------------------------------------------------------------
 
     async def start_feed(self, hub: FleetHub, start_seq: int) -> None:
-        """Feeds `hub` from `start_seq` on, in stream order, for ever (an ordered consumer: recreated by nats-py
-        after a reconnect, from the sequence after the last one delivered)."""
+        """Feeds `hub` from `start_seq` on, in stream order (an ordered consumer: recreated by nats-py after a
+        reconnect, from the sequence after the last one delivered; `watch_feed` covers what nats-py does not)."""
         self._hub = hub
+        self._feed += 1
+        feed = self._feed
+
+        async def on_msg(msg: Msg) -> None:
+            if feed == self._feed:
+                self._on_msg(msg)
+
         config = api.ConsumerConfig(opt_start_seq=start_seq) if start_seq > 1 else None
         policy = api.DeliverPolicy.BY_START_SEQUENCE if start_seq > 1 else api.DeliverPolicy.ALL
         self._sub = await self.js.subscribe(
-            all_alerts(self.prefix), stream=self.stream, cb=self._on_msg, ordered_consumer=True,
+            all_alerts(self.prefix), stream=self.stream, cb=on_msg, ordered_consumer=True,
             deliver_policy=policy, config=config, pending_msgs_limit=-1, pending_bytes_limit=-1,
         )
+        self._watch_seen, self._watch_target = self.feed_seen, 0
 
     async def stop_feed(self) -> None:
+        """Ends the live feed, nats-py's tasks for it included (its unsubscribe skips them when it fails)."""
+        self._feed += 1
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()  # type: ignore[attr-defined]
+                await sub.unsubscribe()
+            for task in _feed_tasks(sub):
+                task.cancel()
 
-    async def _on_msg(self, msg: Msg) -> None:
+    async def watch_feed(self, stream_last: int) -> str:
+        """The live feed's watchdog, called with the stream's last sequence at each look at its state. The feed
+        is started again, from the sequence after the newest one the hub holds, when it has none, when nats-py's
+        task that recreates an ordered consumer has ended (it stops at its first error, for good), or when what
+        the stream held at the previous look has still not arrived, nothing arrived since, and the consumer
+        does not say it has delivered all it has (a stream's newest message on another subject is not ours).
+        Why it restarted ("" if it did not); nats' errors when it cannot start one (the next look tries again).
+
+        The hub never gets a sequence twice: what the stopped feed delivered is published first, the new feed
+        starts after the hub's newest, and the hub skips a sequence it holds (a feed of before the restart that
+        nats-py still delivers is not taken: its generation is stale)."""
+        hub = self._hub
+        if hub is None:
+            return ""
+        reason = await self._stalled(hub.newest)
+        if not reason:
+            self._watch_seen, self._watch_target = self.feed_seen, stream_last
+            return ""
+        start = await self.restart_feed()
+        return f"{reason}; following it again from sequence {start}"
+
+    async def restart_feed(self) -> int:
+        """A new live feed from the sequence after the hub's newest (returned); see `watch_feed`."""
+        hub = self._hub
+        assert hub is not None, "restart_feed before start_feed"
+        await self.stop_feed()
+        self._flush()  # what the stopped feed delivered, before the new one's position is taken
+        start = hub.newest + 1
+        self.feed_restarts += 1
+        await self.start_feed(hub, start)
+        return start
+
+    async def _stalled(self, newest: int) -> str:
+        """Why the live feed needs a restart ("" when it does not); see `watch_feed`."""
+        sub = self._sub
+        if sub is None:
+            return "the live feed had stopped"
+        if any(task.done() for task in _feed_tasks(sub)):
+            return "the NATS client's recovery of the live feed ended"
+        if self.feed_seen != self._watch_seen or self._watch_target <= newest:
+            return ""
+        try:
+            info = await sub.consumer_info()
+        except Exception as exc:  # noqa: BLE001 - a consumer that does not answer is as good as gone
+            return f"the live feed's consumer does not answer ({exc or type(exc).__name__})"
+        if info.num_pending or (info.delivered is not None and (info.delivered.stream_seq or 0) > newest):
+            return f"the live feed is stuck before stream sequence {self._watch_target}"
+        return ""
+
+    def _on_msg(self, msg: Msg) -> None:
         seq, stored_ns, pending = ack_fields(msg.reply)
         self.feed_seen += 1
         hub = self._hub
@@ -227,19 +330,27 @@ class StreamSource:
 
     # -- reads behind the ring --------------------------------------------------------------------------------
 
+    def _read_failed(self, first: int, exc: Exception | None) -> None:
+        """One log line per READ_LOG_SECONDS for readers behind the ring that wait on the stream (they retry
+        for ever and skip nothing; the line says why they wait)."""
+        now = time.monotonic()
+        if now - self._read_logged >= READ_LOG_SECONDS:
+            self._read_logged = now
+            why = "no answer" if exc is None else (str(exc) or type(exc).__name__)
+            log.warning("a subscriber behind the ring waits for stream %s to answer a read from sequence %d: %s "
+                        "(retrying)", self.stream, first, why)
+
     async def read(self, first: int, max_n: int) -> list[StreamItem]:
-        """Stored messages from `first` on (StreamReads), through a short-lived pull consumer."""
+        """Stored messages from `first` on (StreamReads), through a pull consumer. A consumer that returned
+        messages is kept for the read that continues after them (a reader catching up reads on without a new
+        consumer each time: creating one is a cluster-wide operation, the slow part while JetStream is busy);
+        any other is deleted (the server also removes one idle for 30 s)."""
         if first > self.last_seq:
             return []
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first),
-            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
-            filter_subject=all_alerts(self.prefix),
-        )
-        try:
-            psub = await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
-        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
-            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+        psub = self._pulls.pop(first, None)
+        if psub is None:
+            psub = await self._new_pull(first)
+        kept = False
         try:
             try:
                 msgs = await psub.fetch(batch=max_n, timeout=READ_TIMEOUT)
@@ -251,16 +362,47 @@ class StreamSource:
                 except Exception as exc:  # noqa: BLE001
                     raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
                 if first <= self.last_seq and first >= self.first_seq:
+                    self._read_failed(first, None)
                     raise StreamUnavailable(f"no answer for sequence {first}") from None
                 return []
+            except nats.errors.Error as exc:  # the consumer went away (deleted, its server lost): a new one next
+                self._read_failed(first, exc)
+                raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
             out: list[StreamItem] = []
             for msg in msgs:
                 seq = msg.metadata.sequence.stream
                 out.append((seq, self.decode(msg.subject, msg.data, seq)))
+            if out:
+                kept = True
+                self._pulls[out[-1][0] + 1] = psub
+                while len(self._pulls) > MAX_PULLS:
+                    _, old = self._pulls.popitem(last=False)
+                    await self._drop_pull(old)
             return out
         finally:
-            with contextlib.suppress(Exception):
-                info = await psub.consumer_info()
-                await psub.unsubscribe()
-                await self.js.delete_consumer(self.stream, info.name)
+            if not kept:
+                await self._drop_pull(psub)
 
+    async def _new_pull(self, first: int) -> JetStreamContext.PullSubscription:
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, first),
+            ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True, num_replicas=1,
+            filter_subject=all_alerts(self.prefix),
+        )
+        try:
+            return await self.js.pull_subscribe(all_alerts(self.prefix), stream=self.stream, config=config)
+        except Exception as exc:  # noqa: BLE001 - any failure to reach the stream: the reader waits, skips nothing
+            self._read_failed(first, exc)
+            raise StreamUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def _drop_pull(self, psub: JetStreamContext.PullSubscription) -> None:
+        with contextlib.suppress(Exception):
+            info = await psub.consumer_info()
+            await psub.unsubscribe()
+            await self.js.delete_consumer(self.stream, info.name)
+
+    async def close_reads(self) -> None:
+        """Deletes the pull consumers kept for reads behind the ring."""
+        pulls, self._pulls = self._pulls, OrderedDict()
+        for psub in pulls.values():
+            await self._drop_pull(psub)

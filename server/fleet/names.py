@@ -125,6 +125,35 @@ def msg_id(epoch: str, seq: int) -> str:
     return f"{epoch}-{seq}"
 
 
+def node_permissions(host: str, *, stream: str = DEFAULT_STREAM, prefix: str = DEFAULT_SUBJECT_PREFIX,
+                     create: bool = False) -> dict[str, list[str]]:
+    """The NATS permissions a node needs, and no more, as nats-server's `publish`/`subscribe` allow lists.
+
+    Write access is to the node's own alert subject and its own heartbeat key only, so a node (or whoever holds
+    its credentials) cannot publish alerts under another host's name nor invent or silence nodes; the rest is
+    reading: the stream's state and last message for its subject (to resume), its own heartbeat, and the fleet
+    rules bucket. `create` adds what creating the stream and the nodes bucket on first use takes (otherwise an
+    administrator creates them). Replies come on `_INBOX.>`, which nats-py cannot narrow per node."""
+    token = escape_host(host)
+    nodes = f"KV_{NODES_BUCKET}"
+    rules = f"KV_{RULES_BUCKET}"
+    publish = [
+        alert_subject(host, prefix),
+        f"$KV.{NODES_BUCKET}.{token}",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.STREAM.INFO.{nodes}",
+        f"$JS.API.STREAM.MSG.GET.{nodes}",
+        f"$JS.API.DIRECT.GET.{nodes}.$KV.{NODES_BUCKET}.{token}",
+        f"$JS.API.STREAM.INFO.{rules}",
+        f"$JS.API.STREAM.MSG.GET.{rules}",
+        f"$JS.API.DIRECT.GET.{rules}.>",
+    ]
+    if create:
+        publish += [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.CREATE.{nodes}"]
+    return {"publish": publish, "subscribe": ["_INBOX.>", rules_subject()]}
+
+
 HEARTBEAT_SECONDS = 5.0
 """How often a node writes its heartbeat (the aggregator's silence threshold is a multiple of it)."""
 

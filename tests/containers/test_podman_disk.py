@@ -34,7 +34,7 @@ def service(podman: Podman, tmp_path: Any) -> Iterator[MetadataService]:
     svc.close()
 
 
-def wait(pred: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+def wait(pred: Callable[[], Any], what: str, timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := pred()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from typing import Any
 
 import pytest
 from daemon_harness import DaemonProcess, read_json_lines, wait_until
+from nethost import CONNECT_CODE, MINER_PORT, OTHER_PORT, NetHost, net_host
 
 from falconet.rules import DEFAULT_RULES
 from falconet.model.alert import parse_time
@@ -353,76 +353,14 @@ def test_a_command_line_with_stratum(live: Live) -> None:
                  user_name="root", container_id="host", proc_pname=TEST_COMM, fd_name=None)
 
 
-@dataclass
-class NetNs:
-    ns: str
-    host_if: str
-    host_ip: str
-    peer_ip: str
-    listener: subprocess.Popen[str]
-
-
-LISTENER = """
-import socket, sys, threading
-socks = []
-for port in map(int, sys.argv[1:]):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', port))
-    s.listen(16); socks.append(s)
-def serve(s):
-    while True:
-        c, _ = s.accept(); c.close()
-for s in socks:
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
-print('listening', flush=True)
-sys.stdin.read()
-"""
-
-MINER_PORT = 3333
-OTHER_PORT = 8080
-
-
 @pytest.fixture(scope="module")
-def testnet(live: Live) -> Iterator[NetNs]:
+def testnet(live: Live) -> Iterator[NetHost]:
     """A network namespace joined to this one by a veth pair, with a listener on a documentation address."""
-    suffix = uuid.uuid4().hex[:6]
-    ns, a, b = f"fnet-{suffix}", f"fva{suffix}", f"fvb{suffix}"
-    block = random.randrange(1, 63) * 4  # a /30 inside 203.0.113.0/24, unlikely to clash with another test's
-    host_ip, peer_ip = f"203.0.113.{block + 1}", f"203.0.113.{block + 2}"
-    steps = [
-        ["ip", "netns", "add", ns],
-        ["ip", "link", "add", a, "type", "veth", "peer", "name", b],
-        ["ip", "link", "set", b, "netns", ns],
-        ["ip", "addr", "add", f"{host_ip}/30", "dev", a],
-        ["ip", "link", "set", a, "up"],
-        ["ip", "-n", ns, "addr", "add", f"{peer_ip}/30", "dev", b],
-        ["ip", "-n", ns, "link", "set", b, "up"],
-        ["ip", "-n", ns, "link", "set", "lo", "up"],
-    ]
-    listener: subprocess.Popen[str] | None = None
-    try:
-        for step in steps:
-            subprocess.run(step, check=True, capture_output=True, text=True)
-        listener = subprocess.Popen(
-            ["ip", "netns", "exec", ns, PY, "-c", LISTENER, str(MINER_PORT), str(OTHER_PORT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
-        yield NetNs(ns, a, host_ip, peer_ip, listener)
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait(10)
-            for stream in (listener.stdin, listener.stdout):
-                if stream is not None:
-                    stream.close()
-        subprocess.run(["ip", "link", "del", a], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    with net_host("fnet", PY) as host:
+        yield host
 
 
-CONNECT_CODE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()"
-
-
-def test_a_connection_to_a_miner_pool_port(live: Live, testnet: NetNs) -> None:
+def test_a_connection_to_a_miner_pool_port(live: Live, testnet: NetHost) -> None:
     tok = live.token()
     done = run(PY, "-c", CONNECT_CODE, testnet.peer_ip, str(MINER_PORT), tok)
     assert done.returncode == 0, done.stderr
@@ -437,7 +375,7 @@ def test_a_connection_to_a_miner_pool_port(live: Live, testnet: NetNs) -> None:
 # -- negative controls ---------------------------------------------------------------------------------------------
 
 
-def test_harmless_twins_raise_nothing(live: Live, testnet: NetNs) -> None:
+def test_harmless_twins_raise_nothing(live: Live, testnet: NetHost) -> None:
     tokens = {}
     tokens["hostname"] = tok = live.token()
     run("cat", "/etc/hostname", f"/nonexistent-{tok}")

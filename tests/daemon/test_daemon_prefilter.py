@@ -14,20 +14,14 @@ both daemons proves everything before it was written out, so the alert sets are 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from daemon_harness import DaemonProcess, read_json_lines, wait_until
 from resources import require_root, shared_path
-from test_daemon_open_filter import FD_CODE, PTRACE_CODE, PY, WRITE_CODE, run
+from test_daemon_open_filter import FD_CODE, PTRACE_CODE, PY, WRITE_CODE, compare, daemon_pair, run
 
 pytestmark = pytest.mark.bpf
 
@@ -112,65 +106,6 @@ KINDS_RULES = """
   output: barrier %fd.name %proc.cmdline
   priority: WARNING
 """
-
-
-def config(work: Path, rules: Path, open_filter: bool) -> str:
-    return f"""
-rules_files: [{rules}]
-json_output: true
-stdout_output: {{enabled: false}}
-file_output: {{enabled: true, keep_alive: true, filename: {work / "alerts.json"}}}
-grpc:
-  enabled: true
-  bind_address: ["unix://{work / "falconet.sock"}"]
-webserver: {{enabled: false}}
-sensor: {{ring_buffer_bytes: {8 << 20}, open_path_filter: {str(open_filter).lower()}}}
-"""
-
-
-@contextmanager
-def daemon_pair(base: Path, rules: Path) -> Iterator[tuple[Path, Path]]:
-    """Two daemons on `rules`, filter off and on; yields their work folders once both are ready."""
-    started: list[DaemonProcess] = []
-    try:
-        for name, on in (("off", False), ("on", True)):
-            work = base / name
-            work.mkdir(parents=True)
-            daemon = DaemonProcess(work, config(work, rules, on), "ebpf", [])
-            started.append(daemon)
-            try:
-                daemon.wait_for_line(r"falconet: ready", timeout=180)
-            except AssertionError as exc:
-                pytest.fail(f"falconet run with the eBPF sensor did not start:\n{exc}")
-        started[1].wait_for_line(r"open path filter on: \d+ path prefixes", timeout=5)
-        started[1].wait_for_line(r"event gates on: \d+ event types", timeout=5)
-        yield base / "off", base / "on"
-    finally:
-        for d in started:
-            d.signal(signal.SIGTERM)
-        for d in started:
-            try:
-                d.wait(30)
-            finally:
-                d.kill()
-
-
-def comparable(alerts: list[dict[str, Any]], tok: str) -> list[tuple[str, str, Any]]:
-    return [(a["rule"], a["priority"], a["output_fields"]) for a in alerts if tok in json.dumps(a)]
-
-
-def compare(off_dir: Path, on_dir: Path, tok: str) -> list[tuple[str, str, Any]]:
-    barrier = "fnx" + uuid.uuid4().hex[:10]
-    run("cat", "/etc/shadow", f"/nonexistent-{barrier}")
-    for work in (off_dir, on_dir):
-        wait_until(
-            lambda w=work: comparable(read_json_lines(w / "alerts.json"), barrier),  # type: ignore[misc]
-            timeout=60,
-            what=f"the barrier alert in {work.name}",
-        )
-    off = comparable(read_json_lines(off_dir / "alerts.json"), tok)
-    assert comparable(read_json_lines(on_dir / "alerts.json"), tok) == off
-    return off
 
 
 OPEN_CODE = "import os, sys; os.close(os.open(sys.argv[1], int(sys.argv[2]), 0o600))"

@@ -146,6 +146,39 @@ def test_the_nodes_o_overrides_are_read_by_the_daemons_own_config_reader(tmp_pat
     assert (out.stream, out.subject_prefix, out.shape.replicas) == ("FALCONET_ALERTS", "falconet.alerts", 3)
 
 
+def test_the_node_console_is_off_by_default_and_exposed_with_mtls_when_asked(tmp_path: Path) -> None:
+    off = render(tmp_path, values())
+    assert not [o for o in node_overrides(off) if o.startswith("web_console=")]
+    (c,) = pod_spec(off, "DaemonSet", f"{FULL}-node")["containers"]
+    assert "console" not in {p["name"] for p in c["ports"]}
+
+    asked = {"node": {"console": {"enabled": True, "allowedCommonNames": ["ops-alice"]}}}
+    linted = lint(tmp_path, asked)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+    on = render(tmp_path, asked)
+    decoded = decode(on.text)
+    assert decoded.returncode == 0, decoded.stderr
+    (c,) = pod_spec(on, "DaemonSet", f"{FULL}-node")["containers"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"grpc": 5060, "metrics": 9376, "console": 9380}
+    # Through the daemon's own reader: HTTPS with the node's server certificate, mutual TLS with the chart's CA.
+    pod_root = tmp_path / "pod"  # the files the pod mounts, made here (the reader checks that they exist)
+    (pod_root / "server-tls").mkdir(parents=True)
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (pod_root / "server-tls" / name).write_text("made by the test\n")
+    (opt,) = [parse_override(o.replace("/etc/falconet/", f"{pod_root}/")) for o in node_overrides(on)
+              if o.startswith("web_console=")]
+    config = parse_config(PACKAGED_CONFIG.read_text(), overrides=[opt]).web_console
+    assert (config.enabled, config.listen_address, config.listen_port) == (True, "0.0.0.0", 9380)
+    assert config.cert_chain == pod_root / "server-tls/tls.crt"
+    assert config.client_ca == pod_root / "server-tls/ca.crt"
+    assert config.allowed_common_names == frozenset({"ops-alice"})
+    mounted = mounts(c)["/etc/falconet/server-tls"]
+    assert mounted["readOnly"] is True
+
+    with pytest.raises(AssertionError, match="node.console.allowedCommonNames must list"):
+        template_text(tmp_path, {"node": {"console": {"enabled": True}}})
+
+
 def test_user_config_keys_become_overrides_after_the_charts(tmp_path: Path) -> None:
     r = render(tmp_path, {"node": {"config": {"priority": "warning", "syscall_event_drops": {"actions": ["log"]}}}})
     opts = node_overrides(r)

@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nats
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
@@ -82,6 +85,39 @@ async def publish_node(nc: NatsClient, host: str, first: int, count: int, *, epo
     for k in range(first, first + count):
         subject, payload, headers = node_message(node_alert(host, k), epoch, k)
         await js.publish(subject, payload, headers=headers)
+
+
+async def make_replicated_stream(url: str, *, replicas: int = 3) -> api.StreamInfo:
+    """The fleet stream with `replicas` on a cluster, asked again until the cluster has elected its meta leader
+    and placed the stream (within a deadline)."""
+    nc = await nats.connect(url)
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                return await nc.jetstream().add_stream(api.StreamConfig(
+                    name=DEFAULT_STREAM, subjects=[all_alerts(DEFAULT_SUBJECT_PREFIX)], num_replicas=replicas,
+                    duplicate_window=120.0))
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                if time.monotonic() > deadline:
+                    raise
+    finally:
+        await nc.close()
+
+
+async def publish_retrying(nc: NatsClient, host: str, first: int, count: int) -> None:
+    """As a forwarder does: an unacknowledged publish is sent again with its message id (kept once)."""
+    js = nc.jetstream()
+    for k in range(first, first + count):
+        subject, payload, headers = node_message(node_alert(host, k), f"ep-{host}", k)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await js.publish(subject, payload, headers=headers, timeout=2)
+                break
+            except nats.errors.Error:  # no answer, no responders, no response from the stream: a leader lost
+                if time.monotonic() > deadline:
+                    raise
 
 
 @dataclass

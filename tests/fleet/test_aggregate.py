@@ -25,13 +25,11 @@ from aggregate_support import (
     AggregatorProcess,
     ensure_stream,
     falco_client,
-    node_alert,
-    node_message,
+    make_replicated_stream,
     numbers,
     publish_node,
+    publish_retrying,
 )
-from nats.aio.client import Client as NatsClient
-from nats.js import api
 from nats_servers import NatsCluster, NatsServer
 from resources import missing
 
@@ -206,7 +204,6 @@ def test_falco_cursor_follows_identity_across_aggregators(
 def _wait_empty_get(binary: Path, agg: AggregatorProcess) -> bool:
     """After a `sub` ends, its cursor is written when the aggregator sees the call end: a `get` right after may
     race it, so the check is that the queue is empty once that write has happened, within a deadline."""
-    import time
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -274,37 +271,7 @@ def test_cluster_server_killed_while_publishing(nats_cluster: NatsCluster, tmp_p
     nodes publish; a subscriber of the aggregator still gets every alert once, in each host's order."""
     urls = nats_cluster.urls
 
-    async def make_stream() -> None:
-        nc = await nats.connect(urls[1])
-        deadline = time.monotonic() + 60
-        try:
-            while True:  # until the cluster has elected its meta leader and placed the stream
-                try:
-                    await nc.jetstream().add_stream(api.StreamConfig(
-                        name="FALCONET_ALERTS", subjects=["falconet.alerts.*"], num_replicas=3,
-                        duplicate_window=120.0))
-                    return
-                except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
-                    if time.monotonic() > deadline:
-                        raise
-        finally:
-            await nc.close()
-
-    async def publish_retrying(nc: NatsClient, host: str, first: int, count: int) -> None:
-        """As a forwarder does: an unacknowledged publish is sent again with its message id (kept once)."""
-        js = nc.jetstream()
-        for k in range(first, first + count):
-            subject, payload, headers = node_message(node_alert(host, k), f"ep-{host}", k)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    await js.publish(subject, payload, headers=headers, timeout=2)
-                    break
-                except nats.errors.Error:  # no answer, no responders, no response from the stream: a leader lost
-                    if time.monotonic() > deadline:
-                        raise
-
-    asyncio.run(make_stream())
+    asyncio.run(make_replicated_stream(urls[1]))
     servers = [arg for url in urls for arg in ("--servers", url)]
     agg = AggregatorProcess(urls[0], tmp_path / "agg", certs_dir, name="agg-c", extra=servers[2:]).start()
     aggregators.append(agg)

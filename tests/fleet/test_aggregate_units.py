@@ -87,6 +87,31 @@ def _drain(hub: FleetHub, start: int, max_n: int = 100) -> list[int]:
     return [e.seq for e in entries]
 
 
+def test_new_epoch_starts_the_hub_over_and_moves_readers_and_waits() -> None:
+    """A stream deleted and created again: the hub empties, its readers (one waiting for the old stream's next
+    alert) move to the new stream's oldest, Falco cursors of the old epoch are forgotten, and an old cursor is
+    another run's."""
+
+    async def main() -> None:
+        hub = FleetHub(8, "old", "agg", start_seq=1)
+        hub.publish_at([(s, _entry(s)) for s in range(1, 6)])
+        hub.advance_falco_cursor("id", 5)
+        reader = hub.reader(6)
+        waiting = asyncio.ensure_future(reader.wait())
+        await asyncio.sleep(0)  # lets the waiter register: an ordering step, not a timed wait
+        assert not waiting.done()
+        hub.new_epoch("new", 1)
+        await asyncio.wait_for(waiting, 10)
+        assert (hub.epoch, hub.newest, reader.next_seq, hub.falco_cursor("id")) == ("new", 0, 1, 0)
+        assert hub.snapshot() == [] and reader.take(10) == ([], 0)
+        hub.publish_at([(1, _entry(1)), (2, _entry(2))])
+        assert [e.seq for e in reader.take(10)[0]] == [1, 2]
+        resumed = hub.start_after(Cursor("old", 5))
+        assert resumed.next_seq == 1 and resumed.gap_alert is not None
+
+    asyncio.run(main())
+
+
 def test_gaps_are_stepped_over_not_lost() -> None:
     hub = FleetHub(8, "ep", "agg", start_seq=1)
     items: list[StreamItem] = [(1, _entry(1)), (2, None), (3, _entry(3)), (5, _entry(5)), (6, None)]

@@ -13,8 +13,10 @@ Phases, each while both nodes publish:
 
 After each phase the nodes are paused (not the cluster or the aggregator) and checked from outside: every alert
 the node's store holds (its GetAll: what it produced durably, internal alerts included) is in the stream exactly
-once, per host in the node's order (Falconet-Seq up by one within the epoch), and nothing else of the node is
-there; every subscriber got every replayed alert of each host exactly once, in the node's order. Every wait is
+once, per host in the node's order (Falconet-Seq up by one within the epoch) except for alerts the node
+reported forwarding out of order (docs/fleet.md, "Order": a leader change can store later alerts in flight but
+not earlier ones, which the node then publishes again), and nothing else of the node is there; every subscriber
+got every replayed alert of each host exactly once, in the stream's order. Every wait is
 on a condition with a deadline; the outage's length is the one measured time, and it is a duration the test
 imposes, not a synchronisation.
 """
@@ -45,6 +47,7 @@ from test_aggregate import clientgo_probe  # noqa: F401 - the fixture, shared
 
 from falconet.sdk.api.falco import outputs_pb2
 from falconet.sdk.api.falconet.v1 import alerts_pb2, alerts_pb2_grpc
+from falconet.server.fleet.output import REORDERED_RULE
 from falconet.server.fleet.names import (
     DEFAULT_STREAM,
     FLEET_TOKEN,
@@ -324,6 +327,23 @@ def _leader(urls: list[str]) -> str:
     return asyncio.run(go())
 
 
+def _replicas_current(urls: list[str]) -> bool:
+    """The stream has a leader and every other replica is current (False while the cluster does not answer)."""
+    async def go() -> bool:
+        nc = await nats.connect(servers=urls, connect_timeout=5)
+        try:
+            cluster = (await nc.jetstream(timeout=5).stream_info(DEFAULT_STREAM)).cluster
+            replicas = cluster.replicas or [] if cluster is not None else []
+            return bool(cluster is not None and cluster.leader and len(replicas) == len(urls) - 1
+                        and all(r.current and not r.offline for r in replicas))
+        finally:
+            await nc.close()
+    try:
+        return asyncio.run(go())
+    except (nats.errors.Error, asyncio.TimeoutError):
+        return False
+
+
 def _grows(urls: list[str], by: int, what: str) -> None:
     """Until the stream holds `by` more messages than when first asked (0 means it did not answer: ask again)."""
     before = int(wait_until(lambda: stream_count(urls), f"the stream to answer ({what})"))
@@ -339,7 +359,40 @@ def _wait_more(node: ScenarioNode, pattern: str, before: int) -> None:
     wait_until(lambda: _lines(node, pattern) > before, f"{node.host}: a new line matching {pattern!r}")
 
 
-def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: list[Subscriber]) -> None:
+def out_of_order(seqs: list[int]) -> list[int]:
+    """The numbers stored after a greater one (the stream's order is otherwise the node's)."""
+    late: list[int] = []
+    top = 0
+    for seq in seqs:
+        if seq < top:
+            late.append(seq)
+        top = max(top, seq)
+    return late
+
+
+def reordered_reported(produced: list[outputs_pb2.response]) -> int:
+    """How many alerts the node reported forwarding out of order (its internal alerts, kept in its store across
+    restarts): the one case docs/fleet.md allows, when a leader change stored later alerts but not earlier ones
+    in flight and the node published those again."""
+    return sum(int(r.output_fields.get("reordered", "0")) for r in produced if r.rule == REORDERED_RULE)
+
+
+def diagnosis(sub: Subscriber, subscribers: list[Subscriber], want: dict[str, list[int]],
+              agg: AggregatorProcess) -> str:
+    """What a subscriber that did not get everything got, what the others got, and the aggregator's view."""
+    lines = [f"{s.name}: {s.counts()} of {({h: len(ns) for h, ns in want.items()})}" for s in subscribers]
+    try:
+        m = agg.metrics()
+        lines.append("aggregator: " + ", ".join(f"{k}={m[k]:g}" for k in sorted(m) if k.startswith(
+            ("falconet_aggregate_", "falconet_subscribers_"))))
+    except Exception as exc:  # noqa: BLE001 - a diagnosis never hides the failure it explains
+        lines.append(f"aggregator metrics unavailable: {exc}")
+    lines.append("aggregator log:\n" + agg.log_tail(15))
+    return "\n".join(lines)
+
+
+def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: list[Subscriber],
+          agg: AggregatorProcess) -> None:
     """The phase's promise (module docstring), with the nodes paused; they run again afterwards."""
     for node in nodes:
         node.quiesce()
@@ -351,8 +404,10 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
         keys = [(m.epoch, m.seq) for m in mine]
         assert len(set(keys)) == len(keys), f"{phase}: an alert of {node.host} is in the stream twice"
         assert len({m.epoch for m in mine}) == 1, f"{phase}: {node.host}'s store epoch changed"
-        for prev, cur in zip(mine, mine[1:], strict=False):
-            assert cur.seq == prev.seq + 1, f"{phase}: {node.host}: {cur.seq} after {prev.seq} in the stream"
+        reported = reordered_reported(produced[node.host])
+        late = out_of_order([m.seq for m in mine])
+        assert len(late) <= reported, (f"{phase}: {node.host}: {len(late)} alerts stored after later ones "
+                                       f"({late[:10]}), {reported} reported by the node")
         missing = sorted(set(held) - set(keys))
         assert not missing, f"{phase}: {len(missing)} of {node.host}'s alerts are not in the stream: {missing[:10]}"
         extra = sorted(set(keys) - set(held))
@@ -364,10 +419,15 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
         if resp.rule == RULE and hit:
             want.setdefault(m.host, []).append(int(hit.group(1)))
     for host, ns in want.items():
-        assert ns == sorted(set(ns)), f"{phase}: {host}'s alerts are not in the node's order in the stream"
+        assert len(ns) == len(set(ns)), f"{phase}: an alert of {host} is in the stream twice"
+        assert len(out_of_order(ns)) <= reordered_reported(produced[host]), \
+            f"{phase}: {host}'s alerts are out of the node's order in the stream, more than it reported"
     for sub in subscribers:
-        wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
-                   f"{phase}: {sub.name} to receive every alert")
+        try:
+            wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
+                       f"{phase}: {sub.name} to receive every alert")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnosis(sub, subscribers, want, agg)}") from None
         got = sub.snapshot()
         for host, ns in want.items():
             assert got.get(host) == ns, (f"{phase}: {sub.name} got {host}'s alerts otherwise than once each in "
@@ -387,11 +447,14 @@ def scenario_nodes(tmp_path: Path, nats_cluster: NatsCluster) -> Iterator[list[S
             node.stop()
 
 
-# A known defect, found by this test in CI (issue 13 stays open on it): after the stream's leader is killed the
-# aggregator's live feed (an ordered consumer) did not recover within the deadline ("cannot read stream
-# FALCONET_ALERTS's state: nats: timeout", then nothing more), so its subscribers stopped receiving. It passed in
-# two earlier runs. Not strict: the test keeps running, so the fix shows as XPASS.
-@pytest.mark.xfail(reason="aggregator live feed may not recover after the stream leader is killed (issue 13)",
+# A known failure, not the one this mark first named (the aggregator's live feed not recovering after the stream
+# leader was killed: fixed by the feed's watchdog, StreamSource.watch_feed; tests/fleet/test_aggregate_feed.py).
+# Under load, about 1 run in 4 fails in phase 2 (all of NATS stopped and started): a subscriber's alerts differ
+# from what the stream holds afterwards (one alert twice and some missing, or 17471 served right after 17461
+# where the stream holds 17462..17470 between them), as if the aggregator had been served messages at
+# sequences that JetStream 2.9.10 later held otherwise. Not strict: the test keeps running, and passes show as
+# XPASS. Issue 13 stays open on it.
+@pytest.mark.xfail(reason="phase 2: subscribers' alerts can differ from the stream's after NATS restarts (issue 13)",
                    strict=False)
 def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_nodes: list[ScenarioNode],
                                             tmp_path: Path, certs_dir: Path,
@@ -419,8 +482,12 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         victim.kill()
         rest = [s.url for s in nats_cluster.servers if s is not victim]
         _grows(rest, 2000, "forwarding to go on after the leader was killed")
-        check("server killed", rest, scenario_nodes, subscribers)
+        check("server killed", rest, scenario_nodes, subscribers, agg)
         victim.start()
+        # Phase 2 starts from a whole cluster: the restarted server has caught up with the stream. Stopping NATS
+        # while it still restores is another scenario (JetStream 2.9.10 then once let the stale server lead the
+        # stream for a moment, and subscribers' alerts at some sequences differed from what the stream held).
+        wait_until(lambda: _replicas_current(urls), "the restarted server to catch up with the stream")
 
         # 2. NATS stopped entirely for longer than the duplicate window, then started again.
         _grows(urls, 2000, "forwarding with the cluster whole again")
@@ -437,7 +504,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         nats_cluster.start()
         for node in scenario_nodes:
             _wait_more(node, back, seen[node.host][1])
-        check("NATS outage", urls, scenario_nodes, subscribers)
+        check("NATS outage", urls, scenario_nodes, subscribers, agg)
 
         # 3. A node killed with SIGKILL while publishing, and started again on its store.
         _grows(urls, 2000, "forwarding after the outage")
@@ -448,7 +515,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         assert crashed.proc is not None
         crashed.proc.wait_for_line(r"forwarding to .* after the stream's last message")
         _grows(urls, 2000, "both nodes forwarding after the restart")
-        check("node killed", urls, scenario_nodes, subscribers)
+        check("node killed", urls, scenario_nodes, subscribers, agg)
         assert all(s.proc.poll() is None for s in subscribers), "a subscriber ended"
     finally:
         for sub in subscribers:

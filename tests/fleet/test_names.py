@@ -7,11 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from falconet.server.fleet.names import (
+    NODES_BUCKET,
     alert_subject,
     all_alerts,
     escape_host,
     host_of_subject,
     msg_id,
+    node_permissions,
     unescape_host,
 )
 
@@ -62,3 +64,13 @@ def test_heartbeat_round_trip_and_hostile_values() -> None:
                 b'{"host":"h","epoch":"e","seq":1}', b"\xff"):
         with pytest.raises(ValueError):
             Heartbeat.from_json(bad)
+
+
+def test_node_permissions_write_only_the_nodes_own_subject_and_key() -> None:
+    perms = node_permissions("web-1.eu.example")
+    token = escape_host("web-1.eu.example")
+    writes = [p for p in perms["publish"] if not p.startswith("$JS.API.")]
+    assert writes == [alert_subject("web-1.eu.example"), f"$KV.{NODES_BUCKET}.{token}"]
+    assert not any("*" in p or ">" in p for p in writes) and "." not in token
+    assert not any(".CREATE." in p for p in perms["publish"])
+    assert sum(".CREATE." in p for p in node_permissions("x", create=True)["publish"]) == 2

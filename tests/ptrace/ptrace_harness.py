@@ -5,7 +5,6 @@ run` started the way users start it (a subprocess; alerts as JSON lines in a fil
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 import subprocess
@@ -13,18 +12,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+from nethost import CONNECT_CODE, MINER_PORT, OTHER_PORT, NetHost, net_host
 
 from falconet.rules import DEFAULT_RULES
 
 FALCONET = str(Path(sys.executable).with_name("falconet"))
 PY = "/usr/bin/python3"
-MINER_PORT, OTHER_PORT = 3333, 8080
-CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10).close()"
 
 # The actions of tests/daemon/test_daemon_live.py, in one shell script (one process tree), each carrying the
 # token; the negative controls carry NEG-tokens. $1 token, $2 work directory, $3 the test host's address.
@@ -60,7 +58,7 @@ def token() -> str:
 def write_workload(work: Path) -> Path:
     shutil.copy("/bin/dash", work / "nginx")  # a process really named nginx
     script = work / "workload.sh"
-    script.write_text(f"CONNECT='{CONNECT}'; MINER={MINER_PORT}; OTHER={OTHER_PORT}\n" + WORKLOAD)
+    script.write_text(f"CONNECT='{CONNECT_CODE}'; MINER={MINER_PORT}; OTHER={OTHER_PORT}\n" + WORKLOAD)
     return script
 
 
@@ -135,55 +133,6 @@ class Falconet:
         self.wait()
 
 
-@dataclass
-class MinerHost:
-    ns: str
-    host_ip: str
-    peer_ip: str
-
-
-LISTENER = """
-import socket, sys, threading
-socks = []
-for port in map(int, sys.argv[1:]):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', port))
-    s.listen(16); socks.append(s)
-def serve(s):
-    while True:
-        c, _ = s.accept(); c.close()
-for s in socks:
-    threading.Thread(target=serve, args=(s,), daemon=True).start()
-print('listening', flush=True)
-sys.stdin.read()
-"""
-
-
-@contextmanager
-def miner_host() -> Iterator[MinerHost]:
-    """A network namespace joined to this one by a veth pair (203.0.113.0/24), listening on the miner port
-    and on an ordinary one (as tests/daemon's testnet fixture)."""
-    suffix = uuid.uuid4().hex[:6]
-    ns, a, b = f"fpt-{suffix}", f"fpa{suffix}", f"fpb{suffix}"
-    block = random.randrange(1, 63) * 4
-    host_ip, peer_ip = f"203.0.113.{block + 1}", f"203.0.113.{block + 2}"
-    steps = [["ip", "netns", "add", ns], ["ip", "link", "add", a, "type", "veth", "peer", "name", b],
-             ["ip", "link", "set", b, "netns", ns], ["ip", "addr", "add", f"{host_ip}/30", "dev", a],
-             ["ip", "link", "set", a, "up"], ["ip", "-n", ns, "addr", "add", f"{peer_ip}/30", "dev", b],
-             ["ip", "-n", ns, "link", "set", b, "up"], ["ip", "-n", ns, "link", "set", "lo", "up"]]
-    listener: subprocess.Popen[str] | None = None
-    try:
-        for step in steps:
-            subprocess.run(step, check=True, capture_output=True, text=True)
-        listener = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-c", LISTENER, str(MINER_PORT),
-                                     str(OTHER_PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
-        yield MinerHost(ns, host_ip, peer_ip)
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait(10)
-            for stream in (listener.stdin, listener.stdout):
-                if stream is not None:
-                    stream.close()
-        subprocess.run(["ip", "link", "del", a], capture_output=True, check=False)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+def miner_host() -> AbstractContextManager[NetHost]:
+    """The test host of tests/nethost.py (as tests/daemon's testnet fixture), named for these tests."""
+    return net_host("fpt", PY)

@@ -3,10 +3,13 @@ made of the same recorded records (replay_records.py): every field of every even
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
+from falconet.model.event import Event
 from falconet.sensor import record as r
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
@@ -107,3 +110,33 @@ def test_an_event_keeps_its_fd_flags_when_a_later_record_of_the_batch_changes_th
     ]))
     assert [(e.type, e.fd.flags if e.fd else None) for e in events] == [
         ("openat", 0), ("fcntl", 0o2000000), ("fcntl", 0), ("close", 0)]
+
+
+@pytest.mark.parametrize("wanted", [None, {"openat"}, {"close"}, {"execve", "connect"}])
+def test_the_header_fast_paths_keep_events_and_tables_as_the_record_path(
+        tmp_path: Path, wanted: set[str] | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """feed_batch handles an undelivered close and an open of a path seen before straight from the header (no
+    Record) when the task's identity is unchanged; `feed` (one Record per record, through handle) never does.
+    Over the whole recorded workload both must give the same events and leave the same process and fd tables."""
+    records = rr.load_records()
+    (tmp_path / "a").mkdir()
+    single = _enricher(tmp_path / "a", wanted)
+    one = [ev for data in records if (ev := single.feed(data)) is not None]
+    taken = [0]
+    real = Enricher._open_record
+
+    def counted(self: Enricher, *args: Any) -> Event | None:
+        taken[0] += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(Enricher, "_open_record", counted)
+    (tmp_path / "b").mkdir()
+    batch = _enricher(tmp_path / "b", wanted)
+    events, errors = batch.feed_batch(*_batch(records))
+    assert errors == 0
+    assert taken[0] >= 250, "the recorded open loop went through the header fast path"
+    assert [e.to_dict() for e in events] == [e.to_dict() for e in one]
+    assert batch.table.procs.keys() == single.table.procs.keys()
+    for pid, p in single.table.procs.items():
+        q = batch.table.procs[pid]
+        assert dataclasses.asdict(q) == dataclasses.asdict(p), pid

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -130,11 +131,17 @@ def test_a_flood_of_tcp_calls_leaves_the_unix_socket_its_own_calls(
     creds = mtls_credentials(server.certs)
     with ExitStack() as stack:
         tls = stack.enter_context(grpc.secure_channel(server.tcp_target, creds))
-        stack.enter_context(_subscriptions(tls, 6))
-        wait_until(lambda: _readers(server) >= 3, what="the TCP server's calls")
+        flood = stack.enter_context(_subscriptions(tls, 30))
+        # Every call of the flood settled (running, or refused) before the UNIX calls start, so the count
+        # below cannot take in a TCP call still on its way. grpcio's own limiter let 13-16 of these 30 run.
+        wait_until(lambda: sum(call.done() for call in flood) + _readers(server) >= 30, timeout=60,
+                   what="the flood's calls to run or be refused")  # fmt: skip
+        assert _readers(server) == 3
+        refused = {cast(grpc.Call, call).code() for call in flood if call.done()}  # streaming calls are Calls too
+        assert refused == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         local = stack.enter_context(grpc.insecure_channel(server.unix_target))
         stack.enter_context(_subscriptions(local, 2))
-        wait_until(lambda: _readers(server) >= 5, what="the UNIX socket's calls while TCP is full")
+        wait_until(lambda: _readers(server) >= 5, timeout=60, what="the UNIX socket's calls while TCP is full")
         assert _readers(server) == 5
 
 
