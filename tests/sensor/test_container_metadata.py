@@ -164,6 +164,47 @@ def test_the_wait_is_bounded_and_counted(stub: tuple[StubRuntime, MetadataServic
     runtime.gate.set()
 
 
+def test_after_an_expiry_the_containers_later_events_carry_the_metadata_once_it_arrives(
+    stub: tuple[StubRuntime, MetadataService],
+) -> None:
+    runtime, svc = stub
+    runtime.gate.clear()  # the runtime answers after the wait
+    hold = MetadataHold(svc, max_wait=0.0)
+    (first,) = hold.feed([ev(1, A)])  # held and released by the zero deadline in the same call
+    assert first.num == 1 and first.container.name is None and hold.expired == 1
+    svc.arrived.clear()
+    runtime.gate.set()
+    assert svc.arrived.wait(5)  # the lookup the expired hold asked for is answered, and cached
+    assert [(e.num, e.container.name) for e in hold.feed([ev(2, A)])] == [(2, "web")]
+    assert hold.waited == 1  # the later event did not wait again
+
+
+def test_a_container_unknown_at_first_is_asked_about_again_and_named_later(
+    stub: tuple[StubRuntime, MetadataService], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runtime that had not written the container yet says it does not know it: the hold expires, and a
+    later event asks again (after UNKNOWN_RETRY) and the one after it carries the name."""
+    from falconet.sensor.containers import service
+
+    monkeypatch.setattr(service, "UNKNOWN_RETRY", 0.05)
+    runtime, svc = stub
+    hold = MetadataHold(svc, max_wait=0.0)
+    svc.arrived.clear()
+    out = hold.feed([ev(1, B)])
+    assert svc.arrived.wait(5)  # "not known"
+    out += drain(hold, 1 - len(out))
+    assert [(e.num, e.container.name) for e in out] == [(1, None)]
+    runtime.known[B] = Container(id=B, full_id=B * 5 + "bbbb", name="late", type="docker")
+    deadline = time.monotonic() + 5
+    while (got := svc.get(B)) is None:
+        assert time.monotonic() < deadline
+        for e in hold.feed([ev(2, B)]) + hold.feed([]):
+            assert e.container.name in (None, "late")
+        time.sleep(0.01)
+    assert got.name == "late"
+    assert [(e.num, e.container.name) for e in hold.feed([ev(3, B)])] == [(3, "late")]
+
+
 def test_flush_releases_everything_held(stub: tuple[StubRuntime, MetadataService]) -> None:
     runtime, svc = stub
     runtime.gate.clear()
