@@ -55,6 +55,23 @@ class Daemon:
             time.sleep(0.2)
         raise RuntimeError("falconet run did not become ready")
 
+    def settled_counters(self) -> tuple[float, float]:
+        """(events evaluated, kernel drops) once the daemon has drained what the ring buffer held and its engine
+        thread has reported the sensor's counters again (it does so once a second, so a reading taken right after
+        a workload could miss its last second's drops)."""
+        deadline = time.monotonic() + 120
+        last = scrape(self.metrics_url).get("falconet_events_total", 0.0)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = scrape(self.metrics_url).get("falconet_events_total", 0.0)
+            if now - last < 500:
+                break
+            last = now
+        time.sleep(1.2)  # one more engine report (once a second) after the drain
+        m = scrape(self.metrics_url)
+        drops = max(m.get("falconet_kernel_drops_total", 0.0), m.get("falcosecurity_scap_n_drops_total", 0.0))
+        return m.get("falconet_events_total", 0.0), drops
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

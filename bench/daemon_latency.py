@@ -14,13 +14,22 @@ opens of /etc/hostname, which the open filter drops in the probe, made as fast a
 the daemon attached (the ratio is what the daemon costs each of them), and the drops. Baseline printed beside it: the generator's
 core with nothing attached. bench.pipeline_stages breaks the candidate path down per stage.
 
-Run: python -m bench.daemon_latency [--seconds S] [--only latency|throughput]   (as root)
+The latency target (issue 12): p99 at most 10 ms at 10,000 alerts/s with the persistent alert store on
+(`alert_store.path`: each published alert becomes visible only once committed, so the store's group commit is
+in the path). `--store both` measures memory-only and store-on daemons alternately in one run.
+
+Run (as root):
+  python -m bench.daemon_latency                                      latency (store off) and throughput: ~2 min
+  python -m bench.daemon_latency --only latency --store both --rates 10000 --repeat 3
+                                                                      the latency target's row, both ways: ~2 min
+  [--seconds S] [--only latency|throughput] [--store off|on|both] [--store-sync normal|full] [--rates R,R]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +41,8 @@ from bench._daemon_common import machine_state, Daemon, build_loops, scrape
 from falconet.rules import DEFAULT_RULES
 
 RULE = "Read sensitive authentication file"
+TARGET_RATE = 10_000
+TARGET_P99_MS = 10.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,11 +50,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def latency(loops: Path, rates: list[int], seconds: float) -> list[str]:
+def store_config(store: str, sync: str, directory: Path) -> str:
+    """The daemon's config lines for the alert store: none (memory only) or a fresh SQLite file."""
+    if store == "off":
+        return ""
+    return f"alert_store: {{path: {directory / 'alerts.db'}, synchronous: {sync}}}\n"
+
+
+def latency(loops: Path, rates: list[int], seconds: float, extra: str = "") -> list[tuple[int, str, float | None]]:
+    """Per offered rate: (rate, the report line, p99 in ms or None if nothing arrived)."""
     from falconet.sdk import Client
 
-    lines = []
-    with Daemon([DEFAULT_RULES]) as daemon:
+    lines: list[tuple[int, str, float | None]] = []
+    with Daemon([DEFAULT_RULES], extra=extra) as daemon:
         client = Client(unix_socket=daemon.socket)
         arrivals: list[tuple[int, int]] = []  # (arrival ns, syscall ns)
         stream = client.subscribe(start="now", rules=[RULE], batched=True)
@@ -66,14 +85,46 @@ def latency(loops: Path, rates: list[int], seconds: float) -> list[str]:
             got = arrivals[before:]
             lat = [(a - s) / 1e6 for a, s in got]
             drops = scrape(daemon.metrics_url).get("falconet_kernel_drops_total", 0.0)
-            lines.append(
+            p99 = percentile(lat, 0.99) if lat else None
+            line = (
                 f"{rate:>7} alerts/s offered: {len(got)}/{done} received; latency p50 {percentile(lat, 0.5):7.2f} ms,"
                 f" p99 {percentile(lat, 0.99):7.2f} ms, max {max(lat):7.2f} ms; kernel drops so far {drops:.0f}"
                 if lat else f"{rate:>7} alerts/s offered: nothing received"
             )
-            print("  " + lines[-1], file=sys.stderr, flush=True)
+            lines.append((rate, line, p99))
+            print("  " + line, file=sys.stderr, flush=True)
         client.close()
     return lines
+
+
+def latency_section(loops: Path, args: argparse.Namespace) -> None:
+    """The latency rows with the store off, on, or both (alternating, `--repeat` rounds), and the target line:
+    p99 at most 10 ms at 10,000 alerts/s, with the persistent store on."""
+    modes = ["off", "on"] if args.store == "both" else [args.store]
+    p99s: dict[str, list[float]] = {m: [] for m in modes}
+    for rnd in range(args.repeat):
+        for mode in modes if rnd % 2 == 0 else modes[::-1]:
+            label = "off (memory only)" if mode == "off" else f"on (SQLite, synchronous {args.store_sync})"
+            print(f"latency, syscall to SDK subscriber (default rules, batched stream), alert store {label}"
+                  f"{f', round {rnd + 1}/{args.repeat}' if args.repeat > 1 else ''}:", flush=True)
+            with tempfile.TemporaryDirectory(prefix="falconet-bench-store-") as store_dir:
+                for rate, line, p99 in latency(loops, args.rates, args.seconds,
+                                               store_config(mode, args.store_sync, Path(store_dir))):
+                    print("  " + line, flush=True)
+                    if rate == TARGET_RATE and p99 is not None:
+                        p99s[mode].append(p99)
+                db = Path(store_dir) / "alerts.db"
+                if mode == "on":
+                    if not db.is_file():
+                        raise RuntimeError("the daemon did not open its alert store (no alerts.db)")
+                    print(f"  (alert store: {db.stat().st_size:,} bytes after the run)", flush=True)
+    for mode, values in p99s.items():
+        if values:
+            mid = statistics.median(values)
+            print(f"target: p99 at most {TARGET_P99_MS:g} ms at {TARGET_RATE:,} alerts/s, store {mode}: median "
+                  f"{mid:.2f} ms of rounds {', '.join(f'{v:.2f}' for v in values)} -> "
+                  f"{'met' if mid <= TARGET_P99_MS else 'MISSED'}"
+                  f"{'' if mode == 'on' else ' (the target is with the store on)'}")
 
 
 def candidate_file() -> Path:
@@ -176,7 +227,21 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.daemon_latency")
     p.add_argument("--seconds", type=float, default=3.0, help="length of each step")
     p.add_argument("--only", choices=("latency", "throughput"), default=None, help="run one section")
+    p.add_argument("--store", choices=("off", "on", "both"), default="off",
+                   help="latency with the persistent alert store off (memory only), on (a fresh SQLite file), or "
+                        "both, alternating")
+    p.add_argument("--store-sync", choices=("normal", "full"), default="normal",
+                   help="alert_store.synchronous when the store is on")
+    p.add_argument("--rates", default="1000,10000",
+                   help="alerts/s offered in the latency section, comma-separated")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of the latency section (alternating with both)")
     args = p.parse_args(argv)
+    try:
+        args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    except ValueError:
+        p.error(f"--rates takes whole numbers separated by commas, got {args.rates!r}")
+    if not args.rates or min(args.rates) < 1 or args.repeat < 1 or args.seconds <= 0:
+        p.error("--rates, --repeat and --seconds must be positive")
     if os.geteuid() != 0:
         print("bench.daemon_latency needs root (BPF)", file=sys.stderr)
         return 1
@@ -184,9 +249,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         loops = build_loops(Path(tmp))
         if args.only != "throughput":
-            print("latency, syscall to SDK subscriber (default rules, batched stream):")
-            for line in latency(loops, [1_000, 10_000], args.seconds):
-                print("  " + line)
+            latency_section(loops, args)
         if args.only == "latency":
             print(f"machine after: {machine_state()}")
             return 0

@@ -22,7 +22,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.sensor_overhead import STABLE, build_loops, rule_prefixes, rule_types, run_loop
+from bench._daemon_common import build_loops
+from bench.sensor_overhead import STABLE, rule_prefixes, rule_types, run_loop
 
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0

@@ -14,57 +14,40 @@ Rows, each the same C workloads (bench/daemon_loops.c) run in a child process:
   /etc/hostname are under none of them, so they and their closes stay in the kernel;
 - sensor, stable rules, open filter: the same with the atoms derived from falco_rules.yaml (prefixes, base
   names, suffixes; rules/open_prefixes.py).
-Each row is measured REPEAT times, interleaved, and the minimum kept (other tenants of the machine only ever
-add time). Ratios are against bare and against the floor, measured in the same run. The open loop is also
-given in CPU time of the loop's process (user + system: the probe runs in its syscalls), which a loaded
-machine moves much less than the wall clock.
+Every repeat runs every row once (interleaved, rotating order), and each figure is the median of the repeats;
+ratios against bare and against the floor are medians of per-repeat ratios (bench/_interleave.py), as issue 12's
+targets ask. Both loops are also given in CPU time of the loop's process and its children (user + system: the
+probe runs in their syscalls), which a loaded machine moves much less than the wall clock. The consumer
+thread's own time is not in either column (it is this process's, not the loop's).
 
-Run: python -m bench.sensor_overhead [--open N] [--exec N] [--repeat R]   (root)
+Run (root):
+  python -m bench.sensor_overhead --quick   bare, floor, attach points and the two filtered rows the daemon runs;
+                                            5 repeats of 100,000 opens and 2,000 execs: about 3 minutes
+  python -m bench.sensor_overhead           every row: about 5 minutes
+  [--open N] [--exec N] [--repeat R]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
+from bench._interleave import Figures, Row, interleaved, ratio_table, time_loop
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-STABLE = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
-
-
-def build_loops(out_dir: Path) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        sys.exit("a C compiler is needed (build-essential, installed by make setup)")
-    exe = out_dir / "daemon_loops"
-    subprocess.run([cc, "-O2", "-o", str(exe), str(HERE / "daemon_loops.c")], check=True)
-    return exe
+STABLE = UPSTREAM_STABLE
 
 
 def run_loop(exe: Path, kind: str, n: int) -> float:
-    return run_loop_cpu(exe, kind, n)[0]
-
-
-def run_loop_cpu(exe: Path, kind: str, n: int) -> tuple[float, float]:
-    """(wall ns per iteration as the loop timed itself, CPU ns per iteration the loop's process used).
-
-    The CPU time (user + system, from the kernel's rusage of the finished child: the probe's work on each of
-    its syscalls is system time of the child) moves far less than the wall clock when other tenants load the
-    machine, since time spent waiting for a core is not in it; for an exec loop it is the parent's share only."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([str(exe), kind, str(n)], check=True, capture_output=True, text=True).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return float(out), cpu * 1e9 / n
+    """Wall ns per iteration of one run of a daemon_loops.c loop (bench.sensor_kernel_time uses it)."""
+    return time_loop(exe, kind, n).wall_ns
 
 
 @contextmanager
@@ -127,12 +110,26 @@ def rule_prefixes(path: Path) -> dict[str, list[str]]:
     return found
 
 
-def main(argv: list[str]) -> int:
+SENSOR_TARGET_ROWS = ("bare", "floor: no-op raw_syscalls:sys_enter", "no-op on the sensor's attach points",
+                      "sensor, default rules, open filter from the rules",
+                      "sensor, stable rules, open filter from the rules")
+"""--quick: the floor, the design's price and the two configurations the daemon runs (its filter is on)."""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--open", type=int, default=200_000, help="open/read/close iterations per measurement")
-    ap.add_argument("--exec", type=int, default=400, help="fork+exec iterations per measurement")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--open", type=int, default=100_000, help="open/read/close iterations per repeat")
+    ap.add_argument("--exec", type=int, default=2_000, help="fork+exec iterations per repeat")
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved repeats (medians are reported)")
+    ap.add_argument("--quick", action="store_true", help=f"only the rows {', '.join(SENSOR_TARGET_ROWS)}")
     args = ap.parse_args(argv)
+    if args.open < 1 or args.exec < 1 or args.repeat < 1:
+        ap.error("--open, --exec and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     if os.geteuid() != 0:
         print("bench.sensor_overhead needs root (it loads BPF programs)", file=sys.stderr)
         return 1
@@ -142,7 +139,7 @@ def main(argv: list[str]) -> int:
     default_prefixes = rule_prefixes(DEFAULT_RULES)
     stable_types = rule_types(STABLE)
     stable_prefixes = rule_prefixes(STABLE)
-    rows: list[tuple[str, Callable[[], object]]] = [
+    rows: list[Row] = [
         ("bare", nothing),
         ("floor: no-op raw_syscalls:sys_enter", lambda: noop(False)),
         ("no-op on the sensor's attach points", lambda: noop(True)),
@@ -154,27 +151,27 @@ def main(argv: list[str]) -> int:
         ("sensor, stable rules, open filter from the rules", lambda: live_sensor(stable_types,
                                                                                  prefixes=stable_prefixes)),
     ]
-    best: dict[str, dict[str, float]] = {name: {} for name, _ in rows}
+    if args.quick:
+        rows = [row for row in rows if row[0] in SENSOR_TARGET_ROWS]
+    print(f"machine before: {machine_state()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_loops(Path(tmp))
-        for rep in range(args.repeat):
-            for name, ctx in rows:
-                print(f"  [{rep + 1}/{args.repeat}] {name}", flush=True)
-                with ctx():  # type: ignore[attr-defined]
-                    o, o_cpu = run_loop_cpu(exe, "open", args.open)
-                    e = run_loop(exe, "exec", args.exec)
-                for kind, v in (("open", o), ("exec", e), ("open_cpu", o_cpu)):
-                    best[name][kind] = min(best[name].get(kind, v), v)
-    bare, floor = best["bare"], best["floor: no-op raw_syscalls:sys_enter"]
-    print(f"\nsensor overhead (min of {args.repeat}; open loop {args.open}, exec loop {args.exec}; "
-          f"default rules {len(default_types)} event types, stable {len(stable_types)})")
-    print(f"{'row':44} {'open ns/it':>10} {'vs bare':>8} {'vs floor':>8} {'exec us/it':>10} {'vs bare':>8} "
-          f"{'vs floor':>8} {'open cpu ns/it':>14} {'vs floor':>8}")
-    for name, _ in rows:
-        b = best[name]
-        print(f"{name:44} {b['open']:10.0f} {b['open'] / bare['open']:8.3f} {b['open'] / floor['open']:8.3f} "
-              f"{b['exec'] / 1000:10.1f} {b['exec'] / bare['exec']:8.3f} {b['exec'] / floor['exec']:8.3f} "
-              f"{b['open_cpu']:14.0f} {b['open_cpu'] / floor['open_cpu']:8.3f}")
+
+        def measure(_label: str, _ctx: object) -> Figures:
+            o, e = time_loop(exe, "open", args.open), time_loop(exe, "exec", args.exec)
+            return {"open": o.wall_ns, "open_cpu": o.cpu_ns, "exec": e.wall_ns, "exec_cpu": e.cpu_ns}
+
+        results = interleaved(rows, args.repeat, measure)
+    print(f"machine after: {machine_state()}")
+    print(f"\nsensor overhead: median of {args.repeat} interleaved repeats (ratios: medians of per-repeat ratios); "
+          f"default rules {len(default_types)} event types, stable {len(stable_types)}")
+    floor = "floor: no-op raw_syscalls:sys_enter"
+    for line in ratio_table(f"open/read/close loop, {args.open:,} iterations per repeat", results, "open",
+                            "ns/iter", 1.0, "bare", floor):
+        print(line)
+    for line in ratio_table(f"fork+exec loop, {args.exec:,} execs per repeat", results, "exec", "us/exec",
+                            1000.0, "bare", floor):
+        print(line)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""The target benchmarks' arguments, pinned sources and ratio arithmetic (no timing: the benches themselves run
+only by hand, on a quiet machine, and print their figures; see bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bench import build_workload, daemon_latency, daemon_overhead, sensor_overhead
+from bench._interleave import Figures, Row, interleaved, paired_ratio, verdict
+
+
+def test_build_workload_defaults_are_the_target_run(tmp_path: Path) -> None:
+    args = build_workload.parse(["--workdir", str(tmp_path)])
+    assert (args.repeat, args.jobs, args.rules) == (3, 2, ["default", "upstream"])
+
+
+@pytest.mark.parametrize("bad", [["--rules", "default,nightly"], ["--rules", ","], ["--repeat", "0"],
+                                 ["--jobs", "0"], ["--workdir", "/nonexistent/falconet-bench"]])
+def test_build_workload_rejects_bad_arguments(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_workload.parse(bad)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def _mirror(tmp_path: Path, orig_body: bytes, listed_sha: str | None = None) -> tuple[str, build_workload.SourcePackage]:
+    """A file:// mirror holding a package whose .dsc lists the tarball (with its real sum unless told)."""
+    pool = tmp_path / "mirror" / "pool" / "main" / "t" / "toy"
+    pool.mkdir(parents=True)
+    (pool / "toy_1.0.orig.tar.xz").write_bytes(orig_body)
+    real = hashlib.sha256(orig_body).hexdigest()
+    dsc = (f"Format: 3.0 (quilt)\nSource: toy\nChecksums-Sha256:\n {listed_sha or real} {len(orig_body)} "
+           "toy_1.0.orig.tar.xz\n").encode()
+    (pool / "toy_1.0-1.dsc").write_bytes(dsc)
+    pkg = build_workload.SourcePackage(
+        name="toy", version="1.0-1", pool="pool/main/t/toy", dsc="toy_1.0-1.dsc",
+        dsc_sha256=hashlib.sha256(dsc).hexdigest(), orig="toy_1.0.orig.tar.xz", orig_sha256=real,
+        orig_size=len(orig_body), tree="toy-1.0", configure=("true",), check=("true",))
+    return (tmp_path / "mirror").as_uri(), pkg
+
+
+def test_fetch_verifies_the_pins_and_keeps_the_file(tmp_path: Path) -> None:
+    mirror, pkg = _mirror(tmp_path, b"pretend tarball")
+    got = build_workload.fetch(pkg, tmp_path / "cache", mirror)
+    assert got.read_bytes() == b"pretend tarball"
+    (tmp_path / "mirror" / pkg.pool / pkg.orig).unlink()  # a second fetch uses the verified copy
+    assert build_workload.fetch(pkg, tmp_path / "cache", mirror) == got
+
+
+def test_fetch_refuses_a_tarball_that_does_not_match_its_pin(tmp_path: Path) -> None:
+    mirror, pkg = _mirror(tmp_path, b"pretend tarball")
+    (tmp_path / "mirror" / pkg.pool / pkg.orig).write_bytes(b"tampered tarball")
+    with pytest.raises(build_workload.FetchError, match="SHA-256"):
+        build_workload.fetch(pkg, tmp_path / "cache", mirror)
+    assert not (tmp_path / "cache" / pkg.orig).exists()
+    assert not list((tmp_path / "cache").glob("*.part"))
+
+
+def test_fetch_refuses_a_dsc_that_lists_another_tarball(tmp_path: Path) -> None:
+    mirror, pkg = _mirror(tmp_path, b"pretend tarball", listed_sha="0" * 64)
+    with pytest.raises(build_workload.FetchError, match="does not list"):
+        build_workload.fetch(pkg, tmp_path / "cache", mirror)
+
+
+def test_the_pinned_package_is_named_and_pinned() -> None:
+    pkg = build_workload.PACKAGE
+    assert len(pkg.orig_sha256) == 64 and len(pkg.dsc_sha256) == 64
+    assert pkg.pool.startswith("pool/main/") and pkg.orig_size > 0
+
+
+@pytest.mark.parametrize("module", [daemon_overhead, sensor_overhead])
+def test_overhead_defaults_meet_the_target_spec(module: object) -> None:
+    args = module.parse([])  # type: ignore[attr-defined]
+    assert args.repeat >= 5 and args.exec >= 2_000 and not args.quick
+    assert module.parse(["--quick"]).quick  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit):
+        module.parse(["--repeat", "0"])  # type: ignore[attr-defined]
+
+
+def test_latency_store_flag_and_rates() -> None:
+    assert daemon_latency.store_config("off", "normal", Path("/x")) == ""
+    assert "alert_store: {path: /x/alerts.db, synchronous: full}" in daemon_latency.store_config("on", "full",
+                                                                                                 Path("/x"))
+
+
+def test_interleaving_rotates_and_ratios_pair_each_repeat() -> None:
+    order: list[str] = []
+
+    @contextmanager
+    def nothing() -> Iterator[None]:
+        yield
+
+    rows: list[Row] = [("a", nothing), ("b", nothing), ("c", nothing)]
+    # b is twice a in every repeat while both drift by 10x: the paired ratio stays 2, a ratio of medians would not.
+    scale = {0: 1.0, 1: 10.0, 2: 10.0}
+    base = {"a": 1.0, "b": 2.0, "c": 3.0}
+
+    def measure(label: str, _ctx: object) -> Figures:
+        order.append(label)
+        rep = (len(order) - 1) // 3
+        return {"x": base[label] * scale[rep], "x_cpu": base[label]}
+
+    results = interleaved(rows, 3, measure)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert paired_ratio(results["b"], results["a"], "x") == pytest.approx(2.0)
+    assert "MISSED" in verdict(results, "b", "a", "x", 1.10, "b vs a")
+    assert "met" in verdict(results, "a", "a", "x", 1.10, "a vs a")
