@@ -25,8 +25,9 @@ from typing import Any, Literal
 from falconet.model.alert import Alert, Priority
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.prefilter import EVERYTHING, EventGate
 
-from . import buffer_fields, open_prefixes
+from . import buffer_fields, event_gates, open_prefixes
 from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
@@ -350,6 +351,24 @@ class Engine:
             for path, mask in found.items():
                 out[path] = out.get(path, 0) | mask
         return open_prefixes.as_sensor_argument(out)
+
+    def event_gates(self, names: Iterable[str]) -> dict[str, EventGate]:
+        """For each of these event types, the gate every event an enabled rule can match passes
+        (rules/event_gates.py): the union of its candidate rules' gates, NOTHING when none can match it. The
+        sensor checks it in the kernel for syscalls without a state role."""
+        out: dict[str, EventGate] = {}
+        for name in names:
+            gates = []
+            for act in self._order:
+                rule = act.rule
+                if name not in rule.types:
+                    continue
+                if rule.condition_ast is None:
+                    gates.append(EVERYTHING)
+                    break
+                gates.append(event_gates.rule_gate(rule.condition_ast, rule.macro_asts, name))
+            out[name] = event_gates.union(gates)
+        return out
 
     def buffer_event_types(self) -> frozenset[str] | None:
         """The event types whose data buffer (evt.buffer) some enabled rule reads, for the sensor's copy;

@@ -1,8 +1,10 @@
 """`falconet capture`: the live sensor's enriched events as JSON lines, for replay and for fixtures.
 
 The file holds exactly what the engine would have seen (`Event.to_dict()`, one object per line), so
-`falconet run --source replay:FILE` evaluates it deterministically without root. bcc is imported only when
-capturing, so `falconet --help` stays fast and root-free.
+`falconet run --source replay:FILE` evaluates it deterministically without root. Kernel drops (events the
+file lacks) are reported on stderr about once a second while they happen (`falconet capture: kernel drops N
+(+M)`) and in the closing line. bcc is imported only when capturing, so `falconet --help` stays fast and
+root-free.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def register(sub: Any) -> None:
                    help="BPF ring buffer size, a power of two (default 8 MiB)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program with its cflags and exit")
     p.set_defaults(func=run_capture)
+
+
+def _report_drops(total: int, reported: int) -> int:
+    """Says on stderr, as it happens, that the capture lost events (a file with gaps is not what the kernel
+    did: whoever reads it, a script or a test, should know when); returns the total now reported."""
+    if total > reported:
+        print(f"falconet capture: kernel drops {total} (+{total - reported})", file=sys.stderr, flush=True)
+    return max(total, reported)
 
 
 def run_capture(args: argparse.Namespace) -> int:
@@ -73,11 +83,14 @@ def run_capture(args: argparse.Namespace) -> int:
         # Ready line on stderr, flushed: scripts and tests wait for it before doing what they capture.
         print("capturing", file=sys.stderr, flush=True)
         deadline = time.monotonic() + args.duration if args.duration is not None else None
+        drops, next_check = 0, time.monotonic() + 1.0
         while not stop and (deadline is None or time.monotonic() < deadline):
             for ev in sensor.poll(100):
                 out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
                 written += 1
             out.flush()
+            if time.monotonic() >= next_check:
+                drops, next_check = _report_drops(sensor.stats().kernel_drops, drops), time.monotonic() + 1.0
         for ev in sensor.drain():  # everything the kernel still holds belongs to the capture
             out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
             written += 1

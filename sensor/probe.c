@@ -32,6 +32,9 @@
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
 //   a failed output is counted per CPU in `counters` (user space reports it as kernel drops).
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
+// * What no loaded rule can match stays here: opens by their path (probe_openfilter.h), syscalls without a
+//   state role by their result, the caller's uid and comm (probe_eventgate.h); both are maps user space
+//   fills from the rules' analysis.
 //
 // The record layout is `struct record_hdr` below; sensor/record.py decodes it, and a test checks the two
 // agree field by field. Local includes (probe_*.h, one concern each) are inlined by sensor.py's
@@ -61,7 +64,8 @@
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4, REC_EXECENV = 5 };
 // CNT_UNUSED_1 counted failed enter/exit pairings until records were built at exit alone; kept so the indices
 // user space reads stay put.
-enum counter { CNT_RINGBUF_DROPS = 0, CNT_UNUSED_1 = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_MAX = 4 };
+enum counter { CNT_RINGBUF_DROPS = 0, CNT_UNUSED_1 = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_GATED = 4,
+               CNT_MAX = 5 };
 // payload segments, in this order, lengths in record_hdr.len[]
 enum segment { SEG_STR0 = 0, SEG_STR1 = 1, SEG_SOCK = 2, SEG_BLOB = 3, SEG_EXTRA = 4, SEG_EXTRA2 = 5, NSEG = 6 };
 
@@ -102,6 +106,14 @@ struct record_hdr {
 #define REGS_WORDS ((REGS_HI - REGS_LO) / 8)
 #define REGW(off) (((off) - REGS_LO) / 8)
 
+// A key of the event gates' value set (probe_eventgate.h).
+struct gate_key {
+    u32 nr;
+    u32 kind;      // GATE_UID (data: the uid, little-endian), GATE_COMM (data: the comm, NUL-padded),
+                   // GATE_ARG (data: the argument's value, 8 bytes little-endian)
+    u8 data[16];
+};
+
 // The syscall as sys_exit read it, for the exec tails, which rebuild the header after EXECARGS went out.
 struct sysregs {
     s64 nr;
@@ -117,6 +129,7 @@ struct buf {
     u32 walk_whole;
     u32 walk_pad;
     struct sysregs sys;
+    struct gate_key gkey;  // the event gate's map key (probe_eventgate.h), built here rather than on the stack
 };
 
 struct sysconf {
@@ -139,6 +152,8 @@ struct sysconf {
                      // its first min(result, snaplen) bytes go to SEG_STR1 (Falco's evt.buffer)
     u8 forks;        // fork/vfork/clone/clone3: their exit in the CHILD (result 0) is not a record (the
                      // parent's record and REC_FORK say everything about it)
+    u8 gated;        // the syscall's event gate applies (probe_eventgate.h): it has no state role, and the
+                     // rules bound its events
 };
 
 #define SOCKFD_RES 0xfe
@@ -366,6 +381,7 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 #endif
 
 #include "probe_openfilter.h"
+#include "probe_eventgate.h"
 #include "probe_exec.h"
 #include "probe_creds.h"
 
@@ -421,6 +437,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
+    if (conf->gated && gate_drops(&b->gkey, regs, id, ret)) {
+        count(CNT_GATED);
+        return 0;
+    }
     reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);
     if (conf->exec) {

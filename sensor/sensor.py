@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.sensor.clocks import wall_minus
 from falconet.sensor import btf as btfmod
-from falconet.sensor import cgroups, openfilter
+from falconet.sensor import cgroups, eventgate, openfilter
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
@@ -98,6 +99,7 @@ class SensorStats:
     kernel_emitted: int = 0  # records the kernel wrote
     inflight_full: int = 0  # always 0: records are built at exit alone (kept for callers that read it)
     path_filtered: int = 0  # opens the open-prefix filter kept in the kernel, and their closes (by design)
+    gated: int = 0  # syscalls without a state role the event gates kept in the kernel (by design)
     decode_errors: int = 0
     swept: int = 0  # processes forgotten because they were gone without an exit record (a dropped one)
 
@@ -147,6 +149,7 @@ class Sensor:
         self._names: set[str] | None = self.config.syscalls
         self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
                                              else frozenset(self.config.data_syscalls))
+        self._gated: frozenset[int] = frozenset()  # syscall numbers whose event gate is on (set_event_gates)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -249,6 +252,7 @@ class Sensor:
             leaf.blob, leaf.bloblen, leaf.exec, leaf.sockfd = spec.blob, spec.bloblen, spec.exec, spec.sockfd
             leaf.pathfilter, leaf.fdeffect, leaf.credsbefore = spec.pathfilter, spec.fdeffect, spec.credsbefore
             leaf.forks = spec.forks
+            leaf.gated = 1 if spec.nr in self._gated else 0
             copy = self.config.snaplen > 0 and (self._data is None or spec.name in self._data)
             leaf.data = spec.data if copy else sc.NO_ARG
             table[ctypes.c_int(spec.nr)] = leaf
@@ -301,6 +305,35 @@ class Sensor:
             lens.len[i], lens.kinds[i] = length, kinds
         lens_map[ctypes.c_int(0)] = lens
         on[ctypes.c_int(0)] = ctypes.c_uint32(1)
+
+    def set_event_gates(self, gates: Mapping[str, EventGate] | None) -> None:
+        """Turns the event gates on (event type -> the gate its events must pass, from the rules:
+        rules.engine.Engine.event_gates) or off (None). Only syscalls without a state role are gated
+        (sensor/eventgate.py); an event a gate keeps back is counted in stats().gated. While the maps change
+        every gate is off: a half-written map may only let more through."""
+        self._gated = frozenset()
+        self._write_sysconf(self._names)
+        table = self._bpf[b"gates"]
+        values = self._bpf[b"gate_values"]
+        values.clear()
+        for spec in sc.BY_NAME.values():
+            table[ctypes.c_int(spec.nr)] = table.Leaf()
+        if gates is None:
+            return
+        maps = eventgate.compile_gates(gates)
+        for nr, entry in maps.entries.items():
+            leaf = table.Leaf()
+            leaf.result, leaf.uid, leaf.comm = entry.result, entry.uid, entry.comm
+            leaf.arg, leaf.argidx, leaf.argconv = entry.arg, entry.argidx, entry.argconv
+            table[ctypes.c_int(nr)] = leaf
+        for nr, kind, raw in maps.values:
+            key = values.Key()
+            key.nr, key.kind = nr, kind
+            for i, byte in enumerate(raw):
+                key.data[i] = byte
+            values[key] = ctypes.c_uint8(1)
+        self._gated = frozenset(maps.entries)
+        self._write_sysconf(self._names)
 
     def exclude_pid(self, pid: int) -> None:
         self._bpf[b"excluded"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
@@ -382,6 +415,7 @@ class Sensor:
             st.inflight_full = sum(int(v) for v in counters.getvalue(ctypes.c_int(1)))
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
             st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
+            st.gated = sum(int(v) for v in counters.getvalue(ctypes.c_int(4)))
         return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})
 
 

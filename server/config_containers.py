@@ -8,6 +8,10 @@ default). Falco's `lxc`, `libvirt_lxc` and `bpm` engines, and `cri.disable_async
 with a warning. An absent key means the engine's registered defaults (sensor/containers), which work
 on a normal host.
 
+`container_metadata_wait` (ours; Falco looks metadata up asynchronously and has no such wait): seconds a
+just-started container's events may wait for its metadata before the engine sees them without it (the hold in
+sensor/containers/hold.py). 0.5 by default, 0 (never wait) to 10.
+
 `append_output` is Falco's list of entries (`match: {source, tags, rule}`, `extra_output`, `extra_fields`);
 `suggested_output: true` (Falco's default entry, where the container plugin suggests its fields) adds the
 container and pod identity fields below to every syscall alert's output_fields.
@@ -18,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from falconet.sensor.containers import EngineSettings, load_runtimes, registered
+from falconet.sensor.containers.hold import MAX_WAIT
 
 SUGGESTED_FIELDS = (
     "container.id",
@@ -33,6 +38,11 @@ _IGNORED_ENGINES = frozenset({"lxc", "libvirt_lxc", "bpm"})
 _ENGINE_KEYS = frozenset(
     {"enabled", "sockets", "timeout", "disable_async", "storage_root", "events_log", "namespaces"}
 )
+
+
+METADATA_WAIT_MAX = 10.0
+"""The longest `container_metadata_wait` accepted: beyond it a container's held events would age past what
+the sweep and the outputs expect of live alerts."""
 
 
 class Problems(Protocol):
@@ -112,6 +122,17 @@ def _engine(r: Problems, name: str, entry: dict[str, Any], defaults: EngineSetti
         else:
             extra["namespaces"] = list(spaces)
     return EngineSettings(enabled=enabled, sockets=sockets, timeout=float(timeout), extra=extra)
+
+
+def parse_metadata_wait(r: Problems, data: dict[str, Any]) -> float:
+    """`container_metadata_wait`: seconds, 0 to METADATA_WAIT_MAX; absent means the hold's default."""
+    value = data.get("container_metadata_wait", MAX_WAIT)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= METADATA_WAIT_MAX:
+        r.problems.append(
+            f"container_metadata_wait must be a number of seconds from 0 to {METADATA_WAIT_MAX:g}, got {value!r:.60}."
+        )
+        return MAX_WAIT
+    return float(value)
 
 
 def parse_append_output(r: Problems, data: dict[str, Any]) -> tuple[dict[str, Any], ...]:

@@ -31,7 +31,7 @@ from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.sensor.containers import EngineSettings
 from falconet.server.config_engine import read_engine
-from falconet.server.config_containers import parse_append_output, parse_container_engines
+from falconet.server.config_containers import parse_append_output, parse_container_engines, parse_metadata_wait
 from falconet.server.dns_hosts import DnsConfig, parse_dns_section
 from falconet.server.config_values import Problems, Section, show, yaml_problem
 from falconet.server.errors import ConfigError
@@ -121,6 +121,7 @@ _KNOWN_KEYS = frozenset(
         "alert_store",
         "container_engines",  # server/config_containers.py
         "append_output",  # server/config_containers.py
+        "container_metadata_wait",  # server/config_containers.py
         "dns",  # server/dns_hosts.py
         "k8s_audit",
         "web_console",  # server/console/config.py
@@ -239,6 +240,7 @@ class DaemonConfig:
     # Container runtimes (name -> settings) and Falco's append_output entries: server/config_containers.py.
     container_engines: tuple[tuple[str, EngineSettings], ...] = ()
     append_output: tuple[dict[str, Any], ...] = ()
+    container_metadata_wait: float = 0.5  # seconds a new container's events may wait for its metadata
     # Ours: names the daemon resolves itself before the host's resolver (server/dns_hosts.py).
     dns: DnsConfig = field(default_factory=DnsConfig)
     # The k8s audit endpoint (server/k8s_audit_config.py); None: not enabled.
@@ -378,6 +380,7 @@ def _parse_config(
         snaplen=_read_falco_libs(top.section("falco_libs"), d),
         container_engines=parse_container_engines(top.problems, data),
         append_output=parse_append_output(top.problems, data),
+        container_metadata_wait=parse_metadata_wait(top.problems, data),
         dns=parse_dns_section(data.get("dns"), top.problems),
         k8s_audit=k8s_audit,
         web_console=_read_web_console(data, top.problems),

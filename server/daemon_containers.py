@@ -3,7 +3,8 @@
 `with_containers` wraps the eBPF source (a replayed capture already carries its metadata, so replays are left
 alone): the wrapper starts the metadata service (sensor/containers) and passes every polled batch through the
 per-container hold, so the engine sees a container's events with its name, image and privileges, host
-events at once, and a container whose metadata is late at most 500 ms later. While something is held the
+events at once, and a container whose metadata is late at most `container_metadata_wait` later (500 ms by
+default). While something is held the
 wrapper polls its source for at most 5 ms, so a release is never late; when the source ends, whatever is
 still held is delivered before the end. Metrics (the daemon's registry): holds opened and expired, lookups,
 cache size, and per engine whether it answers and how often it became unavailable.
@@ -18,7 +19,7 @@ from prometheus_client.metrics_core import Metric
 
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
-from falconet.sensor.containers.hold import MetadataHold
+from falconet.sensor.containers.hold import MAX_WAIT, MetadataHold
 from falconet.sensor.containers.service import MetadataService
 from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters
 
@@ -36,7 +37,8 @@ def with_containers(source: EventSource, config: DaemonConfig, log: Log, registr
         return source
     if config.container_engines and not any(s.enabled for _name, s in config.container_engines):
         return source
-    wrapped = ContainerSource(source, MetadataService(dict(config.container_engines), log))
+    wrapped = ContainerSource(source, MetadataService(dict(config.container_engines), log),
+                              config.container_metadata_wait)
     registry.register(_Collector(wrapped))
     return wrapped
 
@@ -44,10 +46,10 @@ def with_containers(source: EventSource, config: DaemonConfig, log: Log, registr
 class ContainerSource:
     """An EventSource whose container events wait (bounded) for their container's metadata."""
 
-    def __init__(self, inner: EventSource, service: MetadataService) -> None:
+    def __init__(self, inner: EventSource, service: MetadataService, max_wait: float = MAX_WAIT) -> None:
         self.inner = inner
         self.service = service
-        self.hold = MetadataHold(service)
+        self.hold = MetadataHold(service, max_wait)
         self._ended = False
 
     @property
@@ -95,7 +97,7 @@ class _Collector:
         for name, doc, value in (
             ("falconet_container_metadata_waits", "Containers whose events waited for their metadata.", hold.waited),
             ("falconet_container_metadata_wait_expired",
-             "Waits for container metadata that ended at the 500 ms bound without it.", hold.expired),
+             "Waits for container metadata that ended at the container_metadata_wait bound without it.", hold.expired),
             ("falconet_container_metadata_lookups", "Container metadata lookups.", svc.stats.lookups),
             ("falconet_container_metadata_unknown", "Lookups no runtime could answer.", svc.stats.unknown),
         ):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from falconet.model.alert import Alert
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.hub import Hub
 from falconet.server.metrics import DaemonMetrics
@@ -59,6 +60,9 @@ class RuleEngine(Protocol):
     def buffer_event_types(self) -> frozenset[str] | None:
         """The event types whose data buffer (evt.buffer) some rule reads; None = any."""
 
+    def event_gates(self, names: Iterable[str]) -> dict[str, EventGate]:
+        """For each event type, the gate every event a rule can match passes (model/prefilter.py)."""
+
     def reads_environment(self) -> bool:
         """Whether some rule reads a process's environment (proc.env), which may be long."""
 
@@ -87,6 +91,19 @@ def apply_open_filter(kernel: KernelFilter, engine: RuleEngine, enabled: bool, l
     elif prefixes is not None:
         log(f"open path filter on: {len(prefixes)} path prefixes from the rules")
     kernel.set_open_prefixes(prefixes)
+    apply_event_gates(kernel, engine, enabled, log)
+
+
+def apply_event_gates(kernel: KernelFilter, engine: RuleEngine, enabled: bool, log: Log) -> None:
+    """The kernel's event gates from the rules (the syscalls without a state role: their result, the
+    caller's uid and comm, an argument), under the same switch as the open filter; off when some rule's event
+    types are open-ended (the engine names no types to gate then)."""
+    types = engine.event_types
+    gates = engine.event_gates(sorted(types)) if enabled and types is not None else None
+    if gates is not None:
+        bounded = sorted(name for name, gate in gates.items() if not gate.keeps_all)
+        log(f"event gates on: {len(bounded)} event types bounded by the rules")
+    kernel.set_event_gates(gates)
 
 
 @dataclass(frozen=True, slots=True)

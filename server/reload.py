@@ -152,10 +152,11 @@ class Reloader:
                       "fleet_rules and nats_output changes take effect at the next restart")
         for out in new.outputs:
             out.start()
-        # Filter off while the engine changes, so neither rule set misses an open in between; the new
-        # rules' filter goes on once their engine runs.
+        # Filter and gates off while the engine changes, so neither rule set misses an event in between; the
+        # new rules' filter and gates go on once their engine runs.
         if self._kernel is not None:
             self._kernel.set_open_prefixes(None)
+            self._kernel.set_event_gates(None)
         old = self._pipeline.swap(new)
         if self._kernel is not None:
             self._kernel.set_syscalls(new.engine.event_types)

@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.server.daemon_config import DaemonConfig
 
 Log = Callable[[str], None]
@@ -43,6 +44,10 @@ class KernelFilter(Protocol):
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         """The event types whose data buffer (evt.buffer) a rule reads; None = every one that has one."""
+
+    def set_event_gates(self, gates: dict[str, EventGate] | None) -> None:
+        """Per event type, the result classes, uids and comms a rule may match (model/prefilter.py); the
+        source keeps back what fails them where it can prove no state depends on it. None = no gates."""
 
     def set_full_environment(self, full: bool) -> None:
         """Whether an exec's whole environment is read (a rule looks for a variable) or its first entries."""

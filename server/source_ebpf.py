@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.server.errors import DaemonError
 from falconet.server.kernel_headers import headers_problem
 from falconet.server.source import EventSource, KernelFilter, SourceCounters, SourceKind, SourceRequest
@@ -55,6 +56,9 @@ class SensorSource:
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self._sensor.set_data_syscalls(names)
+
+    def set_event_gates(self, gates: dict[str, EventGate] | None) -> None:
+        self._sensor.set_event_gates(gates)
 
     def set_full_environment(self, full: bool) -> None:
         from falconet.sensor.sensor import ENV_BASE, ENV_MAX

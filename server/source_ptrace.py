@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.sensor.clocks import wall_minus
 from falconet.server.errors import DaemonError
 from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters, SourceKind, SourceRequest
@@ -166,6 +167,10 @@ class PtraceSource:
         from falconet.sensor.ptrace.openfilter import OpenFilter
 
         self.tracer.open_filter = None if prefixes is None else OpenFilter.build(prefixes)  # one reference, read by the tracer thread at each open
+
+    def set_event_gates(self, gates: dict[str, EventGate] | None) -> None:
+        """Not applied: the tracer stops at every traced syscall anyway, and the engine drops what no rule
+        matches (the eBPF probe's gates save building records it would throw away)."""
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self.tracer.data = names

@@ -20,7 +20,8 @@ from falconet.sensor.cgroups import HOST_ID
 from falconet.sensor.containers.service import MetadataService
 
 MAX_WAIT = 0.5
-"""Seconds a container's events may wait for its metadata (the issue's bound)."""
+"""Seconds a container's events may wait for its metadata by default (the issue's bound); the daemon's
+`container_metadata_wait` setting (server/config_containers.py) overrides it."""
 HELD_MAX = 10_000
 """Events held across all containers at most; beyond it the oldest hold is released early (counted)."""
 

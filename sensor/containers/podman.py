@@ -62,7 +62,15 @@ class PodmanClient:
             if found is not None:
                 return found
         if self._has_socket():
-            return self._merged(self.api.lookup(container_id))
+            try:
+                return self._merged(self.api.lookup(container_id))
+            except RuntimeUnavailable:
+                # With the files readable Podman is not unavailable, only its API slow (the container's
+                # lock, under load): "not known yet" keeps the runtime up, so holds still wait and the
+                # events log's next line for this container completes the record.
+                if not self.disk.available():
+                    raise
+                return None
         if not self.disk.available():
             raise RuntimeUnavailable(f"no Podman API socket and no storage at {self.disk.root}")
         return None

@@ -206,8 +206,10 @@ class MetadataService:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _on_event(self, client: RuntimeClient, ev: RuntimeEvent) -> None:
+        # Any event means the runtime answers: a lookup that failed meanwhile (marking it down) must not leave
+        # it down while its stream flows, or its containers would go unnamed until the stream reconnects.
+        self._up(client)
         if ev.kind == "ready":
-            self._up(client)
             return
         cid = ev.full_id[:12]
         if ev.kind == "exit":

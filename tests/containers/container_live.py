@@ -2,7 +2,8 @@
 
 `falconet run` with the real eBPF sensor, Falco's stable rules loaded unmodified from the shared upstream copy
 (plus container_test_rules.yaml), the packaged default `append_output` (so alerts carry the container and pod
-identity), JSON alerts to a file, and container engines pointing at the test runtimes' sockets.
+identity), JSON alerts to a file, container engines pointing at the test runtimes' sockets, and a generous
+metadata wait (METADATA_WAIT).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from falconet.server.daemon_config import PACKAGED_CONFIG
 
 UPSTREAM = SHARED / "upstream-rules" / "current" / "falco_rules.yaml"
 TEST_RULES = Path(__file__).with_name("container_test_rules.yaml")
+METADATA_WAIT = 5.0
+"""The daemons' container_metadata_wait: generous, so the first-alert tests prove the name is filled whenever
+the runtime gives it at all, not that a loaded machine's runtime answers within the 0.5 s default (the
+expiry path is tests/sensor/test_container_metadata.py's)."""
 
 
 def live_config(work: Path, docker_socket: Path | None, podman_socket: Path | None, extra: str = "") -> str:
@@ -53,6 +58,7 @@ grpc:
   bind_address: ["unix://{work / 'falconet.sock'}"]
 webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: 0}}
 sensor: {{ring_buffer_bytes: {64 << 20}}}
+container_metadata_wait: {METADATA_WAIT}
 """
         + yaml.safe_dump({"container_engines": engines, "append_output": append})
         + extra

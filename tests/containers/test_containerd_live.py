@@ -32,7 +32,7 @@ from containerd_env import (
     wait_until,
 )
 
-from container_live import DaemonProcess
+from container_live import METADATA_WAIT, DaemonProcess
 from resources import SHARED, missing
 
 pytestmark = [pytest.mark.containers, pytest.mark.bpf, pytest.mark.upstream]
@@ -103,6 +103,7 @@ def live_config(work: Path, env: Containerd) -> str:
         "dns": {"hosts": {API_NAME: [API_ADDR]}},
         # Falco's rules cannot bound the open filter, so every open is shipped: room for other tests' bursts.
         "sensor": {"ring_buffer_bytes": 64 << 20},
+        "container_metadata_wait": METADATA_WAIT,  # first alerts named however loaded the machine is
     }
     return yaml.safe_dump(config)
 
@@ -218,8 +219,8 @@ def test_cri_pod_terminal_shell_names_the_pod(live: Live) -> None:
 
 
 def test_cri_pod_first_alert_names_pod_and_image(live: Live) -> None:
-    """A pod whose container's own first process is the action: the alert (held at most 500 ms for the
-    metadata) already has the container, image and pod."""
+    """A pod whose container's own first process is the action: the alert (held for the metadata, at most
+    METADATA_WAIT here) already has the container, image and pod."""
     pod, cid, pod_name, uid = run_pod(live, host_network=True, command=("/bin/nc", "-e", "/bin/true", "127.0.0.1", "9"),
                                       labels={"app": "first", "tier": "edge"})
     try:

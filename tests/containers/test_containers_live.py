@@ -42,6 +42,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, dockerd: Dockerd,
         yield Live(daemon, Alerts(work / "alerts.json"))
     finally:
         daemon.kill()
+        (work / "daemon.log").write_text(daemon.stderr())  # for the failures this module's asserts cannot name
 
 
 @pytest.fixture(params=["docker", "podman"])

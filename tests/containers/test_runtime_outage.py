@@ -114,3 +114,19 @@ def test_no_runtime_at_all_changes_nothing_for_host_events() -> None:
     events = [event(i, "host") for i in range(100)]
     assert hold.feed(events) == events
     assert hold.poll_timeout_ms(100) == 100 and hold.waited == 0
+
+
+def test_podman_whose_files_are_readable_is_not_down_when_its_api_is_slow(tmp_path: Path, hanging_socket: Path) -> None:
+    """Podman's API waits on the container's lock while `podman run` holds it (seconds, under load); with its
+    storage readable, a lookup the files cannot answer yet is "not known yet", never "Podman unavailable"
+    (which would stop every hold for Podman containers until the events stream reconnected)."""
+    from falconet.sensor.containers.podman import PodmanClient
+
+    (tmp_path / "storage" / "overlay-containers").mkdir(parents=True)
+    (tmp_path / "storage" / "overlay-containers" / "containers.json").write_text("[]")
+    client = PodmanClient(EngineSettings(sockets=(str(hanging_socket),), timeout=0.3,
+                                         extra={"storage_root": str(tmp_path / "storage")}))
+    try:
+        assert client.lookup(CID) is None
+    finally:
+        client.close()

@@ -58,6 +58,21 @@ def test_bad_settings_are_named(text: str, problem: str) -> None:
     assert problem in str(err.value)
 
 
+def test_the_metadata_wait_is_half_a_second_unless_set() -> None:
+    assert parse_config("{}").container_metadata_wait == 0.5
+    assert load_config(PACKAGED_CONFIG).container_metadata_wait == 0.5
+    assert parse_config("container_metadata_wait: 5").container_metadata_wait == 5.0
+    assert parse_config("container_metadata_wait: 0").container_metadata_wait == 0.0  # never wait
+    assert parse_config("container_metadata_wait: 10").container_metadata_wait == 10.0
+
+
+@pytest.mark.parametrize("value", ["-0.1", "10.5", ".inf", ".nan", "true", "'1'", "[1]", "null"])
+def test_a_metadata_wait_outside_0_to_10_seconds_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"container_metadata_wait: {value}")
+    assert "container_metadata_wait must be a number of seconds from 0 to 10" in str(err.value)
+
+
 def test_suggested_output_adds_container_and_pod_identity() -> None:
     cfg = parse_config("append_output: [{suggested_output: true}]")
     assert cfg.append_output == ({"extra_fields": list(SUGGESTED_FIELDS), "match": {"source": "syscall"}},)

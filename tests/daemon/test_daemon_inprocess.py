@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from daemon_harness import TEST_RULES, base_config, open_event, read_json_lines
 from falconet.model.alert import Alert
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
+from falconet.model.prefilter import EventGate
 from falconet.server.daemon import DROP_RULE, ENGINE_ERROR_RULE, Daemon, build_engine
 from falconet.server.daemon_config import DaemonConfig, load_config, parse_config
 from falconet.server.outputs import close_all
@@ -53,6 +55,10 @@ class _FailsOnSecond:
 
     def reads_environment(self) -> bool:
         return bool(self.engine.reads_environment())
+
+    def event_gates(self, names: Iterable[str]) -> dict[str, EventGate]:
+        gates: dict[str, EventGate] = self.engine.event_gates(names)
+        return gates
 
 
 def test_an_event_the_engine_fails_on_is_counted_and_reported_and_the_rest_still_alert(tmp_path: Path) -> None:

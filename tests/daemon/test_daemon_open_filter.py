@@ -80,6 +80,7 @@ def daemon_pair(base: Path, rules: Path = DEFAULT_RULES) -> Iterator[tuple[Path,
             except AssertionError as exc:
                 pytest.fail(f"falconet run with the eBPF sensor did not start:\n{exc}")
         started[1].wait_for_line(r"open path filter on: \d+ path prefixes", timeout=60)
+        started[1].wait_for_line(r"event gates on: \d+ event types", timeout=60)
         yield base / "off", base / "on"
     finally:
         for d in started:

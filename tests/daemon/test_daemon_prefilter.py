@@ -1,10 +1,12 @@
-"""The open prefilter loses no alert, for every predicate kind and for Falco's upstream stable rules: as root,
+"""The kernel prefilter (the open filter and the event gates) loses no alert, for every predicate kind and for Falco's upstream stable rules: as root,
 real sensor, two daemons at once on the same rules, one with `sensor.open_path_filter: false`, one with it on.
 
 As in test_daemon_open_filter.py (the default rules), every action carries a token and a barrier alert seen by
 both daemons proves everything before it was written out, so the alert sets are compared without sleeping.
 - the kinds rules (written here) bound the filter with each kind of atom: a prefix, a base name, an end of
   the path, a glob's literal end, `..` in the path as passed, and kinds from evt.is_open_* and named flags;
+- the gates rules bound syscalls without a state role by each kind of gate: the result class (= 0, failed,
+  a negated comparison), uids that must or must not be, comms that must or must not be, argument values;
 - the upstream stable rules (../shared/upstream-rules/current/falco_rules.yaml), which the filter could not
   bound before (a base name, an `endswith`, a `..` test), on a mixed workload: opens they look for,
   traversals, log truncation, symlinks, ptrace, key searches, and benign opens the filter keeps back.
@@ -61,6 +63,43 @@ KINDS_RULES = """
   condition: evt.type = fchmod and fd.filename = fnx-chmod
   output: chmod %fd.name %proc.cmdline
   priority: WARNING
+- rule: G result zero
+  desc: an event gate on the result class
+  condition: evt.type = mkdir and evt.rawres = 0 and evt.arg.path contains fnx-g
+  output: mkdir ok %evt.arg.path %proc.cmdline
+  priority: WARNING
+- rule: G failed
+  desc: an event gate on failures
+  condition: evt.type = unlinkat and evt.failed = true and evt.arg.name contains fnx-g
+  output: unlink failed %evt.arg.name %evt.res %proc.cmdline
+  priority: WARNING
+- rule: G uid in
+  desc: an event gate on a uid set
+  condition: evt.type = chmod and user.uid in (4321, 4322) and evt.arg.filename contains fnx-g
+  output: chmod by uid %user.uid %evt.arg.filename %proc.cmdline
+  priority: WARNING
+- rule: G uid out and result
+  desc: an event gate on a uid that must not be, negated result
+  condition: evt.type = rmdir and not user.uid = 0 and not evt.rawres != 0 and evt.arg.path contains fnx-g
+  output: rmdir by uid %user.uid %evt.arg.path %proc.cmdline
+  priority: WARNING
+- rule: G comm in
+  desc: an event gate on comm names
+  condition: evt.type = mkdirat and proc.name in (fnx-comm-a, fnx-comm-b)
+  output: mkdirat by %proc.name %evt.arg.path %proc.cmdline
+  priority: WARNING
+- rule: G comm out
+  desc: an event gate on comm names that must not be
+  condition: >
+    evt.type = rename and not proc.name in (fnx-comm-a, python3) and evt.rawres >= 0
+    and evt.arg.oldpath contains fnx-g
+  output: rename by %proc.name %evt.arg.oldpath %proc.cmdline
+  priority: WARNING
+- rule: G argument
+  desc: an event gate on an argument's values (a 32-bit register)
+  condition: evt.type = setresuid and evt.rawarg.ruid in (4321, 4322) and evt.rawres = 0
+  output: setresuid ruid %evt.rawarg.ruid %proc.cmdline
+  priority: WARNING
 - rule: K barrier
   desc: the barrier
   condition: opened and fd.name startswith /etc/shadow
@@ -70,6 +109,33 @@ KINDS_RULES = """
 
 
 OPEN_CODE = "import os, sys; os.close(os.open(sys.argv[1], int(sys.argv[2]), 0o600))"
+# argv: base, comm, uid, token: the gated syscalls, each succeeding and failing, under that comm and real uid
+GATE_CODE = """
+import os, sys
+base, comm, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open('/proc/self/comm', 'w') as f:
+    f.write(comm)
+os.setresuid(uid, 0, 0)
+d = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+name = f'fnx-g-{comm}-{uid}'
+path = os.path.join(base, name)
+def attempt(call, *args, **kw):
+    try:
+        call(*args, **kw)
+    except OSError:
+        pass
+attempt(os.mkdir, path)
+attempt(os.mkdir, path)
+attempt(os.chmod, path, 0o700)
+attempt(os.chmod, path + '-missing', 0o700)
+attempt(os.rename, path, path + '-r')
+attempt(os.rename, path, path + '-r')
+attempt(os.rmdir, path + '-r')
+attempt(os.rmdir, path + '-r')
+attempt(os.mkdir, name + '-at', dir_fd=d)
+attempt(os.rmdir, name + '-at', dir_fd=d)
+attempt(os.rmdir, name + '-at', dir_fd=d)
+"""
 CHMOD_CODE = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o600); os.close(fd)"
 
 
@@ -101,6 +167,13 @@ def kinds_workload(base: Path, tok: str) -> None:
     run(PY, "-c", CHMOD_CODE, str(base / "other" / "fnx-chmod"), tok)
     run(PY, "-c", CHMOD_CODE, str(base / "other" / "a"), tok)
     run(PY, "-c", FD_CODE, tok)
+    # the event gates: every kind, kept and kept back
+    gates = base / "gates"
+    gates.mkdir(mode=0o777)
+    gates.chmod(0o777)  # (the umask)
+    for comm in ("fnx-comm-a", "fnx-comm-b", "fnx-comm-c"):
+        for uid in (0, 4321, 4323):
+            run(PY, "-c", GATE_CODE, str(gates), comm, str(uid), tok)
 
 
 def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: Path) -> None:
@@ -118,7 +191,8 @@ def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: 
         shutil.rmtree(base, ignore_errors=True)
     fired = {rule for rule, _, _ in off}
     assert fired >= {"K prefix read", "K base name", "K suffix truncated", "K glob end written", "K traversal",
-                     "K read and write", "K later fd event"}, fired  # fmt: skip
+                     "K read and write", "K later fd event", "G result zero", "G failed", "G uid in",
+                     "G uid out and result", "G comm in", "G comm out", "G argument"}, fired  # fmt: skip
 
 
 def upstream_workload(base: Path, tok: str) -> None:

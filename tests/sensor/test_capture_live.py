@@ -80,3 +80,43 @@ def test_a_burst_right_before_stop_is_captured_whole(tmp_path: Path) -> None:
             if event["type"] == "openat" and isinstance(name, str) and name.startswith(prefix):
                 names.add(name)
     assert len(names) == BURST, f"{len(names)} of {BURST} opens captured"
+
+
+def test_drops_are_reported_while_capturing(tmp_path: Path) -> None:
+    """A one-page ring buffer under a tight open loop loses events: the capture says so on stderr while it
+    runs (what a reader of the file, or a test retrying a dropped action, needs), and again when it stops."""
+    require_root("the live capture")
+    cmd = [sys.executable, "-m", "falconet.server.cli", "capture", "-w", str(tmp_path / "events.jsonl"),
+           "-s", "openat", "--ringbuf-bytes", "4096"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    load: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_ready(proc, timeout=120)
+        load = subprocess.Popen(
+            [sys.executable, "-c", "import os\nwhile True:\n    os.close(os.open('/etc/hostname', os.O_RDONLY))"]
+        )
+        assert proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        line, deadline = "", time.monotonic() + 60
+        while "falconet capture: kernel drops" not in line:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                pytest.fail(f"no drop reported while capturing; last line {line!r}")
+            if sel.select(left):
+                line = proc.stderr.readline()
+        sel.close()
+        total = int(line.split("kernel drops ")[1].split()[0])
+        assert total > 0 and f"(+{total})" in line  # the first report: everything lost so far is new
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if load is not None:
+            load.kill()
+            load.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    closing = err.strip().splitlines()[-1]
+    assert closing.startswith("captured ") and int(closing.rsplit(" ", 1)[1]) >= total, err

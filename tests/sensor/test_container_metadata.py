@@ -14,7 +14,7 @@ from falconet.model.event import Container, Event, Process
 from falconet.sensor.containers import parse
 from falconet.sensor.containers.docker import DockerClient
 from falconet.sensor.containers.hold import MetadataHold
-from falconet.sensor.containers.registry import EngineSettings, RuntimeEvent
+from falconet.sensor.containers.registry import EngineSettings, RuntimeEvent, RuntimeUnavailable
 from falconet.sensor.containers.service import MetadataService
 from falconet.sensor.containers.store import ContainerStore
 
@@ -162,6 +162,90 @@ def test_the_wait_is_bounded_and_counted(stub: tuple[StubRuntime, MetadataServic
     assert [e.num for e in out] == [1] and out[0].container.name is None
     assert hold.expired == 1
     runtime.gate.set()
+
+
+def test_after_an_expiry_the_containers_later_events_carry_the_metadata_once_it_arrives(
+    stub: tuple[StubRuntime, MetadataService],
+) -> None:
+    runtime, svc = stub
+    runtime.gate.clear()  # the runtime answers after the wait
+    hold = MetadataHold(svc, max_wait=0.0)
+    (first,) = hold.feed([ev(1, A)])  # held and released by the zero deadline in the same call
+    assert first.num == 1 and first.container.name is None and hold.expired == 1
+    svc.arrived.clear()
+    runtime.gate.set()
+    assert svc.arrived.wait(5)  # the lookup the expired hold asked for is answered, and cached
+    assert [(e.num, e.container.name) for e in hold.feed([ev(2, A)])] == [(2, "web")]
+    assert hold.waited == 1  # the later event did not wait again
+
+
+def test_a_container_unknown_at_first_is_asked_about_again_and_named_later(
+    stub: tuple[StubRuntime, MetadataService], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A runtime that had not written the container yet says it does not know it: the hold expires, and a
+    later event asks again (after UNKNOWN_RETRY) and the one after it carries the name."""
+    from falconet.sensor.containers import service
+
+    monkeypatch.setattr(service, "UNKNOWN_RETRY", 0.05)
+    runtime, svc = stub
+    hold = MetadataHold(svc, max_wait=0.0)
+    svc.arrived.clear()
+    out = hold.feed([ev(1, B)])
+    assert svc.arrived.wait(5)  # "not known"
+    out += drain(hold, 1 - len(out))
+    assert [(e.num, e.container.name) for e in out] == [(1, None)]
+    runtime.known[B] = Container(id=B, full_id=B * 5 + "bbbb", name="late", type="docker")
+    deadline = time.monotonic() + 5
+    while (got := svc.get(B)) is None:
+        assert time.monotonic() < deadline
+        for e in hold.feed([ev(2, B)]) + hold.feed([]):
+            assert e.container.name in (None, "late")
+        time.sleep(0.01)
+    assert got.name == "late"
+    assert [(e.num, e.container.name) for e in hold.feed([ev(3, B)])] == [(3, "late")]
+
+
+class FlakyRuntime(StubRuntime):
+    """Its first lookup times out (a loaded runtime's API); its events stream flows when `announce` is set."""
+
+    def __init__(self, known: dict[str, Container]) -> None:
+        super().__init__(known)
+        self.failures = 1
+        self.announce = threading.Event()
+
+    def lookup(self, container_id: str) -> Container | None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeUnavailable("no answer within 2s")
+        return super().lookup(container_id)
+
+    def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
+        yield RuntimeEvent("ready")
+        self.announce.wait(10)
+        yield RuntimeEvent("start", B * 5 + "bbbb", Container(id=B, full_id=B * 5 + "bbbb", name="db", type="docker"))
+        stop.wait()
+
+
+def test_a_runtime_marked_down_by_a_failed_lookup_is_up_again_at_its_next_event() -> None:
+    runtime = FlakyRuntime({A: Container(id=A, name="web", type="docker")})
+    svc = MetadataService({}, lambda _line: None, clients=[runtime])
+    svc.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not svc.stats.runtimes["docker"].up:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert svc.lookup(A) is None and svc.stats.runtimes["docker"].up is False  # the timeout
+        assert not svc.can_wait_for(B, "docker")
+        svc.arrived.clear()
+        runtime.announce.set()  # the stream (never broken) says a container started
+        assert svc.arrived.wait(5)
+        assert svc.stats.runtimes["docker"].up is True and svc.can_wait_for(A, "docker")
+        got = svc.get(B)
+        assert got is not None and got.name == "db"
+        assert svc.stats.runtimes["docker"].errors == 1
+    finally:
+        svc.close()
 
 
 def test_flush_releases_everything_held(stub: tuple[StubRuntime, MetadataService]) -> None:

@@ -1,0 +1,185 @@
+"""The event gates' maps (sensor/probe_eventgate.h), which syscalls they may apply to, and a model of what the
+kernel decides with them.
+
+The rules side (rules/event_gates.py) says, per event type, the result classes, uids and comms of the events
+some rule may match (model/prefilter.py's EventGate). Only a syscall with no state role may be kept back on
+that ground: an exec, fork, chdir or any syscall that changes the fd table (opens, closes, dups, sockets...)
+always reaches user space, whose tables must stay right whatever the rules say (the open family has its own
+path filter, sensor/openfilter.py). A gate becomes an entry of the `gates` array (per syscall: the result
+classes kept, and for uid and comm whether the value must be in the syscall's set, out of it, or anything)
+and entries of the `gate_values` hash ((syscall, kind, value) -> 1). A rule reload rewrites the maps, never the
+program.
+
+`GateMaps.keeps` is the kernel's decision in Python; the tests prove it conservative against the rule engine
+and check it against the live kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from falconet.model.prefilter import RES_ANY, EventGate, ValueSet, result_class
+from falconet.sensor import syscalls as sc
+from falconet.sensor.argplan import plan_of
+
+KIND_UID = 1  # probe_eventgate.h GATE_UID
+KIND_COMM = 2  # GATE_COMM
+KIND_ARG = 3  # GATE_ARG
+CONV_U64, CONV_I32, CONV_I64 = 0, 1, 2  # how user space reads the argument's register (sensor/argplan.py)
+_CONVS = {"u": CONV_U64, "i": CONV_I32, "l": CONV_I64}
+MODE_ANY, MODE_IN, MODE_OUT = 0, 1, 2  # the value must be: anything, in the set, out of it
+COMM_LEN = 16  # the kernel's comm buffer (TASK_COMM_LEN), NUL-padded
+VALUES_MAX = 4096  # probe_eventgate.h: entries of gate_values
+ARG_VALUES_MAX = 64  # an argument bound with more values is not checked (all gateable syscalls' fit the hash)
+
+
+def gateable(name: str) -> bool:
+    """May the kernel keep back events of this syscall on the rules' say-so alone (it has no state role)?"""
+    spec = sc.BY_NAME.get(name)
+    if spec is None or name in sc.PROCESS_STATE or name in sc.FD_STATE:
+        return False
+    return not (spec.exec or spec.forks or spec.pathfilter or spec.fdeffect or plan_of(spec).state)
+
+
+def comm_key(name: str) -> bytes:
+    """The kernel's comm bytes for a proc.name (the analysis only passes names that fit)."""
+    return name.encode("utf-8")[: COMM_LEN - 1].ljust(COMM_LEN, b"\0")
+
+
+def register_params(name: str) -> dict[str, tuple[int, int]]:
+    """The syscall's parameters whose value is one argument register: name -> (argument index, CONV_*)."""
+    out: dict[str, tuple[int, int]] = {}
+    for pname, src in sc.BY_NAME[name].params:
+        if len(src) == 2 and src[0] in _CONVS and src[1].isdigit():
+            out[pname] = (int(src[1]), _CONVS[src[0]])
+    return out
+
+
+def arg_value(conv: int, raw: int) -> int:
+    """A register's value as user space reads it (Event.args): sensor/enricher.py's I32, U64, I64."""
+    raw &= (1 << 64) - 1
+    if conv == CONV_I32:
+        raw &= 0xFFFFFFFF
+        return raw - (1 << 32) if raw & 0x80000000 else raw
+    if conv == CONV_I64:
+        return raw - (1 << 64) if raw & (1 << 63) else raw
+    return raw
+
+
+def arg_key(value: int) -> bytes:
+    """The gate_values data of an argument's value (as the kernel converts it: 8 bytes, two's complement)."""
+    return (value & ((1 << 64) - 1)).to_bytes(8, "little").ljust(COMM_LEN, b"\0")
+
+
+def _representable(conv: int, value: int) -> bool:
+    if conv == CONV_I32:
+        return -(1 << 31) <= value < 1 << 31
+    if conv == CONV_I64:
+        return -(1 << 63) <= value < 1 << 63
+    return 0 <= value < 1 << 64
+
+
+@dataclass(frozen=True, slots=True)
+class GateEntry:
+    """One syscall's `gates` entry: result classes kept, the uid and comm modes, and one argument's bound
+    (its mode, argument index and conversion)."""
+
+    result: int
+    uid: int
+    comm: int
+    arg: int = MODE_ANY
+    argidx: int = 0
+    argconv: int = CONV_U64
+
+
+@dataclass(frozen=True, slots=True)
+class GateMaps:
+    """What Sensor.set_event_gates writes: per syscall number its entry, and the (nr, kind, value) set."""
+
+    entries: dict[int, GateEntry]
+    values: frozenset[tuple[int, int, bytes]]
+
+    def keeps(self, nr: int, res: int, uid: int, comm: bytes, args: tuple[int, ...] = (0,) * 6) -> bool:
+        """Would the kernel emit this syscall's record (result, the caller's uid, its 16 comm bytes, the six
+        argument registers)?"""
+        e = self.entries.get(nr)
+        if e is None:
+            return True
+        if not e.result & result_class(res):
+            return False
+        for mode, kind, raw in ((e.uid, KIND_UID, uid.to_bytes(4, "little").ljust(COMM_LEN, b"\0")),
+                                (e.comm, KIND_COMM, comm),
+                                (e.arg, KIND_ARG, arg_key(arg_value(e.argconv, args[e.argidx])))):
+            if mode != MODE_ANY and ((nr, kind, raw) in self.values) != (mode == MODE_IN):
+                return False
+        return True
+
+
+def _one_arg(name: str, gate: EventGate) -> tuple[int, int, ValueSet[int]] | None:
+    """The argument bound the kernel checks (it has room for one): the smallest finite set, else the first
+    (index, conversion, values); None when the gate bounds no register parameter. A bound on a value no
+    register holds can be left out: it only keeps more."""
+    params = register_params(name)
+    bounds = [(v.cofinite, len(v.items), n, v) for n, v in gate.args if n in params and not v.is_any]
+    if not bounds:
+        return None
+    _, _, pname, values = min(bounds, key=lambda b: (b[0], b[1], b[2]))
+    if len(values.items) > ARG_VALUES_MAX:
+        return None
+    index, conv = params[pname]
+    return index, conv, values
+
+
+def _mode(values: ValueSet[int] | ValueSet[str]) -> int:
+    return MODE_ANY if values.is_any else MODE_OUT if values.cofinite else MODE_IN
+
+
+def compile_gates(gates: Mapping[str, EventGate]) -> GateMaps:
+    """The maps for these gates; a syscall that is not gateable, or whose gate keeps everything, gets no
+    entry. When the values do not fit the kernel's hash, the kinds with the most values are dropped (any
+    value passes), which only keeps more."""
+    chosen: dict[int, EventGate] = {}
+    for name, gate in sorted(gates.items()):
+        if not gateable(name):
+            continue
+        spec = sc.BY_NAME[name]
+        if spec.credsbefore:
+            # unshare/setns: the record's uid is the caller's before the syscall, not what the kernel reads
+            # at its exit
+            gate = EventGate(gate.result, ValueSet(True, frozenset()), gate.comm)
+        params = register_params(name)
+        gate = EventGate(gate.result, gate.uid, gate.comm, tuple((n, v) for n, v in gate.args if n in params))
+        if not gate.keeps_all:
+            chosen[spec.nr] = gate
+    sizes = [(len(g.comm.items), nr, KIND_COMM) for nr, g in chosen.items() if not g.comm.is_any]
+    sizes += [(len(g.uid.items), nr, KIND_UID) for nr, g in chosen.items() if not g.uid.is_any]
+    args = {nr: _one_arg(sc.BY_NR[nr].name, g) for nr, g in chosen.items()}
+    # argument sets are small (ARG_VALUES_MAX each); uid and comm sets share the rest of the hash
+    total = sum(n for n, _, _ in sizes) + sum(len(a[2].items) for a in args.values() if a is not None)
+    dropped: set[tuple[int, int]] = set()
+    for n, nr, kind in sorted(sizes, reverse=True):
+        if total <= VALUES_MAX:
+            break
+        dropped.add((nr, kind))
+        total -= n
+    entries: dict[int, GateEntry] = {}
+    values: set[tuple[int, int, bytes]] = set()
+    for nr, g in chosen.items():
+        uid_mode = MODE_ANY if (nr, KIND_UID) in dropped else _mode(g.uid)
+        comm_mode = MODE_ANY if (nr, KIND_COMM) in dropped else _mode(g.comm)
+        arg = args[nr]
+        arg_mode = MODE_ANY if arg is None else _mode(arg[2])
+        if g.result == RES_ANY and uid_mode == MODE_ANY and comm_mode == MODE_ANY and arg_mode == MODE_ANY:
+            continue
+        if arg is None:
+            entries[nr] = GateEntry(g.result, uid_mode, comm_mode)
+        else:
+            entries[nr] = GateEntry(g.result, uid_mode, comm_mode, arg_mode, arg[0], arg[1])
+            values |= {(nr, KIND_ARG, arg_key(v)) for v in arg[2].items if _representable(arg[1], v)}
+        if uid_mode != MODE_ANY:
+            values |= {(nr, KIND_UID, u.to_bytes(4, "little").ljust(COMM_LEN, b"\0")) for u in g.uid.items
+                       if 0 <= u < 1 << 32}
+        if comm_mode != MODE_ANY:
+            values |= {(nr, KIND_COMM, comm_key(c)) for c in g.comm.items}
+    return GateMaps(entries, frozenset(values))

@@ -1,0 +1,94 @@
+// The event gates: what the rules let the kernel keep back of a syscall that has no state role.
+// Part of Falconet's BPF program: included by probe.c (sensor.py inlines it; see probe.c's header).
+//
+// User space (sensor/eventgate.py, from the rules' analysis in rules/event_gates.py) marks a syscall
+// `sysconf.gated` and writes its entry here: the result classes some rule may match, and whether the caller's
+// real uid, its comm and one argument must be in, or out of, the syscall's set in `gate_values`. sys_exit checks the gate
+// right after the syscall's on/off lookup and the scratch buffer's (which holds the map key: on the stack
+// it cost the verifier more), before anything else is read, so an event kept back costs a lookup or three.
+// (Verifier: the check adds about 50k instructions to sys_exit's ~400k, most of it the uid and comm parts.) Each value is the one user space would see: the result is the Event's res, the uid the
+// record's (read from the same cred, at the same exit), the comm the record's (proc.name), the argument
+// the register user space reads it from, converted as user space converts it. Syscalls with a
+// state role (exec, fork, chdir, anything that changes the fd table) are never gated: user space decides
+// that, never marking them.
+
+#define GATE_RES_NEG 1
+#define GATE_RES_ZERO 2
+#define GATE_RES_POS 4
+#define GATE_ANY 0
+#define GATE_IN 1   // the value must be in the set
+#define GATE_OUT 2  // the value must not be in it
+#define GATE_UID 1
+#define GATE_COMM 2
+#define GATE_ARG 3
+#define GATE_CONV_I32 1  // the argument as user space reads it: the register's low 32 bits, signed
+
+struct gate {
+    u8 result;  // GATE_RES_* bits kept
+    u8 uid;     // GATE_ANY, GATE_IN, GATE_OUT
+    u8 comm;
+    u8 arg;      // one argument's bound: GATE_ANY, GATE_IN, GATE_OUT
+    u8 argidx;   // which argument (0-5)
+    u8 argconv;  // 0: the register as it is (u64 or s64), GATE_CONV_I32: its low half sign-extended
+    u16 pad;
+};
+// struct gate_key is probe.c's (the scratch buffer holds one).
+BPF_ARRAY(gates, struct gate, NR_SYSCALLS_MAX);
+BPF_HASH(gate_values, struct gate_key, u8, 4096);
+
+// 1 when `key` is in the set as `mode` requires (or mode is GATE_ANY).
+static __always_inline int gate_pass(u8 mode, struct gate_key *key) {
+    if (mode == GATE_ANY)
+        return 1;
+    int found = gate_values.lookup(key) != 0;
+    return found == (mode == GATE_IN);
+}
+
+// 1 when no rule can match this event (the syscall `id`, gated, with result `ret`).
+static __always_inline int gate_drops(struct gate_key *key, u64 *regs, s64 id, s64 ret) {
+    int idx = id;
+    struct gate *g = gates.lookup(&idx);
+    if (!g)
+        return 0;
+    u8 cls = ret < 0 ? GATE_RES_NEG : ret == 0 ? GATE_RES_ZERO : GATE_RES_POS;
+    if (!(g->result & cls))
+        return 1;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->nr = id;
+    if (g->uid != GATE_ANY) {
+        u64 credp = read_ptr((u64)bpf_get_current_task() + OFF_TASK_CRED);
+        if (!credp)
+            return 0;
+        key->kind = GATE_UID;
+        if (bpf_probe_read_kernel(key->data, 4, (void *)(credp + OFF_CRED_UID)) != 0)
+            return 0;
+        if (!gate_pass(g->uid, key))
+            return 1;
+    }
+    if (g->comm != GATE_ANY) {
+        __builtin_memset(key->data, 0, sizeof(key->data));
+        key->kind = GATE_COMM;
+        bpf_get_current_comm(key->data, sizeof(key->data));
+        if (!gate_pass(g->comm, key))
+            return 1;
+    }
+    if (g->arg != GATE_ANY) {
+        u64 v = 0;
+        switch (g->argidx) {
+        case 0: v = regs[REGW(REG_ARG0)]; break;
+        case 1: v = regs[REGW(REG_ARG1)]; break;
+        case 2: v = regs[REGW(REG_ARG2)]; break;
+        case 3: v = regs[REGW(REG_ARG3)]; break;
+        case 4: v = regs[REGW(REG_ARG4)]; break;
+        default: v = regs[REGW(REG_ARG5)]; break;
+        }
+        if (g->argconv == GATE_CONV_I32)
+            v = (u64)(s64)(s32)(u32)v;
+        __builtin_memset(key->data, 0, sizeof(key->data));
+        key->kind = GATE_ARG;
+        __builtin_memcpy(key->data, &v, sizeof(v));
+        if (!gate_pass(g->arg, key))
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,239 @@
+"""The event gates are conservative: for random rules built from every predicate kind the gate analysis knows
+(result comparisons, evt.failed, evt.res, user.uid, proc.name, numeric evt.rawarg.NAME with =, in, != and
+numbers of every sign, on registers holding 32- and 64-bit negatives) and
+checks it cannot bound, under and/or/not and macros, and random events of gated syscalls, an event the
+kernel's model drops (sensor/eventgate.py, the decision probe_eventgate.h makes with the maps filled from the
+rules) never matches any rule.
+
+tests/sensor/test_eventgate_live.py checks that the live kernel decides as this model does."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from falconet.model.event import Container, Event, Process, User
+from falconet.model.prefilter import EVERYTHING, NOTHING, RES_NEG, RES_POS, RES_ZERO, EventGate, ValueSet
+from falconet.rules.engine import Engine
+from falconet.rules.errors import RulesLoadError
+from falconet.sensor import syscalls as sc
+from falconet.sensor.eventgate import arg_value, comm_key, compile_gates, gateable, register_params
+
+TYPES = ["mkdir", "unlinkat", "setuid", "chmod", "ptrace", "read"]
+RESULTS = [-13, -2, -1, 0, 1, 2, 5, 4096]
+UIDS = [0, 1, 1000, 4321, 65534]
+# Kernel comm bytes; proc.name is their decoding (an empty comm is a missing proc.name).
+COMMS = [b"cat", b"bash", b"sudo", b"", b"a_very_long_pro", b"\xffab", b"gate", b"Cat"]
+NAMES = ["cat", "bash", "sudo", "", "a_very_long_process", "a_very_long_pro", "\ufffdab", "gate", "x y"]
+# Argument registers: small values, a 32-bit -1, a 64-bit -1, and one with garbage in the upper half.
+REGS = [0, 1, 2, 0o4755, 0o644, 16, 0xFFFFFFFF, (1 << 64) - 1, (5 << 32) | 16, 0x200]
+PARAMS = ["mode", "uid", "request", "size", "dirfd", "flags", "fd", "pid"]
+NUMS = ["0", "-1", "1", "2", "-2", "5", "0x10", "1000", "4321", "abc", "1.0", "-13"]
+
+
+def _q(text: str) -> str:
+    return "'" + text + "'"
+
+
+check = st.one_of(
+    st.builds(lambda op, n: f"evt.rawres {op} {n}", st.sampled_from(["=", "!=", "<", "<=", ">", ">="]),
+              st.sampled_from(NUMS[:9])),
+    st.builds(lambda a, b: f"evt.rawres in ({a}, {b})", st.sampled_from(NUMS[:6]), st.sampled_from(NUMS[:6])),
+    st.sampled_from(["evt.failed = true", "evt.failed = false", "evt.res = SUCCESS", "evt.res != SUCCESS",
+                     "evt.res = ENOENT", "evt.res != EACCES", "evt.res startswith E"]),
+    st.builds(lambda op, n: f"user.uid {op} {n}", st.sampled_from(["=", "!=", ">", "<="]),
+              st.sampled_from(["0", "1000", "4321", "-1", "0x10"])),
+    st.builds(lambda a, b: f"user.uid in ({a}, {b})", st.sampled_from(["0", "1", "1000"]),
+              st.sampled_from(["4321", "65534", "0"])),
+    st.builds(lambda op, n: f"proc.name {op} {_q(n)}", st.sampled_from(["=", "!=", "startswith", "contains"]),
+              st.sampled_from(NAMES)),
+    st.builds(lambda a, b: f"proc.name in ({_q(a)}, {_q(b)})", st.sampled_from(NAMES), st.sampled_from(NAMES)),
+    st.builds(lambda p, op, n: f"evt.rawarg.{p} {op} {n}", st.sampled_from(PARAMS),
+              st.sampled_from(["=", "!=", ">"]), st.sampled_from(["0", "-1", "16", "0x10", "2564", "4294967295",
+                                                                  "-100", "512", "2"])),
+    st.builds(lambda p, a, b: f"evt.rawarg.{p} in ({a}, {b})", st.sampled_from(PARAMS),
+              st.sampled_from(["0", "-1", "16"]), st.sampled_from(["420", "2", "18446744073709551615"])),
+    st.sampled_from(["proc.exe = cat", "user.name = root", "container.id = host", "proc.pname = bash",
+                     "evt.type = mkdir", "evt.type != setuid", "evt.type in (chmod, read)",
+                     "proc.name in (known_names)", "known_macro", "toupper(proc.name) = CAT"]),
+)
+
+
+def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.builds(lambda a, b: f"({a} and {b})", children, children),
+        st.builds(lambda a, b: f"({a} or {b})", children, children),
+        st.builds(lambda a: f"not {a}", children),
+    )
+
+
+condition = st.recursive(check, _combine, max_leaves=6)
+types = st.sets(st.sampled_from(TYPES), min_size=1)
+PREAMBLE = textwrap.dedent("""
+    - list: known_names
+      items: [sudo, cat, "a_very_long_process"]
+    - macro: known_macro
+      condition: (proc.name in (known_names) and evt.rawres >= 0) or user.uid = 1000
+    """)
+
+
+def _rule(i: int, etypes: set[str], cond: str) -> str:
+    return textwrap.dedent(f"""
+        - rule: r{i}
+          desc: d
+          condition: evt.type in ({", ".join(sorted(etypes))}) and {cond}
+          output: o %proc.name
+          priority: WARNING
+        """)
+
+
+def event(etype: str, res: int, uid: int, comm: bytes, regs: tuple[int, ...] = (0,) * 6) -> Event:
+    """An event as the sensor makes it: proc.name the comm decoded, user.uid the record's uid, each register
+    parameter its register as user space reads it."""
+    name = comm.split(b"\0", 1)[0].decode("utf-8", "replace")
+    proc = Process(pid=100, ppid=10, name=name, exe="x", exepath="/usr/bin/x", args=[], cwd="/root",
+                   user=User(uid=uid, name="root" if uid == 0 else None))  # fmt: skip
+    args: dict[str, object] = {"path": "/tmp/x"}
+    for pname, (index, conv) in register_params(etype).items():
+        args[pname] = arg_value(conv, regs[index])
+    return Event(num=1, ts=1, type=etype, tid=100, res=res, proc=proc, args=args, fd=None,
+                 container=Container())  # fmt: skip
+
+
+def gates_of(text: str) -> tuple[Engine, dict[str, EventGate]] | None:
+    try:
+        eng = Engine.from_texts([("t.yaml", PREAMBLE + text)], rule_matching="all")
+    except RulesLoadError:
+        return None  # a combination the engine refuses: no rule to test
+    return eng, eng.event_gates(TYPES)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    rules=st.lists(st.tuples(types, condition), min_size=1, max_size=3),
+    events=st.lists(st.tuples(st.sampled_from(TYPES), st.sampled_from(RESULTS), st.sampled_from(UIDS),
+                              st.sampled_from(COMMS), st.tuples(*[st.sampled_from(REGS)] * 6)),
+                    min_size=1, max_size=10),  # fmt: skip
+)
+def test_an_event_the_gates_drop_matches_no_rule(
+    rules: list[tuple[set[str], str]], events: list[tuple[str, int, int, bytes, tuple[int, ...]]]
+) -> None:
+    text = "".join(_rule(i, etypes, cond) for i, (etypes, cond) in enumerate(rules))
+    found = gates_of(text)
+    if found is None:
+        return
+    eng, gates = found
+    maps = compile_gates(gates)
+    for etype, res, uid, comm, regs in events:
+        if maps.keeps(sc.BY_NAME[etype].nr, res, uid, comm.ljust(16, b"\0"), regs):
+            continue
+        ev = event(etype, res, uid, comm, regs)
+        assert not eng.matching_rules(ev), (text, gates[etype], etype, res, uid, comm, ev.args)
+
+
+def test_the_generated_space_is_not_empty() -> None:
+    """Gates that drop and events that match both occur (else the property is vacuous); each kind narrows."""
+    text = _rule(0, {"setuid"}, "evt.rawres = 0 and user.uid != 0 and not proc.name in (sudo, su)")
+    found = gates_of(text)
+    assert found is not None
+    eng, gates = found
+    assert gates["setuid"] == EventGate(RES_ZERO, ValueSet(True, frozenset({0})),
+                                        ValueSet(True, frozenset({"sudo", "su"})))
+    assert gates["mkdir"] == NOTHING  # no rule of the type
+    maps = compile_gates(gates)
+    nr = sc.BY_NAME["setuid"].nr
+    assert maps.keeps(nr, 0, 1000, comm_key("cat"))
+    assert eng.matching_rules(event("setuid", 0, 1000, b"cat"))
+    for res, uid, comm in ((-1, 1000, "cat"), (0, 0, "cat"), (0, 1000, "sudo")):
+        assert not maps.keeps(nr, res, uid, comm_key(comm)), (res, uid, comm)
+    assert not maps.keeps(sc.BY_NAME["mkdir"].nr, 0, 0, comm_key("cat"))
+
+
+def test_result_bounds() -> None:
+    def res_gate(cond: str) -> int:
+        found = gates_of(_rule(0, {"mkdir"}, cond))
+        assert found is not None
+        return found[1]["mkdir"].result
+
+    assert res_gate("evt.rawres >= 0") == RES_ZERO | RES_POS
+    assert res_gate("evt.rawres > 5") == RES_POS
+    assert res_gate("not evt.rawres > 5") == RES_NEG | RES_ZERO | RES_POS  # "> 5" is not a whole class
+    assert res_gate("not evt.rawres > 0") == RES_NEG | RES_ZERO
+    assert res_gate("evt.failed = true or evt.rawres = 0") == RES_NEG | RES_ZERO
+    assert res_gate("not evt.res = SUCCESS") == RES_NEG
+    assert res_gate("evt.res = ENOENT") == RES_NEG
+    assert res_gate("not evt.res = ENOENT") == RES_NEG | RES_ZERO | RES_POS
+
+
+def test_state_syscalls_are_never_gated() -> None:
+    """Syscalls that keep user space's tables right reach it whatever the rules say."""
+    for name in ("execve", "clone", "fork", "chdir", "fchdir", "open", "openat", "close", "dup2", "connect",
+                 "sendto", "accept4", "socket", "pipe2", "fcntl", "memfd_create"):
+        assert not gateable(name), name
+    maps = compile_gates({"execve": NOTHING, "sendto": NOTHING, "mkdir": NOTHING, "unlinkat": EVERYTHING})
+    assert set(maps.entries) == {sc.BY_NAME["mkdir"].nr}
+    # unshare/setns carry the credentials from before the syscall: their uid bound is not checked
+    unshare = EventGate(RES_ZERO, ValueSet(False, frozenset({0})))
+    assert compile_gates({"unshare": unshare}).keeps(sc.BY_NAME["unshare"].nr, 0, 1000, comm_key("x"))
+
+
+def test_values_beyond_the_kernel_hash_widen_the_gate() -> None:
+    """More comms than gate_values holds: the largest sets become "any" (which only keeps more)."""
+    many = ValueSet(True, frozenset(f"p{i}" for i in range(5000)))
+    few = ValueSet(False, frozenset({"cat"}))
+    maps = compile_gates({"mkdir": EventGate(RES_ZERO, comm=many), "rmdir": EventGate(comm=few)})
+    assert len(maps.values) <= 4096
+    mkdir, rmdir = sc.BY_NAME["mkdir"].nr, sc.BY_NAME["rmdir"].nr
+    assert maps.keeps(mkdir, 0, 0, comm_key("p1"))  # the comm bound was dropped, the result's kept
+    assert not maps.keeps(mkdir, -2, 0, comm_key("x"))
+    assert maps.keeps(rmdir, 0, 0, comm_key("cat")) and not maps.keeps(rmdir, 0, 0, comm_key("dog"))
+
+
+def test_argument_bounds_read_registers_as_user_space_does() -> None:
+    """evt.rawarg.uid of setuid is the register's low half, signed: -1 is 0xffffffff with any upper half."""
+    found = gates_of(_rule(0, {"setuid"}, "(evt.rawarg.uid = 0 or evt.rawarg.uid = -1) and evt.rawres = 0"))
+    assert found is not None
+    eng, gates = found
+    maps = compile_gates(gates)
+    nr = sc.BY_NAME["setuid"].nr
+    for reg, kept in ((0, True), (0xFFFFFFFF, True), ((7 << 32) | 0xFFFFFFFF, True), (1000, False),
+                      ((1 << 64) - 2, False)):
+        assert maps.keeps(nr, 0, 0, comm_key("x"), (reg, 0, 0, 0, 0, 0)) == kept, hex(reg)
+        assert bool(eng.matching_rules(event("setuid", 0, 0, b"x", (reg, 0, 0, 0, 0, 0)))) == kept, hex(reg)
+    # a bound on a parameter the syscall does not have (or not in a register) is not checked
+    assert compile_gates({"setuid": EventGate(args=(("mode", ValueSet(False, frozenset({1}))),))}).entries == {}
+
+
+@pytest.mark.upstream
+def test_the_default_and_upstream_rules_gates_drop_no_event_they_match() -> None:
+    """The shipped rules (macros, lists, exceptions and all) on a grid of events of every gated syscall: the
+    comms each gate names, results of each class, uids and argument registers of each kind."""
+    from resources import shared_path
+
+    from falconet.rules import DEFAULT_RULES
+
+    files = [DEFAULT_RULES, shared_path("upstream-rules", "current", "falco_rules.yaml")]
+    checked = 0
+    for path in files:
+        eng = Engine.from_files([path], rule_matching="all")
+        types = sorted(eng.event_types or ())
+        maps = compile_gates(eng.event_gates(types))
+        comms = {raw[:15] for nr, kind, raw in maps.values if kind == 2} | {b"cat", b""}
+        for etype in types:
+            nr = sc.BY_NAME[etype].nr
+            if nr not in maps.entries:
+                continue
+            for res in (-1, 0, 5):
+                for uid in (0, 1000):
+                    for comm in sorted(comms):
+                        for reg in (0, 1, 0xFFFFFFFF):
+                            regs = (reg,) * 6
+                            if maps.keeps(nr, res, uid, comm.ljust(16, b"\0"), regs):
+                                continue
+                            checked += 1
+                            ev = event(etype, res, uid, comm.rstrip(b"\0"), regs)
+                            assert not eng.matching_rules(ev), (path.name, etype, res, uid, comm, reg)
+    assert checked > 1000
