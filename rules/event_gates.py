@@ -34,6 +34,7 @@ from falconet.model.prefilter import (
     ValueSet,
 )
 
+from .macro_walk import MacroWalk
 from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
 from .syscalls import is_numeric_arg
 
@@ -49,14 +50,13 @@ _EQ_OPS = ("=", "==", "in")
 _BIG = 1 << 70  # beyond any syscall result
 
 
-class GateAnalysis:
+class GateAnalysis(MacroWalk):
     """Folds conditions into EventGates for one event type, resolving macros by name (a cycle or an unknown
     macro bounds nothing)."""
 
     def __init__(self, macros: Mapping[str, Node] | None, event_type: str) -> None:
-        self.macros = macros or {}
+        super().__init__(macros)
         self.event_type = event_type
-        self._stack: list[str] = []
 
     def gate(self, node: Node, negated: bool = False) -> EventGate:
         """The gate of the events for which `node` holds (or, negated, does not hold)."""
@@ -70,14 +70,7 @@ class GateAnalysis:
         if isinstance(node, Not):
             return self.gate(node.child, not negated)
         if isinstance(node, MacroRef):
-            ast = self.macros.get(node.name)
-            if ast is None or node.name in self._stack:
-                return EVERYTHING
-            self._stack.append(node.name)
-            try:
-                return self.gate(ast, negated)
-            finally:
-                self._stack.pop()
+            return self.through_macro(node.name, lambda ast: self.gate(ast, negated), EVERYTHING)
         if isinstance(node, Check):
             holds, fails = _check(node, self.event_type)
             return fails if negated else holds

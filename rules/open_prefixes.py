@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .macro_walk import MacroWalk
 from .parser import And, Check, FieldValue, ListLiteral, Literal, MacroRef, Node, Not, Or
 
 # Event types that create an fd from a path.
@@ -89,12 +90,8 @@ UNBOUNDED = Bound(None)
 IMPOSSIBLE = Bound({}, 0)
 
 
-class Analysis:
+class Analysis(MacroWalk):
     """Folds conditions into Bounds, resolving macros by name (a cycle or unknown macro is unbounded)."""
-
-    def __init__(self, macros: Mapping[str, Node] | None) -> None:
-        self.macros = macros or {}
-        self._stack: list[str] = []
 
     def bound(self, node: Node, event_type: str | None) -> Bound:
         if isinstance(node, And):
@@ -111,14 +108,7 @@ class Analysis:
         if isinstance(node, Not):
             return UNBOUNDED
         if isinstance(node, MacroRef):
-            ast = self.macros.get(node.name)
-            if ast is None or node.name in self._stack:
-                return UNBOUNDED
-            self._stack.append(node.name)
-            try:
-                return self.bound(ast, event_type)
-            finally:
-                self._stack.pop()
+            return self.through_macro(node.name, lambda ast: self.bound(ast, event_type), UNBOUNDED)
         if isinstance(node, Check):
             return _check(node, event_type)
         return UNBOUNDED
@@ -134,14 +124,8 @@ class Analysis:
         if isinstance(node, Not):
             return self.fd_fields(node.child, event_type)
         if isinstance(node, MacroRef):
-            ast = self.macros.get(node.name)
-            if ast is None or node.name in self._stack:
-                return {"?"}  # unknown: assume the worst
-            self._stack.append(node.name)
-            try:
-                return self.fd_fields(ast, event_type)
-            finally:
-                self._stack.pop()
+            # unknown: assume the worst
+            return self.through_macro(node.name, lambda ast: self.fd_fields(ast, event_type), {"?"})
         if isinstance(node, And) and any(self.bound(c, event_type) == IMPOSSIBLE for c in node.children):
             return set()
         if isinstance(node, (And, Or)):
