@@ -45,7 +45,7 @@ from falconet.sensor.record import (
     parse_sockinfo,
 )
 from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, set_tuple, socket_fd
-from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo
+from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo, resolve_path
 
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
 NO_PATHS: dict[str, tuple[str, str]] = {}
@@ -104,6 +104,10 @@ class Enricher:
         # an absolute path's segment bytes -> (its text, its lexically folded form): a host opens the same
         # files over and over, and for an absolute path both are a function of the bytes alone
         self._absolute: dict[bytes, tuple[str, str]] = {}
+        # (the directory a relative path resolves against, the path's segment bytes) -> (its text, its absolute
+        # form): a build opens the same relative names (headers, objects) from the same directories over and
+        # over, and the pair determines both (state.resolve_path is a pure function of them)
+        self._relative: dict[tuple[str | None, bytes], tuple[str, str]] = {}
         self._containers: dict[cgroups.ContainerRef, Container] = {}
 
     @property
@@ -167,7 +171,7 @@ class Enricher:
                                 HDR_SIZE + v[32] <= n):  # one path, an absolute one seen before: no Record
                             pos = off + HDR_SIZE
                             blob = data[pos : pos + v[32]]
-                            got = absolute.get(blob)
+                            got = absolute.get(blob) if blob[:1] == b"/" else self._relative_seen(p, route[1], v, blob)
                             if got is not None:
                                 ev = self._open_record(route, p, v, got, (blob, b"", b"", b"", b"", b""))
                                 if ev is not None:
@@ -404,8 +408,31 @@ class Enricher:
                 out[key] = absolute[blob] = (raw, self.table.abspath(pid, raw))
                 continue
             dirfd = _i32(rec.args[dirarg]) if dirarg >= 0 else AT_FDCWD
-            out[key] = (raw, self.table.abspath(pid, raw, dirfd))
+            base = self.table.dir_of(pid, dirfd)
+            relative = self._relative
+            got = relative.get((base, blob))
+            if got is None:
+                if len(relative) >= 4096:
+                    relative.clear()
+                got = relative[(base, blob)] = (raw, resolve_path(base, raw))
+            out[key] = got
         return out
+
+    def _relative_seen(self, p: ProcInfo, plan: Plan, v: tuple[Any, ...], blob: bytes) -> tuple[str, str] | None:
+        """The (raw, absolute) pair of a relative path parameter (the first of `plan`) as _paths last made it
+        for the same directory, from the unpacked header `v`; None when not seen (or empty): then the Record
+        path makes it. The directory is read as table.dir_of reads it (the cwd, or the dirfd's name)."""
+        if not blob:
+            return None
+        dirarg = plan.paths[0][2]
+        base = p.cwd
+        if dirarg >= 0:
+            num = v[25 + dirarg] & 0xFFFFFFFF
+            dirfd = num - (1 << 32) if num & 0x80000000 else num
+            if dirfd != AT_FDCWD:
+                f = p.fds.get(dirfd)
+                base = f.name if f is not None else None
+        return self._relative.get((base, blob))
 
     def _exec(self, rec: Record, spec: sc.Spec, p: ProcInfo) -> dict[str, Any]:
         pending = self._pending_exec.pop(rec.tgid, None)

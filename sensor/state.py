@@ -74,6 +74,16 @@ class ProcInfo:
     fds: dict[int, Fd] = field(default_factory=dict)
     gen: int = 0  # bumped whenever a field an Event's Process shows changes (lets the sensor cache ancestors)
 
+    def forked(self, pid: int, start_ts: int, fds: dict[int, Fd]) -> ProcInfo:
+        """A copy for a new child process: every field of this one but its pid, parent, start, fd table and
+        generation (dataclasses.replace, spelled out: a fork per exec makes its generic field loop a
+        measurable share of an exec's cost; tests/sensor/test_state.py checks this names every field)."""
+        return ProcInfo(pid, self.pid, self.comm, self.exe, self.exepath, list(self.args), list(self.env), self.cwd,
+                        self.container_id, self.container, start_ts, self.uid, self.gid, self.euid, self.egid,
+                        self.loginuid, self.tty, self.sid, self.pgid, self.cap_inheritable, self.cap_permitted,
+                        self.cap_effective, self.exe_from_memfd, self.vpid, self.vpgid, self.pidns_init_ts,
+                        self.exe_file, self.exe_writable, fds, 0)
+
 
 class ProcessTable:
     """tgid -> ProcInfo, and the operations kernel events perform on it."""
@@ -102,9 +112,9 @@ class ProcessTable:
         if flags & CLONE_THREAD:
             return None
         parent = self.ensure(parent_pid)
-        fds = parent.fds if flags & CLONE_FILES else {n: replace(fd) for n, fd in parent.fds.items()}
-        child = replace(parent, pid=child_tid, ppid=parent_pid, start_ts=ts, fds=fds,
-                        args=list(parent.args), env=list(parent.env), gen=0)
+        # The table's Fds are never changed in place (a change replaces the entry), so the child's table shares
+        # them; only the table itself is the child's own (unless CLONE_FILES shares it too).
+        child = parent.forked(child_tid, ts, parent.fds if flags & CLONE_FILES else dict(parent.fds))
         self.procs[child_tid] = child
         self.epoch += 1
         return child

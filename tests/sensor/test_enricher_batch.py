@@ -140,3 +140,53 @@ def test_the_header_fast_paths_keep_events_and_tables_as_the_record_path(
     for pid, p in single.table.procs.items():
         q = batch.table.procs[pid]
         assert dataclasses.asdict(q) == dataclasses.asdict(p), pid
+
+
+AT_FDCWD_U64 = 0xFFFFFFFFFFFFFF9C  # AT_FDCWD (-100) as a register holds it
+O_DIRECTORY = 0o200000
+
+
+def test_relative_opens_resolve_against_the_directory_of_the_moment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative path seen before is taken from a cache keyed by the directory it resolves against (the cwd,
+    or the dirfd's path) and its bytes, in the Record path and in the header fast path: a chdir, or a dirfd
+    number reused for another directory, must give the new directory's path, and both paths the same events."""
+    records = [
+        _syscall("chdir", 0, (), b"/a\0"),
+        _syscall("openat", 3, (AT_FDCWD_U64, 0, 0), b"x.h\0"),  # /a/x.h, made by the Record path
+        _syscall("close", 0, (3,)),
+        _syscall("openat", 3, (AT_FDCWD_U64, 0, 0), b"x.h\0"),  # /a/x.h again: the fast path
+        _syscall("chdir", 0, (), b"/b\0"),
+        _syscall("openat", 4, (AT_FDCWD_U64, 0, 0), b"x.h\0"),  # the same bytes, another cwd
+        _syscall("open", 6, (0, 0), b"x.h\0"),  # open(2) has no dirfd: the cwd
+        _syscall("openat", 5, (AT_FDCWD_U64, O_DIRECTORY, 0), b"/c\0"),
+        _syscall("openat", 7, (5, 0, 0), b"x.h\0"),  # against the dirfd
+        _syscall("openat", 8, (5, 0, 0), b"x.h\0"),
+        _syscall("close", 0, (5,)),
+        _syscall("openat", 5, (AT_FDCWD_U64, O_DIRECTORY, 0), b"/d/e\0"),  # fd 5 again, another directory
+        _syscall("openat", 9, (5, 0, 0), b"x.h\0"),
+        _syscall("openat", 10, (5, 0, 0), b"../x.h\0"),
+        _syscall("openat", 11, (AT_FDCWD_U64, 0, 0), b"x.h\0"),
+        _syscall("open", 12, (0, 0), b"x.h\0"),
+    ]
+    want = ["/a/x.h", "/a/x.h", "/b/x.h", "/b/x.h", "/c", "/c/x.h", "/c/x.h", "/d/e", "/d/e/x.h", "/d/x.h",
+            "/b/x.h", "/b/x.h"]
+    hits = [0]
+    real = Enricher._relative_seen
+
+    def counted(self: Enricher, *args: Any) -> tuple[str, str] | None:
+        got = real(self, *args)
+        hits[0] += got is not None
+        return got
+
+    monkeypatch.setattr(Enricher, "_relative_seen", counted)
+    (tmp_path / "a").mkdir()
+    events, errors = _enricher(tmp_path / "a", {"openat", "open"}).feed_batch(*_batch(records))
+    assert errors == 0
+    assert [e.fd.name if e.fd else None for e in events] == want
+    assert [e.args["name"] for e in events] == want
+    assert hits[0] == 4, "the header fast path answered the repeated relative opens"
+    (tmp_path / "b").mkdir()
+    single = _enricher(tmp_path / "b", {"openat", "open"})
+    one = [ev for data in records if (ev := single.feed(data)) is not None]
+    assert [e.to_dict() for e in events] == [e.to_dict() for e in one]

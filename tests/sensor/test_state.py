@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 from falconet.model.event import Fd
 from falconet.sensor import state as s
+from falconet.sensor.cgroups import ContainerRef
+from falconet.sensor.record import ExecInfo
 
 
 @pytest.mark.parametrize(("base", "path", "want"), [
@@ -52,6 +55,47 @@ def test_fork_copies_process_and_threads_do_not() -> None:
     assert child.fds[3].name == "/var/log/x"
     t.close(201, 3)  # the child's table is its own copy
     assert t.fd(100, 3) is not None
+
+
+def test_a_forked_child_copies_every_field_but_its_own() -> None:
+    """ProcInfo.forked spells dataclasses.replace out for speed: it must copy every field (a field added later,
+    or one left out, gives the child a default instead of the parent's value, which this catches) except the
+    child's own pid, parent, start time, fd table and generation; its lists are its own."""
+    parent = s.ProcInfo(100)
+    for n, f in enumerate(dataclasses.fields(s.ProcInfo)):  # a distinct, non-default value in every field
+        value = getattr(parent, f.name)
+        if isinstance(value, bool):
+            setattr(parent, f.name, True)
+        elif isinstance(value, int) or f.name == "pidns_init_ts":
+            setattr(parent, f.name, 1000 + n)
+        elif isinstance(value, list):
+            setattr(parent, f.name, [f"{f.name}-{n}"])
+        elif f.name == "fds":
+            parent.fds = {3: Fd(3, name="/x")}
+        elif f.name == "container":
+            parent.container = ContainerRef("docker", "c" * 64)
+        elif f.name == "exe_file":
+            parent.exe_file = ExecInfo(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, True)
+        else:
+            setattr(parent, f.name, f"{f.name}-{n}")
+    fds = {4: Fd(4)}
+    child = parent.forked(201, 5, fds)
+    want = dataclasses.replace(parent, pid=201, ppid=parent.pid, start_ts=5, fds=fds, gen=0)
+    assert dataclasses.asdict(child) == dataclasses.asdict(want)
+    assert child.fds is fds and child.args is not parent.args and child.env is not parent.env
+
+
+def test_fork_shares_the_parents_fds_but_not_its_table() -> None:
+    """The table's Fds are never changed in place, so a child shares them; what it closes or opens is its own,
+    and with CLONE_FILES the table itself is shared."""
+    t = s.ProcessTable()
+    t.add_fd(100, Fd(3, name="/var/log/x", flags=0))
+    child = t.fork(100, 201, 17, ts=5)
+    assert child is not None and child.fds[3] is t.fd(100, 3) and child.fds is not t.procs[100].fds
+    t.add_fd(201, Fd(4, name="/y"))
+    assert t.fd(100, 4) is None
+    shared = t.fork(100, 202, s.CLONE_FILES, ts=6)
+    assert shared is not None and shared.fds is t.procs[100].fds
 
 
 def test_exec_replaces_image_and_drops_cloexec_fds() -> None:
