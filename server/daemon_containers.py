@@ -59,6 +59,11 @@ class ContainerSource:
     def start(self) -> None:
         self.inner.start()
         self.service.start()
+        # The daemon says "ready" when this returns: first let each runtime answer (bounded), so that a
+        # container started right then is held for its metadata instead of passing unnamed.
+        for name in self.service.wait_first_contact():
+            self.service.log(f"container engine {name}: still connecting; its containers' metadata follows "
+                             "when it answers")
 
     def poll(self, timeout_ms: int) -> Sequence[Event | AuditEvent] | None:
         if self._ended:
