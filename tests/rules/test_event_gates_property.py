@@ -14,6 +14,8 @@ import textwrap
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rule_strategies import conditions
+from rule_strategies import quote as _q
 
 from falconet.model.event import Container, Event, Process, User
 from falconet.model.prefilter import EVERYTHING, NOTHING, RES_NEG, RES_POS, RES_ZERO, EventGate, ValueSet
@@ -32,10 +34,6 @@ NAMES = ["cat", "bash", "sudo", "", "a_very_long_process", "a_very_long_pro", "\
 REGS = [0, 1, 2, 0o4755, 0o644, 16, 0xFFFFFFFF, (1 << 64) - 1, (5 << 32) | 16, 0x200]
 PARAMS = ["mode", "uid", "request", "size", "dirfd", "flags", "fd", "pid"]
 NUMS = ["0", "-1", "1", "2", "-2", "5", "0x10", "1000", "4321", "abc", "1.0", "-13"]
-
-
-def _q(text: str) -> str:
-    return "'" + text + "'"
 
 
 check = st.one_of(
@@ -62,15 +60,7 @@ check = st.one_of(
 )
 
 
-def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    return st.one_of(
-        st.builds(lambda a, b: f"({a} and {b})", children, children),
-        st.builds(lambda a, b: f"({a} or {b})", children, children),
-        st.builds(lambda a: f"not {a}", children),
-    )
-
-
-condition = st.recursive(check, _combine, max_leaves=6)
+condition = conditions(check)
 types = st.sets(st.sampled_from(TYPES), min_size=1)
 PREAMBLE = textwrap.dedent("""
     - list: known_names
