@@ -57,10 +57,15 @@ class ContainerSource:
         return self.inner.name
 
     def start(self) -> None:
-        self.inner.start()
+        # The runtimes are reached while the sensor loads (seconds of compiling), and the daemon says "ready"
+        # when this returns: only then, each runtime having answered (bounded), is a container started right
+        # after held for its metadata instead of passing unnamed.
         self.service.start()
-        # The daemon says "ready" when this returns: first let each runtime answer (bounded), so that a
-        # container started right then is held for its metadata instead of passing unnamed.
+        try:
+            self.inner.start()
+        except BaseException:
+            self.service.close()
+            raise
         for name in self.service.wait_first_contact():
             self.service.log(f"container engine {name}: still connecting; its containers' metadata follows "
                              "when it answers")
