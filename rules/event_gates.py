@@ -3,7 +3,9 @@ that have no state role (model/prefilter.py says what a gate is; the sensor deci
 to and checks it in the kernel).
 
 For one rule and one event type the condition is folded into an `EventGate`: a conjunction of bounds on the
-result class, user.uid, proc.name and numeric arguments (evt.rawarg.NAME) that every event matching the condition satisfies. The fold is sound,
+result class, user.uid, proc.name, numeric arguments (evt.rawarg.NAME) and string arguments (evt.arg.NAME and
+evt.rawarg.NAME of a path or string the kernel reads: prefix and suffix atoms) that every event matching the
+condition satisfies. The fold is sound,
 never exact: `and` intersects per kind, `or` unions per kind (so `a or b` keeps every value either side
 keeps), `not` is pushed down to the checks (De Morgan) where a check's complement is exact, and anything not
 understood (another field, a transformer, a comparison between fields, a macro that cannot be resolved)
@@ -13,6 +15,12 @@ Exactness is what makes `not` sound: `not proc.name in (sudo, su)` may only excl
 `proc.name in (sudo, su)` holds for exactly the events whose comm is one of them. Only checks that hold for
 exactly the values their bound names are marked exact (`evt.rawres = 5` is bounded by "positive" but not
 exactly, so `not evt.rawres = 5` bounds nothing).
+
+A string argument is bounded only where its value is the string the kernel read: a path argument that is
+absolute and lexically clean (user space resolves relative paths and folds `..`, which the kernel cannot), a
+plain string always; the kernel judges only clean strings (model/prefilter.py's path_clean), so the atoms need
+hold only for those. The tests of a path are open_prefixes.py's for fd.name (whose values the open filter
+bounds on the same condition), plus one: `=`/`in` never holds for a clean value with an unclean operand.
 
 The values are those user space sees: the Event's res is the kernel's result, user.uid the caller's real uid
 and proc.name its comm (decoded from at most 15 bytes) at the syscall's exit, read from the same place the
@@ -32,8 +40,12 @@ from falconet.model.prefilter import (
     RES_ZERO,
     EventGate,
     ValueSet,
+    path_clean,
 )
 
+from falconet.model.syscalls import EVENT_PARAMS
+
+from . import open_prefixes
 from .macro_walk import MacroWalk
 from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
 from .syscalls import is_numeric_arg
@@ -137,9 +149,50 @@ def _check(check: Check, event_type: str) -> Pair:
         return _uid_check(op, values)
     if name == "proc.name":
         return _comm_check(op, values)
+    if name.startswith(("evt.arg.", "evt.rawarg.")) and _absent(event_type, name.split(".", 2)[2]):
+        return _NEVER  # the event has no such parameter: every comparison with a missing value is false
     if name.startswith("evt.rawarg.") and is_numeric_arg(name[len("evt.rawarg."):]):
         return _arg_check(name[len("evt.rawarg."):], op, values)
+    if name.startswith(("evt.arg.", "evt.rawarg.")):
+        param = name.split(".", 2)[2]
+        if param in string_params(event_type):
+            return _path_check(param, op, values)
     return _UNKNOWN
+
+
+def string_params(event_type: str) -> frozenset[str]:
+    """The event type's parameters whose value is a string the kernel reads (source s0/s1: as passed; p0/p1:
+    a path, resolved by user space), by name."""
+    found = _STRING_PARAMS.get(event_type)
+    if found is None:
+        found = _STRING_PARAMS[event_type] = frozenset(
+            p.name for p in EVENT_PARAMS.get(event_type, ()) if p.source[:2] in ("s0", "s1", "p0", "p1")
+            and p.kind in ("str", "path") and not is_numeric_arg(p.name))
+    return found
+
+
+_STRING_PARAMS: dict[str, frozenset[str]] = {}
+# Event types whose parameters the engine derives beyond the table (rules/syscalls.py raw_arg).
+_DERIVED_TYPES = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork"})
+
+
+def _absent(event_type: str, param: str) -> bool:
+    """Is evt.arg.PARAM / evt.rawarg.PARAM missing from every event of the type (not one of its parameters)?"""
+    params = EVENT_PARAMS.get(event_type)
+    if params is None or event_type in _DERIVED_TYPES or param.isdigit():
+        return False
+    return all(p.name != param for p in params)
+
+
+def _path_check(param: str, op: str, values: list[str]) -> Pair:
+    """A test of a string argument, for the clean absolute values the kernel judges (where the value is the
+    string as read): the atoms one of which each such value the test accepts satisfies; never exact."""
+    if op in _EQ_OPS:
+        values = [v for v in values if path_clean(v.encode("utf-8", "surrogateescape"))]
+    bound = open_prefixes.path_check("fd.name", op, values)
+    if bound.paths is None:
+        return _UNKNOWN
+    return EventGate(paths=((param, frozenset(bound.paths)),)), EVERYTHING
 
 
 def _result_pair(mask: int, exact: bool) -> Pair:
