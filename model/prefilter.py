@@ -9,7 +9,9 @@ A gate is a conjunction of per-kind bounds, each checked on a value the kernel h
 will see it: the syscall's result class (evt.rawres, evt.res, evt.failed), the caller's real uid (user.uid),
 its comm (proc.name), numeric arguments by name (evt.rawarg.NAME: the sensor checks those it reads straight
 from a register) and string arguments by name (evt.arg.NAME of a path or string the kernel reads: prefix and
-suffix atoms, as the open filter has them, binding only absolute, lexically clean values). A gate derived from
+suffix atoms, as the open filter has them, binding only absolute, lexically clean values) and bit sets of
+numeric arguments rendered by bit name (`evt.arg.mode contains S_ISUID`: the register must have one of the
+bits whose names hold the text). A gate derived from
 several rules is the per-kind union of their gates, which is sound: an event one rule matches satisfies every
 kind of that rule's gate, so every kind of the union.
 
@@ -89,10 +91,14 @@ class EventGate:
     paths: tuple[tuple[str, frozenset[str]], ...] = ()
     """(parameter name, atoms) sorted by name: a clean absolute value of string parameter NAME starts with one of
     the prefix atoms or ends with one of the suffix atoms (written with a leading `*`); not listed: any value."""
+    bits: tuple[tuple[str, int], ...] = ()
+    """(parameter name, mask) sorted by name: the value of numeric parameter NAME has at least one bit of the
+    mask (never 0); not listed: any value."""
 
     @property
     def keeps_all(self) -> bool:
-        return self.result == RES_ANY and self.uid.is_any and self.comm.is_any and not self.args and not self.paths
+        return (self.result == RES_ANY and self.uid.is_any and self.comm.is_any and not self.args
+                and not self.paths and not self.bits)
 
     @property
     def keeps_none(self) -> bool:
@@ -107,8 +113,10 @@ class EventGate:
         args = {n: v.union(theirs[n]) for n, v in mine.items() if n in theirs}
         mp, tp = dict(self.paths), dict(other.paths)
         paths = {n: a | tp[n] for n, a in mp.items() if n in tp}
+        mb, tb = dict(self.bits), dict(other.bits)
+        bits = tuple(sorted((n, m | tb[n]) for n, m in mb.items() if n in tb))
         return EventGate(self.result | other.result, self.uid.union(other.uid), self.comm.union(other.comm),
-                         _args(args), _paths(paths))
+                         _args(args), _paths(paths), bits)
 
     def intersection(self, other: EventGate) -> EventGate:
         args = dict(self.args)
@@ -118,8 +126,12 @@ class EventGate:
         for n, a in other.paths:
             # Either side's atoms bound the conjunction: keep the tighter (fewer atoms, then the smaller set).
             paths[n] = min(paths[n], a, key=lambda x: (len(x), sorted(x))) if n in paths else a
+        bits = dict(self.bits)
+        for n, m in other.bits:
+            # Either mask bounds the conjunction: keep the one with fewer bits.
+            bits[n] = min(bits[n], m, key=lambda x: (x.bit_count(), x)) if n in bits else m
         return EventGate(self.result & other.result, self.uid.intersection(other.uid),
-                         self.comm.intersection(other.comm), _args(args), _paths(paths))
+                         self.comm.intersection(other.comm), _args(args), _paths(paths), tuple(sorted(bits.items())))
 
 
 def _args(args: dict[str, ValueSet[int]]) -> tuple[tuple[str, ValueSet[int]], ...]:

@@ -4,8 +4,9 @@ to and checks it in the kernel).
 
 For one rule and one event type the condition is folded into an `EventGate`: a conjunction of bounds on the
 result class, user.uid, proc.name, numeric arguments (evt.rawarg.NAME) and string arguments (evt.arg.NAME and
-evt.rawarg.NAME of a path or string the kernel reads: prefix and suffix atoms) that every event matching the
-condition satisfies. The fold is sound,
+evt.rawarg.NAME of a path or string the kernel reads: prefix and suffix atoms) and bit tests on numeric
+arguments rendered by bit name (evt.arg.NAME contains S_ISUID: a mask the value must share a bit with) that
+every event matching the condition satisfies. The fold is sound,
 never exact: `and` intersects per kind, `or` unions per kind (so `a or b` keeps every value either side
 keeps), `not` is pushed down to the checks (De Morgan) where a check's complement is exact, and anything not
 understood (another field, a transformer, a comparison between fields, a macro that cannot be resolved)
@@ -48,7 +49,18 @@ from falconet.model.syscalls import EVENT_PARAMS
 from . import open_prefixes
 from .macro_walk import MacroWalk
 from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
-from .syscalls import is_numeric_arg
+from .syscalls import (
+    AT_FLAGS,
+    MEMFD_FLAGS,
+    MODE_BITS,
+    MOUNT_FLAGS,
+    RENAME_FLAGS,
+    RESOLVE_FLAGS,
+    UMOUNT_FLAGS,
+    Table,
+    is_numeric_arg,
+    kind_of,
+)
 
 COMM_MAX = 15
 """The kernel's comm holds at most 15 bytes (TASK_COMM_LEN - 1): a longer proc.name never matches."""
@@ -157,7 +169,35 @@ def _check(check: Check, event_type: str) -> Pair:
         param = name.split(".", 2)[2]
         if param in string_params(event_type):
             return _path_check(param, op, values)
+        if name.startswith("evt.arg.") and op == "contains" and len(values) == 1:
+            return _bits_check(event_type, param, values[0])
     return _UNKNOWN
+
+
+# Parameter kinds rendered as set bits by name joined with '|', the leftover bits as a decimal number, and no
+# bit as "0" (rules/syscalls.py render_bits).
+_BIT_TABLES: dict[str, Table] = {
+    "mode": MODE_BITS, "mount_flags": MOUNT_FLAGS, "umount_flags": UMOUNT_FLAGS, "at_flags": AT_FLAGS,
+    "rename_flags": RENAME_FLAGS, "memfd_flags": MEMFD_FLAGS, "resolve_flags": RESOLVE_FLAGS,
+}  # fmt: skip
+
+
+def _bits_check(event_type: str, param: str, text: str) -> Pair:
+    """`evt.arg.NAME contains TEXT` of a parameter rendered by bit names: with TEXT holding no '|' and some
+    character no number has, it can only be found inside a name, and a name is rendered only when all its bits
+    are set, so the value shares a bit with the names holding TEXT (none: the check never holds)."""
+    table = _BIT_TABLES.get(kind_of(event_type, param)) if event_type in EVENT_PARAMS else None
+    if table is None or not text or "|" in text or all(c in "0123456789-" for c in text):
+        return _UNKNOWN
+    if all(p.name != param for p in EVENT_PARAMS[event_type]):
+        return _UNKNOWN
+    mask = 0
+    for bit_name, bit in table:
+        if text in bit_name:
+            mask |= bit
+    if not mask:
+        return _NEVER
+    return EventGate(bits=((param, mask),)), EVERYTHING
 
 
 def string_params(event_type: str) -> frozenset[str]:

@@ -11,7 +11,8 @@ and entries of the `gate_values` hash ((syscall, kind, value) -> 1). One string 
 string the kernel reads from a register's pointer) may be bounded by atoms: prefixes in the `gate_prefixes` LPM
 trie and suffixes in the `gate_suffixes` hash, keyed by the syscall, with the suffix lengths to try in the
 syscall's entry; the kernel judges only a string that is absolute and lexically clean (model/prefilter.py's
-path_clean) and passes any other. A rule reload rewrites the maps, never the program.
+path_clean) and passes any other. One numeric argument per syscall may be bounded by a bit mask it must share a
+bit with (`bitsmask`, from `evt.arg.mode contains S_ISUID`). A rule reload rewrites the maps, never the program.
 
 `GateMaps.keeps` is the kernel's decision in Python; the tests prove it conservative against the rule engine
 and check it against the live kernel.
@@ -122,6 +123,9 @@ class GateEntry:
     path: int = MODE_ANY  # MODE_IN: a clean string at argument `pathidx` must hold a prefix or suffix atom
     pathidx: int = 0
     lens: tuple[int, ...] = ()  # the suffix lengths tried, at most PATH_SUFFIX_LENS
+    bitsmask: int = 0  # not 0: argument `bitsidx`, read as `bitsconv` says, must have one of these bits
+    bitsidx: int = 0
+    bitsconv: int = CONV_U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,8 @@ class GateMaps:
                                 (e.arg, KIND_ARG, arg_key(arg_value(e.argconv, args[e.argidx])))):
             if mode != MODE_ANY and ((nr, kind, raw) in self.values) != (mode == MODE_IN):
                 return False
+        if e.bitsmask and not arg_value(e.bitsconv, args[e.bitsidx]) & e.bitsmask:
+            return False
         if e.path != MODE_ANY:
             text = (strings or {}).get(e.pathidx)
             if text is not None and path_clean(text) and not self._covered(nr, e.lens, text):
@@ -197,7 +203,8 @@ def compile_gates(gates: Mapping[str, EventGate]) -> GateMaps:
         params = register_params(name)
         strs = string_params(name)
         gate = EventGate(gate.result, gate.uid, gate.comm, tuple((n, v) for n, v in gate.args if n in params),
-                         tuple((n, a) for n, a in gate.paths if n in strs))
+                         tuple((n, a) for n, a in gate.paths if n in strs),
+                         tuple((n, m) for n, m in gate.bits if n in params and 0 < m < 1 << 63))
         if not gate.keeps_all:
             chosen[spec.nr] = gate
     sizes = [(len(g.comm.items), nr, KIND_COMM) for nr, g in chosen.items() if not g.comm.is_any]
@@ -222,13 +229,16 @@ def compile_gates(gates: Mapping[str, EventGate]) -> GateMaps:
         arg = args[nr]
         arg_mode = MODE_ANY if arg is None else _mode(arg[2])
         path = paths.get(nr)
+        bits = min(g.bits, key=lambda b: (b[1].bit_count(), b[0]), default=None)
         if (g.result == RES_ANY and uid_mode == MODE_ANY and comm_mode == MODE_ANY and arg_mode == MODE_ANY
-                and path is None):
+                and path is None and bits is None):
             continue
         argidx, argconv = (0, CONV_U64) if arg is None else (arg[0], arg[1])
         pathidx, lens = (0, ()) if path is None else (path[0], path[3])
+        bitsmask, (bitsidx, bitsconv) = (0, (0, CONV_U64)) if bits is None else (
+            bits[1], register_params(sc.BY_NR[nr].name)[bits[0]])
         entries[nr] = GateEntry(g.result, uid_mode, comm_mode, arg_mode, argidx, argconv,
-                                MODE_ANY if path is None else MODE_IN, pathidx, lens)
+                                MODE_ANY if path is None else MODE_IN, pathidx, lens, bitsmask, bitsidx, bitsconv)
         if arg is not None:
             values |= {(nr, KIND_ARG, arg_key(v)) for v in arg[2].items if _representable(arg[1], v)}
         if path is not None:

@@ -3,7 +3,8 @@
 //
 // User space (sensor/eventgate.py, from the rules' analysis in rules/event_gates.py) marks a syscall
 // `sysconf.gated` and writes its entry here: the result classes some rule may match, and whether the caller's
-// real uid, its comm and one argument must be in, or out of, the syscall's set in `gate_values`, and atoms one string
+// real uid, its comm and one argument must be in, or out of, the syscall's set in `gate_values`, one argument must
+// share a bit with a mask (a bit test: `evt.arg.mode contains S_ISUID`), and atoms one string
 // argument (a path or string read through an argument's pointer) must hold when it is absolute and lexically
 // clean: a prefix in `gate_prefixes` or a suffix in `gate_suffixes` (any other string passes: user space may
 // resolve it against a directory the kernel does not know). sys_exit checks the gate
@@ -37,6 +38,10 @@ struct gate {
     u8 path;     // GATE_ANY, or GATE_IN: a clean string at argument `pathidx` must hold an atom
     u8 pathidx;
     u8 lens[GATE_SUFFIX_LENS];  // the suffix lengths to try (0 ends the list)
+    u8 bitsidx;   // the argument `bitsmask` tests (0-5), read as `bitsconv` (as argconv)
+    u8 bitsconv;
+    u16 pad;
+    u64 bitsmask;  // not 0: the argument must have at least one of these bits
 };
 // struct gate_key is probe.c's (the scratch buffer holds one).
 BPF_ARRAY(gates, struct gate, NR_SYSCALLS_MAX);
@@ -143,6 +148,21 @@ static __always_inline int gate_drops(struct buf *b, u64 *regs, s64 id, s64 ret)
         key->kind = GATE_ARG;
         __builtin_memcpy(key->data, &v, sizeof(v));
         if (!gate_pass(g->arg, key))
+            return 1;
+    }
+    if (g->bitsmask) {
+        u64 v = 0;
+        switch (g->bitsidx) {
+        case 0: v = regs[REGW(REG_ARG0)]; break;
+        case 1: v = regs[REGW(REG_ARG1)]; break;
+        case 2: v = regs[REGW(REG_ARG2)]; break;
+        case 3: v = regs[REGW(REG_ARG3)]; break;
+        case 4: v = regs[REGW(REG_ARG4)]; break;
+        default: v = regs[REGW(REG_ARG5)]; break;
+        }
+        if (g->bitsconv == GATE_CONV_I32)
+            v = (u64)(s64)(s32)(u32)v;
+        if (!(v & g->bitsmask))
             return 1;
     }
     if (g->path != GATE_ANY) {

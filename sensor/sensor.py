@@ -328,6 +328,7 @@ class Sensor:
             leaf.result, leaf.uid, leaf.comm = entry.result, entry.uid, entry.comm
             leaf.arg, leaf.argidx, leaf.argconv = entry.arg, entry.argidx, entry.argconv
             leaf.path, leaf.pathidx = entry.path, entry.pathidx
+            leaf.bitsmask, leaf.bitsidx, leaf.bitsconv = entry.bitsmask, entry.bitsidx, entry.bitsconv
             for i, length in enumerate(entry.lens):
                 leaf.lens[i] = length
             table[ctypes.c_int(nr)] = leaf

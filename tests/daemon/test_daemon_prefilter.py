@@ -120,6 +120,12 @@ KINDS_RULES = """
   condition: evt.type in (symlink, symlinkat) and evt.arg.target in ({base}/pg/secret, /etc/fnx-secret)
   output: symlink %evt.arg.target at %evt.arg.linkpath %proc.cmdline
   priority: WARNING
+- rule: G bits
+  desc: an event gate on an argument's bits (fchmodat's mode, tested by bit name)
+  condition: >
+    evt.type = fchmodat and evt.rawres = 0 and (evt.arg.mode contains S_ISUID or evt.arg.mode contains S_ISVTX)
+  output: fchmodat %evt.arg.mode %evt.arg.filename %proc.cmdline
+  priority: WARNING
 - rule: K barrier
   desc: the barrier
   condition: opened and fd.name startswith /etc/shadow
@@ -156,7 +162,8 @@ attempt(os.mkdir, name + '-at', dir_fd=d)
 attempt(os.rmdir, name + '-at', dir_fd=d)
 attempt(os.rmdir, name + '-at', dir_fd=d)
 """
-# argv: base, token: each path gate hit, missed, and passed unjudged (relative, `//`, `..`, a dirfd)
+# argv: base, token: each path gate hit, missed, and passed unjudged (relative, `//`, `..`, a dirfd); modes with
+# and without the bits a rule names
 PATH_GATE_CODE = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -190,6 +197,10 @@ for dst in (base + '/lnk/a', base + '/lnk', base + '/other', 'lnk/b', base + '/p
 for target in (base + '/secret', '/etc/fnx-secret', '/etc/hostname', base + '/./secret', 'secret'):
     attempt(os.symlink, target, 'l-' + str(abs(hash(target))))
     attempt(os.symlink, target, 'm-' + str(abs(hash(target))), dir_fd=d)
+touch('mode')
+for mode in (0o4755, 0o1777, 0o755, 0o2755, 0o644, 0o6711):
+    attempt(os.chmod, 'mode', mode, dir_fd=d)
+    attempt(os.chmod, 'missing', mode, dir_fd=d)
 """
 CHMOD_CODE = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o600); os.close(fd)"
 
@@ -249,7 +260,7 @@ def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: 
     assert fired >= {"K prefix read", "K base name", "K suffix truncated", "K glob end written", "K traversal",
                      "K read and write", "K later fd event", "G result zero", "G failed", "G uid in",
                      "G uid out and result", "G comm in", "G comm out", "G argument", "G path suffix",
-                     "G path prefix", "G path second string", "G path string"}, fired  # fmt: skip
+                     "G path prefix", "G path second string", "G path string", "G bits"}, fired  # fmt: skip
 
 
 def upstream_workload(base: Path, tok: str) -> None:

@@ -1,6 +1,7 @@
 """The event gates are conservative: for random rules built from every predicate kind the gate analysis knows
 (result comparisons, evt.failed, evt.res, user.uid, proc.name, numeric evt.rawarg.NAME with =, in, != and
-numbers of every sign, on registers holding 32- and 64-bit negatives; string arguments evt.arg.NAME and
+numbers of every sign, on registers holding 32- and 64-bit negatives; bit tests `evt.arg.NAME contains TEXT` of
+arguments rendered by bit names, TEXT a name, a part of one, several, a number or a separator; string arguments evt.arg.NAME and
 evt.rawarg.NAME of paths and plain strings with every path operator, on strings absolute or relative, clean or
 not, long, unreadable or not UTF-8) and
 checks it cannot bound, under and/or/not and macros, and random events of gated syscalls, an event the
@@ -40,7 +41,7 @@ UIDS = [0, 1, 1000, 4321, 65534]
 COMMS = [b"cat", b"bash", b"sudo", b"", b"a_very_long_pro", b"\xffab", b"gate", b"Cat"]
 NAMES = ["cat", "bash", "sudo", "", "a_very_long_process", "a_very_long_pro", "\ufffdab", "gate", "x y"]
 # Argument registers: small values, a 32-bit -1, a 64-bit -1, and one with garbage in the upper half.
-REGS = [0, 1, 2, 0o4755, 0o644, 16, 0xFFFFFFFF, (1 << 64) - 1, (5 << 32) | 16, 0x200]
+REGS = [0, 1, 2, 0o4755, 0o644, 16, 0xFFFFFFFF, (1 << 64) - 1, (5 << 32) | 16, 0x200, 0o2755, 0o1777, 0o6000]
 PARAMS = ["mode", "uid", "request", "size", "dirfd", "flags", "fd", "pid"]
 NUMS = ["0", "-1", "1", "2", "-2", "5", "0x10", "1000", "4321", "abc", "1.0", "-13"]
 # Strings the argument pointers point to (None: unreadable); a path argument's value is the string resolved
@@ -51,6 +52,8 @@ STRINGS: list[bytes | None] = [
     b"/tmp/sub/f.log", b"shadow", b"", None, b"/" + b"a" * 260 + b"_history", b"/tmp/\xff_history",
     b"/etc/shadow/..", b"/tmp/x.", b"/.bash_history",
 ]  # fmt: skip
+BIT_TEXTS = ["S_ISUID", "S_ISGID", "S_IS", "ISUID", "S_IRUSR", "S_I", "UID", "0", "1", "|", "S_ISUID|S_IRUSR",
+             "X", "AT_REMOVEDIR", "AT_", "REMOVE", "S_IXOTH", "4096", "RENAME_NOREPLACE"]
 STR_FIELDS = ["evt.arg.path", "evt.arg.name", "evt.arg.filename", "evt.arg.oldpath", "evt.arg.newpath",
               "evt.arg.target", "evt.arg.linkpath", "evt.rawarg.path", "evt.rawarg.target", "fd.name"]
 STR_VALUES = ["/etc/shadow", "/etc", "/etc/", "_history", "/root", "*/shadow", "/tmp/*.log", "../", "shadow",
@@ -84,6 +87,8 @@ check = st.one_of(
               st.sampled_from(STR_VALUES)),
     st.builds(lambda f, a, b: f"{f} in ({a}, {b})", st.sampled_from(STR_FIELDS), st.sampled_from(STR_VALUES),
               st.sampled_from(STR_VALUES)),
+    st.builds(lambda f, t: f"{f} contains {_q(t)}", st.sampled_from(["evt.arg.mode", "evt.arg.flags"]),
+              st.sampled_from(BIT_TEXTS)),
     st.sampled_from(["proc.exe = cat", "user.name = root", "container.id = host", "proc.pname = bash",
                      "evt.type = mkdir", "evt.type != setuid", "evt.type in (chmod, read)",
                      "proc.name in (known_names)", "known_macro", "toupper(proc.name) = CAT"]),
@@ -271,7 +276,7 @@ def test_the_default_and_upstream_rules_gates_drop_no_event_they_match() -> None
             for res in (-1, 0, 5):
                 for uid in (0, 1000):
                     for comm in sorted(comms):
-                        for reg in (0, 1, 0xFFFFFFFF):
+                        for reg in (0, 1, 0xFFFFFFFF, 0o4755, 0o2700, 0o755):
                             regs = (reg,) * 6
                             for strs in strings:
                                 if maps.keeps(nr, res, uid, comm.ljust(16, b"\0"), regs, strs):
@@ -352,3 +357,54 @@ def test_path_bounds() -> None:
     assert not maps.keeps(symlink, 0, 0, comm_key("x"), (0,) * 6, {0: b"/etc/hostname"})
     assert maps.keeps(symlink, 0, 0, comm_key("x"), (0,) * 6, {0: b"../etc/hostname"})
     assert eng.matching_rules(event("unlinkat", 0, 0, b"x", (0,) * 6, {1: b"/tmp/a_history"}))
+
+
+BIT_TYPES = ["chmod", "fchmodat", "unlinkat", "renameat2", "mkdir"]
+
+
+def test_every_bit_check_alone_and_negated_drops_no_event_it_matches() -> None:
+    """Exhaustively: each bit text on each flag or mode parameter, alone and under `not`, against registers with
+    each bit of the tables set, none, all, and garbage in the upper half."""
+    regs = sorted({0, 1, 2, 4, 0x100, 0x200, 0x400, 0o4000, 0o2000, 0o1000, 0o6755, 0o755, 0xFFFFFFFF,
+                   (1 << 64) - 1, (3 << 32) | 0o4000, 1 << 40})  # fmt: skip
+    checked = dropped = 0
+    for field in ("evt.arg.mode", "evt.arg.flags"):
+        for text in BIT_TEXTS:
+            cond = f"{field} contains {_q(text)}"
+            for rule in (cond, f"not {cond}", f"{cond} or evt.rawres < 0", f"{cond} and {field} contains S_IXOTH"):
+                found = gates_of(_rule(0, set(BIT_TYPES), rule))
+                if found is None:
+                    continue
+                eng, gates = found
+                maps = compile_gates(gates)
+                for etype in BIT_TYPES:
+                    nr = sc.BY_NAME[etype].nr
+                    for reg in regs:
+                        for res in (0, -1):
+                            checked += 1
+                            if maps.keeps(nr, res, 0, comm_key("cat"), (reg,) * 6):
+                                continue
+                            dropped += 1
+                            ev = event(etype, res, 0, b"cat", (reg,) * 6)
+                            assert not eng.matching_rules(ev), (rule, gates[etype], etype, reg, ev.args)
+    assert dropped > 300 and checked > dropped, (checked, dropped)
+
+
+def test_bit_bounds() -> None:
+    """What the bit kind bounds: the default rules' setuid/setgid test keeps a chmod with either bit only."""
+    found = gates_of(_rule(0, {"chmod", "fchmodat", "mkdir"},
+                           "evt.rawres = 0 and (evt.arg.mode contains S_ISUID or evt.arg.mode contains S_ISGID)"))
+    assert found is not None
+    eng = found[0]
+    gates = eng.event_gates(["chmod", "fchmodat", "mkdir"])
+    assert gates["chmod"].bits == (("mode", 0o6000),)
+    assert gates["mkdir"].bits == ()  # mkdir's mode renders as an octal number, not by bit names
+    maps = compile_gates(gates)
+    chmod, fchmodat = sc.BY_NAME["chmod"].nr, sc.BY_NAME["fchmodat"].nr
+    for mode, kept in ((0o4755, True), (0o2755, True), (0o755, False), (0o1777, False), (0, False)):
+        assert maps.keeps(chmod, 0, 0, comm_key("x"), (0, mode, 0, 0, 0, 0)) == kept, oct(mode)
+        assert maps.keeps(fchmodat, 0, 0, comm_key("x"), (0, 0, mode, 0, 0, 0)) == kept, oct(mode)
+        assert bool(eng.matching_rules(event("chmod", 0, 0, b"x", (0, mode, 0, 0, 0, 0)))) == kept, oct(mode)
+    assert gates_of(_rule(0, {"chmod"}, "evt.arg.mode contains S_ISXYZ")) is not None
+    never = gates_of(_rule(0, {"chmod"}, "evt.arg.mode contains S_ISXYZ"))
+    assert never is not None and never[1]["chmod"] == NOTHING  # no bit's name holds it
