@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def _sqlite(pragmas: list[str]) -> Writer:
     return write
 
 
-def _append_file(directory: Path, n: int) -> None:
-    """Each group's rows written with one write() to a data file, then their (offset, length) committed."""
+def _append_file(directory: Path, n: int, checksum: Callable[[bytes], int] | None = None) -> None:
+    """Each group's rows written with one write() to a data file, then their (offset, length) committed;
+    `checksum`: computed over each row's bytes (as the store's record header would carry it)."""
     conn = sqlite3.connect(str(directory / "s.db"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -75,6 +77,9 @@ def _append_file(directory: Path, n: int) -> None:
     try:
         for _ in range(n // GROUP):
             parts = [blob] * (GROUP // ROW_ALERTS)
+            if checksum is not None:
+                for part in parts:
+                    checksum(part)
             os.write(fd, b"".join(parts))
             rows = []
             for part in parts:
@@ -96,6 +101,8 @@ LAYOUTS: dict[str, Writer] = {
     "sqlite-16k-wal64m": _sqlite(["PRAGMA page_size=16384", "PRAGMA wal_autocheckpoint=4096"]),
     "sqlite-64k": _sqlite(["PRAGMA page_size=65536"]),
     "append-file": _append_file,
+    "append-file-crc32": lambda d, n: _append_file(d, n, zlib.crc32),
+    "append-file-adler32": lambda d, n: _append_file(d, n, zlib.adler32),
 }
 
 

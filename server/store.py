@@ -18,6 +18,7 @@ new one started with the running epoch and sequence, so open cursors stay valid.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
 from falconet.server.hub import Entry, Hub, frame_head
+from falconet.server.store_data import DataFiles, IndexRow, data_dir, read_record
 from falconet.server.store_schema import (
     CHUNK_ALERTS,
     StoreConfig,
@@ -175,6 +177,7 @@ class AlertStore:
         self.last_error = ""
         self.healthy = False
         self._lock_fd: int | None = None
+        self._data = DataFiles(data_dir(self.path), config.limits(), config.synchronous == "full")
         try:
             self._lock_fd = lock_store(self.path)
             conn, state, moved = open_store(config)
@@ -188,6 +191,15 @@ class AlertStore:
                 conn.close()
                 self._conn = None
                 self._fail(str(store_error(exc, "cannot open for reading", self.path)))
+            except OSError as exc:
+                conn.close()
+                self._conn = None
+                self._fail(str(data_error(exc, "cannot open its data file", self.path)))
+            if self.opened is not None and state.data.dropped:
+                self.problems.append(
+                    f"the alert store {str(self.path)!r} indexed {state.data.dropped} alerts whose data was not on "
+                    "disk (a power loss?): they are not served"
+                )
             if moved is not None and self.opened is not None:
                 self.set_aside_count += 1
                 self.problems.append(f"the alert store {str(self.path)!r} was corrupt: moved to {str(moved)!r}, "
@@ -206,6 +218,8 @@ class AlertStore:
         self._assigned = 0
 
     def _attach_conn(self, conn: sqlite3.Connection, state: StoreState) -> None:
+        d = state.data
+        self._data.resume(d.segment, d.end, d.alerts, d.started_ns)
         self._conn = conn
         self._rconn = connect(self.path, self.config.synchronous)
         self.count, self.payload_bytes, self.oldest = state.count, state.payload_bytes, state.oldest
@@ -259,6 +273,7 @@ class AlertStore:
                     except sqlite3.Error:
                         pass
             self._conn = self._rconn = None
+            self._data.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -366,6 +381,10 @@ class AlertStore:
             self._write_failed(store_error(exc, "cannot commit", self.path))
             self._trim_backlog()
             return
+        except OSError as exc:
+            self._write_failed(data_error(exc, "cannot write its data file", self.path))
+            self._trim_backlog()
+            return
         self._last_stored_ns = now
         self.committed += len(self._backlog)
         if not self.healthy:
@@ -381,15 +400,21 @@ class AlertStore:
         self._cursors.clear()
 
     def _write(self, chunks: list[tuple[int, int, int, bytes]]) -> None:
+        """Appends the chunks' records to the data file, then commits their index rows (never the other way
+        round: the index must not point past written data; server/store_data.py)."""
         conn = self._conn
         assert conn is not None
         added = sum(len(c[3]) for c in chunks)
-        conn.execute("BEGIN IMMEDIATE")
+        rows: list[IndexRow] = self._data.append(chunks) if chunks else []
         try:
-            if chunks:
-                # OR REPLACE: a retry after a failed commit may meet a chunk SQLite kept; it holds the same alerts.
-                conn.executemany("INSERT OR REPLACE INTO chunks (first, last, stored_ns, data) VALUES (?, ?, ?, ?)",
-                                 chunks)
+            conn.execute("BEGIN IMMEDIATE")
+            if rows:
+                # OR REPLACE: a retry after a failed commit may meet a row SQLite kept; it holds the same alerts.
+                conn.executemany(
+                    "INSERT OR REPLACE INTO chunks (first, last, stored_ns, segment, offset, size) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             if self._cursors:
                 conn.executemany(
                     "INSERT INTO falco_cursors (identity, seq) VALUES (?, ?) "
@@ -408,6 +433,7 @@ class AlertStore:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            self._data.undo()
             raise
         self.count += sum(c[1] - c[0] + 1 for c in chunks)
         self.payload_bytes += added
@@ -438,6 +464,7 @@ class AlertStore:
                 if conn is not None:
                     conn.close()
             self._conn = self._rconn = None
+            self._data.close()
             try:
                 moved: Path | None = set_aside(self.path)
                 start = (self._backlog[0].seq - 1) if self._backlog else self._assigned
@@ -445,7 +472,7 @@ class AlertStore:
                 self._attach_conn(conn, state)
                 self._retry_at = 0.0
                 self.set_aside_count += 1
-            except (OSError, StoreError, sqlite3.Error) as exc:
+            except (OSError, StoreError, sqlite3.Error) as exc:  # noqa: B014 (StoreError is not an OSError)
                 moved = None
                 self.last_error = f"{err}; and no new store could be started: {exc}"
         self.healthy = False  # the next commit (at once) says whether the new file works
@@ -481,12 +508,12 @@ class AlertStore:
                 return
             conn.execute("BEGIN IMMEDIATE")
             n, freed = conn.execute(
-                "SELECT TOTAL(last - first + 1), TOTAL(LENGTH(data)) FROM chunks WHERE first < ?", (cut,)
+                "SELECT TOTAL(last - first + 1), TOTAL(size) FROM chunks WHERE first < ?", (cut,)
             ).fetchone()
             conn.execute("DELETE FROM chunks WHERE first < ?", (cut,))
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(freed),))
             conn.execute("COMMIT")
-            row = conn.execute("SELECT MIN(first) FROM chunks").fetchone()
+            row = conn.execute("SELECT first, segment FROM chunks ORDER BY first LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -497,7 +524,9 @@ class AlertStore:
             return
         self.count -= int(n)
         self.payload_bytes -= int(freed)
-        self.oldest = None if row is None or row[0] is None else int(row[0])
+        self.oldest = None if row is None else int(row[0])
+        # The index no longer points into older segments (committed above): their files go whole.
+        self._data.delete_before(self._data.segment if row is None else int(row[1]))
 
     def _excess_cut(self, conn: sqlite3.Connection, excess_n: int, excess_b: int) -> int:
         """The first sequence to keep so that the count and the bytes are back within their limits (whole chunks,
@@ -505,7 +534,7 @@ class AlertStore:
         freed_n = freed_b = 0
         cut = self.oldest or 0
         for first, last, size in conn.execute(
-            "SELECT first, last, LENGTH(data) FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
+            "SELECT first, last, size FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
         ):
             if (freed_n >= excess_n and freed_b >= excess_b) or freed_n >= DELETE_CHUNK:
                 break
@@ -539,17 +568,19 @@ class AlertStore:
                 return []
             try:
                 rows = conn.execute(
-                    "SELECT first, last, data FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
+                    "SELECT first, last, segment, offset, size FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
                     (first, max_n // CHUNK_ALERTS + 2),
                 ).fetchall()
             except sqlite3.Error as exc:
                 self.last_error = str(store_error(exc, "cannot read", self.path))
                 return []
+        directory = self._data.directory
         out: list[tuple[int, bytes]] = []
-        for chunk_first, _, data in rows:
+        for chunk_first, chunk_last, segment, offset, size in rows:
             try:
-                pairs = _unframe(int(chunk_first), bytes(data))
-            except (ValueError, IndexError) as exc:  # a damaged chunk: what is after it reads as lost
+                data = read_record(directory, int(segment), int(offset), int(chunk_first), int(chunk_last), int(size))
+                pairs = _unframe(int(chunk_first), data)
+            except (ValueError, IndexError, OSError) as exc:  # missing or damaged: what is after it reads as lost
                 self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
                 return out
             for seq, wire in pairs:
@@ -578,6 +609,12 @@ class AlertStore:
             self.report(alert)
         else:
             hub.publish(alert)
+
+
+def data_error(exc: OSError, doing: str, path: Path) -> StoreError:
+    """Our error for a failed data file operation (never corrupt: the file is not set aside for it)."""
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return StoreError(f"alert store {str(path)!r}: {doing}: {exc.strerror or exc} ({name})")
 
 
 def hub_with_store(config: StoreConfig, retention: int, hostname: str) -> tuple[Hub, AlertStore | None]:
