@@ -580,9 +580,13 @@ class AlertStore:
             try:
                 data = read_record(directory, int(segment), int(offset), int(chunk_first), int(chunk_last), int(size))
                 pairs = _unframe(int(chunk_first), data)
-            except (ValueError, IndexError, OSError) as exc:  # missing or damaged: what is after it reads as lost
+            except (ValueError, IndexError, OSError) as exc:
+                # Missing or damaged: never served. Read on past it, so that the reader is told of exactly its
+                # alerts as lost (the hub counts the gap before the next alert returned).
                 self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
-                return out
+                if out:
+                    return out
+                continue
             for seq, wire in pairs:
                 if seq >= first:
                     out.append((seq, wire))
