@@ -26,16 +26,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import chain
 from operator import attrgetter
 from dataclasses import dataclass
 from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
-from falconet.server.hub import Entry, Hub, frame_head
-from falconet.server.store_data import DataFiles, IndexRow, data_dir, read_record
+from falconet.server.hub import Entry, Hub
+from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record
 from falconet.server.store_schema import (
-    CHUNK_ALERTS,
     StoreConfig,
     StoreError,
     StoreState,
@@ -63,62 +61,44 @@ DELETE_CHUNK = 100_000
 Report = Callable[[Alert], None]
 
 
-def _chunks(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
-    """(first, last, stored_ns, framed wire forms) rows of up to CHUNK_ALERTS consecutive entries each.
+def _runs(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
 
-    Framing and joining run in C (`map`, a cached frame head per length, `bytes.join`): the writer shares the
-    GIL with the publishing threads, so any Python step per alert here slows publishing (the writer used to
-    spend about 1 µs per alert on it). The only Python call per alert left is `Entry.wire`, which returns the
-    cached form (made by the input service, or converted here once for alerts the engine published)."""
-    out: list[tuple[int, int, int, bytes]] = []
+    No Python code runs per alert when the wire forms are made (the input service's, or the converter's):
+    the writer shares the GIL with the publishing threads, so any Python step per alert here slows publishing.
+    `Entry.wire` (a Python call) runs only for entries the converter has not reached."""
+    out: list[tuple[int, int, int, list[bytes]]] = []
     items = list(entries)
-    for i in range(0, len(items), CHUNK_ALERTS):
-        part = items[i : i + CHUNK_ALERTS]
+    for i in range(0, len(items), RECORD_ALERTS):
+        part = items[i : i + RECORD_ALERTS]
         first, last = part[0].seq, part[-1].seq
         if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
-            out.extend(_chunks_by_run(part, stored_ns))
+            out.extend(_runs_one_by_one(part, stored_ns))
             continue
-        wires = list(map(Entry.wire, part))
-        out.append((first, last, stored_ns, b"".join(chain.from_iterable(zip(map(frame_head, map(len, wires)), wires)))))
+        wires = list(map(_wire_of, part))
+        if None in wires:
+            wires = list(map(Entry.wire, part))
+        out.append((first, last, stored_ns, wires))
     return out
 
 
-def _chunks_by_run(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
-    out: list[tuple[int, int, int, bytes]] = []
-    parts: list[bytes] = []
+_wire_of = attrgetter("_wire")
+
+
+def _runs_one_by_one(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    out: list[tuple[int, int, int, list[bytes]]] = []
+    wires: list[bytes] = []
     first = prev = -1
     for e in entries:
-        if parts and e.seq != prev + 1:
-            out.append((first, prev, stored_ns, b"".join(parts)))
-            parts = []
-        if not parts:
+        if wires and e.seq != prev + 1:
+            out.append((first, prev, stored_ns, wires))
+            wires = []
+        if not wires:
             first = e.seq
-        parts.append(e.framed())
+        wires.append(e.wire())
         prev = e.seq
-    if parts:
-        out.append((first, prev, stored_ns, b"".join(parts)))
-    return out
-
-
-def _unframe(first: int, data: bytes) -> list[tuple[int, bytes]]:
-    """Splits a chunk (field-1 framed wire forms, concatenated) into (sequence, wire form) pairs."""
-    out: list[tuple[int, bytes]] = []
-    pos, end, seq = 0, len(data), first
-    while pos < end:
-        if data[pos] != 0x0A:
-            raise ValueError(f"chunk {first}: byte {pos} is not a field-1 frame")
-        pos += 1
-        size = shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            size |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        out.append((seq, data[pos : pos + size]))
-        pos += size
-        seq += 1
+    if wires:
+        out.append((first, prev, stored_ns, wires))
     return out
 
 
@@ -374,7 +354,7 @@ class AlertStore:
             self._trim_backlog()
             return
         now = max(time.time_ns(), self._last_stored_ns)
-        chunks = _chunks(self._backlog, now)
+        chunks = _runs(self._backlog, now)
         try:
             self._write(chunks)
         except sqlite3.Error as exc:
@@ -399,13 +379,13 @@ class AlertStore:
         self._backlog.clear()
         self._cursors.clear()
 
-    def _write(self, chunks: list[tuple[int, int, int, bytes]]) -> None:
+    def _write(self, chunks: list[tuple[int, int, int, list[bytes]]]) -> None:
         """Appends the chunks' records to the data file, then commits their index rows (never the other way
         round: the index must not point past written data; server/store_data.py)."""
         conn = self._conn
         assert conn is not None
-        added = sum(len(c[3]) for c in chunks)
         rows: list[IndexRow] = self._data.append(chunks) if chunks else []
+        added = sum(r[5] for r in rows)
         try:
             conn.execute("BEGIN IMMEDIATE")
             if rows:
@@ -569,7 +549,7 @@ class AlertStore:
             try:
                 rows = conn.execute(
                     "SELECT first, last, segment, offset, size FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
-                    (first, max_n // CHUNK_ALERTS + 2),
+                    (first, max_n // RECORD_ALERTS + 64),  # small records when alerts come one by one
                 ).fetchall()
             except sqlite3.Error as exc:
                 self.last_error = str(store_error(exc, "cannot read", self.path))
@@ -578,8 +558,7 @@ class AlertStore:
         out: list[tuple[int, bytes]] = []
         for chunk_first, chunk_last, segment, offset, size in rows:
             try:
-                data = read_record(directory, int(segment), int(offset), int(chunk_first), int(chunk_last), int(size))
-                pairs = _unframe(int(chunk_first), data)
+                wires = read_record(directory, int(segment), int(offset), int(chunk_first), int(chunk_last), int(size))
             except (ValueError, IndexError, OSError) as exc:
                 # Missing or damaged: never served. Read on past it, so that the reader is told of exactly its
                 # alerts as lost (the hub counts the gap before the next alert returned).
@@ -587,7 +566,7 @@ class AlertStore:
                 if out:
                     return out
                 continue
-            for seq, wire in pairs:
+            for seq, wire in enumerate(wires, int(chunk_first)):
                 if seq >= first:
                     out.append((seq, wire))
                     if len(out) >= max_n:

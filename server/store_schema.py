@@ -1,7 +1,7 @@
 """The alert store's file: its settings, its SQLite schema, and opening it (or setting a corrupt one aside).
 
 Schema version 3: the alerts' bytes are in append-only segment files beside the database (server/store_data.py),
-and SQLite holds the index: one row per chunk of up to CHUNK_ALERTS consecutive alerts (first, last, stored_ns,
+and SQLite holds the index: one row per record (a commit's consecutive alerts: first, last, stored_ns,
 segment, offset, size), the store's epoch, the newest sequence ever assigned, the payload byte count and each
 Falco identity's cursor. WAL with `synchronous=NORMAL` makes a committed transaction survive the death of the
 process (it is in the WAL file in the page cache, and the records it indexes were written before it) but not of
@@ -39,9 +39,6 @@ _SCHEMA = (
     INDEX_DDL.format(table="chunks"),
     "CREATE TABLE IF NOT EXISTS falco_cursors (identity TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
 )
-
-CHUNK_ALERTS = 256
-"""Most alerts per stored chunk (retention removes whole chunks, oldest first)."""
 
 WAL_CHECKPOINT_BYTES = 16 << 20
 """How much the WAL holds before a commit checkpoints it into the database file. SQLite's default is 1,000
