@@ -135,6 +135,8 @@ class StoreStats:
     payload_bytes: int
     oldest: int | None
     last_error: str
+    damaged: int = 0
+    """Stored records found damaged when read (never served; their alerts reported lost to the reader)."""
 
 
 class AlertStore:
@@ -155,6 +157,10 @@ class AlertStore:
         self.count = self.payload_bytes = 0
         self.oldest: int | None = None
         self.last_error = ""
+        self.damaged = 0
+        self._damaged_seen: set[int] = set()
+        self._damage_reports: deque[str] = deque()
+        """Found by readers (worker threads); raised as internal alerts by the writer thread."""
         self.healthy = False
         self._lock_fd: int | None = None
         self._data = DataFiles(data_dir(self.path), config.limits(), config.synchronous == "full")
@@ -261,7 +267,7 @@ class AlertStore:
     def stats(self) -> StoreStats:
         return StoreStats(
             str(self.path), self.healthy, self.failures, self.set_aside_count, self.unstored, self.committed,
-            self.count, self.payload_bytes, self.oldest, self.last_error,
+            self.count, self.payload_bytes, self.oldest, self.last_error, self.damaged,
         )
 
     # -- the writer thread -------------------------------------------------------------------------------------
@@ -306,6 +312,8 @@ class AlertStore:
             if time.monotonic() >= next_retention and self.healthy:
                 next_retention = time.monotonic() + RETENTION_SECONDS
                 self._retention()
+            while self._damage_reports:
+                self._raise(STORE_RULE, Priority.ERROR, self._damage_reports.popleft())
             if stopping and not more:
                 return
 
@@ -562,7 +570,9 @@ class AlertStore:
             except (ValueError, IndexError, OSError) as exc:
                 # Missing or damaged: never served. Read on past it, so that the reader is told of exactly its
                 # alerts as lost (the hub counts the gap before the next alert returned).
-                self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
+                oldest = self.oldest
+                if oldest is not None and int(chunk_last) >= oldest:  # else retention removed it meanwhile
+                    self._damage(int(chunk_first), int(chunk_last), exc)
                 if out:
                     return out
                 continue
@@ -572,6 +582,16 @@ class AlertStore:
                     if len(out) >= max_n:
                         return out
         return out
+
+    def _damage(self, first: int, last: int, exc: Exception) -> None:
+        """Counts a damaged or missing record and has the writer report it once (reads come from any thread)."""
+        self.last_error = f"alert store {str(self.path)!r}: alerts {first}..{last}: {exc}"
+        if first in self._damaged_seen or len(self._damaged_seen) >= 10_000:
+            return
+        self._damaged_seen.add(first)
+        self.damaged += 1
+        self._damage_reports.append(f"{self.last_error}; they are not served (readers are told of them as lost)")
+        self._wake.set()
 
     # -- reports ---------------------------------------------------------------------------------------------
 
