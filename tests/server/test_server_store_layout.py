@@ -169,3 +169,20 @@ def test_retention_deletes_segment_files_whole(tmp_path: Path) -> None:
     assert len(segments_in(data_dir(store))) > 1
     kept = audit_store(store)
     assert 150 <= kept <= 200
+
+
+def test_synchronous_full_writes_records_and_index_that_survive_a_kill(tmp_path: Path) -> None:
+    """`synchronous: full` (fdatasync of the segment before each index commit): the same files, the same reads."""
+    store = tmp_path / "alerts.db"
+    server = ServeProcess(tmp_path, store, "--retention", "10", "--store-sync", "full")
+    try:
+        for k in range(5):
+            server.publish(list(range(k * 40 + 1, k * 40 + 41)))
+    finally:
+        server.kill()
+    assert audit_store(store) == 200
+    again = ServeProcess(tmp_path, store, "--retention", "10", "--store-sync", "full")
+    try:
+        assert [number_of(r) for r in again.get_all()] == list(range(1, 201))
+    finally:
+        assert again.stop() == 0
