@@ -19,7 +19,6 @@ new one started with the running epoch and sequence, so open cursors stay valid.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import sqlite3
 import threading
@@ -32,12 +31,13 @@ from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
 from falconet.server.hub import Entry, Hub
-from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record
+from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record, runs
 from falconet.server.store_schema import (
     StoreConfig,
     StoreError,
     StoreState,
     connect,
+    lock_store,
     open_store,
     set_aside,
     store_error,
@@ -59,64 +59,6 @@ DELETE_CHUNK = 100_000
 """Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
 
 Report = Callable[[Alert], None]
-
-
-def _runs(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
-    """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
-
-    No Python code runs per alert when the wire forms are made (the input service's, or the converter's):
-    the writer shares the GIL with the publishing threads, so any Python step per alert here slows publishing.
-    `Entry.wire` (a Python call) runs only for entries the converter has not reached."""
-    out: list[tuple[int, int, int, list[bytes]]] = []
-    items = list(entries)
-    for i in range(0, len(items), RECORD_ALERTS):
-        part = items[i : i + RECORD_ALERTS]
-        first, last = part[0].seq, part[-1].seq
-        if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
-            out.extend(_runs_one_by_one(part, stored_ns))
-            continue
-        wires = list(map(_wire_of, part))
-        if None in wires:
-            wires = list(map(Entry.wire, part))
-        out.append((first, last, stored_ns, wires))
-    return out
-
-
-_wire_of = attrgetter("_wire")
-
-
-def _runs_one_by_one(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
-    out: list[tuple[int, int, int, list[bytes]]] = []
-    wires: list[bytes] = []
-    first = prev = -1
-    for e in entries:
-        if wires and e.seq != prev + 1:
-            out.append((first, prev, stored_ns, wires))
-            wires = []
-        if not wires:
-            first = e.seq
-        wires.append(e.wire())
-        prev = e.seq
-    if wires:
-        out.append((first, prev, stored_ns, wires))
-    return out
-
-
-def lock_store(path: Path) -> int:
-    """Takes PATH.lock exclusively (two servers appending to one store would interleave their sequences);
-    returns its descriptor, held for the store's life. Raises StoreError if another process holds it."""
-    lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StoreError(f"alert store {str(path)!r}: cannot create {str(lock)!r}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise StoreError(f"alert store {str(path)!r} is in use by another falconet process") from None
-    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +304,7 @@ class AlertStore:
             self._trim_backlog()
             return
         now = max(time.time_ns(), self._last_stored_ns)
-        chunks = _runs(self._backlog, now)
+        chunks = runs(self._backlog, now)
         try:
             self._write(chunks)
         except sqlite3.Error as exc:

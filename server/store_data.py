@@ -33,7 +33,11 @@ import time
 import zlib
 from array import array
 from dataclasses import dataclass
+from collections.abc import Iterable
+from operator import attrgetter
 from pathlib import Path
+
+from falconet.server.entries import Entry
 
 HEAD = struct.Struct("<4sQIII")
 """magic, first sequence, alert count, body bytes, CRC-32 (of the three numbers, then the body)."""
@@ -313,4 +317,45 @@ def unframe(data: bytes) -> list[bytes]:
             shift += 7
         out.append(data[pos : pos + size])
         pos += size
+    return out
+
+
+def runs(entries: Iterable[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
+
+    No Python code runs per alert when the wire forms are made (the input service's, or the converter's):
+    the writer shares the GIL with the publishing threads, so any Python step per alert here slows publishing.
+    `Entry.wire` (a Python call) runs only for entries the converter has not reached."""
+    out: list[tuple[int, int, int, list[bytes]]] = []
+    items = list(entries)
+    for i in range(0, len(items), RECORD_ALERTS):
+        part = items[i : i + RECORD_ALERTS]
+        first, last = part[0].seq, part[-1].seq
+        if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
+            out.extend(_runs_one_by_one(part, stored_ns))
+            continue
+        wires = list(map(_wire_of, part))
+        if None in wires:
+            wires = list(map(Entry.wire, part))
+        out.append((first, last, stored_ns, wires))
+    return out
+
+
+_wire_of = attrgetter("_wire")
+
+
+def _runs_one_by_one(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    out: list[tuple[int, int, int, list[bytes]]] = []
+    wires: list[bytes] = []
+    first = prev = -1
+    for e in entries:
+        if wires and e.seq != prev + 1:
+            out.append((first, prev, stored_ns, wires))
+            wires = []
+        if not wires:
+            first = e.seq
+        wires.append(e.wire())
+        prev = e.seq
+    if wires:
+        out.append((first, prev, stored_ns, wires))
     return out

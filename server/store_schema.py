@@ -16,6 +16,7 @@ error) means the store cannot be written now, and the server carries on from mem
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import sqlite3
@@ -257,3 +258,20 @@ def read_store_section(s: Section) -> StoreConfig:
     for problem in config.problems():
         s.problems.add(problem)
     return config
+
+
+def lock_store(path: Path) -> int:
+    """Takes PATH.lock exclusively (two servers appending to one store would interleave their sequences);
+    returns its descriptor, held for the store's life. Raises StoreError if another process holds it."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"alert store {str(path)!r}: cannot create {str(lock)!r}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"alert store {str(path)!r} is in use by another falconet process") from None
+    return fd
