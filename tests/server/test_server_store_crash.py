@@ -74,6 +74,11 @@ def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Pat
                     acked.update(numbers)  # only after the server acknowledged them
             except grpc.RpcError:
                 pass
+            except ValueError as exc:
+                # kill() closes the channel right after the kill: a call started in between is refused by grpc
+                # itself ("Cannot invoke RPC on closed channel"), never acknowledged, so nothing to account for.
+                if "closed channel" not in str(exc):
+                    raise
 
         threads = [threading.Thread(target=subscribe), threading.Thread(target=publish)]
         for t in threads:
