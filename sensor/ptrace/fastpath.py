@@ -1,6 +1,7 @@
 """The C stop loop (stoploop.c, built as `_stoploop` by `pip install`) and the hidden-fd sets the tracer and it
-share; a pure-Python set of hidden fds when the loop is not used (not built, attached with --pid, or turned off
-with FALCONET_PTRACE_STOPLOOP=0).
+share; a pure-Python set of hidden fds when the loop is not used (not built, or turned off with
+FALCONET_PTRACE_STOPLOOP=0). Attached with --pid there are no seccomp stops: the loop only waits, places and
+hands every stop over.
 
 The C loop answers the stops that make no record (the open filter's kept-back opens and their closes) and the
 seccomp stops of syscalls that need nothing at entry but their arguments (not an exec, not one whose

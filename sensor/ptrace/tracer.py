@@ -10,9 +10,9 @@ Fork, vfork, clone, exec and exit events follow every descendant; a new child is
 its parent's fork event has been recorded, so no record of a child ever comes before the fork that made it.
 
 ptrace requests are only valid from the thread that attached, so everything here runs on the tracer thread;
-the sink is called there too (it must be quick and thread-safe). A launched workload's stops are waited for
-by the C stop loop when it is built (fastpath.py): it answers the open filter's stops, which make no record,
-and hands every other stop here.
+the sink is called there too (it must be quick and thread-safe). The stops are waited for by the C stop loop
+when it is built (fastpath.py): it keeps this thread on the tracees' CPU and, for a launched workload, answers
+the open filter's stops, which make no record, and hands every other stop here (attached, every stop).
 """
 
 from __future__ import annotations
@@ -167,6 +167,9 @@ class Tracer:
         """Seizes every thread of these processes (no filter: every syscall stops). Raises OSError for a
         process that cannot be attached (already traced, another user's, gone)."""
         self.seccomp = False
+        if self._want_loop:  # no seccomp stops to answer, but its wait and placement serve every stop here
+            self.loop = fastpath.StopLoop(self.traced, self._placement)
+            self.hidden = self.loop
         done: list[int] = []
         for pid in pids:
             for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
