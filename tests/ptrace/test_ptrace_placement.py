@@ -22,9 +22,10 @@ from resources import missing
 
 DEADLINE = 60.0
 
-# The workload: sets its affinity to the CPUs listed in argv[3] (it inherits the tracer thread's), then opens a kept-back file (answered by the C loop) and
-# a watched one (a record: the Python tracer's resume) until the stop file exists, reading its own affinity at
-# every turn; it writes every mask it saw and its last one to argv[4].
+# The workload: sets its affinity to the CPUs listed in argv[3] (it inherits the tracer thread's), then opens
+# a kept-back file (answered by the C loop) and now and then a watched one (a record: the Python tracer's
+# resume) until the stop file exists, reading its own affinity at every turn; it writes the masks it saw to
+# argv[4].
 SCRIPT = r"""
 import os, sys
 stop, work, cpu, out = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
