@@ -307,9 +307,11 @@ static void place_stop(state_t *st, pid_t pid, slot_t *task) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(best, &one);
-    if (sched_setaffinity(0, sizeof one, &one) == 0) {  /* 0: this thread; refused (a cpuset): stay */
+    if (sched_setaffinity(0, sizeof one, &one) == 0) {  /* 0: this thread */
         st->cpu = best;
         st->moves++;
+    } else {  /* refused (the tracee's CPU is outside this thread's cpuset): no placement from now on */
+        st->place = 0;
     }
 }
 
