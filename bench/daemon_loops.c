@@ -2,8 +2,10 @@
  * figures show what tracing adds to each syscall.
  *   daemon_loops open N            open/read/close /etc/hostname N times; prints ns per iteration
  *   daemon_loops exec N            fork + execve /bin/true + wait, N times; prints ns per iteration
- *   daemon_loops paced PATH RATE S open/close PATH RATE times a second for S seconds (or as fast as it can);
- *                                  prints the number of opens done
+ *   daemon_loops paced PATH RATE S [TAG]
+ *                                  open/close PATH RATE times a second for S seconds (or as fast as it can);
+ *                                  prints the number of opens done. TAG is ignored: it only marks the process's
+ *                                  command line, so a bench can tell this run's alerts from any other's
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -49,7 +51,7 @@ int main(int argc, char **argv) {
         printf("%.1f\n", (double)(now_ns() - t0) / n);
         return 0;
     }
-    if (argc == 5 && strcmp(argv[1], "paced") == 0) {
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "paced") == 0) {
         const char *path = argv[2];
         double rate = atof(argv[3]);
         double seconds = atof(argv[4]);
@@ -73,6 +75,6 @@ int main(int argc, char **argv) {
         printf("%ld\n", done);
         return 0;
     }
-    fprintf(stderr, "usage: daemon_loops open N | exec N | paced PATH RATE SECONDS\n");
+    fprintf(stderr, "usage: daemon_loops open N | exec N | paced PATH RATE SECONDS [TAG]\n");
     return 2;
 }
