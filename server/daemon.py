@@ -31,6 +31,7 @@ from typing import IO, TYPE_CHECKING
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.dns_hosts import hosts_resolver
+from falconet.server import heap
 from falconet.server.errors import ConfigError, DaemonError, describe_error
 from falconet.server.fleet.rules_node import FleetRulesNode
 from falconet.server.hub import Hub
@@ -344,6 +345,8 @@ class Daemon:
             self._engine_main()
             loop.call_soon_threadsafe(done.set)
 
+        # Everything start-up built is in place: out of the collector's way (server/heap.py: the latency stall).
+        gc_before = heap.settle()
         engine_thread = threading.Thread(target=engine_main, name="falconet-engine", daemon=True)
         engine_thread.start()
         health = self.metrics.health  # /readyz (server/health.py)
@@ -363,6 +366,7 @@ class Daemon:
         stop_task.cancel()
         done_task.cancel()
         self.log("stopping")
+        heap.release(gc_before)
         self.metrics.health.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
