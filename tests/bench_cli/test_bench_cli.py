@@ -12,6 +12,8 @@ import pytest
 
 from bench import build_workload, daemon_latency, daemon_overhead, sensor_overhead
 from bench._interleave import Figures, Row, interleaved, paired_ratio, verdict
+from falconet.model.alert import Alert, Cursor, Priority
+from falconet.server.hub import LOSS_RULE
 
 
 def test_build_workload_defaults_are_the_target_run(tmp_path: Path) -> None:
@@ -110,3 +112,21 @@ def test_interleaving_rotates_and_ratios_pair_each_repeat() -> None:
     assert paired_ratio(results["b"], results["a"], "x") == pytest.approx(2.0)
     assert "MISSED" in verdict(results, "b", "a", "x", 1.10, "b vs a")
     assert "met" in verdict(results, "a", "a", "x", 1.10, "a vs a")
+
+
+def _alert(seq: int, rule: str = daemon_latency.RULE, cmdline: str = "") -> Alert:
+    return Alert(time_ns=seq, rule=rule, priority=Priority.WARNING, source="syscall", output="o",
+                 output_fields={"proc.cmdline": cmdline}, cursor=Cursor("e", seq))
+
+
+def test_latency_tally_counts_by_tag_and_names_the_sequences_that_never_arrived() -> None:
+    tally = daemon_latency.Tally()
+    tag = daemon_latency.TAG_PREFIX + "1-0"
+    for seq in (1, 2, 5, 6, 9):
+        tally.add(_alert(seq, cmdline=f"daemon_loops paced /etc/shadow 10000 3.0 {tag}"), 100 + seq)
+    tally.add(_alert(10, cmdline="cat /etc/shadow"), 0)  # another process: not this step's
+    tally.add(_alert(11, rule=LOSS_RULE), 0)
+    assert tally.count(tag) == 5 and tally.untagged == 1 and len(tally.losses) == 1
+    assert tally.holes() == [(3, 4), (7, 8)]
+    assert tally.wait(tag, 5, quiet_s=0.01, limit_s=1) == 5
+    assert tally.wait(tag, 6, quiet_s=0.01, limit_s=1) == 5  # nothing more comes: the shortfall is returned
