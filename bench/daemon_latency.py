@@ -3,7 +3,11 @@
 Latency: `falconet run` (eBPF sensor, default rules) while a C program opens /etc/shadow at a fixed rate (each
 open raises "Read sensitive authentication file"); an SDK subscriber in this process notes when each alert
 arrives. The latency of an alert is its arrival time minus its `time` (the moment of the syscall as the
-sensor stamped it), so no correlation is needed. p50 and p99 at 1,000 and 10,000 alerts/s.
+sensor stamped it), so no correlation is needed. p50 and p99 at 1,000 and 10,000 alerts/s. The subscription
+is proven live (an alert raised after it arrived) before the first step, each step's generator carries a tag
+in its command line, and every alert it raised must arrive: a shortfall is printed with the daemon's own
+counts beside it and the bench exits with status 1 (bench/RESULTS.md, "latloss": a subscription started at
+"now" after the generator once looked like lost alerts).
 
 Throughput: the daemon pinned to one core (taskset), a paced generator on the other, at rising rates, in two
 kinds that must not be mixed up. Candidate events reach the engine: opens of a file below /tmp, which the
