@@ -19,10 +19,11 @@ import ctypes
 import os
 import sys
 import tempfile
-import threading
+from contextlib import closing
 from pathlib import Path
 
 from bench._daemon_common import build_loops
+from bench._sensor_reader import reading
 from bench.sensor_overhead import STABLE, rule_prefixes, rule_types, run_loop
 
 BPF_ENABLE_STATS = 32
@@ -60,16 +61,8 @@ def measure(exe: Path, n_open: int, n_exec: int, which: str = "none") -> dict[st
     prefixes = None if which == "none" else rule_prefixes(rules)
     s = Sensor(SensorConfig(syscalls=rule_types(rules), open_prefixes=prefixes))
     s.start()
-    stop = threading.Event()
-
-    def consume() -> None:
-        while not stop.is_set():
-            s.poll(50)
-
-    t = threading.Thread(target=consume, daemon=True)
-    t.start()
     out: dict[str, float] = {}
-    try:
+    with closing(s), reading(s):
         funcs = s._bpf.funcs  # bcc's loaded programs: name -> Function(fd)
         fds = {p: funcs[p.encode()].fd for p in PROGRAMS}
         for loop, n in (("open", n_open), ("exec", n_exec)):
@@ -79,10 +72,6 @@ def measure(exe: Path, n_open: int, n_exec: int, which: str = "none") -> dict[st
                 ns, cnt = prog_stats(fd)
                 d_ns, d_cnt = ns - before[p][0], cnt - before[p][1]
                 out[f"{loop}:{p}"] = d_ns / d_cnt if d_cnt else 0.0
-    finally:
-        stop.set()
-        t.join()
-        s.close()
     return out
 
 

@@ -4,15 +4,19 @@ only by hand, on a quiet machine, and print their figures; see bench/RESULTS.md)
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from resources import require_root
 
 from bench import build_workload, daemon_latency, daemon_overhead, latency_path, sensor_overhead
+from bench._daemon_common import Daemon
 from bench._interleave import Figures, Row, interleaved, paired_ratio, verdict
 from falconet.model.alert import Alert, Cursor, Priority
+from falconet.rules import DEFAULT_RULES
 from falconet.server.hub import LOSS_RULE
 
 
@@ -148,3 +152,29 @@ def test_latency_path_splits_each_alert_by_stage_and_marks_the_pauses() -> None:
     assert "published -> stream: p50    1.00  p99    1.00" in text
     assert "0.0s 3  0.1s 42 [gc2 38]" in text  # the 1 ms gc0 is below the 2 ms mark
     assert "gc2: 1 in the step, median 38.00 ms" in text
+
+
+def _bench_dirs(tmp: Path) -> list[Path]:
+    return sorted(tmp.glob("falconet-bench-*"))
+
+
+def test_a_bench_daemon_that_never_starts_leaves_no_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError, match="falconet run exited") as exc:
+        Daemon([tmp_path / "absent_rules.yaml"])
+    assert "absent_rules.yaml" in str(exc.value)  # the daemon's own words, kept in the error
+    assert _bench_dirs(tmp_path) == []
+
+
+@pytest.mark.bpf
+def test_a_bench_daemon_removes_its_directory_when_it_stops_or_the_bench_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_root("bench daemons load the eBPF sensor")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyError):
+        with Daemon([DEFAULT_RULES]) as daemon:
+            assert _bench_dirs(tmp_path) == [daemon.dir] and daemon.socket.exists()
+            raise KeyError("a bench failing with the daemon up")
+    assert daemon.proc.poll() is not None
+    assert _bench_dirs(tmp_path) == []

@@ -17,6 +17,8 @@ import textwrap
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rule_strategies import conditions
+from rule_strategies import quote as _q
 
 from falconet.model.event import Container, Event, Process, User
 from falconet.model.prefilter import EVERYTHING, NOTHING, RES_NEG, RES_POS, RES_ZERO, EventGate, ValueSet
@@ -60,10 +62,6 @@ STR_VALUES = ["/etc/shadow", "/etc", "/etc/", "_history", "/root", "*/shadow", "
               "/", "/tmp/", ".log", "/.bash_history", "'/tmp/sub/**'", "/tmp/*"]
 
 
-def _q(text: str) -> str:
-    return "'" + text + "'"
-
-
 check = st.one_of(
     st.builds(lambda op, n: f"evt.rawres {op} {n}", st.sampled_from(["=", "!=", "<", "<=", ">", ">="]),
               st.sampled_from(NUMS[:9])),
@@ -95,15 +93,7 @@ check = st.one_of(
 )
 
 
-def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    return st.one_of(
-        st.builds(lambda a, b: f"({a} and {b})", children, children),
-        st.builds(lambda a, b: f"({a} or {b})", children, children),
-        st.builds(lambda a: f"not {a}", children),
-    )
-
-
-condition = st.recursive(check, _combine, max_leaves=6)
+condition = conditions(check)
 types = st.sets(st.sampled_from(TYPES), min_size=1)
 PREAMBLE = textwrap.dedent("""
     - list: known_names
