@@ -233,6 +233,8 @@ def _store_metrics(st: StoreStats | None) -> Iterator[Metric]:
          int(st.healthy)),
         ("falconet_store_failures", "Alert store commits or opens that failed.", "counter", st.failures),
         ("falconet_store_set_aside", "Corrupt alert store files moved aside.", "counter", st.set_aside),
+        ("falconet_store_damaged_records", "Stored records found damaged when read (not served).", "counter",
+         st.damaged),
         ("falconet_store_alerts_committed", "Alerts committed to the alert store.", "counter", st.committed),
         ("falconet_store_alerts", "Alerts in the alert store.", "gauge", st.count),
         ("falconet_store_bytes", "Wire bytes of the alerts in the alert store.", "gauge", st.payload_bytes),
