@@ -323,7 +323,8 @@ class Daemon:
         parts = self._prepared()
         try:
             def tick(counters: SourceCounters) -> None:
-                self.metrics.engine_report(counters.events, counters.dropped)  # for /healthz and scap metrics
+                # for /healthz and scap metrics; an undecodable record is a drop there too
+                self.metrics.engine_report(counters.events, counters.dropped + counters.undecoded)
                 parts.reporter.tick(counters)
 
             engine_loop(parts.source, parts.pipeline, tick, self._stop)

@@ -170,9 +170,9 @@ class FalcoCollector:
         yield rules_matches(f.rule_matches())
         counters = f.source_counters()
         if counters is not None:
-            events, drops, undecoded = counters
+            events, drops = counters
             yield _counter("falcosecurity_scap_n_evts_total", events)
-            yield _counter("falcosecurity_scap_n_drops_total", drops + undecoded)
+            yield _counter("falcosecurity_scap_n_drops_total", drops)
         yield from host_metrics(f.proc)
         yield from process_metrics(f.proc)
 
