@@ -29,12 +29,16 @@ class Daemon:
     """`falconet run` with the eBPF sensor on `rules`, gRPC on a UNIX socket in a temporary directory, which
     goes when the daemon stops (also when it never became ready: the error carries its stderr)."""
 
-    def __init__(self, rules: list[Path], *, metrics_port: int = 0, extra: str = "", cpu: int | None = None):
+    def __init__(self, rules: list[Path], *, metrics_port: int = 0, extra: str = "", cpu: int | None = None,
+                 module: str = "falconet.server.cli", module_args: tuple[str, ...] | list[str] = ()):
+        """`module` (with `module_args` before `run`): another entry point that ends in falconet's CLI, such
+        as bench.latency_path's probing wrapper."""
         self.dir = Path(tempfile.mkdtemp(prefix="falconet-bench-"))
         self.socket = self.dir / "falconet.sock"
         self._proc: subprocess.Popen[bytes] | None = None
         self.log: IO[str] | None = None
         self.metrics_url = ""
+        self._entry = [module, *module_args]
         try:
             self._start(rules, metrics_port, extra, cpu)
         except BaseException:
@@ -49,7 +53,7 @@ class Daemon:
             f"grpc: {{enabled: true, bind_address: ['unix://{self.socket}']}}\n"
             f"webserver: {{enabled: true, listen_address: 127.0.0.1, listen_port: {metrics_port}}}\n" + extra
         )
-        cmd = [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config)]
+        cmd = [sys.executable, "-m", *self._entry, "run", "-c", str(config)]
         if cpu is not None:
             cmd = ["taskset", "-c", str(cpu), *cmd]
         self.log = open(self.dir / "stderr.txt", "w+")  # noqa: SIM115 (closed in stop)

@@ -3,7 +3,11 @@
 Latency: `falconet run` (eBPF sensor, default rules) while a C program opens /etc/shadow at a fixed rate (each
 open raises "Read sensitive authentication file"); an SDK subscriber in this process notes when each alert
 arrives. The latency of an alert is its arrival time minus its `time` (the moment of the syscall as the
-sensor stamped it), so no correlation is needed. p50 and p99 at 1,000 and 10,000 alerts/s.
+sensor stamped it), so no correlation is needed. p50 and p99 at 1,000 and 10,000 alerts/s. The subscription
+is proven live (an alert raised after it arrived) before the first step, each step's generator carries a tag
+in its command line, and every alert it raised must arrive: a shortfall is printed with the daemon's own
+counts beside it and the bench exits with status 1 (bench/RESULTS.md, "latloss": a subscription started at
+"now" after the generator once looked like lost alerts).
 
 Throughput: the daemon pinned to one core (taskset), a paced generator on the other, at rising rates, in two
 kinds that must not be mixed up. Candidate events reach the engine: opens of a file below /tmp, which the
@@ -38,9 +42,14 @@ import time
 from pathlib import Path
 
 from bench._daemon_common import machine_state, Daemon, build_loops, scrape
+from falconet.model.alert import Alert
 from falconet.rules import DEFAULT_RULES
+from falconet.server.hub import LOSS_RULE
 
 RULE = "Read sensitive authentication file"
+TAG_PREFIX = "falconet-latency-"
+MISSING = 0
+"""Alerts the generator raised that never reached the subscriber, over the whole run (exit status 1 if any)."""
 TARGET_RATE = 10_000
 TARGET_P99_MS = 10.0
 
@@ -57,40 +66,158 @@ def store_config(store: str, sync: str, directory: Path) -> str:
     return f"alert_store: {{path: {directory / 'alerts.db'}, synchronous: {sync}}}\n"
 
 
+class Tally:
+    """What the subscriber received, per generator run (each run's alerts carry its tag in proc.cmdline), and
+    every "alerts lost" internal alert. The subscription is unfiltered, so every sequence the hub assigns must
+    arrive once: a hole in the sequences is an alert the hub published and this subscriber never got."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.by_tag: dict[str, list[tuple[int, int]]] = {}  # tag -> [(arrival ns, syscall ns)]
+        self.seqs: list[int] = []
+        self.losses: list[str] = []
+        self.untagged = 0
+
+    def add(self, alert: Alert, arrival_ns: int) -> None:
+        cmdline = str(alert.output_fields.get("proc.cmdline", ""))
+        tag = cmdline.rpartition(" ")[2] if alert.rule == RULE and TAG_PREFIX in cmdline else None
+        with self.cond:
+            if alert.cursor is not None:
+                self.seqs.append(alert.cursor.sequence)
+            if alert.rule == LOSS_RULE:
+                self.losses.append(alert.output)
+            elif tag is None:
+                self.untagged += 1
+            else:
+                self.by_tag.setdefault(tag, []).append((arrival_ns, alert.time_ns))
+            self.cond.notify_all()
+
+    def count(self, tag: str) -> int:
+        with self.cond:
+            return len(self.by_tag.get(tag, ()))
+
+    def wait(self, tag: str, n: int, quiet_s: float, limit_s: float) -> int:
+        """Waits until `n` alerts of `tag` arrived, or none arrived for `quiet_s`, or `limit_s` passed; the count."""
+        end = time.monotonic() + limit_s
+        with self.cond:
+            while True:
+                got = len(self.by_tag.get(tag, ()))
+                left = end - time.monotonic()
+                if got >= n or left <= 0:
+                    return got
+                self.cond.wait(min(quiet_s, left))
+                if len(self.by_tag.get(tag, ())) == got:  # nothing new for quiet_s
+                    return got
+
+    def holes(self) -> list[tuple[int, int]]:
+        """Sequence ranges (first, last) the hub assigned below the newest received that never arrived."""
+        with self.cond:
+            seqs = sorted(self.seqs)
+        out = []
+        for a, b in zip(seqs, seqs[1:], strict=False):
+            if b > a + 1:
+                out.append((a + 1, b - 1))
+        return out
+
+
+def rule_alerts(url: str) -> float:
+    """falco_events summed over the label sets of RULE: the alerts the engine raised for it (after the rate
+    limiter, before the hub)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+        if s.name == "falco_events" and s.labels.get("rule") == RULE
+    )
+
+
+def counters(url: str) -> dict[str, float]:
+    m = scrape(url)
+    m["raised"] = rule_alerts(url)
+    return m
+
+
+def generate(loops: Path, rate: float, seconds: float, tag: str) -> int:
+    """Paced opens of /etc/shadow marked with `tag`; the number that succeeded (each raises one alert)."""
+    run = subprocess.run([str(loops), "paced", "/etc/shadow", str(rate), str(seconds), tag],
+                         capture_output=True, text=True, check=True)
+    failed = 0
+    if run.stderr.strip():
+        print(f"  the generator: {run.stderr.strip()}", flush=True)
+        failed = int(run.stderr.split()[0])
+    return int(run.stdout) - failed
+
+
+def wait_subscribed(loops: Path, tally: Tally) -> None:
+    """Until an alert raised after the subscription reaches it: a stream started at "now" may be set up on the
+    server only after the first opens, which it would then never see (the bench's, not the daemon's, loss)."""
+    deadline = time.monotonic() + 120
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        tag = f"{TAG_PREFIX}ready-{n}"
+        generate(loops, 1, 0.001, tag)
+        if tally.wait(tag, 1, 2.0, 2.0):
+            return
+    raise RuntimeError("the subscription received no alert within 120 s")
+
+
 def latency(loops: Path, rates: list[int], seconds: float, extra: str = "") -> list[tuple[int, str, float | None]]:
-    """Per offered rate: (rate, the report line, p99 in ms or None if nothing arrived)."""
+    """Per offered rate: (rate, the report line, p99 in ms or None if nothing arrived). Every alert the
+    generator raised must arrive: a shortfall is reported with the daemon's own counts beside it (raised by the
+    engine, published to the hub, lost by subscribers, dropped by the kernel, rate-limited, and the hub
+    sequences that never arrived) and makes the bench exit with an error."""
     from falconet.sdk import Client
 
     lines: list[tuple[int, str, float | None]] = []
     with Daemon([DEFAULT_RULES], extra=extra) as daemon:
         client = Client(unix_socket=daemon.socket)
-        arrivals: list[tuple[int, int]] = []  # (arrival ns, syscall ns)
-        stream = client.subscribe(start="now", rules=[RULE], batched=True)
+        tally = Tally()
+        stream = client.subscribe(start="now", batched=True)
 
         def consume() -> None:
             try:
                 for alert in stream:
-                    arrivals.append((time.time_ns(), alert.time_ns))
+                    tally.add(alert, time.time_ns())
             except Exception:  # the client is closed at the end
                 pass
 
         threading.Thread(target=consume, daemon=True).start()
-        for rate in rates:
-            before = len(arrivals)
-            done = int(subprocess.run([str(loops), "paced", "/etc/shadow", str(rate), str(seconds)],
-                                      capture_output=True, text=True, check=True).stdout)
-            deadline = time.monotonic() + 60
-            while len(arrivals) - before < done and time.monotonic() < deadline:
-                time.sleep(0.05)
-            got = arrivals[before:]
-            lat = [(a - s) / 1e6 for a, s in got]
-            drops = scrape(daemon.metrics_url).get("falconet_kernel_drops_total", 0.0)
+        wait_subscribed(loops, tally)
+        for step, rate in enumerate(rates):
+            tag = f"{TAG_PREFIX}{os.getpid()}-{step}"
+            m0 = counters(daemon.metrics_url)
+            done = generate(loops, rate, seconds, tag)
+            got = tally.wait(tag, done, quiet_s=10, limit_s=120)
+            m1 = counters(daemon.metrics_url)
+            arrivals = tally.by_tag.get(tag, [])[:]
+            lat = [(a - s) / 1e6 for a, s in arrivals]
+
+            def delta(key: str, m0: dict[str, float] = m0, m1: dict[str, float] = m1) -> int:
+                return int(m1.get(key, 0.0) - m0.get(key, 0.0))
+
+            drops = delta("falconet_kernel_drops_total")
             p99 = percentile(lat, 0.99) if lat else None
             line = (
-                f"{rate:>7} alerts/s offered: {len(got)}/{done} received; latency p50 {percentile(lat, 0.5):7.2f} ms,"
-                f" p99 {percentile(lat, 0.99):7.2f} ms, max {max(lat):7.2f} ms; kernel drops so far {drops:.0f}"
-                if lat else f"{rate:>7} alerts/s offered: nothing received"
+                f"{rate:>7} alerts/s offered: {got}/{done} received; latency p50 {percentile(lat, 0.5):7.2f} ms,"
+                f" p99 {percentile(lat, 0.99):7.2f} ms, max {max(lat):7.2f} ms; kernel drops in the step {drops}"
+                if lat else f"{rate:>7} alerts/s offered: nothing received of {done}"
             )
+            if got < done:
+                line += (
+                    f"\n  ALERTS MISSING: {done - got} of {done} never reached the subscriber. The daemon in this "
+                    f"step: raised {delta('raised')} for the rule, published {delta('falconet_hub_alerts_published_total')} "
+                    f"to the hub, subscribers lost {delta('falconet_subscribers_alerts_dropped_total')}, kernel drops "
+                    f"{drops}, rate-limited {delta('falconet_alerts_rate_limited_total')}, engine errors "
+                    f"{delta('falconet_engine_errors_total')}; loss alerts received so far {len(tally.losses)}; hub "
+                    f"sequences never received: {tally.holes()[:10]}"
+                )
+                global MISSING
+                MISSING += done - got
             lines.append((rate, line, p99))
             print("  " + line, file=sys.stderr, flush=True)
         client.close()
@@ -252,7 +379,7 @@ def main(argv: list[str]) -> int:
             latency_section(loops, args)
         if args.only == "latency":
             print(f"machine after: {machine_state()}")
-            return 0
+            return missing_status()
         print("throughput, daemon pinned to one core (default rules, open filter on):")
         print("  " + baseline(loops))
         path = candidate_file()
@@ -267,6 +394,13 @@ def main(argv: list[str]) -> int:
         for line in non_candidates(loops, args.seconds):
             print("  " + line)
     print(f"machine after: {machine_state()}")
+    return missing_status()
+
+
+def missing_status() -> int:
+    if MISSING:
+        print(f"ALERTS MISSING: {MISSING} alerts raised by the generator never reached the subscriber", flush=True)
+        return 1
     return 0
 
 

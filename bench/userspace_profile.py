@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
-import gc
 import gzip
 import pstats
 import shutil
@@ -221,11 +220,14 @@ def by_kind(rules: Path, records: list[bytes]) -> dict[str, tuple[int, int, int,
 
 
 def daemon_gc() -> None:
-    """The collector's thresholds the daemon of this tree serves with (server/daemon.py), so that a replay
-    costs what the daemon's engine thread pays; a tree without the setting keeps CPython's default."""
-    from falconet.server import daemon
-
-    gc.set_threshold(*getattr(daemon, "GC_THRESHOLDS", gc.get_threshold()))
+    """The collector as the daemon of this tree serves with it (server/heap.py: start-up heap frozen, full
+    collections spaced out), so that a replay costs what the daemon's engine thread pays; a tree without it
+    keeps CPython's default."""
+    try:
+        from falconet.server import heap
+    except ImportError:
+        return
+    heap.settle()
 
 
 def replay(path: Path, rules: Path, rounds: int, profile: bool, summary: bool) -> None:

@@ -19,7 +19,6 @@ the source, lets the engine finish its batch, flushes every output and stops the
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import IO, TYPE_CHECKING
 from falconet.rules.hostname import default_hostname as default_hostname  # its one owner; re-exported
 from falconet.server.daemon_config import DaemonConfig
 from falconet.server.dns_hosts import hosts_resolver
+from falconet.server import heap
 from falconet.server.errors import ConfigError, DaemonError, describe_error
 from falconet.server.fleet.rules_node import FleetRulesNode
 from falconet.server.hub import Hub
@@ -110,15 +110,6 @@ def build_engine(config: DaemonConfig, hostname: str) -> Engine:
     # at every reload (a replayed capture comes from the same sensor, so it is as blind).
     add_blind_warnings(engine.load_result, engine.enabled_rules)
     return engine
-
-
-# The collector's thresholds while serving. The engine thread makes several objects per event (the Event, its
-# arguments, Fds) that live until their batch (up to 4,096 records) is evaluated: with CPython's default (a young
-# collection every 700 net allocations) the collector scans each of them more than once and promotes many to the
-# old generations, whose full collections then walk the whole heap. Measured on a recorded xz build replayed
-# through the sensor and engine (bench.userspace_profile): 25-35% of the enricher's CPU at the default, about 5%
-# at 50,000. Garbage without cycles (nearly all of it) is freed by reference counting either way.
-GC_THRESHOLDS = (50_000, 10, 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +323,8 @@ class Daemon:
         parts = self._prepared()
         try:
             def tick(counters: SourceCounters) -> None:
-                self.metrics.engine_report(counters.events, counters.dropped)  # for /healthz and scap metrics
+                # for /healthz and scap metrics; an undecodable record is a drop there too
+                self.metrics.engine_report(counters.events, counters.dropped + counters.undecoded)
                 parts.reporter.tick(counters)
 
             engine_loop(parts.source, parts.pipeline, tick, self._stop)
@@ -354,7 +346,8 @@ class Daemon:
             self._engine_main()
             loop.call_soon_threadsafe(done.set)
 
-        gc.set_threshold(*GC_THRESHOLDS)
+        # Everything start-up built is in place: out of the collector's way (server/heap.py: the latency stall).
+        gc_before = heap.settle()
         engine_thread = threading.Thread(target=engine_main, name="falconet-engine", daemon=True)
         engine_thread.start()
         health = self.metrics.health  # /readyz (server/health.py)
@@ -374,6 +367,7 @@ class Daemon:
         stop_task.cancel()
         done_task.cancel()
         self.log("stopping")
+        heap.release(gc_before)
         self.metrics.health.stopping = True
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -60,6 +60,7 @@ class DaemonMetrics:
         self._falco_events: dict[tuple[str, ...], int] = {}
         self.events_seen = 0
         self.kernel_drops = 0
+        self.undecoded_records = 0
         self.alerts_rate_limited = 0
         self.start_ns = time.time_ns()
         self.reload_ns = self.start_ns
@@ -181,6 +182,8 @@ class _Collector:
         for name, doc, value in (
             ("falconet_events", "Events the rule engine evaluated.", m.events_seen),
             ("falconet_kernel_drops", "Events the kernel dropped (ring buffer full), all CPUs.", m.kernel_drops),
+            ("falconet_undecoded_records", "Records read from the kernel that could not be decoded (lost).",
+             m.undecoded_records),
             (
                 "falconet_alerts_rate_limited",
                 "Alerts held back by outputs.rate/outputs.max_burst (sent to no output).",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from falconet.model.alert import Priority
+from falconet.server import heap
 from falconet.server.config import parse_listen
 from falconet.server.daemon_config import DaemonConfig, load_config
 from falconet.server.overrides import Override
@@ -98,6 +99,7 @@ class Reloader:
                 self._failed(exc, fleet)
                 return False
             self._swap(new)
+            heap.settle()  # the new rules out of the collector's way, the old ones collected (server/heap.py)
             cert_error = self._reload_certificates(new.config)
             self._metrics.rules_reloads += 1
             for warning in load_warnings(new.engine):

@@ -34,6 +34,7 @@ class _Reported:
 
     events: int = 0
     drops: int = 0
+    undecoded: int = 0
     rate_limited: int = 0
     engine_errors: int = 0
 
@@ -69,32 +70,37 @@ class Reporter:
 
     def tick(self, counters: SourceCounters) -> None:
         """Kernel drops, rate limiting, engine failures and output losses since the last tick."""
-        events, drops = counters
+        events, drops, undecoded = counters
         d_events, d_drops = events - self._reported.events, drops - self._reported.drops
-        self._reported.events, self._reported.drops = events, drops
-        if d_drops > 0:
+        d_bug = undecoded - self._reported.undecoded
+        self._reported.events, self._reported.drops, self._reported.undecoded = events, drops, undecoded
+        if d_drops > 0 or d_bug > 0:
             self._metrics.kernel_drops += d_drops
-            self._kernel_drops(d_events, d_drops)
+            self._metrics.undecoded_records += d_bug
+            self._kernel_drops(d_events, d_drops, d_bug)
         self._rate_limited()
         self._engine_errors()
         for out in self._pipeline.running.outputs:
             self._output_losses(out)
 
-    def _kernel_drops(self, n_evts: int, n_drops: int) -> None:
+    def _kernel_drops(self, n_evts: int, n_buffer: int, n_bug: int) -> None:
+        """Falco's drop report; records user space could not decode count as its `n_drops_bug`."""
         running = self._pipeline.running
         actions = running.config.syscall_event_drops.actions
+        n_drops = n_buffer + n_bug
         message = f"{DROP_RULE}. {n_drops} system calls dropped in last second."
         if "log" in actions:
             self._log(message)
         if "alert" in actions and running.drop_limiter.take():
-            # Falco's counters, as strings, as Falco sends them; only the ring buffer can drop here.
+            # Falco's counters, as strings, as Falco sends them: the ring buffer, or a record user space could
+            # not decode (Falco's "bug" class).
             fields: dict[str, OutputValue] = {
                 "n_evts": str(n_evts + n_drops),
                 "n_drops": str(n_drops),
-                "n_drops_buffer_total": str(n_drops),
+                "n_drops_buffer_total": str(n_buffer),
                 "n_drops_scratch_map": "0",
                 "n_drops_page_faults": "0",
-                "n_drops_bug": "0",
+                "n_drops_bug": str(n_bug),
                 "ebpf_enabled": "1",
             }
             self.report(DROP_RULE, Priority.DEBUG, message, fields)

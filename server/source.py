@@ -30,6 +30,9 @@ class SourceCounters(NamedTuple):
     events: int
     dropped: int
     """Events lost before user space (for the sensor: ring-buffer reserve failures)."""
+    undecoded: int = 0
+    """Records that reached user space but could not be decoded (malformed): lost too, and reported as Falco's
+    `n_drops_bug` so such a loss is never silent."""
 
 
 class KernelFilter(Protocol):

@@ -70,7 +70,7 @@ class SensorSource:
 
     def counters(self) -> SourceCounters:
         stats = self._sensor.stats()
-        return SourceCounters(int(stats.events), int(stats.kernel_drops))
+        return SourceCounters(int(stats.events), int(stats.kernel_drops), int(stats.decode_errors))
 
     def close(self) -> None:
         self._sensor.close()

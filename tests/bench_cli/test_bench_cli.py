@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from resources import require_root
 
-from bench import build_workload, daemon_latency, daemon_overhead, sensor_overhead
+from bench import build_workload, daemon_latency, daemon_overhead, latency_path, sensor_overhead
 from bench._daemon_common import Daemon
 from bench._interleave import Figures, Row, interleaved, paired_ratio, verdict
+from falconet.model.alert import Alert, Cursor, Priority
 from falconet.rules import DEFAULT_RULES
+from falconet.server.hub import LOSS_RULE
 
 
 def test_build_workload_defaults_are_the_target_run(tmp_path: Path) -> None:
@@ -114,6 +116,42 @@ def test_interleaving_rotates_and_ratios_pair_each_repeat() -> None:
     assert paired_ratio(results["b"], results["a"], "x") == pytest.approx(2.0)
     assert "MISSED" in verdict(results, "b", "a", "x", 1.10, "b vs a")
     assert "met" in verdict(results, "a", "a", "x", 1.10, "a vs a")
+
+
+def _alert(seq: int, rule: str = daemon_latency.RULE, cmdline: str = "") -> Alert:
+    return Alert(time_ns=seq, rule=rule, priority=Priority.WARNING, source="syscall", output="o",
+                 output_fields={"proc.cmdline": cmdline}, cursor=Cursor("e", seq))
+
+
+def test_latency_tally_counts_by_tag_and_names_the_sequences_that_never_arrived() -> None:
+    tally = daemon_latency.Tally()
+    tag = daemon_latency.TAG_PREFIX + "1-0"
+    for seq in (1, 2, 5, 6, 9):
+        tally.add(_alert(seq, cmdline=f"daemon_loops paced /etc/shadow 10000 3.0 {tag}"), 100 + seq)
+    tally.add(_alert(10, cmdline="cat /etc/shadow"), 0)  # another process: not this step's
+    tally.add(_alert(11, rule=LOSS_RULE), 0)
+    assert tally.count(tag) == 5 and tally.untagged == 1 and len(tally.losses) == 1
+    assert tally.holes() == [(3, 4), (7, 8)]
+    assert tally.wait(tag, 5, quiet_s=0.01, limit_s=1) == 5
+    assert tally.wait(tag, 6, quiet_s=0.01, limit_s=1) == 5  # nothing more comes: the shortfall is returned
+
+
+def test_latency_path_splits_each_alert_by_stage_and_marks_the_pauses() -> None:
+    ms = 1_000_000
+    t0 = 1_000 * ms
+    log: dict[str, list[list[int | str]]] = {
+        # seq, syscall, published: seq 2 waits 40 ms before it is published
+        "publish": [[1, t0, t0 + 1 * ms], [2, t0 + 150 * ms, t0 + 190 * ms]],
+        # a stream write after each publish: time, the reader's next sequence
+        "stream": [[t0 + 2 * ms, 2], [t0 + 191 * ms, 3]],
+        "pause": [[t0 + 151 * ms, 38 * ms, "gc2", "falconet-engine"], [t0 + 5 * ms, 1 * ms, "gc0", "x"]],
+    }
+    lines = latency_path.report(log, {1: t0 + 3 * ms, 2: t0 + 192 * ms})
+    text = "\n".join(lines)
+    assert "syscall -> published: p50   40.00  p99   40.00  max   40.00 ms" in text  # of two: the higher
+    assert "published -> stream: p50    1.00  p99    1.00" in text
+    assert "0.0s 3  0.1s 42 [gc2 38]" in text  # the 1 ms gc0 is below the 2 ms mark
+    assert "gc2: 1 in the step, median 38.00 ms" in text
 
 
 def _bench_dirs(tmp: Path) -> list[Path]:

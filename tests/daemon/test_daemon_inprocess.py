@@ -130,6 +130,28 @@ def test_kernel_drops_alert_once_per_the_drop_rate_log_and_exit_when_configured(
     assert daemon.metrics.kernel_drops == 20
 
 
+class _UndecodableSource(_DroppingSource):
+    """No ring-buffer drop, but 3 more records each time that user space could not decode (malformed)."""
+
+    def counters(self) -> SourceCounters:
+        self.drops += 3
+        return SourceCounters(500, 0, self.drops)
+
+
+def test_records_user_space_could_not_decode_are_reported_as_drops_not_lost_silently(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TEST_RULES)
+    text = base_config(tmp_path, rules) + "syscall_event_drops: {actions: [alert, exit], rate: 0.01, max_burst: 1}\n"
+    daemon = Daemon(parse_config(text, base_dir=tmp_path), source=_UndecodableSource(), stderr=io.StringIO())
+    daemon.prepare()
+    assert asyncio.run(daemon._main()) == 1
+    drops = [a for a in read_json_lines(tmp_path / "alerts.json") if a["rule"] == DROP_RULE]
+    assert len(drops) == 1
+    fields = drops[0]["output_fields"]
+    assert (fields["n_drops"], fields["n_drops_bug"], fields["n_drops_buffer_total"]) == ("3", "3", "0")
+    assert daemon.metrics.undecoded_records == 6 and daemon.metrics.kernel_drops == 0  # the exit tick and the last
+
+
 def test_a_reload_builds_everything_before_the_swap_and_a_failed_one_leaves_the_running_set(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(TEST_RULES)
