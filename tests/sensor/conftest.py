@@ -7,10 +7,13 @@ load failure there is a defect, not a missing capability.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -67,6 +70,21 @@ class LiveSensor:
         self._stop = True
         self._thread.join(10)
         self.sensor.close()
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A fresh directory with a short absolute path, for tests whose rules hold prefixes of it.
+
+    The kernel matches open prefixes on their first PREFIX_MAX (64) bytes; pytest's tmp_path grows with its run
+    counter and the test's name (/tmp/pytest-of-root/pytest-1042/test_open_prefix_filter_is_con0/keep/ is
+    already longer), and a prefix cut short is rightly widened by the filter, which breaks such a test's exact
+    expectations. Removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="fn-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

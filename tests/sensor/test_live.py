@@ -371,9 +371,10 @@ def test_capture_cli_writes_enriched_json_lines(tmp_path: Path) -> None:
     assert mine.proc.user.name == "root" and mine.container.id == "host" and mine.res >= 0
 
 
-def test_open_prefix_filter_is_conservative(sensor: LiveSensor, tmp_path: Path) -> None:
+def test_open_prefix_filter_is_conservative(sensor: LiveSensor, short_tmp_path: Path) -> None:
     """The same workload with the filter off and on: every open under a prefix, and every open the kernel
     cannot judge (relative, dotted), arrives identically; only clean absolute paths elsewhere are kept back."""
+    tmp_path = short_tmp_path  # prefixes of it must fit the kernel's PREFIX_MAX
     (tmp_path / "keep").mkdir()
     (tmp_path / "other").mkdir()
     for d in ("keep", "other"):
@@ -426,7 +427,8 @@ def test_open_prefix_filter_is_conservative(sensor: LiveSensor, tmp_path: Path) 
     assert reads_only == [r for i, r in enumerate(off) if i not in (1, 6)]
 
 
-def test_open_filter_keeps_back_the_close_of_a_kept_back_fd(sensor: LiveSensor, tmp_path: Path) -> None:
+def test_open_filter_keeps_back_the_close_of_a_kept_back_fd(sensor: LiveSensor, short_tmp_path: Path) -> None:
+    tmp_path = short_tmp_path  # prefixes of it must fit the kernel's PREFIX_MAX
     (tmp_path / "keep").mkdir()
     (tmp_path / "other").mkdir()
     for d in ("keep", "other"):
