@@ -16,8 +16,9 @@
 //   memory at exit, where the buffers are still the caller's.
 // * Seccomp runs before the sys_enter tracepoint, so a syscall a seccomp filter denies reaches only sys_exit:
 //   it is recorded like any other, with its error result.
-// * sys_enter (raw tracepoint) works only for the few syscalls whose record needs a value their exit can no
-//   longer read (SAVED_AT_ENTER(id), tested first thing): the credentials from before unshare/setns change them
+// * Work at a syscall's enter is done only for the few syscalls whose record needs a value their exit can no
+//   longer read, on those syscalls' own tracepoints (syscalls:sys_enter_unshare/setns/execveat; the set is
+//   SAVED_AT_ENTER, which sensor.py checks against them): the credentials from before unshare/setns change them
 //   (probe_creds.h) and execveat's dirfd, flags and path, which a successful exec erases with the registers.
 //   They wait in task storage (per task, no global hash) for the syscall's exit.
 // * An exec's exit runs in tail programs (`tails`, probe_exec.h), so sys_exit stays within the verifier's
@@ -427,20 +428,42 @@ static __always_inline void put_syscall(struct buf *b, u64 *regs, s64 id, s64 re
     b->hdr.args[5] = regs[REGW(REG_ARG5)];
 }
 
-// Only for the syscalls whose exit cannot see everything their record needs (see the header); every other
-// syscall leaves at the first comparison.
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    s64 id = ctx->args[1];
+// Only for the syscalls whose exit cannot see everything their record needs (see the header), each on its own
+// syscall tracepoint: a raw sys_enter program ran for every syscall of the machine just to compare the id, and a
+// BPF program's invocation costs more than the syscall tracepoints' own per-syscall bit test. A syscall
+// tracepoint's record is the id at offset 8 and the arguments as u64 from offset 16 (struct
+// syscall_trace_enter), whatever each argument's declared type; the kernel refuses to attach a program that
+// reads past the syscall's own arguments, so each program reads only its syscall's.
+static __always_inline struct sysconf *enter_conf(void *args) {
+    s64 id = *(int *)((u8 *)args + 8);
     if (!SAVED_AT_ENTER(id))
         return 0;
     int key = id;
     struct sysconf *conf = sysconf.lookup(&key);
-    if (!conf || !conf->on)
-        return 0;
-    if (conf->credsbefore)
-        save_precreds(id);
-    else if (conf->exec == 2)
-        save_execat(id, ctx->args[0]);
+    return conf && conf->on ? conf : 0;
+}
+
+static __always_inline int enter_creds(void *args) {
+    struct sysconf *conf = enter_conf(args);
+    if (conf && conf->credsbefore)
+        save_precreds(*(int *)((u8 *)args + 8));
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare) {
+    return enter_creds(args);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setns) {
+    return enter_creds(args);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat) {
+    struct sysconf *conf = enter_conf(args);
+    if (conf && conf->exec == 2) {
+        u64 *arg = (u64 *)((u8 *)args + 16);
+        save_execat(*(int *)((u8 *)args + 8), arg[0], arg[1], arg[4]);  // execveat(dirfd, pathname, argv, envp, flags)
+    }
     return 0;
 }
 
@@ -489,12 +512,9 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
     // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
     // the map lookups and its fd's mark, and its close one delete.
-    if (conf->fdeffect == FD_CLOSES) {
-        u64 key = fd_key(pid_tgid, (int)b->hdr.args[0]);
-        if (hidden_fds.delete(&key) == 0) {  // it was marked: user space never heard of the fd
-            count(CNT_PATH_FILTERED);
-            return 0;
-        }
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)b->hdr.args[0])) {
+        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
+        return 0;
     }
     u32 off = 0, n = 0;
     if (conf->str0 != NO_ARG) {
@@ -505,11 +525,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
             u8 need = open_need(conf->pathfilter, b->hdr.args);
             if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
                 count(CNT_PATH_FILTERED);
-                if (b->hdr.res >= 0) {
-                    u64 key = fd_key(pid_tgid, b->hdr.res);
-                    u8 one = 1;
-                    hidden_fds.update(&key, &one);  // replaces any mark a lost close left on the number
-                }
+                fd_hide(pid_tgid, b->hdr.res);
                 return 0;
             }
         }
@@ -519,15 +535,13 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // This record reaches user space: a new fd it makes must not keep a mark an earlier kept-back open of
     // the same number left (its close would be held back).
     if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
-        u64 key = fd_key(pid_tgid, b->hdr.res);
-        hidden_fds.delete(&key);
+        fd_unhide(pid_tgid, b->hdr.res);
     } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
         int pair[2] = {};
         u8 at = conf->blob < 6 ? conf->blob : 0;
         if (bpf_probe_read_user(pair, sizeof(pair), (void *)arg_at(b->hdr.args, at)) == 0) {
-            u64 k0 = fd_key(pid_tgid, pair[0]), k1 = fd_key(pid_tgid, pair[1]);
-            hidden_fds.delete(&k0);
-            hidden_fds.delete(&k1);
+            fd_unhide(pid_tgid, pair[0]);
+            fd_unhide(pid_tgid, pair[1]);
         }
     }
     if (conf->str1 != NO_ARG) {
@@ -591,6 +605,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
+    fd_forget(args->child_pid);  // a thread's tid is no live process's number: nothing to drop then
     // The clone flags say whether the child is a thread; the parent is inside its clone syscall here, so they
     // are in its saved registers (a kernel thread's fork has none of these syscall numbers: a plain fork).
     u64 flags = 17;  // SIGCHLD: plain fork
@@ -620,7 +635,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     // (A thread that dies inside a syscall never reaches sys_exit; what sys_enter kept for it is task storage,
     // which goes with the task.)
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!args->group_dead || is_excluded(pid_tgid >> 32))
+    if (!args->group_dead)
+        return 0;
+    fd_forget(pid_tgid >> 32);
+    if (is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();
     if (!b)

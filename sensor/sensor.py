@@ -47,6 +47,9 @@ class SensorError(Exception):
     """The sensor cannot start; the message says what is missing (root, BPF, BTF, headers, tracefs)."""
 
 
+ENTER_TRACEPOINTS = frozenset({"unshare", "setns", "execveat"})
+"""The syscalls probe.c does work for at their enter (syscalls:sys_enter_<name>): syscalls.SAVED_AT_ENTER."""
+
 RINGBUF_MIN_BYTES = 4096
 """One page: the smallest BPF ring buffer the kernel makes."""
 
@@ -116,6 +119,9 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         offsets["CGROUP_V1_SUBSYS"] = btfmod.subsys_id(btf, controller) if controller else -1
         offsets.update(btfmod.register_offsets(btf, *sc.X86_64_REGS))
     cred_len = max(v for k, v in offsets.items() if k.startswith("OFF_CRED_")) + 8
+    saved = {sc.BY_NR[nr].name for nr in sc.SAVED_AT_ENTER}
+    if saved != ENTER_TRACEPOINTS:  # a developer's error: probe.c attaches one syscall tracepoint per name
+        raise SensorError(f"probe.c saves values at the enter of {sorted(ENTER_TRACEPOINTS)}, not {sorted(saved)}")
     flags = btfmod.cflags(offsets) + [
         f"-DCRED_READ_LEN={cred_len}",
         f"-DRINGBUF_PAGES={config.ringbuf_bytes // 4096}",
