@@ -511,7 +511,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 
     // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
     // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
-    // the map lookups and its fd's mark, and its close one delete.
+    // the map lookups and its fd's mark (a bit in the process's bitmap), and its close one bit test.
     if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)b->hdr.args[0])) {
         count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
         return 0;

@@ -285,7 +285,8 @@ class Sensor:
         ANY event (fds outlive their open): rules/open_prefixes.py proves that. Prefixes are compared on their
         first 64 bytes and suffixes on their last 32 (sensor/openfilter.py fits them to the kernel's
         maps), which only widens them. The close of a kept-back fd stays in the kernel too (user space never
-        knew the fd); any fd creation that reaches user space clears that mark for its number first.
+        knew the fd; for fd numbers below 1,024, probe_openfilter.h's per-process bitmap); any fd creation that
+        reaches user space clears that mark for its number first.
         Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         suffixes = self._bpf[b"open_suffixes"]
