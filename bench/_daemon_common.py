@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_STABLE = REPO.parent / "shared" / "upstream-rules" / "current" / "falco_rules.yaml"
@@ -24,11 +26,22 @@ def build_loops(directory: Path) -> Path:
 
 
 class Daemon:
-    """`falconet run` with the eBPF sensor on `rules`, gRPC on a UNIX socket in a temporary directory."""
+    """`falconet run` with the eBPF sensor on `rules`, gRPC on a UNIX socket in a temporary directory, which
+    goes when the daemon stops (also when it never became ready: the error carries its stderr)."""
 
     def __init__(self, rules: list[Path], *, metrics_port: int = 0, extra: str = "", cpu: int | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="falconet-bench-"))
         self.socket = self.dir / "falconet.sock"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log: IO[str] | None = None
+        self.metrics_url = ""
+        try:
+            self._start(rules, metrics_port, extra, cpu)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, rules: list[Path], metrics_port: int, extra: str, cpu: int | None) -> None:
         config = self.dir / "falconet.yaml"
         config.write_text(
             f"rules_files: [{', '.join(str(r) for r in rules)}]\n"
@@ -40,8 +53,7 @@ class Daemon:
         if cpu is not None:
             cmd = ["taskset", "-c", str(cpu), *cmd]
         self.log = open(self.dir / "stderr.txt", "w+")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=dict(os.environ))
-        self.metrics_url = ""
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=dict(os.environ))
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             text = (self.dir / "stderr.txt").read_text()
@@ -53,7 +65,12 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"falconet run exited:\n{text}")
             time.sleep(0.2)
-        raise RuntimeError("falconet run did not become ready")
+        raise RuntimeError(f"falconet run did not become ready:\n{text[-4000:]}")
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self._proc is not None, "started in __init__"
+        return self._proc
 
     def settled_counters(self) -> tuple[float, float]:
         """(events evaluated, kernel drops) once the daemon has drained what the ring buffer held and its engine
@@ -73,14 +90,17 @@ class Daemon:
         return m.get("falconet_events_total", 0.0), drops
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        """SIGTERM (SIGKILL after a minute), then the directory goes; safe to call more than once."""
+        if self._proc is not None and self._proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Daemon:
         return self

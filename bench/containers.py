@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def part_overhead(n: int, repeat: int) -> None:
     finally:
         subprocess.run([*base, "rm", "-f", name], capture_output=True)
         d.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"open/read/close loop, {n} iterations, median of {repeat} (ns per iteration):")
     print(f"  host:      bare {bare_h:8.0f}   under falconet run {run_h:8.0f}   overhead {run_h / bare_h - 1:+.0%}")
     print(f"  container: bare {bare_c:8.0f}   under falconet run {run_c:8.0f}   overhead {run_c / bare_c - 1:+.0%}")
@@ -193,6 +195,7 @@ def part_first(count: int) -> None:
         daemon.kill()
         ps.stop()
         d.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

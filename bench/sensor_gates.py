@@ -27,11 +27,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from bench._sensor_reader import reading
 from bench.sensor_overhead import noop, nothing, rule_prefixes, rule_types
 
 HERE = Path(__file__).resolve().parent
@@ -67,19 +67,10 @@ def live(types: set[str], prefixes: dict[str, list[str]], gates: bool, counts: d
     if gates:
         eng = Engine.from_files([DEFAULT_RULES], resolvers=Resolvers(hostname=lambda: "bench", dns=lambda _n: []))
         s.set_event_gates(eng.event_gates(sorted(types)))
-    stop = threading.Event()
-
-    def consume() -> None:
-        while not stop.is_set():
-            s.poll(50)
-
-    t = threading.Thread(target=consume, daemon=True)
-    t.start()
     try:
-        yield ""
+        with reading(s):
+            yield ""
     finally:
-        stop.set()
-        t.join()
         st = s.stats()
         s.close()
         counts["events"] = counts.get("events", 0) + st.events

@@ -34,13 +34,13 @@ import argparse
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
 from bench._interleave import Figures, Row, interleaved, ratio_table, time_loop
+from bench._sensor_reader import reading
 
 HERE = Path(__file__).resolve().parent
 STABLE = UPSTREAM_STABLE
@@ -75,19 +75,10 @@ def live_sensor(syscalls: set[str], track_fds: bool = True,
 
     s = Sensor(SensorConfig(syscalls=syscalls, track_fds=track_fds, open_prefixes=prefixes))
     s.start()
-    stop = threading.Event()
-
-    def consume() -> None:
-        while not stop.is_set():
-            s.poll(50)
-
-    t = threading.Thread(target=consume, daemon=True)
-    t.start()
     try:
-        yield ""
+        with reading(s):
+            yield ""
     finally:
-        stop.set()
-        t.join()
         st = s.stats()
         s.close()
         print(f"    (records {st.records}, delivered {st.events}, kernel drops {st.kernel_drops}, "

@@ -159,7 +159,7 @@ def store_rows(bench: Bench, quick: bool, rounds: int = 3, publish_only: bool = 
     """Each row with the store off, then on (interleaved rounds, best of each; the sustained ladder once); the
     summary table at the end (target: on/off >= 0.90)."""
     print()
-    print("alert store: each row with the store off and on, in this run (SQLite WAL, synchronous=normal, 2 ms window)")
+    print("alert store: each row with the store off and on, in this run (synchronous=normal, 2 ms window)")
     summary: list[tuple[str, float, float, str]] = []
     cpu_rows: list[tuple[str, float, float]] = []
     n1 = 20_000 if quick else 60_000

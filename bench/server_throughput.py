@@ -483,7 +483,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --store-only: only the publish rows (not the subscriber rows)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved off/on rounds per store row, best of each (more on a loaded machine)")
+    parser.add_argument("--payload-crc", choices=("on", "off"), default=None,
+                        help="the store's records' CRC over the wire forms too (on, the default of "
+                        "server/store_data.py's PAYLOAD_CRC) or over their frame only (off)")
     args = parser.parse_args(argv)
+    if args.payload_crc is not None:
+        from falconet.server import store_data
+
+        store_data.PAYLOAD_CRC = args.payload_crc == "on"
     q = args.quick
     bench = Bench(q)
     try:

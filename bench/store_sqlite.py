@@ -1,7 +1,7 @@
 """What the alert store's file layout costs per alert, alone: the writer's commit pattern (groups of 2,048
 alerts of 760 bytes, 256 per row, one transaction per group) replayed against SQLite with several settings,
-and against an append-only data file with only an index in SQLite (the layout that would remove the WAL's
-second copy and the checkpoints: not what the store does; measured to size that option).
+against an append-only data file with only an index in SQLite (with and without a checksum per row), and
+the store's own code since schema 3 (`store-v3`: server/store_data.py's records and the index row).
 
 `python -m bench.store_sqlite [--alerts N] [--rounds R] [LAYOUT ...]`: each layout R times, interleaved, in a
 fresh directory under /tmp; prints the writing thread's user and system CPU per alert (least of the rounds, the
@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def _sqlite(pragmas: list[str]) -> Writer:
     return write
 
 
-def _append_file(directory: Path, n: int) -> None:
-    """Each group's rows written with one write() to a data file, then their (offset, length) committed."""
+def _append_file(directory: Path, n: int, checksum: Callable[[bytes], int] | None = None) -> None:
+    """Each group's rows written with one write() to a data file, then their (offset, length) committed;
+    `checksum`: computed over each row's bytes (as the store's record header would carry it)."""
     conn = sqlite3.connect(str(directory / "s.db"), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -75,6 +77,9 @@ def _append_file(directory: Path, n: int) -> None:
     try:
         for _ in range(n // GROUP):
             parts = [blob] * (GROUP // ROW_ALERTS)
+            if checksum is not None:
+                for part in parts:
+                    checksum(part)
             os.write(fd, b"".join(parts))
             rows = []
             for part in parts:
@@ -89,6 +94,36 @@ def _append_file(directory: Path, n: int) -> None:
         conn.close()
 
 
+def _store_v3(directory: Path, n: int) -> None:
+    """What the store does since schema 3 (server/store_data.py): each commit one record (lengths table, wire
+    forms joined, CRC-32) appended to a segment, then its index row committed."""
+    from falconet.server.store_data import DataFiles, Limits
+    from falconet.server.store_layout import INDEX_DDL
+
+    conn = sqlite3.connect(str(directory / "s.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(INDEX_DDL.format(table="chunks"))
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    conn.execute("INSERT INTO meta VALUES ('head', '0'), ('bytes', '0')")
+    files = DataFiles(directory / "data", Limits.of(1 << 30, 1_000_000, 7 * 86400.0), sync=False)
+    files.resume(1, 0, 0, 0)
+    wires = [os.urandom(ALERT_BYTES // 2).hex().encode()[:ALERT_BYTES] for _ in range(GROUP)]
+    seq = 1
+    try:
+        for _ in range(n // GROUP):
+            rows = files.append([(seq, seq + GROUP - 1, time.time_ns(), wires)])
+            seq += GROUP
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("UPDATE meta SET value = CASE key WHEN 'head' THEN MAX(CAST(value AS INTEGER), ?) "
+                         "ELSE CAST(value AS INTEGER) + ? END WHERE key IN ('head', 'bytes')", (seq, rows[0][5]))
+            conn.execute("COMMIT")
+    finally:
+        files.close()
+        conn.close()
+
+
 LAYOUTS: dict[str, Writer] = {
     "sqlite-4k": _sqlite(["PRAGMA page_size=4096"]),
     "sqlite-8k": _sqlite(["PRAGMA page_size=8192"]),
@@ -96,6 +131,9 @@ LAYOUTS: dict[str, Writer] = {
     "sqlite-16k-wal64m": _sqlite(["PRAGMA page_size=16384", "PRAGMA wal_autocheckpoint=4096"]),
     "sqlite-64k": _sqlite(["PRAGMA page_size=65536"]),
     "append-file": _append_file,
+    "append-file-crc32": lambda d, n: _append_file(d, n, zlib.crc32),
+    "append-file-adler32": lambda d, n: _append_file(d, n, zlib.adler32),
+    "store-v3": _store_v3,
 }
 
 

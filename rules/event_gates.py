@@ -3,7 +3,10 @@ that have no state role (model/prefilter.py says what a gate is; the sensor deci
 to and checks it in the kernel).
 
 For one rule and one event type the condition is folded into an `EventGate`: a conjunction of bounds on the
-result class, user.uid, proc.name and numeric arguments (evt.rawarg.NAME) that every event matching the condition satisfies. The fold is sound,
+result class, user.uid, proc.name, numeric arguments (evt.rawarg.NAME) and string arguments (evt.arg.NAME and
+evt.rawarg.NAME of a path or string the kernel reads: prefix and suffix atoms) and bit tests on numeric
+arguments rendered by bit name (evt.arg.NAME contains S_ISUID: a mask the value must share a bit with) that
+every event matching the condition satisfies. The fold is sound,
 never exact: `and` intersects per kind, `or` unions per kind (so `a or b` keeps every value either side
 keeps), `not` is pushed down to the checks (De Morgan) where a check's complement is exact, and anything not
 understood (another field, a transformer, a comparison between fields, a macro that cannot be resolved)
@@ -13,6 +16,12 @@ Exactness is what makes `not` sound: `not proc.name in (sudo, su)` may only excl
 `proc.name in (sudo, su)` holds for exactly the events whose comm is one of them. Only checks that hold for
 exactly the values their bound names are marked exact (`evt.rawres = 5` is bounded by "positive" but not
 exactly, so `not evt.rawres = 5` bounds nothing).
+
+A string argument is bounded only where its value is the string the kernel read: a path argument that is
+absolute and lexically clean (user space resolves relative paths and folds `..`, which the kernel cannot), a
+plain string always; the kernel judges only clean strings (model/prefilter.py's path_clean), so the atoms need
+hold only for those. The tests of a path are open_prefixes.py's for fd.name (whose values the open filter
+bounds on the same condition), plus one: `=`/`in` never holds for a clean value with an unclean operand.
 
 The values are those user space sees: the Event's res is the kernel's result, user.uid the caller's real uid
 and proc.name its comm (decoded from at most 15 bytes) at the syscall's exit, read from the same place the
@@ -32,11 +41,26 @@ from falconet.model.prefilter import (
     RES_ZERO,
     EventGate,
     ValueSet,
+    path_clean,
 )
 
+from falconet.model.syscalls import EVENT_PARAMS
+
+from . import open_prefixes
 from .macro_walk import MacroWalk
 from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
-from .syscalls import is_numeric_arg
+from .syscalls import (
+    AT_FLAGS,
+    MEMFD_FLAGS,
+    MODE_BITS,
+    MOUNT_FLAGS,
+    RENAME_FLAGS,
+    RESOLVE_FLAGS,
+    UMOUNT_FLAGS,
+    Table,
+    is_numeric_arg,
+    kind_of,
+)
 
 COMM_MAX = 15
 """The kernel's comm holds at most 15 bytes (TASK_COMM_LEN - 1): a longer proc.name never matches."""
@@ -137,9 +161,78 @@ def _check(check: Check, event_type: str) -> Pair:
         return _uid_check(op, values)
     if name == "proc.name":
         return _comm_check(op, values)
+    if name.startswith(("evt.arg.", "evt.rawarg.")) and _absent(event_type, name.split(".", 2)[2]):
+        return _NEVER  # the event has no such parameter: every comparison with a missing value is false
     if name.startswith("evt.rawarg.") and is_numeric_arg(name[len("evt.rawarg."):]):
         return _arg_check(name[len("evt.rawarg."):], op, values)
+    if name.startswith(("evt.arg.", "evt.rawarg.")):
+        param = name.split(".", 2)[2]
+        if param in string_params(event_type):
+            return _path_check(param, op, values)
+        if name.startswith("evt.arg.") and op == "contains" and len(values) == 1:
+            return _bits_check(event_type, param, values[0])
     return _UNKNOWN
+
+
+# Parameter kinds rendered as set bits by name joined with '|', the leftover bits as a decimal number, and no
+# bit as "0" (rules/syscalls.py render_bits).
+_BIT_TABLES: dict[str, Table] = {
+    "mode": MODE_BITS, "mount_flags": MOUNT_FLAGS, "umount_flags": UMOUNT_FLAGS, "at_flags": AT_FLAGS,
+    "rename_flags": RENAME_FLAGS, "memfd_flags": MEMFD_FLAGS, "resolve_flags": RESOLVE_FLAGS,
+}  # fmt: skip
+
+
+def _bits_check(event_type: str, param: str, text: str) -> Pair:
+    """`evt.arg.NAME contains TEXT` of a parameter rendered by bit names: with TEXT holding no '|' and some
+    character no number has, it can only be found inside a name, and a name is rendered only when all its bits
+    are set, so the value shares a bit with the names holding TEXT (none: the check never holds)."""
+    table = _BIT_TABLES.get(kind_of(event_type, param)) if event_type in EVENT_PARAMS else None
+    if table is None or not text or "|" in text or all(c in "0123456789-" for c in text):
+        return _UNKNOWN
+    if all(p.name != param for p in EVENT_PARAMS[event_type]):
+        return _UNKNOWN
+    mask = 0
+    for bit_name, bit in table:
+        if text in bit_name:
+            mask |= bit
+    if not mask:
+        return _NEVER
+    return EventGate(bits=((param, mask),)), EVERYTHING
+
+
+def string_params(event_type: str) -> frozenset[str]:
+    """The event type's parameters whose value is a string the kernel reads (source s0/s1: as passed; p0/p1:
+    a path, resolved by user space), by name."""
+    found = _STRING_PARAMS.get(event_type)
+    if found is None:
+        found = _STRING_PARAMS[event_type] = frozenset(
+            p.name for p in EVENT_PARAMS.get(event_type, ()) if p.source[:2] in ("s0", "s1", "p0", "p1")
+            and p.kind in ("str", "path") and not is_numeric_arg(p.name))
+    return found
+
+
+_STRING_PARAMS: dict[str, frozenset[str]] = {}
+# Event types whose parameters the engine derives beyond the table (rules/syscalls.py raw_arg).
+_DERIVED_TYPES = frozenset({"execve", "execveat", "clone", "clone3", "fork", "vfork"})
+
+
+def _absent(event_type: str, param: str) -> bool:
+    """Is evt.arg.PARAM / evt.rawarg.PARAM missing from every event of the type (not one of its parameters)?"""
+    params = EVENT_PARAMS.get(event_type)
+    if params is None or event_type in _DERIVED_TYPES or param.isdigit():
+        return False
+    return all(p.name != param for p in params)
+
+
+def _path_check(param: str, op: str, values: list[str]) -> Pair:
+    """A test of a string argument, for the clean absolute values the kernel judges (where the value is the
+    string as read): the atoms one of which each such value the test accepts satisfies; never exact."""
+    if op in _EQ_OPS:
+        values = [v for v in values if path_clean(v.encode("utf-8", "surrogateescape"))]
+    bound = open_prefixes.path_check("fd.name", op, values)
+    if bound.paths is None:
+        return _UNKNOWN
+    return EventGate(paths=((param, frozenset(bound.paths)),)), EVERYTHING
 
 
 def _result_pair(mask: int, exact: bool) -> Pair:

@@ -233,10 +233,10 @@ def _check(check: Check, event_type: str | None) -> Bound:
             return Bound(None, socket_only=True)
         if name in _SOCKET_ONLY_FIELDS:
             return Bound(None, socket_only=True)
-    return _path_check(name, op, values)
+    return path_check(name, op, values)
 
 
-def _path_check(name: str, op: str, values: list[str]) -> Bound:
+def path_check(name: str, op: str, values: list[str]) -> Bound:
     """A test of the path itself: prefixes, suffixes, or "only unclean paths" (no atom)."""
     if name in _NAME_FIELDS and op in ("contains", "glob") and all(_only_unclean(v, op) for v in values):
         return Bound({})

@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from falconet.model import prefilter
+
 OPEN_KINDS = {"read": 1, "write": 2, "other": 4}  # the kind bits of probe_openfilter.h (OPEN_READ, ...)
 OPEN_KEEP = 8  # an open the filter never keeps back
-PREFIX_MAX = 64  # probe.c: prefixes are matched on their first PREFIX_MAX bytes
-PATH_SCAN_MAX = 256  # probe.c: paths of PATH_SCAN_MAX - 3 bytes or more (with their NUL) are never kept back
-SUFFIX_MAX = 32  # probe_openfilter.h
+# probe_openfilter.h's limits, shared with the event gates' path atoms (model/prefilter.py)
+PREFIX_MAX = prefilter.PREFIX_MAX  # prefixes are matched on their first PREFIX_MAX bytes
+PATH_SCAN_MAX = prefilter.PATH_SCAN_MAX  # paths of PATH_SCAN_MAX - 3 bytes or more are never kept back
+SUFFIX_MAX = prefilter.SUFFIX_MAX  # suffixes are matched on their last SUFFIX_MAX bytes
 SUFFIX_LENS = 8
 SUFFIX_MARK = "*"
 # Flags that change nothing a rule can ask about an open beyond its read/write kind (OPEN_QUIET_FLAGS).
@@ -60,11 +63,8 @@ class OpenFilterMaps:
 
 
 def clean(path: bytes) -> bool:
-    """probe_openfilter.h's path_clean: absolute, no `//`, `/./`, `../`, not ending in `/` or `/.`, short
-    enough to scan. Only such paths are ever kept back: for them fd.name is the path as given."""
-    if len(path) < 2 or len(path) + 1 > PATH_SCAN_MAX - 3 or not path.startswith(b"/") or path.endswith(b"/"):
-        return False
-    return not (b"//" in path or b"/./" in path or b"../" in path or path.endswith(b"/.") or path.endswith(b"/.."))
+    """probe_openfilter.h's path_clean (model/prefilter.py's path_clean, which the event gates share)."""
+    return prefilter.path_clean(path)
 
 
 def open_need(syscall: str, flags: int) -> int:
@@ -99,7 +99,7 @@ def compile_maps(spec: Spec) -> OpenFilterMaps:
             raw = atom.encode("utf-8", "surrogateescape")[:PREFIX_MAX]
             own[raw] = own.get(raw, 0) | mask
     prefixes = {raw: mask | _or_shorter(own, raw) for raw, mask in own.items()}
-    suffixes, lengths = _fit_suffixes(sufs)
+    suffixes, lengths = fit_suffixes(sufs)
     return OpenFilterMaps(prefixes, suffixes, lengths)
 
 
@@ -111,8 +111,8 @@ def _or_shorter(own: dict[bytes, int], raw: bytes) -> int:
     return out
 
 
-def _fit_suffixes(sufs: dict[bytes, int]) -> tuple[dict[bytes, int], tuple[tuple[int, int], ...]]:
-    """At most SUFFIX_LENS distinct lengths: the shortest always (every suffix can be cut to it), then the
+def fit_suffixes(sufs: dict[bytes, int], most: int = SUFFIX_LENS) -> tuple[dict[bytes, int], tuple[tuple[int, int], ...]]:
+    """At most `most` distinct lengths: the shortest always (every suffix can be cut to it), then the
     lengths most suffixes have; each suffix is cut to the longest kept length not above its own."""
     by_len: dict[int, int] = {}
     for raw in sufs:
@@ -121,7 +121,7 @@ def _fit_suffixes(sufs: dict[bytes, int]) -> tuple[dict[bytes, int], tuple[tuple
         return {}, ()
     shortest = min(by_len)
     rest = sorted((n for n in by_len if n != shortest), key=lambda n: (-by_len[n], -n))
-    kept = sorted([shortest, *rest[: SUFFIX_LENS - 1]])
+    kept = sorted([shortest, *rest[: most - 1]])
     out: dict[bytes, int] = {}
     for raw, mask in sufs.items():
         length = max(n for n in kept if n <= len(raw))

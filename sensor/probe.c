@@ -486,7 +486,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     struct buf *b = get_buf();
     if (!b)
         return 0;
-    if (conf->gated && gate_drops(&b->gkey, regs, id, ret)) {
+    if (conf->gated && gate_drops(b, regs, id, ret)) {
         count(CNT_GATED);
         return 0;
     }

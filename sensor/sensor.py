@@ -328,6 +328,8 @@ class Sensor:
         table = self._bpf[b"gates"]
         values = self._bpf[b"gate_values"]
         values.clear()
+        self._bpf[b"gate_prefixes"].clear()
+        self._bpf[b"gate_suffixes"].clear()
         for spec in sc.BY_NAME.values():
             table[ctypes.c_int(spec.nr)] = table.Leaf()
         if gates is None:
@@ -337,7 +339,12 @@ class Sensor:
             leaf = table.Leaf()
             leaf.result, leaf.uid, leaf.comm = entry.result, entry.uid, entry.comm
             leaf.arg, leaf.argidx, leaf.argconv = entry.arg, entry.argidx, entry.argconv
+            leaf.path, leaf.pathidx = entry.path, entry.pathidx
+            leaf.bitsmask, leaf.bitsidx, leaf.bitsconv = entry.bitsmask, entry.bitsidx, entry.bitsconv
+            for i, length in enumerate(entry.lens):
+                leaf.lens[i] = length
             table[ctypes.c_int(nr)] = leaf
+        eventgate.write_path_atoms(self._bpf[b"gate_prefixes"], self._bpf[b"gate_suffixes"], maps)
         for nr, kind, raw in maps.values:
             key = values.Key()
             key.nr, key.kind = nr, kind

@@ -57,8 +57,18 @@ class ContainerSource:
         return self.inner.name
 
     def start(self) -> None:
-        self.inner.start()
+        # The runtimes are reached while the sensor loads (seconds of compiling), and the daemon says "ready"
+        # when this returns: only then, each runtime having answered (bounded), is a container started right
+        # after held for its metadata instead of passing unnamed.
         self.service.start()
+        try:
+            self.inner.start()
+        except BaseException:
+            self.service.close()
+            raise
+        for name in self.service.wait_first_contact():
+            self.service.log(f"container engine {name}: still connecting; its containers' metadata follows "
+                             "when it answers")
 
     def poll(self, timeout_ms: int) -> Sequence[Event | AuditEvent] | None:
         if self._ended:

@@ -85,8 +85,7 @@ class DaemonMetrics:
             registry=self.registry,
         )
         self.registry.register(_Collector(self))
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener = HttpListener()
 
     @property
     def rules_reloads(self) -> int:
@@ -120,9 +119,33 @@ class DaemonMetrics:
     def serve(self, address: str, port: int) -> tuple[str, int]:
         """Starts the HTTP endpoint (/metrics, /healthz, /readyz) in a background thread; returns the bound
         (address, port). Raises OSError when it cannot listen."""
-        self._server, self._thread, host, bound = serve_http(
-            with_probes(make_wsgi_app(self.registry), self.health), address, port)
-        return host, bound
+        return self._listener.serve(with_probes(make_wsgi_app(self.registry), self.health), address, port)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+class HttpListener:
+    """A WSGI app (metrics and probes) served from a background thread until `close`; the daemon's endpoint
+    and `falconet aggregate`'s (server/fleet/aggregate_metrics.py) are one each."""
+
+    def __init__(self) -> None:
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, app: WSGIApplication, address: str, port: int) -> tuple[str, int]:
+        """Starts serving `app`; the bound (address, port). Raises OSError when it cannot listen."""
+        family, addr = _best_family(address, port)
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
+        thread = threading.Thread(target=server.serve_forever, name="falconet-metrics", daemon=True)
+        thread.start()
+        self._server, self._thread = server, thread
+        host, bound = server.server_address[:2]
+        return str(host), int(bound)
 
     def close(self) -> None:
         if self._server is not None:
@@ -132,21 +155,6 @@ class DaemonMetrics:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
-
-
-def serve_http(app: WSGIApplication, address: str, port: int) -> tuple[WSGIServer, threading.Thread, str, int]:
-    """Serves a WSGI app (metrics and probes) from a background thread: the server, its thread and the bound
-    (address, port). Raises OSError when it cannot listen. `falconet aggregate` serves its own endpoint so."""
-    family, addr = _best_family(address, port)
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    server = make_server(addr, port, app, Server, handler_class=_SilentHandler)
-    thread = threading.Thread(target=server.serve_forever, name="falconet-metrics", daemon=True)
-    thread.start()
-    host, bound = server.server_address[:2]
-    return server, thread, str(host), int(bound)
 
 
 def _best_family(address: str, port: int) -> tuple[socket.AddressFamily, str]:
@@ -225,6 +233,8 @@ def _store_metrics(st: StoreStats | None) -> Iterator[Metric]:
          int(st.healthy)),
         ("falconet_store_failures", "Alert store commits or opens that failed.", "counter", st.failures),
         ("falconet_store_set_aside", "Corrupt alert store files moved aside.", "counter", st.set_aside),
+        ("falconet_store_damaged_records", "Stored records found damaged when read (not served).", "counter",
+         st.damaged),
         ("falconet_store_alerts_committed", "Alerts committed to the alert store.", "counter", st.committed),
         ("falconet_store_alerts", "Alerts in the alert store.", "gauge", st.count),
         ("falconet_store_bytes", "Wire bytes of the alerts in the alert store.", "gauge", st.payload_bytes),

@@ -18,26 +18,26 @@ new one started with the running epoch and sequence, so open cursors stay valid.
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import os
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from itertools import chain
 from operator import attrgetter
 from dataclasses import dataclass
 from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
-from falconet.server.hub import Entry, Hub, frame_head
+from falconet.server.hub import Entry, Hub
+from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record, runs
 from falconet.server.store_schema import (
-    CHUNK_ALERTS,
     StoreConfig,
     StoreError,
     StoreState,
     connect,
+    lock_store,
     open_store,
     set_aside,
     store_error,
@@ -61,82 +61,6 @@ DELETE_CHUNK = 100_000
 Report = Callable[[Alert], None]
 
 
-def _chunks(entries: deque[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
-    """(first, last, stored_ns, framed wire forms) rows of up to CHUNK_ALERTS consecutive entries each.
-
-    Framing and joining run in C (`map`, a cached frame head per length, `bytes.join`): the writer shares the
-    GIL with the publishing threads, so any Python step per alert here slows publishing (the writer used to
-    spend about 1 µs per alert on it). The only Python call per alert left is `Entry.wire`, which returns the
-    cached form (made by the input service, or converted here once for alerts the engine published)."""
-    out: list[tuple[int, int, int, bytes]] = []
-    items = list(entries)
-    for i in range(0, len(items), CHUNK_ALERTS):
-        part = items[i : i + CHUNK_ALERTS]
-        first, last = part[0].seq, part[-1].seq
-        if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
-            out.extend(_chunks_by_run(part, stored_ns))
-            continue
-        wires = list(map(Entry.wire, part))
-        out.append((first, last, stored_ns, b"".join(chain.from_iterable(zip(map(frame_head, map(len, wires)), wires)))))
-    return out
-
-
-def _chunks_by_run(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, bytes]]:
-    out: list[tuple[int, int, int, bytes]] = []
-    parts: list[bytes] = []
-    first = prev = -1
-    for e in entries:
-        if parts and e.seq != prev + 1:
-            out.append((first, prev, stored_ns, b"".join(parts)))
-            parts = []
-        if not parts:
-            first = e.seq
-        parts.append(e.framed())
-        prev = e.seq
-    if parts:
-        out.append((first, prev, stored_ns, b"".join(parts)))
-    return out
-
-
-def _unframe(first: int, data: bytes) -> list[tuple[int, bytes]]:
-    """Splits a chunk (field-1 framed wire forms, concatenated) into (sequence, wire form) pairs."""
-    out: list[tuple[int, bytes]] = []
-    pos, end, seq = 0, len(data), first
-    while pos < end:
-        if data[pos] != 0x0A:
-            raise ValueError(f"chunk {first}: byte {pos} is not a field-1 frame")
-        pos += 1
-        size = shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            size |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        out.append((seq, data[pos : pos + size]))
-        pos += size
-        seq += 1
-    return out
-
-
-def lock_store(path: Path) -> int:
-    """Takes PATH.lock exclusively (two servers appending to one store would interleave their sequences);
-    returns its descriptor, held for the store's life. Raises StoreError if another process holds it."""
-    lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StoreError(f"alert store {str(path)!r}: cannot create {str(lock)!r}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise StoreError(f"alert store {str(path)!r} is in use by another falconet process") from None
-    return fd
-
-
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     path: str
@@ -153,6 +77,8 @@ class StoreStats:
     payload_bytes: int
     oldest: int | None
     last_error: str
+    damaged: int = 0
+    """Stored records found damaged when read (never served; their alerts reported lost to the reader)."""
 
 
 class AlertStore:
@@ -173,8 +99,13 @@ class AlertStore:
         self.count = self.payload_bytes = 0
         self.oldest: int | None = None
         self.last_error = ""
+        self.damaged = 0
+        self._damaged_seen: set[int] = set()
+        self._damage_reports: deque[str] = deque()
+        """Found by readers (worker threads); raised as internal alerts by the writer thread."""
         self.healthy = False
         self._lock_fd: int | None = None
+        self._data = DataFiles(data_dir(self.path), config.limits(), config.synchronous == "full")
         try:
             self._lock_fd = lock_store(self.path)
             conn, state, moved = open_store(config)
@@ -188,6 +119,15 @@ class AlertStore:
                 conn.close()
                 self._conn = None
                 self._fail(str(store_error(exc, "cannot open for reading", self.path)))
+            except OSError as exc:
+                conn.close()
+                self._conn = None
+                self._fail(str(data_error(exc, "cannot open its data file", self.path)))
+            if self.opened is not None and state.data.dropped:
+                self.problems.append(
+                    f"the alert store {str(self.path)!r} indexed {state.data.dropped} alerts whose data was not on "
+                    "disk (a power loss?): they are not served"
+                )
             if moved is not None and self.opened is not None:
                 self.set_aside_count += 1
                 self.problems.append(f"the alert store {str(self.path)!r} was corrupt: moved to {str(moved)!r}, "
@@ -206,6 +146,8 @@ class AlertStore:
         self._assigned = 0
 
     def _attach_conn(self, conn: sqlite3.Connection, state: StoreState) -> None:
+        d = state.data
+        self._data.resume(d.segment, d.end, d.alerts, d.started_ns)
         self._conn = conn
         self._rconn = connect(self.path, self.config.synchronous)
         self.count, self.payload_bytes, self.oldest = state.count, state.payload_bytes, state.oldest
@@ -259,6 +201,7 @@ class AlertStore:
                     except sqlite3.Error:
                         pass
             self._conn = self._rconn = None
+            self._data.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
@@ -266,7 +209,7 @@ class AlertStore:
     def stats(self) -> StoreStats:
         return StoreStats(
             str(self.path), self.healthy, self.failures, self.set_aside_count, self.unstored, self.committed,
-            self.count, self.payload_bytes, self.oldest, self.last_error,
+            self.count, self.payload_bytes, self.oldest, self.last_error, self.damaged,
         )
 
     # -- the writer thread -------------------------------------------------------------------------------------
@@ -311,6 +254,8 @@ class AlertStore:
             if time.monotonic() >= next_retention and self.healthy:
                 next_retention = time.monotonic() + RETENTION_SECONDS
                 self._retention()
+            while self._damage_reports:
+                self._raise(STORE_RULE, Priority.ERROR, self._damage_reports.popleft())
             if stopping and not more:
                 return
 
@@ -359,11 +304,15 @@ class AlertStore:
             self._trim_backlog()
             return
         now = max(time.time_ns(), self._last_stored_ns)
-        chunks = _chunks(self._backlog, now)
+        chunks = runs(self._backlog, now)
         try:
             self._write(chunks)
         except sqlite3.Error as exc:
             self._write_failed(store_error(exc, "cannot commit", self.path))
+            self._trim_backlog()
+            return
+        except OSError as exc:
+            self._write_failed(data_error(exc, "cannot write its data file", self.path))
             self._trim_backlog()
             return
         self._last_stored_ns = now
@@ -380,16 +329,22 @@ class AlertStore:
         self._backlog.clear()
         self._cursors.clear()
 
-    def _write(self, chunks: list[tuple[int, int, int, bytes]]) -> None:
+    def _write(self, chunks: list[tuple[int, int, int, list[bytes]]]) -> None:
+        """Appends the chunks' records to the data file, then commits their index rows (never the other way
+        round: the index must not point past written data; server/store_data.py)."""
         conn = self._conn
         assert conn is not None
-        added = sum(len(c[3]) for c in chunks)
-        conn.execute("BEGIN IMMEDIATE")
+        rows: list[IndexRow] = self._data.append(chunks) if chunks else []
+        added = sum(r[5] for r in rows)
         try:
-            if chunks:
-                # OR REPLACE: a retry after a failed commit may meet a chunk SQLite kept; it holds the same alerts.
-                conn.executemany("INSERT OR REPLACE INTO chunks (first, last, stored_ns, data) VALUES (?, ?, ?, ?)",
-                                 chunks)
+            conn.execute("BEGIN IMMEDIATE")
+            if rows:
+                # OR REPLACE: a retry after a failed commit may meet a row SQLite kept; it holds the same alerts.
+                conn.executemany(
+                    "INSERT OR REPLACE INTO chunks (first, last, stored_ns, segment, offset, size) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
             if self._cursors:
                 conn.executemany(
                     "INSERT INTO falco_cursors (identity, seq) VALUES (?, ?) "
@@ -408,6 +363,7 @@ class AlertStore:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
+            self._data.undo()
             raise
         self.count += sum(c[1] - c[0] + 1 for c in chunks)
         self.payload_bytes += added
@@ -438,6 +394,7 @@ class AlertStore:
                 if conn is not None:
                     conn.close()
             self._conn = self._rconn = None
+            self._data.close()
             try:
                 moved: Path | None = set_aside(self.path)
                 start = (self._backlog[0].seq - 1) if self._backlog else self._assigned
@@ -445,7 +402,7 @@ class AlertStore:
                 self._attach_conn(conn, state)
                 self._retry_at = 0.0
                 self.set_aside_count += 1
-            except (OSError, StoreError, sqlite3.Error) as exc:
+            except (OSError, StoreError, sqlite3.Error) as exc:  # noqa: B014 (StoreError is not an OSError)
                 moved = None
                 self.last_error = f"{err}; and no new store could be started: {exc}"
         self.healthy = False  # the next commit (at once) says whether the new file works
@@ -481,12 +438,12 @@ class AlertStore:
                 return
             conn.execute("BEGIN IMMEDIATE")
             n, freed = conn.execute(
-                "SELECT TOTAL(last - first + 1), TOTAL(LENGTH(data)) FROM chunks WHERE first < ?", (cut,)
+                "SELECT TOTAL(last - first + 1), TOTAL(size) FROM chunks WHERE first < ?", (cut,)
             ).fetchone()
             conn.execute("DELETE FROM chunks WHERE first < ?", (cut,))
             conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(freed),))
             conn.execute("COMMIT")
-            row = conn.execute("SELECT MIN(first) FROM chunks").fetchone()
+            row = conn.execute("SELECT first, segment FROM chunks ORDER BY first LIMIT 1").fetchone()
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 try:
@@ -497,7 +454,9 @@ class AlertStore:
             return
         self.count -= int(n)
         self.payload_bytes -= int(freed)
-        self.oldest = None if row is None or row[0] is None else int(row[0])
+        self.oldest = None if row is None else int(row[0])
+        # The index no longer points into older segments (committed above): their files go whole.
+        self._data.delete_before(self._data.segment if row is None else int(row[1]))
 
     def _excess_cut(self, conn: sqlite3.Connection, excess_n: int, excess_b: int) -> int:
         """The first sequence to keep so that the count and the bytes are back within their limits (whole chunks,
@@ -505,7 +464,7 @@ class AlertStore:
         freed_n = freed_b = 0
         cut = self.oldest or 0
         for first, last, size in conn.execute(
-            "SELECT first, last, LENGTH(data) FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
+            "SELECT first, last, size FROM chunks ORDER BY first LIMIT ?", (DELETE_CHUNK // 16,)
         ):
             if (freed_n >= excess_n and freed_b >= excess_b) or freed_n >= DELETE_CHUNK:
                 break
@@ -539,25 +498,42 @@ class AlertStore:
                 return []
             try:
                 rows = conn.execute(
-                    "SELECT first, last, data FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
-                    (first, max_n // CHUNK_ALERTS + 2),
+                    "SELECT first, last, segment, offset, size FROM chunks WHERE last >= ? ORDER BY first LIMIT ?",
+                    (first, max_n // RECORD_ALERTS + 64),  # small records when alerts come one by one
                 ).fetchall()
             except sqlite3.Error as exc:
                 self.last_error = str(store_error(exc, "cannot read", self.path))
                 return []
+        directory = self._data.directory
         out: list[tuple[int, bytes]] = []
-        for chunk_first, _, data in rows:
+        for chunk_first, chunk_last, segment, offset, size in rows:
             try:
-                pairs = _unframe(int(chunk_first), bytes(data))
-            except (ValueError, IndexError) as exc:  # a damaged chunk: what is after it reads as lost
-                self.last_error = f"alert store {str(self.path)!r}: chunk {chunk_first}: {exc}"
-                return out
-            for seq, wire in pairs:
+                wires = read_record(directory, int(segment), int(offset), int(chunk_first), int(chunk_last), int(size))
+            except (ValueError, IndexError, OSError) as exc:
+                # Missing or damaged: never served. Read on past it, so that the reader is told of exactly its
+                # alerts as lost (the hub counts the gap before the next alert returned).
+                oldest = self.oldest
+                if oldest is not None and int(chunk_last) >= oldest:  # else retention removed it meanwhile
+                    self._damage(int(chunk_first), int(chunk_last), exc)
+                if out:
+                    return out
+                continue
+            for seq, wire in enumerate(wires, int(chunk_first)):
                 if seq >= first:
                     out.append((seq, wire))
                     if len(out) >= max_n:
                         return out
         return out
+
+    def _damage(self, first: int, last: int, exc: Exception) -> None:
+        """Counts a damaged or missing record and has the writer report it once (reads come from any thread)."""
+        self.last_error = f"alert store {str(self.path)!r}: alerts {first}..{last}: {exc}"
+        if first in self._damaged_seen or len(self._damaged_seen) >= 10_000:
+            return
+        self._damaged_seen.add(first)
+        self.damaged += 1
+        self._damage_reports.append(f"{self.last_error}; they are not served (readers are told of them as lost)")
+        self._wake.set()
 
     # -- reports ---------------------------------------------------------------------------------------------
 
@@ -578,6 +554,12 @@ class AlertStore:
             self.report(alert)
         else:
             hub.publish(alert)
+
+
+def data_error(exc: OSError, doing: str, path: Path) -> StoreError:
+    """Our error for a failed data file operation (never corrupt: the file is not set aside for it)."""
+    name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return StoreError(f"alert store {str(path)!r}: {doing}: {exc.strerror or exc} ({name})")
 
 
 def hub_with_store(config: StoreConfig, retention: int, hostname: str) -> tuple[Hub, AlertStore | None]:

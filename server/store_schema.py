@@ -1,12 +1,13 @@
 """The alert store's file: its settings, its SQLite schema, and opening it (or setting a corrupt one aside).
 
-One SQLite database in WAL mode holds every retained alert as the wire form subscribers receive (so a read
-from the store costs no conversion). Alerts are stored in chunks of up to CHUNK_ALERTS consecutive sequences,
-each chunk the concatenation of its alerts' framed wire forms (exactly the body of a batched-stream message):
-one row per chunk instead of one per alert makes a commit cost about a tenth as much per alert. Also stored:
-the store's epoch, the newest sequence ever assigned, the payload byte count and each Falco identity's cursor. WAL with `synchronous=NORMAL` makes a
-committed transaction survive the death of the process (it is in the WAL file in the page cache) but not of the
-machine; `synchronous=FULL` fsyncs each commit, which survives power loss at the cost of one fsync per group.
+Schema version 3: the alerts' bytes are in append-only segment files beside the database (server/store_data.py),
+and SQLite holds the index: one row per record (a commit's consecutive alerts: first, last, stored_ns,
+segment, offset, size), the store's epoch, the newest sequence ever assigned, the payload byte count and each
+Falco identity's cursor. WAL with `synchronous=NORMAL` makes a committed transaction survive the death of the
+process (it is in the WAL file in the page cache, and the records it indexes were written before it) but not of
+the machine; `synchronous=FULL` fdatasyncs the segment, then fsyncs each commit, which survives power loss at
+the cost of two fsyncs per group. A schema 2 file (chunks' bytes inside SQLite) is migrated when opened
+(server/store_layout.py).
 
 Errors are sorted by SQLite's result code, not by message: a corrupt or foreign file (SQLITE_CORRUPT,
 SQLITE_NOTADB) is moved aside and a new file started; anything else (full disk, read-only directory, I/O
@@ -15,6 +16,7 @@ error) means the store cannot be written now, and the server carries on from mem
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import sqlite3
@@ -23,23 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from falconet.server.store_data import Limits, data_dir
+from falconet.server.store_layout import INDEX_DDL, DataState, migrate_v2, recover
+
 if TYPE_CHECKING:
     from falconet.server.config_values import Section
 
 DEFAULT_STORE_PATH = Path("/var/lib/falconet/alerts.db")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+MIGRATES_FROM = "2"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    # stored_ns: when the row was committed (never goes back), for retention by age; seq order = time order.
-    # first..last: the chunk's consecutive sequences; data: their framed wire forms, concatenated.
-    "CREATE TABLE IF NOT EXISTS chunks (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, "
-    "stored_ns INTEGER NOT NULL, data BLOB NOT NULL)",
+    INDEX_DDL.format(table="chunks"),
     "CREATE TABLE IF NOT EXISTS falco_cursors (identity TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
 )
-
-CHUNK_ALERTS = 256
-"""Most alerts per stored chunk (retention removes whole chunks, oldest first)."""
 
 WAL_CHECKPOINT_BYTES = 16 << 20
 """How much the WAL holds before a commit checkpoints it into the database file. SQLite's default is 1,000
@@ -48,13 +48,10 @@ pages: 16 MiB with PAGE_BYTES, but 4 MiB in an older file with 4 KiB pages, whic
 the writer thread. It does not change what a commit promises: a committed transaction is in the WAL either way.
 Bounded by an eighth of `max_bytes`, so that a small store on a small disk is not filled by its WAL."""
 
-PAGE_BYTES = 16384
-"""SQLite's page size for a new store file (an existing file keeps its own). A chunk of 256 alerts (about
-200 KB) fills a chain of overflow pages, which a commit writes to the WAL as frames of a header and a page, two
-pwrites each, and a checkpoint copies: with 16 KiB pages a quarter as many system calls as with SQLite's default
-4 KiB. Measured alone (`python -m bench.store_sqlite`), the writer's SQLite CPU per 760-byte alert fell from
-about 1.8 to 1.2 µs in bursts. The price: a commit of one lone alert writes whole pages, about 34 KB to the WAL
-instead of 10 KB (bench/RESULTS.md)."""
+PAGE_BYTES = 4096
+"""SQLite's page size for a new store file (an existing file keeps its own). Since the alerts' bytes left SQLite
+(schema 3) a commit writes a few index rows and the meta row: the smallest page writes the least per commit (a
+schema 2 file made with 16 KiB pages for its blobs keeps them)."""
 
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -74,6 +71,10 @@ class StoreConfig:
     """How long the writer gathers alerts into one transaction after the first one arrives."""
     synchronous: Literal["normal", "full"] = "normal"
     """normal: durable against a crash of the process; full: also against power loss (an fsync per commit)."""
+
+    def limits(self) -> Limits:
+        """When the writer starts a new segment file (a sixteenth of each retention limit)."""
+        return Limits.of(self.max_bytes, self.max_alerts, self.max_age_s)
 
     def wal_bytes(self) -> int:
         """The writer's WAL checkpoint size (WAL_CHECKPOINT_BYTES, or an eighth of `max_bytes` if less)."""
@@ -121,6 +122,8 @@ class StoreState:
     count: int
     payload_bytes: int
     falco_cursors: dict[str, int]
+    data: DataState
+    """Where the writer appends next (and what opening dropped)."""
 
 
 def connect(path: Path, synchronous: str, wal_bytes: int = 0) -> sqlite3.Connection:
@@ -143,9 +146,12 @@ def connect(path: Path, synchronous: str, wal_bytes: int = 0) -> sqlite3.Connect
     return conn
 
 
-def initialise(conn: sqlite3.Connection, *, epoch: str | None = None, head: int = 0) -> StoreState:
-    """Creates the schema if missing and reads the state; a new file takes `epoch` (or a random one) and
-    starts after `head` (so a store started afresh under a running hub continues its sequences)."""
+def initialise(
+    conn: sqlite3.Connection, path: Path, limits: Limits, *, epoch: str | None = None, head: int = 0
+) -> StoreState:
+    """Creates the schema if missing, migrates a schema 2 file, brings the data files into agreement with the
+    index (`recover`) and reads the state; a new file takes `epoch` (or a random one) and starts after `head`
+    (so a store started afresh under a running hub continues its sequences)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for ddl in _SCHEMA:
@@ -165,8 +171,12 @@ def initialise(conn: sqlite3.Connection, *, epoch: str | None = None, head: int 
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    if meta.get("schema") != str(SCHEMA_VERSION):
+    if meta.get("schema") == MIGRATES_FROM:
+        migrate_v2(conn, path, limits)
+    elif meta.get("schema") != str(SCHEMA_VERSION):
         raise sqlite3.DatabaseError(f"schema version {meta.get('schema')!r} is not {SCHEMA_VERSION}")
+    data = recover(conn, path)
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     low, high, count = conn.execute("SELECT MIN(first), MAX(last), TOTAL(last - first + 1) FROM chunks").fetchone()
     cursors = {str(k): int(v) for k, v in conn.execute("SELECT identity, seq FROM falco_cursors")}
     return StoreState(
@@ -176,13 +186,17 @@ def initialise(conn: sqlite3.Connection, *, epoch: str | None = None, head: int 
         count=int(count),
         payload_bytes=int(meta["bytes"]),
         falco_cursors=cursors,
+        data=data,
     )
 
 
 def set_aside(path: Path) -> Path:
-    """Renames a corrupt store (and its -wal/-shm files) to PATH.corrupt-TIMESTAMP; returns the new name."""
+    """Renames a corrupt store (and its -wal/-shm files and -data directory) to PATH.corrupt-TIMESTAMP-PID;
+    returns the new name."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    if data_dir(path).exists():
+        os.replace(data_dir(path), data_dir(target))
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         if side.exists():
@@ -206,9 +220,11 @@ def open_store(
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             conn = connect(path, config.synchronous, config.wal_bytes())
-            return conn, initialise(conn, epoch=epoch, head=head), moved
+            return conn, initialise(conn, path, config.limits(), epoch=epoch, head=head), moved
         except OSError as exc:
-            raise StoreError(f"alert store {str(path)!r}: cannot create its directory: {exc.strerror}") from None
+            if conn is not None:
+                conn.close()
+            raise StoreError(f"alert store {str(path)!r}: cannot open its data files: {exc.strerror}") from None
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -242,3 +258,20 @@ def read_store_section(s: Section) -> StoreConfig:
     for problem in config.problems():
         s.problems.add(problem)
     return config
+
+
+def lock_store(path: Path) -> int:
+    """Takes PATH.lock exclusively (two servers appending to one store would interleave their sequences);
+    returns its descriptor, held for the store's life. Raises StoreError if another process holds it."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"alert store {str(path)!r}: cannot create {str(lock)!r}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"alert store {str(path)!r} is in use by another falconet process") from None
+    return fd

@@ -320,5 +320,17 @@ class DockerClient(DockerApi):
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__("docker", "docker", settings)
 
+    def lookup(self, container_id: str) -> Container | None:
+        try:
+            return super().lookup(container_id)
+        except RuntimeUnavailable:
+            # With dockerd's files readable, an API that does not answer in time is busy, not gone (its
+            # events stream, which says when dockerd really stops, outlives the client dropped here): the
+            # container is "not known yet". Docker marked down instead would stop every hold for its
+            # containers until its next container event, and count an outage that did not happen.
+            if self.data_root is None or not (self.data_root / "containers").is_dir():
+                raise
+            return None
+
 
 register_runtime("docker", DockerClient, EngineSettings(sockets=("/var/run/docker.sock",)))

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from falconet.model.event import Container
 from falconet.sensor.containers import load_runtimes, registered
-from falconet.sensor.containers.registry import EngineSettings, RuntimeClient, RuntimeEvent, RuntimeUnavailable
+from falconet.sensor.containers.registry import (
+    DEFAULT_TIMEOUT,
+    EngineSettings,
+    RuntimeClient,
+    RuntimeEvent,
+    RuntimeUnavailable,
+)
 from falconet.sensor.containers.store import ContainerStore
 
 UNKNOWN_RETRY = 2.0
@@ -26,6 +32,9 @@ UNKNOWN_RETRY = 2.0
 BACKOFF_MAX = 10.0
 LOOKUP_WORKERS = 2
 SWEEP_SECONDS = 1.0
+FIRST_CONTACT_TIMEOUTS = 2
+"""`wait_first_contact`'s default bound, in the slowest enabled engine's request timeouts: a runtime that
+hangs fails its first request within one, and one that answers gets a second for its events stream."""
 
 
 @dataclass
@@ -69,6 +78,7 @@ class MetadataService:
         self._pending: set[str] = set()
         self._unknown: dict[str, float] = {}  # id -> when it may be asked again
         self._lock = threading.Lock()
+        self._contact = threading.Condition()  # notified whenever a runtime's up/down state is set
         self._threads: list[threading.Thread] = []
         self.arrived = threading.Event()
         """Set whenever a lookup finishes (found or not), so a hold can re-check without polling blindly."""
@@ -95,6 +105,25 @@ class MetadataService:
             t = threading.Thread(target=self._worker, name=f"containers-lookup-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def wait_first_contact(self, timeout: float | None = None) -> list[str]:
+        """Waits (at most `timeout` seconds; by default FIRST_CONTACT_TIMEOUTS request timeouts) until every
+        runtime was reached or found unavailable once; returns the names of those still being tried.
+
+        Until a runtime's first answer the hold cannot tell whether waiting for its containers pays off, so
+        their events pass unnamed: a daemon that said "ready" before its runtimes did would give a container
+        started right then an alert without its name (the race behind test_first_alert...[docker])."""
+        if timeout is None:
+            timeouts = [s.timeout for s in self.engines.values() if s.enabled] or [DEFAULT_TIMEOUT]
+            timeout = FIRST_CONTACT_TIMEOUTS * max(timeouts)
+        deadline = time.monotonic() + timeout
+        with self._contact:
+            while True:
+                pending = [c.name for c in self.clients if self.stats.runtimes[c.name].up is None]
+                left = deadline - time.monotonic()
+                if not pending or left <= 0:
+                    return pending
+                self._contact.wait(left)
 
     def close(self) -> None:
         self._stop.set()
@@ -237,6 +266,8 @@ class MetadataService:
             was = state.up
             state.up = True
             self.log(f"container engine {client.name}: connected" + (" again" if was is False else ""))
+            with self._contact:
+                self._contact.notify_all()
 
     def _down(self, client: RuntimeClient, reason: str) -> None:
         state = self.stats.runtimes[client.name]
@@ -246,3 +277,5 @@ class MetadataService:
             state.errors += 1
             self.log(f"container engine {client.name} unavailable: {reason}; its containers' metadata is "
                      "unknown until it is back")
+            with self._contact:
+                self._contact.notify_all()

@@ -1,6 +1,6 @@
 """`falconet aggregate`'s HTTP endpoint: Prometheus metrics and the node's probe paths (`/healthz`, `/readyz`).
 
-The same listener code as the node's (server/metrics.py `serve_http`, server/health.py `with_probes`), its own
+The same listener code as the node's (server/metrics.py `HttpListener`, server/health.py `with_probes`), its own
 questions:
 
 - Live: the aggregator's event loop still runs (a tick every second; the HTTP server is a thread of its own,
@@ -18,19 +18,17 @@ front of `app` by whoever serves them: `AggregateEndpoint.app` is a plain WSGI a
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import make_wsgi_app
 from prometheus_client.metrics_core import Metric
 
 from falconet.server.health import STALL_SECONDS, with_probes
-from falconet.server.metrics import serve_http
+from falconet.server.metrics import HttpListener
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -106,22 +104,14 @@ class AggregateEndpoint:
         self.registry.register(_Collector(counts))
         self.health = health
         self.app: WSGIApplication = with_probes(make_wsgi_app(self.registry), health)
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._listener = HttpListener()
 
     def serve(self, address: str, port: int) -> tuple[str, int]:
         """Starts listening; the bound (address, port). OSError when it cannot."""
-        self._server, self._thread, host, bound = serve_http(self.app, address, port)
-        return host, bound
+        return self._listener.serve(self.app, address, port)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._listener.close()
 
 
 class _Collector:

@@ -4,14 +4,18 @@ only by hand, on a quiet machine, and print their figures; see bench/RESULTS.md)
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from resources import require_root
 
 from bench import build_workload, daemon_latency, daemon_overhead, sensor_overhead
+from bench._daemon_common import Daemon
 from bench._interleave import Figures, Row, interleaved, paired_ratio, verdict
+from falconet.rules import DEFAULT_RULES
 
 
 def test_build_workload_defaults_are_the_target_run(tmp_path: Path) -> None:
@@ -110,3 +114,29 @@ def test_interleaving_rotates_and_ratios_pair_each_repeat() -> None:
     assert paired_ratio(results["b"], results["a"], "x") == pytest.approx(2.0)
     assert "MISSED" in verdict(results, "b", "a", "x", 1.10, "b vs a")
     assert "met" in verdict(results, "a", "a", "x", 1.10, "a vs a")
+
+
+def _bench_dirs(tmp: Path) -> list[Path]:
+    return sorted(tmp.glob("falconet-bench-*"))
+
+
+def test_a_bench_daemon_that_never_starts_leaves_no_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError, match="falconet run exited") as exc:
+        Daemon([tmp_path / "absent_rules.yaml"])
+    assert "absent_rules.yaml" in str(exc.value)  # the daemon's own words, kept in the error
+    assert _bench_dirs(tmp_path) == []
+
+
+@pytest.mark.bpf
+def test_a_bench_daemon_removes_its_directory_when_it_stops_or_the_bench_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_root("bench daemons load the eBPF sensor")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(KeyError):
+        with Daemon([DEFAULT_RULES]) as daemon:
+            assert _bench_dirs(tmp_path) == [daemon.dir] and daemon.socket.exists()
+            raise KeyError("a bench failing with the daemon up")
+    assert daemon.proc.poll() is not None
+    assert _bench_dirs(tmp_path) == []

@@ -7,12 +7,12 @@ never answers), the real Docker SDK client, the real MetadataService and hold; o
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stalling_sockets import Listener
 
 from falconet.model.event import Container, Event, Process
 from falconet.sensor.containers.hold import MetadataHold
@@ -30,32 +30,8 @@ def event(num: int, container_id: str) -> Event:
 @pytest.fixture
 def hanging_socket(tmp_path: Path) -> Iterator[Path]:
     """A listener that accepts connections and never answers."""
-    path = tmp_path / "hang.sock"
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
-    srv.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-                held.append(conn)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield path
-    stop.set()
-    t.join(2)
-    for c in held:
-        c.close()
-    srv.close()
+    with Listener(tmp_path / "hang.sock") as listener:
+        yield listener.path
 
 
 @pytest.fixture

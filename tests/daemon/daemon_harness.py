@@ -184,10 +184,12 @@ class Fifo:
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines file the daemon may still be writing: a last line without its
+    newline is half written (the daemon ends every line with one), so it is left for the next read."""
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text().split("\n")[:-1]:
         if line.strip():
             out.append(json.loads(line))
     return out

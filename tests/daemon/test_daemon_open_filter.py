@@ -158,6 +158,12 @@ def workload(work: Path, tok: str) -> None:
     finally:
         Path(f"/etc/falconet-e2e-{tok}").unlink(missing_ok=True)
     run("ln", "-s", "/etc/shadow", str(work / f"link-{tok}"))
+    # chmod with and without the setuid/setgid bits (the bit gate keeps the others back), by path and by fd
+    (work / f"suid-{tok}").write_text("x")
+    for mode in ("4755", "2750", "755", "1777", "644"):
+        run("chmod", mode, str(work / f"suid-{tok}"))
+        run(PY, "-c", "import os, sys; os.chmod(sys.argv[1], int(sys.argv[2], 8))", str(work / f"suid-{tok}"), mode,
+            tok)
     nginx = work / "nginx"
     shutil.copy("/bin/dash", nginx)
     run(str(nginx), "-c", f"sh -c 'exit 0' {tok}; exit 0")
@@ -217,7 +223,7 @@ def test_the_filter_on_and_off_give_the_same_alerts(daemons: tuple[Path, Path]) 
         "Read sensitive authentication file", "Write below etc", "Write below binary or library directory",
         "Create symlink over sensitive file", "Shell spawned by server process", "PTRACE attached to process",
         "Crypto miner using the Stratum protocol", "Read SSH private key", "Read cloud credentials",
-        "Modify SSH authorized keys", "Delete or rename shell history",
+        "Modify SSH authorized keys", "Delete or rename shell history", "Set setuid or setgid bit",
     } <= set(rules), rules  # fmt: skip
 
 

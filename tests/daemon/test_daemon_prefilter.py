@@ -100,6 +100,32 @@ KINDS_RULES = """
   condition: evt.type = setresuid and evt.rawarg.ruid in (4321, 4322) and evt.rawres = 0
   output: setresuid ruid %evt.rawarg.ruid %proc.cmdline
   priority: WARNING
+- rule: G path suffix
+  desc: an event gate on the end of a path (a deleted file's name)
+  condition: evt.type = unlink and evt.rawres = 0 and (evt.arg.path endswith .fnxhist or evt.arg.name endswith .fnxhist)
+  output: unlink %evt.arg.path %proc.cmdline
+  priority: WARNING
+- rule: G path prefix
+  desc: an event gate on the start of a path (the first string of renameat and renameat2)
+  condition: evt.type in (renameat, renameat2) and evt.arg.oldpath startswith {base}/pg/pre/
+  output: rename from %evt.arg.oldpath to %evt.arg.newpath %proc.cmdline
+  priority: WARNING
+- rule: G path second string
+  desc: an event gate on the second string of a syscall (linkat's newpath, argument 3)
+  condition: evt.type = linkat and evt.arg.newpath pmatch ({base}/pg/lnk)
+  output: link to %evt.arg.newpath %proc.cmdline
+  priority: WARNING
+- rule: G path string
+  desc: an event gate on a plain string as passed (a symlink's target)
+  condition: evt.type in (symlink, symlinkat) and evt.arg.target in ({base}/pg/secret, /etc/fnx-secret)
+  output: symlink %evt.arg.target at %evt.arg.linkpath %proc.cmdline
+  priority: WARNING
+- rule: G bits
+  desc: an event gate on an argument's bits (fchmodat's mode, tested by bit name)
+  condition: >
+    evt.type = fchmodat and evt.rawres = 0 and (evt.arg.mode contains S_ISUID or evt.arg.mode contains S_ISVTX)
+  output: fchmodat %evt.arg.mode %evt.arg.filename %proc.cmdline
+  priority: WARNING
 - rule: K barrier
   desc: the barrier
   condition: opened and fd.name startswith /etc/shadow
@@ -135,6 +161,46 @@ attempt(os.rmdir, path + '-r')
 attempt(os.mkdir, name + '-at', dir_fd=d)
 attempt(os.rmdir, name + '-at', dir_fd=d)
 attempt(os.rmdir, name + '-at', dir_fd=d)
+"""
+# argv: base, token: each path gate hit, missed, and passed unjudged (relative, `//`, `..`, a dirfd); modes with
+# and without the bits a rule names
+PATH_GATE_CODE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+base = sys.argv[1] + '/pg'
+os.makedirs(base + '/pre', exist_ok=True)
+os.makedirs(base + '/lnk', exist_ok=True)
+os.chdir(base)
+d = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+def attempt(call, *args, **kw):
+    try:
+        call(*args, **kw)
+    except OSError:
+        pass
+def touch(*names):
+    for name in names:
+        open(name, 'w').close()
+touch('a.fnxhist', 'b.log', 'c.fnxhist', 'd.log', 'e.fnxhist')
+attempt(os.unlink, base + '/a.fnxhist')
+attempt(os.unlink, base + '/b.log')
+attempt(os.unlink, 'c.fnxhist')
+attempt(os.unlink, base + '//d.log')
+attempt(os.unlink, base + '/lnk/../e.fnxhist')
+attempt(os.unlink, base + '/missing.fnxhist')
+for src in (base + '/pre/x', base + '/y', 'pre/z', base + '/lnk/../pre/w', base + '/pre//v'):
+    touch(src)
+    attempt(os.rename, src, src + '-r', src_dir_fd=d, dst_dir_fd=d)
+    libc.syscall(316, -100, (src + '-r').encode(), -100, (src + '-s').encode(), 0)
+touch('src')
+for dst in (base + '/lnk/a', base + '/lnk', base + '/other', 'lnk/b', base + '/pre/../lnk/c'):
+    attempt(os.link, 'src', dst, src_dir_fd=d)
+for target in (base + '/secret', '/etc/fnx-secret', '/etc/hostname', base + '/./secret', 'secret'):
+    attempt(os.symlink, target, 'l-' + str(abs(hash(target))))
+    attempt(os.symlink, target, 'm-' + str(abs(hash(target))), dir_fd=d)
+touch('mode')
+for mode in (0o4755, 0o1777, 0o755, 0o2755, 0o644, 0o6711):
+    attempt(os.chmod, 'mode', mode, dir_fd=d)
+    attempt(os.chmod, 'missing', mode, dir_fd=d)
 """
 CHMOD_CODE = "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fchmod(fd, 0o600); os.close(fd)"
 
@@ -174,6 +240,7 @@ def kinds_workload(base: Path, tok: str) -> None:
     for comm in ("fnx-comm-a", "fnx-comm-b", "fnx-comm-c"):
         for uid in (0, 4321, 4323):
             run(PY, "-c", GATE_CODE, str(gates), comm, str(uid), tok)
+    run(PY, "-c", PATH_GATE_CODE, str(base), tok)
 
 
 def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: Path) -> None:
@@ -192,7 +259,8 @@ def test_every_predicate_kind_gives_the_same_alerts_filter_on_and_off(tmp_path: 
     fired = {rule for rule, _, _ in off}
     assert fired >= {"K prefix read", "K base name", "K suffix truncated", "K glob end written", "K traversal",
                      "K read and write", "K later fd event", "G result zero", "G failed", "G uid in",
-                     "G uid out and result", "G comm in", "G comm out", "G argument"}, fired  # fmt: skip
+                     "G uid out and result", "G comm in", "G comm out", "G argument", "G path suffix",
+                     "G path prefix", "G path second string", "G path string", "G bits"}, fired  # fmt: skip
 
 
 def upstream_workload(base: Path, tok: str) -> None:
@@ -213,6 +281,11 @@ def upstream_workload(base: Path, tok: str) -> None:
     # release_agent written on the host (the rule wants a container: no alert either way)
     open_as(base / "release_agent", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, tok)
     run("ln", "-s", "/etc/shadow", str(base / f"link-{tok}"))
+    # symlinks and hardlinks the path gates keep back (a target no rule names) and pass unjudged (relative)
+    run("ln", "-s", "/etc/hostname", str(base / f"hlink-{tok}"))
+    run("ln", "-s", "../../etc/shadow", str(base / f"rlink-{tok}"))
+    run("ln", "/etc/shadow", str(base / f"hard-{tok}"))
+    run("ln", "/etc/hostname", str(base / f"hhard-{tok}"))
     run(PY, "-c", PTRACE_CODE, tok)
     run("find", str(base), "-name", "id_rsa", "-o", "-name", tok)
     shm = Path(f"/dev/shm/fnx-true-{tok}")
@@ -243,4 +316,4 @@ def test_upstream_stable_rules_give_the_same_alerts_filter_on_and_off(tmp_path: 
     fired = {rule for rule, _, _ in off}
     assert fired >= {"Read sensitive file untrusted", "Directory traversal monitored file read",
                      "Clear Log Activities", "Create Symlink Over Sensitive Files", "PTRACE attached to process",
-                     "Search Private Keys or Passwords"}, fired  # fmt: skip
+                     "Search Private Keys or Passwords", "Create Hardlink Over Sensitive Files"}, fired  # fmt: skip

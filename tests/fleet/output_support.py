@@ -48,8 +48,9 @@ FALCONET = [sys.executable, "-m", "falconet.server.cli"]
 TEST_RULE = "Fleet test"
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Polls `pred` until it returns something truthy; fails naming `what` after `timeout` seconds."""
+def wait_until(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """Polls `pred` until it returns something truthy (which it returns); fails naming `what` after `timeout`
+    seconds. The one wait of the fleet tests."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()

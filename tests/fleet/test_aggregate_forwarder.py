@@ -39,7 +39,7 @@ def test_two_forwarding_daemons_through_the_aggregator(nats_server: NatsServer, 
         for k in range(0, 200, 50):  # before the aggregator starts...
             for node in nodes:
                 node.publish(range(k, k + 50))
-        wait_until(lambda: stream_count([nats_server.url]) >= 400, 60, "both nodes' first alerts in the stream")
+        wait_until(lambda: stream_count([nats_server.url]) >= 400, "both nodes' first alerts in the stream", 60)
         agg = AggregatorProcess(nats_server.url, tmp_path / "agg", certs_dir, name="agg-fwd").start()
         for k in range(200, 300, 25):  # ...and while it runs
             for node in nodes:
@@ -63,7 +63,7 @@ def test_stopped_daemon_is_reported_silent(nats_server: NatsServer, tmp_path: Pa
     agg: AggregatorProcess | None = None
     try:
         node.publish(range(3))
-        wait_until(lambda: stream_count([nats_server.url]) >= 3, 60, "the node's alerts in the stream")
+        wait_until(lambda: stream_count([nats_server.url]) >= 3, "the node's alerts in the stream", 60)
         agg = AggregatorProcess(nats_server.url, tmp_path / "agg", certs_dir, name="agg-silence",
                                 extra=["--silence-timeout", "12"]).start()
         node.publish(range(3, 6))

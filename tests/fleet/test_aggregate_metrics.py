@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
 from aggregate_support import AggregatorProcess, ensure_stream, publish_node
 from nats_servers import NatsServer
+from output_support import wait_until
 
 from falconet.server.fleet.aggregate_metrics import NATS_READY_GRACE
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(300)]
-
-
-def wait_until(pred: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)  # the polling interval of a condition with a deadline
 
 
 def test_metrics_and_probes(nats_server: NatsServer, tmp_path: Path, certs_dir: Path) -> None:

@@ -31,9 +31,9 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import grpc
 import nats
@@ -42,7 +42,7 @@ import pytest
 from aggregate_support import FALCO_CLIENT, REPO, AggregatorProcess
 from nats_servers import NatsCluster
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from output_support import NodeProcess, StreamMsg, shadow_open, stream_count
+from output_support import NodeProcess, StreamMsg, shadow_open, stream_count, wait_until
 from test_aggregate import clientgo_probe  # noqa: F401 - the fixture, shared
 
 from falconet.sdk.api.falco import outputs_pb2
@@ -75,17 +75,6 @@ RULES = f"""\
 """
 _N = re.compile(r"scenario n=(\d+)")
 DEADLINE = 120.0
-
-
-def wait_until(pred: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)  # the polling interval of a condition with a deadline
 
 
 class ScenarioNode:
@@ -223,7 +212,7 @@ nats_output:
                     and m.get(("falconet_nats_output_backlog", ""), -1.0) == 0
                     and m.get(("falconet_nats_output_connected", ""), 0.0) == 1)
 
-        wait_until(settled, f"{self.host}: every alert raised and forwarded")
+        wait_until(settled, f"{self.host}: every alert raised and forwarded", DEADLINE)
 
     def produced(self) -> list[outputs_pb2.response]:
         """Every alert the daemon's store holds (its GetAll), oldest first."""
@@ -346,8 +335,8 @@ def _replicas_current(urls: list[str]) -> bool:
 
 def _grows(urls: list[str], by: int, what: str) -> None:
     """Until the stream holds `by` more messages than when first asked (0 means it did not answer: ask again)."""
-    before = int(wait_until(lambda: stream_count(urls), f"the stream to answer ({what})"))
-    wait_until(lambda: stream_count(urls) >= before + by, what)
+    before = int(wait_until(lambda: stream_count(urls), f"the stream to answer ({what})", DEADLINE))
+    wait_until(lambda: stream_count(urls) >= before + by, what, DEADLINE)
 
 
 def _lines(node: ScenarioNode, pattern: str) -> int:
@@ -356,7 +345,7 @@ def _lines(node: ScenarioNode, pattern: str) -> int:
 
 
 def _wait_more(node: ScenarioNode, pattern: str, before: int) -> None:
-    wait_until(lambda: _lines(node, pattern) > before, f"{node.host}: a new line matching {pattern!r}")
+    wait_until(lambda: _lines(node, pattern) > before, f"{node.host}: a new line matching {pattern!r}", DEADLINE)
 
 
 def out_of_order(seqs: list[int]) -> list[int]:
@@ -425,7 +414,7 @@ def check(phase: str, urls: list[str], nodes: list[ScenarioNode], subscribers: l
     for sub in subscribers:
         try:
             wait_until(lambda s=sub: all(s.counts().get(h, 0) >= len(ns) for h, ns in want.items()),  # type: ignore[misc]
-                       f"{phase}: {sub.name} to receive every alert")
+                       f"{phase}: {sub.name} to receive every alert", DEADLINE)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{diagnosis(sub, subscribers, want, agg)}") from None
         got = sub.snapshot()
@@ -460,7 +449,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
     for node in scenario_nodes:
         node.start()
         node.running.set()
-    wait_until(lambda: stream_count(urls) >= 1000, "both nodes forwarding")
+    wait_until(lambda: stream_count(urls) >= 1000, "both nodes forwarding", DEADLINE)
     _leader(urls)  # the nodes made the stream as configured
     servers = [arg for url in urls[1:] for arg in ("--servers", url)]
     agg = AggregatorProcess(urls[0], tmp_path / "agg", certs_dir, name="agg-scenario", extra=servers).start()
@@ -484,7 +473,7 @@ def test_cluster_kill_outage_and_node_crash(nats_cluster: NatsCluster, scenario_
         # Phase 2 starts from a whole cluster: the restarted server has caught up with the stream. Stopping NATS
         # while it still restores is another scenario (JetStream 2.9.10 then once let the stale server lead the
         # stream for a moment, and subscribers' alerts at some sequences differed from what the stream held).
-        wait_until(lambda: _replicas_current(urls), "the restarted server to catch up with the stream")
+        wait_until(lambda: _replicas_current(urls), "the restarted server to catch up with the stream", DEADLINE)
 
         # 2. NATS stopped entirely for longer than the duplicate window, then started again.
         _grows(urls, 2000, "forwarding with the cluster whole again")

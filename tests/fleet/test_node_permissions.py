@@ -73,8 +73,8 @@ def test_a_node_needs_only_its_own_subject_and_key(tmp_path: Path) -> None:
     node = ServeNode(tmp_path / "node", HOST, conf.read_text())
     try:
         node.publish(list(range(20)))
-        wait_until(lambda: host_numbers([admin], HOST) == 20, 60, "the node's alerts in the stream")
-        wait_until(lambda: heartbeat([admin], HOST) is not None, 60, "the node's heartbeat")
+        wait_until(lambda: host_numbers([admin], HOST) == 20, "the node's alerts in the stream", 60)
+        wait_until(lambda: heartbeat([admin], HOST) is not None, "the node's heartbeat", 60)
         assert not node.matching(r"(?i)permission|violation|nats_output: cannot"), node.lines
     finally:
         assert node.stop() == 0

@@ -36,17 +36,17 @@ def test_killing_the_stream_leader_loses_and_duplicates_nothing(nats_cluster: Na
     nodes = [ServeNode(tmp_path / h, h, conf) for h in ("cluster-a", "cluster-b")]
     try:
         pubs = [Publisher(node, 0, rate=1000).start() for node in nodes]
-        wait_until(lambda: stream_count(urls) >= 2000, 60, "both nodes forwarding")
+        wait_until(lambda: stream_count(urls) >= 2000, "both nodes forwarding", 60)
         leader = _leader(urls)
         victim = next(s for s in nats_cluster.servers if s.name == leader)
         victim.kill()
         rest = [s.url for s in nats_cluster.servers if s is not victim]
         before = stream_count(rest)
-        wait_until(lambda: stream_count(rest) >= before + 2000, 90, "forwarding to go on after the kill")
+        wait_until(lambda: stream_count(rest) >= before + 2000, "forwarding to go on after the kill", 90)
         acked = [p.stop() for p in pubs]
         for node, numbers in zip(nodes, acked, strict=True):
             wait_until(lambda n=node, a=numbers: host_numbers(rest, n.host) >= len(a),  # type: ignore[misc]
-                       90, f"{node.host}'s alerts all forwarded")
+                       f"{node.host}'s alerts all forwarded", 90)
         msgs = read_stream(rest)
         for node, numbers in zip(nodes, acked, strict=True):
             mine = check_host(msgs, node.host, numbers)

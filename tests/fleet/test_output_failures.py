@@ -42,8 +42,8 @@ def test_unreachable_nats_is_reported_once_and_recovery_too(tmp_path: Path) -> N
     node = RunNode(tmp_path / "node", "run-node", _block(server.url))
     try:
         node.send(5)
-        wait_until(lambda: node.alert_rules().count("Fleet shadow read") == 5, 30, "alerts served locally")
-        wait_until(lambda: _failures(node, "unreachable") >= 3, 60, "three refused connection attempts")
+        wait_until(lambda: node.alert_rules().count("Fleet shadow read") == 5, "alerts served locally", 30)
+        wait_until(lambda: _failures(node, "unreachable") >= 3, "three refused connection attempts", 60)
         assert len(node.matching(r"nats_output: cannot connect to .*alerts stay in the local store")) == 1, node.lines
         assert node.metrics()[("falconet_nats_output_connected", "")] == 0
         assert FAILING_RULE in node.alert_rules()
@@ -51,8 +51,8 @@ def test_unreachable_nats_is_reported_once_and_recovery_too(tmp_path: Path) -> N
         node.wait_for_line(r"nats_output: recovered: forwarding to")
         node.send(5)
         wait_until(lambda: node.metrics()[("falconet_nats_output_backlog", "")] == 0
-                   and node.metrics()[("falconet_nats_output_alerts_forwarded_total", "")] >= 12, 60,
-                   "10 alerts and the two reports forwarded")
+                   and node.metrics()[("falconet_nats_output_alerts_forwarded_total", "")] >= 12,
+                   "10 alerts and the two reports forwarded", 60)
         mine = check_host(read_stream([server.url]), "run-node", [])
         rules = [m.rule for m in mine]
         assert rules.count("Fleet shadow read") == 10
@@ -72,7 +72,7 @@ def test_wrong_credentials(tmp_path: Path) -> None:
     node = RunNode(tmp_path / "node", "auth-node", _block(server.url, token_file=tmp_path / "token"))
     try:
         node.send(3)
-        wait_until(lambda: _failures(node, "auth") >= 3, 60, "three refused attempts")
+        wait_until(lambda: _failures(node, "auth") >= 3, "three refused attempts", 60)
         lines = node.matching(r"nats_output: ")
         assert len(lines) == 1 and "Authorization Violation" in lines[0], node.lines
         assert node.alert_rules().count("Fleet shadow read") == 3  # served locally all along
@@ -91,7 +91,7 @@ def test_missing_stream_permissions(tmp_path: Path) -> None:
     node = RunNode(tmp_path / "node", "perm-node", _block(server.url, user="node", password_file=tmp_path / "pw"))
     try:
         node.send(3)
-        wait_until(lambda: _failures(node, "permission") >= 2, 60, "two refused sessions")
+        wait_until(lambda: _failures(node, "permission") >= 2, "two refused sessions", 60)
         lines = node.matching(r"nats_output: ")
         assert len(lines) == 1 and "permissions violation" in lines[0].lower(), node.lines
         assert node.alert_rules().count("Fleet shadow read") == 3
@@ -113,7 +113,7 @@ def test_an_existing_stream_of_another_shape_is_reported_and_left_alone(nats_ser
     node = ServeNode(tmp_path / "n", "shape-node", nats_output_yaml([nats_server.url]))
     try:
         node.publish(list(range(50)))
-        wait_until(lambda: host_numbers([nats_server.url], "shape-node") == 50, 60, "forwarding")
+        wait_until(lambda: host_numbers([nats_server.url], "shape-node") == 50, "forwarding", 60)
         lines = node.matching(r"exists with another shape")
         assert len(lines) == 1 and "duplicate_window 60 (configured 120)" in lines[0], node.lines
         assert "max_age 3600 (configured 604800)" in lines[0]
@@ -137,12 +137,12 @@ def test_alerts_the_store_dropped_before_forwarding_are_counted_and_reported(tmp
     try:
         for i in range(0, 2000, 100):
             node.publish(list(range(i, i + 100)))
-        wait_until(lambda: len(node.get_all()) < 1000, 30, "the store's retention to drop the oldest")
+        wait_until(lambda: len(node.get_all()) < 1000, "the store's retention to drop the oldest", 30)
         server.start()
         line = node.wait_for_line(r"nats_output: (\d+) alerts \(\S+\) left the node's alert store")
         lost = int(line.group(1))
         wait_until(lambda: stream_count([server.url]) > 0 and host_numbers([server.url], "spool-node") + lost >= 2000,
-                   60, "what the store kept to be forwarded")
+                   "what the store kept to be forwarded", 60)
         msgs = read_stream([server.url])
         numbers = sorted(m.number for m in msgs if m.number is not None)
         assert numbers == list(range(2000 - len(numbers), 2000)), "not the newest alerts, or not each once"

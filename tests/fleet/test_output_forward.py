@@ -21,7 +21,7 @@ def test_every_alert_once_in_order_with_the_contract(nats_server: NatsServer, tm
         numbers = list(range(3000))
         for i in range(0, len(numbers), 500):
             node.publish(numbers[i:i + 500])
-        wait_until(lambda: stream_count([nats_server.url]) >= 3000, 60, "3000 alerts in the stream")
+        wait_until(lambda: stream_count([nats_server.url]) >= 3000, "3000 alerts in the stream", 60)
         msgs = read_stream([nats_server.url])
         mine = check_host(msgs, host, numbers)
         assert len(mine) == 3000
@@ -32,8 +32,8 @@ def test_every_alert_once_in_order_with_the_contract(nats_server: NatsServer, tm
             assert m.data == held[m.seq].SerializeToString()
             assert held[m.seq].cursor.epoch == m.epoch
         assert alert_subject(host) == f"{DEFAULT_SUBJECT_PREFIX}.node-1=2Eeu=2Eexample"
-        beat = wait_until(lambda: (b := heartbeat([nats_server.url], host)) and b.seq == mine[-1].seq and b, 30,
-                          "the heartbeat to record the newest forwarded alert")
+        beat = wait_until(lambda: (b := heartbeat([nats_server.url], host)) and b.seq == mine[-1].seq and b,
+                          "the heartbeat to record the newest forwarded alert", 30)
         assert beat.epoch == mine[-1].epoch and beat.host == host
         assert node.matching(r"nats_output: forwarding to") and not node.matching(r"failing|warning")
     finally:

@@ -33,18 +33,18 @@ def test_outage_longer_than_the_duplicate_window(nats_server: NatsServer, tmp_pa
     node = ServeNode(tmp_path / "n", host, _yaml(nats_server))
     try:
         pub = Publisher(node, 0, rate=400).start()
-        wait_until(lambda: stream_count([nats_server.url]) >= 300, 60, "forwarding to start")
+        wait_until(lambda: stream_count([nats_server.url]) >= 300, "forwarding to start", 60)
         nats_server.stop()
         down_at = time.monotonic()
         node.wait_for_line(r"nats_output: (disconnected|cannot connect|alert \d+ not acknowledged)")
         acked_before = len(pub.acked)
         # The outage lasts while the node keeps taking alerts locally (its publishes are acknowledged).
-        wait_until(lambda: time.monotonic() - down_at >= OUTAGE_S, OUTAGE_S + 5, "the outage to last")
+        wait_until(lambda: time.monotonic() - down_at >= OUTAGE_S, "the outage to last", OUTAGE_S + 5)
         assert len(pub.acked) > acked_before + 500, "the node stopped serving locally during the outage"
         nats_server.start()
         node.wait_for_line(r"nats_output: recovered: forwarding to .* after the stream's last message")
         acked = pub.stop()
-        wait_until(lambda: _test_numbers_in_stream(nats_server, host) >= len(acked), 60, "the backlog forwarded")
+        wait_until(lambda: _test_numbers_in_stream(nats_server, host) >= len(acked), "the backlog forwarded", 60)
         mine = check_host(read_stream([nats_server.url]), host, acked)
         assert {m.number for m in mine if m.number is not None} == set(acked)
         # One log line for the outage, however many reconnects were refused meanwhile.
@@ -62,7 +62,7 @@ def test_kill_9_of_the_node_while_forwarding_and_during_an_outage(nats_server: N
     workdir = tmp_path / "n"
     node = ServeNode(workdir, host, _yaml(nats_server))
     pub = Publisher(node, 0, rate=800).start()
-    wait_until(lambda: stream_count([nats_server.url]) >= 500, 60, "forwarding to start")
+    wait_until(lambda: stream_count([nats_server.url]) >= 500, "forwarding to start", 60)
     node.kill()
     acked = pub.stop_after_kill()
     node = ServeNode(workdir, host, _yaml(nats_server))
@@ -76,7 +76,7 @@ def test_kill_9_of_the_node_while_forwarding_and_during_an_outage(nats_server: N
     nats_server.start()
     node = ServeNode(workdir, host, _yaml(nats_server))
     try:
-        wait_until(lambda: _test_numbers_in_stream(nats_server, host) >= len(acked), 60, "everything forwarded")
+        wait_until(lambda: _test_numbers_in_stream(nats_server, host) >= len(acked), "everything forwarded", 60)
         mine = check_host(read_stream([nats_server.url]), host, acked)
         assert len({m.epoch for m in mine}) == 1, "the node's store epoch changed across kill -9"
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from nats_servers import NatsServer
-from output_support import heartbeat
-from test_rules_push import BROKEN_RULES, FLEET_RULES, Node, push, put_raw, wait_until, wait_version
+from output_support import heartbeat, wait_until
+from test_rules_push import BROKEN_RULES, DEADLINE, FLEET_RULES, Node, push, put_raw, wait_version
 
 from falconet.server.fleet.names import Heartbeat
 from falconet.server.fleet.rules_bundle import RulesBundle, RulesFile
@@ -25,7 +25,7 @@ def wait_beat(url: str, host: str, ok: Callable[[Heartbeat], bool], what: str) -
         beat = heartbeat([url], host)
         return beat if beat is not None and ok(beat) else None
 
-    got: Heartbeat = wait_until(found, f"{host}: {what}")
+    got: Heartbeat = wait_until(found, f"{host}: {what}", DEADLINE)
     return got
 
 

@@ -17,13 +17,14 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from nats_servers import NatsCluster, NatsServer, single_server
+from output_support import wait_until
 
 from falconet.model.event import Event, Fd, Process, User
 from falconet.server.fleet.names import RULES_BUCKET, RULES_KEY, rules_version
@@ -65,19 +66,8 @@ BROKEN_RULES = """\
 DEADLINE = 90.0
 
 
-def wait_until(pred: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)  # the polling interval of a condition with a deadline
-
-
 def wait_version(node: Node, version: str) -> None:
-    wait_until(lambda: node.fleet_version() == version, f"{node.host} running fleet rules {version}")
+    wait_until(lambda: node.fleet_version() == version, f"{node.host} running fleet rules {version}", DEADLINE)
 
 
 def open_event(num: int, path: str) -> dict[str, Any]:
@@ -172,7 +162,7 @@ fleet_rules:
         return out
 
     def wait_metric(self, name: str, value: float) -> None:
-        wait_until(lambda: self.metric(name) == [("", value)], f"{self.host}: {name} = {value:g}")
+        wait_until(lambda: self.metric(name) == [("", value)], f"{self.host}: {name} = {value:g}", DEADLINE)
 
     def fleet_version(self) -> str:
         [(labels, value)] = self.metric("falconet_fleet_rules_info")
@@ -200,7 +190,7 @@ fleet_rules:
         def found() -> list[dict[str, Any]]:
             hits = [a for a in self.alerts_read() if a["rule"] == rule]
             return hits if len(hits) >= count else []
-        return wait_until(found, f"{count} alert(s) {rule!r} on {self.host}")  # type: ignore[no-any-return]
+        return wait_until(found, f"{count} alert(s) {rule!r} on {self.host}", DEADLINE)  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         if self._writer is not None:

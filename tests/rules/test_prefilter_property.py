@@ -14,6 +14,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rule_strategies import conditions
+from rule_strategies import quote as _q
 
 from falconet.model.event import Container, Event, Fd, Process, User
 from falconet.rules.engine import Engine
@@ -36,10 +38,6 @@ FLAGS = [O_RDONLY, O_WRONLY, O_RDWR, 3, O_RDONLY | O_CLOEXEC, O_WRONLY | O_CREAT
 word = st.sampled_from(WORDS)
 abs_path = st.lists(word, min_size=1, max_size=3).map(lambda ws: "/" + "/".join(ws))
 path_value = abs_path | abs_path.map(lambda p: p + "/") | word
-
-
-def _q(text: str) -> str:
-    return "'" + text + "'"
 
 
 # One check of each kind the analysis handles (and a few it must treat as unbounded).
@@ -68,15 +66,7 @@ check = st.one_of(
 )
 
 
-def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    return st.one_of(
-        st.builds(lambda a, b: f"({a} and {b})", children, children),
-        st.builds(lambda a, b: f"({a} or {b})", children, children),
-        st.builds(lambda a: f"not {a}", children),
-    )
-
-
-condition = st.recursive(check, _combine, max_leaves=6)
+condition = conditions(check)
 types = st.sets(st.sampled_from(["open", "openat", "creat", "openat2", "fchmod", "read"]), min_size=1)
 
 

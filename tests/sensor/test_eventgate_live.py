@@ -110,3 +110,181 @@ def test_the_kernel_keeps_back_exactly_what_the_model_drops(gated: LiveSensor, t
     assert got == expected
     assert 10 < len(expected) < total  # both decisions are exercised
     assert gated_count >= total + 1 - len(expected)
+
+
+# Path gates: one string argument per syscall, prefix and suffix atoms; the kernel judges only clean absolute
+# strings. mkdir (argument 0, a path), unlinkat (argument 1, resolved against a dirfd), rename (argument 0),
+# renameat (argument 3: the second string), symlink (argument 0: a plain string, the link's target).
+PATH_TYPES = {"mkdir", "unlinkat", "rename", "renameat", "symlink"}
+
+
+def _path_gates(base: str) -> dict[str, EventGate]:
+    return {
+        "mkdir": EventGate(paths=(("path", frozenset({f"{base}/keep", "*-sfx"})),)),
+        "unlinkat": EventGate(paths=(("name", frozenset({"*/keep-u", "*.histx"})),)),
+        "rename": EventGate(paths=(("oldpath", frozenset({"*_history"})),)),
+        "renameat": EventGate(paths=(("newpath", frozenset({f"{base}/keep"})),)),
+        "symlink": EventGate(paths=(("target", frozenset({"/etc/shadow", "*/sudoers"})),)),
+    }
+
+
+PATH_CODE = """
+import json, os, sys
+base = sys.argv[1]
+with open('/proc/self/comm', 'w') as f:
+    f.write('gate_p')
+os.chdir(base)
+d = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+calls = []
+def attempt(etype, strings, call, *args, **kw):
+    try:
+        call(*args, **kw)
+        res = 0
+    except OSError as e:
+        res = -e.errno
+    calls.append((etype, res, strings))
+for name in ('keep', 'keep-1', 'x-sfx', 'other', 'other-sfxx', base + '/other2', base + '//keepnot',
+             base + '/./x', base + '/sub/../other3', 'rel-dir'):
+    p = name if name.startswith('/') or name == 'rel-dir' else base + '/' + name
+    attempt('mkdir', {0: p}, os.mkdir, p)
+for name in ('keep-u', 'a.histx', 'gone', base + '/keep-u', base + '/x-sfx', base + '//keep-1', '../x'):
+    attempt('unlinkat', {1: name}, os.rmdir, name, dir_fd=d)
+for old, new in ((base + '/h_history', base + '/h2'), (base + '/other', base + '/other4'),
+                 ('other4', 'other5'), (base + '/missing_history', base + '/m')):
+    if old.endswith('h_history'):
+        open(old, 'w').close()
+    attempt('rename', {0: old, 1: new}, os.rename, old, new)
+for new in (base + '/keep/r1', base + '/r2', 'r3', base + '/keep/../r4'):
+    open(base + '/src', 'w').close()
+    attempt('renameat', {1: 'src', 3: new}, os.rename, 'src', new, src_dir_fd=d, dst_dir_fd=d)
+for target, link in (('/etc/shadow', 'l1'), ('/etc/sudoers', 'l2'), ('/etc/hostname', 'l3'),
+                     ('../../etc/shadow', 'l4'), ('/etc//hostname', 'l5'), ('/var/sudoers', 'l6')):
+    attempt('symlink', {0: target, 1: link}, os.symlink, target, link)
+os.mkdir(base + '/END')
+print(json.dumps([os.getpid(), calls]), flush=True)
+"""
+
+
+def test_the_kernel_keeps_back_exactly_what_the_model_drops_by_path(tmp_path: Path) -> None:
+    """Every path mode: a prefix hit, a suffix hit, a miss, a string the kernel cannot judge (relative, `//`,
+    `/./`, `..`), on a first and a second string argument, a path and a plain string; each call's result as
+    it came."""
+    import json
+
+    base = str(tmp_path / "pg")
+    Path(base).mkdir()
+    gates = _path_gates(base)
+    live = LiveSensor(start_or_skip(SensorConfig(ringbuf_bytes=16 << 20, syscalls=set(PATH_TYPES))))
+    out: list[tuple[int, list[tuple[str, int, dict[str, str]]]]] = []
+
+    def workload() -> int:
+        run = subprocess.run(
+            [PY, "-c", PATH_CODE, base], check=True, capture_output=True, text=True, timeout=60
+        )
+        pid, calls = json.loads(run.stdout)
+        out.append((pid, calls))
+        return int(pid)
+
+    def keep(pid: int, e: Event) -> bool:
+        return e.proc.pid == pid and e.type in PATH_TYPES
+
+    def done(kept: list[Event]) -> bool:
+        return any(e.type == "mkdir" and str(e.args.get("path", "")).endswith("/END") for e in kept)
+
+    try:
+        live.sensor.set_event_gates(gates)
+        _, events = collect(live, workload, keep, done)
+        gated_count = live.sensor.stats().gated
+    finally:
+        live.sensor.set_event_gates(None)
+        live.close()
+    maps = compile_gates(gates)
+    assert {sc.BY_NR[nr].name for nr, e in maps.entries.items() if e.path} == PATH_TYPES
+    calls = out[-1][1]
+    expected = []
+    for etype, res, strings in calls:
+        raw = {int(k): v.encode() for k, v in strings.items()}
+        if maps.keeps(sc.BY_NAME[etype].nr, res, 0, comm_key("gate_p"), strings=raw):
+            expected.append((etype, res))
+    expected.append(("mkdir", 0))
+    got = [(e.type, e.res) for e in events]
+    assert got == expected
+    assert 10 < len(expected) < len(calls)  # both decisions are exercised
+    assert gated_count >= len(calls) + 1 - len(expected)
+
+
+# Bit tests: one argument per syscall must share a bit with a mask: chmod's mode (argument 1), fchmodat's
+# (argument 2), unlinkat's flags (argument 2: AT_REMOVEDIR).
+BITS_TYPES = {"chmod", "fchmodat", "unlinkat", "mkdir"}
+BITS_GATES = {
+    "chmod": EventGate(bits=(("mode", 0o6000),)),
+    "fchmodat": EventGate(bits=(("mode", 0o4000),)),
+    "unlinkat": EventGate(bits=(("flags", 0x200),)),
+}
+BITS_CODE = """
+import json, os, sys
+base = sys.argv[1]
+with open('/proc/self/comm', 'w') as f:
+    f.write('gate_b')
+d = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+calls = []
+def attempt(etype, regs, call, *args, **kw):
+    try:
+        call(*args, **kw)
+        res = 0
+    except OSError as e:
+        res = -e.errno
+    calls.append((etype, res, regs))
+open(base + '/f', 'w').close()
+for mode in (0o4755, 0o2755, 0o755, 0o6000, 0o1777, 0o644):
+    attempt('chmod', [0, mode], os.chmod, base + '/f', mode)
+    attempt('chmod', [0, mode], os.chmod, base + '/missing', mode)
+    attempt('fchmodat', [0, 0, mode], os.chmod, 'f', mode, dir_fd=d)
+for name in ('a', 'b'):
+    os.mkdir(base + '/' + name)
+    open(base + '/' + name + 'f', 'w').close()
+    attempt('unlinkat', [0, 0, 0], os.unlink, name + 'f', dir_fd=d)
+    attempt('unlinkat', [0, 0, 0x200], os.rmdir, name, dir_fd=d)
+    attempt('unlinkat', [0, 0, 0x200], os.rmdir, name, dir_fd=d)
+os.mkdir(base + '/END')
+print(json.dumps([os.getpid(), calls]), flush=True)
+"""
+
+
+def test_the_kernel_keeps_back_exactly_what_the_model_drops_by_bits(tmp_path: Path) -> None:
+    """Each mask kept and missed, on a second and a third argument, with success and failure."""
+    import json
+
+    base = str(tmp_path / "bg")
+    Path(base).mkdir()
+    live = LiveSensor(start_or_skip(SensorConfig(ringbuf_bytes=16 << 20, syscalls=set(BITS_TYPES))))
+    out: list[list[tuple[str, int, list[int]]]] = []
+
+    def workload() -> int:
+        run = subprocess.run([PY, "-c", BITS_CODE, base], check=True, capture_output=True, text=True, timeout=60)
+        pid, calls = json.loads(run.stdout)
+        out.append(calls)
+        return int(pid)
+
+    def keep(pid: int, e: Event) -> bool:
+        return e.proc.pid == pid and e.type in BITS_TYPES
+
+    def done(kept: list[Event]) -> bool:
+        return any(e.type == "mkdir" and str(e.args.get("path", "")).endswith("/END") for e in kept)
+
+    try:
+        live.sensor.set_event_gates(BITS_GATES)
+        _, events = collect(live, workload, keep, done)
+        gated_count = live.sensor.stats().gated
+    finally:
+        live.sensor.set_event_gates(None)
+        live.close()
+    maps = compile_gates(BITS_GATES)
+    assert {sc.BY_NR[nr].name for nr, e in maps.entries.items() if e.bitsmask} == set(BITS_GATES)
+    calls = out[-1]
+    expected = [(etype, res) for etype, res, regs in calls
+                if maps.keeps(sc.BY_NAME[etype].nr, res, 0, comm_key("gate_b"), (*regs, 0, 0, 0, 0, 0, 0)[:6])]
+    got = [(e.type, e.res) for e in events if e.type != "mkdir"]
+    assert got == expected
+    assert 8 < len(expected) < len(calls)  # both decisions are exercised
+    assert gated_count >= len(calls) - len(expected)

@@ -139,3 +139,25 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def audit_store(store: Path) -> int:
+    """Checks a stopped store's files agree: every indexed record is whole (its checksum holds) and no segment
+    holds bytes past its last indexed record; returns how many alerts the index holds."""
+    import sqlite3
+
+    from falconet.server.store_data import HEAD, data_dir, read_record, segments_in
+
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT first, last, segment, offset, size FROM chunks ORDER BY first").fetchall()
+    finally:
+        conn.close()
+    directory = data_dir(store)
+    ends: dict[int, int] = {}
+    for first, last, segment, offset, size in rows:
+        read_record(directory, segment, offset, first, last, size)
+        ends[segment] = max(ends.get(segment, 0), offset + HEAD.size + size)
+    for number, path in segments_in(directory).items():
+        assert path.stat().st_size == ends.get(number, 0), f"{path}: bytes past its last indexed record"
+    return sum(last - first + 1 for first, last, *_ in rows)

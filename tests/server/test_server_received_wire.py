@@ -139,6 +139,26 @@ def assert_same(fast: bytes, fast_alert: Alert, slow_alert: Alert, in_order: boo
     }
 
 
+def assert_serialized_once(data: bytes) -> None:
+    """A message needing no normalising: the serialization the size check made is the wire form kept."""
+    resp = outputs_pb2.response.FromString(data)
+    serialized = resp.SerializeToString()
+    decoded, canonical = decode_received(resp)
+    assert canonical
+    assert received_wire(resp, decoded, serialized, canonical) is serialized
+
+
+def assert_published_as_the_slow_path(data: bytes, hostname: str = HUB_HOST, in_order: bool = True) -> None:
+    """`data` received (with `hostname` as the receiver's) and published through a hub: its entry's wire form
+    is what the slow path makes."""
+    alert, body, tail = received_alert(outputs_pb2.response.FromString(data), hostname)
+    hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
+    hub.publish_received([(alert, body, tail)])
+    slow = _slow(data, 1)
+    assert not isinstance(slow, str)
+    assert_same(hub.snapshot()[0].wire(), alert, slow, in_order=in_order)
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(received_bytes(), st.integers(min_value=1, max_value=2**40))
 def test_fast_path_equals_slow_path(data: bytes, seq: int) -> None:
@@ -167,17 +187,8 @@ def test_fast_path_equals_slow_path(data: bytes, seq: int) -> None:
 def test_a_canonical_message_is_serialized_once() -> None:
     """What our own SDK sends needs no normalising: the size check's serialization is the wire form kept."""
     data = alert_to_proto(make_alert(7)).SerializeToString()
-    resp = outputs_pb2.response.FromString(data)
-    serialized = resp.SerializeToString()
-    alert, canonical = decode_received(resp)
-    assert canonical
-    assert received_wire(resp, alert, serialized, canonical) is serialized
-    alert, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
-    hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body, tail)])
-    slow = _slow(data, 1)
-    assert not isinstance(slow, str)
-    assert_same(hub.snapshot()[0].wire(), alert, slow)
+    assert_serialized_once(data)
+    assert_published_as_the_slow_path(data)
 
 
 @pytest.mark.parametrize(
@@ -197,27 +208,18 @@ def test_typed_fields_are_respelled_as_the_conversion_writes_them(listed: list[s
     for key, value in zip(listed, values):
         resp.output_fields[key] = value
     data = resp.SerializeToString()
-    alert, canonical = decode_received(outputs_pb2.response.FromString(data))
+    _alert, canonical = decode_received(outputs_pb2.response.FromString(data))
     assert not canonical
-    alert, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
-    hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body, tail)])
-    slow = _slow(data, 1)
-    assert not isinstance(slow, str)
-    assert_same(hub.snapshot()[0].wire(), alert, slow)
+    assert_published_as_the_slow_path(data)
 
 
 def test_the_hub_fills_an_empty_hostname_in_the_bytes_too() -> None:
     """A caller that leaves the hostname empty still gets the hub's, in the alert and on the wire."""
     resp = alert_to_proto(make_alert(3))
     resp.hostname = ""
-    alert, body, tail = received_alert(outputs_pb2.response.FromString(resp.SerializeToString()), "")
-    assert alert.hostname == ""
-    hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(alert, body, tail)])
-    slow = _slow(resp.SerializeToString(), 1)
-    assert not isinstance(slow, str)
-    assert_same(hub.snapshot()[0].wire(), alert, slow, in_order=False)  # the hostname appended last
+    data = resp.SerializeToString()
+    assert received_alert(outputs_pb2.response.FromString(data), "")[0].hostname == ""
+    assert_published_as_the_slow_path(data, "", in_order=False)  # the hostname appended last
 
 
 def _hostile_request() -> tuple[list[bytes], inputs_pb2.PublishRequest]:
@@ -279,17 +281,8 @@ def test_messages_needing_no_normalising_keep_their_serialization(alert: Alert) 
     alert.source = alert.source if alert.source != "internal" else "syscall"
     alert.rule = alert.rule if alert.rule.strip() else "r"
     data = alert_to_proto(alert).SerializeToString()
-    resp = outputs_pb2.response.FromString(data)
-    serialized = resp.SerializeToString()
-    decoded, canonical = decode_received(resp)
-    assert canonical
-    assert received_wire(resp, decoded, serialized, canonical) is serialized
-    fast, body, tail = received_alert(outputs_pb2.response.FromString(data), HUB_HOST)
-    hub = Hub(4, epoch=EPOCH, hostname=HUB_HOST)
-    hub.publish_received([(fast, body, tail)])
-    slow = _slow(data, 1)
-    assert not isinstance(slow, str)
-    assert_same(hub.snapshot()[0].wire(), fast, slow)
+    assert_serialized_once(data)
+    assert_published_as_the_slow_path(data)
 
 
 @settings(max_examples=300, deadline=None)

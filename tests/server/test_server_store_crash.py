@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from server_support import start_after, start_oldest
-from store_support import ServeProcess, number_of, wait_for
+from store_support import ServeProcess, audit_store, number_of, wait_for
 
 CYCLES = 22
 
@@ -74,6 +74,11 @@ def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Pat
                     acked.update(numbers)  # only after the server acknowledged them
             except grpc.RpcError:
                 pass
+            except ValueError as exc:
+                # kill() closes the channel right after the kill: a call started in between is refused by grpc
+                # itself ("Cannot invoke RPC on closed channel"), never acknowledged, so nothing to account for.
+                if "closed channel" not in str(exc):
+                    raise
 
         threads = [threading.Thread(target=subscribe), threading.Thread(target=publish)]
         for t in threads:
@@ -122,3 +127,6 @@ def test_kill_9_at_random_moments_loses_nothing_any_subscriber_saw(tmp_path: Pat
     assert sorted(by_seq) == list(range(1, len(by_seq) + 1)), f"seed {seed}: sequences have a gap"
     assert cursor is not None
     assert [r.cursor.sequence for r in tail] == list(range(cursor[1] + 1, len(by_seq) + 1)), f"seed {seed}"
+    # The data files agree with the index: any tail a kill left past the last indexed record was cut off, and
+    # every indexed record passes its checksum.
+    assert audit_store(store) == len(by_seq), f"seed {seed}"

@@ -1,0 +1,361 @@
+"""The alert store's data files: append-only segments of checksummed records, which SQLite indexes.
+
+Since schema version 3 the alerts' bytes are no longer in SQLite: each commit appends one record (the commit's
+alerts, up to RECORD_ALERTS consecutive ones) to the current segment file with one `pwritev`, then commits only
+its index row (first, last, stored_ns, segment, offset, size) in SQLite. The bytes are copied into the page
+cache once and never checkpointed, where SQLite wrote them to its WAL and then again into the database file
+(bench.store_sqlite: 0.38 against 1.21 µs of the writer's CPU per 760-byte alert, checksum included).
+
+A record is a 24-byte head (magic, first sequence, alert count, body size, CRC-32 of those three numbers and the
+body) and the body: a table of the alerts' wire lengths (little-endian u32 each), then the wire forms
+concatenated. Built so that no Python code runs per alert and the GIL is free while the bytes are handled:
+the lengths table is made by `array` from a `map`, and joining (over 1 MiB: CPython copies without the GIL),
+the CRC (zlib, without the GIL over 5 KiB) and the write run beside the publishing threads. The index is the
+truth: a record counts once its index row is committed, and
+the row is committed only after the record's `writev` returned (and, with `synchronous: full`, after an
+`fdatasync` of the segment), so the index never points past durable data. A crash between the two leaves bytes
+past the last indexed record (possibly torn: a fatal signal can cut a large write short); opening cuts them off
+(`recover`) and checks the newest indexed record's checksum, dropping any record that fails it (only a power
+loss with `synchronous: normal`, which promises nothing for it, can produce one). Reads check every record's
+checksum, so a damaged record is reported, never served.
+
+Segments are rotated at a sixteenth of each retention limit (bytes, count, age; at most SEGMENT_BYTES), and
+retention deletes a segment file whole once no index row points into it, after the commit that removed the
+rows: the data files then hold at most about a sixteenth of the limit beyond it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+import zlib
+from array import array
+from dataclasses import dataclass
+from collections.abc import Iterable
+from operator import attrgetter
+from pathlib import Path
+
+from falconet.server.entries import Entry
+
+HEAD = struct.Struct("<4sQIII")
+"""magic, first sequence, alert count, body bytes, CRC-32 (of the three numbers, then the body)."""
+_NUMBERS = struct.Struct("<QII")
+MAGIC = b"FNr3"
+"""A record whose CRC covers its whole body."""
+MAGIC_FRAME = b"FNf3"
+"""A record whose CRC covers its head's numbers and its lengths table only (PAYLOAD_CRC off)."""
+PAYLOAD_CRC = True
+"""Whether new records' CRC covers the wire forms too (both kinds are read). Off, the writer saves the CRC and
+the join (the wires go to `pwritev` as they are): about 0.4 µs of CPU per 760-byte alert on a loaded machine
+(bench/RESULTS.md, "storefile"). What it gives up is detecting a damaged wire form in an intact record (bit rot,
+or a power loss with `synchronous: normal` that left the frame and not the payload); it keeps detecting torn and
+misplaced records, and every promise a crash test checks (the index, not the checksum, is what makes a kill -9
+safe: a record is indexed only once written)."""
+RECORD_ALERTS = 2048
+"""Most alerts per record (the writer's most per commit); retention removes whole records."""
+_SWAP = sys.byteorder != "little"
+SEGMENT_BYTES = 64 << 20
+"""The largest segment file (smaller with a small byte limit: a sixteenth of it)."""
+SEGMENT_PARTS = 16
+"""Each retention limit spans about this many segments: retention frees disk space in steps of 1/16 of it."""
+IOV_MAX = 1024
+
+IndexRow = tuple[int, int, int, int, int, int]
+"""(first, last, stored_ns, segment, offset, size): one record's index row."""
+
+
+class DataError(ValueError):
+    """A record that cannot be read back as written (missing, short, or failing its checksum)."""
+
+
+def data_dir(path: Path) -> Path:
+    """The directory beside the index file holding its segments."""
+    return path.with_name(path.name + "-data")
+
+
+def segment_path(directory: Path, segment: int) -> Path:
+    return directory / f"{segment:010d}.seg"
+
+
+def segments_in(directory: Path) -> dict[int, Path]:
+    """The segment files present, by number (other names are not ours and are left alone)."""
+    out: dict[int, Path] = {}
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return out
+    for name in names:
+        stem, dot, ext = name.partition(".")
+        if dot and ext == "seg" and stem.isdigit() and len(stem) == 10:
+            out[int(stem)] = directory / name
+    return out
+
+
+def encode_record(first: int, wires: list[bytes]) -> tuple[bytes, bytes, list[bytes]]:
+    """A record of consecutive alerts from `first`: its head, its lengths table and its payload (the wire forms
+    joined when the CRC covers them, else as they are: `pwritev` joins them in the kernel)."""
+    lengths = array("I", map(len, wires))
+    if _SWAP:
+        lengths.byteswap()
+    table = lengths.tobytes()
+    size = len(table) + sum(lengths)
+    numbers = _NUMBERS.pack(first, len(wires), size)
+    if PAYLOAD_CRC:
+        payload = b"".join(wires)
+        crc = zlib.crc32(payload, zlib.crc32(table, zlib.crc32(numbers)))
+        return HEAD.pack(MAGIC, first, len(wires), size, crc), table, [payload]
+    crc = zlib.crc32(table, zlib.crc32(numbers))
+    return HEAD.pack(MAGIC_FRAME, first, len(wires), size, crc), table, wires
+
+
+def check_record(data: bytes, first: int, last: int, size: int) -> list[bytes]:
+    """The wire forms of a record read back (`data`: head and body), checked against its index row."""
+    if len(data) < HEAD.size + size:
+        raise DataError(f"record {first}: {len(data)} bytes where {HEAD.size + size} were written")
+    magic, r_first, count, r_size, crc = HEAD.unpack_from(data)
+    if magic not in (MAGIC, MAGIC_FRAME) or r_first != first or count != last - first + 1 or r_size != size \
+            or size < 4 * count:
+        raise DataError(f"record {first}: its head does not match its index row")
+    body = memoryview(data)[HEAD.size : HEAD.size + (size if magic == MAGIC else 4 * count)]
+    if zlib.crc32(body, zlib.crc32(_NUMBERS.pack(r_first, count, r_size))) != crc:
+        raise DataError(f"record {first}: checksum mismatch (the data file is damaged)")
+    lengths = array("I")
+    lengths.frombytes(body[: 4 * count])
+    if _SWAP:
+        lengths.byteswap()
+    if 4 * count + sum(lengths) != size:
+        raise DataError(f"record {first}: its lengths do not add up to its size")
+    out: list[bytes] = []
+    pos = HEAD.size + 4 * count
+    for n in lengths:
+        out.append(data[pos : pos + n])
+        pos += n
+    return out
+
+
+def read_record(directory: Path, segment: int, offset: int, first: int, last: int, size: int) -> list[bytes]:
+    """One record's wire forms; DataError if its segment is gone or the record is damaged."""
+    try:
+        fd = os.open(segment_path(directory, segment), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DataError(f"record {first}: segment {segment} is gone") from None
+    try:
+        data = os.pread(fd, HEAD.size + size, offset)
+    finally:
+        os.close(fd)
+    return check_record(data, first, last, size)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """When to start a new segment: a sixteenth of each retention limit (0 = that limit is off)."""
+
+    max_bytes: int = SEGMENT_BYTES
+    max_alerts: int = 0
+    max_age_ns: int = 0
+
+    @classmethod
+    def of(cls, max_bytes: int, max_alerts: int, max_age_s: float) -> Limits:
+        part = max_bytes // SEGMENT_PARTS if max_bytes else SEGMENT_BYTES
+        return cls(
+            max(1, min(SEGMENT_BYTES, part)),
+            max_alerts // SEGMENT_PARTS if max_alerts >= SEGMENT_PARTS else max_alerts,
+            int(max_age_s * 1e9) // SEGMENT_PARTS,
+        )
+
+
+class DataFiles:
+    """The segment being appended to (the writer thread's; reads use `read_record`)."""
+
+    def __init__(self, directory: Path, limits: Limits, sync: bool) -> None:
+        self.directory = directory
+        self.limits = limits
+        self.sync = sync
+        self.segment = 0
+        self.end = 0
+        """Bytes of the current segment that are indexed or being indexed."""
+        self.alerts = 0
+        self.started_ns = 0
+        self._fd: int | None = None
+        self._undo: int | None = None
+
+    def resume(self, segment: int, end: int, alerts: int, started_ns: int) -> None:
+        """Appends to `segment` from `end` on (cut there: anything after was never indexed)."""
+        self.close()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(segment_path(self.directory, segment), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, end)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self.segment, self.end, self.alerts, self.started_ns = fd, segment, end, alerts, started_ns
+
+    def _rotate(self, now_ns: int) -> None:
+        lim = self.limits
+        full = (
+            self.end >= lim.max_bytes
+            or (lim.max_alerts and self.alerts >= lim.max_alerts)
+            or (lim.max_age_ns and self.started_ns and now_ns - self.started_ns >= lim.max_age_ns)
+        )
+        if self._fd is not None and self.end and full:
+            self.resume(self.segment + 1, 0, 0, 0)
+            if self.sync:
+                _fsync_dir(self.directory)
+
+    def append(self, chunks: list[tuple[int, int, int, list[bytes]]]) -> list[IndexRow]:
+        """Writes the runs (first, last, stored_ns, wire forms) as records; returns their index rows. Raises
+        OSError (the segment is cut back to where it was: nothing half-written stays)."""
+        if self._fd is None:
+            self.resume(max(self.segment, 1), self.end, self.alerts, self.started_ns)
+        now = chunks[0][2] if chunks else time.time_ns()
+        self._rotate(now)
+        fd = self._fd
+        assert fd is not None
+        start = offset = self.end
+        rows: list[IndexRow] = []
+        parts: list[bytes] = []
+        for first, last, stored_ns, wires in chunks:
+            head, table, payload = encode_record(first, wires)
+            parts += (head, table)
+            parts += payload
+            size = len(table) + sum(map(len, payload))
+            rows.append((first, last, stored_ns, self.segment, offset, size))
+            offset += HEAD.size + size
+        try:
+            _writev_all(fd, parts, start)
+            if self.sync:
+                os.fdatasync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
+        self._undo = start
+        self.end = offset
+        self.alerts += sum(r[1] - r[0] + 1 for r in rows)
+        if not self.started_ns:
+            self.started_ns = now
+        return rows
+
+    def undo(self) -> None:
+        """Cuts off what the last `append` wrote (its index commit failed)."""
+        if self._undo is not None and self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self._undo)
+                self.end = self._undo
+            except OSError:
+                pass  # left past the index; the next open cuts it off
+        self._undo = None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def delete_before(self, segment: int) -> int:
+        """Deletes every segment file numbered below `segment` (none of them indexed any more); returns how
+        many."""
+        n = 0
+        for number, path in segments_in(self.directory).items():
+            if number < segment and number != self.segment:
+                try:
+                    path.unlink()
+                    n += 1
+                except FileNotFoundError:
+                    pass
+        return n
+
+
+def _writev_all(fd: int, parts: list[bytes], offset: int) -> None:
+    """pwritev of every part at `offset`, however the kernel splits it (short writes, IOV_MAX)."""
+    i = 0
+    while i < len(parts):
+        batch = parts[i : i + IOV_MAX]
+        want = sum(map(len, batch))
+        done = os.pwritev(fd, batch, offset)
+        if done <= 0:
+            raise OSError(28, "No space left on device (a write made no progress)")
+        offset += done
+        if done == want:
+            i += len(batch)
+            continue
+        # A short write: the rest of a partly written part, then on.
+        while done >= len(parts[i]):
+            done -= len(parts[i])
+            i += 1
+        parts = [parts[i][done:], *parts[i + 1 :]]
+        i = 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unframe(data: bytes) -> list[bytes]:
+    """The wire forms in a schema 2 chunk (field-1 framed wire forms, concatenated); ValueError if damaged."""
+    out: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if data[pos] != 0x0A:
+            raise ValueError(f"byte {pos} is not a field-1 frame")
+        pos += 1
+        size = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            size |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
+
+
+def runs(entries: Iterable[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
+
+    No Python code runs per alert when the wire forms are made (the input service's, or the converter's):
+    the writer shares the GIL with the publishing threads, so any Python step per alert here slows publishing.
+    `Entry.wire` (a Python call) runs only for entries the converter has not reached."""
+    out: list[tuple[int, int, int, list[bytes]]] = []
+    items = list(entries)
+    for i in range(0, len(items), RECORD_ALERTS):
+        part = items[i : i + RECORD_ALERTS]
+        first, last = part[0].seq, part[-1].seq
+        if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
+            out.extend(_runs_one_by_one(part, stored_ns))
+            continue
+        wires = list(map(_wire_of, part))
+        if None in wires:
+            wires = list(map(Entry.wire, part))
+        out.append((first, last, stored_ns, wires))
+    return out
+
+
+_wire_of = attrgetter("_wire")
+
+
+def _runs_one_by_one(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
+    out: list[tuple[int, int, int, list[bytes]]] = []
+    wires: list[bytes] = []
+    first = prev = -1
+    for e in entries:
+        if wires and e.seq != prev + 1:
+            out.append((first, prev, stored_ns, wires))
+            wires = []
+        if not wires:
+            first = e.seq
+        wires.append(e.wire())
+        prev = e.seq
+    if wires:
+        out.append((first, prev, stored_ns, wires))
+    return out
