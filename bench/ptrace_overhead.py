@@ -7,11 +7,15 @@ figure is the median of --repeat runs, as wall-clock ns per iteration and as the
 iteration (user+system, children included), which a machine loaded by others moves far less than wall clock.
 The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) and the
 stops per iteration (from Falconet's end-of-workload log line) are printed beside the ptrace rows. The
-`ptrace` rows use the C stop loop (sensor/ptrace/stoploop.c) when it is built; the `ptrace-py` rows run the
-same with FALCONET_PTRACE_STOPLOOP=0 (the pure-Python loop), interleaved with the others. Needs root for the
-eBPF row only (--no-ebpf skips it).
+`ptrace` rows use the C stop loop (sensor/ptrace/stoploop.c) with its placement (the tracer follows the
+tracee's CPU and resumes it there); `ptrace-nopl` the C loop with FALCONET_PTRACE_PLACEMENT=0 (the scheduler
+places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0). Every repeat runs
+every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
+stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
+against bare. Needs root for the eBPF row only (--no-ebpf skips it).
 
     python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--repeat N] [--no-ebpf] [--no-py]
+        [--no-nopl]
 """
 
 from __future__ import annotations
@@ -53,11 +57,17 @@ def bare(loops: Path, mode: str, n: int) -> Figures:
     return wall, cpu, 0.0, 0.0
 
 
-def traced(loops: Path, mode: str, n: int, config: Path, c_loop: bool) -> tuple[float, float, float]:
+VARIANTS = {"ptrace": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1"},
+            "ptrace-nopl": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "0"},
+            "ptrace-py": {"FALCONET_PTRACE_STOPLOOP": "0"}}
+"""The ptrace rows' environments: C loop with placement (the default), C loop without, Python loop."""
+
+
+def traced(loops: Path, mode: str, n: int, config: Path, variant: str) -> tuple[float, float, float]:
     """One `falconet run --source ptrace -- loops MODE N`: (wall, loop CPU, stops) per iteration."""
     cmd = [sys.executable, "-m", "falconet.server.cli", "run", "-c", str(config), "--no-store", "--source",
            "ptrace", "--", str(loops), mode, str(n)]
-    env = dict(os.environ, FALCONET_PTRACE_STOPLOOP="1" if c_loop else "0")
+    env = dict(os.environ, **VARIANTS[variant])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"falconet run --source ptrace failed ({done.returncode}):\n{done.stderr}")
@@ -66,11 +76,11 @@ def traced(loops: Path, mode: str, n: int, config: Path, c_loop: bool) -> tuple[
     return wall, cpu, int(stops.group(1)) / n if stops else float("nan")
 
 
-def traced_with_cpu(loops: Path, mode: str, n: int, config: Path, c_loop: bool) -> Figures:
+def traced_with_cpu(loops: Path, mode: str, n: int, config: Path, variant: str) -> Figures:
     """The tracer's CPU is Falconet's rusage less the loop's own (Falconet reaps the loop, so its rusage
     includes it)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall, cpu, stops = traced(loops, mode, n, config, c_loop)
+    wall, cpu, stops = traced(loops, mode, n, config, variant)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9 / n
     return wall, cpu, max(0.0, total - cpu), stops
@@ -89,7 +99,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--no-ebpf", action="store_true", help="leave out the eBPF daemon's row (no root needed)")
     p.add_argument("--no-py", action="store_true", help="leave out the pure-Python stop loop's rows")
+    p.add_argument("--no-nopl", action="store_true", help="leave out the C loop's rows without placement")
     args = p.parse_args(argv)
+    variants = [v for v in VARIANTS if not (v == "ptrace-py" and args.no_py or v == "ptrace-nopl" and args.no_nopl)]
     if not args.no_ebpf and os.geteuid() != 0:
         print("bench.ptrace_overhead: the eBPF row needs root (or pass --no-ebpf)", file=sys.stderr)
         return 1
@@ -101,28 +113,26 @@ def main(argv: list[str]) -> int:
         config = Path(tmp) / "falconet.yaml"
         config.write_text(f"rules_files: [{DEFAULT_RULES}]\nstdout_output: {{enabled: false}}\n"
                           "grpc: {enabled: false}\nwebserver: {enabled: false}\n")
-        # Interleaved per repeat (bare, ptrace, bare, ...) so a load change hits every row alike.
+        # Interleaved per repeat (bare, ptrace, ..., eBPF) so a load change hits every row alike.
         runs: dict[tuple[str, str], list[Figures]] = {}
         for _ in range(args.repeat):
             for mode in ("open", "exec", "getpid"):
                 runs.setdefault(("bare", mode), []).append(bare(loops, mode, n[mode]))
-                runs.setdefault(("ptrace", mode), []).append(traced_with_cpu(loops, mode, n[mode], config, True))
-                if not args.no_py:
-                    runs.setdefault(("ptrace-py", mode), []).append(
-                        traced_with_cpu(loops, mode, n[mode], config, False))
-        if not args.no_ebpf:
-            with Daemon([DEFAULT_RULES]):
-                for _ in range(args.repeat):
-                    for mode in ("open", "exec"):
+                for variant in variants:
+                    runs.setdefault((variant, mode), []).append(
+                        traced_with_cpu(loops, mode, n[mode], config, variant))
+            if not args.no_ebpf:
+                with Daemon([DEFAULT_RULES]):
+                    for mode in ("open", "exec", "getpid"):
                         runs.setdefault(("ebpf", mode), []).append(bare(loops, mode, n[mode]))
         rows = {key: median(value) for key, value in runs.items()}
     print(f"machine after: {machine_state()}")
-    print(f"{'loop':7} {'driver':9} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
+    print(f"{'loop':7} {'driver':11} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
           f"{'tracer CPU ns/it':>16} {'stops/it':>8}")
     for (driver, mode), (wall, cpu, tracer, stops) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         bw, bc, _, _ = rows[("bare", mode)]
         extra = f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace") else ""
-        print(f"{mode:7} {driver:9} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
+        print(f"{mode:7} {driver:11} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Where a traced syscall's time goes under the ptrace driver: the tracer alone (sensor/ptrace/tracer.py with a
 sink that drops its records: no enricher, engine or outputs), on the open/read/close loop of
-bench/ptrace_loops.c, with the C stop loop and with the pure-Python loop, interleaved.
+bench/ptrace_loops.c, with the C stop loop (with its placement: the tracer thread follows the tracee's CPU and
+resumes it there; and without), and with the pure-Python loop, interleaved.
 
 Per loop iteration it prints the stops (waitpid returns), the loop's own CPU (what it prints), the tracer
 thread's CPU and its voluntary and involuntary context switches (getrusage(RUSAGE_THREAD)). With --profile
@@ -34,21 +35,24 @@ from falconet.sensor.ptrace import fastpath
 from falconet.sensor.ptrace.openfilter import OpenFilter
 from falconet.sensor.ptrace.tracer import Tracer, traced_names
 
-Row = tuple[float, float, float, float, float]  # stops, loop CPU ns, tracer CPU ns, voluntary, involuntary
+Row = tuple[float, float, float, float, float, float, float]
+"""stops, loop CPU ns, tracer CPU ns, voluntary and involuntary switches (per iteration), the tracer thread's
+moves (per run), resumes onto its CPU (per iteration)."""
 
 
 def _prefixes() -> dict[str, list[str]]:
     return rule_prefixes(Path(DEFAULT_RULES))
 
 
-def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profile: bool) -> Row:
+def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profile: bool,
+        placement: bool = True) -> Row:
     """One traced run of `loops open N` on a thread of its own (as in the daemon); per-iteration figures."""
     out: dict[str, float] = {}
     loop_line: list[str] = []
     rfd, wfd = os.pipe()
 
     def trace() -> None:
-        tracer = Tracer(lambda _: None, print, traced_names(None), stoploop=c_loop)
+        tracer = Tracer(lambda _: None, print, traced_names(None), stoploop=c_loop, placement=placement)
         tracer.open_filter = OpenFilter.build(prefixes)
         prof = cProfile.Profile() if profile else None
         os.dup2(wfd, 1)  # the loop's figures line, on a pipe (the launcher inherits fd 1)
@@ -64,6 +68,9 @@ def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profi
         out["cpu"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9
         out["nvcsw"] = after.ru_nvcsw - before.ru_nvcsw
         out["nivcsw"] = after.ru_nivcsw - before.ru_nivcsw
+        if tracer.loop is not None:
+            got = tracer.loop.placement()
+            out["moves"], out["held"] = got.moves, got.held
         if prof is not None:
             text = io.StringIO()
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(12)
@@ -83,7 +90,8 @@ def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profi
     if not loop_line:
         raise RuntimeError("the loop printed no figures")
     loop_cpu = float(loop_line[0].split()[2])
-    return out["stops"] / n, loop_cpu, out["cpu"] / n, out["nvcsw"] / n, out["nivcsw"] / n
+    return (out["stops"] / n, loop_cpu, out["cpu"] / n, out["nvcsw"] / n, out["nivcsw"] / n,
+            out.get("moves", 0.0), out.get("held", 0.0) / n)
 
 
 def main(argv: list[str]) -> int:
@@ -97,23 +105,24 @@ def main(argv: list[str]) -> int:
         return 1
     prefixes = _prefixes()
     print(f"machine before: {machine_state()}")
-    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "Python loop": []}
+    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "C, no placement": [], "Python loop": []}
     with tempfile.TemporaryDirectory() as tmp:
         loops = build(Path(tmp))
         for _ in range(args.repeat):
             bare = subprocess.run([str(loops), "open", str(args.open)], capture_output=True, text=True,
                                   check=True).stdout.split()
-            runs["bare"].append((0.0, float(bare[2]), 0.0, 0.0, 0.0))
+            runs["bare"].append((0.0, float(bare[2]), 0.0, 0.0, 0.0, 0.0, 0.0))
             runs["C loop"].append(one(loops, args.open, True, prefixes, False))
+            runs["C, no placement"].append(one(loops, args.open, True, prefixes, False, placement=False))
             runs["Python loop"].append(one(loops, args.open, False, prefixes, args.profile))
     print(f"machine after: {machine_state()}")
     print(f"{'open/read/close':16} {'stops/it':>8} {'loop CPU ns/it':>14} {'x bare':>7} {'tracer CPU ns/it':>16} "
-          f"{'tracer vol. cs/it':>17} {'invol. cs/it':>12}")
+          f"{'tracer vol. cs/it':>17} {'invol. cs/it':>12} {'moves':>5} {'held/it':>7}")
     bare_cpu = statistics.median(r[1] for r in runs["bare"])
     for name, rows in runs.items():
-        med = [statistics.median(r[i] for r in rows) for i in range(5)]
+        med = [statistics.median(r[i] for r in rows) for i in range(7)]
         print(f"{name:16} {med[0]:8.2f} {med[1]:14.0f} {med[1] / bare_cpu:7.2f} {med[2]:16.0f} {med[3]:17.2f} "
-              f"{med[4]:12.2f}")
+              f"{med[4]:12.2f} {med[5]:5.0f} {med[6]:7.2f}")
     return 0
 
 

@@ -46,6 +46,9 @@ ptrace driver limits (docs/ptrace.md):
   - the workload ends with Falconet: on SIGTERM it gets SIGTERM, then SIGKILL 2 s later; if Falconet is
     SIGKILLed or crashes the kernel kills it at once (PTRACE_O_EXITKILL). It cannot run on untraced: its
     filter makes the traced syscalls fail with ENOSYS once no tracer is attached;
+  - the tracer's stop thread follows the workload's CPU (pins itself there) and wakes a workload thread on
+    that CPU by narrowing its affinity for the wake-up only; sched_getaffinity/sched_setaffinity stop so the
+    workload never sees it; FALCONET_PTRACE_PLACEMENT=0 turns this off (docs/ptrace.md);
   - an eBPF Falconet or Falco on the same host sees this driver's ptrace(2) calls: its PTRACE_SEIZE of the
     workload (once per launch, once per thread with --pid) raises "PTRACE attached to process"; exclude
     it with Falco's list known_ptrace_binaries (items: [falconet], the proc.name of this process) or, with

@@ -1,6 +1,7 @@
 """The C stop loop (stoploop.c, built as `_stoploop` by `pip install`) and the hidden-fd sets the tracer and it
-share; a pure-Python set of hidden fds when the loop is not used (not built, attached with --pid, or turned off
-with FALCONET_PTRACE_STOPLOOP=0).
+share; a pure-Python set of hidden fds when the loop is not used (not built, or turned off with
+FALCONET_PTRACE_STOPLOOP=0). Attached with --pid there are no seccomp stops: the loop only waits, places and
+hands every stop over.
 
 The C loop answers the stops that make no record (the open filter's kept-back opens and their closes) and the
 seccomp stops of syscalls that need nothing at entry but their arguments (not an exec, not one whose
@@ -25,8 +26,14 @@ except ImportError:  # not built (no compiler or Python headers where it was ins
 
 ENV_SWITCH = "FALCONET_PTRACE_STOPLOOP"
 """Set to 0 to run the pure-Python stop loop (the differential tests and the benchmark's before rows)."""
+PLACE_SWITCH = "FALCONET_PTRACE_PLACEMENT"
+"""Set to 0 to turn the C loop's placement off (the tracer thread stays where the scheduler puts it): the
+benchmark's before rows, and a way out should narrowing a tracee's affinity for its wake-ups ever matter."""
 
-NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN = 1, 2, 3, 4  # stoploop.c's kinds of syscall
+NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL = 1, 2, 3, 4, 5  # stoploop.c's kinds of syscall
+SERIAL_NRS = frozenset({203, 204})
+"""sched_setaffinity, sched_getaffinity (x86-64): traced for placement only and continued by the C loop at their
+seccomp stop, which orders them after the tracer has given back an affinity it narrowed (stoploop.c NR_SERIAL)."""
 _KINDS = {"close": (NR_CLOSE, 0), "open": (NR_OPEN_FLAGS, 1), "openat": (NR_OPEN_FLAGS, 2),
           "creat": (NR_OPEN_WRITE, 0)}
 """(kind, index of the flags argument; the path is the argument before it, creat's is the first)."""
@@ -34,9 +41,10 @@ _PYTHON_AT_ENTRY = frozenset({sc.BY_NAME["execve"].nr, sc.EXECVEAT_NR})
 """Read at their seccomp stop by the tracer (tracer.py _exec_entry), as are the credsbefore syscalls."""
 
 
-def kinds(traced: frozenset[str]) -> dict[int, tuple[int, int]]:
-    """stoploop.c's table: syscall number -> (kind, flags argument) for the traced syscalls it may enter."""
-    out: dict[int, tuple[int, int]] = {}
+def kinds(traced: frozenset[str], place: bool = False) -> dict[int, tuple[int, int]]:
+    """stoploop.c's table: syscall number -> (kind, flags argument) for the traced syscalls it may enter, and
+    with placement the affinity syscalls it continues at once."""
+    out: dict[int, tuple[int, int]] = {nr: (NR_SERIAL, 0) for nr in SERIAL_NRS} if place else {}
     for name in traced:
         spec = sc.BY_NAME[name]
         if name in _KINDS:
@@ -52,6 +60,20 @@ NR_LIMIT = 512  # stoploop.c NR_MAX
 def available() -> bool:
     """Whether the C loop was built and is not turned off."""
     return BUILT and os.environ.get(ENV_SWITCH, "1") != "0"
+
+
+def placement_wanted() -> bool:
+    """Whether the C loop keeps the tracer on its tracees' CPU (stoploop.c, "Placement"): on unless turned off."""
+    return os.environ.get(PLACE_SWITCH, "1") != "0"
+
+
+class Placement(NamedTuple):
+    """Where the C loop's thread is: its CPU (-1: not pinned yet), how often it moved, and how many resumes
+    woke a tracee on that CPU (its affinity narrowed for the wake-up)."""
+
+    cpu: int
+    moves: int
+    held: int
 
 
 class Hidden(Protocol):
@@ -98,16 +120,30 @@ class Handed(NamedTuple):
 class StopLoop:
     """One tracer's C state. Only the tracer thread calls it, except `bump_epoch` (any thread)."""
 
-    def __init__(self, traced: frozenset[str]) -> None:
+    def __init__(self, traced: frozenset[str], place: bool | None = None) -> None:
+        """place: keep this thread on its tracees' CPU (None: unless FALCONET_PTRACE_PLACEMENT=0)."""
         if not BUILT:
             raise RuntimeError("the C stop loop is not built")
         self._mod = _stoploop
-        self._st = _stoploop.new(kinds(traced))
+        self.place = placement_wanted() if place is None else place
+        self._st = _stoploop.new(kinds(traced, self.place), self.place)
 
     def wait(self) -> Handed | None:
         """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""
         got = self._mod.wait(self._st)
         return None if got is None else Handed(*got)
+
+    def filter_extra(self) -> frozenset[int]:
+        """Syscall numbers the workload's filter must trace for this loop beyond the rules' (placement's)."""
+        return SERIAL_NRS if self.place else frozenset()
+
+    def resume(self, pid: int, request: int, sig: int = 0) -> bool:
+        """PTRACE_CONT or PTRACE_SYSCALL as the C loop resumes (onto this thread's CPU when the tracee was
+        there); False when the tracee is gone."""
+        return self._mod.resume(self._st, pid, request, sig)
+
+    def placement(self) -> Placement:
+        return Placement(*self._mod.placement(self._st))
 
     def task(self, tid: int, tgid: int) -> None:
         self._mod.task(self._st, tid, tgid)

@@ -14,11 +14,25 @@
  * The hidden-fd sets live here (Python reads and writes them through this module), so both paths share one
  * copy. All state belongs to the thread that calls wait(); only bump_epoch() may be called from another
  * thread (a rules reload replacing the open filter), and it only invalidates the decision cache.
+ *
+ * Placement (on unless new() is told otherwise): the thread that calls wait() follows its tracees' CPU and a
+ * tracee on that CPU is resumed onto it. Why: with the tracer and the tracee on two cores, every stop wakes
+ * the tracer's core and every resume wakes the tracee's core, and an idle core of a VM (halt polling off) is a
+ * HLT exit each time: a traced open cost 41x bare on a quiet machine, 5x with both on one core
+ * (bench/RESULTS.md, "ptraceplace"). Following alone is not enough: at a resume the scheduler puts the woken
+ * tracee on the idle core rather than the one the tracer occupies, so the tracee's affinity is narrowed to the
+ * tracer's CPU just for the resume (the wake-up then lands there) and given back right after (see NR_SERIAL for
+ * why the workload cannot see the narrowed mask). A tracee's CPU
+ * is read from /proc/TID/stat (field 39) at its first stop and every SAMPLE_STOPS of its stops after; the
+ * tracer moves to the CPU with the most stops over the last WINDOW_STOPS stops, so with many tracees it serves
+ * the busiest CPU and the others are resumed where they are (as without placement).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <linux/audit.h>
 #include <linux/ptrace.h>
 #include <signal.h>
@@ -44,15 +58,23 @@
 #define CACHE_SLOTS 8192              /* decisions; emptied at CACHE_MAX, as the Python cache (SEEN_MAX) */
 #define CACHE_MAX 4096
 #define NR_MAX 512
+#define SAMPLE_STOPS 64               /* a tracee's CPU is read again after this many of its stops */
+#define WINDOW_STOPS 64               /* the tracer's CPU is chosen again after this many stops (of tasks whose CPU is known) */
+#define CPUS_TRACKED 1024             /* CPU_SETSIZE: CPUs beyond it are not followed */
 
 /* What a syscall number is to this loop: not its (exec, credentials read before: Python's at entry), a close,
  * an open judged by the filter (flags in an argument, or creat's fixed kinds), or one that needs nothing at its
  * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
-enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN };
+enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
+/* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement and continued at their seccomp
+ * stop: the stop makes them wait until this thread has given back an affinity it narrowed for a wake-up, so the
+ * workload never reads the narrowed mask, and a mask it sets is never overwritten by the one given back. */
 
 typedef struct {
     uint64_t key;   /* tid, or tgid << 32 | fd */
     uint8_t used, pending, hide, may_be_dir;
+    uint8_t countdown;  /* stops until this task's CPU is read again */
+    int16_t cpu;        /* where it was last seen stopped; -1: not known */
     int32_t tgid;
     int32_t nr;
     uint64_t args[6];
@@ -80,6 +102,11 @@ typedef struct {
     uint8_t kind[NR_MAX];
     uint8_t flags_arg[NR_MAX];
     long long stops, filtered, answered;
+    int place;                      /* placement on */
+    int cpu;                        /* the CPU this thread is pinned to; -1: none yet */
+    unsigned window;                /* sampled stops in the current window */
+    uint32_t *seen;                 /* stops per CPU in the current window (CPUS_TRACKED) */
+    long long moves, held;          /* times this thread moved; resumes made onto its CPU */
 } state_t;
 
 static uint64_t mix(uint64_t x) {
@@ -237,6 +264,8 @@ static int get_info(pid_t pid, struct ptrace_syscall_info *info) {
     return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof *info, info) > 0 ? 0 : -1;
 }
 
+#include "stoploop_place.h"
+
 /* A seccomp stop: 1 when answered here (the task then waits for its exit stop, kept back or not). */
 static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
@@ -245,9 +274,13 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         return 0;
     int nr = (int)info.seccomp.nr, kind = st->kind[nr], hide = 0, need = 0;
     if (kind == NR_OTHER) return 0;
+    if (kind == NR_SERIAL) {  /* not resumed onto this CPU: the wake-up would narrow its affinity again */
+        ptrace(PTRACE_CONT, pid, NULL, NULL);
+        return 1;
+    }
     if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
         st->filtered++;
-        ptrace(PTRACE_CONT, pid, NULL, NULL);  /* a tracee killed meanwhile: its exit comes next */
+        resume(st, task, pid, PTRACE_CONT, 0);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
     }
     if (kind == NR_OPEN_FLAGS || kind == NR_OPEN_WRITE) {
@@ -267,7 +300,7 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     task->nr = nr;
     memcpy(task->args, info.seccomp.args, sizeof task->args);
     task->may_be_dir = hide && (need & OPEN_READ) && !(need & OPEN_WRITE);
-    if (ptrace(PTRACE_SYSCALL, pid, NULL, NULL) != 0) task->pending = 0;
+    if (resume(st, task, pid, PTRACE_SYSCALL, 0) != 0) task->pending = 0;
     return 1;
 }
 
@@ -283,7 +316,7 @@ static int on_exit_stop(state_t *st, pid_t pid, slot_t *task) {
         return 0;
     }
     st->filtered++;
-    ptrace(PTRACE_CONT, pid, NULL, NULL);
+    resume(st, task, pid, PTRACE_CONT, 0);
     return 1;
 }
 
@@ -307,6 +340,7 @@ static int loop(state_t *st, handed_t *out) {
         st->stops++;
         slot_t *task = WIFSTOPPED(status) ? table_find(&st->tasks, (uint64_t)pid) : NULL;
         if (task) {
+            place_stop(st, pid, task);
             int sig = WSTOPSIG(status), event = status >> 16;
             int done = 0;
             if (!task->pending && sig == SIGTRAP && event == PTRACE_EVENT_SECCOMP)
@@ -341,6 +375,7 @@ static void state_release(state_t *st) {
     free(st->tasks.slots);
     free(st->hidden.slots);
     free(st->cache);
+    free(st->seen);
     free(st);
 }
 
@@ -353,11 +388,15 @@ static state_t *get_state(PyObject *capsule) { return PyCapsule_GetPointer(capsu
 
 static PyObject *py_new(PyObject *self, PyObject *args) {
     PyObject *kinds;
-    if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &kinds)) return NULL;
+    int place = 1;
+    if (!PyArg_ParseTuple(args, "O!|p", &PyDict_Type, &kinds, &place)) return NULL;
     state_t *st = calloc(1, sizeof *st);
     if (!st) return PyErr_NoMemory();
+    st->place = place;
+    st->cpu = -1;
     if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0
-        || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))) {
+        || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))
+        || !(st->seen = calloc(CPUS_TRACKED, sizeof *st->seen))) {
         state_release(st);
         return PyErr_NoMemory();
     }
@@ -410,6 +449,8 @@ static PyObject *py_task(PyObject *self, PyObject *args) {
     if (!s) return PyErr_NoMemory();
     s->tgid = tgid;
     s->pending = 0;
+    s->cpu = -1;
+    s->countdown = 0;
     Py_RETURN_NONE;
 }
 
@@ -512,6 +553,28 @@ static PyObject *py_counters(PyObject *self, PyObject *args) {
     return Py_BuildValue("(LLL)", st->stops, st->answered, st->filtered);
 }
 
+static PyObject *py_resume(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int pid, sig;
+    long request;
+    if (!PyArg_ParseTuple(args, "Oili", &capsule, &pid, &request, &sig)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    if (request != PTRACE_CONT && request != PTRACE_SYSCALL) {
+        PyErr_SetString(PyExc_ValueError, "resume takes PTRACE_CONT or PTRACE_SYSCALL");
+        return NULL;
+    }
+    return PyBool_FromLong(resume(st, table_find(&st->tasks, (uint64_t)pid), pid, request, sig) == 0);
+}
+
+static PyObject *py_placement(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    return Py_BuildValue("(iLL)", st->cpu, st->moves, st->held);
+}
+
 static PyObject *py_open_need(PyObject *self, PyObject *args) {
     unsigned long long flags;
     if (!PyArg_ParseTuple(args, "K", &flags)) return NULL;
@@ -519,7 +582,9 @@ static PyObject *py_open_need(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}) -> state"},
+    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}, place=True) -> state"},
+    {"resume", py_resume, METH_VARARGS, "resume(state, pid, PTRACE_CONT|PTRACE_SYSCALL, sig) -> whether it resumed"},
+    {"placement", py_placement, METH_VARARGS, "placement(state) -> (this thread's CPU or -1, moves, held resumes)"},
     {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
     {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
     {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},

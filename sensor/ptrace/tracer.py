@@ -10,9 +10,9 @@ Fork, vfork, clone, exec and exit events follow every descendant; a new child is
 its parent's fork event has been recorded, so no record of a child ever comes before the fork that made it.
 
 ptrace requests are only valid from the thread that attached, so everything here runs on the tracer thread;
-the sink is called there too (it must be quick and thread-safe). A launched workload's stops are waited for
-by the C stop loop when it is built (fastpath.py): it answers the open filter's stops, which make no record,
-and hands every other stop here.
+the sink is called there too (it must be quick and thread-safe). The stops are waited for by the C stop loop
+when it is built (fastpath.py): it keeps this thread on the tracees' CPU and, for a launched workload, answers
+the open filter's stops, which make no record, and hands every other stop here (attached, every stop).
 """
 
 from __future__ import annotations
@@ -76,8 +76,9 @@ class Tracer:
 
     def __init__(self, sink: Sink, log: Log, traced: frozenset[str], *, snaplen: int = 80,
                  env_max: int = MAX_ENVP, data: frozenset[str] | None = frozenset(),
-                 stoploop: bool | None = None) -> None:
-        """stoploop: use the C stop loop for a launched workload (None: when built and not turned off)."""
+                 stoploop: bool | None = None, placement: bool | None = None) -> None:
+        """stoploop: use the C stop loop for a launched workload (None: when built and not turned off);
+        placement: the C loop keeps its thread on the tracees' CPU (None: unless turned off)."""
         k.check_arch()
         self.sink = sink
         self.log = log
@@ -95,6 +96,7 @@ class Tracer:
         self.root_status: int | None = None
         self._stops = 0
         self._want_loop = fastpath.available() if stoploop is None else stoploop
+        self._placement = placement
         self.loop: fastpath.StopLoop | None = None
         self.foreign_seen = False
         self.closing = False
@@ -130,10 +132,12 @@ class Tracer:
 
     def launch(self, command: Sequence[str]) -> int:
         """Starts `command` under the filter; returns its pid. Raises OSError (spawn or attach refused)."""
-        program = build_filter(sc.BY_NAME[n].nr for n in self.traced)
+        numbers = {sc.BY_NAME[n].nr for n in self.traced}
         if self._want_loop:
-            self.loop = fastpath.StopLoop(self.traced)
+            self.loop = fastpath.StopLoop(self.traced, self._placement)
             self.hidden = self.loop
+            numbers |= self.loop.filter_extra()
+        program = build_filter(numbers)
         rfd, wfd = os.pipe()
         os.set_inheritable(rfd, True)
         try:
@@ -163,6 +167,9 @@ class Tracer:
         """Seizes every thread of these processes (no filter: every syscall stops). Raises OSError for a
         process that cannot be attached (already traced, another user's, gone)."""
         self.seccomp = False
+        if self._want_loop:  # no seccomp stops to answer, but its wait and placement serve every stop here
+            self.loop = fastpath.StopLoop(self.traced, self._placement)
+            self.hidden = self.loop
         done: list[int] = []
         for pid in pids:
             for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
@@ -248,7 +255,10 @@ class Tracer:
 
     def _resume(self, t: _Task, sig: int = 0) -> None:
         req = k.PTRACE_SYSCALL if (t.awaiting >= 0 or not self.seccomp) else k.PTRACE_CONT
-        k.resume(t.tid, req, sig)
+        if self.loop is not None:
+            self.loop.resume(t.tid, req, sig)  # onto the tracer's CPU, as the C loop resumes
+        else:
+            k.resume(t.tid, req, sig)
 
     # --- events --------------------------------------------------------------------------------------------
 

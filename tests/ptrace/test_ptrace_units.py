@@ -3,9 +3,12 @@ target spelling and Falco's engine.kind."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from falconet.sensor import syscalls as sc
 from falconet.sensor.ptrace.seccomp import (
@@ -14,8 +17,11 @@ from falconet.sensor.ptrace.seccomp import (
     DATA_TRACED,
     RET_ALLOW,
     RET_TRACE,
+    LEAF,
+    MAX_TRACED,
     X32_SYSCALL_BIT,
     build_filter,
+    run_counted,
     run_filter,
 )
 from falconet.sensor.ptrace.tracer import CRED_STATE, traced_names
@@ -36,6 +42,21 @@ def test_the_filter_traces_exactly_its_syscalls_and_flags_other_abis() -> None:
     assert run_filter(prog, 257 | X32_SYSCALL_BIT) == RET_TRACE | DATA_FOREIGN
     assert run_filter(prog, 5, arch=0x40000003) == RET_TRACE | DATA_FOREIGN  # i386 (int 0x80)
     assert run_filter(build_filter([]), 257, AUDIT_ARCH_X86_64) == RET_ALLOW
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.integers(min_value=0, max_value=470), max_size=MAX_TRACED))
+def test_the_filters_search_traces_exactly_its_syscalls_in_logarithmic_steps(traced: set[int]) -> None:
+    """The binary-search layout: every number decided right (traced ones, their neighbours, the rest), other
+    ABIs flagged, and no syscall runs more than the header, one JGE per level, a leaf and a return."""
+    prog = build_filter(traced)
+    bound = 4 + math.ceil(math.log2(max(len(traced), 1))) + LEAF + 1
+    for nr in range(0, 480):
+        got, ran = run_counted(prog, nr)
+        assert got == (RET_TRACE | DATA_TRACED if nr in traced else RET_ALLOW), nr
+        assert ran <= bound, (nr, ran, bound)
+    assert run_filter(prog, 1 | X32_SYSCALL_BIT) == RET_TRACE | DATA_FOREIGN
+    assert run_filter(prog, 1, arch=0x40000003) == RET_TRACE | DATA_FOREIGN
 
 
 def test_the_traced_set_is_the_rules_plus_the_state_syscalls() -> None:
