@@ -3,8 +3,9 @@
 Rows, all measured in this one run on this machine (C loops, so the loop itself costs next to nothing):
 - bare: nothing attached;
 - floor: a no-op BPF program on raw_syscalls:sys_enter (the least any syscall tracer can cost);
-- attach points: no-op programs on everything the sensor attaches to (the sys_enter and sys_exit raw
-  tracepoints, sched_process_fork and sched_process_exit), so the difference to the floor is the price of the design;
+- attach points: no-op programs on everything the sensor attaches to (the sys_exit raw tracepoint, the
+  sys_enter tracepoints of unshare, setns and execveat, sched_process_fork and sched_process_exit), so the
+  difference to the floor is the price of the design;
 - daemon, default rules: `falconet run` with rules/falconet_rules.yaml (the sensor ships to user space only
   the syscalls those rules and the process/fd state need, and only the opens the kernel prefilter derived from
   the rules lets through);
@@ -43,8 +44,10 @@ from falconet.rules import DEFAULT_RULES
 
 NOOP_ENTER = "TRACEPOINT_PROBE(raw_syscalls, sys_enter) { return 0; }"
 NOOP_ATTACH_POINTS = """
-RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }
 RAW_TRACEPOINT_PROBE(sys_exit) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_setns) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat) { return 0; }
 TRACEPOINT_PROBE(sched, sched_process_fork) { return 0; }
 TRACEPOINT_PROBE(sched, sched_process_exit) { return 0; }
 """

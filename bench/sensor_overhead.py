@@ -3,8 +3,9 @@
 Rows, each the same C workloads (bench/daemon_loops.c) run in a child process:
 - bare: nothing attached;
 - floor: a no-op raw_syscalls:sys_enter probe (the issue's reference floor);
-- sensor attach points, no-op: no-op probes on every tracepoint sensor/probe.c uses (sys_enter, sys_exit,
-  sched_process_fork, sched_process_exit): the price of the design before any work;
+- sensor attach points, no-op: no-op probes on every tracepoint sensor/probe.c uses (raw sys_exit, the
+  sys_enter tracepoints of unshare/setns/execveat, sched_process_fork, sched_process_exit): the price of the
+  design before any work;
 - sensor, default rules' syscalls: the real program, delivering the default rules' event types to a
   consumer thread calling Sensor.poll (enrichment included: it competes for the same 2 cores);
 - sensor, stable upstream rules' syscalls: the same with falco_rules.yaml's event types;

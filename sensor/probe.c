@@ -16,8 +16,9 @@
 //   memory at exit, where the buffers are still the caller's.
 // * Seccomp runs before the sys_enter tracepoint, so a syscall a seccomp filter denies reaches only sys_exit:
 //   it is recorded like any other, with its error result.
-// * sys_enter (raw tracepoint) works only for the few syscalls whose record needs a value their exit can no
-//   longer read (SAVED_AT_ENTER(id), tested first thing): the credentials from before unshare/setns change them
+// * Work at a syscall's enter is done only for the few syscalls whose record needs a value their exit can no
+//   longer read, on those syscalls' own tracepoints (syscalls:sys_enter_unshare/setns/execveat; the set is
+//   SAVED_AT_ENTER, which sensor.py checks against them): the credentials from before unshare/setns change them
 //   (probe_creds.h) and execveat's dirfd, flags and path, which a successful exec erases with the registers.
 //   They wait in task storage (per task, no global hash) for the syscall's exit.
 // * An exec's exit runs in tail programs (`tails`, probe_exec.h), so sys_exit stays within the verifier's
@@ -30,7 +31,8 @@
 // * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
 //   the clone flags the parent's registers still hold at the fork).
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
-//   a failed output is counted per CPU in `counters` (user space reports it as kernel drops).
+//   a failed output is counted per CPU in `counters` (user space reports it as kernel drops). At most one
+//   record per WAKE_GAP_NS may wake the consumer (wake_flags).
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
 // * What no loaded rule can match stays here: opens by their path (probe_openfilter.h), syscalls without a
 //   state role by their result, the caller's uid and comm (probe_eventgate.h); both are maps user space
@@ -312,12 +314,37 @@ static __always_inline struct buf *get_buf(void) {
     return scratch.lookup(&zero);
 }
 
+// Waking the consumer is the costliest part of a sparse record's emit: the ring buffer's wake-up is an irq_work
+// (a self-IPI: about 11 us per record measured in this VM, more than the record itself), and a sparse stream
+// (the fork/exec/exit records of an exec loop) wakes a consumer that is always caught up once per record. So a
+// record may ask for a wake-up (the ring buffer's own adaptive rule: only when the consumer has caught up) only
+// when WAKE_GAP_NS have passed since the last record that could; the others are committed without one. The
+// consumer (Sensor.poll) keeps its waits at most WAKE_GAP_NS long until a wait finds nothing, which started after
+// the last possible wake-up, so a record committed without one is read within about WAKE_GAP_NS. `wake_at` is
+// one global slot written without atomics: a lost race costs at most one extra wake-up.
+#ifndef WAKE_GAP_NS
+#define WAKE_GAP_NS 1000000
+#endif
+BPF_ARRAY(wake_at, u64, 1);
+
+static __always_inline u64 wake_flags(void) {
+    int zero = 0;
+    u64 *last = wake_at.lookup(&zero);
+    if (!last)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    if (now - *last < WAKE_GAP_NS)
+        return BPF_RB_NO_WAKEUP;
+    *last = now;
+    return 0;
+}
+
 static __always_inline void emit(struct buf *b, u32 payload_len) {
     u32 size = sizeof(struct record_hdr) + (payload_len & PAYLOAD_MASK);
     b->hdr.size = size;
     if (size > sizeof(struct buf))
         return;
-    if (events.ringbuf_output(b, size, 0) != 0)
+    if (events.ringbuf_output(b, size, wake_flags()) != 0)
         count(CNT_RINGBUF_DROPS);
     else
         count(CNT_EMITTED);
@@ -401,20 +428,42 @@ static __always_inline void put_syscall(struct buf *b, u64 *regs, s64 id, s64 re
     b->hdr.args[5] = regs[REGW(REG_ARG5)];
 }
 
-// Only for the syscalls whose exit cannot see everything their record needs (see the header); every other
-// syscall leaves at the first comparison.
-RAW_TRACEPOINT_PROBE(sys_enter) {
-    s64 id = ctx->args[1];
+// Only for the syscalls whose exit cannot see everything their record needs (see the header), each on its own
+// syscall tracepoint: a raw sys_enter program ran for every syscall of the machine just to compare the id, and a
+// BPF program's invocation costs more than the syscall tracepoints' own per-syscall bit test. A syscall
+// tracepoint's record is the id at offset 8 and the arguments as u64 from offset 16 (struct
+// syscall_trace_enter), whatever each argument's declared type; the kernel refuses to attach a program that
+// reads past the syscall's own arguments, so each program reads only its syscall's.
+static __always_inline struct sysconf *enter_conf(void *args) {
+    s64 id = *(int *)((u8 *)args + 8);
     if (!SAVED_AT_ENTER(id))
         return 0;
     int key = id;
     struct sysconf *conf = sysconf.lookup(&key);
-    if (!conf || !conf->on)
-        return 0;
-    if (conf->credsbefore)
-        save_precreds(id);
-    else if (conf->exec == 2)
-        save_execat(id, ctx->args[0]);
+    return conf && conf->on ? conf : 0;
+}
+
+static __always_inline int enter_creds(void *args) {
+    struct sysconf *conf = enter_conf(args);
+    if (conf && conf->credsbefore)
+        save_precreds(*(int *)((u8 *)args + 8));
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_unshare) {
+    return enter_creds(args);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_setns) {
+    return enter_creds(args);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat) {
+    struct sysconf *conf = enter_conf(args);
+    if (conf && conf->exec == 2) {
+        u64 *arg = (u64 *)((u8 *)args + 16);
+        save_execat(*(int *)((u8 *)args + 8), arg[0], arg[1], arg[4]);  // execveat(dirfd, pathname, argv, envp, flags)
+    }
     return 0;
 }
 
@@ -462,13 +511,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 
     // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
     // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
-    // the map lookups and its fd's mark, and its close one delete.
-    if (conf->fdeffect == FD_CLOSES) {
-        u64 key = fd_key(pid_tgid, (int)b->hdr.args[0]);
-        if (hidden_fds.delete(&key) == 0) {  // it was marked: user space never heard of the fd
-            count(CNT_PATH_FILTERED);
-            return 0;
-        }
+    // the map lookups and its fd's mark (a bit in the process's bitmap), and its close one bit test.
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)b->hdr.args[0])) {
+        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
+        return 0;
     }
     u32 off = 0, n = 0;
     if (conf->str0 != NO_ARG) {
@@ -479,11 +525,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
             u8 need = open_need(conf->pathfilter, b->hdr.args);
             if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
                 count(CNT_PATH_FILTERED);
-                if (b->hdr.res >= 0) {
-                    u64 key = fd_key(pid_tgid, b->hdr.res);
-                    u8 one = 1;
-                    hidden_fds.update(&key, &one);  // replaces any mark a lost close left on the number
-                }
+                fd_hide(pid_tgid, b->hdr.res);
                 return 0;
             }
         }
@@ -493,15 +535,13 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // This record reaches user space: a new fd it makes must not keep a mark an earlier kept-back open of
     // the same number left (its close would be held back).
     if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
-        u64 key = fd_key(pid_tgid, b->hdr.res);
-        hidden_fds.delete(&key);
+        fd_unhide(pid_tgid, b->hdr.res);
     } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
         int pair[2] = {};
         u8 at = conf->blob < 6 ? conf->blob : 0;
         if (bpf_probe_read_user(pair, sizeof(pair), (void *)arg_at(b->hdr.args, at)) == 0) {
-            u64 k0 = fd_key(pid_tgid, pair[0]), k1 = fd_key(pid_tgid, pair[1]);
-            hidden_fds.delete(&k0);
-            hidden_fds.delete(&k1);
+            fd_unhide(pid_tgid, pair[0]);
+            fd_unhide(pid_tgid, pair[1]);
         }
     }
     if (conf->str1 != NO_ARG) {
@@ -565,6 +605,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
+    fd_forget(args->child_pid);  // a thread's tid is no live process's number: nothing to drop then
     // The clone flags say whether the child is a thread; the parent is inside its clone syscall here, so they
     // are in its saved registers (a kernel thread's fork has none of these syscall numbers: a plain fork).
     u64 flags = 17;  // SIGCHLD: plain fork
@@ -594,7 +635,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     // (A thread that dies inside a syscall never reaches sys_exit; what sys_enter kept for it is task storage,
     // which goes with the task.)
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (!args->group_dead || is_excluded(pid_tgid >> 32))
+    if (!args->group_dead)
+        return 0;
+    fd_forget(pid_tgid >> 32);
+    if (is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();
     if (!b)

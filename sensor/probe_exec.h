@@ -24,16 +24,14 @@ struct execat {
 };
 BPF_TASK_STORAGE(execat, struct execat);
 
-// At sys_enter of execveat(dirfd, pathname, argv, envp, flags).
-static __always_inline void save_execat(s64 nr, u64 regs) {
+// At the enter of execveat(dirfd, pathname, argv, envp, flags).
+static __always_inline void save_execat(s64 nr, u64 dirfd, u64 path, u64 flags) {
     struct execat *ea = execat.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (!ea)
         return;  // the exec's record then lacks dirfd and flags; its filename is the kernel's (AT_EXECFN)
-    u64 path = 0;
     ea->nr = nr;
-    bpf_probe_read_kernel(&ea->dirfd, 8, (void *)(regs + REG_ARG0));
-    bpf_probe_read_kernel(&path, 8, (void *)(regs + REG_ARG1));
-    bpf_probe_read_kernel(&ea->flags, 8, (void *)(regs + REG_ARG4));
+    ea->dirfd = dirfd;
+    ea->flags = flags;
     ea->path[0] = 0;
     if (path)
         bpf_probe_read_user_str(ea->path, STR_MAX, (void *)path);

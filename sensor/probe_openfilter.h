@@ -27,13 +27,60 @@ struct prefix_key {
 };
 BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
 BPF_ARRAY(path_filter_on, u32, 1);
-// fds whose open the filter kept in the kernel, (tgid << 32 | fd): their close is meaningless to user space
-// (it never heard of the fd), so it stays here too. Any fd-creating syscall that reaches user space clears its
-// number first, so a close user space needs is never held back. LRU: entries of dead processes age out.
-BPF_TABLE("lru_hash", u64, u8, hidden_fds, 65536);
+// fds whose open the filter kept in the kernel: their close is meaningless to user space (it never heard of the
+// fd), so it stays here too. Any fd-creating syscall that reaches user space clears its number first, so a close
+// user space needs is never held back. One bitmap per process (tgid -> HIDDEN_FD_BITS bits): a kept-back open
+// and its close cost one lookup and one atomic bit operation each, where a hash entry per fd cost an LRU insert
+// and a delete (about 55 and 45 ns). An fd at or above HIDDEN_FD_BITS is not marked: its open is still kept back
+// and its close reaches user space, which ignores the close of an fd it never knew. Bits change only atomically
+// (threads of one process share a word). The process's bitmap is dropped at its exit and at the fork of a new
+// process with its number (a reused pid never inherits marks); LRU as a guard: a lost bitmap only lets closes
+// through.
+#define HIDDEN_FD_BITS 1024
+#define HIDDEN_FD_WORDS (HIDDEN_FD_BITS / 64)
+struct fd_bits {
+    u64 w[HIDDEN_FD_WORDS];
+};
+BPF_TABLE("lru_hash", u32, struct fd_bits, hidden_fds, 16384);
+BPF_ARRAY(fd_bits_zero, struct fd_bits, 1);  // never written: the value a process's first mark starts from
 
-static __always_inline u64 fd_key(u64 pid_tgid, s64 fd) {
-    return (pid_tgid & 0xffffffff00000000ULL) | (u32)fd;
+// Marks fd as kept back for the calling process.
+static __always_inline void fd_hide(u64 pid_tgid, s64 fd) {
+    if (fd < 0 || fd >= HIDDEN_FD_BITS)
+        return;
+    u32 tgid = pid_tgid >> 32;
+    struct fd_bits *bits = hidden_fds.lookup(&tgid);
+    if (!bits) {
+        int zero = 0;
+        struct fd_bits *empty = fd_bits_zero.lookup(&zero);
+        if (!empty)
+            return;
+        hidden_fds.update(&tgid, empty);  // BPF_ANY: a racing thread's insert may be replaced, losing marks only
+        bits = hidden_fds.lookup(&tgid);
+        if (!bits)
+            return;
+    }
+    __sync_fetch_and_or(&bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)], 1ULL << (fd & 63));
+}
+
+// Clears fd's mark (a new fd with this number that user space hears of); returns 1 when it was marked.
+static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
+    if (fd < 0 || fd >= HIDDEN_FD_BITS)
+        return 0;
+    u32 tgid = pid_tgid >> 32;
+    struct fd_bits *bits = hidden_fds.lookup(&tgid);
+    if (!bits)
+        return 0;
+    u64 bit = 1ULL << (fd & 63);
+    u64 *word = &bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)];
+    if (!(*word & bit))
+        return 0;
+    return (__sync_fetch_and_and(word, ~bit) & bit) != 0;
+}
+
+// A process's marks go with it (process exit; a new process that reuses the number starts with none).
+static __always_inline void fd_forget(u32 tgid) {
+    hidden_fds.delete(&tgid);
 }
 
 struct suffix_key {

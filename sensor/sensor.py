@@ -38,11 +38,17 @@ PROBE_C = Path(__file__).with_name("probe.c")
 SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
+WAKE_GAP_MS = 1
+"""probe.c's WAKE_GAP_NS in ms: at most one record per this interval wakes the consumer (a ring buffer wake-up
+is a self-IPI, about 11 us each in a VM); poll() waits at most this long while records keep coming."""
 
 
 class SensorError(Exception):
     """The sensor cannot start; the message says what is missing (root, BPF, BTF, headers, tracefs)."""
 
+
+ENTER_TRACEPOINTS = frozenset({"unshare", "setns", "execveat"})
+"""The syscalls probe.c does work for at their enter (syscalls:sys_enter_<name>): syscalls.SAVED_AT_ENTER."""
 
 RINGBUF_MIN_BYTES = 4096
 """One page: the smallest BPF ring buffer the kernel makes."""
@@ -113,6 +119,9 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         offsets["CGROUP_V1_SUBSYS"] = btfmod.subsys_id(btf, controller) if controller else -1
         offsets.update(btfmod.register_offsets(btf, *sc.X86_64_REGS))
     cred_len = max(v for k, v in offsets.items() if k.startswith("OFF_CRED_")) + 8
+    saved = {sc.BY_NR[nr].name for nr in sc.SAVED_AT_ENTER}
+    if saved != ENTER_TRACEPOINTS:  # a developer's error: probe.c attaches one syscall tracepoint per name
+        raise SensorError(f"probe.c saves values at the enter of {sorted(ENTER_TRACEPOINTS)}, not {sorted(saved)}")
     flags = btfmod.cflags(offsets) + [
         f"-DCRED_READ_LEN={cred_len}",
         f"-DRINGBUF_PAGES={config.ringbuf_bytes // 4096}",
@@ -121,6 +130,7 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         f"-DVFORK_NR={sc.VFORK_NR}",
         f"-DFORK_NR={sc.FORK_NR}",
         f"-DEXECVEAT_NR={sc.EXECVEAT_NR}",
+        f"-DWAKE_GAP_NS={WAKE_GAP_MS * 1_000_000}",
         "-DSAVED_AT_ENTER(id)=(" + "||".join(f"(id)=={nr}" for nr in sc.SAVED_AT_ENTER) + ")",
     ]
     return probe_source(), flags
@@ -150,6 +160,7 @@ class Sensor:
         self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
                                              else frozenset(self.config.data_syscalls))
         self._gated: frozenset[int] = frozenset()  # syscall numbers whose event gate is on (set_event_gates)
+        self._recent = False  # the last poll found records: the next wait is at most WAKE_GAP_MS (see poll)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -274,7 +285,8 @@ class Sensor:
         ANY event (fds outlive their open): rules/open_prefixes.py proves that. Prefixes are compared on their
         first 64 bytes and suffixes on their last 32 (sensor/openfilter.py fits them to the kernel's
         maps), which only widens them. The close of a kept-back fd stays in the kernel too (user space never
-        knew the fd); any fd creation that reaches user space clears that mark for its number first.
+        knew the fd; for fd numbers below 1,024, probe_openfilter.h's per-process bitmap); any fd creation that
+        reaches user space clears that mark for its number first.
         Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         suffixes = self._bpf[b"open_suffixes"]
@@ -356,14 +368,23 @@ class Sensor:
         """Waits up to timeout_ms for records; returns the enriched events (state-only records are absorbed).
 
         Takes at most POLL_BATCH records per call, so a caller's loop stays responsive under any load; the rest
-        waits in the ring buffer, where overflow is counted as kernel drops."""
+        waits in the ring buffer, where overflow is counted as kernel drops.
+
+        The kernel lets at most one record per WAKE_GAP_MS wake this wait (probe.c's wake_flags); a record
+        committed without a wake-up is one the consumer reads anyway because, from any wake-up on, each wait is
+        at most WAKE_GAP_MS long until a wait (begun after that wake-up) finds nothing. So a caller's long
+        timeout is used only once the stream has gone quiet, and no record waits much longer than WAKE_GAP_MS."""
         rb = self._ring()
+        if self._recent and (timeout_ms < 0 or timeout_ms > WAKE_GAP_MS):
+            timeout_ms = WAKE_GAP_MS
         rb.wait(timeout_ms)
         now = time.monotonic()
         if now - self._last_sweep > SWEEP_SECONDS:
             self._last_sweep = now
             self._stats.swept += self.enricher.table.sweep()
-        return self._take(rb.read(POLL_BATCH))
+        batch = rb.read(POLL_BATCH)
+        self._recent = batch.consumed > 0
+        return self._take(batch)
 
     def _take(self, batch: Batch) -> list[Event]:
         """Enriches one batch of records (state-only ones are absorbed)."""
