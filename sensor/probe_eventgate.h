@@ -104,6 +104,23 @@ static __always_inline int gate_pass(u8 mode, struct gate_key *key) {
 // 1 when no rule can match this event (the syscall `id`, gated, with result `ret`). The scratch buffer holds
 // the value set's key and, for a path bound, the string (read as the record will read it, from the same
 // pointer at the same exit; the record's read follows and overwrites it).
+// The syscall's argument `idx` (0-5) from the saved registers, read as user space reads it: `conv` is 0 (the
+// register as it is) or GATE_CONV_I32 (its low half sign-extended). One place for the three gates that test one.
+static __always_inline u64 gate_reg(u64 *regs, u8 idx, u8 conv) {
+    u64 v;
+    switch (idx) {
+    case 0: v = regs[REGW(REG_ARG0)]; break;
+    case 1: v = regs[REGW(REG_ARG1)]; break;
+    case 2: v = regs[REGW(REG_ARG2)]; break;
+    case 3: v = regs[REGW(REG_ARG3)]; break;
+    case 4: v = regs[REGW(REG_ARG4)]; break;
+    default: v = regs[REGW(REG_ARG5)]; break;
+    }
+    if (conv == GATE_CONV_I32)
+        v = (u64)(s64)(s32)(u32)v;
+    return v;
+}
+
 static __always_inline int gate_drops(struct buf *b, u64 *regs, s64 id, s64 ret) {
     struct gate_key *key = &b->gkey;
     int idx = id;
@@ -133,17 +150,7 @@ static __always_inline int gate_drops(struct buf *b, u64 *regs, s64 id, s64 ret)
             return 1;
     }
     if (g->arg != GATE_ANY) {
-        u64 v = 0;
-        switch (g->argidx) {
-        case 0: v = regs[REGW(REG_ARG0)]; break;
-        case 1: v = regs[REGW(REG_ARG1)]; break;
-        case 2: v = regs[REGW(REG_ARG2)]; break;
-        case 3: v = regs[REGW(REG_ARG3)]; break;
-        case 4: v = regs[REGW(REG_ARG4)]; break;
-        default: v = regs[REGW(REG_ARG5)]; break;
-        }
-        if (g->argconv == GATE_CONV_I32)
-            v = (u64)(s64)(s32)(u32)v;
+        u64 v = gate_reg(regs, g->argidx, g->argconv);
         __builtin_memset(key->data, 0, sizeof(key->data));
         key->kind = GATE_ARG;
         __builtin_memcpy(key->data, &v, sizeof(v));
@@ -151,28 +158,12 @@ static __always_inline int gate_drops(struct buf *b, u64 *regs, s64 id, s64 ret)
             return 1;
     }
     if (g->bitsmask) {
-        u64 v = 0;
-        switch (g->bitsidx) {
-        case 0: v = regs[REGW(REG_ARG0)]; break;
-        case 1: v = regs[REGW(REG_ARG1)]; break;
-        case 2: v = regs[REGW(REG_ARG2)]; break;
-        case 3: v = regs[REGW(REG_ARG3)]; break;
-        case 4: v = regs[REGW(REG_ARG4)]; break;
-        default: v = regs[REGW(REG_ARG5)]; break;
-        }
-        if (g->bitsconv == GATE_CONV_I32)
-            v = (u64)(s64)(s32)(u32)v;
+        u64 v = gate_reg(regs, g->bitsidx, g->bitsconv);
         if (!(v & g->bitsmask))
             return 1;
     }
     if (g->path != GATE_ANY) {
-        u64 ptr = 0;
-        switch (g->pathidx) {
-        case 0: ptr = regs[REGW(REG_ARG0)]; break;
-        case 1: ptr = regs[REGW(REG_ARG1)]; break;
-        case 2: ptr = regs[REGW(REG_ARG2)]; break;
-        default: ptr = regs[REGW(REG_ARG3)]; break;
-        }
+        u64 ptr = gate_reg(regs, g->pathidx, 0);
         // Strings this long or longer are never judged clean: reading more than PATH_SCAN_MAX bytes is not needed.
         int n = ptr ? bpf_probe_read_user_str(b->payload, PATH_SCAN_MAX, (void *)ptr) : 0;
         if (n > 0 && gate_path_drops(b, n, id, g))
