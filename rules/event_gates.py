@@ -48,7 +48,7 @@ from falconet.model.syscalls import EVENT_PARAMS
 
 from . import open_prefixes
 from .macro_walk import MacroWalk
-from .parser import And, Check, ListLiteral, Literal, MacroRef, Node, Not, Or
+from .parser import And, Check, MacroRef, Node, Not, Or
 from .syscalls import (
     AT_FLAGS,
     MEMFD_FLAGS,
@@ -119,20 +119,11 @@ def _normal(g: EventGate) -> EventGate:
     return NOTHING if g.keeps_none else g
 
 
-def _values(check: Check) -> list[str] | None:
-    value = check.value
-    if isinstance(value, Literal):
-        return [value.text]
-    if isinstance(value, ListLiteral):
-        return [item.text for item in value.items]
-    return None
-
-
 def _check(check: Check, event_type: str) -> Pair:
     ref = check.field
     if ref.transformers or ref.arg is not None:
         return _UNKNOWN
-    values = _values(check)
+    values = open_prefixes.literal_values(check)
     if values is None:
         return _UNKNOWN
     name, op = ref.name, check.op

@@ -195,7 +195,9 @@ def _intersect(a: Paths, b: Paths) -> Paths:
     return out
 
 
-def _values(check: Check) -> list[str] | None:
+def literal_values(check: Check) -> list[str] | None:
+    """The check's operand as strings when it is a literal or a list of literals; None for anything else (a
+    field, a macro list), which no kernel bound can be derived from."""
     value = check.value
     if isinstance(value, Literal):
         return [value.text]
@@ -208,7 +210,7 @@ def _check(check: Check, event_type: str | None) -> Bound:
     ref = check.field
     if ref.transformers or ref.arg is not None:
         return UNBOUNDED
-    values = _values(check)
+    values = literal_values(check)
     if values is None:
         return UNBOUNDED
     name, op = ref.name, check.op
