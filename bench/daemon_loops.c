@@ -2,6 +2,11 @@
  * figures show what tracing adds to each syscall.
  *   daemon_loops open N            open/read/close /etc/hostname N times; prints ns per iteration
  *   daemon_loops exec N            fork + execve /bin/true + wait, N times; prints ns per iteration
+ *   daemon_loops execsched N       the exec loop, and where its wall time went: prints ns per iteration, then
+ *                                  per iteration the loop process's run-queue wait, the children's run-queue
+ *                                  wait and run time (each zombie child's /proc/PID/schedstat, read before it
+ *                                  is reaped: a diagnostic, its reads cost every row alike), and the loop's
+ *                                  involuntary context switches (preemptions) per iteration
  *   daemon_loops paced PATH RATE S [TAG]
  *                                  open/close PATH RATE times a second for S seconds (or as fast as it can);
  *                                  prints the number of opens done (on stderr, how many failed). TAG is ignored: it only marks the process's
@@ -13,9 +18,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* /proc/PID/schedstat: run time, run-queue wait (both ns), timeslices. */
+static int schedstat(const char *path, long long *run, long long *wait) {
+    char text[128];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    text[n] = 0;
+    return sscanf(text, "%lld %lld", run, wait) == 2 ? 0 : -1;
+}
 
 static long long now_ns(void) {
     struct timespec ts;
@@ -52,6 +70,39 @@ int main(int argc, char **argv) {
         printf("%.1f\n", (double)(now_ns() - t0) / n);
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "execsched") == 0) {
+        long n = atol(argv[2]);
+        long long run0, wait0, run1, wait1, child_run = 0, child_wait = 0;
+        struct rusage ru0, ru1;
+        if (schedstat("/proc/self/schedstat", &run0, &wait0) < 0) return 1;
+        getrusage(RUSAGE_SELF, &ru0);
+        long long t0 = now_ns();
+        for (long i = 0; i < n; i++) {
+            pid_t pid = fork();
+            if (pid == 0) {
+                execl("/bin/true", "true", (char *)NULL);
+                _exit(127);
+            }
+            siginfo_t info;
+            if (waitid(P_PID, pid, &info, WEXITED | WNOWAIT) < 0) return 1;
+            char path[64];
+            long long r, w;
+            snprintf(path, sizeof path, "/proc/%d/schedstat", (int)pid);
+            if (schedstat(path, &r, &w) == 0) {
+                child_run += r;
+                child_wait += w;
+            }
+            int status;
+            waitpid(pid, &status, 0);
+        }
+        long long wall = now_ns() - t0;
+        getrusage(RUSAGE_SELF, &ru1);
+        if (schedstat("/proc/self/schedstat", &run1, &wait1) < 0) return 1;
+        printf("%.1f %.1f %.1f %.1f %.1f %.3f\n", (double)wall / n, (double)(wait1 - wait0) / n,
+               (double)child_wait / n, (double)child_run / n, (double)(run1 - run0) / n,
+               (double)(ru1.ru_nivcsw - ru0.ru_nivcsw) / n);
+        return 0;
+    }
     if ((argc == 5 || argc == 6) && strcmp(argv[1], "paced") == 0) {
         const char *path = argv[2];
         double rate = atof(argv[3]);
@@ -84,6 +135,6 @@ int main(int argc, char **argv) {
         if (failed) fprintf(stderr, "%ld of the opens failed (last: %s)\n", failed, strerror(last_errno));
         return 0;
     }
-    fprintf(stderr, "usage: daemon_loops open N | exec N | paced PATH RATE SECONDS [TAG]\n");
+    fprintf(stderr, "usage: daemon_loops open N | exec N | execsched N | paced PATH RATE SECONDS [TAG]\n");
     return 2;
 }

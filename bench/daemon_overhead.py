@@ -10,6 +10,8 @@ Rows, all measured in this one run on this machine (C loops, so the loop itself 
   the syscalls those rules and the process/fd state need, and only the opens the kernel prefilter derived from
   the rules lets through);
 - daemon, default rules, open filter off: the same with `sensor.open_path_filter: false` (every open ships);
+- daemon, default rules, engine thread never yields: `sensor.engine_nice: 0`, the daemon before its engine
+  thread yielded to the workload while keeping up (server/daemon_sched.py);
 - daemon, upstream stable rules: `falconet run` with Falco's falco_rules.yaml (/work/shared/upstream-rules).
 
 Issue 12's targets, checked at the end of every run: "each row against the floor and against bare in the same
@@ -26,12 +28,22 @@ Run (as root):
                                                100,000 opens and 2,000 execs: about 3-4 minutes
   python -m bench.daemon_overhead              every row: about 5-6 minutes
   [--open N] [--exec N] [--repeat K]
+  --rqwait                                     also, per repeat, a second exec loop that reads each child's
+                                               /proc/PID/schedstat before reaping it: where the exec loop's wall
+                                               time went (run time vs run-queue wait of the loop and its children)
+
+Why --rqwait: the exec loop's wall ratio can exceed its CPU ratio, i.e. the loop spends time not running. With
+2 cores that time is run-queue wait: the loop's parent or child woke on the core another task held (the daemon's
+engine thread, which wakes about once a millisecond while events come). The figures say how much of each exec
+was waiting, per row, so a wall ratio can be told apart from a CPU ratio. Its reads cost every row alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +64,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork) { return 0; }
 TRACEPOINT_PROBE(sched, sched_process_exit) { return 0; }
 """
 OPEN_FILTER_OFF = "sensor: {open_path_filter: false}\n"
+ENGINE_NICE_0 = "sensor: {engine_nice: 0}\n"
+NICE_0 = "daemon, default rules, engine thread never yields"
 
 BARE = "bare"
 FLOOR = "floor: no-op raw_syscalls:sys_enter"
@@ -90,9 +104,33 @@ def rows(quick: bool) -> list[Row]:
         (False, ("no-op on the sensor's attach points", lambda: bpf(NOOP_ATTACH_POINTS))),
         (True, (DEFAULT, lambda: daemon([DEFAULT_RULES]))),
         (False, ("daemon, default rules, open filter off", lambda: daemon([DEFAULT_RULES], OPEN_FILTER_OFF))),
+        (False, (NICE_0, lambda: daemon([DEFAULT_RULES], ENGINE_NICE_0))),
         (True, (UPSTREAM, lambda: daemon([UPSTREAM_STABLE]))),
     ]
     return [row for target, row in every if target or not quick]
+
+
+def exec_waits(loops: Path, n: int) -> Figures:
+    """daemon_loops.c's `execsched` loop: per exec, wall, the loop's and its children's run-queue waits and run
+    times (ns), and the loop's involuntary context switches."""
+    out = subprocess.run([str(loops), "execsched", str(n)], capture_output=True, text=True, check=True).stdout
+    wall, parent_wait, child_wait, child_run, parent_run, preempted = (float(x) for x in out.split())
+    return {"rq_wall": wall, "rq_wait": parent_wait + child_wait, "rq_run": parent_run + child_run,
+            "rq_preempted": preempted}
+
+
+def wait_table(results: dict[str, list[Figures]], n: int) -> list[str]:
+    """Medians over repeats of the execsched figures, in us per exec; `other` is wall - run - wait (time nobody
+    of the loop was running or runnable: blocked, or parent and child overlapping makes it negative)."""
+    lines = [f"fork+exec loop with schedstat reads, {n:,} execs per repeat (us per exec, medians)",
+             f"{'row':52} {'wall':>8} {'run':>8} {'rq wait':>8} {'other':>8} {'preempt/exec':>12}"]
+    for label, runs in results.items():
+        def med(key: str) -> float:
+            return statistics.median(r[key] for r in runs) / 1000
+        other = statistics.median((r["rq_wall"] - r["rq_run"] - r["rq_wait"]) for r in runs) / 1000
+        lines.append(f"{label:52} {med('rq_wall'):8,.1f} {med('rq_run'):8,.1f} {med('rq_wait'):8,.1f} "
+                     f"{other:8,.1f} {statistics.median(r['rq_preempted'] for r in runs):12.3f}")
+    return lines
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -102,6 +140,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--exec", type=int, default=MIN_EXECS, help="fork+exec iterations per repeat")
     p.add_argument("--repeat", type=int, default=MIN_REPEATS, help="interleaved repeats (medians are reported)")
     p.add_argument("--quick", action="store_true", help="only the rows the targets name")
+    p.add_argument("--rqwait", action="store_true", help="also measure the exec loop's run-queue waits")
     args = p.parse_args(argv)
     if args.open < 1 or args.exec < 1 or args.repeat < 1:
         p.error("--open, --exec and --repeat must be at least 1")
@@ -126,7 +165,10 @@ def main(argv: list[str]) -> int:
             if isinstance(ctx, Daemon):
                 events, dropped = ctx.settled_counters()
                 drops.setdefault(label, []).append(f"{dropped:.0f}")
-            return {"open": o.wall_ns, "open_cpu": o.cpu_ns, "exec": e.wall_ns, "exec_cpu": e.cpu_ns}
+            figures = {"open": o.wall_ns, "open_cpu": o.cpu_ns, "exec": e.wall_ns, "exec_cpu": e.cpu_ns}
+            if args.rqwait:
+                figures.update(exec_waits(loops, args.exec))
+            return figures
 
         results = interleaved(rows(args.quick), args.repeat, measure)
     print(f"machine after: {machine_state()}")
@@ -138,6 +180,9 @@ def main(argv: list[str]) -> int:
     for line in ratio_table(f"fork+exec loop, {args.exec:,} execs per repeat", results, "exec", "us/exec",
                             1000.0, BARE, FLOOR):
         print(line)
+    if args.rqwait:
+        for line in wait_table(results, args.exec):
+            print(line)
     for label, counts in drops.items():
         print(f"kernel drops, {label}: {', '.join(counts)} (per repeat)")
     print(verdict(results, DEFAULT, FLOOR, "open", 1.10, "open loop, daemon with the default rules vs the floor"))

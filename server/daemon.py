@@ -37,6 +37,7 @@ from falconet.server.fleet.rules_node import FleetRulesNode
 from falconet.server.hub import Hub
 from falconet.server.store import AlertStore, hub_with_store
 from falconet.server.daemon_containers import with_containers
+from falconet.server.daemon_sched import EngineNice
 from falconet.server.k8s_audit import K8sAuditEndpoint
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.metrics_falco import falco_collector
@@ -160,6 +161,7 @@ class Daemon:
         self._stop = threading.Event()
         self._k8s_audit: K8sAuditEndpoint | None = None  # the k8s audit endpoint, when configured
         self._engine_error: BaseException | None = None
+        self.engine_nice = EngineNice(0)  # the engine thread's (server/daemon_sched.py), made when it starts
         self._exit_status = 0
         # Rules pushed to the fleet (server/fleet/rules_node.py): the cached version at start, the watch after.
         self.fleet_rules = FleetRulesNode(config.fleet_rules, self.log, self.metrics.registry) \
@@ -327,7 +329,12 @@ class Daemon:
                 self.metrics.engine_report(counters.events, counters.dropped + counters.undecoded)
                 parts.reporter.tick(counters)
 
-            engine_loop(parts.source, parts.pipeline, tick, self._stop)
+            # Yield the CPU to the workload while keeping up (server/daemon_sched.py): a live source only; a
+            # replay has no workload to make room for. Set once at start (a reload keeps the thread's setting).
+            live = parts.source.name != "replay"
+            self.engine_nice = EngineNice(parts.pipeline.running.config.engine_nice if live else 0)
+            self.engine_nice.start()
+            engine_loop(parts.source, parts.pipeline, tick, self._stop, self.engine_nice.after_poll)
         except BaseException as exc:  # reported by _main(); the daemon then stops with an error status
             self._engine_error = exc
 

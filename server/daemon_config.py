@@ -233,6 +233,8 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
+    # Ours: the engine thread's nice value while it keeps up (server/daemon_sched.py); 0: never yield.
+    engine_nice: int = 10
     # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
     snaplen: int = 80
     # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
@@ -349,7 +351,7 @@ def _parse_config(
     _check_keys(top)
     d = DaemonConfig()
     outputs = top.section("outputs")
-    ring_buffer_bytes, open_path_filter = _read_sensor(top.section("sensor"), d)
+    ring_buffer_bytes, open_path_filter, engine_nice = _read_sensor(top.section("sensor"), d)
     metrics = _read_webserver(top.section("webserver"))
     k8s_audit = _read_k8s_audit(data, top.problems, metrics.listen_port)
     alert_store = read_store_section(top.section("alert_store"))
@@ -377,6 +379,7 @@ def _parse_config(
         alert_store=alert_store,
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
+        engine_nice=engine_nice,
         snaplen=_read_falco_libs(top.section("falco_libs"), d),
         container_engines=parse_container_engines(top.problems, data),
         append_output=parse_append_output(top.problems, data),
@@ -611,9 +614,12 @@ def _read_falco_libs(s: Section, d: DaemonConfig) -> int:
     return snaplen
 
 
-def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool]:
-    """(ring_buffer_bytes, open_path_filter): ours, under `sensor`, since Falco has no such keys."""
+def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool, int]:
+    """(ring_buffer_bytes, open_path_filter, engine_nice): ours, under `sensor`, since Falco has no such keys."""
     ring = s.integer("ring_buffer_bytes", d.ring_buffer_bytes, minimum=RINGBUF_MIN_BYTES)
     if not ringbuf_bytes_valid(ring):  # the sensor owns the rule; below the minimum is reported above
         s.problems.add(f"sensor.ring_buffer_bytes must be a power of two, got {ring}.")
-    return ring, s.boolean("open_path_filter", d.open_path_filter)
+    nice = s.integer("engine_nice", d.engine_nice, minimum=0)
+    if nice > 19:
+        s.problems.add(f"sensor.engine_nice is a nice value from 0 to 19, got {nice}.")
+    return ring, s.boolean("open_path_filter", d.open_path_filter), nice

@@ -183,16 +183,20 @@ class Pipeline:
 
 
 def engine_loop(
-    source: EventSource, pipeline: Pipeline, tick: Callable[[SourceCounters], None], stop: threading.Event
+    source: EventSource, pipeline: Pipeline, tick: Callable[[SourceCounters], None], stop: threading.Event,
+    after_poll: Callable[[Sequence[Event | AuditEvent]], None] | None = None,
 ) -> None:
     """The engine thread: poll, evaluate, and once a second report (`tick`) until `stop` or the source ends.
-    The last tick runs after the last batch, so a replay's losses are reported before the daemon stops."""
+    The last tick runs after the last batch, so a replay's losses are reported before the daemon stops.
+    `after_poll` sees each non-empty batch first (server/daemon_sched.py: the thread's priority follows its lag)."""
     next_tick = time.monotonic() + TICK_SECONDS
     while not stop.is_set():
         events = source.poll(POLL_MS)
         if events is None:
             break
         if events:
+            if after_poll is not None:
+                after_poll(events)
             pipeline.process(events)
         if time.monotonic() >= next_tick:
             next_tick = time.monotonic() + TICK_SECONDS
