@@ -30,7 +30,10 @@ Run (as root):
   [--open N] [--exec N] [--repeat K]
   --rqwait                                     also, per repeat, a second exec loop that reads each child's
                                                /proc/PID/schedstat before reaping it: where the exec loop's wall
-                                               time went (run time vs run-queue wait of the loop and its children)
+                                               time went (run time vs run-queue wait of the loop and its
+                                               children), and how much of the wait was behind the daemon's
+                                               threads (sched tracepoints, bench/_rq_blame.py: attached for the
+                                               whole run, so every row's figures carry their cost alike)
 
 Why --rqwait: the exec loop's wall ratio can exceed its CPU ratio, i.e. the loop spends time not running. With
 2 cores that time is run-queue wait: the loop's parent or child woke on the core another task held (the daemon's
@@ -47,10 +50,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops, machine_state
+from bench._rq_blame import RqBlame
 from bench._interleave import Figures, Row, interleaved, ratio_table, time_loop, verdict
 from falconet.rules import DEFAULT_RULES
 
@@ -110,26 +114,34 @@ def rows(quick: bool) -> list[Row]:
     return [row for target, row in every if target or not quick]
 
 
-def exec_waits(loops: Path, n: int) -> Figures:
+def exec_waits(loops: Path, n: int, blame: RqBlame, daemon_pid: int | None) -> Figures:
     """daemon_loops.c's `execsched` loop: per exec, wall, the loop's and its children's run-queue waits and run
-    times (ns), and the loop's involuntary context switches."""
+    times (ns), the loop's involuntary context switches, and (bench/_rq_blame.py) how much of the wait was
+    behind the daemon's threads."""
+    blame.reset()
     out = subprocess.run([str(loops), "execsched", str(n)], capture_output=True, text=True, check=True).stdout
+    waits = blame.read()
+    tids = {int(t.name) for t in Path(f"/proc/{daemon_pid}/task").iterdir()} if daemon_pid else set()
+    behind = [v for (pid, _comm), v in waits.items() if pid in tids]
     wall, parent_wait, child_wait, child_run, parent_run, preempted = (float(x) for x in out.split())
     return {"rq_wall": wall, "rq_wait": parent_wait + child_wait, "rq_run": parent_run + child_run,
-            "rq_preempted": preempted}
+            "rq_preempted": preempted, "rq_daemon": sum(ns for ns, _ in behind) / n,
+            "rq_daemon_n": sum(k for _, k in behind) / n}
 
 
 def wait_table(results: dict[str, list[Figures]], n: int) -> list[str]:
     """Medians over repeats of the execsched figures, in us per exec; `other` is wall - run - wait (time nobody
     of the loop was running or runnable: blocked, or parent and child overlapping makes it negative)."""
     lines = [f"fork+exec loop with schedstat reads, {n:,} execs per repeat (us per exec, medians)",
-             f"{'row':52} {'wall':>8} {'run':>8} {'rq wait':>8} {'other':>8} {'preempt/exec':>12}"]
+             f"{'row':52} {'wall':>8} {'run':>8} {'rq wait':>8} {'other':>8} {'preempt/exec':>12} "
+             f"{'behind daemon':>13} {'times/exec':>10}"]
     for label, runs in results.items():
         def med(key: str) -> float:
             return statistics.median(r[key] for r in runs) / 1000
         other = statistics.median((r["rq_wall"] - r["rq_run"] - r["rq_wait"]) for r in runs) / 1000
         lines.append(f"{label:52} {med('rq_wall'):8,.1f} {med('rq_run'):8,.1f} {med('rq_wait'):8,.1f} "
-                     f"{other:8,.1f} {statistics.median(r['rq_preempted'] for r in runs):12.3f}")
+                     f"{other:8,.1f} {statistics.median(r['rq_preempted'] for r in runs):12.3f} "
+                     f"{med('rq_daemon'):13,.1f} {statistics.median(r['rq_daemon_n'] for r in runs):10.3f}")
     return lines
 
 
@@ -166,11 +178,12 @@ def main(argv: list[str]) -> int:
                 events, dropped = ctx.settled_counters()
                 drops.setdefault(label, []).append(f"{dropped:.0f}")
             figures = {"open": o.wall_ns, "open_cpu": o.cpu_ns, "exec": e.wall_ns, "exec_cpu": e.cpu_ns}
-            if args.rqwait:
-                figures.update(exec_waits(loops, args.exec))
+            if blame is not None:
+                figures.update(exec_waits(loops, args.exec, blame, ctx.proc.pid if isinstance(ctx, Daemon) else None))
             return figures
 
-        results = interleaved(rows(args.quick), args.repeat, measure)
+        with RqBlame() if args.rqwait else nullcontext() as blame:
+            results = interleaved(rows(args.quick), args.repeat, measure)
     print(f"machine after: {machine_state()}")
     print(f"\ndaemon overhead: median of {args.repeat} interleaved repeats; ratios are medians of per-repeat "
           f"ratios; spread = lowest/highest repeat vs the median")
