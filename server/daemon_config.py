@@ -28,6 +28,7 @@ import yaml
 
 from falconet.model.alert import Priority
 from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
+from falconet.server.daemon_sched import DEFAULT_NICE
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.sensor.containers import EngineSettings
 from falconet.server.config_engine import read_engine
@@ -234,7 +235,7 @@ class DaemonConfig:
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
     # Ours: the engine thread's nice value while it keeps up (server/daemon_sched.py); 0: never yield.
-    engine_nice: int = 10
+    engine_nice: int = DEFAULT_NICE
     # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
     snaplen: int = 80
     # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.

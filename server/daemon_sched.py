@@ -13,7 +13,9 @@ Why not for ever: a thread that yields can fall behind a workload that saturates
 behind its kernel ring buffer loses events (kernel drops) and delays alerts. So the engine's own lag decides:
 once the oldest event of a poll's batch is older than BEHIND_NS, or a poll takes BEHIND_EVENTS or more, the
 thread goes back to nice 0 (the default every other thread keeps); it yields again only when a batch shows it
-has caught up (first event younger than CAUGHT_UP_NS and a small batch). Nothing is deferred or skipped: every
+has caught up (first event younger than CAUGHT_UP_NS and a small batch). The age compares the event's time
+(the kernel's monotonic clock turned to wall-clock time once, at start) with the wall clock now: a clock stepped
+forward makes every batch look late (the thread competes: safe); stepped back, batch sizes still bring it back. Nothing is deferred or skipped: every
 event is processed in order, only the order in which the kernel runs threads changes. The latency target (p99
 at most 10 ms at 10,000 alerts/s) sits above BEHIND_NS, the point at which the engine stops yielding.
 
