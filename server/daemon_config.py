@@ -234,7 +234,7 @@ class DaemonConfig:
     ring_buffer_bytes: int = 8 << 20
     # Ours: keep opens no loaded rule can match in the kernel (Engine.open_path_prefixes); off = ship them all.
     open_path_filter: bool = True
-    # Ours: the engine thread's nice value while it keeps up (server/daemon_sched.py); 0: never yield.
+    # Ours: the engine thread's nice value while it keeps up (server/daemon_sched.py); 0 (default): never yield.
     engine_nice: int = DEFAULT_NICE
     # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
     snaplen: int = 80

@@ -1,5 +1,5 @@
-"""The engine thread's CPU priority: it yields to the machine's workload while it keeps up, and competes as an
-equal as soon as it falls behind.
+"""The engine thread's CPU priority (opt-in, `sensor.engine_nice`): it yields to the machine's workload while it
+keeps up, and competes as an equal as soon as it falls behind.
 
 Why: on a small machine the daemon's engine thread wakes about once a millisecond while events keep coming
 (sensor.Sensor.poll) and runs for tens to hundreds of microseconds each time. A fork+exec loop measured on 2
@@ -43,8 +43,13 @@ BEHIND_EVENTS = 1024
 """...or (whatever the ages) a poll that returns this many events or more: a backlog."""
 CAUGHT_UP_EVENTS = 256
 """...and at most this many."""
-DEFAULT_NICE = 10
-"""The nice value while yielding (sensor.engine_nice): weight 110 against a normal task's 1,024."""
+YIELD_NICE = 10
+"""The nice value measured (weight 110 against a normal task's 1,024), for `sensor.engine_nice: 10`."""
+DEFAULT_NICE = 0
+"""sensor.engine_nice's default: off. Yielding cut the exec loop's waits behind the engine thread 2.5x, but a
+build that saturated both cores (bench.build_workload, load 8) then had kernel drops where nice 0 had none:
+a thread that yields can be descheduled long enough for an exec-heavy burst to fill the ring buffer, and no
+rule on its own lag can act while it is not running (bench/RESULTS.md, execwall)."""
 
 
 CAP_SYS_NICE = 23

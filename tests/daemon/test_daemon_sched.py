@@ -21,7 +21,7 @@ from resources import require_root
 from falconet.model.event import Event, Process, User
 from falconet.server.daemon import Daemon
 from falconet.server.daemon_config import ConfigError, parse_config
-from falconet.server.daemon_sched import BEHIND_EVENTS, CAUGHT_UP_NS, DEFAULT_NICE, may_return_to_nice_0
+from falconet.server.daemon_sched import BEHIND_EVENTS, CAUGHT_UP_NS, YIELD_NICE, may_return_to_nice_0
 from falconet.server.source import KernelFilter, SourceCounters
 
 
@@ -89,16 +89,17 @@ def test_the_engine_thread_yields_while_it_keeps_up_and_competes_when_behind(tmp
         (BEHIND_EVENTS, FRESH),      # a backlog, however young: compete
         (5, FRESH),
     ])
-    daemon = _run(tmp_path, source)
-    assert source.seen == [DEFAULT_NICE, DEFAULT_NICE, 0, 0, DEFAULT_NICE, 0, DEFAULT_NICE]
+    daemon = _run(tmp_path, source, f"sensor: {{engine_nice: {YIELD_NICE}}}\n")
+    assert source.seen == [YIELD_NICE, YIELD_NICE, 0, 0, YIELD_NICE, 0, YIELD_NICE]
     assert daemon.engine_nice.switches == 5  # start, behind, caught up, backlog, caught up
     assert _nice_of_this_thread() == 0  # only the engine thread was ever changed
 
 
-def test_engine_nice_zero_never_yields(tmp_path: Path) -> None:
-    source = _ScriptedSource([(5, FRESH), (5, LATE)])
-    _run(tmp_path, source, "sensor: {engine_nice: 0}\n")
-    assert source.seen == [0, 0, 0]
+def test_by_default_and_with_engine_nice_0_the_thread_never_yields(tmp_path: Path) -> None:
+    for extra in ("", "sensor: {engine_nice: 0}\n"):
+        source = _ScriptedSource([(5, FRESH), (5, LATE), (5, FRESH)])
+        _run(tmp_path, source, extra)
+        assert source.seen == [0, 0, 0, 0]
 
 
 def test_a_configured_nice_value_is_the_one_used(tmp_path: Path) -> None:
