@@ -129,11 +129,12 @@ def test_without_the_right_to_come_back_to_0_the_thread_never_yields() -> None:
     assert done.stdout.split() == ["0", "False", "0"]  # configured 10; never yielded; the kernel agrees
 
 
-def test_only_cap_sys_nice_or_rlimit_nice_allows_coming_back() -> None:
+def test_only_cap_sys_nice_or_rlimit_nice_allows_coming_back(monkeypatch: pytest.MonkeyPatch) -> None:
     import resource
 
-    if resource.getrlimit(resource.RLIMIT_NICE)[0] not in (resource.RLIM_INFINITY,) and \
-            resource.getrlimit(resource.RLIMIT_NICE)[0] < 20:
-        assert may_return_to_nice_0("CapEff:\t0000000000800000\n")  # bit 23
-        assert not may_return_to_nice_0("CapEff:\t000001ffff7fffff\n")  # everything but CAP_SYS_NICE
-        assert not may_return_to_nice_0("Name:\tx\n")
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (0, 0))  # the usual RLIMIT_NICE
+    assert may_return_to_nice_0("CapEff:\t0000000000800000\n")  # bit 23 alone
+    assert not may_return_to_nice_0("CapEff:\t000001ffff7fffff\n")  # everything but CAP_SYS_NICE
+    assert not may_return_to_nice_0("Name:\tx\n")
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (20, 20))  # nice may go down to 20 - 20 = 0
+    assert may_return_to_nice_0("CapEff:\t0000000000000000\n")
