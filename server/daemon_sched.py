@@ -46,7 +46,7 @@ CAUGHT_UP_EVENTS = 256
 YIELD_NICE = 10
 """The nice value measured (weight 110 against a normal task's 1,024), for `sensor.engine_nice: 10`."""
 DEFAULT_NICE = 0
-"""sensor.engine_nice's default: off. Yielding cut the exec loop's waits behind the engine thread 2.5x, but a
+"""sensor.engine_nice's default: off. Yielding made the exec loop wait behind the engine thread less often, but a
 build that saturated both cores (bench.build_workload, load 8) then had kernel drops where nice 0 had none:
 a thread that yields can be descheduled long enough for an exec-heavy burst to fill the ring buffer, and no
 rule on its own lag can act while it is not running (bench/RESULTS.md, execwall)."""
