@@ -45,6 +45,7 @@ def podman() -> Iterator[Podman]:
     p = Podman()
     try:
         p.check()
+        p.cleanup()  # what a killed earlier run of this slot left
         p.ensure_image()
         p.ensure_image(f"{ALLOWED_REPO}:{IMAGE_TAG}")
     except (RuntimeStartError, ImageError, RuntimeError) as exc:
