@@ -21,8 +21,9 @@
  * HLT exit each time: a traced open cost 41x bare on a quiet machine, 5x with both on one core
  * (bench/RESULTS.md, "ptraceplace"). Following alone is not enough: at a resume the scheduler puts the woken
  * tracee on the idle core rather than the one the tracer occupies, so the tracee's affinity is narrowed to the
- * tracer's CPU just for the resume (the wake-up then lands there) and given back right after (see NR_SERIAL for
- * why the workload cannot see the narrowed mask). A tracee's CPU
+ * tracer's CPU for the resume (the wake-up then lands there) and kept narrowed across the stops answered here,
+ * its own mask given back after a pause, before a fork and at a sched_*affinity stop (stoploop_place.h's head
+ * comment; see NR_SERIAL for why the workload cannot see the narrowed mask). A tracee's CPU
  * is read from /proc/TID/stat (field 39) at its first stop and every SAMPLE_STOPS of its stops after; the
  * tracer moves to the CPU with the most stops over the last WINDOW_STOPS stops, so with many tracees it serves
  * the busiest CPU and the others are resumed where they are (as without placement).
@@ -98,8 +99,8 @@ static void prof_print(void) {}
  * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
 enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
 /* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement and continued at their seccomp
- * stop: the stop makes them wait until this thread has given back an affinity it narrowed for a wake-up, so the
- * workload never reads the narrowed mask, and a mask it sets is never overwritten by the one given back. */
+ * stop, where every narrowed tracee's mask is given back first, so the workload never reads a narrowed mask, and
+ * a mask it sets is never overwritten by the one given back. */
 
 typedef struct {
     uint64_t key;   /* tid, or tgid << 32 | fd */
