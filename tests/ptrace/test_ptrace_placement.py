@@ -129,8 +129,9 @@ def test_without_placement_the_tracer_thread_stays_where_it_started(tmp_path: Pa
 
 def test_an_unpinned_tracee_never_sees_its_affinity_narrowed(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Resumes narrow the tracee's affinity to the tracer's CPU for the wake-up only; its sched_getaffinity
-    stops first (stoploop.c NR_SERIAL), so it reads its whole mask every time, thousands of times."""
+    """Resumes narrow the tracee's affinity to the tracer's CPU (kept narrowed across the stops the C loop
+    answers); its sched_getaffinity stops first and every mask is given back there (stoploop.c NR_SERIAL), so
+    it reads its whole mask every time, thousands of times."""
     _needs_two_cpus()
     whole = tuple(sorted(os.sched_getaffinity(0)))
     affinity, _, seen, source = _trace(tmp_path, ",".join(map(str, whole)), monkeypatch, placement=True,
