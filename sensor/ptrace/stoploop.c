@@ -98,15 +98,17 @@ static void prof_print(void) {}
  * an open judged by the filter (flags in an argument, or creat's fixed kinds), or one that needs nothing at its
  * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
 enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
-/* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement and continued at their seccomp
- * stop, where every narrowed tracee's mask is given back first, so the workload never reads a narrowed mask, and
- * a mask it sets is never overwritten by the one given back. */
+/* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement: at their seccomp stop every
+ * narrowed tracee's mask is given back, and (with tracees kept narrowed) nothing is narrowed again until the
+ * syscall has run (its exit stop, answered here), so the workload never reads a narrowed mask, of its own thread
+ * or of another, and a mask it sets is never overwritten by one given back. */
 
 typedef struct {
     uint64_t key;   /* tid, or tgid << 32 | fd */
     uint8_t used, pending, hide, may_be_dir;
     uint8_t countdown;  /* stops until this task's CPU is read again */
     uint8_t kept;       /* left narrowed to the stop thread's CPU after its last resume (stoploop_place.h) */
+    uint8_t serial;     /* in a sched_*affinity syscall, to be stopped at its exit (NR_SERIAL) */
     int32_t fd_dir;     /* an open /proc/TID/fd for its directory checks; -1: none (DIR_FDS_MAX reached) */
     int16_t cpu;        /* where it was last seen stopped; -1: not known */
     int32_t tgid;
@@ -148,6 +150,7 @@ typedef struct {
     long long stops, filtered, answered;
     int place;                      /* placement on */
     int keep;                       /* tracees stay narrowed across stops (stoploop_place.h); 0: per wake-up */
+    int serial;                     /* tracees in a sched_*affinity syscall: nothing is narrowed meanwhile */
     int cpu;                        /* the CPU this thread is pinned to; -1: none yet */
     unsigned window;                /* sampled stops in the current window */
     uint32_t *seen;                 /* stops per CPU in the current window (CPUS_TRACKED) */
@@ -347,6 +350,14 @@ static int forks(int nr) { return nr == 56 || nr == 57 || nr == 58 || nr == 435;
 
 #include "stoploop_place.h"
 
+/* A task's sched_*affinity syscall is over (its exit stop, its death, its slot going): narrowing may resume. */
+static void serial_done(state_t *st, slot_t *task) {
+    if (task->serial) {
+        task->serial = 0;
+        st->serial--;
+    }
+}
+
 /* A seccomp stop: 1 when answered here (the task then waits for its exit stop, kept back or not). */
 static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
@@ -358,7 +369,12 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     if (kind == NR_SERIAL) {  /* every mask given back first; not resumed onto this CPU (it would narrow again) */
         give_back_all(st);
         task->kept = 0;
-        ptrace(PTRACE_CONT, pid, NULL, NULL);
+        if (st->keep && ptrace(PTRACE_SYSCALL, pid, NULL, NULL) == 0) {  /* no narrowing until it has run */
+            task->serial = 1;
+            st->serial++;
+        } else if (!st->keep) {
+            ptrace(PTRACE_CONT, pid, NULL, NULL);
+        }
         return 1;
     }
     if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
@@ -422,8 +438,20 @@ static int loop(state_t *st, handed_t *out) {
             return -1;
         }
         st->stops++;
-        if (WIFEXITED(status) || WIFSIGNALED(status)) give_back(st, pid, 0);  /* gone: nothing to give back */
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            give_back(st, pid, 0);  /* gone: nothing to give back */
+            slot_t *gone = table_find(&st->tasks, (uint64_t)pid);
+            if (gone) serial_done(st, gone);
+        }
         slot_t *task = WIFSTOPPED(status) ? table_find(&st->tasks, (uint64_t)pid) : NULL;
+        if (task && task->serial) {  /* its sched_*affinity syscall has run (or it stopped for another reason) */
+            serial_done(st, task);
+            if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+                ptrace(PTRACE_CONT, pid, NULL, NULL);
+                st->answered++;
+                continue;
+            }
+        }
         if (task) {
             (void)TIMED(P_PLACE, (place_stop(st, pid, task), 1));
             int sig = WSTOPSIG(status), event = status >> 16;
@@ -540,8 +568,10 @@ static PyObject *py_task(PyObject *self, PyObject *args) {
     state_t *st = get_state(capsule);
     if (!st) return NULL;
     slot_t *s = table_find(&st->tasks, (uint64_t)tid);
-    if (s) task_release(st, s);
-    else if (!(s = table_put(&st->tasks, (uint64_t)tid))) return PyErr_NoMemory();
+    if (s) {
+        task_release(st, s);
+        serial_done(st, s);
+    } else if (!(s = table_put(&st->tasks, (uint64_t)tid))) return PyErr_NoMemory();
     s->fd_dir = -1;
     s->kept = 0;
     give_back(st, tid, 1);
@@ -559,7 +589,10 @@ static PyObject *py_forget(PyObject *self, PyObject *args) {
     state_t *st = get_state(capsule);
     if (!st) return NULL;
     slot_t *s = table_find(&st->tasks, (uint64_t)tid);
-    if (s) task_release(st, s);
+    if (s) {
+        task_release(st, s);
+        serial_done(st, s);
+    }
     give_back(st, tid, 0);
     table_del(&st->tasks, (uint64_t)tid);
     Py_RETURN_NONE;

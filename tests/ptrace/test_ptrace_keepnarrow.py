@@ -1,9 +1,12 @@
 """Placement keeps a tracee's affinity narrowed across the stops the C loop answers (stoploop_place.h): what
 must still hold. A tracee that stops stopping gets its own mask back (the give-back thread), and a child forked
 by a narrowed tracee starts with the parent's own mask, never the narrowed one (a fork-family syscall runs with
-the own mask). Both fail if the rule they test is taken out: without the give-back thread the spinning tracee
-stays on one CPU forever; without the fork rule the children inherit the narrowed mask (the parent's last stop
-before each fork is a kept-back close, which leaves it narrowed). No root needed; two CPUs needed.
+the own mask), and a thread reading another thread's mask reads its own mask, never the narrowed one (at a
+sched_*affinity stop every mask is given back and nothing is narrowed until that syscall has run). Each fails if
+the rule it tests is taken out: without the give-back thread the spinning tracee stays on one CPU forever;
+without the fork rule the children inherit the narrowed mask (the parent's last stop before each fork is a
+kept-back close, which leaves it narrowed); without the pause in narrowing the reader sees the opener thread
+re-narrowed while its syscall runs. No root needed; two CPUs needed.
 """
 
 from __future__ import annotations
@@ -54,6 +57,30 @@ for _ in range(forks):
     if pid == 0:
         os._exit(len(os.sched_getaffinity(0)))
     seen.add(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+with open(out, "w") as f:
+    f.write(repr(sorted(seen)) + "\n")
+os._exit(0)
+"""
+
+# argv: work directory, reads, output file. A thread opens a kept-back file (kept narrowed between its stops)
+# while the main thread reads that thread's mask `reads` times; the masks read are written out.
+READER = r"""
+import os, sys, threading
+work, reads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+stop = threading.Event()
+started = threading.Event()
+def opener():
+    started.set()
+    while not stop.is_set():
+        os.close(os.open(work + "/hidden", os.O_RDONLY))
+t = threading.Thread(target=opener)
+t.start()
+started.wait()
+seen = set()
+for _ in range(reads):
+    seen.add(tuple(sorted(os.sched_getaffinity(t.native_id))))
+stop.set()
+t.join()
 with open(out, "w") as f:
     f.write(repr(sorted(seen)) + "\n")
 os._exit(0)
@@ -133,3 +160,19 @@ def test_a_child_of_a_narrowed_tracee_starts_with_its_own_mask(tmp_path: Path,
         source.close()
     assert place.held > 1000, place  # the parent was placed (and kept narrowed) before its forks
     assert out.read_text().splitlines() == [repr([len(whole)])]
+
+
+def test_a_thread_reads_another_threads_own_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _needs_two_cpus()
+    whole = tuple(sorted(os.sched_getaffinity(0)))
+    out = tmp_path / "seen.txt"
+    source = _source(tmp_path, READER, [str(tmp_path), "3000", str(out)], monkeypatch)
+    try:
+        _drain(source, time.monotonic() + DEADLINE)
+        loop = source.tracer.loop
+        assert loop is not None
+        place = loop.placement()
+    finally:
+        source.close()
+    assert place.held > 100, place  # the opener thread was placed (and kept narrowed) between the reads
+    assert out.read_text().splitlines() == [repr([whole])]
