@@ -62,11 +62,11 @@ with open(out, "w") as f:
 os._exit(0)
 """
 
-# argv: work directory, reads, output file. A thread opens a kept-back file (kept narrowed between its stops)
-# while the main thread reads that thread's mask `reads` times; the masks read are written out.
+# argv: work directory, stop file, output file. A thread opens a kept-back file (kept narrowed between its stops)
+# while the main thread reads that thread's mask until the stop file exists; the masks read are written out.
 READER = r"""
 import os, sys, threading
-work, reads, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, stop_file, out = sys.argv[1:4]
 stop = threading.Event()
 started = threading.Event()
 def opener():
@@ -77,8 +77,10 @@ t = threading.Thread(target=opener)
 t.start()
 started.wait()
 seen = set()
-for _ in range(reads):
+n = 0
+while not (n % 100 == 0 and os.path.exists(stop_file)):
     seen.add(tuple(sorted(os.sched_getaffinity(t.native_id))))
+    n += 1
 stop.set()
 t.join()
 with open(out, "w") as f:
@@ -165,14 +167,21 @@ def test_a_child_of_a_narrowed_tracee_starts_with_its_own_mask(tmp_path: Path,
 def test_a_thread_reads_another_threads_own_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _needs_two_cpus()
     whole = tuple(sorted(os.sched_getaffinity(0)))
-    out = tmp_path / "seen.txt"
-    source = _source(tmp_path, READER, [str(tmp_path), "3000", str(out)], monkeypatch)
+    out, stop = tmp_path / "seen.txt", tmp_path / f"stop-{token()}"
+    source = _source(tmp_path, READER, [str(tmp_path), str(stop), str(out)], monkeypatch)
+    deadline = time.monotonic() + DEADLINE
     try:
-        _drain(source, time.monotonic() + DEADLINE)
         loop = source.tracer.loop
+        # Reads go on until the opener thread has been placed (and kept narrowed) many times meanwhile.
+        while (loop is None or loop.placement().held < 3000) and time.monotonic() < deadline:
+            source.poll(5)
+            loop = source.tracer.loop
+        stop.write_text("")
+        _drain(source, deadline + DEADLINE)
         assert loop is not None
         place = loop.placement()
     finally:
+        stop.write_text("")
         source.close()
-    assert place.held > 100, place  # the opener thread was placed (and kept narrowed) between the reads
+    assert place.held >= 3000, place
     assert out.read_text().splitlines() == [repr([whole])]
