@@ -54,9 +54,9 @@
  * found where the tracer's time per stop goes. Monotonic, not thread CPU, time: a step that is preempted by the
  * tracee it just woke counts the tracee's run too (which is itself a finding). */
 #ifdef STOPLOOP_PROFILE
-enum { P_WAIT, P_INFO, P_PATH, P_DIR, P_AFFINITY, P_RESUME, P_PLACE, P_TABLES, P_STEPS };
+enum { P_WAIT, P_INFO, P_PATH, P_DIR, P_AFFINITY, P_RESUME, P_PLACE, P_STEPS };
 static const char *const P_NAMES[P_STEPS] = {"waitpid", "get_info", "read_path", "fd_may_be_dir", "affinity",
-                                             "resume", "place_stop", "tables"};
+                                             "resume", "place_stop"};
 static long long prof_ns[P_STEPS], prof_n[P_STEPS];
 static long long prof_now(void) {
     struct timespec ts;
@@ -109,6 +109,7 @@ typedef struct {
     uint8_t countdown;  /* stops until this task's CPU is read again */
     uint8_t kept;       /* left narrowed to the stop thread's CPU after its last resume (stoploop_place.h) */
     uint8_t serial;     /* in a sched_*affinity syscall, to be stopped at its exit (NR_SERIAL) */
+    uint8_t own_mask;   /* at the seccomp stop of a fork-family syscall handed to Python: resumed unnarrowed */
     int32_t fd_dir;     /* an open /proc/TID/fd for its directory checks; -1: none (DIR_FDS_MAX reached) */
     int16_t cpu;        /* where it was last seen stopped; -1: not known */
     int32_t tgid;
@@ -365,6 +366,7 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         || info.seccomp.ret_data != DATA_TRACED || info.seccomp.nr >= NR_MAX)
         return 0;
     int nr = (int)info.seccomp.nr, kind = st->kind[nr], hide = 0, need = 0;
+    task->own_mask = (uint8_t)forks(nr);  /* for Python's resume if the stop goes there */
     if (kind == NR_OTHER) return 0;
     if (kind == NR_SERIAL) {  /* every mask given back first; not resumed onto this CPU (it would narrow again) */
         give_back_all(st);
@@ -386,7 +388,8 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
         if (!(need & OPEN_KEEP)) {  /* tracer.py _judge_open: an unreadable or too long path is never kept back */
             char path[PATH_SCAN_MAX];
-            ssize_t len = TIMED(P_PATH, read_path(pid, info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1], path));
+            uint64_t addr = info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1];
+            ssize_t len = TIMED(P_PATH, read_path(pid, addr, path));
             if (len == PATH_PYTHON) return 0;
             if (len >= 0) {
                 hide = cache_decision(st, path, (size_t)len, need);
@@ -409,7 +412,8 @@ static int on_exit_stop(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
     if (!task->hide || get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_EXIT) return 0;
     long long res = info.exit.rval;
-    if (res >= 0 && task->may_be_dir && TIMED(P_DIR, fd_may_be_dir(st, task, pid, (long)res))) return 0;  /* a record: Python's */
+    if (res >= 0 && task->may_be_dir && TIMED(P_DIR, fd_may_be_dir(st, task, pid, (long)res)))
+        return 0;  /* a record: Python's */
     task->pending = 0;
     if (res >= 0 && !table_put(&st->hidden, fd_key(task->tgid, (int)res))) {
         task->pending = 1;

@@ -186,6 +186,10 @@ static int narrow(state_t *st, pid_t pid, cpu_set_t *saved) {
  * the head comment); WAKE_ONLY, its own mask is given back right after the wake-up; OWN_MASK, not narrowed. */
 static long resume(state_t *st, slot_t *task, pid_t pid, long request, long sig, int how) {
     if (st->serial > 0) how = OWN_MASK;  /* a sched_*affinity syscall is running: it must see real masks */
+    if (task && task->own_mask) {  /* a fork-family syscall runs next: the child inherits the mask */
+        how = OWN_MASK;
+        task->own_mask = 0;
+    }
     int keep = how == KEEP && st->keep;
     if (!st->place || !task) return TIMED(P_RESUME, ptrace(request, pid, NULL, (void *)sig));
     if (st->cpu < 0 || task->cpu != st->cpu || how == OWN_MASK) {  /* elsewhere now (or this thread moved): its own mask */
