@@ -50,8 +50,6 @@ RETRY_SECONDS = 5.0
 RETENTION_SECONDS = 1.0
 COMMIT_MAX = 2048
 """Most alerts one commit takes (what more is pending goes into the next, at once)."""
-CONVERT_SLICE = 32
-"""The writer yields the GIL after converting this many alerts (about a quarter of a millisecond of work)."""
 DELETE_CHUNK = 100_000
 """Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
 
@@ -510,19 +508,17 @@ class AlertStore:
 def _make_wires(entries: list[Entry]) -> None:
     """Makes the wire form of each entry that has none (the engine published it), in the writer thread.
 
-    This is the conversion the alert's first subscriber would make without a store, done once for the store and
-    every subscriber. It holds the GIL (several µs per alert), so the writer yields it after each CONVERT_SLICE
-    alerts: a publishing thread that wants it (the engine's) then runs first, for up to the interpreter's switch
-    interval, and the engine thread is slowed no more than by the conversion it would otherwise have made
-    itself. A converter thread of its own (sessions 4-5) converted ahead of the commit while the writer was in
-    SQLite; since SQLite holds only the index there is little to overlap, and its polling and GIL hand-offs cost
-    more CPU per alert than they saved (bench/RESULTS.md, "storeready (session 6)")."""
-    if None not in map(_wire_of, entries):  # received alerts: already made
-        return
-    for i in range(0, len(entries), CONVERT_SLICE):
-        for entry in entries[i : i + CONVERT_SLICE]:
-            entry.wire()
-        time.sleep(0)  # lets a thread waiting for the GIL (the engine's) go first: see above
+    This is the conversion the alert's first subscriber would make without a store (on the event loop), done
+    once for the store and every subscriber, and held to the same terms: it takes the GIL for several µs per
+    alert and gives it up at the interpreter's switch interval when another thread wants it, as a subscriber's
+    first read does. Two earlier designs cost more CPU per alert than they saved: a converter thread of its own
+    (sessions 4-5), which converted ahead of the commit while the writer was in SQLite (since SQLite holds only
+    the index there is little to overlap; its polling and GIL hand-offs remained), and yielding the GIL after
+    every 32 alerts (each yield let any thread that wanted the GIL, gRPC's poller included, hold it for up to a
+    switch interval: a group of 2,048 then took up to 300 ms); bench/RESULTS.md, "storeready (session 6)"."""
+    if None in map(_wire_of, entries):  # else received alerts, made already
+        for _ in map(Entry.wire, entries):
+            pass
 
 
 _wire_of = attrgetter("_wire")

@@ -12,8 +12,8 @@ concatenated. The checksum is a CRC-32C (Castagnoli), computed by the CPU's crc3
 google-crc32c: about 0.035 µs per 760-byte alert where zlib's CRC-32 (records written before session 6, magic
 FNr3/FNf3, still read) took about 0.13 µs. A machine where google-crc32c has no C implementation writes the
 old CRC-32 records. Built so that no Python code runs per alert: the lengths table is made by `array` from a
-`map`, the wire forms are joined once (the CRC needs them contiguous; `pwritev` would not) and the write
-releases the GIL. The index is the truth: a record counts once its index row is committed, and
+`map`, the CRC-32C runs over the wire forms one by one from C (`functools.reduce`), and `pwritev` gathers them
+(no join) and releases the GIL. The index is the truth: a record counts once its index row is committed, and
 the row is committed only after the record's `writev` returned (and, with `synchronous: full`, after an
 `fdatasync` of the segment), so the index never points past durable data. A crash between the two leaves bytes
 past the last indexed record (possibly torn: a fatal signal can cut a large write short); opening cuts them off
@@ -34,6 +34,7 @@ import sys
 import time
 import zlib
 from array import array
+from functools import reduce
 from collections.abc import Callable
 from dataclasses import dataclass
 from collections.abc import Iterable
@@ -126,21 +127,27 @@ def segments_in(directory: Path) -> dict[int, Path]:
 
 def encode_record(first: int, wires: list[bytes]) -> tuple[bytes, bytes, list[bytes]]:
     """A record of consecutive alerts from `first`: its head, its lengths table and its payload (the wire forms
-    joined when the CRC covers them, else as they are: `pwritev` joins them in the kernel)."""
+    as they are when the CRC is a CRC-32C, joined for the older CRC-32: `pwritev` gathers them in the kernel)."""
     lengths = array("I", map(len, wires))
     if _SWAP:
         lengths.byteswap()
     table = lengths.tobytes()
     size = len(table) + sum(lengths)
     numbers = _NUMBERS.pack(first, len(wires), size)
-    hw = HARDWARE_CRC
-    crc_of: Callable[[bytes, int], int] = _crc32c if hw else zlib.crc32
+    if not HARDWARE_CRC:
+        if PAYLOAD_CRC:
+            payload = b"".join(wires)
+            crc = zlib.crc32(payload, zlib.crc32(table, zlib.crc32(numbers)))
+            return HEAD.pack(MAGIC, first, len(wires), size, crc), table, [payload]
+        return HEAD.pack(MAGIC_FRAME, first, len(wires), size, zlib.crc32(table, zlib.crc32(numbers))), table, wires
+    crc = google_crc32c.extend(google_crc32c.value(numbers), table)
     if PAYLOAD_CRC:
-        payload = b"".join(wires)
-        crc = crc_of(payload, crc_of(table, crc_of(numbers, 0)))
-        return HEAD.pack(MAGIC_C if hw else MAGIC, first, len(wires), size, crc), table, [payload]
-    crc = crc_of(table, crc_of(numbers, 0))
-    return HEAD.pack(MAGIC_C_FRAME if hw else MAGIC_FRAME, first, len(wires), size, crc), table, wires
+        # Wire by wire, by C calls from `reduce`: no join, so no new buffer the size of the record to allocate
+        # and fill (fresh memory costs more than the copy on a VM: bench/RESULTS.md, "storeready (session 6)");
+        # `pwritev` gathers the wires in the kernel.
+        crc = reduce(google_crc32c.extend, wires, crc)
+        return HEAD.pack(MAGIC_C, first, len(wires), size, crc), table, wires
+    return HEAD.pack(MAGIC_C_FRAME, first, len(wires), size, crc), table, wires
 
 
 def check_record(data: bytes, first: int, last: int, size: int) -> list[bytes]:
