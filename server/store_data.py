@@ -364,9 +364,9 @@ def unframe(data: bytes) -> list[bytes]:
 def runs(entries: Iterable[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
     """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
 
-    No Python code runs per alert when the wire forms are made (the input service's, or the converter's):
-    the writer shares the GIL with the publishing threads, so any Python step per alert here slows publishing.
-    `Entry.wire` (a Python call) runs only for entries the converter has not reached."""
+    No Python code runs per alert when the wire forms are made (the input service's, or the writer's
+    `_make_wires` before this): the writer shares the GIL with the publishing threads, so any Python step per
+    alert here slows publishing. `Entry.wire` (a Python call) runs only for entries without one."""
     out: list[tuple[int, int, int, list[bytes]]] = []
     items = list(entries)
     for i in range(0, len(items), RECORD_ALERTS):
