@@ -319,6 +319,12 @@ class Hub:
             cursors, self._falco_dirty = self._falco_dirty, {}
         return entries, cursors
 
+    def pending(self, max_n: int) -> list[Entry]:
+        """The oldest `max_n` alerts waiting for the next `drain_unsynced` (not removed: the store's writer makes
+        their wire forms while it commits the group before them)."""
+        with self._lock:
+            return self._unsynced[:max_n]
+
     def mark_durable(self, seq: int) -> None:
         """Makes alerts up to `seq` visible to readers (the store committed them, or cannot and says so)."""
         with self._lock:

@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from operator import attrgetter
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ RETRY_SECONDS = 5.0
 RETENTION_SECONDS = 1.0
 COMMIT_MAX = 2048
 """Most alerts one commit takes (what more is pending goes into the next, at once)."""
+CONVERT_STEP = 64
+"""Alerts the writer converts between two looks at whether the commit beside it is done (about 0.5 ms)."""
 DELETE_CHUNK = 100_000
 """Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
 
@@ -130,6 +133,9 @@ class AlertStore:
         self.hub: Hub | None = None
         self.report: Report | None = None
         self._wake = threading.Event()
+        self._io: ThreadPoolExecutor | None = None
+        """Runs each commit (the record's write and the index commit, mostly without the GIL) while the writer
+        converts the next alerts: `_commit_beside_conversion`."""
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._backlog: deque[Entry] = deque()
@@ -160,6 +166,7 @@ class AlertStore:
         the hub directly)."""
         self.hub = hub
         self.report = report
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="falconet-store-io")
         self._thread = threading.Thread(target=self._run, name="falconet-store", daemon=True)
         self._thread.start()
         self._wake.set()
@@ -177,6 +184,9 @@ class AlertStore:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
         with self._rlock:
             for conn in (self._conn, self._rconn):
                 if conn is not None:
@@ -232,7 +242,7 @@ class AlertStore:
                 self._backlog.extend(entries)
             self._cursors.update(cursors)
             if self._backlog or self._cursors:
-                self._commit()
+                self._commit_beside_conversion(hub)
             if entries:
                 # Committed, or (store failing) delivered from memory: either way the readers may see them now.
                 hub.mark_durable(entries[-1].seq)
@@ -243,6 +253,27 @@ class AlertStore:
                 self._raise(STORE_RULE, Priority.ERROR, self._damage_reports.popleft())
             if stopping and not more:
                 return
+
+    def _commit_beside_conversion(self, hub: Hub) -> None:
+        """Commits the backlog in the I/O thread and, while that runs, makes the wire forms of the alerts
+        published since the drain (the next group), in slices, until the commit is done.
+
+        The write of the record and SQLite's commit hold the GIL only briefly, and on a VM the write costs
+        several µs per alert (new page-cache pages: bench/RESULTS.md, "storeready (session 6)"); done one after
+        the other with the conversion, a burst's alerts waited for both. The conversion stops as soon as the
+        commit is done, so what is committed becomes visible no later than it would have. Nothing else is shared
+        with the I/O thread meanwhile: the writer only converts (each entry caches its one wire form)."""
+        io = self._io
+        if io is None:  # not started (tests drive the writer directly)
+            self._commit()
+            return
+        done: Future[None] = io.submit(self._commit)
+        pending = hub.pending(COMMIT_MAX)
+        for i in range(0, len(pending), CONVERT_STEP):
+            if done.done():
+                break
+            _make_wires(pending[i : i + CONVERT_STEP])
+        done.result()
 
     def _commit(self) -> None:
         if self._conn is None:  # never opened (its failure was reported): memory only for this run

@@ -209,3 +209,16 @@ def test_the_store_writer_is_woken_for_the_first_alert_since_each_drain_and_not_
     assert [e.alert.rule for e in hub.drain_unsynced()[0]] == ["e4", "e5", "e6"]
     hub.publish(make_alert(7, rule="e7"))
     assert store.calls == 4
+
+
+def test_pending_lists_the_oldest_alerts_awaiting_the_next_drain_without_taking_them() -> None:
+    """What the store's writer converts while it commits the group before them."""
+    hub = Hub(16, store=_Pending())
+    for i in range(5):
+        hub.publish(make_alert(i, rule=f"p{i}"))
+    assert [e.alert.rule for e in hub.pending(3)] == ["p0", "p1", "p2"]
+    assert [e.alert.rule for e in hub.pending(10)] == ["p0", "p1", "p2", "p3", "p4"]
+    assert [e.alert.rule for e in hub.drain_unsynced(2)[0]] == ["p0", "p1"]
+    assert [e.alert.rule for e in hub.pending(10)] == ["p2", "p3", "p4"]
+    hub.drain_unsynced()
+    assert hub.pending(10) == []
