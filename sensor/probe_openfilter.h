@@ -26,7 +26,7 @@ struct prefix_key {
     u8 data[PREFIX_MAX];
 };
 BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
-BPF_ARRAY(path_filter_on, u32, 1);
+BPF_ARRAY(path_filter_on, u32, 1);  // 0: off; on: the maps' generation (user space changes it at every reload)
 // fds whose open the filter kept in the kernel: their close is meaningless to user space (it never heard of the
 // fd), so it stays here too. Any fd-creating syscall that reaches user space clears its number first, so a close
 // user space needs is never held back. One bitmap per process (tgid -> HIDDEN_FD_BITS bits): a kept-back open
@@ -174,6 +174,39 @@ static __always_inline int suffix_covers(struct buf *b, u32 n, u8 need) {
     return 0;
 }
 
+// The prefix trie's answer for a path, cached by the path's first 8 bytes (HEAD_LEN). When no atom longer than
+// 8 bytes starts with those 8 bytes (`open_long_heads` holds the first 8 bytes of every longer atom), every atom
+// that is a prefix of the path is at most 8 bytes long, so it is a prefix of the head itself: the trie's answer
+// is the same for every path of 8 bytes or more with this head, and a hash lookup (about 8 ns) replaces the trie
+// walk (about 30 ns) the next time. The kernel fills the cache itself on a miss; each value carries the filter's
+// generation (path_filter_on's value, which user space changes at every reload), so an answer computed from
+// earlier maps is never used: user space needs no ordering with a program that is still running. A path shorter
+// than 8 bytes, or whose head some longer atom starts with, always asks the trie.
+#define HEAD_LEN 8
+BPF_TABLE("lru_hash", u64, u64, open_heads, 4096);   // head -> generation << 8 | the kinds the trie answered
+BPF_HASH(open_long_heads, u64, u8, 1024);             // the first HEAD_LEN bytes of every atom longer than that
+
+// The kinds the prefixes cover for the clean path at payload[0] (n bytes without its NUL); gen: the filter's.
+static __always_inline u8 prefix_covers(struct buf *b, u32 n, u32 gen) {
+    u64 head = 0;
+    if (n >= HEAD_LEN) {
+        __builtin_memcpy(&head, b->payload, HEAD_LEN);
+        u64 *cached = open_heads.lookup(&head);
+        if (cached && (*cached >> 8) == gen)
+            return *cached & 0xff;
+    }
+    struct prefix_key key = {};
+    key.prefixlen = (n > PREFIX_MAX ? PREFIX_MAX : n) * 8;
+    __builtin_memcpy(key.data, b->payload, PREFIX_MAX);
+    u8 *found = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
+    u8 covers = found ? *found : 0;
+    if (n >= HEAD_LEN && !open_long_heads.lookup(&head)) {
+        u64 val = (u64)gen << 8 | covers;
+        open_heads.update(&head, &val);
+    }
+    return covers;
+}
+
 // 1 when the path at payload[0] may be dropped: clean, and no prefix or suffix covers this open.
 static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
     int zero = 0;
@@ -181,12 +214,8 @@ static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
     if (!on || !*on || (need & OPEN_KEEP) || !path_clean(b, len))
         return 0;
     KP(8);
-    struct prefix_key key = {};
     u32 n = len - 1;  // without the NUL
-    key.prefixlen = (n > PREFIX_MAX ? PREFIX_MAX : n) * 8;
-    __builtin_memcpy(key.data, b->payload, PREFIX_MAX);
-    u8 *covers = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
-    if (covers && (*covers & need))
+    if (prefix_covers(b, n, *on) & need)
         return 0;
     KP(9);
     int r = !suffix_covers(b, n, need);
