@@ -548,6 +548,13 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     if (conf->forks && ret == 0)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    // The close of an fd whose open was kept back needs no record (and close has no gate: it changes the fd
+    // table), so it is decided first, from the register alone.
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)regs[REGW(REG_ARG0)])) {
+        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
+        KP(5);
+        return 0;
+    }
     struct buf *b = get_buf();
     if (!b)
         return 0;
@@ -579,11 +586,6 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
     // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
     // the map lookups and its fd's mark (a bit in the process's bitmap), and its close one bit test.
-    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)b->hdr.args[0])) {
-        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
-        KP(5);
-        return 0;
-    }
     u32 off = 0, n = 0;
     if (conf->str0 != NO_ARG) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
@@ -677,7 +679,6 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
-    fd_forget(args->child_pid);  // a thread's tid is no live process's number: nothing to drop then
     // The clone flags say whether the child is a thread; the parent is inside its clone syscall here, so they
     // are in its saved registers (a kernel thread's fork has none of these syscall numbers: a plain fork).
     u64 flags = 17;  // SIGCHLD: plain fork
@@ -709,7 +710,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!args->group_dead)
         return 0;
-    fd_forget(pid_tgid >> 32);
     if (is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();

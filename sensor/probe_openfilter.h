@@ -29,46 +29,52 @@ BPF_LPM_TRIE(open_prefixes, struct prefix_key, u8, 1024);
 BPF_ARRAY(path_filter_on, u32, 1);  // 0: off; on: the maps' generation (user space changes it at every reload)
 // fds whose open the filter kept in the kernel: their close is meaningless to user space (it never heard of the
 // fd), so it stays here too. Any fd-creating syscall that reaches user space clears its number first, so a close
-// user space needs is never held back. One bitmap per process (tgid -> HIDDEN_FD_BITS bits): a kept-back open
-// and its close cost one lookup and one atomic bit operation each, where a hash entry per fd cost an LRU insert
-// and a delete (about 55 and 45 ns). An fd at or above HIDDEN_FD_BITS is not marked: its open is still kept back
-// and its close reaches user space, which ignores the close of an fd it never knew. Bits change only atomically
-// (threads of one process share a word). The process's bitmap is dropped at its exit and at the fork of a new
-// process with its number (a reused pid never inherits marks); LRU as a guard: a lost bitmap only lets closes
-// through.
+// user space needs is never held back. One bitmap per process (HIDDEN_FD_BITS bits), in the task storage of the
+// process's group leader: a kept-back open and its close cost one storage lookup (the leader's own cache, no
+// hash) and one atomic bit operation each (session 5 replaced a hash entry per fd, about 55 and 45 ns, with a
+// tgid-keyed LRU hash of bitmaps, about 13-16 ns; the task storage saves that hash). An fd at or above
+// HIDDEN_FD_BITS is not marked: its open is still kept back and its close reaches user space, which ignores the
+// close of an fd it never knew. Bits change only atomically (threads of one process share a word). The storage
+// lives and dies with the leader's task_struct, so a new process (a fork, or a reused pid, which the kernel gives
+// out only after the old leader is freed) starts with no marks; when a thread other than the leader execs, it
+// becomes the leader with empty storage, which loses marks only (their closes reach user space).
 #define HIDDEN_FD_BITS 1024
 #define HIDDEN_FD_WORDS (HIDDEN_FD_BITS / 64)
 struct fd_bits {
     u64 w[HIDDEN_FD_WORDS];
 };
-BPF_TABLE("lru_hash", u32, struct fd_bits, hidden_fds, 16384);
-BPF_ARRAY(fd_bits_zero, struct fd_bits, 1);  // never written: the value a process's first mark starts from
+#if BTF_OFF_OK(OFF_TASK_GROUP_LEADER)
+BPF_TASK_STORAGE(hidden_fds, struct fd_bits);
+
+// The calling process's bitmap (created when `create`), or 0.
+static __always_inline struct fd_bits *fd_bits_of(int create) {
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct task_struct *leader = 0;
+    BTF_LOAD64(leader, task, OFF_TASK_GROUP_LEADER);
+    if (!leader)
+        return 0;
+    return hidden_fds.task_storage_get(leader, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
+#else
+static __always_inline struct fd_bits *fd_bits_of(int create) {
+    return 0;  // no marks: every close of a kept-back fd reaches user space
+}
+#endif
 
 // Marks fd as kept back for the calling process.
 static __always_inline void fd_hide(u64 pid_tgid, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return;
-    u32 tgid = pid_tgid >> 32;
-    struct fd_bits *bits = hidden_fds.lookup(&tgid);
-    if (!bits) {
-        int zero = 0;
-        struct fd_bits *empty = fd_bits_zero.lookup(&zero);
-        if (!empty)
-            return;
-        hidden_fds.update(&tgid, empty);  // BPF_ANY: a racing thread's insert may be replaced, losing marks only
-        bits = hidden_fds.lookup(&tgid);
-        if (!bits)
-            return;
-    }
-    __sync_fetch_and_or(&bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)], 1ULL << (fd & 63));
+    struct fd_bits *bits = fd_bits_of(1);
+    if (bits)
+        __sync_fetch_and_or(&bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)], 1ULL << (fd & 63));
 }
 
 // Clears fd's mark (a new fd with this number that user space hears of); returns 1 when it was marked.
 static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return 0;
-    u32 tgid = pid_tgid >> 32;
-    struct fd_bits *bits = hidden_fds.lookup(&tgid);
+    struct fd_bits *bits = fd_bits_of(0);
     if (!bits)
         return 0;
     u64 bit = 1ULL << (fd & 63);
@@ -76,11 +82,6 @@ static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
     if (!(*word & bit))
         return 0;
     return (__sync_fetch_and_and(word, ~bit) & bit) != 0;
-}
-
-// A process's marks go with it (process exit; a new process that reuses the number starts with none).
-static __always_inline void fd_forget(u32 tgid) {
-    hidden_fds.delete(&tgid);
 }
 
 struct suffix_key {
