@@ -8,7 +8,7 @@ stage. The sensor is configured as the daemon configures it (bench.sensor_kernel
 are the ones the daemon's kernel runs. Figures are ns per stage visit and per loop iteration (a stage one
 syscall of three passes counts once per iteration).
 
-Run: python -m bench.sensor_kprof [--open N] [--repeat R] [--rules default|stable]  (root)
+Run: python -m bench.sensor_kprof [--open N] [--repeat R] [--rules default|stable] [--probe PATH]  (root)
 """
 
 from __future__ import annotations
@@ -43,9 +43,13 @@ NAMES = {
 }
 
 
-def _with_kprof() -> None:
-    """Makes the sensor compile probe.c with -DKPROF (this process only)."""
+def _with_kprof(probe: Path | None) -> None:
+    """Makes the sensor compile probe.c with -DKPROF (this process only), or another copy of probe.c with its
+    probe_*.h beside it (an older tree's with the same KP marks, to compare in one run)."""
     from falconet.sensor import sensor as sensor_mod
+
+    if probe is not None:
+        sensor_mod.PROBE_C = probe
 
     original = sensor_mod.program_text
 
@@ -54,7 +58,7 @@ def _with_kprof() -> None:
         text, flags = original(config, offsets)
         return text, [*flags, "-DKPROF"]
 
-    sensor_mod.program_text = program_text  # type: ignore[assignment]
+    sensor_mod.program_text = program_text
 
 
 def run_once(exe: Path, n: int, rules: Path) -> dict[int, tuple[float, float]]:
@@ -104,6 +108,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--open", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rules", choices=("default", "stable"), default="default")
+    ap.add_argument("--probe", type=Path, help="another probe.c (with KP marks) to time instead of this tree's")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench.sensor_kprof needs root (it loads BPF programs)", file=sys.stderr)
@@ -111,7 +116,7 @@ def main(argv: list[str]) -> int:
     from falconet.rules import DEFAULT_RULES
 
     rules = UPSTREAM_STABLE if args.rules == "stable" else DEFAULT_RULES
-    _with_kprof()
+    _with_kprof(args.probe)
     print(f"machine before: {machine_state()}", flush=True)
     runs: list[dict[int, tuple[float, float]]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -44,7 +44,12 @@ def run_opens(sensor: LiveSensor, spec: dict[str, list[str]], paths: list[str], 
 
     sensor.sensor.set_open_prefixes(spec)
     _, events = collect(sensor, workload, keep, lambda k: any(e.fd.nameraw == barrier for e in k))  # type: ignore[union-attr]
-    return [e.fd.nameraw for e in events if e.fd is not None and e.fd.nameraw != barrier]
+    got: list[str] = []
+    for e in events:
+        name = e.fd.nameraw if e.fd is not None else None
+        if name is not None and name != barrier:
+            got.append(name)
+    return got
 
 
 def expected(spec: dict[str, list[str]], paths: list[str]) -> list[str]:
