@@ -75,6 +75,10 @@ def _i64(v: int) -> int:
     return v - (1 << 64) if v & (1 << 63) else v
 
 
+# The register holding an open's flags, as the syscall table copies it (model/syscalls.py: `flags=u1`, `u2`).
+_FLAGS_REG = {"open": 1, "openat": 2}
+
+
 class Enricher:
     """Records -> Events, keeping the process and fd tables. Pure user space: fed bytes or Records."""
 
@@ -336,9 +340,22 @@ class Enricher:
         before (`got`): _syscall's work for it, straight from the unpacked header (no Record)."""
         spec, plan, wanted, _quiet_close = route
         res = v[24]
+        gate = self._gate
+        if gate is not None and wanted:
+            # An open the gate already ruled out, of an Fd already made: only the fd table's part of _open, with
+            # the flags register plan.build would have copied (the memo and Fd cache keys are the same).
+            reg = _FLAGS_REG.get(spec.name)
+            if reg is not None:
+                flags = v[25 + reg] or 0
+                fd = self._open_fds.get((res, flags, got)) if gate[1].get((spec.name, flags, got[1])) else None
+                if fd is not None:
+                    if res >= 0:
+                        p.fds[res] = fd
+                    self.gated_opens += 1
+                    return None
         args = plan.build(res, v[25:31], segments, {"p0": got})
         fd = self._open(res, spec.name, p, got, args)
-        if not wanted or (self._gate is not None and self._gated(spec.name, got, args)):
+        if not wanted or (gate is not None and self._gated(spec.name, got, args)):
             return None
         return self._event(p, spec.name, v[0], v[4], res, args, fd, v[18])
 
