@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 LOG_ENV = "FALCONET_STAGE_LOG"
 STAGES = ("wait", "read", "enrich", "engine")
@@ -53,9 +53,19 @@ def install(totals: dict[str, int]) -> None:
         totals.setdefault(stage + "_calls", 0)
     totals.setdefault("engine_thread", 0)
     totals.setdefault("records", 0)
+    totals.setdefault("gated_opens", 0)
     setattr(RingBuffer, "wait", _timed(totals, "wait", RingBuffer.wait))
     setattr(RingBuffer, "read", _timed(totals, "read", RingBuffer.read))
-    setattr(Enricher, "feed_batch", _timed(totals, "enrich", Enricher.feed_batch))
+    feed = _timed(totals, "enrich", Enricher.feed_batch)
+
+    def feed_batch(self: Enricher, *args: Any) -> Any:
+        try:
+            return feed(self, *args)
+        finally:  # the opens the user-space gate kept from becoming Events (a tree without the gate: 0)
+            totals["gated_opens"] = int(getattr(self, "gated_opens", 0))
+            totals["records"] += len(args[1])
+
+    setattr(Enricher, "feed_batch", feed_batch)
     setattr(pipeline.Pipeline, "process", _timed(totals, "engine", pipeline.Pipeline.process))
     loop = pipeline.engine_loop
     engine_tid: list[int] = []

@@ -35,6 +35,10 @@ Run (as root; downloads about 1.5 MB once into --cache):
                                                  machine (25 minutes at load 18)
   python -m bench.build_workload --repeat 1      one of each (a smoke run, not a measurement): about 2 minutes
   [--repeat N] [--jobs N] [--workdir DIR] [--cache DIR] [--rules default,upstream]
+  --stages                                       also the daemon's engine thread CPU by stage (ring-buffer wait,
+                                                 read, enricher, engine, the loop's rest; bench._stage_probe),
+                                                 records read and opens the user-space gate kept from the engine
+Per daemon run it also prints the daemon's CPU by thread (the busiest one, the engine thread, user and system).
 """
 
 from __future__ import annotations
@@ -242,6 +246,8 @@ def stage_figures(t0: dict[str, int], t1: dict[str, int]) -> Figures:
     """Engine-thread CPU seconds per stage between two stage_totals, and the loop's own rest."""
     out: Figures = {f"stage_{k}": (t1[k] - t0[k]) / 1e9 for k in STAGES}
     out["stage_polls"] = float(t1["read_calls"] - t0["read_calls"])
+    out["stage_records"] = float(t1["records"] - t0["records"])
+    out["stage_gated"] = float(t1["gated_opens"] - t0["gated_opens"])
     thread = (t1["engine_thread"] - t0["engine_thread"]) / 1e9
     out["stage_loop"] = thread - sum(out[f"stage_{k}"] for k in STAGES)
     return out
@@ -310,7 +316,9 @@ def report(results: dict[str, list[Figures]], repeat: int, jobs: int) -> list[st
             parts = ", ".join(f"{k} {statistics.median(r['stage_' + k] for r in runs):.2f}"
                               for k in (*STAGES, "loop"))
             lines.append(f"{label}: engine thread CPU by stage (median s): {parts}; polls "
-                         f"{statistics.median(r['stage_polls'] for r in runs):,.0f}")
+                         f"{statistics.median(r['stage_polls'] for r in runs):,.0f}, records "
+                         f"{statistics.median(r['stage_records'] for r in runs):,.0f}, opens gated in user space "
+                         f"{statistics.median(r['stage_gated'] for r in runs):,.0f}")
     for label, runs in results.items():
         if label == BARE:
             continue
