@@ -176,7 +176,9 @@ def _fresh(rules: Path) -> tuple[Callable[[bytes, list[int], list[int]], tuple[l
     types = engine.event_types
     enricher = Enricher(wanted=set(types) if types is not None else None)
     if GATE[0] and hasattr(engine, "open_gate") and engine.open_path_prefixes() is not None:
-        enricher.open_gate = engine.open_gate().may_match  # as the daemon sets it, with the open filter on
+        gate = engine.open_gate()  # as the daemon sets it, with the open filter on
+        enricher.open_gate = gate.may_match
+        enricher.fd_type_gate = getattr(gate, "fd_type_may_match", None)
     engine.warm()
     return enricher.feed_batch, engine.process  # type: ignore[return-value]
 

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .macro_walk import MacroWalk
 from .open_prefixes import FILTERED_OPENS, SUFFIX, Bound, _check, literal_values
 from .parser import And, Check, MacroRef, Node, Not, Or
+
+if TYPE_CHECKING:
+    from .fd_type_gate import FdTypeGate
 
 
 
@@ -206,13 +210,17 @@ class OpenGate:
     """`may_match(event type, fd.name, kind set)`: False only when no enabled rule can match such an open.
     Event types other than the filtered opens (open, openat, creat) always may."""
 
-    def __init__(self, trees: dict[str, Tree]) -> None:
+    def __init__(self, trees: dict[str, Tree], fd_types: FdTypeGate | None = None) -> None:
         self._trees = trees
+        self._fd_types = fd_types
         # (event type, kind set 1..7) -> the tree as one function of the path
         self._fns = {(t, need): compiled(tree, need) for t, tree in trees.items() for need in range(1, 8)}
 
     @classmethod
-    def of(cls, rules: Iterable[RuleSpec]) -> OpenGate:
+    def of(cls, rules: Iterable[RuleSpec], with_fd_types: bool = True) -> OpenGate:
+        """The gate of these rules; with_fd_types: with the fd-type gate for the other syscalls too."""
+        from .fd_type_gate import FdTypeGate
+
         rules = list(rules)
         trees: dict[str, Tree] = {}
         for etype in sorted(FILTERED_OPENS):
@@ -227,7 +235,12 @@ class OpenGate:
                 if t is not False:
                     parts.append(t)
             trees[etype] = True if parts == [True] else (AnyOf(tuple(parts)) if parts else False)
-        return cls(trees)
+        return cls(trees, FdTypeGate(rules) if with_fd_types else None)
+
+    def fd_type_may_match(self, event_type: str, fd_type: str) -> bool:
+        """For the syscalls other than opens: may some rule match an event of this type whose fd has this type
+        (rules/fd_type_gate.py)? True when this gate has no fd-type part."""
+        return self._fd_types is None or self._fd_types.may_match(event_type, fd_type)
 
     def gated(self, event_type: str) -> bool:
         """Whether the gate can ever say no for this type."""

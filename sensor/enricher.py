@@ -98,6 +98,10 @@ class Enricher:
         # the open gate and its memo, one reference (see the open_gate property)
         self._gate: tuple[Callable[[str, str, int], bool], dict[tuple[str, int, str], bool]] | None = None
         self.gated_opens = 0
+        # (event type, fd type) -> may a rule match an event of this type on an fd of this type
+        # (rules/fd_type_gate.py); None: any may. Set with open_gate; the fd table has taken the syscall first.
+        self.fd_type_gate: Callable[[str, str], bool] | None = None
+        self.gated_fd_events = 0
         self._pending_exec: dict[int, Record] = {}
         # the environment beyond the EXECARGS record's entries (REC_EXECENV): (entries of EXECARGS to keep, rest)
         self._pending_env: dict[int, tuple[int, list[str]]] = {}
@@ -306,6 +310,10 @@ class Enricher:
                     return None
             else:
                 fd = self._fd_effects(rec, spec, pid, paths, args)
+                if wanted and fd is not None and fd.type is not None and self.fd_type_gate is not None and (
+                        not self.fd_type_gate(spec.name, fd.type)):
+                    self.gated_fd_events += 1  # no rule accepts this fd's type here (rules/fd_type_gate.py)
+                    return None
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
             if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
                 if rec.res == 0:

@@ -39,6 +39,9 @@ class OpenGate(Protocol):
     def may_match(self, event_type: str, path: str, need: int) -> bool:
         """May some rule match an open of this type, resolved absolute path and kind set (rules/open_gate.py)?"""
 
+    def fd_type_may_match(self, event_type: str, fd_type: str) -> bool:
+        """May some rule match an event of this (non-open) type on an fd of this type (rules/fd_type_gate.py)?"""
+
 
 @runtime_checkable
 class OpenGateSink(Protocol):

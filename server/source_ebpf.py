@@ -57,9 +57,12 @@ class SensorSource:
             self.set_open_gate(None)
 
     def set_open_gate(self, gate: OpenGate | None) -> None:
-        """The enricher's gate on opens (rules/open_gate.py): the Events of opens no rule can match are not
-        built (the fd table still takes them)."""
-        self._sensor.enricher.open_gate = gate.may_match if gate is not None else None
+        """The enricher's gates on opens (rules/open_gate.py) and on the fd types of other syscalls
+        (rules/fd_type_gate.py): the Events no rule can match are not built (the fd table still takes their
+        syscalls)."""
+        enricher = self._sensor.enricher
+        enricher.open_gate = gate.may_match if gate is not None else None
+        enricher.fd_type_gate = gate.fd_type_may_match if gate is not None else None
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self._sensor.set_data_syscalls(names)

@@ -233,3 +233,39 @@ def test_the_open_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batche
     assert gated.table.procs.keys() == plain.table.procs.keys()
     for pid, p in plain.table.procs.items():
         assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["feed_batch", "feed"])
+def test_the_fd_type_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batched: bool) -> None:
+    """An event the fd-type gate (rules/fd_type_gate.py) rules out has had its effect on the fd table: every
+    other event and both tables are as without the gate. Opens and execs are never put to it."""
+    records = rr.load_records()
+    asked: list[str] = []
+
+    def gate(etype: str, fd_type: str) -> bool:
+        asked.append(etype)
+        return fd_type not in ("pipe", "unix")
+
+    def run(sub: str, with_gate: bool) -> tuple[Enricher, list[Event]]:
+        (tmp_path / sub).mkdir()
+        enricher = _enricher(tmp_path / sub)
+        if with_gate:
+            enricher.fd_type_gate = gate
+        if batched:
+            events, errors = enricher.feed_batch(*_batch(records))
+            assert errors == 0
+            return enricher, events
+        return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
+
+    plain, want = run("plain", False)
+    gated, got = run("gated", True)
+    assert asked and not {"open", "openat", "creat", "execve"} & set(asked)
+    ruled_out = {id(e) for e in want if e.type in asked and e.fd is not None and e.fd.type in ("pipe", "unix")}
+    assert ruled_out and gated.gated_fd_events == len(ruled_out)
+    kept = [e.to_dict() for e in want if id(e) not in ruled_out]
+    for n, e in enumerate(kept, 1):
+        e["num"] = n
+    assert [e.to_dict() for e in got] == kept
+    assert gated.table.procs.keys() == plain.table.procs.keys()
+    for pid, p in plain.table.procs.items():
+        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
