@@ -8,7 +8,9 @@ iteration (user+system, children included), which a machine loaded by others mov
 The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) and the
 stops per iteration (from Falconet's end-of-workload log line) are printed beside the ptrace rows. The
 `ptrace` rows use the C stop loop (sensor/ptrace/stoploop.c) with its placement (the tracer follows the
-tracee's CPU and resumes it there); `ptrace-nopl` the C loop with FALCONET_PTRACE_PLACEMENT=0 (the scheduler
+tracee's CPU and resumes it there, keeping the tracee's affinity narrowed across the stops the loop answers);
+`ptrace-wake` the same placement narrowing for each wake-up only (session 5's, FALCONET_PTRACE_KEEP_NARROW=0);
+`ptrace-nopl` the C loop with FALCONET_PTRACE_PLACEMENT=0 (the scheduler
 places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0). Every repeat runs
 every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
 stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
@@ -57,10 +59,15 @@ def bare(loops: Path, mode: str, n: int) -> Figures:
     return wall, cpu, 0.0, 0.0
 
 
-VARIANTS = {"ptrace": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1"},
+VARIANTS = {"ptrace": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
+                       "FALCONET_PTRACE_KEEP_NARROW": "1"},
+            "ptrace-wake": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
+                            "FALCONET_PTRACE_KEEP_NARROW": "0"},
             "ptrace-nopl": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "0"},
             "ptrace-py": {"FALCONET_PTRACE_STOPLOOP": "0"}}
-"""The ptrace rows' environments: C loop with placement (the default), C loop without, Python loop."""
+"""The ptrace rows' environments: C loop with placement keeping tracees narrowed across its stops (the
+default), C loop narrowing for each wake-up only (session 5's placement), C loop without placement, Python
+loop."""
 
 
 def traced(loops: Path, mode: str, n: int, config: Path, variant: str) -> tuple[float, float, float]:

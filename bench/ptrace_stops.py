@@ -5,7 +5,9 @@ resumes it there; and without), and with the pure-Python loop, interleaved.
 
 Per loop iteration it prints the stops (waitpid returns), the loop's own CPU (what it prints), the tracer
 thread's CPU and its voluntary and involuntary context switches (getrusage(RUSAGE_THREAD)). With --profile
-the Python loop's run is also profiled (cProfile, top functions by own time). The open filter is the default
+the Python loop's run is also profiled (cProfile, top functions by own time). "C, per wake-up" is the C loop
+with FALCONET_PTRACE_KEEP_NARROW=0 (the tracee narrowed for each wake-up only: session 5's placement).
+Built with `CFLAGS=-DSTOPLOOP_PROFILE`, the C loop also prints its time per step (stoploop.c). The open filter is the default
 rules' (the loop's /etc/hostname read-only open is under none of their atoms, so the open and its close are
 kept back, as under the eBPF probe).
 
@@ -45,8 +47,10 @@ def _prefixes() -> dict[str, list[str]]:
 
 
 def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profile: bool,
-        placement: bool = True) -> Row:
-    """One traced run of `loops open N` on a thread of its own (as in the daemon); per-iteration figures."""
+        placement: bool = True, keep: bool = True) -> Row:
+    """One traced run of `loops open N` on a thread of its own (as in the daemon); per-iteration figures.
+    keep: placed tracees stay narrowed across the C loop's stops (off: narrowed per wake-up, session 5's)."""
+    os.environ[fastpath.KEEP_SWITCH] = "1" if keep else "0"
     out: dict[str, float] = {}
     loop_line: list[str] = []
     rfd, wfd = os.pipe()
@@ -105,7 +109,8 @@ def main(argv: list[str]) -> int:
         return 1
     prefixes = _prefixes()
     print(f"machine before: {machine_state()}")
-    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "C, no placement": [], "Python loop": []}
+    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "C, per wake-up": [], "C, no placement": [],
+                                  "Python loop": []}
     with tempfile.TemporaryDirectory() as tmp:
         loops = build(Path(tmp))
         for _ in range(args.repeat):
@@ -113,6 +118,7 @@ def main(argv: list[str]) -> int:
                                   check=True).stdout.split()
             runs["bare"].append((0.0, float(bare[2]), 0.0, 0.0, 0.0, 0.0, 0.0))
             runs["C loop"].append(one(loops, args.open, True, prefixes, False))
+            runs["C, per wake-up"].append(one(loops, args.open, True, prefixes, False, keep=False))
             runs["C, no placement"].append(one(loops, args.open, True, prefixes, False, placement=False))
             runs["Python loop"].append(one(loops, args.open, False, prefixes, args.profile))
     print(f"machine after: {machine_state()}")

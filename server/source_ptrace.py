@@ -193,8 +193,9 @@ class PtraceSource:
                 loop = self.tracer.loop
                 answered = f", {loop.counters()[1]} of them answered by the C stop loop" if loop else ""
                 if loop is not None and loop.place:
-                    cpu, moves, held = loop.placement()
-                    answered += f" (its thread last on CPU {cpu}, moved {moves} times, {held} wake-ups placed there)"
+                    place = loop.placement()
+                    answered += (f" (its thread last on CPU {place.cpu}, moved {place.moves} times, {place.held}"
+                                 f" wake-ups placed there, {place.given_back} masks given back after a pause)")
                 self._log(f"ptrace: the workload ended ({_describe(status)}); {self.tracer.stops} stops"
                           f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter")
                 self.tracer.root_status = None

@@ -29,6 +29,10 @@ ENV_SWITCH = "FALCONET_PTRACE_STOPLOOP"
 PLACE_SWITCH = "FALCONET_PTRACE_PLACEMENT"
 """Set to 0 to turn the C loop's placement off (the tracer thread stays where the scheduler puts it): the
 benchmark's before rows, and a way out should narrowing a tracee's affinity for its wake-ups ever matter."""
+KEEP_SWITCH = "FALCONET_PTRACE_KEEP_NARROW"
+"""Set to 0 to narrow a tracee's affinity for each wake-up only and give its mask back right after (session 5's
+placement, three affinity calls per placed stop) instead of keeping it narrowed across the stops the C loop
+answers (stoploop_place.h): the benchmark's before row."""
 
 NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL = 1, 2, 3, 4, 5  # stoploop.c's kinds of syscall
 SERIAL_NRS = frozenset({203, 204})
@@ -67,13 +71,22 @@ def placement_wanted() -> bool:
     return os.environ.get(PLACE_SWITCH, "1") != "0"
 
 
+def keep_wanted() -> bool:
+    """Whether placed tracees stay narrowed across the stops the C loop answers: on unless turned off."""
+    return os.environ.get(KEEP_SWITCH, "1") != "0"
+
+
 class Placement(NamedTuple):
-    """Where the C loop's thread is: its CPU (-1: not pinned yet), how often it moved, and how many resumes
-    woke a tracee on that CPU (its affinity narrowed for the wake-up)."""
+    """Where the C loop's thread is: its CPU (-1: not pinned yet), how often it moved, how many resumes
+    woke a tracee on that CPU (its affinity narrowed for the wake-up or kept narrowed since an earlier one),
+    how many masks the give-back thread gave back (a tracee not resumed for a few ms), and how many tracees are
+    narrowed now (stoploop_place.h)."""
 
     cpu: int
     moves: int
     held: int
+    given_back: int = 0
+    narrowed: int = 0
 
 
 class Hidden(Protocol):
@@ -126,7 +139,8 @@ class StopLoop:
             raise RuntimeError("the C stop loop is not built")
         self._mod = _stoploop
         self.place = placement_wanted() if place is None else place
-        self._st = _stoploop.new(kinds(traced, self.place), self.place)
+        self.keep = keep_wanted()
+        self._st = _stoploop.new(kinds(traced, self.place), self.place, self.keep)
 
     def wait(self) -> Handed | None:
         """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""

@@ -21,8 +21,9 @@
  * HLT exit each time: a traced open cost 41x bare on a quiet machine, 5x with both on one core
  * (bench/RESULTS.md, "ptraceplace"). Following alone is not enough: at a resume the scheduler puts the woken
  * tracee on the idle core rather than the one the tracer occupies, so the tracee's affinity is narrowed to the
- * tracer's CPU just for the resume (the wake-up then lands there) and given back right after (see NR_SERIAL for
- * why the workload cannot see the narrowed mask). A tracee's CPU
+ * tracer's CPU for the resume (the wake-up then lands there) and kept narrowed across the stops answered here,
+ * its own mask given back after a pause, before a fork and at a sched_*affinity stop (stoploop_place.h's head
+ * comment; see NR_SERIAL for why the workload cannot see the narrowed mask). A tracee's CPU
  * is read from /proc/TID/stat (field 39) at its first stop and every SAMPLE_STOPS of its stops after; the
  * tracer moves to the CPU with the most stops over the last WINDOW_STOPS stops, so with many tracees it serves
  * the busiest CPU and the others are resumed where they are (as without placement).
@@ -31,6 +32,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <linux/audit.h>
@@ -45,6 +47,36 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <time.h>
+
+/* STOPLOOP_PROFILE (a build flag, off in every normal build: `CFLAGS=-DSTOPLOOP_PROFILE`): monotonic ns and
+ * counts per step of the loop, printed to stderr when the state is freed; how bench/RESULTS.md "ptracewall"
+ * found where the tracer's time per stop goes. Monotonic, not thread CPU, time: a step that is preempted by the
+ * tracee it just woke counts the tracee's run too (which is itself a finding). */
+#ifdef STOPLOOP_PROFILE
+enum { P_WAIT, P_INFO, P_PATH, P_DIR, P_AFFINITY, P_RESUME, P_PLACE, P_STEPS };
+static const char *const P_NAMES[P_STEPS] = {"waitpid", "get_info", "read_path", "fd_may_be_dir", "affinity",
+                                             "resume", "place_stop"};
+static long long prof_ns[P_STEPS], prof_n[P_STEPS];
+static long long prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#define TIMED(step, expr) ({ long long prof_t0_ = prof_now(); __typeof__(expr) prof_r_ = (expr); \
+                            prof_ns[step] += prof_now() - prof_t0_; prof_n[step]++; prof_r_; })
+static void prof_print(void) {
+    for (int i = 0; i < P_STEPS; i++)
+        if (prof_n[i])
+            fprintf(stderr, "stoploop profile %-14s %10lld calls %8.0f ns/call %12lld ns\n", P_NAMES[i], prof_n[i],
+                    (double)prof_ns[i] / (double)prof_n[i], prof_ns[i]);
+    memset(prof_ns, 0, sizeof prof_ns);
+    memset(prof_n, 0, sizeof prof_n);
+}
+#else
+#define TIMED(step, expr) (expr)
+static void prof_print(void) {}
+#endif
 
 #define DATA_TRACED 1                 /* seccomp.py: SECCOMP_RET_TRACE's data for an x86-64 syscall */
 #define OPEN_READ 1                   /* openfilter.py / probe_openfilter.h kinds */
@@ -66,14 +98,19 @@
  * an open judged by the filter (flags in an argument, or creat's fixed kinds), or one that needs nothing at its
  * seccomp stop but its arguments (its exit stop, which makes the record, is Python's). */
 enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
-/* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement and continued at their seccomp
- * stop: the stop makes them wait until this thread has given back an affinity it narrowed for a wake-up, so the
- * workload never reads the narrowed mask, and a mask it sets is never overwritten by the one given back. */
+/* NR_SERIAL: sched_getaffinity and sched_setaffinity, traced only for placement: at their seccomp stop every
+ * narrowed tracee's mask is given back, and (with tracees kept narrowed) nothing is narrowed again until the
+ * syscall has run (its exit stop, answered here), so the workload never reads a narrowed mask, of its own thread
+ * or of another, and a mask it sets is never overwritten by one given back. */
 
 typedef struct {
     uint64_t key;   /* tid, or tgid << 32 | fd */
     uint8_t used, pending, hide, may_be_dir;
     uint8_t countdown;  /* stops until this task's CPU is read again */
+    uint8_t kept;       /* left narrowed to the stop thread's CPU after its last resume (stoploop_place.h) */
+    uint8_t serial;     /* in a sched_*affinity syscall, to be stopped at its exit (NR_SERIAL) */
+    uint8_t own_mask;   /* at the seccomp stop of a fork-family syscall handed to Python: resumed unnarrowed */
+    int32_t fd_dir;     /* an open /proc/TID/fd for its directory checks; -1: none (DIR_FDS_MAX reached) */
     int16_t cpu;        /* where it was last seen stopped; -1: not known */
     int32_t tgid;
     int32_t nr;
@@ -92,6 +129,16 @@ typedef struct {
     char path[PATH_SCAN_MAX];
 } decision_t;
 
+typedef struct {  /* a tracee kept narrowed (stoploop_place.h) */
+    pid_t tid;
+    int cpu;            /* the CPU it is narrowed to */
+    long long since;    /* its last resume, CLOCK_MONOTONIC ns */
+    cpu_set_t saved;    /* its own mask, given back */
+} narrowed_t;
+
+#define NARROW_MAX 64   /* tracees kept narrowed at once; more: narrowed for the wake-up only */
+#define DIR_FDS_MAX 256 /* /proc/TID/fd directories held open at once */
+
 typedef struct {
     table_t tasks;   /* tid -> tgid, and a kept-back open waiting for its exit stop */
     table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens */
@@ -103,10 +150,21 @@ typedef struct {
     uint8_t flags_arg[NR_MAX];
     long long stops, filtered, answered;
     int place;                      /* placement on */
+    int keep;                       /* tracees stay narrowed across stops (stoploop_place.h); 0: per wake-up */
+    int serial;                     /* tracees in a sched_*affinity syscall: nothing is narrowed meanwhile */
     int cpu;                        /* the CPU this thread is pinned to; -1: none yet */
     unsigned window;                /* sampled stops in the current window */
     uint32_t *seen;                 /* stops per CPU in the current window (CPUS_TRACKED) */
     long long moves, held;          /* times this thread moved; resumes made onto its CPU */
+    int dir_fds;                    /* /proc/TID/fd directories held open (tasks' fd_dir) */
+    /* Shared with the give-back thread (stoploop_place.h), under lock. */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t giver;
+    int sync_ready, giver_running, stopping;
+    int n_narrowed;
+    narrowed_t narrowed[NARROW_MAX];
+    long long given_back;           /* masks the give-back thread gave back */
 } state_t;
 
 static uint64_t mix(uint64_t x) {
@@ -246,13 +304,34 @@ static ssize_t read_path(pid_t pid, uint64_t addr, char *buf) {
     return PATH_PYTHON;
 }
 
-/* probe_openfilter.h's fd_may_be_dir (tracer.py _fd_may_be_dir). */
-static int fd_may_be_dir(pid_t tid, long fd) {
+/* probe_openfilter.h's fd_may_be_dir (tracer.py _fd_may_be_dir). The task's /proc/TID/fd directory is kept
+ * open (task->fd_dir), so a check walks one path component, not four (~1.0 against ~1.4 us, bench/RESULTS.md
+ * "ptracewall"); a task's directory goes with its slot (forget), and a tid reused after that gets a new one. */
+static int fd_may_be_dir(state_t *st, slot_t *task, pid_t tid, long fd) {
     char name[64];
     struct stat sb;
+    if (task->fd_dir < 0 && st->dir_fds < DIR_FDS_MAX) {
+        snprintf(name, sizeof name, "/proc/%d/fd", (int)tid);
+        task->fd_dir = open(name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (task->fd_dir >= 0) st->dir_fds++;
+    }
+    if (task->fd_dir >= 0) {
+        snprintf(name, sizeof name, "%ld", fd);
+        if (fstatat(task->fd_dir, name, &sb, 0) != 0) return 1;
+        return S_ISDIR(sb.st_mode);
+    }
     snprintf(name, sizeof name, "/proc/%d/fd/%ld", (int)tid, fd);
     if (stat(name, &sb) != 0) return 1;
     return S_ISDIR(sb.st_mode);
+}
+
+/* Closes a task's /proc/TID/fd (its slot is going). */
+static void task_release(state_t *st, slot_t *task) {
+    if (task->fd_dir >= 0) {
+        close(task->fd_dir);
+        st->dir_fds--;
+        task->fd_dir = -1;
+    }
 }
 
 /* ptrace(2) as the kernel takes it (glibc's <sys/ptrace.h> and <linux/ptrace.h> cannot both be included). */
@@ -261,10 +340,24 @@ static long ptrace(long request, pid_t pid, void *addr, void *data) {
 }
 
 static int get_info(pid_t pid, struct ptrace_syscall_info *info) {
-    return ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof *info, info) > 0 ? 0 : -1;
+    return TIMED(P_INFO, ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof *info, info)) > 0 ? 0 : -1;
 }
 
+/* resume()'s keep: stay narrowed after the wake-up, narrowed for the wake-up only, never narrowed. */
+enum { KEEP, WAKE_ONLY, OWN_MASK };
+
+/* clone, fork, vfork, clone3 (x86-64): the child starts with the parent's affinity. */
+static int forks(int nr) { return nr == 56 || nr == 57 || nr == 58 || nr == 435; }
+
 #include "stoploop_place.h"
+
+/* A task's sched_*affinity syscall is over (its exit stop, its death, its slot going): narrowing may resume. */
+static void serial_done(state_t *st, slot_t *task) {
+    if (task->serial) {
+        task->serial = 0;
+        st->serial--;
+    }
+}
 
 /* A seccomp stop: 1 when answered here (the task then waits for its exit stop, kept back or not). */
 static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
@@ -273,21 +366,30 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         || info.seccomp.ret_data != DATA_TRACED || info.seccomp.nr >= NR_MAX)
         return 0;
     int nr = (int)info.seccomp.nr, kind = st->kind[nr], hide = 0, need = 0;
+    task->own_mask = (uint8_t)forks(nr);  /* for Python's resume if the stop goes there */
     if (kind == NR_OTHER) return 0;
-    if (kind == NR_SERIAL) {  /* not resumed onto this CPU: the wake-up would narrow its affinity again */
-        ptrace(PTRACE_CONT, pid, NULL, NULL);
+    if (kind == NR_SERIAL) {  /* every mask given back first; not resumed onto this CPU (it would narrow again) */
+        give_back_all(st);
+        task->kept = 0;
+        if (st->keep && ptrace(PTRACE_SYSCALL, pid, NULL, NULL) == 0) {  /* no narrowing until it has run */
+            task->serial = 1;
+            st->serial++;
+        } else if (!st->keep) {
+            ptrace(PTRACE_CONT, pid, NULL, NULL);
+        }
         return 1;
     }
     if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
         st->filtered++;
-        resume(st, task, pid, PTRACE_CONT, 0);  /* a tracee killed meanwhile: its exit comes next */
+        resume(st, task, pid, PTRACE_CONT, 0, KEEP);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
     }
     if (kind == NR_OPEN_FLAGS || kind == NR_OPEN_WRITE) {
         need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
         if (!(need & OPEN_KEEP)) {  /* tracer.py _judge_open: an unreadable or too long path is never kept back */
             char path[PATH_SCAN_MAX];
-            ssize_t len = read_path(pid, info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1], path);
+            uint64_t addr = info.seccomp.args[kind == NR_OPEN_WRITE ? 0 : st->flags_arg[nr] - 1];
+            ssize_t len = TIMED(P_PATH, read_path(pid, addr, path));
             if (len == PATH_PYTHON) return 0;
             if (len >= 0) {
                 hide = cache_decision(st, path, (size_t)len, need);
@@ -300,7 +402,8 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     task->nr = nr;
     memcpy(task->args, info.seccomp.args, sizeof task->args);
     task->may_be_dir = hide && (need & OPEN_READ) && !(need & OPEN_WRITE);
-    if (resume(st, task, pid, PTRACE_SYSCALL, 0) != 0) task->pending = 0;
+    /* a child inherits its parent's mask: a fork-family syscall runs with the tracee's own */
+    if (resume(st, task, pid, PTRACE_SYSCALL, 0, forks(nr) ? OWN_MASK : KEEP) != 0) task->pending = 0;
     return 1;
 }
 
@@ -309,14 +412,15 @@ static int on_exit_stop(state_t *st, pid_t pid, slot_t *task) {
     struct ptrace_syscall_info info;
     if (!task->hide || get_info(pid, &info) < 0 || info.op != PTRACE_SYSCALL_INFO_EXIT) return 0;
     long long res = info.exit.rval;
-    if (res >= 0 && task->may_be_dir && fd_may_be_dir(pid, (long)res)) return 0;  /* a record: Python's */
+    if (res >= 0 && task->may_be_dir && TIMED(P_DIR, fd_may_be_dir(st, task, pid, (long)res)))
+        return 0;  /* a record: Python's */
     task->pending = 0;
     if (res >= 0 && !table_put(&st->hidden, fd_key(task->tgid, (int)res))) {
         task->pending = 1;
         return 0;
     }
     st->filtered++;
-    resume(st, task, pid, PTRACE_CONT, 0);
+    resume(st, task, pid, PTRACE_CONT, 0, KEEP);
     return 1;
 }
 
@@ -332,15 +436,28 @@ typedef struct {
 static int loop(state_t *st, handed_t *out) {
     for (;;) {
         int status;
-        pid_t pid = waitpid(-1, &status, __WALL | __WNOTHREAD);
+        pid_t pid = TIMED(P_WAIT, waitpid(-1, &status, __WALL | __WNOTHREAD));
         if (pid < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
         st->stops++;
+        if (WIFEXITED(status) || WIFSIGNALED(status)) {
+            give_back(st, pid, 0);  /* gone: nothing to give back */
+            slot_t *gone = table_find(&st->tasks, (uint64_t)pid);
+            if (gone) serial_done(st, gone);
+        }
         slot_t *task = WIFSTOPPED(status) ? table_find(&st->tasks, (uint64_t)pid) : NULL;
+        if (task && task->serial) {  /* its sched_*affinity syscall has run (or it stopped for another reason) */
+            serial_done(st, task);
+            if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+                ptrace(PTRACE_CONT, pid, NULL, NULL);
+                st->answered++;
+                continue;
+            }
+        }
         if (task) {
-            place_stop(st, pid, task);
+            (void)TIMED(P_PLACE, (place_stop(st, pid, task), 1));
             int sig = WSTOPSIG(status), event = status >> 16;
             int done = 0;
             if (!task->pending && sig == SIGTRAP && event == PTRACE_EVENT_SECCOMP)
@@ -372,6 +489,9 @@ static int loop(state_t *st, handed_t *out) {
 static const char CAPSULE[] = "falconet.sensor.ptrace._stoploop.state";
 
 static void state_release(state_t *st) {
+    place_release(st);
+    for (size_t i = 0; st->tasks.slots && i < st->tasks.cap; i++)
+        if (st->tasks.slots[i].used) task_release(st, &st->tasks.slots[i]);
     free(st->tasks.slots);
     free(st->hidden.slots);
     free(st->cache);
@@ -382,18 +502,24 @@ static void state_release(state_t *st) {
 static void state_free(PyObject *capsule) {
     state_t *st = PyCapsule_GetPointer(capsule, CAPSULE);
     if (st) state_release(st);
+    prof_print();
 }
 
 static state_t *get_state(PyObject *capsule) { return PyCapsule_GetPointer(capsule, CAPSULE); }
 
 static PyObject *py_new(PyObject *self, PyObject *args) {
     PyObject *kinds;
-    int place = 1;
-    if (!PyArg_ParseTuple(args, "O!|p", &PyDict_Type, &kinds, &place)) return NULL;
+    int place = 1, keep = 1;
+    if (!PyArg_ParseTuple(args, "O!|pp", &PyDict_Type, &kinds, &place, &keep)) return NULL;
     state_t *st = calloc(1, sizeof *st);
     if (!st) return PyErr_NoMemory();
     st->place = place;
+    st->keep = keep;
     st->cpu = -1;
+    if (place_init(st) < 0) {
+        state_release(st);
+        return PyErr_NoMemory();
+    }
     if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0
         || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))
         || !(st->seen = calloc(CPUS_TRACKED, sizeof *st->seen))) {
@@ -445,8 +571,14 @@ static PyObject *py_task(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Oii", &capsule, &tid, &tgid)) return NULL;
     state_t *st = get_state(capsule);
     if (!st) return NULL;
-    slot_t *s = table_put(&st->tasks, (uint64_t)tid);
-    if (!s) return PyErr_NoMemory();
+    slot_t *s = table_find(&st->tasks, (uint64_t)tid);
+    if (s) {
+        task_release(st, s);
+        serial_done(st, s);
+    } else if (!(s = table_put(&st->tasks, (uint64_t)tid))) return PyErr_NoMemory();
+    s->fd_dir = -1;
+    s->kept = 0;
+    give_back(st, tid, 1);
     s->tgid = tgid;
     s->pending = 0;
     s->cpu = -1;
@@ -460,6 +592,12 @@ static PyObject *py_forget(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Oi", &capsule, &tid)) return NULL;
     state_t *st = get_state(capsule);
     if (!st) return NULL;
+    slot_t *s = table_find(&st->tasks, (uint64_t)tid);
+    if (s) {
+        task_release(st, s);
+        serial_done(st, s);
+    }
+    give_back(st, tid, 0);
     table_del(&st->tasks, (uint64_t)tid);
     Py_RETURN_NONE;
 }
@@ -564,7 +702,7 @@ static PyObject *py_resume(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "resume takes PTRACE_CONT or PTRACE_SYSCALL");
         return NULL;
     }
-    return PyBool_FromLong(resume(st, table_find(&st->tasks, (uint64_t)pid), pid, request, sig) == 0);
+    return PyBool_FromLong(resume(st, table_find(&st->tasks, (uint64_t)pid), pid, request, sig, WAKE_ONLY) == 0);
 }
 
 static PyObject *py_placement(PyObject *self, PyObject *args) {
@@ -572,7 +710,11 @@ static PyObject *py_placement(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O", &capsule)) return NULL;
     state_t *st = get_state(capsule);
     if (!st) return NULL;
-    return Py_BuildValue("(iLL)", st->cpu, st->moves, st->held);
+    pthread_mutex_lock(&st->lock);
+    long long given_back = st->given_back;
+    int narrowed = st->n_narrowed;
+    pthread_mutex_unlock(&st->lock);
+    return Py_BuildValue("(iLLLi)", st->cpu, st->moves, st->held, given_back, narrowed);
 }
 
 static PyObject *py_open_need(PyObject *self, PyObject *args) {
@@ -582,9 +724,10 @@ static PyObject *py_open_need(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}, place=True) -> state"},
+    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}, place=True, keep=True) -> state"},
     {"resume", py_resume, METH_VARARGS, "resume(state, pid, PTRACE_CONT|PTRACE_SYSCALL, sig) -> whether it resumed"},
-    {"placement", py_placement, METH_VARARGS, "placement(state) -> (this thread's CPU or -1, moves, held resumes)"},
+    {"placement", py_placement, METH_VARARGS,
+     "placement(state) -> (this thread's CPU or -1, moves, held resumes, masks given back late, narrowed now)"},
     {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
     {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
     {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},

@@ -2,7 +2,8 @@
 (container_images.py), and a real `falconet run` with the real eBPF sensor whose container engines point at
 them. Tests that run containers are marked `containers` (and `bpf`, `upstream` where they use the sensor and
 Falco's rules). With CI=true a runtime or sensor that cannot start FAILS the test; elsewhere (not root,
-runtime not installed) it skips (tests/resources.py).
+runtime not installed) it skips (tests/resources.py). Each test run claims a slot of its own for its runtimes
+(run_slots.py), so two runs on one machine at once neither share nor stop each other's dockerd.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def podman() -> Iterator[Podman]:
     p = Podman()
     try:
         p.check()
+        p.cleanup()  # what a killed earlier run of this slot left
         p.ensure_image()
         p.ensure_image(f"{ALLOWED_REPO}:{IMAGE_TAG}")
     except (RuntimeStartError, ImageError, RuntimeError) as exc:

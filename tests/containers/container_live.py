@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 from container_images import IMAGE_REF, IMAGE_REPO, IMAGE_TAG
-from container_runtimes import DOCKER, LABEL, RUN_LIMITS, Podman
+from container_runtimes import DOCKER, RUN_LIMITS, Podman, label
 from resources import SHARED
 
 from falconet.server.daemon_config import PACKAGED_CONFIG
@@ -160,7 +160,7 @@ class Runtime:
             detach: bool = True) -> str:
         """Starts a container; returns the full id the runtime reports (detached) or its output (not)."""
         network = () if "--network" in opts else ("--network", "none")
-        args = ["run", "--name", name, "--label", LABEL, "--label", "app=falconet-test", *network,
+        args = ["run", "--name", name, "--label", label(), "--label", "app=falconet-test", *network,
                 *RUN_LIMITS, *opts]
         res = self.cli(*args, *(["-d"] if detach else ["--rm"]), image, *cmd)
         return res.stdout.strip()
@@ -180,7 +180,9 @@ class Runtime:
         return self.cli("inspect", "--format", "{{.Id}}", name).stdout.strip()
 
     def remove(self, *names: str) -> None:
-        self.cli("rm", "-f", *names, check=False)
+        """Killed at once: the containers' pid 1 (sleep) ignores SIGTERM, so Podman's `rm -f` would wait out
+        its 10 s stop timeout per call (Docker's `rm -f` kills at once)."""
+        self.cli("rm", "-f", *(("-t", "0") if self.kind == "podman" else ()), *names, check=False)
 
 
 def docker_runtime(socket: Path) -> Runtime:

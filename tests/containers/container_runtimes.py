@@ -1,30 +1,41 @@
 """Real container runtimes for the tests: a dockerd of their own and rootful Podman, started and stopped here.
 
 dockerd runs with `--bridge=none --iptables=false --ip6tables=false --ip-masq=false` (its default 172.17/16
-bridge and its iptables rules would change forwarding for every other test), its own socket, data-root and
-exec-root under FALCONET_TEST_ROOT (the data-root persists, so the imported image is cached between runs).
-Podman runs rootful with `--runtime runc` (Debian's crun 1.8 refuses this hybrid cgroup layout) and the
-cgroupfs manager (no systemd here); its API exists only while `podman system service` runs, which
-`PodmanService` starts on a socket of its own. Root lacks CAP_SYS_RESOURCE on this machine kind, so every
-container gets explicit ulimits (RUN_LIMITS); networks are `none` only.
+bridge and its iptables rules would change forwarding for every other test), with its socket, pidfile,
+exec-root and data-root in this run's slot (run_slots.py: two runs at once each have their own dockerd; the
+data-root persists, so the imported image is cached for the slot's next run; its containerd namespace is the
+slot's too, so even a containerd shared through /run/containerd/containerd.sock keeps them apart). It is started through
+`setpriv --pdeathsig TERM`, so a test run that is killed takes its dockerd down with it instead of leaving it
+to hold the slot. Podman runs rootful with `--runtime runc` (Debian's crun 1.8 refuses this hybrid cgroup
+layout) and the cgroupfs manager (no systemd here); its storage is the host's (shared by every run, so only
+containers labelled with this run's slot are removed); its API exists only while `podman system service`
+runs, which `PodmanService` starts on a socket in the slot. Root lacks CAP_SYS_RESOURCE on this machine kind,
+so every container gets explicit ulimits (RUN_LIMITS); networks are `none` only.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from container_images import IMAGE_REF, rootfs_tar
+from run_slots import LABEL_KEY, RUN_ROOT, RunSlot, run_slot
 
-RUN_DIR = Path("/run/falconet-test")
-DATA_DIR = Path(os.environ.get("FALCONET_TEST_ROOT", "/var/lib/falconet-test"))
 DOCKER = "/usr/bin/docker"  # Debian's CLI, matching its dockerd (another docker may come first on PATH)
 RUN_LIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
-LABEL = "falconet-test=1"
 CMD_CHANGE = 'CMD ["/bin/sleep","3600"]'
+PDEATHSIG = ("setpriv", "--pdeathsig", "TERM")
+
+
+def label() -> str:
+    """This run's container label (`falconet-test=slotN`): its cleanup removes only what carries it."""
+    return run_slot().label
 
 
 class RuntimeStartError(Exception):
@@ -46,12 +57,30 @@ def _wait(pred: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def _host_lock(name: str) -> Iterator[None]:
+    """An flock every run on this machine shares, for state that is host-wide (Podman's image store)."""
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    fd = os.open(RUN_ROOT / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Dockerd:
-    def __init__(self) -> None:
-        self.socket = RUN_DIR / "docker.sock"
-        self.pidfile = RUN_DIR / "docker.pid"
-        self.log = RUN_DIR / "dockerd.log"
+    """A dockerd in a slot this process holds (this run's by default; a test may claim another)."""
+
+    def __init__(self, slot: RunSlot | None = None) -> None:
+        self.slot = slot if slot is not None else run_slot()
+        self.socket = self.slot.run_dir / "docker.sock"
+        self.pidfile = self.slot.docker_pidfile
+        self.exec_root = self.slot.run_dir / "docker-exec"
+        self.data_root = self.slot.data_dir / "docker"
+        self.log = self.slot.run_dir / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
 
     def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run([DOCKER, "-H", f"unix://{self.socket}", *args], timeout=timeout, check=check)
@@ -63,15 +92,22 @@ class Dockerd:
             return False
 
     def start(self) -> None:
+        """Starts dockerd in the slot; the first start also removes what a killed earlier run of the slot left."""
         if not Path("/usr/sbin/dockerd").exists() and not Path("/usr/bin/dockerd").exists():
             raise RuntimeStartError("dockerd is not installed (Debian's docker.io; make setup installs it)")
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        self._stop_leftover()
+        if self.slot.lock_fd < 0:
+            raise RuntimeStartError(f"slot {self.slot.index} was released: its dockerd is no longer this run's")
+        foreign = self.slot.foreign_dockerd()
+        if foreign is not None and (self.proc is None or foreign != self.proc.pid):
+            raise RuntimeStartError(f"{self.pidfile} names live process {foreign}, which this run did not start")
+        self.slot.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-                 "--data-root", str(DATA_DIR / "docker"), "--exec-root", str(RUN_DIR / "docker-exec"),
-                 "--host", f"unix://{self.socket}", "--pidfile", str(self.pidfile), "--storage-driver", "overlay2"],
+                [*PDEATHSIG, "dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                 "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+                 "--host", f"unix://{self.socket}", "--pidfile", str(self.pidfile), "--storage-driver", "overlay2",
+                 "--containerd-namespace", f"falconet-slot{self.slot.index}",
+                 "--containerd-plugins-namespace", f"falconet-slot{self.slot.index}-plugins"],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         try:
@@ -80,17 +116,17 @@ class Dockerd:
             raise RuntimeStartError(f"{exc}: {self._log_tail()}") from None
         if self.proc.poll() is not None:
             raise RuntimeStartError(f"dockerd exited ({self.proc.returncode}): {self._log_tail()}")
+        if not self._started_once:
+            self._started_once = True
+            self._remove_ours()
 
-    def _stop_leftover(self) -> None:
-        """A dockerd a previous (killed) test run left with our pidfile: ours, so stopped."""
-        try:
-            pid = int(self.pidfile.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if b"dockerd" in cmdline and str(self.socket).encode() in cmdline:
-            os.kill(pid, signal.SIGTERM)
-            _wait(lambda: not Path(f"/proc/{pid}").exists(), 30, "the leftover dockerd to stop")
+    def _remove_ours(self) -> None:
+        """Every test container and network in this data-root is this slot's: a killed run's leftovers, or
+        this run's at its end (the networks would otherwise hold the slot's subnet)."""
+        ids = self.cli("ps", "-aq", "--filter", f"label={LABEL_KEY}", check=False).stdout.split()
+        if ids:
+            self.cli("rm", "-f", *ids, check=False)
+        self.cli("network", "prune", "-f", check=False)
 
     def _log_tail(self) -> str:
         try:
@@ -111,15 +147,13 @@ class Dockerd:
             # The killed containerd is nobody's child to reap here (this sandbox's pid 1 does not reap orphans),
             # so as a zombie its pid still "exists" and a restarted dockerd would wait on it forever: its pid
             # file goes, as the dead process's would on a host with a reaping init.
-            (RUN_DIR / "docker-exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+            (self.exec_root / "containerd" / "containerd.pid").unlink(missing_ok=True)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         if self.up():
-            ids = self.cli("ps", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
-            if ids:
-                self.cli("rm", "-f", *ids, check=False)
+            self._remove_ours()
         self.proc.terminate()
         try:
             self.proc.wait(30)
@@ -129,7 +163,13 @@ class Dockerd:
 
 
 class Podman:
+    """The host's rootful Podman: its storage and networks are every run's, so this run touches only what
+    carries its slot's label, and imports images under a host-wide lock."""
+
     BASE = ("podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs")
+
+    def __init__(self) -> None:
+        self.slot = run_slot()
 
     def cli(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run([*self.BASE, *args], timeout=timeout, check=check)
@@ -144,28 +184,32 @@ class Podman:
             raise RuntimeStartError(f"podman info failed: {res.stderr.strip()[-1000:]}")
 
     def ensure_image(self, ref: str = IMAGE_REF) -> None:
-        if self.cli("image", "exists", ref, check=False).returncode != 0:
-            self.cli("import", "--change", CMD_CHANGE, str(rootfs_tar()), ref)
+        with _host_lock("podman-images"):
+            if self.cli("image", "exists", ref, check=False).returncode != 0:
+                self.cli("import", "--change", CMD_CHANGE, str(rootfs_tar()), ref)
 
     def cleanup(self) -> None:
-        ids = self.cli("ps", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
+        """Removes this slot's containers and networks (this run's, or a killed earlier run's of the slot)."""
+        ids = self.cli("ps", "-aq", "--filter", f"label={self.slot.label}", check=False).stdout.split()
         if ids:
             self.cli("rm", "-f", "-t", "0", *ids, check=False)
+        nets = self.cli("network", "ls", "-q", "--filter", f"label={self.slot.label}", check=False).stdout.split()
+        if nets:
+            self.cli("network", "rm", "-f", *nets, check=False)
 
 
 class PodmanService:
     """`podman system service` on a socket of its own (what systemd's podman.socket provides elsewhere)."""
 
     def __init__(self) -> None:
-        self.socket = RUN_DIR / "podman.sock"
+        self.socket = run_slot().run_dir / "podman.sock"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        RUN_DIR.mkdir(parents=True, exist_ok=True)
-        if self.socket.exists():
-            self.socket.unlink()
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
+        self.socket.unlink(missing_ok=True)  # the slot's: a killed earlier run's, never a live one's
         self.proc = subprocess.Popen(
-            [*Podman.BASE, "system", "service", "--time=0", f"unix://{self.socket}"],
+            [*PDEATHSIG, *Podman.BASE, "system", "service", "--time=0", f"unix://{self.socket}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         _wait(lambda: self.socket.exists() or (self.proc is not None and self.proc.poll() is not None), 30,

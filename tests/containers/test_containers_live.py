@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from container_images import ALLOWED_REPO, IMAGE_TAG
 from container_live import Alerts, Live, Runtime, docker_runtime, live_config, of, podman_runtime, start_live_daemon
-from container_runtimes import Dockerd, PodmanService
+from container_runtimes import Dockerd, PodmanService, label
+from run_slots import run_slot
 
 pytestmark = [pytest.mark.containers, pytest.mark.bpf, pytest.mark.upstream]
 
@@ -237,10 +238,11 @@ def test_a_containers_first_process_is_its_pid_1(live: Live, rt: Runtime) -> Non
 
 def test_container_ip_on_a_documentation_range_network(live: Live, rt: Runtime) -> None:
     """container.ip: the address the runtime gave the container on an internal network (no gateway, no NAT)
-    of 198.51.100.0/24, which the test creates and removes (this host's own network is 192.0.2.0/24)."""
-    subnet = "198.51.100.16/29" if rt.kind == "docker" else "198.51.100.24/29"
+    of 198.51.100.0/24, which the test creates and removes (this host's own network is 192.0.2.0/24). The subnet
+    is this run's slot's: Podman's networks are host-wide, and a run beside this one makes its own."""
+    subnet = run_slot().subnet(rt.kind)
     net = f"fnt-{rt.kind}-net-{uuid.uuid4().hex[:6]}"
-    rt.cli("network", "create", "--internal", "--subnet", subnet, net)
+    rt.cli("network", "create", "--internal", "--label", label(), "--subnet", subnet, net)
     name = rt.name("ip")
     try:
         rt.run(name, opts=("--network", net))

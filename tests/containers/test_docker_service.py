@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from container_images import IMAGE_REF, IMAGE_REPO, IMAGE_TAG
-from container_runtimes import LABEL, RUN_LIMITS, Dockerd
+from container_runtimes import RUN_LIMITS, Dockerd, label
 from stalling_sockets import StallingProxy
 
 from falconet.model.event import Container, Event
@@ -54,7 +54,7 @@ def service_named(svc: MetadataService, full_id: str) -> Container | None:
 
 def test_known_from_create_and_gone_after_exit(dockerd: Dockerd, service: MetadataService) -> None:
     name = f"fnt-docker-svc-{uuid.uuid4().hex[:8]}"
-    full_id = dockerd.cli("create", "--name", name, "--label", LABEL, "--network", "none", *RUN_LIMITS,
+    full_id = dockerd.cli("create", "--name", name, "--label", label(), "--network", "none", *RUN_LIMITS,
                           "-v", "/etc/hostname:/var/run/docker.sock:ro", IMAGE_REF).stdout.strip()
     try:
         # Created, never started: no process of it exists, and the service already knows it.
@@ -98,7 +98,7 @@ def test_a_stalled_api_leaves_docker_up_and_its_new_containers_named(dockerd: Do
             for phase in ("during", "after"):
                 name = f"fnt-docker-stall-{phase}-{uuid.uuid4().hex[:8]}"
                 names.append(name)
-                full_id = dockerd.cli("run", "-d", "--name", name, "--label", LABEL, "--network", "none",
+                full_id = dockerd.cli("run", "-d", "--name", name, "--label", label(), "--network", "none",
                                       *RUN_LIMITS, IMAGE_REF).stdout.strip()
                 got = wait(lambda: service_named(svc, full_id), f"the container created {phase} the stall, named")
                 assert (got.name, got.image_repository, got.image_tag) == (name, IMAGE_REPO, IMAGE_TAG)

@@ -123,14 +123,15 @@ def test_without_placement_the_tracer_thread_stays_where_it_started(tmp_path: Pa
     affinity, _, seen, source = _trace(tmp_path, "1", monkeypatch, placement=False, start_on=0)
     assert source.tracer.loop is not None
     place = source.tracer.loop.placement()
-    assert affinity == {0} and place == (-1, 0, 0), (affinity, place)
+    assert affinity == {0} and place == (-1, 0, 0, 0, 0), (affinity, place)
     assert seen == [(1,)], seen
 
 
 def test_an_unpinned_tracee_never_sees_its_affinity_narrowed(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Resumes narrow the tracee's affinity to the tracer's CPU for the wake-up only; its sched_getaffinity
-    stops first (stoploop.c NR_SERIAL), so it reads its whole mask every time, thousands of times."""
+    """Resumes narrow the tracee's affinity to the tracer's CPU (kept narrowed across the stops the C loop
+    answers); its sched_getaffinity stops first and every mask is given back there (stoploop.c NR_SERIAL), so
+    it reads its whole mask every time, thousands of times."""
     _needs_two_cpus()
     whole = tuple(sorted(os.sched_getaffinity(0)))
     affinity, _, seen, source = _trace(tmp_path, ",".join(map(str, whole)), monkeypatch, placement=True,
