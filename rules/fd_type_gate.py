@@ -12,13 +12,16 @@ would carry, whose type is what fd.type reads), after the fd table has taken the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .macro_walk import MacroWalk
-from .open_gate import RuleSpec
 from .open_prefixes import _check, literal_values
 from .parser import And, Check, MacroRef, Node, Or
 from .syscalls import FD_TYPECHARS
+
+RuleSpec = tuple[Node | None, Mapping[str, Node] | None, Callable[[str], bool]]
+"""A rule as the gates read it (here and rules/open_gate.py): its condition AST (None when there is none to
+read), its macros, and "is this event type a candidate"."""
 
 # Never judged here: the open family (rules/open_gate.py judges its paths) and types whose event may carry no
 # fd or another one than the record's (exec).

@@ -24,16 +24,14 @@ alone, so it is memoised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from .fd_type_gate import FdTypeGate, RuleSpec
 from .macro_walk import MacroWalk
 from .open_prefixes import FILTERED_OPENS, SUFFIX, Bound, _check, literal_values
 from .parser import And, Check, MacroRef, Node, Not, Or
 
-if TYPE_CHECKING:
-    from .fd_type_gate import FdTypeGate
 
 
 
@@ -148,8 +146,6 @@ class _Prune(MacroWalk):
         return True
 
 
-RuleSpec = tuple[Node | None, Mapping[str, Node] | None, Callable[[str], bool]]
-"""(condition AST or None when there is none to read, the rule's macros, "is this event type a candidate")."""
 
 
 def _source(tree: Tree, need: int, consts: list[object]) -> str:
@@ -219,8 +215,6 @@ class OpenGate:
     @classmethod
     def of(cls, rules: Iterable[RuleSpec], with_fd_types: bool = True) -> OpenGate:
         """The gate of these rules; with_fd_types: with the fd-type gate for the other syscalls too."""
-        from .fd_type_gate import FdTypeGate
-
         rules = list(rules)
         trees: dict[str, Tree] = {}
         for etype in sorted(FILTERED_OPENS):
