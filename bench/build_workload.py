@@ -35,6 +35,10 @@ Run (as root; downloads about 1.5 MB once into --cache):
                                                  machine (25 minutes at load 18)
   python -m bench.build_workload --repeat 1      one of each (a smoke run, not a measurement): about 2 minutes
   [--repeat N] [--jobs N] [--workdir DIR] [--cache DIR] [--rules default,upstream]
+  --stages                                       also the daemon's engine thread CPU by stage (ring-buffer wait,
+                                                 read, enricher, engine, the loop's rest; bench._stage_probe),
+                                                 records read and opens the user-space gate kept from the engine
+Per daemon run it also prints the daemon's CPU by thread (the busiest one, the engine thread, user and system).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, Daemon, machine_state, scrape
+from bench._stage_probe import LOG_ENV, STAGES, as_daemon
 from bench._interleave import Figures, Row, interleaved, paired_ratio, spread, timed_child
 
 MIRROR = "http://deb.debian.org/debian"
@@ -181,15 +187,70 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[int, tuple[float, float]]:
+    """Thread id -> (user, system) CPU seconds of each of a process's threads: the engine thread (the busiest)
+    is the per-event path; the others are gRPC, metrics, outputs. A thread that ends meanwhile is left out."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def cpu_split(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]) -> Figures:
+    """The busiest thread's user and system CPU seconds between two thread_cpu_s samples, and the rest."""
+    deltas = {tid: (u - before.get(tid, (0.0, 0.0))[0], s - before.get(tid, (0.0, 0.0))[1])
+              for tid, (u, s) in after.items()}
+    busiest = max(deltas, key=lambda tid: sum(deltas[tid]), default=None)
+    if busiest is None:
+        return {"engine_user": 0.0, "engine_sys": 0.0, "other_threads": 0.0}
+    user, system = deltas[busiest]
+    rest = sum(u + s for tid, (u, s) in deltas.items() if tid != busiest)
+    return {"engine_user": user, "engine_sys": system, "other_threads": rest}
+
+
 @contextmanager
 def nothing() -> Iterator[None]:
     yield
 
 
 @contextmanager
-def daemon(rules: Path) -> Iterator[Daemon]:
-    with Daemon([rules], metrics_port=0) as d:
+def daemon(rules: Path, stages: bool = False) -> Iterator[Daemon]:
+    """`falconet run` on rules; with `stages`, through bench._stage_probe's timers (this module's --as-daemon)."""
+    entry = {"module": "bench.build_workload", "module_args": ["--as-daemon"]} if stages else {}
+    with Daemon([rules], metrics_port=0, **entry) as d:  # type: ignore[arg-type]
         yield d
+
+
+def stage_totals(d: Daemon, log: Path) -> dict[str, int]:
+    """The probed daemon's running stage totals (bench._stage_probe), asked for by SIGUSR1."""
+    import json
+    import time
+
+    before = log.stat().st_mtime_ns if log.exists() else 0
+    d.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if log.exists() and log.stat().st_mtime_ns != before:
+            totals: dict[str, int] = json.loads(log.read_text())
+            return totals
+        time.sleep(0.02)
+    raise RuntimeError("the probed daemon did not write its stage totals")
+
+
+def stage_figures(t0: dict[str, int], t1: dict[str, int]) -> Figures:
+    """Engine-thread CPU seconds per stage between two stage_totals, and the loop's own rest."""
+    out: Figures = {f"stage_{k}": (t1[k] - t0[k]) / 1e9 for k in STAGES}
+    out["stage_polls"] = float(t1["read_calls"] - t0["read_calls"])
+    out["stage_records"] = float(t1["records"] - t0["records"])
+    out["stage_gated"] = float(t1["gated_opens"] - t0["gated_opens"])
+    thread = (t1["engine_thread"] - t0["engine_thread"]) / 1e9
+    out["stage_loop"] = thread - sum(out[f"stage_{k}"] for k in STAGES)
+    return out
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -204,6 +265,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="which daemon rows, comma-separated: default, upstream (bare always runs)")
     p.add_argument("--mirror", default=MIRROR, help=f"Debian mirror to fetch from (default {MIRROR})")
     p.add_argument("--fetch-only", action="store_true", help="fetch and verify the tarball, then stop")
+    p.add_argument("--stages", action="store_true",
+                   help="time the daemon's engine thread by stage (bench._stage_probe; adds a few clock reads per poll)")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.jobs < 1:
         p.error("--repeat and --jobs must be at least 1")
@@ -217,14 +280,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def rows(chosen: list[str]) -> list[Row]:
+def rows(chosen: list[str], stages: bool) -> list[Row]:
     from falconet.rules import DEFAULT_RULES
 
     out: list[Row] = [(BARE, nothing)]
     if "default" in chosen:
-        out.append((DEFAULT, lambda: daemon(DEFAULT_RULES)))
+        out.append((DEFAULT, lambda: daemon(DEFAULT_RULES, stages)))
     if "upstream" in chosen:
-        out.append((UPSTREAM, lambda: daemon(UPSTREAM_STABLE)))
+        out.append((UPSTREAM, lambda: daemon(UPSTREAM_STABLE, stages)))
     return out
 
 
@@ -244,6 +307,19 @@ def report(results: dict[str, list[Figures]], repeat: int, jobs: int) -> list[st
             f"{paired_ratio(runs, results[BARE], 'make'):9.3f} {statistics.median(r['total_cpu'] for r in runs):7.1f} "
             f"{paired_ratio(runs, results[BARE], 'total_cpu'):8.3f} {daemon_cpu:>12} {events:>10}  {drops}")
     for label, runs in results.items():
+        if "engine_user" in runs[0]:
+            lines.append(f"{label}: daemon CPU by thread (median s): busiest (engine) thread user "
+                         f"{statistics.median(r['engine_user'] for r in runs):.2f}, system "
+                         f"{statistics.median(r['engine_sys'] for r in runs):.2f}; other threads "
+                         f"{statistics.median(r['other_threads'] for r in runs):.2f}")
+        if "stage_wait" in runs[0]:
+            parts = ", ".join(f"{k} {statistics.median(r['stage_' + k] for r in runs):.2f}"
+                              for k in (*STAGES, "loop"))
+            lines.append(f"{label}: engine thread CPU by stage (median s): {parts}; polls "
+                         f"{statistics.median(r['stage_polls'] for r in runs):,.0f}, records "
+                         f"{statistics.median(r['stage_records'] for r in runs):,.0f}, opens gated in user space "
+                         f"{statistics.median(r['stage_gated'] for r in runs):,.0f}")
+    for label, runs in results.items():
         if label == BARE:
             continue
         total = paired_ratio(runs, results[BARE], "total")
@@ -257,6 +333,8 @@ def report(results: dict[str, list[Figures]], repeat: int, jobs: int) -> list[st
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--as-daemon"]:
+        return as_daemon(argv[1:])
     args = parse(argv)
     try:
         tarball = fetch(PACKAGE, args.cache, args.mirror)
@@ -280,15 +358,23 @@ def main(argv: list[str]) -> int:
             if not isinstance(ctx, Daemon):
                 return build_once(PACKAGE, tarball, Path(tmp), args.jobs)
             before = scrape(ctx.metrics_url).get("falconet_events_total", 0.0)
+            stage_log = Path(os.environ.get(LOG_ENV, "/nonexistent"))
+            st0 = stage_totals(ctx, stage_log) if args.stages else {}
             cpu0 = process_cpu_s(ctx.proc.pid)
+            threads0 = thread_cpu_s(ctx.proc.pid)
             figures = build_once(PACKAGE, tarball, Path(tmp), args.jobs)
             daemon_cpu = process_cpu_s(ctx.proc.pid) - cpu0
+            split = cpu_split(threads0, thread_cpu_s(ctx.proc.pid))
+            if args.stages:
+                split.update(stage_figures(st0, stage_totals(ctx, stage_log)))
             events, drops = ctx.settled_counters()
             if ctx.proc.poll() is not None:
                 raise RuntimeError("the daemon exited during the build")
-            return {**figures, "events": events - before, "drops": drops, "daemon_cpu": daemon_cpu}
+            return {**figures, **split, "events": events - before, "drops": drops, "daemon_cpu": daemon_cpu}
 
-        results = interleaved(rows(args.rules), args.repeat, measure)
+        if args.stages:
+            os.environ[LOG_ENV] = str(Path(tmp) / "stages.json")
+        results = interleaved(rows(args.rules, args.stages), args.repeat, measure)
     print(f"machine after: {machine_state()}")
     for line in report(results, args.repeat, args.jobs):
         print(line)

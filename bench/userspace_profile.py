@@ -43,6 +43,7 @@ from falconet.rules import DEFAULT_RULES
 
 _LEN = struct.Struct("<I")
 BATCH = 4096  # sensor.POLL_BATCH: a poll takes at most this many records
+GATE = [True]  # the user-space open gate on, as the daemon serves (--no-gate: off); a tree without it has none
 
 
 def rules_path(name: str) -> Path:
@@ -174,6 +175,10 @@ def _fresh(rules: Path) -> tuple[Callable[[bytes, list[int], list[int]], tuple[l
     engine = Engine.from_files([str(rules)])
     types = engine.event_types
     enricher = Enricher(wanted=set(types) if types is not None else None)
+    if GATE[0] and hasattr(engine, "open_gate") and engine.open_path_prefixes() is not None:
+        gate = engine.open_gate()  # as the daemon sets it, with the open filter on
+        enricher.open_gate = gate.may_match
+        enricher.fd_type_gate = getattr(gate, "fd_type_may_match", None)
     engine.warm()
     return enricher.feed_batch, engine.process  # type: ignore[return-value]
 
@@ -285,10 +290,12 @@ def main(argv: list[str]) -> int:
     rep.add_argument("--rounds", type=int, default=5)
     rep.add_argument("--profile", action="store_true")
     rep.add_argument("--summary", action="store_true", help="print only the median CPU seconds per stage")
+    rep.add_argument("--no-gate", action="store_true", help="without the user-space open gate (rules/open_gate.py)")
     args = p.parse_args(argv)
     if args.mode == "record":
         record(rules_path(args.rules), args.out, args.command)
     else:
+        GATE[0] = not args.no_gate
         replay(args.file, rules_path(args.rules), args.rounds, args.profile, args.summary)
     return 0
 

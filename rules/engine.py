@@ -28,6 +28,7 @@ from falconet.model.event import Event
 from falconet.model.prefilter import EVERYTHING, EventGate
 
 from . import buffer_fields, event_gates, open_prefixes
+from .open_gate import OpenGate
 from .codegen import MAX_INLINE_NESTING, nesting_depth
 from .errors import LoadResult, RulesLoadError
 from .fields.dns import DEFAULT_TTL as DEFAULT_DNS_TTL
@@ -351,6 +352,12 @@ class Engine:
             for path, mask in found.items():
                 out[path] = out.get(path, 0) | mask
         return open_prefixes.as_sensor_argument(out)
+
+    def open_gate(self) -> OpenGate:
+        """User space's gate on opens (rules/open_gate.py): False for an open of a resolved path and kind set
+        no enabled rule can match, so the sensor need not build its Event. Tighter than the kernel's filter:
+        it keeps each rule's conjunctions and judges relative paths once resolved."""
+        return OpenGate.of((a.rule.condition_ast, a.rule.macro_asts, a.rule.types.__contains__) for a in self._order)
 
     def event_gates(self, names: Iterable[str]) -> dict[str, EventGate]:
         """For each of these event types, the gate every event an enabled rule can match passes

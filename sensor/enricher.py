@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from falconet.model.event import Container, Event, Fd, Group, Process, User
@@ -19,6 +20,7 @@ from falconet.sensor import cgroups
 from falconet.sensor import syscalls as sc
 from falconet.sensor.argplan import Plan, plan_of
 from falconet.sensor.exefacts import apply_exec
+from falconet.sensor.openfilter import OPEN_KEEP, open_need
 from falconet.sensor.record import (
     _COMMS,
     _NO_SEGMENTS,
@@ -73,6 +75,10 @@ def _i64(v: int) -> int:
     return v - (1 << 64) if v & (1 << 63) else v
 
 
+# The register holding an open's flags, as the syscall table copies it (model/syscalls.py: `flags=u1`, `u2`).
+_FLAGS_REG = {"open": 1, "openat": 2}
+
+
 class Enricher:
     """Records -> Events, keeping the process and fd tables. Pure user space: fed bytes or Records."""
 
@@ -89,6 +95,13 @@ class Enricher:
         self._wanted: frozenset[str] | None = frozenset(wanted) if wanted is not None else None
         self.offset_ns = mono_to_epoch_ns
         self.num = 0
+        # the open gate and its memo, one reference (see the open_gate property)
+        self._gate: tuple[Callable[[str, str, int], bool], dict[tuple[str, int, str], bool]] | None = None
+        self.gated_opens = 0
+        # (event type, fd type) -> may a rule match an event of this type on an fd of this type
+        # (rules/fd_type_gate.py); None: any may. Set with open_gate; the fd table has taken the syscall first.
+        self.fd_type_gate: Callable[[str, str], bool] | None = None
+        self.gated_fd_events = 0
         self._pending_exec: dict[int, Record] = {}
         # the environment beyond the EXECARGS record's entries (REC_EXECENV): (entries of EXECARGS to keep, rest)
         self._pending_env: dict[int, tuple[int, list[str]]] = {}
@@ -291,9 +304,16 @@ class Enricher:
             paths = self._paths(rec, plan, pid) if plan.paths else NO_PATHS
             args = plan.build(rec.res, rec.args, rec.segments, paths)
             if plan.opens:
-                fd = self._open(rec.res, spec.name, p, paths.get("p0"), args)
+                got = paths.get("p0")
+                fd = self._open(rec.res, spec.name, p, got, args)
+                if wanted and got is not None and self._gate is not None and self._gated(spec.name, got, args):
+                    return None
             else:
                 fd = self._fd_effects(rec, spec, pid, paths, args)
+                if wanted and fd is not None and fd.type is not None and self.fd_type_gate is not None and (
+                        not self.fd_type_gate(spec.name, fd.type)):
+                    self.gated_fd_events += 1  # no rule accepts this fd's type here (rules/fd_type_gate.py)
+                    return None
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
             if plan.close:  # the most common of them, spelled out: _fd_effects' close on the process at hand
                 if rec.res == 0:
@@ -328,11 +348,56 @@ class Enricher:
         before (`got`): _syscall's work for it, straight from the unpacked header (no Record)."""
         spec, plan, wanted, _quiet_close = route
         res = v[24]
+        gate = self._gate
+        if gate is not None and wanted:
+            # An open the gate already ruled out, of an Fd already made: only the fd table's part of _open, with
+            # the flags register plan.build would have copied (the memo and Fd cache keys are the same).
+            reg = _FLAGS_REG.get(spec.name)
+            if reg is not None:
+                flags = v[25 + reg] or 0
+                fd = self._open_fds.get((res, flags, got)) if gate[1].get((spec.name, flags, got[1])) else None
+                if fd is not None:
+                    if res >= 0:
+                        p.fds[res] = fd
+                    self.gated_opens += 1
+                    return None
         args = plan.build(res, v[25:31], segments, {"p0": got})
         fd = self._open(res, spec.name, p, got, args)
-        if not wanted:
+        if not wanted or (gate is not None and self._gated(spec.name, got, args)):
             return None
         return self._event(p, spec.name, v[0], v[4], res, args, fd, v[18])
+
+    def _gated(self, name: str, got: tuple[str, str], args: dict[str, Any]) -> bool:
+        """True when the open gate (rules/open_gate.py, set by the daemon) says no rule can match this open
+        of a file (the fd table has taken it already): its Event is not built. Counted in `gated_opens`. The
+        answer depends on the type, the flags and fd.name only, so it is memoised with the gate."""
+        current = self._gate
+        if current is None:
+            return False
+        gate, memo = current
+        key = (name, args.get("flags") or 0, got[1])
+        no = memo.get(key)
+        if no is None:
+            need = open_need(name, key[1])
+            no = not (need & OPEN_KEEP or gate(name, got[1], need))
+            if len(memo) >= 65536:
+                memo.clear()
+            memo[key] = no
+        if no:
+            self.gated_opens += 1
+        return no
+
+    @property
+    def open_gate(self) -> Callable[[str, str, int], bool] | None:
+        """(event type, fd.name, open kind set) -> may a rule match this open (rules/open_gate.py); None:
+        every open may. Set by whoever loads the rules (the daemon, with the open filter on), from any thread:
+        the gate and its memo are replaced together. Opens it rules out still update the fd table; only
+        their Events are not built."""
+        return self._gate[0] if self._gate is not None else None
+
+    @open_gate.setter
+    def open_gate(self, gate: Callable[[str, str, int], bool] | None) -> None:
+        self._gate = (gate, {}) if gate is not None else None
 
     def _open(self, res: int, name: str, p: ProcInfo, got: tuple[str, str] | None,
               args: dict[str, Any]) -> Fd | None:

@@ -28,6 +28,7 @@ PREFIX_MAX = prefilter.PREFIX_MAX  # prefixes are matched on their first PREFIX_
 PATH_SCAN_MAX = prefilter.PATH_SCAN_MAX  # paths of PATH_SCAN_MAX - 3 bytes or more are never kept back
 SUFFIX_MAX = prefilter.SUFFIX_MAX  # suffixes are matched on their last SUFFIX_MAX bytes
 SUFFIX_LENS = 8
+HEAD_LEN = 8  # the kernel caches the prefix trie's answer by a path's first HEAD_LEN bytes
 SUFFIX_MARK = "*"
 # Flags that change nothing a rule can ask about an open beyond its read/write kind (OPEN_QUIET_FLAGS).
 QUIET_FLAGS = 0o4000 | 0o100000 | 0o200000 | 0o400000 | 0o400 | 0o1000000 | 0o2000000
@@ -43,6 +44,11 @@ class OpenFilterMaps:
     prefixes: dict[bytes, int]
     suffixes: dict[bytes, int]
     lengths: tuple[tuple[int, int], ...]  # (length, kinds of its suffixes), at most SUFFIX_LENS
+
+    def long_heads(self) -> set[bytes]:
+        """The first HEAD_LEN bytes of every prefix longer than that (probe_openfilter.h's open_long_heads):
+        the kernel caches the trie's answer by a path's first HEAD_LEN bytes only when none of these is them."""
+        return {raw[:HEAD_LEN] for raw in self.prefixes if len(raw) > HEAD_LEN}
 
     def keeps(self, path: bytes, need: int) -> bool:
         """Would the kernel emit this open (path as passed, without its NUL; need from open_need)?"""

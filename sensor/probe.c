@@ -187,6 +187,45 @@ BPF_ARRAY(snaplen, u32, 1);  // bytes of a data buffer copied (Falco's snaplen);
 #define TAIL_EXEC_ARGS 2
 BPF_ARRAY(env_more, u32, 1);  // environment entries to read beyond MAX_ENVP (0: none); user space sets it
 
+
+// Stage timing for bench/sensor_kprof.py (compiled in only with -DKPROF, never by the sensor): per-CPU sums
+// of ns and counts per slot, for the one process `kprof_tgid` names. Each mark costs about one clock read,
+// which the bench measures (a calibration slot of two marks back to back) and subtracts.
+#ifdef KPROF
+#define KP_SLOTS 32
+BPF_PERCPU_ARRAY(kprof, u64, KP_SLOTS * 2 + 1);
+BPF_ARRAY(kprof_tgid, u32, 1);
+static __always_inline void kp_begin(void) {
+    int z = KP_SLOTS * 2, zero = 0;
+    u64 *t0 = kprof.lookup(&z);
+    u32 *want = kprof_tgid.lookup(&zero);
+    if (!t0 || !want)
+        return;
+    *t0 = (*want && *want == bpf_get_current_pid_tgid() >> 32) ? bpf_ktime_get_ns() : 0;
+}
+static __always_inline void kp_mark(int slot) {
+    int z = KP_SLOTS * 2;
+    u64 *t0 = kprof.lookup(&z);
+    if (!t0 || !*t0)
+        return;
+    u64 now = bpf_ktime_get_ns();
+    int k = (slot & (KP_SLOTS - 1)) * 2;
+    u64 *sum = kprof.lookup(&k);
+    if (sum)
+        *sum += now - *t0;
+    k++;
+    u64 *cnt = kprof.lookup(&k);
+    if (cnt)
+        (*cnt)++;
+    *t0 = bpf_ktime_get_ns();
+}
+#define KP_BEGIN() kp_begin()
+#define KP(slot) kp_mark(slot)
+#else
+#define KP_BEGIN()
+#define KP(slot)
+#endif
+
 static __always_inline void count(int which) {
     u64 *c = counters.lookup(&which);
     if (c)
@@ -206,6 +245,16 @@ static __always_inline u32 read_u32(u64 addr) {
         bpf_probe_read_kernel(&v, sizeof(v), (void *)addr);
     return v;
 }
+
+// Loads through a BTF-typed kernel pointer (bpf_get_current_task_btf(), bpf_task_pt_regs() and the struct
+// pointers loaded from them): the verifier checks the offset against the running kernel's BTF and turns the load
+// into a fault-safe direct load (a fault reads 0), about 1 ns where a bpf_probe_read_kernel call costs about 5.
+// Written as assembly so that bcc's rewriter, which turns a C dereference of a kernel pointer into a
+// bpf_probe_read, leaves it alone; the offsets are still the OFF_* values from BTF (sensor/btf.py), and the
+// verifier rejects the program if one does not name a field of that type.
+#define BTF_LOAD64(dst, ptr, off) asm volatile("%0 = *(u64 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
+#define BTF_LOAD32(dst, ptr, off) asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
+#define BTF_OFF_OK(off) ((off) >= 0 && (off) < 32768)  // a load's offset is a signed 16-bit field
 
 // struct pid -> its number in the initial namespace (numbers[0].nr)
 static __always_inline u32 pid_nr0(u64 pid) {
@@ -468,21 +517,44 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat) {
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit) {
-    // One read of the registers that hold the id and the arguments (every traced syscall needs them).
-    u64 regs[REGS_WORDS] = {};
-    if (bpf_probe_read_kernel(regs, sizeof(regs), (void *)(ctx->args[0] + REGS_LO)) != 0)
+    KP_BEGIN();
+    KP(0);
+    // The saved user registers (the same pt_regs as ctx->args[0], which is an untyped number to the verifier)
+    // through the task's typed pointer: the id first, the arguments only for a syscall that is on. Typed loads
+    // (BTF_LOAD64) instead of one bpf_probe_read_kernel of the whole span: every syscall of the machine pays
+    // for the id's read.
+    u64 ptregs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!ptregs)
         return 0;
-    s64 id = regs[REGW(REG_NR)];
+    s64 id = -1;
+    BTF_LOAD64(id, ptregs, REG_NR);
     if (id < 0 || id >= NR_SYSCALLS_MAX)
         return 0;
     int key = id;
     struct sysconf *conf = sysconf.lookup(&key);
-    if (!conf || !conf->on)
+    if (!conf || !conf->on) {
+        KP(2);
         return 0;
+    }
+    u64 regs[REGS_WORDS] = {};
+    BTF_LOAD64(regs[REGW(REG_ARG0)], ptregs, REG_ARG0);
+    BTF_LOAD64(regs[REGW(REG_ARG1)], ptregs, REG_ARG1);
+    BTF_LOAD64(regs[REGW(REG_ARG2)], ptregs, REG_ARG2);
+    BTF_LOAD64(regs[REGW(REG_ARG3)], ptregs, REG_ARG3);
+    BTF_LOAD64(regs[REGW(REG_ARG4)], ptregs, REG_ARG4);
+    BTF_LOAD64(regs[REGW(REG_ARG5)], ptregs, REG_ARG5);
+    KP(1);
     s64 ret = ctx->args[1];
     if (conf->forks && ret == 0)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
+    // The close of an fd whose open was kept back needs no record (and close has no gate: it changes the fd
+    // table), so it is decided first, from the register alone.
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)regs[REGW(REG_ARG0)])) {
+        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
+        KP(5);
+        return 0;
+    }
     struct buf *b = get_buf();
     if (!b)
         return 0;
@@ -490,8 +562,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
         count(CNT_GATED);
         return 0;
     }
+    KP(3);
     reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);
+    KP(4);
     if (conf->exec) {
         if (is_excluded(pid_tgid >> 32))
             return 0;
@@ -512,20 +586,20 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // What the open filter keeps in the kernel is decided before anything else is looked up (the `excluded`
     // check included: a dropped record needs none), so a kept-back open costs its path read, the path's scan,
     // the map lookups and its fd's mark (a bit in the process's bitmap), and its close one bit test.
-    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)b->hdr.args[0])) {
-        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
-        return 0;
-    }
     u32 off = 0, n = 0;
     if (conf->str0 != NO_ARG) {
         n = put_user_str(b, off, arg_at(b->hdr.args, conf->str0));
         b->hdr.len[SEG_STR0] = n;
         off += n;
+        KP(6);
         if (conf->pathfilter) {
             u8 need = open_need(conf->pathfilter, b->hdr.args);
+            KP(7);
             if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
+                KP(11);
                 count(CNT_PATH_FILTERED);
                 fd_hide(pid_tgid, b->hdr.res);
+                KP(12);
                 return 0;
             }
         }
@@ -605,7 +679,6 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     reset_hdr(&b->hdr);
     fill_task(&b->hdr, REC_FORK);
     b->hdr.args[0] = args->child_pid;
-    fd_forget(args->child_pid);  // a thread's tid is no live process's number: nothing to drop then
     // The clone flags say whether the child is a thread; the parent is inside its clone syscall here, so they
     // are in its saved registers (a kernel thread's fork has none of these syscall numbers: a plain fork).
     u64 flags = 17;  // SIGCHLD: plain fork
@@ -637,7 +710,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (!args->group_dead)
         return 0;
-    fd_forget(pid_tgid >> 32);
     if (is_excluded(pid_tgid >> 32))
         return 0;
     struct buf *b = get_buf();

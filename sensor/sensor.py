@@ -161,6 +161,7 @@ class Sensor:
                                              else frozenset(self.config.data_syscalls))
         self._gated: frozenset[int] = frozenset()  # syscall numbers whose event gate is on (set_event_gates)
         self._recent = False  # the last poll found records: the next wait is at most WAKE_GAP_MS (see poll)
+        self._filter_gen = 0  # the open filter's generation in the kernel (set_open_prefixes)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -290,12 +291,18 @@ class Sensor:
         Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         suffixes = self._bpf[b"open_suffixes"]
+        heads, long_heads = self._bpf[b"open_heads"], self._bpf[b"open_long_heads"]
         on = self._bpf[b"path_filter_on"]
         # Off while the maps change: a half-filled map with the filter on would drop opens a rule needs (off
-        # only lets more through).
+        # only lets more through). The trie's answers the kernel cached by path head carry the generation they
+        # were computed under; a new one makes every earlier answer (even one a program still running writes
+        # after the clear below) unused.
         on[ctypes.c_int(0)] = ctypes.c_uint32(0)
+        self._filter_gen = self._filter_gen % 0xFFFFFFFF + 1
         trie.clear()
         suffixes.clear()
+        heads.clear()
+        long_heads.clear()
         if prefixes is None:
             return
         maps = openfilter.compile_maps(prefixes)
@@ -305,6 +312,8 @@ class Sensor:
             for i, byte in enumerate(raw):
                 key.data[i] = byte
             trie[key] = ctypes.c_uint8(mask)
+        for head in maps.long_heads():
+            long_heads[ctypes.c_uint64(int.from_bytes(head, "little"))] = ctypes.c_uint8(1)
         for raw, mask in maps.suffixes.items():
             skey = suffixes.Key()
             skey.len = len(raw)
@@ -316,7 +325,7 @@ class Sensor:
         for i, (length, kinds) in enumerate(maps.lengths):
             lens.len[i], lens.kinds[i] = length, kinds
         lens_map[ctypes.c_int(0)] = lens
-        on[ctypes.c_int(0)] = ctypes.c_uint32(1)
+        on[ctypes.c_int(0)] = ctypes.c_uint32(self._filter_gen)
 
     def set_event_gates(self, gates: Mapping[str, EventGate] | None) -> None:
         """Turns the event gates on (event type -> the gate its events must pass, from the rules:

@@ -53,10 +53,9 @@ class Backing(Protocol):
     oldest: int | None
     """The oldest sequence stored (None = none)."""
 
-    def notify(self, convert: bool = True) -> None:
+    def notify(self) -> None:
         """The first alert since the last `Hub.drain_unsynced` waits there (later ones until the next drain do
-        not call this: the writer must clear its wake-up before it drains); must not block. `convert`: some of
-        them have no wire form yet (the engine published them; received alerts come with theirs)."""
+        not call this: the writer must clear its wake-up before it drains); must not block."""
 
     def read(self, first: int, max_n: int) -> list[tuple[int, bytes]]:
         """Stored (sequence, wire form) pairs from `first` on; blocks on the disk, so never on the event loop."""
@@ -191,8 +190,6 @@ class Hub:
         self._ring_floor = head + 1  # the ring holds nothing older (earlier alerts are in the store only)
         self._store = store
         self._unsynced: list[Entry] = []
-        self._convert_asked = False
-        """The store's converter was woken since the last drain (alerts the engine published are pending)."""
         self._falco_dirty: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -224,10 +221,8 @@ class Hub:
             self._head = seq
             if store is not None:
                 unsynced = self._unsynced
-                if unsynced and self._convert_asked:  # the writer and the converter are awake since the drain
+                if unsynced:  # the writer was notified of the first since the drain
                     store = None
-                else:
-                    self._convert_asked = True
                 unsynced.append(entry)
                 waiters = []
             else:
@@ -272,7 +267,7 @@ class Hub:
             waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
-                store.notify(convert=False)  # nothing to convert: the writer alone
+                store.notify()
         elif waiters:
             _wake(waiters)
         return last
@@ -291,8 +286,6 @@ class Hub:
                 self._head = seq
                 if store is not None:
                     self._unsynced.append(entry)
-            if store is not None and last is not None:
-                self._convert_asked = True
             waiters = self._finish_many_locked(store)
         if store is not None:
             if last is not None:
@@ -323,9 +316,14 @@ class Hub:
                 entries, self._unsynced = entries[:max_n], entries[max_n:]
             else:
                 self._unsynced = []
-            self._convert_asked = False
             cursors, self._falco_dirty = self._falco_dirty, {}
         return entries, cursors
+
+    def pending(self, max_n: int) -> list[Entry]:
+        """The oldest `max_n` alerts waiting for the next `drain_unsynced` (not removed: the store's writer makes
+        their wire forms while it commits the group before them)."""
+        with self._lock:
+            return self._unsynced[:max_n]
 
     def mark_durable(self, seq: int) -> None:
         """Makes alerts up to `seq` visible to readers (the store committed them, or cannot and says so)."""
@@ -519,15 +517,6 @@ class Hub:
 
     def _retains(self) -> str:
         return f"{self.retention} in memory and a persistent store" if self._store is not None else str(self.retention)
-
-    def recent(self, after: int, max_n: int) -> list[Entry]:
-        """Up to `max_n` in-memory entries published after sequence `after`, visible to readers or not yet (the
-        store's converter makes their wire forms ahead of the commit)."""
-        with self._lock:
-            first = max(after + 1, self.ring_oldest)
-            last = min(self._head, first + max_n - 1)
-            ring, r = self._ring, self.retention
-            return [ring[s % r] for s in range(first, last + 1)]  # type: ignore[misc]
 
     def snapshot(self, start: int | None = None) -> list[Entry]:
         """Every retained in-memory entry from `start` (default: the oldest) to the newest, in order."""

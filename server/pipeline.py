@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from falconet.model.alert import Alert
 from falconet.model.audit import AuditEvent
@@ -23,7 +23,7 @@ from falconet.server.daemon_config import DaemonConfig
 from falconet.server.hub import Hub
 from falconet.server.metrics import DaemonMetrics
 from falconet.server.outputs import Output, TokenBucket
-from falconet.server.source import EventSource, KernelFilter, Log, SourceCounters
+from falconet.server.source import EventSource, KernelFilter, Log, OpenGate, OpenGateSink, SourceCounters
 
 TICK_SECONDS = 1.0
 POLL_MS = 100
@@ -67,6 +67,13 @@ class RuleEngine(Protocol):
         """Whether some rule reads a process's environment (proc.env), which may be long."""
 
 
+@runtime_checkable
+class GatedEngine(Protocol):
+    """An engine that gives user space's gate on opens (rules/open_gate.py)."""
+
+    def open_gate(self) -> OpenGate: ...
+
+
 EngineBuilder = Callable[[DaemonConfig, str], RuleEngine]
 """(configuration, host name) -> a loaded engine; raises ConfigError or the engine's load error."""
 
@@ -91,6 +98,8 @@ def apply_open_filter(kernel: KernelFilter, engine: RuleEngine, enabled: bool, l
     elif prefixes is not None:
         log(f"open path filter on: {len(prefixes)} path prefixes from the rules")
     kernel.set_open_prefixes(prefixes)
+    if isinstance(kernel, OpenGateSink):  # user space's gate on opens (rules/open_gate.py), same switch
+        kernel.set_open_gate(engine.open_gate() if enabled and isinstance(engine, GatedEngine) else None)
     apply_event_gates(kernel, engine, enabled, log)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from falconet.model.audit import AuditEvent
 from falconet.model.event import Event
@@ -33,6 +33,21 @@ class SourceCounters(NamedTuple):
     undecoded: int = 0
     """Records that reached user space but could not be decoded (malformed): lost too, and reported as Falco's
     `n_drops_bug` so such a loss is never silent."""
+
+
+class OpenGate(Protocol):
+    def may_match(self, event_type: str, path: str, need: int) -> bool:
+        """May some rule match an open of this type, resolved absolute path and kind set (rules/open_gate.py)?"""
+
+    def fd_type_may_match(self, event_type: str, fd_type: str) -> bool:
+        """May some rule match an event of this (non-open) type on an fd of this type (rules/fd_type_gate.py)?"""
+
+
+@runtime_checkable
+class OpenGateSink(Protocol):
+    """A source that can skip building the Events of opens the gate rules out (the eBPF sensor's enricher)."""
+
+    def set_open_gate(self, gate: OpenGate | None) -> None: ...
 
 
 class KernelFilter(Protocol):

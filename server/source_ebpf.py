@@ -14,7 +14,7 @@ from falconet.model.event import Event
 from falconet.model.prefilter import EventGate
 from falconet.server.errors import DaemonError
 from falconet.server.kernel_headers import headers_problem
-from falconet.server.source import EventSource, KernelFilter, SourceCounters, SourceKind, SourceRequest
+from falconet.server.source import EventSource, KernelFilter, OpenGate, SourceCounters, SourceKind, SourceRequest
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
@@ -53,6 +53,16 @@ class SensorSource:
 
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
         self._sensor.set_open_prefixes(prefixes)
+        if prefixes is None:  # the filter off (as during a reload): user space's open gate off too
+            self.set_open_gate(None)
+
+    def set_open_gate(self, gate: OpenGate | None) -> None:
+        """The enricher's gates on opens (rules/open_gate.py) and on the fd types of other syscalls
+        (rules/fd_type_gate.py): the Events no rule can match are not built (the fd table still takes their
+        syscalls)."""
+        enricher = self._sensor.enricher
+        enricher.open_gate = gate.may_match if gate is not None else None
+        enricher.fd_type_gate = gate.fd_type_may_match if gate is not None else None
 
     def set_data_syscalls(self, names: frozenset[str] | None) -> None:
         self._sensor.set_data_syscalls(names)

@@ -7,8 +7,8 @@ pending alerts (up to COMMIT_MAX; more go in the next transaction at once) and e
 one transaction, then makes them visible. Neither the
 engine thread nor the event loop ever waits for the disk: `Hub.publish` appends to a list, and reads that reach
 past the ring run in a worker thread (`read`). Alerts published through the input service arrive with their
-wire form; for those the engine publishes, a converter thread makes it ahead of the commit, while the writer is
-inside SQLite (see `_convert`).
+wire form; for those the engine publishes, the writer makes it before the commit (`_make_wires`): the conversion
+their first subscriber would make without a store, done once for the store and every subscriber.
 
 When the store cannot be written (full disk, read-only, I/O error) alerts keep flowing from memory: the writer
 makes them visible at once, keeps up to a ring's worth for a retry every few seconds, and reports the failure
@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from operator import attrgetter
 from dataclasses import dataclass
@@ -50,11 +51,8 @@ RETRY_SECONDS = 5.0
 RETENTION_SECONDS = 1.0
 COMMIT_MAX = 2048
 """Most alerts one commit takes (what more is pending goes into the next, at once)."""
-CONVERT_SLICE = 32
-CONVERT_POLL_S = 0.0002
-CONVERT_IDLE_POLLS = 10
-"""The converter thread looks for new alerts every CONVERT_POLL_S while they flow, and waits once it has found
-none CONVERT_IDLE_POLLS times in a row (2 ms: about a commit window)."""
+CONVERT_STEP = 64
+"""Alerts the writer converts between two looks at whether the commit beside it is done (about 0.5 ms)."""
 DELETE_CHUNK = 100_000
 """Most rows one retention pass deletes, so a changed limit never makes one huge transaction."""
 
@@ -135,8 +133,9 @@ class AlertStore:
         self.hub: Hub | None = None
         self.report: Report | None = None
         self._wake = threading.Event()
-        self._convert_wake = threading.Event()
-        self._converter: threading.Thread | None = None
+        self._io: ThreadPoolExecutor | None = None
+        """Runs each commit (the record's write and the index commit, mostly without the GIL) while the writer
+        converts the next alerts: `_commit_beside_conversion`."""
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._backlog: deque[Entry] = deque()
@@ -167,32 +166,27 @@ class AlertStore:
         the hub directly)."""
         self.hub = hub
         self.report = report
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="falconet-store-io")
         self._thread = threading.Thread(target=self._run, name="falconet-store", daemon=True)
         self._thread.start()
-        self._converter = threading.Thread(target=self._convert, args=(hub,), name="falconet-store-wire", daemon=True)
-        self._converter.start()
         self._wake.set()
 
-    def notify(self, convert: bool = True) -> None:
+    def notify(self) -> None:
         """Called by the hub when alerts wait to be committed (cheap: sets an event unless already set; the
-        writer clears it before it drains, so an alert appended after a drain always sets it again). The
-        converter is woken only for alerts without a wire form: for received alerts it would only poll."""
+        writer clears it before it drains, so an alert appended after a drain always sets it again)."""
         if not self._wake.is_set():
             self._wake.set()
-        if convert and not self._convert_wake.is_set():
-            self._convert_wake.set()
 
     def close(self, timeout: float = 10.0) -> None:
         """Commits what is pending, stops the writer and closes the file."""
         self._stopping = True
         self._wake.set()
-        self._convert_wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if self._converter is not None:
-            self._converter.join(timeout)
-            self._converter = None
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+            self._io = None
         with self._rlock:
             for conn in (self._conn, self._rconn):
                 if conn is not None:
@@ -238,16 +232,17 @@ class AlertStore:
                     time.sleep(window)  # the group-commit window: gather what arrives meanwhile into one transaction
                 self._wake.clear()
             stopping = self._stopping
-            # A bounded group: while it is committed, the converter makes the next group's wire forms, and
-            # readers see a long burst group by group. What is left is not notified again: drain on at once.
+            # A bounded group: readers see a long burst group by group. What is left is not notified again:
+            # drain on at once.
             entries, cursors = hub.drain_unsynced(COMMIT_MAX)
             more = len(entries) == COMMIT_MAX
             if entries:
+                _make_wires(entries)
                 self._assigned = entries[-1].seq
                 self._backlog.extend(entries)
             self._cursors.update(cursors)
             if self._backlog or self._cursors:
-                self._commit()
+                self._commit_beside_conversion(hub)
             if entries:
                 # Committed, or (store failing) delivered from memory: either way the readers may see them now.
                 hub.mark_durable(entries[-1].seq)
@@ -259,41 +254,26 @@ class AlertStore:
             if stopping and not more:
                 return
 
-    def _convert(self, hub: Hub) -> None:
-        """Makes the wire form of each alert waiting to be committed, in a thread of its own beside the writer.
+    def _commit_beside_conversion(self, hub: Hub) -> None:
+        """Commits the backlog in the I/O thread and, while that runs, makes the wire forms of the alerts
+        published since the drain (the next group), in slices, until the commit is done.
 
-        Converting an alert the engine published takes the GIL for several µs; SQLite's insert and WAL write
-        (about 2 µs per alert) run without it. Done by the writer alone, the two add up; with this thread
-        converting the next alerts while the writer is in SQLite, they overlap on a second core. It skips
-        alerts that came with their wire form (`Hub.publish_received`) and those the writer has drained (the
-        writer converts any not done yet itself, so this thread only ever saves time; both convert one alert
-        only when a drain falls within a slice, which is harmless: the bytes are equal). It yields the GIL after
-        each CONVERT_SLICE alerts (about a quarter of a millisecond of work): a publishing thread that wants it
-        then runs for the interpreter's switch interval before this one gets it back, so this thread takes
-        idle interpreter time and slows the engine thread no more than the writer alone did. While alerts flow
-        it looks for new ones every CONVERT_POLL_S (the hub wakes it only for the first one after each drain);
-        idle, it waits."""
-        done = hub.published
-        wire_of = attrgetter("_wire")
-        while True:
-            self._convert_wake.wait()
-            self._convert_wake.clear()
-            idle = 0
-            while not self._stopping and idle < CONVERT_IDLE_POLLS:
-                done = max(done, self._assigned)  # what the writer has drained it converts itself
-                entries = hub.recent(done, CONVERT_SLICE)
-                if not entries:
-                    idle += 1
-                    time.sleep(CONVERT_POLL_S)
-                    continue
-                idle = 0
-                if None in map(wire_of, entries):
-                    for entry in entries:
-                        entry.wire()
-                    time.sleep(0)  # lets a thread waiting for the GIL (the engine's) go first: see above
-                done = entries[-1].seq
-            if self._stopping:
-                return
+        The write of the record and SQLite's commit hold the GIL only briefly, and on a VM the write costs
+        several µs per alert (new page-cache pages: bench/RESULTS.md, "storeready (session 6)"); done one after
+        the other with the conversion, a burst's alerts waited for both. The conversion stops as soon as the
+        commit is done, so what is committed becomes visible no later than it would have. Nothing else is shared
+        with the I/O thread meanwhile: the writer only converts (each entry caches its one wire form)."""
+        io = self._io
+        if io is None:  # not started (tests drive the writer directly)
+            self._commit()
+            return
+        done: Future[None] = io.submit(self._commit)
+        pending = hub.pending(COMMIT_MAX)
+        for i in range(0, len(pending), CONVERT_STEP):
+            if done.done():
+                break
+            _make_wires(pending[i : i + CONVERT_STEP])
+        done.result()
 
     def _commit(self) -> None:
         if self._conn is None:  # never opened (its failure was reported): memory only for this run
@@ -554,6 +534,25 @@ class AlertStore:
             self.report(alert)
         else:
             hub.publish(alert)
+
+
+def _make_wires(entries: list[Entry]) -> None:
+    """Makes the wire form of each entry that has none (the engine published it), in the writer thread.
+
+    This is the conversion the alert's first subscriber would make without a store (on the event loop), done
+    once for the store and every subscriber, and held to the same terms: it takes the GIL for several µs per
+    alert and gives it up at the interpreter's switch interval when another thread wants it, as a subscriber's
+    first read does. Two earlier designs cost more CPU per alert than they saved: a converter thread of its own
+    (sessions 4-5), which converted ahead of the commit while the writer was in SQLite (since SQLite holds only
+    the index there is little to overlap; its polling and GIL hand-offs remained), and yielding the GIL after
+    every 32 alerts (each yield let any thread that wanted the GIL, gRPC's poller included, hold it for up to a
+    switch interval: a group of 2,048 then took up to 300 ms); bench/RESULTS.md, "storeready (session 6)"."""
+    if None in map(_wire_of, entries):  # else received alerts, made already
+        for _ in map(Entry.wire, entries):
+            pass
+
+
+_wire_of = attrgetter("_wire")
 
 
 def data_error(exc: OSError, doing: str, path: Path) -> StoreError:

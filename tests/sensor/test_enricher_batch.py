@@ -13,6 +13,7 @@ from falconet.model.event import Event
 from falconet.sensor import record as r
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
+from falconet.sensor.openfilter import OPEN_KEEP, open_need
 from falconet.sensor.state import NameDb
 
 from . import replay_records as rr
@@ -190,3 +191,81 @@ def test_relative_opens_resolve_against_the_directory_of_the_moment(
     single = _enricher(tmp_path / "b", {"openat", "open"})
     one = [ev for data in records if (ev := single.feed(data)) is not None]
     assert [e.to_dict() for e in events] == [e.to_dict() for e in one]
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["feed_batch", "feed"])
+def test_the_open_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batched: bool) -> None:
+    """An open the gate (rules/open_gate.py) rules out still goes into the fd table, so every other event and
+    both tables stay as without the gate; only the ruled-out opens' events are missing (numbered without
+    them). An open the kernel filter always keeps (O_DIRECTORY, O_PATH: open_need's OPEN_KEEP) is never ruled
+    out."""
+    records = rr.load_records()
+    asked: list[tuple[str, str, int]] = []
+
+    def gate(etype: str, path: str, need: int) -> bool:
+        asked.append((etype, path, need))
+        return hash(path) % 3 == 0  # a third of the paths may match: the others are ruled out
+
+    def run(sub: str, with_gate: bool) -> tuple[Enricher, list[Event]]:
+        (tmp_path / sub).mkdir()
+        enricher = _enricher(tmp_path / sub)
+        if with_gate:
+            enricher.open_gate = gate
+        if batched:
+            events, errors = enricher.feed_batch(*_batch(records))
+            assert errors == 0
+            return enricher, events
+        return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
+
+    plain, want = run("plain", False)
+    gated, got = run("gated", True)
+    assert asked, "the fixture's opens were put to the gate"
+    assert all(etype in ("open", "openat", "creat") for etype, _p, _n in asked)
+    ruled_out = [e for e in want if e.type in ("open", "openat", "creat") and e.fd is not None
+                 and e.fd.name is not None and e.fd.name.startswith("/") and hash(e.fd.name) % 3 != 0
+                 and not open_need(e.type, int(e.args.get("flags") or 0)) & OPEN_KEEP]
+    assert ruled_out and gated.gated_opens == len(ruled_out)
+    out_ids = {id(e) for e in ruled_out}
+    kept = [e.to_dict() for e in want if id(e) not in out_ids]
+    for n, e in enumerate(kept, 1):
+        e["num"] = n
+    assert [e.to_dict() for e in got] == kept
+    assert gated.table.procs.keys() == plain.table.procs.keys()
+    for pid, p in plain.table.procs.items():
+        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["feed_batch", "feed"])
+def test_the_fd_type_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batched: bool) -> None:
+    """An event the fd-type gate (rules/fd_type_gate.py) rules out has had its effect on the fd table: every
+    other event and both tables are as without the gate. Opens and execs are never put to it."""
+    records = rr.load_records()
+    asked: list[str] = []
+
+    def gate(etype: str, fd_type: str) -> bool:
+        asked.append(etype)
+        return fd_type not in ("pipe", "unix")
+
+    def run(sub: str, with_gate: bool) -> tuple[Enricher, list[Event]]:
+        (tmp_path / sub).mkdir()
+        enricher = _enricher(tmp_path / sub)
+        if with_gate:
+            enricher.fd_type_gate = gate
+        if batched:
+            events, errors = enricher.feed_batch(*_batch(records))
+            assert errors == 0
+            return enricher, events
+        return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
+
+    plain, want = run("plain", False)
+    gated, got = run("gated", True)
+    assert asked and not {"open", "openat", "creat", "execve"} & set(asked)
+    ruled_out = {id(e) for e in want if e.type in asked and e.fd is not None and e.fd.type in ("pipe", "unix")}
+    assert ruled_out and gated.gated_fd_events == len(ruled_out)
+    kept = [e.to_dict() for e in want if id(e) not in ruled_out]
+    for n, e in enumerate(kept, 1):
+        e["num"] = n
+    assert [e.to_dict() for e in got] == kept
+    assert gated.table.procs.keys() == plain.table.procs.keys()
+    for pid, p in plain.table.procs.items():
+        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
