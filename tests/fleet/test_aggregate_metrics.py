@@ -61,8 +61,10 @@ def test_metrics_and_probes(nats_server: NatsServer, tmp_path: Path, certs_dir: 
         wait_until(lambda: agg.metrics()["falconet_aggregate_internal_alerts_total"] >= 3,
                    "the silence alerts and the bad-input report written to the stream")
 
-        nats_server.stop()
+        # Taken before the stop: the aggregator may see the connection go (and start its grace) before stop()
+        # returns, so a time taken after it can fall short of the grace by that much.
         down = time.monotonic()
+        nats_server.stop()
         wait_until(lambda: agg.metrics()["falconet_aggregate_nats_connected"] == 0, "NATS seen as away")
         assert agg.http("/healthz")[0] == 200  # it still serves what it holds: alive
         status, body = wait_until(lambda: (r := agg.http("/readyz"))[0] == 503 and r, "not ready past the grace",
