@@ -41,6 +41,16 @@ static long long now_ns(void) {
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* One fork and exec of /bin/true: the exec loops' unit of work (the parent gets the child's pid). */
+static pid_t spawn_true(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 int main(int argc, char **argv) {
     char buf[128];
     if (argc == 3 && strcmp(argv[1], "open") == 0) {
@@ -59,11 +69,7 @@ int main(int argc, char **argv) {
         long n = atol(argv[2]);
         long long t0 = now_ns();
         for (long i = 0; i < n; i++) {
-            pid_t pid = fork();
-            if (pid == 0) {
-                execl("/bin/true", "true", (char *)NULL);
-                _exit(127);
-            }
+            pid_t pid = spawn_true();
             int status;
             waitpid(pid, &status, 0);
         }
@@ -78,11 +84,7 @@ int main(int argc, char **argv) {
         getrusage(RUSAGE_SELF, &ru0);
         long long t0 = now_ns();
         for (long i = 0; i < n; i++) {
-            pid_t pid = fork();
-            if (pid == 0) {
-                execl("/bin/true", "true", (char *)NULL);
-                _exit(127);
-            }
+            pid_t pid = spawn_true();
             siginfo_t info;
             if (waitid(P_PID, pid, &info, WEXITED | WNOWAIT) < 0) return 1;
             char path[64];

@@ -5,6 +5,7 @@ run` started the way users start it (a subprocess; alerts as JSON lines in a fil
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ from typing import Any
 from nethost import CONNECT_CODE, MINER_PORT, OTHER_PORT, NetHost, net_host
 
 from falconet.rules import DEFAULT_RULES
+from falconet.sensor.ptrace import fastpath
+from resources import missing
 
 FALCONET = str(Path(sys.executable).with_name("falconet"))
 PY = "/usr/bin/python3"
@@ -49,6 +52,14 @@ EXPECTED_RULES = {
     "Write below binary or library directory", "Create symlink over sensitive file",
     "Crypto miner using the Stratum protocol", "Outbound connection to crypto mining pool port",
 }
+
+
+def needs_two_cpus() -> None:
+    """The placement tests move threads between CPUs 0 and 1, in the C stop loop."""
+    if not fastpath.BUILT:
+        missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
+    if not {0, 1} <= os.sched_getaffinity(0):
+        missing("the placement tests need CPUs 0 and 1")
 
 
 def token() -> str:

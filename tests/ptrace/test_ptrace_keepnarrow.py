@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ptrace_harness import PY, token
+from ptrace_harness import PY, needs_two_cpus, token
 
 from falconet.sensor.ptrace import fastpath
 from falconet.server.source_ptrace import PtraceSource
-from resources import missing
 
 DEADLINE = 60.0
 
@@ -89,13 +88,6 @@ os._exit(0)
 """
 
 
-def _needs_two_cpus() -> None:
-    if not fastpath.BUILT:
-        missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
-    if not {0, 1} <= os.sched_getaffinity(0):
-        missing("the placement tests need CPUs 0 and 1")
-
-
 def _source(tmp_path: Path, script: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> PtraceSource:
     monkeypatch.setenv(fastpath.ENV_SWITCH, "1")
     monkeypatch.setenv(fastpath.PLACE_SWITCH, "1")
@@ -115,7 +107,7 @@ def _drain(source: PtraceSource, deadline: float) -> None:
 
 def test_a_tracee_that_stops_stopping_gets_its_own_mask_back(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    _needs_two_cpus()
+    needs_two_cpus()
     whole = os.sched_getaffinity(0)
     phase, stop = tmp_path / f"phase-{token()}", tmp_path / f"stop-{token()}"
     source = _source(tmp_path, SPINNER, [str(tmp_path), str(phase), str(stop)], monkeypatch)
@@ -149,7 +141,7 @@ def test_a_tracee_that_stops_stopping_gets_its_own_mask_back(tmp_path: Path,
 
 def test_a_child_of_a_narrowed_tracee_starts_with_its_own_mask(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    _needs_two_cpus()
+    needs_two_cpus()
     whole = os.sched_getaffinity(0)
     out = tmp_path / "seen.txt"
     source = _source(tmp_path, FORKER, [str(tmp_path), "200", str(out)], monkeypatch)
@@ -165,7 +157,7 @@ def test_a_child_of_a_narrowed_tracee_starts_with_its_own_mask(tmp_path: Path,
 
 
 def test_a_thread_reads_another_threads_own_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _needs_two_cpus()
+    needs_two_cpus()
     whole = tuple(sorted(os.sched_getaffinity(0)))
     out, stop = tmp_path / "seen.txt", tmp_path / f"stop-{token()}"
     source = _source(tmp_path, READER, [str(tmp_path), str(stop), str(out)], monkeypatch)

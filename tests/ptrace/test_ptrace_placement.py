@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ptrace_harness import PY, token
+from ptrace_harness import PY, needs_two_cpus, token
 
 from falconet.sensor.ptrace import fastpath
 from falconet.server.source_ptrace import PtraceSource
-from resources import missing
 
 DEADLINE = 60.0
 
@@ -42,13 +41,6 @@ with open(out, "w") as f:
     f.write(repr(sorted(seen)) + "\n" + str(n) + "\n")
 os._exit(0)
 """
-
-
-def _needs_two_cpus() -> None:
-    if not fastpath.BUILT:
-        missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
-    if not {0, 1} <= os.sched_getaffinity(0):
-        missing("the placement tests need CPUs 0 and 1")
 
 
 def _last_cpu(tid: int) -> int:
@@ -106,7 +98,7 @@ def _trace(tmp_path: Path, cpu: str, monkeypatch: pytest.MonkeyPatch, *, placeme
 
 def test_the_tracer_thread_moves_to_the_cpu_of_a_pinned_tracee(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    _needs_two_cpus()
+    needs_two_cpus()
     affinity, last, seen, source = _trace(tmp_path, "1", monkeypatch, placement=True, start_on=0)
     assert source.tracer.loop is not None
     place = source.tracer.loop.placement()
@@ -119,7 +111,7 @@ def test_the_tracer_thread_moves_to_the_cpu_of_a_pinned_tracee(tmp_path: Path,
 def test_without_placement_the_tracer_thread_stays_where_it_started(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The control: the same run with placement off leaves the tracer on CPU 0 (the test above can fail)."""
-    _needs_two_cpus()
+    needs_two_cpus()
     affinity, _, seen, source = _trace(tmp_path, "1", monkeypatch, placement=False, start_on=0)
     assert source.tracer.loop is not None
     place = source.tracer.loop.placement()
@@ -132,7 +124,7 @@ def test_an_unpinned_tracee_never_sees_its_affinity_narrowed(tmp_path: Path,
     """Resumes narrow the tracee's affinity to the tracer's CPU (kept narrowed across the stops the C loop
     answers); its sched_getaffinity stops first and every mask is given back there (stoploop.c NR_SERIAL), so
     it reads its whole mask every time, thousands of times."""
-    _needs_two_cpus()
+    needs_two_cpus()
     whole = tuple(sorted(os.sched_getaffinity(0)))
     affinity, _, seen, source = _trace(tmp_path, ",".join(map(str, whole)), monkeypatch, placement=True,
                                        start_on=0)

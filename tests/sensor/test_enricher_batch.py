@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,32 @@ def test_relative_opens_resolve_against_the_directory_of_the_moment(
     assert [e.to_dict() for e in events] == [e.to_dict() for e in one]
 
 
+def _fed(work: Path, records: list[bytes], batched: bool,
+         configure: Callable[[Enricher], None]) -> tuple[Enricher, list[Event]]:
+    """A fresh enricher, set up by `configure` (a gate or none), fed every record in one batch or one by one."""
+    work.mkdir()
+    enricher = _enricher(work)
+    configure(enricher)
+    if batched:
+        events, errors = enricher.feed_batch(*_batch(records))
+        assert errors == 0
+        return enricher, events
+    return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
+
+
+def _assert_only_skipped(plain: Enricher, want: list[Event], gated: Enricher, got: list[Event],
+                         skipped: set[int]) -> None:
+    """The gated run made every event of the plain run but those in `skipped` (ids), numbered without them, and
+    its process table is the plain run's."""
+    kept = [e.to_dict() for e in want if id(e) not in skipped]
+    for n, e in enumerate(kept, 1):
+        e["num"] = n
+    assert [e.to_dict() for e in got] == kept
+    assert gated.table.procs.keys() == plain.table.procs.keys()
+    for pid, p in plain.table.procs.items():
+        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
+
+
 @pytest.mark.parametrize("batched", [True, False], ids=["feed_batch", "feed"])
 def test_the_open_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batched: bool) -> None:
     """An open the gate (rules/open_gate.py) rules out still goes into the fd table, so every other event and
@@ -206,33 +233,15 @@ def test_the_open_gate_skips_only_the_events_it_rules_out(tmp_path: Path, batche
         asked.append((etype, path, need))
         return hash(path) % 3 == 0  # a third of the paths may match: the others are ruled out
 
-    def run(sub: str, with_gate: bool) -> tuple[Enricher, list[Event]]:
-        (tmp_path / sub).mkdir()
-        enricher = _enricher(tmp_path / sub)
-        if with_gate:
-            enricher.open_gate = gate
-        if batched:
-            events, errors = enricher.feed_batch(*_batch(records))
-            assert errors == 0
-            return enricher, events
-        return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
-
-    plain, want = run("plain", False)
-    gated, got = run("gated", True)
+    plain, want = _fed(tmp_path / "plain", records, batched, lambda e: None)
+    gated, got = _fed(tmp_path / "gated", records, batched, lambda e: setattr(e, "open_gate", gate))
     assert asked, "the fixture's opens were put to the gate"
     assert all(etype in ("open", "openat", "creat") for etype, _p, _n in asked)
     ruled_out = [e for e in want if e.type in ("open", "openat", "creat") and e.fd is not None
                  and e.fd.name is not None and e.fd.name.startswith("/") and hash(e.fd.name) % 3 != 0
                  and not open_need(e.type, int(e.args.get("flags") or 0)) & OPEN_KEEP]
     assert ruled_out and gated.gated_opens == len(ruled_out)
-    out_ids = {id(e) for e in ruled_out}
-    kept = [e.to_dict() for e in want if id(e) not in out_ids]
-    for n, e in enumerate(kept, 1):
-        e["num"] = n
-    assert [e.to_dict() for e in got] == kept
-    assert gated.table.procs.keys() == plain.table.procs.keys()
-    for pid, p in plain.table.procs.items():
-        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
+    _assert_only_skipped(plain, want, gated, got, {id(e) for e in ruled_out})
 
 
 @pytest.mark.parametrize("batched", [True, False], ids=["feed_batch", "feed"])
@@ -246,26 +255,9 @@ def test_the_fd_type_gate_skips_only_the_events_it_rules_out(tmp_path: Path, bat
         asked.append(etype)
         return fd_type not in ("pipe", "unix")
 
-    def run(sub: str, with_gate: bool) -> tuple[Enricher, list[Event]]:
-        (tmp_path / sub).mkdir()
-        enricher = _enricher(tmp_path / sub)
-        if with_gate:
-            enricher.fd_type_gate = gate
-        if batched:
-            events, errors = enricher.feed_batch(*_batch(records))
-            assert errors == 0
-            return enricher, events
-        return enricher, [ev for data in records if (ev := enricher.feed(data)) is not None]
-
-    plain, want = run("plain", False)
-    gated, got = run("gated", True)
+    plain, want = _fed(tmp_path / "plain", records, batched, lambda e: None)
+    gated, got = _fed(tmp_path / "gated", records, batched, lambda e: setattr(e, "fd_type_gate", gate))
     assert asked and not {"open", "openat", "creat", "execve"} & set(asked)
     ruled_out = {id(e) for e in want if e.type in asked and e.fd is not None and e.fd.type in ("pipe", "unix")}
     assert ruled_out and gated.gated_fd_events == len(ruled_out)
-    kept = [e.to_dict() for e in want if id(e) not in ruled_out]
-    for n, e in enumerate(kept, 1):
-        e["num"] = n
-    assert [e.to_dict() for e in got] == kept
-    assert gated.table.procs.keys() == plain.table.procs.keys()
-    for pid, p in plain.table.procs.items():
-        assert dataclasses.asdict(gated.table.procs[pid]) == dataclasses.asdict(p), pid
+    _assert_only_skipped(plain, want, gated, got, ruled_out)
