@@ -135,6 +135,8 @@ def _check(check: Check, event_type: str) -> Pair:
         return _UNKNOWN
     if name == "evt.rawres":
         return _result_check(op, values)
+    if name == "fd.num" and event_type in _OPEN_FD_TYPES:
+        return _open_fd_num_check(op, values)
     if name == "evt.failed" and op in ("=", "==") and len(values) == 1:
         t = values[0].strip().lower()
         if t in ("true", "1", "false", "0"):
@@ -228,6 +230,31 @@ def _path_check(param: str, op: str, values: list[str]) -> Pair:
 
 def _result_pair(mask: int, exact: bool) -> Pair:
     return EventGate(result=mask), EventGate(result=RES_ANY & ~mask) if exact else EVERYTHING
+
+
+# The open family's event carries the fd the open made: fd.num is the result when it is a new fd and -1 for a
+# failed open (sensor/enricher.py's _open), or missing when the path was unreadable.
+_OPEN_FD_TYPES = frozenset({"open", "openat", "openat2", "creat"})
+
+
+def _open_fd_num_check(op: str, values: list[str]) -> Pair:
+    """fd.num of an open compared with numbers, bounding the result class: a failed open's fd.num is -1 (or
+    missing, which no comparison but `!=` can be true of), so the negative class is kept only when the check
+    holds for -1 (or is `!=`). Not exact (the non-negative classes are kept whole), so `not` bounds nothing."""
+    nums = [_number(v) for v in values]
+    if not nums or any(n is None for n in nums):
+        return _UNKNOWN
+    ints = [n for n in nums if n is not None]
+    if op in _EQ_OPS:
+        neg = -1 in ints
+    elif op in ("<", "<=", ">", ">=") and len(ints) == 1:
+        n = ints[0]
+        neg = {"<": -1 < n, "<=": -1 <= n, ">": -1 > n, ">=": -1 >= n}[op]
+    elif op == "!=":
+        neg = True
+    else:
+        return _UNKNOWN
+    return EventGate(result=(RES_NEG if neg else 0) | RES_ZERO | RES_POS), EVERYTHING
 
 
 def _number(text: str) -> int | None:

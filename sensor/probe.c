@@ -460,6 +460,7 @@ static __always_inline u32 put_sockinfo(struct buf *b, u32 off, s64 fd) {
 #include "probe_eventgate.h"
 #include "probe_exec.h"
 #include "probe_creds.h"
+#include "probe_recut.h"
 
 static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
@@ -562,6 +563,8 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
         count(CNT_GATED);
         return 0;
     }
+    if (recut_drops(id, ret, regs))  // a record that changes no table and no rule can match (probe_recut.h)
+        return 0;
     KP(3);
     reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);

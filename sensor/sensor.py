@@ -27,7 +27,7 @@ from falconet.model.event import Event
 from falconet.model.prefilter import EventGate
 from falconet.sensor.clocks import wall_minus
 from falconet.sensor import btf as btfmod
-from falconet.sensor import cgroups, eventgate, openfilter
+from falconet.sensor import cgroups, eventgate, openfilter, recut
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
@@ -106,6 +106,7 @@ class SensorStats:
     inflight_full: int = 0  # always 0: records are built at exit alone (kept for callers that read it)
     path_filtered: int = 0  # opens the open-prefix filter kept in the kernel, and their closes (by design)
     gated: int = 0  # syscalls without a state role the event gates kept in the kernel (by design)
+    cut: int = 0  # records of state syscalls that changed no table and no rule could match (recut.py, by design)
     decode_errors: int = 0
     swept: int = 0  # processes forgotten because they were gone without an exit record (a dropped one)
 
@@ -160,6 +161,7 @@ class Sensor:
         self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
                                              else frozenset(self.config.data_syscalls))
         self._gated: frozenset[int] = frozenset()  # syscall numbers whose event gate is on (set_event_gates)
+        self._gate_rules: Mapping[str, EventGate] | None = None  # the gates set_event_gates got (recut.py)
         self._recent = False  # the last poll found records: the next wait is at most WAKE_GAP_MS (see poll)
         self._filter_gen = 0  # the open filter's generation in the kernel (set_open_prefixes)
 
@@ -256,6 +258,7 @@ class Sensor:
         on = wanted | sc.PROCESS_STATE | (sc.FD_STATE if self.config.track_fds else set())
         self.enricher.wanted = frozenset(wanted)
         self.untraced = untraced
+        recut.write(self._bpf[b"recuts"], recut.compute(None if names is None else frozenset(wanted), self._gate_rules))
         table = self._bpf[b"sysconf"]
         for spec in sc.BY_NAME.values():
             leaf = table.Leaf()
@@ -333,6 +336,7 @@ class Sensor:
         (sensor/eventgate.py); an event a gate keeps back is counted in stats().gated. While the maps change
         every gate is off: a half-written map may only let more through."""
         self._gated = frozenset()
+        self._gate_rules = None
         self._write_sysconf(self._names)
         table = self._bpf[b"gates"]
         values = self._bpf[b"gate_values"]
@@ -361,6 +365,7 @@ class Sensor:
                 key.data[i] = byte
             values[key] = ctypes.c_uint8(1)
         self._gated = frozenset(maps.entries)
+        self._gate_rules = gates  # and the record cuts they prove (recut.py), written with sysconf
         self._write_sysconf(self._names)
 
     def exclude_pid(self, pid: int) -> None:
@@ -453,6 +458,7 @@ class Sensor:
             st.kernel_emitted = sum(int(v) for v in counters.getvalue(ctypes.c_int(2)))
             st.path_filtered = sum(int(v) for v in counters.getvalue(ctypes.c_int(3)))
             st.gated = sum(int(v) for v in counters.getvalue(ctypes.c_int(4)))
+            st.cut = sum(int(v) for v in self._bpf[b"recut_count"].getvalue(ctypes.c_int(0)))
         return SensorStats(**{k: getattr(st, k) for k in SensorStats.__slots__})
 
 
