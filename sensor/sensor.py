@@ -85,6 +85,9 @@ class SensorConfig:
     data_syscalls: set[str] | None = None
     # Environment entries read at an exec: the first ENV_BASE always, up to this many when asked (see set_env_max)
     env_max: int = ENV_MAX
+    # The record cuts (sensor/recut.py): with the event gates on, records of state syscalls that change no table
+    # and that no rule can match stay in the kernel. False only to compare (tests, benches).
+    record_cuts: bool = True
 
     def validate(self) -> None:
         n = self.ringbuf_bytes
@@ -258,7 +261,8 @@ class Sensor:
         on = wanted | sc.PROCESS_STATE | (sc.FD_STATE if self.config.track_fds else set())
         self.enricher.wanted = frozenset(wanted)
         self.untraced = untraced
-        recut.write(self._bpf[b"recuts"], recut.compute(None if names is None else frozenset(wanted), self._gate_rules))
+        cuts = recut.compute(None if names is None else frozenset(wanted), self._gate_rules)
+        recut.write(self._bpf[b"recuts"], cuts if self.config.record_cuts else {})
         table = self._bpf[b"sysconf"]
         for spec in sc.BY_NAME.values():
             leaf = table.Leaf()
