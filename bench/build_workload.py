@@ -242,6 +242,19 @@ def stage_totals(d: Daemon, log: Path) -> dict[str, int]:
     raise RuntimeError("the probed daemon did not write its stage totals")
 
 
+def filtered(url: str) -> dict[str, float]:
+    """filter -> events it kept from the engine so far (the daemon's falconet_events_filtered_total; a tree
+    without that metric: none)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    return {s.labels["filter"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "falconet_events_filtered_total" and "filter" in s.labels}
+
+
 def stage_figures(t0: dict[str, int], t1: dict[str, int]) -> Figures:
     """Engine-thread CPU seconds per stage between two stage_totals, and the loop's own rest."""
     out: Figures = {f"stage_{k}": (t1[k] - t0[k]) / 1e9 for k in STAGES}
@@ -320,6 +333,11 @@ def report(results: dict[str, list[Figures]], repeat: int, jobs: int) -> list[st
                          f"{statistics.median(r['stage_records'] for r in runs):,.0f}, opens gated in user space "
                          f"{statistics.median(r['stage_gated'] for r in runs):,.0f}")
     for label, runs in results.items():
+        kinds = sorted(k for k in runs[0] if k.startswith("filtered_"))
+        if kinds:
+            lines.append(f"{label}: kept from the engine by design (median per run): " + ", ".join(
+                f"{k[len('filtered_'):]} {statistics.median(r.get(k, 0.0) for r in runs):,.0f}" for k in kinds))
+    for label, runs in results.items():
         if label == BARE:
             continue
         total = paired_ratio(runs, results[BARE], "total")
@@ -358,6 +376,7 @@ def main(argv: list[str]) -> int:
             if not isinstance(ctx, Daemon):
                 return build_once(PACKAGE, tarball, Path(tmp), args.jobs)
             before = scrape(ctx.metrics_url).get("falconet_events_total", 0.0)
+            kept0 = filtered(ctx.metrics_url)
             stage_log = Path(os.environ.get(LOG_ENV, "/nonexistent"))
             st0 = stage_totals(ctx, stage_log) if args.stages else {}
             cpu0 = process_cpu_s(ctx.proc.pid)
@@ -370,7 +389,8 @@ def main(argv: list[str]) -> int:
             events, drops = ctx.settled_counters()
             if ctx.proc.poll() is not None:
                 raise RuntimeError("the daemon exited during the build")
-            return {**figures, **split, "events": events - before, "drops": drops, "daemon_cpu": daemon_cpu}
+            kept = {f"filtered_{k}": v - kept0.get(k, 0.0) for k, v in filtered(ctx.metrics_url).items()}
+            return {**figures, **split, **kept, "events": events - before, "drops": drops, "daemon_cpu": daemon_cpu}
 
         if args.stages:
             os.environ[LOG_ENV] = str(Path(tmp) / "stages.json")

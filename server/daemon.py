@@ -222,6 +222,8 @@ class Daemon:
         kernel = source.kernel_filter()
         if kernel is not None:
             apply_open_filter(kernel, engine, config.open_path_filter, self.log)
+            if isinstance(kernel, SensorSource):
+                self.metrics.filtered = kernel.filtered_counts
         pipeline = Pipeline(Running.of(config, engine, ()), self.metrics, self.hostname)
         reporter = Reporter(pipeline, self.metrics, self.log, self._exit_on_drops)
         reloader = Reloader(

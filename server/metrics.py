@@ -77,6 +77,8 @@ class DaemonMetrics:
         self.subscriber_drops: Callable[[], Mapping[str, int]] = dict
         # (published, delivered, dropped) of the hub since it was made, closed subscribers included.
         self.hub_totals: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        # Events each filter kept from the engine by design (filter -> count; server/source_ebpf.py).
+        self.filtered: Callable[[], Mapping[str, int]] = dict
         # The persistent alert store's counters (None: no store).
         self.store_stats: Callable[[], StoreStats | None] = lambda: None
         self.rule_eval_seconds = Histogram(
@@ -224,6 +226,16 @@ class _Collector:
         for name, dropped in sorted(m.subscriber_drops().items()):
             sd.add_sample("falconet_subscriber_alerts_dropped_total", {"subscriber": name}, dropped)
         yield sd
+        ef = Metric(
+            "falconet_events_filtered",
+            "Events a filter kept from the rule engine by design, no rule being able to match them (and, in the "
+            "kernel, no table needing them): the kernel's open filter, event gates and record cuts, and user "
+            "space's open and fd-type gates.",
+            "counter",
+        )
+        for name, value in sorted(m.filtered().items()):
+            ef.add_sample("falconet_events_filtered_total", {"filter": name}, value)
+        yield ef
         yield from _store_metrics(m.store_stats())
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from falconet.model.event import Event
 from falconet.model.prefilter import EventGate
 from falconet.server.errors import DaemonError
 from falconet.server.kernel_headers import headers_problem
 from falconet.server.source import EventSource, KernelFilter, OpenGate, SourceCounters, SourceKind, SourceRequest
+
+if TYPE_CHECKING:
+    from falconet.sensor import SensorStats
 
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
 
@@ -36,6 +40,7 @@ class SensorSource:
             )
         except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
             raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
+        self._last: SensorStats | None = None  # the stats of the latest counters() call
 
     def start(self) -> None:
         from falconet.sensor import SensorError
@@ -79,8 +84,20 @@ class SensorSource:
         return self._sensor.poll(timeout_ms)
 
     def counters(self) -> SourceCounters:
-        stats = self._sensor.stats()
+        stats = self._last = self._sensor.stats()
         return SourceCounters(int(stats.events), int(stats.kernel_drops), int(stats.decode_errors))
+
+    def filtered_counts(self) -> dict[str, int]:
+        """Events each filter kept from the engine by design, cumulative (the metrics' scrape thread reads it:
+        the kernel's counts as of the engine thread's latest counters() call, the enricher's as they stand)."""
+        last, enricher = self._last, self._sensor.enricher
+        return {
+            "kernel_open_filter": int(last.path_filtered) if last else 0,
+            "kernel_event_gates": int(last.gated) if last else 0,
+            "kernel_record_cuts": int(last.cut) if last else 0,
+            "user_open_gate": int(enricher.gated_opens),
+            "user_fd_type_gate": int(enricher.gated_fd_events),
+        }
 
     def close(self) -> None:
         self._sensor.close()

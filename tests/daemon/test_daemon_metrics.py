@@ -99,3 +99,11 @@ def test_loss_and_cost_counters_are_exposed(metrics: tuple[DaemonMetrics, str]) 
     assert got[("falconet_subscribers_alerts_dropped_total", none)] == 20
     assert got[("falconet_rule_evaluation_seconds_count", none)] == 2
     assert got[("falconet_rule_evaluation_seconds_sum", none)] == pytest.approx(0.000004)
+
+
+def test_events_the_filters_kept_back_are_exposed_per_filter(metrics: tuple[DaemonMetrics, str]) -> None:
+    m, url = metrics
+    m.filtered = lambda: {"kernel_record_cuts": 12, "user_open_gate": 34, "user_fd_type_gate": 5}
+    got = samples(scrape(url))
+    for name, value in (("kernel_record_cuts", 12), ("user_open_gate", 34), ("user_fd_type_gate", 5)):
+        assert got[("falconet_events_filtered_total", frozenset({("filter", name)}))] == value
