@@ -19,6 +19,10 @@ from .open_prefixes import _check, literal_values
 from .parser import And, Check, MacroRef, Node, Or
 from .syscalls import FD_TYPECHARS
 
+NO_FD = ""
+"""The fd type to ask with for an event that carries no fd, or an fd of no known type: its fd.type is missing, which
+no `=`/`in` test accepts, so only rules that may hold without an fd.type (or with a literal "") keep it."""
+
 RuleSpec = tuple[Node | None, Mapping[str, Node] | None, Callable[[str], bool]]
 """A rule as the gates read it (here and rules/open_gate.py): its condition AST (None when there is none to
 read), its macros, and "is this event type a candidate"."""
@@ -47,6 +51,7 @@ class _Prune(MacroWalk):
                     node.op in ("=", "==", "in")):
                 values = literal_values(node)
                 if values is not None:
+                    # fd.typechar of an fd of no known type is "o", of no fd missing: "o" keeps both (NO_FD)
                     value = fd_type if ref.name == "fd.type" else FD_TYPECHARS.get(fd_type, "o")
                     return value in values
         return True  # Not, and every other test: may hold

@@ -49,6 +49,8 @@ from falconet.sensor.record import (
 from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, set_tuple, socket_fd
 from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo, resolve_path
 
+NO_FD = ""  # rules/fd_type_gate.py's NO_FD: the fd type asked for an event whose fd.type is missing
+
 ANCESTOR_DEPTH = 8  # proc.aname[N] goes this far up
 NO_PATHS: dict[str, tuple[str, str]] = {}
 _ZERO_LENS = (0, 0, 0, 0, 0, 0)
@@ -99,7 +101,8 @@ class Enricher:
         self._gate: tuple[Callable[[str, str, int], bool], dict[tuple[str, int, str], bool]] | None = None
         self.gated_opens = 0
         # (event type, fd type) -> may a rule match an event of this type on an fd of this type
-        # (rules/fd_type_gate.py); None: any may. Set with open_gate; the fd table has taken the syscall first.
+        # (rules/fd_type_gate.py; an event without an fd, or of an fd of no known type, asks with NO_FD); None: any
+        # may. Set with open_gate; the fd table has taken the syscall first.
         self.fd_type_gate: Callable[[str, str], bool] | None = None
         self.gated_fd_events = 0
         self._pending_exec: dict[int, Record] = {}
@@ -310,8 +313,8 @@ class Enricher:
                     return None
             else:
                 fd = self._fd_effects(rec, spec, pid, paths, args)
-                if wanted and fd is not None and fd.type is not None and self.fd_type_gate is not None and (
-                        not self.fd_type_gate(spec.name, fd.type)):
+                if wanted and self.fd_type_gate is not None and not self.fd_type_gate(
+                        spec.name, fd.type or NO_FD if fd is not None else NO_FD):
                     self.gated_fd_events += 1  # no rule accepts this fd's type here (rules/fd_type_gate.py)
                     return None
         elif plan.state:  # not delivered: only what the tables need (no argument of this record is shown)
