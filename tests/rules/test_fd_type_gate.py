@@ -30,7 +30,7 @@ def fd_event(etype: str, fd_type: str, res: int, comm: str, name: str) -> Event:
     proc = Process(pid=100, ppid=10, name=comm, exe=comm, exepath=f"/usr/bin/{comm}", args=["-i"], cwd="/root",
                    tty=34816, user=User(uid=0, name="root"), parent=parent)  # fmt: skip
     args: dict[str, Any] = {"fd": 3, "oldfd": 3, "newfd": res, "res": res}
-    fd: Fd | None = Fd(num=res, type=None if fd_type == TYPELESS else fd_type, name=name, sip="203.0.113.5", sport=4444, cip="192.0.2.1", cport=5555,
+    fd: Fd | None = Fd(num=res, type="" if fd_type == TYPELESS else fd_type, name=name, sip="203.0.113.5", sport=4444, cip="192.0.2.1", cport=5555,
             l4proto="tcp" if fd_type in ("ipv4", "ipv6") else None,
             sockfamily="ip" if fd_type in ("ipv4", "ipv6") else ("unix" if fd_type == "unix" else None))
     if fd_type == NO_FD:

@@ -65,7 +65,8 @@ def test_a_failed_call_of_each_fail_inert_syscall_changes_no_table() -> None:
     checked = 0
     for name in sorted(FAIL_INERT):
         nr = sc.BY_NAME[name].nr
-        for wanted in (None, set()):
+        wanteds: tuple[set[str] | None, ...] = (None, set())
+        for wanted in wanteds:
             for res in FAILURES:
                 for reg in REGS:
                     for segs in _paths(name):
