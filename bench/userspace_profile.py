@@ -235,8 +235,28 @@ def daemon_gc() -> None:
     heap.settle()
 
 
-def replay(path: Path, rules: Path, rounds: int, profile: bool, summary: bool) -> None:
+def cut(records: list[bytes], rules: Path) -> list[bytes]:
+    """The records the kernel still sends with the record cuts on (sensor/recut.py's model of probe_recut.h,
+    for these rules as the daemon serves them), from a recording made without them."""
+    from falconet.sensor import recut
+    from falconet.sensor.record import REC_SYSCALL, decode
+
+    engine = _engine(rules)
+    types = engine.event_types  # type: ignore[attr-defined]
+    cuts = recut.compute(types, engine.event_gates(sorted(types or ())) if types is not None else None)  # type: ignore[attr-defined]
+    out = []
+    for data in records:
+        rec = decode(data)
+        c = cuts.get(rec.nr) if rec.kind == REC_SYSCALL else None
+        if c is None or c.keeps(rec.res, rec.args):
+            out.append(data)
+    return out
+
+
+def replay(path: Path, rules: Path, rounds: int, profile: bool, summary: bool, cuts: bool = False) -> None:
     records = load(path)
+    if cuts:
+        records = cut(records, rules)
     batches = _batches(records)
     daemon_gc()
     if summary:  # one line for bench.userspace_compare: the median CPU of each stage, in seconds
@@ -291,12 +311,15 @@ def main(argv: list[str]) -> int:
     rep.add_argument("--profile", action="store_true")
     rep.add_argument("--summary", action="store_true", help="print only the median CPU seconds per stage")
     rep.add_argument("--no-gate", action="store_true", help="without the user-space open gate (rules/open_gate.py)")
+    rep.add_argument("--cuts", action="store_true",
+                     help="only the records the kernel still sends with the record cuts on (a recording made "
+                          "without them: sensor/recut.py's model decides)")
     args = p.parse_args(argv)
     if args.mode == "record":
         record(rules_path(args.rules), args.out, args.command)
     else:
         GATE[0] = not args.no_gate
-        replay(args.file, rules_path(args.rules), args.rounds, args.profile, args.summary)
+        replay(args.file, rules_path(args.rules), args.rounds, args.profile, args.summary, args.cuts)
     return 0
 
 

@@ -8,7 +8,6 @@ enrichment is testable without BPF; the live Sensor (sensor.py) only adds the ri
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import socket
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from falconet.sensor.record import (
     parse_sockinfo,
 )
 from falconet.sensor.sockets import SOCK_CLOEXEC, apply_family, set_tuple, socket_fd
-from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo, resolve_path
+from falconet.sensor.state import AT_FDCWD, O_CLOEXEC, NameDb, ProcessTable, ProcInfo, fd_as, resolve_path
 
 NO_FD = ""  # rules/fd_type_gate.py's NO_FD: the fd type asked for an event whose fd.type is missing
 
@@ -582,8 +581,7 @@ class Enricher:
             if res == 0 and cmd == F_SETFD and cur is not None:
                 # A new Fd, not the table's changed in place: events already made (of this batch, or still
                 # queued for the engine) share that object and must keep the flags they had at their syscall.
-                cur = dataclasses.replace(cur, flags=((cur.flags or 0) & ~O_CLOEXEC) | (
-                    O_CLOEXEC if a[2] & FD_CLOEXEC else 0))
+                cur = fd_as(cur, cur.num, ((cur.flags or 0) & ~O_CLOEXEC) | (O_CLOEXEC if a[2] & FD_CLOEXEC else 0))
                 t.add_fd(pid, cur)
             return cur
         if name == "chdir":

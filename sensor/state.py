@@ -28,6 +28,14 @@ O_CLOEXEC = 0o2000000
 CLONE_THREAD = 0x10000
 CLONE_FILES = 0x400
 
+def fd_as(src: Fd, num: int, flags: int | None) -> Fd:
+    """A copy of `src` with another number and flags (a dup, an F_SETFD): dataclasses.replace spelled out, whose
+    generic field loop was a measurable share of a build's dup2 records (tests/sensor/test_state.py checks this
+    names every field)."""
+    return Fd(num, src.type, src.name, src.nameraw, src.ino, src.dev, flags, src.l4proto, src.sockfamily, src.cip,
+              src.cport, src.sip, src.sport, src.is_server, src.connected, src.name_changed)
+
+
 def resolve_path(base: str | None, path: str) -> str:
     """`path` as an absolute path: relative ones against `base` (a directory), `.`/`..` folded lexically."""
     if not path.startswith("/"):
@@ -198,7 +206,7 @@ class ProcessTable:
             p.fds.pop(new, None)
             return
         flags = (src.flags or 0) & ~O_CLOEXEC | (O_CLOEXEC if cloexec else 0)
-        p.fds[new] = replace(src, num=new, flags=flags)
+        p.fds[new] = fd_as(src, new, flags)
 
     def sweep(self, proc_root: Path = Path("/proc")) -> int:
         """Forgets processes that no longer exist: only those whose exit record was lost (kernel drops) are

@@ -219,3 +219,17 @@ def test_sweep_forgets_processes_that_are_gone(tmp_path: Path) -> None:
     t.ensure(999999)
     assert t.sweep(tmp_path) == 1
     assert set(t.procs) == {1}
+
+
+def test_fd_as_copies_every_field_but_the_number_and_flags() -> None:
+    """state.fd_as spells dataclasses.replace out for speed: a field added to Fd later, or one left out, would
+    give a dup the default instead of the source's value, which this catches."""
+    from falconet.model.event import Fd
+
+    src = Fd(0)
+    for n, f in enumerate(dataclasses.fields(Fd)):  # a distinct, non-default value in every field
+        value = getattr(src, f.name)
+        setattr(src, f.name, True if isinstance(value, bool) else (1000 + n if f.name in ("num", "ino", "dev",
+                "flags", "cport", "sport") else f"{f.name}-{n}"))
+    got = s.fd_as(src, 7, 0o2000000)
+    assert got == dataclasses.replace(src, num=7, flags=0o2000000) and got is not src
