@@ -90,18 +90,59 @@ class Placement(NamedTuple):
 
 
 class Hidden(Protocol):
-    """probe.c's hidden_fds: per process, the fds of opens the open filter kept back."""
+    """probe.c's hidden_fds: per process, the fds of opens the open filter kept back (when they take their exit
+    stop); and the fds the engine may know per process (stoploop_fds.h: when closes are state-only, a kept-back
+    open skips its exit stop and a close of an fd the engine cannot know is dropped at its seccomp stop)."""
 
     def hide(self, tgid: int, fd: int) -> None: ...
     def unhide(self, tgid: int, fd: int) -> bool: ...
     def forget_process(self, tgid: int) -> None: ...
+    def fds_track(self, tgid: int) -> None: ...
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None: ...
+    def fds_known(self, tgid: int, fd: int) -> bool | None: ...
+    def fds_fork(self, parent: int, child: int, share: bool) -> None: ...
+    def fds_unshare(self, tgid: int) -> None: ...
+    def set_skip(self, skip: bool) -> None: ...
 
 
 class HiddenFds:
-    """The hidden fds when the Python loop runs alone."""
+    """The hidden fds and the engine's may-know sets when the Python loop runs alone (stoploop_fds.h's rules:
+    a process without a set is "everything known"; CLONE_FILES shares a set, an exec unshares it)."""
 
     def __init__(self) -> None:
         self._fds: dict[int, set[int]] = {}
+        self._known: dict[int, set[int]] = {}
+        self.skip = False
+
+    def fds_track(self, tgid: int) -> None:
+        self._known[tgid] = set()
+
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None:
+        known = self._known.get(tgid)
+        if known is not None and fd >= 0:
+            if learn:
+                known.add(fd)
+            else:
+                known.discard(fd)
+
+    def fds_known(self, tgid: int, fd: int) -> bool | None:
+        known = self._known.get(tgid)
+        return None if known is None else fd in known
+
+    def fds_fork(self, parent: int, child: int, share: bool) -> None:
+        known = self._known.get(parent)
+        if known is None:
+            self._known.pop(child, None)
+        else:
+            self._known[child] = known if share else set(known)
+
+    def fds_unshare(self, tgid: int) -> None:
+        known = self._known.get(tgid)
+        if known is not None and any(v is known for k, v in self._known.items() if k != tgid):
+            self._known[tgid] = set(known)
+
+    def set_skip(self, skip: bool) -> None:
+        self.skip = skip
 
     def hide(self, tgid: int, fd: int) -> None:
         self._fds.setdefault(tgid, set()).add(fd)
@@ -115,6 +156,7 @@ class HiddenFds:
 
     def forget_process(self, tgid: int) -> None:
         self._fds.pop(tgid, None)
+        self._known.pop(tgid, None)
 
 
 class Handed(NamedTuple):
@@ -173,6 +215,26 @@ class StopLoop:
 
     def forget_process(self, tgid: int) -> None:
         self._mod.forget_process(self._st, tgid)
+
+    def fds_track(self, tgid: int) -> None:
+        self._mod.fds_track(self._st, tgid)
+
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None:
+        if fd >= 0:
+            self._mod.fds_learn(self._st, tgid, fd, learn)
+
+    def fds_known(self, tgid: int, fd: int) -> bool | None:
+        return self._mod.fds_known(self._st, tgid, fd)
+
+    def fds_fork(self, parent: int, child: int, share: bool) -> None:
+        self._mod.fds_fork(self._st, parent, child, share)
+
+    def fds_unshare(self, tgid: int) -> None:
+        self._mod.fds_unshare(self._st, tgid)
+
+    def set_skip(self, skip: bool) -> None:
+        """Closes are state-only (no rule on close): kept-back opens skip their exit stop (any thread)."""
+        self._mod.set_skip(self._st, skip)
 
     def epoch(self) -> int:
         return self._mod.epoch(self._st)

@@ -103,8 +103,11 @@ enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
  * syscall has run (its exit stop, answered here), so the workload never reads a narrowed mask, of its own thread
  * or of another, and a mask it sets is never overwritten by one given back. */
 
+struct fdset;
+
 typedef struct {
-    uint64_t key;   /* tid, or tgid << 32 | fd */
+    uint64_t key;   /* tid, tgid (procs), or tgid << 32 | fd (hidden) */
+    struct fdset *fds;  /* procs: the fds the engine may know (stoploop_fds.h) */
     uint8_t used, pending, hide, may_be_dir;
     uint8_t countdown;  /* stops until this task's CPU is read again */
     uint8_t kept;       /* left narrowed to the stop thread's CPU after its last resume (stoploop_place.h) */
@@ -141,7 +144,9 @@ typedef struct {  /* a tracee kept narrowed (stoploop_place.h) */
 
 typedef struct {
     table_t tasks;   /* tid -> tgid, and a kept-back open waiting for its exit stop */
-    table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens */
+    table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens (when they take their exit stop) */
+    table_t procs;   /* tgid -> the fds the engine may know (stoploop_fds.h); no entry: everything known */
+    int skip;        /* closes are state-only: kept-back opens skip their exit stop (atomic: set_skip) */
     decision_t *cache;
     size_t cached;
     unsigned cache_epoch;
@@ -242,6 +247,8 @@ static int table_del(table_t *t, uint64_t key) {
 }
 
 static uint64_t fd_key(int tgid, int fd) { return ((uint64_t)(uint32_t)tgid << 32) | (uint32_t)fd; }
+
+#include "stoploop_fds.h"
 
 static uint32_t path_hash(const char *p, size_t len, int need) {
     uint32_t h = 2166136261u ^ (uint32_t)need;
@@ -379,7 +386,8 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         }
         return 1;
     }
-    if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
+    if (kind == NR_CLOSE && (table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))
+                             || close_unknown(st, task->tgid, (long)(int)info.seccomp.args[0]))) {
         st->filtered++;
         resume(st, task, pid, PTRACE_CONT, 0, KEEP);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
@@ -395,6 +403,11 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
                 hide = cache_decision(st, path, (size_t)len, need);
                 if (hide < 0) return 0;
             }
+        }
+        if (hide && open_skips_exit(st, task->tgid)) {  /* no record, and its fd matters to no close (above) */
+            st->filtered++;
+            resume(st, task, pid, PTRACE_CONT, 0, KEEP);
+            return 1;
         }
     }
     task->pending = 1;
@@ -494,6 +507,7 @@ static void state_release(state_t *st) {
         if (st->tasks.slots[i].used) task_release(st, &st->tasks.slots[i]);
     free(st->tasks.slots);
     free(st->hidden.slots);
+    procs_release(st);
     free(st->cache);
     free(st->seen);
     free(st);
@@ -520,7 +534,7 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
         state_release(st);
         return PyErr_NoMemory();
     }
-    if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0
+    if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0 || table_init(&st->procs, 64) < 0
         || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))
         || !(st->seen = calloc(CPUS_TRACKED, sizeof *st->seen))) {
         state_release(st);
@@ -634,6 +648,92 @@ static PyObject *py_forget_process(PyObject *self, PyObject *args) {
         else
             i++;
     }
+    proc_set(st, tgid, NULL);
+    Py_RETURN_NONE;
+}
+
+/* --- the fds the engine may know (stoploop_fds.h), kept by the Python tracer ------------------------------ */
+
+static PyObject *py_fds_track(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = fdset_new();
+    if (!set || proc_set(st, tgid, set) < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_learn(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd, learn;
+    if (!PyArg_ParseTuple(args, "Oiip", &capsule, &tgid, &fd, &learn)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (set && learn && fdset_add(set, fd) < 0) {
+        proc_set(st, tgid, NULL);  /* cannot grow: everything known from now on (still a superset) */
+        return PyErr_NoMemory();
+    }
+    if (set && !learn) fdset_del(set, fd);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_known(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (!set) Py_RETURN_NONE;
+    return PyBool_FromLong(fdset_has(set, fd));
+}
+
+static PyObject *py_fds_fork(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int parent, child, share;
+    if (!PyArg_ParseTuple(args, "Oiip", &capsule, &parent, &child, &share)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *from = proc_fds(st, parent), *set = NULL;
+    if (from && share) {
+        set = from;
+        set->refs++;
+    } else if (from && !(set = fdset_copy(from))) {
+        proc_set(st, child, NULL);
+        return PyErr_NoMemory();
+    }
+    if (proc_set(st, child, set) < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_unshare(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (set && set->refs > 1) {
+        fdset_t *own = fdset_copy(set);
+        if (!own) {
+            proc_set(st, tgid, NULL);  /* everything known from now on */
+            return PyErr_NoMemory();
+        }
+        if (proc_set(st, tgid, own) < 0) return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_skip(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int skip;
+    if (!PyArg_ParseTuple(args, "Op", &capsule, &skip)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    __atomic_store_n(&st->skip, skip, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
@@ -734,6 +834,13 @@ static PyMethodDef methods[] = {
     {"hide", py_hide, METH_VARARGS, "hide(state, tgid, fd)"},
     {"unhide", py_unhide, METH_VARARGS, "unhide(state, tgid, fd) -> whether it was hidden"},
     {"forget_process", py_forget_process, METH_VARARGS, "forget_process(state, tgid)"},
+    {"fds_track", py_fds_track, METH_VARARGS, "fds_track(state, tgid): an empty set of fds the engine may know"},
+    {"fds_learn", py_fds_learn, METH_VARARGS, "fds_learn(state, tgid, fd, learn): add (learn) or remove fd"},
+    {"fds_known", py_fds_known, METH_VARARGS, "fds_known(state, tgid, fd) -> bool | None (None: no set)"},
+    {"fds_fork", py_fds_fork, METH_VARARGS, "fds_fork(state, parent, child, share): copy or share the set"},
+    {"fds_unshare", py_fds_unshare, METH_VARARGS, "fds_unshare(state, tgid): a shared set becomes its own"},
+    {"set_skip", py_set_skip, METH_VARARGS, "set_skip(state, skip): closes are state-only (kept-back opens skip "
+     "their exit stop)"},
     {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},
     {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
     {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},
