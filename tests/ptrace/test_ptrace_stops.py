@@ -137,6 +137,7 @@ def _expected(seen: list[Seen], n: int) -> None:
         assert it[5][1:] == ("openat", it[5][2], "WORK/dir-TOK/inner"), it
         assert it[6] == ("root", "fcntl", d, "WORK/dir-TOK"), it
         f = it[7][2]
+        assert f is not None, it
         assert it[7] == ("root", "openat", f, "WORK/watched-TOK"), it
         assert it[8] == ("child", "fcntl", f, "WORK/watched-TOK"), it
         assert it[9] == ("child", "fcntl", f + 1, None), it  # g: kept back, inherited
