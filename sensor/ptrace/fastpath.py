@@ -34,6 +34,10 @@ KEEP_SWITCH = "FALCONET_PTRACE_KEEP_NARROW"
 placement, three affinity calls per placed stop) instead of keeping it narrowed across the stops the C loop
 answers (stoploop_place.h): the benchmark's before row."""
 
+SKIP_SWITCH = "FALCONET_PTRACE_SKIP_EXIT"
+"""Set to 0 to keep every kept-back open's exit stop and the hidden-fd sets even when no rule looks at close
+(session 6's 3 stops per kept-back open/read/close): the benchmark's before row."""
+
 NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL = 1, 2, 3, 4, 5  # stoploop.c's kinds of syscall
 SERIAL_NRS = frozenset({203, 204})
 """sched_setaffinity, sched_getaffinity (x86-64): traced for placement only and continued by the C loop at their
@@ -69,6 +73,11 @@ def available() -> bool:
 def placement_wanted() -> bool:
     """Whether the C loop keeps the tracer on its tracees' CPU (stoploop.c, "Placement"): on unless turned off."""
     return os.environ.get(PLACE_SWITCH, "1") != "0"
+
+
+def skip_wanted() -> bool:
+    """Whether kept-back opens may skip their exit stop when closes are state-only (stoploop_fds.h)."""
+    return os.environ.get(SKIP_SWITCH, "1") != "0"
 
 
 def keep_wanted() -> bool:

@@ -143,7 +143,7 @@ class Tracer:
         kept-back open skips its exit stop, whose only use was to learn the fd to hide (stoploop_fds.h). With
         close rules the hidden-fd sets keep the exact eBPF behaviour: a close of an fd the engine never saw is
         still an event there, unless its open was kept back."""
-        self._skip = not wanted
+        self._skip = not wanted and fastpath.skip_wanted()
         self.hidden.set_skip(self._skip)
 
     def seed_fds(self, tgid: int, fds: Iterable[int]) -> None:
