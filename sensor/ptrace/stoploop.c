@@ -6,10 +6,12 @@
  * of CPU per stop, during which the tracee's core idles; a stop answered in ~1 us costs the tracee a fraction
  * of that (bench/RESULTS.md, "ptrace driver"). The stops answered here are the open filter's:
  *   - the seccomp stop of an open the filter keeps back (the decision cached by the Python tracer for this
- *     path and open kind): the task waits for its exit stop here;
+ *     path and open kind): with no rule on close, continued there (no exit stop: stoploop_fds.h); else the
+ *     task waits for its exit stop here;
  *   - that exit stop: the fd is marked hidden (or, for a read-only open whose fd is a directory, which the
  *     probe never keeps back, the stop goes to Python with the open's pending state);
- *   - the seccomp stop of a close of a hidden fd: continued without an exit stop.
+ *   - the seccomp stop of a close of a hidden fd, or (no rule on close) of an fd not in its process's set of
+ *     fds the engine may know (stoploop_fds.h): continued without an exit stop.
  * Everything else (events, signals, other syscalls, unknown tasks, a cache miss) goes to Python as it came.
  * The hidden-fd sets live here (Python reads and writes them through this module), so both paths share one
  * copy. All state belongs to the thread that calls wait(); only bump_epoch() may be called from another
