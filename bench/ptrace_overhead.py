@@ -13,13 +13,15 @@ tracee's CPU and resumes it there, keeping the tracee's affinity narrowed across
 `ptrace-wake` the same placement narrowing for each wake-up only (session 5's, FALCONET_PTRACE_KEEP_NARROW=0);
 `ptrace-nopl` the C loop with FALCONET_PTRACE_PLACEMENT=0 (the scheduler
 places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0); `ptrace-3stop` the default C loop with
-every kept-back open's exit stop kept (session 6's 3 stops per open/read/close, FALCONET_PTRACE_SKIP_EXIT=0). Every repeat runs
+every kept-back open's exit stop kept (session 6's 3 stops per open/read/close, FALCONET_PTRACE_SKIP_EXIT=0);
+`ptrace-noguard` the default without the busy-CPU guard (FALCONET_PTRACE_GUARD_NS=0: placement never backs off
+when the tracer waits for its CPU). Every repeat runs
 every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
 stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
 against bare. Needs root for the eBPF row only (--no-ebpf skips it).
 
     python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--read64 N] [--repeat N] [--no-ebpf]
-        [--no-py] [--no-nopl] [--no-wake] [--no-3stop]
+        [--no-py] [--no-nopl] [--no-wake] [--no-3stop] [--no-noguard]
 """
 
 from __future__ import annotations
@@ -68,10 +70,12 @@ VARIANTS = {"ptrace": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEME
             "ptrace-nopl": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "0"},
             "ptrace-py": {"FALCONET_PTRACE_STOPLOOP": "0"},
             "ptrace-3stop": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
-                             "FALCONET_PTRACE_KEEP_NARROW": "1", "FALCONET_PTRACE_SKIP_EXIT": "0"}}
+                             "FALCONET_PTRACE_KEEP_NARROW": "1", "FALCONET_PTRACE_SKIP_EXIT": "0"},
+            "ptrace-noguard": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
+                               "FALCONET_PTRACE_KEEP_NARROW": "1", "FALCONET_PTRACE_GUARD_NS": "0"}}
 """The ptrace rows' environments: C loop with placement keeping tracees narrowed across its stops (the
 default), C loop narrowing for each wake-up only (session 5's placement), C loop without placement, Python
-loop, and the default with the kept-back opens' exit stops (session 6's)."""
+loop, the default with the kept-back opens' exit stops (session 6's), the default without the busy-CPU guard."""
 
 
 def traced(loops: Path, mode: str, n: int, config: Path, variant: str) -> tuple[float, float, float]:
@@ -114,9 +118,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-nopl", action="store_true", help="leave out the C loop's rows without placement")
     p.add_argument("--no-wake", action="store_true", help="leave out the per-wake-up placement rows")
     p.add_argument("--no-3stop", action="store_true", help="leave out the rows with the kept-back exit stops")
+    p.add_argument("--no-noguard", action="store_true", help="leave out the rows without the busy-CPU guard")
     args = p.parse_args(argv)
     left_out = {"ptrace-py": args.no_py, "ptrace-nopl": args.no_nopl, "ptrace-wake": args.no_wake,
-                "ptrace-3stop": args.no_3stop}
+                "ptrace-3stop": args.no_3stop, "ptrace-noguard": args.no_noguard}
     variants = [v for v in VARIANTS if not left_out.get(v)]
     if not args.no_ebpf and os.geteuid() != 0:
         print("bench.ptrace_overhead: the eBPF row needs root (or pass --no-ebpf)", file=sys.stderr)

@@ -200,7 +200,8 @@ class PtraceSource:
                 if loop is not None and loop.place:
                     place = loop.placement()
                     answered += (f" (its thread last on CPU {place.cpu}, moved {place.moves} times, {place.held}"
-                                 f" wake-ups placed there, {place.given_back} masks given back after a pause)")
+                                 f" wake-ups placed there, {place.given_back} masks given back after a pause,"
+                                 f" {place.backoffs} busy-CPU back-offs)")
                 late = f" ({self.tracer.late_dirs} directory fds learned late)" if self.tracer.late_dirs else ""
                 self._log(f"ptrace: the workload ended ({_describe(status)}); {self.tracer.stops} stops"
                           f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter"

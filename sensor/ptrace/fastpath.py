@@ -34,6 +34,9 @@ KEEP_SWITCH = "FALCONET_PTRACE_KEEP_NARROW"
 placement, three affinity calls per placed stop) instead of keeping it narrowed across the stops the C loop
 answers (stoploop_place.h): the benchmark's before row."""
 
+GUARD_SWITCH = "FALCONET_PTRACE_GUARD_NS"
+"""The busy-CPU guard's threshold: placement backs off when the stop thread's run_delay grows by more than this
+many ns per stop (stoploop_place.h guard_busy); 0 turns the guard off; unset: the built-in 20,000."""
 SKIP_SWITCH = "FALCONET_PTRACE_SKIP_EXIT"
 """Set to 0 to keep every kept-back open's exit stop and the hidden-fd sets even when no rule looks at close
 (session 6's 3 stops per kept-back open/read/close): the benchmark's before row."""
@@ -80,6 +83,12 @@ def skip_wanted() -> bool:
     return os.environ.get(SKIP_SWITCH, "1") != "0"
 
 
+def guard_ns() -> int | None:
+    """The busy-CPU guard's threshold from the environment (None: the built-in one)."""
+    raw = os.environ.get(GUARD_SWITCH, "")
+    return int(raw) if raw.isdigit() else None
+
+
 def keep_wanted() -> bool:
     """Whether placed tracees stay narrowed across the stops the C loop answers: on unless turned off."""
     return os.environ.get(KEEP_SWITCH, "1") != "0"
@@ -88,14 +97,15 @@ def keep_wanted() -> bool:
 class Placement(NamedTuple):
     """Where the C loop's thread is: its CPU (-1: not pinned yet), how often it moved, how many resumes
     woke a tracee on that CPU (its affinity narrowed for the wake-up or kept narrowed since an earlier one),
-    how many masks the give-back thread gave back (a tracee not resumed for a few ms), and how many tracees are
-    narrowed now (stoploop_place.h)."""
+    how many masks the give-back thread gave back (a tracee not resumed for a few ms), how many tracees are
+    narrowed now, and how often the busy-CPU guard unpinned the thread (stoploop_place.h)."""
 
     cpu: int
     moves: int
     held: int
     given_back: int = 0
     narrowed: int = 0
+    backoffs: int = 0
 
 
 class Hidden(Protocol):
@@ -191,7 +201,9 @@ class StopLoop:
         self._mod = _stoploop
         self.place = placement_wanted() if place is None else place
         self.keep = keep_wanted()
-        self._st = _stoploop.new(kinds(traced, self.place), self.place, self.keep)
+        guard = guard_ns()
+        self._st = _stoploop.new(kinds(traced, self.place), self.place, self.keep) if guard is None else \
+            _stoploop.new(kinds(traced, self.place), self.place, self.keep, guard)
 
     def wait(self) -> Handed | None:
         """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""

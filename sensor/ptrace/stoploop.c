@@ -163,6 +163,14 @@ typedef struct {
     unsigned window;                /* sampled stops in the current window */
     uint32_t *seen;                 /* stops per CPU in the current window (CPUS_TRACKED) */
     long long moves, held;          /* times this thread moved; resumes made onto its CPU */
+    /* The busy-CPU guard (stoploop_place.h guard_busy): this thread's run_delay and stops at its last check. */
+    int sched_fd;                   /* /proc/thread-self/schedstat of the stop thread; -1: none (yet) */
+    long long guard_ns;             /* run_delay per stop above which placement backs off (0: guard off) */
+    long long delay0, stops0;       /* run_delay (ns) and stops at the last check */
+    long long backoff_ns, backoff_until;  /* the current back-off and when it ends (CLOCK_MONOTONIC) */
+    long long backoffs;             /* times the guard unpinned this thread */
+    int home_saved;
+    cpu_set_t home;                 /* this thread's mask before its first pin, given back by the guard */
     int dir_fds;                    /* /proc/TID/fd directories held open (tasks' fd_dir) */
     /* Shared with the give-back thread (stoploop_place.h), under lock. */
     pthread_mutex_t lock;
@@ -526,12 +534,15 @@ static state_t *get_state(PyObject *capsule) { return PyCapsule_GetPointer(capsu
 static PyObject *py_new(PyObject *self, PyObject *args) {
     PyObject *kinds;
     int place = 1, keep = 1;
-    if (!PyArg_ParseTuple(args, "O!|pp", &PyDict_Type, &kinds, &place, &keep)) return NULL;
+    long long guard_ns = GUARD_NS;
+    if (!PyArg_ParseTuple(args, "O!|ppL", &PyDict_Type, &kinds, &place, &keep, &guard_ns)) return NULL;
     state_t *st = calloc(1, sizeof *st);
     if (!st) return PyErr_NoMemory();
     st->place = place;
     st->keep = keep;
     st->cpu = -1;
+    st->sched_fd = -1;
+    st->guard_ns = guard_ns;
     if (place_init(st) < 0) {
         state_release(st);
         return PyErr_NoMemory();
@@ -816,7 +827,7 @@ static PyObject *py_placement(PyObject *self, PyObject *args) {
     long long given_back = st->given_back;
     int narrowed = st->n_narrowed;
     pthread_mutex_unlock(&st->lock);
-    return Py_BuildValue("(iLLLi)", st->cpu, st->moves, st->held, given_back, narrowed);
+    return Py_BuildValue("(iLLLiL)", st->cpu, st->moves, st->held, given_back, narrowed, st->backoffs);
 }
 
 static PyObject *py_open_need(PyObject *self, PyObject *args) {
@@ -826,10 +837,12 @@ static PyObject *py_open_need(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}, place=True, keep=True) -> state"},
+    {"new", py_new, METH_VARARGS,
+     "new({nr: (kind, flags_arg)}, place=True, keep=True, guard_ns=GUARD_NS) -> state"},
     {"resume", py_resume, METH_VARARGS, "resume(state, pid, PTRACE_CONT|PTRACE_SYSCALL, sig) -> whether it resumed"},
     {"placement", py_placement, METH_VARARGS,
-     "placement(state) -> (this thread's CPU or -1, moves, held resumes, masks given back late, narrowed now)"},
+     "placement(state) -> (this thread's CPU or -1, moves, held resumes, masks given back late, narrowed now, "
+     "busy-CPU back-offs)"},
     {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
     {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
     {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},
