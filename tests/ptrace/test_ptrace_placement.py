@@ -115,7 +115,7 @@ def test_without_placement_the_tracer_thread_stays_where_it_started(tmp_path: Pa
     affinity, _, seen, source = _trace(tmp_path, "1", monkeypatch, placement=False, start_on=0)
     assert source.tracer.loop is not None
     place = source.tracer.loop.placement()
-    assert affinity == {0} and place == (-1, 0, 0, 0, 0), (affinity, place)
+    assert affinity == {0} and place == (-1, 0, 0, 0, 0, 0), (affinity, place)
     assert seen == [(1,)], seen
 
 
