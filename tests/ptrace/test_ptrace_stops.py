@@ -17,7 +17,9 @@ No root needed: the tracer traces its own child.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,8 @@ REUSE = r"""
 import ctypes, os, sys
 tok, work, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 hidden, watched, dird = work + "/hidden-" + tok, work + "/watched-" + tok, work + "/dir-" + tok
+if len(sys.argv) > 4:                           # attached with --pid: wait for the tracer
+    os.read(os.open(sys.argv[4], os.O_RDONLY), 1)
 os.close(os.open(watched, os.O_RDONLY))         # the start mark
 for i in range(n):
     a = os.open(hidden, os.O_RDONLY)            # kept back: no exit stop
@@ -86,20 +90,37 @@ Seen = tuple[str, str, int | None, str | None]  # process (root/child), type, fd
 
 
 def _run(work: Path, tok: str, n: int, c_loop: bool, monkeypatch: pytest.MonkeyPatch,
-         script: str = REUSE) -> tuple[list[Seen], list[Event], PtraceSource]:
+         script: str = REUSE, attach: bool = False) -> tuple[list[Seen], list[Event], PtraceSource]:
+    """attach: the workload is started untraced and attached with --pid (no filter: every syscall stops and
+    the Python tracer decides every one), its fds seeded from /proc."""
     monkeypatch.setenv(fastpath.ENV_SWITCH, "1" if c_loop else "0")
     log: list[str] = []
-    source = PtraceSource([PY, "-I", "-S", "-c", script, tok, str(work), str(n)], [], WANTED, 80, log.append)
+    argv = [PY, "-I", "-S", "-c", script, tok, str(work), str(n)]
+    target = None
+    if attach:
+        go = work / "go"
+        os.mkfifo(go)
+        target = subprocess.Popen([*argv, str(go)])
+        source = PtraceSource([], [target.pid], WANTED, 80, log.append)
+    else:
+        source = PtraceSource(argv, [], WANTED, 80, log.append)
     source.set_syscalls(WANTED)
     source.set_open_prefixes({str(work / f"watched-{tok}"): ["read"]})
     assert not source.tracer.close_events
     events: list[Event] = []
-    source.start()
     try:
+        source.start()
+        if attach:
+            events.extend(source.poll(200) or [])  # the first poll lets the tracer resume the target
+            with open(go, "wb") as fifo:
+                fifo.write(b"g")
         while (got := source.poll(200)) is not None:
             events.extend(got)
     finally:
         source.close()
+        if target is not None:
+            target.kill()
+            target.wait()
     root = source.tracer.root_pid
     seen: list[Seen] = []
     started = False  # from the script's start mark on (not the interpreter's own start)
@@ -111,7 +132,7 @@ def _run(work: Path, tok: str, n: int, c_loop: bool, monkeypatch: pytest.MonkeyP
         if ev.type == "openat" and (name is None or tok not in name):
             continue
         if not started:
-            started = ev.type == "openat"
+            started = ev.type == "openat" and name is not None and name.endswith(f"/watched-{tok}")
             continue
         shown = name.replace(str(work), "WORK").replace(tok, "TOK") if name is not None else None
         num = fd.num if fd is not None else ev.args.get("fd")  # an fd the engine does not know: the argument
@@ -175,6 +196,19 @@ def test_a_reused_fd_number_is_named_right_with_closes_state_only(work: Path, mo
     seen, _, source = _run(work, tok, 20, c_loop, monkeypatch)
     _expected(seen, 20)
     assert source.tracer.late_dirs == 20
+
+
+def test_attached_with_pid_a_reused_fd_number_is_named_right(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pid: the same rules with every stop decided by the Python tracer, the process's fds seeded from /proc."""
+    scope = Path("/proc/sys/kernel/yama/ptrace_scope")
+    if os.geteuid() != 0 and scope.exists() and scope.read_text().strip() != "0":
+        missing("attaching to a sibling process: root or kernel.yama.ptrace_scope 0")
+    tok = token()
+    _workdir(work, tok)
+    seen, _, source = _run(work, tok, 5, fastpath.BUILT, monkeypatch, attach=True)
+    assert not source.tracer.seccomp
+    _expected(seen, 5)
+    assert source.tracer.late_dirs == 5
 
 
 def test_the_c_loop_makes_two_stops_per_kept_back_open_and_close(work: Path,
