@@ -148,7 +148,7 @@ def report(log: dict[str, list[Row]], arrivals: dict[int, int]) -> list[str]:
     """The per-stage figures and the timeline (see the module doc)."""
     published = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in log["publish"]}
     streamed = sorted((int(r[1]), int(r[0])) for r in log["stream"])  # (reader's next seq, time)
-    rows: list[tuple[int, int, int, int]] = []  # syscall, published, streamed, arrived
+    rows: list[tuple[int, int, int, int, int]] = []  # syscall, engine batch, published, streamed, arrived
     k = 0
     for seq in sorted(s for s in arrivals if s in published):
         while k < len(streamed) and streamed[k][0] <= seq:
