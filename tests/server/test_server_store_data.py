@@ -108,3 +108,53 @@ def test_segments_rotate_at_a_sixteenth_of_the_limits_and_undo_cuts_the_last_app
     files.close()
     by_count = Limits.of(0, 160, 0)
     assert (by_count.max_alerts, by_count.max_bytes) == (10, store_data.SEGMENT_BYTES)
+
+
+def test_zeros_are_written_ahead_of_the_end_and_cut_off_when_the_writer_leaves_the_segment(tmp_path: Path) -> None:
+    """The next records land in pages already written (cached) rather than fresh ones: the file runs up to
+    AHEAD_BYTES (never past the segment's size limit) beyond the indexed end in zeros, which records overwrite,
+    and every segment the writer leaves (rotation, close, a failed commit's undo) ends at its last record."""
+    ahead = store_data.AHEAD_BYTES
+    big = DataFiles(tmp_path / "big", Limits(), sync=False)
+    big.resume(1, 0, 0, 0)
+    assert big.ahead_wanted()
+    assert big.extend_ahead(1000) == 1000  # at most `most` bytes per call (a commit may wait behind it)
+    assert big.extend_ahead(ahead) == ahead - 1000
+    assert big.extend_ahead(ahead) == 0 and not big.ahead_wanted()
+    path = tmp_path / "big" / "0000000001.seg"
+    assert path.stat().st_size == ahead and path.read_bytes() == bytes(ahead)
+    wires = [os.urandom(3000)]
+    ((first, last, _, segment, offset, size),) = big.append([(1, 1, 1, wires)])
+    assert (offset, big.end, big.size) == (0, HEAD.size + 4 + 3000, ahead)  # in the zeros, not after them
+    assert read_record(tmp_path / "big", segment, offset, first, last, size) == wires
+    assert big.extend_ahead() == big.end and big.size == big.end + ahead  # topped up
+    big.close()
+    assert path.stat().st_size == HEAD.size + 4 + 3000
+
+    files = DataFiles(tmp_path, Limits(max_bytes=20_000, max_alerts=2), sync=False)
+    files.resume(1, 0, 0, 0)
+    assert files.extend_ahead() == 20_000  # the segment's limit, not AHEAD_BYTES
+    files.append([(1, 1, 1, [os.urandom(3000)])])
+    assert files.extend_ahead() == 0 and files.size == 20_000
+    files.append([(2, 2, 1, [os.urandom(3000)])])
+    end = files.end
+    files.append([(3, 3, 1, [b"x" * 10])])  # two alerts is this segment's count limit: a new one
+    assert files.segment == 2 and (tmp_path / "0000000001.seg").stat().st_size == end
+    assert files.extend_ahead() > 0
+    files.undo()  # a failed index commit cuts what the append wrote, and the zeros after it
+    assert files.end == files.size == 0 and (tmp_path / "0000000002.seg").stat().st_size == 0
+    files.append([(3, 3, 1, [b"x" * 10])])
+    files.extend_ahead()
+    assert (tmp_path / "0000000002.seg").stat().st_size == files.size > files.end
+    files.close()
+    assert (tmp_path / "0000000002.seg").stat().st_size == HEAD.size + 4 + 10
+
+
+def test_nothing_is_written_ahead_with_synchronous_full(tmp_path: Path) -> None:
+    """Each commit's fdatasync would write the zeros as well as the record."""
+    files = DataFiles(tmp_path, Limits(), sync=True)
+    files.resume(1, 0, 0, 0)
+    assert not files.ahead_wanted() and files.extend_ahead() == 0
+    files.append([(1, 1, 1, [b"x" * 10])])
+    assert (tmp_path / "0000000001.seg").stat().st_size == files.end == files.size
+    files.close()
