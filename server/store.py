@@ -32,15 +32,7 @@ from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
 from falconet.server.hub import Entry, Hub
-from falconet.server.store_data import (
-    AHEAD_BYTES,
-    RECORD_ALERTS,
-    DataFiles,
-    IndexRow,
-    data_dir,
-    read_record,
-    runs,
-)
+from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record, runs
 from falconet.server.store_schema import (
     StoreConfig,
     StoreError,
@@ -155,7 +147,6 @@ class AlertStore:
     def _attach_conn(self, conn: sqlite3.Connection, state: StoreState) -> None:
         d = state.data
         self._data.resume(d.segment, d.end, d.alerts, d.started_ns)
-        self._data.extend_ahead(AHEAD_BYTES)  # before the first commit: its records land in cached pages
         self._conn = conn
         self._rconn = connect(self.path, self.config.synchronous)
         self.count, self.payload_bytes, self.oldest = state.count, state.payload_bytes, state.oldest
@@ -283,12 +274,6 @@ class AlertStore:
                 break
             _make_wires(pending[i : i + CONVERT_STEP])
         done.result()
-        if self.healthy and not self._stopping and self._data.ahead_wanted():
-            # Behind this commit, before the next (FIFO): the zeros the next records overwrite are written while
-            # the writer converts the next group, not inside a commit (server/store_data.py). The I/O thread is
-            # idle here (this commit is done and any earlier extension ran before it), so reading the data
-            # files' state from this thread is safe.
-            io.submit(self._data.extend_ahead)
 
     def _commit(self) -> None:
         if self._conn is None:  # never opened (its failure was reported): memory only for this run

@@ -21,17 +21,6 @@ past the last indexed record (possibly torn: a fatal signal can cut a large writ
 loss with `synchronous: normal`, which promises nothing for it, can produce one). Reads check every record's
 checksum, so a damaged record is reported, never served.
 
-The writer appends into pages the page cache already holds: the I/O thread keeps the current segment written
-with zeros AHEAD_BYTES past its end (`DataFiles.extend_ahead`, between commits, never inside one; and when a
-segment is opened), so a commit's `pwritev` overwrites cached pages instead of making the kernel allocate fresh
-ones. On this VM a fresh page-cache page costs a host fault (free page reporting hands free guest pages back to
-the host), 0.1 to 6 µs per 773-byte alert depending on the minute, where rewriting a cached page costs about
-0.13 µs: bench/RESULTS.md, "storeahead (session 7)". The zeros past the end are never indexed, so nothing
-reads them; a segment is cut back to its end when the writer leaves it (rotation, close), and opening cuts the
-newest segment at its last indexed record as it cuts a torn tail (`recover`), so a kill -9 in the middle of a
-pre-extension leaves nothing behind either. With `synchronous: full` there is no pre-extension (each commit's
-`fdatasync` would write the zeros too).
-
 Segments are rotated at a sixteenth of each retention limit (bytes, count, age; at most SEGMENT_BYTES), and
 retention deletes a segment file whole once no index row points into it, after the commit that removed the
 rows: the data files then hold at most about a sixteenth of the limit beyond it.
@@ -104,12 +93,6 @@ SEGMENT_BYTES = 64 << 20
 SEGMENT_PARTS = 16
 """Each retention limit spans about this many segments: retention frees disk space in steps of 1/16 of it."""
 IOV_MAX = 1024
-AHEAD_BYTES = 8 << 20
-"""How far past its end the current segment is kept written with zeros (cached pages for the next records);
-at most the segment's size limit."""
-AHEAD_STEP = 4 << 20
-"""Most zero bytes one `extend_ahead` writes: a commit queued behind it waits for no more."""
-_ZEROS = bytes(1 << 20)
 
 IndexRow = tuple[int, int, int, int, int, int]
 """(first, last, stored_ns, segment, offset, size): one record's index row."""
@@ -238,8 +221,6 @@ class DataFiles:
         self.started_ns = 0
         self._fd: int | None = None
         self._undo: int | None = None
-        self.size = 0
-        """The current segment file's size: `end`, or more while zeros written ahead follow it."""
 
     def resume(self, segment: int, end: int, alerts: int, started_ns: int) -> None:
         """Appends to `segment` from `end` on (cut there: anything after was never indexed)."""
@@ -252,45 +233,6 @@ class DataFiles:
             os.close(fd)
             raise
         self._fd, self.segment, self.end, self.alerts, self.started_ns = fd, segment, end, alerts, started_ns
-        self.size = end
-
-    def ahead_wanted(self) -> bool:
-        """Whether `extend_ahead` has anything to do (less than half of AHEAD_BYTES is written ahead)."""
-        return self._fd is not None and not self.sync and self.size - self.end < self._ahead_target() // 2
-
-    def _ahead_target(self) -> int:
-        return min(AHEAD_BYTES, max(0, self.limits.max_bytes - self.end))
-
-    def extend_ahead(self, most: int = AHEAD_STEP) -> int:
-        """Writes zeros past the end of the current segment, up to AHEAD_BYTES past it and at most `most` bytes
-        in this call; returns how many. Runs where `append` runs (the I/O thread), between commits. A failure
-        (a full disk) is not the store's: the records' own writes report it; this just stops."""
-        fd = self._fd
-        if fd is None or self.sync:
-            return 0
-        start = max(self.size, self.end)
-        stop = min(self.end + self._ahead_target(), start + most)
-        pos = start
-        try:
-            while pos < stop:
-                n = os.pwrite(fd, _ZEROS[: stop - pos] if stop - pos < len(_ZEROS) else _ZEROS, pos)
-                if n <= 0:
-                    break
-                pos += n
-        except OSError:
-            pass
-        self.size = max(self.size, pos)
-        return pos - start
-
-    def _cut_ahead(self) -> None:
-        """Cuts the zeros written ahead off the current segment (the writer leaves it); a failure leaves them
-        (unindexed bytes nobody reads: only disk space until the next open cuts the newest segment)."""
-        if self._fd is not None and self.size > self.end:
-            try:
-                os.ftruncate(self._fd, self.end)
-                self.size = self.end
-            except OSError:
-                pass
 
     def _rotate(self, now_ns: int) -> None:
         lim = self.limits
@@ -300,7 +242,6 @@ class DataFiles:
             or (lim.max_age_ns and self.started_ns and now_ns - self.started_ns >= lim.max_age_ns)
         )
         if self._fd is not None and self.end and full:
-            self._cut_ahead()
             self.resume(self.segment + 1, 0, 0, 0)
             if self.sync:
                 _fsync_dir(self.directory)
@@ -331,13 +272,11 @@ class DataFiles:
         except OSError:
             try:
                 os.ftruncate(fd, start)
-                self.size = start
             except OSError:
                 pass
             raise
         self._undo = start
         self.end = offset
-        self.size = max(self.size, offset)
         self.alerts += sum(r[1] - r[0] + 1 for r in rows)
         if not self.started_ns:
             self.started_ns = now
@@ -348,14 +287,13 @@ class DataFiles:
         if self._undo is not None and self._fd is not None:
             try:
                 os.ftruncate(self._fd, self._undo)
-                self.end = self.size = self._undo
+                self.end = self._undo
             except OSError:
                 pass  # left past the index; the next open cuts it off
         self._undo = None
 
     def close(self) -> None:
         if self._fd is not None:
-            self._cut_ahead()
             os.close(self._fd)
             self._fd = None
 

@@ -18,7 +18,7 @@ from server_support import start_after, start_oldest
 from store_support import ServeProcess, audit_store, number_of, wait_for
 
 from falconet.server.hub import LOSS_RULE
-from falconet.server.store_data import AHEAD_BYTES, HEAD, data_dir, segments_in
+from falconet.server.store_data import HEAD, data_dir, segments_in
 
 V2_STORE = Path(__file__).with_name("corpus") / "store-v2.db"
 V2_EPOCH = "a3db96097f68"
@@ -74,18 +74,6 @@ def test_a_schema_2_store_made_by_the_previous_code_is_migrated(tmp_path: Path) 
         assert again.stop() == 0
 
 
-def _indexed_end(store: Path, segment: int) -> int:
-    """Where the segment's last indexed record ends (what opening the store cuts the segment back to)."""
-    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    try:
-        (end,) = conn.execute(
-            "SELECT MAX(offset + ? + size) FROM chunks WHERE segment = ?", (HEAD.size, segment)
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(end)
-
-
 def test_a_torn_record_at_the_end_of_a_segment_is_cut_off(tmp_path: Path) -> None:
     store = tmp_path / "alerts.db"
     server = ServeProcess(tmp_path, store, "--retention", "10")
@@ -95,22 +83,14 @@ def test_a_torn_record_at_the_end_of_a_segment_is_cut_off(tmp_path: Path) -> Non
     finally:
         server.kill()
     segment = _newest_segment(store)
-    whole = _indexed_end(store, int(segment.stem))
-    # The killed writer left the zeros it keeps written ahead of its end (server/store_data.py, AHEAD_BYTES: at
-    # least half of it at any time).
-    size = segment.stat().st_size
-    assert size >= whole + AHEAD_BYTES // 2
-    assert segment.read_bytes()[whole:] == bytes(size - whole)
-    # What a write cut short by a kill leaves: the start of a record (its head and part of its payload), over
-    # the zeros.
-    last_record = segment.read_bytes()[whole - (HEAD.size + 500) : whole]
-    with segment.open("r+b") as f:
-        f.seek(whole)
+    whole = segment.stat().st_size
+    # What a write cut short by a kill leaves: the start of a record (its head and part of its payload).
+    last_record = segment.read_bytes()[-(HEAD.size + 500) :]
+    with segment.open("ab") as f:
         f.write(last_record[: HEAD.size + 200])
     server = ServeProcess(tmp_path, store, "--retention", "10")
     try:
-        # Cut back to the last indexed record (then written ahead again, past it).
-        assert segment.read_bytes()[whole:] == bytes(segment.stat().st_size - whole), "the torn tail stayed"
+        assert segment.stat().st_size == whole, "the torn tail was not cut off"
         assert [number_of(r) for r in server.get_all()] == list(range(1, 201))
         assert server.publish([201]).last.sequence == 201
         assert [(r.cursor.epoch, r.cursor.sequence) for r in server.falco_get(start_after(epoch, 199))] == [
@@ -119,37 +99,7 @@ def test_a_torn_record_at_the_end_of_a_segment_is_cut_off(tmp_path: Path) -> Non
         ]
     finally:
         assert server.stop() == 0
-    assert audit_store(store) == 201  # a clean stop cuts the zeros written ahead: the file ends at its last record
-
-
-def test_a_tail_of_zeros_left_by_a_kill_in_the_middle_of_writing_ahead_is_cut_off(tmp_path: Path) -> None:
-    """A kill -9 while the I/O thread writes zeros ahead leaves a segment longer than its indexed records, by
-    any amount, over an older record tail too: the next start reads every alert, appends at the indexed end
-    (never after the zeros), and the zeros are never served."""
-    store = tmp_path / "alerts.db"
-    server = ServeProcess(tmp_path, store, "--retention", "10")
-    try:
-        epoch = server.publish(list(range(1, 51))).last.epoch
-    finally:
-        server.kill()
-    segment = _newest_segment(store)
-    whole = _indexed_end(store, int(segment.stem))
-    with segment.open("r+b") as f:  # a part-written step: zeros to an odd length, well past AHEAD_BYTES
-        f.truncate(whole + AHEAD_BYTES + 12_345)
-    server = ServeProcess(tmp_path, store, "--retention", "10")
-    try:
-        assert server.publish(list(range(51, 61))).last.sequence == 60
-        got = server.get_all()
-        assert [(r.cursor.epoch, number_of(r)) for r in got] == [(epoch, n) for n in range(1, 61)]
-        assert _indexed_end(store, int(segment.stem)) > whole
-    finally:
-        server.kill()
-    server = ServeProcess(tmp_path, store, "--retention", "10")
-    try:
-        assert [number_of(r) for r in server.get_all()] == list(range(1, 61))
-    finally:
-        assert server.stop() == 0
-    assert audit_store(store) == 60
+    assert audit_store(store) == 201
 
 
 def test_an_index_row_past_the_data_is_dropped_and_reported(tmp_path: Path) -> None:
