@@ -4,7 +4,9 @@ only by hand, on a quiet machine, and print their figures; see bench/RESULTS.md)
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,3 +180,13 @@ def test_a_bench_daemon_removes_its_directory_when_it_stops_or_the_bench_fails(
             raise KeyError("a bench failing with the daemon up")
     assert daemon.proc.poll() is not None
     assert _bench_dirs(tmp_path) == []
+
+
+def test_the_engine_figures_take_the_busiest_thread_of_the_daemon() -> None:
+    """--rqwait's engine columns: the daemon thread with the most CPU over the loop, per exec."""
+    mine = daemon_overhead.thread_schedstats(os.getpid())
+    assert threading.get_native_id() in mine and daemon_overhead.thread_schedstats(None) == {}
+    before = {1: (100, 10), 2: (5_000, 3)}
+    after = {1: (200, 30), 2: (9_000, 5), 3: (50, 1)}  # thread 2 ran 4,000 ns, the most
+    assert daemon_overhead.engine_runs(before, after, 2) == {"rq_engine_ns": 2_000.0, "rq_engine_runs": 1.0}
+    assert daemon_overhead.engine_runs({}, {}, 2) == {}
