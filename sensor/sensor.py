@@ -65,9 +65,9 @@ SNAPLEN_MAX = 4096
 ENV_BASE = 48
 """probe.c's MAX_ENVP: environment entries every exec record carries."""
 ENV_MAX = ENV_BASE + 1024
-POLL_INTERVAL_MAX_MS = 60_000
-"""A record may wait this long at most to be read (a test's bound; the daemon's default is 2 ms)."""
 """... plus probe.c's ENV_MORE_MAX more (within 12 KiB) when rules look for a variable."""
+POLL_INTERVAL_MAX_MS = 60_000
+"""The longest poll interval the sensor takes (tests use long ones; the daemon allows 1,000 ms, default 2)."""
 
 
 @dataclass(slots=True)
