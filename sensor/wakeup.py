@@ -12,7 +12,9 @@ reader's store) is committed without a wake-up. So the reader, after telling the
 bounded by the interval (SETTLING): anything committed under the old mode is in the buffer by its end (a BPF
 program commits within microseconds of reading the mode) and read then. Every record is thus read within about
 one interval of its commit, or at once after a quiet spell or a burst; nothing is skipped or reordered (the
-reader reads the buffer in order whatever woke it).
+reader reads the buffer in order whatever woke it). The one way past that bound: a program preempted between
+reading the mode and reserving its record for longer than the settling wait; its record is then read at the
+end of the caller's own timeout (the daemon's 100 ms), or sooner with any later record that wakes the reader.
 
 The mode lives in an mmapable BPF array (`wake_ctl`), written with a plain aligned 8-byte store: a store is
 release on x86-64 (sensor/ringbuf.py says why that is the only architecture), and it is written only when the
