@@ -31,12 +31,13 @@ from falconet.sensor import cgroups, eventgate, openfilter
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
+from falconet.sensor.state import ProcInfo
 from falconet.sensor.wakeup import DEFAULT_INTERVAL_MS, WakeControl, fill_threshold
 
 __all__ = ["PROBE_C", "Enricher", "probe_source", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
 
 PROBE_C = Path(__file__).with_name("probe.c")
-SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
+SWEEP_SECONDS = 60.0  # how often /proc is checked for processes whose exit record was dropped (see poll)
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
 
@@ -165,6 +166,9 @@ class Sensor:
         self.enricher = Enricher(wanted=self.config.syscalls)
         self.untraced: frozenset[str] = frozenset()
         self._last_sweep = time.monotonic()
+        self._absent: dict[int, ProcInfo] | None = None
+        """Processes /proc no longer had at the last sweep, forgotten once the records before it are read
+        (bench/RESULTS.md, "latstall": forgetting them at once gave a burst's queued events a nameless process)."""
         self._names: set[str] | None = self.config.syscalls
         self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
                                              else frozenset(self.config.data_syscalls))
@@ -399,12 +403,22 @@ class Sensor:
         wake = self._wake
         if wake is None:  # made with the ring: not reached once _ring() returned
             raise SensorError("the sensor is not started")
+        table = self.enricher.table
+        if self._absent is None:
+            now = time.monotonic()
+            if now - self._last_sweep > SWEEP_SECONDS:
+                self._last_sweep = now
+                self._absent = table.absent() or None
+        # /proc looked at before this wait and read: the records read from here on include every one written
+        # before the look, which is what forgetting the absent processes below needs.
         batch = wake.take(rb, timeout_ms, POLL_BATCH)
-        now = time.monotonic()
-        if now - self._last_sweep > SWEEP_SECONDS:
-            self._last_sweep = now
-            self._stats.swept += self.enricher.table.sweep()
-        return self._take(batch)
+        events = self._take(batch)
+        if self._absent is not None and rb.available() == 0:
+            # Caught up with every record the kernel had written when /proc was looked at, so with every
+            # record of a process that was gone by then: forgetting it now takes no identity from its events.
+            self._stats.swept += table.forget(self._absent)
+            self._absent = None
+        return events
 
     def _take(self, batch: Batch) -> list[Event]:
         """Enriches one batch of records (state-only ones are absorbed)."""
