@@ -12,7 +12,7 @@ Rows, all measured in this one run on this machine (C loops, so the loop itself 
 - daemon, default rules, open filter off: the same with `sensor.open_path_filter: false` (every open ships);
 - daemon, default rules, engine thread yields (nice 10): `sensor.engine_nice: 10`, the engine thread gives
   the CPU to the workload first while it keeps up (server/daemon_sched.py; off by default);
-- daemon, default rules, poll interval 1 ms / 8 ms: `sensor.poll_interval_ms` around its default (2): how often
+- daemon, default rules, poll interval 2 ms / 8 ms: `sensor.poll_interval_ms` above its default (1): how often
   the engine thread reads while events keep coming (sensor/wakeup.py), so how many engine runs per exec;
 - daemon, upstream stable rules: `falconet run` with Falco's falco_rules.yaml (/work/shared/upstream-rules).
 
@@ -72,8 +72,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit) { return 0; }
 OPEN_FILTER_OFF = "sensor: {open_path_filter: false}\n"
 ENGINE_YIELDS = "sensor: {engine_nice: 10}\n"
 YIELDS = "daemon, default rules, engine thread yields (nice 10)"
-POLL_INTERVALS = (1, 8)
-"""The full run's rows around the default sensor.poll_interval_ms (2): which way a longer interval moves the exec
+POLL_INTERVALS = (2, 8)
+"""The full run's rows above the default sensor.poll_interval_ms (1): which way a longer interval moves the exec
 loop (fewer engine runs per exec), interleaved with the default daemon."""
 
 BARE = "bare"

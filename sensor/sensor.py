@@ -68,7 +68,7 @@ ENV_BASE = 48
 ENV_MAX = ENV_BASE + 1024
 """... plus probe.c's ENV_MORE_MAX more (within 12 KiB) when rules look for a variable."""
 POLL_INTERVAL_MAX_MS = 60_000
-"""The longest poll interval the sensor takes (tests use long ones; the daemon allows 1,000 ms, default 2)."""
+"""The longest poll interval the sensor takes (tests use long ones; the daemon allows 1,000 ms, default 1)."""
 
 
 @dataclass(slots=True)

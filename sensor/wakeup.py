@@ -29,9 +29,12 @@ from falconet.sensor.ringbuf import Batch, RingBuffer
 
 WOKEN, POLLING, SETTLING = 0, 1, 2
 
-DEFAULT_INTERVAL_MS = 2
-"""How long a record may wait to be read while records keep coming (sensor.poll_interval_ms). At 10,000 alerts
-/s the latency bench's p99 grows by about this much; an exec loop's engine runs per exec shrink with it."""
+DEFAULT_INTERVAL_MS = 1
+"""How long a record may wait to be read while records keep coming (sensor.poll_interval_ms). 1 ms, as the old
+wake gap: the engine then runs once per interval instead of up to twice (kernel wake-up and its own timeout,
+unsynchronised), and no wake-up IPI is paid. Longer intervals cut the runs further but made each run, and so
+each wait of the workload behind it, longer: an exec loop waited more in total behind the daemon at 2 ms than
+at 1 ms in each of three loaded runs (bench/RESULTS.md, execwake)."""
 FILL_FRACTION = 32
 """The fill threshold is 1/32 of the ring buffer (256 KiB of the default 8 MiB): far from a drop, and a burst
 that large is worth a wake-up at once."""

@@ -146,7 +146,7 @@ def test_the_poll_interval_reaches_the_sensor_and_a_change_needs_a_restart(tmp_p
     from falconet.server.source_ebpf import SensorSource
 
     default = parse_config("", base_dir=tmp_path)
-    assert default.poll_interval_ms == 2
+    assert default.poll_interval_ms == 1
     config = parse_config("sensor: {poll_interval_ms: 7}\n", base_dir=tmp_path)
     source = SensorSource(config.ring_buffer_bytes, None, config.snaplen, config.poll_interval_ms)
     assert source._sensor.config.poll_interval_ms == 7
