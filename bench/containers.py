@@ -169,7 +169,7 @@ def part_first(count: int) -> None:
             t0 = time.monotonic()
             for i in range(count):
                 name = f"fnt-bench-{rt.kind}-{i}-{work.name[-6:]}"
-                out = rt.cli("run", "-d", "--name", name, "--label", "falconet-test=1", "--network", "none",
+                out = rt.cli("run", "-d", "--name", name, "--label", runtimes.label(), "--network", "none",
                              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
                              "falconet-test/busybox:1.0", "sh", "-c",
                              "/bin/nc -w 1 127.0.0.1 9 -e /bin/true; exit 0")

@@ -9,12 +9,14 @@ tests' owner; this file needs only `podman` and `runc` on PATH.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 from falconet.model.event import Event
@@ -31,6 +33,8 @@ DROP_RULE = "Drop and execute new binary in container"
 PODMAN_FLAGS = ["--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
                 "nproc=4096:4096"]
 APPLETS = ("sh", "cat", "cp", "sleep", "true")
+IMAGE_LOCK = Path(os.environ.get("FALCONET_TEST_RUN", "/run/falconet-test")) / "podman-images.lock"
+"""The lock file tests/containers/container_runtimes.py's `_host_lock("podman-images")` takes."""
 
 
 def _podman() -> str:
@@ -56,10 +60,18 @@ def _rootfs_tar() -> bytes:
 
 
 def _ensure_image(podman: str) -> None:
-    if subprocess.run([podman, "image", "exists", IMAGE], timeout=60).returncode == 0:
-        return
-    subprocess.run([podman, "import", "-", IMAGE], input=_rootfs_tar(), check=True, capture_output=True,
-                   timeout=120)
+    """Imports under the host-wide lock tests/containers' runs take too: Podman's image store is shared by every
+    run on the machine, and two imports at once can leave one of them with a half-registered image."""
+    IMAGE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(IMAGE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if subprocess.run([podman, "image", "exists", IMAGE], timeout=60).returncode == 0:
+            return
+        subprocess.run([podman, "import", "-", IMAGE], input=_rootfs_tar(), check=True, capture_output=True,
+                       timeout=120)
+    finally:
+        os.close(fd)
 
 
 def test_real_podman_container_identity_pid1_and_upper_layer(sensor: LiveSensor) -> None:
