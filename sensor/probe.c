@@ -538,23 +538,23 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     }
     u64 regs[REGS_WORDS] = {};
     BTF_LOAD64(regs[REGW(REG_ARG0)], ptregs, REG_ARG0);
-    KP(1);
-    s64 ret = ctx->args[1];
-    if (conf->forks && ret == 0)
-        return 0;
-    // The close of an fd whose open was kept back needs no record (and close has no gate: it changes the fd
-    // table), so it is decided first, from the first register alone (the others, and the caller's pid, are read
-    // only past this point: a kept-back open/read/close is the loop every process pays for).
-    if (conf->fdeffect == FD_CLOSES && fd_unhide((int)regs[REGW(REG_ARG0)])) {
-        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
-        KP(5);
-        return 0;
-    }
     BTF_LOAD64(regs[REGW(REG_ARG1)], ptregs, REG_ARG1);
     BTF_LOAD64(regs[REGW(REG_ARG2)], ptregs, REG_ARG2);
     BTF_LOAD64(regs[REGW(REG_ARG3)], ptregs, REG_ARG3);
     BTF_LOAD64(regs[REGW(REG_ARG4)], ptregs, REG_ARG4);
     BTF_LOAD64(regs[REGW(REG_ARG5)], ptregs, REG_ARG5);
+    KP(1);
+    s64 ret = ctx->args[1];
+    if (conf->forks && ret == 0)
+        return 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    // The close of an fd whose open was kept back needs no record (and close has no gate: it changes the fd
+    // table), so it is decided first, from the register alone.
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)regs[REGW(REG_ARG0)])) {
+        count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
+        KP(5);
+        return 0;
+    }
     struct buf *b = get_buf();
     if (!b)
         return 0;
@@ -567,7 +567,7 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     put_syscall(b, regs, id, ret);
     KP(4);
     if (conf->exec) {
-        if (is_excluded(bpf_get_current_pid_tgid() >> 32))
+        if (is_excluded(pid_tgid >> 32))
             return 0;
         // A successful exec has no argument registers left (the new image starts with them cleared): its
         // records come from the tails (probe_exec.h). If the tail call cannot be made, the exec goes out below
@@ -598,24 +598,24 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
             if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
                 KP(11);
                 count(CNT_PATH_FILTERED);
-                fd_hide(b->hdr.res);
+                fd_hide(pid_tgid, b->hdr.res);
                 KP(12);
                 return 0;
             }
         }
     }
-    if (is_excluded(bpf_get_current_pid_tgid() >> 32))
+    if (is_excluded(pid_tgid >> 32))
         return 0;
     // This record reaches user space: a new fd it makes must not keep a mark an earlier kept-back open of
     // the same number left (its close would be held back).
     if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
-        fd_unhide(b->hdr.res);
+        fd_unhide(pid_tgid, b->hdr.res);
     } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
         int pair[2] = {};
         u8 at = conf->blob < 6 ? conf->blob : 0;
         if (bpf_probe_read_user(pair, sizeof(pair), (void *)arg_at(b->hdr.args, at)) == 0) {
-            fd_unhide(pair[0]);
-            fd_unhide(pair[1]);
+            fd_unhide(pid_tgid, pair[0]);
+            fd_unhide(pid_tgid, pair[1]);
         }
     }
     if (conf->str1 != NO_ARG) {

@@ -62,7 +62,7 @@ static __always_inline struct fd_bits *fd_bits_of(int create) {
 #endif
 
 // Marks fd as kept back for the calling process.
-static __always_inline void fd_hide(s64 fd) {
+static __always_inline void fd_hide(u64 pid_tgid, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return;
     struct fd_bits *bits = fd_bits_of(1);
@@ -71,7 +71,7 @@ static __always_inline void fd_hide(s64 fd) {
 }
 
 // Clears fd's mark (a new fd with this number that user space hears of); returns 1 when it was marked.
-static __always_inline int fd_unhide(s64 fd) {
+static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return 0;
     struct fd_bits *bits = fd_bits_of(0);
