@@ -32,6 +32,7 @@ from bench._interleave import time_loop
 from bench.sensor_kernel_time import enable_stats
 
 TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
+PROG_TYPES = {"5": "tracepoint", "17": "raw_tracepoint"}  # fdinfo's prog_type numbers (enum bpf_prog_type)
 
 
 @dataclass
@@ -67,7 +68,8 @@ def prog_stats(pid: int, fds: list[int]) -> dict[str, tuple[int, int]]:
         except OSError:
             continue
         info = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        key = f"{info.get('prog_type', '?').strip()}:{info.get('prog_tag', '?').strip()}"
+        kind = info.get("prog_type", "?").strip()
+        key = f"{PROG_TYPES.get(kind, kind)}:{info.get('prog_tag', '?').strip()}"
         ns, cnt = int(info.get("run_time_ns", "0")), int(info.get("run_cnt", "0"))
         old = stats.get(key, (0, 0))
         stats[key] = (old[0] + ns, old[1] + cnt)
@@ -150,7 +152,9 @@ def main(argv: list[str]) -> int:
         os.close(stats_fd)
     print(f"machine after: {machine_state()}")
     print(f"open/read/close loop of {args.open:,} iterations under `falconet run`, {args.repeat} daemons per rules "
-          "set, alternating; BPF programs by type:tag (the sys_exit program is the raw_tracepoint with ~3 runs/iter)")
+          "set, alternating; BPF programs by type:tag (sys_exit is the raw_tracepoint with ~3 runs/iter; the exec "
+          "tails run inside it); daemon CPU and wake-ups: all its threads (voluntary context switches), during the "
+          "loop")
     for name, rs in runs.items():
         for line in report(name, rs):
             print(line)
