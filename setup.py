@@ -5,6 +5,6 @@ pure-Python tracer runs instead, slower (tests/ptrace check it is built wherever
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("falconet.sensor.ptrace._stoploop", ["sensor/ptrace/stoploop.c"],
-                             depends=["sensor/ptrace/stoploop_place.h"],
+                             depends=["sensor/ptrace/stoploop_place.h", "sensor/ptrace/stoploop_fds.h"],
                              extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
                              optional=True)])

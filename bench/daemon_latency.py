@@ -27,6 +27,7 @@ Run (as root):
   python -m bench.daemon_latency --only latency --store both --rates 10000 --repeat 3
                                                                       the latency target's row, both ways: ~2 min
   [--seconds S] [--only latency|throughput] [--store off|on|both] [--store-sync normal|full] [--rates R,R]
+  [--subscriber-gc frozen|default]
 """
 
 from __future__ import annotations
@@ -362,6 +363,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rates", default="1000,10000",
                    help="alerts/s offered in the latency section, comma-separated")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the latency section (alternating with both)")
+    p.add_argument("--subscriber-gc", choices=("frozen", "default"), default="frozen",
+                   help="this process (the subscriber) with its start-up heap frozen, as the daemon freezes its "
+                        "own (see subscriber_heap), or with CPython's collector as it comes")
     args = p.parse_args(argv)
     try:
         args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
@@ -375,6 +379,8 @@ def main(argv: list[str]) -> int:
     print(f"machine before: {machine_state()}")
     with tempfile.TemporaryDirectory() as tmp:
         loops = build_loops(Path(tmp))
+        if args.subscriber_gc == "frozen":
+            subscriber_heap()
         if args.only != "throughput":
             latency_section(loops, args)
         if args.only == "latency":
@@ -395,6 +401,22 @@ def main(argv: list[str]) -> int:
             print("  " + line)
     print(f"machine after: {machine_state()}")
     return missing_status()
+
+
+def subscriber_heap() -> None:
+    """Freezes this process's heap (grpc, the SDK, the bench: ~35,000 objects) before the first round.
+
+    The subscriber is the measuring instrument: its alerts are timed on arrival in this process, so a pause here
+    is counted as the daemon's latency. Decoding 10,000 alerts/s drives this process's collector, and about once
+    per 3-second round it ran a full collection of its start-up heap: 10-14 ms with the receiving thread stopped
+    (`python -m bench.latency_path` shows it as client-gc2), the largest stall left once the daemon's young
+    collections were made small (bench/RESULTS.md, "latstall"). `--subscriber-gc default` measures without it."""
+    import gc
+
+    import falconet.sdk  # noqa: F401 (imported now so that it is frozen too)
+
+    gc.collect()
+    gc.freeze()
 
 
 def missing_status() -> int:

@@ -4,6 +4,8 @@
  *   ptrace_loops open N     open/read/close /etc/hostname N times
  *   ptrace_loops exec N     fork + execve /bin/true + wait, N times
  *   ptrace_loops getpid N   getpid(2) N times (a syscall no rule traces)
+ *   ptrace_loops read64 N   read(2) of 64 bytes from /dev/zero N times (untraced, but a syscall doing real
+ *                           work: the seccomp entry cost as a share of a typical untraced syscall)
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -35,7 +37,7 @@ static long long cpu_ns(void) {
 int main(int argc, char **argv) {
     char buf[128];
     if (argc != 3) {
-        fprintf(stderr, "usage: ptrace_loops open|exec|getpid N\n");
+        fprintf(stderr, "usage: ptrace_loops open|exec|getpid|read64 N\n");
         return 2;
     }
     long n = atol(argv[2]);
@@ -57,6 +59,13 @@ int main(int argc, char **argv) {
             int status;
             waitpid(pid, &status, 0);
         }
+    } else if (strcmp(argv[1], "read64") == 0) {
+        int fd = open("/dev/zero", O_RDONLY);
+        if (fd < 0) return 1;
+        t0 = now_ns();
+        c0 = cpu_ns();
+        for (long i = 0; i < n; i++)
+            if (read(fd, buf, 64) != 64) return 1;
     } else if (strcmp(argv[1], "getpid") == 0) {
         for (long i = 0; i < n; i++)
             syscall(SYS_getpid);

@@ -1,8 +1,9 @@
 """What the ptrace driver costs a workload, against bare and against the eBPF daemon, in one run.
 
 Rows: the open/read/close loop and the fork+exec loop bare, under `falconet run --source ptrace` with the
-default rules, and under the eBPF daemon with the default rules; a getpid loop bare and under ptrace (getpid is
-in no rule: the seccomp filter lets it through without a stop, so it should cost what it costs bare). Each
+default rules, and under the eBPF daemon with the default rules; a getpid loop and a loop reading 64 bytes from /dev/zero bare and under ptrace (neither is in a
+rule: the seccomp filter lets them through without a stop, so they pay only the kernel's seccomp entry work:
+getpid shows it against the cheapest syscall, read64 against one doing real work). Each
 figure is the median of --repeat runs, as wall-clock ns per iteration and as the loop's own CPU ns per
 iteration (user+system, children included), which a machine loaded by others moves far less than wall clock.
 The tracer's CPU (Falconet's own user+system time per iteration, the Python side of every stop) and the
@@ -11,13 +12,16 @@ stops per iteration (from Falconet's end-of-workload log line) are printed besid
 tracee's CPU and resumes it there, keeping the tracee's affinity narrowed across the stops the loop answers);
 `ptrace-wake` the same placement narrowing for each wake-up only (session 5's, FALCONET_PTRACE_KEEP_NARROW=0);
 `ptrace-nopl` the C loop with FALCONET_PTRACE_PLACEMENT=0 (the scheduler
-places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0). Every repeat runs
+places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0); `ptrace-3stop` the default C loop with
+every kept-back open's exit stop kept (session 6's 3 stops per open/read/close, FALCONET_PTRACE_SKIP_EXIT=0);
+`ptrace-noguard` the default without the busy-CPU guard (FALCONET_PTRACE_GUARD_NS=0: placement never backs off
+when the tracer waits for its CPU). Every repeat runs
 every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
 stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
 against bare. Needs root for the eBPF row only (--no-ebpf skips it).
 
-    python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--repeat N] [--no-ebpf] [--no-py]
-        [--no-nopl]
+    python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--read64 N] [--repeat N] [--no-ebpf]
+        [--no-py] [--no-nopl] [--no-wake] [--no-3stop] [--no-noguard]
 """
 
 from __future__ import annotations
@@ -64,10 +68,14 @@ VARIANTS = {"ptrace": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEME
             "ptrace-wake": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
                             "FALCONET_PTRACE_KEEP_NARROW": "0"},
             "ptrace-nopl": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "0"},
-            "ptrace-py": {"FALCONET_PTRACE_STOPLOOP": "0"}}
+            "ptrace-py": {"FALCONET_PTRACE_STOPLOOP": "0"},
+            "ptrace-3stop": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
+                             "FALCONET_PTRACE_KEEP_NARROW": "1", "FALCONET_PTRACE_SKIP_EXIT": "0"},
+            "ptrace-noguard": {"FALCONET_PTRACE_STOPLOOP": "1", "FALCONET_PTRACE_PLACEMENT": "1",
+                               "FALCONET_PTRACE_KEEP_NARROW": "1", "FALCONET_PTRACE_GUARD_NS": "0"}}
 """The ptrace rows' environments: C loop with placement keeping tracees narrowed across its stops (the
 default), C loop narrowing for each wake-up only (session 5's placement), C loop without placement, Python
-loop."""
+loop, the default with the kept-back opens' exit stops (session 6's), the default without the busy-CPU guard."""
 
 
 def traced(loops: Path, mode: str, n: int, config: Path, variant: str) -> tuple[float, float, float]:
@@ -103,16 +111,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--open", type=int, default=20_000, help="open/read/close iterations per run")
     p.add_argument("--exec", type=int, default=200, help="fork+exec iterations per run")
     p.add_argument("--getpid", type=int, default=2_000_000, help="getpid iterations per run")
+    p.add_argument("--read64", type=int, default=2_000_000, help="64-byte /dev/zero read iterations per run")
     p.add_argument("--repeat", type=int, default=3, help="runs per row (the median is reported)")
     p.add_argument("--no-ebpf", action="store_true", help="leave out the eBPF daemon's row (no root needed)")
     p.add_argument("--no-py", action="store_true", help="leave out the pure-Python stop loop's rows")
     p.add_argument("--no-nopl", action="store_true", help="leave out the C loop's rows without placement")
+    p.add_argument("--no-wake", action="store_true", help="leave out the per-wake-up placement rows")
+    p.add_argument("--no-3stop", action="store_true", help="leave out the rows with the kept-back exit stops")
+    p.add_argument("--no-noguard", action="store_true", help="leave out the rows without the busy-CPU guard")
     args = p.parse_args(argv)
-    variants = [v for v in VARIANTS if not (v == "ptrace-py" and args.no_py or v == "ptrace-nopl" and args.no_nopl)]
+    left_out = {"ptrace-py": args.no_py, "ptrace-nopl": args.no_nopl, "ptrace-wake": args.no_wake,
+                "ptrace-3stop": args.no_3stop, "ptrace-noguard": args.no_noguard}
+    variants = [v for v in VARIANTS if not left_out.get(v)]
     if not args.no_ebpf and os.geteuid() != 0:
         print("bench.ptrace_overhead: the eBPF row needs root (or pass --no-ebpf)", file=sys.stderr)
         return 1
-    n = {"open": args.open, "exec": args.exec, "getpid": args.getpid}
+    n = {"open": args.open, "exec": args.exec, "getpid": args.getpid, "read64": args.read64}
+    modes = ("open", "exec", "getpid", "read64")
     print(f"machine before: {machine_state()}")
     rows: dict[tuple[str, str], Figures] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,14 +138,14 @@ def main(argv: list[str]) -> int:
         # Interleaved per repeat (bare, ptrace, ..., eBPF) so a load change hits every row alike.
         runs: dict[tuple[str, str], list[Figures]] = {}
         for _ in range(args.repeat):
-            for mode in ("open", "exec", "getpid"):
+            for mode in modes:
                 runs.setdefault(("bare", mode), []).append(bare(loops, mode, n[mode]))
-                for variant in variants:
+                for variant in variants if mode in ("open", "exec") else variants[:1]:  # untraced: no stops
                     runs.setdefault((variant, mode), []).append(
                         traced_with_cpu(loops, mode, n[mode], config, variant))
             if not args.no_ebpf:
                 with Daemon([DEFAULT_RULES]):
-                    for mode in ("open", "exec", "getpid"):
+                    for mode in modes:
                         runs.setdefault(("ebpf", mode), []).append(bare(loops, mode, n[mode]))
         rows = {key: median(value) for key, value in runs.items()}
     print(f"machine after: {machine_state()}")
@@ -140,6 +155,11 @@ def main(argv: list[str]) -> int:
         bw, bc, _, _ = rows[("bare", mode)]
         extra = f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace") else ""
         print(f"{mode:7} {driver:11} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
+    for mode in ("getpid", "read64"):  # what the filter alone costs an untraced syscall
+        if ("ptrace", mode) in rows:
+            (bw, bc, _, _), (tw, tc, _, _) = rows[("bare", mode)], rows[("ptrace", mode)]
+            print(f"untraced {mode}: the seccomp filter adds {tw - bw:+.1f} ns wall ({(tw - bw) / bw:+.1%}), "
+                  f"{tc - bc:+.1f} ns CPU ({(tc - bc) / bc:+.1%}) per syscall")
     return 0
 
 

@@ -9,7 +9,8 @@ the Python loop's run is also profiled (cProfile, top functions by own time). "C
 with FALCONET_PTRACE_KEEP_NARROW=0 (the tracee narrowed for each wake-up only: session 5's placement).
 Built with `CFLAGS=-DSTOPLOOP_PROFILE`, the C loop also prints its time per step (stoploop.c). The open filter is the default
 rules' (the loop's /etc/hostname read-only open is under none of their atoms, so the open and its close are
-kept back, as under the eBPF probe).
+kept back, as under the eBPF probe), and, as with the default rules, no rule looks at close, so the kept-back
+open skips its exit stop (2 stops per iteration; "C, exit stops" keeps it: session 6's 3).
 
     python -m bench.ptrace_stops [--open N] [--repeat N] [--profile]
 """
@@ -47,9 +48,10 @@ def _prefixes() -> dict[str, list[str]]:
 
 
 def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profile: bool,
-        placement: bool = True, keep: bool = True) -> Row:
+        placement: bool = True, keep: bool = True, exit_stops: bool = False) -> Row:
     """One traced run of `loops open N` on a thread of its own (as in the daemon); per-iteration figures.
-    keep: placed tracees stay narrowed across the C loop's stops (off: narrowed per wake-up, session 5's)."""
+    keep: placed tracees stay narrowed across the C loop's stops (off: narrowed per wake-up, session 5's);
+    exit_stops: kept-back opens keep their exit stop (session 6's)."""
     os.environ[fastpath.KEEP_SWITCH] = "1" if keep else "0"
     out: dict[str, float] = {}
     loop_line: list[str] = []
@@ -58,6 +60,7 @@ def one(loops: Path, n: int, c_loop: bool, prefixes: dict[str, list[str]], profi
     def trace() -> None:
         tracer = Tracer(lambda _: None, print, traced_names(None), stoploop=c_loop, placement=placement)
         tracer.open_filter = OpenFilter.build(prefixes)
+        tracer.close_events = exit_stops  # the default rules have no rule on close
         prof = cProfile.Profile() if profile else None
         os.dup2(wfd, 1)  # the loop's figures line, on a pipe (the launcher inherits fd 1)
         tracer.launch([str(loops), "open", str(n)])
@@ -109,8 +112,8 @@ def main(argv: list[str]) -> int:
         return 1
     prefixes = _prefixes()
     print(f"machine before: {machine_state()}")
-    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "C, per wake-up": [], "C, no placement": [],
-                                  "Python loop": []}
+    runs: dict[str, list[Row]] = {"bare": [], "C loop": [], "C, exit stops": [], "C, per wake-up": [],
+                                  "C, no placement": [], "Python loop": []}
     with tempfile.TemporaryDirectory() as tmp:
         loops = build(Path(tmp))
         for _ in range(args.repeat):
@@ -118,6 +121,7 @@ def main(argv: list[str]) -> int:
                                   check=True).stdout.split()
             runs["bare"].append((0.0, float(bare[2]), 0.0, 0.0, 0.0, 0.0, 0.0))
             runs["C loop"].append(one(loops, args.open, True, prefixes, False))
+            runs["C, exit stops"].append(one(loops, args.open, True, prefixes, False, exit_stops=True))
             runs["C, per wake-up"].append(one(loops, args.open, True, prefixes, False, keep=False))
             runs["C, no placement"].append(one(loops, args.open, True, prefixes, False, placement=False))
             runs["Python loop"].append(one(loops, args.open, False, prefixes, args.profile))

@@ -31,11 +31,12 @@ from falconet.sensor import cgroups, eventgate, openfilter
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
+from falconet.sensor.state import ProcInfo
 
 __all__ = ["PROBE_C", "Enricher", "probe_source", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
 
 PROBE_C = Path(__file__).with_name("probe.c")
-SWEEP_SECONDS = 60.0  # how often processes whose exit record was dropped are forgotten
+SWEEP_SECONDS = 60.0  # how often /proc is checked for processes whose exit record was dropped (see poll)
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
 WAKE_GAP_MS = 1
@@ -156,6 +157,9 @@ class Sensor:
         self.enricher = Enricher(wanted=self.config.syscalls)
         self.untraced: frozenset[str] = frozenset()
         self._last_sweep = time.monotonic()
+        self._absent: dict[int, ProcInfo] | None = None
+        """Processes /proc no longer had at the last sweep, forgotten once the records before it are read
+        (bench/RESULTS.md, "latstall": forgetting them at once gave a burst's queued events a nameless process)."""
         self._names: set[str] | None = self.config.syscalls
         self._data: frozenset[str] | None = (None if self.config.data_syscalls is None
                                              else frozenset(self.config.data_syscalls))
@@ -386,13 +390,21 @@ class Sensor:
         if self._recent and (timeout_ms < 0 or timeout_ms > WAKE_GAP_MS):
             timeout_ms = WAKE_GAP_MS
         rb.wait(timeout_ms)
-        now = time.monotonic()
-        if now - self._last_sweep > SWEEP_SECONDS:
-            self._last_sweep = now
-            self._stats.swept += self.enricher.table.sweep()
+        table = self.enricher.table
+        if self._absent is None:
+            now = time.monotonic()
+            if now - self._last_sweep > SWEEP_SECONDS:
+                self._last_sweep = now
+                self._absent = table.absent() or None
         batch = rb.read(POLL_BATCH)
         self._recent = batch.consumed > 0
-        return self._take(batch)
+        events = self._take(batch)
+        if self._absent is not None and rb.available() == 0:
+            # Caught up with every record the kernel had written when /proc was looked at, so with every
+            # record of a process that was gone by then: forgetting it now takes no identity from its events.
+            self._stats.swept += table.forget(self._absent)
+            self._absent = None
+        return events
 
     def _take(self, batch: Batch) -> list[Event]:
         """Enriches one batch of records (state-only ones are absorbed)."""

@@ -202,8 +202,21 @@ class ProcessTable:
 
     def sweep(self, proc_root: Path = Path("/proc")) -> int:
         """Forgets processes that no longer exist: only those whose exit record was lost (kernel drops) are
-        still here, and without this the table would grow for ever. Returns how many were forgotten."""
-        gone = [pid for pid in self.procs if not (proc_root / str(pid)).exists()]
+        still here, and without this the table would grow for ever. Returns how many were forgotten.
+
+        At once, so only for a table whose events are all read: a live sensor runs behind the kernel, and a
+        process gone from /proc may still have records waiting in the ring buffer. It uses `absent` when it
+        looks and `forget` once it has read everything the kernel had written by then (sensor.poll)."""
+        return self.forget(self.absent(proc_root))
+
+    def absent(self, proc_root: Path = Path("/proc")) -> dict[int, ProcInfo]:
+        """The processes of the table that /proc no longer has, as they are now (for `forget`)."""
+        return {pid: p for pid, p in self.procs.items() if not (proc_root / str(pid)).exists()}
+
+    def forget(self, absent: dict[int, ProcInfo]) -> int:
+        """Forgets the processes `absent` found, unless their entry changed since: an exit record came (gone
+        already) or the pid was reused by a new process (a new entry, kept). Returns how many were forgotten."""
+        gone = [pid for pid, p in absent.items() if self.procs.get(pid) is p]
         for pid in gone:
             del self.procs[pid]
         self.epoch += 1

@@ -89,6 +89,7 @@ class PtraceSource:
         self._cond = threading.Condition()
         self._done = False
         self.tracer = Tracer(self._sink, log, traced_names(frozenset(wanted)), snaplen=snaplen)
+        self.tracer.close_events = "close" in wanted
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._go = threading.Event()
@@ -128,7 +129,10 @@ class PtraceSource:
             for pid in roots:  # what the tables know of them before their first traced syscall
                 info = read_proc(Path(f"/proc/{pid}"))
                 if info is not None:
+                    for fd in self.tracer.launcher_fds:  # closed by the launcher unseen (before its filter)
+                        info.fds.pop(fd, None)
                     self.enricher.table.procs[pid] = info
+                    self.tracer.seed_fds(pid, info.fds)  # the engine knows these fds
         except OSError as exc:
             self._error = exc
             self._started.set()
@@ -160,6 +164,7 @@ class PtraceSource:
             self._log("ptrace: the workload's seccomp filter was built at launch and does not stop "
                       f"{', '.join(unseen)}; rules on them see nothing until Falconet restarts")
         self.enricher.wanted = wanted
+        self.tracer.close_events = "close" in wanted
 
     def set_open_prefixes(self, prefixes: dict[str, list[str]] | None) -> None:
         """The eBPF probe's open filter, decided by the tracer (sensor/ptrace/openfilter.py): the same opens and
@@ -195,9 +200,12 @@ class PtraceSource:
                 if loop is not None and loop.place:
                     place = loop.placement()
                     answered += (f" (its thread last on CPU {place.cpu}, moved {place.moves} times, {place.held}"
-                                 f" wake-ups placed there, {place.given_back} masks given back after a pause)")
+                                 f" wake-ups placed there, {place.given_back} masks given back after a pause,"
+                                 f" {place.backoffs} busy-CPU back-offs)")
+                late = f" ({self.tracer.late_dirs} directory fds learned late)" if self.tracer.late_dirs else ""
                 self._log(f"ptrace: the workload ended ({_describe(status)}); {self.tracer.stops} stops"
-                          f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter")
+                          f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter"
+                          f"{late}")
                 self.tracer.root_status = None
             return None
         out: list[Event] = []

@@ -34,6 +34,13 @@ KEEP_SWITCH = "FALCONET_PTRACE_KEEP_NARROW"
 placement, three affinity calls per placed stop) instead of keeping it narrowed across the stops the C loop
 answers (stoploop_place.h): the benchmark's before row."""
 
+GUARD_SWITCH = "FALCONET_PTRACE_GUARD_NS"
+"""The busy-CPU guard's threshold: placement backs off when the stop thread's run_delay grows by more than this
+many ns per stop (stoploop_place.h guard_busy); 0 turns the guard off; unset: the built-in 20,000."""
+SKIP_SWITCH = "FALCONET_PTRACE_SKIP_EXIT"
+"""Set to 0 to keep every kept-back open's exit stop and the hidden-fd sets even when no rule looks at close
+(session 6's 3 stops per kept-back open/read/close): the benchmark's before row."""
+
 NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL = 1, 2, 3, 4, 5  # stoploop.c's kinds of syscall
 SERIAL_NRS = frozenset({203, 204})
 """sched_setaffinity, sched_getaffinity (x86-64): traced for placement only and continued by the C loop at their
@@ -71,6 +78,17 @@ def placement_wanted() -> bool:
     return os.environ.get(PLACE_SWITCH, "1") != "0"
 
 
+def skip_wanted() -> bool:
+    """Whether kept-back opens may skip their exit stop when closes are state-only (stoploop_fds.h)."""
+    return os.environ.get(SKIP_SWITCH, "1") != "0"
+
+
+def guard_ns() -> int | None:
+    """The busy-CPU guard's threshold from the environment (None: the built-in one)."""
+    raw = os.environ.get(GUARD_SWITCH, "")
+    return int(raw) if raw.isdigit() else None
+
+
 def keep_wanted() -> bool:
     """Whether placed tracees stay narrowed across the stops the C loop answers: on unless turned off."""
     return os.environ.get(KEEP_SWITCH, "1") != "0"
@@ -79,29 +97,71 @@ def keep_wanted() -> bool:
 class Placement(NamedTuple):
     """Where the C loop's thread is: its CPU (-1: not pinned yet), how often it moved, how many resumes
     woke a tracee on that CPU (its affinity narrowed for the wake-up or kept narrowed since an earlier one),
-    how many masks the give-back thread gave back (a tracee not resumed for a few ms), and how many tracees are
-    narrowed now (stoploop_place.h)."""
+    how many masks the give-back thread gave back (a tracee not resumed for a few ms), how many tracees are
+    narrowed now, and how often the busy-CPU guard unpinned the thread (stoploop_place.h)."""
 
     cpu: int
     moves: int
     held: int
     given_back: int = 0
     narrowed: int = 0
+    backoffs: int = 0
 
 
 class Hidden(Protocol):
-    """probe.c's hidden_fds: per process, the fds of opens the open filter kept back."""
+    """probe.c's hidden_fds: per process, the fds of opens the open filter kept back (when they take their exit
+    stop); and the fds the engine may know per process (stoploop_fds.h: when closes are state-only, a kept-back
+    open skips its exit stop and a close of an fd the engine cannot know is dropped at its seccomp stop)."""
 
     def hide(self, tgid: int, fd: int) -> None: ...
     def unhide(self, tgid: int, fd: int) -> bool: ...
     def forget_process(self, tgid: int) -> None: ...
+    def fds_track(self, tgid: int) -> None: ...
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None: ...
+    def fds_known(self, tgid: int, fd: int) -> bool | None: ...
+    def fds_fork(self, parent: int, child: int, share: bool) -> None: ...
+    def fds_unshare(self, tgid: int) -> None: ...
+    def set_skip(self, skip: bool) -> None: ...
 
 
 class HiddenFds:
-    """The hidden fds when the Python loop runs alone."""
+    """The hidden fds and the engine's may-know sets when the Python loop runs alone (stoploop_fds.h's rules:
+    a process without a set is "everything known"; CLONE_FILES shares a set, an exec unshares it)."""
 
     def __init__(self) -> None:
         self._fds: dict[int, set[int]] = {}
+        self._known: dict[int, set[int]] = {}
+        self.skip = False
+
+    def fds_track(self, tgid: int) -> None:
+        self._known[tgid] = set()
+
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None:
+        known = self._known.get(tgid)
+        if known is not None and fd >= 0:
+            if learn:
+                known.add(fd)
+            else:
+                known.discard(fd)
+
+    def fds_known(self, tgid: int, fd: int) -> bool | None:
+        known = self._known.get(tgid)
+        return None if known is None else fd in known
+
+    def fds_fork(self, parent: int, child: int, share: bool) -> None:
+        known = self._known.get(parent)
+        if known is None:
+            self._known.pop(child, None)
+        else:
+            self._known[child] = known if share else set(known)
+
+    def fds_unshare(self, tgid: int) -> None:
+        known = self._known.get(tgid)
+        if known is not None and any(v is known for k, v in self._known.items() if k != tgid):
+            self._known[tgid] = set(known)
+
+    def set_skip(self, skip: bool) -> None:
+        self.skip = skip
 
     def hide(self, tgid: int, fd: int) -> None:
         self._fds.setdefault(tgid, set()).add(fd)
@@ -115,6 +175,7 @@ class HiddenFds:
 
     def forget_process(self, tgid: int) -> None:
         self._fds.pop(tgid, None)
+        self._known.pop(tgid, None)
 
 
 class Handed(NamedTuple):
@@ -140,7 +201,9 @@ class StopLoop:
         self._mod = _stoploop
         self.place = placement_wanted() if place is None else place
         self.keep = keep_wanted()
-        self._st = _stoploop.new(kinds(traced, self.place), self.place, self.keep)
+        guard = guard_ns()
+        self._st = _stoploop.new(kinds(traced, self.place), self.place, self.keep) if guard is None else \
+            _stoploop.new(kinds(traced, self.place), self.place, self.keep, guard)
 
     def wait(self) -> Handed | None:
         """Blocks (without the GIL) until a stop the tracer must handle; None when no tracee is left."""
@@ -173,6 +236,26 @@ class StopLoop:
 
     def forget_process(self, tgid: int) -> None:
         self._mod.forget_process(self._st, tgid)
+
+    def fds_track(self, tgid: int) -> None:
+        self._mod.fds_track(self._st, tgid)
+
+    def fds_learn(self, tgid: int, fd: int, learn: bool = True) -> None:
+        if fd >= 0:
+            self._mod.fds_learn(self._st, tgid, fd, learn)
+
+    def fds_known(self, tgid: int, fd: int) -> bool | None:
+        return self._mod.fds_known(self._st, tgid, fd)
+
+    def fds_fork(self, parent: int, child: int, share: bool) -> None:
+        self._mod.fds_fork(self._st, parent, child, share)
+
+    def fds_unshare(self, tgid: int) -> None:
+        self._mod.fds_unshare(self._st, tgid)
+
+    def set_skip(self, skip: bool) -> None:
+        """Closes are state-only (no rule on close): kept-back opens skip their exit stop (any thread)."""
+        self._mod.set_skip(self._st, skip)
 
     def epoch(self) -> int:
         return self._mod.epoch(self._st)

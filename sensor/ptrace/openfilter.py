@@ -5,8 +5,9 @@ path and flags the tracer reads, so the engine sees the same events under either
 With the filter on, the probe keeps back an open no loaded rule can match (clean path covered by no prefix or
 suffix for the open's kind, and not a directory fd), marks its fd hidden for the process, and keeps back that
 fd's close. The tracer judges the path at the seccomp stop (one read of at most PATH_SCAN_MAX bytes: longer
-paths are never kept back), learns the fd number and makes the directory check at the exit stop (only there
-is the fd known), and drops a hidden fd's close at its seccomp stop.
+paths are never kept back). With a rule on close it learns the fd number and makes the directory check at the
+exit stop (only there is the fd known), and drops a hidden fd's close at its seccomp stop; with none, the open
+skips its exit stop and closes of fds the engine cannot know are dropped (sensor/ptrace/stoploop_fds.h).
 """
 
 from __future__ import annotations

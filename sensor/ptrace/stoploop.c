@@ -6,10 +6,12 @@
  * of CPU per stop, during which the tracee's core idles; a stop answered in ~1 us costs the tracee a fraction
  * of that (bench/RESULTS.md, "ptrace driver"). The stops answered here are the open filter's:
  *   - the seccomp stop of an open the filter keeps back (the decision cached by the Python tracer for this
- *     path and open kind): the task waits for its exit stop here;
+ *     path and open kind): with no rule on close, continued there (no exit stop: stoploop_fds.h); else the
+ *     task waits for its exit stop here;
  *   - that exit stop: the fd is marked hidden (or, for a read-only open whose fd is a directory, which the
  *     probe never keeps back, the stop goes to Python with the open's pending state);
- *   - the seccomp stop of a close of a hidden fd: continued without an exit stop.
+ *   - the seccomp stop of a close of a hidden fd, or (no rule on close) of an fd not in its process's set of
+ *     fds the engine may know (stoploop_fds.h): continued without an exit stop.
  * Everything else (events, signals, other syscalls, unknown tasks, a cache miss) goes to Python as it came.
  * The hidden-fd sets live here (Python reads and writes them through this module), so both paths share one
  * copy. All state belongs to the thread that calls wait(); only bump_epoch() may be called from another
@@ -103,8 +105,11 @@ enum { NR_OTHER, NR_CLOSE, NR_OPEN_FLAGS, NR_OPEN_WRITE, NR_PLAIN, NR_SERIAL };
  * syscall has run (its exit stop, answered here), so the workload never reads a narrowed mask, of its own thread
  * or of another, and a mask it sets is never overwritten by one given back. */
 
+struct fdset;
+
 typedef struct {
-    uint64_t key;   /* tid, or tgid << 32 | fd */
+    uint64_t key;   /* tid, tgid (procs), or tgid << 32 | fd (hidden) */
+    struct fdset *fds;  /* procs: the fds the engine may know (stoploop_fds.h) */
     uint8_t used, pending, hide, may_be_dir;
     uint8_t countdown;  /* stops until this task's CPU is read again */
     uint8_t kept;       /* left narrowed to the stop thread's CPU after its last resume (stoploop_place.h) */
@@ -141,7 +146,9 @@ typedef struct {  /* a tracee kept narrowed (stoploop_place.h) */
 
 typedef struct {
     table_t tasks;   /* tid -> tgid, and a kept-back open waiting for its exit stop */
-    table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens */
+    table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens (when they take their exit stop) */
+    table_t procs;   /* tgid -> the fds the engine may know (stoploop_fds.h); no entry: everything known */
+    int skip;        /* closes are state-only: kept-back opens skip their exit stop (atomic: set_skip) */
     decision_t *cache;
     size_t cached;
     unsigned cache_epoch;
@@ -156,6 +163,14 @@ typedef struct {
     unsigned window;                /* sampled stops in the current window */
     uint32_t *seen;                 /* stops per CPU in the current window (CPUS_TRACKED) */
     long long moves, held;          /* times this thread moved; resumes made onto its CPU */
+    /* The busy-CPU guard (stoploop_place.h guard_busy): this thread's run_delay and stops at its last check. */
+    int sched_fd;                   /* /proc/thread-self/schedstat of the stop thread; -1: none (yet) */
+    long long guard_ns;             /* run_delay per stop above which placement backs off (0: guard off) */
+    long long delay0, stops0;       /* run_delay (ns) and stops at the last check */
+    long long backoff_ns, backoff_until;  /* the current back-off and when it ends (CLOCK_MONOTONIC) */
+    long long backoffs;             /* times the guard unpinned this thread */
+    int home_saved;
+    cpu_set_t home;                 /* this thread's mask before its first pin, given back by the guard */
     int dir_fds;                    /* /proc/TID/fd directories held open (tasks' fd_dir) */
     /* Shared with the give-back thread (stoploop_place.h), under lock. */
     pthread_mutex_t lock;
@@ -242,6 +257,8 @@ static int table_del(table_t *t, uint64_t key) {
 }
 
 static uint64_t fd_key(int tgid, int fd) { return ((uint64_t)(uint32_t)tgid << 32) | (uint32_t)fd; }
+
+#include "stoploop_fds.h"
 
 static uint32_t path_hash(const char *p, size_t len, int need) {
     uint32_t h = 2166136261u ^ (uint32_t)need;
@@ -379,7 +396,8 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         }
         return 1;
     }
-    if (kind == NR_CLOSE && table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))) {
+    if (kind == NR_CLOSE && (table_del(&st->hidden, fd_key(task->tgid, (int)info.seccomp.args[0]))
+                             || close_unknown(st, task->tgid, (long)(int)info.seccomp.args[0]))) {
         st->filtered++;
         resume(st, task, pid, PTRACE_CONT, 0, KEEP);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
@@ -395,6 +413,11 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
                 hide = cache_decision(st, path, (size_t)len, need);
                 if (hide < 0) return 0;
             }
+        }
+        if (hide && open_skips_exit(st, task->tgid)) {  /* no record, and its fd matters to no close (above) */
+            st->filtered++;
+            resume(st, task, pid, PTRACE_CONT, 0, KEEP);
+            return 1;
         }
     }
     task->pending = 1;
@@ -494,6 +517,7 @@ static void state_release(state_t *st) {
         if (st->tasks.slots[i].used) task_release(st, &st->tasks.slots[i]);
     free(st->tasks.slots);
     free(st->hidden.slots);
+    procs_release(st);
     free(st->cache);
     free(st->seen);
     free(st);
@@ -510,17 +534,20 @@ static state_t *get_state(PyObject *capsule) { return PyCapsule_GetPointer(capsu
 static PyObject *py_new(PyObject *self, PyObject *args) {
     PyObject *kinds;
     int place = 1, keep = 1;
-    if (!PyArg_ParseTuple(args, "O!|pp", &PyDict_Type, &kinds, &place, &keep)) return NULL;
+    long long guard_ns = GUARD_NS;
+    if (!PyArg_ParseTuple(args, "O!|ppL", &PyDict_Type, &kinds, &place, &keep, &guard_ns)) return NULL;
     state_t *st = calloc(1, sizeof *st);
     if (!st) return PyErr_NoMemory();
     st->place = place;
     st->keep = keep;
     st->cpu = -1;
+    st->sched_fd = -1;
+    st->guard_ns = guard_ns;
     if (place_init(st) < 0) {
         state_release(st);
         return PyErr_NoMemory();
     }
-    if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0
+    if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0 || table_init(&st->procs, 64) < 0
         || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))
         || !(st->seen = calloc(CPUS_TRACKED, sizeof *st->seen))) {
         state_release(st);
@@ -634,6 +661,92 @@ static PyObject *py_forget_process(PyObject *self, PyObject *args) {
         else
             i++;
     }
+    proc_set(st, tgid, NULL);
+    Py_RETURN_NONE;
+}
+
+/* --- the fds the engine may know (stoploop_fds.h), kept by the Python tracer ------------------------------ */
+
+static PyObject *py_fds_track(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = fdset_new();
+    if (!set || proc_set(st, tgid, set) < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_learn(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd, learn;
+    if (!PyArg_ParseTuple(args, "Oiip", &capsule, &tgid, &fd, &learn)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (set && learn && fdset_add(set, fd) < 0) {
+        proc_set(st, tgid, NULL);  /* cannot grow: everything known from now on (still a superset) */
+        return PyErr_NoMemory();
+    }
+    if (set && !learn) fdset_del(set, fd);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_known(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (!set) Py_RETURN_NONE;
+    return PyBool_FromLong(fdset_has(set, fd));
+}
+
+static PyObject *py_fds_fork(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int parent, child, share;
+    if (!PyArg_ParseTuple(args, "Oiip", &capsule, &parent, &child, &share)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *from = proc_fds(st, parent), *set = NULL;
+    if (from && share) {
+        set = from;
+        set->refs++;
+    } else if (from && !(set = fdset_copy(from))) {
+        proc_set(st, child, NULL);
+        return PyErr_NoMemory();
+    }
+    if (proc_set(st, child, set) < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_unshare(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, tgid);
+    if (set && set->refs > 1) {
+        fdset_t *own = fdset_copy(set);
+        if (!own) {
+            proc_set(st, tgid, NULL);  /* everything known from now on */
+            return PyErr_NoMemory();
+        }
+        if (proc_set(st, tgid, own) < 0) return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_skip(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int skip;
+    if (!PyArg_ParseTuple(args, "Op", &capsule, &skip)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    __atomic_store_n(&st->skip, skip, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 
@@ -714,7 +827,7 @@ static PyObject *py_placement(PyObject *self, PyObject *args) {
     long long given_back = st->given_back;
     int narrowed = st->n_narrowed;
     pthread_mutex_unlock(&st->lock);
-    return Py_BuildValue("(iLLLi)", st->cpu, st->moves, st->held, given_back, narrowed);
+    return Py_BuildValue("(iLLLiL)", st->cpu, st->moves, st->held, given_back, narrowed, st->backoffs);
 }
 
 static PyObject *py_open_need(PyObject *self, PyObject *args) {
@@ -724,16 +837,25 @@ static PyObject *py_open_need(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"new", py_new, METH_VARARGS, "new({nr: (kind, flags_arg)}, place=True, keep=True) -> state"},
+    {"new", py_new, METH_VARARGS,
+     "new({nr: (kind, flags_arg)}, place=True, keep=True, guard_ns=GUARD_NS) -> state"},
     {"resume", py_resume, METH_VARARGS, "resume(state, pid, PTRACE_CONT|PTRACE_SYSCALL, sig) -> whether it resumed"},
     {"placement", py_placement, METH_VARARGS,
-     "placement(state) -> (this thread's CPU or -1, moves, held resumes, masks given back late, narrowed now)"},
+     "placement(state) -> (this thread's CPU or -1, moves, held resumes, masks given back late, narrowed now, "
+     "busy-CPU back-offs)"},
     {"wait", py_wait, METH_VARARGS, "wait(state) -> (pid, status, nr, args, hide, may_be_dir) | None"},
     {"task", py_task, METH_VARARGS, "task(state, tid, tgid)"},
     {"forget", py_forget, METH_VARARGS, "forget(state, tid)"},
     {"hide", py_hide, METH_VARARGS, "hide(state, tgid, fd)"},
     {"unhide", py_unhide, METH_VARARGS, "unhide(state, tgid, fd) -> whether it was hidden"},
     {"forget_process", py_forget_process, METH_VARARGS, "forget_process(state, tgid)"},
+    {"fds_track", py_fds_track, METH_VARARGS, "fds_track(state, tgid): an empty set of fds the engine may know"},
+    {"fds_learn", py_fds_learn, METH_VARARGS, "fds_learn(state, tgid, fd, learn): add (learn) or remove fd"},
+    {"fds_known", py_fds_known, METH_VARARGS, "fds_known(state, tgid, fd) -> bool | None (None: no set)"},
+    {"fds_fork", py_fds_fork, METH_VARARGS, "fds_fork(state, parent, child, share): copy or share the set"},
+    {"fds_unshare", py_fds_unshare, METH_VARARGS, "fds_unshare(state, tgid): a shared set becomes its own"},
+    {"set_skip", py_set_skip, METH_VARARGS, "set_skip(state, skip): closes are state-only (kept-back opens skip "
+     "their exit stop)"},
     {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},
     {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
     {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},

@@ -16,6 +16,11 @@
  * The list and the give-back thread's clock are the only state shared between the threads (under `lock`). */
 
 #define GIVE_BACK_NS 2000000LL        /* a tracee not resumed for this long gets its own mask back */
+#ifndef GUARD_NS
+#define GUARD_NS 20000LL              /* run_delay per stop above which placement backs off (default) */
+#endif
+#define BACKOFF_MIN_NS 50000000LL     /* the first back-off; doubled while the CPU stays busy */
+#define BACKOFF_MAX_NS 2000000000LL
 
 static long long mono_ns(void) {
     struct timespec ts;
@@ -125,15 +130,60 @@ static void place_release(state_t *st) {
     pthread_mutex_unlock(&st->lock);
     if (st->giver_running) pthread_join(st->giver, NULL);
     give_back_all(st);
+    if (st->sched_fd >= 0) close(st->sched_fd);
     pthread_cond_destroy(&st->wake);
     pthread_mutex_destroy(&st->lock);
 }
 
+/* This thread's run_delay (ns runnable but waiting for a CPU: /proc/thread-self/schedstat's second field), -1
+ * when it cannot be read (no schedstats). */
+static long long run_delay(state_t *st) {
+    char buf[96];
+    if (st->sched_fd < 0) st->sched_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (st->sched_fd < 0) return -1;
+    ssize_t n = pread(st->sched_fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    unsigned long long on_cpu, delay;
+    return sscanf(buf, "%llu %llu", &on_cpu, &delay) == 2 ? (long long)delay : -1;
+}
+
+/* The busy-CPU guard, once per window while pinned. Why: pinned to its tracee's CPU, this thread waits there
+ * behind any other work on that CPU where the scheduler would have woken it on another (bench/RESULTS.md,
+ * "ptraceplace": on a loaded machine placement can raise the workload's wall time). When its run_delay grew
+ * by more than guard_ns per stop since the last check, it gives every narrowed mask back, unpins itself (its
+ * mask from before the first pin) and places nothing for a back-off (50 ms, doubled while the CPU stays busy,
+ * at most 2 s; a calm window resets it). 1 when it backed off. */
+static int guard_busy(state_t *st) {
+    if (!st->guard_ns) return 0;
+    long long delay = run_delay(st), stops = st->stops - st->stops0;
+    if (delay < 0) return 0;
+    long long grew = delay - st->delay0;
+    st->delay0 = delay;
+    st->stops0 = st->stops;
+    if (stops <= 0 || grew <= stops * st->guard_ns) {
+        st->backoff_ns = 0;
+        return 0;
+    }
+    give_back_all(st);
+    if (st->home_saved) sched_setaffinity(0, sizeof st->home, &st->home);
+    st->cpu = -1;
+    st->backoff_ns = st->backoff_ns ? st->backoff_ns * 2 : BACKOFF_MIN_NS;
+    if (st->backoff_ns > BACKOFF_MAX_NS) st->backoff_ns = BACKOFF_MAX_NS;
+    st->backoff_until = mono_ns() + st->backoff_ns;
+    st->backoffs++;
+    return 1;
+}
+
 /* At every stop of a known task: sample its CPU now and then, and move this thread to the CPU with the most
- * stops once a window is full (at once for the first sample). A tracee kept narrowed to this thread's CPU is
- * known to be there and is not sampled. */
+ * stops once a window is full (at once for the first sample), unless the busy-CPU guard backs off. A tracee
+ * kept narrowed to this thread's CPU is known to be there and is not sampled. */
 static void place_stop(state_t *st, pid_t pid, slot_t *task) {
     if (!st->place) return;
+    if (st->backoff_until) {
+        if (mono_ns() < st->backoff_until) return;
+        st->backoff_until = 0;
+    }
     if (task->countdown == 0) {
         if (task->kept && task->cpu == st->cpu) {
             pthread_mutex_lock(&st->lock);
@@ -156,11 +206,17 @@ static void place_stop(state_t *st, pid_t pid, slot_t *task) {
         if (st->seen[c] > st->seen[best]) best = c;
     memset(st->seen, 0, CPUS_TRACKED * sizeof *st->seen);
     st->window = 0;
+    if (st->cpu >= 0 && guard_busy(st)) return;
     if (best == st->cpu) return;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(best, &one);
+    if (!st->home_saved) st->home_saved = sched_getaffinity(0, sizeof st->home, &st->home) == 0;
     if (sched_setaffinity(0, sizeof one, &one) == 0) {  /* 0: this thread */
+        if (st->cpu < 0) {  /* the guard's baseline: from the pin on */
+            st->delay0 = run_delay(st);
+            st->stops0 = st->stops;
+        }
         st->cpu = best;
         st->moves++;
     } else {  /* refused (the tracee's CPU is outside this thread's cpuset): no placement from now on */

@@ -22,7 +22,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +47,15 @@ _CRED_NRS = frozenset(sc.BY_NAME[n].nr for n in CRED_STATE)
 _EXEC_NRS = frozenset({sc.BY_NAME["execve"].nr, sc.EXECVEAT_NR})
 _SETPGID_NR = sc.BY_NAME["setpgid"].nr
 FD_CREATES_RES, FD_CREATES_PAIR, FD_CLOSES = 1, 2, 3  # Spec.fdeffect (probe.c FD_*)
+CLONE_FILES, AT_FDCWD, O_LARGEFILE = 0x400, -100, 0o100000
+_OPENAT_NR = sc.BY_NAME["openat"].nr
+_FD_PARAMS = frozenset({"fd", "oldfd", "dirfd", "olddirfd", "newdirfd", "linkdirfd"})
+"""Parameters naming an fd whose Fd the engine reads for the event or copies into its tables (not `newfd`,
+which dup2/dup3 replace): a directory the engine never learned is learned late (Tracer._late_dirs)."""
+_FD_ARGS: dict[int, tuple[int, ...]] = {
+    s.nr: tuple(int(src[1:]) for name, src in s.params if name in _FD_PARAMS and src[:1] == "i")
+    for s in sc.BY_NAME.values()}
+_FD_ARGS[sc.EXECVEAT_NR] = (0,)
 LAUNCHER = Path(__file__).with_name("launch.py")
 
 
@@ -104,9 +113,13 @@ class Tracer:
         self._regs = k.UserRegs()
         self._info = k.SyscallInfo()  # one buffer for every stop's PTRACE_GET_SYSCALL_INFO
         self._sync_fd = -1
+        self.launcher_fds: frozenset[int] = frozenset()
+        """fds the launcher closes before the workload runs (its sync pipe): not to be seeded as the workload's."""
         self._open_filter: OpenFilter | None = None
         self.hidden: fastpath.Hidden = fastpath.HiddenFds()  # probe.c hidden_fds (the C loop's when it runs)
         self._filtered = 0  # opens kept back and their closes here (the probe's CNT_PATH_FILTERED)
+        self._skip = False  # closes are state-only: kept-back opens skip their exit stop (close_events)
+        self.late_dirs = 0  # directory fds of kept-back opens the engine learned late (_late_dir)
 
     @property
     def open_filter(self) -> OpenFilter | None:
@@ -118,6 +131,25 @@ class Tracer:
         self._open_filter = filt
         if self.loop is not None:
             self.loop.bump_epoch()
+
+    @property
+    def close_events(self) -> bool:
+        return not self._skip
+
+    @close_events.setter
+    def close_events(self, wanted: bool) -> None:
+        """Whether a rule looks at close events (any thread). When none does, a close is state only: it can
+        change nothing for an fd the engine cannot know, so such closes are dropped at their seccomp stop and a
+        kept-back open skips its exit stop, whose only use was to learn the fd to hide (stoploop_fds.h). With
+        close rules the hidden-fd sets keep the exact eBPF behaviour: a close of an fd the engine never saw is
+        still an event there, unless its open was kept back."""
+        self._skip = not wanted and fastpath.skip_wanted()
+        self.hidden.set_skip(self._skip)
+
+    def seed_fds(self, tgid: int, fds: Iterable[int]) -> None:
+        """The fds the engine's tables were seeded with for this process (from /proc): known to it."""
+        for fd in fds:
+            self.hidden.fds_learn(tgid, fd)
 
     @property
     def stops(self) -> int:
@@ -136,6 +168,7 @@ class Tracer:
         if self._want_loop:
             self.loop = fastpath.StopLoop(self.traced, self._placement)
             self.hidden = self.loop
+            self.hidden.set_skip(self._skip)
             numbers |= self.loop.filter_extra()
         program = build_filter(numbers)
         rfd, wfd = os.pipe()
@@ -152,8 +185,10 @@ class Tracer:
             os.waitpid(pid, 0)
             raise OSError(exc.errno, f"cannot trace the launched workload: {exc.strerror}") from None
         self._adopt(pid, pid, started=True)
+        self.hidden.fds_track(pid)  # the source seeds it (seed_fds) before it runs
         self.root_pid = pid
         self._sync_fd = wfd
+        self.launcher_fds = frozenset({rfd})
         return pid
 
     def release(self) -> None:
@@ -170,8 +205,10 @@ class Tracer:
         if self._want_loop:  # no seccomp stops to answer, but its wait and placement serve every stop here
             self.loop = fastpath.StopLoop(self.traced, self._placement)
             self.hidden = self.loop
+            self.hidden.set_skip(self._skip)
         done: list[int] = []
         for pid in pids:
+            self.hidden.fds_track(pid)  # the source seeds it (seed_fds) before it runs
             for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
                 try:
                     k.seize(tid)
@@ -282,6 +319,7 @@ class Tracer:
                 if self.loop is not None:
                     self.loop.forget(former)
                 t.awaiting, t.entry_args, t.execargs = old.awaiting, old.entry_args, old.execargs
+            self.hidden.fds_unshare(t.tgid)  # a shared fd table is the process's own after an exec
         self._resume(t)
 
     def _fork(self, parent: _Task, event: int) -> None:
@@ -299,6 +337,8 @@ class Tracer:
         ident = self._ident(parent)
         self.sink(pack(REC_FORK, parent.tid, ident, nr, 0, (child, flags), init_ts=self._init_ts))
         tgid = parent.tgid if flags & CLONE_THREAD else child
+        if not flags & CLONE_THREAD:  # before the child runs: its fds as the engine's fork makes them
+            self.hidden.fds_fork(parent.tgid, child, bool(flags & CLONE_FILES))
         held = self.held.pop(child, None)
         if held is None:
             self.expected[child] = tgid
@@ -365,32 +405,39 @@ class Tracer:
             return
         args = info.syscall_args()
         spec = sc.BY_NR[nr]
-        if spec.fdeffect == FD_CLOSES and self.hidden.unhide(t.tgid, _i32(args[0])):
-            self._filtered += 1  # the close of a kept-back open: kept back too, no exit stop
+        if spec.fdeffect == FD_CLOSES and (self.hidden.unhide(t.tgid, _i32(args[0])) or (
+                self._skip and self.hidden.fds_known(t.tgid, _i32(args[0])) is False)):
+            self._filtered += 1  # the close of a kept-back open or of an fd the engine cannot know: no exit stop
             return
         t.awaiting = nr
         t.entry_args = args
-        if spec.pathfilter:
-            self._judge_open(t, spec, args)
+        if spec.pathfilter and self._judge_open(t, spec, args):
+            t.awaiting = -1  # kept back, and its fd is needed by no close: no exit stop
+            self._filtered += 1
+            return
         if spec.credsbefore:
             t.before = self._ident(t)
         if nr in _EXEC_NRS:
             self._exec_entry(t, nr)
 
-    def _judge_open(self, t: _Task, spec: sc.Spec, args: tuple[int, ...]) -> None:
-        """The open filter's path decision, at entry (the exit stop still comes: only it knows the fd)."""
+    def _judge_open(self, t: _Task, spec: sc.Spec, args: tuple[int, ...]) -> bool:
+        """The open filter's path decision, at entry. True: kept back with no exit stop (closes are state-only,
+        stoploop_fds.h); else a kept-back open's exit stop still comes, to learn the fd to hide."""
         epoch = self.loop.epoch() if self.loop is not None else 0  # before the filter: a reload bumps it after
         filt = self._open_filter
         if filt is None:
-            return
+            return False
         need = open_need(spec.name, args)
         path = k.read_str(t.tid, args[spec.str0], PATH_SCAN_MAX) if not need & OPEN_KEEP else None
         drop = filt.drops(path, need)
+        if self.loop is not None and path is not None:
+            self.loop.decide(path, need, epoch, drop)  # the same open again is entered in C
+        if drop and self._skip and self.hidden.fds_known(t.tgid, -1) is not None:
+            return True
         if drop:
             t.hide = True
             t.may_be_dir = bool(need & OPEN_READ) and not need & OPEN_WRITE  # a directory opens read-only
-        if self.loop is not None and path is not None:
-            self.loop.decide(path, need, epoch, drop)  # the same open again is entered in C
+        return False
 
     def _exec_entry(self, t: _Task, nr: int) -> None:
         a = t.entry_args
@@ -432,6 +479,9 @@ class Tracer:
             return
         if spec.fdeffect and self._fd_effect(t, spec, res):
             return
+        if self._skip and _FD_ARGS.get(nr):
+            self._late_dirs(t, nr)
+        self._learn(t, spec, res)
         if nr in _CRED_NRS:
             if nr == _SETPGID_NR:
                 for other in self.tasks.values():
@@ -464,6 +514,46 @@ class Tracer:
             self.hidden.hide(t.tgid, res)
         self._filtered += 1
         return True
+
+    def _learn(self, t: _Task, spec: sc.Spec, res: int) -> None:
+        """The fds the engine may learn from this syscall's record (or forget: a successful close), into the
+        may-know set (stoploop_fds.h); only the enricher's _fd_effects and _socket_event add fds."""
+        eff = spec.fdeffect
+        if eff == FD_CREATES_RES and res >= 0:
+            self.hidden.fds_learn(t.tgid, res)
+        elif eff == FD_CREATES_PAIR and res == 0:
+            raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
+            if len(raw) == 8:
+                self.hidden.fds_learn(t.tgid, _i32(int.from_bytes(raw[:4], "little")))
+                self.hidden.fds_learn(t.tgid, _i32(int.from_bytes(raw[4:], "little")))
+        elif eff == FD_CLOSES and res == 0:
+            self.hidden.fds_learn(t.tgid, _i32(t.entry_args[0]), False)
+        if spec.sockfd != sc.NO_ARG and spec.sockfd != sc.SOCKFD_RES:
+            self.hidden.fds_learn(t.tgid, _i32(t.entry_args[spec.sockfd]))
+
+    def _late_dirs(self, t: _Task, nr: int) -> None:
+        """An fd argument the engine cannot know (not in the may-know set) that is a directory now: a kept-back
+        read-only open whose exit stop was skipped may have opened a directory, which the probe never keeps
+        back (its fd resolves *at() paths and fchdir, and names the fd of later events). Learned before this
+        record by a record of an openat of it (the path as /proc/TID/fd/N names it, the fd's own flags)."""
+        for i in _FD_ARGS.get(nr, ()):
+            fd = _i32(t.entry_args[i])
+            if fd >= 0 and self.hidden.fds_known(t.tgid, fd) is False:
+                self._late_dir(t, fd)
+
+    def _late_dir(self, t: _Task, fd: int) -> None:
+        link = f"/proc/{t.tid}/fd/{fd}".encode()
+        try:
+            if not stat.S_ISDIR(os.stat(link).st_mode):
+                return
+            path = os.readlink(link)
+            flags = _fdinfo_flags(t.tid, fd)
+        except OSError:
+            return
+        self.sink(pack(REC_SYSCALL, t.tid, self._ident(t), _OPENAT_NR, fd, (AT_FDCWD, 0, flags, 0, 0, 0),
+                       [path + b"\0"], init_ts=self._init_ts))
+        self.hidden.fds_learn(t.tgid, fd)
+        self.late_dirs += 1
 
     def _segments(self, tid: int, spec: sc.Spec, a: tuple[int, ...], res: int) -> list[bytes]:
         """The payload probe.c's sys_exit reads for this syscall, from the tracee's memory and sockets."""
@@ -506,6 +596,8 @@ class Tracer:
 
     def _exec_exit(self, t: _Task, nr: int, res: int) -> None:
         """EXECARGS, EXECENV when asked, then the exec's own record (exe facts and cgroup on success)."""
+        if self._skip and nr == sc.EXECVEAT_NR and res != 0:  # its dirfd, which the engine resolves against
+            self._late_dirs(t, nr)  # (after a successful exec the fd may be gone: close-on-exec)
         if res == 0:
             t.ident = None  # a new image: name, credentials (file capabilities) re-read
         ident = self._ident(t)
@@ -539,6 +631,15 @@ def _fd_may_be_dir(tid: int, fd: int) -> bool:
         return stat.S_ISDIR(os.stat(f"/proc/{tid}/fd/{fd}").st_mode)
     except OSError:
         return True
+
+
+def _fdinfo_flags(tid: int, fd: int) -> int:
+    """An open fd's flags as /proc/TID/fdinfo/N shows them (octal), without the O_LARGEFILE the kernel adds."""
+    with open(f"/proc/{tid}/fdinfo/{fd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"flags:"):
+                return int(line.split()[1], 8) & ~O_LARGEFILE
+    return 0
 
 
 def _i32(v: int) -> int:

@@ -8,6 +8,13 @@ allowed only as far as the daemon reported it: kernel drops (its metrics; they c
 other tests may be loading) or "alerts lost" internal alerts on that stream. The burst's process carries a
 token in its command line, so what this shared machine does meanwhile does not count.
 
+Session 7 (bench/RESULTS.md, "latstall"): the wait used to end at the first wake-up that brought no burst alert,
+meant as "15 s without one", but every alert wakes it, and on a shared machine other processes' alerts (another
+test or bench opening /etc/shadow) arrive all the time: it once ended with the Falco `sub` subscriber at 3,937
+of 20,000 while its stream was still arriving, which read as a silent stall. The wait is now for every alert of
+the burst to be accounted for (arrived, or covered by a loss the daemon reported), with a deadline; and the test
+runs a second, untagged opener of /etc/shadow beside the burst, so those alerts are always there to be ignored.
+
 Session 4's latency bench once received 29,931 of 30,000 alerts with no drop reported; that was the bench
 subscribing at "now" after its generator had started (bench/RESULTS.md, "latloss"), not the daemon, and this
 test is the product-side guard for the same promise.
@@ -18,9 +25,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +42,15 @@ from falconet.rules import DEFAULT_RULES
 from falconet.sdk import Client
 from falconet.server.hub import LOSS_RULE
 
-pytestmark = [pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.bpf, pytest.mark.slow, pytest.mark.timeout(480)]
 
 RULE = "Read sensitive authentication file"
 OPENS = 20_000
 PY = "/usr/bin/python3"
+ARRIVAL_LIMIT_S = 180.0
+"""How long after the burst every one of its alerts must be accounted for (each stream usually takes seconds; a
+loaded 2-core machine has needed over a minute for the one-message-per-alert stream)."""
+OPENER = "import os, sys\nfor _ in range(int(sys.argv[1])): os.close(os.open('/etc/shadow', os.O_RDONLY))"
 
 
 @dataclass
@@ -49,6 +61,8 @@ class Tally:
     cond: threading.Condition = field(default_factory=threading.Condition)
     burst: int = 0
     lost_reported: int = 0
+    others: dict[str, int] = field(default_factory=dict)
+    """Alerts not of the burst, by rule (the untagged opener's, and whatever else the machine raised)."""
     ended: BaseException | None = None
 
     def add(self, alert: Alert) -> None:
@@ -58,17 +72,24 @@ class Tally:
                 self.lost_reported += int(lost) if isinstance(lost, int) else 1
             elif alert.rule == RULE and self.token in str(alert.output_fields.get("proc.cmdline", "")):
                 self.burst += 1
+            else:
+                self.others[alert.rule] = self.others.get(alert.rule, 0) + 1
             self.cond.notify_all()
 
-    def settled(self, n: int, quiet_s: float) -> int:
-        """Waits until `n` burst alerts arrived or none arrived for `quiet_s`; the count."""
-        with self.cond:
-            while self.burst < n and self.ended is None:
-                seen = self.burst
-                self.cond.wait(quiet_s)
-                if self.burst == seen:
-                    break
-            return self.burst
+    def accounted(self, n: int, dropped: Callable[[], float], deadline: float) -> int:
+        """Waits until each of the `n` burst alerts arrived or is covered by a loss the daemon reported (its
+        kernel drops since the burst began, `dropped()`, read again at least once a second, plus the loss
+        alerts on this stream), or the stream ended, or `deadline` (time.monotonic()) passed; the count. Other
+        alerts neither count nor end the wait."""
+        while True:
+            drops = dropped()
+            with self.cond:
+                if self.burst + self.lost_reported + drops >= n or self.ended is not None:
+                    return self.burst
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self.burst
+                self.cond.wait(min(left, 1.0))
 
 
 def consume(stream: Iterator[Alert], tally: Tally) -> None:
@@ -86,6 +107,16 @@ def kernel_drops(url: str) -> float:
         text = resp.read().decode()
     return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
                if s.name == "falconet_kernel_drops_total")
+
+
+def hub_counts(url: str) -> dict[str, float]:
+    """The daemon's own counts of what it raised, held back and delivered (for a shortfall's message)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    wanted = ("falconet_hub_alerts_published_total", "falconet_subscribers_alerts_delivered_total",
+              "falconet_subscribers_alerts_dropped_total", "falconet_alerts_rate_limited_total",
+              "falconet_engine_errors_total", "falconet_events_total")
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples if s.name in wanted}
 
 
 def config(work: Path) -> str:
@@ -117,15 +148,15 @@ def test_a_burst_of_alerts_reaches_every_subscriber_or_the_loss_is_reported(tmp_
             stream = client.subscribe(start="oldest", batched=name == "batched")
             threading.Thread(target=consume, args=(stream, tally), daemon=True).start()
         drops_before = kernel_drops(url)
-        burst = subprocess.run(
-            [PY, "-c", "import os, sys\nfor _ in range(int(sys.argv[1])): os.close(os.open('/etc/shadow', os.O_RDONLY))",
-             str(OPENS), token],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
+        # Another process's alerts of the same rule, untagged, during the burst: what a shared machine does anyway.
+        untagged = subprocess.Popen([PY, "-c", OPENER, str(OPENS // 10)])
+        burst = subprocess.run([PY, "-c", OPENER, str(OPENS), token],
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert untagged.wait(120) == 0
         assert burst.returncode == 0, burst.stderr
-        got = {name: tally.settled(OPENS, quiet_s=15) for name, tally in tallies.items()}
-        # A shortfall means 15 s without an alert: the engine has reported the kernel's counters (once a
-        # second) since the burst's last drop.
+        deadline = time.monotonic() + ARRIVAL_LIMIT_S
+        got = {name: tally.accounted(OPENS, lambda: kernel_drops(url) - drops_before, deadline)
+               for name, tally in tallies.items()}
         dropped = kernel_drops(url) - drops_before
         for name, tally in tallies.items():
             assert tally.ended is None, f"the {name} subscription ended: {tally.ended!r}"
@@ -133,8 +164,9 @@ def test_a_burst_of_alerts_reaches_every_subscriber_or_the_loss_is_reported(tmp_
             missing = OPENS - got[name]
             reported = dropped + tally.lost_reported
             assert missing <= reported, (
-                f"{name}: {missing} of {OPENS} alerts never arrived and the daemon reported {dropped:.0f} kernel "
-                f"drops and {tally.lost_reported} lost alerts: a silent loss"
+                f"{name}: {missing} of {OPENS} alerts had not arrived {ARRIVAL_LIMIT_S:g} s after the burst and the "
+                f"daemon reported {dropped:.0f} kernel drops and {tally.lost_reported} lost alerts: a silent loss. "
+                f"Other alerts on this stream, by rule: {tally.others}; the daemon: {hub_counts(url)}"
             )
     finally:
         for client in clients:

@@ -21,6 +21,14 @@ from ptrace_harness import PY, needs_two_cpus, token
 from falconet.sensor.ptrace import fastpath
 from falconet.server.source_ptrace import PtraceSource
 
+
+@pytest.fixture(autouse=True)
+def no_busy_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placement's own rules are under test: the busy-CPU guard (test_ptrace_guard.py) would pause placement
+    whenever the shared machine keeps the tracer waiting, and these tests count placed wake-ups."""
+    monkeypatch.setenv(fastpath.GUARD_SWITCH, "0")
+
+
 DEADLINE = 60.0
 
 # argv: work directory, phase file, stop file. Writes its pid, then opens a kept-back file (answered by the C
