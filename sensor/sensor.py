@@ -308,17 +308,16 @@ class Sensor:
         Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         suffixes = self._bpf[b"open_suffixes"]
-        heads, long_heads = self._bpf[b"open_heads"], self._bpf[b"open_long_heads"]
+        long_heads = self._bpf[b"open_long_heads"]
         on = self._bpf[b"path_filter_on"]
         # Off while the maps change: a half-filled map with the filter on would drop opens a rule needs (off
-        # only lets more through). The trie's answers the kernel cached by path head carry the generation they
-        # were computed under; a new one makes every earlier answer (even one a program still running writes
-        # after the clear below) unused.
+        # only lets more through). The trie's answers the kernel cached by path head (open_heads) carry the
+        # generation they were computed under; a new one makes every earlier answer (even one a program still
+        # running writes after this) unused, so that cache is never cleared.
         on[ctypes.c_int(0)] = ctypes.c_uint32(0)
         self._filter_gen = self._filter_gen % 0xFFFFFFFF + 1
         trie.clear()
         suffixes.clear()
-        heads.clear()
         long_heads.clear()
         if prefixes is None:
             return

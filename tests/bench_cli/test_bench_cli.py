@@ -142,15 +142,16 @@ def test_latency_path_splits_each_alert_by_stage_and_marks_the_pauses() -> None:
     ms = 1_000_000
     t0 = 1_000 * ms
     log: dict[str, list[list[int | str]]] = {
-        # seq, syscall, published: seq 2 waits 40 ms before it is published
-        "publish": [[1, t0, t0 + 1 * ms], [2, t0 + 150 * ms, t0 + 190 * ms]],
+        # seq, syscall, published, engine batch: seq 2 reaches the engine 39 ms after its syscall
+        "publish": [[1, t0, t0 + 1 * ms, t0 + ms // 2], [2, t0 + 150 * ms, t0 + 190 * ms, t0 + 189 * ms]],
         # a stream write after each publish: time, the reader's next sequence
         "stream": [[t0 + 2 * ms, 2], [t0 + 191 * ms, 3]],
         "pause": [[t0 + 151 * ms, 38 * ms, "gc2", "falconet-engine"], [t0 + 5 * ms, 1 * ms, "gc0", "x"]],
     }
     lines = latency_path.report(log, {1: t0 + 3 * ms, 2: t0 + 192 * ms})
     text = "\n".join(lines)
-    assert "syscall -> published: p50   40.00  p99   40.00  max   40.00 ms" in text  # of two: the higher
+    assert "syscall -> engine batch: p50   39.00  p99   39.00  max   39.00 ms" in text  # of two: the higher
+    assert "engine batch -> published: p50    1.00" in text
     assert "published -> stream: p50    1.00  p99    1.00" in text
     assert "0.0s 3  0.1s 42 [gc2 38]" in text  # the 1 ms gc0 is below the 2 ms mark
     assert "gc2: 1 in the step, median 38.00 ms" in text
