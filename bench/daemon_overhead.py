@@ -12,6 +12,8 @@ Rows, all measured in this one run on this machine (C loops, so the loop itself 
 - daemon, default rules, open filter off: the same with `sensor.open_path_filter: false` (every open ships);
 - daemon, default rules, engine thread yields (nice 10): `sensor.engine_nice: 10`, the engine thread gives
   the CPU to the workload first while it keeps up (server/daemon_sched.py; off by default);
+- daemon, default rules, poll interval 2 ms / 8 ms: `sensor.poll_interval_ms` above its default (1): how often
+  the engine thread reads while events keep coming (sensor/wakeup.py), so how many engine runs per exec;
 - daemon, upstream stable rules: `falconet run` with Falco's falco_rules.yaml (/work/shared/upstream-rules).
 
 Issue 12's targets, checked at the end of every run: "each row against the floor and against bare in the same
@@ -25,7 +27,7 @@ daemon run are printed too (the daemon is asked after the loops, once it has dra
 
 Run (as root):
   python -m bench.daemon_overhead --quick      the target rows only (bare, floor, the two daemons), 5 repeats of
-                                               100,000 opens and 2,000 execs: about 3-4 minutes
+                                               500,000 opens and 2,000 execs: about 3-4 minutes
   python -m bench.daemon_overhead              every row: about 5-6 minutes
   [--open N] [--exec N] [--repeat K]
   --rqwait                                     also, per repeat, a second exec loop that reads each child's
@@ -70,6 +72,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit) { return 0; }
 OPEN_FILTER_OFF = "sensor: {open_path_filter: false}\n"
 ENGINE_YIELDS = "sensor: {engine_nice: 10}\n"
 YIELDS = "daemon, default rules, engine thread yields (nice 10)"
+POLL_INTERVALS = (2, 8)
+"""The full run's rows above the default sensor.poll_interval_ms (1): which way a longer interval moves the exec
+loop (fewer engine runs per exec), interleaved with the default daemon."""
 
 BARE = "bare"
 FLOOR = "floor: no-op raw_syscalls:sys_enter"
@@ -109,46 +114,81 @@ def rows(quick: bool) -> list[Row]:
         (True, (DEFAULT, lambda: daemon([DEFAULT_RULES]))),
         (False, ("daemon, default rules, open filter off", lambda: daemon([DEFAULT_RULES], OPEN_FILTER_OFF))),
         (False, (YIELDS, lambda: daemon([DEFAULT_RULES], ENGINE_YIELDS))),
+        *((False, (f"daemon, default rules, poll interval {ms} ms",
+                   lambda ms=ms: daemon([DEFAULT_RULES], f"sensor: {{poll_interval_ms: {ms}}}\n")))
+          for ms in POLL_INTERVALS),
         (True, (UPSTREAM, lambda: daemon([UPSTREAM_STABLE]))),
     ]
     return [row for target, row in every if target or not quick]
 
 
+def thread_schedstats(pid: int | None) -> dict[int, tuple[int, int]]:
+    """{tid: (run ns, timeslices)} of a process's threads (/proc/PID/task/TID/schedstat); {} for no process."""
+    out: dict[int, tuple[int, int]] = {}
+    if pid is None:
+        return out
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            run, _wait, slices = (int(x) for x in (task / "schedstat").read_text().split())
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+        out[int(task.name)] = (run, slices)
+    return out
+
+
+def engine_runs(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], n: int) -> Figures:
+    """The daemon's busiest thread over the loop (the engine thread: the only one with work per event): its CPU
+    time and how many separate runs (timeslices: each wake-up is at least one) per exec."""
+    if not after:
+        return {}
+    tid = max(after, key=lambda t: after[t][0] - before.get(t, (0, 0))[0])
+    run0, slices0 = before.get(tid, (0, 0))
+    return {"rq_engine_ns": (after[tid][0] - run0) / n, "rq_engine_runs": (after[tid][1] - slices0) / n}
+
+
 def exec_waits(loops: Path, n: int, blame: RqBlame, daemon_pid: int | None) -> Figures:
     """daemon_loops.c's `execsched` loop: per exec, wall, the loop's and its children's run-queue waits and run
-    times (ns), the loop's involuntary context switches, and (bench/_rq_blame.py) how much of the wait was
-    behind the daemon's threads."""
+    times (ns), the loop's involuntary context switches, (bench/_rq_blame.py) how much of the wait was behind
+    the daemon's threads, and the engine thread's CPU and runs per exec."""
     blame.reset()
+    threads0 = thread_schedstats(daemon_pid)
     out = subprocess.run([str(loops), "execsched", str(n)], capture_output=True, text=True, check=True).stdout
+    threads1 = thread_schedstats(daemon_pid)
     waits = blame.read()
     tids = {int(t.name) for t in Path(f"/proc/{daemon_pid}/task").iterdir()} if daemon_pid else set()
     behind = [v for (pid, _comm), v in waits.items() if pid in tids]
     wall, parent_wait, child_wait, child_run, parent_run, preempted = (float(x) for x in out.split())
     return {"rq_wall": wall, "rq_wait": parent_wait + child_wait, "rq_run": parent_run + child_run,
             "rq_preempted": preempted, "rq_daemon": sum(ns for ns, _ in behind) / n,
-            "rq_daemon_n": sum(k for _, k in behind) / n}
+            "rq_daemon_n": sum(k for _, k in behind) / n, **engine_runs(threads0, threads1, n)}
 
 
 def wait_table(results: dict[str, list[Figures]], n: int) -> list[str]:
     """Medians over repeats of the execsched figures, in us per exec; `other` is wall - run - wait (time nobody
-    of the loop was running or runnable: blocked, or parent and child overlapping makes it negative)."""
+    of the loop was running or runnable: blocked, or parent and child overlapping makes it negative); `engine`
+    the daemon's engine thread's CPU per exec and `runs/exec` its separate runs (0 for rows without a daemon)."""
     lines = [f"fork+exec loop with schedstat reads, {n:,} execs per repeat (us per exec, medians)",
              f"{'row':52} {'wall':>8} {'run':>8} {'rq wait':>8} {'other':>8} {'preempt/exec':>12} "
-             f"{'behind daemon':>13} {'times/exec':>10}"]
+             f"{'behind daemon':>13} {'times/exec':>10} {'engine':>8} {'runs/exec':>9}"]
     for label, runs in results.items():
         def med(key: str) -> float:
-            return statistics.median(r[key] for r in runs) / 1000
+            return statistics.median(r.get(key, 0.0) for r in runs) / 1000
         other = statistics.median((r["rq_wall"] - r["rq_run"] - r["rq_wait"]) for r in runs) / 1000
         lines.append(f"{label:52} {med('rq_wall'):8,.1f} {med('rq_run'):8,.1f} {med('rq_wait'):8,.1f} "
                      f"{other:8,.1f} {statistics.median(r['rq_preempted'] for r in runs):12.3f} "
-                     f"{med('rq_daemon'):13,.1f} {statistics.median(r['rq_daemon_n'] for r in runs):10.3f}")
+                     f"{med('rq_daemon'):13,.1f} {statistics.median(r['rq_daemon_n'] for r in runs):10.3f} "
+                     f"{med('rq_engine_ns'):8,.1f} "
+                     f"{statistics.median(r.get('rq_engine_runs', 0) for r in runs):9.2f}")
     return lines
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.daemon_overhead", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--open", type=int, default=100_000, help="open/read/close iterations per repeat")
+    # 500,000 (session 7; 100,000 before): at about 1 us per iteration a 0.1 s loop, started right after the
+    # daemon said ready, was short enough for the daemon's start-up tail and the process's own start (counted in
+    # the CPU column) to move a row by several percent; the ratios' expectation is the same.
+    p.add_argument("--open", type=int, default=500_000, help="open/read/close iterations per repeat")
     p.add_argument("--exec", type=int, default=MIN_EXECS, help="fork+exec iterations per repeat")
     p.add_argument("--repeat", type=int, default=MIN_REPEATS, help="interleaved repeats (medians are reported)")
     p.add_argument("--quick", action="store_true", help="only the rows the targets name")

@@ -29,6 +29,7 @@ PATH_SCAN_MAX = prefilter.PATH_SCAN_MAX  # paths of PATH_SCAN_MAX - 3 bytes or m
 SUFFIX_MAX = prefilter.SUFFIX_MAX  # suffixes are matched on their last SUFFIX_MAX bytes
 SUFFIX_LENS = 8
 HEAD_LEN = 8  # the kernel caches the prefix trie's answer by a path's first HEAD_LEN bytes
+HEAD_LONG = 0x80  # probe_openfilter.h: a cached head some longer atom starts with (the trie decides)
 SUFFIX_MARK = "*"
 # Flags that change nothing a rule can ask about an open beyond its read/write kind (OPEN_QUIET_FLAGS).
 QUIET_FLAGS = 0o4000 | 0o100000 | 0o200000 | 0o400000 | 0o400 | 0o1000000 | 0o2000000

@@ -31,8 +31,8 @@
 // * sched_process_fork / sched_process_exit keep user space's process table right (thread vs process from
 //   the clone flags the parent's registers still hold at the fork).
 // * Records are built in a per-CPU scratch buffer and copied with bpf_ringbuf_output at their real length;
-//   a failed output is counted per CPU in `counters` (user space reports it as kernel drops). At most one
-//   record per WAKE_GAP_NS may wake the consumer (wake_flags).
+//   a failed output is counted per CPU in `counters` (user space reports it as kernel drops). Which record
+//   wakes the consumer: probe_wake.h.
 // * The daemon's own process (and any pid user space puts in `excluded`) is filtered here.
 // * What no loaded rule can match stays here: opens by their path (probe_openfilter.h), syscalls without a
 //   state role by their result, the caller's uid and comm (probe_eventgate.h); both are maps user space
@@ -363,37 +363,14 @@ static __always_inline struct buf *get_buf(void) {
     return scratch.lookup(&zero);
 }
 
-// Waking the consumer is the costliest part of a sparse record's emit: the ring buffer's wake-up is an irq_work
-// (a self-IPI: about 11 us per record measured in this VM, more than the record itself), and a sparse stream
-// (the fork/exec/exit records of an exec loop) wakes a consumer that is always caught up once per record. So a
-// record may ask for a wake-up (the ring buffer's own adaptive rule: only when the consumer has caught up) only
-// when WAKE_GAP_NS have passed since the last record that could; the others are committed without one. The
-// consumer (Sensor.poll) keeps its waits at most WAKE_GAP_NS long until a wait finds nothing, which started after
-// the last possible wake-up, so a record committed without one is read within about WAKE_GAP_NS. `wake_at` is
-// one global slot written without atomics: a lost race costs at most one extra wake-up.
-#ifndef WAKE_GAP_NS
-#define WAKE_GAP_NS 1000000
-#endif
-BPF_ARRAY(wake_at, u64, 1);
-
-static __always_inline u64 wake_flags(void) {
-    int zero = 0;
-    u64 *last = wake_at.lookup(&zero);
-    if (!last)
-        return 0;
-    u64 now = bpf_ktime_get_ns();
-    if (now - *last < WAKE_GAP_NS)
-        return BPF_RB_NO_WAKEUP;
-    *last = now;
-    return 0;
-}
+#include "probe_wake.h"
 
 static __always_inline void emit(struct buf *b, u32 payload_len) {
     u32 size = sizeof(struct record_hdr) + (payload_len & PAYLOAD_MASK);
     b->hdr.size = size;
     if (size > sizeof(struct buf))
         return;
-    if (events.ringbuf_output(b, size, wake_flags()) != 0)
+    if (events.ringbuf_output(b, size, 0) != 0)  // flags: probe_wake.h
         count(CNT_RINGBUF_DROPS);
     else
         count(CNT_EMITTED);

@@ -178,32 +178,51 @@ static __always_inline int suffix_covers(struct buf *b, u32 n, u8 need) {
 // The prefix trie's answer for a path, cached by the path's first 8 bytes (HEAD_LEN). When no atom longer than
 // 8 bytes starts with those 8 bytes (`open_long_heads` holds the first 8 bytes of every longer atom), every atom
 // that is a prefix of the path is at most 8 bytes long, so it is a prefix of the head itself: the trie's answer
-// is the same for every path of 8 bytes or more with this head, and a hash lookup (about 8 ns) replaces the trie
-// walk (about 30 ns) the next time. The kernel fills the cache itself on a miss; each value carries the filter's
-// generation (path_filter_on's value, which user space changes at every reload), so an answer computed from
-// earlier maps is never used: user space needs no ordering with a program that is still running. A path shorter
-// than 8 bytes, or whose head some longer atom starts with, always asks the trie.
+// is the same for every path of 8 bytes or more with this head, and the cache replaces the trie walk (about 30 ns)
+// the next time. The kernel fills the cache itself on a miss; each entry carries the filter's generation
+// (path_filter_on's value, which user space changes at every reload), so an answer computed from earlier maps is
+// never used: user space needs no ordering with a program that is still running, and never clears the cache. A
+// path shorter than 8 bytes always asks the trie; so does a head some longer atom starts with, which the cache
+// remembers as such (HEAD_LONG), so that it costs the trie alone and not also the `open_long_heads` lookup.
+//
+// The cache is a per-CPU array of HEAD_SLOTS slots, direct-mapped by a hash of the head, not a hash map: the
+// verifier inlines an array lookup (no helper call, about 2 ns where the LRU hash's lookup cost about 10), and a
+// hit needs the slot's head to be the path's own 8 bytes and its generation the filter's, so a slot that another
+// head took over or an earlier generation wrote is a miss, never a wrong answer. Per CPU, because sys_exit cannot
+// run twice at once on one CPU (the kernel skips a nested run of the same program), so a slot's two words are
+// never written by two runs at once (a torn entry, one run's head with another's answer, cannot happen).
 #define HEAD_LEN 8
-BPF_TABLE("lru_hash", u64, u64, open_heads, 4096);   // head -> generation << 8 | the kinds the trie answered
+#define HEAD_SLOTS 256        // a power of two; the slot is the top 8 bits of the head's multiplicative hash
+#define HEAD_LONG 0x80        // in a slot's kinds: some longer atom starts with this head (never cached)
+struct head_slot {
+    u64 head;  // the path's first HEAD_LEN bytes
+    u64 val;   // generation << 8 | HEAD_LONG or the kinds the trie answered; 0: empty (no generation is 0)
+};
+BPF_PERCPU_ARRAY(open_heads, struct head_slot, HEAD_SLOTS);
 BPF_HASH(open_long_heads, u64, u8, 1024);             // the first HEAD_LEN bytes of every atom longer than that
 
 // The kinds the prefixes cover for the clean path at payload[0] (n bytes without its NUL); gen: the filter's.
 static __always_inline u8 prefix_covers(struct buf *b, u32 n, u32 gen) {
     u64 head = 0;
+    struct head_slot *slot = 0;
     if (n >= HEAD_LEN) {
         __builtin_memcpy(&head, b->payload, HEAD_LEN);
-        u64 *cached = open_heads.lookup(&head);
-        if (cached && (*cached >> 8) == gen)
-            return *cached & 0xff;
+        int idx = (head * 0x9E3779B97F4A7C15ULL) >> 56;
+        slot = open_heads.lookup(&idx);
+        if (slot && slot->head == head && (slot->val >> 8) == gen) {
+            if (!(slot->val & HEAD_LONG))
+                return slot->val & 0xff;
+            slot = 0;  // a long head: the trie decides, and the slot already says so
+        }
     }
     struct prefix_key key = {};
     key.prefixlen = (n > PREFIX_MAX ? PREFIX_MAX : n) * 8;
     __builtin_memcpy(key.data, b->payload, PREFIX_MAX);
     u8 *found = open_prefixes.lookup(&key);  // the longest matching prefix (user space ORs in its ancestors)
     u8 covers = found ? *found : 0;
-    if (n >= HEAD_LEN && !open_long_heads.lookup(&head)) {
-        u64 val = (u64)gen << 8 | covers;
-        open_heads.update(&head, &val);
+    if (slot) {
+        slot->head = head;
+        slot->val = (u64)gen << 8 | (open_long_heads.lookup(&head) ? HEAD_LONG : covers);
     }
     return covers;
 }

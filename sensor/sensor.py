@@ -32,6 +32,7 @@ from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
 from falconet.sensor.ringbuf import Batch, RingBuffer, RingBufferError
 from falconet.sensor.state import ProcInfo
+from falconet.sensor.wakeup import DEFAULT_INTERVAL_MS, WakeControl, fill_threshold
 
 __all__ = ["PROBE_C", "Enricher", "probe_source", "Sensor", "SensorConfig", "SensorError", "SensorStats", "program_text"]
 
@@ -39,9 +40,6 @@ PROBE_C = Path(__file__).with_name("probe.c")
 SWEEP_SECONDS = 60.0  # how often /proc is checked for processes whose exit record was dropped (see poll)
 POLL_BATCH = 4096  # records one poll() takes at most: bounds its latency and memory under a flood
 BUSY_ROUNDS = 100  # drain(): how many 0.1 ms waits a record the kernel is still writing gets before giving up
-WAKE_GAP_MS = 1
-"""probe.c's WAKE_GAP_NS in ms: at most one record per this interval wakes the consumer (a ring buffer wake-up
-is a self-IPI, about 11 us each in a VM); poll() waits at most this long while records keep coming."""
 
 
 class SensorError(Exception):
@@ -69,6 +67,8 @@ ENV_BASE = 48
 """probe.c's MAX_ENVP: environment entries every exec record carries."""
 ENV_MAX = ENV_BASE + 1024
 """... plus probe.c's ENV_MORE_MAX more (within 12 KiB) when rules look for a variable."""
+POLL_INTERVAL_MAX_MS = 60_000
+"""The longest poll interval the sensor takes (tests use long ones; the daemon allows 1,000 ms, default 1)."""
 
 
 @dataclass(slots=True)
@@ -86,6 +86,10 @@ class SensorConfig:
     data_syscalls: set[str] | None = None
     # Environment entries read at an exec: the first ENV_BASE always, up to this many when asked (see set_env_max)
     env_max: int = ENV_MAX
+    # While records keep coming, poll() reads at most this often instead of being woken per record (wakeup.py).
+    poll_interval_ms: int = DEFAULT_INTERVAL_MS
+    # Unread bytes past which a record wakes the reader at once (None: wakeup.fill_threshold of the ring).
+    wake_fill_bytes: int | None = None
     # The record cuts (sensor/recut.py): with the event gates on, records of state syscalls that change no table
     # and that no rule can match stay in the kernel. False only to compare (tests, benches).
     record_cuts: bool = True
@@ -98,6 +102,11 @@ class SensorConfig:
             raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {self.env_max}")
         if not 0 <= self.snaplen <= SNAPLEN_MAX:
             raise SensorError(f"snaplen must be between 0 and {SNAPLEN_MAX} bytes, not {self.snaplen}")
+        if not 1 <= self.poll_interval_ms <= POLL_INTERVAL_MAX_MS:
+            raise SensorError(f"poll_interval_ms must be between 1 and {POLL_INTERVAL_MAX_MS}, "
+                              f"not {self.poll_interval_ms}")
+        if self.wake_fill_bytes is not None and not 1 <= self.wake_fill_bytes <= n:
+            raise SensorError(f"wake_fill_bytes must be between 1 and the ring's {n} bytes, not {self.wake_fill_bytes}")
 
 
 @dataclass(slots=True)
@@ -135,7 +144,7 @@ def program_text(config: SensorConfig, offsets: dict[str, int] | None = None) ->
         f"-DVFORK_NR={sc.VFORK_NR}",
         f"-DFORK_NR={sc.FORK_NR}",
         f"-DEXECVEAT_NR={sc.EXECVEAT_NR}",
-        f"-DWAKE_GAP_NS={WAKE_GAP_MS * 1_000_000}",
+        f"-DWAKE_FILL_BYTES={config.wake_fill_bytes or fill_threshold(config.ringbuf_bytes)}",
         "-DSAVED_AT_ENTER(id)=(" + "||".join(f"(id)=={nr}" for nr in sc.SAVED_AT_ENTER) + ")",
     ]
     return probe_source(), flags
@@ -169,7 +178,7 @@ class Sensor:
                                              else frozenset(self.config.data_syscalls))
         self._gated: frozenset[int] = frozenset()  # syscall numbers whose event gate is on (set_event_gates)
         self._gate_rules: Mapping[str, EventGate] | None = None  # the gates set_event_gates got (recut.py)
-        self._recent = False  # the last poll found records: the next wait is at most WAKE_GAP_MS (see poll)
+        self._wake: WakeControl | None = None  # the reader's side of the wake-up policy (wakeup.py), once started
         self._filter_gen = 0  # the open filter's generation in the kernel (set_open_prefixes)
 
     # --- lifecycle -------------------------------------------------------------------------------------------
@@ -200,7 +209,8 @@ class Sensor:
         try:
             events = self._bpf[b"events"]
             self._rb = RingBuffer(events.map_fd, int(events.max_entries))  # a ring buffer's size in bytes
-        except RingBufferError as exc:
+            self._wake = WakeControl(self._bpf[b"wake_ctl"].map_fd, self.config.poll_interval_ms)
+        except (RingBufferError, OSError, ValueError) as exc:
             raise SensorError(str(exc)) from None
         self._bpf[b"snaplen"][ctypes.c_int(0)] = ctypes.c_uint32(self.config.snaplen)
         self.set_env_max(self.config.env_max)
@@ -219,6 +229,9 @@ class Sensor:
         if self._rb is not None:
             self._rb.close()
             self._rb = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -302,17 +315,16 @@ class Sensor:
         Filtered opens and closes are counted in stats().path_filtered."""
         trie = self._bpf[b"open_prefixes"]
         suffixes = self._bpf[b"open_suffixes"]
-        heads, long_heads = self._bpf[b"open_heads"], self._bpf[b"open_long_heads"]
+        long_heads = self._bpf[b"open_long_heads"]
         on = self._bpf[b"path_filter_on"]
         # Off while the maps change: a half-filled map with the filter on would drop opens a rule needs (off
-        # only lets more through). The trie's answers the kernel cached by path head carry the generation they
-        # were computed under; a new one makes every earlier answer (even one a program still running writes
-        # after the clear below) unused.
+        # only lets more through). The trie's answers the kernel cached by path head (open_heads) carry the
+        # generation they were computed under; a new one makes every earlier answer (even one a program still
+        # running writes after this) unused, so that cache is never cleared.
         on[ctypes.c_int(0)] = ctypes.c_uint32(0)
         self._filter_gen = self._filter_gen % 0xFFFFFFFF + 1
         trie.clear()
         suffixes.clear()
-        heads.clear()
         long_heads.clear()
         if prefixes is None:
             return
@@ -392,22 +404,22 @@ class Sensor:
         Takes at most POLL_BATCH records per call, so a caller's loop stays responsive under any load; the rest
         waits in the ring buffer, where overflow is counted as kernel drops.
 
-        The kernel lets at most one record per WAKE_GAP_MS wake this wait (probe.c's wake_flags); a record
-        committed without a wake-up is one the consumer reads anyway because, from any wake-up on, each wait is
-        at most WAKE_GAP_MS long until a wait (begun after that wake-up) finds nothing. So a caller's long
-        timeout is used only once the stream has gone quiet, and no record waits much longer than WAKE_GAP_MS."""
+        While records keep coming the kernel does not wake this wait (a burst past the fill threshold does):
+        each wait is then at most config.poll_interval_ms, and a caller's long timeout is used only once the
+        stream has gone quiet (sensor/wakeup.py, probe_wake.h)."""
         rb = self._ring()
-        if self._recent and (timeout_ms < 0 or timeout_ms > WAKE_GAP_MS):
-            timeout_ms = WAKE_GAP_MS
-        rb.wait(timeout_ms)
+        wake = self._wake
+        if wake is None:  # made with the ring: not reached once _ring() returned
+            raise SensorError("the sensor is not started")
         table = self.enricher.table
         if self._absent is None:
             now = time.monotonic()
             if now - self._last_sweep > SWEEP_SECONDS:
                 self._last_sweep = now
                 self._absent = table.absent() or None
-        batch = rb.read(POLL_BATCH)
-        self._recent = batch.consumed > 0
+        # /proc looked at before this wait and read: the records read from here on include every one written
+        # before the look, which is what forgetting the absent processes below needs.
+        batch = wake.take(rb, timeout_ms, POLL_BATCH)
         events = self._take(batch)
         if self._absent is not None and rb.available() == 0:
             # Caught up with every record the kernel had written when /proc was looked at, so with every

@@ -28,6 +28,7 @@ import yaml
 
 from falconet.model.alert import Priority
 from falconet.sensor.sensor import RINGBUF_MIN_BYTES, ringbuf_bytes_valid
+from falconet.sensor.wakeup import DEFAULT_INTERVAL_MS
 from falconet.server.daemon_sched import DEFAULT_NICE
 from falconet.server.config import DEFAULT_LISTEN, parse_listen
 from falconet.sensor.containers import EngineSettings
@@ -236,6 +237,8 @@ class DaemonConfig:
     open_path_filter: bool = True
     # Ours: the engine thread's nice value while it keeps up (server/daemon_sched.py); 0 (default): never yield.
     engine_nice: int = DEFAULT_NICE
+    # Ours: while events keep coming the engine thread reads them this often, not woken per event (wakeup.py).
+    poll_interval_ms: int = DEFAULT_INTERVAL_MS
     # Falco's falco_libs.snaplen: bytes of a read/recv/send buffer captured for evt.buffer (0: none).
     snaplen: int = 80
     # Ours: the persistent alert store behind the gRPC hub (server/store.py); no path = memory only.
@@ -352,7 +355,7 @@ def _parse_config(
     _check_keys(top)
     d = DaemonConfig()
     outputs = top.section("outputs")
-    ring_buffer_bytes, open_path_filter, engine_nice = _read_sensor(top.section("sensor"), d)
+    ring_buffer_bytes, open_path_filter, engine_nice, poll_interval_ms = _read_sensor(top.section("sensor"), d)
     metrics = _read_webserver(top.section("webserver"))
     k8s_audit = _read_k8s_audit(data, top.problems, metrics.listen_port)
     alert_store = read_store_section(top.section("alert_store"))
@@ -381,6 +384,7 @@ def _parse_config(
         ring_buffer_bytes=ring_buffer_bytes,
         open_path_filter=open_path_filter,
         engine_nice=engine_nice,
+        poll_interval_ms=poll_interval_ms,
         snaplen=_read_falco_libs(top.section("falco_libs"), d),
         container_engines=parse_container_engines(top.problems, data),
         append_output=parse_append_output(top.problems, data),
@@ -600,6 +604,7 @@ def _read_webserver(s: Section) -> MetricsConfig:
     return MetricsConfig(enabled=enabled, listen_address=s.string("listen_address", d.listen_address), listen_port=port)
 
 
+POLL_INTERVAL_MAX_MS = 1000  # the daemon's bound on sensor.poll_interval_ms (the sensor's own is a test's 60 s)
 SNAPLEN_MAX = 4096  # the sensor's limit (falconet.sensor.sensor.SNAPLEN_MAX; not imported: bcc-free module)
 
 
@@ -615,12 +620,17 @@ def _read_falco_libs(s: Section, d: DaemonConfig) -> int:
     return snaplen
 
 
-def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool, int]:
-    """(ring_buffer_bytes, open_path_filter, engine_nice): ours, under `sensor`, since Falco has no such keys."""
+def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool, int, int]:
+    """(ring_buffer_bytes, open_path_filter, engine_nice, poll_interval_ms): ours, under `sensor`, since Falco has
+    no such keys."""
     ring = s.integer("ring_buffer_bytes", d.ring_buffer_bytes, minimum=RINGBUF_MIN_BYTES)
     if not ringbuf_bytes_valid(ring):  # the sensor owns the rule; below the minimum is reported above
         s.problems.add(f"sensor.ring_buffer_bytes must be a power of two, got {ring}.")
     nice = s.integer("engine_nice", d.engine_nice, minimum=0)
     if nice > 19:
         s.problems.add(f"sensor.engine_nice is a nice value from 0 to 19, got {nice}.")
-    return ring, s.boolean("open_path_filter", d.open_path_filter), nice
+    interval = s.integer("poll_interval_ms", d.poll_interval_ms, minimum=1)
+    if interval > POLL_INTERVAL_MAX_MS:
+        s.problems.add(f"sensor.poll_interval_ms is at most {POLL_INTERVAL_MAX_MS} (each event may wait that "
+                       f"long to be read), got {interval}.")
+    return ring, s.boolean("open_path_filter", d.open_path_filter), nice, interval

@@ -1,10 +1,10 @@
 """The engine thread's CPU priority (opt-in, `sensor.engine_nice`): it yields to the machine's workload while it
 keeps up, and competes as an equal as soon as it falls behind.
 
-Why: on a small machine the daemon's engine thread wakes about once a millisecond while events keep coming
-(sensor.Sensor.poll) and runs for tens to hundreds of microseconds each time. A fork+exec loop measured on 2
-cores spent its extra wall time (1.28x the no-op floor, against 1.12x in CPU time) waiting in the run queue:
-its parent and children woke on the core the engine thread held and waited for its slice
+Why: on a small machine the daemon's engine thread wakes about once per poll interval while events keep coming
+(sensor.Sensor.poll, sensor/wakeup.py) and runs for tens to hundreds of microseconds each time. A fork+exec
+loop measured on 2 cores spent its extra wall time (1.28x the no-op floor, against 1.12x in CPU time) waiting
+in the run queue: its parent and children woke on the core the engine thread held and waited for its slice
 (bench.daemon_overhead's run-queue section charges each wait to the task that ran meanwhile). A thread with a
 higher nice value gets a smaller share when a CPU is contended, so the workload's tasks run first and the
 engine finishes its batch right after.

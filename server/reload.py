@@ -196,6 +196,7 @@ def restart_needed(old: DaemonConfig, new: DaemonConfig) -> bool:
         or old.grpc.enabled != new.grpc.enabled
         or old.metrics != new.metrics
         or old.ring_buffer_bytes != new.ring_buffer_bytes
+        or old.poll_interval_ms != new.poll_interval_ms
         or old.container_engines != new.container_engines
         or old.alert_store != new.alert_store
         or old.k8s_audit != new.k8s_audit

@@ -15,6 +15,7 @@ from falconet.model.event import Event
 from falconet.model.prefilter import EventGate
 from falconet.server.errors import DaemonError
 from falconet.server.kernel_headers import headers_problem
+from falconet.sensor.wakeup import DEFAULT_INTERVAL_MS
 from falconet.server.source import EventSource, KernelFilter, OpenGate, SourceCounters, SourceKind, SourceRequest
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ class SensorSource:
 
     name = "ebpf"
 
-    def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None, snaplen: int = 80) -> None:
+    def __init__(self, ring_buffer_bytes: int, syscalls: frozenset[str] | None, snaplen: int = 80,
+                 poll_interval_ms: int = DEFAULT_INTERVAL_MS) -> None:
         from falconet.sensor import Sensor, SensorConfig, SensorError
         from falconet.sensor.sensor import ENV_BASE
 
@@ -36,7 +38,7 @@ class SensorSource:
             # No data buffer is copied until the rules say which they read (set_data_syscalls).
             self._sensor = Sensor(
                 SensorConfig(ringbuf_bytes=ring_buffer_bytes, syscalls=None if syscalls is None else set(syscalls),
-                             snaplen=snaplen, data_syscalls=set(), env_max=ENV_BASE)
+                             snaplen=snaplen, data_syscalls=set(), env_max=ENV_BASE, poll_interval_ms=poll_interval_ms)
             )
         except SensorError as exc:  # a bad setting: the same clear start-up error as a sensor that cannot load
             raise DaemonError(f"the eBPF sensor cannot start: {exc}") from None
@@ -140,7 +142,8 @@ def _preflight() -> None:
 
 def _open(request: SourceRequest) -> EventSource:
     _preflight()
-    return SensorSource(request.config.ring_buffer_bytes, request.syscalls, request.config.snaplen)
+    config = request.config
+    return SensorSource(config.ring_buffer_bytes, request.syscalls, config.snaplen, config.poll_interval_ms)
 
 
 KIND = SourceKind(name="ebpf", open=_open, preflight=_preflight)

@@ -4,7 +4,9 @@ only by hand, on a quiet machine, and print their figures; see bench/RESULTS.md)
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,15 +142,16 @@ def test_latency_path_splits_each_alert_by_stage_and_marks_the_pauses() -> None:
     ms = 1_000_000
     t0 = 1_000 * ms
     log: dict[str, list[list[int | str]]] = {
-        # seq, syscall, published: seq 2 waits 40 ms before it is published
-        "publish": [[1, t0, t0 + 1 * ms], [2, t0 + 150 * ms, t0 + 190 * ms]],
+        # seq, syscall, published, engine batch: seq 2 reaches the engine 39 ms after its syscall
+        "publish": [[1, t0, t0 + 1 * ms, t0 + ms // 2], [2, t0 + 150 * ms, t0 + 190 * ms, t0 + 189 * ms]],
         # a stream write after each publish: time, the reader's next sequence
         "stream": [[t0 + 2 * ms, 2], [t0 + 191 * ms, 3]],
         "pause": [[t0 + 151 * ms, 38 * ms, "gc2", "falconet-engine"], [t0 + 5 * ms, 1 * ms, "gc0", "x"]],
     }
     lines = latency_path.report(log, {1: t0 + 3 * ms, 2: t0 + 192 * ms})
     text = "\n".join(lines)
-    assert "syscall -> published: p50   40.00  p99   40.00  max   40.00 ms" in text  # of two: the higher
+    assert "syscall -> engine batch: p50   39.00  p99   39.00  max   39.00 ms" in text  # of two: the higher
+    assert "engine batch -> published: p50    1.00" in text
     assert "published -> stream: p50    1.00  p99    1.00" in text
     assert "0.0s 3  0.1s 42 [gc2 38]" in text  # the 1 ms gc0 is below the 2 ms mark
     assert "gc2: 1 in the step, median 38.00 ms" in text
@@ -178,3 +181,13 @@ def test_a_bench_daemon_removes_its_directory_when_it_stops_or_the_bench_fails(
             raise KeyError("a bench failing with the daemon up")
     assert daemon.proc.poll() is not None
     assert _bench_dirs(tmp_path) == []
+
+
+def test_the_engine_figures_take_the_busiest_thread_of_the_daemon() -> None:
+    """--rqwait's engine columns: the daemon thread with the most CPU over the loop, per exec."""
+    mine = daemon_overhead.thread_schedstats(os.getpid())
+    assert threading.get_native_id() in mine and daemon_overhead.thread_schedstats(None) == {}
+    before = {1: (100, 10), 2: (5_000, 3)}
+    after = {1: (200, 30), 2: (9_000, 5), 3: (50, 1)}  # thread 2 ran 4,000 ns, the most
+    assert daemon_overhead.engine_runs(before, after, 2) == {"rq_engine_ns": 2_000.0, "rq_engine_runs": 1.0}
+    assert daemon_overhead.engine_runs({}, {}, 2) == {}

@@ -138,3 +138,23 @@ def test_only_cap_sys_nice_or_rlimit_nice_allows_coming_back(monkeypatch: pytest
     assert not may_return_to_nice_0("Name:\tx\n")
     monkeypatch.setattr(resource, "getrlimit", lambda _which: (20, 20))  # nice may go down to 20 - 20 = 0
     assert may_return_to_nice_0("CapEff:\t0000000000000000\n")
+
+
+def test_the_poll_interval_reaches_the_sensor_and_a_change_needs_a_restart(tmp_path: Path) -> None:
+    """sensor.poll_interval_ms (sensor/wakeup.py): how often the engine thread reads while events keep coming."""
+    from falconet.server.reload import restart_needed
+    from falconet.server.source_ebpf import SensorSource
+
+    default = parse_config("", base_dir=tmp_path)
+    assert default.poll_interval_ms == 1
+    config = parse_config("sensor: {poll_interval_ms: 7}\n", base_dir=tmp_path)
+    source = SensorSource(config.ring_buffer_bytes, None, config.snaplen, config.poll_interval_ms)
+    assert source._sensor.config.poll_interval_ms == 7
+    assert restart_needed(default, config) and not restart_needed(config, config)
+
+
+def test_a_poll_interval_outside_1_to_1000_ms_is_a_clear_config_error(tmp_path: Path) -> None:
+    for bad, words in (("0", "at least 1"), ("1001", "at most 1000"), ("'soon'", "at least 1")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(f"sensor: {{poll_interval_ms: {bad}}}\n", base_dir=tmp_path)
+        assert words in str(err.value) and "poll_interval_ms" in str(err.value)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from falconet.model.event import Event
-from falconet.sensor.openfilter import HEAD_LEN, compile_maps, open_need
+from falconet.sensor.openfilter import HEAD_LEN, HEAD_LONG, compile_maps, open_need
 
 from .conftest import PY, LiveSensor, collect
 
@@ -58,12 +58,15 @@ def expected(spec: dict[str, list[str]], paths: list[str]) -> list[str]:
 
 
 def cached_kinds(sensor: LiveSensor, path: str) -> int | None:
-    """The kinds the kernel cached for the path's head (None: not cached)."""
+    """The kinds the kernel cached for the path's head under the filter's current generation, on any CPU (None:
+    not cached; probe_openfilter.h's HEAD_LONG entries, which only say "ask the trie", count as not cached)."""
     head = int.from_bytes(path.encode()[:HEAD_LEN], "little")
+    gen = sensor.sensor._filter_gen
     heads = sensor.sensor._bpf[b"open_heads"]
-    for key, value in heads.items():
-        if key.value == head:
-            return int(value.value) & 0xFF
+    for key in heads.keys():
+        for slot in heads.getvalue(key):
+            if slot.head == head and slot.val >> 8 == gen and not slot.val & HEAD_LONG:
+                return int(slot.val) & 0xFF
     return None
 
 
