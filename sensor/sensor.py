@@ -102,8 +102,8 @@ class SensorConfig:
             raise SensorError(f"env_max must be between {ENV_BASE} and {ENV_MAX} entries, not {self.env_max}")
         if not 0 <= self.snaplen <= SNAPLEN_MAX:
             raise SensorError(f"snaplen must be between 0 and {SNAPLEN_MAX} bytes, not {self.snaplen}")
-        if not 1 <= self.poll_interval_ms <= POLL_INTERVAL_MAX_MS:
-            raise SensorError(f"poll_interval_ms must be between 1 and {POLL_INTERVAL_MAX_MS}, "
+        if not 0 <= self.poll_interval_ms <= POLL_INTERVAL_MAX_MS:
+            raise SensorError(f"poll_interval_ms must be between 0 (off) and {POLL_INTERVAL_MAX_MS}, "
                               f"not {self.poll_interval_ms}")
         if self.wake_fill_bytes is not None and not 1 <= self.wake_fill_bytes <= n:
             raise SensorError(f"wake_fill_bytes must be between 1 and the ring's {n} bytes, not {self.wake_fill_bytes}")

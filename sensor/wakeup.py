@@ -6,6 +6,8 @@ So while records keep coming the reader is not woken per record: it reads on its
 most (POLLING), and the kernel commits without a wake-up unless a record takes the unread data past the fill
 threshold (a burst is read at once). Once a whole bounded wait finds nothing the reader goes back to being
 woken (WOKEN): an idle daemon does not spin, and a lone record after a quiet spell is read at once.
+An interval of 0 turns the policy off: the reader stays WOKEN, and the kernel wakes it by the ring buffer's own
+rule (whenever it had read everything): for comparing, or where no record may wait an interval.
 
 The hand-over from POLLING to WOKEN has a race: a record whose program read the old mode (just before the
 reader's store) is committed without a wake-up. So the reader, after telling the kernel, keeps ONE more wait
@@ -49,8 +51,8 @@ class WakeControl:
     """The reader's mode and the wait it may make. Single consumer: not thread-safe (as RingBuffer)."""
 
     def __init__(self, ctl_fd: int, interval_ms: int) -> None:
-        if interval_ms < 1:
-            raise ValueError(f"the poll interval is at least 1 ms, not {interval_ms}")
+        if interval_ms < 0:
+            raise ValueError(f"the poll interval is at least 0 ms (0: off), not {interval_ms}")
         self.interval_ms = interval_ms
         self._map = mmap.mmap(ctl_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._word = memoryview(self._map).cast("Q")
@@ -68,6 +70,8 @@ class WakeControl:
 
     def after_read(self, got: bool, waited_ms: int) -> None:
         """After each read: `got` whether it took anything, `waited_ms` the bound of the wait before it."""
+        if self.interval_ms == 0:  # the policy is off: the kernel wakes the reader for every record
+            return
         if got:
             if self.state != POLLING:
                 self._set(POLLING)

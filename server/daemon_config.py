@@ -629,7 +629,7 @@ def _read_sensor(s: Section, d: DaemonConfig) -> tuple[int, bool, int, int]:
     nice = s.integer("engine_nice", d.engine_nice, minimum=0)
     if nice > 19:
         s.problems.add(f"sensor.engine_nice is a nice value from 0 to 19, got {nice}.")
-    interval = s.integer("poll_interval_ms", d.poll_interval_ms, minimum=1)
+    interval = s.integer("poll_interval_ms", d.poll_interval_ms, minimum=0)
     if interval > POLL_INTERVAL_MAX_MS:
         s.problems.add(f"sensor.poll_interval_ms is at most {POLL_INTERVAL_MAX_MS} (each event may wait that "
                        f"long to be read), got {interval}.")

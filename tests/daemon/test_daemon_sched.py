@@ -153,8 +153,9 @@ def test_the_poll_interval_reaches_the_sensor_and_a_change_needs_a_restart(tmp_p
     assert restart_needed(default, config) and not restart_needed(config, config)
 
 
-def test_a_poll_interval_outside_1_to_1000_ms_is_a_clear_config_error(tmp_path: Path) -> None:
-    for bad, words in (("0", "at least 1"), ("1001", "at most 1000"), ("'soon'", "at least 1")):
+def test_a_poll_interval_outside_0_to_1000_ms_is_a_clear_config_error(tmp_path: Path) -> None:
+    assert parse_config("sensor: {poll_interval_ms: 0}\n", base_dir=tmp_path).poll_interval_ms == 0  # 0: off
+    for bad, words in (("-1", "at least 0"), ("1001", "at most 1000"), ("'soon'", "at least 0")):
         with pytest.raises(ConfigError) as err:
             parse_config(f"sensor: {{poll_interval_ms: {bad}}}\n", base_dir=tmp_path)
         assert words in str(err.value) and "poll_interval_ms" in str(err.value)

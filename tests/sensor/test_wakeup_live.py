@@ -224,8 +224,21 @@ def test_a_short_wait_that_finds_nothing_keeps_polling(prog: Program) -> None:
 
 def test_the_wake_up_settings_are_checked() -> None:
     assert fill_threshold(8 << 20) == 256 << 10
-    for bad in (SensorConfig(poll_interval_ms=0), SensorConfig(poll_interval_ms=60_001),
+    for bad in (SensorConfig(poll_interval_ms=-1), SensorConfig(poll_interval_ms=60_001),
                 SensorConfig(wake_fill_bytes=0), SensorConfig(ringbuf_bytes=4096, wake_fill_bytes=4097)):
         with pytest.raises(SensorError):
             bad.validate()
     SensorConfig(poll_interval_ms=1, wake_fill_bytes=4096, ringbuf_bytes=4096).validate()
+    SensorConfig(poll_interval_ms=0).validate()  # 0: the policy is off
+
+
+@pytest.mark.parametrize("prog", [0], indirect=True)
+def test_an_interval_of_0_leaves_every_wake_up_to_the_kernel(prog: Program) -> None:
+    """sensor.poll_interval_ms: 0 is the behaviour before the policy: the reader never polls on its own, so the
+    kernel wakes it for a record it commits while the reader waits."""
+    prog.emit()
+    assert seqs(prog.wake.take(prog.ring, 0, 1 << 20)) == [0]
+    assert prog.wake.state == WOKEN and prog.kernel_mode() == 0 and prog.wake.switches == 0
+    ep = prog.observer()
+    prog.emit()
+    assert woke(ep)
