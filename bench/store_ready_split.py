@@ -53,6 +53,7 @@ def _timed(owner: Any, name: str, label: str) -> None:
 
 def _install_timers() -> None:
     _timed(store_module, "_make_wires", "writer: conversion")
+    _timed(store_module, "_convert", "writer: conversion beside the commit")
     _timed(hub_module.Hub, "drain_unsynced", "writer: drain")
     _timed(store_data, "encode_record", "io: encoding")
     _timed(store_data, "_writev_all", "io: pwritev")
