@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from bench.server_store import until_ready
 from bench.server_throughput import Bench, make_alert
 from falconet.server import hub as hub_module
 from falconet.server import store as store_module
@@ -83,19 +84,10 @@ def one_round(bench: Bench, store: bool) -> float:
     """One run of the row; prints its split and returns the process's CPU µs per alert."""
     server, _, _ = bench.falconet(retention=N, store=store)
     alerts = [make_alert(i) for i in range(N)]
-    publish = server.hub.publish
     STEPS.clear()
     before = _threads()
-    cpu0 = time.process_time()
-    t0 = time.perf_counter()
-    for alert in alerts:
-        publish(alert)
-    bench.loop.run(server.hub.wait_durable(N))
-    if not store:
-        for entry in server.hub.snapshot():
-            entry.wire()
-    seconds = time.perf_counter() - t0
-    cpu = (time.process_time() - cpu0) / N * 1e6
+    seconds, cpu_s = until_ready(bench, server, store, alerts)
+    cpu = cpu_s / N * 1e6
     per: dict[str, float] = defaultdict(float)
     switches: dict[str, int] = defaultdict(int)
     for tid, (name, ns, cs) in _threads().items():
