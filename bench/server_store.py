@@ -149,6 +149,8 @@ def ready_rate(bench: Bench, store: bool, n: int) -> float:
 
     server, _, _ = bench.falconet(retention=n, store=store)
     seconds, cpu = until_ready(bench, server, store, [make_alert(i) for i in range(n)])
+    if server.store is not None and server.store.failures:
+        raise RuntimeError(f"the store failed during the row: {server.store.last_error}")
     CPU_PER_ALERT.append(cpu / n * 1e6)
     bench.stop(server)
     return n / seconds

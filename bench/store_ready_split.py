@@ -94,6 +94,8 @@ def one_round(bench: Bench, store: bool) -> float:
         _, ns0, cs0 = before.get(tid, (name, 0, 0))
         per[name] += (ns - ns0) / N / 1000
         switches[name] += cs - cs0
+    if server.store is not None and server.store.failures:  # e.g. a full disk: the row would measure memory only
+        print(f"the store FAILED in this round, its figures are not the store's: {server.store.last_error}")
     bench.stop(server)
     threads = ", ".join(f"{k} {v:.2f} ({switches[k]} cs)" for k, v in sorted(per.items()) if v >= 0.005)
     steps = ", ".join(f"{k} {v / N * 1e6:.2f}" for k, v in STEPS.items())
