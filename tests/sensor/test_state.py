@@ -164,9 +164,10 @@ def test_seeded_close_on_exec_fds_go_at_exec(tmp_path: Path) -> None:
         t.seed_from_proc()
         me = t.get(os.getpid())
         assert me is not None
-        assert me.fds[keep].flags is not None and not me.fds[keep].flags & s.O_CLOEXEC
-        assert me.fds[keep].flags & os.O_ACCMODE == os.O_WRONLY
-        assert me.fds[gone].flags is not None and me.fds[gone].flags & s.O_CLOEXEC
+        kept_flags, gone_flags = me.fds[keep].flags, me.fds[gone].flags
+        assert kept_flags is not None and not kept_flags & s.O_CLOEXEC
+        assert kept_flags & os.O_ACCMODE == os.O_WRONLY
+        assert gone_flags is not None and gone_flags & s.O_CLOEXEC
         after = t.exec(os.getpid(), "/bin/true", ["true"], [], None)
         assert after.fds[keep].name == str(tmp_path / "kept")
         assert gone not in after.fds
