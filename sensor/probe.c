@@ -254,6 +254,7 @@ static __always_inline u32 read_u32(u64 addr) {
 // verifier rejects the program if one does not name a field of that type.
 #define BTF_LOAD64(dst, ptr, off) asm volatile("%0 = *(u64 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
 #define BTF_LOAD32(dst, ptr, off) asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
+#define BTF_LOAD16(dst, ptr, off) asm volatile("%0 = *(u16 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
 #define BTF_OFF_OK(off) ((off) >= 0 && (off) < 32768)  // a load's offset is a signed 16-bit field
 
 // struct pid -> its number in the initial namespace (numbers[0].nr)
