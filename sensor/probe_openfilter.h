@@ -46,9 +46,9 @@ struct fd_bits {
 #if BTF_OFF_OK(OFF_TASK_GROUP_LEADER)
 BPF_TASK_STORAGE(hidden_fds, struct fd_bits);
 
-// The calling process's bitmap (created when `create`), or 0.
-static __always_inline struct fd_bits *fd_bits_of(int create) {
-    struct task_struct *task = bpf_get_current_task_btf();
+// The bitmap of the calling process (task: the current task, bpf_get_current_task_btf(), which sys_exit reads
+// once), created when `create`, or 0.
+static __always_inline struct fd_bits *fd_bits_of(struct task_struct *task, int create) {
     struct task_struct *leader = 0;
     BTF_LOAD64(leader, task, OFF_TASK_GROUP_LEADER);
     if (!leader)
@@ -56,25 +56,25 @@ static __always_inline struct fd_bits *fd_bits_of(int create) {
     return hidden_fds.task_storage_get(leader, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 #else
-static __always_inline struct fd_bits *fd_bits_of(int create) {
+static __always_inline struct fd_bits *fd_bits_of(struct task_struct *task, int create) {
     return 0;  // no marks: every close of a kept-back fd reaches user space
 }
 #endif
 
 // Marks fd as kept back for the calling process.
-static __always_inline void fd_hide(u64 pid_tgid, s64 fd) {
+static __always_inline void fd_hide(struct task_struct *task, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return;
-    struct fd_bits *bits = fd_bits_of(1);
+    struct fd_bits *bits = fd_bits_of(task, 1);
     if (bits)
         __sync_fetch_and_or(&bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)], 1ULL << (fd & 63));
 }
 
 // Clears fd's mark (a new fd with this number that user space hears of); returns 1 when it was marked.
-static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
+static __always_inline int fd_unhide(struct task_struct *task, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return 0;
-    struct fd_bits *bits = fd_bits_of(0);
+    struct fd_bits *bits = fd_bits_of(task, 0);
     if (!bits)
         return 0;
     u64 bit = 1ULL << (fd & 63);
@@ -282,10 +282,9 @@ static __always_inline int small_fd_mode(u64 files, u64 fdt, s64 fd) {
     return -1;
 }
 #endif
-static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
+static __always_inline int fd_may_be_dir(struct task_struct *task, s64 fd, u8 need) {
     if (fd < 0 || !(need & OPEN_READ) || (need & OPEN_WRITE))
         return 0;  // a failed open makes no fd; a directory opens read-only or not at all
-    struct task_struct *task = bpf_get_current_task_btf();
     u64 files = 0, fdt = 0, fdarr = 0;
     u32 max_fds = 0;
     BTF_LOAD64(files, task, OFF_TASK_FILES);
@@ -311,7 +310,7 @@ static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
     return (mode & 0170000) == 0040000;  // S_ISDIR
 }
 #else
-static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
+static __always_inline int fd_may_be_dir(struct task_struct *task, s64 fd, u8 need) {
     return fd >= 0;
 }
 #endif
