@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
+from bench.daemon_overhead import close_inherited_high_fds
 
 SLOTS = 32
 NAMES = {
@@ -128,6 +129,9 @@ def main(argv: list[str]) -> int:
     from falconet.rules import DEFAULT_RULES
 
     rules = UPSTREAM_STABLE if args.rules == "stable" else DEFAULT_RULES
+    closed = close_inherited_high_fds()  # so the loop's fd table is the small one (see run_once)
+    if closed:
+        print(f"closed inherited fds {closed}")
     _with_kprof(args.probe)
     print(f"machine before: {machine_state()}", flush=True)
     runs: list[dict[int, tuple[float, float]]] = []
