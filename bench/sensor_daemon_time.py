@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops, machine_state, scrape
 from bench._interleave import time_loop
+from bench.daemon_overhead import close_inherited_high_fds
 from bench.sensor_kernel_time import enable_stats
 
 TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")
@@ -138,6 +139,9 @@ def main(argv: list[str]) -> int:
 
     sets = {"default rules": DEFAULT_RULES, "upstream stable rules": UPSTREAM_STABLE}
     runs: dict[str, list[DaemonRun]] = {name: [] for name in sets}
+    closed = close_inherited_high_fds()  # the loops start with the small fd table, as in bench.daemon_overhead
+    if closed:
+        print(f"closed inherited fds {closed}")
     print(f"machine before: {machine_state()}", flush=True)
     stats_fd = enable_stats()
     try:

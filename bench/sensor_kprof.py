@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
+from bench.daemon_overhead import close_inherited_high_fds
 
 SLOTS = 32
 NAMES = {
@@ -41,6 +42,7 @@ NAMES = {
     11: "open: fd_may_be_dir",
     12: "open: count + fd_hide",
 }
+# (Scratch copies of probe.c may mark more slots; they print as "?".)
 
 
 def _with_kprof(probe: Path | None) -> None:
@@ -67,9 +69,19 @@ def run_once(exe: Path, n: int, rules: Path) -> dict[int, tuple[float, float]]:
     from falconet.server.pipeline import apply_open_filter
     from falconet.server.source_ebpf import SensorSource
 
+    # The loop starts (stopped) before the sensor: a child made while this process holds the sensor's many fds
+    # would inherit a grown fd table, and the kernel reads a kept-back open's fd through files->fd_array only while
+    # the table is the small one every process starts with (as the loops bench.daemon_overhead times have).
+    proc = subprocess.Popen(["sh", "-c", f'kill -STOP $$; exec "{exe}" open {n}'], stdout=subprocess.DEVNULL)
+    os.waitpid(proc.pid, os.WUNTRACED)
     engine = Engine.from_files([rules], resolvers=Resolvers(hostname=lambda: "bench", dns=lambda _n: []))
     source = SensorSource(8 << 20, engine.event_types, 80)
-    source.start()
+    try:
+        source.start()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     apply_open_filter(source, engine, True, lambda _msg: None)
     sensor = source._sensor
     stop = threading.Event()
@@ -83,8 +95,6 @@ def run_once(exe: Path, n: int, rules: Path) -> dict[int, tuple[float, float]]:
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     try:
-        proc = subprocess.Popen(["sh", "-c", f'kill -STOP $$; exec "{exe}" open {n}'], stdout=subprocess.DEVNULL)
-        os.waitpid(proc.pid, os.WUNTRACED)
         sensor._bpf[b"kprof_tgid"][ctypes.c_int(0)] = ctypes.c_uint32(proc.pid)
         os.kill(proc.pid, signal.SIGCONT)
         proc.wait()
@@ -98,6 +108,9 @@ def run_once(exe: Path, n: int, rules: Path) -> dict[int, tuple[float, float]]:
                 out[slot] = (float(total), float(visits))
         return out
     finally:
+        if proc.poll() is None:  # a failure before the loop ran: do not leave it stopped
+            proc.kill()
+            proc.wait()
         stop.set()
         thread.join()
         source.close()
@@ -116,6 +129,9 @@ def main(argv: list[str]) -> int:
     from falconet.rules import DEFAULT_RULES
 
     rules = UPSTREAM_STABLE if args.rules == "stable" else DEFAULT_RULES
+    closed = close_inherited_high_fds()  # so the loop's fd table is the small one (see run_once)
+    if closed:
+        print(f"closed inherited fds {closed}")
     _with_kprof(args.probe)
     print(f"machine before: {machine_state()}", flush=True)
     runs: list[dict[int, tuple[float, float]]] = []

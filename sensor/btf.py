@@ -224,6 +224,9 @@ FIELDS: tuple[tuple[str, str, str, bool], ...] = (
     ("OFF_FILES_FDT", "files_struct", "fdt", False),
     ("OFF_FDTABLE_FD", "fdtable", "fd", False),
     ("OFF_FDTABLE_MAX_FDS", "fdtable", "max_fds", False),
+    # the small fd table inside files_struct (fds below NR_OPEN_DEFAULT until the table grows): typed loads
+    ("OFF_FILES_FDTAB", "files_struct", "fdtab", False),
+    ("OFF_FILES_FD_ARRAY", "files_struct", "fd_array", False),
     ("OFF_FILE_PRIVATE_DATA", "file", "private_data", False),
     ("OFF_SOCKET_SK", "socket", "sk", False),
     ("OFF_SK_DADDR", "sock", "__sk_common.skc_daddr", False),

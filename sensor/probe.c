@@ -254,6 +254,7 @@ static __always_inline u32 read_u32(u64 addr) {
 // verifier rejects the program if one does not name a field of that type.
 #define BTF_LOAD64(dst, ptr, off) asm volatile("%0 = *(u64 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
 #define BTF_LOAD32(dst, ptr, off) asm volatile("%0 = *(u32 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
+#define BTF_LOAD16(dst, ptr, off) asm volatile("%0 = *(u16 *)(%1 + %2)" : "=r"(dst) : "r"(ptr), "i"(off))
 #define BTF_OFF_OK(off) ((off) >= 0 && (off) < 32768)  // a load's offset is a signed 16-bit field
 
 // struct pid -> its number in the initial namespace (numbers[0].nr)
@@ -443,8 +444,11 @@ static __always_inline int is_excluded(u32 tgid) {
     return excluded.lookup(&tgid) != 0;
 }
 
-// The syscall's arguments and result from the saved user registers, into the record header.
+// The syscall's arguments and result from the saved user registers, into the record header, and no payload yet:
+// what reset_hdr does, without first zeroing the arguments it writes.
 static __always_inline void put_syscall(struct buf *b, u64 *regs, s64 id, s64 ret) {
+    for (int i = 0; i < NSEG; i++)
+        b->hdr.len[i] = 0;
     b->hdr.nr = id;
     b->hdr.res = ret;
     b->hdr.args[0] = regs[REGW(REG_ARG0)];
@@ -501,7 +505,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     // through the task's typed pointer: the id first, the arguments only for a syscall that is on. Typed loads
     // (BTF_LOAD64) instead of one bpf_probe_read_kernel of the whole span: every syscall of the machine pays
     // for the id's read.
-    u64 ptregs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    // The task pointer is taken once here and handed down (the kept-back open's directory check and the fd
+    // marks need it): each bpf_get_current_task_btf() is a helper call.
+    struct task_struct *task = bpf_get_current_task_btf();
+    u64 ptregs = bpf_task_pt_regs(task);
     if (!ptregs)
         return 0;
     s64 id = -1;
@@ -525,10 +532,9 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     s64 ret = ctx->args[1];
     if (conf->forks && ret == 0)
         return 0;
-    u64 pid_tgid = bpf_get_current_pid_tgid();
     // The close of an fd whose open was kept back needs no record (and close has no gate: it changes the fd
     // table), so it is decided first, from the register alone.
-    if (conf->fdeffect == FD_CLOSES && fd_unhide(pid_tgid, (int)regs[REGW(REG_ARG0)])) {
+    if (conf->fdeffect == FD_CLOSES && fd_unhide(task, (int)regs[REGW(REG_ARG0)])) {
         count(CNT_PATH_FILTERED);  // it was marked: user space never heard of the fd
         KP(5);
         return 0;
@@ -543,11 +549,10 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
     if (recut_drops(id, ret, regs))  // a record that changes no table and no rule can match (probe_recut.h)
         return 0;
     KP(3);
-    reset_hdr(&b->hdr);
     put_syscall(b, regs, id, ret);
     KP(4);
     if (conf->exec) {
-        if (is_excluded(pid_tgid >> 32))
+        if (is_excluded(bpf_get_current_pid_tgid() >> 32))
             return 0;
         // A successful exec has no argument registers left (the new image starts with them cleared): its
         // records come from the tails (probe_exec.h). If the tail call cannot be made, the exec goes out below
@@ -575,27 +580,27 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
         if (conf->pathfilter) {
             u8 need = open_need(conf->pathfilter, b->hdr.args);
             KP(7);
-            if (path_filtered(b, n, need) && !fd_may_be_dir(b->hdr.res, need)) {
+            if (path_filtered(b, n, need) && !fd_may_be_dir(task, b->hdr.res, need)) {
                 KP(11);
                 count(CNT_PATH_FILTERED);
-                fd_hide(pid_tgid, b->hdr.res);
+                fd_hide(task, b->hdr.res);
                 KP(12);
                 return 0;
             }
         }
     }
-    if (is_excluded(pid_tgid >> 32))
+    if (is_excluded(bpf_get_current_pid_tgid() >> 32))
         return 0;
     // This record reaches user space: a new fd it makes must not keep a mark an earlier kept-back open of
     // the same number left (its close would be held back).
     if (conf->fdeffect == FD_CREATES_RES && b->hdr.res >= 0) {
-        fd_unhide(pid_tgid, b->hdr.res);
+        fd_unhide(task, b->hdr.res);
     } else if (conf->fdeffect == FD_CREATES_PAIR && b->hdr.res == 0) {
         int pair[2] = {};
         u8 at = conf->blob < 6 ? conf->blob : 0;
         if (bpf_probe_read_user(pair, sizeof(pair), (void *)arg_at(b->hdr.args, at)) == 0) {
-            fd_unhide(pid_tgid, pair[0]);
-            fd_unhide(pid_tgid, pair[1]);
+            fd_unhide(task, pair[0]);
+            fd_unhide(task, pair[1]);
         }
     }
     if (conf->str1 != NO_ARG) {

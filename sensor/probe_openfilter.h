@@ -46,9 +46,9 @@ struct fd_bits {
 #if BTF_OFF_OK(OFF_TASK_GROUP_LEADER)
 BPF_TASK_STORAGE(hidden_fds, struct fd_bits);
 
-// The calling process's bitmap (created when `create`), or 0.
-static __always_inline struct fd_bits *fd_bits_of(int create) {
-    struct task_struct *task = bpf_get_current_task_btf();
+// The bitmap of the calling process (task: the current task, bpf_get_current_task_btf(), which sys_exit reads
+// once), created when `create`, or 0.
+static __always_inline struct fd_bits *fd_bits_of(struct task_struct *task, int create) {
     struct task_struct *leader = 0;
     BTF_LOAD64(leader, task, OFF_TASK_GROUP_LEADER);
     if (!leader)
@@ -56,25 +56,25 @@ static __always_inline struct fd_bits *fd_bits_of(int create) {
     return hidden_fds.task_storage_get(leader, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 #else
-static __always_inline struct fd_bits *fd_bits_of(int create) {
+static __always_inline struct fd_bits *fd_bits_of(struct task_struct *task, int create) {
     return 0;  // no marks: every close of a kept-back fd reaches user space
 }
 #endif
 
 // Marks fd as kept back for the calling process.
-static __always_inline void fd_hide(u64 pid_tgid, s64 fd) {
+static __always_inline void fd_hide(struct task_struct *task, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return;
-    struct fd_bits *bits = fd_bits_of(1);
+    struct fd_bits *bits = fd_bits_of(task, 1);
     if (bits)
         __sync_fetch_and_or(&bits->w[(fd >> 6) & (HIDDEN_FD_WORDS - 1)], 1ULL << (fd & 63));
 }
 
 // Clears fd's mark (a new fd with this number that user space hears of); returns 1 when it was marked.
-static __always_inline int fd_unhide(u64 pid_tgid, s64 fd) {
+static __always_inline int fd_unhide(struct task_struct *task, s64 fd) {
     if (fd < 0 || fd >= HIDDEN_FD_BITS)
         return 0;
-    struct fd_bits *bits = fd_bits_of(0);
+    struct fd_bits *bits = fd_bits_of(task, 0);
     if (!bits)
         return 0;
     u64 bit = 1ULL << (fd & 63);
@@ -249,13 +249,42 @@ static __always_inline int path_filtered(struct buf *b, u32 len, u8 need) {
 // cannot be (EISDIR), so only read-only opens pay for it. Unknown: 1 (keep it).
 #if BTF_OFF_OK(OFF_TASK_FILES) && BTF_OFF_OK(OFF_FILES_FDT) && BTF_OFF_OK(OFF_FDTABLE_FD) && \
     BTF_OFF_OK(OFF_FDTABLE_MAX_FDS) && OFF_FILE_INODE >= 0 && OFF_INODE_MODE >= 0
-// task->files->fdt and its max_fds and fd array are typed loads (BTF_LOAD*); the fd array's element, the
-// file's inode and its mode are not typed for the verifier (an array of pointers is a number to it) and stay
-// bpf_probe_read_kernel calls: 3 helper calls where this was 7 (about 39 -> 17 ns per kept-back open).
-static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
+// task->files->fdt and its max_fds and fd array are typed loads (BTF_LOAD*). The fd array's element is typed only
+// where the array is files->fd_array (the table every process starts with, NR_OPEN_DEFAULT fds, until it grows),
+// at a constant offset per fd (the verifier refuses a variable offset into a typed pointer): the file, its inode
+// and the mode are then three typed loads (about 1 ns each). Otherwise the element, the file's inode and its mode
+// are bpf_probe_read_kernel calls (an array of pointers is a number to the verifier): 3 helper calls, about 17 ns.
+#if BTF_OFF_OK(OFF_FILES_FDTAB) && BTF_OFF_OK(OFF_FILES_FD_ARRAY + 64 * 8) && BTF_OFF_OK(OFF_FILE_INODE) && \
+    BTF_OFF_OK(OFF_INODE_MODE)
+#define FDA_SMALL 64  // NR_OPEN_DEFAULT (BITS_PER_LONG): the size of files->fd_array
+#define FDA_1(k) case k: BTF_LOAD64(file, files, OFF_FILES_FD_ARRAY + (k) * 8); break;
+#define FDA_8(k) FDA_1(k) FDA_1(k + 1) FDA_1(k + 2) FDA_1(k + 3) FDA_1(k + 4) FDA_1(k + 5) FDA_1(k + 6) FDA_1(k + 7)
+// The mode of files->fd_array[fd] when fdt is the embedded table (whose fd array that is, for good: a grown table
+// is a new allocation and fdt moves to it); -1 when it is not, or the slot is empty.
+static __always_inline int small_fd_mode(u64 files, u64 fdt, s64 fd) {
+    if (fdt != files + OFF_FILES_FDTAB || fd >= FDA_SMALL)
+        return -1;
+    u64 file = 0, inode = 0;
+    switch (fd & (FDA_SMALL - 1)) {
+        FDA_8(0) FDA_8(8) FDA_8(16) FDA_8(24) FDA_8(32) FDA_8(40) FDA_8(48) FDA_8(56)
+    }
+    if (!file)
+        return -1;
+    BTF_LOAD64(inode, file, OFF_FILE_INODE);
+    if (!inode)
+        return -1;
+    u16 mode = 0;
+    BTF_LOAD16(mode, inode, OFF_INODE_MODE);
+    return mode;
+}
+#else
+static __always_inline int small_fd_mode(u64 files, u64 fdt, s64 fd) {
+    return -1;
+}
+#endif
+static __always_inline int fd_may_be_dir(struct task_struct *task, s64 fd, u8 need) {
     if (fd < 0 || !(need & OPEN_READ) || (need & OPEN_WRITE))
         return 0;  // a failed open makes no fd; a directory opens read-only or not at all
-    struct task_struct *task = bpf_get_current_task_btf();
     u64 files = 0, fdt = 0, fdarr = 0;
     u32 max_fds = 0;
     BTF_LOAD64(files, task, OFF_TASK_FILES);
@@ -264,6 +293,9 @@ static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
     BTF_LOAD64(fdt, files, OFF_FILES_FDT);
     if (!fdt)
         return 1;
+    int small = small_fd_mode(files, fdt, fd);
+    if (small >= 0)
+        return (small & 0170000) == 0040000;  // S_ISDIR
     BTF_LOAD32(max_fds, fdt, OFF_FDTABLE_MAX_FDS);
     BTF_LOAD64(fdarr, fdt, OFF_FDTABLE_FD);
     if (!fdarr || fd >= max_fds)
@@ -278,7 +310,7 @@ static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
     return (mode & 0170000) == 0040000;  // S_ISDIR
 }
 #else
-static __always_inline int fd_may_be_dir(s64 fd, u8 need) {
+static __always_inline int fd_may_be_dir(struct task_struct *task, s64 fd, u8 need) {
     return fd >= 0;
 }
 #endif
