@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,8 @@ import threading
 import time
 from pathlib import Path
 
-from bench._daemon_common import machine_state, Daemon, build_loops, scrape
+from bench._daemon_common import (CANDIDATE_PATH, TRUSTED_READER, Daemon, build_loops, machine_state, scrape,
+                                  trusted_reader)
 from falconet.model.alert import Alert
 from falconet.rules import DEFAULT_RULES
 from falconet.server.hub import LOSS_RULE
@@ -257,18 +257,6 @@ def latency_section(loops: Path, args: argparse.Namespace) -> None:
                   f"{mid:.2f} ms of rounds {', '.join(f'{v:.2f}' for v in values)} -> "
                   f"{'met' if mid <= TARGET_P99_MS else 'MISSED'}"
                   f"{'' if mode == 'on' else ' (the target is with the store on)'}")
-
-
-CANDIDATE_PATH = "/etc/shadow"
-TRUSTED_READER = "unix_chkpwd"
-"""A name in the default rules' auth_binaries: its reads of CANDIDATE_PATH reach the engine and raise nothing."""
-
-
-def trusted_reader(loops: Path) -> Path:
-    """A copy of the loops binary named TRUSTED_READER (its comm, hence proc.name), beside it."""
-    reader = loops.with_name(TRUSTED_READER)
-    shutil.copy2(loops, reader)
-    return reader
 
 
 def _settle(url: str) -> None:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.server_throughput import Bench
+    from falconet.model.alert import Alert
+    from falconet.server.app import AlertServer
 
 INPUT_PUBLISH = "/falconet.v1.InputService/Publish"
 CPU_PER_ALERT: list[float] = []
@@ -123,26 +125,33 @@ def engine_publish_rate(bench: Bench, store: bool, n: int) -> float:
     return n / calls
 
 
-def ready_rate(bench: Bench, store: bool, n: int) -> float:
-    """Alerts/s from `Hub.publish` until each is ready to send (its wire form made, and with a store committed).
-
-    Without a store the first reader converts each alert (on the event loop); with one, the writer thread does
-    before committing, and readers reuse it. This row compares the same work done in both cases."""
-    from bench.server_throughput import make_alert
-
-    server, _, _ = bench.falconet(retention=n, store=store)
-    alerts = [make_alert(i) for i in range(n)]
+def until_ready(bench: Bench, server: AlertServer, store: bool, alerts: list[Alert]) -> tuple[float, float]:
+    """Publishes `alerts` by `Hub.publish` until each is ready to send; returns (wall seconds, this process's CPU
+    seconds). "Ready": its wire form made, and with a store committed. Without a store the first reader would
+    convert each alert (made here, in the publishing thread, once all are visible); with one, the writer thread
+    does before committing, and readers reuse it. The timing of the "until ready" row, shared with
+    bench.store_ready_split, which splits the same run by thread and step."""
     publish = server.hub.publish
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     for alert in alerts:
         publish(alert)
-    bench.loop.run(server.hub.wait_durable(n))
+    bench.loop.run(server.hub.wait_durable(len(alerts)))
     if not store:
         for entry in server.hub.snapshot():
             entry.wire()
-    seconds = time.perf_counter() - t0
-    CPU_PER_ALERT.append((time.process_time() - cpu0) / n * 1e6)
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def ready_rate(bench: Bench, store: bool, n: int) -> float:
+    """Alerts/s from `Hub.publish` until each is ready to send (`until_ready`): the same work in both cases."""
+    from bench.server_throughput import make_alert
+
+    server, _, _ = bench.falconet(retention=n, store=store)
+    seconds, cpu = until_ready(bench, server, store, [make_alert(i) for i in range(n)])
+    if server.store is not None and server.store.failures:
+        raise RuntimeError(f"the store failed during the row: {server.store.last_error}")
+    CPU_PER_ALERT.append(cpu / n * 1e6)
     bench.stop(server)
     return n / seconds
 

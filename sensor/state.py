@@ -376,10 +376,25 @@ def read_proc(entry: Path, boot_ns: int = 0, sockets: dict[int, Fd] | None = Non
                 target = os.readlink(entry / "fd" / fdname)
             except OSError:
                 continue
-            info.fds[int(fdname)] = fd_from_link(int(fdname), target, None, sockets)
+            info.fds[int(fdname)] = fd_from_link(int(fdname), target, fd_flags(entry, fdname), sockets)
     except OSError:
         pass
     return info
+
+
+def fd_flags(entry: Path, fdname: str) -> int | None:
+    """The fd's status flags with its close-on-exec bit, as /proc/<pid>/fdinfo/<fd> shows them (octal): without
+    them a seeded process's exec would keep the O_CLOEXEC fds it closes. None when the fd went meanwhile."""
+    info = _read(entry / "fdinfo" / fdname)
+    if info is None:
+        return None
+    for line in info.split(b"\n"):
+        if line.startswith(b"flags:"):
+            try:
+                return int(line[6:].strip(), 8)
+            except ValueError:
+                return None
+    return None
 
 
 def _seed_kernel_facts(entry: Path, info: ProcInfo, status: bytes) -> None:

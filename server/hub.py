@@ -193,6 +193,9 @@ class Hub:
         self._falco_dirty: dict[str, int] = {}
         self._lock = threading.Lock()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._durable_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        """`wait_durable`'s (sequence, loop, future): woken only once their sequence is committed, not on every
+        commit as readers are (a publisher waiting for its last alert would otherwise wake per group)."""
         self._readers: dict[int, Reader] = {}
         self._closed_delivered = 0
         self._closed_dropped = 0
@@ -335,12 +338,21 @@ class Hub:
         with self._lock:
             if seq <= self._visible:
                 return
-            self._visible = min(seq, self._head)
+            visible = self._visible = min(seq, self._head)
             waiters = self._waiters
             if waiters:
                 self._waiters = []
+            if self._durable_waiters:
+                waiters = waiters + self._durable_reached(visible)
         if waiters:
             _wake(waiters)
+
+    def _durable_reached(self, visible: int) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        """Takes the `wait_durable` waiters whose sequence is now visible (lock held)."""
+        reached = [(loop, fut) for s, loop, fut in self._durable_waiters if s <= visible]
+        if reached:
+            self._durable_waiters = [w for w in self._durable_waiters if w[0] > visible]
+        return reached
 
     def detach_store(self) -> None:
         """Memory only from now on (the store's writer cannot go on): everything published becomes visible."""
@@ -350,12 +362,28 @@ class Hub:
             self._falco_dirty = {}
             self._visible = self._head
             waiters, self._waiters = self._waiters, []
+            waiters += [(loop, fut) for _, loop, fut in self._durable_waiters]
+            self._durable_waiters = []
         if waiters:
             _wake(waiters)
 
     async def wait_durable(self, seq: int) -> None:
-        """Returns once the alert `seq` is committed (at once without a store): a publisher's ack waits here."""
-        await self.wait_for(seq)
+        """Returns once the alert `seq` is committed (at once without a store): a publisher's ack waits here.
+
+        Woken once, when `seq` is committed, rather than at every commit until then: each wake-up of the event
+        loop takes the GIL from the threads publishing and committing (bench/RESULTS.md, "storeready
+        (session 8)")."""
+        if self._store is None:  # memory only (or a subclass that makes alerts visible its own way)
+            await self.wait_for(seq)
+            return
+        while self._visible < seq:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                if self._visible >= seq or self._store is None:
+                    return
+                self._durable_waiters.append((seq, loop, fut))
+            await fut
 
     # -- positions ---------------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from falconet.model.alert import Alert, Priority
 from falconet.server.hub import Entry, Hub
-from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, data_dir, read_record, runs
+from falconet.server.store_data import RECORD_ALERTS, DataFiles, IndexRow, Run, data_dir, read_record, runs
 from falconet.server.store_schema import (
     StoreConfig,
     StoreError,
@@ -138,7 +138,10 @@ class AlertStore:
         converts the next alerts: `_commit_beside_conversion`."""
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._backlog: deque[Entry] = deque()
+        self._backlog: deque[Run] = deque()
+        """Groups waiting for the commit, each (first, last, wire forms) of consecutive alerts: the wires are
+        taken once, when the group is drained, and written as they are (no list or object per alert after)."""
+        self._backlog_n = 0
         self._cursors: dict[str, int] = {}
         self._last_stored_ns = 0
         self._retry_at = 0.0
@@ -237,9 +240,10 @@ class AlertStore:
             entries, cursors = hub.drain_unsynced(COMMIT_MAX)
             more = len(entries) == COMMIT_MAX
             if entries:
-                _make_wires(entries)
+                groups = runs(entries, _make_wires(entries))
                 self._assigned = entries[-1].seq
-                self._backlog.extend(entries)
+                self._backlog.extend(groups)
+                self._backlog_n += len(entries)
             self._cursors.update(cursors)
             if self._backlog or self._cursors:
                 self._commit_beside_conversion(hub)
@@ -272,19 +276,20 @@ class AlertStore:
         for i in range(0, len(pending), CONVERT_STEP):
             if done.done():
                 break
-            _make_wires(pending[i : i + CONVERT_STEP])
+            _convert(pending[i : i + CONVERT_STEP])
         done.result()
 
     def _commit(self) -> None:
         if self._conn is None:  # never opened (its failure was reported): memory only for this run
             self._backlog.clear()
+            self._backlog_n = 0
             self._cursors.clear()
             return
         if not self.healthy and time.monotonic() < self._retry_at:
             self._trim_backlog()
             return
         now = max(time.time_ns(), self._last_stored_ns)
-        chunks = runs(self._backlog, now)
+        chunks = [(first, last, now, wires) for first, last, wires in self._backlog]
         try:
             self._write(chunks)
         except sqlite3.Error as exc:
@@ -296,7 +301,7 @@ class AlertStore:
             self._trim_backlog()
             return
         self._last_stored_ns = now
-        self.committed += len(self._backlog)
+        self.committed += self._backlog_n
         if not self.healthy:
             self.healthy = True
             unstored, self.unstored = self.unstored, 0
@@ -307,6 +312,7 @@ class AlertStore:
                 unstored=unstored,
             )
         self._backlog.clear()
+        self._backlog_n = 0
         self._cursors.clear()
 
     def _write(self, chunks: list[tuple[int, int, int, list[bytes]]]) -> None:
@@ -377,7 +383,7 @@ class AlertStore:
             self._data.close()
             try:
                 moved: Path | None = set_aside(self.path)
-                start = (self._backlog[0].seq - 1) if self._backlog else self._assigned
+                start = (self._backlog[0][0] - 1) if self._backlog else self._assigned
                 conn, state, _ = open_store(self.config, epoch=hub.epoch, head=start)
                 self._attach_conn(conn, state)
                 self._retry_at = 0.0
@@ -395,9 +401,16 @@ class AlertStore:
     def _trim_backlog(self) -> None:
         hub = self.hub
         assert hub is not None
-        while len(self._backlog) > hub.retention:
-            self._backlog.popleft()
-            self.unstored += 1
+        excess = self._backlog_n - hub.retention
+        while excess > 0:
+            first, last, wires = self._backlog.popleft()
+            n = last - first + 1
+            if n > excess:  # the group's newest alerts stay
+                self._backlog.appendleft((first + excess, last, wires[excess:]))
+                n = excess
+            excess -= n
+            self._backlog_n -= n
+            self.unstored += n
 
     # -- retention -------------------------------------------------------------------------------------------
 
@@ -536,8 +549,8 @@ class AlertStore:
             hub.publish(alert)
 
 
-def _make_wires(entries: list[Entry]) -> None:
-    """Makes the wire form of each entry that has none (the engine published it), in the writer thread.
+def _make_wires(entries: list[Entry]) -> list[bytes]:
+    """The entries' wire forms, making each that is missing (the engine published it), in the writer thread.
 
     This is the conversion the alert's first subscriber would make without a store (on the event loop), done
     once for the store and every subscriber, and held to the same terms: it takes the GIL for several µs per
@@ -547,7 +560,15 @@ def _make_wires(entries: list[Entry]) -> None:
     the index there is little to overlap; its polling and GIL hand-offs remained), and yielding the GIL after
     every 32 alerts (each yield let any thread that wanted the GIL, gRPC's poller included, hold it for up to a
     switch interval: a group of 2,048 then took up to 300 ms); bench/RESULTS.md, "storeready (session 6)"."""
-    if None in map(_wire_of, entries):  # else received alerts, made already
+    wires = list(map(_wire_of, entries))
+    if None in wires:  # else received alerts (or converted while the last commit ran)
+        wires = list(map(Entry.wire, entries))
+    return wires
+
+
+def _convert(entries: list[Entry]) -> None:
+    """Makes the missing wire forms of alerts still pending (while a commit runs beside)."""
+    if None in map(_wire_of, entries):
         for _ in map(Entry.wire, entries):
             pass
 

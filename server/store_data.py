@@ -37,8 +37,6 @@ from array import array
 from functools import reduce
 from collections.abc import Callable
 from dataclasses import dataclass
-from collections.abc import Iterable
-from operator import attrgetter
 from pathlib import Path
 
 from falconet.server.entries import Entry
@@ -73,6 +71,11 @@ HARDWARE_CRC = _HW_CRC
 """New records' checksum is a CRC-32C (google-crc32c's C implementation is loaded), else zlib's CRC-32."""
 
 
+if _HW_CRC:
+    _extend = google_crc32c.extend
+    _value = google_crc32c.value
+
+
 def _crc32c(data: bytes, crc: int = 0) -> int:
     """CRC-32C of `data` continuing `crc` (zlib.crc32's signature)."""
     return int(google_crc32c.extend(crc, data))
@@ -96,6 +99,8 @@ IOV_MAX = 1024
 
 IndexRow = tuple[int, int, int, int, int, int]
 """(first, last, stored_ns, segment, offset, size): one record's index row."""
+Run = tuple[int, int, list[bytes]]
+"""(first, last, wire forms) of consecutive alerts: what one record holds, before it is stored."""
 
 
 class DataError(ValueError):
@@ -125,29 +130,31 @@ def segments_in(directory: Path) -> dict[int, Path]:
     return out
 
 
-def encode_record(first: int, wires: list[bytes]) -> tuple[bytes, bytes, list[bytes]]:
-    """A record of consecutive alerts from `first`: its head, its lengths table and its payload (the wire forms
-    as they are when the CRC is a CRC-32C, joined for the older CRC-32: `pwritev` gathers them in the kernel)."""
+def encode_record(first: int, wires: list[bytes]) -> tuple[bytes, bytes, list[bytes], int]:
+    """A record of consecutive alerts from `first`: its head, its lengths table, its payload (the wire forms
+    as they are when the CRC is a CRC-32C, joined for the older CRC-32: `pwritev` gathers them in the kernel)
+    and its body's size."""
     lengths = array("I", map(len, wires))
+    size = 4 * len(wires) + sum(lengths)
     if _SWAP:
         lengths.byteswap()
     table = lengths.tobytes()
-    size = len(table) + sum(lengths)
     numbers = _NUMBERS.pack(first, len(wires), size)
     if not HARDWARE_CRC:
         if PAYLOAD_CRC:
             payload = b"".join(wires)
             crc = zlib.crc32(payload, zlib.crc32(table, zlib.crc32(numbers)))
-            return HEAD.pack(MAGIC, first, len(wires), size, crc), table, [payload]
-        return HEAD.pack(MAGIC_FRAME, first, len(wires), size, zlib.crc32(table, zlib.crc32(numbers))), table, wires
-    crc = google_crc32c.extend(google_crc32c.value(numbers), table)
+            return HEAD.pack(MAGIC, first, len(wires), size, crc), table, [payload], size
+        crc = zlib.crc32(table, zlib.crc32(numbers))
+        return HEAD.pack(MAGIC_FRAME, first, len(wires), size, crc), table, wires, size
+    crc = _extend(_value(numbers), table)
     if PAYLOAD_CRC:
         # Wire by wire, by C calls from `reduce`: no join, so no new buffer the size of the record to allocate
         # and fill (fresh memory costs more than the copy on a VM: bench/RESULTS.md, "storeready (session 6)");
         # `pwritev` gathers the wires in the kernel.
-        crc = reduce(google_crc32c.extend, wires, crc)
-        return HEAD.pack(MAGIC_C, first, len(wires), size, crc), table, wires
-    return HEAD.pack(MAGIC_C_FRAME, first, len(wires), size, crc), table, wires
+        crc = reduce(_extend, wires, crc)
+        return HEAD.pack(MAGIC_C, first, len(wires), size, crc), table, wires, size
+    return HEAD.pack(MAGIC_C_FRAME, first, len(wires), size, crc), table, wires, size
 
 
 def check_record(data: bytes, first: int, last: int, size: int) -> list[bytes]:
@@ -259,14 +266,13 @@ class DataFiles:
         rows: list[IndexRow] = []
         parts: list[bytes] = []
         for first, last, stored_ns, wires in chunks:
-            head, table, payload = encode_record(first, wires)
+            head, table, payload, size = encode_record(first, wires)
             parts += (head, table)
             parts += payload
-            size = len(table) + sum(map(len, payload))
             rows.append((first, last, stored_ns, self.segment, offset, size))
             offset += HEAD.size + size
         try:
-            _writev_all(fd, parts, start)
+            _writev_all(fd, parts, start, offset - start)
             if self.sync:
                 os.fdatasync(fd)
         except OSError:
@@ -311,12 +317,16 @@ class DataFiles:
         return n
 
 
-def _writev_all(fd: int, parts: list[bytes], offset: int) -> None:
-    """pwritev of every part at `offset`, however the kernel splits it (short writes, IOV_MAX)."""
+def _writev_all(fd: int, parts: list[bytes], offset: int, total: int) -> None:
+    """pwritev of every part (`total` bytes) at `offset`, however the kernel splits it (short writes,
+    IOV_MAX)."""
     i = 0
     while i < len(parts):
-        batch = parts[i : i + IOV_MAX]
-        want = sum(map(len, batch))
+        if i == 0 and len(parts) <= IOV_MAX:
+            batch, want = parts, total
+        else:
+            batch = parts[i : i + IOV_MAX]
+            want = sum(map(len, batch))
         done = os.pwritev(fd, batch, offset)
         if done <= 0:
             raise OSError(28, "No space left on device (a write made no progress)")
@@ -361,42 +371,31 @@ def unframe(data: bytes) -> list[bytes]:
     return out
 
 
-def runs(entries: Iterable[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
-    """(first, last, stored_ns, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
+def runs(entries: list[Entry], wires: list[bytes]) -> list[Run]:
+    """(first, last, wire forms) of up to RECORD_ALERTS consecutive entries each: one data record each.
 
-    No Python code runs per alert when the wire forms are made (the input service's, or the writer's
-    `_make_wires` before this): the writer shares the GIL with the publishing threads, so any Python step per
-    alert here slows publishing. `Entry.wire` (a Python call) runs only for entries without one."""
-    out: list[tuple[int, int, int, list[bytes]]] = []
-    items = list(entries)
-    for i in range(0, len(items), RECORD_ALERTS):
-        part = items[i : i + RECORD_ALERTS]
-        first, last = part[0].seq, part[-1].seq
-        if last - first + 1 != len(part):  # not consecutive (never, as the hub drains): one run at a time
-            out.extend(_runs_one_by_one(part, stored_ns))
-            continue
-        wires = list(map(_wire_of, part))
-        if None in wires:
-            wires = list(map(Entry.wire, part))
-        out.append((first, last, stored_ns, wires))
-    return out
-
-
-_wire_of = attrgetter("_wire")
-
-
-def _runs_one_by_one(entries: list[Entry], stored_ns: int) -> list[tuple[int, int, int, list[bytes]]]:
-    out: list[tuple[int, int, int, list[bytes]]] = []
-    wires: list[bytes] = []
-    first = prev = -1
-    for e in entries:
-        if wires and e.seq != prev + 1:
-            out.append((first, prev, stored_ns, wires))
-            wires = []
-        if not wires:
-            first = e.seq
-        wires.append(e.wire())
+    `wires` are the entries' wire forms, taken once by the writer (`_make_wires`) for the store's whole way:
+    no Python code runs per alert from here to the record's write, since the writer shares the GIL with the
+    publishing threads and any step per alert slows publishing."""
+    first, last = entries[0].seq, entries[-1].seq
+    if last - first + 1 == len(entries):  # consecutive (always, as the hub drains)
+        if len(entries) <= RECORD_ALERTS:
+            return [(first, last, wires)]
+        return [
+            (first + i, first + min(i + RECORD_ALERTS, len(entries)) - 1, wires[i : i + RECORD_ALERTS])
+            for i in range(0, len(entries), RECORD_ALERTS)
+        ]
+    out: list[Run] = []
+    part: list[bytes] = []
+    start = prev = -1
+    for e, w in zip(entries, wires):
+        if part and (e.seq != prev + 1 or len(part) == RECORD_ALERTS):
+            out.append((start, prev, part))
+            part = []
+        if not part:
+            start = e.seq
+        part.append(w)
         prev = e.seq
-    if wires:
-        out.append((first, prev, stored_ns, wires))
+    if part:
+        out.append((start, prev, part))
     return out

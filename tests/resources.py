@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -34,6 +34,18 @@ def require_root(what: str) -> None:
     """`missing` unless this process runs as root."""
     if os.geteuid() != 0:
         missing(f"{what} needs root")
+
+
+def compile_bpf(text: str, cflags: list[str]) -> Any:
+    """A bcc `BPF` object for a test's own small program, or `missing` when bcc or root is absent.
+
+    The object is bcc's untyped handle; the tests index its maps by name."""
+    try:
+        from bcc import BPF
+    except ImportError as exc:
+        missing(f"bcc is not importable ({exc})")
+    require_root("loading a BPF program")
+    return BPF(text=text.encode(), cflags=cflags)
 
 
 def shared_path(*parts: str) -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from falconet.sensor.ringbuf import PAGE, Batch, RingBuffer, RingBufferError
 
-from resources import missing
+from resources import compile_bpf, missing
 
 pytestmark = pytest.mark.bpf
 
@@ -77,14 +77,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
 
 class Program:
     def __init__(self, pages: int) -> None:
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            missing(f"bcc is not importable ({exc})")
-        if os.geteuid() != 0:
-            missing("loading a BPF program needs root")
         cflags = [f"-DPAGES={pages}", f"-DMAX={MAX}", f"-DTARGET={os.getpid()}", f"-DRESERVED={RESERVED}"]
-        self.bpf = BPF(text=PROGRAM.encode(), cflags=cflags)
+        self.bpf = compile_bpf(PROGRAM, cflags)
         table = self.bpf[b"pattern"]
         leaf = table.Leaf()
         for i in range(MAX):

@@ -153,6 +153,28 @@ def test_seed_reads_this_process() -> None:
     assert me.fds  # at least stdin/stdout/stderr-like fds
 
 
+def test_seeded_close_on_exec_fds_go_at_exec(tmp_path: Path) -> None:
+    """An fd open before the sensor started keeps its close-on-exec bit from /proc (fdinfo), so the process's
+    next exec drops it from the table, as the kernel closes it; an inheritable fd stays."""
+    keep = os.open(tmp_path / "kept", os.O_WRONLY | os.O_CREAT, 0o600)  # Python makes fds non-inheritable:
+    os.set_inheritable(keep, True)  # this one is inheritable, O_CLOEXEC off
+    gone = os.open(tmp_path / "gone", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        t = s.ProcessTable()
+        t.seed_from_proc()
+        me = t.get(os.getpid())
+        assert me is not None
+        assert me.fds[keep].flags is not None and not me.fds[keep].flags & s.O_CLOEXEC
+        assert me.fds[keep].flags & os.O_ACCMODE == os.O_WRONLY
+        assert me.fds[gone].flags is not None and me.fds[gone].flags & s.O_CLOEXEC
+        after = t.exec(os.getpid(), "/bin/true", ["true"], [], None)
+        assert after.fds[keep].name == str(tmp_path / "kept")
+        assert gone not in after.fds
+    finally:
+        os.close(keep)
+        os.close(gone)
+
+
 def test_seed_spells_a_memfd_exe_as_the_kernel_does() -> None:
     """A process running from a memfd, seeded from /proc: the same exepath an exec seen live gives."""
     import subprocess

@@ -24,7 +24,7 @@ from falconet.sensor.ringbuf import PAGE, Batch, RingBuffer
 from falconet.sensor.sensor import PROBE_C, SensorConfig, SensorError
 from falconet.sensor.wakeup import POLLING, SETTLING, WOKEN, WakeControl, fill_threshold
 
-from resources import missing
+from resources import compile_bpf
 
 pytestmark = pytest.mark.bpf
 
@@ -58,15 +58,9 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
 
 class Program:
     def __init__(self, interval_ms: int) -> None:
-        try:
-            from bcc import BPF
-        except ImportError as exc:
-            missing(f"bcc is not importable ({exc})")
-        if os.geteuid() != 0:
-            missing("loading a BPF program needs root")
         text = PROGRAM.replace("WAKE_H", PROBE_C.with_name("probe_wake.h").read_text())
         cflags = [f"-DPAGES={PAGES}", f"-DMAX={MAX}", f"-DTARGET={os.getpid()}", f"-DWAKE_FILL_BYTES={FILL}"]
-        self.bpf = BPF(text=text.encode(), cflags=cflags)
+        self.bpf = compile_bpf(text, cflags)
         self.ring = RingBuffer(self.bpf[b"events"].map_fd, PAGES * PAGE)
         self.wake = WakeControl(self.bpf[b"wake_ctl"].map_fd, interval_ms)
         self._libc = ctypes.CDLL(None, use_errno=True)

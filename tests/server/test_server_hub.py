@@ -222,3 +222,34 @@ def test_pending_lists_the_oldest_alerts_awaiting_the_next_drain_without_taking_
     assert [e.alert.rule for e in hub.pending(10)] == ["p2", "p3", "p4"]
     hub.drain_unsynced()
     assert hub.pending(10) == []
+
+
+def test_wait_durable_wakes_once_its_alert_is_committed_and_not_at_every_commit_before() -> None:
+    """A publisher waiting for its last alert (the input service's ack) is resolved by the commit that makes it
+    visible; earlier commits leave it waiting and wake no event loop for it. A detached store releases it."""
+    hub = Hub(16, store=_Pending())
+    for i in range(5):
+        hub.publish(make_alert(i))
+
+    async def main() -> tuple[bool, bool, bool, bool]:
+        last = asyncio.ensure_future(hub.wait_durable(5))
+        second = asyncio.ensure_future(hub.wait_durable(2))
+        await asyncio.sleep(0)
+        hub.mark_durable(1)
+        await asyncio.sleep(0.01)
+        none_yet = not last.done() and not second.done()
+        waiting = len(hub._durable_waiters)
+        hub.mark_durable(3)  # from another thread in the server: the writer's
+        await asyncio.wait_for(second, 5)
+        second_only = not last.done() and len(hub._durable_waiters) == 1 and waiting == 2
+        await hub.wait_durable(3)  # already committed: returns at once
+        hub.publish(make_alert(6))
+        sixth = asyncio.ensure_future(hub.wait_durable(6))
+        hub.mark_durable(5)
+        await asyncio.wait_for(last, 5)
+        still = not sixth.done()
+        hub.detach_store()  # memory only from now: everything published is visible
+        await asyncio.wait_for(sixth, 5)
+        return none_yet, second_only, still, hub._durable_waiters == []
+
+    assert asyncio.run(main()) == (True, True, True, True)
