@@ -15,13 +15,17 @@ tracee's CPU and resumes it there, keeping the tracee's affinity narrowed across
 places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0); `ptrace-3stop` the default C loop with
 every kept-back open's exit stop kept (session 6's 3 stops per open/read/close, FALCONET_PTRACE_SKIP_EXIT=0);
 `ptrace-noguard` the default without the busy-CPU guard (FALCONET_PTRACE_GUARD_NS=0: placement never backs off
-when the tracer waits for its CPU). Every repeat runs
+when the tracer waits for its CPU). `floor-2` and `floor-1` (open loop only) are not Falconet: bench/ptrace_floor.c,
+a minimal C tracer that reads what the driver reads at each stop (PTRACE_GET_SYSCALL_INFO, the path with
+process_vm_readv) and answers at once, tracer and loop pinned to one CPU (what placement achieves), with the
+driver's 2 stops per iteration (openat's and close's seccomp stops) and with 1 (close not traced): the cost of
+the stops themselves on this machine, against which the `ptrace` row is judged. Every repeat runs
 every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
 stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
 against bare. Needs root for the eBPF row only (--no-ebpf skips it).
 
     python -m bench.ptrace_overhead [--open N] [--exec N] [--getpid N] [--read64 N] [--repeat N] [--no-ebpf]
-        [--no-py] [--no-nopl] [--no-wake] [--no-3stop] [--no-noguard]
+        [--no-py] [--no-nopl] [--no-wake] [--no-3stop] [--no-noguard] [--no-floor]
 """
 
 from __future__ import annotations
@@ -47,6 +51,24 @@ def build(directory: Path) -> Path:
     out = directory / "ptrace_loops"
     subprocess.run(["gcc", "-O2", "-o", str(out), str(Path(__file__).with_name("ptrace_loops.c"))], check=True)
     return out
+
+
+def build_floor(directory: Path) -> Path:
+    out = directory / "ptrace_floor"
+    subprocess.run(["gcc", "-O2", "-o", str(out), str(Path(__file__).with_name("ptrace_floor.c"))], check=True)
+    return out
+
+
+def floor(tracer: Path, loops: Path, stops: int, n: int) -> Figures:
+    """The minimal C tracer on the open loop, both pinned to this process's first allowed CPU (placement's
+    end state): 2 stops per iteration (openat's and close's seccomp stops, the driver's) or 1 (close not
+    traced), reading at each stop what the driver reads."""
+    cpu = min(os.sched_getaffinity(0))
+    done = subprocess.run(["taskset", "-c", str(cpu), str(tracer), "2c" if stops == 2 else "1", str(loops),
+                           "open", str(n)], capture_output=True, text=True, check=True,
+                          env=dict(os.environ, READ="1"))
+    wall, cpu_ns = _parse(done.stdout)
+    return wall, cpu_ns, 0.0, float(stops)
 
 
 def _parse(stdout: str) -> tuple[float, float]:
@@ -119,6 +141,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-wake", action="store_true", help="leave out the per-wake-up placement rows")
     p.add_argument("--no-3stop", action="store_true", help="leave out the rows with the kept-back exit stops")
     p.add_argument("--no-noguard", action="store_true", help="leave out the rows without the busy-CPU guard")
+    p.add_argument("--no-floor", action="store_true", help="leave out the minimal C tracer's rows (floor-2, floor-1)")
     args = p.parse_args(argv)
     left_out = {"ptrace-py": args.no_py, "ptrace-nopl": args.no_nopl, "ptrace-wake": args.no_wake,
                 "ptrace-3stop": args.no_3stop, "ptrace-noguard": args.no_noguard}
@@ -132,6 +155,7 @@ def main(argv: list[str]) -> int:
     rows: dict[tuple[str, str], Figures] = {}
     with tempfile.TemporaryDirectory() as tmp:
         loops = build(Path(tmp))
+        floor_tracer = None if args.no_floor else build_floor(Path(tmp))
         config = Path(tmp) / "falconet.yaml"
         config.write_text(f"rules_files: [{DEFAULT_RULES}]\nstdout_output: {{enabled: false}}\n"
                           "grpc: {enabled: false}\nwebserver: {enabled: false}\n")
@@ -143,6 +167,10 @@ def main(argv: list[str]) -> int:
                 for variant in variants if mode in ("open", "exec") else variants[:1]:  # untraced: no stops
                     runs.setdefault((variant, mode), []).append(
                         traced_with_cpu(loops, mode, n[mode], config, variant))
+                if mode == "open" and floor_tracer is not None:
+                    for floor_stops in (2, 1):
+                        runs.setdefault((f"floor-{floor_stops}", mode), []).append(
+                            floor(floor_tracer, loops, floor_stops, n[mode]))
             if not args.no_ebpf:
                 with Daemon([DEFAULT_RULES]):
                     for mode in modes:
@@ -153,7 +181,8 @@ def main(argv: list[str]) -> int:
           f"{'tracer CPU ns/it':>16} {'stops/it':>8}")
     for (driver, mode), (wall, cpu, tracer, stops) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         bw, bc, _, _ = rows[("bare", mode)]
-        extra = f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace") else ""
+        extra = (f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace")
+                 else f"{'':16} {stops:8.2f}" if driver.startswith("floor") else "")
         print(f"{mode:7} {driver:11} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
     for mode in ("getpid", "read64"):  # what the filter alone costs an untraced syscall
         if ("ptrace", mode) in rows:
