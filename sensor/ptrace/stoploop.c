@@ -169,6 +169,7 @@ typedef struct {
     long long delay0, stops0;       /* run_delay (ns) and stops at the last check */
     long long backoff_ns, backoff_until;  /* the current back-off and when it ends (CLOCK_MONOTONIC) */
     long long backoffs;             /* times the guard unpinned this thread */
+    int busy_windows;               /* consecutive windows over guard_ns per stop (GUARD_WINDOWS back off) */
     int home_saved;
     cpu_set_t home;                 /* this thread's mask before its first pin, given back by the guard */
     int dir_fds;                    /* /proc/TID/fd directories held open (tasks' fd_dir) */
