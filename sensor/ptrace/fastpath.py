@@ -121,6 +121,7 @@ class Hidden(Protocol):
     def fds_known(self, tgid: int, fd: int) -> bool | None: ...
     def fds_fork(self, parent: int, child: int, share: bool) -> None: ...
     def fds_unshare(self, tgid: int) -> None: ...
+    def fds_same(self, a: int, b: int) -> bool: ...
     def set_skip(self, skip: bool) -> None: ...
 
 
@@ -159,6 +160,10 @@ class HiddenFds:
         known = self._known.get(tgid)
         if known is not None and any(v is known for k, v in self._known.items() if k != tgid):
             self._known[tgid] = set(known)
+
+    def fds_same(self, a: int, b: int) -> bool:
+        known = self._known.get(a)
+        return a == b or (known is not None and known is self._known.get(b))
 
     def set_skip(self, skip: bool) -> None:
         self.skip = skip
@@ -252,6 +257,19 @@ class StopLoop:
 
     def fds_unshare(self, tgid: int) -> None:
         self._mod.fds_unshare(self._st, tgid)
+
+    def fds_same(self, a: int, b: int) -> bool:
+        """Whether the two processes are one fd table (the same process, or sets shared by CLONE_FILES)."""
+        return self._mod.fds_same(self._st, a, b)
+
+    def closing(self, tgid: int, fd: int) -> tuple[int, tuple[int, int, int, int, int, int]] | None:
+        """A close of fd in tgid's fd table whose seccomp stop was answered in C and whose exit stop was not
+        handed over yet: (its tid, its entry arguments); None when there is none (stoploop_fds.h closing_find)."""
+        return self._mod.closing(self._st, tgid, fd)
+
+    def closed_early(self, tid: int) -> None:
+        """That close was recorded (before its exit stop): no longer in flight."""
+        self._mod.closed_early(self._st, tid)
 
     def set_skip(self, skip: bool) -> None:
         """Closes are state-only (no rule on close): kept-back opens skip their exit stop (any thread)."""

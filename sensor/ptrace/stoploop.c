@@ -148,6 +148,7 @@ typedef struct {
     table_t tasks;   /* tid -> tgid, and a kept-back open waiting for its exit stop */
     table_t hidden;  /* tgid << 32 | fd of the fds of kept-back opens (when they take their exit stop) */
     table_t procs;   /* tgid -> the fds the engine may know (stoploop_fds.h); no entry: everything known */
+    table_t closing; /* tid -> a close entered here, its exit stop not handed over yet (stoploop_fds.h) */
     int skip;        /* closes are state-only: kept-back opens skip their exit stop (atomic: set_skip) */
     decision_t *cache;
     size_t cached;
@@ -426,8 +427,12 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
     task->nr = nr;
     memcpy(task->args, info.seccomp.args, sizeof task->args);
     task->may_be_dir = hide && (need & OPEN_READ) && !(need & OPEN_WRITE);
+    if (kind == NR_CLOSE) closing_put(st, pid, task);
     /* a child inherits its parent's mask: a fork-family syscall runs with the tracee's own */
-    if (resume(st, task, pid, PTRACE_SYSCALL, 0, forks(nr) ? OWN_MASK : KEEP) != 0) task->pending = 0;
+    if (resume(st, task, pid, PTRACE_SYSCALL, 0, forks(nr) ? OWN_MASK : KEEP) != 0) {
+        task->pending = 0;
+        if (kind == NR_CLOSE) table_del(&st->closing, (uint64_t)pid);
+    }
     return 1;
 }
 
@@ -499,6 +504,7 @@ static int loop(state_t *st, handed_t *out) {
         out->nr = -1;
         if (task && task->pending) {
             task->pending = 0;
+            if (st->kind[task->nr] == NR_CLOSE && st->closing.count) table_del(&st->closing, (uint64_t)pid);
             out->nr = task->nr;
             memcpy(out->args, task->args, sizeof out->args);
             out->hide = task->hide;
@@ -518,6 +524,7 @@ static void state_release(state_t *st) {
         if (st->tasks.slots[i].used) task_release(st, &st->tasks.slots[i]);
     free(st->tasks.slots);
     free(st->hidden.slots);
+    free(st->closing.slots);
     procs_release(st);
     free(st->cache);
     free(st->seen);
@@ -549,6 +556,7 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     if (table_init(&st->tasks, 64) < 0 || table_init(&st->hidden, 64) < 0 || table_init(&st->procs, 64) < 0
+        || table_init(&st->closing, 16) < 0
         || !(st->cache = calloc(CACHE_SLOTS, sizeof(decision_t)))
         || !(st->seen = calloc(CPUS_TRACKED, sizeof *st->seen))) {
         state_release(st);
@@ -604,6 +612,7 @@ static PyObject *py_task(PyObject *self, PyObject *args) {
         task_release(st, s);
         serial_done(st, s);
     } else if (!(s = table_put(&st->tasks, (uint64_t)tid))) return PyErr_NoMemory();
+    table_del(&st->closing, (uint64_t)tid);
     s->fd_dir = -1;
     s->kept = 0;
     give_back(st, tid, 1);
@@ -627,6 +636,7 @@ static PyObject *py_forget(PyObject *self, PyObject *args) {
     }
     give_back(st, tid, 0);
     table_del(&st->tasks, (uint64_t)tid);
+    table_del(&st->closing, (uint64_t)tid);
     Py_RETURN_NONE;
 }
 
@@ -739,6 +749,39 @@ static PyObject *py_fds_unshare(PyObject *self, PyObject *args) {
         if (proc_set(st, tgid, own) < 0) return PyErr_NoMemory();
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *py_closing(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tgid, fd;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    const slot_t *c = closing_find(st, tgid, fd);
+    if (!c) Py_RETURN_NONE;
+    return Py_BuildValue("(i(KKKKKK))", (int)c->key, (unsigned long long)c->args[0], (unsigned long long)c->args[1],
+                         (unsigned long long)c->args[2], (unsigned long long)c->args[3],
+                         (unsigned long long)c->args[4], (unsigned long long)c->args[5]);
+}
+
+static PyObject *py_closed_early(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int tid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tid)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    table_del(&st->closing, (uint64_t)tid);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fds_same(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int a, b;
+    if (!PyArg_ParseTuple(args, "Oii", &capsule, &a, &b)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    fdset_t *set = proc_fds(st, a);
+    return PyBool_FromLong(a == b || (set != NULL && set == proc_fds(st, b)));
 }
 
 static PyObject *py_set_skip(PyObject *self, PyObject *args) {
@@ -855,6 +898,10 @@ static PyMethodDef methods[] = {
     {"fds_known", py_fds_known, METH_VARARGS, "fds_known(state, tgid, fd) -> bool | None (None: no set)"},
     {"fds_fork", py_fds_fork, METH_VARARGS, "fds_fork(state, parent, child, share): copy or share the set"},
     {"fds_unshare", py_fds_unshare, METH_VARARGS, "fds_unshare(state, tgid): a shared set becomes its own"},
+    {"closing", py_closing, METH_VARARGS, "closing(state, tgid, fd) -> (tid, args) of a close of fd in tgid's fd "
+     "table entered here whose exit stop was not handed over yet, or None"},
+    {"closed_early", py_closed_early, METH_VARARGS, "closed_early(state, tid): its pending close was recorded"},
+    {"fds_same", py_fds_same, METH_VARARGS, "fds_same(state, a, b) -> whether the two processes share one set"},
     {"set_skip", py_set_skip, METH_VARARGS, "set_skip(state, skip): closes are state-only (kept-back opens skip "
      "their exit stop)"},
     {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},

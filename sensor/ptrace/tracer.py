@@ -49,6 +49,7 @@ _SETPGID_NR = sc.BY_NAME["setpgid"].nr
 FD_CREATES_RES, FD_CREATES_PAIR, FD_CLOSES = 1, 2, 3  # Spec.fdeffect (probe.c FD_*)
 CLONE_FILES, AT_FDCWD, O_LARGEFILE = 0x400, -100, 0o100000
 _OPENAT_NR = sc.BY_NAME["openat"].nr
+_CLOSE = sc.BY_NAME["close"]
 _FD_PARAMS = frozenset({"fd", "oldfd", "dirfd", "olddirfd", "newdirfd", "linkdirfd"})
 """Parameters naming an fd whose Fd the engine reads for the event or copies into its tables (not `newfd`,
 which dup2/dup3 replace): a directory the engine never learned is learned late (Tracer._late_dirs)."""
@@ -120,6 +121,10 @@ class Tracer:
         self._filtered = 0  # opens kept back and their closes here (the probe's CNT_PATH_FILTERED)
         self._skip = False  # closes are state-only: kept-back opens skip their exit stop (close_events)
         self.late_dirs = 0  # directory fds of kept-back opens the engine learned late (_late_dir)
+        self._closing: dict[int, tuple[int, int]] = {}  # tid -> (tgid, fd): a close entered here, not exited
+        self._closed_early: set[int] = set()  # tids whose close in flight was recorded already (_close_first)
+        self._other_info = k.SyscallInfo()  # another task's stop read while this one's info is in use
+        self.closes_first = 0  # closes recorded before their exit stop (_close_first)
 
     @property
     def open_filter(self) -> OpenFilter | None:
@@ -348,6 +353,8 @@ class Tracer:
 
     def _gone(self, pid: int, status: int) -> None:
         t = self.tasks.pop(pid, None)
+        self._closing.pop(pid, None)
+        self._closed_early.discard(pid)
         if self.loop is not None:
             self.loop.forget(pid)
         if pid == self.root_pid:
@@ -411,6 +418,8 @@ class Tracer:
             return
         t.awaiting = nr
         t.entry_args = args
+        if spec.fdeffect == FD_CLOSES:  # in flight until its exit stop (_close_first)
+            self._closing[t.tid] = (t.tgid, _i32(args[0]))
         if spec.pathfilter and self._judge_open(t, spec, args):
             t.awaiting = -1  # kept back, and its fd is needed by no close: no exit stop
             self._filtered += 1
@@ -477,8 +486,15 @@ class Tracer:
             return
         if spec.forks and res == 0:
             return
+        if spec.fdeffect == FD_CLOSES:
+            self._closing.pop(t.tid, None)
+            if t.tid in self._closed_early:  # recorded when another thread got its fd back (_close_first)
+                self._closed_early.discard(t.tid)
+                return
         if spec.fdeffect and self._fd_effect(t, spec, res):
             return
+        if spec.fdeffect in (FD_CREATES_RES, FD_CREATES_PAIR):
+            self._close_first(t, spec, res)
         if self._skip and _FD_ARGS.get(nr):
             self._late_dirs(t, nr)
         self._learn(t, spec, res)
@@ -501,10 +517,8 @@ class Tracer:
         if spec.fdeffect == FD_CREATES_RES and res >= 0:
             self.hidden.unhide(t.tgid, res)
         elif spec.fdeffect == FD_CREATES_PAIR and res == 0:
-            raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
-            if len(raw) == 8:
-                self.hidden.unhide(t.tgid, _i32(int.from_bytes(raw[:4], "little")))
-                self.hidden.unhide(t.tgid, _i32(int.from_bytes(raw[4:], "little")))
+            for fd in self._pair(t, spec):
+                self.hidden.unhide(t.tgid, fd)
         if not t.hide:
             return False
         t.hide = False
@@ -522,14 +536,65 @@ class Tracer:
         if eff == FD_CREATES_RES and res >= 0:
             self.hidden.fds_learn(t.tgid, res)
         elif eff == FD_CREATES_PAIR and res == 0:
-            raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
-            if len(raw) == 8:
-                self.hidden.fds_learn(t.tgid, _i32(int.from_bytes(raw[:4], "little")))
-                self.hidden.fds_learn(t.tgid, _i32(int.from_bytes(raw[4:], "little")))
+            for fd in self._pair(t, spec):
+                self.hidden.fds_learn(t.tgid, fd)
         elif eff == FD_CLOSES and res == 0:
             self.hidden.fds_learn(t.tgid, _i32(t.entry_args[0]), False)
         if spec.sockfd != sc.NO_ARG and spec.sockfd != sc.SOCKFD_RES:
             self.hidden.fds_learn(t.tgid, _i32(t.entry_args[spec.sockfd]))
+
+    def _pair(self, t: _Task, spec: sc.Spec) -> tuple[int, ...]:
+        """The two fds a pipe/socketpair wrote to the tracee's int[2]."""
+        raw = k.read_mem(t.tid, t.entry_args[spec.blob], 8)
+        if len(raw) != 8:
+            return ()
+        return _i32(int.from_bytes(raw[:4], "little")), _i32(int.from_bytes(raw[4:], "little"))
+
+    def _close_first(self, t: _Task, spec: sc.Spec, res: int) -> None:
+        """Records first the close, still in flight, of an fd number this record gives the engine anew.
+
+        Records are built in the order the tracer reaps stops, and waitpid reports stopped tracees by their place
+        in its list (newest first), not by when they stopped: thread A's close of N and thread B's open that got
+        N back at once can be reaped open first, and the engine would add N and then remove it (B's fd lost,
+        stoploop_fds.h). A close cannot free N before the tracer resumes A from its seccomp stop, so a close of N
+        in the same fd table entered and not yet exited when another syscall's exit gives N has freed it: it is
+        recorded here, before, with its result when A already waits at its exit stop, else 0 (the fd was freed,
+        as its reuse shows; a flush error, EIO or EINTR, which frees it too, is then not reported), and not again
+        at its exit stop."""
+        if not self._closing and self.loop is None:
+            return
+        fds = (res,) if spec.fdeffect == FD_CREATES_RES and res >= 0 else \
+            self._pair(t, spec) if spec.fdeffect == FD_CREATES_PAIR and res == 0 else ()
+        for fd in fds:
+            got = self._in_flight(t.tgid, fd)
+            closer = self.tasks.get(got[0]) if got is not None else None
+            if got is None or closer is None:
+                continue
+            tid, args = got
+            done = 0
+            try:
+                if k.syscall_info(tid, self._other_info) == k.SYSCALL_INFO_EXIT:
+                    done = self._other_info.rval()
+            except OSError:
+                pass  # still running its close (not stopped yet)
+            self.sink(pack(REC_SYSCALL, tid, self._ident(closer), _CLOSE.nr, done, args,
+                           self._segments(tid, _CLOSE, args, done), init_ts=self._init_ts))
+            if done == 0:
+                self.hidden.fds_learn(closer.tgid, fd, False)
+            self._closing.pop(tid, None)
+            if self.loop is not None:
+                self.loop.closed_early(tid)
+            self._closed_early.add(tid)
+            self.closes_first += 1
+
+    def _in_flight(self, tgid: int, fd: int) -> tuple[int, tuple[int, ...]] | None:
+        """A close of fd in tgid's fd table entered and not exited: (its tid, its entry arguments)."""
+        for tid, (owner, num) in self._closing.items():
+            if num == fd and self.hidden.fds_same(owner, tgid):
+                closer = self.tasks.get(tid)
+                if closer is not None:
+                    return tid, closer.entry_args
+        return self.loop.closing(tgid, fd) if self.loop is not None else None
 
     def _late_dirs(self, t: _Task, nr: int) -> None:
         """An fd argument the engine cannot know (not in the may-know set) that is a directory now: a kept-back

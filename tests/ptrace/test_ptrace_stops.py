@@ -7,9 +7,8 @@ in the per-process set of fds the engine may know. These tests show the engine's
 - a kept-back read-only open of a directory (which the probe never keeps back) is learned before a record uses
   it: a relative openat through it names the full path, and fcntl on it names the directory;
 - fork copies the set, CLONE_FILES shares it, exec keeps it; a fork/exec/exit storm of processes gives every
-  process's fcntl the right name (one thread each: records of one process's threads follow the order the
-  tracer handles their exit stops, not the order the syscalls ran, so an fd closed by one thread and reused by
-  another at once can be recorded reopened-then-closed, under the old exit stops too; not this change's);
+  process's fcntl the right name (an fd closed by one thread and reused by another at once:
+  test_ptrace_fdorder.py);
 - the C loop and the pure-Python loop give the same events, and the C loop makes 2 stops, not 3, per kept-back
   open/read/close.
 No root needed: the tracer traces its own child.
