@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from falconet.model.event import Event
 from falconet.model.prefilter import EventGate
@@ -79,17 +80,20 @@ class PtraceSource:
         from falconet.sensor import syscalls as sc
         from falconet.sensor.enricher import Enricher
         from falconet.sensor.ptrace.tracer import Tracer, traced_names
+        from falconet.sensor.state import fd_from_link
 
         self.command, self.pids = command, pids
         self._log = log
         known = frozenset(sc.BY_NAME)
         wanted = known - sc.NAMED_ONLY if syscalls is None else syscalls & known
         self.enricher = Enricher(wanted=set(wanted), mono_to_epoch_ns=wall_minus(time.CLOCK_MONOTONIC))
-        self._records: list[bytes] = []
+        self._records: list[bytes | _Learned] = []  # in the tracer's order: records and fds learned from /proc
         self._cond = threading.Condition()
         self._done = False
         self.tracer = Tracer(self._sink, log, traced_names(frozenset(wanted)), snaplen=snaplen)
         self.tracer.close_events = "close" in wanted
+        self.tracer.learn_fd = self._learn_fd
+        self._fd_from_link = fd_from_link
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._go = threading.Event()
@@ -97,11 +101,16 @@ class PtraceSource:
         self.events = 0
         self._switch_before: float | None = None
 
-    def _sink(self, record: bytes) -> None:
+    def _sink(self, record: bytes | _Learned) -> None:
         with self._cond:
             self._records.append(record)
             if len(self._records) == 1:  # the poller waits only on an empty batch: one wake-up per batch
                 self._cond.notify()
+
+    def _learn_fd(self, tgid: int, fd: int, target: str, flags: int | None) -> None:
+        """An fd the engine never saw, read from /proc before its close (Tracer._learn_fd): into the tables in
+        record order, as the start-up seeding puts a process's fds there."""
+        self._sink(_Learned(tgid, fd, target, flags))
 
     def start(self) -> None:
         self._log(LIMITS)
@@ -203,6 +212,8 @@ class PtraceSource:
                                  f" wake-ups placed there, {place.given_back} masks given back after a pause,"
                                  f" {place.backoffs} busy-CPU back-offs)")
                 late = f" ({self.tracer.late_dirs} directory fds learned late)" if self.tracer.late_dirs else ""
+                if self.tracer.learned_fds:
+                    late += f" ({self.tracer.learned_fds} fds learned from /proc at their close)"
                 self._log(f"ptrace: the workload ended ({_describe(status)}); {self.tracer.stops} stops"
                           f"{answered}; {self.tracer.path_filtered} opens and closes kept back by the open filter"
                           f"{late}")
@@ -210,6 +221,9 @@ class PtraceSource:
             return None
         out: list[Event] = []
         for data in records:
+            if isinstance(data, _Learned):
+                self.enricher.table.add_fd(data.tgid, self._fd_from_link(data.fd, data.target, data.flags))
+                continue
             ev = self.enricher.feed(data)
             if ev is not None:
                 out.append(ev)
@@ -232,6 +246,13 @@ class PtraceSource:
         if self._switch_before is not None:
             sys.setswitchinterval(self._switch_before)
             self._switch_before = None
+
+
+class _Learned(NamedTuple):
+    tgid: int
+    fd: int
+    target: str
+    flags: int | None
 
 
 def _describe(status: int) -> str:

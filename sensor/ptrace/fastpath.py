@@ -275,6 +275,10 @@ class StopLoop:
         """Closes are state-only (no rule on close): kept-back opens skip their exit stop (any thread)."""
         self._mod.set_skip(self._st, skip)
 
+    def set_learn(self, learn: bool) -> None:
+        """Closes of fds not in their process's set stop at entry for Python to learn the fd (any thread)."""
+        self._mod.set_learn(self._st, learn)
+
     def epoch(self) -> int:
         return self._mod.epoch(self._st)
 

@@ -150,6 +150,7 @@ typedef struct {
     table_t procs;   /* tgid -> the fds the engine may know (stoploop_fds.h); no entry: everything known */
     table_t closing; /* tid -> a close entered here, its exit stop not handed over yet (stoploop_fds.h) */
     int skip;        /* closes are state-only: kept-back opens skip their exit stop (atomic: set_skip) */
+    int learn;       /* closes became events after being state-only: unknown fds learned (atomic: set_learn) */
     decision_t *cache;
     size_t cached;
     unsigned cache_epoch;
@@ -404,6 +405,8 @@ static int on_seccomp(state_t *st, pid_t pid, slot_t *task) {
         resume(st, task, pid, PTRACE_CONT, 0, KEEP);  /* a tracee killed meanwhile: its exit comes next */
         return 1;
     }
+    if (kind == NR_CLOSE && close_learns(st, task->tgid, (long)(int)info.seccomp.args[0]))
+        return 0;  /* its fd is learned by Python from /proc before the close runs */
     if (kind == NR_OPEN_FLAGS || kind == NR_OPEN_WRITE) {
         need = kind == NR_OPEN_WRITE ? OPEN_WRITE | OPEN_OTHER : open_need(info.seccomp.args[st->flags_arg[nr]]);
         if (!(need & OPEN_KEEP)) {  /* tracer.py _judge_open: an unreadable or too long path is never kept back */
@@ -794,6 +797,16 @@ static PyObject *py_set_skip(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_set_learn(PyObject *self, PyObject *args) {
+    PyObject *capsule;
+    int learn;
+    if (!PyArg_ParseTuple(args, "Op", &capsule, &learn)) return NULL;
+    state_t *st = get_state(capsule);
+    if (!st) return NULL;
+    __atomic_store_n(&st->learn, learn, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_decide(PyObject *self, PyObject *args) {
     PyObject *capsule;
     const char *path;
@@ -904,6 +917,8 @@ static PyMethodDef methods[] = {
     {"fds_same", py_fds_same, METH_VARARGS, "fds_same(state, a, b) -> whether the two processes share one set"},
     {"set_skip", py_set_skip, METH_VARARGS, "set_skip(state, skip): closes are state-only (kept-back opens skip "
      "their exit stop)"},
+    {"set_learn", py_set_learn, METH_VARARGS, "set_learn(state, learn): the seccomp stop of a close of an fd not in "
+     "its process's set goes to Python (its fd is learned from /proc)"},
     {"decide", py_decide, METH_VARARGS, "decide(state, path, need, epoch, drop): the filter's decision on this open"},
     {"epoch", py_epoch, METH_VARARGS, "epoch(state) -> the decision cache's current epoch"},
     {"bump_epoch", py_bump_epoch, METH_VARARGS, "bump_epoch(state): the open filter was replaced"},

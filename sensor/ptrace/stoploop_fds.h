@@ -116,6 +116,15 @@ static int close_unknown(state_t *st, int tgid, long fd) {
     return s && !fdset_has(s, fd);
 }
 
+/* Whether the seccomp stop of this close goes to Python for its fd to be learned from /proc before it runs:
+ * closes are events again after a reload turned a close rule on (st->learn), and its fd is not in the set, so
+ * it may be one a kept-back open made with no exit stop, which the engine never saw (tracer.py _learn_fd). */
+static int close_learns(state_t *st, int tgid, long fd) {
+    if (!__atomic_load_n(&st->learn, __ATOMIC_ACQUIRE) || __atomic_load_n(&st->skip, __ATOMIC_ACQUIRE)) return 0;
+    fdset_t *s = proc_fds(st, tgid);
+    return s && !fdset_has(s, fd);
+}
+
 /* Whether a kept-back open of this process may skip its exit stop (closes state-only, the process has a set). */
 static int open_skips_exit(state_t *st, int tgid) {
     return __atomic_load_n(&st->skip, __ATOMIC_ACQUIRE) && proc_fds(st, tgid) != NULL;

@@ -33,9 +33,13 @@ from falconet.sensor.ptrace.openfilter import OPEN_KEEP, OPEN_READ, OPEN_WRITE, 
 from falconet.sensor.ptrace.procfs import Identity
 from falconet.sensor.ptrace.records import U32, pack, sockinfo, strv
 from falconet.sensor.ptrace.seccomp import DATA_FOREIGN, build_filter
+from falconet.sensor.state import fd_flags
 from falconet.sensor.record import REC_EXECARGS, REC_EXECENV, REC_EXIT, REC_FORK, REC_SYSCALL
 
 Sink = Callable[[bytes], None]
+LearnFd = Callable[[int, int, str, int | None], None]
+"""(process, fd number, its /proc/TID/fd link, its fdinfo flags): an fd the engine must learn before the next
+record (Tracer._learn_fd), called in record order on the tracer thread."""
 Log = Callable[[str], None]
 
 CLONE_THREAD, CLONE_VM, CLONE_VFORK, SIGCHLD = 0x10000, 0x100, 0x4000, 17
@@ -125,6 +129,9 @@ class Tracer:
         self._closed_early: set[int] = set()  # tids whose close in flight was recorded already (_close_first)
         self._other_info = k.SyscallInfo()  # another task's stop read while this one's info is in use
         self.closes_first = 0  # closes recorded before their exit stop (_close_first)
+        self.learn_fd: LearnFd | None = None
+        self._learning = False  # closes turned into events after being state-only (close_events)
+        self.learned_fds = 0  # fds learned from /proc at their close's seccomp stop (_learn_fd)
 
     @property
     def open_filter(self) -> OpenFilter | None:
@@ -148,7 +155,11 @@ class Tracer:
         kept-back open skips its exit stop, whose only use was to learn the fd to hide (stoploop_fds.h). With
         close rules the hidden-fd sets keep the exact eBPF behaviour: a close of an fd the engine never saw is
         still an event there, unless its open was kept back."""
-        self._skip = not wanted and fastpath.skip_wanted()
+        was, self._skip = self._skip, not wanted and fastpath.skip_wanted()
+        if was and not self._skip and not self._learning:  # fds kept back meanwhile: never seen by the engine
+            self._learning = True
+            if self.loop is not None:
+                self.loop.set_learn(True)
         self.hidden.set_skip(self._skip)
 
     def seed_fds(self, tgid: int, fds: Iterable[int]) -> None:
@@ -174,6 +185,7 @@ class Tracer:
             self.loop = fastpath.StopLoop(self.traced, self._placement)
             self.hidden = self.loop
             self.hidden.set_skip(self._skip)
+            self.loop.set_learn(self._learning)
             numbers |= self.loop.filter_extra()
         program = build_filter(numbers)
         rfd, wfd = os.pipe()
@@ -211,6 +223,7 @@ class Tracer:
             self.loop = fastpath.StopLoop(self.traced, self._placement)
             self.hidden = self.loop
             self.hidden.set_skip(self._skip)
+            self.loop.set_learn(self._learning)
         done: list[int] = []
         for pid in pids:
             self.hidden.fds_track(pid)  # the source seeds it (seed_fds) before it runs
@@ -420,6 +433,8 @@ class Tracer:
         t.entry_args = args
         if spec.fdeffect == FD_CLOSES:  # in flight until its exit stop (_close_first)
             self._closing[t.tid] = (t.tgid, _i32(args[0]))
+            if self._learning and not self._skip and self.hidden.fds_known(t.tgid, _i32(args[0])) is False:
+                self._learn_fd(t, _i32(args[0]))
         if spec.pathfilter and self._judge_open(t, spec, args):
             t.awaiting = -1  # kept back, and its fd is needed by no close: no exit stop
             self._filtered += 1
@@ -542,6 +557,22 @@ class Tracer:
             self.hidden.fds_learn(t.tgid, _i32(t.entry_args[0]), False)
         if spec.sockfd != sc.NO_ARG and spec.sockfd != sc.SOCKFD_RES:
             self.hidden.fds_learn(t.tgid, _i32(t.entry_args[spec.sockfd]))
+
+    def _learn_fd(self, t: _Task, fd: int) -> None:
+        """At the seccomp stop of a close of an fd the engine may not know, once a reload turned a close rule on
+        after closes were state-only: the fd may come from an open kept back meanwhile with no exit stop (no
+        record, not hidden), so the close would reach the rules with no fd at all. It has not run yet, so
+        /proc/TID/fd/N still names the file: the engine learns the fd from there (as the start-up seeding
+        learns a process's fds) before the close record, and its close carries the name. An fd /proc no longer
+        shows (another thread closed it) is left unknown: its fd fields read <NA>."""
+        try:
+            target = os.readlink(f"/proc/{t.tid}/fd/{fd}")
+        except OSError:
+            return
+        if self.learn_fd is not None:
+            self.learn_fd(t.tgid, fd, target, fd_flags(Path(f"/proc/{t.tid}"), str(fd)))
+        self.hidden.fds_learn(t.tgid, fd)
+        self.learned_fds += 1
 
     def _pair(self, t: _Task, spec: sc.Spec) -> tuple[int, ...]:
         """The two fds a pipe/socketpair wrote to the tracee's int[2]."""
