@@ -144,6 +144,8 @@ class ProcessTable:
             p.exepath = exepath
         elif filename:
             p.exepath = resolve_path(base, filename)
+        else:
+            p.exepath = ""  # a new image of no known path: not the old image's
         p.exe = argv[0] if argv else (filename or "")
         p.args = argv[1:]
         p.env = env

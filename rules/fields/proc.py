@@ -248,14 +248,14 @@ def _env_value(env: list[str], key: str) -> str | None:
 
 def _env_build(arg: str | None) -> Callable[[Event], Any]:
     if arg is None:
-        return lambda e: " ".join(e.proc.env)
+        return lambda e: " ".join(p.env) if (p := e.proc).args_known else None
     key = arg
     return lambda e: _env_value(e.proc.env, key)
 
 
 def _aenv_build(arg: str | None) -> Callable[[Event], Any]:
     if arg is None:
-        return lambda e: " ".join(e.proc.parent.env) if e.proc.parent else None
+        return lambda e: " ".join(p.env) if (p := e.proc.parent) and p.args_known else None
     key = arg
 
     def find(e: Event) -> str | None:

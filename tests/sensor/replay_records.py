@@ -49,7 +49,15 @@ def event_json(data: dict[str, object]) -> str:
 
 
 def load_events(path: Path = EVENTS) -> list[dict[str, object]]:
-    return [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+    """The recorded events, with the Process fields added since given the value the code of that day meant:
+    `args_known` true (every exec of the recording was joined to its argument record)."""
+    events = [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
+    for event in events:
+        proc = event.get("proc")
+        while isinstance(proc, dict):
+            proc.setdefault("args_known", True)
+            proc = proc.get("parent")
+    return events
 
 
 def record() -> None:  # pragma: no cover - a maintainer's tool, run by hand as root
