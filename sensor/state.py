@@ -107,10 +107,12 @@ class ProcessTable:
         return self.procs.get(pid)
 
     def ensure(self, pid: int) -> ProcInfo:
-        """The process, created empty when an event names one the tables never saw."""
+        """The process, created empty when an event names one the tables never saw (its fork and exec records
+        were dropped, or it ran before the tables were seeded): its image is unknown, so its arguments are too
+        (args_known False: proc.cmdline <NA>, not the bare name of a process without arguments)."""
         p = self.procs.get(pid)
         if p is None:
-            p = self.procs[pid] = ProcInfo(pid)
+            p = self.procs[pid] = ProcInfo(pid, args_known=False)
             self.epoch += 1
         return p
 

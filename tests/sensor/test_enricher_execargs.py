@@ -84,3 +84,13 @@ def test_a_failed_exec_without_its_arguments_shows_them_unknown(tmp_path: Path) 
     ev = e.feed(_rec(r.REC_SYSCALL, 60, nr=EXECVE, res=-2, comm="nginx"))
     assert ev is not None and ev.args["args"] is None and ev.args["exe"] is None
     assert ev.proc.args_known  # a failed exec changes no image
+
+
+def test_a_process_the_tables_never_saw_has_unknown_arguments(tmp_path: Path) -> None:
+    """Its fork and exec records were dropped (or it ran before seeding): the first event naming it makes an
+    empty entry, whose image is unknown; `python3` alone would read as a python3 run without arguments."""
+    e = _enricher(tmp_path)
+    close = 3
+    ev = e.feed(_rec(r.REC_SYSCALL, 77, nr=close, res=0, args=(9,), comm="python3", ppid=50))
+    assert ev is not None and not ev.proc.args_known
+    assert compile_output("%proc.cmdline|%proc.exepath|%proc.pcmdline").render(ev)[0] == "<NA>|<NA>|nginx"
