@@ -87,12 +87,13 @@ class PtraceSource:
         known = frozenset(sc.BY_NAME)
         wanted = known - sc.NAMED_ONLY if syscalls is None else syscalls & known
         self.enricher = Enricher(wanted=set(wanted), mono_to_epoch_ns=wall_minus(time.CLOCK_MONOTONIC))
-        self._records: list[bytes | _Learned] = []  # in the tracer's order: records and fds learned from /proc
+        self._records: list[bytes | _Learned | _Copied] = []  # in the tracer's order: records and fds learned from /proc
         self._cond = threading.Condition()
         self._done = False
         self.tracer = Tracer(self._sink, log, traced_names(frozenset(wanted)), snaplen=snaplen)
         self.tracer.close_events = "close" in wanted
         self.tracer.learn_fd = self._learn_fd
+        self.tracer.copied_fds = self._copied_fds
         self._fd_from_link = fd_from_link
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -101,7 +102,7 @@ class PtraceSource:
         self.events = 0
         self._switch_before: float | None = None
 
-    def _sink(self, record: bytes | _Learned) -> None:
+    def _sink(self, record: bytes | _Learned | _Copied) -> None:
         with self._cond:
             self._records.append(record)
             if len(self._records) == 1:  # the poller waits only on an empty batch: one wake-up per batch
@@ -111,6 +112,10 @@ class PtraceSource:
         """An fd the engine never saw, read from /proc before its close (Tracer._learn_fd): into the tables in
         record order, as the start-up seeding puts a process's fds there."""
         self._sink(_Learned(tgid, fd, target, flags))
+
+    def _copied_fds(self, child: int, fds: frozenset[int]) -> None:
+        """The fds a child holds right after its fork (Tracer._copied): in record order, after its fork."""
+        self._sink(_Copied(child, fds))
 
     def start(self) -> None:
         self._log(LIMITS)
@@ -224,6 +229,12 @@ class PtraceSource:
             if isinstance(data, _Learned):
                 self.enricher.table.add_fd(data.tgid, self._fd_from_link(data.fd, data.target, data.flags))
                 continue
+            if isinstance(data, _Copied):
+                proc = self.enricher.table.get(data.pid)
+                if proc is not None:
+                    for num in [num for num in proc.fds if num not in data.fds]:
+                        del proc.fds[num]
+                continue
             ev = self.enricher.feed(data)
             if ev is not None:
                 out.append(ev)
@@ -253,6 +264,11 @@ class _Learned(NamedTuple):
     fd: int
     target: str
     flags: int | None
+
+
+class _Copied(NamedTuple):
+    pid: int
+    fds: frozenset[int]
 
 
 def _describe(status: int) -> str:

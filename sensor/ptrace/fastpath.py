@@ -262,10 +262,10 @@ class StopLoop:
         """Whether the two processes are one fd table (the same process, or sets shared by CLONE_FILES)."""
         return self._mod.fds_same(self._st, a, b)
 
-    def closing(self, tgid: int, fd: int) -> tuple[int, tuple[int, int, int, int, int, int]] | None:
-        """A close of fd in tgid's fd table whose seccomp stop was answered in C and whose exit stop was not
-        handed over yet: (its tid, its entry arguments); None when there is none (stoploop_fds.h closing_find)."""
-        return self._mod.closing(self._st, tgid, fd)
+    def closing(self, tgid: int) -> list[tuple[int, tuple[int, int, int, int, int, int]]]:
+        """The closes of tgid's fd table whose seccomp stops were answered in C and whose exit stops were not
+        handed over yet: (tid, entry arguments) each (stoploop_fds.h "Closes in flight")."""
+        return self._mod.closing(self._st, tgid)
 
     def closed_early(self, tid: int) -> None:
         """That close was recorded (before its exit stop): no longer in flight."""

@@ -756,15 +756,28 @@ static PyObject *py_fds_unshare(PyObject *self, PyObject *args) {
 
 static PyObject *py_closing(PyObject *self, PyObject *args) {
     PyObject *capsule;
-    int tgid, fd;
-    if (!PyArg_ParseTuple(args, "Oii", &capsule, &tgid, &fd)) return NULL;
+    int tgid;
+    if (!PyArg_ParseTuple(args, "Oi", &capsule, &tgid)) return NULL;
     state_t *st = get_state(capsule);
     if (!st) return NULL;
-    const slot_t *c = closing_find(st, tgid, fd);
-    if (!c) Py_RETURN_NONE;
-    return Py_BuildValue("(i(KKKKKK))", (int)c->key, (unsigned long long)c->args[0], (unsigned long long)c->args[1],
-                         (unsigned long long)c->args[2], (unsigned long long)c->args[3],
-                         (unsigned long long)c->args[4], (unsigned long long)c->args[5]);
+    PyObject *out = PyList_New(0);
+    if (!out || !st->closing.count) return out;
+    fdset_t *set = proc_fds(st, tgid);
+    for (size_t i = 0; i < st->closing.cap; i++) {
+        const slot_t *c = &st->closing.slots[i];
+        if (!c->used || !(c->tgid == tgid || (set && proc_fds(st, c->tgid) == set))) continue;
+        PyObject *item = Py_BuildValue("(i(KKKKKK))", (int)c->key, (unsigned long long)c->args[0],
+                                       (unsigned long long)c->args[1], (unsigned long long)c->args[2],
+                                       (unsigned long long)c->args[3], (unsigned long long)c->args[4],
+                                       (unsigned long long)c->args[5]);
+        if (!item || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
 }
 
 static PyObject *py_closed_early(PyObject *self, PyObject *args) {
@@ -911,8 +924,8 @@ static PyMethodDef methods[] = {
     {"fds_known", py_fds_known, METH_VARARGS, "fds_known(state, tgid, fd) -> bool | None (None: no set)"},
     {"fds_fork", py_fds_fork, METH_VARARGS, "fds_fork(state, parent, child, share): copy or share the set"},
     {"fds_unshare", py_fds_unshare, METH_VARARGS, "fds_unshare(state, tgid): a shared set becomes its own"},
-    {"closing", py_closing, METH_VARARGS, "closing(state, tgid, fd) -> (tid, args) of a close of fd in tgid's fd "
-     "table entered here whose exit stop was not handed over yet, or None"},
+    {"closing", py_closing, METH_VARARGS, "closing(state, tgid) -> [(tid, args)] of the closes of tgid's fd table "
+     "entered here whose exit stops were not handed over yet"},
     {"closed_early", py_closed_early, METH_VARARGS, "closed_early(state, tid): its pending close was recorded"},
     {"fds_same", py_fds_same, METH_VARARGS, "fds_same(state, a, b) -> whether the two processes share one set"},
     {"set_skip", py_set_skip, METH_VARARGS, "set_skip(state, skip): closes are state-only (kept-back opens skip "

@@ -135,26 +135,16 @@ static int open_skips_exit(state_t *st, int tgid) {
  * reports a stopped tracee by its place in the tracer's list of tracees (the newest first), not by when it
  * stopped. So when thread A closes fd N and thread B of the same fd table gets N back at once (an open), B's
  * exit stop can be reaped, and its record built, before A's: the engine then adds N and removes it, and loses
- * B's fd. A close cannot free N before A is resumed from its seccomp stop, so an fd-creating exit stop that
- * gives N while A's close of N is in flight proves the close came first: the Python tracer records that close
- * there (tracer.py _close_first), before the record that gives N, and asks this table for it. */
+ * B's fd (or B's kept-back open of N makes no record, and B's fcntl of N or its fork is reaped first: a
+ * stale name). The Python tracer asks this table for the closes in flight of a record's fd table and records
+ * first those already over (their thread waits at its exit stop) and those of an fd number the record gives
+ * anew (a close cannot free N before A is resumed from its seccomp stop, so N's reuse proves it came first):
+ * tracer.py _closes_first. */
 static void closing_put(state_t *st, pid_t tid, const slot_t *task) {
     slot_t *c = table_put(&st->closing, (uint64_t)tid);
     if (!c) return;  /* no memory: the close is recorded at its exit stop, as before */
     c->tgid = task->tgid;
     memcpy(c->args, task->args, sizeof c->args);
-}
-
-/* A close in flight of fd by a task of tgid's fd table (its own threads, or a process sharing its set). */
-static const slot_t *closing_find(state_t *st, int tgid, int fd) {
-    if (!st->closing.count) return NULL;
-    fdset_t *set = proc_fds(st, tgid);
-    for (size_t i = 0; i < st->closing.cap; i++) {
-        const slot_t *c = &st->closing.slots[i];
-        if (c->used && (int)c->args[0] == fd && (c->tgid == tgid || (set && proc_fds(st, c->tgid) == set)))
-            return c;
-    }
-    return NULL;
 }
 
 static void procs_release(state_t *st) {

@@ -37,6 +37,9 @@ from falconet.sensor.state import fd_flags
 from falconet.sensor.record import REC_EXECARGS, REC_EXECENV, REC_EXIT, REC_FORK, REC_SYSCALL
 
 Sink = Callable[[bytes], None]
+CopiedFds = Callable[[int, frozenset[int]], None]
+"""(child, the fd numbers it holds): right after its fork's record, the child's table as the kernel copied it
+(Tracer._copied), called in record order on the tracer thread."""
 LearnFd = Callable[[int, int, str, int | None], None]
 """(process, fd number, its /proc/TID/fd link, its fdinfo flags): an fd the engine must learn before the next
 record (Tracer._learn_fd), called in record order on the tracer thread."""
@@ -54,6 +57,7 @@ FD_CREATES_RES, FD_CREATES_PAIR, FD_CLOSES = 1, 2, 3  # Spec.fdeffect (probe.c F
 CLONE_FILES, AT_FDCWD, O_LARGEFILE = 0x400, -100, 0o100000
 _OPENAT_NR = sc.BY_NAME["openat"].nr
 _CLOSE = sc.BY_NAME["close"]
+_FCNTL_NR, _F_DUPFD = sc.BY_NAME["fcntl"].nr, (0, 1030)  # F_DUPFD, F_DUPFD_CLOEXEC
 _FD_PARAMS = frozenset({"fd", "oldfd", "dirfd", "olddirfd", "newdirfd", "linkdirfd"})
 """Parameters naming an fd whose Fd the engine reads for the event or copies into its tables (not `newfd`,
 which dup2/dup3 replace): a directory the engine never learned is learned late (Tracer._late_dirs)."""
@@ -126,10 +130,11 @@ class Tracer:
         self._skip = False  # closes are state-only: kept-back opens skip their exit stop (close_events)
         self.late_dirs = 0  # directory fds of kept-back opens the engine learned late (_late_dir)
         self._closing: dict[int, tuple[int, int]] = {}  # tid -> (tgid, fd): a close entered here, not exited
-        self._closed_early: set[int] = set()  # tids whose close in flight was recorded already (_close_first)
+        self._closed_early: set[int] = set()  # tids whose close in flight was recorded already (_closes_first)
         self._other_info = k.SyscallInfo()  # another task's stop read while this one's info is in use
-        self.closes_first = 0  # closes recorded before their exit stop (_close_first)
+        self.closes_first = 0  # closes recorded before their exit stop (_closes_first)
         self.learn_fd: LearnFd | None = None
+        self.copied_fds: CopiedFds | None = None
         self._learning = False  # closes turned into events after being state-only (close_events)
         self.learned_fds = 0  # fds learned from /proc at their close's seccomp stop (_learn_fd)
 
@@ -353,7 +358,11 @@ class Tracer:
         else:
             flags = SIGCHLD
         ident = self._ident(parent)
+        copy = child if not flags & (CLONE_THREAD | CLONE_FILES) else 0
+        self._closes_first(parent, copied=copy)  # closes that took effect before the copy are not in the child's
         self.sink(pack(REC_FORK, parent.tid, ident, nr, 0, (child, flags), init_ts=self._init_ts))
+        if copy and self.copied_fds is not None:
+            self._copied(child)
         tgid = parent.tgid if flags & CLONE_THREAD else child
         if not flags & CLONE_THREAD:  # before the child runs: its fds as the engine's fork makes them
             self.hidden.fds_fork(parent.tgid, child, bool(flags & CLONE_FILES))
@@ -363,6 +372,19 @@ class Tracer:
         else:
             c = self._adopt(child, tgid, started=True)
             self._resume(c)
+
+    def _copied(self, child: int) -> None:
+        """The fds a forked child really holds: it has not run yet, so /proc/CHILD/fd is the kernel's copy. The
+        fork event can be reaped after records of syscalls another thread of the parent made after the copy
+        (waitpid's reaping order, _closes_first): the engine, copying the parent's table at the fork record,
+        would give the child an fd opened after the copy, and a number the child then gets from an open kept
+        back would carry that file's name. The engine drops from the child what the kernel did not copy."""
+        try:
+            held = frozenset(int(name) for name in os.listdir(f"/proc/{child}/fd"))
+        except (OSError, ValueError):
+            return
+        if self.copied_fds is not None:
+            self.copied_fds(child, held)
 
     def _gone(self, pid: int, status: int) -> None:
         t = self.tasks.pop(pid, None)
@@ -431,7 +453,7 @@ class Tracer:
             return
         t.awaiting = nr
         t.entry_args = args
-        if spec.fdeffect == FD_CLOSES:  # in flight until its exit stop (_close_first)
+        if spec.fdeffect == FD_CLOSES:  # in flight until its exit stop (_closes_first)
             self._closing[t.tid] = (t.tgid, _i32(args[0]))
             if self._learning and not self._skip and self.hidden.fds_known(t.tgid, _i32(args[0])) is False:
                 self._learn_fd(t, _i32(args[0]))
@@ -503,13 +525,13 @@ class Tracer:
             return
         if spec.fdeffect == FD_CLOSES:
             self._closing.pop(t.tid, None)
-            if t.tid in self._closed_early:  # recorded when another thread got its fd back (_close_first)
+            if t.tid in self._closed_early:  # recorded when another thread got its fd back (_closes_first)
                 self._closed_early.discard(t.tid)
                 return
         if spec.fdeffect and self._fd_effect(t, spec, res):
             return
-        if spec.fdeffect in (FD_CREATES_RES, FD_CREATES_PAIR):
-            self._close_first(t, spec, res)
+        self._closes_first(t, self._new_fds(t, spec, res) if spec.fdeffect in (FD_CREATES_RES, FD_CREATES_PAIR)
+                           else ())
         if self._skip and _FD_ARGS.get(nr):
             self._late_dirs(t, nr)
         self._learn(t, spec, res)
@@ -581,33 +603,48 @@ class Tracer:
             return ()
         return _i32(int.from_bytes(raw[:4], "little")), _i32(int.from_bytes(raw[4:], "little"))
 
-    def _close_first(self, t: _Task, spec: sc.Spec, res: int) -> None:
-        """Records first the close, still in flight, of an fd number this record gives the engine anew.
+    def _new_fds(self, t: _Task, spec: sc.Spec, res: int) -> tuple[int, ...]:
+        """The fd numbers this syscall's record gives the engine anew."""
+        if spec.nr == _FCNTL_NR and t.entry_args[1] not in _F_DUPFD:
+            return ()  # its result is a flag or a lock, not an fd
+        if spec.fdeffect == FD_CREATES_RES and res >= 0:
+            return (res,)
+        return self._pair(t, spec) if spec.fdeffect == FD_CREATES_PAIR and res == 0 else ()
+
+    def _closes_first(self, t: _Task, fds: tuple[int, ...] = (), copied: int = 0) -> None:
+        """Records first the closes in flight in t's fd table that must come before t's next record.
 
         Records are built in the order the tracer reaps stops, and waitpid reports stopped tracees by their place
         in its list (newest first), not by when they stopped: thread A's close of N and thread B's open that got
-        N back at once can be reaped open first, and the engine would add N and then remove it (B's fd lost,
-        stoploop_fds.h). A close cannot free N before the tracer resumes A from its seccomp stop, so a close of N
-        in the same fd table entered and not yet exited when another syscall's exit gives N has freed it: it is
-        recorded here, before, with its result when A already waits at its exit stop, else 0 (the fd was freed,
-        as its reuse shows; a flush error, EIO or EINTR, which frees it too, is then not reported), and not again
-        at its exit stop."""
+        N back at once can be reaped open first, and the engine would add N and then remove it (B's fd lost);
+        or B's open of N was kept back (no record) and B's fcntl of N, or its fork copying N, is reaped first,
+        and the engine names N with A's closed file (stoploop_fds.h "Closes in flight"). So a close of t's fd
+        table entered and not yet recorded (another thread's, or a CLONE_FILES process's) is recorded here,
+        before t's record, and not again at its exit stop:
+        - when its thread already waits at its exit stop: the close is over, with the result read there;
+        - when t's record gives its fd number anew (`fds`), even while its thread still runs the close: the
+          close cannot free N before the tracer resumed A from its seccomp stop, so N's reuse shows it has
+          freed it; its result is then 0 (a flush error, EIO or EINTR, which frees the fd too, is not reported);
+        - at a fork that copied the table to process `copied` (held before it runs), when the child has no fd N:
+          the close freed it before the copy (it was open at the close's seccomp stop).
+        A close finished after B's syscall ran (B used the fd as it was closed: a race in the workload itself)
+        then reads as closed first: the engine errs towards an fd it does not know (<NA>), never a stale name."""
         if not self._closing and self.loop is None:
             return
-        fds = (res,) if spec.fdeffect == FD_CREATES_RES and res >= 0 else \
-            self._pair(t, spec) if spec.fdeffect == FD_CREATES_PAIR and res == 0 else ()
-        for fd in fds:
-            got = self._in_flight(t.tgid, fd)
-            closer = self.tasks.get(got[0]) if got is not None else None
-            if got is None or closer is None:
+        for tid, args in self._in_flight(t):
+            closer = self.tasks.get(tid)
+            if closer is None:
                 continue
-            tid, args = got
-            done = 0
+            fd = _i32(args[0])
             try:
-                if k.syscall_info(tid, self._other_info) == k.SYSCALL_INFO_EXIT:
-                    done = self._other_info.rval()
+                done: int | None = self._other_info.rval() if k.syscall_info(
+                    tid, self._other_info) == k.SYSCALL_INFO_EXIT else None
             except OSError:
-                pass  # still running its close (not stopped yet)
+                done = None  # still running its close (not stopped yet)
+            if done is None:
+                if fd not in fds and not (copied and not os.path.lexists(f"/proc/{copied}/fd/{fd}")):
+                    continue
+                done = 0
             self.sink(pack(REC_SYSCALL, tid, self._ident(closer), _CLOSE.nr, done, args,
                            self._segments(tid, _CLOSE, args, done), init_ts=self._init_ts))
             if done == 0:
@@ -618,14 +655,13 @@ class Tracer:
             self._closed_early.add(tid)
             self.closes_first += 1
 
-    def _in_flight(self, tgid: int, fd: int) -> tuple[int, tuple[int, ...]] | None:
-        """A close of fd in tgid's fd table entered and not exited: (its tid, its entry arguments)."""
-        for tid, (owner, num) in self._closing.items():
-            if num == fd and self.hidden.fds_same(owner, tgid):
-                closer = self.tasks.get(tid)
-                if closer is not None:
-                    return tid, closer.entry_args
-        return self.loop.closing(tgid, fd) if self.loop is not None else None
+    def _in_flight(self, t: _Task) -> list[tuple[int, tuple[int, ...]]]:
+        """The closes of t's fd table entered and not exited, but t's own: (tid, entry arguments) each."""
+        out = [(tid, closer.entry_args) for tid, (owner, _) in self._closing.items()
+               if tid != t.tid and self.hidden.fds_same(owner, t.tgid) and (closer := self.tasks.get(tid))]
+        if self.loop is not None:
+            out.extend((tid, args) for tid, args in self.loop.closing(t.tgid) if tid != t.tid)
+        return out
 
     def _late_dirs(self, t: _Task, nr: int) -> None:
         """An fd argument the engine cannot know (not in the may-know set) that is a directory now: a kept-back
@@ -646,6 +682,7 @@ class Tracer:
             flags = _fdinfo_flags(t.tid, fd)
         except OSError:
             return
+        self._closes_first(t, (fd,))
         self.sink(pack(REC_SYSCALL, t.tid, self._ident(t), _OPENAT_NR, fd, (AT_FDCWD, 0, flags, 0, 0, 0),
                        [path + b"\0"], init_ts=self._init_ts))
         self.hidden.fds_learn(t.tgid, fd)
