@@ -318,8 +318,10 @@ def test_a_fork_exec_exit_storm_keeps_every_processs_fds(work: Path, monkeypatch
 
 def test_a_threaded_fork_exec_storm_keeps_every_processs_fds(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """STORM's workers as threads of one process: a worker's fd closed and reused at once by another thread
-    is recorded closed before it is reused (tracer.py _close_first), so every child still inherits w named.
-    Before that, 1-5 of 90 children lost it (closing note of session 7)."""
+    is recorded closed before it is reused, and a child's table is what the kernel copied (tracer.py
+    _closes_first, _copied), so every child inherits w named and never a name for h or x. Before session 9
+    most runs failed: a child's w lost (1-5 of 90 in session 7's runs), or its x named by another thread's
+    w opened after the fork."""
     if not fastpath.BUILT:
         missing("the C stop loop (sensor/ptrace/stoploop.c) is not built: `pip install -e .` builds it")
     tok, per_thread = token(), 15
