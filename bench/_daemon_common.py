@@ -154,3 +154,20 @@ def machine_state() -> str:
     except (OSError, ValueError, subprocess.TimeoutExpired):
         foreign = "attached BPF programs unknown (bpftool failed)"
     return f"load average {' '.join(load)}; {foreign}"
+
+
+def close_inherited_high_fds() -> list[int]:
+    """Closes the fds of 64 and above this process inherited (a shell or a harness that leaks one), and says which.
+
+    A child inherits an fd table sized for its parent's highest open fd at the fork, and keeps it through exec. The
+    kernel's directory check for a kept-back open (sensor/probe_openfilter.h) reads the fd through files->fd_array
+    only while that table is the small one every process starts with (fds below 64), so a stray fd 255 in the
+    shell that started the bench would give every timed loop the slower path, and two runs from two shells would
+    not compare. The daemon is started from here too; it opens its own fds after its start."""
+    high = [fd for fd in (int(name) for name in os.listdir("/proc/self/fd")) if fd >= 64]
+    for fd in high:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # the directory listing's own fd, or one closed meanwhile
+    return high

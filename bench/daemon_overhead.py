@@ -55,7 +55,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops, machine_state
+from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops, close_inherited_high_fds, machine_state
 from bench._rq_blame import RqBlame
 from bench._interleave import Figures, Row, interleaved, ratio_table, time_loop, verdict
 from falconet.rules import DEFAULT_RULES
@@ -197,23 +197,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if args.open < 1 or args.exec < 1 or args.repeat < 1:
         p.error("--open, --exec and --repeat must be at least 1")
     return args
-
-
-def close_inherited_high_fds() -> list[int]:
-    """Closes the fds of 64 and above this process inherited (a shell or a harness that leaks one), and says which.
-
-    A child inherits an fd table sized for its parent's highest open fd at the fork, and keeps it through exec. The
-    kernel's directory check for a kept-back open (sensor/probe_openfilter.h) reads the fd through files->fd_array
-    only while that table is the small one every process starts with (fds below 64), so a stray fd 255 in the
-    shell that started the bench would give every timed loop the slower path, and two runs from two shells would
-    not compare. The daemon is started from here too; it opens its own fds after its start."""
-    high = [fd for fd in (int(name) for name in os.listdir("/proc/self/fd")) if fd >= 64]
-    for fd in high:
-        try:
-            os.close(fd)
-        except OSError:
-            pass  # the directory listing's own fd, or one closed meanwhile
-    return high
 
 
 def main(argv: list[str]) -> int:

@@ -15,11 +15,15 @@ tracee's CPU and resumes it there, keeping the tracee's affinity narrowed across
 places both, as before); `ptrace-py` the pure-Python loop (FALCONET_PTRACE_STOPLOOP=0); `ptrace-3stop` the default C loop with
 every kept-back open's exit stop kept (session 6's 3 stops per open/read/close, FALCONET_PTRACE_SKIP_EXIT=0);
 `ptrace-noguard` the default without the busy-CPU guard (FALCONET_PTRACE_GUARD_NS=0: placement never backs off
-when the tracer waits for its CPU). `floor-2` and `floor-1` (open loop only) are not Falconet: bench/ptrace_floor.c,
+when the tracer waits for its CPU). The `floor-*` rows (open loop only) are not Falconet: bench/ptrace_floor.c,
 a minimal C tracer that reads what the driver reads at each stop (PTRACE_GET_SYSCALL_INFO, the path with
 process_vm_readv) and answers at once, tracer and loop pinned to one CPU (what placement achieves), with the
-driver's 2 stops per iteration (openat's and close's seccomp stops) and with 1 (close not traced): the cost of
-the stops themselves on this machine, against which the `ptrace` row is judged. Every repeat runs
+driver's 2 stops per iteration (`floor-2`: openat's and close's seccomp stops) and with 1 (`floor-1`: close not
+traced): the cost of the stops themselves on this machine, against which the `ptrace` row is judged. Session 9's
+rows answer syscalls through SECCOMP_RET_USER_NOTIF instead (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, continued):
+`floor-notif` the close only (openat still stops), `floor-notif-all` the openat too (no ptrace stop), both from a
+supervisor thread, and `floor-notif-poll` as -all from the tracer's one thread polling the listener and a SIGCHLD
+signalfd (see FLOORS). Every repeat runs
 every row once, in turn (bare, the ptrace rows, then the eBPF daemon started for the repeat's eBPF rows and
 stopped again, so it never sees the other rows), and the median of the repeats is printed with the ratios
 against bare. Needs root for the eBPF row only (--no-ebpf skips it).
@@ -55,20 +59,37 @@ def build(directory: Path) -> Path:
 
 def build_floor(directory: Path) -> Path:
     out = directory / "ptrace_floor"
-    subprocess.run(["gcc", "-O2", "-o", str(out), str(Path(__file__).with_name("ptrace_floor.c"))], check=True)
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(out), str(Path(__file__).with_name("ptrace_floor.c"))],
+                   check=True)
     return out
 
 
-def floor(tracer: Path, loops: Path, stops: int, n: int) -> Figures:
+FLOORS = {"floor-2": ("2c", {}), "floor-1": ("1", {}), "floor-notif": ("n", {}),
+          "floor-notif-all": ("nn", {}), "floor-notif-poll": ("nn", {"POLL": "1"})}
+"""The minimal C tracer's rows: bench/ptrace_floor.c's mode and extra environment. floor-2: openat's and
+close's seccomp stops (the driver's 2 stops); floor-1: close not traced; floor-notif: openat's seccomp stop,
+close answered by a supervisor thread through SECCOMP_RET_USER_NOTIF (SYNC_WAKE_UP, continued); floor-notif-all:
+openat answered that way too (its path read from the supervisor, no ptrace stop); floor-notif-poll: the same with
+the notifications answered by the tracer's one thread, which polls the listener and a SIGCHLD signalfd."""
+FLOOR_COUNTS = re.compile(r"stops (\d+) notifications (\d+)")
+
+
+def floor(tracer: Path, loops: Path, row: str, n: int) -> Figures:
     """The minimal C tracer on the open loop, both pinned to this process's first allowed CPU (placement's
-    end state): 2 stops per iteration (openat's and close's seccomp stops, the driver's) or 1 (close not
-    traced), reading at each stop what the driver reads."""
+    end state), reading at each stop or notification what the driver reads. Its CPU column is the tracer's
+    own (its rusage less the loop's, which it reaps); its stops column counts ptrace stops plus user
+    notifications, each a round trip to the tracer."""
+    mode, extra = FLOORS[row]
     cpu = min(os.sched_getaffinity(0))
-    done = subprocess.run(["taskset", "-c", str(cpu), str(tracer), "2c" if stops == 2 else "1", str(loops),
-                           "open", str(n)], capture_output=True, text=True, check=True,
-                          env=dict(os.environ, READ="1"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(["taskset", "-c", str(cpu), str(tracer), mode, str(loops), "open", str(n)],
+                          capture_output=True, text=True, check=True, env=dict(os.environ, READ="1", **extra))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu_ns = _parse(done.stdout)
-    return wall, cpu_ns, 0.0, float(stops)
+    total = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e9 / n
+    counts = FLOOR_COUNTS.search(done.stderr)
+    trips = (int(counts.group(1)) + int(counts.group(2))) / n if counts else float("nan")
+    return wall, cpu_ns, max(0.0, total - cpu_ns), trips
 
 
 def _parse(stdout: str) -> tuple[float, float]:
@@ -141,7 +162,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-wake", action="store_true", help="leave out the per-wake-up placement rows")
     p.add_argument("--no-3stop", action="store_true", help="leave out the rows with the kept-back exit stops")
     p.add_argument("--no-noguard", action="store_true", help="leave out the rows without the busy-CPU guard")
-    p.add_argument("--no-floor", action="store_true", help="leave out the minimal C tracer's rows (floor-2, floor-1)")
+    p.add_argument("--no-floor", action="store_true", help="leave out the minimal C tracer's rows (floor-*)")
     args = p.parse_args(argv)
     left_out = {"ptrace-py": args.no_py, "ptrace-nopl": args.no_nopl, "ptrace-wake": args.no_wake,
                 "ptrace-3stop": args.no_3stop, "ptrace-noguard": args.no_noguard}
@@ -168,22 +189,20 @@ def main(argv: list[str]) -> int:
                     runs.setdefault((variant, mode), []).append(
                         traced_with_cpu(loops, mode, n[mode], config, variant))
                 if mode == "open" and floor_tracer is not None:
-                    for floor_stops in (2, 1):
-                        runs.setdefault((f"floor-{floor_stops}", mode), []).append(
-                            floor(floor_tracer, loops, floor_stops, n[mode]))
+                    for row in FLOORS:
+                        runs.setdefault((row, mode), []).append(floor(floor_tracer, loops, row, n[mode]))
             if not args.no_ebpf:
                 with Daemon([DEFAULT_RULES]):
                     for mode in modes:
                         runs.setdefault(("ebpf", mode), []).append(bare(loops, mode, n[mode]))
         rows = {key: median(value) for key, value in runs.items()}
     print(f"machine after: {machine_state()}")
-    print(f"{'loop':7} {'driver':11} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
+    print(f"{'loop':7} {'driver':16} {'wall ns/it':>11} {'x bare':>7} {'CPU ns/it':>10} {'x bare':>7} "
           f"{'tracer CPU ns/it':>16} {'stops/it':>8}")
     for (driver, mode), (wall, cpu, tracer, stops) in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         bw, bc, _, _ = rows[("bare", mode)]
-        extra = (f"{tracer:16.0f} {stops:8.2f}" if driver.startswith("ptrace")
-                 else f"{'':16} {stops:8.2f}" if driver.startswith("floor") else "")
-        print(f"{mode:7} {driver:11} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
+        extra = f"{tracer:16.0f} {stops:8.2f}" if driver.startswith(("ptrace", "floor")) else ""
+        print(f"{mode:7} {driver:16} {wall:11.0f} {wall / bw:7.2f} {cpu:10.0f} {cpu / bc:7.2f} {extra}")
     for mode in ("getpid", "read64"):  # what the filter alone costs an untraced syscall
         if ("ptrace", mode) in rows:
             (bw, bc, _, _), (tw, tc, _, _) = rows[("bare", mode)], rows[("ptrace", mode)]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, Daemon, build_loops, machine_state, scrape
 from bench._interleave import time_loop
-from bench.daemon_overhead import close_inherited_high_fds
+from bench._daemon_common import close_inherited_high_fds
 from bench.sensor_kernel_time import enable_stats
 
 TICK_NS = 1e9 / os.sysconf("SC_CLK_TCK")

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
+from bench._daemon_common import UPSTREAM_STABLE, build_loops, close_inherited_high_fds, machine_state
 
 BPF_ENABLE_STATS = 32
 BPF_STATS_RUN_TIME = 0
@@ -197,6 +197,9 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("bench.sensor_kernel_time needs root (it loads BPF programs)", file=sys.stderr)
         return 1
+    closed = close_inherited_high_fds()  # the loops start with the small fd table, as in bench.daemon_overhead
+    if closed:
+        print(f"closed inherited fds {closed} (the loops start with the small fd table)")
     from falconet.rules import DEFAULT_RULES
 
     rules = UPSTREAM_STABLE if args.rules == "stable" else DEFAULT_RULES

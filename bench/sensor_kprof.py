@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from bench._daemon_common import UPSTREAM_STABLE, build_loops, machine_state
-from bench.daemon_overhead import close_inherited_high_fds
+from bench._daemon_common import close_inherited_high_fds
 
 SLOTS = 32
 NAMES = {
