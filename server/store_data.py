@@ -16,8 +16,9 @@ old CRC-32 records. Built so that no Python code runs per alert: the lengths tab
 (no join) and releases the GIL. Where server/storewrite.c is built (`C_WRITE`), it makes those same bytes
 and writes them with the GIL released once per commit. The index is the truth: a record counts once its index
 row is committed, and the row is committed only after the record's `writev` returned (and, with
-`synchronous: full`, after an `fdatasync` of the segment), so the index never points past durable data. A crash between the two leaves bytes
-past the last indexed record (possibly torn: a fatal signal can cut a large write short); opening cuts them off
+`synchronous: full`, after an `fdatasync` of the segment), so the index never points past durable data. A
+crash between the two leaves bytes past the last indexed record (possibly torn: a fatal signal can cut a large
+write short); opening cuts them off
 (`recover`) and checks the newest indexed record's checksum, dropping any record that fails it (only a power
 loss with `synchronous: normal`, which promises nothing for it, can produce one). Reads check every record's
 checksum, so a damaged record is reported, never served.
