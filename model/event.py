@@ -46,6 +46,9 @@ class Process:
     exe: str = ""  # argv[0]
     exepath: str = ""  # full path of the executable
     args: list[str] = field(default_factory=list)  # argv[1:]
+    # False when the last exec's arguments never reached the sensor (the kernel dropped them): args, exe and env
+    # are then unknown, not empty, and proc.args and proc.cmdline render as <NA>
+    args_known: bool = True
     cwd: str | None = None
     env: list[str] = field(default_factory=list)  # "KEY=VALUE" entries
     tty: int = 0  # device number of the controlling terminal, 0 for none

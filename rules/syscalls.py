@@ -375,13 +375,13 @@ def _exe_flags(evt: Event) -> int:
 
 _DERIVED: dict[str, Callable[[Event], Any]] = {
     "exe": lambda e: e.proc.exe,
-    "args": lambda e: e.proc.args,
+    "args": lambda e: e.proc.args if e.proc.args_known else None,
     "tid": lambda e: e.tid,
     "pid": lambda e: e.proc.pid,
     "ptid": lambda e: e.proc.ppid,
     "cwd": lambda e: e.proc.cwd,
     "comm": lambda e: e.proc.name,
-    "env": lambda e: e.proc.env,
+    "env": lambda e: e.proc.env if e.proc.args_known else None,
     "tty": lambda e: e.proc.tty,
     "vpgid": lambda e: e.proc.vpgid,
     "pgid": lambda e: e.proc.pgid,

@@ -23,6 +23,7 @@ from falconet.sensor.openfilter import OPEN_KEEP, open_need
 from falconet.sensor.record import (
     _COMMS,
     _NO_SEGMENTS,
+    EXECARGS_LOST,
     HDR,
     HDR_SIZE,
     NO_LOGINUID_U32,
@@ -502,11 +503,20 @@ class Enricher:
         return self._relative.get((base, blob))
 
     def _exec(self, rec: Record, spec: sc.Spec, p: ProcInfo) -> dict[str, Any]:
+        """The exec's parameters, joined from its EXECARGS record, and (on success) the process's new image.
+
+        The kernel sends EXECARGS just before the exec's own record, from the same sys_exit. Without it (the
+        ring buffer had room for the small exec record but not for the arguments: the kernel then sends an
+        EXECARGS_LOST stand-in, or nothing when even that did not fit) the arguments are unknown: the process
+        says so (args_known) rather than showing an exec without arguments."""
         pending = self._pending_exec.pop(rec.tgid, None)
+        more = self._pending_env.pop(rec.tgid, None)
+        if pending is not None and pending.args[0] & EXECARGS_LOST:
+            pending = None
+        known = pending is not None
         filename = pending.text(SEG_STR0) if pending else None
         argv = pending.strings(SEG_EXTRA) if pending else []
         env = pending.strings(SEG_EXTRA2) if pending else []
-        more = self._pending_env.pop(rec.tgid, None)
         if more is not None and pending is not None:
             env = env[: more[0]] + more[1]  # the kernel's count of whole entries, then the rest it read
         if rec.res == 0:
@@ -517,18 +527,19 @@ class Enricher:
             ref = self._container_of(rec)
             self.table.exec(rec.tgid, filename, argv, env, ref.id if ref else cgroups.HOST_ID, dirpath,
                             container=ref,
-                            exepath=parse_exe_path(rec.segments[SEG_STR0], rec.segments[SEG_BLOB]))
+                            exepath=parse_exe_path(rec.segments[SEG_STR0], rec.segments[SEG_BLOB]),
+                            args_known=known)
             apply_exec(p, parse_execinfo(rec.segments[SEG_BLOB]), rec.cap_effective)
         args: dict[str, Any] = {
             "res": rec.res,
-            "exe": argv[0] if argv else (filename or ""),
-            "args": argv[1:],
+            "exe": argv[0] if argv else (filename or ("" if known else None)),
+            "args": argv[1:] if known else None,
             "tid": rec.tid,
             "pid": rec.tgid,
             "ptid": rec.ppid,
             "cwd": p.cwd,
             "comm": rec.comm,
-            "env": env,
+            "env": env if known else None,
             "tty": rec.tty,
             "loginuid": rec.loginuid,
             "uid": rec.uid,
@@ -711,7 +722,8 @@ class Enricher:
         user = self.names.user(p.uid)
         login = self.names.user(p.loginuid) if p.loginuid >= 0 else None
         return Process(
-            pid=p.pid, ppid=p.ppid, name=p.comm, exe=p.exe, exepath=p.exepath, args=list(p.args), cwd=p.cwd,
+            pid=p.pid, ppid=p.ppid, name=p.comm, exe=p.exe, exepath=p.exepath, args=list(p.args),
+            args_known=p.args_known, cwd=p.cwd,
             env=list(p.env), tty=p.tty, sid=p.sid, vpid=p.vpid or p.pid, pgid=p.pgid, vpgid=p.vpgid,
             start_ts=p.start_ts,
             user=User(uid=p.uid, name=user[0] if user else None, homedir=user[1] if user else None,

@@ -64,6 +64,8 @@
 #endif
 
 enum record_kind { REC_SYSCALL = 1, REC_EXECARGS = 2, REC_FORK = 3, REC_EXIT = 4, REC_EXECENV = 5 };
+// REC_EXECARGS args[0]: the record's payload was lost (ring buffer full); it stands in so user space knows
+#define EXECARGS_LOST 1
 // CNT_UNUSED_1 counted failed enter/exit pairings until records were built at exit alone; kept so the indices
 // user space reads stay put.
 enum counter { CNT_RINGBUF_DROPS = 0, CNT_UNUSED_1 = 1, CNT_EMITTED = 2, CNT_PATH_FILTERED = 3, CNT_GATED = 4,
@@ -366,15 +368,18 @@ static __always_inline struct buf *get_buf(void) {
 
 #include "probe_wake.h"
 
-static __always_inline void emit(struct buf *b, u32 payload_len) {
+// Returns whether the record went out (a ring buffer too full to take it counts a drop).
+static __always_inline int emit(struct buf *b, u32 payload_len) {
     u32 size = sizeof(struct record_hdr) + (payload_len & PAYLOAD_MASK);
     b->hdr.size = size;
     if (size > sizeof(struct buf))
-        return;
-    if (events.ringbuf_output(b, size, 0) != 0)  // flags: probe_wake.h
+        return 0;
+    if (events.ringbuf_output(b, size, 0) != 0) {  // flags: probe_wake.h
         count(CNT_RINGBUF_DROPS);
-    else
-        count(CNT_EMITTED);
+        return 0;
+    }
+    count(CNT_EMITTED);
+    return 1;
 }
 
 // Appends a user string at `off`; returns the bytes written (incl. NUL), 0 when unreadable.

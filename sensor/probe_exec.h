@@ -335,7 +335,16 @@ int exec_args(struct bpf_raw_tracepoint_args *ctx) {
     n = put_user_strv(b, off, envp, envp_end, MAX_ENVP, &count, &whole);
     b->hdr.len[SEG_EXTRA2] = n;
     off += n;
-    emit(b, off);
+    if (!emit(b, off)) {
+        // The ring buffer had no room for the arguments, and may still have room for the exec's own, smaller
+        // record: say they were lost (a header alone), or user space shows the process without arguments.
+#pragma unroll
+        for (int i = 0; i < NSEG; i++)
+            b->hdr.len[i] = 0;
+        b->hdr.args[0] = EXECARGS_LOST;
+        emit(b, 0);
+        envp = 0;  // nor the rest of the environment
+    }
     // The rest of the environment, when the rules look for a variable: a record of its own (REC_EXECENV)
     // from a tail program, so the common exec pays one map lookup for it.
     int zero = 0;

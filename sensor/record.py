@@ -50,6 +50,9 @@ HDR = struct.Struct("<" + "".join(fmt for _, fmt in HDR_FIELDS))
 HDR_SIZE = HDR.size
 
 REC_SYSCALL, REC_EXECARGS, REC_FORK, REC_EXIT, REC_EXECENV = 1, 2, 3, 4, 5
+# REC_EXECARGS args[0] (probe.c): the kernel could not write the arguments (ring buffer full); the record stands
+# in for them, headers only, so the exec is not taken for one without arguments
+EXECARGS_LOST = 1
 SEG_STR0, SEG_STR1, SEG_SOCK, SEG_BLOB, SEG_EXTRA, SEG_EXTRA2 = range(6)
 NO_LOGINUID_U32 = 0xFFFFFFFF
 

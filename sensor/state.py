@@ -81,6 +81,7 @@ class ProcInfo:
     exe_writable: bool = False  # judged at the exec, with the credentials it gave (exefacts.py)
     fds: dict[int, Fd] = field(default_factory=dict)
     gen: int = 0  # bumped whenever a field an Event's Process shows changes (lets the sensor cache ancestors)
+    args_known: bool = True  # False: the last exec's arguments were lost in the kernel (exe, args, env unknown)
 
     def forked(self, pid: int, start_ts: int, fds: dict[int, Fd]) -> ProcInfo:
         """A copy for a new child process: every field of this one but its pid, parent, start, fd table and
@@ -90,7 +91,7 @@ class ProcInfo:
                         self.container_id, self.container, start_ts, self.uid, self.gid, self.euid, self.egid,
                         self.loginuid, self.tty, self.sid, self.pgid, self.cap_inheritable, self.cap_permitted,
                         self.cap_effective, self.exe_from_memfd, self.vpid, self.vpgid, self.pidns_init_ts,
-                        self.exe_file, self.exe_writable, fds, 0)
+                        self.exe_file, self.exe_writable, fds, 0, self.args_known)
 
 
 class ProcessTable:
@@ -106,10 +107,12 @@ class ProcessTable:
         return self.procs.get(pid)
 
     def ensure(self, pid: int) -> ProcInfo:
-        """The process, created empty when an event names one the tables never saw."""
+        """The process, created empty when an event names one the tables never saw (its fork and exec records
+        were dropped, or it ran before the tables were seeded): its image is unknown, so its arguments are too
+        (args_known False: proc.cmdline <NA>, not the bare name of a process without arguments)."""
         p = self.procs.get(pid)
         if p is None:
-            p = self.procs[pid] = ProcInfo(pid)
+            p = self.procs[pid] = ProcInfo(pid, args_known=False)
             self.epoch += 1
         return p
 
@@ -129,21 +132,26 @@ class ProcessTable:
 
     def exec(self, pid: int, filename: str | None, argv: list[str], env: list[str],
              container_id: str | None, dirfd_path: str | None = None, *,
-             container: ContainerRef | None = None, exepath: str | None = None) -> ProcInfo:
+             container: ContainerRef | None = None, exepath: str | None = None,
+             args_known: bool = True) -> ProcInfo:
         """A successful execve: new image, same pid, close-on-exec fds gone.
 
         `exepath` is the executable's path as the kernel walked it; without it (an older kernel, a path too
         deep) the filename argument resolved against the cwd or dirfd stands in, which is wrong for
-        /proc/self/fd/N and for execveat(fd, "", AT_EMPTY_PATH)."""
+        /proc/self/fd/N and for execveat(fd, "", AT_EMPTY_PATH). `args_known` False: the exec's argument record
+        was lost, so `argv` and `env` stand for unknown, not for none."""
         p = self.ensure(pid)
         base = dirfd_path if dirfd_path is not None else p.cwd
         if exepath is not None:
             p.exepath = exepath
         elif filename:
             p.exepath = resolve_path(base, filename)
+        else:
+            p.exepath = ""  # a new image of no known path: not the old image's
         p.exe = argv[0] if argv else (filename or "")
         p.args = argv[1:]
         p.env = env
+        p.args_known = args_known
         p.exe_from_memfd = p.exepath.startswith("/memfd:")
         if container_id is not None:
             p.container_id = container_id

@@ -69,10 +69,14 @@ _PROC: dict[str, tuple[FieldType, Callable[[Process], Any], str]] = {
     "name": (S, lambda p: _nz(p.name), "the name (comm) of the executable, at most 15 characters"),
     "exe": (S, lambda p: _nz(p.exe), "the first command-line argument (argv[0])"),
     "exepath": (P, lambda p: _nz(p.exepath), "the full path of the executable"),
-    "args": (S, lambda p: " ".join(p.args), "the command-line arguments, space separated"),
-    "cmdline": (S, lambda p: p.cmdline if p.name else None, "name and arguments"),
-    "cmdnargs": (N, lambda p: len(p.args), "the number of command-line arguments"),
-    "cmdlenargs": (N, lambda p: sum(len(a) for a in p.args) + max(len(p.args) - 1, 0), "length of args"),
+    "args": (S, lambda p: " ".join(p.args) if p.args_known else None, "the command-line arguments, space separated"),
+    "cmdline": (S, lambda p: p.cmdline if p.name and p.args_known else None, "name and arguments"),
+    "cmdnargs": (N, lambda p: len(p.args) if p.args_known else None, "the number of command-line arguments"),
+    "cmdlenargs": (
+        N,
+        lambda p: sum(len(a) for a in p.args) + max(len(p.args) - 1, 0) if p.args_known else None,
+        "length of args",
+    ),
     "exeline": (S, lambda p: " ".join([p.exe, *p.args]) if p.exe else None, "argv[0] and arguments"),
     "cwd": (P, lambda p: p.cwd, "the current working directory"),
     "tty": (N, lambda p: p.tty, "the controlling terminal's device number, 0 for none"),
@@ -98,7 +102,7 @@ _PROC: dict[str, tuple[FieldType, Callable[[Process], Any], str]] = {
     "pexepath": (P, lambda p: _nz(p.parent.exepath) if p.parent else None, "the parent's executable path"),
     "pcmdline": (
         S,
-        lambda p: p.parent.cmdline if p.parent and p.parent.name else None,
+        lambda p: p.parent.cmdline if p.parent and p.parent.name and p.parent.args_known else None,
         "the parent's cmdline",
     ),
     "pvpid": (N, lambda p: p.parent.vpid if p.parent else None, "the parent's vpid"),
@@ -176,8 +180,9 @@ _FAST: dict[str, Callable[[Event], Any]] = {
     "name": lambda e: e.proc.name or None,
     "exe": lambda e: e.proc.exe or None,
     "exepath": lambda e: e.proc.exepath or None,
-    "args": lambda e: " ".join(e.proc.args),
-    "cmdline": lambda e: (" ".join([p.name, *p.args]) if p.args else p.name) if (p := e.proc).name else None,
+    "args": lambda e: " ".join(p.args) if (p := e.proc).args_known else None,
+    "cmdline": lambda e: ((" ".join([p.name, *p.args]) if p.args else p.name) if (p := e.proc).name and p.args_known
+                          else None),
     "pname": lambda e: (p.name or None) if (p := e.proc.parent) is not None else None,
     "pexe": lambda e: (p.exe or None) if (p := e.proc.parent) is not None else None,
     "pexepath": lambda e: (p.exepath or None) if (p := e.proc.parent) is not None else None,
@@ -228,8 +233,8 @@ _ancestor_field("proc.aname", S, lambda p: _nz(p.name))
 _ancestor_field("proc.apid", N, lambda p: p.pid)
 _ancestor_field("proc.aexe", S, lambda p: _nz(p.exe))
 _ancestor_field("proc.aexepath", P, lambda p: _nz(p.exepath))
-_ancestor_field("proc.acmdline", S, lambda p: p.cmdline if p.name else None)
-_ancestor_field("proc.aargs", S, lambda p: " ".join(p.args))
+_ancestor_field("proc.acmdline", S, lambda p: p.cmdline if p.name and p.args_known else None)
+_ancestor_field("proc.aargs", S, lambda p: " ".join(p.args) if p.args_known else None)
 _ancestor_field("proc.avpid", N, lambda p: p.vpid)
 
 
@@ -243,14 +248,14 @@ def _env_value(env: list[str], key: str) -> str | None:
 
 def _env_build(arg: str | None) -> Callable[[Event], Any]:
     if arg is None:
-        return lambda e: " ".join(e.proc.env)
+        return lambda e: " ".join(p.env) if (p := e.proc).args_known else None
     key = arg
     return lambda e: _env_value(e.proc.env, key)
 
 
 def _aenv_build(arg: str | None) -> Callable[[Event], Any]:
     if arg is None:
-        return lambda e: " ".join(e.proc.parent.env) if e.proc.parent else None
+        return lambda e: " ".join(p.env) if (p := e.proc.parent) and p.args_known else None
     key = arg
 
     def find(e: Event) -> str | None:

@@ -43,8 +43,20 @@ def save_records(records: list[bytes], path: Path = RECORDS) -> None:
     path.write_bytes(gzip.compress(b"".join(_LEN.pack(len(r)) + r for r in records), mtime=0))
 
 
+NEWER_PROC_FIELDS = ("args_known",)
+"""Process fields added after the recording: not in the oracle, so left out of the comparison (the batch
+path's values of them are compared with the one-record path's of today, test_enricher_batch.py)."""
+
+
 def event_json(data: dict[str, object]) -> str:
-    """One event's line: Event.to_dict(), whose data buffers are text with surrogate escapes (as in captures)."""
+    """One event's line: Event.to_dict(), whose data buffers are text with surrogate escapes (as in captures),
+    without NEWER_PROC_FIELDS."""
+    data = json.loads(json.dumps(data))
+    proc = data.get("proc")
+    while isinstance(proc, dict):
+        for name in NEWER_PROC_FIELDS:
+            proc.pop(name, None)
+        proc = proc.get("parent")
     return json.dumps(data, sort_keys=True)
 
 

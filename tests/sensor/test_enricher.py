@@ -39,6 +39,7 @@ def _enricher(tmp_path: Path) -> Enricher:
     web.comm, web.exepath, web.exe, web.cwd, web.ppid = "nginx", "/usr/sbin/nginx", "nginx", "/srv", 1
     init = t.ensure(1)
     init.comm = "systemd"
+    web.args_known = init.args_known = True  # as if seeded from /proc (ensure() alone knows no image)
     return Enricher(t, _names(tmp_path), wanted=None, mono_to_epoch_ns=10**18)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from falconet.model.event import Event
+from falconet.model.event import Event, Process
 from falconet.sensor import record as r
 from falconet.sensor import syscalls as sc
 from falconet.sensor.enricher import Enricher
@@ -52,6 +52,25 @@ def test_batch_path_makes_exactly_the_recorded_events(tmp_path: Path) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         assert g == w
+
+
+def test_batch_path_knows_the_arguments_as_the_record_path_does(tmp_path: Path) -> None:
+    """The fields the recording predates (rr.NEWER_PROC_FIELDS): the batch path against today's one-record path."""
+    records = rr.load_records()
+    events, errors = _enricher(tmp_path).feed_batch(*_batch(records))
+    one = _enricher(tmp_path)
+    want = [ev for ev in (one.feed(rec) for rec in records) if ev is not None]
+    assert errors == 0 and len(events) == len(want)
+
+    def chain(p: Process | None) -> list[tuple[object, ...]]:
+        out = []
+        while p is not None:
+            out.append(tuple(getattr(p, name) for name in rr.NEWER_PROC_FIELDS))
+            p = p.parent
+        return out
+
+    assert [chain(e.proc) for e in events] == [chain(e.proc) for e in want]
+    assert any(not e.proc.args_known for e in want) and any(e.proc.args_known for e in want)
 
 
 @pytest.mark.parametrize("wanted", [{"openat", "execve"}, {"connect", "sendto", "recvfrom"}, {"unlink"}])
