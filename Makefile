@@ -102,7 +102,8 @@ $(VENV)/.base: pyproject.toml .stamps/apt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q '$(GRPC_TOOLS_PIN)'
 	@touch $@
-$(VENV)/.installed: $(VENV)/.base setup.py sensor/ptrace/stoploop.c sensor/ptrace/stoploop_place.h
+$(VENV)/.installed: $(VENV)/.base setup.py sensor/ptrace/stoploop.c sensor/ptrace/stoploop_place.h \
+                   server/storewrite.c
 	@test -d $(PY_GEN_DIR) || $(MAKE) --no-print-directory generate-python
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@

@@ -13,10 +13,12 @@ google-crc32c: about 0.035 µs per 760-byte alert where zlib's CRC-32 (records w
 FNr3/FNf3, still read) took about 0.13 µs. A machine where google-crc32c has no C implementation writes the
 old CRC-32 records. Built so that no Python code runs per alert: the lengths table is made by `array` from a
 `map`, the CRC-32C runs over the wire forms one by one from C (`functools.reduce`), and `pwritev` gathers them
-(no join) and releases the GIL. The index is the truth: a record counts once its index row is committed, and
-the row is committed only after the record's `writev` returned (and, with `synchronous: full`, after an
-`fdatasync` of the segment), so the index never points past durable data. A crash between the two leaves bytes
-past the last indexed record (possibly torn: a fatal signal can cut a large write short); opening cuts them off
+(no join) and releases the GIL. Where server/storewrite.c is built (`C_WRITE`), it makes those same bytes
+and writes them with the GIL released once per commit. The index is the truth: a record counts once its index
+row is committed, and the row is committed only after the record's `writev` returned (and, with
+`synchronous: full`, after an `fdatasync` of the segment), so the index never points past durable data. A
+crash between the two leaves bytes past the last indexed record (possibly torn: a fatal signal can cut a large
+write short); opening cuts them off
 (`recover`) and checks the newest indexed record's checksum, dropping any record that fails it (only a power
 loss with `synchronous: normal`, which promises nothing for it, can produce one). Reads check every record's
 checksum, so a damaged record is reported, never served.
@@ -48,6 +50,14 @@ try:
 except ImportError:  # pragma: no cover (a dependency; the old CRC-32 records are written without it)
     _HW_CRC = False
 
+_c_write: Callable[[int, int, list[tuple[int, list[bytes]]], bool], list[int]] | None
+try:
+    from falconet.server import _storewrite
+except ImportError:  # pragma: no cover (optional: not built without a compiler; the Python path writes the same)
+    _c_write = None
+else:
+    _c_write = _storewrite.write_records if _storewrite.hardware() else None
+
 HEAD = struct.Struct("<4sQIII")
 """magic, first sequence, alert count, body bytes, checksum (of the three numbers, then the body)."""
 _NUMBERS = struct.Struct("<QII")
@@ -69,6 +79,11 @@ and not the payload); it keeps detecting torn and misplaced records, and every p
 (the index, not the checksum, is what makes a kill -9 safe: a record is indexed only once written)."""
 HARDWARE_CRC = _HW_CRC
 """New records' checksum is a CRC-32C (google-crc32c's C implementation is loaded), else zlib's CRC-32."""
+C_WRITE = _HW_CRC and _c_write is not None
+"""Whether records are encoded and written by server/storewrite.c (the same bytes as `encode_record`): one
+release of the GIL for a whole commit's lengths tables, CRC-32Cs and `pwritev` calls, where the Python path holds
+it for the encoding (about 0.23 µs per alert) and takes it back after each `pwritev` of at most IOV_MAX parts,
+each time waiting for the converting writer thread to drop it (bench/RESULTS.md, "storec, session 9")."""
 
 
 if _HW_CRC:
@@ -265,14 +280,20 @@ class DataFiles:
         start = offset = self.end
         rows: list[IndexRow] = []
         parts: list[bytes] = []
-        for first, last, stored_ns, wires in chunks:
-            head, table, payload, size = encode_record(first, wires)
-            parts += (head, table)
-            parts += payload
-            rows.append((first, last, stored_ns, self.segment, offset, size))
-            offset += HEAD.size + size
         try:
-            _writev_all(fd, parts, start, offset - start)
+            if C_WRITE and HARDWARE_CRC and _c_write is not None:
+                sizes = _c_write(fd, start, [(c[0], c[3]) for c in chunks], PAYLOAD_CRC)
+                for (first, last, stored_ns, _), size in zip(chunks, sizes):
+                    rows.append((first, last, stored_ns, self.segment, offset, size))
+                    offset += HEAD.size + size
+            else:
+                for first, last, stored_ns, wires in chunks:
+                    head, table, payload, size = encode_record(first, wires)
+                    parts += (head, table)
+                    parts += payload
+                    rows.append((first, last, stored_ns, self.segment, offset, size))
+                    offset += HEAD.size + size
+                _writev_all(fd, parts, start, offset - start)
             if self.sync:
                 os.fdatasync(fd)
         except OSError:
