@@ -118,7 +118,7 @@ static int close_unknown(state_t *st, int tgid, long fd) {
 
 /* Whether the seccomp stop of this close goes to Python for its fd to be learned from /proc before it runs:
  * closes are events again after a reload turned a close rule on (st->learn), and its fd is not in the set, so
- * it may be one a kept-back open made with no exit stop, which the engine never saw (tracer.py _learn_fd). */
+ * it may be one a kept-back open made with no exit stop, which the engine never saw (fdbook.py _learn_fd). */
 static int close_learns(state_t *st, int tgid, long fd) {
     if (!__atomic_load_n(&st->learn, __ATOMIC_ACQUIRE) || __atomic_load_n(&st->skip, __ATOMIC_ACQUIRE)) return 0;
     fdset_t *s = proc_fds(st, tgid);
@@ -139,7 +139,7 @@ static int open_skips_exit(state_t *st, int tgid) {
  * stale name). The Python tracer asks this table for the closes in flight of a record's fd table and records
  * first those already over (their thread waits at its exit stop) and those of an fd number the record gives
  * anew (a close cannot free N before A is resumed from its seccomp stop, so N's reuse proves it came first):
- * tracer.py _closes_first. */
+ * fdbook.py _closes_first. */
 static void closing_put(state_t *st, pid_t tid, const slot_t *task) {
     slot_t *c = table_put(&st->closing, (uint64_t)tid);
     if (!c) return;  /* no memory: the close is recorded at its exit stop, as before */

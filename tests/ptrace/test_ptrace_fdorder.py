@@ -1,5 +1,5 @@
 """The engine's fd table follows the kernel's when one thread closes an fd and another thread of the same process
-gets its number back at once (sensor/ptrace/stoploop_fds.h "Closes in flight", tracer.py _closes_first).
+gets its number back at once (sensor/ptrace/stoploop_fds.h "Closes in flight", fdbook.py _closes_first).
 
 Records are built in the order the tracer reaps stops, and waitpid(-1) reports stopped tracees by their place
 in the tracer's list, not by when they stopped: without the fix the open that got the number back was often

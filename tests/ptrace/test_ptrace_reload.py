@@ -5,7 +5,7 @@ its seccomp stop: no exit stop, no record, so neither the engine nor the tracer'
 may know has its fd (sensor/ptrace/stoploop_fds.h). Once a reload turns a close rule on, closes are events
 again; before session 9 the close of such an fd reached the rule with no fd at all (`fd.name` <NA>). The tracer
 now stops at the seccomp stop of a close whose fd is not in the mirror and learns the fd from /proc/TID/fd
-before the close runs (tracer.py _learn_fd), as the start-up seeding learns a process's fds, so the close
+before the close runs (fdbook.py _learn_fd), as the start-up seeding learns a process's fds, so the close
 names its file. Real `falconet run --source ptrace`, a real SIGHUP, no root needed.
 """
 

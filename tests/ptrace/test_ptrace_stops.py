@@ -318,7 +318,7 @@ def test_a_fork_exec_exit_storm_keeps_every_processs_fds(work: Path, monkeypatch
 
 def test_a_threaded_fork_exec_storm_keeps_every_processs_fds(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """STORM's workers as threads of one process: a worker's fd closed and reused at once by another thread
-    is recorded closed before it is reused, and a child's table is what the kernel copied (tracer.py
+    is recorded closed before it is reused, and a child's table is what the kernel copied (sensor/ptrace/fdbook.py
     _closes_first, _copied), so every child inherits w named and never a name for h or x. Before session 9
     most runs failed: a child's w lost (1-5 of 90 in session 7's runs), or its x named by another thread's
     w opened after the fork."""
