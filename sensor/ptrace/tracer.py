@@ -43,7 +43,7 @@ from falconet.sensor.ptrace.fdbook import (
 )
 from falconet.sensor.ptrace.records import U32, pack, sockinfo, strv
 from falconet.sensor.ptrace.seccomp import DATA_FOREIGN, build_filter
-from falconet.sensor.record import REC_EXECARGS, REC_EXECENV, REC_EXIT, REC_FORK, REC_SYSCALL
+from falconet.sensor.record import EXECARGS_LOST, REC_EXECARGS, REC_EXECENV, REC_EXIT, REC_FORK, REC_SYSCALL
 
 Log = Callable[[str], None]
 
@@ -558,9 +558,12 @@ class Tracer(FdBook):
         if res == 0:
             t.ident = None  # a new image: name, credentials (file capabilities) re-read
         ident = self._ident(t)
+        # No arguments saved: the exec's entry was never seen (attached during it), so they are unknown, not
+        # none; the EXECARGS_LOST stand-in says so, as the kernel's does when the ring buffer had no room.
+        lost = () if t.execargs else (EXECARGS_LOST,)
         filename, argbytes, envbytes, more, whole = t.execargs or [b"", b"", b"", b"", U32.pack(0)]
         t.execargs = []
-        self.sink(pack(REC_EXECARGS, t.tid, ident, nr, 0, (), (filename, b"", b"", b"", argbytes, envbytes),
+        self.sink(pack(REC_EXECARGS, t.tid, ident, nr, 0, lost, (filename, b"", b"", b"", argbytes, envbytes),
                        init_ts=self._init_ts))
         if more:
             self.sink(pack(REC_EXECENV, t.tid, ident, nr, 0, (0, U32.unpack(whole)[0]),
